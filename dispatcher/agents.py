@@ -1,0 +1,291 @@
+"""Built-in agent profiles: which argv to run, and how the prompt reaches it.
+
+A profile turns an agent name plus a prompt file into the exact argv the runner
+starts in the job's worktree. The prompt never goes through a shell and never
+becomes part of an argv as text: it is either a *file path* argument (the
+``{prompt_file}`` placeholder) or the process's *stdin* (``stdin_prompt``; the
+runner opens the prompt file as the child's stdin). Whatever the profile, the
+runner also puts the path in ``DISPATCHER_PROMPT_FILE``.
+
+Placeholders are the literal strings ``{prompt_file}`` and ``{workdir}``. They
+are replaced wherever they appear inside an argv item (``--message-file=
+{prompt_file}`` works), in a single pass over the profile's own text, so a
+substituted value is never looked at again: a path that itself contains
+``{workdir}``, ``$(...)`` or ``%s`` stays exactly as it is. There is no
+``str.format``, no ``eval`` and no shell.
+
+Flags were checked against each tool's documentation (see ``docs/agents.md``).
+
+Pure: standard library and pydantic only, no subprocesses, no I/O.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import Final
+
+from pydantic import BaseModel, ConfigDict, field_validator
+
+from dispatcher.errors import InvalidInput
+
+PROMPT_FILE: Final = "{prompt_file}"
+"""Placeholder replaced by the absolute path of the job's prompt file."""
+
+WORKDIR: Final = "{workdir}"
+"""Placeholder replaced by the absolute path of the job's worktree."""
+
+COMMAND: Final = "command"
+"""Name of the profile that runs a user-given argv (see :func:`command_profile`)."""
+
+OUTPUT_FORMATS: Final = frozenset({"stream-json", "json", "text"})
+
+_PLACEHOLDER_RE: Final = re.compile("|".join(re.escape(p) for p in (PROMPT_FILE, WORKDIR)))
+
+
+class AgentProfile(BaseModel):
+    """How to run one agent. Immutable; compare and hash by value."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    argv: tuple[str, ...]
+    """Program and arguments; may contain ``{prompt_file}`` and ``{workdir}``."""
+    stdin_prompt: bool
+    """True: the runner connects the prompt file to the process's stdin."""
+    output: str = "text"
+    """What the agent prints on stdout: ``stream-json`` (one JSON event per line),
+    ``json`` (one document at the end) or ``text``."""
+    description: str = ""
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("agent name must not be empty")
+        return value
+
+    @field_validator("argv")
+    @classmethod
+    def _argv_has_program(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value or not value[0].strip():
+            raise ValueError("argv must start with a program")
+        if any("\x00" in arg for arg in value):
+            raise ValueError("argv must not contain NUL characters")
+        return value
+
+    @field_validator("output")
+    @classmethod
+    def _known_output(cls, value: str) -> str:
+        if value not in OUTPUT_FORMATS:
+            raise ValueError(f"output must be one of {', '.join(sorted(OUTPUT_FORMATS))}")
+        return value
+
+
+def _builtin(
+    name: str, argv: Sequence[str], *, stdin_prompt: bool, output: str, description: str
+) -> AgentProfile:
+    return AgentProfile(
+        name=name,
+        argv=tuple(argv),
+        stdin_prompt=stdin_prompt,
+        output=output,
+        description=description,
+    )
+
+
+BUILTIN_PROFILES: Final[Mapping[str, AgentProfile]] = MappingProxyType(
+    {
+        "claude": _builtin(
+            "claude",
+            [
+                "claude",
+                "-p",
+                "--output-format",
+                "stream-json",
+                "--verbose",  # required by --print with --output-format stream-json
+                "--permission-mode",
+                "bypassPermissions",
+            ],
+            stdin_prompt=True,
+            output="stream-json",
+            description="Claude Code in print mode; prompt on stdin; JSON events on stdout.",
+        ),
+        "codex": _builtin(
+            "codex",
+            ["codex", "exec", "--json", "--sandbox", "workspace-write", "-"],
+            stdin_prompt=True,
+            output="stream-json",
+            description="OpenAI Codex CLI `exec`; `-` reads the prompt from stdin; JSONL events.",
+        ),
+        "aider": _builtin(
+            "aider",
+            [
+                "aider",
+                f"--message-file={PROMPT_FILE}",
+                "--yes-always",
+                "--no-auto-commits",  # the daemon commits what the agent leaves behind
+                "--no-check-update",
+                "--no-pretty",
+                "--no-analytics",
+            ],
+            stdin_prompt=False,
+            output="text",
+            description="aider, one message from the prompt file, then exit.",
+        ),
+        "gemini": _builtin(
+            "gemini",
+            ["gemini", "--output-format", "stream-json", "--approval-mode", "yolo"],
+            stdin_prompt=True,
+            output="stream-json",
+            description="Gemini CLI headless (stdin is not a TTY); prompt on stdin; JSONL events.",
+        ),
+        "goose": _builtin(
+            "goose",
+            [
+                "goose",
+                "run",
+                f"--instructions={PROMPT_FILE}",
+                "--no-session",
+                "--output-format",
+                "stream-json",
+            ],
+            stdin_prompt=False,
+            output="stream-json",
+            description="goose `run` with the prompt file as instructions; JSON events.",
+        ),
+    }
+)
+
+
+def _known_names(overrides: Mapping[str, object]) -> list[str]:
+    return sorted({*BUILTIN_PROFILES, *overrides, COMMAND})
+
+
+def _parse_argv(name: str, value: object) -> tuple[str, ...]:
+    """An override's argv: a list of strings, or one string split like a shell would.
+
+    ``shlex.split`` only tokenizes the user's own configuration; nothing is
+    expanded or executed.
+    """
+    if isinstance(value, str):
+        try:
+            args = shlex.split(value)
+        except ValueError as exc:
+            raise InvalidInput(f"agent {name!r}: cannot split command {value!r}: {exc}") from exc
+    elif isinstance(value, Sequence) and all(isinstance(t, str) for t in value):
+        args = [str(t) for t in value]
+    else:
+        raise InvalidInput(f"agent {name!r}: command must be a list of strings or a string")
+    if not args or not args[0].strip():
+        raise InvalidInput(f"agent {name!r}: command is empty")
+    if any("\x00" in t for t in args):
+        raise InvalidInput(f"agent {name!r}: command contains a NUL character")
+    return tuple(args)
+
+
+def _declared_output(argv: Sequence[str]) -> str | None:
+    """The output format an argv asks for explicitly, if it says so.
+
+    Recognizes ``--output-format X`` / ``--output-format=X`` (claude, gemini,
+    goose) and codex's ``--json``. Anything else: ``None`` (not declared).
+    """
+    found: str | None = None
+    for i, arg in enumerate(argv):
+        value: str | None = None
+        if arg == "--output-format" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--output-format="):
+            value = arg.partition("=")[2]
+        elif arg == "--json" and any(_program(t) == "codex" for t in argv[:i]):
+            value = "stream-json"
+        if value is not None and value in OUTPUT_FORMATS:
+            found = value
+    return found
+
+
+def _program(arg: str) -> str:
+    return arg.rpartition("/")[2]
+
+
+def _has_prompt_file(argv: Sequence[str]) -> bool:
+    return any(PROMPT_FILE in arg for arg in argv)
+
+
+def command_profile(argv: Sequence[str], *, name: str = COMMAND) -> AgentProfile:
+    """The profile for a user-given argv (``dispatcher run --command``, ``agent: command``).
+
+    The prompt arrives on stdin (and, as for every agent, its path in
+    ``DISPATCHER_PROMPT_FILE``); placeholders in ``argv`` are honoured too.
+    """
+    if isinstance(argv, str):
+        raise InvalidInput(f"agent {name!r}: command must be a list of arguments, not a string")
+    args = _parse_argv(name, list(argv))
+    return AgentProfile(
+        name=name,
+        argv=args,
+        stdin_prompt=True,
+        output=_declared_output(args) or "text",
+        description="User-given command; prompt on stdin.",
+    )
+
+
+def resolve_profile(
+    name: str, overrides: Mapping[str, Sequence[str] | str] | None = None
+) -> AgentProfile:
+    """The profile to run for agent ``name``.
+
+    ``overrides`` (from settings or a repo's trigger file) maps names to an argv
+    list or a command string. For a built-in name the override replaces only
+    the argv; the built-in's ``stdin_prompt`` and ``output`` are kept, except
+    that an override that drops ``{prompt_file}`` from a file-argument profile
+    gets the prompt on stdin instead (so the prompt is never silently lost), and
+    an explicit ``--output-format X`` (or codex ``--json``) in the override wins.
+    A new name is a command profile: prompt on stdin, ``text`` output unless the
+    argv declares another.
+
+    Raises :class:`~dispatcher.errors.InvalidInput` for an unknown name, for
+    ``command`` without an argv, and for a malformed override.
+    """
+    overrides = overrides or {}
+    if name in overrides:
+        argv = _parse_argv(name, overrides[name])
+        base = BUILTIN_PROFILES.get(name)
+        if base is None:
+            profile = command_profile(argv, name=name)
+            return profile.model_copy(update={"description": "Configured command."})
+        stdin_prompt = base.stdin_prompt or not _has_prompt_file(argv)
+        return AgentProfile(
+            name=name,
+            argv=argv,
+            stdin_prompt=stdin_prompt,
+            output=_declared_output(argv) or base.output,
+            description=f"{base.description} (argv overridden)",
+        )
+    if name in BUILTIN_PROFILES:
+        return BUILTIN_PROFILES[name]
+    if name == COMMAND:
+        raise InvalidInput(
+            "agent 'command' needs a command to run: pass --command \"ARGV\" "
+            "or configure it under agents"
+        )
+    raise InvalidInput(f"unknown agent {name!r}; known: {', '.join(_known_names(overrides))}")
+
+
+def build_argv(profile: AgentProfile, *, prompt_file: Path, workdir: Path) -> list[str]:
+    """The argv to execute, with ``{prompt_file}`` and ``{workdir}`` filled in.
+
+    One pass per argument over the profile's own text: only the two exact
+    placeholder strings are replaced, and replacement values are inserted
+    verbatim and never rescanned. Pass absolute paths (the agent's cwd is the
+    worktree).
+    """
+    values = {PROMPT_FILE: os.fspath(prompt_file), WORKDIR: os.fspath(workdir)}
+    for label, value in values.items():
+        if "\x00" in value:
+            raise InvalidInput(f"{label} path contains a NUL character")
+    return [_PLACEHOLDER_RE.sub(lambda m: values[m.group(0)], arg) for arg in profile.argv]

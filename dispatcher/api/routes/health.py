@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from dispatcher.api.deps import ServiceDep
+from dispatcher.models import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", summary="Liveness and version (no token needed)")
+def health(service: ServiceDep) -> Health:
+    return service.health()

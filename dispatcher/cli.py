@@ -1,0 +1,325 @@
+"""The ``dispatcher`` command: thin Typer commands over the API client.
+
+Any error prints one line (``dispatcher: <reason>``) on stderr and exits 1;
+this happens in one place, :func:`main`.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from dispatcher.client import Client
+from dispatcher.config import Settings
+from dispatcher.errors import DispatcherError, InvalidInput
+from dispatcher.lifecycle import TERMINAL, JobState
+
+app = typer.Typer(
+    name="dispatcher",
+    help="Run coding agents in isolated git worktrees; review, merge or discard the result.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+repo_app = typer.Typer(help="Register and inspect repositories.", no_args_is_help=True)
+app.add_typer(repo_app, name="repo")
+
+
+def _client() -> Client:
+    return Client.from_settings(Settings())
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+# ------------------------------------------------------------------ daemon
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1)")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8765)")] = None,
+    state_dir: Annotated[Path | None, typer.Option(help="State dir (DISPATCHER_STATE_DIR)")] = None,
+) -> None:
+    """Run the daemon in the foreground."""
+    from dispatcher.daemon import serve as run_daemon
+
+    overrides: dict[str, Any] = {}
+    if host is not None:
+        overrides["host"] = host
+    if port is not None:
+        overrides["port"] = port
+    if state_dir is not None:
+        overrides["state_dir"] = state_dir
+    run_daemon(Settings(**overrides))
+
+
+# ------------------------------------------------------------------ repos
+
+
+@repo_app.command("add")
+def repo_add(
+    path: Path,
+    name: Annotated[str | None, typer.Option(help="Name to refer to it by")] = None,
+    max_parallel: Annotated[int | None, typer.Option(help="Agents at once for this repo")] = None,
+) -> None:
+    """Register a local git repository."""
+    with _client() as c:
+        repo = c.post(
+            "/repos",
+            {"path": str(path.expanduser().absolute()), "name": name, "max_parallel": max_parallel},
+        )
+    typer.echo(
+        f"registered {repo['name']} at {repo['path']} (default branch {repo['default_branch']})"
+    )
+
+
+@repo_app.command("list")
+def repo_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List registered repositories."""
+    with _client() as c:
+        repos = c.get("/repos")
+    if as_json:
+        _print_json(repos)
+        return
+    for r in repos:
+        missing = "" if r["exists"] else "  (path missing!)"
+        typer.echo(f"{r['name']:<24} {r['default_branch']:<16} {r['path']}{missing}")
+
+
+@repo_app.command("show")
+def repo_show(name: str, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show one repository."""
+    with _client() as c:
+        repo = c.get(f"/repos/{_seg(name)}")
+    if as_json:
+        _print_json(repo)
+        return
+    for key in ("name", "path", "default_branch", "max_parallel", "exists", "created_at"):
+        typer.echo(f"{key:<15} {repo[key]}")
+    counts = ", ".join(f"{k}: {v}" for k, v in sorted(repo["jobs"].items())) or "none"
+    typer.echo(f"{'jobs':<15} {counts}")
+
+
+@repo_app.command("remove")
+def repo_remove(name: str) -> None:
+    """Unregister a repository (its files are not touched)."""
+    with _client() as c:
+        c.delete(f"/repos/{_seg(name)}")
+    typer.echo(f"removed {name}")
+
+
+# ------------------------------------------------------------------ jobs
+
+
+@app.command()
+def run(
+    repo: str,
+    prompt: Annotated[str, typer.Option(help="What the agent should do")],
+    agent: Annotated[str | None, typer.Option(help="Agent profile (claude, codex, ...)")] = None,
+    command: Annotated[
+        str | None, typer.Option(help='Any program, e.g. "./my-agent.sh --fast" (split like sh)')
+    ] = None,
+    base: Annotated[str | None, typer.Option(help="Branch or commit to start from")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Timeout in minutes")] = None,
+    wait: Annotated[
+        bool, typer.Option(help="Wait until the job ends; exit 1 unless it succeeded")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Queue an agent job; print its id."""
+    if agent and command:
+        raise InvalidInput("give --agent or --command, not both")
+    argv = None
+    if command is not None:
+        try:
+            argv = shlex.split(command)
+        except ValueError as exc:
+            raise InvalidInput(f"cannot split --command: {exc}") from None
+        if not argv:
+            raise InvalidInput("--command is empty")
+    body = {
+        "repo": repo, "prompt": prompt, "agent": agent, "command": argv,
+        "base": base, "timeout_minutes": timeout,
+    }  # fmt: skip
+    with _client() as c:
+        job = c.post("/jobs", body)
+        if wait:
+            job = _wait(c, job["id"])
+    if as_json:
+        _print_json(job)
+    else:
+        typer.echo(job["id"])
+    if wait and job["state"] != JobState.SUCCEEDED:
+        typer.echo(
+            f"job {job['id']} {job['state']}: {job.get('error') or ''}".rstrip(": "), err=True
+        )
+        raise typer.Exit(1)
+
+
+def _wait(c: Client, job_id: int) -> Any:
+    delay = 0.05
+    while True:
+        job = c.get(f"/jobs/{job_id}")
+        if job["state"] in TERMINAL:
+            return job
+        time.sleep(delay)
+        delay = min(delay * 1.5, 1.0)
+
+
+@app.command()
+def jobs(
+    repo: Annotated[str | None, typer.Option(help="Only this repo")] = None,
+    state: Annotated[JobState | None, typer.Option(help="Only this state")] = None,
+    limit: Annotated[int, typer.Option(help="How many (newest first)")] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List jobs, newest first."""
+    params: dict[str, Any] = {"limit": limit}
+    if repo:
+        params["repo"] = repo
+    if state:
+        params["state"] = state.value
+    with _client() as c:
+        page = c.get("/jobs", params=params)
+    if as_json:
+        _print_json(page["items"])
+        return
+    typer.echo(
+        f"{'ID':>5}  {'STATE':<10} {'REPO':<16} {'AGENT':<8} {'AHEAD':>5}  {'+/-':<11} PROMPT"
+    )
+    for j in page["items"]:
+        ahead = "" if j["commits_ahead"] is None else str(j["commits_ahead"])
+        churn = "" if j["insertions"] is None else f"+{j['insertions']}/-{j['deletions']}"
+        first = (j["prompt"].splitlines() or [""])[0][:50]
+        typer.echo(
+            f"{j['id']:>5}  {j['state']:<10} {j['repo'][:16]:<16} {j['agent'][:8]:<8} "
+            f"{ahead:>5}  {churn:<11} {first}"
+        )
+
+
+@app.command()
+def show(job: int, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show one job."""
+    with _client() as c:
+        data = c.get(f"/jobs/{job}")
+    if as_json:
+        _print_json(data)
+        return
+    keys = (
+        "id", "repo", "state", "agent", "branch", "base", "target_branch", "worktree",
+        "exit_code", "signal", "error", "commits_ahead", "files_changed", "insertions",
+        "deletions", "duration_s", "created_at", "started_at", "finished_at", "merged_into",
+        "merged_sha", "retry_of",
+    )  # fmt: skip
+    for key in keys:
+        if data.get(key) is not None:
+            typer.echo(f"{key:<14} {data[key]}")
+    typer.echo(f"{'prompt':<14} {data['prompt']}")
+
+
+@app.command()
+def logs(
+    job: int,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Stream until the job ends")
+    ] = False,
+) -> None:
+    """Print the job's log (agent output and the daemon's notes)."""
+    with _client() as c:
+        if not follow:
+            sys.stdout.write(c.get(f"/jobs/{job}/log"))
+            return
+        for event in c.follow_log(job):
+            if event["event"] == "log":
+                sys.stdout.write(event["data"]["text"])
+                sys.stdout.flush()
+
+
+@app.command()
+def diff(job: int, stat: Annotated[bool, typer.Option(help="Only the diffstat")] = False) -> None:
+    """Print the job's changes against its base commit."""
+    with _client() as c:
+        data = c.get(f"/jobs/{job}/diff")
+    sys.stdout.write(data["stat"] if stat else data["patch"])
+
+
+@app.command()
+def merge(
+    job: int,
+    strategy: Annotated[str, typer.Option(help="merge | squash | rebase | ff")] = "merge",
+    into: Annotated[
+        str | None, typer.Option(help="Target branch (default: the job's base)")
+    ] = None,
+    delete_branch: Annotated[bool, typer.Option(help="Delete the job branch after")] = False,
+) -> None:
+    """Land the job's branch; refused with the conflicting files if it would conflict."""
+    body = {"strategy": strategy, "into": into, "delete_branch": delete_branch}
+    _action(job, "merge", body)
+
+
+@app.command()
+def discard(job: int) -> None:
+    """Stop the job if it runs; remove its worktree and branch."""
+    _action(job, "discard")
+
+
+@app.command()
+def cancel(job: int) -> None:
+    """Stop the job's agent; keep its worktree and branch."""
+    _action(job, "cancel")
+
+
+@app.command()
+def retry(job: int) -> None:
+    """Queue a fresh job with the same inputs; print its id."""
+    result = _action(job, "retry", quiet=True)
+    typer.echo(result["job"]["id"])
+
+
+def _action(job: int, verb: str, body: Any = None, *, quiet: bool = False) -> Any:
+    with _client() as c:
+        result = c.post(f"/jobs/{job}/{verb}", body)
+    if not quiet:
+        typer.echo(result["message"])
+    else:
+        typer.echo(result["message"], err=True)
+    return result
+
+
+def _seg(name: str) -> str:
+    from urllib.parse import quote
+
+    return quote(name, safe="")
+
+
+def main() -> None:
+    """Entry point: errors become one line on stderr and exit status 1."""
+    try:
+        app(standalone_mode=False)
+    except DispatcherError as exc:
+        typer.echo(f"dispatcher: {exc.message}", err=True)
+        sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("dispatcher: aborted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

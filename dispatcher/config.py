@@ -1,0 +1,86 @@
+"""Settings: one pydantic-settings object, built at the entry point and passed down.
+
+Every field reads from a ``DISPATCHER_``-prefixed environment variable
+(``DISPATCHER_STATE_DIR``, ``DISPATCHER_MAX_PARALLEL`` ...). Nothing here
+touches the disk; :meth:`Settings.ensure_dirs` does, when the daemon starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_PORT = 8765
+
+
+def default_state_dir() -> Path:
+    """``$XDG_STATE_HOME/dispatcher``, falling back to ``~/.local/state/dispatcher``."""
+    xdg = os.environ.get("XDG_STATE_HOME")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".local" / "state"
+    return base / "dispatcher"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DISPATCHER_", extra="ignore")
+
+    state_dir: Path = Field(default_factory=default_state_dir)
+    host: str = "127.0.0.1"
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    url: str | None = (
+        None  # where the CLI finds the daemon (DISPATCHER_URL); default from host/port
+    )
+    database_url: str | None = None  # default: sqlite in the state dir
+    token: str | None = None  # default: generated into <state_dir>/token on first start
+
+    max_parallel: int = Field(default=4, ge=1, description="agents running at once, all repos")
+    max_parallel_per_repo: int = Field(default=2, ge=1)
+    default_agent: str = "claude"
+    default_timeout_minutes: float = Field(default=45, gt=0)
+    kill_grace_seconds: float = Field(default=5, ge=0)
+    # Profile overrides: {"claude": ["claude", "-p", "--model", "opus"]} (JSON in the env var).
+    agents: dict[str, list[str] | str] = Field(default_factory=dict)
+
+    commit_author_name: str = "worktree-dispatcher"
+    commit_author_email: str = "dispatcher@localhost"
+
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @field_validator("state_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @property
+    def worktrees_dir(self) -> Path:
+        return self.state_dir / "worktrees"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.state_dir / "jobs"
+
+    @property
+    def token_file(self) -> Path:
+        return self.state_dir / "token"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.state_dir / "daemon.lock"
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.state_dir / 'dispatcher.db'}"
+
+    @property
+    def api_url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+    def ensure_dirs(self) -> None:
+        for path in (self.state_dir, self.worktrees_dir, self.jobs_dir):
+            path.mkdir(parents=True, exist_ok=True, mode=0o700)

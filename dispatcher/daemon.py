@@ -1,0 +1,109 @@
+"""Composition root: settings -> store -> runner -> service -> API -> uvicorn.
+
+Nothing here runs at import time; :func:`serve` is called by ``dispatcher serve``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import secrets
+from collections.abc import Iterator
+from typing import IO
+
+from dispatcher.config import Settings
+from dispatcher.errors import DispatcherError
+
+log = logging.getLogger(__name__)
+
+
+def configure_logging(settings: Settings) -> None:
+    handler = logging.StreamHandler()
+    if settings.log_json:
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(settings.log_level.upper())
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+
+
+def load_or_create_token(settings: Settings) -> str:
+    """The API token: DISPATCHER_TOKEN, else ``<state dir>/token`` (created 0600 on first start)."""
+    if settings.token:
+        return settings.token
+    path = settings.token_file
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        token = path.read_text().strip()
+        if not token:
+            raise DispatcherError(
+                f"token file {path} is empty; delete it to make a new one"
+            ) from None
+        return token
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(token + "\n")
+    return token
+
+
+@contextlib.contextmanager
+def single_instance(settings: Settings) -> Iterator[IO[str]]:
+    """Hold an exclusive lock on the state dir: one daemon per state dir."""
+    fh = open(settings.lock_file, "a+")  # noqa: SIM115
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            other = fh.read().strip() or "?"
+            raise DispatcherError(
+                f"another daemon (pid {other}) is already using {settings.state_dir}"
+            ) from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(str(os.getpid()))
+        fh.flush()
+        yield fh
+    finally:
+        fh.close()
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from dispatcher.api.app import create_app
+    from dispatcher.runner import Runner
+    from dispatcher.service import Service
+    from dispatcher.store import Store, migrate
+
+    configure_logging(settings)
+    settings.ensure_dirs()
+    with single_instance(settings):
+        migrate(settings.db_url)
+        token = load_or_create_token(settings)
+        store = Store(settings.db_url)
+        runner = Runner(settings, store)
+        service = Service(settings, store, runner)
+        app = create_app(service, token)
+        runner.start()
+        log.info("state dir %s; listening on %s", settings.state_dir, settings.api_url)
+        config = uvicorn.Config(
+            app,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            access_log=False,
+            timeout_graceful_shutdown=3,
+        )
+        try:
+            uvicorn.Server(config).run()
+        finally:
+            runner.stop()
+            store.close()

@@ -1,0 +1,828 @@
+"""The only module that runs git: worktrees, refs, merge-tree, commits.
+
+Every call goes through :func:`_git`, which runs ``git`` via
+:func:`dispatcher.proc.run` in an environment cleaned of inherited ``GIT_*``
+variables (:func:`clean_env`) and turns a failure into
+:class:`~dispatcher.errors.GitError` showing command, exit code and stderr.
+
+Untrusted names never reach an option position: branch names are checked
+with ``git check-ref-format --branch`` and revisions may not start with ``-``;
+positional arguments follow ``--end-of-options``.
+
+Merges are computed without touching any worktree (``merge-tree
+--write-tree`` + ``commit-tree``) and land by compare-and-swap. Nothing here
+knows about jobs or the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dispatcher import proc
+from dispatcher.errors import (
+    AlreadyExists,
+    DirtyCheckout,
+    GitError,
+    InvalidInput,
+    InvalidState,
+    MergeConflict,
+    NotFound,
+    ProcessError,
+    RefMoved,
+)
+
+_ZERO_OID = "0" * 40
+_STRATEGIES = ("merge", "squash", "rebase", "ff")
+
+# Inherited GIT_* variables that configure how git reaches the outside world or
+# who commits; everything else (GIT_DIR, GIT_WORK_TREE, GIT_INDEX_FILE, ...)
+# would point our commands at the wrong repository. Mirrors pre-commit.
+_KEEP_ENV = frozenset(
+    {
+        "GIT_EXEC_PATH",
+        "GIT_SSH",
+        "GIT_SSH_COMMAND",
+        "GIT_SSL_CAINFO",
+        "GIT_SSL_NO_VERIFY",
+        "GIT_ASKPASS",
+        "GIT_ALLOW_PROTOCOL",
+        "GIT_HTTP_PROXY_AUTHMETHOD",
+        "GIT_CONFIG_NOSYSTEM",
+        "GIT_CONFIG_GLOBAL",
+        "GIT_CONFIG_SYSTEM",
+        "GIT_CONFIG_COUNT",
+        "GIT_AUTHOR_NAME",
+        "GIT_AUTHOR_EMAIL",
+        "GIT_AUTHOR_DATE",
+        "GIT_COMMITTER_NAME",
+        "GIT_COMMITTER_EMAIL",
+        "GIT_COMMITTER_DATE",
+    }
+)
+_KEEP_ENV_PREFIXES = ("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_")
+
+
+@dataclass(frozen=True)
+class WorktreeInfo:
+    """One entry of ``git worktree list``."""
+
+    path: Path
+    head: str | None  # None for a bare repo or an unborn branch
+    branch: str | None  # short name, e.g. "main"; None if detached
+    locked: bool
+    prunable: bool
+    bare: bool
+
+
+@dataclass(frozen=True)
+class DiffStat:
+    """Size of a change: counts and the changed paths (new name for renames)."""
+
+    files: int
+    insertions: int
+    deletions: int
+    paths: list[str]
+
+
+@dataclass(frozen=True)
+class MergeCheck:
+    """Result of a merge computed without a worktree."""
+
+    clean: bool
+    tree: str  # the merged tree (with conflict markers when not clean)
+    conflicts: list[str]  # conflicting paths, sorted, when not clean
+
+
+@dataclass(frozen=True)
+class _Commit:
+    sha: str
+    parent: str
+    tree: str
+    author_name: str
+    author_email: str
+    author_date: str  # git's raw format: "<unix time> <+zone>"
+    message: str
+
+
+# --- plumbing -----------------------------------------------------------------
+
+
+def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``os.environ`` without inherited ``GIT_*`` variables (bar a whitelist), plus ``extra``.
+
+    Git never prompts for credentials (``GIT_TERMINAL_PROMPT=0``). Used for every
+    git call and by the runner to build an agent's environment.
+    """
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("GIT_") or key in _KEEP_ENV or key.startswith(_KEEP_ENV_PREFIXES)
+    }
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    if extra:
+        env.update(extra)
+    return env
+
+
+def _git(
+    args: Sequence[str],
+    cwd: str | os.PathLike[str],
+    *,
+    check: bool = True,
+    input: str | None = None,
+    env_extra: Mapping[str, str] | None = None,
+) -> proc.Result:
+    """Run ``git *args`` in ``cwd``; raise :class:`GitError` on failure when ``check``."""
+    if not os.path.isdir(cwd):
+        raise NotFound(f"no such directory: {os.fspath(cwd)}")
+    argv = ["git", *args]
+    try:
+        result = proc.run(argv, cwd=cwd, env=clean_env(env_extra), input=input, check=False)
+    except ProcessError as exc:
+        raise GitError(exc.message) from exc
+    if check and result.returncode != 0:
+        raise GitError(_failure(result))
+    return result
+
+
+def _failure(result: proc.Result) -> str:
+    return proc.describe_failure(result.argv, result.returncode, result.stdout, result.stderr)
+
+
+def _has_control(text: str) -> bool:
+    return any(ord(ch) < 32 or ord(ch) == 127 for ch in text)
+
+
+def _check_rev(rev: str) -> str:
+    """Refuse a revision that is empty, looks like an option or holds control characters."""
+    if not rev:
+        raise InvalidInput("revision is empty")
+    if rev.startswith("-"):
+        raise InvalidInput(f"invalid revision {rev!r}: must not start with '-'")
+    if _has_control(rev):
+        raise InvalidInput(f"invalid revision {rev!r}: contains control characters")
+    return rev
+
+
+def _identity(name: str, email: str) -> dict[str, str]:
+    """Environment that makes ``name <email>`` both author and committer."""
+    for value in (name, email):
+        if not value.strip() or _has_control(value):
+            raise InvalidInput(f"invalid git identity: {name!r} <{email}>")
+    return {
+        "GIT_AUTHOR_NAME": name,
+        "GIT_AUTHOR_EMAIL": email,
+        "GIT_COMMITTER_NAME": name,
+        "GIT_COMMITTER_EMAIL": email,
+    }
+
+
+def _first_line(message: str) -> str:
+    return message.strip().splitlines()[0] if message.strip() else ""
+
+
+def _files_summary(files: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(files[:limit])
+    return shown + (f" and {len(files) - limit} more" if len(files) > limit else "")
+
+
+# --- repositories and names ---------------------------------------------------
+
+
+def toplevel(path: Path) -> Path:
+    """Absolute top of the work tree containing ``path`` (a directory or a file in it).
+
+    Raises InvalidInput when ``path`` is missing, not in a git work tree, or in a bare repo.
+    """
+    path = Path(os.path.abspath(path))
+    where = path if path.is_dir() else path.parent
+    if not path.exists() or not where.is_dir():
+        raise InvalidInput(f"not a git repository: {path}")
+    result = _git(["rev-parse", "--show-toplevel"], where, check=False)
+    top = result.stdout.strip()
+    if result.returncode != 0 or not top:
+        raise InvalidInput(f"not a git repository: {path}")
+    return Path(top)
+
+
+def common_dir(repo: Path) -> Path:
+    """Absolute path of the repository's common git dir (shared by all its worktrees)."""
+    result = _git(["rev-parse", "--path-format=absolute", "--git-common-dir"], repo, check=False)
+    if result.returncode != 0:
+        raise InvalidInput(f"not a git repository: {repo}")
+    return Path(result.stdout.strip())
+
+
+def default_branch(repo: Path) -> str:
+    """The branch HEAD points to (even unborn); if detached, "main" or else "master" if present."""
+    result = _git(["symbolic-ref", "--quiet", "--short", "HEAD"], repo, check=False)
+    if result.returncode == 0 and result.stdout.strip():
+        return result.stdout.strip()
+    if result.returncode not in (0, 1):
+        raise GitError(_failure(result))
+    found = _git(
+        ["for-each-ref", "--format=%(refname:short)", "refs/heads/main", "refs/heads/master"], repo
+    ).stdout.split()
+    for name in ("main", "master"):
+        if name in found:
+            return name
+    raise InvalidInput(f"HEAD is detached in {repo} and there is no main or master branch")
+
+
+@functools.lru_cache(maxsize=4096)
+def _git_accepts_branch(name: str) -> bool:
+    # check-ref-format works outside a repository; "/" keeps any repo config out.
+    return _git(["check-ref-format", "--branch", name], "/", check=False).returncode == 0
+
+
+def validate_branch_name(name: str) -> str:
+    """Return ``name`` if it is a safe, valid branch name; else raise InvalidInput."""
+    if not name:
+        raise InvalidInput("branch name is empty")
+    if name.startswith("-"):
+        raise InvalidInput(f"invalid branch name {name!r}: must not start with '-'")
+    if _has_control(name):
+        raise InvalidInput(f"invalid branch name {name!r}: contains control characters")
+    if name in ("@", "HEAD") or "@{" in name:
+        raise InvalidInput(f"invalid branch name {name!r}: reserved by git")
+    if not _git_accepts_branch(name):
+        raise InvalidInput(f"invalid branch name {name!r}: rejected by git check-ref-format")
+    return name
+
+
+# --- revisions -----------------------------------------------------------------
+
+
+def rev_parse(repo: Path, rev: str) -> str:
+    """Full sha of the commit ``rev`` names; NotFound if there is none."""
+    _check_rev(rev)
+    result = _git(
+        ["rev-parse", "--verify", "--quiet", "--end-of-options", f"{rev}^{{commit}}"],
+        repo,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise NotFound(f"no such commit or ref: {rev!r}")
+    return result.stdout.strip()
+
+
+def branch_head(repo: Path, branch: str) -> str | None:
+    """Sha of ``refs/heads/<branch>``, or None if the branch does not exist."""
+    validate_branch_name(branch)
+    return _ref_value(repo, f"refs/heads/{branch}")
+
+
+def _ref_value(repo: Path, ref: str) -> str | None:
+    result = _git(["rev-parse", "--verify", "--quiet", "--end-of-options", ref], repo, check=False)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:
+    """True if ``ancestor`` is reachable from ``descendant`` (a commit is its own ancestor)."""
+    result = _git(
+        [
+            "merge-base",
+            "--is-ancestor",
+            "--end-of-options",
+            _check_rev(ancestor),
+            _check_rev(descendant),
+        ],
+        repo,
+        check=False,
+    )
+    if result.returncode not in (0, 1):
+        raise GitError(_failure(result))
+    return result.returncode == 0
+
+
+def ahead_count(repo: Path, base: str, head: str) -> int:
+    """Number of commits in ``head`` that are not in ``base``."""
+    result = _git(
+        ["rev-list", "--count", "--end-of-options", f"{_check_rev(base)}..{_check_rev(head)}"],
+        repo,
+    )
+    return int(result.stdout.strip())
+
+
+# --- worktrees ---------------------------------------------------------------
+
+
+def worktree_list(repo: Path) -> list[WorktreeInfo]:
+    """Every worktree of ``repo``, the main one first (``git worktree list --porcelain -z``)."""
+    out = _git(["worktree", "list", "--porcelain", "-z"], repo).stdout
+    infos = []
+    for block in out.split("\0\0"):
+        attrs: dict[str, str] = {}
+        for line in block.split("\0"):
+            if line:
+                key, _, value = line.partition(" ")
+                attrs[key] = value
+        if "worktree" not in attrs:
+            continue
+        head = attrs.get("HEAD")
+        branch = attrs.get("branch")
+        infos.append(
+            WorktreeInfo(
+                path=Path(attrs["worktree"]),
+                head=None if head in (None, _ZERO_OID) else head,
+                branch=branch.removeprefix("refs/heads/") if branch else None,
+                locked="locked" in attrs,
+                prunable="prunable" in attrs,
+                bare="bare" in attrs,
+            )
+        )
+    return infos
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _find_worktree(repo: Path, path: Path) -> tuple[int, WorktreeInfo] | None:
+    """(index in the list, entry) of the worktree at ``path``; index 0 is the main one."""
+    for index, info in enumerate(worktree_list(repo)):
+        if _same_path(info.path, path):
+            return index, info
+    return None
+
+
+def checked_out_in(repo: Path, branch: str) -> WorktreeInfo | None:
+    """The worktree (main checkout or linked) that has ``branch`` checked out, if any.
+
+    A prunable entry (its directory is gone) does not count.
+    """
+    validate_branch_name(branch)
+    for info in worktree_list(repo):
+        if info.branch == branch and not info.bare and not info.prunable:
+            return info
+    return None
+
+
+def worktree_add(repo: Path, path: Path, branch: str, base: str) -> None:
+    """Create worktree ``path`` on a new ``branch`` starting at ``base``.
+
+    ``path`` must not exist or be an empty directory. On any failure nothing is
+    left behind: no directory, no worktree entry, no branch.
+    """
+    validate_branch_name(branch)
+    sha = rev_parse(repo, base)
+    path = Path(os.path.abspath(path))
+    existed = path.exists()
+    if existed and (not path.is_dir() or any(path.iterdir())):
+        raise InvalidInput(f"worktree path exists and is not empty: {path}")
+    if branch_head(repo, branch) is not None:
+        raise AlreadyExists(f"branch already exists: {branch!r}")
+    try:
+        # checkout.workers=0: parallel checkout on big trees (PERF.md: ~2x on slow disks).
+        _git(
+            [
+                "-c",
+                "checkout.workers=0",
+                "worktree",
+                "add",
+                "-q",
+                "-b",
+                branch,
+                "--end-of-options",
+                str(path),
+                sha,
+            ],
+            repo,
+        )
+    except BaseException:
+        _undo_worktree_add(repo, path, branch, sha, keep_dir=existed)
+        raise
+
+
+def _undo_worktree_add(repo: Path, path: Path, branch: str, sha: str, *, keep_dir: bool) -> None:
+    """Best-effort cleanup of a failed :func:`worktree_add`."""
+    with contextlib.suppress(Exception):
+        # Works on a half-made entry too: locked ("initializing") or with no directory.
+        _git(["worktree", "remove", "--force", "--force", str(path)], repo, check=False)
+    with contextlib.suppress(FileNotFoundError):
+        shutil.rmtree(path)
+    if keep_dir:
+        path.mkdir(exist_ok=True)
+    with contextlib.suppress(Exception):
+        _git(["worktree", "prune"], repo, check=False)
+        if branch_head(repo, branch) == sha:
+            _git(["update-ref", "-d", f"refs/heads/{branch}", sha], repo, check=False)
+
+
+def worktree_remove(repo: Path, path: Path) -> None:
+    """Remove the linked worktree at ``path``, dirty or locked; a no-op when already gone.
+
+    The directory is deleted only if git knows it as a linked worktree of
+    ``repo`` or it still holds a ``.git`` file (a leftover linked worktree):
+    an arbitrary directory is never deleted. The main worktree is refused.
+    """
+    path = Path(os.path.abspath(path))
+    found = _find_worktree(repo, path)
+    if found is not None and found[0] == 0:
+        raise InvalidInput(f"refusing to remove the main worktree: {path}")
+    if found is not None:
+        _git(["worktree", "remove", "--force", "--force", str(path)], repo, check=False)
+    if (found is not None or _is_leftover_worktree(repo, path)) and path.exists():
+        shutil.rmtree(path)
+    if found is not None and found[1].locked and _find_worktree(repo, path) is not None:
+        _git(["worktree", "unlock", str(path)], repo, check=False)
+    prune_worktrees(repo)
+
+
+def _is_leftover_worktree(repo: Path, path: Path) -> bool:
+    """True if ``path`` has a ``.git`` file pointing into ``repo``'s worktree records."""
+    try:
+        text = (path / ".git").read_text()
+    except (OSError, UnicodeDecodeError):
+        return False
+    gitdir = text.removeprefix("gitdir:").strip()
+    records = os.path.realpath(common_dir(repo) / "worktrees")
+    return text.startswith("gitdir:") and os.path.realpath(gitdir).startswith(records + os.sep)
+
+
+def worktree_lock(repo: Path, path: Path, reason: str) -> None:
+    """Lock the worktree at ``path`` so that prune never removes it; no-op if locked."""
+    found = _find_worktree(repo, path)
+    if found is None:
+        raise NotFound(f"not a worktree of {repo}: {path}")
+    if not found[1].locked:
+        _git(["worktree", "lock", "--reason", reason, "--end-of-options", str(path)], repo)
+
+
+def worktree_unlock(repo: Path, path: Path) -> None:
+    """Unlock the worktree at ``path``; no-op if it is not locked or not registered."""
+    found = _find_worktree(repo, path)
+    if found is not None and found[1].locked:
+        _git(["worktree", "unlock", "--end-of-options", str(path)], repo)
+
+
+def prune_worktrees(repo: Path) -> None:
+    """Drop git's records of worktrees whose directories are gone (unless locked)."""
+    _git(["worktree", "prune"], repo)
+
+
+def delete_branch(repo: Path, branch: str, expected: str | None = None) -> None:
+    """Delete ``branch`` (only if it is at ``expected`` when given); no-op if missing.
+
+    Raises InvalidState if the branch is checked out in any worktree and
+    RefMoved if it is not at ``expected``.
+    """
+    validate_branch_name(branch)
+    where = checked_out_in(repo, branch)
+    if where is not None:
+        raise InvalidState(f"branch {branch!r} is checked out at {where.path}; not deleted")
+    args = ["update-ref", "-d", "--end-of-options", f"refs/heads/{branch}"]
+    if expected is not None:
+        args.append(_check_rev(expected))
+    result = _git(args, repo, check=False)
+    if result.returncode == 0:
+        return
+    current = branch_head(repo, branch)
+    if current is None:
+        return
+    if expected is not None:
+        raise RefMoved(f"branch {branch!r} is at {current[:12]}, not {expected[:12]}; not deleted")
+    raise GitError(_failure(result))
+
+
+# --- working tree state and commits --------------------------------------------
+
+
+def _status(worktree: Path, *, untracked: bool) -> list[tuple[str, str]]:
+    """(XY code, path) pairs from ``git status --porcelain -z``; renames give both paths."""
+    out = _git(
+        [
+            "--no-optional-locks",
+            "status",
+            "--porcelain=v1",
+            "-z",
+            f"--untracked-files={'all' if untracked else 'no'}",
+        ],
+        worktree,
+    ).stdout
+    fields = out.split("\0")
+    entries: list[tuple[str, str]] = []
+    i = 0
+    while i < len(fields):
+        field = fields[i]
+        i += 1
+        if len(field) < 4:
+            continue
+        code = field[:2]
+        entries.append((code, field[3:]))
+        if code[0] in "RC" and i < len(fields):  # the next field is the original path
+            entries.append((code, fields[i]))
+            i += 1
+    return entries
+
+
+def status_porcelain(worktree: Path, *, untracked: bool = True) -> list[str]:
+    """Paths with uncommitted changes (both names of a rename), plus untracked files if asked."""
+    paths = [path for _, path in _status(worktree, untracked=untracked)]
+    return list(dict.fromkeys(paths))
+
+
+def has_changes(worktree: Path) -> bool:
+    """True if there is anything to commit, untracked (not ignored) files included."""
+    out = _git(
+        ["--no-optional-locks", "status", "--porcelain", "-z", "--untracked-files=normal"],
+        worktree,
+    ).stdout
+    return bool(out)
+
+
+def commit_all(worktree: Path, message: str, *, author_name: str, author_email: str) -> str | None:
+    """Stage everything (``add -A``) and commit it as author and committer given.
+
+    Returns the new HEAD sha, or None when there was nothing to commit. Hooks
+    are skipped (``--no-verify``); no git identity needs to be configured.
+    """
+    if not message.strip():
+        raise InvalidInput("commit message is empty")
+    ident = _identity(author_name, author_email)
+    _git(["add", "-A"], worktree)
+    staged = _git(["diff", "--cached", "--quiet", "--no-ext-diff"], worktree, check=False)
+    if staged.returncode == 0:
+        return None
+    if staged.returncode != 1:
+        raise GitError(_failure(staged))
+    _git(["commit", "--no-verify", "-q", "-F", "-"], worktree, input=message, env_extra=ident)
+    return _git(["rev-parse", "HEAD"], worktree).stdout.strip()
+
+
+# --- diffs -------------------------------------------------------------------------
+
+
+def diffstat(repo: Path, base: str, head: str) -> DiffStat:
+    """Files, insertions and deletions between ``base`` and ``head`` (binary files count 0)."""
+    out = _git(
+        [
+            "diff",
+            "--numstat",
+            "-z",
+            "--no-ext-diff",
+            "--end-of-options",
+            _check_rev(base),
+            _check_rev(head),
+            "--",
+        ],
+        repo,
+    ).stdout
+    fields = out.split("\0")
+    insertions = deletions = 0
+    paths: list[str] = []
+    i = 0
+    while i < len(fields):
+        field = fields[i]
+        i += 1
+        if not field:
+            continue
+        added, deleted, path = field.split("\t", 2)
+        if not path and i + 1 < len(fields):  # rename/copy: "<old>\0<new>" follow
+            path = fields[i + 1]
+            i += 2
+        insertions += int(added) if added.isdigit() else 0
+        deletions += int(deleted) if deleted.isdigit() else 0
+        paths.append(path)
+    return DiffStat(files=len(paths), insertions=insertions, deletions=deletions, paths=paths)
+
+
+def diff(repo: Path, base: str, head: str, *, stat: bool = False) -> str:
+    """``git diff base head``: the full patch, or the ``--stat`` summary."""
+    args = ["diff", "--no-color", "--no-ext-diff"] + (["--stat"] if stat else [])
+    args += ["--end-of-options", _check_rev(base), _check_rev(head), "--"]
+    return _git(args, repo).stdout
+
+
+# --- merging -------------------------------------------------------------------
+
+
+def merge_check(repo: Path, ours: str, theirs: str) -> MergeCheck:
+    """Merge ``theirs`` into ``ours`` in memory (``merge-tree --write-tree``); no worktree."""
+    result = _git(
+        [
+            "merge-tree",
+            "--write-tree",
+            "--name-only",
+            "--no-messages",
+            "-z",
+            "--end-of-options",
+            _check_rev(ours),
+            _check_rev(theirs),
+        ],
+        repo,
+        check=False,
+    )
+    if result.returncode not in (0, 1):
+        raise GitError(_failure(result))
+    fields = result.stdout.split("\0")
+    clean = result.returncode == 0
+    conflicts = [] if clean else sorted({f for f in fields[1:] if f})
+    return MergeCheck(clean=clean, tree=fields[0].strip(), conflicts=conflicts)
+
+
+def _conflict(files: list[str], what: str = "merge conflict") -> MergeConflict:
+    return MergeConflict(
+        f"{what} in {len(files)} file(s): {_files_summary(files)}", details={"files": files}
+    )
+
+
+def _commit_tree(
+    repo: Path, tree: str, parents: Sequence[str], message: str, env: Mapping[str, str]
+) -> str:
+    args = ["commit-tree"]
+    for parent in parents:
+        args += ["-p", parent]
+    text = message if message.endswith("\n") else message + "\n"
+    return _git([*args, "-F", "-", tree], repo, input=text, env_extra=env).stdout.strip()
+
+
+def _commits_to_replay(repo: Path, base: str, source: str) -> list[_Commit]:
+    """Non-merge commits of ``base..source``, oldest first, with what a replay needs."""
+    fmt = "%H%x00%P%x00%T%x00%an%x00%ae%x00%ad%x00%B%x00"
+    out = _git(
+        [
+            "rev-list",
+            "--reverse",
+            "--no-merges",
+            "--no-commit-header",
+            "--date=raw",
+            f"--format={fmt}",
+            "--end-of-options",
+            f"{base}..{source}",
+        ],
+        repo,
+    ).stdout
+    fields = out.split("\0")
+    commits = []
+    for i in range(0, len(fields) - 6, 7):
+        sha, parent, tree, name, email, date, message = fields[i : i + 7]
+        commits.append(_Commit(sha.lstrip("\n"), parent, tree, name, email, date, message))
+    return commits
+
+
+def _rebase(repo: Path, old: str, base: str, source: str, ident: Mapping[str, str]) -> str:
+    """Replay the non-merge commits of ``base..source`` onto ``old``; the new tip.
+
+    No worktree: each commit c (parent p) is applied to the tip t by merging c
+    with a throwaway commit that has t's tree and p as its only parent, so
+    that ``merge-tree`` uses p as the merge base (git 2.39 has no
+    ``--merge-base``). Authors, dates and messages are kept; the committer is
+    ``ident``. As in ``git rebase``, a commit whose parent is already the tip
+    is kept as it is, and one that becomes empty is dropped.
+    """
+    tip = old
+    tip_tree = _git(["rev-parse", f"{old}^{{tree}}"], repo).stdout.strip()
+    for commit in _commits_to_replay(repo, base, source):
+        if not commit.parent:
+            raise InvalidInput(f"cannot rebase root commit {commit.sha[:12]}")
+        if commit.parent == tip:
+            tip, tip_tree = commit.sha, commit.tree
+            continue
+        onto = _commit_tree(repo, tip_tree, [commit.parent], "dispatcher rebase step", ident)
+        check = merge_check(repo, onto, commit.sha)
+        if not check.clean:
+            subject = _first_line(commit.message)
+            raise _conflict(
+                check.conflicts, f"rebase conflict applying {commit.sha[:12]} {subject}"
+            )
+        if check.tree == tip_tree:
+            continue
+        env = {
+            **ident,
+            "GIT_AUTHOR_NAME": commit.author_name,
+            "GIT_AUTHOR_EMAIL": commit.author_email,
+            "GIT_AUTHOR_DATE": commit.author_date,
+        }
+        tip = _commit_tree(repo, check.tree, [tip], commit.message, env)
+        tip_tree = check.tree
+    return tip
+
+
+def _cas_update(repo: Path, ref: str, new: str, old: str, msg: str) -> None:
+    """Move ``ref`` from ``old`` to ``new`` atomically; RefMoved if it is no longer at ``old``."""
+    result = _git(
+        ["update-ref", "-m", msg or "dispatcher", "--end-of-options", ref, new, old],
+        repo,
+        check=False,
+    )
+    if result.returncode == 0:
+        return
+    current = _ref_value(repo, ref)
+    if current != old:
+        raise RefMoved(
+            f"{ref} moved (expected {old[:12]}, found {(current or 'nothing')[:12]}); "
+            "nothing was changed, try again"
+        )
+    raise GitError(_failure(result))
+
+
+def _land(repo: Path, target: str, old: str, new: str, msg: str, ident: Mapping[str, str]) -> None:
+    """Move ``target`` from ``old`` to ``new``, updating its checkout if it has one."""
+    moved = RefMoved(f"{target} moved during the merge; nothing was changed, try again")
+    where = checked_out_in(repo, target)
+    if where is None:
+        try:
+            _cas_update(repo, f"refs/heads/{target}", new, old, msg)
+        except RefMoved:
+            raise moved from None
+        return
+    dirty = status_porcelain(where.path, untracked=False)
+    if dirty:
+        raise DirtyCheckout(
+            f"{target} is checked out at {where.path} with uncommitted changes in: "
+            f"{_files_summary(dirty)}; commit or stash them first",
+            details={"files": dirty, "worktree": str(where.path)},
+        )
+    if where.head != old:
+        raise moved
+    # A fast-forward inside the checkout moves the files and the ref together, and
+    # refuses (changing nothing) to overwrite untracked files.
+    result = _git(
+        ["merge", "--ff-only", "--no-autostash", "-q", "--end-of-options", new],
+        where.path,
+        check=False,
+        env_extra=ident,
+    )
+    if result.returncode == 0:
+        return
+    if branch_head(repo, target) != old:
+        raise moved
+    in_the_way = [line.strip() for line in result.stderr.splitlines() if line.startswith("\t")]
+    if in_the_way:
+        raise DirtyCheckout(
+            f"{target} is checked out at {where.path} and the merge would overwrite "
+            f"untracked files: {_files_summary(in_the_way)}; move or remove them first",
+            details={"files": in_the_way, "worktree": str(where.path)},
+        )
+    raise GitError(_failure(result))
+
+
+def merge(
+    repo: Path,
+    *,
+    strategy: str,
+    target_branch: str,
+    source: str,
+    base: str,
+    message: str,
+    author_name: str,
+    author_email: str,
+    worktrees_dir: Path,
+) -> str:
+    """Land commit ``source`` on ``target_branch``; return the branch's new tip.
+
+    ``strategy`` is ``merge`` (always a merge commit), ``squash`` (one commit),
+    ``rebase`` (replay the non-merge commits of ``base..source``) or ``ff``.
+    The result is computed without touching any worktree; the branch then
+    moves by compare-and-swap, through its checkout if it has one. Nothing
+    changes unless everything succeeds: MergeConflict, DirtyCheckout and
+    RefMoved leave the branch and every checkout as they were. Already merged
+    (``source`` reachable from the target): the target's tip, unchanged.
+    ``worktrees_dir`` is accepted for callers but unused: no temporary
+    worktree is needed.
+    """
+    del worktrees_dir
+    if strategy not in _STRATEGIES:
+        raise InvalidInput(
+            f"unknown merge strategy {strategy!r}; use one of {', '.join(_STRATEGIES)}"
+        )
+    ident = _identity(author_name, author_email)
+    _check_rev(base)
+    old = branch_head(repo, target_branch)
+    if old is None:
+        raise NotFound(f"no such branch: {target_branch!r}")
+    theirs = rev_parse(repo, source)
+    if is_ancestor(repo, theirs, old):
+        return old
+    if strategy == "ff":
+        if not is_ancestor(repo, old, theirs):
+            raise MergeConflict(
+                f"cannot fast-forward {target_branch}: it has moved since the job's base; "
+                "use merge, squash or rebase",
+                details={"files": []},
+            )
+        new = theirs
+    else:
+        check = merge_check(repo, old, theirs)
+        if not check.clean:
+            raise _conflict(check.conflicts)
+        if strategy == "merge":
+            new = _commit_tree(repo, check.tree, [old, theirs], message, ident)
+        elif strategy == "squash":
+            if check.tree == _git(["rev-parse", f"{old}^{{tree}}"], repo).stdout.strip():
+                return old  # the changes are already there (squashed before)
+            new = _commit_tree(repo, check.tree, [old], message, ident)
+        else:
+            new = _rebase(repo, old, rev_parse(repo, base), theirs, ident)
+    if new == old:
+        return old
+    reflog = f"dispatcher {strategy}: {_first_line(message) or theirs[:12]}"
+    _land(repo, target_branch, old, new, reflog, ident)
+    return new

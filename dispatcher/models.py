@@ -1,0 +1,234 @@
+"""SQLModel tables and the API's request/response schemas.
+
+``XBase`` holds shared fields, ``X(table=True)`` the row, ``XCreate`` what a
+client sends and ``XPublic`` what it gets back (full-stack-fastapi-template).
+Times are stored as naive UTC and always returned timezone-aware (UTC).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from pydantic import BaseModel, ConfigDict, field_validator
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+from dispatcher.lifecycle import JobState
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Store naive UTC, hand back aware UTC."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# ---------------------------------------------------------------- repos
+
+
+class Repo(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True, unique=True)
+    path: str = Field(unique=True)
+    default_branch: str
+    max_parallel: int | None = None  # per-repo override of settings.max_parallel_per_repo
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class RepoCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    name: str | None = None
+    max_parallel: int | None = Field(default=None, ge=1)
+
+
+class RepoPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    name: str
+    path: str
+    default_branch: str
+    max_parallel: int | None
+    created_at: datetime
+    exists: bool = True  # False when the path vanished since registration
+    jobs: dict[str, int] = Field(default_factory=dict)  # job counts by state
+
+
+# ---------------------------------------------------------------- jobs
+
+
+class Job(SQLModel, table=True):
+    __table_args__ = (
+        sa.Index("ix_job_state_id", "state", "id"),
+        sa.Index("ix_job_repo_id_id", "repo_id", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    repo_id: int = Field(foreign_key="repo.id")
+    state: JobState = Field(
+        default=JobState.QUEUED,
+        sa_type=sa.Enum(
+            JobState,
+            native_enum=False,
+            length=16,
+            values_callable=lambda e: [m.value for m in e],
+            validate_strings=True,
+        ),
+    )
+    # What was asked
+    prompt: str
+    agent: str  # profile name; "command" when argv is given
+    command: list[str] | None = Field(default=None, sa_type=sa.JSON)
+    base_ref: str  # as the user gave it ("main", a sha, "HEAD~2")
+    base_sha: str  # resolved when the job was created
+    target_branch: str  # where `merge` lands it by default
+    timeout_s: float
+    trigger: str | None = None
+    retry_of: int | None = Field(default=None, foreign_key="job.id", index=True)
+    attempt: int = 1
+    # Where it runs
+    branch: str = ""
+    worktree: str | None = None
+    pid: int | None = None
+    pid_start: int | None = None
+    cancel_requested: bool = False
+    # How it went
+    exit_code: int | None = None
+    signal: int | None = None
+    error: str | None = None
+    head_sha: str | None = None
+    commits_ahead: int | None = None
+    files_changed: int | None = None
+    insertions: int | None = None
+    deletions: int | None = None
+    merged_sha: str | None = None
+    merged_into: str | None = None
+    merge_strategy: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    claimed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    finished_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class JobCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    repo: str
+    prompt: str = Field(min_length=1, max_length=1_000_000)
+    agent: str | None = None
+    command: list[str] | None = Field(default=None, min_length=1)
+    base: str | None = None
+    timeout_minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60)
+    trigger: str | None = None
+
+    @field_validator("command")
+    @classmethod
+    def _no_empty_program(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value[0].strip():
+            raise ValueError("command's program must not be empty")
+        return value
+
+
+class JobPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    repo: str
+    state: JobState
+    prompt: str
+    agent: str
+    command: list[str] | None
+    base: str
+    base_ref: str
+    target_branch: str
+    branch: str
+    worktree: str | None
+    trigger: str | None
+    retry_of: int | None
+    attempt: int
+    pid: int | None
+    exit_code: int | None
+    signal: int | None
+    error: str | None
+    head: str | None
+    commits_ahead: int | None
+    files_changed: int | None
+    insertions: int | None
+    deletions: int | None
+    duration_s: float | None
+    merged_sha: str | None
+    merged_into: str | None
+    merge_strategy: str | None
+    timeout_s: float
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    closed_at: datetime | None
+    log_url: str
+
+    @classmethod
+    def of(cls, job: Job, repo_name: str) -> JobPublic:
+        assert job.id is not None
+        duration = None
+        if job.started_at and job.finished_at:
+            duration = round((job.finished_at - job.started_at).total_seconds(), 3)
+        data: dict[str, Any] = job.model_dump()
+        data.update(
+            repo=repo_name,
+            base=job.base_sha,
+            head=job.head_sha,
+            duration_s=duration,
+            log_url=f"/jobs/{job.id}/log",
+        )
+        return cls.model_validate(data)
+
+
+class JobPage(BaseModel):
+    items: list[JobPublic]
+    next_before: int | None  # pass as ?before= for the next (older) page
+
+
+class MergeRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    strategy: Literal["merge", "squash", "rebase", "ff"] = "merge"
+    into: str | None = None
+    delete_branch: bool = False
+
+
+class ActionResult(BaseModel):
+    """Answer of merge/discard/cancel/retry: the job, and whether this call changed anything."""
+
+    job: JobPublic
+    changed: bool
+    message: str
+
+
+class DiffPublic(BaseModel):
+    job: int
+    base: str
+    head: str
+    stat: str
+    patch: str
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+    version: str
+    jobs_active: int

@@ -1,0 +1,256 @@
+"""The only module that starts subprocesses.
+
+* :func:`run` runs a short command to completion and raises
+  :class:`~dispatcher.errors.ProcessError` showing command, exit code, stdout
+  and stderr when asked to check.
+* :func:`spawn` starts a long-running child (an agent) in its own session so
+  that :func:`kill_tree` can end it and everything it started, writes its exit
+  status to a file through a tiny ``sh`` wrapper (so a daemon that is not its
+  parent, after a restart, can still learn how it ended), and records the
+  kernel start time so a recycled pid is never mistaken for it.
+
+Nothing here knows about jobs or the database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from dispatcher.errors import ProcessError
+
+# `sh -c` runs the agent as a child and records how it ended. The agent's argv
+# arrives as positional parameters ("$@"), so no argument is ever parsed by the
+# shell. 128+N is the shell's convention for "killed by signal N".
+_WRAPPER = (
+    'exit_file="$1"; shift; '
+    '"$@"; code=$?; '
+    'printf "%s\\n" "$code" > "$exit_file.tmp" && mv "$exit_file.tmp" "$exit_file"; '
+    'exit "$code"'
+)
+
+
+@dataclass(frozen=True)
+class Result:
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def describe_failure(argv: Sequence[str], code: int, stdout: str, stderr: str) -> str:
+    out = stdout.strip()
+    err = stderr.strip()
+    parts = [f"command {' '.join(argv)!r} exited {code}"]
+    if err:
+        parts.append(f"stderr: {err[-2000:]}")
+    if out:
+        parts.append(f"stdout: {out[-2000:]}")
+    return "; ".join(parts)
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    input: str | None = None,
+    check: bool = True,
+    timeout: float | None = 120,
+) -> Result:
+    """Run ``argv`` to completion (never through a shell) and capture its output."""
+    try:
+        proc = subprocess.run(
+            list(argv),
+            cwd=cwd,
+            env=dict(env) if env is not None else None,
+            input=input,
+            capture_output=True,
+            text=True,
+            errors="replace",
+            timeout=timeout,
+            stdin=subprocess.DEVNULL if input is None else None,
+            check=False,
+        )
+    except FileNotFoundError as exc:
+        raise ProcessError(f"command not found: {argv[0]!r}") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise ProcessError(f"command {' '.join(argv)!r} timed out after {timeout}s") from exc
+    result = Result(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
+    if check and proc.returncode != 0:
+        raise ProcessError(describe_failure(argv, proc.returncode, proc.stdout, proc.stderr))
+    return result
+
+
+@dataclass(frozen=True)
+class Spawned:
+    """A child started by :func:`spawn`: enough to supervise it, even from another process."""
+
+    pid: int
+    start_time: int  # kernel start time in clock ticks since boot (from /proc/<pid>/stat)
+    exit_file: Path
+    popen: subprocess.Popen[bytes] | None  # None when re-adopted by a new daemon
+
+
+def process_start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` in clock ticks, or None if it does not exist."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # Field 2 (comm) may contain spaces and parentheses: split after the last ")".
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return int(fields[19])  # field 22 overall: starttime
+
+
+def is_alive(pid: int, start_time: int) -> bool:
+    """True if ``pid`` runs and is the same process (not a recycled pid) and not a zombie."""
+    now = process_start_time(pid)
+    if now is None or now != start_time:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return state[state.rindex(")") + 2] != "Z"
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    cwd: str | os.PathLike[str],
+    env: Mapping[str, str],
+    stdin_path: Path | None,
+    log_path: Path,
+    exit_file: Path,
+) -> Spawned:
+    """Start ``argv`` in a new session, output appended to ``log_path``.
+
+    Raises :class:`ProcessError` when the program does not exist or is not
+    executable, so that callers can fail the job with that reason instead of
+    learning it from an exit code 127.
+    """
+    program = argv[0]
+    if os.sep in program:
+        resolved = Path(cwd, program) if not os.path.isabs(program) else Path(program)
+        if not resolved.is_file() or not os.access(resolved, os.X_OK):
+            raise ProcessError(f"agent command not found or not executable: {program!r}")
+    else:
+        from shutil import which
+
+        if which(program, path=env.get("PATH")) is None:
+            raise ProcessError(f"agent command not found on PATH: {program!r}")
+    with contextlib.suppress(FileNotFoundError):
+        exit_file.unlink()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        log = stack.enter_context(open(log_path, "ab"))
+        stdin = stack.enter_context(open(stdin_path, "rb")) if stdin_path else subprocess.DEVNULL
+        popen = subprocess.Popen(
+            ["/bin/sh", "-c", _WRAPPER, "dispatcher-agent", str(exit_file), *argv],
+            cwd=cwd,
+            env=dict(env),
+            stdin=stdin,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+    start = process_start_time(popen.pid)
+    return Spawned(popen.pid, start if start is not None else 0, exit_file, popen)
+
+
+def read_exit_file(exit_file: Path) -> int | None:
+    """The exit status the wrapper recorded, or None if it recorded none."""
+    try:
+        return int(exit_file.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def wait(child: Spawned, timeout: float | None) -> int | None:
+    """Wait for ``child`` to end; its exit status, or None on timeout.
+
+    Works for our own children (``popen``) and for re-adopted ones (polls the
+    pid and then reads the exit file). A negative status means killed by that
+    signal before the wrapper could record anything.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if child.popen is not None:
+        try:
+            code = child.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        recorded = read_exit_file(child.exit_file)
+        return recorded if recorded is not None else code
+    delay = 0.01
+    while is_alive(child.pid, child.start_time):
+        if deadline is not None and time.monotonic() >= deadline:
+            return None
+        time.sleep(delay)
+        delay = min(delay * 2, 0.25)
+    recorded = read_exit_file(child.exit_file)
+    return recorded if recorded is not None else -signal.SIGKILL
+
+
+def kill_tree(pid: int, start_time: int | None = None, *, grace: float = 3.0) -> None:
+    """SIGTERM the child's whole process group, then SIGKILL after ``grace`` seconds.
+
+    ``start_time`` guards against a recycled pid: if given and it no longer
+    matches, nothing is signalled. The agent was started as a session leader,
+    so its process group id is its pid.
+    """
+    if start_time is not None and not is_alive(pid, start_time):
+        return
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not _group_alive(pid):
+            return
+        time.sleep(0.02)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # Zombies still count for killpg; look for a live member.
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        rest = stat[stat.rindex(")") + 2 :].split()
+        if int(rest[2]) == pgid and rest[0] != "Z":
+            return True
+    return False
+
+
+def describe_status(code: int | None) -> str:
+    """'exit 3', 'signal 9 (SIGKILL)' from a status as :func:`wait` returns it."""
+    if code is None:
+        return "unknown"
+    if code < 0 or code > 128:
+        sig = -code if code < 0 else code - 128
+        try:
+            name = signal.Signals(sig).name
+        except ValueError:
+            name = f"signal {sig}"
+        return f"signal {sig} ({name})"
+    return f"exit {code}"

@@ -1,0 +1,409 @@
+"""Runs jobs: claim -> worktree -> agent -> record. Supervises agents like rq.
+
+Ownership rule: once a job is claimed (``preparing``) or ``running``, only the
+runner moves it to another state. Others ask: they set ``cancel_requested``
+and call :meth:`Runner.cancel`, and the runner ends the job as ``canceled``.
+
+Agents run in their own session (see :mod:`dispatcher.proc`), so they outlive
+a daemon crash. At start :meth:`Runner.recover` re-adopts the ones still alive
+(pid + kernel start time), records how the others ended (from the exit-status
+file their wrapper writes), and re-queues jobs caught while preparing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from dispatcher import agents, git, proc
+from dispatcher.config import Settings
+from dispatcher.errors import DispatcherError, InvalidInput
+from dispatcher.lifecycle import JobState
+from dispatcher.models import Job, Repo, utcnow
+from dispatcher.store import Store
+
+log = logging.getLogger(__name__)
+
+_SLUG_RE = re.compile(r"[^a-z0-9]+")
+
+
+def branch_name(job_id: int, text: str) -> str:
+    """``dispatcher/<id>-<slug>``: the slug is made of [a-z0-9-] only, whatever the text."""
+    slug = _SLUG_RE.sub("-", text.lower()).strip("-")[:40].strip("-") or "job"
+    return f"dispatcher/{job_id}-{slug}"
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """Files the daemon keeps per job, outside the worktree (never committed)."""
+
+    root: Path
+
+    @property
+    def prompt(self) -> Path:
+        return self.root / "prompt.md"
+
+    @property
+    def log(self) -> Path:
+        return self.root / "agent.log"
+
+    @property
+    def exit(self) -> Path:
+        return self.root / "exit"
+
+
+def job_files(settings: Settings, job_id: int) -> JobFiles:
+    return JobFiles(settings.jobs_dir / str(job_id))
+
+
+def worktree_path(settings: Settings, repo: Repo, job_id: int) -> Path:
+    return settings.worktrees_dir / repo.name / str(job_id)
+
+
+class Runner:
+    def __init__(self, settings: Settings, store: Store) -> None:
+        self.settings = settings
+        self.store = store
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._children: dict[int, proc.Spawned] = {}
+        self._threads: dict[int, threading.Thread] = {}
+        self._loop: threading.Thread | None = None
+        self.on_finished: Callable[[int], None] | None = None
+
+    # ------------------------------------------------------------ control
+
+    def start(self) -> None:
+        self.recover()
+        self._loop = threading.Thread(target=self._claim_loop, name="runner", daemon=True)
+        self._loop.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop claiming. Running agents are left running, to be re-adopted on restart."""
+        self._stopping.set()
+        self._wake.set()
+        if self._loop is not None:
+            self._loop.join(timeout)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def cancel(self, job_id: int) -> None:
+        """Kill the job's agent tree if it runs here (the supervisor records ``canceled``)."""
+        with self._lock:
+            child = self._children.get(job_id)
+        if child is not None:
+            threading.Thread(
+                target=proc.kill_tree,
+                args=(child.pid, child.start_time),
+                kwargs={"grace": self.settings.kill_grace_seconds},
+                daemon=True,
+            ).start()
+
+    def join(self, job_id: int, timeout: float) -> None:
+        """Wait until the runner has let go of ``job_id`` (or ``timeout`` passes)."""
+        with self._lock:
+            thread = self._threads.get(job_id)
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+
+    # ------------------------------------------------------------ loop
+
+    def _claim_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                claimed = self.store.claim(
+                    max_parallel=self.settings.max_parallel,
+                    per_repo_default=self.settings.max_parallel_per_repo,
+                )
+            except Exception:
+                log.exception("claiming jobs failed")
+                claimed = []
+            for c in claimed:
+                self._start_thread(c.job_id, self._run, c.job_id)
+            if not claimed:
+                self._wake.wait(1.0)
+                self._wake.clear()
+
+    def _start_thread(self, job_id: int, target: Callable[..., None], *args: object) -> None:
+        def body() -> None:
+            try:
+                target(*args)
+            except Exception:
+                log.exception("job %s: supervisor crashed", job_id)
+                self._fail_if_stuck(job_id, "internal error in the supervisor; see daemon log")
+            finally:
+                with self._lock:
+                    self._threads.pop(job_id, None)
+                    self._children.pop(job_id, None)
+                self._wake.set()
+                if self.on_finished is not None:
+                    self.on_finished(job_id)
+
+        thread = threading.Thread(target=body, name=f"job-{job_id}", daemon=True)
+        with self._lock:
+            self._threads[job_id] = thread
+        thread.start()
+
+    def _fail_if_stuck(self, job_id: int, reason: str) -> None:
+        try:
+            job = self.store.job(job_id)
+            if job.state in (JobState.PREPARING, JobState.RUNNING):
+                self.store.move(
+                    job_id, job.state, JobState.FAILED, error=reason, finished_at=utcnow()
+                )
+        except Exception:
+            log.exception("job %s: could not mark failed", job_id)
+
+    # ------------------------------------------------------------ one job
+
+    def note(self, job_id: int, text: str) -> None:
+        """Append a daemon line to the job's log."""
+        files = job_files(self.settings, job_id)
+        files.root.mkdir(parents=True, exist_ok=True)
+        with open(files.log, "a", encoding="utf-8") as fh:
+            fh.write(f"[dispatcher] {text}\n")
+
+    def _run(self, job_id: int) -> None:
+        job = self.store.job(job_id)
+        repo = self.store.repo(job.repo_id)
+        files = job_files(self.settings, job_id)
+        files.root.mkdir(parents=True, exist_ok=True)
+        worktree = worktree_path(self.settings, repo, job_id)
+        repo_path = Path(repo.path)
+        started_agent = False
+        try:
+            if not (repo_path / ".git").exists():
+                raise InvalidInput(f"repo path {repo.path} no longer holds a git repository")
+            self.note(
+                job_id, f"job {job_id}: worktree {worktree} on {job.branch} at {job.base_sha}"
+            )
+            worktree.parent.mkdir(parents=True, exist_ok=True)
+            git.worktree_add(repo_path, worktree, job.branch, job.base_sha)
+            self.store.update(job_id, worktree=str(worktree))
+            git.worktree_lock(repo_path, worktree, f"dispatcher job {job_id}")
+            files.prompt.write_text(job.prompt, encoding="utf-8")
+            if self.store.job(job_id).cancel_requested:
+                self.store.move(job_id, JobState.PREPARING, JobState.CANCELED, finished_at=utcnow())
+                self.note(job_id, "canceled before the agent started")
+                return
+            argv, stdin_prompt = self._argv(job, files.prompt, worktree)
+            self.note(job_id, f"agent {job.agent}: {argv!r}")
+            child = proc.spawn(
+                argv,
+                cwd=worktree,
+                env=self._agent_env(job, files.prompt, worktree),
+                stdin_path=files.prompt if stdin_prompt else None,
+                log_path=files.log,
+                exit_file=files.exit,
+            )
+            started_agent = True
+        except DispatcherError as exc:
+            self.note(job_id, f"failed before the agent started: {exc.message}")
+            if not started_agent:
+                self._remove_worktree(repo_path, worktree, job.branch)
+            self.store.move(
+                job_id,
+                JobState.PREPARING,
+                JobState.FAILED,
+                error=exc.message,
+                worktree=None,
+                finished_at=utcnow(),
+            )
+            return
+        with self._lock:
+            self._children[job_id] = child
+        self.store.move(
+            job_id,
+            JobState.PREPARING,
+            JobState.RUNNING,
+            pid=child.pid,
+            pid_start=child.start_time,
+            started_at=utcnow(),
+        )
+        if self.store.job(job_id).cancel_requested:  # canceled while we were spawning
+            self.cancel(job_id)
+        self._supervise(job_id, child)
+
+    def _argv(self, job: Job, prompt_file: Path, worktree: Path) -> tuple[list[str], bool]:
+        if job.command:
+            profile = agents.command_profile(job.command)
+        else:
+            profile = agents.resolve_profile(job.agent, self.settings.agents)
+        return (
+            agents.build_argv(profile, prompt_file=prompt_file, workdir=worktree),
+            profile.stdin_prompt,
+        )
+
+    def _agent_env(self, job: Job, prompt_file: Path, worktree: Path) -> dict[str, str]:
+        assert job.id is not None
+        # The daemon's own secrets (token, webhook secrets) never reach an agent.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")}
+        env = git.clean_env()
+        env = {k: v for k, v in env.items() if k in inherited or not k.startswith("DISPATCHER_")}
+        env.update(
+            DISPATCHER_JOB_ID=str(job.id),
+            DISPATCHER_API=self.settings.api_url,
+            DISPATCHER_PROMPT_FILE=str(prompt_file),
+            DISPATCHER_WORKTREE=str(worktree),
+            DISPATCHER_BRANCH=job.branch,
+            DISPATCHER_BASE=job.base_sha,
+        )
+        return env
+
+    def _supervise(self, job_id: int, child: proc.Spawned) -> None:
+        job = self.store.job(job_id)
+        started = job.started_at or utcnow()
+        remaining = job.timeout_s - (utcnow() - started).total_seconds()
+        code = proc.wait(child, timeout=max(0.0, remaining))
+        timed_out = code is None
+        if timed_out:
+            self.note(job_id, f"timed out after {job.timeout_s:g}s: killing the process tree")
+            proc.kill_tree(child.pid, child.start_time, grace=self.settings.kill_grace_seconds)
+            code = proc.wait(child, timeout=self.settings.kill_grace_seconds + 10)
+        else:
+            # The agent is gone; make sure nothing it started in its session lingers.
+            proc.kill_tree(child.pid, None, grace=self.settings.kill_grace_seconds)
+        with self._lock:
+            self._children.pop(job_id, None)
+        self._finish(job_id, code, timed_out=timed_out)
+
+    def _finish(self, job_id: int, code: int | None, *, timed_out: bool, lost: str = "") -> None:
+        job = self.store.job(job_id)
+        fields: dict[str, object] = {"finished_at": utcnow(), "pid": None}
+        if code is not None and code < 0:
+            fields.update(exit_code=None, signal=-code)
+        elif code is not None and code > 128:
+            fields.update(exit_code=code, signal=code - 128)
+        else:
+            fields.update(exit_code=code, signal=None)
+        problem = lost
+        try:
+            stats, collect_problem = self._collect(job)
+            fields.update(stats)
+            problem = problem or collect_problem
+        except DispatcherError as exc:
+            problem = problem or f"could not record the result: {exc.message}"
+        if job.cancel_requested:
+            state, error = JobState.CANCELED, problem or "canceled on request"
+        elif timed_out:
+            state = JobState.TIMED_OUT
+            error = f"timed out after {job.timeout_s:g}s; the agent's process tree was killed"
+        elif problem:
+            state, error = JobState.FAILED, problem
+        elif code == 0:
+            state, error = JobState.SUCCEEDED, None
+        else:
+            state, error = JobState.FAILED, f"agent ended with {proc.describe_status(code)}"
+        self.store.move(job_id, JobState.RUNNING, state, error=error, **fields)
+        self.note(job_id, f"job {job_id} {state.value}" + (f": {error}" if error else ""))
+
+    def _collect(self, job: Job) -> tuple[dict[str, object], str]:
+        """Commit what the agent left, then measure the branch against its base.
+
+        Returns the result fields and a problem that fails the job ("" if none).
+        """
+        assert job.id is not None and job.worktree is not None
+        repo_path = Path(self.store.repo(job.repo_id).path)
+        worktree = Path(job.worktree)
+        if not worktree.is_dir():
+            raise InvalidInput(f"worktree {worktree} vanished while the agent ran")
+        here = next(
+            (w for w in git.worktree_list(repo_path) if w.path.resolve() == worktree.resolve()),
+            None,
+        )
+        problem = ""
+        if here is not None and here.branch == job.branch:
+            first_line = (job.prompt.strip().splitlines() or [""])[0][:200]
+            git.commit_all(
+                worktree,
+                f"dispatcher: changes left uncommitted by job {job.id}\n\nPrompt: {first_line}",
+                author_name=self.settings.commit_author_name,
+                author_email=self.settings.commit_author_email,
+            )
+        else:
+            where = here.branch if here is not None and here.branch else "a detached HEAD"
+            problem = (
+                f"the agent left its worktree on {where} instead of {job.branch}; "
+                "its uncommitted changes were left in place, not committed"
+            )
+        head = git.branch_head(repo_path, job.branch)
+        if head is None:
+            raise InvalidInput(f"the agent deleted its branch {job.branch}")
+        stat = git.diffstat(repo_path, job.base_sha, head)
+        fields: dict[str, object] = {
+            "head_sha": head,
+            "commits_ahead": git.ahead_count(repo_path, job.base_sha, head),
+            "files_changed": stat.files,
+            "insertions": stat.insertions,
+            "deletions": stat.deletions,
+        }
+        if not problem and not git.is_ancestor(repo_path, job.base_sha, head):
+            problem = (
+                f"the agent rewrote history: {job.branch} no longer contains its base "
+                f"{job.base_sha[:12]}; the branch is kept as the agent left it"
+            )
+        return fields, problem
+
+    def _remove_worktree(self, repo_path: Path, worktree: Path, branch: str) -> None:
+        try:
+            git.worktree_remove(repo_path, worktree)
+            git.delete_branch(repo_path, branch)
+        except DispatcherError as exc:
+            log.warning("cleanup of %s failed: %s", worktree, exc.message)
+
+    # ------------------------------------------------------------ recovery
+
+    def recover(self) -> None:
+        """Bring jobs left by a previous daemon back under supervision."""
+        for job in self.store.jobs_in([JobState.PREPARING, JobState.RUNNING]):
+            assert job.id is not None
+            try:
+                self._recover_one(job)
+            except Exception:
+                log.exception("job %s: recovery failed", job.id)
+                self._fail_if_stuck(job.id, "could not be recovered after a daemon restart")
+
+    def _recover_one(self, job: Job) -> None:
+        assert job.id is not None
+        repo = self.store.repo(job.repo_id)
+        files = job_files(self.settings, job.id)
+        if job.state is JobState.PREPARING:
+            # Nothing ran yet: undo the half-made worktree and queue the job again.
+            self._remove_worktree(
+                Path(repo.path), worktree_path(self.settings, repo, job.id), job.branch
+            )
+            self.store.move(job.id, JobState.PREPARING, JobState.QUEUED, worktree=None)
+            self.note(job.id, "daemon restarted while preparing: re-queued")
+            return
+        if (
+            job.pid is not None
+            and job.pid_start is not None
+            and proc.is_alive(job.pid, job.pid_start)
+        ):
+            child = proc.Spawned(job.pid, job.pid_start, files.exit, None)
+            with self._lock:
+                self._children[job.id] = child
+            self.note(job.id, f"daemon restarted: re-adopted agent pid {job.pid}")
+            self._start_thread(job.id, self._supervise, job.id, child)
+            return
+        code = proc.read_exit_file(files.exit)
+        if code is not None:
+            self.note(
+                job.id, f"daemon restarted: agent had ended with {proc.describe_status(code)}"
+            )
+            self._finish(job.id, code, timed_out=False)
+        else:
+            self._finish(
+                job.id,
+                None,
+                timed_out=False,
+                lost="the agent was lost: it was not running after a daemon restart "
+                "and left no exit status",
+            )

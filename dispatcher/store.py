@@ -1,0 +1,323 @@
+"""The database: engines, migrations, queries, state changes and job claiming.
+
+SQLite in WAL mode with ``synchronous=NORMAL`` and a busy timeout. Reads use
+deferred transactions (a consistent snapshot, no lock); every write is a short
+``BEGIN IMMEDIATE`` transaction, so writers queue on the lock instead of
+failing half-way (datasette's single-writer habit). State changes are
+compare-and-set on the current state (:meth:`Store.move`), so two actors can
+never both move a job.
+
+The database is created and upgraded by Alembic (:func:`migrate`) from the
+migrations shipped inside the package.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, func, select
+
+from dispatcher.errors import InvalidState, NotFound
+from dispatcher.lifecycle import ACTIVE, JobState, transition
+from dispatcher.models import Job, Repo, utcnow
+
+log = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+def migrations_dir() -> Path:
+    """Alembic's script directory: inside the installed wheel, or the source tree's."""
+    packaged = Path(str(resources.files("dispatcher"))) / "_migrations"
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "migrations"
+
+
+def _make_engine(url: str, *, immediate: bool) -> Engine:
+    engine = sa.create_engine(
+        url,
+        connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+        pool_size=8,
+        max_overflow=16,
+    )
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let us issue BEGIN ourselves (pysqlite's implicit BEGIN is DEFERRED and late).
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql(begin)
+
+    return engine
+
+
+def migrate(url: str) -> None:
+    """Upgrade the database at ``url`` to the newest schema (creating it if empty)."""
+    from alembic import command
+    from alembic.config import Config
+
+    engine = _make_engine(url, immediate=True)
+    try:
+        with engine.connect() as conn:
+            cfg = Config()
+            cfg.set_main_option("script_location", str(migrations_dir()))
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    finally:
+        engine.dispose()
+
+
+@dataclass(frozen=True)
+class Claimed:
+    job_id: int
+    repo_id: int
+
+
+class Store:
+    """All database access. Sessions are short; objects are returned detached."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._read = _make_engine(url, immediate=False)
+        self._write = _make_engine(url, immediate=True)
+
+    def close(self) -> None:
+        self._read.dispose()
+        self._write.dispose()
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        with Session(self._read, expire_on_commit=False) as session:
+            yield session
+
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        """One ``BEGIN IMMEDIATE`` transaction, committed on success."""
+        with Session(self._write, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    # ------------------------------------------------------------ repos
+
+    def add_repo(self, repo: Repo) -> Repo:
+        with self.writing() as s:
+            s.add(repo)
+            s.flush()
+            s.refresh(repo)
+            return repo
+
+    def repo_by_name(self, name: str) -> Repo:
+        with self.reading() as s:
+            repo = s.exec(select(Repo).where(Repo.name == name)).first()
+        if repo is None:
+            raise NotFound(f"no repo named {name!r}; see `dispatcher repo list`")
+        return repo
+
+    def find_repo(self, *, name: str | None = None, path: str | None = None) -> Repo | None:
+        with self.reading() as s:
+            q = select(Repo)
+            q = q.where(Repo.name == name) if name is not None else q.where(Repo.path == path)
+            return s.exec(q).first()
+
+    def repo(self, repo_id: int) -> Repo:
+        with self.reading() as s:
+            repo = s.get(Repo, repo_id)
+        if repo is None:
+            raise NotFound(f"no repo with id {repo_id}")
+        return repo
+
+    def repos(self) -> list[Repo]:
+        with self.reading() as s:
+            return list(s.exec(select(Repo).order_by(col(Repo.name))).all())
+
+    def repo_names(self, ids: Sequence[int]) -> dict[int, str]:
+        if not ids:
+            return {}
+        with self.reading() as s:
+            rows = s.exec(select(Repo.id, Repo.name).where(col(Repo.id).in_(set(ids)))).all()
+        return {rid: name for rid, name in rows if rid is not None}
+
+    def remove_repo(self, repo_id: int) -> None:
+        with self.writing() as s:
+            active = s.exec(
+                select(func.count())
+                .select_from(Job)
+                .where(Job.repo_id == repo_id, col(Job.state).in_(list(ACTIVE)))
+            ).one()
+            if active:
+                raise InvalidState(
+                    f"the repo has {active} active job(s); cancel or discard them first"
+                )
+            s.exec(sa.delete(Job).where(col(Job.repo_id) == repo_id))
+            s.exec(sa.delete(Repo).where(col(Repo.id) == repo_id))
+
+    def job_counts(self, repo_id: int) -> dict[str, int]:
+        with self.reading() as s:
+            rows = s.exec(
+                select(Job.state, func.count()).where(Job.repo_id == repo_id).group_by(Job.state)
+            ).all()
+        return {str(state): n for state, n in rows}
+
+    # ------------------------------------------------------------ jobs
+
+    def add_job(self, job: Job, *, branch_for: Any) -> Job:
+        """Insert ``job`` and name its branch from its new id, in one transaction."""
+        with self.writing() as s:
+            s.add(job)
+            s.flush()
+            assert job.id is not None
+            job.branch = branch_for(job.id)
+            s.add(job)
+            s.flush()
+            s.refresh(job)
+            return job
+
+    def job(self, job_id: int) -> Job:
+        with self.reading() as s:
+            job = s.get(Job, job_id)
+        if job is None:
+            raise NotFound(f"no job with id {job_id}")
+        return job
+
+    def jobs(
+        self,
+        *,
+        repo_id: int | None = None,
+        state: JobState | None = None,
+        before: int | None = None,
+        limit: int = 50,
+    ) -> list[Job]:
+        """Newest first, keyset-paginated on id (no OFFSET scans)."""
+        q = select(Job)
+        if repo_id is not None:
+            q = q.where(Job.repo_id == repo_id)
+        if state is not None:
+            q = q.where(Job.state == state)
+        if before is not None:
+            q = q.where(col(Job.id) < before)
+        q = q.order_by(col(Job.id).desc()).limit(limit)
+        with self.reading() as s:
+            return list(s.exec(q).all())
+
+    def jobs_in(self, states: Sequence[JobState]) -> list[Job]:
+        with self.reading() as s:
+            return list(s.exec(select(Job).where(col(Job.state).in_(list(states)))).all())
+
+    def retry_of(self, job_id: int) -> Job | None:
+        with self.reading() as s:
+            return s.exec(select(Job).where(Job.retry_of == job_id).order_by(col(Job.id))).first()
+
+    def count_active(self) -> int:
+        with self.reading() as s:
+            return s.exec(
+                select(func.count()).select_from(Job).where(col(Job.state).in_(list(ACTIVE)))
+            ).one()
+
+    def move(
+        self, job_id: int, expected: JobState | set[JobState], target: JobState, **fields: Any
+    ) -> Job:
+        """Compare-and-set: move the job to ``target`` only if it is in ``expected``.
+
+        Raises :class:`InvalidState` (naming the actual state) when it is not,
+        or when the transition table forbids the move.
+        """
+        allowed = {expected} if isinstance(expected, JobState) else set(expected)
+        with self.writing() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise NotFound(f"no job with id {job_id}")
+            if job.state not in allowed:
+                raise InvalidState(
+                    f"job {job_id} is {job.state.value}, not "
+                    + " or ".join(sorted(a.value for a in allowed)),
+                    details={"state": job.state.value},
+                )
+            transition(job.state, target)
+            job.state = target
+            for key, value in fields.items():
+                setattr(job, key, value)
+            s.add(job)
+            s.flush()
+            s.refresh(job)
+            return job
+
+    def update(self, job_id: int, **fields: Any) -> Job:
+        """Set fields that are not the state (paths, pids, stats)."""
+        assert "state" not in fields, "state changes go through move()"
+        with self.writing() as s:
+            job = s.get(Job, job_id)
+            if job is None:
+                raise NotFound(f"no job with id {job_id}")
+            for key, value in fields.items():
+                setattr(job, key, value)
+            s.add(job)
+            s.flush()
+            s.refresh(job)
+            return job
+
+    def claim(self, *, max_parallel: int, per_repo_default: int, limit: int = 64) -> list[Claimed]:
+        """Move the oldest queued jobs to ``preparing`` within the parallelism limits.
+
+        One ``BEGIN IMMEDIATE`` transaction: no two claimers can take the same
+        job. FIFO across the whole queue; a job whose repo is at its limit is
+        skipped (it does not block other repos' jobs).
+        """
+        now = utcnow()
+        with self.writing() as s:
+            busy_states = [JobState.PREPARING, JobState.RUNNING]
+            rows = s.exec(
+                select(Job.repo_id, func.count())
+                .where(col(Job.state).in_(busy_states))
+                .group_by(col(Job.repo_id))
+            ).all()
+            per_repo: dict[int, int] = {rid: n for rid, n in rows}
+            free = max_parallel - sum(per_repo.values())
+            if free <= 0:
+                return []
+            limits = {
+                rid: (mp or per_repo_default)
+                for rid, mp in s.exec(select(Repo.id, Repo.max_parallel)).all()
+                if rid is not None
+            }
+            queued = s.exec(
+                select(Job.id, Job.repo_id)
+                .where(Job.state == JobState.QUEUED)
+                .order_by(col(Job.id))
+                .limit(limit)
+            ).all()
+            claimed: list[Claimed] = []
+            for job_id, repo_id in queued:
+                if free <= 0:
+                    break
+                assert job_id is not None
+                if per_repo.get(repo_id, 0) >= limits.get(repo_id, per_repo_default):
+                    continue
+                per_repo[repo_id] = per_repo.get(repo_id, 0) + 1
+                free -= 1
+                claimed.append(Claimed(job_id, repo_id))
+            if claimed:
+                s.exec(
+                    sa.update(Job)
+                    .where(col(Job.id).in_([c.job_id for c in claimed]))
+                    .where(col(Job.state) == JobState.QUEUED)
+                    .values(state=JobState.PREPARING, claimed_at=now)
+                )
+            return claimed

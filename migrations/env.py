@@ -1,0 +1,25 @@
+"""Alembic environment: runs on the connection handed in by ``dispatcher.store.migrate``."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import context
+from sqlmodel import SQLModel
+
+import dispatcher.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+
+config = context.config
+connection = config.attributes.get("connection")
+
+if connection is None:  # `alembic` run by hand with sqlalchemy.url set
+    engine = sa.create_engine(config.get_main_option("sqlalchemy.url") or "sqlite://")
+    with engine.connect() as conn:
+        context.configure(connection=conn, target_metadata=SQLModel.metadata, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+else:
+    context.configure(
+        connection=connection, target_metadata=SQLModel.metadata, render_as_batch=True
+    )
+    with context.begin_transaction():
+        context.run_migrations()

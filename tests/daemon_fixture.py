@@ -1,0 +1,228 @@
+"""Start the real daemon (``dispatcher serve``) on 127.0.0.1 as a subprocess.
+
+``daemon`` is one daemon per xdist worker (tests register their own repos on
+it); ``daemon_factory`` starts private ones for tests that restart or kill it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.gitutil import init_repo
+
+TERMINAL = {"succeeded", "failed", "timed_out", "canceled", "merged", "discarded"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def dispatcher_argv() -> list[str]:
+    script = Path(sys.executable).parent / "dispatcher"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "dispatcher.cli"]
+
+
+def base_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISPATCHER_", "GIT_"))}
+    env.update(
+        HOME=str(home),
+        XDG_STATE_HOME=str(home / ".local" / "state"),
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_CONFIG_GLOBAL=str(home / ".gitconfig"),
+        GIT_AUTHOR_NAME="Test Author",
+        GIT_AUTHOR_EMAIL="author@example.com",
+        GIT_COMMITTER_NAME="Test Committer",
+        GIT_COMMITTER_EMAIL="committer@example.com",
+    )
+    return env
+
+
+@dataclass
+class Daemon:
+    state_dir: Path
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    _api: httpx.Client | None = field(default=None, repr=False)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def token(self) -> str:
+        return (self.state_dir / "token").read_text().strip()
+
+    @property
+    def cli_env(self) -> dict[str, str]:
+        return {**self.env, "DISPATCHER_URL": self.url, "DISPATCHER_STATE_DIR": str(self.state_dir)}
+
+    def start(self, timeout: float = 30) -> Daemon:
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [*dispatcher_argv(), "serve", "--port", str(self.port), "--state-dir", str(self.state_dir)],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited {self.proc.returncode}:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    self._api = None
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"daemon did not answer in {timeout}s:\n{self.log_path.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._api is not None:
+            self._api.close()
+            self._api = None
+        return self.proc.returncode
+
+    @property
+    def api(self) -> httpx.Client:
+        if self._api is None:
+            self._api = httpx.Client(
+                base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=60
+            )
+        return self._api
+
+    def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [*dispatcher_argv(), *args],
+            env=self.cli_env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"dispatcher {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+        return proc
+
+    def add_repo(self, path: Path, name: str | None = None) -> str:
+        name = name or f"r-{uuid.uuid4().hex[:8]}"
+        resp = self.api.post("/repos", json={"path": str(path), "name": name})
+        assert resp.status_code == 201, resp.text
+        return name
+
+    def submit(self, repo: str, prompt: str = "do it", **body: Any) -> dict[str, Any]:
+        resp = self.api.post("/jobs", json={"repo": repo, "prompt": prompt, **body})
+        assert resp.status_code == 201, resp.text
+        return dict(resp.json())
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        resp = self.api.get(f"/jobs/{job_id}")
+        assert resp.status_code == 200, resp.text
+        return dict(resp.json())
+
+    def wait(self, job_id: int, states: set[str] | None = None, timeout: float = 30) -> dict[str, Any]:
+        """Poll until the job reaches one of ``states`` (default: terminal)."""
+        want = states or TERMINAL
+        deadline = time.monotonic() + timeout
+        delay = 0.02
+        while True:
+            job = self.job(job_id)
+            if job["state"] in want:
+                return job
+            if time.monotonic() > deadline:
+                raise AssertionError(f"job {job_id} stuck in {job['state']} (wanted {want})")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.25)
+
+    def cancel_active(self) -> None:
+        for state in ("queued", "preparing", "running"):
+            for job in self.api.get("/jobs", params={"state": state, "limit": 500}).json()["items"]:
+                self.api.post(f"/jobs/{job['id']}/cancel")
+
+
+def _new_daemon(root: Path, **env: str) -> Daemon:
+    home = root / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    state = root / "state"
+    full_env = {**base_env(home), "DISPATCHER_KILL_GRACE_SECONDS": "1", **env}
+    return Daemon(state_dir=state, port=free_port(), env=full_env, log_path=root / "daemon.log")
+
+
+@pytest.fixture(scope="session")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    d = _new_daemon(
+        tmp_path_factory.mktemp("daemon"),
+        DISPATCHER_MAX_PARALLEL="16",
+        DISPATCHER_MAX_PARALLEL_PER_REPO="4",
+    ).start()
+    yield d
+    try:
+        d.cancel_active()
+    finally:
+        d.stop()
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    started: list[Daemon] = []
+
+    def make(**env: str) -> Daemon:
+        d = _new_daemon(tmp_path / f"d{len(started)}", **env)
+        started.append(d)
+        return d
+
+    yield make
+    for d in started:
+        if d.proc is not None and d.proc.poll() is None:
+            try:
+                d.cancel_active()
+            finally:
+                d.stop()
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    """A fresh git repo with one commit on main."""
+    return init_repo(tmp_path / "app", files={"README.md": "hello\n", "src/app.py": "print('hi')\n"})
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Callable[[str, str], str]:
+    """Write an executable agent script; returns its absolute path."""
+    bindir = tmp_path / "agents"
+    bindir.mkdir(exist_ok=True)
+
+    def make(name: str, body: str) -> str:
+        path = bindir / name
+        path.write_text("#!/bin/sh\n" + body)
+        path.chmod(0o755)
+        return str(path)
+
+    return make
