@@ -303,7 +303,8 @@ def _seg(name: str) -> str:
 def main() -> None:
     """Entry point: errors become one line on stderr and exit status 1."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click returns (not raises) the code of typer.Exit.
+        code = app(standalone_mode=False)
     except DispatcherError as exc:
         typer.echo(f"dispatcher: {exc.message}", err=True)
         sys.exit(1)
@@ -319,6 +320,7 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

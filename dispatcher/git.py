@@ -20,7 +20,9 @@ import contextlib
 import functools
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+import stat
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -405,14 +407,30 @@ def _undo_worktree_add(repo: Path, path: Path, branch: str, sha: str, *, keep_di
     with contextlib.suppress(Exception):
         # Works on a half-made entry too: locked ("initializing") or with no directory.
         _git(["worktree", "remove", "--force", "--force", str(path)], repo, check=False)
-    with contextlib.suppress(FileNotFoundError):
-        shutil.rmtree(path)
-    if keep_dir:
-        path.mkdir(exist_ok=True)
+    with contextlib.suppress(OSError):
+        _rmtree(path)
+        if keep_dir:
+            path.mkdir(exist_ok=True)
     with contextlib.suppress(Exception):
         _git(["worktree", "prune"], repo, check=False)
         if branch_head(repo, branch) == sha:
             _git(["update-ref", "-d", f"refs/heads/{branch}", sha], repo, check=False)
+
+
+def _rmtree(path: Path) -> None:
+    """``rm -rf path``, read-only directories included (tools such as Go make them)."""
+
+    def make_writable_and_retry(func: Callable[..., object], name: str, exc: BaseException) -> None:
+        if func not in (os.rmdir, os.unlink) or not isinstance(exc, PermissionError):
+            raise exc
+        parent = os.path.dirname(name)
+        os.chmod(parent, os.stat(parent).st_mode | stat.S_IWUSR | stat.S_IXUSR)
+        func(name)
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=make_writable_and_retry)
+    else:
+        shutil.rmtree(path, onerror=lambda f, n, e: make_writable_and_retry(f, n, e[1]))
 
 
 def worktree_remove(repo: Path, path: Path) -> None:
@@ -429,7 +447,7 @@ def worktree_remove(repo: Path, path: Path) -> None:
     if found is not None:
         _git(["worktree", "remove", "--force", "--force", str(path)], repo, check=False)
     if (found is not None or _is_leftover_worktree(repo, path)) and path.exists():
-        shutil.rmtree(path)
+        _rmtree(path)
     if found is not None and found[1].locked and _find_worktree(repo, path) is not None:
         _git(["worktree", "unlock", str(path)], repo, check=False)
     prune_worktrees(repo)

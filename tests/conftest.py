@@ -6,7 +6,6 @@ and git reads no system or global config.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ pytest_plugins = ["tests.daemon_fixture"]
 
 
 @pytest.fixture(autouse=True)
-def _isolate(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _isolate(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_STATE_HOME", str(home / ".local" / "state"))
@@ -26,9 +25,14 @@ def _isolate(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monke
     monkeypatch.setenv("GIT_AUTHOR_EMAIL", "author@example.com")
     monkeypatch.setenv("GIT_COMMITTER_NAME", "Test Committer")
     monkeypatch.setenv("GIT_COMMITTER_EMAIL", "committer@example.com")
-    for var in ("DISPATCHER_URL", "DISPATCHER_TOKEN", "DISPATCHER_STATE_DIR", "GIT_DIR", "GIT_WORK_TREE"):
+    for var in (
+        "DISPATCHER_URL",
+        "DISPATCHER_TOKEN",
+        "DISPATCHER_STATE_DIR",
+        "GIT_DIR",
+        "GIT_WORK_TREE",
+    ):
         monkeypatch.delenv(var, raising=False)
-    yield
 
 
 @pytest.fixture

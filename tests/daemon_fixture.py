@@ -76,7 +76,14 @@ class Daemon:
     def start(self, timeout: float = 30) -> Daemon:
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [*dispatcher_argv(), "serve", "--port", str(self.port), "--state-dir", str(self.state_dir)],
+            [
+                *dispatcher_argv(),
+                "serve",
+                "--port",
+                str(self.port),
+                "--state-dir",
+                str(self.state_dir),
+            ],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -86,7 +93,9 @@ class Daemon:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited {self.proc.returncode}:\n{self.log_path.read_text()}")
+                raise RuntimeError(
+                    f"daemon exited {self.proc.returncode}:\n{self.log_path.read_text()}"
+                )
             try:
                 if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
                     self._api = None
@@ -118,7 +127,9 @@ class Daemon:
             )
         return self._api
 
-    def cli(self, *args: str, check: bool = True, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             [*dispatcher_argv(), *args],
             env=self.cli_env,
@@ -128,7 +139,9 @@ class Daemon:
             check=False,
         )
         if check and proc.returncode != 0:
-            raise AssertionError(f"dispatcher {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
+            raise AssertionError(
+                f"dispatcher {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}"
+            )
         return proc
 
     def add_repo(self, path: Path, name: str | None = None) -> str:
@@ -147,7 +160,9 @@ class Daemon:
         assert resp.status_code == 200, resp.text
         return dict(resp.json())
 
-    def wait(self, job_id: int, states: set[str] | None = None, timeout: float = 30) -> dict[str, Any]:
+    def wait(
+        self, job_id: int, states: set[str] | None = None, timeout: float = 30
+    ) -> dict[str, Any]:
         """Poll until the job reaches one of ``states`` (default: terminal)."""
         want = states or TERMINAL
         deadline = time.monotonic() + timeout
@@ -210,7 +225,9 @@ def daemon_factory(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
 @pytest.fixture
 def repo(tmp_path: Path) -> Path:
     """A fresh git repo with one commit on main."""
-    return init_repo(tmp_path / "app", files={"README.md": "hello\n", "src/app.py": "print('hi')\n"})
+    return init_repo(
+        tmp_path / "app", files={"README.md": "hello\n", "src/app.py": "print('hi')\n"}
+    )
 
 
 @pytest.fixture

@@ -1,0 +1,885 @@
+"""dispatcher.git against real git repositories in tmp_path (git is never mocked)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dispatcher import git
+from dispatcher.errors import (
+    AlreadyExists,
+    DirtyCheckout,
+    GitError,
+    InvalidInput,
+    InvalidState,
+    MergeConflict,
+    NotFound,
+    RefMoved,
+)
+
+try:  # tests/ as a package, or tests/ on sys.path (pytest's default "prepend" mode)
+    from tests.gitutil import commit_file, init_repo
+    from tests.gitutil import git as g
+except ImportError:  # pragma: no cover
+    from gitutil import commit_file, init_repo  # type: ignore[no-redef]
+    from gitutil import git as g  # type: ignore[no-redef]
+
+AGENT = {"author_name": "Dispatcher Bot", "author_email": "bot@dispatcher.invalid"}
+
+
+@pytest.fixture(autouse=True)
+def _git_identity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.setenv("GIT_AUTHOR_NAME", "Test Author")
+    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "author@example.com")
+    monkeypatch.setenv("GIT_COMMITTER_NAME", "Test Committer")
+    monkeypatch.setenv("GIT_COMMITTER_EMAIL", "committer@example.com")
+    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_CONFIG_GLOBAL"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def repo(tmp_path: Path) -> Path:
+    return init_repo(tmp_path / "repo", files={"README.md": "hello\n", "a.txt": "a\n"})
+
+
+def head(repo: Path, rev: str = "HEAD") -> str:
+    return g(repo, "rev-parse", rev)
+
+
+def has_branch(repo: Path, name: str) -> bool:
+    return bool(g(repo, "for-each-ref", f"refs/heads/{name}"))
+
+
+# --- environment and plumbing ------------------------------------------------------
+
+
+def test_clean_env_strips_repo_variables_and_keeps_identity(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY"):
+        monkeypatch.setenv(name, "/elsewhere")
+    monkeypatch.setenv("GIT_CONFIG_KEY_0", "core.editor")
+    monkeypatch.setenv("GIT_CONFIG_VALUE_0", "true")
+    monkeypatch.setenv("GIT_SSH_COMMAND", "ssh -i key")
+    monkeypatch.setenv("NOT_GIT", "kept")
+
+    env = git.clean_env({"EXTRA": "1"})
+
+    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY"):
+        assert name not in env
+    assert env["GIT_AUTHOR_NAME"] == "Test Author"
+    assert env["GIT_COMMITTER_EMAIL"] == "committer@example.com"
+    assert env["GIT_CONFIG_KEY_0"] == "core.editor"
+    assert env["GIT_CONFIG_VALUE_0"] == "true"
+    assert env["GIT_SSH_COMMAND"] == "ssh -i key"
+    assert env["GIT_TERMINAL_PROMPT"] == "0"
+    assert env["NOT_GIT"] == "kept"
+    assert env["EXTRA"] == "1"
+
+
+def test_inherited_git_dir_does_not_redirect_commands(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = init_repo(tmp_path / "other")
+    monkeypatch.setenv("GIT_DIR", str(other / ".git"))
+    monkeypatch.setenv("GIT_INDEX_FILE", str(other / ".git" / "index"))
+    assert git.rev_parse(repo, "HEAD") != git.rev_parse(other, "HEAD")
+    assert git.toplevel(repo) == repo.resolve()
+
+
+def test_git_error_shows_command_code_and_stderr(repo: Path) -> None:
+    with pytest.raises(GitError) as info:
+        git._git(["rev-parse", "--verify", "no-such-ref"], repo)
+    message = info.value.message
+    assert "git rev-parse --verify no-such-ref" in message
+    assert "exited 128" in message
+    assert "fatal" in message
+
+
+def test_git_in_missing_directory_is_not_found(tmp_path: Path) -> None:
+    with pytest.raises(NotFound):
+        git._git(["status"], tmp_path / "missing")
+
+
+# --- repositories and names -----------------------------------------------------------
+
+
+def test_toplevel_of_repo_subdir_and_file(repo: Path) -> None:
+    (repo / "sub" / "deeper").mkdir(parents=True)
+    assert git.toplevel(repo) == repo.resolve()
+    assert git.toplevel(repo / "sub" / "deeper") == repo.resolve()
+    assert git.toplevel(repo / "README.md") == repo.resolve()
+
+
+@pytest.mark.parametrize("kind", ["plain dir", "missing", "bare", "git dir"])
+def test_toplevel_refuses_what_is_not_a_work_tree(tmp_path: Path, repo: Path, kind: str) -> None:
+    paths = {
+        "plain dir": tmp_path / "home",
+        "missing": tmp_path / "nope" / "deeper",
+        "bare": tmp_path / "bare.git",
+        "git dir": repo / ".git",
+    }
+    if kind == "bare":
+        g(tmp_path, "clone", "-q", "--bare", str(repo), str(paths["bare"]))
+    with pytest.raises(InvalidInput, match="not a git repository"):
+        git.toplevel(paths[kind])
+
+
+def test_common_dir_is_shared_by_linked_worktrees(repo: Path, tmp_path: Path) -> None:
+    wt = tmp_path / "wt"
+    git.worktree_add(repo, wt, "job", "HEAD")
+    assert git.common_dir(repo) == (repo / ".git").resolve()
+    assert git.common_dir(wt) == (repo / ".git").resolve()
+
+
+def test_default_branch(tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "r", branch="trunk")
+    assert git.default_branch(repo) == "trunk"
+    unborn = tmp_path / "unborn"
+    unborn.mkdir()
+    g(unborn, "init", "-q", "-b", "develop")
+    assert git.default_branch(unborn) == "develop"
+
+
+def test_default_branch_when_detached(tmp_path: Path) -> None:
+    repo = init_repo(tmp_path / "r", branch="master")
+    g(repo, "checkout", "-q", "--detach")
+    assert git.default_branch(repo) == "master"
+    g(repo, "branch", "main")
+    assert git.default_branch(repo) == "main"
+    g(repo, "branch", "-q", "-D", "main")
+    g(repo, "branch", "-q", "-D", "master")
+    with pytest.raises(InvalidInput, match="detached"):
+        git.default_branch(repo)
+
+
+@pytest.mark.parametrize("name", ["dispatcher/1-fix", "main", "feature/x.y_z", "a-b"])
+def test_validate_branch_name_accepts(name: str) -> None:
+    assert git.validate_branch_name(name) == name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "--upload-pack=x",
+        "-x",
+        "a..b",
+        "a b",
+        "x@{1}",
+        "@{-1}",
+        "",
+        "a\x00b",
+        "a\nb",
+        "refs/../x",
+        "a~1",
+        "a^",
+        "a:b",
+        "a?",
+        "a*",
+        "a[b",
+        "a\\b",
+        "x.lock",
+        "x/",
+        "/x",
+        "a//b",
+        ".hidden",
+        "HEAD",
+        "@",
+    ],
+)
+def test_validate_branch_name_refuses(name: str) -> None:
+    with pytest.raises(InvalidInput):
+        git.validate_branch_name(name)
+
+
+def test_rev_parse(repo: Path) -> None:
+    sha = head(repo)
+    assert git.rev_parse(repo, "HEAD") == sha
+    assert git.rev_parse(repo, "main") == sha
+    assert git.rev_parse(repo, sha[:10]) == sha
+    with pytest.raises(InvalidInput):
+        git.rev_parse(repo, "-x")
+    with pytest.raises(InvalidInput):
+        git.rev_parse(repo, "--output=/tmp/x")
+    with pytest.raises(NotFound, match="no such commit or ref: 'nope'"):
+        git.rev_parse(repo, "nope")
+    with pytest.raises(NotFound):  # a tree is not a commit
+        git.rev_parse(repo, "HEAD^{tree}")
+
+
+def test_branch_head_and_is_ancestor(repo: Path) -> None:
+    first = head(repo)
+    second = commit_file(repo, "b.txt", "b\n")
+    assert git.branch_head(repo, "main") == second
+    assert git.branch_head(repo, "missing") is None
+    with pytest.raises(InvalidInput):
+        git.branch_head(repo, "-x")
+    assert git.is_ancestor(repo, first, second)
+    assert git.is_ancestor(repo, second, second)
+    assert not git.is_ancestor(repo, second, first)
+
+
+# --- worktrees -----------------------------------------------------------------------
+
+
+def test_worktree_add_creates_checkout_on_new_branch_at_base(repo: Path, tmp_path: Path) -> None:
+    base = head(repo)
+    commit_file(repo, "later.txt", "later\n")
+    wt = tmp_path / "wts" / "1-fix"
+    git.worktree_add(repo, wt, "dispatcher/1-fix", base)
+    assert (wt / "README.md").read_text() == "hello\n"
+    assert not (wt / "later.txt").exists()
+    assert git.branch_head(repo, "dispatcher/1-fix") == base
+    assert g(wt, "symbolic-ref", "--short", "HEAD") == "dispatcher/1-fix"
+    infos = git.worktree_list(repo)
+    assert [i.branch for i in infos] == ["main", "dispatcher/1-fix"]
+    assert infos[1].path == wt.resolve()
+    assert infos[1].head == base
+
+
+def test_worktree_add_into_empty_dir(repo: Path, tmp_path: Path) -> None:
+    wt = tmp_path / "empty"
+    wt.mkdir()
+    git.worktree_add(repo, wt, "job", "HEAD")
+    assert (wt / "README.md").exists()
+
+
+def test_worktree_add_refuses_non_empty_dir(repo: Path, tmp_path: Path) -> None:
+    wt = tmp_path / "full"
+    wt.mkdir()
+    (wt / "x").write_text("x")
+    with pytest.raises(InvalidInput, match="not empty"):
+        git.worktree_add(repo, wt, "job", "HEAD")
+    assert (wt / "x").read_text() == "x"
+    assert not has_branch(repo, "job")
+
+
+def test_worktree_add_existing_branch_leaves_nothing(repo: Path, tmp_path: Path) -> None:
+    g(repo, "branch", "job")
+    before = head(repo, "job")
+    commit_file(repo, "b.txt", "b\n")
+    wt = tmp_path / "wt"
+    with pytest.raises(AlreadyExists):
+        git.worktree_add(repo, wt, "job", "HEAD")
+    assert not wt.exists()
+    assert head(repo, "job") == before
+    assert len(git.worktree_list(repo)) == 1
+
+
+def test_worktree_add_bad_base_leaves_nothing(repo: Path, tmp_path: Path) -> None:
+    wt = tmp_path / "wt"
+    with pytest.raises(NotFound):
+        git.worktree_add(repo, wt, "job", "no-such-base")
+    with pytest.raises(InvalidInput):
+        git.worktree_add(repo, wt, "job", "--orphan")
+    with pytest.raises(InvalidInput):
+        git.worktree_add(repo, wt, "-job", "HEAD")
+    assert not wt.exists()
+    assert not has_branch(repo, "job")
+
+
+def test_worktree_add_failing_midway_leaves_nothing(repo: Path, tmp_path: Path) -> None:
+    # The post-checkout hook runs after git made the branch, the entry and the files.
+    hook = repo / ".git" / "hooks" / "post-checkout"
+    hook.write_text("#!/bin/sh\nexit 1\n")
+    hook.chmod(0o755)
+    wt = tmp_path / "wt"
+    with pytest.raises(GitError):
+        git.worktree_add(repo, wt, "job", "HEAD")
+    assert not wt.exists()
+    assert not has_branch(repo, "job")
+    assert len(git.worktree_list(repo)) == 1
+    assert not (repo / ".git" / "worktrees").exists() or not any(
+        (repo / ".git" / "worktrees").iterdir()
+    )
+
+
+def test_worktree_remove_dirty_and_idempotent(repo: Path, tmp_path: Path) -> None:
+    wt = tmp_path / "wt"
+    git.worktree_add(repo, wt, "job", "HEAD")
+    (wt / "README.md").write_text("edited\n")
+    (wt / "new.txt").write_text("untracked\n")
+    (wt / "ignored.o").write_text("x")
+    git.worktree_remove(repo, wt)
+    assert not wt.exists()
+    assert len(git.worktree_list(repo)) == 1
+    assert has_branch(repo, "job")  # the branch is the caller's business
+    git.worktree_remove(repo, wt)  # already gone: no error
+
+
+def test_worktree_remove_with_read_only_directories(repo: Path, tmp_path: Path) -> None:
+    wt = tmp_path / "wt"
+    git.worktree_add(repo, wt, "job", "HEAD")
+    cache = wt / "cache" / "pkg@v1"
+    cache.mkdir(parents=True)
+    (cache / "mod.go").write_text("package x\n")
+    cache.chmod(0o555)
+    (wt / "cache").chmod(0o555)
+    git.worktree_remove(repo, wt)
+    assert not wt.exists()
+    assert len(git.worktree_list(repo)) == 1
+
+
+def test_worktree_lock_unknown_path(repo: Path, tmp_path: Path) -> None:
+    with pytest.raises(NotFound):
+        git.worktree_lock(repo, tmp_path / "nowhere", "x")
+    git.worktree_unlock(repo, tmp_path / "nowhere")
+
+
+def test_worktree_remove_locked_and_half_gone(repo: Path, tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    git.worktree_add(repo, locked, "a", "HEAD")
+    git.worktree_lock(repo, locked, "agent running")
+    git.worktree_remove(repo, locked)
+    assert not locked.exists()
+
+    gone = tmp_path / "gone"
+    git.worktree_add(repo, gone, "b", "HEAD")
+    git.worktree_lock(repo, gone, "agent running")
+    shutil.rmtree(gone)
+    git.worktree_remove(repo, gone)
+    assert len(git.worktree_list(repo)) == 1
+
+
+def test_worktree_remove_never_deletes_an_unrelated_dir(repo: Path, tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "keep.txt").write_text("keep")
+    git.worktree_remove(repo, plain)
+    assert (plain / "keep.txt").read_text() == "keep"
+    with pytest.raises(InvalidInput, match="main worktree"):
+        git.worktree_remove(repo, repo)
+    assert (repo / "README.md").exists()
+
+
+def test_worktree_remove_deletes_leftover_after_prune(repo: Path, tmp_path: Path) -> None:
+    wt = tmp_path / "wt"
+    git.worktree_add(repo, wt, "job", "HEAD")
+    g(repo, "worktree", "remove", "--force", str(wt))
+    wt.mkdir()
+    (wt / ".git").write_text(f"gitdir: {repo / '.git' / 'worktrees' / 'wt'}\n")
+    (wt / "stale.txt").write_text("x")
+    git.worktree_remove(repo, wt)
+    assert not wt.exists()
+
+
+def test_worktree_list_parses_locked_prunable_detached(repo: Path, tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    gone = tmp_path / "gone"
+    detached = tmp_path / "detached"
+    git.worktree_add(repo, locked, "l", "HEAD")
+    git.worktree_add(repo, gone, "p", "HEAD")
+    g(repo, "worktree", "add", "-q", "--detach", str(detached), "HEAD")
+    git.worktree_lock(repo, locked, "reason with spaces")
+    git.worktree_lock(repo, locked, "again")  # idempotent
+    shutil.rmtree(gone)
+
+    by_path = {info.path: info for info in git.worktree_list(repo)}
+    main = by_path[repo.resolve()]
+    assert (main.branch, main.locked, main.prunable, main.bare) == ("main", False, False, False)
+    assert main.head == head(repo)
+    assert by_path[locked.resolve()].locked
+    assert not by_path[locked.resolve()].prunable
+    assert by_path[gone.resolve()].prunable
+    assert by_path[detached.resolve()].branch is None
+    assert by_path[detached.resolve()].head == head(repo)
+    assert git.checked_out_in(repo, "p") is None  # its directory is gone
+
+    git.worktree_unlock(repo, locked)
+    git.worktree_unlock(repo, locked)  # idempotent
+    assert not {i.path: i for i in git.worktree_list(repo)}[locked.resolve()].locked
+    git.prune_worktrees(repo)
+    assert gone.resolve() not in {i.path for i in git.worktree_list(repo)}
+
+
+def test_worktree_list_of_bare_repo(repo: Path, tmp_path: Path) -> None:
+    bare = tmp_path / "bare.git"
+    g(tmp_path, "clone", "-q", "--bare", str(repo), str(bare))
+    (info,) = git.worktree_list(bare)
+    assert info.bare
+    assert info.branch is None
+
+
+def test_checked_out_in(repo: Path, tmp_path: Path) -> None:
+    wt = tmp_path / "wt"
+    git.worktree_add(repo, wt, "job", "HEAD")
+    main = git.checked_out_in(repo, "main")
+    job = git.checked_out_in(repo, "job")
+    assert main is not None and main.path == repo.resolve()
+    assert job is not None and job.path == wt.resolve()
+    g(repo, "branch", "idle")
+    assert git.checked_out_in(repo, "idle") is None
+
+
+def test_delete_branch(repo: Path, tmp_path: Path) -> None:
+    g(repo, "branch", "job")
+    sha = head(repo, "job")
+    git.delete_branch(repo, "job", expected=sha)
+    assert not has_branch(repo, "job")
+    git.delete_branch(repo, "job")  # idempotent
+    git.delete_branch(repo, "job", expected=sha)
+
+    g(repo, "branch", "moved")
+    commit_file(repo, "b.txt", "b\n")
+    g(repo, "branch", "-f", "moved", "HEAD")
+    with pytest.raises(RefMoved):
+        git.delete_branch(repo, "moved", expected=sha)
+    assert has_branch(repo, "moved")
+
+    with pytest.raises(InvalidState, match="checked out"):
+        git.delete_branch(repo, "main")
+    wt = tmp_path / "wt"
+    git.worktree_add(repo, wt, "busy", "HEAD")
+    with pytest.raises(InvalidState):
+        git.delete_branch(repo, "busy")
+    git.worktree_remove(repo, wt)
+    git.delete_branch(repo, "busy")
+    assert not has_branch(repo, "busy")
+
+
+# --- working tree state and commits --------------------------------------------------
+
+
+def test_status_and_has_changes(repo: Path) -> None:
+    assert not git.has_changes(repo)
+    assert git.status_porcelain(repo) == []
+    (repo / ".gitignore").write_text("*.o\n")
+    g(repo, "add", ".gitignore")
+    g(repo, "commit", "-q", "-m", "ignore")
+    (repo / "x.o").write_text("ignored")
+    assert not git.has_changes(repo)
+
+    (repo / "dir").mkdir()
+    (repo / "dir" / "new file.txt").write_text("new\n")
+    assert git.has_changes(repo)
+    assert git.status_porcelain(repo) == ["dir/new file.txt"]
+    assert git.status_porcelain(repo, untracked=False) == []
+
+    g(repo, "mv", "a.txt", "renamed.txt")
+    (repo / "README.md").write_text("changed\n")
+    changed = git.status_porcelain(repo, untracked=False)
+    assert sorted(changed) == ["README.md", "a.txt", "renamed.txt"]
+
+
+def test_commit_all_commits_everything(repo: Path) -> None:
+    (repo / "README.md").write_text("modified\n")
+    (repo / "a.txt").unlink()
+    (repo / "sub").mkdir()
+    (repo / "sub" / "new.txt").write_text("new\n")
+    (repo / ".gitignore").write_text("*.log\n")
+    (repo / "debug.log").write_text("ignored\n")
+    before = head(repo)
+
+    sha = git.commit_all(repo, "agent work\n\n# not a comment\n", **AGENT)
+
+    assert sha == head(repo)
+    assert head(repo, "HEAD~1") == before
+    assert g(repo, "ls-tree", "-r", "--name-only", "HEAD").split() == [
+        ".gitignore",
+        "README.md",
+        "sub/new.txt",
+    ]
+    assert g(repo, "log", "-1", "--format=%an <%ae>|%cn <%ce>") == (
+        "Dispatcher Bot <bot@dispatcher.invalid>|Dispatcher Bot <bot@dispatcher.invalid>"
+    )
+    assert g(repo, "log", "-1", "--format=%B") == "agent work\n\n# not a comment"
+    assert not git.has_changes(repo)
+    assert git.commit_all(repo, "nothing", **AGENT) is None
+    assert head(repo) == sha
+
+
+def test_commit_all_without_any_configured_identity(
+    repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in (
+        "GIT_AUTHOR_NAME",
+        "GIT_AUTHOR_EMAIL",
+        "GIT_COMMITTER_NAME",
+        "GIT_COMMITTER_EMAIL",
+    ):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("EMAIL", "")
+    (repo / "new.txt").write_text("x\n")
+    sha = git.commit_all(repo, "work", **AGENT)
+    assert sha is not None
+    assert g(repo, "log", "-1", "--format=%ae %ce") == (
+        "bot@dispatcher.invalid bot@dispatcher.invalid"
+    )
+
+
+def test_commit_all_skips_hooks_and_refuses_empty_message(repo: Path) -> None:
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\nexit 1\n")
+    hook.chmod(0o755)
+    (repo / "new.txt").write_text("x\n")
+    assert git.commit_all(repo, "work", **AGENT) is not None
+    (repo / "more.txt").write_text("x\n")
+    with pytest.raises(InvalidInput):
+        git.commit_all(repo, "  \n", **AGENT)
+
+
+# --- diffs ---------------------------------------------------------------------------------
+
+
+def test_diffstat_ahead_count_and_diff(repo: Path) -> None:
+    base = head(repo)
+    commit_file(repo, "a.txt", "a\nb\nc\n")
+    (repo / "README.md").unlink()
+    (repo / "img.bin").write_bytes(b"\x00\x01\x02")
+    g(repo, "add", "-A")
+    g(repo, "commit", "-q", "-m", "more")
+    tip = head(repo)
+
+    stat = git.diffstat(repo, base, tip)
+    assert stat == git.DiffStat(
+        files=3, insertions=2, deletions=1, paths=["README.md", "a.txt", "img.bin"]
+    )
+    assert git.ahead_count(repo, base, tip) == 2
+    assert git.ahead_count(repo, tip, base) == 0
+    patch = git.diff(repo, base, tip)
+    assert "+b\n+c\n" in patch
+    assert "deleted file mode" in patch
+    summary = git.diff(repo, base, tip, stat=True)
+    assert "3 files changed" in summary
+    with pytest.raises(InvalidInput):
+        git.diffstat(repo, "--output=/tmp/x", tip)
+    with pytest.raises(InvalidInput):
+        git.ahead_count(repo, base, "-x")
+
+
+def test_diffstat_counts_a_rename_once(repo: Path) -> None:
+    base = head(repo)
+    g(repo, "mv", "README.md", "docs.md")
+    g(repo, "commit", "-q", "-m", "rename")
+    stat = git.diffstat(repo, base, "HEAD")
+    assert stat.files == 1
+    assert stat.paths == ["docs.md"]
+
+
+# --- merge_check -------------------------------------------------------------------
+
+
+def make_job(repo: Path, *changes: tuple[str, str], author: str | None = None) -> tuple[str, str]:
+    """A branch "job" off main's current tip with one commit per change; (base, tip)."""
+    base = head(repo)
+    g(repo, "checkout", "-q", "-b", "job")
+    as_author = [f"--author={author} <{author.lower()}@agents.test>"] if author else []
+    for rel, content in changes:
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text(content)
+        g(repo, "add", "--", rel)
+        g(repo, "commit", "-q", *as_author, "-m", f"job: {rel}\n\nbody of {rel}")
+    tip = head(repo)
+    g(repo, "checkout", "-q", "main")
+    return base, tip
+
+
+def test_merge_check_clean_and_conflict(repo: Path) -> None:
+    _, clean_tip = make_job(repo, ("job.txt", "job\n"))
+    moved = commit_file(repo, "main.txt", "main\n")
+    check = git.merge_check(repo, moved, clean_tip)
+    assert check.clean
+    assert check.conflicts == []
+    assert set(g(repo, "ls-tree", "--name-only", check.tree).split()) == {
+        "README.md",
+        "a.txt",
+        "job.txt",
+        "main.txt",
+    }
+
+    g(repo, "branch", "-q", "-D", "job")
+    _, conflict_tip = make_job(repo, ("a.txt", "job\n"), ("README.md", "job\n"))
+    commit_file(repo, "a.txt", "main\n")
+    commit_file(repo, "README.md", "main\n")
+    check = git.merge_check(repo, "main", conflict_tip)
+    assert not check.clean
+    assert check.conflicts == ["README.md", "a.txt"]
+    assert head(repo, "main") != conflict_tip  # nothing moved
+
+
+# --- merge -------------------------------------------------------------------------
+
+
+def do_merge(
+    repo: Path, tmp_path: Path, strategy: str, base: str, source: str, target: str = "main"
+) -> str:
+    return git.merge(
+        repo,
+        strategy=strategy,
+        target_branch=target,
+        source=source,
+        base=base,
+        message=f"Land job ({strategy})",
+        worktrees_dir=tmp_path / "worktrees",
+        **AGENT,
+    )
+
+
+def parents(repo: Path, sha: str) -> list[str]:
+    return g(repo, "rev-list", "--parents", "-n1", sha).split()[1:]
+
+
+def assert_no_temp_worktrees(repo: Path, tmp_path: Path) -> None:
+    assert len(git.worktree_list(repo)) == 1
+    wdir = tmp_path / "worktrees"
+    assert not wdir.exists() or not any(wdir.iterdir())
+
+
+def test_merge_ff(repo: Path, tmp_path: Path) -> None:
+    base, tip = make_job(repo, ("job.txt", "job\n"), ("a.txt", "changed\n"))
+    assert do_merge(repo, tmp_path, "ff", base, tip) == tip
+    assert head(repo, "main") == tip
+    assert (repo / "job.txt").read_text() == "job\n"  # the user's checkout followed
+    assert (repo / "a.txt").read_text() == "changed\n"
+    assert git.status_porcelain(repo) == []
+
+
+def test_merge_ff_refused_when_target_moved(repo: Path, tmp_path: Path) -> None:
+    base, tip = make_job(repo, ("job.txt", "job\n"))
+    moved = commit_file(repo, "main.txt", "main\n")
+    with pytest.raises(MergeConflict, match="cannot fast-forward main") as info:
+        do_merge(repo, tmp_path, "ff", base, tip)
+    assert info.value.details == {"files": []}
+    assert head(repo, "main") == moved
+    assert not (repo / "job.txt").exists()
+
+
+def test_merge_creates_merge_commit(repo: Path, tmp_path: Path) -> None:
+    base, tip = make_job(repo, ("job.txt", "job\n"))
+    moved = commit_file(repo, "main.txt", "main\n")
+    new = do_merge(repo, tmp_path, "merge", base, tip)
+    assert head(repo, "main") == new
+    assert parents(repo, new) == [moved, tip]
+    assert g(repo, "log", "-1", "--format=%s|%an|%cn", new) == (
+        "Land job (merge)|Dispatcher Bot|Dispatcher Bot"
+    )
+    assert (repo / "job.txt").read_text() == "job\n"
+    assert (repo / "main.txt").read_text() == "main\n"
+    assert git.status_porcelain(repo) == []
+
+
+def test_merge_always_makes_a_merge_commit_even_when_ff_possible(
+    repo: Path, tmp_path: Path
+) -> None:
+    base, tip = make_job(repo, ("job.txt", "job\n"))
+    new = do_merge(repo, tmp_path, "merge", base, tip)
+    assert parents(repo, new) == [base, tip]
+
+
+def test_merge_squash(repo: Path, tmp_path: Path) -> None:
+    base, tip = make_job(repo, ("job.txt", "job\n"), ("a.txt", "changed\n"))
+    moved = commit_file(repo, "main.txt", "main\n")
+    new = do_merge(repo, tmp_path, "squash", base, tip)
+    assert head(repo, "main") == new
+    assert parents(repo, new) == [moved]
+    assert g(repo, "log", "-1", "--format=%B", new) == "Land job (squash)"
+    assert g(repo, "diff", "--name-only", moved, new).split() == ["a.txt", "job.txt"]
+    assert (repo / "a.txt").read_text() == "changed\n"
+    # Squashing the same job again finds nothing to land.
+    assert do_merge(repo, tmp_path, "squash", base, tip) == new
+
+
+def test_merge_rebase_replays_commits_keeping_authors(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GIT_AUTHOR_DATE", "2001-02-03T04:05:06+0700")
+    base, tip = make_job(repo, ("job.txt", "job\n"), ("a.txt", "changed\n"), author="Agent")
+    monkeypatch.delenv("GIT_AUTHOR_DATE")
+    original_date = g(repo, "log", "-1", "--format=%ad", "--date=raw", tip)
+    assert original_date == "981147906 +0700"
+    moved = commit_file(repo, "main.txt", "main\n")
+
+    new = do_merge(repo, tmp_path, "rebase", base, tip)
+
+    assert head(repo, "main") == new
+    log = g(repo, "log", "--format=%H|%P|%an|%ae|%ad|%cn|%s", "--date=raw", f"{moved}..{new}")
+    second, first = (line.split("|") for line in log.splitlines())
+    assert second[0] == new
+    assert second[1] == first[0]  # linear ...
+    assert first[1] == moved  # ... on top of the moved target
+    for entry, subject in ((first, "job: job.txt"), (second, "job: a.txt")):
+        assert entry[2:] == [
+            "Agent",
+            "agent@agents.test",
+            original_date,
+            "Dispatcher Bot",
+            subject,
+        ]
+    assert g(repo, "log", "-1", "--format=%B", new) == "job: a.txt\n\nbody of a.txt"
+    assert g(repo, "rev-parse", f"{new}^{{tree}}") == git.merge_check(repo, moved, tip).tree
+    assert (repo / "job.txt").read_text() == "job\n"
+    assert (repo / "a.txt").read_text() == "changed\n"
+
+
+def test_merge_rebase_onto_unmoved_target_keeps_the_commits(repo: Path, tmp_path: Path) -> None:
+    base, tip = make_job(repo, ("job.txt", "job\n"), ("a.txt", "changed\n"))
+    assert do_merge(repo, tmp_path, "rebase", base, tip) == tip
+
+
+def test_merge_rebase_drops_commits_already_upstream(repo: Path, tmp_path: Path) -> None:
+    base, tip = make_job(repo, ("main.txt", "same\n"), ("job.txt", "job\n"))
+    moved = commit_file(repo, "main.txt", "same\n")
+    new = do_merge(repo, tmp_path, "rebase", base, tip)
+    assert g(repo, "log", "--format=%s", f"{moved}..{new}") == "job: job.txt"
+
+
+def test_merge_rebase_skips_merge_commits_in_the_job(repo: Path, tmp_path: Path) -> None:
+    base, _ = make_job(repo, ("job.txt", "job\n"))
+    g(repo, "checkout", "-q", "-b", "side", base)
+    commit_file(repo, "side.txt", "side\n", "side work")
+    g(repo, "checkout", "-q", "job")
+    g(repo, "merge", "-q", "--no-ff", "-m", "merge side", "side")
+    tip = head(repo)
+    g(repo, "checkout", "-q", "main")
+    moved = commit_file(repo, "main.txt", "main\n")
+    new = do_merge(repo, tmp_path, "rebase", base, tip)
+    subjects = g(repo, "log", "--format=%s", f"{moved}..{new}").splitlines()
+    assert sorted(subjects) == ["job: job.txt", "side work"]
+    assert g(repo, "rev-list", "--merges", f"{moved}..{new}") == ""
+    assert (repo / "side.txt").exists()
+
+
+@pytest.mark.parametrize("strategy", ["merge", "squash", "rebase"])
+def test_merge_conflict_changes_nothing(repo: Path, tmp_path: Path, strategy: str) -> None:
+    base, tip = make_job(repo, ("a.txt", "job\n"), ("job.txt", "job\n"))
+    moved = commit_file(repo, "a.txt", "main\n")
+    with pytest.raises(MergeConflict, match=r"merge conflict in 1 file\(s\): a.txt") as info:
+        do_merge(repo, tmp_path, strategy, base, tip)
+    assert info.value.details == {"files": ["a.txt"]}
+    assert head(repo, "main") == moved
+    assert (repo / "a.txt").read_text() == "main\n"
+    assert git.status_porcelain(repo) == []
+    assert_no_temp_worktrees(repo, tmp_path)
+
+
+def test_merge_rebase_conflict_in_a_middle_commit(repo: Path, tmp_path: Path) -> None:
+    # The job's net change to a.txt is nothing, so a merge is clean; a replay is not.
+    base, tip = make_job(repo, ("a.txt", "job\n"), ("a.txt", "a\n"), ("job.txt", "job\n"))
+    moved = commit_file(repo, "a.txt", "main\n")
+    assert git.merge_check(repo, moved, tip).clean
+    with pytest.raises(MergeConflict, match="rebase conflict applying") as info:
+        do_merge(repo, tmp_path, "rebase", base, tip)
+    assert info.value.details == {"files": ["a.txt"]}
+    assert head(repo, "main") == moved
+    assert_no_temp_worktrees(repo, tmp_path)
+
+
+@pytest.mark.parametrize("strategy", ["ff", "merge", "squash", "rebase"])
+def test_merge_already_merged_is_unchanged(repo: Path, tmp_path: Path, strategy: str) -> None:
+    base, tip = make_job(repo, ("job.txt", "job\n"))
+    g(repo, "merge", "-q", "--no-ff", "-m", "by hand", "job")
+    old = head(repo)
+    assert do_merge(repo, tmp_path, strategy, base, tip) == old
+    assert head(repo, "main") == old
+
+
+def test_merge_refuses_dirty_checkout(repo: Path, tmp_path: Path) -> None:
+    base, tip = make_job(repo, ("job.txt", "job\n"))
+    moved = commit_file(repo, "main.txt", "main\n")
+    edit = b"my precious edit\r\n\x00\xff"
+    (repo / "README.md").write_bytes(edit)
+    with pytest.raises(DirtyCheckout, match=r"README\.md") as info:
+        do_merge(repo, tmp_path, "merge", base, tip)
+    assert info.value.details == {"files": ["README.md"], "worktree": str(repo.resolve())}
+    assert "commit or stash them first" in info.value.message
+    assert head(repo, "main") == moved
+    assert (repo / "README.md").read_bytes() == edit
+    assert not (repo / "job.txt").exists()
+
+
+def test_merge_refuses_staged_changes(repo: Path, tmp_path: Path) -> None:
+    base, tip = make_job(repo, ("job.txt", "job\n"))
+    (repo / "staged.txt").write_text("staged\n")
+    g(repo, "add", "staged.txt")
+    with pytest.raises(DirtyCheckout, match=r"staged\.txt"):
+        do_merge(repo, tmp_path, "ff", base, tip)
+    assert head(repo, "main") == base
+
+
+def test_merge_refuses_to_overwrite_untracked_file(repo: Path, tmp_path: Path) -> None:
+    base, tip = make_job(repo, ("job.txt", "job\n"))
+    moved = commit_file(repo, "main.txt", "main\n")
+    (repo / "job.txt").write_text("mine, untracked\n")
+    (repo / "notes.txt").write_text("unrelated\n")
+    with pytest.raises(DirtyCheckout, match=r"untracked files: job\.txt") as info:
+        do_merge(repo, tmp_path, "squash", base, tip)
+    assert info.value.details["files"] == ["job.txt"]
+    assert head(repo, "main") == moved
+    assert (repo / "job.txt").read_text() == "mine, untracked\n"
+    assert g(repo, "status", "--porcelain").splitlines() == ["?? job.txt", "?? notes.txt"]
+
+    (repo / "job.txt").unlink()  # an untracked file out of the way does not block
+    new = do_merge(repo, tmp_path, "squash", base, tip)
+    assert head(repo, "main") == new
+    assert (repo / "notes.txt").read_text() == "unrelated\n"
+
+
+def test_merge_into_branch_not_checked_out_moves_only_the_ref(repo: Path, tmp_path: Path) -> None:
+    base, tip = make_job(repo, ("job.txt", "job\n"))
+    moved = commit_file(repo, "main.txt", "main\n")
+    g(repo, "checkout", "-q", "-b", "mine", base)
+    (repo / "README.md").write_text("dirty on another branch\n")
+    new = do_merge(repo, tmp_path, "merge", base, tip)
+    assert head(repo, "main") == new
+    assert parents(repo, new) == [moved, tip]
+    assert g(repo, "symbolic-ref", "--short", "HEAD") == "mine"
+    assert head(repo) == base
+    assert not (repo / "job.txt").exists()
+    assert (repo / "README.md").read_text() == "dirty on another branch\n"
+    assert "dispatcher merge: Land job (merge)" in g(repo, "reflog", "-1", "main")
+
+
+def test_merge_into_branch_checked_out_in_linked_worktree(repo: Path, tmp_path: Path) -> None:
+    base, tip = make_job(repo, ("job.txt", "job\n"))
+    g(repo, "checkout", "-q", "--detach")
+    wt = tmp_path / "release-wt"
+    g(repo, "worktree", "add", "-q", str(wt), "main")
+    new = do_merge(repo, tmp_path, "rebase", base, tip)
+    assert new == tip
+    assert head(wt) == tip
+    assert (wt / "job.txt").read_text() == "job\n"
+
+
+def test_merge_bad_arguments(repo: Path, tmp_path: Path) -> None:
+    base, tip = make_job(repo, ("job.txt", "job\n"))
+    with pytest.raises(InvalidInput, match="unknown merge strategy"):
+        do_merge(repo, tmp_path, "octopus", base, tip)
+    with pytest.raises(NotFound, match="no such branch"):
+        do_merge(repo, tmp_path, "merge", base, tip, target="nope")
+    with pytest.raises(InvalidInput):
+        do_merge(repo, tmp_path, "merge", base, tip, target="-main")
+    with pytest.raises(NotFound):
+        do_merge(repo, tmp_path, "merge", base, "deadbeef" * 5)
+    with pytest.raises(InvalidInput):
+        do_merge(repo, tmp_path, "merge", base, "--help")
+    assert head(repo, "main") == base
+
+
+def test_cas_update_refuses_a_stale_old_value(repo: Path) -> None:
+    first = head(repo)
+    second = commit_file(repo, "b.txt", "b\n")
+    g(repo, "branch", "target", first)
+    git._cas_update(repo, "refs/heads/target", second, first, "move")
+    assert head(repo, "target") == second
+    with pytest.raises(RefMoved, match="nothing was changed"):
+        git._cas_update(repo, "refs/heads/target", first, first, "stale")
+    assert head(repo, "target") == second
+
+
+def test_land_refuses_when_checkout_moved(repo: Path, tmp_path: Path) -> None:
+    base, tip = make_job(repo, ("job.txt", "job\n"))
+    moved = commit_file(repo, "main.txt", "main\n")
+    with pytest.raises(RefMoved, match="main moved during the merge"):
+        git._land(repo, "main", base, tip, "stale", {})
+    assert head(repo, "main") == moved
+    g(repo, "checkout", "-q", "job")
+    with pytest.raises(RefMoved, match="main moved during the merge"):
+        git._land(repo, "main", base, tip, "stale", {})
+    assert head(repo, "main") == moved
