@@ -75,6 +75,33 @@ def single_instance(settings: Settings) -> Iterator[IO[str]]:
         fh.close()
 
 
+def _server_class() -> type:
+    import signal
+    import threading
+    from collections.abc import Generator
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn re-raises SIGTERM/SIGINT after its graceful shutdown, which would kill
+        the process before our own shutdown runs; stop gracefully and exit 0 instead."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            signals = (signal.SIGINT, signal.SIGTERM)
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
 def serve(settings: Settings) -> None:
     import uvicorn
 
@@ -103,7 +130,7 @@ def serve(settings: Settings) -> None:
             timeout_graceful_shutdown=3,
         )
         try:
-            uvicorn.Server(config).run()
+            _server_class()(config).run()
         finally:
             runner.stop()
             store.close()

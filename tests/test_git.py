@@ -23,7 +23,7 @@ try:  # tests/ as a package, or tests/ on sys.path (pytest's default "prepend" m
     from tests.gitutil import commit_file, init_repo
     from tests.gitutil import git as g
 except ImportError:  # pragma: no cover
-    from gitutil import commit_file, init_repo  # type: ignore[no-redef]
+    from gitutil import commit_file, init_repo  # type: ignore[no-redef,import-not-found]
     from gitutil import git as g  # type: ignore[no-redef]
 
 AGENT = {"author_name": "Dispatcher Bot", "author_email": "bot@dispatcher.invalid"}
