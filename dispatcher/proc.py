@@ -78,8 +78,12 @@ def run(
             stdin=subprocess.DEVNULL if input is None else None,
             check=False,
         )
-    except FileNotFoundError as exc:
-        raise ProcessError(f"command not found: {argv[0]!r}") from exc
+    except OSError as exc:
+        if cwd is not None and not os.path.isdir(cwd):
+            raise ProcessError(f"working directory does not exist: {os.fspath(cwd)}") from exc
+        if isinstance(exc, FileNotFoundError):
+            raise ProcessError(f"command not found: {argv[0]!r}") from exc
+        raise ProcessError(f"cannot execute {argv[0]!r}: {exc.strerror}") from exc
     except subprocess.TimeoutExpired as exc:
         raise ProcessError(f"command {' '.join(argv)!r} timed out after {timeout}s") from exc
     result = Result(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
@@ -98,27 +102,26 @@ class Spawned:
     popen: subprocess.Popen[bytes] | None  # None when re-adopted by a new daemon
 
 
-def process_start_time(pid: int) -> int | None:
-    """The kernel's start time of ``pid`` in clock ticks, or None if it does not exist."""
+def _stat_fields(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name (field 3 onwards), or None."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
     # Field 2 (comm) may contain spaces and parentheses: split after the last ")".
-    fields = raw[raw.rindex(")") + 2 :].split()
-    return int(fields[19])  # field 22 overall: starttime
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def process_start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` in clock ticks, or None if it does not exist."""
+    fields = _stat_fields(pid)
+    return None if fields is None else int(fields[19])  # field 22 overall: starttime
 
 
 def is_alive(pid: int, start_time: int) -> bool:
     """True if ``pid`` runs and is the same process (not a recycled pid) and not a zombie."""
-    now = process_start_time(pid)
-    if now is None or now != start_time:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return state[state.rindex(")") + 2] != "Z"
+    fields = _stat_fields(pid)
+    return fields is not None and int(fields[19]) == start_time and fields[0] != "Z"
 
 
 def spawn(
@@ -144,7 +147,7 @@ def spawn(
     else:
         from shutil import which
 
-        if which(program, path=env.get("PATH")) is None:
+        if which(program, path=env.get("PATH", os.defpath)) is None:
             raise ProcessError(f"agent command not found on PATH: {program!r}")
     with contextlib.suppress(FileNotFoundError):
         exit_file.unlink()
@@ -232,25 +235,37 @@ def _group_alive(pgid: int) -> bool:
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
-        try:
-            stat = (entry / "stat").read_text()
-        except (FileNotFoundError, ProcessLookupError, PermissionError):
-            continue
-        rest = stat[stat.rindex(")") + 2 :].split()
-        if int(rest[2]) == pgid and rest[0] != "Z":
+        fields = _stat_fields(int(entry.name))
+        if fields is not None and int(fields[2]) == pgid and fields[0] != "Z":
             return True
     return False
+
+
+def signal_of(code: int | None) -> int | None:
+    """The signal that ended a process, from a status as :func:`wait` returns it.
+
+    Negative: killed before the wrapper could record anything. 128+N where N is
+    a real signal: the shell's report of a child killed by N. Anything else
+    (including 255) is a plain exit code.
+    """
+    if code is None:
+        return None
+    if code < 0:
+        return -code
+    if code > 128 and (code - 128) in signal.valid_signals():
+        return code - 128
+    return None
 
 
 def describe_status(code: int | None) -> str:
     """'exit 3', 'signal 9 (SIGKILL)' from a status as :func:`wait` returns it."""
     if code is None:
         return "unknown"
-    if code < 0 or code > 128:
-        sig = -code if code < 0 else code - 128
-        try:
-            name = signal.Signals(sig).name
-        except ValueError:
-            name = f"signal {sig}"
-        return f"signal {sig} ({name})"
-    return f"exit {code}"
+    sig = signal_of(code)
+    if sig is None:
+        return f"exit {code}"
+    try:
+        name = signal.Signals(sig).name
+    except ValueError:
+        name = f"signal {sig}"
+    return f"signal {sig} ({name})"

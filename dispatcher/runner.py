@@ -277,12 +277,9 @@ class Runner:
     def _finish(self, job_id: int, code: int | None, *, timed_out: bool, lost: str = "") -> None:
         job = self.store.job(job_id)
         fields: dict[str, object] = {"finished_at": utcnow(), "pid": None}
-        if code is not None and code < 0:
-            fields.update(exit_code=None, signal=-code)
-        elif code is not None and code > 128:
-            fields.update(exit_code=code, signal=code - 128)
-        else:
-            fields.update(exit_code=code, signal=None)
+        fields.update(
+            exit_code=code if code is None or code >= 0 else None, signal=proc.signal_of(code)
+        )
         problem = lost
         try:
             stats, collect_problem = self._collect(job)

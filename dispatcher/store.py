@@ -273,12 +273,16 @@ class Store:
             s.refresh(job)
             return job
 
-    def claim(self, *, max_parallel: int, per_repo_default: int, limit: int = 64) -> list[Claimed]:
+    def claim(
+        self, *, max_parallel: int, per_repo_default: int, limit: int | None = None
+    ) -> list[Claimed]:
         """Move the oldest queued jobs to ``preparing`` within the parallelism limits.
 
         One ``BEGIN IMMEDIATE`` transaction: no two claimers can take the same
-        job. FIFO across the whole queue; a job whose repo is at its limit is
-        skipped (it does not block other repos' jobs).
+        job. FIFO across the whole queue; a repo at its limit is skipped, so a
+        long backlog in one repo never blocks another repo's jobs: a window
+        function numbers each repo's queued jobs, and only those within the
+        repo's free slots are candidates. ``limit`` caps how many one call takes.
         """
         now = utcnow()
         with self.writing() as s:
@@ -288,8 +292,10 @@ class Store:
                 .where(col(Job.state).in_(busy_states))
                 .group_by(col(Job.repo_id))
             ).all()
-            per_repo: dict[int, int] = {rid: n for rid, n in rows}
-            free = max_parallel - sum(per_repo.values())
+            busy: dict[int, int] = {rid: n for rid, n in rows}
+            free = max_parallel - sum(busy.values())
+            if limit is not None:
+                free = min(free, limit)
             if free <= 0:
                 return []
             limits = {
@@ -297,20 +303,33 @@ class Store:
                 for rid, mp in s.exec(select(Repo.id, Repo.max_parallel)).all()
                 if rid is not None
             }
-            queued = s.exec(
-                select(Job.id, Job.repo_id)
-                .where(Job.state == JobState.QUEUED)
-                .order_by(col(Job.id))
-                .limit(limit)
+            slots = {rid: limit - busy.get(rid, 0) for rid, limit in limits.items()}
+            open_repos = [rid for rid, n in slots.items() if n > 0]
+            if not open_repos:
+                return []
+            ranked = (
+                select(
+                    col(Job.id).label("id"),
+                    col(Job.repo_id).label("repo_id"),
+                    func.row_number()
+                    .over(partition_by=col(Job.repo_id), order_by=col(Job.id))
+                    .label("rn"),
+                )
+                .where(col(Job.state) == JobState.QUEUED, col(Job.repo_id).in_(open_repos))
+                .subquery()
+            )
+            candidates = s.exec(
+                select(ranked.c.id, ranked.c.repo_id)
+                .where(ranked.c.rn <= max(slots[r] for r in open_repos))
+                .order_by(ranked.c.id)
             ).all()
             claimed: list[Claimed] = []
-            for job_id, repo_id in queued:
+            for job_id, repo_id in candidates:
                 if free <= 0:
                     break
-                assert job_id is not None
-                if per_repo.get(repo_id, 0) >= limits.get(repo_id, per_repo_default):
+                if slots[repo_id] <= 0:
                     continue
-                per_repo[repo_id] = per_repo.get(repo_id, 0) + 1
+                slots[repo_id] -= 1
                 free -= 1
                 claimed.append(Claimed(job_id, repo_id))
             if claimed:

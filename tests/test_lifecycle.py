@@ -62,13 +62,13 @@ def test_no_state_moves_to_itself() -> None:
 
 
 def test_groups_are_disjoint_and_cover_all_states() -> None:
-    assert ACTIVE == {S.QUEUED, S.PREPARING, S.RUNNING}
-    assert FINISHED == {S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.CANCELED}
-    assert CLOSED == {S.MERGED, S.DISCARDED}
+    assert {S.QUEUED, S.PREPARING, S.RUNNING} == ACTIVE
+    assert {S.SUCCEEDED, S.FAILED, S.TIMED_OUT, S.CANCELED} == FINISHED
+    assert {S.MERGED, S.DISCARDED} == CLOSED
     assert not ACTIVE & FINISHED
     assert not ACTIVE & CLOSED
     assert not FINISHED & CLOSED
-    assert ACTIVE | FINISHED | CLOSED == set(JobState)
+    assert set(JobState) == ACTIVE | FINISHED | CLOSED
 
 
 def test_terminal_is_finished_or_closed() -> None:
@@ -102,4 +102,5 @@ def test_states_are_strings_matching_their_database_values() -> None:
         "discarded",
     ]
     assert JobState("timed_out") is S.TIMED_OUT
-    assert S.RUNNING == "running"
+    assert isinstance(S.RUNNING, str)
+    assert str(S.RUNNING) == "running"

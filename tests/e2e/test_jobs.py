@@ -456,8 +456,9 @@ def test_repo_add_refusals(daemon: Daemon, repo: Path, tmp_path: Path) -> None:
 
 def test_unknown_ids_and_names_are_404_with_codes(daemon: Daemon) -> None:
     for method, path in [
-        ("GET", "/jobs/999999"), ("POST", "/jobs/999999/merge"), ("POST", "/jobs/999999/discard"),
-        ("POST", "/jobs/999999/cancel"), ("POST", "/jobs/999999/retry"), ("GET", "/jobs/999999/diff"),
+        ("GET", "/jobs/999999"), ("POST", "/jobs/999999/merge"),
+        ("POST", "/jobs/999999/discard"), ("POST", "/jobs/999999/cancel"),
+        ("POST", "/jobs/999999/retry"), ("GET", "/jobs/999999/diff"),
         ("GET", "/jobs/999999/log"), ("GET", "/repos/nope"), ("DELETE", "/repos/nope"),
     ]:  # fmt: skip
         resp = daemon.api.request(method, path)
@@ -540,3 +541,38 @@ def test_pagination_and_filters(daemon: Daemon, repo: Path, agent: Agent) -> Non
     out = json.loads(daemon.cli("jobs", "--repo", name, "--json").stdout)
     assert [j["id"] for j in out] == ids[::-1]
     assert os.path.isdir(daemon.state_dir)
+
+
+def test_concurrent_merges_of_one_job_have_one_effect(
+    daemon: Daemon, repo: Path, agent: Agent
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    name = daemon.add_repo(repo)
+    job = daemon.wait(daemon.submit(name, command=[agent("a.sh", "echo a > a.txt\n")])["id"])
+    before = git(repo, "rev-parse", "main")
+    token = daemon.token
+
+    def merge(_: int) -> httpx.Response:
+        with httpx.Client(base_url=daemon.url, headers={"Authorization": f"Bearer {token}"}) as c:
+            return c.post(f"/jobs/{job['id']}/merge", json={"strategy": "squash"}, timeout=60)
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(merge, range(4)))
+    assert all(r.status_code == 200 for r in results), [r.text for r in results]
+    assert sorted(r.json()["changed"] for r in results) == [False, False, False, True]
+    assert git(repo, "rev-list", "--count", f"{before}..main") == "1"
+
+
+def test_discard_is_refused_for_merged_and_diff_still_works(
+    daemon: Daemon, repo: Path, agent: Agent
+) -> None:
+    name = daemon.add_repo(repo)
+    job = daemon.wait(daemon.submit(name, command=[agent("a.sh", "echo a > a.txt\n")])["id"])
+    daemon.cli("merge", str(job["id"]), "--delete-branch")
+    result = daemon.cli("discard", str(job["id"]), check=False)
+    assert result.returncode == 1
+    assert "merged" in result.stderr
+    diff = daemon.api.get(f"/jobs/{job['id']}/diff").json()
+    assert "+a" in diff["patch"]
+    assert diff["head"] == job["head"]

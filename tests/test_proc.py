@@ -1,0 +1,517 @@
+"""The subprocess wrapper: run, spawn in a new session, kill the tree, wait, re-adopt.
+
+Real processes only; liveness is read from Linux ``/proc`` and polled with a
+deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from dispatcher import proc
+from dispatcher.errors import ProcessError
+from dispatcher.proc import Spawned
+
+PATH = "/usr/local/bin:/usr/bin:/bin"
+ENV = {"PATH": PATH, "LANG": "C.UTF-8"}
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def poll(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+def gone(pid: int) -> bool:
+    """No such process, or only a zombie left (it ran its last instruction)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return raw[raw.rindex(")") + 2] == "Z"
+
+
+def script(path: Path, body: str, *, mode: int = 0o755) -> Path:
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(mode)
+    return path
+
+
+def read_pid(path: Path) -> int:
+    poll(lambda: path.exists() and path.read_text().strip() != "", what=f"{path.name}")
+    return int(path.read_text().strip())
+
+
+class Spawner:
+    """Spawns children in a tmp dir and makes sure every one is killed and reaped."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.children: list[Spawned] = []
+
+    def __call__(
+        self,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        stdin_path: Path | None = None,
+        cwd: Path | None = None,
+    ) -> Spawned:
+        child = proc.spawn(
+            argv,
+            cwd=cwd or self.root,
+            env=env if env is not None else ENV,
+            stdin_path=stdin_path,
+            log_path=self.root / "logs" / "agent.log",
+            exit_file=self.root / "exit",
+        )
+        self.children.append(child)
+        return child
+
+    def cleanup(self) -> None:
+        for child in self.children:
+            if child.popen is not None and child.popen.poll() is None:
+                proc.kill_tree(child.pid, grace=0.5)
+                child.popen.wait(timeout=10)
+
+
+@pytest.fixture
+def spawner(tmp_path: Path) -> Iterator[Spawner]:
+    sp = Spawner(tmp_path)
+    try:
+        yield sp
+    finally:
+        sp.cleanup()
+
+
+def log_of(tmp_path: Path) -> str:
+    return (tmp_path / "logs" / "agent.log").read_text()
+
+
+# ---------------------------------------------------------------- run
+
+
+def test_run_captures_output() -> None:
+    result = proc.run(["sh", "-c", "echo out; echo err >&2"])
+    assert result.returncode == 0
+    assert result.stdout == "out\n"
+    assert result.stderr == "err\n"
+    assert result.argv == ("sh", "-c", "echo out; echo err >&2")
+
+
+def test_run_passes_input_cwd_and_env(tmp_path: Path) -> None:
+    result = proc.run(
+        ["sh", "-c", 'cat; pwd; echo "$ONLY"'],
+        cwd=tmp_path,
+        env={"PATH": PATH, "ONLY": "me"},
+        input="fed\n",
+    )
+    assert result.stdout == f"fed\n{tmp_path}\nme\n"
+
+
+def test_run_without_input_gets_empty_stdin() -> None:
+    # stdin is /dev/null, never the test runner's: `cat` ends at once.
+    assert proc.run(["cat"], timeout=10).stdout == ""
+
+
+def test_run_check_failure_shows_command_code_and_stderr() -> None:
+    with pytest.raises(ProcessError) as info:
+        proc.run(["sh", "-c", "echo partial; echo 'it broke' >&2; exit 3"])
+    message = info.value.message
+    assert "sh -c" in message
+    assert "exited 3" in message
+    assert "it broke" in message
+    assert "partial" in message
+
+
+def test_run_without_check_returns_the_failure() -> None:
+    result = proc.run(["sh", "-c", "echo nope >&2; exit 4"], check=False)
+    assert result.returncode == 4
+    assert result.stderr == "nope\n"
+
+
+def test_run_missing_program() -> None:
+    with pytest.raises(ProcessError, match="command not found: 'no-such-program-xyz'"):
+        proc.run(["no-such-program-xyz", "--help"])
+
+
+def test_run_timeout() -> None:
+    started = time.monotonic()
+    with pytest.raises(ProcessError, match=r"timed out after 0\.3s"):
+        proc.run(["sleep", "30"], timeout=0.3)
+    assert time.monotonic() - started < 10
+
+
+def test_run_non_executable_program_is_a_process_error(tmp_path: Path) -> None:
+    tool = script(tmp_path / "tool.sh", "echo hi", mode=0o644)
+    with pytest.raises(ProcessError):
+        proc.run([str(tool)])
+
+
+def test_run_missing_cwd_is_not_reported_as_missing_command(tmp_path: Path) -> None:
+    with pytest.raises(ProcessError) as info:
+        proc.run(["true"], cwd=tmp_path / "vanished")
+    assert "command not found" not in info.value.message
+    assert "vanished" in info.value.message
+
+
+# ---------------------------------------------------------------- spawn
+
+
+def test_spawn_appends_output_reads_stdin_and_records_exit(
+    spawner: Spawner, tmp_path: Path
+) -> None:
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "agent.log").write_text("earlier run\n")
+    (tmp_path / "prompt.md").write_text("the prompt\n")
+    agent = script(tmp_path / "agent.sh", "echo out; echo err >&2; cat; exit 7")
+
+    child = spawner([str(agent)], stdin_path=tmp_path / "prompt.md")
+
+    assert proc.wait(child, timeout=10) == 7
+    assert (tmp_path / "exit").read_text() == "7\n"
+    assert proc.read_exit_file(child.exit_file) == 7
+    log = log_of(tmp_path)
+    assert log.startswith("earlier run\n")
+    assert sorted(log.splitlines()[1:]) == ["err", "out", "the prompt"]
+
+
+def test_spawn_removes_a_stale_exit_file(spawner: Spawner, tmp_path: Path) -> None:
+    (tmp_path / "exit").write_text("99\n")
+    release = tmp_path / "release"
+    child = spawner(["sh", "-c", f"while [ ! -e {release} ]; do sleep 0.02; done; exit 2"])
+    assert proc.read_exit_file(child.exit_file) is None
+    release.touch()
+    assert proc.wait(child, timeout=10) == 2
+
+
+def test_spawn_without_stdin_reads_nothing(spawner: Spawner, tmp_path: Path) -> None:
+    child = spawner(["sh", "-c", "cat; echo done"])
+    assert proc.wait(child, timeout=10) == 0
+    assert log_of(tmp_path) == "done\n"
+
+
+def test_spawn_passes_exactly_the_given_env(
+    spawner: Spawner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DAEMON_ONLY_SECRET", "must-not-leak")
+    env = {"PATH": PATH, "AGENT_VAR": "a value with spaces", "EMPTY": ""}
+    child = spawner(["env"], env=env)
+    assert proc.wait(child, timeout=10) == 0
+    seen = dict(line.split("=", 1) for line in log_of(tmp_path).splitlines())
+    # The `sh` wrapper may export its own bookkeeping (dash: PWD; bash: also SHLVL, _).
+    shell_added = {"PWD", "SHLVL", "_"}
+    assert {k: v for k, v in seen.items() if k not in shell_added} == env
+    assert seen.get("PWD", str(tmp_path)) == str(tmp_path)
+    assert "DAEMON_ONLY_SECRET" not in seen
+
+
+def test_spawn_missing_program_fails_before_starting(tmp_path: Path) -> None:
+    for argv in (["no-such-agent-xyz", "-p"], ["./no-such-agent.sh"], ["/nope/agent"]):
+        with pytest.raises(ProcessError, match="not found"):
+            proc.spawn(
+                argv,
+                cwd=tmp_path,
+                env=ENV,
+                stdin_path=None,
+                log_path=tmp_path / "logs" / "agent.log",
+                exit_file=tmp_path / "exit",
+            )
+    assert not (tmp_path / "logs").exists()
+    assert not (tmp_path / "exit").exists()
+
+
+def test_spawn_looks_up_the_program_on_the_childs_path(tmp_path: Path) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    script(bindir / "my-agent", "exit 0")
+    with pytest.raises(ProcessError, match="not found on PATH"):
+        proc.spawn(
+            ["my-agent"],
+            cwd=tmp_path,
+            env={"PATH": PATH},
+            stdin_path=None,
+            log_path=tmp_path / "agent.log",
+            exit_file=tmp_path / "exit",
+        )
+    child = proc.spawn(
+        ["my-agent"],
+        cwd=tmp_path,
+        env={"PATH": f"{bindir}:{PATH}"},
+        stdin_path=None,
+        log_path=tmp_path / "agent.log",
+        exit_file=tmp_path / "exit",
+    )
+    assert proc.wait(child, timeout=10) == 0
+
+
+def test_spawn_resolves_a_relative_program_against_cwd(
+    spawner: Spawner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    workdir = tmp_path / "work"
+    (workdir / "tools").mkdir(parents=True)
+    script(workdir / "tools" / "agent.sh", "pwd; exit 5")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # the daemon's own cwd must not matter
+
+    child = spawner(["./tools/agent.sh"], cwd=workdir)
+    assert proc.wait(child, timeout=10) == 5
+    assert log_of(tmp_path) == f"{workdir}\n"
+
+    with pytest.raises(ProcessError, match="not found or not executable"):
+        spawner(["./tools/agent.sh"], cwd=elsewhere)
+
+
+def test_spawn_refuses_a_non_executable_file(tmp_path: Path) -> None:
+    agent = script(tmp_path / "agent.sh", "exit 0", mode=0o644)
+    assert not agent.stat().st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    with pytest.raises(ProcessError, match="not executable"):
+        proc.spawn(
+            [str(agent)],
+            cwd=tmp_path,
+            env=ENV,
+            stdin_path=None,
+            log_path=tmp_path / "agent.log",
+            exit_file=tmp_path / "exit",
+        )
+    assert not (tmp_path / "agent.log").exists()
+
+
+def test_spawn_refuses_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "agent").mkdir()
+    with pytest.raises(ProcessError, match="not executable"):
+        proc.spawn(
+            ["./agent"],
+            cwd=tmp_path,
+            env=ENV,
+            stdin_path=None,
+            log_path=tmp_path / "agent.log",
+            exit_file=tmp_path / "exit",
+        )
+
+
+def test_spawn_arguments_are_never_parsed_by_a_shell(spawner: Spawner, tmp_path: Path) -> None:
+    hostile = "$(touch pwned); `touch pwned2` && echo 'quoted' \"x\" ;"
+    child = spawner(["printf", "%s\\n", hostile, "two words"])
+    assert proc.wait(child, timeout=10) == 0
+    assert log_of(tmp_path) == f"{hostile}\ntwo words\n"
+    assert not (tmp_path / "pwned").exists()
+    assert not (tmp_path / "pwned2").exists()
+
+
+# ---------------------------------------------------------------- sessions and kill_tree
+
+
+def test_spawned_child_leads_its_own_session(spawner: Spawner, tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    child = spawner(["sh", "-c", f"while [ ! -e {release} ]; do sleep 0.02; done"])
+    assert os.getsid(child.pid) == child.pid
+    assert os.getpgid(child.pid) == child.pid
+    assert os.getsid(child.pid) != os.getsid(0)
+    assert child.start_time == proc.process_start_time(child.pid)
+    release.touch()
+    assert proc.wait(child, timeout=10) == 0
+
+
+def test_kill_tree_kills_child_and_grandchild(spawner: Spawner, tmp_path: Path) -> None:
+    agent = script(
+        tmp_path / "agent.sh",
+        "echo $$ > child.pid\nsleep 300 &\necho $! > gc.pid\nwait",
+    )
+    child = spawner([str(agent)])
+    agent_pid = read_pid(tmp_path / "child.pid")
+    grandchild = read_pid(tmp_path / "gc.pid")
+    assert not gone(agent_pid)
+    assert not gone(grandchild)
+    assert os.getpgid(grandchild) == child.pid
+
+    proc.kill_tree(child.pid, child.start_time, grace=5)
+
+    for pid in (child.pid, agent_pid, grandchild):
+        poll(lambda pid=pid: gone(pid), what=f"pid {pid} to end")  # type: ignore[misc]
+    assert child.popen is not None
+    assert child.popen.wait(timeout=10) == -signal.SIGTERM
+    assert proc.read_exit_file(child.exit_file) is None
+
+
+def test_kill_tree_sigkills_what_ignores_sigterm(spawner: Spawner, tmp_path: Path) -> None:
+    # `trap '' TERM` is inherited across exec: the sleep ignores SIGTERM too.
+    agent = script(tmp_path / "agent.sh", "trap '' TERM\necho $$ > child.pid\nexec sleep 300")
+    child = spawner([str(agent)])
+    agent_pid = read_pid(tmp_path / "child.pid")
+    poll(
+        lambda: Path(f"/proc/{agent_pid}/comm").read_text().strip() == "sleep",
+        what="the exec",
+    )
+
+    grace = 0.4
+    started = time.monotonic()
+    proc.kill_tree(child.pid, child.start_time, grace=grace)
+    elapsed = time.monotonic() - started
+
+    assert elapsed >= grace, "the SIGTERM-ignoring child was killed before the grace ran out"
+    poll(lambda: gone(agent_pid), what="the SIGTERM-ignoring agent to be killed")
+    assert child.popen is not None
+    child.popen.wait(timeout=10)
+
+
+def test_kill_tree_returns_early_when_the_group_ends(spawner: Spawner, tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    child = spawner(["sh", "-c", f"while [ ! -e {release} ]; do sleep 0.02; done"])
+    started = time.monotonic()
+    proc.kill_tree(child.pid, child.start_time, grace=30)
+    assert time.monotonic() - started < 10
+    assert child.popen is not None
+    assert child.popen.wait(timeout=10) == -signal.SIGTERM
+
+
+def test_kill_tree_with_a_stale_start_time_signals_nothing(
+    spawner: Spawner, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    child = spawner(["sh", "-c", f"while [ ! -e {release} ]; do sleep 0.02; done; exit 4"])
+    proc.kill_tree(child.pid, child.start_time + 1, grace=0.1)
+    assert proc.is_alive(child.pid, child.start_time)
+    release.touch()
+    assert proc.wait(child, timeout=10) == 4
+
+
+def test_kill_tree_of_a_finished_group_is_harmless(spawner: Spawner) -> None:
+    child = spawner(["true"])
+    assert proc.wait(child, timeout=10) == 0
+    proc.kill_tree(child.pid, grace=0.1)  # reaped: ProcessLookupError swallowed
+    proc.kill_tree(child.pid, child.start_time, grace=0.1)
+
+
+# ---------------------------------------------------------------- liveness
+
+
+def test_process_start_time_of_self() -> None:
+    start = proc.process_start_time(os.getpid())
+    assert isinstance(start, int)
+    assert start > 0
+    assert proc.process_start_time(os.getpid()) == start
+
+
+def test_is_alive_checks_pid_and_start_time(spawner: Spawner, tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    child = spawner(["sh", "-c", f"while [ ! -e {release} ]; do sleep 0.02; done"])
+    assert proc.is_alive(child.pid, child.start_time)
+    assert not proc.is_alive(child.pid, child.start_time + 1)  # a recycled pid
+    assert not proc.is_alive(child.pid, child.start_time - 1)
+    release.touch()
+    assert child.popen is not None
+    child.popen.wait(timeout=10)
+    assert not proc.is_alive(child.pid, child.start_time)
+    assert proc.process_start_time(child.pid) is None
+
+
+def test_is_alive_is_false_for_a_zombie(spawner: Spawner) -> None:
+    child = spawner(["true"])
+    # Not reaped yet: the wrapper lingers as a zombie with the same start time.
+    poll(lambda: proc.read_exit_file(child.exit_file) is not None, what="the exit file")
+    poll(lambda: not proc.is_alive(child.pid, child.start_time), what="the zombie")
+    assert proc.process_start_time(child.pid) == child.start_time
+    assert child.popen is not None
+    assert child.popen.wait(timeout=10) == 0
+
+
+def test_is_alive_is_false_for_a_pid_that_does_not_exist() -> None:
+    pid_max = int(Path("/proc/sys/kernel/pid_max").read_text())
+    unused = next(p for p in range(pid_max - 1, 1, -1) if not Path(f"/proc/{p}").exists())
+    assert proc.process_start_time(unused) is None
+    assert not proc.is_alive(unused, 12345)
+
+
+# ---------------------------------------------------------------- wait
+
+
+def test_wait_on_own_child_times_out_then_returns(spawner: Spawner, tmp_path: Path) -> None:
+    release = tmp_path / "release"
+    child = spawner(["sh", "-c", f"while [ ! -e {release} ]; do sleep 0.02; done; exit 6"])
+    assert proc.wait(child, timeout=0.1) is None
+    release.touch()
+    assert proc.wait(child, timeout=10) == 6
+
+
+def test_wait_reports_an_agent_killed_by_a_signal(spawner: Spawner, tmp_path: Path) -> None:
+    agent = script(tmp_path / "agent.sh", "echo $$ > child.pid\nexec sleep 300")
+    child = spawner([str(agent)])
+    agent_pid = read_pid(tmp_path / "child.pid")
+    os.kill(agent_pid, signal.SIGKILL)
+    code = proc.wait(child, timeout=10)
+    assert code == 128 + signal.SIGKILL
+    assert "SIGKILL" in proc.describe_status(code)
+
+
+@pytest.mark.parametrize("reap", [False, True], ids=["zombie", "reaped"])
+def test_wait_on_a_readopted_child(spawner: Spawner, tmp_path: Path, reap: bool) -> None:
+    release = tmp_path / "release"
+    child = spawner(["sh", "-c", f"while [ ! -e {release} ]; do sleep 0.02; done; exit 5"])
+    adopted = Spawned(child.pid, child.start_time, child.exit_file, popen=None)
+    assert child.popen is not None
+    popen = child.popen
+    reaper = threading.Thread(target=popen.wait, kwargs={"timeout": 20})
+    if reap:  # the old parent reaps it (as it would once it is gone for good)
+        reaper.start()
+
+    started = time.monotonic()
+    assert proc.wait(adopted, timeout=0.2) is None
+    assert time.monotonic() - started >= 0.2
+
+    release.touch()
+    assert proc.wait(adopted, timeout=10) == 5
+
+    if reap:
+        reaper.join(timeout=10)
+    assert popen.wait(timeout=10) == 5
+
+
+def test_wait_on_a_readopted_child_killed_before_recording(
+    spawner: Spawner, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    child = spawner(["sh", "-c", f"while [ ! -e {release} ]; do sleep 0.02; done"])
+    adopted = Spawned(child.pid, child.start_time, child.exit_file, popen=None)
+    os.killpg(child.pid, signal.SIGKILL)
+    assert proc.wait(adopted, timeout=10) == -signal.SIGKILL
+    assert child.popen is not None
+    assert child.popen.wait(timeout=10) == -signal.SIGKILL
+
+
+# ---------------------------------------------------------------- describe_status
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        (0, "exit 0"),
+        (3, "exit 3"),
+        (128, "exit 128"),
+        (-9, "signal 9 (SIGKILL)"),
+        (137, "signal 9 (SIGKILL)"),
+        (-15, "signal 15 (SIGTERM)"),
+        (143, "signal 15 (SIGTERM)"),
+        (None, "unknown"),
+    ],
+)
+def test_describe_status(code: int | None, expected: str) -> None:
+    assert proc.describe_status(code) == expected
+
+
+def test_describe_status_of_an_exit_code_that_is_no_signal() -> None:
+    assert proc.describe_status(255) == "exit 255"

@@ -1,0 +1,541 @@
+"""The SQLite store: migrations, queries, compare-and-set moves and job claiming.
+
+Real database files in ``tmp_path``; concurrency is exercised with real threads
+(each with its own :class:`Store`) and real processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlmodel import SQLModel
+
+from dispatcher.errors import InvalidState, NotFound
+from dispatcher.lifecycle import JobState
+from dispatcher.models import Job, Repo
+from dispatcher.store import Claimed, Store, migrate
+
+S = JobState
+BIG = 10_000  # a parallelism limit that never binds
+
+
+# ---------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path}/db.sqlite"
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[Store]:
+    migrate(url)
+    st = Store(url)
+    try:
+        yield st
+    finally:
+        st.close()
+
+
+def db_path(url: str) -> str:
+    return url.removeprefix("sqlite:///")
+
+
+def raw_query(url: str, sql: str) -> list[tuple[object, ...]]:
+    with contextlib.closing(sqlite3.connect(db_path(url))) as conn:
+        return list(conn.execute(sql).fetchall())
+
+
+def table_names(url: str) -> set[str]:
+    rows = raw_query(url, "SELECT name FROM sqlite_master WHERE type = 'table'")
+    return {str(r[0]) for r in rows}
+
+
+def add_repo(store: Store, name: str, max_parallel: int | None = None) -> int:
+    repo = store.add_repo(
+        Repo(name=name, path=f"/srv/{name}", default_branch="main", max_parallel=max_parallel)
+    )
+    assert repo.id is not None
+    return repo.id
+
+
+def new_job(repo_id: int, prompt: str = "fix it") -> Job:
+    return Job(
+        repo_id=repo_id,
+        prompt=prompt,
+        agent="claude",
+        base_ref="main",
+        base_sha="0" * 40,
+        target_branch="main",
+        timeout_s=600.0,
+    )
+
+
+def branch_for(job_id: int) -> str:
+    return f"dispatcher/{job_id}-fix-it"
+
+
+def add_job(store: Store, repo_id: int) -> int:
+    job = store.add_job(new_job(repo_id), branch_for=branch_for)
+    assert job.id is not None
+    return job.id
+
+
+def add_jobs(store: Store, repo_id: int, n: int) -> list[int]:
+    return [add_job(store, repo_id) for _ in range(n)]
+
+
+def ids(claimed: list[Claimed]) -> list[int]:
+    return [c.job_id for c in claimed]
+
+
+def run_threads(n: int, target: Callable[[int], None]) -> None:
+    """Run ``target(i)`` in ``n`` threads released together; re-raise the first error."""
+    barrier = threading.Barrier(n)
+    errors: list[BaseException] = []
+
+    def body(i: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            target(i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+        assert not t.is_alive()
+    if errors:
+        raise errors[0]
+
+
+# ---------------------------------------------------------------- migrations
+
+
+def test_migrate_empty_database_to_head(url: str) -> None:
+    migrate(url)
+    assert {"repo", "job", "alembic_version"} <= table_names(url)
+    assert raw_query(url, "SELECT version_num FROM alembic_version") == [("0001",)]
+    assert raw_query(url, "PRAGMA journal_mode") == [("wal",)]
+
+
+def test_migrate_twice_is_a_noop(url: str) -> None:
+    migrate(url)
+    st = Store(url)
+    try:
+        repo_id = add_repo(st, "kept")
+        job_id = add_job(st, repo_id)
+    finally:
+        st.close()
+    schema_before = raw_query(url, "SELECT type, name, sql FROM sqlite_master ORDER BY name")
+
+    migrate(url)
+
+    assert raw_query(url, "SELECT type, name, sql FROM sqlite_master ORDER BY name") == (
+        schema_before
+    )
+    assert raw_query(url, "SELECT version_num FROM alembic_version") == [("0001",)]
+    assert raw_query(url, "SELECT id, name FROM repo") == [(repo_id, "kept")]
+    assert raw_query(url, "SELECT id, state FROM job") == [(job_id, "queued")]
+
+
+def test_migrated_schema_matches_the_models(url: str) -> None:
+    """A model change without a migration shows up here as a diff."""
+    migrate(url)
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            ctx = MigrationContext.configure(
+                conn, opts={"compare_type": True, "compare_server_default": True}
+            )
+            diffs = compare_metadata(ctx, SQLModel.metadata)
+    finally:
+        engine.dispose()
+    assert diffs == []
+
+
+def test_store_connections_use_wal_normal_sync_and_busy_timeout(store: Store) -> None:
+    for session_of in (store.reading, store.writing):
+        with session_of() as s:
+            conn = s.connection()
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10_000
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+
+
+# ---------------------------------------------------------------- repos and jobs
+
+
+def test_add_repo_and_look_it_up(store: Store) -> None:
+    repo_id = add_repo(store, "alpha", max_parallel=2)
+    repo = store.repo_by_name("alpha")
+    assert repo.id == repo_id
+    assert repo.path == "/srv/alpha"
+    assert repo.max_parallel == 2
+    assert repo.created_at.tzinfo is not None
+    assert store.repo(repo_id).name == "alpha"
+    assert store.find_repo(path="/srv/alpha") is not None
+    assert store.find_repo(name="nope") is None
+
+
+def test_unknown_repo_and_job_are_not_found(store: Store) -> None:
+    with pytest.raises(NotFound, match="nope"):
+        store.repo_by_name("nope")
+    with pytest.raises(NotFound):
+        store.repo(12345)
+    with pytest.raises(NotFound):
+        store.job(12345)
+    with pytest.raises(NotFound):
+        store.move(12345, S.QUEUED, S.CANCELED)
+
+
+def test_add_job_names_its_branch_from_its_id(store: Store) -> None:
+    repo_id = add_repo(store, "alpha")
+    first = store.add_job(new_job(repo_id), branch_for=branch_for)
+    second = store.add_job(new_job(repo_id), branch_for=lambda i: f"b/{i * 10}")
+    assert first.id is not None
+    assert second.id is not None
+    assert second.id == first.id + 1
+    assert first.branch == f"dispatcher/{first.id}-fix-it"
+    assert second.branch == f"b/{second.id * 10}"
+    stored = store.job(first.id)
+    assert stored.branch == f"dispatcher/{first.id}-fix-it"
+    assert stored.state is S.QUEUED
+    assert stored.claimed_at is None
+
+
+# ---------------------------------------------------------------- claim
+
+
+def test_claim_is_fifo_within_the_global_limit(store: Store) -> None:
+    repo_id = add_repo(store, "alpha")
+    job_ids = add_jobs(store, repo_id, 5)
+
+    assert ids(store.claim(max_parallel=2, per_repo_default=BIG)) == job_ids[:2]
+    # Both slots are busy: nothing more until one ends.
+    assert store.claim(max_parallel=2, per_repo_default=BIG) == []
+    store.move(job_ids[0], S.PREPARING, S.RUNNING)
+    assert store.claim(max_parallel=2, per_repo_default=BIG) == []
+    store.move(job_ids[0], S.RUNNING, S.SUCCEEDED)
+    assert ids(store.claim(max_parallel=2, per_repo_default=BIG)) == [job_ids[2]]
+
+
+def test_claim_is_fifo_across_repos(store: Store) -> None:
+    a = add_repo(store, "alpha")
+    b = add_repo(store, "beta")
+    order = [add_job(store, repo) for repo in (b, a, b, a, a)]
+    claimed = store.claim(max_parallel=3, per_repo_default=BIG)
+    assert claimed == [Claimed(order[0], b), Claimed(order[1], a), Claimed(order[2], b)]
+
+
+def test_claim_respects_the_limit_argument(store: Store) -> None:
+    repo_id = add_repo(store, "alpha")
+    job_ids = add_jobs(store, repo_id, 5)
+    assert ids(store.claim(max_parallel=BIG, per_repo_default=BIG, limit=2)) == job_ids[:2]
+
+
+def test_saturated_repo_does_not_block_other_repos(store: Store) -> None:
+    a = add_repo(store, "alpha")
+    b = add_repo(store, "beta")
+    a_jobs = add_jobs(store, a, 3)
+    b_jobs = add_jobs(store, b, 2)
+
+    claimed = store.claim(max_parallel=10, per_repo_default=1)
+    assert claimed == [Claimed(a_jobs[0], a), Claimed(b_jobs[0], b)]
+    assert store.claim(max_parallel=10, per_repo_default=1) == []
+
+    store.move(b_jobs[0], S.PREPARING, S.FAILED)
+    assert store.claim(max_parallel=10, per_repo_default=1) == [Claimed(b_jobs[1], b)]
+
+
+def test_long_backlog_of_a_saturated_repo_does_not_block_other_repos(store: Store) -> None:
+    a = add_repo(store, "alpha")
+    b = add_repo(store, "beta")
+    a_jobs = add_jobs(store, a, 70)
+    b_job = add_job(store, b)
+    claimed = store.claim(max_parallel=10, per_repo_default=1)
+    assert claimed == [Claimed(a_jobs[0], a), Claimed(b_job, b)]
+
+
+def test_running_jobs_count_against_the_limits(store: Store) -> None:
+    a = add_repo(store, "alpha")
+    b = add_repo(store, "beta")
+    running = add_job(store, a)
+    store.move(running, S.QUEUED, S.PREPARING)
+    store.move(running, S.PREPARING, S.RUNNING)
+    a_next = add_job(store, a)
+    b_next = add_job(store, b)
+
+    # alpha is full with its running job; only beta's job fits.
+    assert ids(store.claim(max_parallel=5, per_repo_default=1)) == [b_next]
+    # global limit: running + preparing already fill 2 slots.
+    assert store.claim(max_parallel=2, per_repo_default=5) == []
+    assert ids(store.claim(max_parallel=3, per_repo_default=5)) == [a_next]
+
+
+def test_repo_max_parallel_overrides_the_default(store: Store) -> None:
+    wide = add_repo(store, "wide", max_parallel=3)
+    narrow = add_repo(store, "narrow")
+    wide_jobs = add_jobs(store, wide, 4)
+    narrow_jobs = add_jobs(store, narrow, 2)
+
+    claimed = store.claim(max_parallel=BIG, per_repo_default=1)
+    assert ids(claimed) == [*wide_jobs[:3], narrow_jobs[0]]
+
+
+def test_repo_max_parallel_can_be_below_the_default(store: Store) -> None:
+    single = add_repo(store, "single", max_parallel=1)
+    job_ids = add_jobs(store, single, 3)
+    assert ids(store.claim(max_parallel=BIG, per_repo_default=5)) == job_ids[:1]
+
+
+def test_claimed_jobs_are_preparing_with_claimed_at(store: Store) -> None:
+    repo_id = add_repo(store, "alpha")
+    job_ids = add_jobs(store, repo_id, 3)
+    claimed = ids(store.claim(max_parallel=2, per_repo_default=BIG))
+    assert claimed == job_ids[:2]
+    for job_id in claimed:
+        job = store.job(job_id)
+        assert job.state is S.PREPARING
+        assert job.claimed_at is not None
+        assert job.claimed_at.tzinfo is not None
+        assert job.claimed_at >= job.created_at
+    left = store.job(job_ids[2])
+    assert left.state is S.QUEUED
+    assert left.claimed_at is None
+
+
+def test_claim_with_nothing_queued_returns_nothing(store: Store) -> None:
+    add_repo(store, "alpha")
+    assert store.claim(max_parallel=BIG, per_repo_default=BIG) == []
+
+
+def _queue_jobs(store: Store, n: int) -> list[int]:
+    a = add_repo(store, "alpha")
+    b = add_repo(store, "beta")
+    return [add_job(store, a if i % 2 else b) for i in range(n)]
+
+
+def test_concurrent_claimers_in_threads_never_double_claim(store: Store, url: str) -> None:
+    job_ids = _queue_jobs(store, 200)
+    results: dict[int, list[int]] = {}
+
+    def claimer(i: int) -> None:
+        own = Store(url)
+        got: list[int] = []
+        try:
+            while batch := own.claim(max_parallel=BIG, per_repo_default=BIG, limit=3):
+                got.extend(ids(batch))
+        finally:
+            own.close()
+        results[i] = got
+
+    run_threads(8, claimer)
+
+    claimed = [job_id for got in results.values() for job_id in got]
+    assert len(claimed) == len(set(claimed)), "a job was claimed twice"
+    assert sorted(claimed) == job_ids
+    assert sum(1 for got in results.values() if got) > 1, "no concurrency happened"
+    assert {j.state for j in store.jobs(limit=500)} == {S.PREPARING}
+
+
+_CLAIMER = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    from dispatcher.store import Store
+
+    url, ready, go = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
+    store = Store(url)
+    ready.touch()
+    deadline = time.monotonic() + 30
+    while not go.exists():
+        if time.monotonic() > deadline:
+            sys.exit("no go signal")
+        time.sleep(0.005)
+    got = []
+    while batch := store.claim(max_parallel=10_000, per_repo_default=10_000, limit=2):
+        got.extend(c.job_id for c in batch)
+    store.close()
+    print(json.dumps(got))
+    """
+)
+
+
+def test_concurrent_claimers_in_processes_never_double_claim(
+    store: Store, url: str, tmp_path: Path
+) -> None:
+    job_ids = _queue_jobs(store, 200)
+    go = tmp_path / "go"
+    readies = [tmp_path / f"ready-{i}" for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CLAIMER, url, str(ready), str(go)],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for ready in readies
+    ]
+    try:
+        deadline = time.monotonic() + 30
+        while not all(r.exists() for r in readies):
+            assert all(p.poll() is None for p in procs), "a claimer died before starting"
+            assert time.monotonic() < deadline, "claimers never became ready"
+            time.sleep(0.01)
+        go.touch()
+        outputs = [p.communicate(timeout=30) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+
+    for p, (_, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err
+    per_process = [json.loads(out) for out, _ in outputs]
+    assert all(per_process), "one process claimed nothing: no concurrency happened"
+    claimed = [job_id for got in per_process for job_id in got]
+    assert len(claimed) == len(set(claimed)), "a job was claimed twice"
+    assert sorted(claimed) == job_ids
+
+
+# ---------------------------------------------------------------- move
+
+
+def test_move_from_a_wrong_state_raises_and_changes_nothing(store: Store) -> None:
+    job_id = add_job(store, add_repo(store, "alpha"))
+    with pytest.raises(InvalidState, match="is queued") as info:
+        store.move(job_id, S.RUNNING, S.SUCCEEDED, error="boom", exit_code=0)
+    assert info.value.details["state"] == "queued"
+    job = store.job(job_id)
+    assert job.state is S.QUEUED
+    assert job.error is None
+    assert job.exit_code is None
+
+
+def test_move_forbidden_by_the_table_raises_and_changes_nothing(store: Store) -> None:
+    job_id = add_job(store, add_repo(store, "alpha"))
+    with pytest.raises(InvalidState, match="cannot become succeeded"):
+        store.move(job_id, S.QUEUED, S.SUCCEEDED, exit_code=0)
+    job = store.job(job_id)
+    assert job.state is S.QUEUED
+    assert job.exit_code is None
+
+
+def test_move_sets_state_and_fields(store: Store) -> None:
+    job_id = add_job(store, add_repo(store, "alpha"))
+    moved = store.move(job_id, {S.QUEUED, S.PREPARING}, S.CANCELED, error="stopped")
+    assert moved.state is S.CANCELED
+    assert moved.error == "stopped"
+    stored = store.job(job_id)
+    assert stored.state is S.CANCELED
+    assert stored.error == "stopped"
+
+
+def test_concurrent_moves_only_one_wins(store: Store) -> None:
+    job_id = add_job(store, add_repo(store, "alpha"))
+    wins: list[int] = []
+    losses: list[InvalidState] = []
+    lock = threading.Lock()
+
+    def mover(i: int) -> None:
+        try:
+            store.move(job_id, S.QUEUED, S.CANCELED, error=f"by {i}")
+        except InvalidState as exc:
+            with lock:
+                losses.append(exc)
+        else:
+            with lock:
+                wins.append(i)
+
+    run_threads(16, mover)
+
+    assert len(wins) == 1
+    assert len(losses) == 15
+    assert all(e.details["state"] == "canceled" for e in losses)
+    job = store.job(job_id)
+    assert job.state is S.CANCELED
+    assert job.error == f"by {wins[0]}"
+
+
+# ---------------------------------------------------------------- listing
+
+
+def test_jobs_are_keyset_paginated_newest_first(store: Store) -> None:
+    repo_id = add_repo(store, "alpha")
+    job_ids = add_jobs(store, repo_id, 7)
+    newest_first = job_ids[::-1]
+
+    pages: list[list[int]] = []
+    before: int | None = None
+    while page := [j.id for j in store.jobs(before=before, limit=3)]:
+        pages.append([j for j in page if j is not None])
+        before = pages[-1][-1]
+    assert pages == [newest_first[0:3], newest_first[3:6], newest_first[6:7]]
+
+
+def test_jobs_filter_by_state_and_repo(store: Store) -> None:
+    a = add_repo(store, "alpha")
+    b = add_repo(store, "beta")
+    a1, b1, a2, b2, a3 = (add_job(store, r) for r in (a, b, a, b, a))
+    store.move(a2, S.QUEUED, S.CANCELED)
+    store.move(b2, S.QUEUED, S.CANCELED)
+
+    def listed(jobs: list[Job]) -> list[int | None]:
+        return [j.id for j in jobs]
+
+    assert listed(store.jobs(repo_id=a)) == [a3, a2, a1]
+    assert listed(store.jobs(repo_id=b)) == [b2, b1]
+    assert listed(store.jobs(state=S.CANCELED)) == [b2, a2]
+    assert listed(store.jobs(state=S.QUEUED, repo_id=a)) == [a3, a1]
+    assert listed(store.jobs(state=S.QUEUED, repo_id=a, before=a3)) == [a1]
+    assert listed(store.jobs(state=S.RUNNING)) == []
+    assert store.job_counts(a) == {"queued": 2, "canceled": 1}
+
+
+# ---------------------------------------------------------------- remove_repo
+
+
+def test_remove_repo_refuses_while_jobs_are_active(store: Store) -> None:
+    repo_id = add_repo(store, "alpha")
+    job_id = add_job(store, repo_id)
+    with pytest.raises(InvalidState, match="1 active job"):
+        store.remove_repo(repo_id)
+    assert store.repo(repo_id).name == "alpha"
+    assert store.job(job_id).state is S.QUEUED
+
+    store.move(job_id, S.QUEUED, S.CANCELED)
+    store.remove_repo(repo_id)
+    with pytest.raises(NotFound):
+        store.repo(repo_id)
+    with pytest.raises(NotFound):
+        store.job(job_id)
+
+
+def test_remove_repo_leaves_other_repos_alone(store: Store) -> None:
+    a = add_repo(store, "alpha")
+    b = add_repo(store, "beta")
+    add_job(store, a)
+    b_job = add_job(store, b)
+    store.move(b_job, S.QUEUED, S.DISCARDED)
+    store.remove_repo(b)
+    assert [r.name for r in store.repos()] == ["alpha"]
+    assert len(store.jobs(repo_id=a)) == 1
