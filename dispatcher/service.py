@@ -104,11 +104,21 @@ class Service:
         return self._repo_public(self.store.repo_by_name(name))
 
     def remove_repo(self, name: str) -> RepoPublic:
+        """Unregister a repo: refused while it has active jobs; removes its jobs' worktrees.
+
+        The jobs' branches stay in the repository, so no commit is lost.
+        """
         repo = self.store.repo_by_name(name)
         assert repo.id is not None
         public = self._repo_public(repo)
-        self.store.remove_repo(repo.id)
+        self.store.remove_repo(repo.id, before_delete=self._remove_worktrees)
         return public
+
+    def _remove_worktrees(self, repo: Repo, jobs: list[Job]) -> None:
+        repo_path = Path(repo.path)
+        for job in jobs:
+            if job.worktree and (repo_path / ".git").exists():
+                git.worktree_remove(repo_path, Path(job.worktree))
 
     def _repo_public(self, repo: Repo) -> RepoPublic:
         assert repo.id is not None

@@ -14,7 +14,7 @@ migrations shipped inside the package.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import resources
@@ -155,7 +155,15 @@ class Store:
             rows = s.exec(select(Repo.id, Repo.name).where(col(Repo.id).in_(set(ids)))).all()
         return {rid: name for rid, name in rows if rid is not None}
 
-    def remove_repo(self, repo_id: int) -> None:
+    def remove_repo(
+        self, repo_id: int, *, before_delete: Callable[[Repo, list[Job]], None] | None = None
+    ) -> None:
+        """Delete the repo and its job rows, refusing while any job is active.
+
+        ``before_delete`` runs inside the write transaction (so no job can be
+        submitted meanwhile) with the repo and its jobs; if it raises, nothing
+        is deleted.
+        """
         with self.writing() as s:
             active = s.exec(
                 select(func.count())
@@ -166,6 +174,11 @@ class Store:
                 raise InvalidState(
                     f"the repo has {active} active job(s); cancel or discard them first"
                 )
+            if before_delete is not None:
+                repo = s.get(Repo, repo_id)
+                jobs = list(s.exec(select(Job).where(Job.repo_id == repo_id)).all())
+                if repo is not None:
+                    before_delete(repo, jobs)
             s.exec(sa.delete(Job).where(col(Job.repo_id) == repo_id))
             s.exec(sa.delete(Repo).where(col(Repo.id) == repo_id))
 

@@ -64,3 +64,10 @@ def create_app(service: Service, token: str) -> FastAPI:
     app.include_router(repos.router, dependencies=protected)
     app.include_router(jobs.router, dependencies=protected)
     return app
+
+
+def openapi_document() -> dict[str, object]:
+    """The API's OpenAPI document, without a running daemon (for docs/openapi.json)."""
+    from typing import cast
+
+    return create_app(cast(Service, None), token="").openapi()

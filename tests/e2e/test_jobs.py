@@ -576,3 +576,25 @@ def test_discard_is_refused_for_merged_and_diff_still_works(
     diff = daemon.api.get(f"/jobs/{job['id']}/diff").json()
     assert "+a" in diff["patch"]
     assert diff["head"] == job["head"]
+
+
+def test_repo_remove_refuses_active_jobs_and_cleans_worktrees(
+    daemon: Daemon, repo: Path, agent: Agent, tmp_path: Path
+) -> None:
+    name = daemon.add_repo(repo)
+    done = daemon.wait(daemon.submit(name, command=[agent("a.sh", "echo a > a.txt\n")])["id"])
+    release = tmp_path / "go"
+    hold = agent("hold.sh", f'while [ ! -f "{release}" ]; do sleep 0.02; done\n')
+    active = daemon.submit(name, command=[hold])
+    daemon.wait(active["id"], {"running"})
+    result = daemon.cli("repo", "remove", name, check=False)
+    assert result.returncode == 1
+    assert "active job" in result.stderr
+    release.touch()
+    daemon.wait(active["id"])
+    daemon.cli("repo", "remove", name)
+    assert not Path(done["worktree"]).exists()
+    assert len(git(repo, "worktree", "list").splitlines()) == 1
+    assert branch_exists(repo, done["branch"])  # commits are never lost
+    assert daemon.api.get(f"/repos/{name}").status_code == 404
+    assert daemon.api.get(f"/jobs/{done['id']}").status_code == 404
