@@ -86,6 +86,22 @@ def migrate(url: str) -> None:
         engine.dispose()
 
 
+def _get_job(s: Session, job_id: int) -> Job:
+    job = s.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"no job with id {job_id}")
+    return job
+
+
+def _save(s: Session, job: Job, fields: dict[str, Any]) -> Job:
+    for key, value in fields.items():
+        setattr(job, key, value)
+    s.add(job)
+    s.flush()
+    s.refresh(job)
+    return job
+
+
 @dataclass(frozen=True)
 class Claimed:
     job_id: int
@@ -205,10 +221,7 @@ class Store:
 
     def job(self, job_id: int) -> Job:
         with self.reading() as s:
-            job = s.get(Job, job_id)
-        if job is None:
-            raise NotFound(f"no job with id {job_id}")
-        return job
+            return _get_job(s, job_id)
 
     def jobs(
         self,
@@ -254,9 +267,7 @@ class Store:
         """
         allowed = {expected} if isinstance(expected, JobState) else set(expected)
         with self.writing() as s:
-            job = s.get(Job, job_id)
-            if job is None:
-                raise NotFound(f"no job with id {job_id}")
+            job = _get_job(s, job_id)
             if job.state not in allowed:
                 raise InvalidState(
                     f"job {job_id} is {job.state.value}, not "
@@ -264,27 +275,13 @@ class Store:
                     details={"state": job.state.value},
                 )
             transition(job.state, target)
-            job.state = target
-            for key, value in fields.items():
-                setattr(job, key, value)
-            s.add(job)
-            s.flush()
-            s.refresh(job)
-            return job
+            return _save(s, job, {"state": target, **fields})
 
     def update(self, job_id: int, **fields: Any) -> Job:
         """Set fields that are not the state (paths, pids, stats)."""
         assert "state" not in fields, "state changes go through move()"
         with self.writing() as s:
-            job = s.get(Job, job_id)
-            if job is None:
-                raise NotFound(f"no job with id {job_id}")
-            for key, value in fields.items():
-                setattr(job, key, value)
-            s.add(job)
-            s.flush()
-            s.refresh(job)
-            return job
+            return _save(s, _get_job(s, job_id), fields)
 
     def claim(
         self, *, max_parallel: int, per_repo_default: int, limit: int | None = None

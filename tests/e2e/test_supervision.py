@@ -25,6 +25,19 @@ def gate_agent(agent: Agent, gates: Path) -> str:
     )
 
 
+def gated_running_job(
+    daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
+) -> tuple[Daemon, Path, int, Path]:
+    """A private daemon with one gated job running: (daemon, gates dir, job id, repo)."""
+    d = daemon_factory().start()
+    gates = tmp_path / "gates"
+    script = gate_agent(agent, gates)
+    repo = init_repo(tmp_path / "r")
+    job_id = d.submit(d.add_repo(repo), "long", command=[script])["id"]
+    d.wait(job_id, {"running"})
+    return d, gates, job_id, repo
+
+
 def test_per_repo_limit_queues_fifo_and_other_repos_still_run(
     daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
 ) -> None:
@@ -66,13 +79,7 @@ def test_global_limit(daemon_factory: Callable[..., Daemon], agent: Agent, tmp_p
 def test_kill_9_daemon_then_restart_readopts_running_agent(
     daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
 ) -> None:
-    d = daemon_factory().start()
-    gates = tmp_path / "gates"
-    script = gate_agent(agent, gates)
-    repo = init_repo(tmp_path / "r")
-    name = d.add_repo(repo)
-    running = d.submit(name, "long", command=[script])["id"]
-    d.wait(running, {"running"})
+    d, gates, running, repo = gated_running_job(daemon_factory, agent, tmp_path)
     assert d.stop(signal.SIGKILL) == -signal.SIGKILL
     # The agent lives on in its own session while the daemon is down; then it finishes.
     (gates / f"go-{running}").touch()
@@ -91,12 +98,7 @@ def test_kill_9_daemon_then_restart_readopts_running_agent(
 def test_kill_9_daemon_agent_still_running_is_supervised_after_restart(
     daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
 ) -> None:
-    d = daemon_factory().start()
-    gates = tmp_path / "gates"
-    script = gate_agent(agent, gates)
-    name = d.add_repo(init_repo(tmp_path / "r"))
-    job_id = d.submit(name, "long", command=[script])["id"]
-    d.wait(job_id, {"running"})
+    d, _, job_id, _ = gated_running_job(daemon_factory, agent, tmp_path)
     d.stop(signal.SIGKILL)
     d.start()
     assert d.job(job_id)["state"] == "running"  # re-adopted, not lost
@@ -109,12 +111,7 @@ def test_kill_9_daemon_agent_still_running_is_supervised_after_restart(
 def test_agent_that_died_while_daemon_was_down_is_failed_not_stuck(
     daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
 ) -> None:
-    d = daemon_factory().start()
-    gates = tmp_path / "gates"
-    script = gate_agent(agent, gates)
-    name = d.add_repo(init_repo(tmp_path / "r"))
-    job_id = d.submit(name, "long", command=[script])["id"]
-    d.wait(job_id, {"running"})
+    d, _, job_id, _ = gated_running_job(daemon_factory, agent, tmp_path)
     pid = d.job(job_id)["pid"]
     assert isinstance(pid, int) and pid > 1
     assert os.getpgid(pid) == pid  # never signal a group that is not the agent's
@@ -145,12 +142,7 @@ def test_second_daemon_on_same_state_dir_is_refused(
 def test_sigterm_leaves_agents_running_for_the_next_daemon(
     daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
 ) -> None:
-    d = daemon_factory().start()
-    gates = tmp_path / "gates"
-    script = gate_agent(agent, gates)
-    name = d.add_repo(init_repo(tmp_path / "r"))
-    job_id = d.submit(name, "long", command=[script])["id"]
-    d.wait(job_id, {"running"})
+    d, gates, job_id, _ = gated_running_job(daemon_factory, agent, tmp_path)
     assert d.stop(signal.SIGTERM) == 0
     d.start()
     (gates / f"go-{job_id}").touch()
