@@ -844,3 +844,87 @@ def merge(
     reflog = f"dispatcher {strategy}: {_first_line(message) or theirs[:12]}"
     _land(repo, target_branch, old, new, reflog, ident)
     return new
+
+
+# --- reading refs and files (for triggers) -------------------------------------
+
+
+def for_each_ref(repo: Path, prefix: str = "refs/heads/") -> dict[str, str]:
+    """``{refname: sha}`` for every ref under ``prefix`` (loose and packed alike)."""
+    out = _git(["for-each-ref", "--format=%(objectname) %(refname)", "--", prefix], repo).stdout
+    refs: dict[str, str] = {}
+    for line in out.splitlines():
+        sha, _, name = line.partition(" ")
+        if name:
+            refs[name] = sha
+    return refs
+
+
+def changed_paths(repo: Path, old: str, new: str) -> list[str]:
+    """Paths that differ between two commits (renames reported under both names)."""
+    out = _git(
+        ["diff", "--name-only", "-z", "--no-renames", "--end-of-options",
+         _check_rev(old), _check_rev(new), "--"],
+        repo,
+    ).stdout  # fmt: skip
+    return sorted({p for p in out.split("\0") if p})
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    sha: str
+    message: str
+    author_name: str
+    author_email: str
+    timestamp: str  # ISO 8601 author date
+
+
+def commits_between(repo: Path, old: str | None, new: str, *, limit: int = 100) -> list[CommitInfo]:
+    """Commits reachable from ``new`` and not from ``old`` (newest last), at most ``limit``."""
+    rng = [_check_rev(new)] if old is None else [f"{_check_rev(old)}..{_check_rev(new)}"]
+    out = _git(
+        ["log", "--reverse", f"--max-count={limit}", "-z",
+         "--format=%H%x1f%an%x1f%ae%x1f%aI%x1f%B", "--end-of-options", *rng, "--"],
+        repo,
+    ).stdout  # fmt: skip
+    commits = []
+    for record in out.split("\0"):
+        if not record.strip():
+            continue
+        sha, name, email, when, message = record.lstrip("\n").split("\x1f", 4)
+        commits.append(CommitInfo(sha, message.strip(), name, email, when))
+    return commits
+
+
+def merge_base(repo: Path, a: str, b: str) -> str | None:
+    result = _git(
+        ["merge-base", "--end-of-options", _check_rev(a), _check_rev(b)], repo, check=False
+    )
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def _check_path(path: str) -> str:
+    parts = Path(path).parts
+    if not path or path.startswith("/") or ".." in parts or _has_control(path) or ":" in path[:1]:
+        raise InvalidInput(f"path must stay inside the repository: {path!r}")
+    return path
+
+
+def blob_id(repo: Path, rev: str, path: str) -> str | None:
+    """The blob sha of ``path`` at ``rev``, or None if it does not exist there."""
+    spec = f"{_check_rev(rev)}:{_check_path(path)}"
+    result = _git(["rev-parse", "--verify", "--quiet", "--end-of-options", spec], repo, check=False)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def read_file(repo: Path, rev: str, path: str) -> str | None:
+    """The text of ``path`` at ``rev`` (as committed), or None if it does not exist there."""
+    sha = blob_id(repo, rev, path)
+    if sha is None:
+        return None
+    return _git(["cat-file", "blob", sha], repo).stdout
+
+
+def remote_url(repo: Path, remote: str = "origin") -> str | None:
+    result = _git(["config", "--get", f"remote.{remote}.url"], repo, check=False)
+    return result.stdout.strip() or None
