@@ -29,6 +29,10 @@ app = typer.Typer(
 )
 repo_app = typer.Typer(help="Register and inspect repositories.", no_args_is_help=True)
 app.add_typer(repo_app, name="repo")
+triggers_app = typer.Typer(
+    help="Check trigger files; print their JSON Schema.", no_args_is_help=True
+)
+app.add_typer(triggers_app, name="triggers")
 
 
 def _client() -> Client:
@@ -69,13 +73,18 @@ def repo_add(
     path: Path,
     name: Annotated[str | None, typer.Option(help="Name to refer to it by")] = None,
     max_parallel: Annotated[int | None, typer.Option(help="Agents at once for this repo")] = None,
+    forge_name: Annotated[
+        str | None,
+        typer.Option(help="owner/name on GitHub or GitLab (default: from the origin remote)"),
+    ] = None,
 ) -> None:
     """Register a local git repository."""
+    body = {
+        "path": str(path.expanduser().absolute()), "name": name,
+        "max_parallel": max_parallel, "forge_name": forge_name,
+    }  # fmt: skip
     with _client() as c:
-        repo = c.post(
-            "/repos",
-            {"path": str(path.expanduser().absolute()), "name": name, "max_parallel": max_parallel},
-        )
+        repo = c.post("/repos", body)
     typer.echo(
         f"registered {repo['name']} at {repo['path']} (default branch {repo['default_branch']})"
     )
@@ -102,10 +111,16 @@ def repo_show(name: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
     if as_json:
         _print_json(repo)
         return
-    for key in ("name", "path", "default_branch", "max_parallel", "exists", "created_at"):
+    keys = ("name", "path", "default_branch", "forge_name", "max_parallel", "exists", "created_at")
+    for key in keys:
         typer.echo(f"{key:<15} {repo[key]}")
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(repo["jobs"].items())) or "none"
     typer.echo(f"{'jobs':<15} {counts}")
+    typer.echo(f"{'triggers':<15} {', '.join(repo['triggers']) or 'none'}")
+    if repo["triggers_error"]:
+        typer.echo(
+            f"{'trigger error':<15} {repo['triggers_error']} (the last good file stays active)"
+        )
 
 
 @repo_app.command("remove")
@@ -282,6 +297,69 @@ def retry(job: int) -> None:
     """Queue a fresh job with the same inputs; print its id."""
     result = _action(job, "retry", quiet=True)
     typer.echo(result["job"]["id"])
+
+
+@app.command()
+def issue(
+    repo: str,
+    title: str,
+    body: Annotated[str, typer.Option(help="Issue text")] = "",
+    label: Annotated[list[str] | None, typer.Option(help="A label (repeatable)")] = None,
+) -> None:
+    """File an issue in the local inbox; triggers `on: issues` fire. Prints its number."""
+    with _client() as c:
+        created = c.post(
+            f"/repos/{_seg(repo)}/issues", {"title": title, "body": body, "labels": label or []}
+        )
+    typer.echo(created["number"])
+
+
+@app.command()
+def events(
+    repo: Annotated[str | None, typer.Option(help="Only this repo")] = None,
+    limit: Annotated[int, typer.Option(help="How many (newest first)")] = 20,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Stored events: what matched, why not, which jobs they made."""
+    params: dict[str, Any] = {"limit": limit}
+    if repo:
+        params["repo"] = repo
+    with _client() as c:
+        rows = c.get("/events", params=params)
+    if as_json:
+        _print_json(rows)
+        return
+    for e in rows:
+        what = e["kind"] + (f".{e['action']}" if e["action"] else "")
+        jobs_ = ",".join(str(j) for j in e["jobs"]) or "-"
+        notes = "; ".join(e["notes"])
+        typer.echo(f"{e['id']:>5}  {e['repo'][:16]:<16} {what:<28} jobs {jobs_:<8} {notes}")
+
+
+@triggers_app.command("check")
+def triggers_check(path: Path) -> None:
+    """Check a trigger file (or a repo dir's .dispatcher/triggers.yml): file:line: reason."""
+    from triggers.config import TRIGGER_FILE, check
+
+    file = path / TRIGGER_FILE if path.is_dir() else path
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read {file}: {exc}") from None
+    problems = check(text, filename=str(path if not path.is_dir() else file))
+    for problem in problems:
+        typer.echo(str(problem), err=True)
+    if problems:
+        raise typer.Exit(1)
+    typer.echo(f"{file}: ok")
+
+
+@triggers_app.command("schema")
+def triggers_schema() -> None:
+    """Print the JSON Schema of .dispatcher/triggers.yml."""
+    from triggers.config import json_schema
+
+    _print_json(json_schema())
 
 
 def _action(job: int, verb: str, body: Any = None, *, quiet: bool = False) -> Any:

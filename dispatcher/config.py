@@ -43,6 +43,15 @@ class Settings(BaseSettings):
     # Profile overrides: {"claude": ["claude", "-p", "--model", "opus"]} (JSON in the env var).
     agents: dict[str, list[str] | str] = Field(default_factory=dict)
 
+    # Triggers. Webhook secrets come from here (the environment), never from a repo's file.
+    github_webhook_secret: str | None = None  # X-Hub-Signature-256 (GitHub, Gitea, Forgejo)
+    gitlab_webhook_token: str | None = None  # X-Gitlab-Token
+    webhook_secrets: dict[str, str] = Field(default_factory=dict)  # per repo name, overrides
+    max_webhook_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    watch_files: bool = True  # watchdog on working copies for file_change triggers
+    ref_poll_seconds: float = Field(default=30, gt=0)  # full ref rescan even without a hint
+    check_workers: int = Field(default=2, ge=1)  # trigger checks running at once
+
     commit_author_name: str = "worktree-dispatcher"
     commit_author_email: str = "dispatcher@localhost"
 

@@ -108,6 +108,7 @@ def serve(settings: Settings) -> None:
     from dispatcher.api.app import create_app
     from dispatcher.runner import Runner
     from dispatcher.service import Service
+    from dispatcher.sources import Sources
     from dispatcher.store import Store, migrate
 
     configure_logging(settings)
@@ -118,8 +119,11 @@ def serve(settings: Settings) -> None:
         store = Store(settings.db_url)
         runner = Runner(settings, store)
         service = Service(settings, store, runner)
+        sources = Sources(settings, store, service)
+        service.listener = sources
         app = create_app(service, token)
         runner.start()
+        sources.start()
         log.info("state dir %s; listening on %s", settings.state_dir, settings.api_url)
         config = uvicorn.Config(
             app,
@@ -132,5 +136,7 @@ def serve(settings: Settings) -> None:
         try:
             _server_class()(config).run()
         finally:
+            sources.stop()
+            service.intake.close()
             runner.stop()
             store.close()

@@ -402,7 +402,30 @@ def worktree_add(repo: Path, path: Path, branch: str, base: str) -> None:
         raise
 
 
-def _undo_worktree_add(repo: Path, path: Path, branch: str, sha: str, *, keep_dir: bool) -> None:
+def worktree_add_detached(repo: Path, path: Path, rev: str) -> str:
+    """Create worktree ``path`` with a detached HEAD at ``rev``; returns the commit sha.
+
+    For short-lived checkouts (trigger checks). Leaves nothing behind on failure.
+    """
+    sha = rev_parse(repo, rev)
+    path = Path(os.path.abspath(path))
+    if path.exists():
+        raise InvalidInput(f"worktree path exists: {path}")
+    try:
+        _git(
+            ["-c", "checkout.workers=0", "worktree", "add", "-q", "--detach",
+             "--end-of-options", str(path), sha],
+            repo,
+        )  # fmt: skip
+    except BaseException:
+        _undo_worktree_add(repo, path, None, sha, keep_dir=False)
+        raise
+    return sha
+
+
+def _undo_worktree_add(
+    repo: Path, path: Path, branch: str | None, sha: str, *, keep_dir: bool
+) -> None:
     """Best-effort cleanup of a failed :func:`worktree_add`."""
     with contextlib.suppress(Exception):
         # Works on a half-made entry too: locked ("initializing") or with no directory.
@@ -413,7 +436,7 @@ def _undo_worktree_add(repo: Path, path: Path, branch: str, sha: str, *, keep_di
             path.mkdir(exist_ok=True)
     with contextlib.suppress(Exception):
         _git(["worktree", "prune"], repo, check=False)
-        if branch_head(repo, branch) == sha:
+        if branch is not None and branch_head(repo, branch) == sha:
             _git(["update-ref", "-d", f"refs/heads/{branch}", sha], repo, check=False)
 
 

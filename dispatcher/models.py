@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import Field as PydanticField
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
@@ -50,6 +51,52 @@ class Repo(SQLModel, table=True):
     path: str = Field(unique=True)
     default_branch: str
     max_parallel: int | None = None  # per-repo override of settings.max_parallel_per_repo
+    forge_name: str | None = Field(default=None, index=True)  # "owner/name" for webhooks
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # The trigger file: the last good text is what is active; a broken newer one
+    # only sets triggers_error (with file:line) until it is fixed.
+    triggers_text: str | None = None
+    triggers_blob: str | None = None  # blob id of the file last read (good or bad)
+    triggers_error: str | None = None
+    triggers_loaded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class RefState(SQLModel, table=True):
+    """Last seen tip of each local branch, so ref changes are caught up after downtime."""
+
+    repo_id: int = Field(foreign_key="repo.id", primary_key=True)
+    ref: str = Field(primary_key=True)
+    sha: str
+
+
+class Event(SQLModel, table=True):
+    """Something that happened, normalized; the dedup key makes a redelivery a no-op."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    repo_id: int = Field(foreign_key="repo.id", index=True)
+    kind: str
+    action: str | None = None
+    source: str
+    dedup_key: str = Field(unique=True)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    facts: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    matched: list[str] = Field(default_factory=list, sa_type=sa.JSON)  # trigger names
+    notes: list[str] = Field(default_factory=list, sa_type=sa.JSON)  # why no job, checks
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Issue(SQLModel, table=True):
+    """An issue filed in the local inbox (``dispatcher issue``), numbered per repo."""
+
+    __table_args__ = (sa.UniqueConstraint("repo_id", "number"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    repo_id: int = Field(foreign_key="repo.id", index=True)
+    number: int
+    title: str
+    body: str = ""
+    labels: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    event_id: int | None = Field(default=None, foreign_key="event.id")
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
@@ -58,6 +105,7 @@ class RepoCreate(BaseModel):
     path: str
     name: str | None = None
     max_parallel: int | None = Field(default=None, ge=1)
+    forge_name: str | None = PydanticField(default=None, pattern=r"^[\w.-]+(/[\w.-]+)+$")
 
 
 class RepoPublic(BaseModel):
@@ -68,8 +116,12 @@ class RepoPublic(BaseModel):
     default_branch: str
     max_parallel: int | None
     created_at: datetime
+    forge_name: str | None
     exists: bool = True  # False when the path vanished since registration
     jobs: dict[str, int] = Field(default_factory=dict)  # job counts by state
+    triggers: list[str] = Field(default_factory=list)  # names of the active triggers
+    triggers_error: str | None = None  # why the newest trigger file is not active
+    triggers_loaded_at: datetime | None = None
 
 
 # ---------------------------------------------------------------- jobs
@@ -79,6 +131,8 @@ class Job(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_job_state_id", "state", "id"),
         sa.Index("ix_job_repo_id_id", "repo_id", "id"),
+        sa.Index("ux_job_event_trigger", "event_id", "trigger", unique=True),
+        sa.Index("ix_job_repo_group", "repo_id", "concurrency_group"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -104,6 +158,9 @@ class Job(SQLModel, table=True):
     trigger: str | None = None
     retry_of: int | None = Field(default=None, foreign_key="job.id", index=True)
     attempt: int = 1
+    event_id: int | None = Field(default=None, foreign_key="event.id")
+    concurrency_group: str | None = None
+    profile: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)  # resolved agent
     # Where it runs
     branch: str = ""
     worktree: str | None = None
@@ -161,6 +218,8 @@ class JobPublic(BaseModel):
     branch: str
     worktree: str | None
     trigger: str | None
+    event_id: int | None
+    concurrency_group: str | None
     retry_of: int | None
     attempt: int
     pid: int | None
@@ -232,3 +291,83 @@ class Health(BaseModel):
     status: Literal["ok"] = "ok"
     version: str
     jobs_active: int
+
+
+# ---------------------------------------------------------------- events and issues
+
+
+class EventPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    repo: str
+    kind: str
+    action: str | None
+    source: str
+    dedup_key: str
+    matched: list[str]
+    notes: list[str]
+    jobs: list[int] = Field(default_factory=list)
+    created_at: datetime
+    payload: dict[str, Any]
+
+
+class IngestResult(BaseModel):
+    """What became of an event: stored (or a duplicate), and the jobs it made."""
+
+    event_id: int | None
+    duplicate: bool = False
+    ignored: str | None = None  # why nothing was stored (unknown repo, unhandled kind)
+    matched: list[str] = Field(default_factory=list)
+    jobs: list[int] = Field(default_factory=list)
+    pending_checks: list[str] = Field(default_factory=list)  # triggers whose check runs now
+    notes: list[str] = Field(default_factory=list)
+
+
+class IssueCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    title: str = Field(min_length=1, max_length=1000)
+    body: str = Field(default="", max_length=200_000)
+    labels: list[str] = Field(default_factory=list, max_length=50)
+
+
+class IssuePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    number: int
+    repo: str
+    title: str
+    body: str
+    labels: list[str]
+    event_id: int | None
+    jobs: list[int] = Field(default_factory=list)
+    created_at: datetime
+
+
+class EventCreate(BaseModel):
+    """``POST /events``: anything else (a CI system, a chat bot) reporting an event."""
+
+    model_config = ConfigDict(extra="forbid")
+    repo: str
+    kind: Literal[
+        "issues", "issue_comment", "pull_request", "push", "workflow_run", "check_run",
+        "schedule", "file_change", "manual",
+    ]  # fmt: skip
+    action: str | None = None
+    dedup_key: str | None = Field(default=None, min_length=1, max_length=200)
+    payload: dict[str, Any] = Field(default_factory=dict)
+    branch: str | None = None
+    head_branch: str | None = None
+    sha: str | None = None
+    paths: list[str] | None = None
+    labels: list[str] = Field(default_factory=list)
+    added_label: str | None = None
+    author: str | None = None
+    text: str | None = None
+    workflow: str | None = None
+    conclusion: str | None = None
+
+
+class TriggerStatus(BaseModel):
+    repo: str
+    triggers: list[dict[str, Any]]  # name, on (kinds), agent
+    error: str | None
+    loaded_at: datetime | None

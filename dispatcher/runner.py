@@ -232,7 +232,9 @@ class Runner:
         self._supervise(job_id, child)
 
     def _argv(self, job: Job, prompt_file: Path, worktree: Path) -> tuple[list[str], bool]:
-        if job.command:
+        if job.profile is not None:  # resolved when the job was submitted
+            profile = agents.AgentProfile.model_validate(job.profile)
+        elif job.command:
             profile = agents.command_profile(job.command)
         else:
             profile = agents.resolve_profile(job.agent, self.settings.agents)

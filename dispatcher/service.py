@@ -7,20 +7,38 @@ runner to stop it and waits for the runner to record the end.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import re
 import threading
+import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
 from dispatcher import __version__, agents, git
 from dispatcher.config import Settings
-from dispatcher.errors import AlreadyExists, DispatcherError, InvalidInput, InvalidState
+from dispatcher.errors import (
+    AlreadyExists,
+    DispatcherError,
+    InvalidInput,
+    InvalidState,
+    Unauthorized,
+)
+from dispatcher.intake import Intake
 from dispatcher.lifecycle import ACTIVE, FINISHED, JobState
 from dispatcher.merge import land
 from dispatcher.models import (
     ActionResult,
     DiffPublic,
+    EventCreate,
+    EventPublic,
     Health,
+    IngestResult,
+    Issue,
+    IssueCreate,
+    IssuePublic,
     Job,
     JobCreate,
     JobPage,
@@ -29,10 +47,18 @@ from dispatcher.models import (
     Repo,
     RepoCreate,
     RepoPublic,
+    TriggerStatus,
     utcnow,
 )
+from dispatcher.models import Event as EventRow
 from dispatcher.runner import branch_name, job_files
 from dispatcher.store import Store
+from dispatcher.trigger_files import TriggerFiles
+from triggers.events import Event
+from triggers.webhooks import github, gitlab
+from triggers.webhooks.remotes import forge_name_of
+
+log = logging.getLogger(__name__)
 
 _REPO_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -45,11 +71,22 @@ class Supervisor(Protocol):
     def join(self, job_id: int, timeout: float) -> None: ...
 
 
+class RepoListener(Protocol):
+    """Told when repos come and go, and when an event may have changed a repo's
+    trigger file (the event sources re-arm their watches and schedules)."""
+
+    def repo_added(self, repo: Repo) -> None: ...
+    def repo_removed(self, repo: Repo) -> None: ...
+
+
 class Service:
     def __init__(self, settings: Settings, store: Store, supervisor: Supervisor) -> None:
         self.settings = settings
         self.store = store
         self.supervisor = supervisor
+        self.trigger_files = TriggerFiles(store)
+        self.intake = Intake(settings, store, self.trigger_files, self)
+        self.listener: RepoListener | None = None
         self._locks: dict[int, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -87,15 +124,23 @@ class Service:
             raise AlreadyExists(f"{top} is already registered")
         if self.store.find_repo(name=name) is not None:
             raise AlreadyExists(f"a repo named {name!r} is already registered; pass --name")
+        forge_name = req.forge_name
+        if forge_name is None:
+            origin = git.remote_url(top)
+            forge_name = forge_name_of(origin) if origin else None
         repo = self.store.add_repo(
             Repo(
                 name=name,
                 path=str(top),
                 default_branch=git.default_branch(top),
                 max_parallel=req.max_parallel,
+                forge_name=forge_name,
             )
         )
-        return self._repo_public(repo)
+        self.trigger_files.load(repo)
+        if self.listener is not None:
+            self.listener.repo_added(repo)
+        return self._repo_public(self.store.repo_by_name(name))
 
     def repos(self) -> list[RepoPublic]:
         return [self._repo_public(r) for r in self.store.repos()]
@@ -112,6 +157,9 @@ class Service:
         assert repo.id is not None
         public = self._repo_public(repo)
         self.store.remove_repo(repo.id, before_delete=self._remove_worktrees)
+        self.trigger_files.forget(repo.id)
+        if self.listener is not None:
+            self.listener.repo_removed(repo)
         return public
 
     def _remove_worktrees(self, repo: Repo, jobs: list[Job]) -> None:
@@ -125,22 +173,42 @@ class Service:
         public = RepoPublic.model_validate(repo)
         public.exists = (Path(repo.path) / ".git").exists()
         public.jobs = self.store.job_counts(repo.id)
+        active = self.trigger_files.active(repo.id)
+        public.triggers = [t.name for t in active.trigger_list()] if active else []
         return public
 
     # ------------------------------------------------------------ jobs
 
-    def submit(self, req: JobCreate, *, retry_of: Job | None = None) -> JobPublic:
-        """Validate and queue a job. The one path every job takes."""
+    def submit(
+        self,
+        req: JobCreate,
+        *,
+        retry_of: Job | None = None,
+        event_id: int | None = None,
+        concurrency_group: str | None = None,
+        agent_overrides: dict[str, list[str] | str] | None = None,
+    ) -> JobPublic:
+        """Validate and queue a job. The one path every job takes (API, retry, triggers).
+
+        The agent profile is resolved now and stored on the job, so a retry or a
+        restart runs exactly what was asked even if settings or the repo's
+        trigger file change meanwhile.
+        """
         repo = self.store.repo_by_name(req.repo)
         repo_path = Path(repo.path)
         if not (repo_path / ".git").exists():
             raise InvalidInput(f"repo {repo.name!r}: {repo.path} no longer holds a git repository")
-        if req.command:
-            agents.command_profile(req.command)
+        if retry_of is not None and retry_of.profile is not None:
+            profile = agents.AgentProfile.model_validate(retry_of.profile)
+            agent = retry_of.agent
+        elif req.command:
+            profile = agents.command_profile(req.command)
             agent = "command"
         else:
             agent = req.agent or self.settings.default_agent
-            agents.resolve_profile(agent, self.settings.agents)
+            profile = agents.resolve_profile(
+                agent, {**self.settings.agents, **(agent_overrides or {})}
+            )
         base_ref = req.base or repo.default_branch
         base_sha = git.rev_parse(repo_path, base_ref)
         target = base_ref if git.branch_head(repo_path, base_ref) is not None else None
@@ -151,17 +219,30 @@ class Service:
             prompt=req.prompt,
             agent=agent,
             command=req.command,
+            profile=profile.model_dump(mode="json"),
             base_ref=base_ref,
             base_sha=base_sha,
             target_branch=target or repo.default_branch,
             timeout_s=timeout_min * 60,
             trigger=req.trigger,
+            event_id=event_id,
+            concurrency_group=concurrency_group,
             retry_of=retry_of.id if retry_of else None,
             attempt=retry_of.attempt + 1 if retry_of else 1,
         )
         job = self.store.add_job(job, branch_for=lambda jid: branch_name(jid, req.prompt))
         self.supervisor.wake()
         return JobPublic.of(job, repo.name)
+
+    def cancel_in_background(self, job_id: int) -> None:
+        """Cancel without waiting (a concurrency group replacing an older job)."""
+        threading.Thread(target=self._cancel_quietly, args=(job_id,), daemon=True).start()
+
+    def _cancel_quietly(self, job_id: int) -> None:
+        try:
+            self.cancel(job_id)
+        except DispatcherError as exc:
+            log.info("job %s: not canceled: %s", job_id, exc.message)
 
     def job(self, job_id: int) -> JobPublic:
         job = self.store.job(job_id)
@@ -312,6 +393,167 @@ class Service:
             changed=changed,
             message=message,
         )
+
+    # ------------------------------------------------------------ events and triggers
+
+    def ingest(self, event: Event) -> IngestResult:
+        """The one submit path for events (sources, webhooks, ``POST /events``, inbox)."""
+        return self.intake.ingest(event)
+
+    def post_event(self, req: EventCreate) -> IngestResult:
+        repo = self.store.repo_by_name(req.repo)
+        data = req.model_dump(exclude={"dedup_key"})
+        key = req.dedup_key or f"generated-{uuid.uuid4().hex}"
+        event = Event(source="api", dedup_key=f"api:{repo.name}:{key}", **data)
+        return self.intake.ingest(event, repo)
+
+    def events(
+        self, *, repo: str | None = None, before: int | None = None, limit: int = 50
+    ) -> list[EventPublic]:
+        repo_id = self.store.repo_by_name(repo).id if repo else None
+        rows = self.store.events(repo_id=repo_id, before=before, limit=limit)
+        return self._events_public(rows)
+
+    def event(self, event_id: int) -> EventPublic:
+        return self._events_public([self.store.event(event_id)])[0]
+
+    def _events_public(self, rows: list[EventRow]) -> list[EventPublic]:
+        names = self.store.repo_names([r.repo_id for r in rows])
+        jobs = self.store.job_ids_for_events([r.id for r in rows if r.id is not None])
+        out = []
+        for row in rows:
+            assert row.id is not None
+            out.append(
+                EventPublic(
+                    **row.model_dump(exclude={"repo_id", "facts"}),
+                    repo=names.get(row.repo_id, "?"),
+                    jobs=jobs.get(row.id, []),
+                )
+            )
+        return out
+
+    def receive_webhook(self, forge: str, headers: Mapping[str, str], body: bytes) -> IngestResult:
+        """Verify a forge delivery over its raw body, then ingest it.
+
+        Nothing is stored unless the signature (GitHub: X-Hub-Signature-256;
+        GitLab: X-Gitlab-Token) verifies with the secret from the settings
+        (a per-repo override from ``webhook_secrets`` first).
+        """
+        module = github if forge == "github" else gitlab
+        try:
+            payload = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            payload = None
+        forge_repo = module.forge_repo(payload) if isinstance(payload, dict) else None
+        repos = self.store.repos_by_forge_name(forge_repo) if forge_repo else []
+        default = (
+            self.settings.github_webhook_secret
+            if forge == "github"
+            else self.settings.gitlab_webhook_token
+        )
+        secrets = [self.settings.webhook_secrets.get(r.name) for r in repos]
+        candidates = [x for x in [*secrets, default] if x]
+        if not candidates:
+            raise Unauthorized(f"no {forge} webhook secret is configured; the delivery is refused")
+        if forge == "github":
+            ok = any(github.verify(body, headers, secret) for secret in candidates)
+        else:
+            ok = any(gitlab.verify(headers, secret) for secret in candidates)
+        if not ok:
+            raise Unauthorized(f"bad or missing {forge} webhook signature")
+        if not isinstance(payload, dict):
+            raise InvalidInput("webhook body is not a JSON object")
+        name = module.event_name(headers)
+        if not name:
+            raise InvalidInput(f"missing {forge} event header")
+        delivery = module.delivery_id(headers) or hashlib.sha256(body).hexdigest()
+        if forge == "github":
+            event = github.normalize(name, delivery, payload, source=github.source_of(headers))
+        else:
+            event = gitlab.normalize(name, delivery, payload)
+        if event is None:
+            log.info("webhook: ignored %s event %r", forge, name)
+            return IngestResult(event_id=None, ignored=f"{forge} event {name!r} is not handled")
+        if not repos:
+            log.info("webhook: no registered repo for %r", forge_repo)
+            return IngestResult(event_id=None, ignored=f"no registered repo for {forge_repo!r}")
+        result = IngestResult(event_id=None)
+        for repo in repos:  # two clones of one forge repo: each gets its own event
+            keyed = event.model_copy(update={"dedup_key": f"{event.dedup_key}:{repo.name}"})
+            one = self.intake.ingest(keyed, repo)
+            result.event_id = result.event_id or one.event_id
+            result.duplicate = one.duplicate
+            result.matched += one.matched
+            result.jobs += one.jobs
+            result.pending_checks += one.pending_checks
+            result.notes += one.notes
+        return result
+
+    def file_issue(self, repo_name: str, req: IssueCreate) -> IssuePublic:
+        """The local issue inbox: keep the issue, and emit ``issues`` ``opened``."""
+        repo = self.store.repo_by_name(repo_name)
+        assert repo.id is not None
+        issue = self.store.add_issue(
+            Issue(repo_id=repo.id, number=0, title=req.title, body=req.body, labels=req.labels)
+        )
+        assert issue.id is not None
+        event = Event(
+            kind="issues",
+            action="opened",
+            source="local",
+            dedup_key=f"local:{repo.name}:issue:{issue.number}:opened",
+            repo=repo.name,
+            payload={
+                "action": "opened",
+                "issue": {
+                    "number": issue.number,
+                    "title": issue.title,
+                    "body": issue.body,
+                    "labels": [{"name": label} for label in issue.labels],
+                    "user": {"login": "local"},
+                    "state": "open",
+                },
+                "repository": {"name": repo.name, "full_name": repo.forge_name or repo.name},
+                "sender": {"login": "local"},
+            },
+            labels=list(issue.labels),
+            author="local",
+            text=f"{issue.title}\n{issue.body}",
+        )
+        result = self.intake.ingest(event, repo)
+        if result.event_id is not None:
+            self.store.set_issue_event(issue.id, result.event_id)
+        return self._issue_public(repo, self.store.issues(repo.id)[0])
+
+    def issues(self, repo_name: str) -> list[IssuePublic]:
+        repo = self.store.repo_by_name(repo_name)
+        assert repo.id is not None
+        return [self._issue_public(repo, i) for i in self.store.issues(repo.id)]
+
+    def _issue_public(self, repo: Repo, issue: Issue) -> IssuePublic:
+        jobs: list[int] = []
+        if issue.event_id is not None:
+            jobs = self.store.job_ids_for_events([issue.event_id]).get(issue.event_id, [])
+        return IssuePublic(**issue.model_dump(exclude={"id", "repo_id"}), repo=repo.name, jobs=jobs)
+
+    def trigger_status(self) -> list[TriggerStatus]:
+        out = []
+        for repo in self.store.repos():
+            assert repo.id is not None
+            active = self.trigger_files.active(repo.id)
+            triggers = [
+                {"name": t.name, "on": sorted(t.kinds()), "agent": t.agent}
+                for t in (active.trigger_list() if active else [])
+            ]
+            out.append(
+                TriggerStatus(
+                    repo=repo.name,
+                    triggers=triggers,
+                    error=repo.triggers_error,
+                    loaded_at=repo.triggers_loaded_at,
+                )
+            )
+        return out
 
 
 def _default_name(path: Path) -> str:

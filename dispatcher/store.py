@@ -23,11 +23,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from dispatcher.errors import InvalidState, NotFound
 from dispatcher.lifecycle import ACTIVE, JobState, transition
-from dispatcher.models import Job, Repo, utcnow
+from dispatcher.models import Event, Issue, Job, RefState, Repo, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,9 @@ class Store:
                 if repo is not None:
                     before_delete(repo, jobs)
             s.exec(sa.delete(Job).where(col(Job.repo_id) == repo_id))
+            s.exec(sa.delete(Issue).where(col(Issue.repo_id) == repo_id))
+            s.exec(sa.delete(Event).where(col(Event.repo_id) == repo_id))
+            s.exec(sa.delete(RefState).where(col(RefState.repo_id) == repo_id))
             s.exec(sa.delete(Repo).where(col(Repo.id) == repo_id))
 
     def job_counts(self, repo_id: int) -> dict[str, int]:
@@ -208,7 +212,15 @@ class Store:
     # ------------------------------------------------------------ jobs
 
     def add_job(self, job: Job, *, branch_for: Any) -> Job:
-        """Insert ``job`` and name its branch from its new id, in one transaction."""
+        """Insert ``job`` and name its branch from its new id, in one transaction.
+
+        An event makes at most one job per trigger (a unique index); a second
+        attempt returns the first job.
+        """
+        if job.event_id is not None and job.trigger is not None:
+            existing = self.job_for_event(job.event_id, job.trigger)
+            if existing is not None:
+                return existing
         with self.writing() as s:
             s.add(job)
             s.flush()
@@ -317,28 +329,47 @@ class Store:
             open_repos = [rid for rid, n in slots.items() if n > 0]
             if not open_repos:
                 return []
+            # A concurrency group runs one job at a time: queued jobs of a busy
+            # group wait, without holding up anything else.
+            busy_groups = set(
+                s.exec(
+                    select(Job.repo_id, Job.concurrency_group).where(
+                        col(Job.state).in_(busy_states), col(Job.concurrency_group).is_not(None)
+                    )
+                ).all()
+            )
+            waiting = [
+                sa.and_(col(Job.repo_id) == rid, col(Job.concurrency_group) == group)
+                for rid, group in busy_groups
+            ]
+            where = [col(Job.state) == JobState.QUEUED, col(Job.repo_id).in_(open_repos)]
+            if waiting:
+                where.append(sa.not_(sa.or_(*waiting)))
             ranked = (
                 select(
                     col(Job.id).label("id"),
                     col(Job.repo_id).label("repo_id"),
+                    col(Job.concurrency_group).label("grp"),
                     func.row_number()
                     .over(partition_by=col(Job.repo_id), order_by=col(Job.id))
                     .label("rn"),
                 )
-                .where(col(Job.state) == JobState.QUEUED, col(Job.repo_id).in_(open_repos))
+                .where(*where)
                 .subquery()
             )
             candidates = s.exec(
-                select(ranked.c.id, ranked.c.repo_id)
+                select(ranked.c.id, ranked.c.repo_id, ranked.c.grp)
                 .where(ranked.c.rn <= max(slots[r] for r in open_repos))
                 .order_by(ranked.c.id)
             ).all()
             claimed: list[Claimed] = []
-            for job_id, repo_id in candidates:
+            for job_id, repo_id, group in candidates:
                 if free <= 0:
                     break
-                if slots[repo_id] <= 0:
+                if slots[repo_id] <= 0 or (group is not None and (repo_id, group) in busy_groups):
                     continue
+                if group is not None:
+                    busy_groups.add((repo_id, group))
                 slots[repo_id] -= 1
                 free -= 1
                 claimed.append(Claimed(job_id, repo_id))
@@ -350,3 +381,148 @@ class Store:
                     .values(state=JobState.PREPARING, claimed_at=now)
                 )
             return claimed
+
+    # ------------------------------------------------------------ repos (triggers)
+
+    def update_repo(self, repo_id: int, **fields: Any) -> Repo:
+        with self.writing() as s:
+            repo = s.get(Repo, repo_id)
+            if repo is None:
+                raise NotFound(f"no repo with id {repo_id}")
+            for key, value in fields.items():
+                setattr(repo, key, value)
+            s.add(repo)
+            s.flush()
+            s.refresh(repo)
+            return repo
+
+    def repos_by_forge_name(self, forge_name: str) -> list[Repo]:
+        with self.reading() as s:
+            return list(
+                s.exec(select(Repo).where(func.lower(Repo.forge_name) == forge_name.lower())).all()
+            )
+
+    def ref_state(self, repo_id: int) -> dict[str, str]:
+        with self.reading() as s:
+            rows = s.exec(select(RefState).where(RefState.repo_id == repo_id)).all()
+        return {r.ref: r.sha for r in rows}
+
+    def save_ref_state(self, repo_id: int, refs: dict[str, str]) -> None:
+        """Replace the repo's last seen refs with ``refs``."""
+        with self.writing() as s:
+            s.exec(sa.delete(RefState).where(col(RefState.repo_id) == repo_id))
+            for ref, sha in refs.items():
+                s.add(RefState(repo_id=repo_id, ref=ref, sha=sha))
+
+    # ------------------------------------------------------------ events
+
+    def add_event(self, event: Event) -> Event | None:
+        """Store ``event``; None if its dedup key was seen before (nothing is stored)."""
+        try:
+            with self.writing() as s:
+                seen = s.exec(select(Event.id).where(Event.dedup_key == event.dedup_key)).first()
+                if seen is not None:
+                    return None
+                s.add(event)
+                s.flush()
+                s.refresh(event)
+                return event
+        except IntegrityError:
+            return None
+
+    def note_event(
+        self, event_id: int, *, matched: list[str] | None = None, note: str | None = None
+    ) -> None:
+        with self.writing() as s:
+            event = s.get(Event, event_id)
+            if event is None:
+                return
+            if matched is not None:
+                event.matched = list(matched)
+            if note:
+                event.notes = [*event.notes, note]
+            s.add(event)
+
+    def event(self, event_id: int) -> Event:
+        with self.reading() as s:
+            event = s.get(Event, event_id)
+        if event is None:
+            raise NotFound(f"no event with id {event_id}")
+        return event
+
+    def event_by_key(self, dedup_key: str) -> Event | None:
+        with self.reading() as s:
+            return s.exec(select(Event).where(Event.dedup_key == dedup_key)).first()
+
+    def events(
+        self, *, repo_id: int | None = None, before: int | None = None, limit: int = 50
+    ) -> list[Event]:
+        q = select(Event)
+        if repo_id is not None:
+            q = q.where(Event.repo_id == repo_id)
+        if before is not None:
+            q = q.where(col(Event.id) < before)
+        with self.reading() as s:
+            return list(s.exec(q.order_by(col(Event.id).desc()).limit(limit)).all())
+
+    def job_ids_for_events(self, event_ids: Sequence[int]) -> dict[int, list[int]]:
+        if not event_ids:
+            return {}
+        with self.reading() as s:
+            rows = s.exec(
+                select(Job.event_id, Job.id)
+                .where(col(Job.event_id).in_(list(event_ids)))
+                .order_by(col(Job.id))
+            ).all()
+        out: dict[int, list[int]] = {}
+        for event_id, job_id in rows:
+            if event_id is not None and job_id is not None:
+                out.setdefault(event_id, []).append(job_id)
+        return out
+
+    def job_for_event(self, event_id: int, trigger: str) -> Job | None:
+        with self.reading() as s:
+            return s.exec(
+                select(Job).where(Job.event_id == event_id, Job.trigger == trigger)
+            ).first()
+
+    def active_in_group(self, repo_id: int, group: str) -> list[Job]:
+        with self.reading() as s:
+            return list(
+                s.exec(
+                    select(Job).where(
+                        Job.repo_id == repo_id,
+                        Job.concurrency_group == group,
+                        col(Job.state).in_(list(ACTIVE)),
+                    )
+                ).all()
+            )
+
+    # ------------------------------------------------------------ issues
+
+    def add_issue(self, issue: Issue) -> Issue:
+        """Insert with the repo's next issue number."""
+        with self.writing() as s:
+            last = s.exec(
+                select(func.max(Issue.number)).where(Issue.repo_id == issue.repo_id)
+            ).one()
+            issue.number = (last or 0) + 1
+            s.add(issue)
+            s.flush()
+            s.refresh(issue)
+            return issue
+
+    def set_issue_event(self, issue_id: int, event_id: int) -> None:
+        with self.writing() as s:
+            issue = s.get(Issue, issue_id)
+            if issue is not None:
+                issue.event_id = event_id
+                s.add(issue)
+
+    def issues(self, repo_id: int) -> list[Issue]:
+        with self.reading() as s:
+            return list(
+                s.exec(
+                    select(Issue).where(Issue.repo_id == repo_id).order_by(col(Issue.number).desc())
+                ).all()
+            )

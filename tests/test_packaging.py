@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.migrationutil import head_revision, version_files
+
 pytestmark = pytest.mark.slow
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -98,7 +100,8 @@ def test_wheel_contains_the_migrations(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         names = set(zf.namelist())
     assert "dispatcher/_migrations/env.py" in names
-    assert "dispatcher/_migrations/versions/0001_initial.py" in names
+    for version in version_files():
+        assert f"dispatcher/_migrations/versions/{version}" in names
     assert "dispatcher/__init__.py" in names
     assert "dispatcher/store.py" in names
     assert "triggers/__init__.py" in names
@@ -127,7 +130,8 @@ def test_installed_wheel_migrates_an_empty_database(wheel: Path, tmp_path: Path)
         str(wheel),
         cwd=tmp_path,
     )
-    assert (site / "dispatcher" / "_migrations" / "versions" / "0001_initial.py").is_file()
+    for version in version_files():
+        assert (site / "dispatcher" / "_migrations" / "versions" / version).is_file()
 
     db = tmp_path / "empty.sqlite"
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
@@ -143,7 +147,7 @@ def test_installed_wheel_migrates_an_empty_database(wheel: Path, tmp_path: Path)
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["version"] == "0001"
+    assert report["version"] == head_revision()
     assert Path(report["package"]).is_relative_to(site.resolve())
     assert Path(report["migrations"]) == (site / "dispatcher" / "_migrations").resolve()
 

@@ -27,6 +27,7 @@ from dispatcher.errors import InvalidState, NotFound
 from dispatcher.lifecycle import JobState
 from dispatcher.models import Job, Repo
 from dispatcher.store import Claimed, Store, migrate
+from tests.migrationutil import head_revision
 
 S = JobState
 BIG = 10_000  # a parallelism limit that never binds
@@ -130,7 +131,7 @@ def run_threads(n: int, target: Callable[[int], None]) -> None:
 def test_migrate_empty_database_to_head(url: str) -> None:
     migrate(url)
     assert {"repo", "job", "alembic_version"} <= table_names(url)
-    assert raw_query(url, "SELECT version_num FROM alembic_version") == [("0001",)]
+    assert raw_query(url, "SELECT version_num FROM alembic_version") == [(head_revision(),)]
     assert raw_query(url, "PRAGMA journal_mode") == [("wal",)]
 
 
@@ -149,7 +150,7 @@ def test_migrate_twice_is_a_noop(url: str) -> None:
     assert raw_query(url, "SELECT type, name, sql FROM sqlite_master ORDER BY name") == (
         schema_before
     )
-    assert raw_query(url, "SELECT version_num FROM alembic_version") == [("0001",)]
+    assert raw_query(url, "SELECT version_num FROM alembic_version") == [(head_revision(),)]
     assert raw_query(url, "SELECT id, name FROM repo") == [(repo_id, "kept")]
     assert raw_query(url, "SELECT id, state FROM job") == [(job_id, "queued")]
 

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dispatcher import __version__
 from dispatcher.api.deps import require_token
-from dispatcher.api.routes import health, jobs, repos
+from dispatcher.api.routes import events, health, jobs, repos, webhooks
 from dispatcher.errors import DispatcherError
 from dispatcher.service import Service
 
@@ -63,6 +63,8 @@ def create_app(service: Service, token: str) -> FastAPI:
     protected = [Depends(require_token)]
     app.include_router(repos.router, dependencies=protected)
     app.include_router(jobs.router, dependencies=protected)
+    app.include_router(events.router, dependencies=protected)
+    app.include_router(webhooks.router)  # authenticated by the forge's signature
     return app
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from dispatcher.api.deps import ServiceDep
-from dispatcher.models import RepoCreate, RepoPublic
+from dispatcher.models import IssueCreate, IssuePublic, RepoCreate, RepoPublic
 
 router = APIRouter(prefix="/repos", tags=["repos"])
 
@@ -26,3 +26,17 @@ def show_repo(name: str, service: ServiceDep) -> RepoPublic:
 @router.delete("/{name}", summary="Unregister a repository (refused while it has active jobs)")
 def remove_repo(name: str, service: ServiceDep) -> RepoPublic:
     return service.remove_repo(name)
+
+
+@router.post(
+    "/{name}/issues",
+    status_code=status.HTTP_201_CREATED,
+    summary="File an issue in the local inbox (an `issues` `opened` event)",
+)
+def file_issue(name: str, body: IssueCreate, service: ServiceDep) -> IssuePublic:
+    return service.file_issue(name, body)
+
+
+@router.get("/{name}/issues", summary="The repo's local issues, newest first, with their jobs")
+def list_issues(name: str, service: ServiceDep) -> list[IssuePublic]:
+    return service.issues(name)

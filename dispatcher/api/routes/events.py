@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from dispatcher.api.deps import ServiceDep
+from dispatcher.models import EventCreate, EventPublic, IngestResult, TriggerStatus
+
+router = APIRouter(tags=["events"])
+
+
+@router.post("/events", summary="Report an event from any other system (CI, chat bot)")
+def post_event(body: EventCreate, service: ServiceDep) -> IngestResult:
+    return service.post_event(body)
+
+
+@router.get("/events", summary="Stored events, newest first, with the jobs they made")
+def list_events(
+    service: ServiceDep,
+    repo: str | None = None,
+    before: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> list[EventPublic]:
+    return service.events(repo=repo, before=before, limit=limit)
+
+
+@router.get("/events/{event_id}", summary="One event: matched triggers, notes, jobs")
+def show_event(event_id: int, service: ServiceDep) -> EventPublic:
+    return service.event(event_id)
+
+
+@router.get("/triggers", summary="Each repo's active triggers and its trigger file error, if any")
+def trigger_status(service: ServiceDep) -> list[TriggerStatus]:
+    return service.trigger_status()

@@ -1,0 +1,259 @@
+"""The one path every event takes: route, store (dedup), match, check, submit.
+
+Trigger sources (``triggers/``) only produce :class:`triggers.events.Event`
+values; the API's ``POST /events``, the webhooks, the issue inbox, the local
+ref and file watchers and the scheduler all hand them to :meth:`Intake.ingest`.
+
+* One dedup key, one stored event: a redelivery changes nothing.
+* One event, at most one job per trigger (a unique index on the job table).
+* A trigger with ``check:`` runs the check first, in the background, in its
+  own worktree at the event's commit; the agent is dispatched only if the
+  check fails, with its output tail in the template context.
+* Templates substitute values, never evaluate; a missing value is recorded on
+  the event as the reason no job was made.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+from dispatcher import git
+from dispatcher.checks import CheckResult, run_check
+from dispatcher.config import Settings
+from dispatcher.errors import DispatcherError
+from dispatcher.models import Event as EventRow
+from dispatcher.models import IngestResult, JobCreate, JobPublic, Repo
+from dispatcher.store import Store
+from dispatcher.trigger_files import TriggerFiles
+from triggers.config import Trigger, TriggerFile
+from triggers.events import Event
+from triggers.match import matching
+
+log = logging.getLogger(__name__)
+
+_FACTS = (
+    "forge_repo", "branch", "head_branch", "sha", "before", "paths", "labels",
+    "added_label", "author", "text", "workflow", "conclusion", "schedule",
+)  # fmt: skip
+
+
+class Submitter(Protocol):
+    """What the intake needs from the service."""
+
+    def submit(
+        self,
+        req: JobCreate,
+        *,
+        event_id: int | None = None,
+        concurrency_group: str | None = None,
+        agent_overrides: dict[str, list[str] | str] | None = None,
+    ) -> JobPublic: ...
+
+    def cancel_in_background(self, job_id: int) -> None: ...
+
+
+class Intake:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        trigger_files: TriggerFiles,
+        submitter: Submitter,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.trigger_files = trigger_files
+        self.submitter = submitter
+        self._checks = ThreadPoolExecutor(
+            max_workers=settings.check_workers, thread_name_prefix="check"
+        )
+        self._group_lock = threading.Lock()
+        self.on_check_done: Callable[[int], None] | None = None
+
+    def close(self) -> None:
+        self._checks.shutdown(wait=False, cancel_futures=True)
+
+    # ------------------------------------------------------------ ingest
+
+    def ingest(self, event: Event, repo: Repo | None = None) -> IngestResult:
+        """Store ``event`` and dispatch what its repo's triggers say. Never raises for
+        a trigger's problem: that is recorded on the event instead."""
+        repo = repo or self._route(event)
+        if repo is None:
+            where = event.repo or event.forge_repo or "?"
+            return IngestResult(event_id=None, ignored=f"no registered repo for {where!r}")
+        assert repo.id is not None
+        facts = {k: v for k, v in event.model_dump(include=set(_FACTS)).items() if v}
+        row = self.store.add_event(
+            EventRow(
+                repo_id=repo.id,
+                kind=event.kind,
+                action=event.action,
+                source=event.source,
+                dedup_key=event.dedup_key,
+                payload=event.payload,
+                facts=facts,
+            )
+        )
+        if row is None:
+            seen = self.store.event_by_key(event.dedup_key)
+            event_id = seen.id if seen else None
+            jobs = self.store.job_ids_for_events([event_id]).get(event_id, []) if event_id else []
+            return IngestResult(event_id=event_id, duplicate=True, jobs=jobs)
+        assert row.id is not None
+        result = IngestResult(event_id=row.id)
+        file = self.trigger_files.active(repo.id)
+        if file is None:
+            self._note(row.id, result, "no active trigger file")
+            return result
+        triggers = matching(file, event)
+        result.matched = [t.name for t in triggers]
+        self.store.note_event(row.id, matched=result.matched)
+        if not triggers:
+            self._note(row.id, result, "no trigger matched")
+        for trigger in triggers:
+            if trigger.check:
+                result.pending_checks.append(trigger.name)
+                self._checks.submit(self._check_then_dispatch, repo, file, trigger, event, row.id)
+            else:
+                job_id = self._dispatch(repo, file, trigger, event, row.id, None, result)
+                if job_id is not None:
+                    result.jobs.append(job_id)
+        return result
+
+    def _route(self, event: Event) -> Repo | None:
+        if event.repo:
+            return self.store.find_repo(name=event.repo)
+        if event.forge_repo:
+            repos = self.store.repos_by_forge_name(event.forge_repo)
+            return repos[0] if repos else None
+        return None
+
+    def _note(self, event_id: int, result: IngestResult | None, note: str) -> None:
+        if result is not None:
+            result.notes.append(note)
+        self.store.note_event(event_id, note=note)
+
+    # ------------------------------------------------------------ dispatch
+
+    def _context(
+        self, repo: Repo, trigger: Trigger, event: Event, check: CheckResult | None
+    ) -> dict[str, Any]:
+        ctx: dict[str, Any] = {
+            "event": event.payload,
+            "trigger": {"name": trigger.name},
+            "repo": {"name": repo.name, "path": repo.path, "default_branch": repo.default_branch},
+        }
+        if check is not None:
+            ctx["check"] = check.context()
+        return ctx
+
+    def _base(self, repo: Repo, trigger: Trigger, event: Event, ctx: dict[str, Any]) -> str:
+        """Where the job starts: the trigger's ``base``, else the event's commit (or
+        branch) when it exists locally, else the default branch."""
+        rendered = trigger.render_base(ctx)
+        if rendered:
+            return rendered
+        path = Path(repo.path)
+        candidates: list[str | None] = []
+        if event.kind in ("push", "pull_request", "workflow_run", "check_run"):
+            candidates = [event.sha, event.head_branch, event.branch]
+        for cand in candidates:
+            if not cand or cand.startswith("-"):
+                continue
+            try:
+                git.rev_parse(path, cand)
+            except DispatcherError:
+                continue
+            return cand
+        return repo.default_branch
+
+    def _prompt(self, repo: Repo, trigger: Trigger, ctx: dict[str, Any]) -> str:
+        """The rendered prompt; a ``prompt-file`` is read from the default branch head."""
+        text = None
+        if trigger.prompt_file is not None:
+            text = git.read_file(Path(repo.path), repo.default_branch, trigger.prompt_file)
+            if text is None:
+                raise DispatcherError(
+                    f"prompt-file {trigger.prompt_file} does not exist on {repo.default_branch}"
+                )
+        return trigger.render_prompt(ctx, prompt_file_text=text)
+
+    def _dispatch(
+        self,
+        repo: Repo,
+        file: TriggerFile,
+        trigger: Trigger,
+        event: Event,
+        event_id: int,
+        check: CheckResult | None,
+        result: IngestResult | None,
+    ) -> int | None:
+        assert repo.id is not None
+        ctx = self._context(repo, trigger, event, check)
+        conc = trigger.concurrency
+        try:
+            prompt = self._prompt(repo, trigger, ctx)
+            base = self._base(repo, trigger, event, ctx)
+            group = trigger.concurrency_group(ctx)
+            timeout = file.timeout_minutes_for(trigger)
+            agent = file.agent_for(trigger)
+            with self._group_lock:  # submit + cancel older ones of the group together
+                job = self.submitter.submit(
+                    JobCreate(
+                        repo=repo.name, prompt=prompt, agent=agent, base=base,
+                        timeout_minutes=timeout, trigger=trigger.name,
+                    ),
+                    event_id=event_id,
+                    concurrency_group=group,
+                    agent_overrides=dict(file.agents or {}),
+                )  # fmt: skip
+                if group is not None and conc is not None and conc.cancel_in_progress:
+                    for other in self.store.active_in_group(repo.id, group):
+                        if other.id is not None and other.id < job.id:
+                            self._note(
+                                event_id, result,
+                                f"trigger {trigger.name}: canceling job {other.id} "
+                                f"(concurrency group {group!r})",
+                            )  # fmt: skip
+                            self.submitter.cancel_in_background(other.id)
+        except DispatcherError as exc:
+            self._note(event_id, result, f"trigger {trigger.name}: no job: {exc.message}")
+            return None
+        self._note(event_id, result, f"trigger {trigger.name}: job {job.id}")
+        return job.id
+
+    def _check_then_dispatch(
+        self, repo: Repo, file: TriggerFile, trigger: Trigger, event: Event, event_id: int
+    ) -> None:
+        assert trigger.check is not None
+        try:
+            ctx = self._context(repo, trigger, event, None)
+            rev = self._base(repo, trigger, event, ctx)
+            timeout = (trigger.check_timeout_minutes or 10) * 60
+            result = run_check(
+                self.settings, Path(repo.path), rev, trigger.check, timeout_s=timeout
+            )
+            if not result.failed:
+                self._note(
+                    event_id, None,
+                    f"trigger {trigger.name}: check `{trigger.check}` passed at "
+                    f"{result.sha[:12]}: no job",
+                )  # fmt: skip
+                return
+            status = "timed out" if result.exit_code is None else f"exited {result.exit_code}"
+            self._note(event_id, None, f"trigger {trigger.name}: check {status}")
+            self._dispatch(repo, file, trigger, event, event_id, result, None)
+        except DispatcherError as exc:
+            self._note(event_id, None, f"trigger {trigger.name}: check failed to run: {exc}")
+        except Exception:
+            log.exception("check of trigger %s crashed", trigger.name)
+            self._note(event_id, None, f"trigger {trigger.name}: check crashed; see daemon log")
+        finally:
+            if self.on_check_done is not None:
+                self.on_check_done(event_id)

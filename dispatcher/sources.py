@@ -1,0 +1,194 @@
+"""Runs the local event sources and feeds what they see into the one ingest path.
+
+* **Refs**: watchdog on each repo's refs is only a hint; the truth is
+  ``git for-each-ref`` compared with the last seen values kept in the database
+  (:class:`~dispatcher.models.RefState`). So packed refs, missed inotify events
+  and daemon downtime lose nothing: at start every repo is scanned against the
+  last values seen, and dedup keys make a re-emitted move harmless. The
+  snapshot is saved only after its events are stored.
+* **Files**: ``file_change`` triggers get debounced changes in the working copy
+  (never ``.git``, never worktrees, which live in the state dir).
+* **Schedules**: cron entries of every repo's triggers, ticked by one thread
+  that sleeps until the next fire time; fire times missed while the machine
+  slept coalesce into one event.
+
+When the default branch moves, the repo's trigger file is re-read first, so a
+push that changes ``.dispatcher/triggers.yml`` is matched against the new file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from dispatcher.config import Settings
+from dispatcher.errors import DispatcherError
+from dispatcher.models import Repo
+from dispatcher.service import Service
+from dispatcher.store import Store
+from triggers import refs
+from triggers.events import Event
+from triggers.schedule import Schedules
+from triggers.watch import RepoWatcher
+
+log = logging.getLogger(__name__)
+
+
+class Sources:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        service: Service,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.store = store
+        self.service = service
+        self.watcher = RepoWatcher(
+            self._on_refs, self._on_files, poll_interval=settings.ref_poll_seconds
+        )
+        self.schedules = Schedules()
+        self._scan_locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        for repo in self.store.repos():
+            self.service.trigger_files.restore(repo)
+            try:
+                self.service.trigger_files.load(repo)
+                self.scan_refs(repo.name)  # catch up with what happened while we were down
+            except Exception:
+                log.exception("repo %s: start-up scan failed", repo.name)
+            self._arm(self.store.repo_by_name(repo.name))
+        self.watcher.start()
+        self._thread = threading.Thread(target=self._schedule_loop, name="schedules", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        self.watcher.stop()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    # ------------------------------------------------------------ RepoListener
+
+    def repo_added(self, repo: Repo) -> None:
+        # Baseline: refs as they are now; only later moves are events.
+        try:
+            self.store.save_ref_state(_id(repo), refs.snapshot(Path(repo.path)))
+        except DispatcherError as exc:
+            log.warning("repo %s: cannot read refs: %s", repo.name, exc.message)
+        self._arm(self.store.repo_by_name(repo.name))
+
+    def repo_removed(self, repo: Repo) -> None:
+        self.watcher.unwatch(repo.name)
+        self.schedules.remove_repo(repo.name)
+        self._wake.set()
+
+    # ------------------------------------------------------------ arming
+
+    def _arm(self, repo: Repo) -> None:
+        """Watch and schedule what the repo's active trigger file asks for."""
+        active = self.service.trigger_files.active(_id(repo))
+        triggers = active.trigger_list() if active else []
+        file_triggers = [t for t in triggers if "file_change" in t.kinds()]
+        files = self.settings.watch_files and bool(file_triggers)
+        self.watcher.watch(repo.name, Path(repo.path), files=files)
+        if file_triggers:
+            quiet = min(t.file_change_debounce() for t in file_triggers)
+            self.watcher.set_file_quiet(repo.name, quiet)
+        crons = sorted({c for t in triggers for c in t.crons()})
+        self.schedules.set_repo(repo.name, crons, self.clock())
+        self._wake.set()
+
+    # ------------------------------------------------------------ refs
+
+    def _lock_for(self, name: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._scan_locks.setdefault(name, threading.Lock())
+
+    def _on_refs(self, repo_name: str) -> None:
+        self.scan_refs(repo_name)
+
+    def scan_refs(self, repo_name: str) -> list[Event]:
+        """Compare the repo's branches with the last seen values; ingest the moves."""
+        with self._lock_for(repo_name):
+            repo = self.store.find_repo(name=repo_name)
+            if repo is None or not (Path(repo.path) / ".git").exists():
+                return []
+            last = self.store.ref_state(_id(repo))
+            events, snapshot = refs.scan(
+                repo_path=Path(repo.path),
+                repo_name=repo.name,
+                default_branch=repo.default_branch,
+                last_seen=last,
+            )
+            default_ref = f"refs/heads/{repo.default_branch}"
+            if last.get(default_ref) != snapshot.get(
+                default_ref
+            ) and self.service.trigger_files.load(repo):
+                self._arm(self.store.repo_by_name(repo.name))
+            for event in events:
+                self.service.ingest(event)
+            self.store.save_ref_state(_id(repo), snapshot)
+            return events
+
+    # ------------------------------------------------------------ files
+
+    def _on_files(self, repo_name: str, paths: list[str]) -> None:
+        digest = hashlib.sha256("\0".join(sorted(paths)).encode()).hexdigest()[:16]
+        event = Event(
+            kind="file_change",
+            source="local",
+            repo=repo_name,
+            dedup_key=f"local:{repo_name}:files:{time.time_ns()}:{digest}",
+            payload={
+                "paths": sorted(paths),
+                "repository": {"name": repo_name, "full_name": repo_name},
+            },
+            paths=sorted(paths),
+            author="local",
+        )
+        self.service.ingest(event)
+
+    # ------------------------------------------------------------ schedules
+
+    def tick(self, now: datetime) -> list[Event]:
+        """Ingest every schedule due at ``now`` (the loop calls this; tests may too)."""
+        events = self.schedules.tick(now)
+        for event in events:
+            self.service.ingest(event)
+        return events
+
+    def _schedule_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.tick(self.clock())
+            except Exception:
+                log.exception("schedule tick failed")
+            now = self.clock()
+            wakeup = self.schedules.next_wakeup(now)
+            delay = 60.0 if wakeup is None else (wakeup - now).total_seconds()
+            # Wake at the next fire time, on changes, and at least once a minute
+            # (a machine that slept past a fire time catches up on the next tick).
+            self._wake.wait(min(max(delay, 0.05), 60.0))
+            self._wake.clear()
+
+
+def _id(repo: Repo) -> int:
+    assert repo.id is not None
+    return repo.id

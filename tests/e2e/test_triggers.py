@@ -1,0 +1,434 @@
+"""End to end: trigger files and every event source, against the real daemon."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.daemon_fixture import Daemon
+from tests.gitutil import commit_file, git, init_repo
+
+Agent = Callable[[str, str], str]
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
+GITHUB_SECRET = "gh-secret-for-tests"
+GITLAB_TOKEN = "gl-token-for-tests"
+
+# Writes the prompt it got into PROMPT.txt in its worktree.
+PROMPT_AGENT = 'cat > PROMPT.txt\necho "trigger job $DISPATCHER_JOB_ID"\n'
+
+
+def trigger_repo(tmp_path: Path, agent: Agent, triggers_yml: str, name: str = "app") -> Path:
+    """A repo whose main has ``.dispatcher/triggers.yml``; agent `bot` is PROMPT_AGENT."""
+    script = agent("bot.sh", PROMPT_AGENT)
+    text = triggers_yml.replace("BOT", script)
+    return init_repo(
+        tmp_path / name,
+        files={
+            "README.md": "hello\n",
+            "src/app.py": "print('hi')\n",
+            ".dispatcher/triggers.yml": text,
+        },
+    )
+
+
+def jobs_of(d: Daemon, repo: str) -> list[dict[str, Any]]:
+    return list(d.api.get("/jobs", params={"repo": repo, "limit": 500}).json()["items"])
+
+
+def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20) -> Any:
+    deadline = time.monotonic() + timeout
+    delay = 0.02
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 0.25)
+
+
+def prompt_of(job: dict[str, Any]) -> str:
+    return (Path(job["worktree"]) / "PROMPT.txt").read_text()
+
+
+@pytest.fixture
+def tdaemon(daemon_factory: Callable[..., Daemon]) -> Daemon:
+    return daemon_factory(
+        DISPATCHER_GITHUB_WEBHOOK_SECRET=GITHUB_SECRET,
+        DISPATCHER_GITLAB_WEBHOOK_TOKEN=GITLAB_TOKEN,
+        DISPATCHER_REF_POLL_SECONDS="0.5",
+        DISPATCHER_MAX_PARALLEL="8",
+        DISPATCHER_MAX_PARALLEL_PER_REPO="8",
+    ).start()
+
+
+PUSH_YML = """\
+version: 1
+agents: {bot: BOT}
+defaults: {agent: bot}
+triggers:
+  on-main:
+    on:
+      push: {branches: [main], paths: ["src/**"]}
+    prompt: "main moved to ${{ event.after }} (${{ event.head_commit.message }})"
+"""
+
+
+# ------------------------------------------------------------------ local refs
+
+
+def test_commit_to_main_makes_one_job_and_filters_hold(
+    tdaemon: Daemon, tmp_path: Path, agent: Agent
+) -> None:
+    repo = trigger_repo(tmp_path, agent, PUSH_YML)
+    name = tdaemon.add_repo(repo)
+    assert tdaemon.api.get(f"/repos/{name}").json()["triggers"] == ["on-main"]
+    # A path outside the filter, and a commit on another branch: no job.
+    commit_file(repo, "docs/notes.md", "x\n", "docs only")
+    git(repo, "checkout", "-q", "-b", "dev")
+    commit_file(repo, "src/dev.py", "dev\n", "dev work")
+    git(repo, "checkout", "-q", "main")
+    sha = commit_file(repo, "src/app.py", "print('bye')\n", "change app")
+    job = wait_for(lambda: jobs_of(tdaemon, name), "a push job")[0]
+    job = tdaemon.wait(job["id"])
+    assert job["state"] == "succeeded", job
+    assert job["trigger"] == "on-main"
+    assert job["base"] == sha
+    assert prompt_of(job) == f"main moved to {sha} (change app)"
+    event = tdaemon.api.get(f"/events/{job['event_id']}").json()
+    assert event["kind"] == "push"
+    assert event["jobs"] == [job["id"]]
+    # The earlier moves were seen and stored, but matched nothing.
+    kinds = {(e["kind"], e["action"]) for e in tdaemon.api.get("/events").json()}
+    assert ("pull_request", "opened") in kinds
+    assert len(jobs_of(tdaemon, name)) == 1
+
+
+def test_daemon_down_while_commits_land_catches_up_exactly_once(
+    tdaemon: Daemon, tmp_path: Path, agent: Agent
+) -> None:
+    repo = trigger_repo(tmp_path, agent, PUSH_YML)
+    name = tdaemon.add_repo(repo)
+    tdaemon.stop(signal.SIGTERM)
+    commit_file(repo, "src/a.py", "a\n", "first while down")
+    last = commit_file(repo, "src/b.py", "b\n", "second while down")
+    git(repo, "pack-refs", "--all")
+    tdaemon.start()
+    job = wait_for(lambda: jobs_of(tdaemon, name), "the catch-up job")[0]
+    assert job["base"] == last
+    tdaemon.wait(job["id"])
+    tdaemon.stop(signal.SIGTERM)
+    tdaemon.start()
+    # Another start, a poll or two later: still exactly one job.
+    wait_for(lambda: tdaemon.api.get("/health").json()["jobs_active"] == 0, "idle")
+    time_limit = time.monotonic() + 1.5  # two ref polls at 0.5 s
+    while time.monotonic() < time_limit:
+        assert len(jobs_of(tdaemon, name)) == 1
+        time.sleep(0.1)
+
+
+# ------------------------------------------------------------------ checks
+
+CHECK_YML = """\
+version: 1
+agents: {bot: BOT}
+triggers:
+  red-tests:
+    on: {push: {branches: [main]}}
+    agent: bot
+    check: "if [ -f BROKEN ]; then echo 'FAILED: test_thing expected 1 got 2'; exit 1; fi; echo all good"
+    prompt: "The tests fail:\\n${{ check.output_tail }}\\nFix it."
+"""
+
+
+def test_failing_check_dispatches_with_output_and_passing_check_does_not(
+    tdaemon: Daemon, tmp_path: Path, agent: Agent
+) -> None:
+    repo = trigger_repo(tmp_path, agent, CHECK_YML)
+    name = tdaemon.add_repo(repo)
+    commit_file(repo, "ok.txt", "fine\n", "green commit")
+    event = wait_for(
+        lambda: [
+            e for e in tdaemon.api.get("/events").json() if any("passed" in n for n in e["notes"])
+        ],
+        "the passing check",
+    )[0]
+    assert event["jobs"] == []
+    assert jobs_of(tdaemon, name) == []
+    commit_file(repo, "BROKEN", "x\n", "red commit")
+    job = tdaemon.wait(
+        wait_for(lambda: jobs_of(tdaemon, name), "a job after the red check")[0]["id"]
+    )
+    assert job["trigger"] == "red-tests"
+    assert prompt_of(job) == "The tests fail:\nFAILED: test_thing expected 1 got 2\nFix it."
+    # The check's worktree is gone; only the job's remains.
+    assert not any((tdaemon.state_dir / "checks").iterdir())
+    assert len(git(repo, "worktree", "list").splitlines()) == 2
+
+
+# ------------------------------------------------------------------ trigger file errors
+
+
+def test_broken_trigger_file_reports_file_line_and_last_good_stays_active(
+    tdaemon: Daemon, tmp_path: Path, agent: Agent
+) -> None:
+    repo = trigger_repo(tmp_path, agent, PUSH_YML)
+    name = tdaemon.add_repo(repo)
+    broken = PUSH_YML.replace("BOT", "x").replace("    prompt:", "    prompt-flie:")
+    commit_file(repo, ".dispatcher/triggers.yml", broken, "break the trigger file")
+    shown = wait_for(
+        lambda: (r := tdaemon.api.get(f"/repos/{name}").json())["triggers_error"] and r,
+        "the trigger error",
+    )
+    assert ".dispatcher/triggers.yml:8:" in shown["triggers_error"]
+    assert "prompt-flie" in shown["triggers_error"]
+    assert shown["triggers"] == ["on-main"]
+    out = tdaemon.cli("repo", "show", name).stdout
+    assert "triggers.yml:8:" in out
+    # The last good trigger still fires.
+    commit_file(repo, "src/x.py", "x\n", "still works")
+    job = wait_for(lambda: jobs_of(tdaemon, name), "a job from the last good file")[0]
+    assert job["trigger"] == "on-main"
+
+
+def test_uncommitted_trigger_file_edits_do_not_count(
+    tdaemon: Daemon, tmp_path: Path, agent: Agent
+) -> None:
+    repo = trigger_repo(tmp_path, agent, PUSH_YML)
+    name = tdaemon.add_repo(repo)
+    (repo / ".dispatcher" / "triggers.yml").write_text("garbage: [\n")
+    tdaemon.api.post("/events", json={"repo": name, "kind": "manual"})
+    assert tdaemon.api.get(f"/repos/{name}").json()["triggers_error"] is None
+
+
+# ------------------------------------------------------------------ issue inbox, POST /events, concurrency
+
+ISSUE_YML = """\
+version: 1
+agents: {bot: BOT}
+triggers:
+  fix-issue:
+    on: {issues: {types: [opened], labels: [agent]}}
+    agent: bot
+    prompt: "Fix issue #${{ event.issue.number }}: ${{ event.issue.title }}"
+"""
+
+
+def test_issue_inbox_makes_a_job_and_keeps_the_issue(
+    tdaemon: Daemon, tmp_path: Path, agent: Agent
+) -> None:
+    repo = trigger_repo(tmp_path, agent, ISSUE_YML)
+    name = tdaemon.add_repo(repo)
+    hostile = "crash on `rm -rf /` $(id) ${{ event.issue.body }}"
+    number = int(
+        tdaemon.cli("issue", name, hostile, "--body", "details", "--label", "agent").stdout
+    )
+    assert number == 1
+    job = tdaemon.wait(wait_for(lambda: jobs_of(tdaemon, name), "the issue's job")[0]["id"])
+    # Event text is substituted once, never evaluated or re-expanded.
+    assert prompt_of(job) == f"Fix issue #1: {hostile}"
+    # An issue without the label makes no job.
+    tdaemon.cli("issue", name, "just a question")
+    issues = tdaemon.api.get(f"/repos/{name}/issues").json()
+    assert [(i["number"], i["jobs"]) for i in issues] == [(2, []), (1, [job["id"]])]
+
+
+def test_post_events_generic_and_dedup(tdaemon: Daemon, tmp_path: Path, agent: Agent) -> None:
+    yml = ISSUE_YML.replace(
+        "{issues: {types: [opened], labels: [agent]}}", "{workflow_run: {conclusions: [failure]}}"
+    )
+    yml = yml.replace(
+        "Fix issue #${{ event.issue.number }}: ${{ event.issue.title }}",
+        "CI failed: ${{ event.workflow_run.name }}",
+    )
+    repo = trigger_repo(tmp_path, agent, yml)
+    name = tdaemon.add_repo(repo)
+    body = {
+        "repo": name, "kind": "workflow_run", "action": "completed", "dedup_key": "ci-run-7",
+        "conclusion": "failure", "payload": {"workflow_run": {"name": "nightly"}},
+    }  # fmt: skip
+    first = tdaemon.api.post("/events", json=body).json()
+    assert first["matched"] == ["fix-issue"]
+    assert len(first["jobs"]) == 1
+    again = tdaemon.api.post("/events", json=body).json()
+    assert again["duplicate"] is True
+    assert again["jobs"] == first["jobs"]
+    green = tdaemon.api.post(
+        "/events", json={**body, "dedup_key": "ci-run-8", "conclusion": "success"}
+    ).json()
+    assert green["jobs"] == []
+    job = tdaemon.wait(first["jobs"][0])
+    assert prompt_of(job) == "CI failed: nightly"
+    bad = tdaemon.api.post("/events", json={**body, "kind": "bogus"})
+    assert bad.status_code == 422
+
+
+def test_concurrency_group_cancels_the_older_job(
+    tdaemon: Daemon, tmp_path: Path, agent: Agent
+) -> None:
+    hold = agent(
+        "hold.sh", f'cat > PROMPT.txt\nwhile [ ! -f "{tmp_path}/go" ]; do sleep 0.02; done\n'
+    )
+    yml = f"""\
+version: 1
+agents: {{hold: {hold}}}
+triggers:
+  one-at-a-time:
+    on: {{issues: {{types: [opened]}}}}
+    agent: hold
+    concurrency: {{group: "fixer", cancel-in-progress: true}}
+    prompt: "issue ${{{{ event.issue.number }}}}"
+"""
+    repo = init_repo(tmp_path / "conc", files={".dispatcher/triggers.yml": yml})
+    name = tdaemon.add_repo(repo)
+    tdaemon.cli("issue", name, "first")
+    older = wait_for(lambda: jobs_of(tdaemon, name), "the first job")[0]
+    tdaemon.wait(older["id"], {"running"})
+    tdaemon.cli("issue", name, "second")
+    assert tdaemon.wait(older["id"])["state"] == "canceled"
+    newer = next(j for j in jobs_of(tdaemon, name) if j["id"] != older["id"])
+    assert newer["concurrency_group"] == "fixer"
+    (tmp_path / "go").touch()
+    assert tdaemon.wait(newer["id"])["state"] == "succeeded"
+
+
+# ------------------------------------------------------------------ forge webhooks
+
+WEBHOOK_YML = """\
+version: 1
+agents: {bot: BOT}
+triggers:
+  gh-issue:
+    on: {issues: {types: [opened]}}
+    agent: bot
+    prompt: "Issue ${{ event.issue.number }}: ${{ event.issue.title }} (by ${{ event.sender.login }})"
+"""
+
+
+def _sign(body: bytes, secret: str = GITHUB_SECRET) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def _github(d: Daemon, body: bytes, *, event: str = "issues", delivery: str = "d-1",
+            signature: str | None = None) -> httpx.Response:  # fmt: skip
+    headers = {
+        "X-GitHub-Event": event, "X-GitHub-Delivery": delivery,
+        "X-Hub-Signature-256": signature if signature is not None else _sign(body),
+        "Content-Type": "application/json",
+    }  # fmt: skip
+    return httpx.post(f"{d.url}/webhooks/github", content=body, headers=headers)
+
+
+def test_github_webhook_signed_deduped_and_refused(
+    tdaemon: Daemon, tmp_path: Path, agent: Agent
+) -> None:
+    repo = trigger_repo(tmp_path, agent, WEBHOOK_YML)
+    name = "gh"  # deliveries are routed by the forge name given here:
+    tdaemon.cli("repo", "add", str(repo), "--name", name, "--forge-name", "Codertocat/Hello-World")
+    body = (FIXTURES / "github" / "issues.opened.json").read_bytes()
+    payload = json.loads(body)
+    # Bad signatures: 401 and nothing stored.
+    for sig in ("", "sha256=" + "0" * 64, _sign(body, "wrong"), _sign(body + b" ")):
+        resp = _github(tdaemon, body, signature=sig, delivery="bad")
+        assert resp.status_code == 401, sig
+        assert resp.json()["error"]["code"] == "unauthorized"
+    assert tdaemon.api.get("/events").json() == []
+    first = _github(tdaemon, body)
+    assert first.status_code == 200, first.text
+    assert len(first.json()["jobs"]) == 1
+    second = _github(tdaemon, body)  # redelivery
+    assert second.json()["duplicate"] is True
+    assert len(jobs_of(tdaemon, name)) == 1
+    job = tdaemon.wait(first.json()["jobs"][0])
+    title = payload["issue"]["title"]
+    assert prompt_of(job) == f"Issue {payload['issue']['number']}: {title} (by Codertocat)"
+    # A kind we do not handle, validly signed: 202 and ignored.
+    ping = _github(tdaemon, b'{"zen": "hi", "repository": {"full_name": "Codertocat/Hello-World"}}',
+                   event="star", delivery="d-2")  # fmt: skip
+    assert ping.status_code == 202
+    # No token needed for webhooks, but the API still wants one.
+    assert httpx.get(f"{tdaemon.url}/events").status_code == 401
+
+
+def test_gitlab_webhook_token(tdaemon: Daemon, tmp_path: Path, agent: Agent) -> None:
+    repo = trigger_repo(tmp_path, agent, WEBHOOK_YML)
+    body = (FIXTURES / "gitlab" / "issue.json").read_bytes()
+    project = json.loads(body)["project"]["path_with_namespace"]
+    name = "gl"
+    tdaemon.cli("repo", "add", str(repo), "--name", name, "--forge-name", project)
+    headers = {"X-Gitlab-Event": "Issue Hook", "X-Gitlab-Event-UUID": "u-1",
+               "Content-Type": "application/json"}  # fmt: skip
+    bad = httpx.post(f"{tdaemon.url}/webhooks/gitlab", content=body,
+                     headers={**headers, "X-Gitlab-Token": "nope"})  # fmt: skip
+    assert bad.status_code == 401
+    ok = httpx.post(f"{tdaemon.url}/webhooks/gitlab", content=body,
+                    headers={**headers, "X-Gitlab-Token": GITLAB_TOKEN})  # fmt: skip
+    assert ok.status_code == 200, ok.text
+    assert len(ok.json()["jobs"]) == 1
+    job = tdaemon.wait(ok.json()["jobs"][0])
+    assert prompt_of(job).startswith("Issue ")
+
+
+def test_webhook_body_too_large_and_malformed(tdaemon: Daemon) -> None:
+    big = b"{" + b" " * (11 * 1024 * 1024) + b"}"
+    resp = httpx.post(f"{tdaemon.url}/webhooks/github", content=big,
+                      headers={"X-GitHub-Event": "push", "X-Hub-Signature-256": _sign(big)})  # fmt: skip
+    assert resp.status_code == 413
+    junk = b"not json"
+    resp = _github(tdaemon, junk)
+    assert resp.status_code == 422
+
+
+# ------------------------------------------------------------------ file changes
+
+FILES_YML = """\
+version: 1
+agents: {bot: BOT}
+triggers:
+  docs:
+    on: {file_change: {paths: ["docs/**/*.md"], debounce-seconds: 0.2}}
+    agent: bot
+    prompt: "Docs changed: ${{ event.paths }}"
+"""
+
+
+def test_file_change_in_working_copy_makes_a_job(
+    tdaemon: Daemon, tmp_path: Path, agent: Agent
+) -> None:
+    repo = trigger_repo(tmp_path, agent, FILES_YML)
+    name = tdaemon.add_repo(repo)
+    (repo / "src" / "other.py").write_text("x\n")  # does not match
+    (repo / "docs" / "guide").mkdir(parents=True)
+    (repo / "docs" / "guide" / "intro.md").write_text("# hi\n")
+    job = tdaemon.wait(wait_for(lambda: jobs_of(tdaemon, name), "a file_change job")[0]["id"])
+    assert job["trigger"] == "docs"
+    assert "docs/guide/intro.md" in prompt_of(job)
+
+
+# ------------------------------------------------------------------ CLI: check and schema
+
+
+def test_triggers_check_and_schema_cli(daemon: Daemon, tmp_path: Path) -> None:
+    good = tmp_path / "good.yml"
+    good.write_text(PUSH_YML.replace("BOT", "/bin/true"))
+    assert daemon.cli("triggers", "check", str(good)).returncode == 0
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "version: 1\ntriggers:\n  x:\n    on: {push: {}}\n    prompt: hi\n    agnet: claude\n"
+    )
+    result = daemon.cli("triggers", "check", str(bad), check=False)
+    assert result.returncode == 1
+    assert f"{bad}:6:" in result.stderr
+    schema = json.loads(daemon.cli("triggers", "schema").stdout)
+    assert "triggers" in schema["properties"]
+    assert "max-parallel" in schema["properties"]

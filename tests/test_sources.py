@@ -1,0 +1,95 @@
+"""The local sources wired to the real store and service, in process, with an injected clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from dispatcher.config import Settings
+from dispatcher.models import RepoCreate
+from dispatcher.runner import Runner
+from dispatcher.service import Service
+from dispatcher.sources import Sources
+from dispatcher.store import Store, migrate
+from tests.gitutil import commit_file, git, init_repo
+
+CRON_YML = """\
+version: 1
+triggers:
+  hourly:
+    on: {schedule: [{cron: "0 * * * *"}]}
+    agent: command-less
+    prompt: "tick at ${{ event.fired_at }}"
+agents:
+  command-less: ["true"]
+"""
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[tuple[Service, Sources, Store, Clock, Path]]:
+    settings = Settings(state_dir=tmp_path / "state")
+    settings.ensure_dirs()
+    migrate(settings.db_url)
+    store = Store(settings.db_url)
+    runner = Runner(settings, store)  # not started: jobs stay queued, which is what we count
+    service = Service(settings, store, runner)
+    clock = Clock(datetime(2026, 3, 1, 10, 15, tzinfo=UTC))
+    sources = Sources(settings, store, service, clock=clock)
+    service.listener = sources
+    repo = init_repo(tmp_path / "app", files={".dispatcher/triggers.yml": CRON_YML})
+    yield service, sources, store, clock, repo
+    sources.stop()
+    service.intake.close()
+    store.close()
+
+
+def test_cron_fires_once_per_time_and_coalesces_after_sleep(
+    world: tuple[Service, Sources, Store, Clock, Path],
+) -> None:
+    service, sources, store, clock, repo = world
+    service.add_repo(RepoCreate(path=str(repo), name="app"))
+    t0 = clock.now
+    assert sources.tick(t0 + timedelta(minutes=30)) == []  # 10:45: not yet
+    fired = sources.tick(datetime(2026, 3, 1, 11, 0, 1, tzinfo=UTC))
+    assert [e.schedule for e in fired] == ["0 * * * *"]
+    assert sources.tick(datetime(2026, 3, 1, 11, 0, 30, tzinfo=UTC)) == []  # same fire time
+    # The machine slept from 11:00 to 16:10: five missed hours coalesce into one event.
+    after_sleep = sources.tick(datetime(2026, 3, 1, 16, 10, tzinfo=UTC))
+    assert len(after_sleep) == 1
+    assert after_sleep[0].payload["fired_at"].startswith("2026-03-01T16:00:00")
+    jobs = store.jobs(limit=10)
+    assert [j.trigger for j in jobs] == ["hourly", "hourly"]
+    assert sorted(j.prompt for j in jobs) == [
+        "tick at 2026-03-01T11:00:00+00:00",
+        "tick at 2026-03-01T16:00:00+00:00",
+    ]
+
+
+def test_ref_scan_catches_up_once_and_ignores_job_branches(
+    world: tuple[Service, Sources, Store, Clock, Path],
+) -> None:
+    service, sources, store, _, repo = world
+    push_yml = CRON_YML.replace('{schedule: [{cron: "0 * * * *"}]}', "{push: {branches: ['**']}}")
+    push_yml = push_yml.replace("tick at ${{ event.fired_at }}", "push ${{ event.ref }}")
+    commit_file(repo, ".dispatcher/triggers.yml", push_yml, "push trigger")
+    service.add_repo(RepoCreate(path=str(repo), name="app"))
+    assert sources.scan_refs("app") == []  # baseline taken at registration
+    commit_file(repo, "a.txt", "a\n")
+    commit_file(repo, "b.txt", "b\n")
+    events = sources.scan_refs("app")
+    assert [(e.kind, e.branch) for e in events] == [("push", "main")]
+    assert sources.scan_refs("app") == []
+    git(repo, "branch", "dispatcher/99-agent-work")  # the daemon's own job branches
+    assert sources.scan_refs("app") == []
+    assert [j.prompt for j in store.jobs(limit=10)] == ["push refs/heads/main"]

@@ -1,0 +1,773 @@
+"""The trigger file ``.dispatcher/triggers.yml``: model, parser, JSON Schema.
+
+The file is GitHub-Actions-like YAML read with a YAML 1.2 loader (ruamel.yaml
+round-trip), so ``on:`` stays the string ``"on"`` and ``yes``/``no`` stay
+strings. Every problem is reported as ``file:line: message`` (:class:`Problem`)
+with the line of the offending key or value: YAML syntax errors and duplicate
+keys from the loader, structural errors from pydantic (their ``loc`` mapped
+back to the YAML node), and template problems (:mod:`triggers.template`).
+
+Templates in ``prompt``, ``base`` and ``concurrency.group`` are checked here; a
+``prompt-file``'s contents are not in the trigger file, so they are checked
+when the daemon renders them (:meth:`Trigger.render_prompt`).
+
+The reference for users is ``docs/triggers.md``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shlex
+from collections.abc import Callable, Mapping
+from pathlib import PurePosixPath
+from typing import Annotated, Any, ClassVar, Final, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from dispatcher.errors import InvalidInput
+from triggers import template
+from triggers.events import KINDS, EventKind
+from triggers.schedule import parse_cron
+
+TRIGGER_FILE: Final = ".dispatcher/triggers.yml"
+"""Where the trigger file lives in a repo (read from the default branch head)."""
+
+TRIGGER_NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+
+ISSUES_TYPES: Final = frozenset(
+    {
+        "opened",
+        "edited",
+        "deleted",
+        "transferred",
+        "pinned",
+        "unpinned",
+        "closed",
+        "reopened",
+        "assigned",
+        "unassigned",
+        "labeled",
+        "unlabeled",
+        "locked",
+        "unlocked",
+        "milestoned",
+        "demilestoned",
+    }
+)
+ISSUE_COMMENT_TYPES: Final = frozenset({"created", "edited", "deleted"})
+PULL_REQUEST_TYPES: Final = frozenset(
+    {
+        "assigned",
+        "unassigned",
+        "labeled",
+        "unlabeled",
+        "opened",
+        "edited",
+        "closed",
+        "reopened",
+        "synchronize",
+        "converted_to_draft",
+        "ready_for_review",
+        "locked",
+        "unlocked",
+        "review_requested",
+        "review_request_removed",
+        "auto_merge_enabled",
+        "auto_merge_disabled",
+        "milestoned",
+        "demilestoned",
+        "enqueued",
+        "dequeued",
+    }
+)
+PULL_REQUEST_DEFAULT_TYPES: Final = ("opened", "synchronize", "reopened")
+WORKFLOW_RUN_TYPES: Final = frozenset({"requested", "in_progress", "completed"})
+CHECK_RUN_TYPES: Final = frozenset({"created", "rerequested", "completed", "requested_action"})
+CONCLUSIONS: Final = frozenset(
+    {
+        "success",
+        "failure",
+        "neutral",
+        "cancelled",
+        "skipped",
+        "timed_out",
+        "action_required",
+        "stale",
+        "startup_failure",
+    }
+)
+
+Path = tuple[str | int, ...]
+
+
+def _dash(name: str) -> str:
+    return name.replace("_", "-")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        alias_generator=_dash,
+        use_attribute_docstrings=True,
+    )
+
+
+def _at(key: Any, message: str) -> PydanticCustomError:
+    """An error about ``key`` of the model being validated (reported at its line)."""
+    return PydanticCustomError("trigger_file", "{message}", {"message": message, "at": (key,)})
+
+
+def _one_or_many(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value
+
+
+StrList = Annotated[
+    list[str],
+    BeforeValidator(_one_or_many, json_schema_input_type=str | list[str]),
+    Field(min_length=1),
+]
+"""A non-empty list of strings; a single string is a list of one."""
+
+
+def _known(value: list[str] | None, allowed: frozenset[str], what: str) -> list[str] | None:
+    for item in value or []:
+        if item not in allowed:
+            raise ValueError(f"unknown {what} '{item}' (use {', '.join(sorted(allowed))})")
+    return value
+
+
+# --- `on:` filters -------------------------------------------------------------------------
+
+
+class _Filter(_Model):
+    ACTIONS: ClassVar[frozenset[str]] = frozenset()
+    EXCLUSIVE: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    @field_validator("types", check_fields=False)
+    @classmethod
+    def _known_types(cls, value: list[str] | None) -> list[str] | None:
+        return _known(value, cls.ACTIONS, "type")
+
+    @field_validator("conclusions", check_fields=False)
+    @classmethod
+    def _known_conclusions(cls, value: list[str] | None) -> list[str] | None:
+        return _known(value, CONCLUSIONS, "conclusion")
+
+    @model_validator(mode="after")
+    def _not_both(self) -> _Filter:
+        for first, second in self.EXCLUSIVE:
+            if getattr(self, first) is not None and getattr(self, second) is not None:
+                raise _at(_dash(second), f"use {_dash(first)} or {_dash(second)}, not both")
+        return self
+
+
+class IssuesFilter(_Filter):
+    ACTIONS = ISSUES_TYPES
+
+    types: StrList | None = None
+    """Actions that fire (opened, labeled, closed, ...); unset: any action."""
+    labels: StrList | None = None
+    """The issue has one of these labels (for `labeled`: the label just added is one)."""
+    authors: StrList | None = None
+    """Only events caused by one of these logins (case-insensitive)."""
+
+
+class IssueCommentFilter(_Filter):
+    ACTIONS = ISSUE_COMMENT_TYPES
+
+    types: StrList | None = None
+    """Actions that fire (created, edited, deleted); unset: any action."""
+    contains: StrList | None = None
+    """The comment contains one of these strings (case-insensitive)."""
+    labels: StrList | None = None
+    """The commented issue or pull request has one of these labels."""
+    authors: StrList | None = None
+    """Only comments by one of these logins (case-insensitive)."""
+
+
+class PullRequestFilter(_Filter):
+    ACTIONS = PULL_REQUEST_TYPES
+    EXCLUSIVE = (("branches", "branches_ignore"), ("paths", "paths_ignore"))
+
+    types: StrList = Field(default_factory=lambda: list(PULL_REQUEST_DEFAULT_TYPES))
+    """Actions that fire; default opened, synchronize, reopened (as on GitHub)."""
+    branches: StrList | None = None
+    """Globs for the pull request's base branch (the branch it merges into)."""
+    branches_ignore: StrList | None = None
+    """Globs for base branches that never fire."""
+    paths: StrList | None = None
+    """At least one changed path matches one of these globs."""
+    paths_ignore: StrList | None = None
+    """Fire unless every changed path matches one of these globs."""
+    labels: StrList | None = None
+    """The pull request has one of these labels (for `labeled`: the one just added)."""
+    authors: StrList | None = None
+    """Only events caused by one of these logins (case-insensitive)."""
+
+
+class PushFilter(_Filter):
+    EXCLUSIVE = (("branches", "branches_ignore"), ("paths", "paths_ignore"))
+
+    branches: StrList | None = None
+    """Globs for the pushed branch."""
+    branches_ignore: StrList | None = None
+    """Globs for pushed branches that never fire."""
+    paths: StrList | None = None
+    """At least one changed path matches one of these globs."""
+    paths_ignore: StrList | None = None
+    """Fire unless every changed path matches one of these globs."""
+    authors: StrList | None = None
+    """Only pushes by one of these logins (case-insensitive)."""
+
+
+class WorkflowRunFilter(_Filter):
+    ACTIONS = WORKFLOW_RUN_TYPES
+    EXCLUSIVE = (("branches", "branches_ignore"),)
+
+    types: StrList | None = None
+    """Actions that fire (requested, in_progress, completed); unset: any action."""
+    workflows: StrList | None = None
+    """Names of the workflows (GitLab: pipelines) that fire."""
+    branches: StrList | None = None
+    """Globs for the run's head branch."""
+    branches_ignore: StrList | None = None
+    """Globs for head branches that never fire."""
+    conclusions: StrList | None = None
+    """Conclusions that fire (success, failure, cancelled, ...)."""
+
+
+class CheckRunFilter(_Filter):
+    ACTIONS = CHECK_RUN_TYPES
+
+    types: StrList | None = None
+    """Actions that fire (created, rerequested, completed, requested_action)."""
+    names: StrList | None = None
+    """Names of the check runs that fire."""
+    conclusions: StrList | None = None
+    """Conclusions that fire (success, failure, cancelled, ...)."""
+
+
+class FileChangeFilter(_Filter):
+    paths: StrList
+    """Globs (relative to the repo root) of working-copy files to watch. Required."""
+    paths_ignore: StrList | None = None
+    """Changes only to files matching these globs never fire."""
+    DEFAULT_DEBOUNCE: ClassVar[float] = 2.0
+
+    debounce_seconds: float = Field(default=DEFAULT_DEBOUNCE, gt=0)
+    """Quiet time after the last change before one event fires."""
+
+
+class ManualFilter(_Filter):
+    """`dispatcher run` / `POST /events` with kind manual; no filters."""
+
+
+class Cron(_Model):
+    cron: str
+    """A crontab line `minute hour day month weekday`, in UTC."""
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        value = " ".join(value.split())
+        try:
+            parse_cron(value)
+        except InvalidInput as exc:
+            raise ValueError(exc.message) from None
+        return value
+
+
+def _normalize_on(value: Any) -> Any:
+    """`on: push` and `on: [push, issues]` mean `on: {push: , issues: }`."""
+    if isinstance(value, str):
+        value = {value: None}
+    elif isinstance(value, list) and all(isinstance(kind, str) for kind in value):
+        value = dict.fromkeys(value)
+    if not isinstance(value, dict):
+        return value
+    if not value:
+        raise PydanticCustomError("trigger_file", "needs at least one event kind")
+    out: dict[Any, Any] = {}
+    for kind, spec in value.items():
+        if kind not in KINDS:
+            raise _at(kind, f"unknown event kind '{kind}' (use {', '.join(KINDS)})")
+        if spec is None and kind == "schedule":
+            raise _at(kind, 'needs a list of {cron: "m h dom mon dow"}')
+        out[kind] = {} if spec is None else spec
+    return out
+
+
+class On(_Model):
+    """Which events fire the trigger: event kind -> filters (null: no filters)."""
+
+    model_config = ConfigDict(alias_generator=None)  # kinds keep their underscores
+
+    issues: IssuesFilter | None = None
+    issue_comment: IssueCommentFilter | None = None
+    pull_request: PullRequestFilter | None = None
+    push: PushFilter | None = None
+    workflow_run: WorkflowRunFilter | None = None
+    check_run: CheckRunFilter | None = None
+    schedule: Annotated[list[Cron], Field(min_length=1)] | None = None
+    file_change: FileChangeFilter | None = None
+    manual: ManualFilter | None = None
+
+
+OnField = Annotated[
+    On,
+    BeforeValidator(_normalize_on, json_schema_input_type=EventKind | list[EventKind] | On),
+]
+
+
+# --- triggers -----------------------------------------------------------------------------
+
+
+class Concurrency(_Model):
+    group: str = Field(min_length=1)
+    """Jobs in the same group (a template) run one at a time."""
+    cancel_in_progress: bool = False
+    """A new job in the group cancels the running or queued one."""
+
+
+def _normalize_concurrency(value: Any) -> Any:
+    return {"group": value} if isinstance(value, str) else value
+
+
+ConcurrencyField = Annotated[
+    Concurrency,
+    BeforeValidator(_normalize_concurrency, json_schema_input_type=str | Concurrency),
+]
+
+
+def _relative_path(value: str) -> str:
+    path = PurePosixPath(value)
+    if not value or value.startswith("/") or "\\" in value or ".." in path.parts:
+        raise ValueError(f"'{value}' must be a relative path inside the repo (no '/' or '..')")
+    return value
+
+
+class Trigger(_Model):
+    """One named rule: which events, then which agent with which prompt."""
+
+    on: OnField
+    """Event kinds and their filters: `push`, `[push, issues]` or `{kind: filters}`."""
+    agent: str | None = Field(default=None, min_length=1)
+    """Agent profile (built-in or from `agents:`); default: `defaults.agent`."""
+    prompt: str | None = None
+    """The prompt (a template). Exactly one of prompt and prompt-file."""
+    prompt_file: str | None = None
+    """Path in the repo of a prompt template (read at the event's commit)."""
+    check: str | None = Field(default=None, min_length=1)
+    """A command run in a worktree first; the agent runs only if it exits non-zero."""
+    check_timeout_minutes: float = Field(default=10, gt=0)
+    """How long the check may run before it is killed (counts as failed)."""
+    base: str | None = Field(default=None, min_length=1)
+    """The ref the job's branch starts from (a template); default: the event's commit."""
+    branch: str | None = Field(default=None, min_length=1)
+    """Another name for base."""
+    concurrency: ConcurrencyField | None = None
+    """A group name (template) or {group, cancel-in-progress}."""
+    timeout_minutes: float | None = Field(default=None, gt=0)
+    """Agent timeout; default: defaults.timeout-minutes, then the daemon's."""
+    setup: str | None = Field(default=None, min_length=1)
+    """A script or command run in the new worktree before the agent (overrides the file's)."""
+    skills: list[str] = Field(default_factory=list)
+    """Names of `.dispatcher/skills/*.md` given to the agent."""
+
+    _name: str = PrivateAttr(default="")
+
+    @property
+    def name(self) -> str:
+        """The trigger's key under `triggers:`."""
+        return self._name
+
+    @field_validator("prompt_file")
+    @classmethod
+    def _inside_repo(cls, value: str | None) -> str | None:
+        return None if value is None else _relative_path(value)
+
+    @field_validator("check")
+    @classmethod
+    def _no_templates_in_check(cls, value: str | None) -> str | None:
+        if value is not None and "${{" in value:
+            raise ValueError(
+                "templates are not allowed in check: it is the repo's own command "
+                "and never receives event text"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Trigger:
+        problems: list[tuple[Path, str]] = []
+        if self.prompt is not None and self.prompt_file is not None:
+            problems.append((("prompt-file",), "give prompt or prompt-file, not both"))
+        elif self.prompt is None and self.prompt_file is None:
+            problems.append(((), "needs prompt or prompt-file"))
+        base_key = "base"
+        if self.branch is not None:
+            if self.base is not None:
+                problems.append((("branch",), "give base or branch, not both"))
+            else:
+                self.base, self.branch, base_key = self.branch, None, "branch"
+        templates = [
+            (("prompt",), self.prompt),
+            ((base_key,), self.base),
+            (("concurrency", "group"), self.concurrency.group if self.concurrency else None),
+        ]
+        for at, text in templates:
+            if text is not None:
+                problems.extend(self._template_problems(at, text))
+        if problems:
+            raise PydanticCustomError(
+                "trigger_file",
+                "{message}",
+                {"message": "; ".join(message for _, message in problems), "problems": problems},
+            )
+        return self
+
+    def _template_problems(self, at: Path, text: str) -> list[tuple[Path, str]]:
+        found = template.check_template(text, kinds=self.kinds(), has_check=self.check is not None)
+        return [(at, problem) for problem in found]
+
+    def kinds(self) -> set[str]:
+        """The event kinds this trigger listens to."""
+        return {kind for kind in KINDS if getattr(self.on, kind) is not None}
+
+    def crons(self) -> list[str]:
+        """The trigger's cron lines (UTC), normalized to single spaces."""
+        return [entry.cron for entry in self.on.schedule or []]
+
+    def file_change_debounce(self) -> float:
+        """Seconds of quiet before a ``file_change`` event fires (2 when not set)."""
+        on = self.on.file_change
+        return on.debounce_seconds if on is not None else FileChangeFilter.DEFAULT_DEBOUNCE
+
+    def render_prompt(
+        self, context: Mapping[str, Any], *, prompt_file_text: str | None = None
+    ) -> str:
+        """The prompt for one event: ``prompt``, or the ``prompt-file``'s text given here.
+
+        The file's text is checked like an inline prompt first (it was not
+        available when the trigger file was parsed); raises ``TemplateError``.
+        """
+        if self.prompt is not None:
+            return template.render(self.prompt, context)
+        if prompt_file_text is None:
+            raise template.TemplateError(f"trigger {self.name}: prompt-file text not given")
+        problems = template.check_template(
+            prompt_file_text, kinds=self.kinds(), has_check=self.check is not None
+        )
+        if problems:
+            raise template.TemplateError(f"{self.prompt_file}: {'; '.join(problems)}")
+        return template.render(prompt_file_text, context)
+
+    def render_base(self, context: Mapping[str, Any]) -> str | None:
+        """The rendered ``base`` ref, or None (start from the event's commit)."""
+        return None if self.base is None else template.render(self.base, context)
+
+    def concurrency_group(self, context: Mapping[str, Any]) -> str | None:
+        """The rendered concurrency group, or None."""
+        if self.concurrency is None:
+            return None
+        return template.render(self.concurrency.group, context)
+
+
+class Defaults(_Model):
+    agent: str | None = Field(default=None, min_length=1)
+    """Agent profile of triggers that name none."""
+    timeout_minutes: float | None = Field(default=None, gt=0)
+    """Agent timeout of triggers that set none."""
+
+
+def _split_argv(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return shlex.split(value)
+        except ValueError as exc:
+            raise ValueError(f"cannot split '{value}': {exc}") from None
+    return value
+
+
+Argv = Annotated[
+    list[str],
+    BeforeValidator(_split_argv, json_schema_input_type=str | list[str]),
+    Field(min_length=1),
+]
+
+
+class Notify(_Model):
+    """Where to report finished jobs (stored; used by a later release)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["ntfy", "slack", "webhook"]
+    """The kind of endpoint."""
+    url: str = Field(min_length=1)
+    """Where to send the notification."""
+    on: StrList = Field(default_factory=lambda: ["succeeded", "failed"])
+    """Job states that notify."""
+    secret: str | None = None
+    """Signing secret for webhook notifications."""
+
+
+TriggerName = Annotated[str, StringConstraints(pattern=TRIGGER_NAME_PATTERN)]
+
+
+class TriggerFile(_Model):
+    """The whole `.dispatcher/triggers.yml`."""
+
+    version: Literal[1]
+    """The file format version; only 1."""
+    defaults: Defaults = Field(default_factory=Defaults)
+    """Defaults for every trigger."""
+    max_parallel: int | None = Field(default=None, ge=1)
+    """At most this many of this repo's jobs run at once."""
+    setup: str | None = Field(default=None, min_length=1)
+    """A script or command run in each new worktree before the agent."""
+    agents: dict[str, Argv] = Field(default_factory=dict)
+    """Extra or overridden agent profiles: name -> argv (list, or a string split like a shell)."""
+    notify: list[Notify] = Field(default_factory=list)
+    """Notification targets (stored; used by a later release)."""
+    triggers: dict[TriggerName, Trigger] = Field(min_length=1)
+    """Named triggers, in file order."""
+
+    @model_validator(mode="after")
+    def _name_triggers(self) -> TriggerFile:
+        for name, trigger in self.triggers.items():
+            trigger._name = name
+        return self
+
+    def trigger_list(self) -> list[Trigger]:
+        """Every trigger in file order, each with its ``name``."""
+        return list(self.triggers.values())
+
+    def file_change_triggers(self) -> list[Trigger]:
+        """The triggers that watch working-copy files (``on: file_change``)."""
+        return [t for t in self.triggers.values() if t.on.file_change is not None]
+
+    def schedule_triggers(self) -> list[Trigger]:
+        """The triggers with ``on: schedule``."""
+        return [t for t in self.triggers.values() if t.on.schedule is not None]
+
+    def agent_for(self, trigger: Trigger) -> str | None:
+        """The trigger's agent, else ``defaults.agent`` (None: the daemon's default)."""
+        return trigger.agent or self.defaults.agent
+
+    def timeout_minutes_for(self, trigger: Trigger) -> float | None:
+        """The trigger's timeout, else ``defaults.timeout-minutes`` (None: the daemon's)."""
+        if trigger.timeout_minutes is not None:
+            return trigger.timeout_minutes
+        return self.defaults.timeout_minutes
+
+    def setup_for(self, trigger: Trigger) -> str | None:
+        """The trigger's setup, else the file's."""
+        return trigger.setup or self.setup
+
+
+# --- problems and parsing -----------------------------------------------------------------
+
+
+class Problem(BaseModel):
+    """One thing wrong with a trigger file, at a 1-based line."""
+
+    file: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.message}"
+
+
+class TriggerFileError(InvalidInput):
+    """A trigger file that is not valid; ``problems`` lists every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__(
+            "; ".join(str(p) for p in problems),
+            details={"problems": [p.model_dump() for p in problems]},
+        )
+        self.problems = problems
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema (2020-12) of the trigger file, keys as written (dashed)."""
+    schema = TriggerFile.model_json_schema(by_alias=True)
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "worktree-dispatcher trigger file (.dispatcher/triggers.yml)",
+        **{k: v for k, v in schema.items() if k != "title"},
+    }
+
+
+def check(text: str, *, filename: str = TRIGGER_FILE) -> list[Problem]:
+    """Every problem in ``text`` (empty: the file is valid)."""
+    try:
+        parse(text, filename=filename)
+    except TriggerFileError as exc:
+        return exc.problems
+    return []
+
+
+def parse(text: str, *, filename: str = TRIGGER_FILE) -> TriggerFile:
+    """Parse and validate a trigger file; raise :class:`TriggerFileError` with every problem."""
+    data, lines = _load(text, filename)
+    try:
+        return TriggerFile.model_validate(data)
+    except ValidationError as exc:
+        problems = _problems(exc, lines, filename)
+    raise TriggerFileError(problems)
+
+
+def _load(text: str, filename: str) -> tuple[Any, dict[Path, int]]:
+    yaml = YAML(typ="rt")  # YAML 1.2; duplicate keys raise
+    try:
+        node = yaml.load(text)
+    except DuplicateKeyError as exc:
+        key = re.search(r'duplicate key "(.*?)"', str(exc.problem))
+        what = f"duplicate key '{key.group(1)}'" if key else "duplicate key"
+        raise TriggerFileError(
+            [Problem(file=filename, line=_mark_line(exc), message=what)]
+        ) from None
+    except MarkedYAMLError as exc:
+        message = f"YAML syntax error: {exc.problem or exc.context}"
+        raise TriggerFileError(
+            [Problem(file=filename, line=_mark_line(exc), message=message)]
+        ) from None
+    except YAMLError as exc:
+        raise TriggerFileError([Problem(file=filename, line=1, message=f"YAML: {exc}")]) from None
+    if node is None:
+        message = "the file is empty (it needs `version: 1` and `triggers:`)"
+        raise TriggerFileError([Problem(file=filename, line=1, message=message)])
+    if not isinstance(node, CommentedMap):
+        message = f"expected a mapping with version and triggers, got {_yaml_type(node)}"
+        raise TriggerFileError([Problem(file=filename, line=1, message=message)])
+    lines: dict[Path, int] = {(): 1}
+    return _plain(node, (), lines), lines
+
+
+def _mark_line(exc: MarkedYAMLError) -> int:
+    mark = exc.problem_mark or exc.context_mark
+    return int(mark.line) + 1 if mark is not None else 1
+
+
+def _yaml_type(node: Any) -> str:
+    if isinstance(node, CommentedSeq):
+        return "a list"
+    return f"a {type(node).__name__}" if not isinstance(node, str) else "a string"
+
+
+def _plain(node: Any, path: Path, lines: dict[Path, int]) -> Any:
+    """Plain Python data from ruamel nodes, recording the line of every key and item."""
+    if isinstance(node, CommentedMap):
+        out: dict[Any, Any] = {}
+        for key in node:
+            plain_key = _plain(key, path, {})
+            child = (*path, plain_key)
+            lines[child] = _line(node.lc.key, key, lines[path])
+            out[plain_key] = _plain(node[key], child, lines)
+        return out
+    if isinstance(node, CommentedSeq):
+        items: list[Any] = []
+        for index, item in enumerate(node):
+            child = (*path, index)
+            lines[child] = _line(node.lc.item, index, lines[path])
+            items.append(_plain(item, child, lines))
+        return items
+    return _plain_scalar(node)
+
+
+def _line(position: Callable[[Any], tuple[int, int]], key: Any, default: int) -> int:
+    try:
+        return position(key)[0] + 1
+    except (KeyError, IndexError, TypeError):  # keys merged in with `<<:` have no position
+        return default
+
+
+def _plain_scalar(value: Any) -> Any:
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, bool):
+        return bool(value)
+    if type(value).__name__ == "ScalarBoolean":
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if isinstance(value, dt.date):  # YAML timestamps: keep them as the text they were
+        return value.isoformat()
+    return value
+
+
+def _problems(exc: ValidationError, lines: dict[Path, int], filename: str) -> list[Problem]:
+    found: dict[tuple[int, str], Problem] = {}
+    for error in exc.errors(include_url=False):
+        loc = _known_prefix(error["loc"], lines)
+        ctx = error.get("ctx") or {}
+        kind = error["type"]
+        if "problems" in ctx:
+            located = [(_extend(loc, at, lines), message) for at, message in ctx["problems"]]
+        elif "at" in ctx:
+            located = [(_extend(loc, ctx["at"], lines), str(ctx["message"]))]
+        elif kind == "missing":
+            located = [((loc, loc), f"missing required key '{error['loc'][-1]}'")]
+        elif kind == "extra_forbidden" and loc:
+            located = [((loc[:-1], loc), f"unknown key '{loc[-1]}'")]
+        elif error["loc"] and error["loc"][-1] == "[key]" and kind == "string_pattern_mismatch":
+            located = [
+                (
+                    (loc[:-1], loc),
+                    f"bad trigger name '{loc[-1]}': use letters, digits, '-' and '_', "
+                    "starting with a letter or digit, at most 64 characters",
+                )
+            ]
+        elif kind == "literal_error" and loc == ("version",):
+            located = [((loc, loc), "must be 1 (the only version of the format)")]
+        elif kind == "too_short":
+            what = "trigger" if loc == ("triggers",) else "value"
+            located = [((loc, loc), f"needs at least one {what}")]
+        else:
+            located = [((loc, loc), str(error["msg"]).removeprefix("Value error, "))]
+        for (shown, at), message in located:
+            where = ".".join(str(part) for part in shown)
+            problem = Problem(
+                file=filename,
+                line=lines[at],
+                message=f"{where}: {message}" if where else message,
+            )
+            found.setdefault((problem.line, problem.message), problem)
+    return sorted(found.values(), key=lambda p: p.line)
+
+
+def _known_prefix(loc: tuple[int | str, ...], lines: dict[Path, int]) -> Path:
+    """The longest path along ``loc`` that names a node in the file (skipping pydantic tags)."""
+    path: Path = ()
+    for part in loc:
+        if (*path, part) in lines:
+            path = (*path, part)
+    return path
+
+
+def _extend(loc: Path, at: Path, lines: dict[Path, int]) -> tuple[Path, Path]:
+    """(path to show, path of the line to report) for sub-key ``at`` of ``loc``."""
+    shown = (*loc, *at)
+    return shown, _known_prefix(shown, lines)
