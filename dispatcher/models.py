@@ -59,6 +59,7 @@ class Repo(SQLModel, table=True):
     triggers_blob: str | None = None  # blob id of the file last read (good or bad)
     triggers_error: str | None = None
     triggers_loaded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    triggers_max_parallel: int | None = None  # the active file's max-parallel
 
 
 class RefState(SQLModel, table=True):
@@ -122,6 +123,7 @@ class RepoPublic(BaseModel):
     triggers: list[str] = Field(default_factory=list)  # names of the active triggers
     triggers_error: str | None = None  # why the newest trigger file is not active
     triggers_loaded_at: datetime | None = None
+    triggers_max_parallel: int | None = None  # applies when max_parallel is not set
 
 
 # ---------------------------------------------------------------- jobs

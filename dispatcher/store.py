@@ -320,9 +320,12 @@ class Store:
                 free = min(free, limit)
             if free <= 0:
                 return []
+            # The repo's own setting, else its trigger file's max-parallel, else the default.
             limits = {
-                rid: (mp or per_repo_default)
-                for rid, mp in s.exec(select(Repo.id, Repo.max_parallel)).all()
+                rid: (mp or file_mp or per_repo_default)
+                for rid, mp, file_mp in s.exec(
+                    select(Repo.id, Repo.max_parallel, Repo.triggers_max_parallel)
+                ).all()
                 if rid is not None
             }
             slots = {rid: limit - busy.get(rid, 0) for rid, limit in limits.items()}

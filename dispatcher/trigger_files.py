@@ -70,7 +70,7 @@ class TriggerFiles:
                 self._active.pop(repo.id, None)
             self.store.update_repo(
                 repo.id, triggers_text=None, triggers_blob=None, triggers_error=None,
-                triggers_loaded_at=utcnow(),
+                triggers_loaded_at=utcnow(), triggers_max_parallel=None,
             )  # fmt: skip
             return True
         text = git.read_file(path, repo.default_branch, TRIGGER_FILE) or ""
@@ -86,7 +86,7 @@ class TriggerFiles:
             self._active[repo.id] = parsed
         self.store.update_repo(
             repo.id, triggers_text=text, triggers_blob=blob, triggers_error=None,
-            triggers_loaded_at=utcnow(),
+            triggers_loaded_at=utcnow(), triggers_max_parallel=parsed.max_parallel,
         )  # fmt: skip
         return True
 

@@ -553,3 +553,16 @@ def test_remove_repo_leaves_other_repos_alone(store: Store) -> None:
     store.remove_repo(b)
     assert [r.name for r in store.repos()] == ["alpha"]
     assert len(store.jobs(repo_id=a)) == 1
+
+
+def test_claim_uses_the_trigger_files_max_parallel_below_the_repos_own(store: Store) -> None:
+    from_file = add_repo(store, "from-file")
+    store.update_repo(from_file, triggers_max_parallel=2)
+    both = add_repo(store, "both")
+    store.update_repo(both, triggers_max_parallel=3, max_parallel=1)
+    for _ in range(4):
+        add_job(store, from_file)
+        add_job(store, both)
+    claimed = store.claim(max_parallel=100, per_repo_default=10)
+    per_repo = {rid: sum(1 for c in claimed if c.repo_id == rid) for rid in (from_file, both)}
+    assert per_repo == {from_file: 2, both: 1}

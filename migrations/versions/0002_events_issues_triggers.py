@@ -91,12 +91,14 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column("triggers_blob", sa.String(), nullable=True))
         batch_op.add_column(sa.Column("triggers_error", sa.String(), nullable=True))
         batch_op.add_column(sa.Column("triggers_loaded_at", sa.DateTime(), nullable=True))
+        batch_op.add_column(sa.Column("triggers_max_parallel", sa.Integer(), nullable=True))
         batch_op.create_index(batch_op.f("ix_repo_forge_name"), ["forge_name"], unique=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table("repo", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_repo_forge_name"))
+        batch_op.drop_column("triggers_max_parallel")
         batch_op.drop_column("triggers_loaded_at")
         batch_op.drop_column("triggers_error")
         batch_op.drop_column("triggers_blob")
