@@ -31,6 +31,7 @@ def _isolate(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monke
         "DISPATCHER_STATE_DIR",
         "GIT_DIR",
         "GIT_WORK_TREE",
+        "GIT_INDEX_FILE",
     ):
         monkeypatch.delenv(var, raising=False)
 

@@ -18,30 +18,10 @@ from dispatcher.errors import (
     NotFound,
     RefMoved,
 )
-
-try:  # tests/ as a package, or tests/ on sys.path (pytest's default "prepend" mode)
-    from tests.gitutil import commit_file, init_repo
-    from tests.gitutil import git as g
-except ImportError:  # pragma: no cover
-    from gitutil import commit_file, init_repo  # type: ignore[no-redef,import-not-found]
-    from gitutil import git as g  # type: ignore[no-redef]
+from tests.gitutil import commit_file, init_repo
+from tests.gitutil import git as g
 
 AGENT = {"author_name": "Dispatcher Bot", "author_email": "bot@dispatcher.invalid"}
-
-
-@pytest.fixture(autouse=True)
-def _git_identity(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
-    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
-    monkeypatch.setenv("GIT_AUTHOR_NAME", "Test Author")
-    monkeypatch.setenv("GIT_AUTHOR_EMAIL", "author@example.com")
-    monkeypatch.setenv("GIT_COMMITTER_NAME", "Test Committer")
-    monkeypatch.setenv("GIT_COMMITTER_EMAIL", "committer@example.com")
-    for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_CONFIG_GLOBAL"):
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

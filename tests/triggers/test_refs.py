@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.gitutil import commit_file, init_repo
+from tests.gitutil import git as g
 from triggers.events import Event
 from triggers.refs import (
     JOB_BRANCH_PREFIX,
@@ -16,13 +18,6 @@ from triggers.refs import (
     scan,
     snapshot,
 )
-
-try:  # tests/ as a package, or tests/ on sys.path (pytest's default "prepend" mode)
-    from tests.gitutil import commit_file, init_repo
-    from tests.gitutil import git as g
-except ImportError:  # pragma: no cover
-    from gitutil import commit_file, init_repo  # type: ignore[no-redef,import-not-found]
-    from gitutil import git as g  # type: ignore[no-redef]
 
 MAIN = "refs/heads/main"
 

@@ -16,14 +16,9 @@ from pathlib import Path
 import pytest
 
 from dispatcher.errors import InvalidInput
+from tests.gitutil import commit_file, init_repo
+from tests.gitutil import git as g
 from triggers.watch import Debouncer, RepoWatcher
-
-try:  # tests/ as a package, or tests/ on sys.path (pytest's default "prepend" mode)
-    from tests.gitutil import commit_file, init_repo
-    from tests.gitutil import git as g
-except ImportError:  # pragma: no cover
-    from gitutil import commit_file, init_repo  # type: ignore[no-redef,import-not-found]
-    from gitutil import git as g  # type: ignore[no-redef]
 
 DEADLINE = 15.0  # seconds; generous for a loaded CI machine, reached only on failure
 
