@@ -116,6 +116,7 @@ def repo_show(name: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
         typer.echo(f"{key:<15} {repo[key]}")
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(repo["jobs"].items())) or "none"
     typer.echo(f"{'jobs':<15} {counts}")
+    typer.echo(f"{'worktrees':<15} {repo['worktrees_bytes'] / 2**20:.1f} MiB on disk")
     typer.echo(f"{'triggers':<15} {', '.join(repo['triggers']) or 'none'}")
     if repo["triggers_error"]:
         typer.echo(

@@ -52,6 +52,19 @@ class Settings(BaseSettings):
     ref_poll_seconds: float = Field(default=30, gt=0)  # full ref rescan even without a hint
     check_workers: int = Field(default=2, ge=1)  # trigger checks running at once
 
+    # Reliability.
+    max_attempts: int = Field(default=3, ge=1)  # runs of a job whose agent is lost in a crash
+    retry_backoff_seconds: float = Field(default=30, ge=0)  # doubled for each further attempt
+    worktree_retention_hours: float = Field(default=72, ge=0)  # finished worktrees; 0: keep
+    sweep_interval_minutes: float = Field(default=10, gt=0)  # worktree consistency sweeps
+    max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)  # API request bodies
+    idempotency_hours: float = Field(default=24, gt=0)  # how long Idempotency-Key answers last
+    # Agent resource limits (None: unlimited) and log capping.
+    agent_memory_mb: int | None = Field(default=None, ge=16)
+    agent_cpu_seconds: int | None = Field(default=None, ge=1)
+    max_log_bytes: int = Field(default=50 * 1024 * 1024, ge=4096)
+    log_keep: int = Field(default=1, ge=0)  # rotated copies kept beside agent.log
+
     commit_author_name: str = "worktree-dispatcher"
     commit_author_email: str = "dispatcher@localhost"
 

@@ -10,6 +10,7 @@ import fcntl
 import logging
 import os
 import secrets
+import threading
 from collections.abc import Iterator
 from typing import IO
 
@@ -51,6 +52,36 @@ def load_or_create_token(settings: Settings) -> str:
     with os.fdopen(fd, "w") as fh:
         fh.write(token + "\n")
     return token
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+MIN_REMOTE_TOKEN = 32
+
+
+def check_exposure(settings: Settings, token: str) -> None:
+    """Every route but /health and the signed webhooks needs the token; refuse to
+    listen beyond loopback with a token short enough to guess."""
+    if not token.strip():
+        raise DispatcherError("the API token is empty; unset DISPATCHER_TOKEN to generate one")
+    if not is_loopback(settings.host):
+        if len(token) < MIN_REMOTE_TOKEN:
+            raise DispatcherError(
+                f"refusing to listen on {settings.host} (not loopback) with a token shorter "
+                f"than {MIN_REMOTE_TOKEN} characters; unset DISPATCHER_TOKEN to use a generated one"
+            )
+        log.warning(
+            "listening on %s: reachable from other machines (token required)", settings.host
+        )
 
 
 @contextlib.contextmanager
@@ -102,6 +133,21 @@ def _server_class() -> type:
     return Server
 
 
+def clear_check_leftovers(settings: Settings) -> None:
+    """Trigger checks interrupted by a crash leave detached worktrees in ``checks/``:
+    nothing in them is worth keeping (a check never changes files that matter)."""
+    import shutil
+
+    checks = settings.state_dir / "checks"
+    if checks.is_dir():
+        for entry in checks.iterdir():
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+    # Their records in each repo are pruned by the sweeper's `git worktree prune`.
+
+
 def serve(settings: Settings) -> None:
     import uvicorn
 
@@ -110,20 +156,31 @@ def serve(settings: Settings) -> None:
     from dispatcher.service import Service
     from dispatcher.sources import Sources
     from dispatcher.store import Store, migrate
+    from dispatcher.sweeper import Sweeper
 
     configure_logging(settings)
     settings.ensure_dirs()
     with single_instance(settings):
         migrate(settings.db_url)
         token = load_or_create_token(settings)
+        check_exposure(settings, token)
         store = Store(settings.db_url)
         runner = Runner(settings, store)
         service = Service(settings, store, runner)
         sources = Sources(settings, store, service)
         service.listener = sources
         app = create_app(service, token)
-        runner.start()
+        clear_check_leftovers(settings)
+        runner.start()  # re-adopts or re-queues what the last daemon left running
         sources.start()
+        stop_sweeping = threading.Event()
+        sweeper = Sweeper(settings, store)
+        threading.Thread(
+            target=sweeper.loop,
+            args=(stop_sweeping, settings.sweep_interval_minutes * 60),
+            name="sweeper",
+            daemon=True,
+        ).start()
         log.info("state dir %s; listening on %s", settings.state_dir, settings.api_url)
         config = uvicorn.Config(
             app,
@@ -136,6 +193,7 @@ def serve(settings: Settings) -> None:
         try:
             _server_class()(config).run()
         finally:
+            stop_sweeping.set()
             sources.stop()
             service.intake.close()
             runner.stop()

@@ -22,6 +22,7 @@ import os
 import shutil
 import stat
 import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -951,3 +952,165 @@ def read_file(repo: Path, rev: str, path: str) -> str | None:
 def remote_url(repo: Path, remote: str = "origin") -> str | None:
     result = _git(["config", "--get", f"remote.{remote}.url"], repo, check=False)
     return result.stdout.strip() or None
+
+
+# --- saving and checking worktrees (for the sweeper) ----------------------------
+
+_SAVE_REF_PREFIX = "refs/dispatcher/"
+
+
+@functools.lru_cache(maxsize=4096)
+def _git_accepts_ref(ref: str) -> bool:
+    # No --end-of-options here (check-ref-format refuses it); callers pass "refs/...".
+    return _git(["check-ref-format", ref], "/", check=False).returncode == 0
+
+
+def _check_save_ref(ref: str) -> str:
+    """Refuse a ref outside ``refs/dispatcher/`` or one git would not accept."""
+    if not ref.startswith(_SAVE_REF_PREFIX) or len(ref) == len(_SAVE_REF_PREFIX):
+        raise InvalidInput(f"invalid ref {ref!r}: must be under {_SAVE_REF_PREFIX}")
+    if _has_control(ref) or not _git_accepts_ref(ref):
+        raise InvalidInput(f"invalid ref {ref!r}: rejected by git check-ref-format")
+    return ref
+
+
+def update_ref(repo: Path, ref: str, sha: str, message: str = "dispatcher") -> None:
+    """Point ``ref`` (under ``refs/dispatcher/``) at commit ``sha``, with a reflog entry.
+
+    An existing value is overwritten; the reflog keeps the previous one.
+    """
+    _check_save_ref(ref)
+    commit = rev_parse(repo, sha)
+    _git(
+        ["update-ref", "--create-reflog", "-m", _first_line(message) or "dispatcher",
+         "--end-of-options", ref, commit],
+        repo,
+    )  # fmt: skip
+
+
+def save_worktree_state(
+    worktree: Path, ref: str, message: str, *, author_name: str, author_email: str
+) -> str | None:
+    """Snapshot everything uncommitted in ``worktree`` into a commit at ``ref``.
+
+    Tracked changes (staged or not), deletions and untracked files that are not
+    ignored go into one commit whose parent is the worktree's HEAD (detached or
+    not; no parent when HEAD is unborn). The worktree's files, its index and
+    its branch are left exactly as they were: the snapshot is staged in a
+    temporary copy of the index. ``ref`` must be under ``refs/dispatcher/``;
+    an existing value is overwritten (its reflog keeps the old one). Returns
+    the commit's sha, or None (and ``ref`` is not touched) when there is
+    nothing uncommitted. Ignored files are not saved.
+    """
+    _check_save_ref(ref)
+    if not message.strip():
+        raise InvalidInput("commit message is empty")
+    ident = _identity(author_name, author_email)
+    head_result = _git(["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], worktree, check=False)
+    head = head_result.stdout.strip() if head_result.returncode == 0 else None
+    index = Path(
+        _git(
+            ["rev-parse", "--path-format=absolute", "--git-path", "index"], worktree
+        ).stdout.strip()
+    )
+    with tempfile.TemporaryDirectory(prefix="dispatcher-index-") as tmp:
+        tmp_index = Path(tmp) / "index"
+        if index.is_file():
+            shutil.copyfile(index, tmp_index)
+        env = {"GIT_INDEX_FILE": str(tmp_index)}
+        _git(["add", "-A"], worktree, env_extra=env)
+        tree = _git(["write-tree"], worktree, env_extra=env).stdout.strip()
+    if head is not None:
+        base_tree = _git(["rev-parse", f"{head}^{{tree}}"], worktree).stdout.strip()
+    else:
+        base_tree = _git(["mktree"], worktree, input="").stdout.strip()  # the empty tree
+    if tree == base_tree:
+        return None
+    sha = _commit_tree(worktree, tree, [head] if head else [], message, ident)
+    _git(
+        ["update-ref", "--create-reflog", "-m", _first_line(message),
+         "--end-of-options", ref, sha],
+        worktree,
+    )  # fmt: skip
+    return sha
+
+
+def is_referenced(repo: Path, sha: str) -> bool:
+    """True if some ref of ``repo`` (branch, tag, remote, ``refs/dispatcher/``...) contains ``sha``.
+
+    A commit that is not referenced is kept only by a worktree's HEAD, and is
+    lost once that worktree is removed.
+    """
+    out = _git(
+        ["for-each-ref", "--count=1", "--format=%(refname)", "--contains",
+         rev_parse(repo, sha), "refs/"],
+        repo,
+    ).stdout  # fmt: skip
+    return bool(out.strip())
+
+
+def worktree_is_valid(worktree: Path, repo: Path | None = None) -> bool:
+    """True if ``worktree`` is a healthy linked worktree (of ``repo``, when given).
+
+    Its ``.git`` must be a ``gitdir:`` file naming an existing directory whose
+    ``gitdir`` file points back at this worktree, and git must accept the
+    worktree as the top of its own checkout. A missing or garbled ``.git``
+    file, a pruned or reused record, or a main checkout (``.git`` directory)
+    all answer False. Never raises for a broken worktree.
+    """
+    worktree = Path(os.path.abspath(worktree))
+    dot_git = worktree / ".git"
+    try:
+        if not dot_git.is_file() or dot_git.is_symlink():
+            return False
+        text = dot_git.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not text.startswith("gitdir:"):
+        return False
+    gitdir = worktree / text.removeprefix("gitdir:").strip()  # absolute or relative
+    try:
+        back = (gitdir / "gitdir").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not _same_path(gitdir / back, dot_git):
+        return False
+    try:
+        result = _git(
+            ["rev-parse", "--path-format=absolute", "--show-toplevel", "--git-common-dir"],
+            worktree,
+            check=False,
+        )
+    except (GitError, NotFound):
+        return False
+    lines = result.stdout.splitlines()
+    if result.returncode != 0 or len(lines) != 2 or not _same_path(Path(lines[0]), worktree):
+        return False
+    if repo is None:
+        return True
+    try:
+        return _same_path(Path(lines[1]), common_dir(repo))
+    except (InvalidInput, NotFound):
+        return False
+
+
+def changed_gitlinks(repo: Path, commit: str) -> list[str]:
+    """Paths where ``commit`` adds or moves a gitlink (a nested repository or submodule).
+
+    A snapshot records such a path only as a commit id, not its files: before
+    removing a worktree whose snapshot has any, keep the directory instead.
+    """
+    sha = rev_parse(repo, commit)
+    out = _git(
+        ["diff-tree", "-r", "-z", "--no-renames", "--root", "--diff-filter=AMT",
+         "--no-commit-id", "--end-of-options", sha],
+        repo,
+    ).stdout  # fmt: skip
+    fields = out.split("\0")
+    paths = []
+    for i in range(0, len(fields) - 1, 2):
+        meta, path = fields[i], fields[i + 1]
+        parts = meta.split()
+        if len(parts) >= 2 and parts[1] == "160000":  # ":<old mode> <new mode> ..."
+            paths.append(path)
+    return sorted(paths)

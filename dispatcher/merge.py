@@ -77,7 +77,17 @@ def land(
     # The result is landed; cleanup failures are logged, never undo the merge.
     try:
         if job.worktree:
-            git.worktree_remove(repo_path, Path(job.worktree))
+            worktree = Path(job.worktree)
+            if worktree.is_dir() and git.worktree_is_valid(worktree):
+                # Edits made in the worktree after the job finished are not lost.
+                git.save_worktree_state(
+                    worktree,
+                    f"refs/dispatcher/merged/{job_id}",
+                    f"dispatcher: uncommitted changes in job {job_id}'s worktree at merge",
+                    author_name=settings.commit_author_name,
+                    author_email=settings.commit_author_email,
+                )
+            git.worktree_remove(repo_path, worktree)
             job = store.update(job_id, worktree=None)
         if req.delete_branch:
             git.delete_branch(repo_path, job.branch)

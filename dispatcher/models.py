@@ -62,6 +62,19 @@ class Repo(SQLModel, table=True):
     triggers_max_parallel: int | None = None  # the active file's max-parallel
 
 
+class IdempotentRequest(SQLModel, table=True):
+    """The answer to a request made with an ``Idempotency-Key``, replayed on a retry."""
+
+    key: str = Field(primary_key=True)
+    method: str = Field(primary_key=True)
+    path: str = Field(primary_key=True)
+    request_hash: str
+    status: int
+    body: bytes
+    content_type: str
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+
+
 class RefState(SQLModel, table=True):
     """Last seen tip of each local branch, so ref changes are caught up after downtime."""
 
@@ -124,6 +137,7 @@ class RepoPublic(BaseModel):
     triggers_error: str | None = None  # why the newest trigger file is not active
     triggers_loaded_at: datetime | None = None
     triggers_max_parallel: int | None = None  # applies when max_parallel is not set
+    worktrees_bytes: int = 0  # disk used by the repo's job worktrees
 
 
 # ---------------------------------------------------------------- jobs
@@ -160,6 +174,8 @@ class Job(SQLModel, table=True):
     trigger: str | None = None
     retry_of: int | None = Field(default=None, foreign_key="job.id", index=True)
     attempt: int = 1
+    max_attempts: int = Field(default=1, sa_column_kwargs={"server_default": "1"})  # lost runs
+    not_before: datetime | None = Field(default=None, sa_type=UTCDateTime)  # retry backoff
     event_id: int | None = Field(default=None, foreign_key="event.id")
     concurrency_group: str | None = None
     profile: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)  # resolved agent
@@ -224,6 +240,8 @@ class JobPublic(BaseModel):
     concurrency_group: str | None
     retry_of: int | None
     attempt: int
+    max_attempts: int
+    not_before: datetime | None
     pid: int | None
     exit_code: int | None
     signal: int | None

@@ -18,6 +18,7 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from dispatcher import agents, git, proc
@@ -164,21 +165,23 @@ class Runner:
     # ------------------------------------------------------------ one job
 
     def note(self, job_id: int, text: str) -> None:
-        """Append a daemon line to the job's log."""
+        """Append a daemon line to the job's log (best effort: a full disk loses the note)."""
         files = job_files(self.settings, job_id)
-        files.root.mkdir(parents=True, exist_ok=True)
-        with open(files.log, "a", encoding="utf-8") as fh:
-            fh.write(f"[dispatcher] {text}\n")
+        try:
+            files.root.mkdir(parents=True, exist_ok=True)
+            with open(files.log, "a", encoding="utf-8") as fh:
+                fh.write(f"[dispatcher] {text}\n")
+        except OSError as exc:
+            log.warning("job %s: cannot write its log (%s): %s", job_id, exc, text)
 
     def _run(self, job_id: int) -> None:
         job = self.store.job(job_id)
         repo = self.store.repo(job.repo_id)
         files = job_files(self.settings, job_id)
-        files.root.mkdir(parents=True, exist_ok=True)
         worktree = worktree_path(self.settings, repo, job_id)
         repo_path = Path(repo.path)
-        started_agent = False
         try:
+            files.root.mkdir(parents=True, exist_ok=True)
             if not (repo_path / ".git").exists():
                 raise InvalidInput(f"repo path {repo.path} no longer holds a git repository")
             self.note(
@@ -203,16 +206,15 @@ class Runner:
                 log_path=files.log,
                 exit_file=files.exit,
             )
-            started_agent = True
-        except DispatcherError as exc:
-            self.note(job_id, f"failed before the agent started: {exc.message}")
-            if not started_agent:
-                self._remove_worktree(repo_path, worktree, job.branch)
+        except (DispatcherError, OSError) as exc:
+            reason = exc.message if isinstance(exc, DispatcherError) else str(exc)
+            self.note(job_id, f"failed before the agent started: {reason}")
+            self._remove_worktree(repo_path, worktree, job.branch)  # nothing ran: undo it all
             self.store.move(
                 job_id,
                 JobState.PREPARING,
                 JobState.FAILED,
-                error=exc.message,
+                error=reason,
                 worktree=None,
                 finished_at=utcnow(),
             )
@@ -398,11 +400,61 @@ class Runner:
                 job.id, f"daemon restarted: agent had ended with {proc.describe_status(code)}"
             )
             self._finish(job.id, code, timed_out=False)
+            return
+        lost = (
+            "the agent was lost: it was not running after a daemon restart and left no exit status"
+        )
+        if job.attempt < job.max_attempts and not job.cancel_requested:
+            self._requeue(job, repo, lost)
         else:
-            self._finish(
-                job.id,
-                None,
-                timed_out=False,
-                lost="the agent was lost: it was not running after a daemon restart "
-                "and left no exit status",
+            self._finish(job.id, None, timed_out=False, lost=lost)
+
+    def _requeue(self, job: Job, repo: Repo, reason: str) -> None:
+        """Run a lost job again (attempt + 1, after a backoff), keeping what it had done.
+
+        Its worktree state (commits and uncommitted files) is saved to
+        ``refs/dispatcher/attempts/<id>/<attempt>``; then the worktree and branch
+        are removed so the next attempt starts clean from the same base.
+        """
+        assert job.id is not None
+        repo_path = Path(repo.path)
+        ref = f"refs/dispatcher/attempts/{job.id}/{job.attempt}"
+        worktree = Path(job.worktree) if job.worktree else None
+        saved = None
+        if worktree is not None and worktree.is_dir() and git.worktree_is_valid(worktree):
+            saved = git.save_worktree_state(
+                worktree,
+                ref,
+                f"dispatcher: job {job.id} attempt {job.attempt}, interrupted",
+                author_name=self.settings.commit_author_name,
+                author_email=self.settings.commit_author_email,
             )
+        if saved is None:  # nothing uncommitted: keep the branch's own commits, if any
+            head = git.branch_head(repo_path, job.branch)
+            if head is not None and head != job.base_sha:
+                git.update_ref(repo_path, ref, head)
+                saved = head
+        if worktree is not None:
+            self._remove_worktree(repo_path, worktree, job.branch)
+        else:
+            git.delete_branch(repo_path, job.branch)
+        delay = self.settings.retry_backoff_seconds * 2 ** (job.attempt - 1)
+        where = f"; its work is saved at {ref}" if saved else ""
+        self.store.move(
+            job.id,
+            JobState.RUNNING,
+            JobState.QUEUED,
+            attempt=job.attempt + 1,
+            not_before=utcnow() + timedelta(seconds=delay),
+            worktree=None,
+            pid=None,
+            pid_start=None,
+            started_at=None,
+            error=f"{reason}; re-queued as attempt {job.attempt + 1} of {job.max_attempts}{where}",
+        )
+        self.note(
+            job.id,
+            f"{reason}: re-queued (attempt {job.attempt + 1} of {job.max_attempts}, "
+            f"in {delay:g}s){where}",
+        )
+        self.wake()

@@ -14,6 +14,7 @@ import re
 import threading
 import uuid
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
@@ -35,6 +36,7 @@ from dispatcher.models import (
     EventCreate,
     EventPublic,
     Health,
+    IdempotentRequest,
     IngestResult,
     Issue,
     IssueCreate,
@@ -53,6 +55,7 @@ from dispatcher.models import (
 from dispatcher.models import Event as EventRow
 from dispatcher.runner import branch_name, job_files
 from dispatcher.store import Store
+from dispatcher.sweeper import worktrees_disk_usage
 from dispatcher.trigger_files import TriggerFiles
 from triggers.events import Event
 from triggers.webhooks import github, gitlab
@@ -175,6 +178,7 @@ class Service:
         public.jobs = self.store.job_counts(repo.id)
         active = self.trigger_files.active(repo.id)
         public.triggers = [t.name for t in active.trigger_list()] if active else []
+        public.worktrees_bytes = worktrees_disk_usage(self.settings, repo.name)
         return public
 
     # ------------------------------------------------------------ jobs
@@ -229,6 +233,7 @@ class Service:
             concurrency_group=concurrency_group,
             retry_of=retry_of.id if retry_of else None,
             attempt=retry_of.attempt + 1 if retry_of else 1,
+            max_attempts=self.settings.max_attempts,
         )
         job = self.store.add_job(job, branch_for=lambda jid: branch_name(jid, req.prompt))
         self.supervisor.wake()
@@ -393,6 +398,24 @@ class Service:
             changed=changed,
             message=message,
         )
+
+    # ------------------------------------------------------------ idempotency
+
+    def idempotent_get(self, key: str, method: str, path: str) -> IdempotentRequest | None:
+        return self.store.idempotent_get(key, method, path)
+
+    def idempotent_put(
+        self, key: str, method: str, path: str, request_hash: str, status: int, body: bytes,
+        content_type: str,
+    ) -> None:  # fmt: skip
+        ttl = timedelta(hours=self.settings.idempotency_hours)
+        self.store.idempotent_put(
+            IdempotentRequest(
+                key=key, method=method, path=path, request_hash=request_hash, status=status,
+                body=body, content_type=content_type,
+            ),
+            older_than=utcnow() - ttl,
+        )  # fmt: skip
 
     # ------------------------------------------------------------ events and triggers
 

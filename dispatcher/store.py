@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from sqlmodel import Session, col, func, select
 
 from dispatcher.errors import InvalidState, NotFound
 from dispatcher.lifecycle import ACTIVE, JobState, transition
-from dispatcher.models import Event, Issue, Job, RefState, Repo, utcnow
+from dispatcher.models import Event, IdempotentRequest, Issue, Job, RefState, Repo, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +346,12 @@ class Store:
                 sa.and_(col(Job.repo_id) == rid, col(Job.concurrency_group) == group)
                 for rid, group in busy_groups
             ]
-            where = [col(Job.state) == JobState.QUEUED, col(Job.repo_id).in_(open_repos)]
+            where = [
+                col(Job.state) == JobState.QUEUED,
+                col(Job.repo_id).in_(open_repos),
+                # A re-queued job waits out its backoff.
+                sa.or_(col(Job.not_before).is_(None), col(Job.not_before) <= now),
+            ]
             if waiting:
                 where.append(sa.not_(sa.or_(*waiting)))
             ranked = (
@@ -529,3 +535,18 @@ class Store:
                     select(Issue).where(Issue.repo_id == repo_id).order_by(col(Issue.number).desc())
                 ).all()
             )
+
+    # ------------------------------------------------------------ idempotency
+
+    def idempotent_get(self, key: str, method: str, path: str) -> IdempotentRequest | None:
+        with self.reading() as s:
+            return s.get(IdempotentRequest, (key, method, path))
+
+    def idempotent_put(self, row: IdempotentRequest, *, older_than: datetime) -> None:
+        """Store an answer (first writer wins) and drop answers created before ``older_than``."""
+        with self.writing() as s:
+            s.exec(
+                sa.delete(IdempotentRequest).where(col(IdempotentRequest.created_at) < older_than)
+            )
+            if s.get(IdempotentRequest, (row.key, row.method, row.path)) is None:
+                s.add(row)

@@ -863,3 +863,195 @@ def test_land_refuses_when_checkout_moved(repo: Path, tmp_path: Path) -> None:
     with pytest.raises(RefMoved, match="main moved during the merge"):
         git._land(repo, "main", base, tip, "stale", {})
     assert head(repo, "main") == moved
+
+
+# --- saving and checking worktrees ---------------------------------------------------
+
+
+def _index_bytes(wt: Path) -> bytes:
+    return Path(g(wt, "rev-parse", "--path-format=absolute", "--git-path", "index")).read_bytes()
+
+
+def test_save_worktree_state_snapshots_everything_and_changes_nothing(
+    repo: Path, tmp_path: Path
+) -> None:
+    wt = tmp_path / "wt"
+    git.worktree_add(repo, wt, "job", "HEAD")
+    (wt / ".gitignore").write_text("*.o\n")
+    g(wt, "add", ".gitignore")  # staged
+    (wt / "README.md").write_text("edited\n")  # modified, not staged
+    (wt / "a.txt").unlink()  # deleted
+    (wt / "dir").mkdir()
+    (wt / "dir" / "new.txt").write_text("untracked\n")
+    (wt / "build.o").write_text("ignored")
+    before_status = g(wt, "status", "--porcelain")
+    before_index = _index_bytes(wt)
+    head_before = head(wt)
+
+    sha = git.save_worktree_state(wt, "refs/dispatcher/orphans/wt-1", "save it", **AGENT)
+
+    assert sha is not None
+    assert head(repo, "refs/dispatcher/orphans/wt-1") == sha
+    assert head(repo, f"{sha}^") == head_before
+    assert g(repo, "show", f"{sha}:README.md") == "edited"
+    assert g(repo, "show", f"{sha}:dir/new.txt") == "untracked"
+    assert g(repo, "show", f"{sha}:.gitignore") == "*.o"
+    files = g(repo, "ls-tree", "-r", "--name-only", sha).splitlines()
+    assert "a.txt" not in files
+    assert "build.o" not in files
+    assert g(repo, "log", "-1", "--format=%an <%ae>|%cn|%s", sha) == (
+        "Dispatcher Bot <bot@dispatcher.invalid>|Dispatcher Bot|save it"
+    )
+    # The worktree, its index and its branch are untouched.
+    assert g(wt, "status", "--porcelain") == before_status
+    assert _index_bytes(wt) == before_index
+    assert head(wt) == head_before == head(repo, "job")
+    assert g(wt, "symbolic-ref", "--short", "HEAD") == "job"
+    assert (wt / "build.o").read_text() == "ignored"
+
+
+def test_save_worktree_state_clean_returns_none_and_sets_no_ref(repo: Path, tmp_path: Path) -> None:
+    wt = tmp_path / "wt"
+    git.worktree_add(repo, wt, "job", "HEAD")
+    (repo / ".git" / "info").mkdir(exist_ok=True)
+    (repo / ".git" / "info" / "exclude").write_text("*.o\n")
+    (wt / "x.o").write_text("ignored only")
+    assert git.save_worktree_state(wt, "refs/dispatcher/x", "nothing", **AGENT) is None
+    assert git.for_each_ref(repo, "refs/dispatcher/") == {}
+    with pytest.raises(InvalidInput):
+        git.save_worktree_state(wt, "refs/dispatcher/x", "  ", **AGENT)
+
+
+def test_save_worktree_state_on_a_detached_head(repo: Path, tmp_path: Path) -> None:
+    wt = tmp_path / "wt"
+    sha = git.worktree_add_detached(repo, wt, "HEAD")
+    commit_file(wt, "c.txt", "committed on a detached HEAD\n")
+    detached = head(wt)
+    (wt / "u.txt").write_text("uncommitted\n")
+
+    saved = git.save_worktree_state(wt, "refs/dispatcher/d", "save", **AGENT)
+
+    assert saved is not None
+    assert head(repo, f"{saved}^") == detached != sha
+    assert g(repo, "show", f"{saved}:u.txt") == "uncommitted"
+    assert g(repo, "show", f"{saved}:c.txt") == "committed on a detached HEAD"
+    assert g(wt, "rev-parse", "--abbrev-ref", "HEAD") == "HEAD"  # still detached
+    assert head(wt) == detached
+
+
+def test_save_worktree_state_overwrites_keeping_a_reflog(repo: Path, tmp_path: Path) -> None:
+    wt = tmp_path / "wt"
+    git.worktree_add(repo, wt, "job", "HEAD")
+    (wt / "u.txt").write_text("one\n")
+    first = git.save_worktree_state(wt, "refs/dispatcher/r", "first", **AGENT)
+    (wt / "u.txt").write_text("two\n")
+    second = git.save_worktree_state(wt, "refs/dispatcher/r", "second", **AGENT)
+    assert first is not None and second is not None and first != second
+    assert head(repo, "refs/dispatcher/r") == second
+    assert g(repo, "rev-parse", "refs/dispatcher/r@{1}") == first
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "refs/heads/main",
+        "refs/dispatcher/",
+        "refs/dispatcher/../heads/x",
+        "refs/dispatcher/a b",
+        "refs/dispatcher/a\nb",
+        "refs/dispatcher/x.lock",
+        "refs/dispatcher/a..b",
+        "-refs/dispatcher/x",
+        "dispatcher/x",
+    ],
+)
+def test_save_worktree_state_refuses_bad_refs(repo: Path, tmp_path: Path, ref: str) -> None:
+    wt = tmp_path / "wt"
+    git.worktree_add(repo, wt, "job", "HEAD")
+    (wt / "u.txt").write_text("u\n")
+    with pytest.raises(InvalidInput):
+        git.save_worktree_state(wt, ref, "m", **AGENT)
+    with pytest.raises(InvalidInput):
+        git.update_ref(repo, ref, "HEAD")
+    assert g(repo, "for-each-ref") == g(repo, "for-each-ref", "refs/heads/")
+
+
+def test_update_ref_and_is_referenced(repo: Path, tmp_path: Path) -> None:
+    wt = tmp_path / "wt"
+    git.worktree_add_detached(repo, wt, "HEAD")
+    loose = commit_file(wt, "c.txt", "c\n")
+    assert git.is_referenced(repo, head(repo, "main"))
+    assert not git.is_referenced(repo, loose)
+    git.update_ref(repo, "refs/dispatcher/keep/1", loose, "keep the detached commit")
+    assert head(repo, "refs/dispatcher/keep/1") == loose
+    assert git.is_referenced(repo, loose)
+    with pytest.raises(NotFound):
+        git.update_ref(repo, "refs/dispatcher/keep/2", "no-such-commit")
+
+
+def test_changed_gitlinks_finds_nested_repositories(repo: Path, tmp_path: Path) -> None:
+    wt = tmp_path / "wt"
+    git.worktree_add(repo, wt, "job", "HEAD")
+    init_repo(wt / "vendor" / "lib")  # an agent cloned something in its worktree
+    (wt / "plain.txt").write_text("p\n")
+    sha = git.save_worktree_state(wt, "refs/dispatcher/n", "m", **AGENT)
+    assert sha is not None
+    assert git.changed_gitlinks(repo, sha) == ["vendor/lib"]
+    assert git.changed_gitlinks(repo, "HEAD") == []
+
+
+def test_worktree_is_valid(repo: Path, tmp_path: Path) -> None:
+    wt = tmp_path / "wt"
+    git.worktree_add(repo, wt, "job", "HEAD")
+    other = init_repo(tmp_path / "other")
+    other_wt = tmp_path / "other-wt"
+    git.worktree_add(other, other_wt, "job", "HEAD")
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    inside = repo / "sub"
+    inside.mkdir()
+
+    assert git.worktree_is_valid(wt)
+    assert git.worktree_is_valid(wt, repo)
+    assert not git.worktree_is_valid(other_wt, repo)
+    assert not git.worktree_is_valid(repo)  # the main checkout is not a linked worktree
+    assert not git.worktree_is_valid(plain)
+    assert not git.worktree_is_valid(inside)  # git would find the enclosing repo
+    assert not git.worktree_is_valid(tmp_path / "missing")
+    assert not git.worktree_is_valid(wt, tmp_path / "missing")
+
+    (other_wt / ".git").write_bytes(b"\x00\xffgarbage")
+    assert not git.worktree_is_valid(other_wt)
+
+
+def test_worktree_is_valid_refuses_a_pruned_or_reused_record(repo: Path, tmp_path: Path) -> None:
+    wt = tmp_path / "a" / "wt"
+    git.worktree_add(repo, wt, "one", "HEAD")
+    record = Path(g(wt, "rev-parse", "--path-format=absolute", "--git-dir"))
+    shutil.rmtree(record)  # the record is gone: .git points nowhere
+    assert not git.worktree_is_valid(wt)
+
+    g(repo, "worktree", "prune")
+    reuse = tmp_path / "b" / "wt"  # same basename: git reuses the record's name
+    git.worktree_add(repo, reuse, "two", "HEAD")
+    assert Path(g(reuse, "rev-parse", "--path-format=absolute", "--git-dir")) == record
+    assert git.worktree_is_valid(reuse)
+    assert not git.worktree_is_valid(wt)  # its .git now names the other worktree's record
+
+
+def test_save_worktree_state_keeps_tracked_files_that_match_an_ignore_rule(
+    repo: Path, tmp_path: Path
+) -> None:
+    (repo / "vendor.o").write_text("tracked although ignored\n")
+    g(repo, "add", "-f", "vendor.o")
+    g(repo, "commit", "-q", "-m", "vendor")
+    (repo / ".git" / "info").mkdir(exist_ok=True)
+    (repo / ".git" / "info" / "exclude").write_text("*.o\n")
+    wt = tmp_path / "wt"
+    git.worktree_add(repo, wt, "job", "HEAD")
+    (wt / "vendor.o").write_text("changed\n")
+    (wt / "fresh.o").write_text("ignored, not saved\n")
+    sha = git.save_worktree_state(wt, "refs/dispatcher/t", "m", **AGENT)
+    assert sha is not None
+    assert g(repo, "show", f"{sha}:vendor.o") == "changed"
+    assert "fresh.o" not in g(repo, "ls-tree", "--name-only", sha).splitlines()

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dispatcher import __version__
 from dispatcher.api.deps import require_token
+from dispatcher.api.middleware import BodyLimit, Idempotency
 from dispatcher.api.routes import events, health, jobs, repos, webhooks
 from dispatcher.errors import DispatcherError
 from dispatcher.service import Service
@@ -58,6 +59,11 @@ def create_app(service: Service, token: str) -> FastAPI:
     async def _internal(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=exc)
         return _error(500, "internal_error", "internal error; see the daemon log")
+
+    # Outermost last: the size limit applies before an idempotent request is buffered.
+    app.add_middleware(Idempotency, service=service, token=token)
+    limit = service.settings.max_request_bytes if service is not None else 10 * 1024 * 1024
+    app.add_middleware(BodyLimit, limit=limit)
 
     app.include_router(health.router)
     protected = [Depends(require_token)]

@@ -26,10 +26,10 @@ def gate_agent(agent: Agent, gates: Path) -> str:
 
 
 def gated_running_job(
-    daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
+    daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path, **env: str
 ) -> tuple[Daemon, Path, int, Path]:
     """A private daemon with one gated job running: (daemon, gates dir, job id, repo)."""
-    d = daemon_factory().start()
+    d = daemon_factory(**env).start()
     gates = tmp_path / "gates"
     script = gate_agent(agent, gates)
     repo = init_repo(tmp_path / "r")
@@ -111,7 +111,10 @@ def test_kill_9_daemon_agent_still_running_is_supervised_after_restart(
 def test_agent_that_died_while_daemon_was_down_is_failed_not_stuck(
     daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
 ) -> None:
-    d, _, job_id, _ = gated_running_job(daemon_factory, agent, tmp_path)
+    # No attempts left (a lost agent with attempts left is re-queued: test_faults.py).
+    d, _, job_id, _ = gated_running_job(
+        daemon_factory, agent, tmp_path, DISPATCHER_MAX_ATTEMPTS="1"
+    )
     pid = d.job(job_id)["pid"]
     assert isinstance(pid, int) and pid > 1
     assert os.getpgid(pid) == pid  # never signal a group that is not the agent's

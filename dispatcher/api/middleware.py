@@ -1,0 +1,224 @@
+"""Pure ASGI middlewares: request size limit and ``Idempotency-Key`` replay.
+
+Pure ASGI (not ``BaseHTTPMiddleware``) so that streaming responses (the SSE
+log) pass through untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import anyio
+
+from dispatcher.service import Service
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+IDEMPOTENCY_HEADER = b"idempotency-key"
+
+
+async def send_error(send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps({"error": {"code": code, "message": message, "details": {}}}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", []):
+        if key.lower() == name:
+            return bytes(value)
+    return None
+
+
+class BodyLimit:
+    """Refuse request bodies over ``limit`` bytes with ``413 payload_too_large``.
+
+    Webhooks have their own limit (``DISPATCHER_MAX_WEBHOOK_BYTES``) and skip this one.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/webhooks/"):
+            await self.app(scope, receive, send)
+            return
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await send_error(
+                send, 413, "payload_too_large", f"request body over {self.limit} bytes"
+            )
+            return
+        seen = 0
+        started = False
+        refused = False
+
+        async def counting_receive() -> Message:
+            nonlocal seen, started, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    # Answer now; the app sees a disconnect and its own answer is dropped.
+                    refused = True
+                    if not started:
+                        started = True
+                        await send_error(
+                            send, 413, "payload_too_large", f"request body over {self.limit} bytes"
+                        )
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except Exception:
+            if not refused:  # the app's own failure: not ours to hide
+                raise
+
+
+class Idempotency:
+    """``POST`` with ``Idempotency-Key``: the first answer is stored and replayed.
+
+    A retry with the same key, method, path and body gets the stored answer
+    (header ``Idempotent-Replayed: true``) and changes nothing; the same key
+    with a different request is refused (``422``). Only authenticated requests
+    are stored or replayed, answers of 5xx are not stored, and concurrent
+    requests with one key run one at a time. Answers are kept
+    ``DISPATCHER_IDEMPOTENCY_HOURS`` (24 h).
+    """
+
+    def __init__(self, app: ASGIApp, service: Service, token: str) -> None:
+        self.app = app
+        self.service = service
+        self.token = token.encode()
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _authorized(self, scope: Scope) -> bool:
+        given = _header(scope, b"authorization") or b""
+        scheme, _, credentials = given.partition(b" ")
+        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self.token)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        key_raw = _header(scope, IDEMPOTENCY_HEADER) if scope["type"] == "http" else None
+        if (
+            key_raw is None
+            or scope["method"] != "POST"
+            or scope["path"].startswith("/webhooks/")
+            or not self._authorized(scope)
+        ):
+            await self.app(scope, receive, send)
+            return
+        try:
+            key = key_raw.decode("ascii")
+        except UnicodeDecodeError:
+            key = ""
+        if not key.isprintable() or not 1 <= len(key) <= 200:
+            await send_error(
+                send,
+                422,
+                "invalid_input",
+                "Idempotency-Key must be 1-200 printable ASCII characters",
+            )
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        path = scope["path"]
+        digest = hashlib.sha256(
+            b"\0".join(
+                [scope["method"].encode(), path.encode(), scope.get("query_string", b""), body]
+            )
+        ).hexdigest()
+        lock = self._locks.setdefault(f"{key}\0{path}", asyncio.Lock())
+        async with lock:
+            stored = await anyio.to_thread.run_sync(self.service.idempotent_get, key, "POST", path)
+            if stored is not None:
+                if stored.request_hash != digest:
+                    await send_error(
+                        send, 422, "idempotency_key_reused",
+                        "this Idempotency-Key was used for a different request",
+                    )  # fmt: skip
+                    return
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": stored.status,
+                        "headers": [
+                            (b"content-type", stored.content_type.encode()),
+                            (b"content-length", b"%d" % len(stored.body)),
+                            (b"idempotent-replayed", b"true"),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": stored.body})
+                return
+            await self._run_and_store(scope, body, send, key, path, digest)
+
+    async def _run_and_store(
+        self, scope: Scope, body: bytes, send: Send, key: str, path: str, digest: str
+    ) -> None:
+        sent_body = False
+
+        async def replay_receive() -> Message:
+            nonlocal sent_body
+            if not sent_body:
+                sent_body = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.disconnect"}
+
+        status = 500
+        content_type = "application/json"
+        out: list[bytes] = []
+
+        async def capture(message: Message) -> None:
+            nonlocal status, content_type
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+                for name, value in message.get("headers", []):
+                    if name.lower() == b"content-type":
+                        content_type = value.decode("latin-1")
+            elif message["type"] == "http.response.body":
+                out.append(message.get("body", b""))
+            await send(message)
+
+        await self.app(scope, replay_receive, capture)
+        if status < 500:
+            await anyio.to_thread.run_sync(
+                self.service.idempotent_put, key, "POST", path, digest, status, b"".join(out),
+                content_type,
+            )  # fmt: skip

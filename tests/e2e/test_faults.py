@@ -1,0 +1,371 @@
+"""Fault injection against the real daemon: each test breaks something, then checks
+the end state (job states, refs, worktrees on disk, the user's checkout)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.daemon_fixture import Daemon, dispatcher_argv
+from tests.gitutil import git, init_repo
+
+Agent = Callable[[str, str], str]
+
+
+def counting_gate_agent(agent: Agent, gates: Path) -> str:
+    """Appends its job id to gates/runs, then waits for gates/go-<id>."""
+    gates.mkdir(exist_ok=True)
+    return agent(
+        "gate.sh",
+        f'echo "$DISPATCHER_JOB_ID" >> "{gates}/runs"\n'
+        'echo "partial work" > work.txt\n'
+        f'while [ ! -f "{gates}/go-$DISPATCHER_JOB_ID" ]; do sleep 0.02; done\n'
+        'echo "$DISPATCHER_JOB_ID" > done.txt\n',
+    )
+
+
+def runs(gates: Path) -> list[int]:
+    path = gates / "runs"
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+
+def wait_until(predicate: Callable[[], object], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def block_worktree_creation(repo: Path, marks: Path) -> None:
+    """A post-checkout hook that holds `git worktree add` until marks/release exists."""
+    marks.mkdir(exist_ok=True)
+    hook = repo / ".git" / "hooks" / "post-checkout"
+    hook.write_text(
+        "#!/bin/sh\n"
+        f'touch "{marks}/in-hook"\n'
+        f'while [ ! -f "{marks}/release" ]; do sleep 0.02; done\n'
+    )
+    hook.chmod(0o755)
+
+
+def no_orphan_worktrees(d: Daemon, repo: Path, name: str) -> None:
+    """Every worktree git knows (but the main one) and every dir on disk belongs to a job."""
+    jobs = d.api.get("/jobs", params={"repo": name, "limit": 500}).json()["items"]
+    claimed = {Path(j["worktree"]).resolve() for j in jobs if j["worktree"]}
+    listed = {
+        Path(line.split(" ", 1)[1]).resolve()
+        for line in git(repo, "worktree", "list", "--porcelain").splitlines()
+        if line.startswith("worktree ")
+    } - {repo.resolve()}
+    on_disk = {p.resolve() for p in (d.state_dir / "worktrees" / name).glob("*")}
+    assert listed == claimed, (listed, claimed)
+    assert on_disk == claimed, (on_disk, claimed)
+
+
+# ------------------------------------------------------------------ kill -9 at each stage
+
+
+@pytest.mark.parametrize("stage", ["queued", "preparing", "running"])
+def test_sigkill_daemon_at_each_stage_loses_and_duplicates_nothing(
+    stage: str, daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
+) -> None:
+    d = daemon_factory(DISPATCHER_MAX_PARALLEL_PER_REPO="1").start()
+    gates = tmp_path / "gates"
+    script = counting_gate_agent(agent, gates)
+    repo = init_repo(tmp_path / "r")
+    name = d.add_repo(repo, "r")
+    marks = tmp_path / "marks"
+    if stage == "preparing":
+        block_worktree_creation(repo, marks)
+        job_ids = [d.submit(name, "prep", command=[script])["id"]]
+        wait_until(lambda: (marks / "in-hook").exists(), "the worktree hook")
+        assert d.job(job_ids[0])["state"] == "preparing"
+    elif stage == "queued":
+        job_ids = [d.submit(name, f"j{i}", command=[script])["id"] for i in range(2)]
+        d.wait(job_ids[0], {"running"})
+        assert d.job(job_ids[1])["state"] == "queued"  # the repo's one slot is taken
+    else:
+        job_ids = [d.submit(name, "run", command=[script])["id"]]
+        d.wait(job_ids[0], {"running"})
+    assert d.stop(signal.SIGKILL) == -signal.SIGKILL
+    if stage == "preparing":
+        # The orphaned `git worktree add` finishes while the daemon is down.
+        (marks / "release").touch()
+        wait_until(
+            lambda: "initializing" not in git(repo, "worktree", "list", "--porcelain"),
+            "the orphaned worktree add",
+        )
+    for job_id in job_ids:
+        (gates / f"go-{job_id}").touch()
+    d.start()
+    for job_id in job_ids:
+        job = d.wait(job_id)
+        assert job["state"] == "succeeded", job
+        assert git(repo, "show", f"{job['branch']}:done.txt") == str(job_id)
+    assert sorted(runs(gates)) == sorted(job_ids)  # each agent ran exactly once
+    no_orphan_worktrees(d, repo, name)
+    assert d.api.get("/health").json()["jobs_active"] == 0
+
+
+def test_lost_agent_is_requeued_with_backoff_and_its_work_saved(
+    daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
+) -> None:
+    d = daemon_factory(DISPATCHER_RETRY_BACKOFF_SECONDS="0.2").start()
+    gates = tmp_path / "gates"
+    script = counting_gate_agent(agent, gates)
+    repo = init_repo(tmp_path / "r")
+    name = d.add_repo(repo, "r")
+    job_id = d.submit(name, "long", command=[script])["id"]
+    d.wait(job_id, {"running"})
+    wait_until(lambda: runs(gates), "the agent to start")
+    pid = d.job(job_id)["pid"]
+    assert isinstance(pid, int) and pid > 1 and os.getpgid(pid) == pid
+    d.stop(signal.SIGKILL)
+    os.killpg(pid, signal.SIGKILL)  # the agent dies too, leaving no exit status
+    wait_until(lambda: not Path(f"/proc/{pid}/cmdline").exists() or _zombie(pid), "agent death")
+    (gates / f"go-{job_id}").touch()
+    d.start()
+    job = d.wait(job_id)
+    assert job["state"] == "succeeded", job
+    assert job["attempt"] == 2
+    assert runs(gates) == [job_id, job_id]
+    saved = f"refs/dispatcher/attempts/{job_id}/1"
+    assert git(repo, "show", f"{saved}:work.txt") == "partial work"  # attempt 1's work
+    assert "re-queued" in d.api.get(f"/jobs/{job_id}/log").text
+    no_orphan_worktrees(d, repo, name)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat[stat.rindex(")") + 2] == "Z"
+
+
+# ------------------------------------------------------------------ the agent and its worktree
+
+
+def test_killed_agent_fails_with_its_signal_not_as_canceled(
+    daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
+) -> None:
+    d = daemon_factory().start()
+    gates = tmp_path / "gates"
+    name = d.add_repo(init_repo(tmp_path / "r"), "r")
+    job_id = d.submit(name, "x", command=[counting_gate_agent(agent, gates)])["id"]
+    d.wait(job_id, {"running"})
+    pid = d.job(job_id)["pid"]
+    assert isinstance(pid, int) and pid > 1 and os.getpgid(pid) == pid
+    os.killpg(pid, signal.SIGKILL)
+    job = d.wait(job_id)
+    assert job["state"] == "failed"
+    assert job["signal"] == signal.SIGKILL
+    assert "SIGKILL" in job["error"]
+
+
+def test_worktree_removed_under_a_running_agent(
+    daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
+) -> None:
+    d = daemon_factory().start()
+    gates = tmp_path / "gates"
+    repo = init_repo(tmp_path / "r")
+    name = d.add_repo(repo, "r")
+    job_id = d.submit(name, "x", command=[counting_gate_agent(agent, gates)])["id"]
+    job = d.wait(job_id, {"running"})
+    wait_until(lambda: runs(gates), "the agent to start")
+    subprocess.run(["rm", "-rf", job["worktree"]], check=True)
+    (gates / f"go-{job_id}").touch()
+    job = d.wait(job_id)
+    assert job["state"] == "failed"
+    assert "vanished" in job["error"]
+    assert git(repo, "branch", "--list", job["branch"])  # the branch is kept
+    assert d.api.get("/health").status_code == 200
+    # The next job in the repo is unaffected.
+    ok = d.wait(d.submit(name, "y", command=["true"])["id"])
+    assert ok["state"] == "succeeded"
+
+
+def test_corrupted_worktree_git_file(
+    daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
+) -> None:
+    d = daemon_factory().start()
+    gates = tmp_path / "gates"
+    repo = init_repo(tmp_path / "r")
+    name = d.add_repo(repo, "r")
+    job_id = d.submit(name, "x", command=[counting_gate_agent(agent, gates)])["id"]
+    job = d.wait(job_id, {"running"})
+    wait_until(lambda: runs(gates), "the agent to start")
+    (Path(job["worktree"]) / ".git").write_text("gitdir: /nonexistent/garbage\n")
+    (gates / f"go-{job_id}").touch()
+    job = d.wait(job_id)
+    assert job["state"] == "failed"
+    assert job["error"]
+    assert git(repo, "rev-parse", "main")  # the repository itself is fine
+    assert git(repo, "branch", "--list", job["branch"])
+    ok = d.wait(d.submit(name, "y", command=["true"])["id"])
+    assert ok["state"] == "succeeded"
+
+
+# ------------------------------------------------------------------ a full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "small"
+    mount.mkdir()
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path) -> Path:
+    filler = disk / "filler"
+    subprocess.run(
+        ["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True, check=False
+    )
+    return filler
+
+
+def test_full_disk_fails_the_job_cleanly_and_recovers(
+    daemon_factory: Callable[..., Daemon], small_disk: Path, tmp_path: Path
+) -> None:
+    d = daemon_factory(DISPATCHER_DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite")
+    d.state_dir = small_disk / "state"  # worktrees and logs on the small disk
+    d.start()
+    repo = init_repo(tmp_path / "r", files={f"f{i}.txt": "x" * 4096 for i in range(50)})
+    name = d.add_repo(repo, "r")
+    filler = fill(small_disk)
+    job = d.wait(d.submit(name, "x", command=["true"])["id"])
+    assert job["state"] == "failed"
+    assert "No space left" in job["error"] or "space" in job["error"].lower(), job["error"]
+    assert job["worktree"] is None
+    assert not (small_disk / "state" / "worktrees" / "r" / str(job["id"])).exists()
+    assert len(git(repo, "worktree", "list").splitlines()) == 1
+    assert not git(repo, "branch", "--list", job["branch"])
+    assert d.api.get("/health").json()["status"] == "ok"
+    filler.unlink()
+    again = d.wait(int(d.cli("retry", str(job["id"])).stdout.strip()))
+    assert again["state"] == "succeeded"
+
+
+# ------------------------------------------------------------------ requests
+
+
+def test_idempotency_key_replays_and_refuses_reuse(daemon: Daemon, repo: Path) -> None:
+    name = daemon.add_repo(repo)
+    body = {"repo": name, "prompt": "once", "command": ["true"]}
+    headers = {"Idempotency-Key": f"k-{name}"}
+    first = daemon.api.post("/jobs", json=body, headers=headers)
+    assert first.status_code == 201
+    again = daemon.api.post("/jobs", json=body, headers=headers)
+    assert again.status_code == 201
+    assert again.headers.get("idempotent-replayed") == "true"
+    assert again.json()["id"] == first.json()["id"]
+    other = daemon.api.post("/jobs", json={**body, "prompt": "twice"}, headers=headers)
+    assert other.status_code == 422
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+    jobs = daemon.api.get("/jobs", params={"repo": name}).json()["items"]
+    assert [j["id"] for j in jobs] == [first.json()["id"]]
+    # Without a valid token nothing is replayed: the request is refused as usual.
+    stranger = httpx.post(f"{daemon.url}/jobs", json=body, headers=headers)
+    assert stranger.status_code == 401
+
+
+def test_concurrent_requests_with_one_idempotency_key_make_one_job(
+    daemon: Daemon, repo: Path
+) -> None:
+    name = daemon.add_repo(repo)
+    body = {"repo": name, "prompt": "race", "command": ["true"]}
+    token = daemon.token
+    results: list[int] = []
+
+    def post() -> None:
+        with httpx.Client(base_url=daemon.url) as c:
+            resp = c.post(
+                "/jobs", json=body,
+                headers={"Authorization": f"Bearer {token}", "Idempotency-Key": f"race-{name}"},
+            )  # fmt: skip
+            results.append(resp.json()["id"])
+
+    threads = [threading.Thread(target=post) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert len(set(results)) == 1
+    assert len(daemon.api.get("/jobs", params={"repo": name}).json()["items"]) == 1
+
+
+def test_huge_request_body_is_refused_and_daemon_lives(daemon: Daemon, repo: Path) -> None:
+    name = daemon.add_repo(repo)
+    huge = {"repo": name, "prompt": "x" * (11 * 1024 * 1024), "command": ["true"]}
+    resp = daemon.api.post("/jobs", json=huge)
+    assert resp.status_code == 413
+    assert resp.json()["error"]["code"] == "payload_too_large"
+    # Chunked (no Content-Length): counted as it streams.
+    chunks = (b"x" * 65536 for _ in range(200))
+    resp = daemon.api.post("/jobs", content=chunks, headers={"Content-Type": "application/json"})
+    assert resp.status_code == 413
+    assert daemon.api.get("/health").status_code == 200
+
+
+# ------------------------------------------------------------------ shutdown and exposure
+
+
+def test_sigterm_ends_log_streams_and_exits_in_bounded_time(
+    daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
+) -> None:
+    d = daemon_factory().start()
+    gates = tmp_path / "gates"
+    name = d.add_repo(init_repo(tmp_path / "r"), "r")
+    job_id = d.submit(name, "x", command=[counting_gate_agent(agent, gates)])["id"]
+    d.wait(job_id, {"running"})
+    follower = subprocess.Popen(
+        [*dispatcher_argv(), "logs", "-f", str(job_id)],
+        env=d.cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    wait_until(lambda: runs(gates), "the agent to start")
+    started = time.monotonic()
+    assert d.stop(signal.SIGTERM, timeout=15) == 0
+    assert time.monotonic() - started < 10
+    follower.communicate(timeout=15)  # the stream ended; the follower did not hang
+    # The agent was left running for the next daemon, which finishes the job.
+    (gates / f"go-{job_id}").touch()
+    d.start()
+    assert d.wait(job_id)["state"] == "succeeded"
+
+
+def test_non_loopback_bind_needs_a_long_token(daemon_factory: Callable[..., Daemon]) -> None:
+    d = daemon_factory(DISPATCHER_TOKEN="short")
+    result = subprocess.run(
+        [*dispatcher_argv(), "serve", "--host", "0.0.0.0", "--port", "0",
+         "--state-dir", str(d.state_dir)],
+        env=d.env, capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "refusing to listen on 0.0.0.0" in result.stderr
+    empty = subprocess.run(
+        [*dispatcher_argv(), "serve", "--port", "0", "--state-dir", str(d.state_dir)],
+        env={**d.env, "DISPATCHER_TOKEN": " "}, capture_output=True, text=True, timeout=30,
+        check=False,
+    )  # fmt: skip
+    assert empty.returncode == 1
+    assert "token is empty" in empty.stderr
