@@ -42,3 +42,23 @@ def test_tests_named_in_the_guarantees_exist() -> None:
             assert re.search(rf"^def {name}\(", source, re.M), f"{current}::{name} does not exist"
             named += 1
     assert named >= 30
+
+
+def test_tests_named_in_the_readme_exist() -> None:
+    """The README's "what survives what" names tests as `file.py::name` (or `::name`, same file)."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    current: Path | None = None
+    named = 0
+    for match in re.finditer(r"`(?:tests/[\w/]*?)?(\w+\.py)?(?:::(\w+))?[^`]*`", text):
+        file, name = match.groups()
+        if file:
+            found = sorted((ROOT / "tests").rglob(file))
+            assert found, f"README names {file}, which is not under tests/"
+            current = found[0]
+        if name:
+            assert current is not None
+            assert re.search(rf"^def {name}\(", current.read_text(), re.M), f"{current}::{name}"
+            named += 1
+    assert named >= 15
