@@ -118,7 +118,7 @@ class RepoCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     path: str
     name: str | None = None
-    max_parallel: int | None = Field(default=None, ge=1)
+    max_parallel: int | None = Field(default=None, ge=1, le=10_000)
     forge_name: str | None = PydanticField(default=None, pattern=r"^[\w.-]+(/[\w.-]+)+$")
 
 
@@ -391,3 +391,18 @@ class TriggerStatus(BaseModel):
     triggers: list[dict[str, Any]]  # name, on (kinds), agent
     error: str | None
     loaded_at: datetime | None
+
+
+# ---------------------------------------------------------------- errors
+
+
+class ErrorDetail(BaseModel):
+    code: str  # stable: not_found, invalid_state, merge_conflict, ... (docs/api.md)
+    message: str  # one line, for people
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: ``{"error": {"code", "message", "details"}}``."""
+
+    error: ErrorDetail

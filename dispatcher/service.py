@@ -109,7 +109,11 @@ class Service:
         raw = Path(req.path).expanduser()
         if not raw.is_absolute():
             raise InvalidInput(f"repo path must be absolute: {req.path!r}")
-        if not raw.exists():
+        try:
+            exists = raw.exists()
+        except (OSError, ValueError) as exc:  # too long, NUL bytes
+            raise InvalidInput(f"invalid repo path: {exc}") from None
+        if not exists:
             raise InvalidInput(f"path does not exist: {req.path}")
         top = git.toplevel(raw)
         if git.common_dir(top).resolve().parent != top.resolve():
@@ -465,8 +469,8 @@ class Service:
         module = github if forge == "github" else gitlab
         try:
             payload = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            payload = None
+        except (ValueError, UnicodeDecodeError, RecursionError):  # checked below, after the
+            payload = None  # signature: an unverified body is never trusted or stored
         forge_repo = module.forge_repo(payload) if isinstance(payload, dict) else None
         repos = self.store.repos_by_forge_name(forge_repo) if forge_repo else []
         default = (

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,15 +17,24 @@ from dispatcher.api.deps import require_token
 from dispatcher.api.middleware import BodyLimit, Idempotency
 from dispatcher.api.routes import events, health, jobs, repos, webhooks
 from dispatcher.errors import DispatcherError
+from dispatcher.models import ErrorBody
 from dispatcher.service import Service
 
 log = logging.getLogger(__name__)
 
 
-def _error(status: int, code: str, message: str, details: object = None) -> JSONResponse:
+def _error(
+    status: int,
+    code: str,
+    message: str,
+    details: object = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
     body = {"error": {"code": code, "message": message, "details": details or {}}}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(body, status_code=status, headers=headers or None)
 
 
 def _validation_message(exc: RequestValidationError) -> str:
@@ -31,6 +43,37 @@ def _validation_message(exc: RequestValidationError) -> str:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
         parts.append(f"{where}: {err.get('msg', 'invalid')}")
     return "invalid request: " + "; ".join(parts)
+
+
+_ERROR_MEANINGS = {
+    401: "Missing or wrong bearer token (webhooks: bad or missing signature)",
+    404: "No such job, repo, event or ref",
+    409: "Not possible in the current state: invalid_state, merge_conflict, dirty_checkout, "
+    "ref_moved, already_exists",
+    413: "Request body too large",
+    422: "Invalid input: malformed JSON, wrong types, unsafe names",
+}
+
+
+def _documented_errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {s: {"model": ErrorBody, "description": _ERROR_MEANINGS[s]} for s in statuses}
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Methods the API serves on this path (from its OpenAPI document: every route)."""
+    app: FastAPI = request.app
+    templates: list[tuple[re.Pattern[str], list[str]]] | None = getattr(
+        app.state, "allowed_methods", None
+    )
+    if templates is None:
+        templates = [
+            (re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(path)) + "$"),
+             [m.upper() for m in ops])
+            for path, ops in app.openapi()["paths"].items()
+        ]  # fmt: skip
+        app.state.allowed_methods = templates
+    path = request.url.path
+    return sorted({m for rx, methods in templates if rx.match(path) for m in methods})
 
 
 def create_app(service: Service, token: str) -> FastAPI:
@@ -51,9 +94,14 @@ def create_app(service: Service, token: str) -> FastAPI:
         return _error(422, "invalid_input", _validation_message(exc))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not decode the body at all
+            return _error(422, "invalid_input", f"invalid request: {exc.detail}")
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return _error(exc.status_code, code, str(exc.detail))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # every method of every route on this path, not just one's
+            headers["Allow"] = ", ".join(_allowed_methods(request))
+        return _error(exc.status_code, code, str(exc.detail), headers=headers)
 
     @app.exception_handler(Exception)
     async def _internal(_: Request, exc: Exception) -> JSONResponse:
@@ -67,10 +115,12 @@ def create_app(service: Service, token: str) -> FastAPI:
 
     app.include_router(health.router)
     protected = [Depends(require_token)]
-    app.include_router(repos.router, dependencies=protected)
-    app.include_router(jobs.router, dependencies=protected)
-    app.include_router(events.router, dependencies=protected)
-    app.include_router(webhooks.router)  # authenticated by the forge's signature
+    errors = _documented_errors(401, 404, 409, 413, 422)
+    app.include_router(repos.router, dependencies=protected, responses=errors)
+    app.include_router(jobs.router, dependencies=protected, responses=errors)
+    app.include_router(events.router, dependencies=protected, responses=errors)
+    # Webhooks are authenticated by the forge's signature, not the token.
+    app.include_router(webhooks.router, responses=_documented_errors(401, 413, 422))
     return app
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from dispatcher.errors import Unauthorized
@@ -32,3 +32,9 @@ def require_token(
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]
+
+
+MAX_ID = 2**63 - 1  # SQLite INTEGER; larger ids cannot exist and must not reach the database
+JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="A job id")]
+EventId = Annotated[int, Path(ge=1, le=MAX_ID, description="An event id")]
+Before = Annotated[int | None, Query(ge=1, le=MAX_ID, description="Only ids below this one")]

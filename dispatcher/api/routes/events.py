@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from dispatcher.api.deps import ServiceDep
+from dispatcher.api.deps import Before, EventId, ServiceDep
 from dispatcher.models import EventCreate, EventPublic, IngestResult, TriggerStatus
 
 router = APIRouter(tags=["events"])
@@ -19,14 +19,14 @@ def post_event(body: EventCreate, service: ServiceDep) -> IngestResult:
 def list_events(
     service: ServiceDep,
     repo: str | None = None,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Before = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[EventPublic]:
     return service.events(repo=repo, before=before, limit=limit)
 
 
 @router.get("/events/{event_id}", summary="One event: matched triggers, notes, jobs")
-def show_event(event_id: int, service: ServiceDep) -> EventPublic:
+def show_event(event_id: EventId, service: ServiceDep) -> EventPublic:
     return service.event(event_id)
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
@@ -11,7 +12,7 @@ from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import PlainTextResponse, Response
 from sse_starlette.sse import EventSourceResponse
 
-from dispatcher.api.deps import ServiceDep
+from dispatcher.api.deps import MAX_ID, Before, JobId, ServiceDep
 from dispatcher.lifecycle import TERMINAL, JobState
 from dispatcher.models import ActionResult, DiffPublic, JobCreate, JobPage, JobPublic, MergeRequest
 from dispatcher.service import Service
@@ -32,28 +33,36 @@ def list_jobs(
     service: ServiceDep,
     repo: str | None = None,
     state: JobState | None = None,
-    before: Annotated[int | None, Query(ge=1)] = None,
+    before: Before = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobPage:
     return service.jobs(repo=repo, state=state, before=before, limit=limit)
 
 
 @router.get("/{job_id}", summary="Show one job")
-def show_job(job_id: int, service: ServiceDep) -> JobPublic:
+def show_job(job_id: JobId, service: ServiceDep) -> JobPublic:
     return service.job(job_id)
 
 
 @router.get(
     "/{job_id}/log",
     summary="The job's log; ?follow=true (or Accept: text/event-stream) streams it over SSE",
-    response_class=PlainTextResponse,
-    responses={200: {"content": {"text/plain": {}, "text/event-stream": {}}}},
+    response_class=Response,  # errors stay JSON; 200 is text or an event stream
+    responses={
+        200: {
+            "description": "The log from `offset` (text), or an SSE stream when following",
+            "content": {
+                "text/plain": {"schema": {"type": "string"}},
+                "text/event-stream": {"schema": {"type": "string"}},
+            },
+        }
+    },
 )
 def job_log(
-    job_id: int,
+    job_id: JobId,
     service: ServiceDep,
     request: Request,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     follow: bool = False,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
@@ -63,6 +72,8 @@ def job_log(
     data = b""
     if path.exists():
         with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            offset = min(offset, size)  # past the end: nothing new yet
             fh.seek(offset)
             data = fh.read()
     return PlainTextResponse(
@@ -80,7 +91,8 @@ async def _follow(
         chunk = b""
         if await file.exists():
             async with await file.open("rb") as fh:
-                await fh.seek(offset)
+                size = (await file.stat()).st_size
+                await fh.seek(min(offset, size))
                 chunk = await fh.read(_CHUNK)
         if chunk:
             offset += len(chunk)
@@ -100,25 +112,25 @@ async def _follow(
 
 
 @router.get("/{job_id}/diff", summary="The job's changes against its base commit")
-def job_diff(job_id: int, service: ServiceDep) -> DiffPublic:
+def job_diff(job_id: JobId, service: ServiceDep) -> DiffPublic:
     return service.diff(job_id)
 
 
 @router.post("/{job_id}/merge", summary="Land the job's branch (conflicts refused, nothing moves)")
-def merge_job(job_id: int, service: ServiceDep, body: MergeRequest | None = None) -> ActionResult:
+def merge_job(job_id: JobId, service: ServiceDep, body: MergeRequest | None = None) -> ActionResult:
     return service.merge(job_id, body or MergeRequest())
 
 
 @router.post("/{job_id}/discard", summary="Stop if running; remove worktree and branch")
-def discard_job(job_id: int, service: ServiceDep) -> ActionResult:
+def discard_job(job_id: JobId, service: ServiceDep) -> ActionResult:
     return service.discard(job_id)
 
 
 @router.post("/{job_id}/cancel", summary="Stop the agent; keep worktree and branch")
-def cancel_job(job_id: int, service: ServiceDep) -> ActionResult:
+def cancel_job(job_id: JobId, service: ServiceDep) -> ActionResult:
     return service.cancel(job_id)
 
 
 @router.post("/{job_id}/retry", summary="Queue a fresh job with the same inputs")
-def retry_job(job_id: int, service: ServiceDep) -> ActionResult:
+def retry_job(job_id: JobId, service: ServiceDep) -> ActionResult:
     return service.retry(job_id)
