@@ -60,10 +60,13 @@ class Settings(BaseSettings):
     max_request_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)  # API request bodies
     idempotency_hours: float = Field(default=24, gt=0)  # how long Idempotency-Key answers last
     # Agent resource limits (None: unlimited) and log capping.
-    agent_memory_mb: int | None = Field(default=None, ge=16)
+    # Address space, not memory in use: Node agents (Claude Code, Codex) reserve
+    # ~1 GiB at start, so use 4096 or more for them.
+    agent_memory_mb: int | None = Field(default=None, ge=256)
     agent_cpu_seconds: int | None = Field(default=None, ge=1)
     max_log_bytes: int = Field(default=50 * 1024 * 1024, ge=4096)
     log_keep: int = Field(default=1, ge=0)  # rotated copies kept beside agent.log
+    log_check_seconds: float = Field(default=5, gt=0)  # how often a running agent's log is capped
 
     commit_author_name: str = "worktree-dispatcher"
     commit_author_email: str = "dispatcher@localhost"

@@ -7,7 +7,9 @@
   that :func:`kill_tree` can end it and everything it started, writes its exit
   status to a file through a tiny ``sh`` wrapper (so a daemon that is not its
   parent, after a restart, can still learn how it ended), and records the
-  kernel start time so a recycled pid is never mistaken for it.
+  kernel start time so a recycled pid is never mistaken for it. Optional
+  :class:`Limits` (address space, CPU time) bind the agent and everything it
+  starts.
 
 Nothing here knows about jobs or the database.
 """
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -31,9 +34,99 @@ from dispatcher.errors import ProcessError
 _WRAPPER = (
     'exit_file="$1"; shift; '
     '"$@"; code=$?; '
-    'printf "%s\\n" "$code" > "$exit_file.tmp" && mv "$exit_file.tmp" "$exit_file"; '
+    # Shell builtins only: the agent's PATH may have no `mv`. A reader never sees
+    # a half-written file: it reads only after this process has ended.
+    'printf "%s\\n" "$code" > "$exit_file"; '
     'exit "$code"'
 )
+
+# With limits, the agent runs as `(ulimit ...; exec "$@")`: the subshell sets
+# the limits on itself and then becomes the agent, so they bind the agent and
+# everything it starts but not the wrapper, whose bookkeeping (printf) must
+# work even after the agent ran out of memory. Setting limits in the shell
+# rather than in a `preexec_fn` keeps Python code out of the window between
+# fork and exec, which is unsafe in a threaded daemon. If a limit cannot be set
+# the agent does not run unlimited: the subshell exits with this status.
+LIMITS_FAILED = 125
+_LIMITED_RUN = (
+    "( {commands} || {{ echo '[dispatcher] cannot set resource limits' >&2; exit {failed}; }}; "
+    'exec "$@" )'
+)
+
+# RLIMIT_CPU's hard limit sits this far above the soft one: at the soft limit
+# the kernel sends SIGXCPU (which ends the agent unless it handles it), at the
+# hard one SIGKILL.
+CPU_KILL_AFTER = 5
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits for an agent, applied to each process of its tree.
+
+    They are POSIX rlimits: inherited by every process the agent starts, but
+    counted per process, not for the tree as a whole (that needs cgroups). A
+    limit above the daemon's own hard limit is lowered to it (a process cannot
+    raise its hard limits, and the daemon's already binds its children).
+    """
+
+    # RLIMIT_AS (soft and hard), rounded down to whole KiB. This is address
+    # space, not resident memory: runtimes that reserve much more than they use
+    # need a generous value (Node.js 20 reserves ~0.7 GiB to print "hello" and
+    # dies or hangs below ~1 GiB). Allocation beyond it fails (ENOMEM;
+    # MemoryError in Python); nothing is killed by the kernel for it.
+    memory_bytes: int | None = None
+    # RLIMIT_CPU: CPU seconds (user + system) per process. SIGXCPU at this
+    # soft limit, SIGKILL CPU_KILL_AFTER seconds of CPU later.
+    cpu_seconds: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.memory_bytes is not None and self.memory_bytes < 1024:
+            raise ValueError(f"memory_bytes must be at least 1024, not {self.memory_bytes}")
+        if self.cpu_seconds is not None and self.cpu_seconds < 1:
+            raise ValueError(f"cpu_seconds must be at least 1, not {self.cpu_seconds}")
+
+
+def _within(value: int, hard: int) -> int:
+    """``value`` lowered to the inherited hard limit ``hard`` (which may be unlimited)."""
+    return value if hard == resource.RLIM_INFINITY else min(value, hard)
+
+
+def ulimit_commands(limits: Limits) -> list[str]:
+    """The ``ulimit`` commands (``sh`` builtins, POSIX plus -v) that apply ``limits``.
+
+    Each soft limit is set before its hard one: lowering the hard limit below
+    the current soft one fails (EINVAL), and the soft value is never above the
+    inherited hard limit because both are lowered to it first. Values are
+    integers formatted here, never text from a caller, so the commands are safe
+    to put into the wrapper script.
+    """
+    commands: list[str] = []
+    if limits.memory_bytes is None and limits.cpu_seconds is None:
+        return commands
+    # A limit ends agents with core-dumping signals (SIGXCPU; runtimes abort
+    # when an allocation fails): with a core_pattern of "core" the dump would
+    # land in the worktree and be committed with the agent's work. Soft only:
+    # an agent that wants cores can raise it again.
+    commands.append("ulimit -S -c 0")
+    if limits.memory_bytes is not None:
+        hard = resource.getrlimit(resource.RLIMIT_AS)[1]
+        kib = _within(limits.memory_bytes, hard) // 1024
+        commands += [f"ulimit -S -v {kib:d}", f"ulimit -H -v {kib:d}"]
+    if limits.cpu_seconds is not None:
+        hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+        cpu_hard = _within(limits.cpu_seconds + CPU_KILL_AFTER, hard)
+        cpu_soft = min(limits.cpu_seconds, cpu_hard)
+        commands += [f"ulimit -S -t {cpu_soft:d}", f"ulimit -H -t {cpu_hard:d}"]
+    return commands
+
+
+def wrapper_script(limits: Limits | None = None) -> str:
+    """The ``sh -c`` script that runs the agent (under ``limits``) and records its exit."""
+    commands = ulimit_commands(limits) if limits is not None else []
+    if not commands:
+        return _WRAPPER
+    run = _LIMITED_RUN.format(commands=" && ".join(commands), failed=LIMITS_FAILED)
+    return _WRAPPER.replace('"$@"; code=$?', f"{run}; code=$?", 1)
 
 
 @dataclass(frozen=True)
@@ -132,8 +225,13 @@ def spawn(
     stdin_path: Path | None,
     log_path: Path,
     exit_file: Path,
+    limits: Limits | None = None,
 ) -> Spawned:
     """Start ``argv`` in a new session, output appended to ``log_path``.
+
+    ``limits`` bind the agent and every process it starts (see :class:`Limits`).
+    The log is opened ``O_APPEND``, so :func:`dispatcher.logcap.cap` may
+    truncate it under a running agent.
 
     Raises :class:`ProcessError` when the program does not exist or is not
     executable, so that callers can fail the job with that reason instead of
@@ -156,7 +254,7 @@ def spawn(
         log = stack.enter_context(open(log_path, "ab"))
         stdin = stack.enter_context(open(stdin_path, "rb")) if stdin_path else subprocess.DEVNULL
         popen = subprocess.Popen(
-            ["/bin/sh", "-c", _WRAPPER, "dispatcher-agent", str(exit_file), *argv],
+            ["/bin/sh", "-c", wrapper_script(limits), "dispatcher-agent", str(exit_file), *argv],
             cwd=cwd,
             env=dict(env),
             stdin=stdin,

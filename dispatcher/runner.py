@@ -16,12 +16,13 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
-from dispatcher import agents, git, proc
+from dispatcher import agents, git, logcap, proc
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidInput
 from dispatcher.lifecycle import JobState
@@ -205,6 +206,7 @@ class Runner:
                 stdin_path=files.prompt if stdin_prompt else None,
                 log_path=files.log,
                 exit_file=files.exit,
+                limits=self._limits(),
             )
         except (DispatcherError, OSError) as exc:
             reason = exc.message if isinstance(exc, DispatcherError) else str(exc)
@@ -261,11 +263,37 @@ class Runner:
         )
         return env
 
+    def _limits(self) -> proc.Limits | None:
+        memory = self.settings.agent_memory_mb
+        cpu = self.settings.agent_cpu_seconds
+        if memory is None and cpu is None:
+            return None
+        return proc.Limits(memory_bytes=memory * 2**20 if memory else None, cpu_seconds=cpu)
+
+    def _cap_log(self, job_id: int) -> None:
+        try:
+            logcap.cap(
+                job_files(self.settings, job_id).log,
+                max_bytes=self.settings.max_log_bytes,
+                keep=self.settings.log_keep,
+            )
+        except OSError as exc:
+            log.warning("job %s: cannot cap its log: %s", job_id, exc)
+
     def _supervise(self, job_id: int, child: proc.Spawned) -> None:
         job = self.store.job(job_id)
         started = job.started_at or utcnow()
-        remaining = job.timeout_s - (utcnow() - started).total_seconds()
-        code = proc.wait(child, timeout=max(0.0, remaining))
+        deadline = time.monotonic() + job.timeout_s - (utcnow() - started).total_seconds()
+        # Wait in slices so the log is capped while the agent writes (one fstat each).
+        every = self.settings.log_check_seconds
+        while True:
+            remaining = deadline - time.monotonic()
+            code = proc.wait(child, timeout=max(0.0, min(remaining, every)))
+            if code is not None or remaining <= every:
+                break
+            self._cap_log(job_id)
+        # No cap after the agent ended: its last output stays in agent.log, and the
+        # log is bounded by the cap plus what it wrote in the last check interval.
         timed_out = code is None
         if timed_out:
             self.note(job_id, f"timed out after {job.timeout_s:g}s: killing the process tree")

@@ -1,4 +1,4 @@
-"""The subprocess wrapper: run, spawn in a new session, kill the tree, wait, re-adopt.
+"""The subprocess wrapper: run, spawn in a new session, limit, kill the tree, wait, re-adopt.
 
 Real processes only; liveness is read from Linux ``/proc`` and polled with a
 deadline.
@@ -7,8 +7,10 @@ deadline.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import stat
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +20,7 @@ import pytest
 
 from dispatcher import proc
 from dispatcher.errors import ProcessError
-from dispatcher.proc import Spawned
+from dispatcher.proc import Limits, Spawned
 
 PATH = "/usr/local/bin:/usr/bin:/bin"
 ENV = {"PATH": PATH, "LANG": "C.UTF-8"}
@@ -69,6 +71,7 @@ class Spawner:
         env: dict[str, str] | None = None,
         stdin_path: Path | None = None,
         cwd: Path | None = None,
+        limits: Limits | None = None,
     ) -> Spawned:
         child = proc.spawn(
             argv,
@@ -77,6 +80,7 @@ class Spawner:
             stdin_path=stdin_path,
             log_path=self.root / "logs" / "agent.log",
             exit_file=self.root / "exit",
+            limits=limits,
         )
         self.children.append(child)
         return child
@@ -491,6 +495,112 @@ def test_wait_on_a_readopted_child_killed_before_recording(
     assert proc.wait(adopted, timeout=10) == -signal.SIGKILL
     assert child.popen is not None
     assert child.popen.wait(timeout=10) == -signal.SIGKILL
+
+
+# ---------------------------------------------------------------- resource limits
+
+MiB = 2**20
+
+
+def limits_of(text: str) -> dict[str, tuple[str, str]]:
+    """``/proc/<pid>/limits`` as {name: (soft, hard)}."""
+    found = {}
+    for line in text.splitlines()[1:]:
+        name, soft, hard = re.split(r"\s{2,}", line.strip())[:3]
+        found[name] = (soft, hard)
+    return found
+
+
+def test_limits_bind_the_agent_and_its_children_but_not_the_wrapper(
+    spawner: Spawner, tmp_path: Path
+) -> None:
+    release = tmp_path / "release"
+    # The agent starts a child that reports its limits, then waits to be released.
+    agent = script(
+        tmp_path / "agent.sh",
+        "sh -c 'cat /proc/self/limits' > child-limits.tmp && mv child-limits.tmp child-limits\n"
+        f"while [ ! -e {release} ]; do sleep 0.02; done",
+    )
+    child = spawner([str(agent)], limits=Limits(memory_bytes=512 * MiB + 100, cpu_seconds=7))
+    poll((tmp_path / "child-limits").exists, what="the grandchild's limits")
+
+    seen = limits_of((tmp_path / "child-limits").read_text())
+    assert seen["Max address space"] == (str(512 * MiB), str(512 * MiB))  # whole KiB
+    assert seen["Max cpu time"] == ("7", str(7 + proc.CPU_KILL_AFTER))
+    assert seen["Max core file size"][0] == "0"
+    # The wrapper that records the exit status keeps the daemon's limits.
+    wrapper = limits_of(Path(f"/proc/{child.pid}/limits").read_text())
+    own = limits_of(Path("/proc/self/limits").read_text())
+    for name in ("Max address space", "Max cpu time", "Max core file size"):
+        assert wrapper[name] == own[name]
+
+    release.touch()
+    assert proc.wait(child, timeout=10) == 0
+
+
+def test_no_limits_leave_the_agent_as_the_daemon_is(spawner: Spawner, tmp_path: Path) -> None:
+    child = spawner(["cat", "/proc/self/limits"], limits=Limits())
+    assert proc.wait(child, timeout=10) == 0
+    assert limits_of(log_of(tmp_path)) == limits_of(Path("/proc/self/limits").read_text())
+    assert proc.wrapper_script(Limits()) == proc.wrapper_script(None)
+
+
+@pytest.mark.parametrize(("allocate_mib", "expected"), [(16, 0), (512, 1)], ids=["under", "over"])
+def test_memory_limit(spawner: Spawner, tmp_path: Path, allocate_mib: int, expected: int) -> None:
+    code = f"b = bytearray({allocate_mib} * 2**20); print('allocated', len(b) >> 20)"
+    child = spawner([sys.executable, "-c", code], limits=Limits(memory_bytes=256 * MiB))
+    assert proc.wait(child, timeout=10) == expected
+    if expected == 0:
+        assert log_of(tmp_path) == f"allocated {allocate_mib}\n"
+    else:
+        assert "MemoryError" in log_of(tmp_path)
+
+
+def test_cpu_limit_ends_a_busy_agent_with_sigxcpu(spawner: Spawner) -> None:
+    started = time.monotonic()
+    child = spawner(["sh", "-c", "while :; do :; done"], limits=Limits(cpu_seconds=1))
+    code = proc.wait(child, timeout=10 + proc.CPU_KILL_AFTER)
+    assert code is not None, "the busy agent outlived its CPU limit"
+    # It does not handle SIGXCPU, so the soft limit ends it; SIGKILL would come later.
+    assert proc.signal_of(code) == signal.SIGXCPU
+    assert proc.describe_status(code) == f"signal {signal.SIGXCPU.value} (SIGXCPU)"
+    assert time.monotonic() - started < 10
+
+
+def test_a_limit_above_the_daemons_hard_limit_is_lowered_to_it(tmp_path: Path) -> None:
+    # A daemon whose own hard CPU limit is 100 s asks for 1000 s.
+    program = (
+        "import sys; from pathlib import Path; from dispatcher import proc\n"
+        "root = Path(sys.argv[1])\n"
+        "child = proc.spawn(['cat', '/proc/self/limits'], cwd=root, env={}, stdin_path=None,\n"
+        "    log_path=root / 'agent.log', exit_file=root / 'exit',\n"
+        "    limits=proc.Limits(cpu_seconds=1000, memory_bytes=2**40))\n"
+        "sys.exit(proc.wait(child, timeout=10))\n"
+    )
+    proc.run(
+        [
+            "sh",
+            "-c",
+            'ulimit -t 100 && ulimit -v 4194304 && exec "$@"',
+            "sh",
+            sys.executable,
+            "-c",
+            program,
+            str(tmp_path),
+        ],
+        env={**ENV, "PYTHONPATH": str(Path(proc.__file__).parent.parent)},
+    )
+    seen = limits_of((tmp_path / "agent.log").read_text())
+    assert seen["Max cpu time"] == ("100", "100")
+    assert seen["Max address space"] == (str(4 * 2**30), str(4 * 2**30))
+
+
+@pytest.mark.parametrize(
+    "limits", [{"memory_bytes": 0}, {"memory_bytes": 1023}, {"cpu_seconds": 0}, {"cpu_seconds": -1}]
+)
+def test_nonsensical_limits_are_refused(limits: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="at least"):
+        Limits(**limits)
 
 
 # ---------------------------------------------------------------- describe_status

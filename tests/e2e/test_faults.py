@@ -369,3 +369,50 @@ def test_non_loopback_bind_needs_a_long_token(daemon_factory: Callable[..., Daem
     )  # fmt: skip
     assert empty.returncode == 1
     assert "token is empty" in empty.stderr
+
+
+# ------------------------------------------------------------------ resource limits
+
+
+def test_runaway_log_is_capped_and_rotated(
+    daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
+) -> None:
+    d = daemon_factory(DISPATCHER_MAX_LOG_BYTES="20000", DISPATCHER_LOG_CHECK_SECONDS="0.1").start()
+    name = d.add_repo(init_repo(tmp_path / "r"), "r")
+    gate, burst = tmp_path / "go", tmp_path / "burst-done"
+    script = agent(
+        "chatty.sh",
+        # 200 KB of output (10x the cap), then wait, then one last line.
+        f'i=0; while [ $i -lt 2000 ]; do printf "line %04d %090d\\n" $i 0; i=$((i+1)); done\n'
+        f'touch "{burst}"\n'
+        f'while [ ! -f "{gate}" ]; do sleep 0.02; done\n'
+        "echo last line\n",
+    )
+    job_id = d.submit(name, "x", command=[script])["id"]
+    log = d.state_dir / "jobs" / str(job_id) / "agent.log"
+    rotated = log.parent / "agent.log.1"
+    wait_until(lambda: burst.exists(), "the burst")
+    wait_until(lambda: rotated.exists() and log.stat().st_size < 20000, "a rotation")
+    gate.touch()
+    assert d.wait(job_id)["state"] == "succeeded"
+    # The burst went to agent.log.1 (its newest 20 KB at most 2x the cap), the live
+    # log holds what came after, and with keep=1 there is no agent.log.2.
+    assert rotated.stat().st_size <= 2 * 20000
+    assert "line 1999" in rotated.read_text()
+    assert log.stat().st_size < 20000
+    assert not (log.parent / "agent.log.2").exists()
+    text = d.api.get(f"/jobs/{job_id}/log").text
+    assert "log rotated" in text
+    assert "last line" in text
+
+
+def test_cpu_limit_ends_a_runaway_agent(
+    daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
+) -> None:
+    d = daemon_factory(DISPATCHER_AGENT_CPU_SECONDS="1").start()
+    name = d.add_repo(init_repo(tmp_path / "r"), "r")
+    spin = agent("spin.sh", "while :; do :; done\n")
+    job = d.wait(d.submit(name, "x", command=[spin])["id"], timeout=30)
+    assert job["state"] == "failed"
+    assert job["signal"] == signal.SIGXCPU
+    assert "SIGXCPU" in job["error"]

@@ -73,7 +73,8 @@ def job_log(
     if path.exists():
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
-            offset = min(offset, size)  # past the end: nothing new yet
+            if offset > size:  # the log was rotated since: read it again from its start
+                offset = 0
             fh.seek(offset)
             data = fh.read()
     return PlainTextResponse(
@@ -91,8 +92,9 @@ async def _follow(
         chunk = b""
         if await file.exists():
             async with await file.open("rb") as fh:
-                size = (await file.stat()).st_size
-                await fh.seek(min(offset, size))
+                if (await file.stat()).st_size < offset:  # rotated: start over
+                    offset = 0
+                await fh.seek(offset)
                 chunk = await fh.read(_CHUNK)
         if chunk:
             offset += len(chunk)
