@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -88,6 +88,9 @@ def migrate(url: str) -> None:
         engine.dispose()
 
 
+_Row = TypeVar("_Row", Job, Repo)
+
+
 def _get_job(s: Session, job_id: int) -> Job:
     job = s.get(Job, job_id)
     if job is None:
@@ -95,13 +98,14 @@ def _get_job(s: Session, job_id: int) -> Job:
     return job
 
 
-def _save(s: Session, job: Job, fields: dict[str, Any]) -> Job:
+def _save(s: Session, row: _Row, fields: dict[str, Any]) -> _Row:
+    """Set ``fields`` on ``row`` and write it (inside the caller's transaction)."""
     for key, value in fields.items():
-        setattr(job, key, value)
-    s.add(job)
+        setattr(row, key, value)
+    s.add(row)
     s.flush()
-    s.refresh(job)
-    return job
+    s.refresh(row)
+    return row
 
 
 @dataclass(frozen=True)
@@ -398,12 +402,7 @@ class Store:
             repo = s.get(Repo, repo_id)
             if repo is None:
                 raise NotFound(f"no repo with id {repo_id}")
-            for key, value in fields.items():
-                setattr(repo, key, value)
-            s.add(repo)
-            s.flush()
-            s.refresh(repo)
-            return repo
+            return _save(s, repo, fields)
 
     def repos_by_forge_name(self, forge_name: str) -> list[Repo]:
         with self.reading() as s:
