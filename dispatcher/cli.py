@@ -77,11 +77,14 @@ def repo_add(
         str | None,
         typer.Option(help="owner/name on GitHub or GitLab (default: from the origin remote)"),
     ] = None,
+    pool_size: Annotated[
+        int | None, typer.Option(help="Warm worktrees kept for this repo (0: none)")
+    ] = None,
 ) -> None:
     """Register a local git repository."""
     body = {
         "path": str(path.expanduser().absolute()), "name": name,
-        "max_parallel": max_parallel, "forge_name": forge_name,
+        "max_parallel": max_parallel, "forge_name": forge_name, "pool_size": pool_size,
     }  # fmt: skip
     with _client() as c:
         repo = c.post("/repos", body)
@@ -111,7 +114,10 @@ def repo_show(name: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
     if as_json:
         _print_json(repo)
         return
-    keys = ("name", "path", "default_branch", "forge_name", "max_parallel", "exists", "created_at")
+    keys = (
+        "name", "path", "default_branch", "forge_name", "max_parallel", "pool_size", "exists",
+        "created_at",
+    )  # fmt: skip
     for key in keys:
         typer.echo(f"{key:<15} {repo[key]}")
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(repo["jobs"].items())) or "none"

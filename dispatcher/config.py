@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     ref_poll_seconds: float = Field(default=30, gt=0)  # full ref rescan even without a hint
     check_workers: int = Field(default=2, ge=1)  # trigger checks running at once
 
+    # Speed: idle worktrees kept checked out per repo, so agents start without a checkout.
+    pool_size: int = Field(default=2, ge=0, le=64)  # 0 disables the pool
+
     # Reliability.
     max_attempts: int = Field(default=3, ge=1)  # runs of a job whose agent is lost in a crash
     retry_backoff_seconds: float = Field(default=30, ge=0)  # doubled for each further attempt

@@ -152,11 +152,14 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from dispatcher.api.app import create_app
+    from dispatcher.models import Repo
+    from dispatcher.pool import WorktreePool
     from dispatcher.runner import Runner
     from dispatcher.service import Service
     from dispatcher.sources import Sources
     from dispatcher.store import Store, migrate
     from dispatcher.sweeper import Sweeper
+    from dispatcher.trigger_files import TriggerFiles
 
     configure_logging(settings)
     settings.ensure_dirs()
@@ -165,14 +168,26 @@ def serve(settings: Settings) -> None:
         token = load_or_create_token(settings)
         check_exposure(settings, token)
         store = Store(settings.db_url)
-        runner = Runner(settings, store)
+        trigger_files: list[TriggerFiles] = []  # the service's, once it exists
+
+        def keep_for(repo: Repo) -> list[str]:
+            active = trigger_files[0].active(repo.id) if trigger_files and repo.id else None
+            return list(active.keep) if active else []
+
+        wanted = settings.pool_size > 0 or any(r.pool_size for r in store.repos())
+        pool = WorktreePool(settings, store.repos, keep_for) if wanted else None
+        runner = Runner(settings, store, pool)
         service = Service(settings, store, runner)
-        sources = Sources(settings, store, service)
+        trigger_files.append(service.trigger_files)
+        service.pool = pool
+        sources = Sources(settings, store, service, on_default_moved=pool.refresh if pool else None)
         service.listener = sources
         app = create_app(service, token)
         clear_check_leftovers(settings)
         runner.start()  # re-adopts or re-queues what the last daemon left running
         sources.start()
+        if pool is not None:
+            pool.start()
         stop_sweeping = threading.Event()
         sweeper = Sweeper(settings, store)
         threading.Thread(
@@ -195,6 +210,8 @@ def serve(settings: Settings) -> None:
         finally:
             stop_sweeping.set()
             sources.stop()
+            if pool is not None:
+                pool.stop()
             service.intake.close()
             runner.stop()
             store.close()

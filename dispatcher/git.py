@@ -564,6 +564,18 @@ def _status(worktree: Path, *, untracked: bool) -> list[tuple[str, str]]:
     return entries
 
 
+def _add_all(worktree: Path, env: Mapping[str, str] | None = None) -> None:
+    """``git add -A``, skipping what cannot be added instead of failing on it.
+
+    An agent may leave a nested repository with no commit (``git init`` in a
+    subdirectory) or an unreadable file; ``--ignore-errors`` adds everything
+    else (exit 1 then). The skipped paths stay in the worktree.
+    """
+    result = _git(["add", "-A", "--ignore-errors"], worktree, check=False, env_extra=env)
+    if result.returncode not in (0, 1):
+        raise GitError(_failure(result))
+
+
 def status_porcelain(worktree: Path, *, untracked: bool = True) -> list[str]:
     """Paths with uncommitted changes (both names of a rename), plus untracked files if asked."""
     paths = [path for _, path in _status(worktree, untracked=untracked)]
@@ -588,7 +600,7 @@ def commit_all(worktree: Path, message: str, *, author_name: str, author_email: 
     if not message.strip():
         raise InvalidInput("commit message is empty")
     ident = _identity(author_name, author_email)
-    _git(["add", "-A"], worktree)
+    _add_all(worktree)
     staged = _git(["diff", "--cached", "--quiet", "--no-ext-diff"], worktree, check=False)
     if staged.returncode == 0:
         return None
@@ -1018,7 +1030,7 @@ def save_worktree_state(
         if index.is_file():
             shutil.copyfile(index, tmp_index)
         env = {"GIT_INDEX_FILE": str(tmp_index)}
-        _git(["add", "-A"], worktree, env_extra=env)
+        _add_all(worktree, env)
         tree = _git(["write-tree"], worktree, env_extra=env).stdout.strip()
     if head is not None:
         base_tree = _git(["rev-parse", f"{head}^{{tree}}"], worktree).stdout.strip()
@@ -1114,3 +1126,56 @@ def changed_gitlinks(repo: Path, commit: str) -> list[str]:
         if len(parts) >= 2 and parts[1] == "160000":  # ":<old mode> <new mode> ..."
             paths.append(path)
     return sorted(paths)
+
+
+# --- recycling worktrees (the warm pool) ---------------------------------------
+
+
+def worktree_move(repo: Path, src: Path, dst: Path) -> None:
+    """``git worktree move``: rename a linked worktree (locked or not); ``dst`` must not exist."""
+    dst = Path(os.path.abspath(dst))
+    if dst.exists():
+        raise InvalidInput(f"worktree destination exists: {dst}")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    _git(
+        ["worktree", "move", "--force", "--force", "--end-of-options",
+         str(Path(os.path.abspath(src))), str(dst)],
+        repo,
+    )  # fmt: skip
+
+
+def _clean_args(keep: Sequence[str]) -> list[str]:
+    args = ["clean", "-ffdxq"]  # -ff: nested repositories too; -x: ignored files too
+    for name in keep:
+        _check_path(name)
+        args += ["-e", f"/{name.strip('/')}/"]  # anchored: only that top-level directory
+    return args
+
+
+def recycle_worktree(worktree: Path, branch: str, base: str, *, keep: Sequence[str] = ()) -> None:
+    """Turn a used worktree into a fresh checkout of ``base`` on the new ``branch``.
+
+    ``checkout -f -B`` resets index and tracked files to ``base`` and ``clean -ffdx``
+    removes every untracked and ignored file, except the top-level directories
+    named in ``keep`` (dependency installs worth reusing: node_modules, .venv).
+    Costs only what differs between the old and the new commit.
+    """
+    validate_branch_name(branch)
+    sha = rev_parse(worktree, base)
+    if branch_head(worktree, branch) is not None:
+        raise AlreadyExists(f"branch already exists: {branch!r}")
+    _git(["checkout", "-q", "-f", "-B", branch, sha, "--"], worktree)
+    _git(_clean_args(keep), worktree)
+
+
+def detach_head(worktree: Path) -> None:
+    """Detach the worktree's HEAD where it is (writes HEAD only: instant), freeing its branch."""
+    sha = _git(["rev-parse", "--verify", "HEAD^{commit}"], worktree).stdout.strip()
+    _git(["update-ref", "--no-deref", "-m", "dispatcher: released", "HEAD", sha], worktree)
+
+
+def reset_detached(worktree: Path, rev: str, *, keep: Sequence[str] = ()) -> None:
+    """Detach ``worktree`` at ``rev`` and remove every file not in that commit (but ``keep``)."""
+    sha = rev_parse(worktree, rev)
+    _git(["checkout", "-q", "-f", "--detach", sha, "--"], worktree)
+    _git(_clean_args(keep), worktree)

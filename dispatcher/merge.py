@@ -9,6 +9,7 @@ job may be merged, records the result, and cleans up after it.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from dispatcher import git
@@ -30,9 +31,18 @@ def commit_message(job: Job, strategy: str) -> str:
 
 
 def land(
-    settings: Settings, store: Store, job: Job, repo: Repo, req: MergeRequest
+    settings: Settings,
+    store: Store,
+    job: Job,
+    repo: Repo,
+    req: MergeRequest,
+    drop: Callable[[Path], None],
 ) -> tuple[Job, bool, str]:
-    """Merge ``job``; returns the job, whether anything changed, and a message."""
+    """Merge ``job``; returns the job, whether anything changed, and a message.
+
+    ``drop`` takes the job's worktree away afterwards (back to the warm pool, or
+    removed), saving any uncommitted edits to a ref first.
+    """
     job_id = job.id
     assert job_id is not None
     if job.state is JobState.MERGED:
@@ -77,17 +87,7 @@ def land(
     # The result is landed; cleanup failures are logged, never undo the merge.
     try:
         if job.worktree:
-            worktree = Path(job.worktree)
-            if worktree.is_dir() and git.worktree_is_valid(worktree):
-                # Edits made in the worktree after the job finished are not lost.
-                git.save_worktree_state(
-                    worktree,
-                    f"refs/dispatcher/merged/{job_id}",
-                    f"dispatcher: uncommitted changes in job {job_id}'s worktree at merge",
-                    author_name=settings.commit_author_name,
-                    author_email=settings.commit_author_email,
-                )
-            git.worktree_remove(repo_path, worktree)
+            drop(Path(job.worktree))
             job = store.update(job_id, worktree=None)
         if req.delete_branch:
             git.delete_branch(repo_path, job.branch)

@@ -51,6 +51,7 @@ class Repo(SQLModel, table=True):
     path: str = Field(unique=True)
     default_branch: str
     max_parallel: int | None = None  # per-repo override of settings.max_parallel_per_repo
+    pool_size: int | None = None  # per-repo override of settings.pool_size
     forge_name: str | None = Field(default=None, index=True)  # "owner/name" for webhooks
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     # The trigger file: the last good text is what is active; a broken newer one
@@ -119,6 +120,7 @@ class RepoCreate(BaseModel):
     path: str
     name: str | None = None
     max_parallel: int | None = Field(default=None, ge=1, le=10_000)
+    pool_size: int | None = Field(default=None, ge=0, le=64)
     forge_name: str | None = PydanticField(default=None, pattern=r"^[\w.-]+(/[\w.-]+)+$")
 
 
@@ -129,6 +131,7 @@ class RepoPublic(BaseModel):
     path: str
     default_branch: str
     max_parallel: int | None
+    pool_size: int | None
     created_at: datetime
     forge_name: str | None
     exists: bool = True  # False when the path vanished since registration

@@ -27,6 +27,7 @@ from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidInput
 from dispatcher.lifecycle import JobState
 from dispatcher.models import Job, Repo, utcnow
+from dispatcher.pool import WorktreePool
 from dispatcher.store import Store
 
 log = logging.getLogger(__name__)
@@ -68,9 +69,10 @@ def worktree_path(settings: Settings, repo: Repo, job_id: int) -> Path:
 
 
 class Runner:
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, pool: WorktreePool | None = None) -> None:
         self.settings = settings
         self.store = store
+        self.pool = pool
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._lock = threading.Lock()
@@ -189,7 +191,12 @@ class Runner:
                 job_id, f"job {job_id}: worktree {worktree} on {job.branch} at {job.base_sha}"
             )
             worktree.parent.mkdir(parents=True, exist_ok=True)
-            git.worktree_add(repo_path, worktree, job.branch, job.base_sha)
+            # A warm tree from the pool if there is one, else a fresh checkout.
+            if self.pool is not None and self.pool.take(repo, worktree, job.branch, job.base_sha):
+                self.note(job_id, "worktree: recycled from the warm pool")
+            else:
+                git.worktree_add(repo_path, worktree, job.branch, job.base_sha)
+                self.note(job_id, "worktree: fresh checkout")
             self.store.update(job_id, worktree=str(worktree))
             git.worktree_lock(repo_path, worktree, f"dispatcher job {job_id}")
             files.prompt.write_text(job.prompt, encoding="utf-8")

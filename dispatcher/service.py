@@ -53,6 +53,7 @@ from dispatcher.models import (
     utcnow,
 )
 from dispatcher.models import Event as EventRow
+from dispatcher.pool import WorktreePool
 from dispatcher.runner import branch_name, job_files
 from dispatcher.store import Store
 from dispatcher.sweeper import worktrees_disk_usage
@@ -90,6 +91,7 @@ class Service:
         self.trigger_files = TriggerFiles(store)
         self.intake = Intake(settings, store, self.trigger_files, self)
         self.listener: RepoListener | None = None
+        self.pool: WorktreePool | None = None  # set by the daemon when the pool is on
         self._locks: dict[int, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -147,6 +149,8 @@ class Service:
         self.trigger_files.load(repo)
         if self.listener is not None:
             self.listener.repo_added(repo)
+        if self.pool is not None:
+            self.pool.fill(repo)
         return self._repo_public(self.store.repo_by_name(name))
 
     def repos(self) -> list[RepoPublic]:
@@ -165,6 +169,8 @@ class Service:
         public = self._repo_public(repo)
         self.store.remove_repo(repo.id, before_delete=self._remove_worktrees)
         self.trigger_files.forget(repo.id)
+        if self.pool is not None:
+            self.pool.forget(repo)
         if self.listener is not None:
             self.listener.repo_removed(repo)
         return public
@@ -332,9 +338,10 @@ class Service:
                         f"job {job_id} did not stop in time; nothing was removed, try again"
                     )
             assert job.id is not None
-            repo_path = Path(self.store.repo(job.repo_id).path)
+            repo = self.store.repo(job.repo_id)
+            repo_path = Path(repo.path)
             if job.worktree:
-                git.worktree_remove(repo_path, Path(job.worktree))
+                self._drop_worktree(repo, job.id, Path(job.worktree))
             if job.branch and (repo_path / ".git").exists():
                 git.delete_branch(repo_path, job.branch)
             job = self.store.move(
@@ -374,8 +381,32 @@ class Service:
         with self._job_lock(job_id):
             job = self.store.job(job_id)
             repo = self.store.repo(job.repo_id)
-            job, changed, message = land(self.settings, self.store, job, repo, req)
+            assert job.id is not None
+            job_id_ = job.id
+            job, changed, message = land(
+                self.settings, self.store, job, repo, req,
+                drop=lambda path: self._drop_worktree(repo, job_id_, path),
+            )  # fmt: skip
             return self._result(job, changed, message)
+
+    def _drop_worktree(self, repo: Repo, job_id: int, worktree: Path) -> None:
+        """A job is done with its worktree: back to the warm pool, or removed.
+
+        Either way its uncommitted edits are saved to ``refs/dispatcher/released/<id>``.
+        """
+        if self.pool is not None and (Path(repo.path) / ".git").exists():
+            self.pool.release(repo, worktree, job_id=job_id)
+            return
+        repo_path = Path(repo.path)
+        if worktree.is_dir() and git.worktree_is_valid(worktree, repo_path):
+            git.save_worktree_state(
+                worktree,
+                f"refs/dispatcher/released/{job_id}",
+                f"dispatcher: uncommitted changes in job {job_id}'s worktree when released",
+                author_name=self.settings.commit_author_name,
+                author_email=self.settings.commit_author_email,
+            )
+        git.worktree_remove(repo_path, worktree)
 
     def _stop(self, job: Job) -> Job:
         """Stop an active job: queued ones directly, claimed ones through the runner."""

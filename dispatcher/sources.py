@@ -47,9 +47,11 @@ class Sources:
         service: Service,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_default_moved: Callable[[Repo], None] | None = None,
     ) -> None:
         self.settings = settings
         self.clock = clock
+        self.on_default_moved = on_default_moved  # the warm pool follows the branch
         self.store = store
         self.service = service
         self.watcher = RepoWatcher(
@@ -138,10 +140,11 @@ class Sources:
                 last_seen=last,
             )
             default_ref = f"refs/heads/{repo.default_branch}"
-            if last.get(default_ref) != snapshot.get(
-                default_ref
-            ) and self.service.trigger_files.load(repo):
-                self._arm(self.store.repo_by_name(repo.name))
+            if last.get(default_ref) != snapshot.get(default_ref):
+                if self.service.trigger_files.load(repo):
+                    self._arm(self.store.repo_by_name(repo.name))
+                if last and self.on_default_moved is not None:
+                    self.on_default_moved(repo)
             for event in events:
                 self.service.ingest(event)
             self.store.save_ref_state(_id(repo), snapshot)

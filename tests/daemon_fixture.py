@@ -186,7 +186,12 @@ def _new_daemon(root: Path, **env: str) -> Daemon:
     home = root / "home"
     home.mkdir(parents=True, exist_ok=True)
     state = root / "state"
-    full_env = {**base_env(home), "DISPATCHER_KILL_GRACE_SECONDS": "1", **env}
+    # The warm pool is off unless a test turns it on (tests/e2e/test_pool.py): the other
+    # suites count worktrees exactly.
+    full_env = {
+        **base_env(home), "DISPATCHER_KILL_GRACE_SECONDS": "1", "DISPATCHER_POOL_SIZE": "0",
+        **env,
+    }  # fmt: skip
     return Daemon(state_dir=state, port=free_port(), env=full_env, log_path=root / "daemon.log")
 
 

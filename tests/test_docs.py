@@ -51,7 +51,7 @@ def test_tests_named_in_the_readme_exist() -> None:
     text = (ROOT / "README.md").read_text()
     current: Path | None = None
     named = 0
-    for match in re.finditer(r"`(?:tests/[\w/]*?)?(\w+\.py)?(?:::(\w+))?[^`]*`", text):
+    for match in re.finditer(r"`(?:tests/(?:\w+/)*)?(\w+\.py)?(?:::(\w+))?[^`]*`", text):
         file, name = match.groups()
         if file:
             found = sorted((ROOT / "tests").rglob(file))

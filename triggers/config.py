@@ -24,6 +24,7 @@ from pathlib import PurePosixPath
 from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -530,6 +531,19 @@ class Notify(_Model):
 TriggerName = Annotated[str, StringConstraints(pattern=TRIGGER_NAME_PATTERN)]
 
 
+def _not_dots(value: str) -> str:
+    if value in (".", ".."):
+        raise ValueError("must name a directory inside the repo, not '.' or '..'")
+    return value
+
+
+KeepDir = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z0-9._-]+$", description="A top-level directory name"),
+    AfterValidator(_not_dots),
+]
+
+
 class TriggerFile(_Model):
     """The whole `.dispatcher/triggers.yml`."""
 
@@ -545,6 +559,9 @@ class TriggerFile(_Model):
     """Extra or overridden agent profiles: name -> argv (list, or a string split like a shell)."""
     notify: list[Notify] = Field(default_factory=list)
     """Notification targets (stored; used by a later release)."""
+    keep: list[KeepDir] = Field(default_factory=list)
+    """Top-level directories that survive when a warm worktree is recycled for the
+    next job (dependency installs: node_modules, .venv). Everything else is reset."""
     triggers: dict[TriggerName, Trigger] = Field(min_length=1)
     """Named triggers, in file order."""
 

@@ -868,9 +868,9 @@ def test_json_schema_uses_the_keys_as_written() -> None:
     assert schema["$schema"].startswith("https://json-schema.org/")
     assert schema["type"] == "object"
     assert schema["additionalProperties"] is False
-    assert {"version", "defaults", "max-parallel", "setup", "agents", "notify", "triggers"} == set(
-        schema["properties"]
-    )
+    assert {
+        "version", "defaults", "max-parallel", "setup", "agents", "notify", "keep", "triggers",
+    } == set(schema["properties"])  # fmt: skip
     assert schema["required"] == ["version", "triggers"]
     defs = schema["$defs"]
     trigger = defs["Trigger"]["properties"]
@@ -892,3 +892,12 @@ def test_json_schema_uses_the_keys_as_written() -> None:
         for key in node.get("properties", {}):
             assert "_" not in key or key in KINDS, key
     assert "description" in trigger["prompt"]
+
+
+def test_keep_names_top_level_directories_only() -> None:
+    base = "version: 1\nkeep: {}\ntriggers:\n  a:\n    on: push\n    prompt: hi\n"
+    assert parse(base.format("[node_modules, .venv]")).keep == ["node_modules", ".venv"]
+    for bad in ('["../up"]', '[".."]', '["a/b"]', '["/abs"]', '[""]'):
+        problems = check(base.format(bad))
+        assert problems, bad
+        assert all(p.line == 2 and "keep" in p.message for p in problems), problems

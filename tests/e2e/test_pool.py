@@ -1,0 +1,177 @@
+"""The warm worktree pool, end to end: recycled trees are fast and leak nothing."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.daemon_fixture import Daemon
+from tests.gitutil import commit_file, git, init_repo
+
+Agent = Callable[[str, str], str]
+
+
+def wait_until(predicate: Callable[[], object], what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def idle_trees(d: Daemon, repo_name: str) -> list[Path]:
+    root = d.state_dir / "pool" / repo_name
+    return sorted(root.glob("idle-*")) if root.is_dir() else []
+
+
+def pool_daemon(daemon_factory: Callable[..., Daemon], size: int = 1) -> Daemon:
+    return daemon_factory(DISPATCHER_POOL_SIZE=str(size)).start()
+
+
+def wait_for_recycled(d: Daemon, repo_name: str, inode: int) -> None:
+    """Until the tree a finished job used (a rename keeps its inode) is idle again."""
+    wait_until(
+        lambda: any(t.stat().st_ino == inode for t in idle_trees(d, repo_name)),
+        "the released tree back in the pool",
+    )
+
+
+# What a job sees: every path in its worktree but .git, written before it changes anything.
+SNAPSHOT = 'find . -path ./.git -prune -o -print | sort > "$REPORT/$DISPATCHER_JOB_ID"\n'
+
+# An agent that leaves every kind of trace: tracked edits, deletions, a commit,
+# untracked and ignored files, a nested untracked directory, a nested git repo.
+MESSY = (
+    "echo changed > README.md\n"
+    "rm src/app.py\n"
+    "echo committed > committed.txt && git add committed.txt && git commit -qm agent\n"
+    "echo untracked > untracked.txt\n"
+    "mkdir -p build/deep && echo ignored > build/deep/out.log\n"
+    "echo cache > debug.log\n"
+    "mkdir -p node_modules/pkg && echo dep > node_modules/pkg/index.js\n"
+    "mkdir -p vendor/lib && (cd vendor/lib && git init -q && echo x > x)\n"
+)
+
+BASE_FILES = {
+    "README.md": "hello\n",
+    "src/app.py": "print('hi')\n",
+    ".gitignore": "*.log\nbuild/\nnode_modules/\n",
+}
+
+
+def test_a_recycled_worktree_holds_no_file_of_an_earlier_job(
+    daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
+) -> None:
+    d = pool_daemon(daemon_factory)
+    report = tmp_path / "report"
+    report.mkdir()
+    repo = init_repo(tmp_path / "r", files=BASE_FILES)
+    name = d.add_repo(repo, "r")
+    wait_until(lambda: idle_trees(d, name), "the pool to fill")
+    messy = agent("messy.sh", MESSY)
+    first = d.wait(d.submit(name, "mess", command=[messy])["id"])
+    assert first["state"] == "succeeded"
+    assert "recycled from the warm pool" in d.api.get(f"/jobs/{first['id']}/log").text
+    inode = Path(first["worktree"]).stat().st_ino
+    d.cli("discard", str(first["id"]))
+    assert not Path(first["worktree"]).exists()
+    assert not git(repo, "branch", "--list", first["branch"])  # released, then deleted
+    wait_for_recycled(d, name, inode)
+
+    looker = agent("look.sh", f'REPORT="{report}"\n' + SNAPSHOT)
+    second = d.wait(d.submit(name, "look", command=[looker])["id"])
+    assert second["state"] == "succeeded"
+    assert "recycled from the warm pool" in d.api.get(f"/jobs/{second['id']}/log").text
+    worktree = Path(second["worktree"])
+    assert worktree.stat().st_ino == inode  # the very tree the messy job used
+    seen = (report / str(second["id"])).read_text().splitlines()
+    assert seen == [".", "./.gitignore", "./README.md", "./src", "./src/app.py"]
+    assert (worktree / "README.md").read_text() == "hello\n"  # the tracked edit was reset
+    assert git(worktree, "rev-parse", "HEAD") == second["base"]
+    # The second job's branch starts at its own base, not at the first job's commits.
+    assert git(repo, "rev-list", "--count", f"{second['base']}..{second['branch']}") == "0"
+
+
+def test_keep_dirs_survive_recycling_but_nothing_else_does(
+    daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
+) -> None:
+    d = pool_daemon(daemon_factory)
+    report = tmp_path / "report"
+    report.mkdir()
+    files = {
+        **BASE_FILES,
+        ".dispatcher/triggers.yml": (
+            "version: 1\nkeep: [node_modules]\ntriggers:\n  noop:\n    on: manual\n    prompt: x\n"
+        ),
+    }
+    repo = init_repo(tmp_path / "r", files=files)
+    name = d.add_repo(repo, "r")
+    wait_until(lambda: idle_trees(d, name), "the pool to fill")
+    first = d.wait(d.submit(name, "mess", command=[agent("messy.sh", MESSY)])["id"])
+    inode = Path(first["worktree"]).stat().st_ino
+    d.cli("discard", str(first["id"]))
+    wait_for_recycled(d, name, inode)
+    looker = agent("look.sh", f'REPORT="{report}"\n' + SNAPSHOT)
+    second = d.wait(d.submit(name, "look", command=[looker])["id"])
+    seen = (report / str(second["id"])).read_text().splitlines()
+    assert "./node_modules/pkg/index.js" in seen  # kept: dependency installs are reused
+    leaked = [
+        p for p in seen
+        if p.startswith(("./untracked", "./build", "./debug", "./vendor", "./committed"))
+    ]  # fmt: skip
+    assert leaked == []
+    assert "./src/app.py" in seen  # a file the first job deleted is back
+
+
+def test_pool_follows_the_default_branch_and_merge_returns_trees(
+    daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
+) -> None:
+    d = pool_daemon(daemon_factory)
+    repo = init_repo(tmp_path / "r", files=BASE_FILES)
+    name = d.add_repo(repo, "r")
+    wait_until(lambda: idle_trees(d, name), "the pool to fill")
+    tip = commit_file(repo, "new.txt", "new\n", "main moves")
+    wait_until(
+        lambda: all(git(t, "rev-parse", "HEAD") == tip for t in idle_trees(d, name)),
+        "the idle tree to follow main",
+    )
+    job = d.wait(d.submit(name, "x", command=[agent("a.sh", "echo a > a.txt\n")])["id"])
+    assert job["base"] == tip
+    d.cli("merge", str(job["id"]), "--strategy", "squash")
+    assert (repo / "a.txt").read_text() == "a\n"
+    assert git(repo, "status", "--porcelain") == ""
+    wait_until(lambda: idle_trees(d, name), "the merged job's tree back in the pool")
+    # Every worktree git knows is the user's checkout or a pool tree.
+    listed = [
+        Path(line.split(" ", 1)[1])
+        for line in git(repo, "worktree", "list", "--porcelain").splitlines()
+        if line.startswith("worktree ")
+    ]
+    assert all(p == repo or p.is_relative_to(d.state_dir / "pool") for p in listed), listed
+
+
+def test_pool_survives_kill_9(
+    daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
+) -> None:
+    d = pool_daemon(daemon_factory, size=2)
+    repo = init_repo(tmp_path / "r", files=BASE_FILES)
+    name = d.add_repo(repo, "r")
+    wait_until(lambda: len(idle_trees(d, name)) == 2, "the pool to fill")
+    gate = tmp_path / "go"
+    hold = agent("hold.sh", f'while [ ! -f "{gate}" ]; do sleep 0.02; done\necho done > done.txt\n')
+    job_id = d.submit(name, "x", command=[hold])["id"]
+    d.wait(job_id, {"running"})
+    d.stop(signal.SIGKILL)
+    gate.touch()
+    d.start()
+    job = d.wait(job_id)
+    assert job["state"] == "succeeded"
+    assert git(repo, "show", f"{job['branch']}:done.txt") == "done"
+    wait_until(lambda: len(idle_trees(d, name)) == 2, "the pool to be adopted and refilled")
+    for tree in idle_trees(d, name):
+        assert git(tree, "status", "--porcelain", "--ignored") == ""
+    again = d.wait(d.submit(name, "y", command=["true"])["id"])
+    assert again["state"] == "succeeded"
+    assert "recycled from the warm pool" in d.api.get(f"/jobs/{again['id']}/log").text
