@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import re
 import shutil
 import stat
 import sys
@@ -41,6 +42,7 @@ from dispatcher.errors import (
 )
 
 _ZERO_OID = "0" * 40
+_FULL_SHA = re.compile(r"[0-9a-f]{40}")
 _STRATEGIES = ("merge", "squash", "rebase", "ff")
 
 # Inherited GIT_* variables that configure how git reaches the outside world or
@@ -488,13 +490,18 @@ def _is_leftover_worktree(repo: Path, path: Path) -> bool:
     return text.startswith("gitdir:") and os.path.realpath(gitdir).startswith(records + os.sep)
 
 
-def worktree_lock(repo: Path, path: Path, reason: str) -> None:
-    """Lock the worktree at ``path`` so that prune never removes it; no-op if locked."""
-    found = _find_worktree(repo, path)
-    if found is None:
-        raise NotFound(f"not a worktree of {repo}: {path}")
-    if not found[1].locked:
-        _git(["worktree", "lock", "--reason", reason, "--end-of-options", str(path)], repo)
+def worktree_lock(repo: Path, path: Path, reason: str, *, new: bool = False) -> None:
+    """Lock the worktree at ``path`` so that prune never removes it; no-op if locked.
+
+    ``new=True``: the caller just made (or moved) it unlocked, so skip the lookup.
+    """
+    if not new:
+        found = _find_worktree(repo, path)
+        if found is None:
+            raise NotFound(f"not a worktree of {repo}: {path}")
+        if found[1].locked:
+            return
+    _git(["worktree", "lock", "--reason", reason, "--end-of-options", str(path)], repo)
 
 
 def worktree_unlock(repo: Path, path: Path) -> None:
@@ -1161,10 +1168,14 @@ def recycle_worktree(worktree: Path, branch: str, base: str, *, keep: Sequence[s
     Costs only what differs between the old and the new commit.
     """
     validate_branch_name(branch)
-    sha = rev_parse(worktree, base)
-    if branch_head(worktree, branch) is not None:
-        raise AlreadyExists(f"branch already exists: {branch!r}")
-    _git(["checkout", "-q", "-f", "-B", branch, sha, "--"], worktree)
+    # Two git processes on the spawn path: a full sha needs no rev-parse, and
+    # `checkout -b` itself refuses a branch that exists (never resets one).
+    sha = base if _FULL_SHA.fullmatch(base) else rev_parse(worktree, base)
+    result = _git(["checkout", "-q", "-f", "-b", branch, sha, "--"], worktree, check=False)
+    if result.returncode != 0:
+        if branch_head(worktree, branch) is not None:
+            raise AlreadyExists(f"branch already exists: {branch!r}")
+        raise GitError(_failure(result))
     _git(_clean_args(keep), worktree)
 
 

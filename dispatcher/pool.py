@@ -161,6 +161,7 @@ class WorktreePool:
             if self.size_for(repo) <= 0:
                 git.worktree_remove(repo_path, tree)
                 return
+            git.worktree_unlock(repo_path, tree)  # the job's lock came along with the move
             git.reset_detached(tree, repo.default_branch, keep=self._keep_for(repo))
             ready = tree.with_name(f"idle-{uuid.uuid4().hex[:12]}")
             git.worktree_move(repo_path, tree, ready)
@@ -243,6 +244,7 @@ class WorktreePool:
                 ok = tree.name.startswith("idle-") and git.worktree_is_valid(tree, repo_path)
                 try:
                     if ok:
+                        git.worktree_unlock(repo_path, tree)
                         git.reset_detached(tree, repo.default_branch, keep=self._keep_for(repo))
                         with self._lock:
                             self._idle.setdefault(repo.name, []).append(tree)

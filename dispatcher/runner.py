@@ -198,7 +198,7 @@ class Runner:
                 git.worktree_add(repo_path, worktree, job.branch, job.base_sha)
                 self.note(job_id, "worktree: fresh checkout")
             self.store.update(job_id, worktree=str(worktree))
-            git.worktree_lock(repo_path, worktree, f"dispatcher job {job_id}")
+            git.worktree_lock(repo_path, worktree, f"dispatcher job {job_id}", new=True)
             files.prompt.write_text(job.prompt, encoding="utf-8")
             if self.store.job(job_id).cancel_requested:
                 self.store.move(job_id, JobState.PREPARING, JobState.CANCELED, finished_at=utcnow())
