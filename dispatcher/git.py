@@ -24,9 +24,11 @@ import shutil
 import stat
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 from dispatcher import proc
 from dispatcher.errors import (
@@ -71,6 +73,28 @@ _KEEP_ENV = frozenset(
     }
 )
 _KEEP_ENV_PREFIXES = ("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_")
+
+
+# Concurrent worktree commands on one repository race inside git (a `worktree
+# list` reading a half-made `.git/worktrees/<id>` fails with "failed to read
+# commondir"), so the daemon's own ones run one at a time per repository.
+_ADMIN_LOCKS: dict[str, threading.RLock] = {}
+_ADMIN_LOCKS_GUARD = threading.Lock()
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _serialized(fn: _F) -> _F:
+    """Run ``fn(repo, ...)`` holding the lock of ``repo``'s worktree records."""
+
+    @functools.wraps(fn)
+    def wrapper(repo: Path, *args: Any, **kwargs: Any) -> Any:
+        key = os.path.realpath(repo)
+        with _ADMIN_LOCKS_GUARD:
+            lock = _ADMIN_LOCKS.setdefault(key, threading.RLock())
+        with lock:
+            return fn(repo, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -318,6 +342,7 @@ def ahead_count(repo: Path, base: str, head: str) -> int:
 # --- worktrees ---------------------------------------------------------------
 
 
+@_serialized
 def worktree_list(repo: Path) -> list[WorktreeInfo]:
     """Every worktree of ``repo``, the main one first (``git worktree list --porcelain -z``)."""
     out = _git(["worktree", "list", "--porcelain", "-z"], repo).stdout
@@ -369,6 +394,7 @@ def checked_out_in(repo: Path, branch: str) -> WorktreeInfo | None:
     return None
 
 
+@_serialized
 def worktree_add(repo: Path, path: Path, branch: str, base: str) -> None:
     """Create worktree ``path`` on a new ``branch`` starting at ``base``.
 
@@ -405,6 +431,7 @@ def worktree_add(repo: Path, path: Path, branch: str, base: str) -> None:
         raise
 
 
+@_serialized
 def worktree_add_detached(repo: Path, path: Path, rev: str) -> str:
     """Create worktree ``path`` with a detached HEAD at ``rev``; returns the commit sha.
 
@@ -459,6 +486,7 @@ def _rmtree(path: Path) -> None:
         shutil.rmtree(path, onerror=lambda f, n, e: make_writable_and_retry(f, n, e[1]))
 
 
+@_serialized
 def worktree_remove(repo: Path, path: Path) -> None:
     """Remove the linked worktree at ``path``, dirty or locked; a no-op when already gone.
 
@@ -490,6 +518,7 @@ def _is_leftover_worktree(repo: Path, path: Path) -> bool:
     return text.startswith("gitdir:") and os.path.realpath(gitdir).startswith(records + os.sep)
 
 
+@_serialized
 def worktree_lock(repo: Path, path: Path, reason: str, *, new: bool = False) -> None:
     """Lock the worktree at ``path`` so that prune never removes it; no-op if locked.
 
@@ -504,6 +533,7 @@ def worktree_lock(repo: Path, path: Path, reason: str, *, new: bool = False) -> 
     _git(["worktree", "lock", "--reason", reason, "--end-of-options", str(path)], repo)
 
 
+@_serialized
 def worktree_unlock(repo: Path, path: Path) -> None:
     """Unlock the worktree at ``path``; no-op if it is not locked or not registered."""
     found = _find_worktree(repo, path)
@@ -511,6 +541,7 @@ def worktree_unlock(repo: Path, path: Path) -> None:
         _git(["worktree", "unlock", "--end-of-options", str(path)], repo)
 
 
+@_serialized
 def prune_worktrees(repo: Path) -> None:
     """Drop git's records of worktrees whose directories are gone (unless locked)."""
     _git(["worktree", "prune"], repo)
@@ -1138,6 +1169,7 @@ def changed_gitlinks(repo: Path, commit: str) -> list[str]:
 # --- recycling worktrees (the warm pool) ---------------------------------------
 
 
+@_serialized
 def worktree_move(repo: Path, src: Path, dst: Path) -> None:
     """``git worktree move``: rename a linked worktree (locked or not); ``dst`` must not exist."""
     dst = Path(os.path.abspath(dst))
@@ -1190,3 +1222,19 @@ def reset_detached(worktree: Path, rev: str, *, keep: Sequence[str] = ()) -> Non
     sha = rev_parse(worktree, rev)
     _git(["checkout", "-q", "-f", "--detach", sha, "--"], worktree)
     _git(_clean_args(keep), worktree)
+
+
+def current_branch(worktree: Path) -> str | None:
+    """The branch checked out in ``worktree``, or None when its HEAD is detached.
+
+    One git process whatever the number of worktrees (unlike ``worktree list``).
+    Raises :class:`GitError` when ``worktree`` is not a working linked worktree.
+    """
+    if not (worktree / ".git").is_file():
+        raise InvalidInput(f"not a linked worktree (no .git file): {worktree}")
+    result = _git(["symbolic-ref", "--quiet", "--short", "HEAD"], worktree, check=False)
+    if result.returncode == 0:
+        return result.stdout.strip()
+    if result.returncode == 1:
+        return None
+    raise GitError(_failure(result))

@@ -350,12 +350,9 @@ class Runner:
         worktree = Path(job.worktree)
         if not worktree.is_dir():
             raise InvalidInput(f"worktree {worktree} vanished while the agent ran")
-        here = next(
-            (w for w in git.worktree_list(repo_path) if w.path.resolve() == worktree.resolve()),
-            None,
-        )
+        branch = git.current_branch(worktree)
         problem = ""
-        if here is not None and here.branch == job.branch:
+        if branch == job.branch:
             first_line = (job.prompt.strip().splitlines() or [""])[0][:200]
             git.commit_all(
                 worktree,
@@ -364,7 +361,7 @@ class Runner:
                 author_email=self.settings.commit_author_email,
             )
         else:
-            where = here.branch if here is not None and here.branch else "a detached HEAD"
+            where = branch or "a detached HEAD"
             problem = (
                 f"the agent left its worktree on {where} instead of {job.branch}; "
                 "its uncommitted changes were left in place, not committed"

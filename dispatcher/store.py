@@ -260,6 +260,18 @@ class Store:
         with self.reading() as s:
             return list(s.exec(q).all())
 
+    def jobs_holding_worktrees(self) -> list[Job]:
+        """Jobs that have a worktree or may still make one (active): what a sweep needs,
+        without loading a long history of closed jobs."""
+        with self.reading() as s:
+            return list(
+                s.exec(
+                    select(Job).where(
+                        sa.or_(col(Job.worktree).is_not(None), col(Job.state).in_(list(ACTIVE)))
+                    )
+                ).all()
+            )
+
     def jobs_in(self, states: Sequence[JobState]) -> list[Job]:
         with self.reading() as s:
             return list(s.exec(select(Job).where(col(Job.state).in_(list(states)))).all())

@@ -223,7 +223,7 @@ class Sweeper:
                 # Directories first, jobs second: a worktree made in between belongs to
                 # a job that the read below sees.
                 repos.append((repo, repo_path, self._dirs(repo)))
-            jobs = self.store.jobs_in(list(JobState))
+            jobs = self.store.jobs_holding_worktrees()
             for repo, repo_path, dirs in repos:
                 mine = [j for j in jobs if j.repo_id == repo.id]
                 for step in (self._orphans, self._vanished, self._running, self._retention):

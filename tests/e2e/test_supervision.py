@@ -8,6 +8,8 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from tests.daemon_fixture import Daemon, dispatcher_argv
 from tests.gitutil import git, init_repo
 
@@ -150,3 +152,21 @@ def test_sigterm_leaves_agents_running_for_the_next_daemon(
     d.start()
     (gates / f"go-{job_id}").touch()
     assert d.wait(job_id)["state"] == "succeeded"
+
+
+@pytest.mark.parametrize("pool", ["0", "2"])
+def test_many_parallel_jobs_on_one_repo_all_succeed(
+    pool: str, daemon_factory: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    """Concurrent worktree commands on one repo used to race inside git
+    ("failed to read .git/worktrees/<id>/commondir") and fail a few jobs."""
+    d = daemon_factory(
+        DISPATCHER_MAX_PARALLEL="8", DISPATCHER_MAX_PARALLEL_PER_REPO="8",
+        DISPATCHER_POOL_SIZE=pool,
+    ).start()  # fmt: skip
+    name = d.add_repo(init_repo(tmp_path / "r"), "r")
+    ids = [d.submit(name, f"j{i}", command=["true"])["id"] for i in range(40)]
+    states = [d.wait(i, timeout=60)["state"] for i in ids]
+    assert states == ["succeeded"] * 40, [
+        (i, d.job(i)["error"]) for i, s in zip(ids, states, strict=True) if s != "succeeded"
+    ]
