@@ -1238,3 +1238,13 @@ def current_branch(worktree: Path) -> str | None:
     if result.returncode == 1:
         return None
     raise GitError(_failure(result))
+
+
+def worktree_delete_unlocked(repo: Path, path: Path) -> None:
+    """Remove an unlocked, unneeded linked worktree without holding the repository's
+    worktree lock while its files are deleted (that can take seconds): delete the
+    directory first, then let a quick ``git worktree prune`` drop the record."""
+    path = Path(os.path.abspath(path))
+    if path.exists() and _is_leftover_worktree(repo, path):
+        _rmtree(path)
+    prune_worktrees(repo)

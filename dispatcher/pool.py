@@ -115,7 +115,8 @@ class WorktreePool:
                 git.delete_branch(repo_path, branch)
             self.fill(repo)
             return False
-        self.fill(repo)
+        # No refill here: the caller calls fill() once its agent runs, so the refill's
+        # checkout (holding the repo's worktree lock) never delays this spawn.
         return True
 
     # ------------------------------------------------------------ release
@@ -177,9 +178,9 @@ class WorktreePool:
         finally:
             with self._lock:
                 self._busy[repo.name] = max(0, self._busy.get(repo.name, 1) - 1)
-        if displaced is not None:
+        if displaced is not None:  # idle trees are never locked: delete without the lock
             with contextlib.suppress(DispatcherError, OSError):
-                git.worktree_remove(repo_path, displaced)
+                git.worktree_delete_unlocked(repo_path, displaced)
 
     # ------------------------------------------------------------ fill and refresh
 

@@ -230,6 +230,8 @@ class Runner:
             return
         with self._lock:
             self._children[job_id] = child
+        if self.pool is not None:
+            self.pool.fill(repo)  # refill behind the running agent, off the spawn path
         self.store.move(
             job_id,
             JobState.PREPARING,
