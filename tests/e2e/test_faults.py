@@ -172,8 +172,25 @@ def test_killed_agent_fails_with_its_signal_not_as_canceled(
     assert "SIGKILL" in job["error"]
 
 
-def test_worktree_removed_under_a_running_agent(
-    daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
+def _remove(worktree: Path) -> None:
+    subprocess.run(["rm", "-rf", str(worktree)], check=True)
+
+
+def _corrupt(worktree: Path) -> None:
+    (worktree / ".git").write_text("gitdir: /nonexistent/garbage\n")
+
+
+@pytest.mark.parametrize(
+    ("breakage", "reason"),
+    [(_remove, "vanished"), (_corrupt, "could not record the result")],
+    ids=["removed", "corrupted-git-file"],
+)
+def test_worktree_broken_under_a_running_agent(
+    breakage: Callable[[Path], None],
+    reason: str,
+    daemon_factory: Callable[..., Daemon],
+    agent: Agent,
+    tmp_path: Path,
 ) -> None:
     d = daemon_factory().start()
     gates = tmp_path / "gates"
@@ -182,35 +199,15 @@ def test_worktree_removed_under_a_running_agent(
     job_id = d.submit(name, "x", command=[counting_gate_agent(agent, gates)])["id"]
     job = d.wait(job_id, {"running"})
     wait_until(lambda: runs(gates), "the agent to start")
-    subprocess.run(["rm", "-rf", job["worktree"]], check=True)
+    breakage(Path(job["worktree"]))
     (gates / f"go-{job_id}").touch()
     job = d.wait(job_id)
     assert job["state"] == "failed"
-    assert "vanished" in job["error"]
+    assert reason in job["error"], job["error"]
+    assert git(repo, "rev-parse", "main")  # the repository itself is fine
     assert git(repo, "branch", "--list", job["branch"])  # the branch is kept
     assert d.api.get("/health").status_code == 200
     # The next job in the repo is unaffected.
-    ok = d.wait(d.submit(name, "y", command=["true"])["id"])
-    assert ok["state"] == "succeeded"
-
-
-def test_corrupted_worktree_git_file(
-    daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
-) -> None:
-    d = daemon_factory().start()
-    gates = tmp_path / "gates"
-    repo = init_repo(tmp_path / "r")
-    name = d.add_repo(repo, "r")
-    job_id = d.submit(name, "x", command=[counting_gate_agent(agent, gates)])["id"]
-    job = d.wait(job_id, {"running"})
-    wait_until(lambda: runs(gates), "the agent to start")
-    (Path(job["worktree"]) / ".git").write_text("gitdir: /nonexistent/garbage\n")
-    (gates / f"go-{job_id}").touch()
-    job = d.wait(job_id)
-    assert job["state"] == "failed"
-    assert job["error"]
-    assert git(repo, "rev-parse", "main")  # the repository itself is fine
-    assert git(repo, "branch", "--list", job["branch"])
     ok = d.wait(d.submit(name, "y", command=["true"])["id"])
     assert ok["state"] == "succeeded"
 
