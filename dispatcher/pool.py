@@ -42,6 +42,18 @@ from dispatcher.models import Repo
 log = logging.getLogger(__name__)
 
 
+def save_released(settings: Settings, worktree: Path, job_id: int) -> str | None:
+    """Save uncommitted edits in a job's worktree to ``refs/dispatcher/released/<id>``
+    before the worktree goes (back to the pool or away); None if there were none."""
+    return git.save_worktree_state(
+        worktree,
+        f"refs/dispatcher/released/{job_id}",
+        f"dispatcher: uncommitted changes in job {job_id}'s worktree when released",
+        author_name=settings.commit_author_name,
+        author_email=settings.commit_author_email,
+    )
+
+
 class WorktreePool:
     def __init__(
         self,
@@ -134,13 +146,7 @@ class WorktreePool:
         if not git.worktree_is_valid(worktree, repo_path):
             git.worktree_remove(repo_path, worktree)  # leftovers are the sweeper's business
             return
-        git.save_worktree_state(
-            worktree,
-            f"refs/dispatcher/released/{job_id}",
-            f"dispatcher: uncommitted changes in job {job_id}'s worktree when released",
-            author_name=self.settings.commit_author_name,
-            author_email=self.settings.commit_author_email,
-        )
+        save_released(self.settings, worktree, job_id)
         parked = self.root / repo.name / f"released-{uuid.uuid4().hex[:12]}"
         try:
             git.worktree_move(repo_path, worktree, parked)

@@ -53,7 +53,7 @@ from dispatcher.models import (
     utcnow,
 )
 from dispatcher.models import Event as EventRow
-from dispatcher.pool import WorktreePool
+from dispatcher.pool import WorktreePool, save_released
 from dispatcher.runner import branch_name, job_files
 from dispatcher.store import Store
 from dispatcher.sweeper import worktrees_disk_usage
@@ -399,13 +399,7 @@ class Service:
             return
         repo_path = Path(repo.path)
         if worktree.is_dir() and git.worktree_is_valid(worktree, repo_path):
-            git.save_worktree_state(
-                worktree,
-                f"refs/dispatcher/released/{job_id}",
-                f"dispatcher: uncommitted changes in job {job_id}'s worktree when released",
-                author_name=self.settings.commit_author_name,
-                author_email=self.settings.commit_author_email,
-            )
+            save_released(self.settings, worktree, job_id)
         git.worktree_remove(repo_path, worktree)
 
     def _stop(self, job: Job) -> Job:

@@ -89,13 +89,19 @@ def migrate(url: str) -> None:
 
 
 _Row = TypeVar("_Row", Job, Repo)
+_Table = TypeVar("_Table", Job, Repo, Event)
+
+
+def _get(s: Session, table: type[_Table], row_id: int) -> _Table:
+    """The row with ``row_id``, or NotFound ("no job with id 7")."""
+    row = s.get(table, row_id)
+    if row is None:
+        raise NotFound(f"no {table.__name__.lower()} with id {row_id}")
+    return row
 
 
 def _get_job(s: Session, job_id: int) -> Job:
-    job = s.get(Job, job_id)
-    if job is None:
-        raise NotFound(f"no job with id {job_id}")
-    return job
+    return _get(s, Job, job_id)
 
 
 def _save(s: Session, row: _Row, fields: dict[str, Any]) -> _Row:
@@ -161,10 +167,7 @@ class Store:
 
     def repo(self, repo_id: int) -> Repo:
         with self.reading() as s:
-            repo = s.get(Repo, repo_id)
-        if repo is None:
-            raise NotFound(f"no repo with id {repo_id}")
-        return repo
+            return _get(s, Repo, repo_id)
 
     def repos(self) -> list[Repo]:
         with self.reading() as s:
@@ -411,10 +414,7 @@ class Store:
 
     def update_repo(self, repo_id: int, **fields: Any) -> Repo:
         with self.writing() as s:
-            repo = s.get(Repo, repo_id)
-            if repo is None:
-                raise NotFound(f"no repo with id {repo_id}")
-            return _save(s, repo, fields)
+            return _save(s, _get(s, Repo, repo_id), fields)
 
     def repos_by_forge_name(self, forge_name: str) -> list[Repo]:
         with self.reading() as s:
@@ -465,10 +465,7 @@ class Store:
 
     def event(self, event_id: int) -> Event:
         with self.reading() as s:
-            event = s.get(Event, event_id)
-        if event is None:
-            raise NotFound(f"no event with id {event_id}")
-        return event
+            return _get(s, Event, event_id)
 
     def event_by_key(self, dedup_key: str) -> Event | None:
         with self.reading() as s:
