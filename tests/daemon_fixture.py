@@ -160,6 +160,14 @@ class Daemon:
         assert resp.status_code == 200, resp.text
         return dict(resp.json())
 
+    def agent_group(self, job_id: int) -> int:
+        """The running agent's process group id, checked to be its own before anyone
+        signals it: a wrong group id could end processes that are not the test's."""
+        pid = self.job(job_id)["pid"]
+        assert isinstance(pid, int) and pid > 1, pid
+        assert os.getpgid(pid) == pid, "the agent does not lead its own process group"
+        return pid
+
     def wait(
         self, job_id: int, states: set[str] | None = None, timeout: float = 30
     ) -> dict[str, Any]:

@@ -127,8 +127,7 @@ def test_lost_agent_is_requeued_with_backoff_and_its_work_saved(
     job_id = d.submit(name, "long", command=[script])["id"]
     d.wait(job_id, {"running"})
     wait_until(lambda: runs(gates), "the agent to start")
-    pid = d.job(job_id)["pid"]
-    assert isinstance(pid, int) and pid > 1 and os.getpgid(pid) == pid
+    pid = d.agent_group(job_id)
     d.stop(signal.SIGKILL)
     os.killpg(pid, signal.SIGKILL)  # the agent dies too, leaving no exit status
     wait_until(lambda: not Path(f"/proc/{pid}/cmdline").exists() or _zombie(pid), "agent death")
@@ -163,8 +162,7 @@ def test_killed_agent_fails_with_its_signal_not_as_canceled(
     name = d.add_repo(init_repo(tmp_path / "r"), "r")
     job_id = d.submit(name, "x", command=[counting_gate_agent(agent, gates)])["id"]
     d.wait(job_id, {"running"})
-    pid = d.job(job_id)["pid"]
-    assert isinstance(pid, int) and pid > 1 and os.getpgid(pid) == pid
+    pid = d.agent_group(job_id)
     os.killpg(pid, signal.SIGKILL)
     job = d.wait(job_id)
     assert job["state"] == "failed"

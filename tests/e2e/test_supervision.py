@@ -117,9 +117,7 @@ def test_agent_that_died_while_daemon_was_down_is_failed_not_stuck(
     d, _, job_id, _ = gated_running_job(
         daemon_factory, agent, tmp_path, DISPATCHER_MAX_ATTEMPTS="1"
     )
-    pid = d.job(job_id)["pid"]
-    assert isinstance(pid, int) and pid > 1
-    assert os.getpgid(pid) == pid  # never signal a group that is not the agent's
+    pid = d.agent_group(job_id)
     d.stop(signal.SIGKILL)
     os.killpg(pid, signal.SIGKILL)  # the agent's whole group (it leads its own session)
     d.start()
