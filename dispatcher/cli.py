@@ -154,6 +154,10 @@ def run(
     wait: Annotated[
         bool, typer.Option(help="Wait until the job ends; exit 1 unless it succeeded")
     ] = False,
+    sparse: Annotated[
+        list[str] | None,
+        typer.Option(help="Check out only this directory (repeatable): a sparse worktree"),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Queue an agent job; print its id."""
@@ -169,7 +173,7 @@ def run(
             raise InvalidInput("--command is empty")
     body = {
         "repo": repo, "prompt": prompt, "agent": agent, "command": argv,
-        "base": base, "timeout_minutes": timeout,
+        "base": base, "timeout_minutes": timeout, "sparse": sparse or None,
     }  # fmt: skip
     with _client() as c:
         job = c.post("/jobs", body)

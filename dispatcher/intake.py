@@ -208,6 +208,7 @@ class Intake:
                     JobCreate(
                         repo=repo.name, prompt=prompt, agent=agent, base=base,
                         timeout_minutes=timeout, trigger=trigger.name,
+                        sparse=trigger.sparse or None,
                     ),
                     event_id=event_id,
                     concurrency_group=group,

@@ -8,10 +8,11 @@ Times are stored as naive UTC and always returned timezone-aware (UTC).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from pathlib import PurePosixPath
+from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints, field_validator
 from pydantic import Field as PydanticField
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
@@ -182,6 +183,7 @@ class Job(SQLModel, table=True):
     event_id: int | None = Field(default=None, foreign_key="event.id")
     concurrency_group: str | None = None
     profile: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)  # resolved agent
+    sparse: list[str] | None = Field(default=None, sa_type=sa.JSON)  # sparse checkout dirs
     # Where it runs
     branch: str = ""
     worktree: str | None = None
@@ -207,6 +209,27 @@ class Job(SQLModel, table=True):
     closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+def _sparse_dir(value: str) -> str:
+    parts = PurePosixPath(value).parts
+    if (
+        value.startswith(("/", "-"))
+        or "\\" in value
+        or ".." in parts
+        or any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
+    ):
+        raise ValueError(f"{value!r} must be a directory inside the repo (relative, no '..')")
+    value = value.strip("/")
+    if value in ("", "."):
+        raise ValueError("a sparse directory must name a directory inside the repo, not its root")
+    return value
+
+
+SparseDir = Annotated[
+    str, StringConstraints(min_length=1, max_length=1024), AfterValidator(_sparse_dir)
+]
+"""A directory of a sparse checkout: relative, inside the repo."""
+
+
 class JobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     repo: str
@@ -216,6 +239,13 @@ class JobCreate(BaseModel):
     base: str | None = None
     timeout_minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60)
     trigger: str | None = None
+    sparse: list[SparseDir] | None = PydanticField(
+        default=None,
+        min_length=1,
+        max_length=200,
+        description="Check out only these directories, plus the files at the top level "
+        "(git's cone-mode sparse checkout). The job does not use the warm pool.",
+    )
 
     @field_validator("command")
     @classmethod
@@ -241,6 +271,7 @@ class JobPublic(BaseModel):
     trigger: str | None
     event_id: int | None
     concurrency_group: str | None
+    sparse: list[str] | None
     retry_of: int | None
     attempt: int
     max_attempts: int

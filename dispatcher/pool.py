@@ -146,6 +146,10 @@ class WorktreePool:
         if not git.worktree_is_valid(worktree, repo_path):
             git.worktree_remove(repo_path, worktree)  # leftovers are the sweeper's business
             return
+        if git.is_sparse(worktree):  # a partial checkout is no use to the next job
+            save_released(self.settings, worktree, job_id)
+            git.worktree_remove(repo_path, worktree)
+            return
         save_released(self.settings, worktree, job_id)
         parked = self.root / repo.name / f"released-{uuid.uuid4().hex[:12]}"
         try:

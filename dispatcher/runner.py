@@ -121,6 +121,12 @@ class Runner:
 
     def _claim_loop(self) -> None:
         while not self._stopping.is_set():
+            with self._lock:
+                full = len(self._threads) >= self.settings.max_parallel
+            if full:  # every slot is ours and busy: no query until one frees (it wakes us)
+                self._wake.wait(1.0)
+                self._wake.clear()
+                continue
             try:
                 claimed = self.store.claim(
                     max_parallel=self.settings.max_parallel,
@@ -192,15 +198,23 @@ class Runner:
             )
             worktree.parent.mkdir(parents=True, exist_ok=True)
             # A warm tree from the pool if there is one, else a fresh checkout.
-            if self.pool is not None and self.pool.take(repo, worktree, job.branch, job.base_sha):
+            # Locked, so that `git worktree prune` never drops it while the job owns it.
+            reason = f"dispatcher job {job_id}"
+            pool = None if job.sparse else self.pool  # a sparse tree is made, never recycled
+            if pool is not None and pool.take(repo, worktree, job.branch, job.base_sha):
+                job = self.store.update(job_id, worktree=str(worktree))
+                git.worktree_lock(repo_path, worktree, reason, new=True)
                 self.note(job_id, "worktree: recycled from the warm pool")
             else:
-                git.worktree_add(repo_path, worktree, job.branch, job.base_sha)
-                self.note(job_id, "worktree: fresh checkout")
-            self.store.update(job_id, worktree=str(worktree))
-            git.worktree_lock(repo_path, worktree, f"dispatcher job {job_id}", new=True)
+                git.worktree_add(
+                    repo_path, worktree, job.branch, job.base_sha, lock_reason=reason,
+                    sparse=job.sparse or (),
+                )  # fmt: skip
+                job = self.store.update(job_id, worktree=str(worktree))
+                what = f"sparse checkout of {', '.join(job.sparse)}" if job.sparse else "checkout"
+                self.note(job_id, f"worktree: fresh {what}")
             files.prompt.write_text(job.prompt, encoding="utf-8")
-            if self.store.job(job_id).cancel_requested:
+            if job.cancel_requested:
                 self.store.move(job_id, JobState.PREPARING, JobState.CANCELED, finished_at=utcnow())
                 self.note(job_id, "canceled before the agent started")
                 return
@@ -232,7 +246,7 @@ class Runner:
             self._children[job_id] = child
         if self.pool is not None:
             self.pool.fill(repo)  # refill behind the running agent, off the spawn path
-        self.store.move(
+        job = self.store.move(
             job_id,
             JobState.PREPARING,
             JobState.RUNNING,
@@ -240,9 +254,9 @@ class Runner:
             pid_start=child.start_time,
             started_at=utcnow(),
         )
-        if self.store.job(job_id).cancel_requested:  # canceled while we were spawning
+        if job.cancel_requested:  # canceled while we were spawning
             self.cancel(job_id)
-        self._supervise(job_id, child)
+        self._supervise(job_id, child, job)
 
     def _argv(self, job: Job, prompt_file: Path, worktree: Path) -> tuple[list[str], bool]:
         if job.profile is not None:  # resolved when the job was submitted
@@ -289,8 +303,10 @@ class Runner:
         except OSError as exc:
             log.warning("job %s: cannot cap its log: %s", job_id, exc)
 
-    def _supervise(self, job_id: int, child: proc.Spawned) -> None:
-        job = self.store.job(job_id)
+    def _supervise(self, job_id: int, child: proc.Spawned, job: Job | None = None) -> None:
+        """Wait for the agent (killing it at its deadline), then record how it ended.
+        ``job``: the row as the caller last saw it (read here if not given)."""
+        job = job or self.store.job(job_id)
         started = job.started_at or utcnow()
         deadline = time.monotonic() + job.timeout_s - (utcnow() - started).total_seconds()
         # Wait in slices so the log is capped while the agent writes (one fstat each).
@@ -371,15 +387,15 @@ class Runner:
         head = git.branch_head(repo_path, job.branch)
         if head is None:
             raise InvalidInput(f"the agent deleted its branch {job.branch}")
-        stat = git.diffstat(repo_path, job.base_sha, head)
+        stats = git.branch_stats(repo_path, job.base_sha, head)
         fields: dict[str, object] = {
             "head_sha": head,
-            "commits_ahead": git.ahead_count(repo_path, job.base_sha, head),
-            "files_changed": stat.files,
-            "insertions": stat.insertions,
-            "deletions": stat.deletions,
+            "commits_ahead": stats.ahead,
+            "files_changed": stats.diff.files,
+            "insertions": stats.diff.insertions,
+            "deletions": stats.diff.deletions,
         }
-        if not problem and not git.is_ancestor(repo_path, job.base_sha, head):
+        if not problem and not stats.contains_base:
             problem = (
                 f"the agent rewrote history: {job.branch} no longer contains its base "
                 f"{job.base_sha[:12]}; the branch is kept as the agent left it"

@@ -225,7 +225,7 @@ class Service:
             )
         base_ref = req.base or repo.default_branch
         base_sha = git.rev_parse(repo_path, base_ref)
-        target = base_ref if git.branch_head(repo_path, base_ref) is not None else None
+        target = base_ref if git.is_branch(repo_path, base_ref) else None
         timeout_min = req.timeout_minutes or self.settings.default_timeout_minutes
         assert repo.id is not None
         job = Job(
@@ -244,6 +244,7 @@ class Service:
             retry_of=retry_of.id if retry_of else None,
             attempt=retry_of.attempt + 1 if retry_of else 1,
             max_attempts=self.settings.max_attempts,
+            sparse=req.sparse or (retry_of.sparse if retry_of else None),
         )
         job = self.store.add_job(job, branch_for=lambda jid: branch_name(jid, req.prompt))
         self.supervisor.wake()

@@ -213,7 +213,7 @@ def test_worktree_add_creates_checkout_on_new_branch_at_base(repo: Path, tmp_pat
     base = head(repo)
     commit_file(repo, "later.txt", "later\n")
     wt = tmp_path / "wts" / "1-fix"
-    git.worktree_add(repo, wt, "dispatcher/1-fix", base)
+    git.worktree_add(repo, wt, "dispatcher/1-fix", base, lock_reason="dispatcher job 1")
     assert (wt / "README.md").read_text() == "hello\n"
     assert not (wt / "later.txt").exists()
     assert git.branch_head(repo, "dispatcher/1-fix") == base
@@ -222,6 +222,8 @@ def test_worktree_add_creates_checkout_on_new_branch_at_base(repo: Path, tmp_pat
     assert [i.branch for i in infos] == ["main", "dispatcher/1-fix"]
     assert infos[1].path == wt.resolve()
     assert infos[1].head == base
+    assert infos[1].locked and not infos[0].locked
+    assert "dispatcher job 1" in g(repo, "worktree", "list", "--porcelain")
 
 
 def test_worktree_add_into_empty_dir(repo: Path, tmp_path: Path) -> None:
@@ -508,7 +510,7 @@ def test_commit_all_skips_hooks_and_refuses_empty_message(repo: Path) -> None:
 # --- diffs ---------------------------------------------------------------------------------
 
 
-def test_diffstat_ahead_count_and_diff(repo: Path) -> None:
+def test_diffstat_branch_stats_and_diff(repo: Path) -> None:
     base = head(repo)
     commit_file(repo, "a.txt", "a\nb\nc\n")
     (repo / "README.md").unlink()
@@ -521,8 +523,12 @@ def test_diffstat_ahead_count_and_diff(repo: Path) -> None:
     assert stat == git.DiffStat(
         files=3, insertions=2, deletions=1, paths=["README.md", "a.txt", "img.bin"]
     )
-    assert git.ahead_count(repo, base, tip) == 2
-    assert git.ahead_count(repo, tip, base) == 0
+    assert git.branch_stats(repo, base, tip) == git.BranchStats(2, True, stat)
+    backwards = git.branch_stats(repo, tip, base)
+    assert (backwards.ahead, backwards.contains_base) == (0, False)
+    assert git.branch_stats(repo, tip, tip) == git.BranchStats(
+        0, True, git.diffstat(repo, tip, tip)
+    )
     patch = git.diff(repo, base, tip)
     assert "+b\n+c\n" in patch
     assert "deleted file mode" in patch
@@ -531,7 +537,7 @@ def test_diffstat_ahead_count_and_diff(repo: Path) -> None:
     with pytest.raises(InvalidInput):
         git.diffstat(repo, "--output=/tmp/x", tip)
     with pytest.raises(InvalidInput):
-        git.ahead_count(repo, base, "-x")
+        git.branch_stats(repo, base, "-x")
 
 
 def test_diffstat_counts_a_rename_once(repo: Path) -> None:
@@ -1055,3 +1061,24 @@ def test_save_worktree_state_keeps_tracked_files_that_match_an_ignore_rule(
     assert sha is not None
     assert g(repo, "show", f"{sha}:vendor.o") == "changed"
     assert "fresh.o" not in g(repo, "ls-tree", "--name-only", sha).splitlines()
+
+
+def test_worktree_add_sparse_checks_out_only_the_cone(repo: Path, tmp_path: Path) -> None:
+    commit_file(repo, "src/app.py", "app\n")
+    commit_file(repo, "docs/guide.md", "guide\n")
+    wt = tmp_path / "sparse"
+    git.worktree_add(repo, wt, "job", "HEAD", sparse=["src"])
+    files = sorted(str(p.relative_to(wt)) for p in wt.rglob("*") if ".git" not in p.parts)
+    assert files == ["README.md", "a.txt", "src", "src/app.py"]
+    assert git.is_sparse(wt) and not git.is_sparse(repo)
+    assert git.status_porcelain(wt) == []  # the missing docs/ is not a deletion
+    (wt / "docs").mkdir()
+    (wt / "docs" / "new.md").write_text("new\n")  # outside the cone: still committed
+    assert git.commit_all(wt, "work", **AGENT) is not None
+    assert g(repo, "show", "--name-only", "--format=", "job") == "docs/new.md"
+    # Hostile paths never reach git, and nothing is left behind.
+    for bad in ("../x", "/etc", "\x01"):
+        with pytest.raises(InvalidInput):
+            git.worktree_add(repo, tmp_path / "bad", "job2", "HEAD", sparse=[bad])
+        assert not (tmp_path / "bad").exists()
+        assert not has_branch(repo, "job2")

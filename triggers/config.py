@@ -364,6 +364,17 @@ def _relative_path(value: str) -> str:
     return value
 
 
+def _sparse_dir(value: str) -> str:
+    _relative_path(value)
+    value = value.strip("/")
+    if value in ("", "."):
+        raise ValueError("must name a directory inside the repo, not its root")
+    return value
+
+
+SparseDir = Annotated[str, Field(min_length=1), AfterValidator(_sparse_dir)]
+
+
 class Trigger(_Model):
     """One named rule: which events, then which agent with which prompt."""
 
@@ -391,6 +402,9 @@ class Trigger(_Model):
     """A script or command run in the new worktree before the agent (overrides the file's)."""
     skills: list[str] = Field(default_factory=list)
     """Names of `.dispatcher/skills/*.md` given to the agent."""
+    sparse: list[SparseDir] = Field(default_factory=list)
+    """Check out only these directories (plus top-level files) in the job's worktree:
+    git's cone-mode sparse checkout, for huge repos. Such jobs skip the warm pool."""
 
     _name: str = PrivateAttr(default="")
 

@@ -473,6 +473,20 @@ def test_unknown_ids_and_names_are_404_with_codes(daemon: Daemon) -> None:
     assert result.returncode != 0
 
 
+def test_base_may_be_any_revision_and_a_tag_shadowing_a_branch_wins_as_in_git(
+    daemon: Daemon, repo: Path
+) -> None:
+    name = daemon.add_repo(repo)
+    first = git(repo, "rev-parse", "main")
+    second = commit_file(repo, "b.txt", "b\n")
+    job = daemon.submit(name, base="HEAD~1", command=["true"])
+    assert (job["base"], job["target_branch"]) == (first, "main")
+    git(repo, "tag", "main", first)  # `main` now names the tag first, as git resolves it
+    job = daemon.submit(name, base="main", command=["true"])
+    assert job["base"] == first != second
+    assert daemon.wait(job["id"])["state"] == "succeeded"
+
+
 def test_bad_requests_get_clear_json_errors(daemon: Daemon, repo: Path) -> None:
     name = daemon.add_repo(repo)
     cases = [

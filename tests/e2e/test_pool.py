@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -175,3 +176,55 @@ def test_pool_survives_kill_9(
     again = d.wait(d.submit(name, "y", command=["true"])["id"])
     assert again["state"] == "succeeded"
     assert "recycled from the warm pool" in d.api.get(f"/jobs/{again['id']}/log").text
+
+
+def test_sparse_job_checks_out_only_its_dirs_commits_all_and_never_enters_the_pool(
+    daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
+) -> None:
+    d = pool_daemon(daemon_factory)
+    report = tmp_path / "report"
+    report.mkdir()
+    files = {**BASE_FILES, "docs/guide.md": "guide\n", "lib/deep/x.py": "x = 1\n"}
+    repo = init_repo(tmp_path / "r", files=files)
+    name = d.add_repo(repo, "r")
+    wait_until(lambda: idle_trees(d, name), "the pool to fill")
+    pooled = {t.stat().st_ino for t in idle_trees(d, name)}
+    # The agent sees only src/ and top-level files, then writes inside and outside its dirs.
+    sparse_agent = agent(
+        "sparse.sh",
+        f'REPORT="{report}"\n' + SNAPSHOT + "echo more > src/new.py\n"
+        "mkdir -p lib/other && echo out > lib/other/made.py\n",
+    )
+    job = d.wait(d.submit(name, "sparse", command=[sparse_agent], sparse=["src/"])["id"])
+    assert job["state"] == "succeeded", job["error"]
+    assert job["sparse"] == ["src"]
+    log = d.api.get(f"/jobs/{job['id']}/log").text
+    assert "worktree: fresh sparse checkout of src" in log
+    worktree = Path(job["worktree"])
+    assert worktree.stat().st_ino not in pooled
+    seen = (report / str(job["id"])).read_text().splitlines()
+    assert seen == [".", "./.gitignore", "./README.md", "./src", "./src/app.py"]
+    # Both new files are committed on the job's branch, the one outside src/ too.
+    changed = git(repo, "diff", "--name-only", f"{job['base']}..{job['branch']}").split()
+    assert changed == ["lib/other/made.py", "src/new.py"]
+    assert job["files_changed"] == 2
+    # The user's checkout stays full and un-sparse.
+    assert (repo / "docs" / "guide.md").is_file()
+    main_sparse = subprocess.run(
+        ["git", "config", "--get", "core.sparseCheckout"], cwd=repo, capture_output=True, text=True
+    )
+    assert main_sparse.stdout.strip() in ("", "false")
+    # Discarded, the sparse tree is removed, not recycled: the next job gets a full tree.
+    inode = worktree.stat().st_ino
+    d.cli("discard", str(job["id"]))
+    assert not worktree.exists()
+    looker = agent("look.sh", f'REPORT="{report}"\n' + SNAPSHOT)
+    full = d.wait(d.submit(name, "full", command=[looker])["id"])
+    assert full["state"] == "succeeded"
+    assert Path(full["worktree"]).stat().st_ino != inode
+    assert "./docs/guide.md" in (report / str(full["id"])).read_text().splitlines()
+    assert all(t.stat().st_ino != inode for t in idle_trees(d, name))
+    # A path leaving the repo is refused at the door, with the reason.
+    resp = d.api.post("/jobs", json={"repo": name, "prompt": "x", "sparse": ["../etc"]})
+    assert resp.status_code == 422, resp.text
+    assert "inside the repo" in resp.text

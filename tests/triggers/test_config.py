@@ -901,3 +901,14 @@ def test_keep_names_top_level_directories_only() -> None:
         problems = check(base.format(bad))
         assert problems, bad
         assert all(p.line == 2 and "keep" in p.message for p in problems), problems
+
+
+def test_sparse_names_directories_inside_the_repo() -> None:
+    base = "version: 1\ntriggers:\n  a:\n    on: push\n    prompt: hi\n    sparse: {}\n"
+    parsed = parse(base.format("[src/, docs/api]")).trigger_list()[0]
+    assert parsed.sparse == ["src", "docs/api"]
+    assert parse(base.format("[]")).trigger_list()[0].sparse == []
+    for bad in ('["../up"]', '["/abs"]', '["."]', '["a/../../b"]', '["/"]'):
+        problems = check(base.format(bad))
+        assert problems, bad
+        assert all(p.line == 6 and "sparse" in p.message for p in problems), problems

@@ -1,0 +1,177 @@
+"""Read refs and HEAD straight from a repository's files, without starting git.
+
+Starting a git process costs about 2 ms of CPU (PERF.md); a job's hot path
+reads a handful of refs, so :mod:`dispatcher.git` asks here first. Every
+function answers only when the files give a certain answer and returns None
+otherwise, and the caller then asks git itself. Formats read (documented in
+gitrepository-layout(5)):
+
+* a ``.git`` *file* in a linked worktree: ``gitdir: <path>``; that directory
+  holds the worktree's ``HEAD`` and a ``commondir`` file naming the shared dir;
+* ``HEAD``: ``ref: refs/heads/<name>`` or a detached sha;
+* loose refs ``<common>/refs/...`` (one sha per file) and ``packed-refs``
+  (``<sha> <refname>`` lines, ``^<sha>`` peel lines, ``#`` header).
+
+Loose refs are read before ``packed-refs``: git writes ``packed-refs`` before
+deleting the loose files it packs, so this order never misses a ref. A
+repository on the reftable backend (a ``reftable`` directory) is never read
+here. Nothing in this module writes.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+_SHA = re.compile(r"[0-9a-f]{40}")
+_PER_WORKTREE = ("refs/worktree/", "refs/bisect/", "refs/rewritten/")  # not in the common dir
+
+
+@dataclass(frozen=True)
+class GitDirs:
+    gitdir: Path  # per-worktree dir (HEAD, index)
+    common: Path  # shared dir (refs, objects)
+
+
+def git_dirs(worktree: Path) -> GitDirs | None:
+    """The git dirs of a work tree (main or linked); None if the files don't say plainly."""
+    dot = worktree / ".git"
+    try:
+        if dot.is_dir():
+            return GitDirs(dot, dot)
+        text = dot.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.startswith("gitdir:"):
+        return None
+    gitdir = Path(text.removeprefix("gitdir:").strip())
+    if not gitdir.is_absolute():
+        gitdir = worktree / gitdir
+    try:
+        common_text = (gitdir / "commondir").read_text(encoding="utf-8").strip()
+    except FileNotFoundError:
+        return GitDirs(gitdir, gitdir)  # a separate git dir (`git init --separate-git-dir`)
+    except (OSError, UnicodeDecodeError):
+        return None
+    common = Path(common_text)
+    if not common.is_absolute():
+        common = gitdir / common
+    return GitDirs(gitdir, Path(os.path.normpath(common)))
+
+
+def head_branch(worktree: Path) -> tuple[bool, str | None] | None:
+    """(True, branch) when HEAD names a branch, (True, None) when detached; None: ask git."""
+    dirs = git_dirs(worktree)
+    if dirs is None:
+        return None
+    try:
+        text = (dirs.gitdir / "HEAD").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if text.startswith("ref: refs/heads/"):
+        return True, text.removeprefix("ref: refs/heads/")
+    if _SHA.fullmatch(text):
+        return True, None
+    return None
+
+
+def _usable(dirs: GitDirs) -> bool:
+    return not (dirs.common / "reftable").exists()
+
+
+def _loose(common: Path, ref: str) -> tuple[bool, str | None]:
+    """(known, sha): (True, None) when the file does not exist."""
+    try:
+        text = (common / ref).read_text(encoding="utf-8").strip()
+    except (FileNotFoundError, NotADirectoryError):
+        return True, None
+    except (OSError, UnicodeDecodeError):
+        return False, None  # a directory (refs/heads/a when a/b exists), unreadable...
+    return (True, text) if _SHA.fullmatch(text) else (False, None)  # symref: ask git
+
+
+class _Packed:
+    """``packed-refs`` parsed once per version of the file (by inode, size, mtime)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._cache: dict[Path, tuple[tuple[int, int, int], dict[str, str]]] = {}
+
+    def get(self, common: Path) -> dict[str, str] | None:
+        path = common / "packed-refs"
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            return {}
+        except OSError:
+            return None
+        key = (st.st_ino, st.st_size, st.st_mtime_ns)
+        with self._lock:
+            hit = self._cache.get(path)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        except (OSError, UnicodeDecodeError):
+            return None
+        refs: dict[str, str] = {}
+        for line in text.splitlines():
+            if not line or line[0] in "#^":
+                continue
+            sha, _, name = line.partition(" ")
+            if not _SHA.fullmatch(sha) or not name:
+                return None
+            refs[name] = sha
+        with self._lock:
+            if len(self._cache) > 256:
+                self._cache.clear()
+            self._cache[path] = (key, refs)
+        return refs
+
+
+_PACKED = _Packed()
+
+
+def _read(dirs: GitDirs, ref: str) -> tuple[bool, str | None]:
+    known, sha = _loose(dirs.common, ref)
+    if not known or sha is not None:
+        return known, sha
+    packed = _PACKED.get(dirs.common)
+    if packed is None:
+        return False, None
+    return True, packed.get(ref)
+
+
+def read_ref(path: Path, ref: str) -> tuple[bool, str | None]:
+    """(known, sha) of the full ref name ``ref`` (``refs/heads/main``) in the repository
+    of work tree ``path``. ``known`` False means: ask git."""
+    if not ref.startswith("refs/") or ref.startswith(_PER_WORKTREE) or ".." in ref:
+        return False, None
+    dirs = git_dirs(path)
+    if dirs is None or not _usable(dirs):
+        return False, None
+    return _read(dirs, ref)
+
+
+def resolve_branch_name(path: Path, name: str) -> tuple[bool, str | None]:
+    """(known, sha) of ``name`` when git would resolve that plain name to the branch
+    ``refs/heads/<name>``: git tries ``<gitdir>/<name>``, ``refs/<name>`` and
+    ``refs/tags/<name>`` first, so any of those existing means: ask git."""
+    if name.startswith(("refs/", "/")) or ".." in name or "\\" in name or name == "HEAD":
+        return False, None
+    dirs = git_dirs(path)
+    if dirs is None or not _usable(dirs):
+        return False, None
+    if os.path.lexists(dirs.gitdir / name) or os.path.lexists(dirs.common / name):
+        return False, None
+    for shadow in (f"refs/{name}", f"refs/tags/{name}"):
+        known, sha = _read(dirs, shadow)
+        if not known or sha is not None:
+            return False, None
+    known, sha = _read(dirs, f"refs/heads/{name}")
+    return (True, sha) if known and sha is not None else (False, None)
