@@ -39,12 +39,20 @@ PROMPT_FILE: Final = "{prompt_file}"
 WORKDIR: Final = "{workdir}"
 """Placeholder replaced by the absolute path of the job's worktree."""
 
+SESSION_ID: Final = "{session_id}"
+"""Placeholder (in ``resume_argv`` only) replaced by the session a follow-up resumes."""
+
+REPORT_DIALECTS: Final = frozenset({"claude", "codex", "gemini", "goose"})
+"""Agents whose structured output :mod:`dispatcher.agent_output` understands."""
+
 COMMAND: Final = "command"
 """Name of the profile that runs a user-given argv (see :func:`command_profile`)."""
 
 OUTPUT_FORMATS: Final = frozenset({"stream-json", "json", "text"})
 
-_PLACEHOLDER_RE: Final = re.compile("|".join(re.escape(p) for p in (PROMPT_FILE, WORKDIR)))
+_PLACEHOLDER_RE: Final = re.compile(
+    "|".join(re.escape(p) for p in (PROMPT_FILE, WORKDIR, SESSION_ID))
+)
 
 
 class AgentProfile(BaseModel):
@@ -61,6 +69,18 @@ class AgentProfile(BaseModel):
     """What the agent prints on stdout: ``stream-json`` (one JSON event per line),
     ``json`` (one document at the end) or ``text``."""
     description: str = ""
+    reports: str | None = None
+    """Whose structured output this is (claude, codex, gemini, goose): parsed for the
+    summary, cost, tokens, turns and session id. None: plain text (the log's tail)."""
+    resume_argv: tuple[str, ...] | None = None
+    """The argv that continues session ``{session_id}`` (follow-ups); None: no resume."""
+    system_prompt_flag: str | None = None
+    """A flag that appends text to the agent's system prompt: the repo's conventions go
+    there instead of into the prompt file."""
+    budget_flag: str | None = None
+    """A flag that caps the agent's spend in USD (the job's max-cost-usd)."""
+    reads_agents_md: bool = False
+    """The agent reads the repo's AGENTS.md itself; the daemon does not repeat it."""
 
     @field_validator("name")
     @classmethod
@@ -87,15 +107,16 @@ class AgentProfile(BaseModel):
 
 
 def _builtin(
-    name: str, argv: Sequence[str], *, stdin_prompt: bool, output: str, description: str
+    name: str,
+    argv: Sequence[str],
+    *,
+    resume_suffix: Sequence[str] = (),
+    **fields: object,
 ) -> AgentProfile:
-    return AgentProfile(
-        name=name,
-        argv=tuple(argv),
-        stdin_prompt=stdin_prompt,
-        output=output,
-        description=description,
-    )
+    """A built-in profile; ``resume_suffix``: arguments that, appended, resume a session."""
+    if resume_suffix:
+        fields["resume_argv"] = (*argv, *resume_suffix)
+    return AgentProfile.model_validate({"name": name, "argv": tuple(argv), **fields})
 
 
 BUILTIN_PROFILES: Final[Mapping[str, AgentProfile]] = MappingProxyType(
@@ -114,6 +135,10 @@ BUILTIN_PROFILES: Final[Mapping[str, AgentProfile]] = MappingProxyType(
             stdin_prompt=True,
             output="stream-json",
             description="Claude Code in print mode; prompt on stdin; JSON events on stdout.",
+            reports="claude",
+            resume_suffix=("--resume", SESSION_ID),
+            system_prompt_flag="--append-system-prompt",
+            budget_flag="--max-budget-usd",
         ),
         "codex": _builtin(
             "codex",
@@ -121,6 +146,18 @@ BUILTIN_PROFILES: Final[Mapping[str, AgentProfile]] = MappingProxyType(
             stdin_prompt=True,
             output="stream-json",
             description="OpenAI Codex CLI `exec`; `-` reads the prompt from stdin; JSONL events.",
+            reports="codex",
+            resume_argv=(
+                "codex",
+                "exec",
+                "--json",
+                "--sandbox",
+                "workspace-write",
+                "resume",
+                SESSION_ID,
+                "-",
+            ),
+            reads_agents_md=True,
         ),
         "aider": _builtin(
             "aider",
@@ -143,6 +180,7 @@ BUILTIN_PROFILES: Final[Mapping[str, AgentProfile]] = MappingProxyType(
             stdin_prompt=True,
             output="stream-json",
             description="Gemini CLI headless (stdin is not a TTY); prompt on stdin; JSONL events.",
+            reports="gemini",
         ),
         "goose": _builtin(
             "goose",
@@ -157,6 +195,7 @@ BUILTIN_PROFILES: Final[Mapping[str, AgentProfile]] = MappingProxyType(
             stdin_prompt=False,
             output="stream-json",
             description="goose `run` with the prompt file as instructions; JSON events.",
+            reports="goose",
         ),
     }
 )
@@ -259,12 +298,21 @@ def resolve_profile(
             profile = command_profile(argv, name=name)
             return profile.model_copy(update={"description": "Configured command."})
         stdin_prompt = base.stdin_prompt or not _has_prompt_file(argv)
+        output = _declared_output(argv) or base.output
+        # The agent is the same program: its flags still apply, and Claude resumes by
+        # appending --resume. Other resume argvs cannot be derived from a new argv.
+        same_output = output == base.output
         return AgentProfile(
             name=name,
             argv=argv,
             stdin_prompt=stdin_prompt,
-            output=_declared_output(argv) or base.output,
+            output=output,
             description=f"{base.description} (argv overridden)",
+            reports=base.reports if same_output else None,
+            resume_argv=(*argv, "--resume", SESSION_ID) if name == "claude" else None,
+            system_prompt_flag=base.system_prompt_flag,
+            budget_flag=base.budget_flag,
+            reads_agents_md=base.reads_agents_md,
         )
     if name in BUILTIN_PROFILES:
         return BUILTIN_PROFILES[name]
@@ -276,16 +324,43 @@ def resolve_profile(
     raise InvalidInput(f"unknown agent {name!r}; known: {', '.join(_known_names(overrides))}")
 
 
-def build_argv(profile: AgentProfile, *, prompt_file: Path, workdir: Path) -> list[str]:
-    """The argv to execute, with ``{prompt_file}`` and ``{workdir}`` filled in.
+def build_argv(
+    profile: AgentProfile,
+    *,
+    prompt_file: Path,
+    workdir: Path,
+    resume_session: str | None = None,
+    system_prompt: str | None = None,
+    max_cost_usd: float | None = None,
+) -> list[str]:
+    """The argv to execute, with ``{prompt_file}``, ``{workdir}`` (and ``{session_id}``)
+    filled in.
 
-    One pass per argument over the profile's own text: only the two exact
+    One pass per argument over the profile's own text: only the exact
     placeholder strings are replaced, and replacement values are inserted
     verbatim and never rescanned. Pass absolute paths (the agent's cwd is the
-    worktree).
+    worktree). ``resume_session``: use ``resume_argv`` (the caller checks the
+    profile has one). ``system_prompt`` and ``max_cost_usd`` are appended with
+    the profile's flags as separate arguments (never through a shell).
     """
-    values = {PROMPT_FILE: os.fspath(prompt_file), WORKDIR: os.fspath(workdir)}
+    values = {
+        PROMPT_FILE: os.fspath(prompt_file),
+        WORKDIR: os.fspath(workdir),
+        SESSION_ID: resume_session or "",
+    }
     for label, value in values.items():
         if "\x00" in value:
-            raise InvalidInput(f"{label} path contains a NUL character")
-    return [_PLACEHOLDER_RE.sub(lambda m: values[m.group(0)], arg) for arg in profile.argv]
+            raise InvalidInput(f"{label} contains a NUL character")
+    template = profile.argv
+    if resume_session is not None:
+        if profile.resume_argv is None:
+            raise InvalidInput(f"agent {profile.name!r} cannot resume a session")
+        template = profile.resume_argv
+    elif any(SESSION_ID in arg for arg in template):
+        raise InvalidInput(f"agent {profile.name!r}: {SESSION_ID} is only for resume_argv")
+    argv = [_PLACEHOLDER_RE.sub(lambda m: values[m.group(0)], arg) for arg in template]
+    if system_prompt and profile.system_prompt_flag:
+        argv += [profile.system_prompt_flag, system_prompt]
+    if max_cost_usd is not None and profile.budget_flag:
+        argv += [profile.budget_flag, f"{max_cost_usd:g}"]
+    return argv

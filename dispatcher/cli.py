@@ -80,11 +80,15 @@ def repo_add(
     pool_size: Annotated[
         int | None, typer.Option(help="Warm worktrees kept for this repo (0: none)")
     ] = None,
+    daily_cost_usd: Annotated[
+        float | None, typer.Option(help="Cap on agents' reported cost per UTC day")
+    ] = None,
 ) -> None:
     """Register a local git repository."""
     body = {
         "path": str(path.expanduser().absolute()), "name": name,
         "max_parallel": max_parallel, "forge_name": forge_name, "pool_size": pool_size,
+        "daily_cost_usd": daily_cost_usd,
     }  # fmt: skip
     with _client() as c:
         repo = c.post("/repos", body)
@@ -158,6 +162,11 @@ def run(
         list[str] | None,
         typer.Option(help="Check out only this directory (repeatable): a sparse worktree"),
     ] = None,
+    skill: Annotated[
+        list[str] | None,
+        typer.Option(help="A skill of .dispatcher/skills/ given in full (repeatable)"),
+    ] = None,
+    max_cost_usd: Annotated[float | None, typer.Option(help="Budget for the agent")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Queue an agent job; print its id."""
@@ -174,11 +183,17 @@ def run(
     body = {
         "repo": repo, "prompt": prompt, "agent": agent, "command": argv,
         "base": base, "timeout_minutes": timeout, "sparse": sparse or None,
+        "skills": skill or None, "max_cost_usd": max_cost_usd,
     }  # fmt: skip
     with _client() as c:
         job = c.post("/jobs", body)
         if wait:
             job = _wait(c, job["id"])
+    _print_queued(job, wait=wait, as_json=as_json)
+
+
+def _print_queued(job: Any, *, wait: bool, as_json: bool) -> None:
+    """A queued (or, with --wait, ended) job: its id, or JSON; exit 1 if it failed."""
     if as_json:
         _print_json(job)
     else:
@@ -188,6 +203,48 @@ def run(
             f"job {job['id']} {job['state']}: {job.get('error') or ''}".rstrip(": "), err=True
         )
         raise typer.Exit(1)
+
+
+@app.command()
+def followup(
+    job: int,
+    prompt: str,
+    timeout: Annotated[float | None, typer.Option(help="Timeout in minutes")] = None,
+    wait: Annotated[
+        bool, typer.Option(help="Wait until the job ends; exit 1 unless it succeeded")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Run the agent again in JOB's worktree and branch with PROMPT (resuming its
+    session where the agent can); print the new job's id."""
+    with _client() as c:
+        new = c.post(f"/jobs/{job}/followup", {"prompt": prompt, "timeout_minutes": timeout})["job"]
+        if wait:
+            new = _wait(c, new["id"])
+    _print_queued(new, wait=wait, as_json=as_json)
+
+
+@app.command()
+def inbox(
+    limit: Annotated[int, typer.Option(help="How many (newest first)")] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Jobs awaiting review (finished with commits, not merged or discarded), newest first."""
+    with _client() as c:
+        items = c.get("/inbox", params={"limit": limit})
+    if as_json:
+        _print_json(items)
+        return
+    if not items:
+        typer.echo("nothing awaits review")
+    for j in items:
+        churn = f"+{j['insertions']}/-{j['deletions']}"
+        cost = f"  ${j['cost_usd']:.2f}" if j.get("cost_usd") is not None else ""
+        typer.echo(f"{j['id']:>5}  {j['repo']}  {j['branch']}  {churn}{cost}")
+        first = (j["prompt"].splitlines() or [""])[0][:100]
+        typer.echo(f"       asked: {first}")
+        summary = " ".join((j.get("summary") or "(no summary)").split())
+        typer.echo(f"       summary: {summary[:300]}")
 
 
 def _wait(c: Client, job_id: int) -> Any:
@@ -219,15 +276,17 @@ def jobs(
         _print_json(page["items"])
         return
     typer.echo(
-        f"{'ID':>5}  {'STATE':<10} {'REPO':<16} {'AGENT':<8} {'AHEAD':>5}  {'+/-':<11} PROMPT"
+        f"{'ID':>5}  {'STATE':<10} {'REPO':<16} {'AGENT':<8} {'AHEAD':>5}  {'+/-':<11} "
+        f"{'COST':>7}  PROMPT"
     )
     for j in page["items"]:
         ahead = "" if j["commits_ahead"] is None else str(j["commits_ahead"])
         churn = "" if j["insertions"] is None else f"+{j['insertions']}/-{j['deletions']}"
+        cost = "" if j.get("cost_usd") is None else f"${j['cost_usd']:.2f}"
         first = (j["prompt"].splitlines() or [""])[0][:50]
         typer.echo(
             f"{j['id']:>5}  {j['state']:<10} {j['repo'][:16]:<16} {j['agent'][:8]:<8} "
-            f"{ahead:>5}  {churn:<11} {first}"
+            f"{ahead:>5}  {churn:<11} {cost:>7}  {first}"
         )
 
 
@@ -243,7 +302,8 @@ def show(job: int, as_json: Annotated[bool, typer.Option("--json")] = False) -> 
         "id", "repo", "state", "agent", "branch", "base", "target_branch", "worktree",
         "exit_code", "signal", "error", "commits_ahead", "files_changed", "insertions",
         "deletions", "duration_s", "created_at", "started_at", "finished_at", "merged_into",
-        "merged_sha", "retry_of",
+        "merged_sha", "retry_of", "followup_of", "followed_by", "port", "cost_usd",
+        "max_cost_usd", "input_tokens", "output_tokens", "turns", "session_id", "summary",
     )  # fmt: skip
     for key in keys:
         if data.get(key) is not None:

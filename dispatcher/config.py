@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 8765
@@ -71,11 +71,29 @@ class Settings(BaseSettings):
     log_keep: int = Field(default=1, ge=0)  # rotated copies kept beside agent.log
     log_check_seconds: float = Field(default=5, gt=0)  # how often a running agent's log is capped
 
+    # Agent environments. Each running job gets DISPATCHER_PORT (and PORT): the first
+    # of job_ports free ports from [job_port_base, job_port_base + job_port_count).
+    job_port_base: int = Field(default=20000, ge=1024, le=65535)
+    job_port_count: int = Field(default=2000, ge=1, le=40000)
+    job_ports: int = Field(default=10, ge=1, le=1000)  # a block per job
+    # Budgets and notifications.
+    daily_cost_usd: float | None = Field(default=None, gt=0)  # per repo; a repo's own wins
+    notify: list[dict[str, object]] = Field(default_factory=list)  # like a trigger file's
+    notify_attempts: int = Field(default=5, ge=1, le=20)
+
     commit_author_name: str = "worktree-dispatcher"
     commit_author_email: str = "dispatcher@localhost"
 
     log_level: str = "INFO"
     log_json: bool = False
+
+    @model_validator(mode="after")
+    def _ports_fit(self) -> Settings:
+        if self.job_port_base + self.job_port_count > 65536:
+            raise ValueError("job_port_base + job_port_count must not pass port 65535")
+        if self.job_ports > self.job_port_count:
+            raise ValueError("job_ports (a block per job) must not exceed job_port_count")
+        return self
 
     @field_validator("state_dir")
     @classmethod

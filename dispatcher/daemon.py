@@ -182,8 +182,16 @@ def serve(settings: Settings) -> None:
         service.pool = pool
         sources = Sources(settings, store, service, on_default_moved=pool.refresh if pool else None)
         service.listener = sources
+        from dispatcher.notify import Notifier
+
+        notifier = Notifier(
+            service.notify_targets, service.record_delivery, attempts=settings.notify_attempts
+        )
+        service.notifier = notifier
+        runner.on_finished = service.job_ended
         app = create_app(service, token)
         clear_check_leftovers(settings)
+        notifier.start()
         runner.start()  # re-adopts or re-queues what the last daemon left running
         sources.start()
         if pool is not None:
@@ -214,4 +222,5 @@ def serve(settings: Settings) -> None:
                 pool.stop()
             service.intake.close()
             runner.stop()
+            notifier.stop(timeout=2)
             store.close()

@@ -103,3 +103,10 @@ class DaemonUnavailable(DispatcherError):
 
     code = "daemon_unavailable"
     status = 503
+
+
+class BudgetExceeded(DispatcherError):
+    """A cost budget would be (or was) exceeded."""
+
+    code = "budget_exceeded"
+    status = 409

@@ -648,18 +648,22 @@ def _status(worktree: Path, *, untracked: bool) -> list[tuple[str, str]]:
     return entries
 
 
-def _add_all(worktree: Path, env: Mapping[str, str] | None = None) -> None:
+def _add_all(
+    worktree: Path, env: Mapping[str, str] | None = None, *, exclude: Sequence[str] = ()
+) -> None:
     """``git add -A``, skipping what cannot be added instead of failing on it.
 
     An agent may leave a nested repository with no commit (``git init`` in a
     subdirectory) or an unreadable file; ``--ignore-errors`` adds everything
-    else (exit 1 then). The skipped paths stay in the worktree.
+    else (exit 1 then). The skipped paths stay in the worktree. ``exclude``:
+    paths (files or directories, relative to the top) never staged.
     """
     # --sparse: in a sparse worktree, files the agent made outside the checked-out
     # directories are committed too (a no-op in a full checkout).
-    result = _git(
-        ["add", "-A", "--sparse", "--ignore-errors"], worktree, check=False, env_extra=env
-    )
+    args = ["add", "-A", "--sparse", "--ignore-errors"]
+    if exclude:
+        args += ["--", ".", *(f":(exclude,literal){_check_path(p)}" for p in exclude)]
+    result = _git(args, worktree, check=False, env_extra=env)
     if result.returncode not in (0, 1):
         raise GitError(_failure(result))
 
@@ -679,8 +683,16 @@ def has_changes(worktree: Path) -> bool:
     return bool(out)
 
 
-def commit_all(worktree: Path, message: str, *, author_name: str, author_email: str) -> str | None:
-    """Stage everything (``add -A``) and commit it as author and committer given.
+def commit_all(
+    worktree: Path,
+    message: str,
+    *,
+    author_name: str,
+    author_email: str,
+    exclude: Sequence[str] = (),
+) -> str | None:
+    """Stage everything (``add -A``) but ``exclude`` and commit it as author and
+    committer given.
 
     Returns the new HEAD sha, or None when there was nothing to commit. Hooks
     are skipped (``--no-verify``); no git identity needs to be configured.
@@ -690,7 +702,7 @@ def commit_all(worktree: Path, message: str, *, author_name: str, author_email: 
     ident = _identity(author_name, author_email)
     if not has_changes(worktree):  # one process for the common case: nothing left over
         return None
-    _add_all(worktree)
+    _add_all(worktree, exclude=exclude)
     staged = _git(["diff", "--cached", "--quiet", "--no-ext-diff"], worktree, check=False)
     if staged.returncode == 0:
         return None
@@ -1074,6 +1086,22 @@ def read_file(repo: Path, rev: str, path: str) -> str | None:
     return _git(["cat-file", "blob", sha], repo).stdout
 
 
+def read_files(repo: Path, rev: str, directory: str, suffix: str) -> dict[str, str]:
+    """Text of each file directly in ``directory`` at ``rev`` whose name ends with
+    ``suffix`` (name -> text); {} when the directory does not exist there."""
+    spec = f"{_check_rev(rev)}:{_check_path(directory)}"
+    listing = _git(["ls-tree", "-z", "--end-of-options", spec], repo, check=False)
+    if listing.returncode != 0:
+        return {}
+    blobs: dict[str, str] = {}
+    for entry in listing.stdout.split("\0"):
+        meta, _, name = entry.partition("\t")
+        parts = meta.split()
+        if len(parts) == 3 and parts[1] == "blob" and name.endswith(suffix):
+            blobs[name] = parts[2]
+    return {name: _git(["cat-file", "blob", sha], repo).stdout for name, sha in blobs.items()}
+
+
 def remote_url(repo: Path, remote: str = "origin") -> str | None:
     result = _git(["config", "--get", f"remote.{remote}.url"], repo, check=False)
     return result.stdout.strip() or None
@@ -1114,7 +1142,13 @@ def update_ref(repo: Path, ref: str, sha: str, message: str = "dispatcher") -> N
 
 
 def save_worktree_state(
-    worktree: Path, ref: str, message: str, *, author_name: str, author_email: str
+    worktree: Path,
+    ref: str,
+    message: str,
+    *,
+    author_name: str,
+    author_email: str,
+    exclude: Sequence[str] = (),
 ) -> str | None:
     """Snapshot everything uncommitted in ``worktree`` into a commit at ``ref``.
 
@@ -1125,7 +1159,7 @@ def save_worktree_state(
     temporary copy of the index. ``ref`` must be under ``refs/dispatcher/``;
     an existing value is overwritten (its reflog keeps the old one). Returns
     the commit's sha, or None (and ``ref`` is not touched) when there is
-    nothing uncommitted. Ignored files are not saved.
+    nothing uncommitted. Ignored files and ``exclude`` paths are not saved.
     """
     _check_save_ref(ref)
     if not message.strip():
@@ -1143,7 +1177,7 @@ def save_worktree_state(
         if index.is_file():
             shutil.copyfile(index, tmp_index)
         env = {"GIT_INDEX_FILE": str(tmp_index)}
-        _add_all(worktree, env)
+        _add_all(worktree, env, exclude=exclude)
         tree = _git(["write-tree"], worktree, env_extra=env).stdout.strip()
     if head is not None:
         base_tree = _git(["rev-parse", f"{head}^{{tree}}"], worktree).stdout.strip()

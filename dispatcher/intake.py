@@ -52,6 +52,7 @@ class Submitter(Protocol):
         event_id: int | None = None,
         concurrency_group: str | None = None,
         agent_overrides: dict[str, list[str] | str] | None = None,
+        trigger: Trigger | None = None,
     ) -> JobPublic: ...
 
     def cancel_in_background(self, job_id: int) -> None: ...
@@ -213,6 +214,7 @@ class Intake:
                     event_id=event_id,
                     concurrency_group=group,
                     agent_overrides=dict(file.agents or {}),
+                    trigger=trigger,
                 )  # fmt: skip
                 if group is not None and conc is not None and conc.cancel_in_progress:
                     for other in self.store.active_in_group(repo.id, group):

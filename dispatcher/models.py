@@ -24,6 +24,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def start_of_day(now: datetime | None = None) -> datetime:
+    """00:00 UTC of the day of ``now``: where daily budgets start."""
+    return (now or utcnow()).astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
     """Store naive UTC, hand back aware UTC."""
 
@@ -54,6 +59,7 @@ class Repo(SQLModel, table=True):
     max_parallel: int | None = None  # per-repo override of settings.max_parallel_per_repo
     pool_size: int | None = None  # per-repo override of settings.pool_size
     forge_name: str | None = Field(default=None, index=True)  # "owner/name" for webhooks
+    daily_cost_usd: float | None = None  # cap on agents' reported cost per UTC day
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     # The trigger file: the last good text is what is active; a broken newer one
     # only sets triggers_error (with file:line) until it is fixed.
@@ -123,6 +129,7 @@ class RepoCreate(BaseModel):
     max_parallel: int | None = Field(default=None, ge=1, le=10_000)
     pool_size: int | None = Field(default=None, ge=0, le=64)
     forge_name: str | None = PydanticField(default=None, pattern=r"^[\w.-]+(/[\w.-]+)+$")
+    daily_cost_usd: float | None = PydanticField(default=None, gt=0, le=1_000_000)
 
 
 class RepoPublic(BaseModel):
@@ -135,6 +142,8 @@ class RepoPublic(BaseModel):
     pool_size: int | None
     created_at: datetime
     forge_name: str | None
+    daily_cost_usd: float | None = None
+    cost_today_usd: float = 0.0  # agents' reported cost of jobs finished since 00:00 UTC
     exists: bool = True  # False when the path vanished since registration
     jobs: dict[str, int] = Field(default_factory=dict)  # job counts by state
     triggers: list[str] = Field(default_factory=list)  # names of the active triggers
@@ -184,11 +193,17 @@ class Job(SQLModel, table=True):
     concurrency_group: str | None = None
     profile: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)  # resolved agent
     sparse: list[str] | None = Field(default=None, sa_type=sa.JSON)  # sparse checkout dirs
+    # setup/cleanup/copy/link/skills, resolved from the repo's trigger file at submit time
+    workspace: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    max_cost_usd: float | None = None
+    followup_of: int | None = Field(default=None, foreign_key="job.id", index=True)
+    followed_by: int | None = None  # the follow-up job that took over worktree and branch
     # Where it runs
     branch: str = ""
     worktree: str | None = None
     pid: int | None = None
     pid_start: int | None = None
+    port: int | None = None  # first of the job's DISPATCHER_PORT range while it runs
     cancel_requested: bool = False
     # How it went
     exit_code: int | None = None
@@ -202,6 +217,13 @@ class Job(SQLModel, table=True):
     merged_sha: str | None = None
     merged_into: str | None = None
     merge_strategy: str | None = None
+    # What the agent reported (parsed from its output; see dispatcher/agent_output.py)
+    summary: str | None = None
+    cost_usd: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    turns: int | None = None
+    session_id: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     claimed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
@@ -246,6 +268,14 @@ class JobCreate(BaseModel):
         description="Check out only these directories, plus the files at the top level "
         "(git's cone-mode sparse checkout). The job does not use the warm pool.",
     )
+    skills: list[str] | None = PydanticField(
+        default=None,
+        max_length=100,
+        description="Names of the repo's .dispatcher/skills/*.md given in full to the agent.",
+    )
+    max_cost_usd: float | None = PydanticField(
+        default=None, gt=0, le=1_000_000, description="Budget for this job's agent, in USD."
+    )
 
     @field_validator("command")
     @classmethod
@@ -272,7 +302,10 @@ class JobPublic(BaseModel):
     event_id: int | None
     concurrency_group: str | None
     sparse: list[str] | None
+    workspace: dict[str, Any] | None
     retry_of: int | None
+    followup_of: int | None
+    followed_by: int | None
     attempt: int
     max_attempts: int
     not_before: datetime | None
@@ -289,6 +322,14 @@ class JobPublic(BaseModel):
     merged_sha: str | None
     merged_into: str | None
     merge_strategy: str | None
+    port: int | None
+    summary: str | None
+    cost_usd: float | None
+    max_cost_usd: float | None
+    input_tokens: int | None
+    output_tokens: int | None
+    turns: int | None
+    session_id: str | None
     timeout_s: float
     created_at: datetime
     started_at: datetime | None
@@ -311,6 +352,39 @@ class JobPublic(BaseModel):
             log_url=f"/jobs/{job.id}/log",
         )
         return cls.model_validate(data)
+
+
+class FollowupCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    prompt: str = Field(min_length=1, max_length=1_000_000)
+    timeout_minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60)
+
+
+class Delivery(SQLModel, table=True):
+    """The outcome of one notification (after its retries)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    job_id: int = Field(foreign_key="job.id", index=True)
+    target: str  # ntfy | slack | webhook
+    url: str  # redacted: no userinfo, no query
+    state: str  # the job state that was announced
+    ok: bool
+    attempts: int
+    status_code: int | None = None
+    error: str | None = None
+    at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class DeliveryPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    target: str
+    url: str
+    state: str
+    ok: bool
+    attempts: int
+    status_code: int | None
+    error: str | None
+    at: datetime
 
 
 class JobPage(BaseModel):

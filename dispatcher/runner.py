@@ -12,23 +12,27 @@ file their wrapper writes), and re-queues jobs caught while preparing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
-from dispatcher import agents, git, logcap, proc
+from dispatcher import agent_output, agents, conventions, git, logcap, proc, workspace
 from dispatcher.config import Settings
-from dispatcher.errors import DispatcherError, InvalidInput
+from dispatcher.errors import BudgetExceeded, DispatcherError, InvalidInput
 from dispatcher.lifecycle import JobState
-from dispatcher.models import Job, Repo, utcnow
+from dispatcher.models import Job, Repo, start_of_day, utcnow
 from dispatcher.pool import WorktreePool
 from dispatcher.store import Store
+from dispatcher.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,38 @@ def job_files(settings: Settings, job_id: int) -> JobFiles:
 
 def worktree_path(settings: Settings, repo: Repo, job_id: int) -> Path:
     return settings.worktrees_dir / repo.name / str(job_id)
+
+
+def _port_is_free(port: int) -> bool:
+    """True if nothing listens on ``port`` (loopback) right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def run_cleanup(settings: Settings, job_id: int, ws: Workspace, worktree: Path) -> None:
+    """Run a job's ``cleanup:`` in its worktree before the worktree goes; its output goes
+    to the job log. Best effort: a failure is noted there and never stops the removal."""
+    if not ws.cleanup or not worktree.is_dir():
+        return
+    files = job_files(settings, job_id)
+    try:
+        files.root.mkdir(parents=True, exist_ok=True)
+        env = {k: v for k, v in git.clean_env().items() if not k.startswith("DISPATCHER_")}
+        env.update(DISPATCHER_JOB_ID=str(job_id), DISPATCHER_WORKTREE=str(worktree))
+        workspace.run_script(
+            "cleanup", ws.cleanup, worktree=worktree, env=env, log_path=files.log,
+            exit_file=files.root / "cleanup.exit", timeout=ws.setup_timeout_s,
+            grace=settings.kill_grace_seconds,
+        )  # fmt: skip
+    except (DispatcherError, OSError) as exc:
+        reason = exc.message if isinstance(exc, DispatcherError) else str(exc)
+        log.warning("job %s: cleanup: %s", job_id, reason)
+        with contextlib.suppress(OSError), open(files.log, "a", encoding="utf-8") as fh:
+            fh.write(f"[dispatcher] cleanup: {reason}; the worktree is removed anyway\n")
 
 
 class Runner:
@@ -187,44 +223,73 @@ class Runner:
         job = self.store.job(job_id)
         repo = self.store.repo(job.repo_id)
         files = job_files(self.settings, job_id)
-        worktree = worktree_path(self.settings, repo, job_id)
+        continuing = job.followup_of is not None  # a follow-up runs in its parent's worktree
+        worktree = Path(job.worktree) if continuing and job.worktree else None
+        worktree = worktree or worktree_path(self.settings, repo, job_id)
         repo_path = Path(repo.path)
+        ws = Workspace.model_validate(job.workspace or {})
         try:
             files.root.mkdir(parents=True, exist_ok=True)
             if not (repo_path / ".git").exists():
                 raise InvalidInput(f"repo path {repo.path} no longer holds a git repository")
+            self._check_daily_budget(repo)
             self.note(
                 job_id, f"job {job_id}: worktree {worktree} on {job.branch} at {job.base_sha}"
             )
-            worktree.parent.mkdir(parents=True, exist_ok=True)
-            # A warm tree from the pool if there is one, else a fresh checkout.
-            # Locked, so that `git worktree prune` never drops it while the job owns it.
-            reason = f"dispatcher job {job_id}"
-            pool = None if job.sparse else self.pool  # a sparse tree is made, never recycled
-            if pool is not None and pool.take(repo, worktree, job.branch, job.base_sha):
-                job = self.store.update(job_id, worktree=str(worktree))
-                git.worktree_lock(repo_path, worktree, reason, new=True)
-                self.note(job_id, "worktree: recycled from the warm pool")
+            if continuing:
+                self._take_over(job, repo_path, worktree)
             else:
-                git.worktree_add(
-                    repo_path, worktree, job.branch, job.base_sha, lock_reason=reason,
-                    sparse=job.sparse or (),
+                job = self._make_worktree(job, repo, worktree)
+                for line in workspace.bring_files(ws, repo_path, worktree):
+                    self.note(job_id, line)
+            port = self.store.allocate_port(
+                job_id,
+                base=self.settings.job_port_base,
+                count=self.settings.job_port_count,
+                block=self.settings.job_ports,
+                usable=_port_is_free,
+            )
+            if port is None:
+                raise InvalidInput(
+                    "no free block of ports for DISPATCHER_PORT: raise "
+                    "DISPATCHER_JOB_PORT_COUNT or lower max-parallel"
+                )
+            env = self._agent_env(job, files.prompt, worktree, port)
+            profile = self._profile(job)
+            text = self._conventions(job, repo_path, profile, ws)
+            via_flag = bool(
+                text and profile.system_prompt_flag and len(text) <= conventions.MAX_SYSTEM_PROMPT
+            )
+            prompt = (
+                job.prompt if via_flag or not text else f"{text}\n\n# Your task\n\n{job.prompt}"
+            )
+            files.prompt.write_text(prompt, encoding="utf-8")
+            if ws.setup and not continuing:
+                workspace.run_script(
+                    "setup", ws.setup, worktree=worktree, env=env, log_path=files.log,
+                    exit_file=files.root / "setup.exit", timeout=ws.setup_timeout_s,
+                    grace=self.settings.kill_grace_seconds,
                 )  # fmt: skip
-                job = self.store.update(job_id, worktree=str(worktree))
-                what = f"sparse checkout of {', '.join(job.sparse)}" if job.sparse else "checkout"
-                self.note(job_id, f"worktree: fresh {what}")
-            files.prompt.write_text(job.prompt, encoding="utf-8")
-            if job.cancel_requested:
+                self.note(job_id, "setup: done")
+            if self.store.job(job_id).cancel_requested:
                 self.store.move(job_id, JobState.PREPARING, JobState.CANCELED, finished_at=utcnow())
                 self.note(job_id, "canceled before the agent started")
                 return
-            argv, stdin_prompt = self._argv(job, files.prompt, worktree)
-            self.note(job_id, f"agent {job.agent}: {argv!r}")
+            resume = self._resume_session(job, profile)
+            argv = agents.build_argv(
+                profile, prompt_file=files.prompt, workdir=worktree, resume_session=resume,
+                system_prompt=text if via_flag else None, max_cost_usd=job.max_cost_usd,
+            )  # fmt: skip
+            shown = [a if a != text else "<conventions>" for a in argv]
+            self.note(job_id, f"agent {job.agent}: {shown!r}")
+            if text:
+                how = f"with {profile.system_prompt_flag}" if via_flag else "in the prompt file"
+                self.note(job_id, f"conventions: {len(text)} characters, {how}")
             child = proc.spawn(
                 argv,
                 cwd=worktree,
-                env=self._agent_env(job, files.prompt, worktree),
-                stdin_path=files.prompt if stdin_prompt else None,
+                env=env,
+                stdin_path=files.prompt if profile.stdin_prompt else None,
                 log_path=files.log,
                 exit_file=files.exit,
                 limits=self._limits(),
@@ -232,6 +297,13 @@ class Runner:
         except (DispatcherError, OSError) as exc:
             reason = exc.message if isinstance(exc, DispatcherError) else str(exc)
             self.note(job_id, f"failed before the agent started: {reason}")
+            if continuing:  # the worktree holds the earlier runs' work: keep it
+                self.store.move(
+                    job_id, JobState.PREPARING, JobState.FAILED, error=reason,
+                    finished_at=utcnow(),
+                )  # fmt: skip
+                return
+            self._cleanup(job_id, ws, worktree)
             self._remove_worktree(repo_path, worktree, job.branch)  # nothing ran: undo it all
             self.store.move(
                 job_id,
@@ -244,7 +316,7 @@ class Runner:
             return
         with self._lock:
             self._children[job_id] = child
-        if self.pool is not None:
+        if self.pool is not None and not continuing:
             self.pool.fill(repo)  # refill behind the running agent, off the spawn path
         job = self.store.move(
             job_id,
@@ -258,19 +330,86 @@ class Runner:
             self.cancel(job_id)
         self._supervise(job_id, child, job)
 
-    def _argv(self, job: Job, prompt_file: Path, worktree: Path) -> tuple[list[str], bool]:
-        if job.profile is not None:  # resolved when the job was submitted
-            profile = agents.AgentProfile.model_validate(job.profile)
-        elif job.command:
-            profile = agents.command_profile(job.command)
-        else:
-            profile = agents.resolve_profile(job.agent, self.settings.agents)
-        return (
-            agents.build_argv(profile, prompt_file=prompt_file, workdir=worktree),
-            profile.stdin_prompt,
-        )
+    def _make_worktree(self, job: Job, repo: Repo, worktree: Path) -> Job:
+        """A warm tree from the pool if there is one, else a fresh checkout; locked,
+        so that ``git worktree prune`` never drops it while the job owns it."""
+        assert job.id is not None
+        job_id = job.id
+        repo_path = Path(repo.path)
+        worktree.parent.mkdir(parents=True, exist_ok=True)
+        reason = f"dispatcher job {job_id}"
+        pool = None if job.sparse else self.pool  # a sparse tree is made, never recycled
+        if pool is not None and pool.take(repo, worktree, job.branch, job.base_sha):
+            job = self.store.update(job_id, worktree=str(worktree))
+            git.worktree_lock(repo_path, worktree, reason, new=True)
+            self.note(job_id, "worktree: recycled from the warm pool")
+            return job
+        git.worktree_add(
+            repo_path, worktree, job.branch, job.base_sha, lock_reason=reason,
+            sparse=job.sparse or (),
+        )  # fmt: skip
+        job = self.store.update(job_id, worktree=str(worktree))
+        what = f"sparse checkout of {', '.join(job.sparse)}" if job.sparse else "checkout"
+        self.note(job_id, f"worktree: fresh {what}")
+        return job
 
-    def _agent_env(self, job: Job, prompt_file: Path, worktree: Path) -> dict[str, str]:
+    def _take_over(self, job: Job, repo_path: Path, worktree: Path) -> None:
+        """A follow-up continues in its parent's worktree: check it is still there and
+        still on the job's branch (the parent's agent may have left it elsewhere)."""
+        assert job.id is not None
+        if not git.worktree_is_valid(worktree, repo_path):
+            raise InvalidInput(f"the worktree {worktree} of job {job.followup_of} is gone")
+        branch = git.current_branch(worktree)
+        if branch != job.branch:
+            raise InvalidInput(
+                f"the worktree {worktree} is on {branch or 'a detached HEAD'}, not {job.branch}"
+            )
+        self.note(job.id, f"follow-up of job {job.followup_of}: continuing in its worktree")
+
+    def _resume_session(self, job: Job, profile: agents.AgentProfile) -> str | None:
+        """The session a follow-up resumes: its parent's, when the agent can resume."""
+        if job.followup_of is None or job.id is None:
+            return None
+        parent = self.store.job(job.followup_of)
+        if parent.session_id and profile.resume_argv is not None:
+            self.note(job.id, f"resuming agent session {parent.session_id}")
+            return parent.session_id
+        why = "no session was recorded" if not parent.session_id else "the agent cannot resume"
+        self.note(job.id, f"{why}: a new session with the follow-up prompt")
+        return None
+
+    def _conventions(
+        self, job: Job, repo_path: Path, profile: agents.AgentProfile, ws: Workspace
+    ) -> str:
+        conv = conventions.load(repo_path, job.base_sha)
+        conventions.check_selected(conv, ws.skills)
+        return conventions.render(conv, ws.skills, include_agents_md=not profile.reads_agents_md)
+
+    def _check_daily_budget(self, repo: Repo) -> None:
+        cap = repo.daily_cost_usd or self.settings.daily_cost_usd
+        if cap is None or repo.id is None:
+            return
+        spent = self.store.cost_since(repo.id, start_of_day())
+        if spent >= cap:
+            raise BudgetExceeded(
+                f"repo {repo.name} has spent ${spent:.2f} of its ${cap:.2f} daily budget "
+                "(UTC day); raise it with `dispatcher repo add --daily-cost-usd` or wait"
+            )
+
+    def _cleanup(self, job_id: int, ws: Workspace, worktree: Path) -> None:
+        """Run the workspace's cleanup in ``worktree`` (best effort: noted, never raised)."""
+        run_cleanup(self.settings, job_id, ws, worktree)
+
+    def _profile(self, job: Job) -> agents.AgentProfile:
+        if job.profile is not None:  # resolved when the job was submitted
+            return agents.AgentProfile.model_validate(job.profile)
+        if job.command:
+            return agents.command_profile(job.command)
+        return agents.resolve_profile(job.agent, self.settings.agents)
+
+    def _agent_env(
+        self, job: Job, prompt_file: Path, worktree: Path, port: int | None = None
+    ) -> dict[str, str]:
         assert job.id is not None
         # The daemon's own secrets (token, webhook secrets) never reach an agent.
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")}
@@ -284,6 +423,9 @@ class Runner:
             DISPATCHER_BRANCH=job.branch,
             DISPATCHER_BASE=job.base_sha,
         )
+        if port is not None:  # the job's own ports: parallel dev servers never collide
+            last = port + self.settings.job_ports - 1
+            env.update(DISPATCHER_PORT=str(port), DISPATCHER_PORTS=f"{port}-{last}", PORT=str(port))
         return env
 
     def _limits(self) -> proc.Limits | None:
@@ -344,6 +486,17 @@ class Runner:
             problem = problem or collect_problem
         except DispatcherError as exc:
             problem = problem or f"could not record the result: {exc.message}"
+        reported = self._report(job)
+        agent_error = reported.pop("agent_error", None)
+        fields.update(reported)
+        cost = reported.get("cost_usd")
+        if job.max_cost_usd is not None and cost is not None and cost > job.max_cost_usd:
+            problem = problem or (
+                f"the agent reported ${cost:.4f}, over the job's budget of "
+                f"${job.max_cost_usd:.4f}; its work is kept on the branch"
+            )
+        if agent_error is not None:  # even with exit 0 (Claude's is_error result)
+            problem = problem or f"the agent reported an error: {agent_error}"
         if job.cancel_requested:
             state, error = JobState.CANCELED, problem or "canceled on request"
         elif timed_out:
@@ -357,6 +510,27 @@ class Runner:
             state, error = JobState.FAILED, f"agent ended with {proc.describe_status(code)}"
         self.store.move(job_id, JobState.RUNNING, state, error=error, **fields)
         self.note(job_id, f"job {job_id} {state.value}" + (f": {error}" if error else ""))
+
+    def _report(self, job: Job) -> dict[str, Any]:
+        """What the agent reported about itself (summary, cost, tokens, turns, session),
+        parsed from its log; ``agent_error`` is set when it reported a failure."""
+        assert job.id is not None
+        try:
+            kind = self._profile(job).reports or "text"
+        except DispatcherError:
+            kind = "text"
+        report = agent_output.parse_log(kind, job_files(self.settings, job.id).log)
+        fields: dict[str, Any] = {
+            "summary": report.summary,
+            "cost_usd": report.cost_usd,
+            "input_tokens": report.input_tokens,
+            "output_tokens": report.output_tokens,
+            "turns": report.turns,
+            "session_id": report.session_id,
+        }
+        if report.is_error:
+            fields["agent_error"] = report.error or "no reason given"
+        return fields
 
     def _collect(self, job: Job) -> tuple[dict[str, object], str]:
         """Commit what the agent left, then measure the branch against its base.
@@ -377,6 +551,7 @@ class Runner:
                 f"dispatcher: changes left uncommitted by job {job.id}\n\nPrompt: {first_line}",
                 author_name=self.settings.commit_author_name,
                 author_email=self.settings.commit_author_email,
+                exclude=Workspace.model_validate(job.workspace or {}).never_commit(),
             )
         else:
             where = branch or "a detached HEAD"
@@ -425,6 +600,11 @@ class Runner:
         assert job.id is not None
         repo = self.store.repo(job.repo_id)
         files = job_files(self.settings, job.id)
+        if job.state is JobState.PREPARING and job.followup_of is not None:
+            # A follow-up's worktree holds the earlier runs' work: keep it, run again.
+            self.store.move(job.id, JobState.PREPARING, JobState.QUEUED)
+            self.note(job.id, "daemon restarted while preparing: re-queued")
+            return
         if job.state is JobState.PREPARING:
             # Nothing ran yet: undo the half-made worktree and queue the job again.
             self._remove_worktree(
@@ -454,7 +634,8 @@ class Runner:
         lost = (
             "the agent was lost: it was not running after a daemon restart and left no exit status"
         )
-        if job.attempt < job.max_attempts and not job.cancel_requested:
+        # A follow-up is not re-run from scratch: that would reset the earlier runs' work.
+        if job.attempt < job.max_attempts and not job.cancel_requested and not job.followup_of:
             self._requeue(job, repo, lost)
         else:
             self._finish(job.id, None, timed_out=False, lost=lost)

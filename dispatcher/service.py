@@ -18,10 +18,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
-from dispatcher import __version__, agents, git
+from dispatcher import __version__, agents, conventions, git, notify, workspace
 from dispatcher.config import Settings
 from dispatcher.errors import (
     AlreadyExists,
+    BudgetExceeded,
     DispatcherError,
     InvalidInput,
     InvalidState,
@@ -32,9 +33,12 @@ from dispatcher.lifecycle import ACTIVE, FINISHED, JobState
 from dispatcher.merge import land
 from dispatcher.models import (
     ActionResult,
+    Delivery,
+    DeliveryPublic,
     DiffPublic,
     EventCreate,
     EventPublic,
+    FollowupCreate,
     Health,
     IdempotentRequest,
     IngestResult,
@@ -50,14 +54,17 @@ from dispatcher.models import (
     RepoCreate,
     RepoPublic,
     TriggerStatus,
+    start_of_day,
     utcnow,
 )
 from dispatcher.models import Event as EventRow
 from dispatcher.pool import WorktreePool, save_released
-from dispatcher.runner import branch_name, job_files
+from dispatcher.runner import branch_name, job_files, run_cleanup
 from dispatcher.store import Store
 from dispatcher.sweeper import worktrees_disk_usage
 from dispatcher.trigger_files import TriggerFiles
+from dispatcher.workspace import Workspace
+from triggers.config import Trigger
 from triggers.events import Event
 from triggers.webhooks import github, gitlab
 from triggers.webhooks.remotes import forge_name_of
@@ -92,6 +99,7 @@ class Service:
         self.intake = Intake(settings, store, self.trigger_files, self)
         self.listener: RepoListener | None = None
         self.pool: WorktreePool | None = None  # set by the daemon when the pool is on
+        self.notifier: notify.Notifier | None = None  # set by the daemon
         self._locks: dict[int, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -144,6 +152,8 @@ class Service:
                 default_branch=git.default_branch(top),
                 max_parallel=req.max_parallel,
                 forge_name=forge_name,
+                pool_size=req.pool_size,
+                daily_cost_usd=req.daily_cost_usd,
             )
         )
         self.trigger_files.load(repo)
@@ -189,6 +199,7 @@ class Service:
         active = self.trigger_files.active(repo.id)
         public.triggers = [t.name for t in active.trigger_list()] if active else []
         public.worktrees_bytes = worktrees_disk_usage(self.settings, repo.name)
+        public.cost_today_usd = round(self.store.cost_since(repo.id, start_of_day()), 6)
         return public
 
     # ------------------------------------------------------------ jobs
@@ -201,6 +212,9 @@ class Service:
         event_id: int | None = None,
         concurrency_group: str | None = None,
         agent_overrides: dict[str, list[str] | str] | None = None,
+        trigger: Trigger | None = None,
+        followup_of: Job | None = None,
+        profile_of: Job | None = None,
     ) -> JobPublic:
         """Validate and queue a job. The one path every job takes (API, retry, triggers).
 
@@ -212,9 +226,10 @@ class Service:
         repo_path = Path(repo.path)
         if not (repo_path / ".git").exists():
             raise InvalidInput(f"repo {repo.name!r}: {repo.path} no longer holds a git repository")
-        if retry_of is not None and retry_of.profile is not None:
-            profile = agents.AgentProfile.model_validate(retry_of.profile)
-            agent = retry_of.agent
+        same = retry_of or profile_of
+        if same is not None and same.profile is not None:
+            profile = agents.AgentProfile.model_validate(same.profile)
+            agent = same.agent
         elif req.command:
             profile = agents.command_profile(req.command)
             agent = "command"
@@ -223,11 +238,26 @@ class Service:
             profile = agents.resolve_profile(
                 agent, {**self.settings.agents, **(agent_overrides or {})}
             )
-        base_ref = req.base or repo.default_branch
-        base_sha = git.rev_parse(repo_path, base_ref)
-        target = base_ref if git.is_branch(repo_path, base_ref) else None
-        timeout_min = req.timeout_minutes or self.settings.default_timeout_minutes
         assert repo.id is not None
+        self._check_daily_budget(repo)
+        target: str | None
+        if followup_of is not None:  # same base, branch and worktree as the run it continues
+            base_ref, base_sha = followup_of.base_ref, followup_of.base_sha
+            target = followup_of.target_branch
+        else:
+            base_ref = req.base or repo.default_branch
+            base_sha = git.rev_parse(repo_path, base_ref)
+            target = base_ref if git.is_branch(repo_path, base_ref) else None
+        if retry_of is not None and retry_of.workspace is not None:
+            ws = Workspace.model_validate(retry_of.workspace)
+        else:
+            ws = workspace.resolve(self.trigger_files.active(repo.id), trigger, skills=req.skills)
+        if ws.skills:  # an unknown name is refused now, not when the job runs
+            conventions.check_selected(conventions.load(repo_path, base_sha), ws.skills)
+        max_cost = req.max_cost_usd or (trigger.max_cost_usd if trigger is not None else None)
+        if retry_of is not None and max_cost is None:
+            max_cost = retry_of.max_cost_usd
+        timeout_min = req.timeout_minutes or self.settings.default_timeout_minutes
         job = Job(
             repo_id=repo.id,
             prompt=req.prompt,
@@ -245,10 +275,130 @@ class Service:
             attempt=retry_of.attempt + 1 if retry_of else 1,
             max_attempts=self.settings.max_attempts,
             sparse=req.sparse or (retry_of.sparse if retry_of else None),
+            workspace=None if ws.is_empty() else ws.model_dump(mode="json"),
+            max_cost_usd=max_cost,
         )
-        job = self.store.add_job(job, branch_for=lambda jid: branch_name(jid, req.prompt))
+        if followup_of is not None:
+            assert followup_of.id is not None
+            job.sparse, job.workspace = followup_of.sparse, followup_of.workspace
+            job = self.store.add_followup(followup_of.id, job)
+        else:
+            job = self.store.add_job(job, branch_for=lambda jid: branch_name(jid, req.prompt))
         self.supervisor.wake()
         return JobPublic.of(job, repo.name)
+
+    def followup(self, job_id: int, req: FollowupCreate) -> ActionResult:
+        """Run the agent again in a finished job's worktree and branch with a new prompt,
+        resuming its session where the agent can. The new job takes over the worktree;
+        the chain of runs is kept (``followup_of`` / ``followed_by``)."""
+        with self._job_lock(job_id):
+            parent = self.store.job(job_id)
+            repo = self.store.repo(parent.repo_id)
+            new = self.submit(
+                JobCreate(
+                    repo=repo.name,
+                    prompt=req.prompt,
+                    agent=None if parent.command else parent.agent,
+                    command=parent.command,
+                    timeout_minutes=req.timeout_minutes or parent.timeout_s / 60,
+                    trigger=parent.trigger,
+                    max_cost_usd=parent.max_cost_usd,
+                ),
+                retry_of=None,
+                followup_of=parent,
+                profile_of=parent,
+            )
+            return ActionResult(
+                job=new, changed=True, message=f"job {job_id} followed up as job {new.id}"
+            )
+
+    def runs(self, job_id: int) -> list[JobPublic]:
+        """Every run of the job's chain of follow-ups, oldest first."""
+        job = self.store.job(job_id)
+        while job.followup_of is not None:
+            job = self.store.job(job.followup_of)
+        chain = [job]
+        while chain[-1].followed_by is not None:
+            followed_by = chain[-1].followed_by
+            assert followed_by is not None
+            chain.append(self.store.job(followed_by))
+        name = self.store.repo(job.repo_id).name
+        return [JobPublic.of(j, name) for j in chain]
+
+    def inbox(self, limit: int) -> list[JobPublic]:
+        jobs = self.store.inbox(limit)
+        names = self.store.repo_names([j.repo_id for j in jobs])
+        return [JobPublic.of(j, names[j.repo_id]) for j in jobs]
+
+    def deliveries(self, job_id: int) -> list[DeliveryPublic]:
+        self.store.job(job_id)  # 404 for an unknown job
+        return [DeliveryPublic.model_validate(d) for d in self.store.deliveries(job_id)]
+
+    # ------------------------------------------------------------ notifications
+
+    def job_ended(self, job_id: int) -> None:
+        """The runner let go of a job: announce how it ended (never raises)."""
+        try:
+            self.announce(self.store.job(job_id))
+        except Exception:
+            log.exception("job %s: cannot announce it", job_id)
+
+    def announce(self, job: Job) -> None:
+        """Queue notifications about ``job``'s state (when it is one worth telling)."""
+        if self.notifier is None or job.id is None or job.state in ACTIVE:
+            return
+        repo = self.store.repo(job.repo_id)
+        self.notifier.notify(
+            notify.JobNotice(
+                job_id=job.id, repo=repo.name, state=job.state.value, branch=job.branch,
+                prompt=job.prompt, summary=job.summary, error=job.error,
+                url=f"{self.settings.api_url}/jobs/{job.id}", cost_usd=job.cost_usd,
+                files_changed=job.files_changed, insertions=job.insertions,
+                deletions=job.deletions,
+            )
+        )  # fmt: skip
+
+    def notify_targets(self, notice: notify.JobNotice) -> list[notify.Target]:
+        """The daemon's ``notify`` setting plus the repo's trigger file ``notify:``."""
+        entries: list[Mapping[str, object]] = list(self.settings.notify)
+        repo = self.store.find_repo(name=notice.repo)
+        active = self.trigger_files.active(repo.id) if repo and repo.id else None
+        if active is not None:
+            entries += [n.model_dump(exclude_defaults=True) for n in active.notify]
+        targets: list[notify.Target] = []
+        for entry in entries:
+            try:
+                targets.append(notify.validate_target(entry))
+            except DispatcherError as exc:
+                log.warning("repo %s: notify entry skipped: %s", notice.repo, exc.message)
+        return targets
+
+    def record_delivery(self, d: notify.Delivery) -> None:
+        self.store.add_delivery(
+            Delivery(
+                job_id=d.job_id, target=d.target, url=d.url, state=d.state, ok=d.ok,
+                attempts=d.attempts, status_code=d.status_code, error=d.error, at=d.at,
+            )
+        )  # fmt: skip
+
+    def _check_daily_budget(self, repo: Repo) -> None:
+        cap = repo.daily_cost_usd or self.settings.daily_cost_usd
+        if cap is None or repo.id is None:
+            return
+        spent = self.store.cost_since(repo.id, start_of_day())
+        if spent >= cap:
+            raise BudgetExceeded(
+                f"repo {repo.name} has spent ${spent:.2f} of its ${cap:.2f} daily budget "
+                "(UTC day); no job is dispatched until tomorrow or a higher cap"
+            )
+
+    @staticmethod
+    def _continued(job: Job) -> None:
+        if job.followed_by is not None:
+            raise InvalidState(
+                f"job {job.id} was continued by follow-up job {job.followed_by}, which holds "
+                f"its worktree and branch now; act on job {job.followed_by}"
+            )
 
     def cancel_in_background(self, job_id: int) -> None:
         """Cancel without waiting (a concurrency group replacing an older job)."""
@@ -327,6 +477,7 @@ class Service:
             job = self.store.job(job_id)
             if job.state is JobState.DISCARDED:
                 return self._result(job, False, f"job {job_id} is already discarded")
+            self._continued(job)
             if job.state is JobState.MERGED:
                 raise InvalidState(
                     f"job {job_id} is merged into {job.merged_into}; nothing to discard",
@@ -349,6 +500,7 @@ class Service:
                 job.id, set(FINISHED) | {JobState.QUEUED}, JobState.DISCARDED,
                 worktree=None, closed_at=utcnow(),
             )  # fmt: skip
+            self.announce(job)
             return self._result(job, True, f"job {job_id} discarded: worktree and branch removed")
 
     def retry(self, job_id: int) -> ActionResult:
@@ -358,6 +510,7 @@ class Service:
                 f"job {job_id} is {job.state.value}; cancel it before retrying",
                 details={"state": job.state.value},
             )
+        self._continued(job)
         existing = self.store.retry_of(job_id)
         if existing is not None:
             return self._result(
@@ -381,6 +534,7 @@ class Service:
     def merge(self, job_id: int, req: MergeRequest) -> ActionResult:
         with self._job_lock(job_id):
             job = self.store.job(job_id)
+            self._continued(job)
             repo = self.store.repo(job.repo_id)
             assert job.id is not None
             job_id_ = job.id
@@ -388,6 +542,8 @@ class Service:
                 self.settings, self.store, job, repo, req,
                 drop=lambda path: self._drop_worktree(repo, job_id_, path),
             )  # fmt: skip
+            if changed and job.state is JobState.MERGED:
+                self.announce(job)
             return self._result(job, changed, message)
 
     def _drop_worktree(self, repo: Repo, job_id: int, worktree: Path) -> None:
@@ -395,6 +551,8 @@ class Service:
 
         Either way its uncommitted edits are saved to ``refs/dispatcher/released/<id>``.
         """
+        job = self.store.job(job_id)
+        run_cleanup(self.settings, job_id, Workspace.model_validate(job.workspace or {}), worktree)
         if self.pool is not None and (Path(repo.path) / ".git").exists():
             self.pool.release(repo, worktree, job_id=job_id)
             return

@@ -28,8 +28,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from dispatcher.errors import InvalidState, NotFound
-from dispatcher.lifecycle import ACTIVE, JobState, transition
-from dispatcher.models import Event, IdempotentRequest, Issue, Job, RefState, Repo, utcnow
+from dispatcher.lifecycle import ACTIVE, FINISHED, JobState, transition
+from dispatcher.models import (
+    Delivery,
+    Event,
+    IdempotentRequest,
+    Issue,
+    Job,
+    RefState,
+    Repo,
+    utcnow,
+)
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +248,34 @@ class Store:
             s.refresh(job)
             return job
 
+    def add_followup(self, parent_id: int, job: Job) -> Job:
+        """Insert follow-up ``job`` and hand it the parent's worktree and branch, in one
+        transaction: the parent must be finished, hold its worktree, and have no
+        follow-up yet (else InvalidState naming why)."""
+        with self.writing() as s:
+            parent = _get_job(s, parent_id)
+            if parent.followed_by is not None:
+                raise InvalidState(
+                    f"job {parent_id} was already continued by job {parent.followed_by}; "
+                    f"follow up on that one"
+                )
+            if parent.state not in FINISHED:
+                raise InvalidState(
+                    f"job {parent_id} is {parent.state.value}; a follow-up needs a finished job "
+                    "that still has its worktree",
+                    details={"state": parent.state.value},
+                )
+            if parent.worktree is None:
+                raise InvalidState(f"job {parent_id} no longer has a worktree to continue in")
+            job.followup_of = parent_id
+            job.branch = parent.branch
+            job.worktree = parent.worktree
+            s.add(job)
+            s.flush()
+            _save(s, parent, {"followed_by": job.id, "worktree": None})
+            s.refresh(job)
+            return job
+
     def job(self, job_id: int) -> Job:
         with self.reading() as s:
             return _get_job(s, job_id)
@@ -409,6 +446,75 @@ class Store:
                     .values(state=JobState.PREPARING, claimed_at=now)
                 )
             return claimed
+
+    # ------------------------------------------------------------ environments, budgets
+
+    def allocate_port(
+        self, job_id: int, *, base: int, count: int, block: int, usable: Callable[[int], bool]
+    ) -> int | None:
+        """Give the job the first block of ``block`` ports in ``[base, base + count)`` that
+        no other preparing or running job holds and whose first port ``usable`` says is
+        free on the machine; store it on the job. None when every block is taken.
+
+        Held blocks come from the database, so they survive a daemon restart, and a
+        block is free again as soon as its job is no longer active.
+        """
+        with self.writing() as s:
+            held = set(
+                s.exec(
+                    select(Job.port).where(
+                        col(Job.state).in_([JobState.PREPARING, JobState.RUNNING]),
+                        col(Job.port).is_not(None),
+                        col(Job.id) != job_id,
+                    )
+                ).all()
+            )
+            for first in range(base, base + count - block + 1, block):
+                if first not in held and usable(first):
+                    _save(s, _get_job(s, job_id), {"port": first})
+                    return first
+            return None
+
+    def cost_since(self, repo_id: int, since: datetime) -> float:
+        """Sum of the agents' reported cost of the repo's jobs finished since ``since``."""
+        with self.reading() as s:
+            total = s.exec(
+                select(func.sum(Job.cost_usd)).where(
+                    col(Job.repo_id) == repo_id, col(Job.finished_at) >= since
+                )
+            ).one()
+            return float(total or 0.0)
+
+    def add_delivery(self, row: Delivery) -> None:
+        with self.writing() as s:
+            s.add(row)
+
+    def deliveries(self, job_id: int) -> list[Delivery]:
+        with self.reading() as s:
+            return list(
+                s.exec(
+                    select(Delivery)
+                    .where(col(Delivery.job_id) == job_id)
+                    .order_by(col(Delivery.id))
+                ).all()
+            )
+
+    def inbox(self, limit: int) -> list[Job]:
+        """Finished jobs with commits that await review (not merged, discarded or
+        continued by a follow-up), newest first."""
+        with self.reading() as s:
+            return list(
+                s.exec(
+                    select(Job)
+                    .where(
+                        col(Job.state) == JobState.SUCCEEDED,
+                        col(Job.commits_ahead) > 0,
+                        col(Job.followed_by).is_(None),
+                    )
+                    .order_by(col(Job.id).desc())
+                    .limit(limit)
+                ).all()
+            )
 
     # ------------------------------------------------------------ repos (triggers)
 

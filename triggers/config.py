@@ -375,6 +375,10 @@ def _sparse_dir(value: str) -> str:
 SparseDir = Annotated[str, Field(min_length=1), AfterValidator(_sparse_dir)]
 
 
+RepoPath = Annotated[str, Field(min_length=1), AfterValidator(_sparse_dir)]
+"""A path inside the repo: relative, no `..`, not the root itself."""
+
+
 class Trigger(_Model):
     """One named rule: which events, then which agent with which prompt."""
 
@@ -402,6 +406,9 @@ class Trigger(_Model):
     """A script or command run in the new worktree before the agent (overrides the file's)."""
     skills: list[str] = Field(default_factory=list)
     """Names of `.dispatcher/skills/*.md` given to the agent."""
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    """Budget of each job of this trigger, in USD: passed to agents that take one
+    (Claude's --max-budget-usd) and checked against the cost the agent reports."""
     sparse: list[SparseDir] = Field(default_factory=list)
     """Check out only these directories (plus top-level files) in the job's worktree:
     git's cone-mode sparse checkout, for huge repos. Such jobs skip the warm pool."""
@@ -528,9 +535,7 @@ Argv = Annotated[
 
 
 class Notify(_Model):
-    """Where to report finished jobs (stored; used by a later release)."""
-
-    model_config = ConfigDict(extra="allow")
+    """Where to report jobs' states (see docs/notifications.md)."""
 
     type: Literal["ntfy", "slack", "webhook"]
     """The kind of endpoint."""
@@ -539,7 +544,12 @@ class Notify(_Model):
     on: StrList = Field(default_factory=lambda: ["succeeded", "failed"])
     """Job states that notify."""
     secret: str | None = None
-    """Signing secret for webhook notifications."""
+    """Webhook signing secret: `whsec_<base64>` or `env:NAME` (read from the daemon's
+    environment; keep real secrets out of the repo)."""
+    priority: str | None = None
+    """ntfy priority (min, low, default, high, urgent or 1-5)."""
+    tags: StrList = Field(default_factory=list)
+    """ntfy tags (emoji short codes)."""
 
 
 TriggerName = Annotated[str, StringConstraints(pattern=TRIGGER_NAME_PATTERN)]
@@ -569,10 +579,20 @@ class TriggerFile(_Model):
     """At most this many of this repo's jobs run at once."""
     setup: str | None = Field(default=None, min_length=1)
     """A script or command run in each new worktree before the agent."""
+    setup_timeout_minutes: float = Field(default=10, gt=0, le=24 * 60)
+    """How long setup may run before it is killed (the job then fails at preparing)."""
+    cleanup: str | None = Field(default=None, min_length=1)
+    """A script or command run in a job's worktree before the worktree is removed."""
+    copy_paths: list[RepoPath] = Field(default_factory=list, alias="copy")
+    """Untracked files or directories copied from your checkout into each new worktree
+    (`.env`). Never committed by the daemon."""
+    link_paths: list[RepoPath] = Field(default_factory=list, alias="link")
+    """Untracked files or directories symlinked from your checkout into each new
+    worktree (`node_modules`). Never committed by the daemon."""
     agents: dict[str, Argv] = Field(default_factory=dict)
     """Extra or overridden agent profiles: name -> argv (list, or a string split like a shell)."""
     notify: list[Notify] = Field(default_factory=list)
-    """Notification targets (stored; used by a later release)."""
+    """Where to send job notifications (ntfy, Slack, signed webhooks)."""
     keep: list[KeepDir] = Field(default_factory=list)
     """Top-level directories that survive when a warm worktree is recycled for the
     next job (dependency installs: node_modules, .venv). Everything else is reset."""

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from dispatcher import __version__
 from dispatcher.api.deps import require_token
 from dispatcher.api.middleware import BodyLimit, Idempotency
-from dispatcher.api.routes import events, health, jobs, repos, webhooks
+from dispatcher.api.routes import events, health, inbox, jobs, repos, webhooks
 from dispatcher.errors import DispatcherError
 from dispatcher.models import ErrorBody
 from dispatcher.service import Service
@@ -119,6 +119,7 @@ def create_app(service: Service, token: str) -> FastAPI:
     app.include_router(repos.router, dependencies=protected, responses=errors)
     app.include_router(jobs.router, dependencies=protected, responses=errors)
     app.include_router(events.router, dependencies=protected, responses=errors)
+    app.include_router(inbox.router, dependencies=protected, responses=errors)
     # Webhooks are authenticated by the forge's signature, not the token.
     app.include_router(webhooks.router, responses=_documented_errors(401, 413, 422))
     return app

@@ -228,3 +228,19 @@ def test_sparse_job_checks_out_only_its_dirs_commits_all_and_never_enters_the_po
     resp = d.api.post("/jobs", json={"repo": name, "prompt": "x", "sparse": ["../etc"]})
     assert resp.status_code == 422, resp.text
     assert "inside the repo" in resp.text
+
+
+def test_pool_size_per_repo_is_kept_and_zero_turns_the_pool_off(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    d = pool_daemon(daemon_factory, size=2)
+    warm = init_repo(tmp_path / "warm", files=BASE_FILES)
+    cold = init_repo(tmp_path / "cold", files=BASE_FILES)
+    d.add_repo(warm, "warm")
+    d.cli("repo", "add", str(cold), "--name", "cold", "--pool-size", "0")
+    assert d.api.get("/repos/cold").json()["pool_size"] == 0
+    wait_until(lambda: len(idle_trees(d, "warm")) == 2, "the warm repo's pool to fill")
+    job = d.wait(d.submit("cold", "x", command=["true"])["id"])
+    assert job["state"] == "succeeded"
+    assert "worktree: fresh checkout" in d.api.get(f"/jobs/{job['id']}/log").text
+    assert idle_trees(d, "cold") == []

@@ -188,19 +188,26 @@ def test_agents_accept_a_string_split_like_a_shell_or_an_argv() -> None:
     assert file.agents == {"a": ["claude", "-p", "--model", "opus 4"], "b": ["aider", "--yes"]}
 
 
-def test_notify_entries_keep_extra_keys() -> None:
-    file = parse(
-        yaml(
-            """
-            version: 1
-            notify:
-              - {type: webhook, url: "https://example.com/hook", secret: s, headers: {X: y}}
-            triggers: {t: {on: manual, prompt: x}}
-            """
-        )
+def test_notify_entries_parse_and_unknown_keys_are_refused() -> None:
+    text = yaml(
+        """
+        version: 1
+        notify:
+          - {type: webhook, url: "https://example.com/hook", secret: "env:HOOK_SECRET"}
+          - {type: ntfy, url: "https://ntfy.sh/t", on: [failed], priority: high, tags: [robot]}
+        triggers: {t: {on: manual, prompt: x}}
+        """
     )
-    assert file.notify[0].secret == "s"
-    assert file.notify[0].model_extra == {"headers": {"X": "y"}}
+    file = parse(text)
+    assert file.notify[0].secret == "env:HOOK_SECRET"
+    assert (file.notify[1].priority, file.notify[1].tags, file.notify[1].on) == (
+        "high",
+        ["robot"],
+        ["failed"],
+    )
+    # A typo must not silently send unsigned webhooks.
+    problems = check(text.replace("secret:", "secert:"))
+    assert problems and "secert" in problems[0].message and problems[0].line == 3
 
 
 def test_render_prompt_checks_a_prompt_files_text_when_it_is_rendered() -> None:
@@ -869,12 +876,16 @@ def test_json_schema_uses_the_keys_as_written() -> None:
     assert schema["type"] == "object"
     assert schema["additionalProperties"] is False
     assert {
-        "version", "defaults", "max-parallel", "setup", "agents", "notify", "keep", "triggers",
+        "version", "defaults", "max-parallel", "setup", "setup-timeout-minutes", "cleanup",
+        "copy", "link", "agents", "notify", "keep", "triggers",
     } == set(schema["properties"])  # fmt: skip
     assert schema["required"] == ["version", "triggers"]
     defs = schema["$defs"]
     trigger = defs["Trigger"]["properties"]
-    for key in ("on", "prompt", "prompt-file", "check", "check-timeout-minutes", "base"):
+    for key in (
+        "on", "prompt", "prompt-file", "check", "check-timeout-minutes", "base", "sparse",
+        "max-cost-usd", "skills",
+    ):  # fmt: skip
         assert key in trigger
     assert "timeout-minutes" in trigger
     assert "cancel-in-progress" in defs["Concurrency"]["properties"]
@@ -912,3 +923,20 @@ def test_sparse_names_directories_inside_the_repo() -> None:
         problems = check(base.format(bad))
         assert problems, bad
         assert all(p.line == 6 and "sparse" in p.message for p in problems), problems
+
+
+def test_workspace_keys_parse_and_paths_must_stay_inside_the_repo() -> None:
+    base = (
+        "version: 1\nsetup: make deps\nsetup-timeout-minutes: 2\ncleanup: make clean\n"
+        "copy: {}\nlink: [node_modules]\ntriggers:\n  a:\n    on: push\n    prompt: hi\n"
+        "    max-cost-usd: 1.5\n"
+    )
+    parsed = parse(base.format("[.env, config/local.json]"))
+    assert parsed.copy_paths == [".env", "config/local.json"]
+    assert parsed.link_paths == ["node_modules"]
+    assert (parsed.cleanup, parsed.setup_timeout_minutes) == ("make clean", 2)
+    assert parsed.trigger_list()[0].max_cost_usd == 1.5
+    for bad in ('["../x"]', '["/etc/passwd"]', '["."]'):
+        problems = check(base.format(bad))
+        assert problems, bad
+        assert all(p.line == 5 and "copy" in p.message for p in problems), problems

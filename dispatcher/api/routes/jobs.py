@@ -14,7 +14,16 @@ from sse_starlette.sse import EventSourceResponse
 
 from dispatcher.api.deps import MAX_ID, Before, JobId, ServiceDep
 from dispatcher.lifecycle import TERMINAL, JobState
-from dispatcher.models import ActionResult, DiffPublic, JobCreate, JobPage, JobPublic, MergeRequest
+from dispatcher.models import (
+    ActionResult,
+    DeliveryPublic,
+    DiffPublic,
+    FollowupCreate,
+    JobCreate,
+    JobPage,
+    JobPublic,
+    MergeRequest,
+)
 from dispatcher.service import Service
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -136,3 +145,22 @@ def cancel_job(job_id: JobId, service: ServiceDep) -> ActionResult:
 @router.post("/{job_id}/retry", summary="Queue a fresh job with the same inputs")
 def retry_job(job_id: JobId, service: ServiceDep) -> ActionResult:
     return service.retry(job_id)
+
+
+@router.post(
+    "/{job_id}/followup",
+    status_code=status.HTTP_201_CREATED,
+    summary="Run the agent again in the job's worktree and branch with a new prompt",
+)
+def followup_job(job_id: JobId, body: FollowupCreate, service: ServiceDep) -> ActionResult:
+    return service.followup(job_id, body)
+
+
+@router.get("/{job_id}/runs", summary="Every run of the job's chain of follow-ups, oldest first")
+def job_runs(job_id: JobId, service: ServiceDep) -> list[JobPublic]:
+    return service.runs(job_id)
+
+
+@router.get("/{job_id}/deliveries", summary="Outcomes of the job's notifications")
+def job_deliveries(job_id: JobId, service: ServiceDep) -> list[DeliveryPublic]:
+    return service.deliveries(job_id)
