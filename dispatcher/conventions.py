@@ -24,6 +24,9 @@ front of the prompt in the prompt file. Nothing is sent when there is nothing.
 
 from __future__ import annotations
 
+import functools
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +38,7 @@ from dispatcher.errors import InvalidInput
 
 AGENTS_MD = "AGENTS.md"
 SKILLS_DIR = ".dispatcher/skills"
+_FULL_SHA = re.compile(r"[0-9a-f]{40}")
 MAX_SYSTEM_PROMPT = 64 * 1024  # bigger conventions go into the prompt file (argv limits)
 
 
@@ -73,7 +77,18 @@ def parse_skill(name: str, text: str) -> Skill:
 
 
 def load(repo: Path, rev: str) -> Conventions:
-    """The conventions committed at ``rev``."""
+    """The conventions committed at ``rev`` (a commit's are cached: they never change)."""
+    if _FULL_SHA.fullmatch(rev):
+        return _load_commit(os.path.realpath(repo), rev)
+    return _read(repo, rev)
+
+
+@functools.lru_cache(maxsize=256)
+def _load_commit(repo: str, sha: str) -> Conventions:
+    return _read(Path(repo), sha)
+
+
+def _read(repo: Path, rev: str) -> Conventions:
     files = git.read_files(repo, rev, SKILLS_DIR, ".md")
     skills = {
         name.removesuffix(".md"): parse_skill(name.removesuffix(".md"), text)
