@@ -89,12 +89,13 @@ def _load_commit(repo: str, sha: str) -> Conventions:
 
 
 def _read(repo: Path, rev: str) -> Conventions:
-    files = git.read_files(repo, rev, SKILLS_DIR, ".md")
-    skills = {
-        name.removesuffix(".md"): parse_skill(name.removesuffix(".md"), text)
-        for name, text in sorted(files.items())
-    }
-    return Conventions(git.read_file(repo, rev, AGENTS_MD), skills)
+    files = git.read_blobs(repo, rev, [AGENTS_MD, f"{SKILLS_DIR}/"])
+    skills: dict[str, Skill] = {}
+    for path, text in sorted(files.items()):
+        name = path.removeprefix(f"{SKILLS_DIR}/")
+        if path.startswith(f"{SKILLS_DIR}/") and name.endswith(".md") and "/" not in name:
+            skills[name.removesuffix(".md")] = parse_skill(name.removesuffix(".md"), text)
+    return Conventions(files.get(AGENTS_MD), skills)
 
 
 def check_selected(conv: Conventions, selected: list[str]) -> None:

@@ -1086,20 +1086,21 @@ def read_file(repo: Path, rev: str, path: str) -> str | None:
     return _git(["cat-file", "blob", sha], repo).stdout
 
 
-def read_files(repo: Path, rev: str, directory: str, suffix: str) -> dict[str, str]:
-    """Text of each file directly in ``directory`` at ``rev`` whose name ends with
-    ``suffix`` (name -> text); {} when the directory does not exist there."""
-    spec = f"{_check_rev(rev)}:{_check_path(directory)}"
-    listing = _git(["ls-tree", "-z", "--end-of-options", spec], repo, check=False)
+def read_blobs(repo: Path, rev: str, paths: Sequence[str]) -> dict[str, str]:
+    """Text of the files at ``rev`` among ``paths``: a file path names itself, a path
+    ending in ``/`` names the files directly in that directory. One ``ls-tree`` (and
+    one ``cat-file`` per file found); {} when none exists."""
+    spec = ["--end-of-options", _check_rev(rev), "--", *(_check_path(p) for p in paths)]
+    listing = _git(["ls-tree", "-z", *spec], repo, check=False)
     if listing.returncode != 0:
         return {}
-    blobs: dict[str, str] = {}
+    texts: dict[str, str] = {}
     for entry in listing.stdout.split("\0"):
         meta, _, name = entry.partition("\t")
         parts = meta.split()
-        if len(parts) == 3 and parts[1] == "blob" and name.endswith(suffix):
-            blobs[name] = parts[2]
-    return {name: _git(["cat-file", "blob", sha], repo).stdout for name, sha in blobs.items()}
+        if len(parts) == 3 and parts[1] == "blob":
+            texts[name] = _git(["cat-file", "blob", parts[2]], repo).stdout
+    return texts
 
 
 def remote_url(repo: Path, remote: str = "origin") -> str | None:

@@ -31,7 +31,7 @@ import logging
 import queue
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dispatcher import git
@@ -42,15 +42,19 @@ from dispatcher.models import Repo
 log = logging.getLogger(__name__)
 
 
-def save_released(settings: Settings, worktree: Path, job_id: int) -> str | None:
+def save_released(
+    settings: Settings, worktree: Path, job_id: int, exclude: Sequence[str] = ()
+) -> str | None:
     """Save uncommitted edits in a job's worktree to ``refs/dispatcher/released/<id>``
-    before the worktree goes (back to the pool or away); None if there were none."""
+    before the worktree goes (back to the pool or away); None if there were none.
+    ``exclude``: paths never saved (what the daemon copied or linked in)."""
     return git.save_worktree_state(
         worktree,
         f"refs/dispatcher/released/{job_id}",
         f"dispatcher: uncommitted changes in job {job_id}'s worktree when released",
         author_name=settings.commit_author_name,
         author_email=settings.commit_author_email,
+        exclude=exclude,
     )
 
 
@@ -133,7 +137,9 @@ class WorktreePool:
 
     # ------------------------------------------------------------ release
 
-    def release(self, repo: Repo, worktree: Path, *, job_id: int) -> None:
+    def release(
+        self, repo: Repo, worktree: Path, *, job_id: int, exclude: Sequence[str] = ()
+    ) -> None:
         """Take a job's worktree away from its path now; recycle or remove it later.
 
         Uncommitted edits (made after the job finished) are saved to
@@ -147,10 +153,10 @@ class WorktreePool:
             git.worktree_remove(repo_path, worktree)  # leftovers are the sweeper's business
             return
         if git.is_sparse(worktree):  # a partial checkout is no use to the next job
-            save_released(self.settings, worktree, job_id)
+            save_released(self.settings, worktree, job_id, exclude)
             git.worktree_remove(repo_path, worktree)
             return
-        save_released(self.settings, worktree, job_id)
+        save_released(self.settings, worktree, job_id, exclude)
         parked = self.root / repo.name / f"released-{uuid.uuid4().hex[:12]}"
         try:
             git.worktree_move(repo_path, worktree, parked)

@@ -659,6 +659,7 @@ class Runner:
                 f"dispatcher: job {job.id} attempt {job.attempt}, interrupted",
                 author_name=self.settings.commit_author_name,
                 author_email=self.settings.commit_author_email,
+                exclude=Workspace.model_validate(job.workspace or {}).never_commit(),
             )
         if saved is None:  # nothing uncommitted: keep the branch's own commits, if any
             head = git.branch_head(repo_path, job.branch)

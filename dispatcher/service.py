@@ -551,14 +551,14 @@ class Service:
 
         Either way its uncommitted edits are saved to ``refs/dispatcher/released/<id>``.
         """
-        job = self.store.job(job_id)
-        run_cleanup(self.settings, job_id, Workspace.model_validate(job.workspace or {}), worktree)
+        ws = Workspace.model_validate(self.store.job(job_id).workspace or {})
+        run_cleanup(self.settings, job_id, ws, worktree)
         if self.pool is not None and (Path(repo.path) / ".git").exists():
-            self.pool.release(repo, worktree, job_id=job_id)
+            self.pool.release(repo, worktree, job_id=job_id, exclude=ws.never_commit())
             return
         repo_path = Path(repo.path)
         if worktree.is_dir() and git.worktree_is_valid(worktree, repo_path):
-            save_released(self.settings, worktree, job_id)
+            save_released(self.settings, worktree, job_id, ws.never_commit())
         git.worktree_remove(repo_path, worktree)
 
     def _stop(self, job: Job) -> Job:

@@ -41,8 +41,9 @@ from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, NotFound
 from dispatcher.lifecycle import ACTIVE, FINISHED, JobState
 from dispatcher.models import Job, Repo, utcnow
-from dispatcher.runner import job_files
+from dispatcher.runner import job_files, run_cleanup
 from dispatcher.store import Store
+from dispatcher.workspace import Workspace
 
 log = logging.getLogger(__name__)
 
@@ -375,11 +376,15 @@ class Sweeper:
         if fresh.state not in FINISHED or fresh.worktree != job.worktree:
             return None  # merged, discarded or moved meanwhile
         path = Path(job.worktree)
+        ws = Workspace.model_validate(job.workspace or {})
+        run_cleanup(self.settings, job.id, ws, path)
         message = (
             f"dispatcher: uncommitted changes left in job {job.id}'s worktree, "
             f"saved when it was removed after {self.retention_hours:g}h\n\nBranch: {job.branch}\n"
         )
-        saved, sha = self._save(repo_path, path, f"{RETAINED_REF}{job.id}", message)
+        saved, sha = self._save(
+            repo_path, path, f"{RETAINED_REF}{job.id}", message, ws.never_commit()
+        )
         moved = None
         if sha is not None and git.changed_gitlinks(repo_path, sha):
             moved = self._to_lost_found(repo, path, now)
@@ -396,7 +401,12 @@ class Sweeper:
     # ------------------------------------------------------------ helpers
 
     def _save(
-        self, repo_path: Path, worktree: Path, ref: str, message: str
+        self,
+        repo_path: Path,
+        worktree: Path,
+        ref: str,
+        message: str,
+        exclude: list[str] | None = None,
     ) -> tuple[str | None, str | None]:
         """Save what removing ``worktree`` would lose at ``ref``: (ref, snapshot sha).
 
@@ -410,6 +420,7 @@ class Sweeper:
             message,
             author_name=self.settings.commit_author_name,
             author_email=self.settings.commit_author_email,
+            exclude=exclude or (),
         )
         if sha is not None:
             return ref, sha
