@@ -25,11 +25,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from dispatcher import agent_output, agents, conventions, git, logcap, proc, workspace
+from dispatcher import agent_output, agents, budget, conventions, git, logcap, proc, workspace
 from dispatcher.config import Settings
-from dispatcher.errors import BudgetExceeded, DispatcherError, InvalidInput
+from dispatcher.errors import DispatcherError, InvalidInput
 from dispatcher.lifecycle import JobState
-from dispatcher.models import Job, Repo, start_of_day, utcnow
+from dispatcher.models import Job, Repo, utcnow
 from dispatcher.pool import WorktreePool
 from dispatcher.store import Store
 from dispatcher.workspace import Workspace
@@ -232,7 +232,7 @@ class Runner:
             files.root.mkdir(parents=True, exist_ok=True)
             if not (repo_path / ".git").exists():
                 raise InvalidInput(f"repo path {repo.path} no longer holds a git repository")
-            self._check_daily_budget(repo)
+            budget.check_daily(self.settings, self.store, repo)
             self.note(
                 job_id, f"job {job_id}: worktree {worktree} on {job.branch} at {job.base_sha}"
             )
@@ -384,17 +384,6 @@ class Runner:
         conv = conventions.load(repo_path, job.base_sha)
         conventions.check_selected(conv, ws.skills)
         return conventions.render(conv, ws.skills, include_agents_md=not profile.reads_agents_md)
-
-    def _check_daily_budget(self, repo: Repo) -> None:
-        cap = repo.daily_cost_usd or self.settings.daily_cost_usd
-        if cap is None or repo.id is None:
-            return
-        spent = self.store.cost_since(repo.id, start_of_day())
-        if spent >= cap:
-            raise BudgetExceeded(
-                f"repo {repo.name} has spent ${spent:.2f} of its ${cap:.2f} daily budget "
-                "(UTC day); raise it with `dispatcher repo add --daily-cost-usd` or wait"
-            )
 
     def _cleanup(self, job_id: int, ws: Workspace, worktree: Path) -> None:
         """Run the workspace's cleanup in ``worktree`` (best effort: noted, never raised)."""

@@ -18,11 +18,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
-from dispatcher import __version__, agents, conventions, git, notify, workspace
+from dispatcher import __version__, agents, budget, conventions, git, notify, workspace
 from dispatcher.config import Settings
 from dispatcher.errors import (
     AlreadyExists,
-    BudgetExceeded,
     DispatcherError,
     InvalidInput,
     InvalidState,
@@ -239,7 +238,7 @@ class Service:
                 agent, {**self.settings.agents, **(agent_overrides or {})}
             )
         assert repo.id is not None
-        self._check_daily_budget(repo)
+        budget.check_daily(self.settings, self.store, repo)
         target: str | None
         if followup_of is not None:  # same base, branch and worktree as the run it continues
             base_ref, base_sha = followup_of.base_ref, followup_of.base_sha
@@ -380,17 +379,6 @@ class Service:
                 attempts=d.attempts, status_code=d.status_code, error=d.error, at=d.at,
             )
         )  # fmt: skip
-
-    def _check_daily_budget(self, repo: Repo) -> None:
-        cap = repo.daily_cost_usd or self.settings.daily_cost_usd
-        if cap is None or repo.id is None:
-            return
-        spent = self.store.cost_since(repo.id, start_of_day())
-        if spent >= cap:
-            raise BudgetExceeded(
-                f"repo {repo.name} has spent ${spent:.2f} of its ${cap:.2f} daily budget "
-                "(UTC day); no job is dispatched until tomorrow or a higher cap"
-            )
 
     @staticmethod
     def _continued(job: Job) -> None:
