@@ -242,19 +242,20 @@ class Runner:
                 job = self._make_worktree(job, repo, worktree)
                 for line in workspace.bring_files(ws, repo_path, worktree):
                     self.note(job_id, line)
-            port = self.store.allocate_port(
+            with_port = self.store.allocate_port(
                 job_id,
                 base=self.settings.job_port_base,
                 count=self.settings.job_port_count,
                 block=self.settings.job_ports,
                 usable=_port_is_free,
             )
-            if port is None:
+            if with_port is None:
                 raise InvalidInput(
                     "no free block of ports for DISPATCHER_PORT: raise "
                     "DISPATCHER_JOB_PORT_COUNT or lower max-parallel"
                 )
-            env = self._agent_env(job, files.prompt, worktree, port)
+            job = with_port
+            env = self._agent_env(job, files.prompt, worktree, job.port)
             profile = self._profile(job)
             text = self._conventions(job, repo_path, profile, ws)
             via_flag = bool(
@@ -271,7 +272,9 @@ class Runner:
                     grace=self.settings.kill_grace_seconds,
                 )  # fmt: skip
                 self.note(job_id, "setup: done")
-            if self.store.job(job_id).cancel_requested:
+            if ws.setup and not continuing:  # setup took a while: look again
+                job = self.store.job(job_id)
+            if job.cancel_requested:
                 self.store.move(job_id, JobState.PREPARING, JobState.CANCELED, finished_at=utcnow())
                 self.note(job_id, "canceled before the agent started")
                 return

@@ -346,6 +346,9 @@ class Service:
         """Queue notifications about ``job``'s state (when it is one worth telling)."""
         if self.notifier is None or job.id is None or job.state in ACTIVE:
             return
+        active = self.trigger_files.active(job.repo_id)
+        if not self.settings.notify and not (active is not None and active.notify):
+            return  # nowhere to send it: skip building the notice
         repo = self.store.repo(job.repo_id)
         self.notifier.notify(
             notify.JobNotice(

@@ -118,8 +118,7 @@ def _save(s: Session, row: _Row, fields: dict[str, Any]) -> _Row:
     for key, value in fields.items():
         setattr(row, key, value)
     s.add(row)
-    s.flush()
-    s.refresh(row)
+    s.flush()  # no refresh: no column has a value only the database computes
     return row
 
 
@@ -451,10 +450,11 @@ class Store:
 
     def allocate_port(
         self, job_id: int, *, base: int, count: int, block: int, usable: Callable[[int], bool]
-    ) -> int | None:
+    ) -> Job | None:
         """Give the job the first block of ``block`` ports in ``[base, base + count)`` that
         no other preparing or running job holds and whose first port ``usable`` says is
-        free on the machine; store it on the job. None when every block is taken.
+        free on the machine; store it on the job (``port``) and return the job. None
+        when every block is taken.
 
         Held blocks come from the database, so they survive a daemon restart, and a
         block is free again as soon as its job is no longer active.
@@ -471,8 +471,7 @@ class Store:
             )
             for first in range(base, base + count - block + 1, block):
                 if first not in held and usable(first):
-                    _save(s, _get_job(s, job_id), {"port": first})
-                    return first
+                    return _save(s, _get_job(s, job_id), {"port": first})
             return None
 
     def cost_since(self, repo_id: int, since: datetime) -> float:
