@@ -160,13 +160,20 @@ class Service:
             self.listener.repo_added(repo)
         if self.pool is not None:
             self.pool.fill(repo)
-        return self._repo_public(self.store.repo_by_name(name))
+        return self.repo(name)
 
     def repos(self) -> list[RepoPublic]:
-        return [self._repo_public(r) for r in self.store.repos()]
+        counts = self.store.job_counts()
+        costs = self.store.costs_since(start_of_day())
+        return [self._repo_public(r, counts, costs) for r in self.store.repos()]
 
     def repo(self, name: str) -> RepoPublic:
-        return self._repo_public(self.store.repo_by_name(name))
+        return self._one_repo_public(self.store.repo_by_name(name))
+
+    def _one_repo_public(self, repo: Repo) -> RepoPublic:
+        assert repo.id is not None
+        counts = self.store.job_counts(repo.id)
+        return self._repo_public(repo, counts, self.store.costs_since(start_of_day(), repo.id))
 
     def remove_repo(self, name: str) -> RepoPublic:
         """Unregister a repo: refused while it has active jobs; removes its jobs' worktrees.
@@ -175,7 +182,7 @@ class Service:
         """
         repo = self.store.repo_by_name(name)
         assert repo.id is not None
-        public = self._repo_public(repo)
+        public = self._one_repo_public(repo)
         self.store.remove_repo(repo.id, before_delete=self._remove_worktrees)
         self.trigger_files.forget(repo.id)
         if self.pool is not None:
@@ -190,15 +197,19 @@ class Service:
             if job.worktree and (repo_path / ".git").exists():
                 git.worktree_remove(repo_path, Path(job.worktree))
 
-    def _repo_public(self, repo: Repo) -> RepoPublic:
+    def _repo_public(
+        self, repo: Repo, counts: dict[int, dict[str, int]], costs: dict[int, float]
+    ) -> RepoPublic:
+        """The repo as the API shows it; ``counts`` and ``costs``: per repo id, read
+        for all the repos listed at once."""
         assert repo.id is not None
         public = RepoPublic.model_validate(repo)
         public.exists = (Path(repo.path) / ".git").exists()
-        public.jobs = self.store.job_counts(repo.id)
+        public.jobs = counts.get(repo.id, {})
         active = self.trigger_files.active(repo.id)
         public.triggers = [t.name for t in active.trigger_list()] if active else []
         public.worktrees_bytes = worktrees_disk_usage(self.settings, repo.name)
-        public.cost_today_usd = round(self.store.cost_since(repo.id, start_of_day()), 6)
+        public.cost_today_usd = round(costs.get(repo.id, 0.0), 6)
         return public
 
     # ------------------------------------------------------------ jobs

@@ -218,12 +218,18 @@ class Store:
             s.exec(sa.delete(RefState).where(col(RefState.repo_id) == repo_id))
             s.exec(sa.delete(Repo).where(col(Repo.id) == repo_id))
 
-    def job_counts(self, repo_id: int) -> dict[str, int]:
+    def job_counts(self, repo_id: int | None = None) -> dict[int, dict[str, int]]:
+        """Job counts by state, per repo (one repo, or all of them in one query)."""
+        query = select(Job.repo_id, Job.state, func.count()).group_by(
+            col(Job.repo_id), col(Job.state)
+        )
+        if repo_id is not None:
+            query = query.where(Job.repo_id == repo_id)
+        counts: dict[int, dict[str, int]] = {}
         with self.reading() as s:
-            rows = s.exec(
-                select(Job.state, func.count()).where(Job.repo_id == repo_id).group_by(Job.state)
-            ).all()
-        return {str(state): n for state, n in rows}
+            for rid, state, n in s.exec(query).all():
+                counts.setdefault(rid, {})[str(state)] = n
+        return counts
 
     # ------------------------------------------------------------ jobs
 
@@ -476,13 +482,19 @@ class Store:
 
     def cost_since(self, repo_id: int, since: datetime) -> float:
         """Sum of the agents' reported cost of the repo's jobs finished since ``since``."""
+        return self.costs_since(since, repo_id).get(repo_id, 0.0)
+
+    def costs_since(self, since: datetime, repo_id: int | None = None) -> dict[int, float]:
+        """Reported cost of jobs finished since ``since``, per repo (those with any)."""
+        query = (
+            select(Job.repo_id, func.sum(Job.cost_usd))
+            .where(col(Job.finished_at) >= since, col(Job.cost_usd).is_not(None))
+            .group_by(col(Job.repo_id))
+        )
+        if repo_id is not None:
+            query = query.where(col(Job.repo_id) == repo_id)
         with self.reading() as s:
-            total = s.exec(
-                select(func.sum(Job.cost_usd)).where(
-                    col(Job.repo_id) == repo_id, col(Job.finished_at) >= since
-                )
-            ).one()
-            return float(total or 0.0)
+            return {rid: float(total or 0.0) for rid, total in s.exec(query).all()}
 
     def add_delivery(self, row: Delivery) -> None:
         with self.writing() as s:

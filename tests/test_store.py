@@ -522,7 +522,11 @@ def test_jobs_filter_by_state_and_repo(store: Store) -> None:
     assert listed(store.jobs(state=S.QUEUED, repo_id=a)) == [a3, a1]
     assert listed(store.jobs(state=S.QUEUED, repo_id=a, before=a3)) == [a1]
     assert listed(store.jobs(state=S.RUNNING)) == []
-    assert store.job_counts(a) == {"queued": 2, "canceled": 1}
+    assert store.job_counts(a) == {a: {"queued": 2, "canceled": 1}}
+    assert store.job_counts() == {
+        a: {"queued": 2, "canceled": 1},
+        b: {"queued": 1, "canceled": 1},
+    }
 
 
 # ---------------------------------------------------------------- remove_repo
