@@ -292,9 +292,10 @@ def jobs(
 
 @app.command()
 def show(job: int, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Show one job."""
+    """Show one job (and how its notifications went)."""
     with _client() as c:
         data = c.get(f"/jobs/{job}")
+        deliveries = [] if as_json else c.get(f"/jobs/{job}/deliveries")
     if as_json:
         _print_json(data)
         return
@@ -308,6 +309,9 @@ def show(job: int, as_json: Annotated[bool, typer.Option("--json")] = False) -> 
     for key in keys:
         if data.get(key) is not None:
             typer.echo(f"{key:<14} {data[key]}")
+    for d in deliveries:
+        outcome = f"ok ({d['status_code']})" if d["ok"] else f"failed: {d['error']}"
+        typer.echo(f"{'notified':<14} {d['target']} {d['url']} on {d['state']}: {outcome}")
     typer.echo(f"{'prompt':<14} {data['prompt']}")
 
 

@@ -237,6 +237,7 @@ def _sparse_dir(value: str) -> str:
         value.startswith(("/", "-"))
         or "\\" in value
         or ".." in parts
+        or ".git" in parts
         or any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
     ):
         raise ValueError(f"{value!r} must be a directory inside the repo (relative, no '..')")

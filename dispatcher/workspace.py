@@ -78,6 +78,8 @@ def _inside(root: Path, rel: str) -> Path:
     """``root / rel``, refusing a path that leaves ``root`` (also through symlinks)."""
     if os.path.isabs(rel) or ".." in Path(rel).parts:
         raise InvalidInput(f"path must stay inside the repository: {rel!r}")
+    if ".git" in Path(rel).parts:
+        raise InvalidInput(f"{rel!r} is git's own data: never copied or linked")
     real_root = os.path.realpath(root)
     target = os.path.realpath(root / rel)
     if target != real_root and not target.startswith(real_root + os.sep):

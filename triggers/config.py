@@ -369,6 +369,8 @@ def _sparse_dir(value: str) -> str:
     value = value.strip("/")
     if value in ("", "."):
         raise ValueError("must name a directory inside the repo, not its root")
+    if ".git" in PurePosixPath(value).parts:
+        raise ValueError(f"'{value}' is git's own data, not a path of the repo's files")
     return value
 
 

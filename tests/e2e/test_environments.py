@@ -458,5 +458,7 @@ def test_finished_jobs_are_announced_signed_and_recorded(
         assert [(r["target"], r["state"], r["ok"], r["status_code"]) for r in rec] == [
             ("webhook", "failed", True, 204)
         ]
+        shown = d.cli("show", str(bad["id"])).stdout
+        assert f"notified       webhook {receiver.url}/global on failed: ok (204)" in shown
     finally:
         receiver.close()

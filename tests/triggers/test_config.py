@@ -936,7 +936,7 @@ def test_workspace_keys_parse_and_paths_must_stay_inside_the_repo() -> None:
     assert parsed.link_paths == ["node_modules"]
     assert (parsed.cleanup, parsed.setup_timeout_minutes) == ("make clean", 2)
     assert parsed.trigger_list()[0].max_cost_usd == 1.5
-    for bad in ('["../x"]', '["/etc/passwd"]', '["."]'):
+    for bad in ('["../x"]', '["/etc/passwd"]', '["."]', "[.git]", "[sub/.git/config]"):
         problems = check(base.format(bad))
         assert problems, bad
         assert all(p.line == 5 and "copy" in p.message for p in problems), problems
