@@ -239,7 +239,7 @@ class Runner:
             if continuing:
                 self._take_over(job, repo_path, worktree)
             else:
-                job = self._make_worktree(job, repo, worktree)
+                self._make_worktree(job, repo, worktree)
                 for line in workspace.bring_files(ws, repo_path, worktree):
                     self.note(job_id, line)
             with_port = self.store.allocate_port(
@@ -248,6 +248,7 @@ class Runner:
                 count=self.settings.job_port_count,
                 block=self.settings.job_ports,
                 usable=_port_is_free,
+                worktree=str(worktree),
             )
             if with_port is None:
                 raise InvalidInput(
@@ -333,9 +334,10 @@ class Runner:
             self.cancel(job_id)
         self._supervise(job_id, child, job)
 
-    def _make_worktree(self, job: Job, repo: Repo, worktree: Path) -> Job:
+    def _make_worktree(self, job: Job, repo: Repo, worktree: Path) -> None:
         """A warm tree from the pool if there is one, else a fresh checkout; locked,
-        so that ``git worktree prune`` never drops it while the job owns it."""
+        so that ``git worktree prune`` never drops it while the job owns it. (Its path
+        is recorded with the job's port, in one write.)"""
         assert job.id is not None
         job_id = job.id
         repo_path = Path(repo.path)
@@ -343,18 +345,15 @@ class Runner:
         reason = f"dispatcher job {job_id}"
         pool = None if job.sparse else self.pool  # a sparse tree is made, never recycled
         if pool is not None and pool.take(repo, worktree, job.branch, job.base_sha):
-            job = self.store.update(job_id, worktree=str(worktree))
             git.worktree_lock(repo_path, worktree, reason, new=True)
             self.note(job_id, "worktree: recycled from the warm pool")
-            return job
+            return
         git.worktree_add(
             repo_path, worktree, job.branch, job.base_sha, lock_reason=reason,
             sparse=job.sparse or (),
         )  # fmt: skip
-        job = self.store.update(job_id, worktree=str(worktree))
         what = f"sparse checkout of {', '.join(job.sparse)}" if job.sparse else "checkout"
         self.note(job_id, f"worktree: fresh {what}")
-        return job
 
     def _take_over(self, job: Job, repo_path: Path, worktree: Path) -> None:
         """A follow-up continues in its parent's worktree: check it is still there and

@@ -348,6 +348,8 @@ class Service:
 
     def job_ended(self, job_id: int) -> None:
         """The runner let go of a job: announce how it ended (never raises)."""
+        if not self.settings.notify and not self.trigger_files.any_notify():
+            return  # nowhere to send anything: not even a read
         try:
             self.announce(self.store.job(job_id))
         except Exception:

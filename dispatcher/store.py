@@ -455,7 +455,14 @@ class Store:
     # ------------------------------------------------------------ environments, budgets
 
     def allocate_port(
-        self, job_id: int, *, base: int, count: int, block: int, usable: Callable[[int], bool]
+        self,
+        job_id: int,
+        *,
+        base: int,
+        count: int,
+        block: int,
+        usable: Callable[[int], bool],
+        **fields: Any,
     ) -> Job | None:
         """Give the job the first block of ``block`` ports in ``[base, base + count)`` that
         no other preparing or running job holds and whose first port ``usable`` says is
@@ -477,7 +484,7 @@ class Store:
             )
             for first in range(base, base + count - block + 1, block):
                 if first not in held and usable(first):
-                    return _save(s, _get_job(s, job_id), {"port": first})
+                    return _save(s, _get_job(s, job_id), {"port": first, **fields})
             return None
 
     def cost_since(self, repo_id: int, since: datetime) -> float:

@@ -33,6 +33,11 @@ class TriggerFiles:
         with self._lock:
             return self._active.get(repo_id)
 
+    def any_notify(self) -> bool:
+        """True if some active trigger file has ``notify:`` entries."""
+        with self._lock:
+            return any(f.notify for f in self._active.values())
+
     def forget(self, repo_id: int) -> None:
         with self._lock:
             self._active.pop(repo_id, None)
