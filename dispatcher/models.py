@@ -159,6 +159,7 @@ class RepoPublic(BaseModel):
 class Job(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_job_state_id", "state", "id"),
+        sa.Index("ix_job_state_repo_id_id", "state", "repo_id", "id"),  # claiming
         sa.Index("ix_job_repo_id_id", "repo_id", "id"),
         sa.Index("ux_job_event_trigger", "event_id", "trigger", unique=True),
         sa.Index("ix_job_repo_group", "repo_id", "concurrency_group"),

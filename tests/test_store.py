@@ -570,3 +570,30 @@ def test_claim_uses_the_trigger_files_max_parallel_below_the_repos_own(store: St
     claimed = store.claim(max_parallel=100, per_repo_default=10)
     per_repo = {rid: sum(1 for c in claimed if c.repo_id == rid) for rid in (from_file, both)}
     assert per_repo == {from_file: 2, both: 1}
+
+
+def test_claim_skips_busy_groups_and_backoffs_without_blocking_later_jobs(store: Store) -> None:
+    from datetime import timedelta
+
+    from dispatcher.models import utcnow
+
+    a = add_repo(store, "alpha")
+
+    def job(group: str | None = None, wait: bool = False) -> int:
+        row = new_job(a)
+        row.concurrency_group = group
+        row.not_before = utcnow() + timedelta(hours=1) if wait else None
+        made = store.add_job(row, branch_for=branch_for)
+        assert made.id is not None
+        return made.id
+
+    first = job("g")
+    assert ids(store.claim(max_parallel=BIG, per_repo_default=2)) == [first]
+    # Older queued jobs that may not run yet (same busy group, backing off) come
+    # first in the queue; the two later ones still fill the repo's two slots.
+    blocked = [job("g"), job("g"), job(wait=True), job("g")]
+    later = [job(), job("h"), job("h")]
+    store.move(first, S.PREPARING, S.RUNNING)
+    claimed = ids(store.claim(max_parallel=BIG, per_repo_default=3))
+    assert claimed == later[:2]  # one slot was busy; "h" runs one at a time
+    assert all(store.job(j).state is S.QUEUED for j in blocked)
