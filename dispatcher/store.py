@@ -249,8 +249,7 @@ class Store:
             assert job.id is not None
             job.branch = branch_for(job.id)
             s.add(job)
-            s.flush()
-            s.refresh(job)
+            s.flush()  # no refresh: every column's value was set here
             return job
 
     def add_followup(self, parent_id: int, job: Job) -> Job:
