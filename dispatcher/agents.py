@@ -39,6 +39,10 @@ PROMPT_FILE: Final = "{prompt_file}"
 WORKDIR: Final = "{workdir}"
 """Placeholder replaced by the absolute path of the job's worktree."""
 
+SUMMARY_FILE: Final = "{summary_file}"
+"""Placeholder replaced by a file in the job's directory where the agent may write its
+final message (Codex's ``-o``); when it is there, it is the job's summary."""
+
 SESSION_ID: Final = "{session_id}"
 """Placeholder (in ``resume_argv`` only) replaced by the session a follow-up resumes."""
 
@@ -51,7 +55,7 @@ COMMAND: Final = "command"
 OUTPUT_FORMATS: Final = frozenset({"stream-json", "json", "text"})
 
 _PLACEHOLDER_RE: Final = re.compile(
-    "|".join(re.escape(p) for p in (PROMPT_FILE, WORKDIR, SESSION_ID))
+    "|".join(re.escape(p) for p in (PROMPT_FILE, WORKDIR, SESSION_ID, SUMMARY_FILE))
 )
 
 
@@ -142,7 +146,7 @@ BUILTIN_PROFILES: Final[Mapping[str, AgentProfile]] = MappingProxyType(
         ),
         "codex": _builtin(
             "codex",
-            ["codex", "exec", "--json", "--sandbox", "workspace-write", "-"],
+            ["codex", "exec", "--json", "--sandbox", "workspace-write", "-o", SUMMARY_FILE, "-"],
             stdin_prompt=True,
             output="stream-json",
             description="OpenAI Codex CLI `exec`; `-` reads the prompt from stdin; JSONL events.",
@@ -153,6 +157,8 @@ BUILTIN_PROFILES: Final[Mapping[str, AgentProfile]] = MappingProxyType(
                 "--json",
                 "--sandbox",
                 "workspace-write",
+                "-o",
+                SUMMARY_FILE,
                 "resume",
                 SESSION_ID,
                 "-",
@@ -332,6 +338,7 @@ def build_argv(
     resume_session: str | None = None,
     system_prompt: str | None = None,
     max_cost_usd: float | None = None,
+    summary_file: Path | None = None,
 ) -> list[str]:
     """The argv to execute, with ``{prompt_file}``, ``{workdir}`` (and ``{session_id}``)
     filled in.
@@ -347,6 +354,7 @@ def build_argv(
         PROMPT_FILE: os.fspath(prompt_file),
         WORKDIR: os.fspath(workdir),
         SESSION_ID: resume_session or "",
+        SUMMARY_FILE: os.fspath(summary_file) if summary_file else os.devnull,
     }
     for label, value in values.items():
         if "\x00" in value:

@@ -63,6 +63,11 @@ class JobFiles:
     def exit(self) -> Path:
         return self.root / "exit"
 
+    @property
+    def summary(self) -> Path:
+        """Where an agent that can (Codex's ``-o``) writes its final message."""
+        return self.root / "summary.md"
+
 
 def job_files(settings: Settings, job_id: int) -> JobFiles:
     return JobFiles(settings.jobs_dir / str(job_id))
@@ -283,7 +288,9 @@ class Runner:
             argv = agents.build_argv(
                 profile, prompt_file=files.prompt, workdir=worktree, resume_session=resume,
                 system_prompt=text if via_flag else None, max_cost_usd=job.max_cost_usd,
+                summary_file=files.summary,
             )  # fmt: skip
+            files.summary.unlink(missing_ok=True)  # an earlier attempt's is not this one's
             shown = [a if a != text else "<conventions>" for a in argv]
             self.note(job_id, f"agent {job.agent}: {shown!r}")
             if text:
@@ -510,9 +517,14 @@ class Runner:
             kind = self._profile(job).reports or "text"
         except DispatcherError:
             kind = "text"
-        report = agent_output.parse_log(kind, job_files(self.settings, job.id).log)
+        files = job_files(self.settings, job.id)
+        report = agent_output.parse_log(kind, files.log)
+        summary = report.summary
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            written = files.summary.read_text(encoding="utf-8").strip()
+            summary = written[: agent_output.SUMMARY_MAX] or summary  # the agent's own file
         fields: dict[str, Any] = {
-            "summary": report.summary,
+            "summary": summary,
             "cost_usd": report.cost_usd,
             "input_tokens": report.input_tokens,
             "output_tokens": report.output_tokens,

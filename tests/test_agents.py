@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,7 @@ EXPECTED: dict[str, tuple[list[str], bool, str]] = {
         "stream-json",
     ),
     "codex": (
-        ["codex", "exec", "--json", "--sandbox", "workspace-write", "-"],
+        ["codex", "exec", "--json", "--sandbox", "workspace-write", "-o", os.devnull, "-"],
         True,
         "stream-json",
     ),

@@ -462,3 +462,16 @@ def test_finished_jobs_are_announced_signed_and_recorded(
         assert f"notified       webhook {receiver.url}/global on failed: ok (204)" in shown
     finally:
         receiver.close()
+
+
+def test_codex_final_message_file_is_the_summary(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    d = fake_daemon(daemon_factory, FAKE_CODEX_LAST_MESSAGE="From the -o file.")
+    name = d.add_repo(repo_with(tmp_path))
+    job = d.wait(d.submit(name, "do it", agent="codex")["id"])
+    assert job["state"] == "succeeded", job["error"]
+    assert job["summary"] == "From the -o file."  # preferred over the event stream's
+    args = json.loads((Path(job["worktree"]) / "AGENT_ARGS.json").read_text())
+    argv = args["argv"] if isinstance(args, dict) else args
+    assert argv[argv.index("-o") + 1] == str(d.state_dir / "jobs" / str(job["id"]) / "summary.md")
