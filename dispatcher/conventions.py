@@ -19,7 +19,9 @@ What an agent receives (:func:`render`), as one text:
 
 The runner passes that text with the agent's system-prompt flag where the
 profile has one (Claude Code: ``--append-system-prompt``), else puts it in
-front of the prompt in the prompt file. Nothing is sent when there is nothing.
+front of the prompt in the prompt file. Nothing is sent when there is nothing,
+and a one-off ``--command`` job gets its prompt verbatim unless it selected
+skills.
 """
 
 from __future__ import annotations

@@ -390,6 +390,10 @@ class Runner:
     def _conventions(
         self, job: Job, repo_path: Path, profile: agents.AgentProfile, ws: Workspace
     ) -> str:
+        """The conventions text for this job's agent. A one-off ``--command`` gets its
+        prompt verbatim (it may not be a model at all) unless the job selected skills."""
+        if profile.name == agents.COMMAND and not ws.skills:
+            return ""
         conv = conventions.load(repo_path, job.base_sha)
         conventions.check_selected(conv, ws.skills)
         return conventions.render(conv, ws.skills, include_agents_md=not profile.reads_agents_md)

@@ -192,15 +192,15 @@ SKILLS = {
 }
 
 
-def test_conventions_reach_a_plain_agent_in_the_prompt_file(
+def test_conventions_reach_a_configured_agent_in_the_prompt_file(
     daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
 ) -> None:
-    d = fake_daemon(daemon_factory)
-    repo = repo_with(tmp_path, **SKILLS)
-    name = d.add_repo(repo)
     got = tmp_path / "prompt"
     script = agent("read.sh", f'cat > "{got}"\n')
-    job = d.wait(d.submit(name, "fix the bug", command=[script], skills=["migrations"])["id"])
+    d = fake_daemon(daemon_factory, DISPATCHER_AGENTS=json.dumps({"reader": [script]}))
+    repo = repo_with(tmp_path, **SKILLS)
+    name = d.add_repo(repo)
+    job = d.wait(d.submit(name, "fix the bug", agent="reader", skills=["migrations"])["id"])
     assert job["state"] == "succeeded", job["error"]
     text = got.read_text()
     assert "Always run the linter." in text
@@ -213,6 +213,10 @@ def test_conventions_reach_a_plain_agent_in_the_prompt_file(
     assert resp.status_code == 422
     assert "unknown skill 'nope'" in resp.json()["error"]["message"]
     assert "migrations, release" in resp.json()["error"]["message"]
+    # A one-off command gets its prompt verbatim: it may not be a model at all.
+    plain = d.wait(d.submit(name, "exactly this", command=[script])["id"])
+    assert plain["state"] == "succeeded"
+    assert got.read_text() == "exactly this"
 
 
 def test_claude_gets_conventions_as_system_prompt_and_codex_reads_agents_md_itself(
