@@ -305,9 +305,13 @@ def resolve_profile(
             return profile.model_copy(update={"description": "Configured command."})
         stdin_prompt = base.stdin_prompt or not _has_prompt_file(argv)
         output = _declared_output(argv) or base.output
-        # The agent is the same program: its flags still apply, and Claude resumes by
-        # appending --resume. Other resume argvs cannot be derived from a new argv.
+        # The agent is the same program: its flags still apply, and where the built-in
+        # resumes by appending arguments (Claude's --resume), so does the override.
+        # Other resume argvs (Codex's `exec resume`) cannot be derived from a new argv.
         same_output = output == base.output
+        resume_argv = None
+        if base.resume_argv is not None and base.resume_argv[: len(base.argv)] == base.argv:
+            resume_argv = (*argv, *base.resume_argv[len(base.argv) :])
         return AgentProfile(
             name=name,
             argv=argv,
@@ -315,7 +319,7 @@ def resolve_profile(
             output=output,
             description=f"{base.description} (argv overridden)",
             reports=base.reports if same_output else None,
-            resume_argv=(*argv, "--resume", SESSION_ID) if name == "claude" else None,
+            resume_argv=resume_argv,
             system_prompt_flag=base.system_prompt_flag,
             budget_flag=base.budget_flag,
             reads_agents_md=base.reads_agents_md,

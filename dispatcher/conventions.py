@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +39,6 @@ from dispatcher.errors import InvalidInput
 
 AGENTS_MD = "AGENTS.md"
 SKILLS_DIR = ".dispatcher/skills"
-_FULL_SHA = re.compile(r"[0-9a-f]{40}")
 MAX_SYSTEM_PROMPT = 64 * 1024  # bigger conventions go into the prompt file (argv limits)
 
 
@@ -80,7 +78,7 @@ def parse_skill(name: str, text: str) -> Skill:
 
 def load(repo: Path, rev: str) -> Conventions:
     """The conventions committed at ``rev`` (a commit's are cached: they never change)."""
-    if _FULL_SHA.fullmatch(rev):
+    if git.is_full_sha(rev):
         return _load_commit(os.path.realpath(repo), rev)
     return _read(repo, rev)
 

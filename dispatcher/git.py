@@ -305,6 +305,11 @@ def validate_branch_name(name: str) -> str:
 # --- revisions -----------------------------------------------------------------
 
 
+def is_full_sha(rev: str) -> bool:
+    """True if ``rev`` is a whole object name (40 hex digits): it names one commit forever."""
+    return _FULL_SHA.fullmatch(rev) is not None
+
+
 def rev_parse(repo: Path, rev: str) -> str:
     """Full sha of the commit ``rev`` names; NotFound if there is none."""
     _check_rev(rev)
@@ -555,13 +560,11 @@ def worktree_remove(repo: Path, path: Path) -> None:
 
 def _is_leftover_worktree(repo: Path, path: Path) -> bool:
     """True if ``path`` has a ``.git`` file pointing into ``repo``'s worktree records."""
-    try:
-        text = (path / ".git").read_text()
-    except (OSError, UnicodeDecodeError):
+    dirs = gitrefs.git_dirs(path)
+    if dirs is None or (path / ".git").is_dir():
         return False
-    gitdir = text.removeprefix("gitdir:").strip()
     records = os.path.realpath(common_dir(repo) / "worktrees")
-    return text.startswith("gitdir:") and os.path.realpath(gitdir).startswith(records + os.sep)
+    return os.path.realpath(dirs.gitdir).startswith(records + os.sep)
 
 
 @_serialized

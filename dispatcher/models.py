@@ -8,7 +8,6 @@ Times are stored as naive UTC and always returned timezone-aware (UTC).
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
@@ -18,6 +17,7 @@ from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
 from dispatcher.lifecycle import JobState
+from dispatcher.paths import repo_subpath
 
 
 def utcnow() -> datetime:
@@ -232,24 +232,8 @@ class Job(SQLModel, table=True):
     closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
-def _sparse_dir(value: str) -> str:
-    parts = PurePosixPath(value).parts
-    if (
-        value.startswith(("/", "-"))
-        or "\\" in value
-        or ".." in parts
-        or ".git" in parts
-        or any(ord(ch) < 32 or ord(ch) == 127 for ch in value)
-    ):
-        raise ValueError(f"{value!r} must be a directory inside the repo (relative, no '..')")
-    value = value.strip("/")
-    if value in ("", "."):
-        raise ValueError("a sparse directory must name a directory inside the repo, not its root")
-    return value
-
-
 SparseDir = Annotated[
-    str, StringConstraints(min_length=1, max_length=1024), AfterValidator(_sparse_dir)
+    str, StringConstraints(min_length=1, max_length=1024), AfterValidator(repo_subpath)
 ]
 """A directory of a sparse checkout: relative, inside the repo."""
 

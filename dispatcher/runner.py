@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import re
 import socket
 import threading
@@ -87,6 +86,13 @@ def _port_is_free(port: int) -> bool:
     return True
 
 
+def _env_without_daemon_secrets() -> dict[str, str]:
+    """The daemon's environment for a child it starts in a worktree: cleaned of
+    ``GIT_*`` redirections (:func:`dispatcher.git.clean_env`) and of every
+    ``DISPATCHER_*`` variable, so the token and webhook secrets never reach it."""
+    return {k: v for k, v in git.clean_env().items() if not k.startswith("DISPATCHER_")}
+
+
 def run_cleanup(settings: Settings, job_id: int, ws: Workspace, worktree: Path) -> None:
     """Run a job's ``cleanup:`` in its worktree before the worktree goes; its output goes
     to the job log. Best effort: a failure is noted there and never stops the removal."""
@@ -95,7 +101,7 @@ def run_cleanup(settings: Settings, job_id: int, ws: Workspace, worktree: Path) 
     files = job_files(settings, job_id)
     try:
         files.root.mkdir(parents=True, exist_ok=True)
-        env = {k: v for k, v in git.clean_env().items() if not k.startswith("DISPATCHER_")}
+        env = _env_without_daemon_secrets()
         env.update(DISPATCHER_JOB_ID=str(job_id), DISPATCHER_WORKTREE=str(worktree))
         workspace.run_script(
             "cleanup", ws.cleanup, worktree=worktree, env=env, log_path=files.log,
@@ -278,8 +284,7 @@ class Runner:
                     grace=self.settings.kill_grace_seconds,
                 )  # fmt: skip
                 self.note(job_id, "setup: done")
-            if ws.setup and not continuing:  # setup took a while: look again
-                job = self.store.job(job_id)
+                job = self.store.job(job_id)  # setup took a while: was it canceled meanwhile?
             if job.cancel_requested:
                 self.store.move(job_id, JobState.PREPARING, JobState.CANCELED, finished_at=utcnow())
                 self.note(job_id, "canceled before the agent started")
@@ -314,7 +319,7 @@ class Runner:
                     finished_at=utcnow(),
                 )  # fmt: skip
                 return
-            self._cleanup(job_id, ws, worktree)
+            run_cleanup(self.settings, job_id, ws, worktree)
             self._remove_worktree(repo_path, worktree, job.branch)  # nothing ran: undo it all
             self.store.move(
                 job_id,
@@ -398,10 +403,6 @@ class Runner:
         conventions.check_selected(conv, ws.skills)
         return conventions.render(conv, ws.skills, include_agents_md=not profile.reads_agents_md)
 
-    def _cleanup(self, job_id: int, ws: Workspace, worktree: Path) -> None:
-        """Run the workspace's cleanup in ``worktree`` (best effort: noted, never raised)."""
-        run_cleanup(self.settings, job_id, ws, worktree)
-
     def _profile(self, job: Job) -> agents.AgentProfile:
         if job.profile is not None:  # resolved when the job was submitted
             return agents.AgentProfile.model_validate(job.profile)
@@ -413,10 +414,7 @@ class Runner:
         self, job: Job, prompt_file: Path, worktree: Path, port: int | None = None
     ) -> dict[str, str]:
         assert job.id is not None
-        # The daemon's own secrets (token, webhook secrets) never reach an agent.
-        inherited = {k: v for k, v in os.environ.items() if not k.startswith("DISPATCHER_")}
-        env = git.clean_env()
-        env = {k: v for k, v in env.items() if k in inherited or not k.startswith("DISPATCHER_")}
+        env = _env_without_daemon_secrets()
         env.update(
             DISPATCHER_JOB_ID=str(job.id),
             DISPATCHER_API=self.settings.api_url,

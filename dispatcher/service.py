@@ -224,7 +224,6 @@ class Service:
         agent_overrides: dict[str, list[str] | str] | None = None,
         trigger: Trigger | None = None,
         followup_of: Job | None = None,
-        profile_of: Job | None = None,
     ) -> JobPublic:
         """Validate and queue a job. The one path every job takes (API, retry, triggers).
 
@@ -236,7 +235,7 @@ class Service:
         repo_path = Path(repo.path)
         if not (repo_path / ".git").exists():
             raise InvalidInput(f"repo {repo.name!r}: {repo.path} no longer holds a git repository")
-        same = retry_of or profile_of
+        same = retry_of or followup_of  # runs the very profile of the job it repeats
         if same is not None and same.profile is not None:
             profile = agents.AgentProfile.model_validate(same.profile)
             agent = same.agent
@@ -314,9 +313,7 @@ class Service:
                     trigger=parent.trigger,
                     max_cost_usd=parent.max_cost_usd,
                 ),
-                retry_of=None,
                 followup_of=parent,
-                profile_of=parent,
             )
             return ActionResult(
                 job=new, changed=True, message=f"job {job_id} followed up as job {new.id}"

@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dispatcher import proc
 from dispatcher.errors import DispatcherError, InvalidInput
+from dispatcher.paths import repo_subpath
 from triggers.config import Trigger, TriggerFile
 
 
@@ -76,10 +77,10 @@ def resolve(
 
 def _inside(root: Path, rel: str) -> Path:
     """``root / rel``, refusing a path that leaves ``root`` (also through symlinks)."""
-    if os.path.isabs(rel) or ".." in Path(rel).parts:
-        raise InvalidInput(f"path must stay inside the repository: {rel!r}")
-    if ".git" in Path(rel).parts:
-        raise InvalidInput(f"{rel!r} is git's own data: never copied or linked")
+    try:
+        rel = repo_subpath(rel)  # the check the trigger file had (stored rows may be older)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
     real_root = os.path.realpath(root)
     target = os.path.realpath(root / rel)
     if target != real_root and not target.startswith(real_root + os.sep):

@@ -310,3 +310,22 @@ def test_profile_validation() -> None:
         AgentProfile(name="x", argv=("a",), stdin_prompt=True, output="xml")
     with pytest.raises(ValidationError):
         AgentProfile(name="", argv=("a",), stdin_prompt=True)
+
+
+def test_resume_appends_to_an_overridden_argv_only_where_the_builtin_appends() -> None:
+    claude = resolve_profile("claude", {"claude": "claude -p --model opus"})
+    argv = build_argv(claude, prompt_file=PROMPT, workdir=WORKDIR, resume_session="s-1")
+    assert argv == ["claude", "-p", "--model", "opus", "--resume", "s-1"]
+    built_in = build_argv(
+        BUILTIN_PROFILES["claude"], prompt_file=PROMPT, workdir=WORKDIR, resume_session="s-1"
+    )
+    assert built_in[-2:] == ["--resume", "s-1"]
+    # Codex resumes with a subcommand inside its argv: an override cannot resume.
+    codex = resolve_profile("codex", {"codex": ["codex", "exec", "--json", "-"]})
+    assert codex.resume_argv is None
+    with pytest.raises(InvalidInput, match="cannot resume"):
+        build_argv(codex, prompt_file=PROMPT, workdir=WORKDIR, resume_session="t-1")
+    codex_argv = build_argv(
+        BUILTIN_PROFILES["codex"], prompt_file=PROMPT, workdir=WORKDIR, resume_session="t-1"
+    )
+    assert codex_argv[-3:] == ["resume", "t-1", "-"]

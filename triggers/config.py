@@ -42,6 +42,7 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from dispatcher.errors import InvalidInput
+from dispatcher.paths import repo_subpath
 from triggers import template
 from triggers.events import KINDS, EventKind
 from triggers.schedule import parse_cron
@@ -364,21 +365,8 @@ def _relative_path(value: str) -> str:
     return value
 
 
-def _sparse_dir(value: str) -> str:
-    _relative_path(value)
-    value = value.strip("/")
-    if value in ("", "."):
-        raise ValueError("must name a directory inside the repo, not its root")
-    if ".git" in PurePosixPath(value).parts:
-        raise ValueError(f"'{value}' is git's own data, not a path of the repo's files")
-    return value
-
-
-SparseDir = Annotated[str, Field(min_length=1), AfterValidator(_sparse_dir)]
-
-
-RepoPath = Annotated[str, Field(min_length=1), AfterValidator(_sparse_dir)]
-"""A path inside the repo: relative, no `..`, not the root itself."""
+RepoPath = Annotated[str, Field(min_length=1), AfterValidator(repo_subpath)]
+"""A path of the repo's files (sparse, copy, link): see :func:`dispatcher.paths.repo_subpath`."""
 
 
 class Trigger(_Model):
@@ -411,7 +399,7 @@ class Trigger(_Model):
     max_cost_usd: float | None = Field(default=None, gt=0)
     """Budget of each job of this trigger, in USD: passed to agents that take one
     (Claude's --max-budget-usd) and checked against the cost the agent reports."""
-    sparse: list[SparseDir] = Field(default_factory=list)
+    sparse: list[RepoPath] = Field(default_factory=list)
     """Check out only these directories (plus top-level files) in the job's worktree:
     git's cone-mode sparse checkout, for huge repos. Such jobs skip the warm pool."""
 
