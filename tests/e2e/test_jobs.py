@@ -341,13 +341,18 @@ def test_discard_of_running_job_stops_it_and_cleans_up(
     daemon: Daemon, repo: Path, agent: Agent, tmp_path: Path
 ) -> None:
     name = daemon.add_repo(repo)
-    script = agent("hang.sh", f"echo $$ > {tmp_path}/pid\nsleep 300\n")
+    script = agent(
+        "hang.sh",
+        f"echo $$ > {tmp_path}/pid.tmp\nmv {tmp_path}/pid.tmp {tmp_path}/pid\nsleep 300\n",
+    )
     job = daemon.submit(name, command=[script])
     daemon.wait(job["id"], {"running"})
+    # "running" is recorded when the agent is spawned, which can be before its first
+    # line ran on a loaded machine: wait until it is really there to be stopped.
+    pid = _read_pid(tmp_path / "pid")
     resp = daemon.api.post(f"/jobs/{job['id']}/discard")
     assert resp.status_code == 200, resp.text
     assert resp.json()["job"]["state"] == "discarded"
-    pid = int((tmp_path / "pid").read_text())
     assert (
         not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
     )
@@ -385,18 +390,29 @@ def test_timeout_kills_the_whole_process_tree(
     name = daemon.add_repo(repo)
     script = agent(
         "tree.sh",
-        f"sleep 300 &\necho $! > {tmp_path}/grandchild\necho $$ > {tmp_path}/child\nwait\n",
+        f"sleep 300 &\necho $! > {tmp_path}/g.tmp\necho $$ > {tmp_path}/c.tmp\n"
+        f"mv {tmp_path}/g.tmp {tmp_path}/grandchild\nmv {tmp_path}/c.tmp {tmp_path}/child\n"
+        "wait\n",
     )
-    job = daemon.submit(name, command=[script], timeout_minutes=1 / 60)  # one second
+    job = daemon.submit(name, command=[script], timeout_minutes=2 / 60)  # two seconds
     job = daemon.wait(job["id"], timeout=30)
     assert job["state"] == "timed_out"
     assert "timed out" in job["error"]
     for which in ("child", "grandchild"):
+        assert (tmp_path / which).exists(), f"the agent was stopped before it wrote {which}"
         pid = int((tmp_path / which).read_text())
         deadline = time.monotonic() + 5
         while _alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
         assert not _alive(pid), f"{which} {pid} survived the timeout"
+
+
+def _read_pid(path: Path, timeout: float = 20) -> int:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path.name} never written"
+        time.sleep(0.02)
+    return int(path.read_text())
 
 
 def _alive(pid: int) -> bool:
