@@ -776,7 +776,7 @@ def test_a_failing_endpoint_does_not_hold_up_others_and_stop_drops_pending_work(
     assert not notifier.wait_idle(0.05)  # the retry of /down is still pending
     started = time.monotonic()
     assert notifier.stop(timeout=2)
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 5  # not the 30 s backoff of the pending retry
     assert "1 pending notification(s) dropped" in caplog.text
     assert [d.url.split("/")[-1] for d in recorder.deliveries] == ["up"]
     assert len(receiver.at("/down")) == 1

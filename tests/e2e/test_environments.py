@@ -11,6 +11,7 @@ import json
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -161,9 +162,9 @@ def test_concurrent_jobs_get_distinct_free_ports(
             d.wait(job_id, {"running"})
         seen = {}
         for job_id in ids:
-            for _ in range(200):
-                if (out / str(job_id)).exists() and (out / str(job_id)).read_text():
-                    break
+            deadline = time.monotonic() + 20
+            while not ((out / str(job_id)).exists() and (out / str(job_id)).read_text()):
+                assert time.monotonic() < deadline, f"job {job_id} never wrote its ports"
                 threading.Event().wait(0.02)
             first, span, plain = (out / str(job_id)).read_text().split()
             assert span == f"{first}-{int(first) + 4}" and plain == first

@@ -363,9 +363,10 @@ def test_cancel_running_job_keeps_worktree_and_is_idempotent(
     daemon: Daemon, repo: Path, agent: Agent
 ) -> None:
     name = daemon.add_repo(repo)
-    script = agent("hang.sh", "echo started > started.txt\nsleep 300\n")
+    script = agent("hang.sh", "echo started > s.tmp\nmv s.tmp started.txt\nsleep 300\n")
     job = daemon.submit(name, command=[script])
-    daemon.wait(job["id"], {"running"})
+    running = daemon.wait(job["id"], {"running"})
+    _wait_for_file(Path(running["worktree"]) / "started.txt")
     out = daemon.cli("cancel", str(job["id"])).stdout
     assert "canceled" in out
     job = daemon.job(job["id"])
@@ -407,11 +408,15 @@ def test_timeout_kills_the_whole_process_tree(
         assert not _alive(pid), f"{which} {pid} survived the timeout"
 
 
-def _read_pid(path: Path, timeout: float = 20) -> int:
+def _wait_for_file(path: Path, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         assert time.monotonic() < deadline, f"{path.name} never written"
         time.sleep(0.02)
+
+
+def _read_pid(path: Path) -> int:
+    _wait_for_file(path)
     return int(path.read_text())
 
 
