@@ -133,24 +133,10 @@ def _server_class() -> type:
     return Server
 
 
-def clear_check_leftovers(settings: Settings) -> None:
-    """Trigger checks interrupted by a crash leave detached worktrees in ``checks/``:
-    nothing in them is worth keeping (a check never changes files that matter)."""
-    import shutil
-
-    checks = settings.state_dir / "checks"
-    if checks.is_dir():
-        for entry in checks.iterdir():
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-    # Their records in each repo are pruned by the sweeper's `git worktree prune`.
-
-
 def serve(settings: Settings) -> None:
     import uvicorn
 
+    from dispatcher import checks
     from dispatcher.api.app import create_app
     from dispatcher.models import Repo
     from dispatcher.pool import WorktreePool
@@ -190,10 +176,11 @@ def serve(settings: Settings) -> None:
         service.notifier = notifier
         runner.on_finished = service.job_ended
         app = create_app(service, token)
-        clear_check_leftovers(settings)
+        checks.clear_leftovers(settings)
         notifier.start()
         runner.start()  # re-adopts or re-queues what the last daemon left running
         sources.start()
+        service.intake.resume_checks()  # those a stopped or crashed daemon left unfinished
         if pool is not None:
             pool.start()
         stop_sweeping = threading.Event()

@@ -8,7 +8,9 @@ ref and file watchers and the scheduler all hand them to :meth:`Intake.ingest`.
 * One event, at most one job per trigger (a unique index on the job table).
 * A trigger with ``check:`` runs the check first, in the background, in its
   own worktree at the event's commit; the agent is dispatched only if the
-  check fails, with its output tail in the template context.
+  check fails, with its output tail in the template context. The event lists
+  the check as pending until it ends, so a check a stopped or crashed daemon
+  left unfinished is run again by the next one (:meth:`Intake.resume_checks`).
 * Templates substitute values, never evaluate; a missing value is recorded on
   the event as the reason no job was made.
 """
@@ -18,12 +20,13 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import Any, Protocol
 
 from dispatcher import git
-from dispatcher.checks import CheckResult, run_check
+from dispatcher.checks import CheckInterrupted, CheckResult, run_check
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
 from dispatcher.models import Event as EventRow
@@ -74,10 +77,40 @@ class Intake:
             max_workers=settings.check_workers, thread_name_prefix="check"
         )
         self._group_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._futures: set[Future[None]] = set()
+        self._futures_lock = threading.Lock()
+        self._started: set[tuple[int, str]] = set()  # (event id, trigger): checks run by us
         self.on_check_done: Callable[[int], None] | None = None
 
     def close(self) -> None:
+        """Stop running checks (killed; they stay pending on their events, for the next
+        daemon) and drop queued ones (also still pending), waiting a bounded time."""
+        self._stopping.set()
         self._checks.shutdown(wait=False, cancel_futures=True)
+        with self._futures_lock:
+            running = list(self._futures)
+        wait_futures(running, timeout=self.settings.kill_grace_seconds + 5)
+
+    def _start_check(
+        self, repo: Repo, file: TriggerFile, trigger: Trigger, event: Event, event_id: int
+    ) -> None:
+        with self._futures_lock:
+            self._started.add((event_id, trigger.name))
+        try:
+            future = self._checks.submit(
+                self._check_then_dispatch, repo, file, trigger, event, event_id
+            )
+        except RuntimeError:  # shutting down: the event keeps it pending
+            return
+        with self._futures_lock:
+            self._futures.add(future)
+        future.add_done_callback(lambda done: self._forget(done, (event_id, trigger.name)))
+
+    def _forget(self, future: Future[None], check: tuple[int, str]) -> None:
+        with self._futures_lock:
+            self._futures.discard(future)
+            self._started.discard(check)
 
     # ------------------------------------------------------------ ingest
 
@@ -114,13 +147,13 @@ class Intake:
             return result
         triggers = matching(file, event)
         result.matched = [t.name for t in triggers]
-        self.store.note_event(row.id, matched=result.matched)
+        result.pending_checks = [t.name for t in triggers if t.check]
+        self.store.note_event(row.id, matched=result.matched, pending_checks=result.pending_checks)
         if not triggers:
             self._note(row.id, result, "no trigger matched")
         for trigger in triggers:
             if trigger.check:
-                result.pending_checks.append(trigger.name)
-                self._checks.submit(self._check_then_dispatch, repo, file, trigger, event, row.id)
+                self._start_check(repo, file, trigger, event, row.id)
             else:
                 job_id = self._dispatch(repo, file, trigger, event, row.id, None, result)
                 if job_id is not None:
@@ -235,28 +268,83 @@ class Intake:
         self, repo: Repo, file: TriggerFile, trigger: Trigger, event: Event, event_id: int
     ) -> None:
         assert trigger.check is not None
+        note: str | None = None  # written with the check's end, in one write
         try:
             ctx = self._context(repo, trigger, event, None)
             rev = self._base(repo, trigger, event, ctx)
             timeout = (trigger.check_timeout_minutes or 10) * 60
             result = run_check(
-                self.settings, Path(repo.path), rev, trigger.check, timeout_s=timeout
-            )
-            if not result.failed:
-                self._note(
-                    event_id, None,
+                self.settings, Path(repo.path), rev, trigger.check, timeout_s=timeout,
+                stop=self._stopping,
+            )  # fmt: skip
+            if result.failed:
+                status = "timed out" if result.exit_code is None else f"exited {result.exit_code}"
+                self._note(event_id, None, f"trigger {trigger.name}: check {status}")
+                self._dispatch(repo, file, trigger, event, event_id, result, None)
+            else:
+                note = (
                     f"trigger {trigger.name}: check `{trigger.check}` passed at "
-                    f"{result.sha[:12]}: no job",
-                )  # fmt: skip
-                return
-            status = "timed out" if result.exit_code is None else f"exited {result.exit_code}"
-            self._note(event_id, None, f"trigger {trigger.name}: check {status}")
-            self._dispatch(repo, file, trigger, event, event_id, result, None)
+                    f"{result.sha[:12]}: no job"
+                )
+        except CheckInterrupted:
+            log.info(
+                "event %s: check of trigger %s stopped with the daemon", event_id, trigger.name
+            )
+            return  # still pending on the event: the next daemon runs it again
         except DispatcherError as exc:
-            self._note(event_id, None, f"trigger {trigger.name}: check failed to run: {exc}")
+            note = f"trigger {trigger.name}: check failed to run: {exc}"
         except Exception:
             log.exception("check of trigger %s crashed", trigger.name)
-            self._note(event_id, None, f"trigger {trigger.name}: check crashed; see daemon log")
+            note = f"trigger {trigger.name}: check crashed; see daemon log"
+        self._check_ended(event_id, trigger.name, note)
+
+    def _check_ended(self, event_id: int, trigger: str, note: str | None = None) -> None:
+        try:
+            self.store.note_event(event_id, note=note, check_ended=trigger)
         finally:
             if self.on_check_done is not None:
                 self.on_check_done(event_id)
+
+    def resume_checks(self) -> int:
+        """Start again the checks that a stopped or crashed daemon left pending on their
+        events (with the repo's trigger file as it is now); how many were started.
+
+        A check whose job exists already is not run again (the daemon stopped between
+        the job and the check's end); one whose trigger is gone or has no ``check:``
+        any more is dropped with a note on the event. Checks this daemon started itself
+        (events that came in since it started) are left alone.
+        """
+        started = 0
+        for row in self.store.events_with_pending_checks():
+            assert row.id is not None
+            with self._futures_lock:
+                names = [n for n in row.pending_checks if (row.id, n) not in self._started]
+            if not names:
+                continue
+            try:
+                repo = self.store.repo(row.repo_id)
+            except DispatcherError:
+                continue
+            assert repo.id is not None
+            file = self.trigger_files.active(repo.id)
+            triggers = dict(file.triggers) if file is not None else {}
+            event = Event(
+                kind=row.kind, action=row.action, source=row.source,
+                dedup_key=row.dedup_key, payload=row.payload, **row.facts,
+            )  # fmt: skip
+            for name in names:
+                trigger = triggers.get(name)
+                if self.store.job_for_event(row.id, name) is not None:
+                    self._check_ended(row.id, name)
+                elif file is None or trigger is None or not trigger.check:
+                    self._note(
+                        row.id, None,
+                        f"trigger {name}: check not run again after a restart: "
+                        "the trigger file no longer has it",
+                    )  # fmt: skip
+                    self._check_ended(row.id, name)
+                else:
+                    self._note(row.id, None, f"trigger {name}: check run again after a restart")
+                    self._start_check(repo, file, trigger, event, row.id)
+                    started += 1
+        return started

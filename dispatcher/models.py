@@ -104,6 +104,10 @@ class Event(SQLModel, table=True):
     facts: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
     matched: list[str] = Field(default_factory=list, sa_type=sa.JSON)  # trigger names
     notes: list[str] = Field(default_factory=list, sa_type=sa.JSON)  # why no job, checks
+    # Triggers whose check has not ended yet; re-run by the next daemon if this one stops.
+    pending_checks: list[str] = Field(
+        default_factory=list, sa_type=sa.JSON, sa_column_kwargs={"server_default": "[]"}
+    )
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
@@ -420,6 +424,7 @@ class EventPublic(BaseModel):
     dedup_key: str
     matched: list[str]
     notes: list[str]
+    pending_checks: list[str] = Field(default_factory=list)  # checks not ended yet
     jobs: list[int] = Field(default_factory=list)
     created_at: datetime
     payload: dict[str, Any]

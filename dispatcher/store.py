@@ -577,8 +577,16 @@ class Store:
             return None
 
     def note_event(
-        self, event_id: int, *, matched: list[str] | None = None, note: str | None = None
+        self,
+        event_id: int,
+        *,
+        matched: list[str] | None = None,
+        note: str | None = None,
+        pending_checks: list[str] | None = None,
+        check_ended: str | None = None,
     ) -> None:
+        """Record on the event: the triggers it matched, a note, the checks it still
+        waits for (``pending_checks``), and that one of them ended (``check_ended``)."""
         with self.writing() as s:
             event = s.get(Event, event_id)
             if event is None:
@@ -587,7 +595,22 @@ class Store:
                 event.matched = list(matched)
             if note:
                 event.notes = [*event.notes, note]
+            if pending_checks is not None:
+                event.pending_checks = list(pending_checks)
+            if check_ended is not None:
+                event.pending_checks = [n for n in event.pending_checks if n != check_ended]
             s.add(event)
+
+    def events_with_pending_checks(self) -> list[Event]:
+        """Events whose trigger checks never ended (the daemon stopped under them), oldest
+        first. Few rows: a check's end clears its name."""
+        with self.reading() as s:
+            rows = s.exec(
+                select(Event)
+                .where(sa.cast(Event.pending_checks, sa.String) != "[]")
+                .order_by(col(Event.id))
+            ).all()
+        return [row for row in rows if row.pending_checks]
 
     def event(self, event_id: int) -> Event:
         with self.reading() as s:
