@@ -11,12 +11,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import IO, Any
 
 import httpx
 import pytest
@@ -188,6 +190,79 @@ class Daemon:
         for state in ("queued", "preparing", "running"):
             for job in self.api.get("/jobs", params={"state": state, "limit": 500}).json()["items"]:
                 self.api.post(f"/jobs/{job['id']}/cancel")
+
+
+class LogFollower:
+    """``dispatcher logs -f JOB`` in the background, its output read as it comes.
+
+    A test waits for a line to know the stream is open and live before it acts
+    (a follower started just before an action may connect only after it).
+    """
+
+    def __init__(self, daemon: Daemon, job_id: int) -> None:
+        self.proc = subprocess.Popen(
+            [*dispatcher_argv(), "logs", "-f", str(job_id)],
+            env=daemon.cli_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self._out: list[str] = []
+        self._err: list[str] = []
+        self._cond = threading.Condition()
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        self._readers = [
+            threading.Thread(target=self._read, args=(pipe, sink), daemon=True)
+            for pipe, sink in ((self.proc.stdout, self._out), (self.proc.stderr, self._err))
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, pipe: IO[str], sink: list[str]) -> None:
+        for line in pipe:
+            with self._cond:
+                sink.append(line)
+                self._cond.notify_all()
+
+    @property
+    def out(self) -> str:
+        with self._cond:
+            return "".join(self._out)
+
+    def wait_for(self, text: str, timeout: float = 30) -> None:
+        """Until the follower has printed ``text``; fails (with what it printed) after ``timeout``."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: text in "".join(self._out), timeout):
+                raise AssertionError(
+                    f"the follower did not print {text!r} in {timeout}s; it printed "
+                    f"{''.join(self._out)!r}, stderr {''.join(self._err)!r}"
+                )
+
+    def finish(self, timeout: float = 30) -> tuple[int, str, str]:
+        """Wait for the follower to end by itself: (exit code, stdout, stderr)."""
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the follower did not end in {timeout}s: {self.out!r}") from None
+        for reader in self._readers:
+            reader.join(timeout)
+        with self._cond:
+            return code, "".join(self._out), "".join(self._err)
+
+    def __enter__(self) -> LogFollower:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for reader in self._readers:
+            reader.join(10)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def _new_daemon(root: Path, **env: str) -> Daemon:

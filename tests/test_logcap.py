@@ -23,7 +23,8 @@ ROTATED = b"[dispatcher] log rotated: older output in agent.log.1\n"
 LINE = re.compile(rb"line (\d+)")
 
 
-def poll(condition: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
+def poll(condition: Callable[[], bool], timeout: float = 30.0, what: str = "condition") -> None:
+    """Until ``condition()``; the deadline is reached only on failure (generous for CI)."""
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:

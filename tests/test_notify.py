@@ -46,6 +46,9 @@ SECRET = "whsec_" + base64.b64encode(bytes(range(32))).decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(bytes(range(1, 33))).decode()
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 PRINTABLE_ASCII = re.compile(r"[\x20-\x7e]*")
+# Seconds for waits that end as soon as their condition holds: reached only on failure,
+# so generous for a loaded CI machine.
+WAIT = 30.0
 
 
 def notice(**changes: Any) -> JobNotice:
@@ -99,6 +102,7 @@ class Reply:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     body: bytes = b"ok"
+    hold: threading.Event | None = None  # answer only once this is set
 
 
 @dataclass(frozen=True)
@@ -129,6 +133,8 @@ class Receiver:
                     reply = plan.pop(0) if plan else Reply()
                     receiver.cond.notify_all()
                 time.sleep(reply.delay)
+                if reply.hold is not None:
+                    reply.hold.wait(WAIT)
                 try:
                     self.send_response(reply.status)
                     for name, value in reply.headers.items():
@@ -160,7 +166,7 @@ class Receiver:
         with self.cond:
             return [r for r in self.requests if r.path.split("?")[0] == path]
 
-    def wait_for(self, count: int, timeout: float = 5.0) -> None:
+    def wait_for(self, count: int, timeout: float = WAIT) -> None:
         with self.cond:
             assert self.cond.wait_for(lambda: len(self.requests) >= count, timeout), self.requests
 
@@ -217,7 +223,7 @@ def make_notifier() -> Iterator[Any]:
     def make(targets: list[Target], **kwargs: Any) -> tuple[Notifier, Recorder]:
         recorder = kwargs.pop("record", None) or Recorder()
         kwargs.setdefault("backoff", 0.01)
-        kwargs.setdefault("timeout", 2.0)
+        kwargs.setdefault("timeout", 10.0)
         kwargs.setdefault("environ", {})
         notifier = Notifier(lambda _n: targets, recorder, **kwargs)
         notifier.start()
@@ -312,7 +318,7 @@ def test_ntfy_headers_are_printable_ascii_and_the_title_decodes(prompt: str, tit
 def test_ntfy_end_to_end_non_ascii_title(receiver: Receiver, make_notifier: Any) -> None:
     notifier, recorder = make_notifier([target("ntfy", receiver.url("/topic"))])
     notifier.notify(notice(prompt="Réparer le bug 🐛 dans le formulaire\r\nX-Injected: 1"))
-    assert notifier.wait_idle(5)
+    assert notifier.wait_idle(WAIT)
     [got] = receiver.at("/topic")
     assert "x-injected" not in got.headers
     assert got.headers["title"].isascii()
@@ -490,7 +496,7 @@ def test_webhook_retries_keep_the_id_and_every_attempt_verifies(
         environ={"HOOK_SECRET": SECRET},
     )
     notifier.notify(notice(state="failed", error="exit 1"))
-    assert notifier.wait_idle(5)
+    assert notifier.wait_idle(WAIT)
     got = receiver.at("/hook")
     assert len(got) == 3
     assert len({r.headers["webhook-id"] for r in got}) == 1
@@ -514,7 +520,7 @@ def test_missing_env_secret_is_a_recorded_failure_not_an_exception(
         [target("webhook", receiver.url("/hook"), secret="env:HOOK_SECRET")], environ={}
     )
     notifier.notify(notice())  # must not raise
-    assert notifier.wait_idle(5)
+    assert notifier.wait_idle(WAIT)
     delivery = recorder.only()
     assert not delivery.ok
     assert delivery.attempts == 1
@@ -534,7 +540,7 @@ def test_malformed_env_secret_is_reported_without_echoing_it(
         environ={"HOOK_SECRET": bad},
     )
     notifier.notify(notice())
-    assert notifier.wait_idle(5)
+    assert notifier.wait_idle(WAIT)
     delivery = recorder.only()
     assert not delivery.ok
     assert delivery.error is not None
@@ -578,7 +584,7 @@ def test_only_matching_targets_are_sent_to(receiver: Receiver, make_notifier: An
     notifier, recorder = make_notifier(targets)
     notifier.notify(notice(state="succeeded", files_changed=4))
     notifier.notify(notice(job_id=13, state="succeeded", files_changed=0))
-    assert notifier.wait_idle(5)
+    assert notifier.wait_idle(WAIT)
     assert receiver.at("/failed-only") == []
     assert len(receiver.at("/review")) == 1
     assert len(receiver.at("/both")) == 2  # once per notice, even when two entries match
@@ -597,7 +603,7 @@ def test_retry_then_success(status: int, receiver: Receiver, make_notifier: Any)
     receiver.plan("/t", Reply(status), Reply(status))
     notifier, recorder = make_notifier([target("ntfy", receiver.url("/t"))])
     notifier.notify(notice())
-    assert notifier.wait_idle(5)
+    assert notifier.wait_idle(WAIT)
     assert len(receiver.at("/t")) == 3
     delivery = recorder.only()
     assert (delivery.ok, delivery.attempts, delivery.status_code, delivery.error) == (
@@ -612,7 +618,7 @@ def test_final_failure_after_n_attempts(receiver: Receiver, make_notifier: Any) 
     receiver.plan("/t", *[Reply(500, body=b"database\ndown")] * 10)
     notifier, recorder = make_notifier([target("ntfy", receiver.url("/t"))], attempts=3)
     notifier.notify(notice())
-    assert notifier.wait_idle(5)
+    assert notifier.wait_idle(WAIT)
     assert len(receiver.at("/t")) == 3
     delivery = recorder.only()
     assert (delivery.ok, delivery.attempts, delivery.status_code) == (False, 3, 500)
@@ -624,7 +630,7 @@ def test_other_4xx_are_not_retried(status: int, receiver: Receiver, make_notifie
     receiver.plan("/services/T/B/t", Reply(status, body=b"invalid_payload"))
     notifier, recorder = make_notifier([target("slack", receiver.url("/services/T/B/t"))])
     notifier.notify(notice())
-    assert notifier.wait_idle(5)
+    assert notifier.wait_idle(WAIT)
     assert len(receiver.at("/services/T/B/t")) == 1
     delivery = recorder.only()
     assert (delivery.ok, delivery.attempts, delivery.status_code) == (False, 1, status)
@@ -637,7 +643,7 @@ def test_connection_errors_are_retried(make_notifier: Any) -> None:
         port = s.getsockname()[1]
     notifier, recorder = make_notifier([target("ntfy", f"http://127.0.0.1:{port}/t")], attempts=2)
     notifier.notify(notice())
-    assert notifier.wait_idle(5)
+    assert notifier.wait_idle(WAIT)
     delivery = recorder.only()
     assert (delivery.ok, delivery.attempts, delivery.status_code) == (False, 2, None)
     assert delivery.error is not None
@@ -650,7 +656,7 @@ def test_timeouts_are_retried(receiver: Receiver, make_notifier: Any) -> None:
         [target("ntfy", receiver.url("/slow"))], attempts=2, timeout=0.2
     )
     notifier.notify(notice())
-    assert notifier.wait_idle(5)
+    assert notifier.wait_idle(WAIT)
     assert len(receiver.at("/slow")) == 2
     delivery = recorder.only()
     assert (delivery.ok, delivery.attempts) == (False, 2)
@@ -675,7 +681,7 @@ def test_retry_after_is_honoured_up_to_max_backoff(
         sleep=clock.sleep,
     )
     notifier.notify(notice())
-    assert notifier.wait_idle(5)
+    assert notifier.wait_idle(WAIT)
     assert clock.sleeps == [expected]
     assert recorder.only().attempts == 2
 
@@ -699,7 +705,7 @@ def test_backoff_is_exponential_with_jitter_and_capped(
         rng=random.Random(7),
     )
     notifier.notify(notice())
-    assert notifier.wait_idle(5)
+    assert notifier.wait_idle(WAIT)
     sleeps = clock.sleeps
     assert len(sleeps) == 4
     for delay, base in zip(sleeps, [1.0, 2.0, 3.0, 3.0], strict=True):
@@ -722,7 +728,7 @@ def test_same_host_307_is_followed_and_other_hosts_are_not(
         ]
     )
     notifier.notify(notice())
-    assert notifier.wait_idle(5)
+    assert notifier.wait_idle(WAIT)
     old, new = receiver.at("/old"), receiver.at("/new")
     assert len(old) == 1
     assert len(new) == 1
@@ -746,13 +752,27 @@ def test_same_host_307_is_followed_and_other_hosts_are_not(
 def test_notify_returns_at_once_even_when_the_receiver_is_slow(
     receiver: Receiver, make_notifier: Any
 ) -> None:
-    receiver.plan("/slow", *[Reply(delay=0.3)] * 8)
+    # The receiver answers nothing until released, and is released only after all
+    # eight notify() calls returned: a call that waited for a delivery would never
+    # return. (No wall-clock bound: a loaded machine may pause this thread anyway.)
+    release = threading.Event()
+    receiver.plan("/slow", *[Reply(hold=release)] * 8)
     notifier, recorder = make_notifier([target("ntfy", receiver.url("/slow"))])
-    started = time.monotonic()
-    for job_id in range(8):
-        notifier.notify(notice(job_id=job_id))
-    assert time.monotonic() - started < 0.1
-    assert notifier.wait_idle(10)
+    notified = threading.Event()
+
+    def notify_all() -> None:
+        for job_id in range(8):
+            notifier.notify(notice(job_id=job_id))
+        notified.set()
+
+    try:
+        threading.Thread(target=notify_all, daemon=True).start()
+        receiver.wait_for(1)  # a delivery is in flight, held by the receiver
+        assert notified.wait(WAIT), "notify() waited for the receiver"
+        assert recorder.deliveries == []  # nothing was answered yet
+    finally:
+        release.set()
+    assert notifier.wait_idle(WAIT)
     assert len(recorder.deliveries) == 8
     assert all(d.ok for d in recorder.deliveries)
 
@@ -767,7 +787,7 @@ def test_a_failing_endpoint_does_not_hold_up_others_and_stop_drops_pending_work(
         backoff=30.0,
     )
     notifier.notify(notice())
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + WAIT
     while "retry 2/5" not in caplog.text or not recorder.deliveries:
         assert time.monotonic() < deadline, caplog.text
         time.sleep(0.01)
@@ -775,8 +795,9 @@ def test_a_failing_endpoint_does_not_hold_up_others_and_stop_drops_pending_work(
     assert len(receiver.at("/down")) == 1
     assert not notifier.wait_idle(0.05)  # the retry of /down is still pending
     started = time.monotonic()
-    assert notifier.stop(timeout=2)
-    assert time.monotonic() - started < 5  # not the 30 s backoff of the pending retry
+    assert notifier.stop(timeout=15)
+    # Well under the 30 s backoff of the pending retry: stop does not wait it out.
+    assert time.monotonic() - started < 20
     assert "1 pending notification(s) dropped" in caplog.text
     assert [d.url.split("/")[-1] for d in recorder.deliveries] == ["up"]
     assert len(receiver.at("/down")) == 1
@@ -806,9 +827,9 @@ def test_record_and_targets_for_errors_never_escape(
             notifier.notify(notice(job_id=1))
             notifier.notify(notice(job_id=2))
             notifier.notify(notice(job_id=3))
-            assert notifier.wait_idle(5)
+            assert notifier.wait_idle(WAIT)
     finally:
-        assert notifier.stop(timeout=2)
+        assert notifier.stop(timeout=WAIT)
     assert sorted(calls) == [2, 3]
     assert len(receiver.at("/t")) == 2
     assert "config unreadable" in caplog.text
@@ -819,7 +840,7 @@ def test_delivery_url_is_redacted(receiver: Receiver, make_notifier: Any) -> Non
     url = f"http://user:pw@127.0.0.1:{receiver.port}/topic?auth=tok123&x=1"
     notifier, recorder = make_notifier([target("ntfy", url)])
     notifier.notify(notice())
-    assert notifier.wait_idle(5)
+    assert notifier.wait_idle(WAIT)
     [got] = receiver.at("/topic")
     assert got.headers["authorization"] == "Basic " + base64.b64encode(b"user:pw").decode()
     assert recorder.only().url == f"http://127.0.0.1:{receiver.port}/topic?auth=***&x=***"
@@ -849,8 +870,8 @@ def test_custom_client_is_used_and_not_closed(receiver: Receiver) -> None:
         )
         notifier.start()
         notifier.notify(notice())
-        assert notifier.wait_idle(5)
-        assert notifier.stop(timeout=2)
+        assert notifier.wait_idle(WAIT)
+        assert notifier.stop(timeout=WAIT)
         assert not client.is_closed
     assert len(seen) == 1
     assert seen[0].startswith("worktree-dispatcher/")

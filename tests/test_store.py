@@ -110,7 +110,7 @@ def run_threads(n: int, target: Callable[[int], None]) -> None:
 
     def body(i: int) -> None:
         try:
-            barrier.wait(timeout=10)
+            barrier.wait(timeout=30)
             target(i)
         except BaseException as exc:
             errors.append(exc)

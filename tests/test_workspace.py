@@ -65,18 +65,23 @@ def test_a_destination_leading_outside_the_worktree_is_refused(
 
 
 @pytest.mark.parametrize(
-    ("command", "message"),
-    [("exit 4", "setup failed with exit 4"), ("sleep 20", "setup timed out after 0.5s")],
+    ("command", "timeout", "message"),
+    [
+        # 30 s for the failing one: a loaded machine may take over half a second to
+        # start it, which must not turn its exit 4 into a timeout.
+        ("exit 4", 30.0, "setup failed with exit 4"),
+        ("sleep 20", 0.5, "setup timed out after 0.5s"),
+    ],
 )
 def test_run_script_reports_failure_and_timeout(
-    dirs: tuple[Path, Path], tmp_path: Path, command: str, message: str
+    dirs: tuple[Path, Path], tmp_path: Path, command: str, timeout: float, message: str
 ) -> None:
     _, tree = dirs
     log = tmp_path / "log"
     with pytest.raises(workspace.SetupFailed, match=message):
         workspace.run_script(
             "setup", command, worktree=tree, env=dict(os.environ), log_path=log,
-            exit_file=tmp_path / "exit", timeout=0.5, grace=0.2,
+            exit_file=tmp_path / "exit", timeout=timeout, grace=0.2,
         )  # fmt: skip
     assert log.read_text().startswith(f"[dispatcher] setup: {command}\n")
 

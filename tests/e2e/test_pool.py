@@ -27,15 +27,32 @@ def idle_trees(d: Daemon, repo_name: str) -> list[Path]:
     return sorted(root.glob("idle-*")) if root.is_dir() else []
 
 
+def idle_inodes(d: Daemon, repo_name: str) -> set[int]:
+    """The inodes of the idle trees; a tree the pool deletes meanwhile is left out
+    (a stat right after the glob may find it gone)."""
+    found = set()
+    for tree in idle_trees(d, repo_name):
+        try:
+            found.add(tree.stat().st_ino)
+        except FileNotFoundError:
+            continue
+    return found
+
+
 def pool_daemon(daemon_factory: Callable[..., Daemon], size: int = 1) -> Daemon:
     return daemon_factory(DISPATCHER_POOL_SIZE=str(size)).start()
 
 
 def wait_for_recycled(d: Daemon, repo_name: str, inode: int) -> None:
-    """Until the tree a finished job used (a rename keeps its inode) is idle again."""
+    """Until the tree a finished job used (a rename keeps its inode) is the only idle one.
+
+    With a pool of one it displaces the refill made while the job ran; that tree is
+    deleted after the recycled one is listed as idle, so waiting for both leaves the
+    recycled tree as the one the next job takes.
+    """
     wait_until(
-        lambda: any(t.stat().st_ino == inode for t in idle_trees(d, repo_name)),
-        "the released tree back in the pool",
+        lambda: idle_inodes(d, repo_name) == {inode},
+        "the released tree back in the pool, alone",
     )
 
 
@@ -140,10 +157,12 @@ def test_pool_follows_the_default_branch_and_merge_returns_trees(
     )
     job = d.wait(d.submit(name, "x", command=[agent("a.sh", "echo a > a.txt\n")])["id"])
     assert job["base"] == tip
+    inode = Path(job["worktree"]).stat().st_ino
     d.cli("merge", str(job["id"]), "--strategy", "squash")
     assert (repo / "a.txt").read_text() == "a\n"
     assert git(repo, "status", "--porcelain") == ""
-    wait_until(lambda: idle_trees(d, name), "the merged job's tree back in the pool")
+    # The merged job's own tree, not just any idle one (the refill made while it ran).
+    wait_for_recycled(d, name, inode)
     # Every worktree git knows is the user's checkout or a pool tree.
     listed = [
         Path(line.split(" ", 1)[1])
@@ -188,7 +207,7 @@ def test_sparse_job_checks_out_only_its_dirs_commits_all_and_never_enters_the_po
     repo = init_repo(tmp_path / "r", files=files)
     name = d.add_repo(repo, "r")
     wait_until(lambda: idle_trees(d, name), "the pool to fill")
-    pooled = {t.stat().st_ino for t in idle_trees(d, name)}
+    pooled = idle_inodes(d, name)
     # The agent sees only src/ and top-level files, then writes inside and outside its dirs.
     sparse_agent = agent(
         "sparse.sh",
@@ -223,7 +242,7 @@ def test_sparse_job_checks_out_only_its_dirs_commits_all_and_never_enters_the_po
     assert full["state"] == "succeeded"
     assert Path(full["worktree"]).stat().st_ino != inode
     assert "./docs/guide.md" in (report / str(full["id"])).read_text().splitlines()
-    assert all(t.stat().st_ino != inode for t in idle_trees(d, name))
+    assert inode not in idle_inodes(d, name)
     # A path leaving the repo is refused at the door, with the reason.
     resp = d.api.post("/jobs", json={"repo": name, "prompt": "x", "sparse": ["../etc"]})
     assert resp.status_code == 422, resp.text
