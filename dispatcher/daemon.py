@@ -180,7 +180,7 @@ def serve(settings: Settings) -> None:
         notifier.start()
         runner.start()  # re-adopts or re-queues what the last daemon left running
         sources.start()
-        service.intake.resume_checks()  # those a stopped or crashed daemon left unfinished
+        service.intake.resume_pending()  # what a stopped or crashed daemon left undecided
         if pool is not None:
             pool.start()
         stop_sweeping = threading.Event()

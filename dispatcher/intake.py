@@ -8,9 +8,12 @@ ref and file watchers and the scheduler all hand them to :meth:`Intake.ingest`.
 * One event, at most one job per trigger (a unique index on the job table).
 * A trigger with ``check:`` runs the check first, in the background, in its
   own worktree at the event's commit; the agent is dispatched only if the
-  check fails, with its output tail in the template context. The event lists
-  the check as pending until it ends, so a check a stopped or crashed daemon
-  left unfinished is run again by the next one (:meth:`Intake.resume_checks`).
+  check fails, with its output tail in the template context.
+* Nothing is lost to a stop or a crash: the event lists each matched trigger as
+  pending until its outcome (a job, why no job, a passing check) is recorded,
+  in the same write; the next daemon takes up what is still pending
+  (:meth:`Intake.resume_pending`), and the one-job-per-trigger index makes a
+  second attempt harmless.
 * Templates substitute values, never evaluate; a missing value is recorded on
   the event as the reason no job was made.
 """
@@ -19,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from pathlib import Path
@@ -80,8 +82,8 @@ class Intake:
         self._stopping = threading.Event()
         self._futures: set[Future[None]] = set()
         self._futures_lock = threading.Lock()
-        self._started: set[tuple[int, str]] = set()  # (event id, trigger): checks run by us
-        self.on_check_done: Callable[[int], None] | None = None
+        # (event id, trigger) being decided by this daemon right now: not to be resumed.
+        self._inflight: set[tuple[int, str]] = set()
 
     def close(self) -> None:
         """Stop running checks (killed; they stay pending on their events, for the next
@@ -95,22 +97,30 @@ class Intake:
     def _start_check(
         self, repo: Repo, file: TriggerFile, trigger: Trigger, event: Event, event_id: int
     ) -> None:
-        with self._futures_lock:
-            self._started.add((event_id, trigger.name))
+        key = (event_id, trigger.name)
         try:
             future = self._checks.submit(
                 self._check_then_dispatch, repo, file, trigger, event, event_id
             )
         except RuntimeError:  # shutting down: the event keeps it pending
+            self._landed(key)
             return
         with self._futures_lock:
             self._futures.add(future)
-        future.add_done_callback(lambda done: self._forget(done, (event_id, trigger.name)))
+        future.add_done_callback(lambda done: self._landed(key, done))
 
-    def _forget(self, future: Future[None], check: tuple[int, str]) -> None:
+    def _take_off(self, event_id: int, names: list[str]) -> list[str]:
+        """Mark these triggers of the event as being decided by us; those that were not."""
         with self._futures_lock:
-            self._futures.discard(future)
-            self._started.discard(check)
+            mine = [n for n in names if (event_id, n) not in self._inflight]
+            self._inflight.update((event_id, n) for n in mine)
+        return mine
+
+    def _landed(self, key: tuple[int, str], future: Future[None] | None = None) -> None:
+        with self._futures_lock:
+            self._inflight.discard(key)
+            if future is not None:
+                self._futures.discard(future)
 
     # ------------------------------------------------------------ ingest
 
@@ -148,17 +158,33 @@ class Intake:
         triggers = matching(file, event)
         result.matched = [t.name for t in triggers]
         result.pending_checks = [t.name for t in triggers if t.check]
-        self.store.note_event(row.id, matched=result.matched, pending_checks=result.pending_checks)
+        self._take_off(row.id, result.matched)
+        self.store.note_event(row.id, matched=result.matched, pending=result.matched)
         if not triggers:
             self._note(row.id, result, "no trigger matched")
         for trigger in triggers:
-            if trigger.check:
-                self._start_check(repo, file, trigger, event, row.id)
-            else:
-                job_id = self._dispatch(repo, file, trigger, event, row.id, None, result)
-                if job_id is not None:
-                    result.jobs.append(job_id)
+            self._decide(repo, file, trigger, event, row.id, result)
         return result
+
+    def _decide(
+        self,
+        repo: Repo,
+        file: TriggerFile,
+        trigger: Trigger,
+        event: Event,
+        event_id: int,
+        result: IngestResult | None,
+    ) -> None:
+        """Start the trigger's check, or dispatch its job (taken off by the caller)."""
+        if trigger.check:
+            self._start_check(repo, file, trigger, event, event_id)
+            return
+        try:
+            job_id = self._dispatch(repo, file, trigger, event, event_id, None, result)
+        finally:
+            self._landed((event_id, trigger.name))
+        if job_id is not None and result is not None:
+            result.jobs.append(job_id)
 
     def _route(self, event: Event) -> Repo | None:
         if event.repo:
@@ -168,10 +194,18 @@ class Intake:
             return repos[0] if repos else None
         return None
 
-    def _note(self, event_id: int, result: IngestResult | None, note: str) -> None:
-        if result is not None:
+    def _note(
+        self,
+        event_id: int,
+        result: IngestResult | None,
+        note: str | None,
+        *,
+        decided: str | None = None,
+    ) -> None:
+        """Add ``note`` to the event; ``decided``: the trigger whose outcome it records."""
+        if result is not None and note:
             result.notes.append(note)
-        self.store.note_event(event_id, note=note)
+        self.store.note_event(event_id, note=note, decided=decided)
 
     # ------------------------------------------------------------ dispatch
 
@@ -259,9 +293,12 @@ class Intake:
                             )  # fmt: skip
                             self.submitter.cancel_in_background(other.id)
         except DispatcherError as exc:
-            self._note(event_id, result, f"trigger {trigger.name}: no job: {exc.message}")
+            self._note(
+                event_id, result, f"trigger {trigger.name}: no job: {exc.message}",
+                decided=trigger.name,
+            )  # fmt: skip
             return None
-        self._note(event_id, result, f"trigger {trigger.name}: job {job.id}")
+        self._note(event_id, result, f"trigger {trigger.name}: job {job.id}", decided=trigger.name)
         return job.id
 
     def _check_then_dispatch(
@@ -281,11 +318,9 @@ class Intake:
                 status = "timed out" if result.exit_code is None else f"exited {result.exit_code}"
                 self._note(event_id, None, f"trigger {trigger.name}: check {status}")
                 self._dispatch(repo, file, trigger, event, event_id, result, None)
-            else:
-                note = (
-                    f"trigger {trigger.name}: check `{trigger.check}` passed at "
-                    f"{result.sha[:12]}: no job"
-                )
+                return  # its note records the outcome
+            passed = f"check `{trigger.check}` passed at {result.sha[:12]}"
+            note = f"trigger {trigger.name}: {passed}: no job"
         except CheckInterrupted:
             log.info(
                 "event %s: check of trigger %s stopped with the daemon", event_id, trigger.name
@@ -296,55 +331,55 @@ class Intake:
         except Exception:
             log.exception("check of trigger %s crashed", trigger.name)
             note = f"trigger {trigger.name}: check crashed; see daemon log"
-        self._check_ended(event_id, trigger.name, note)
+        self._note(event_id, None, note, decided=trigger.name)
 
-    def _check_ended(self, event_id: int, trigger: str, note: str | None = None) -> None:
-        try:
-            self.store.note_event(event_id, note=note, check_ended=trigger)
-        finally:
-            if self.on_check_done is not None:
-                self.on_check_done(event_id)
+    def resume_pending(self) -> int:
+        """Take up the triggers a stopped or crashed daemon left undecided on their
+        events, with the repo's trigger file as it is now; how many were taken up.
 
-    def resume_checks(self) -> int:
-        """Start again the checks that a stopped or crashed daemon left pending on their
-        events (with the repo's trigger file as it is now); how many were started.
-
-        A check whose job exists already is not run again (the daemon stopped between
-        the job and the check's end); one whose trigger is gone or has no ``check:``
-        any more is dropped with a note on the event. Checks this daemon started itself
-        (events that came in since it started) are left alone.
+        A trigger whose job exists already is only marked decided (the daemon stopped
+        between the job and its note); one the trigger file no longer has is dropped
+        with a note; a check runs again from the start; any other trigger is
+        dispatched now. Triggers this daemon is deciding itself (events that came in
+        since it started) are left alone.
         """
-        started = 0
-        for row in self.store.events_with_pending_checks():
+        resumed = 0
+        for row in self.store.events_with_pending_triggers():
             assert row.id is not None
-            with self._futures_lock:
-                names = [n for n in row.pending_checks if (row.id, n) not in self._started]
-            if not names:
-                continue
+            names = self._take_off(row.id, row.pending_triggers)
             try:
                 repo = self.store.repo(row.repo_id)
-            except DispatcherError:
+                # Decided meanwhile by an event path of ours that has just finished?
+                still = set(self.store.event(row.id).pending_triggers)
+            except DispatcherError:  # the repo is gone, and its events with it
+                still = set()
+            for name in [n for n in names if n not in still]:
+                self._landed((row.id, name))
+            names = [n for n in names if n in still]
+            if not names:
                 continue
-            assert repo.id is not None
-            file = self.trigger_files.active(repo.id)
-            triggers = dict(file.triggers) if file is not None else {}
+            file = self.trigger_files.active(row.repo_id)
             event = Event(
                 kind=row.kind, action=row.action, source=row.source,
                 dedup_key=row.dedup_key, payload=row.payload, **row.facts,
             )  # fmt: skip
+            triggers = {t.name: t for t in matching(file, event)} if file is not None else {}
             for name in names:
                 trigger = triggers.get(name)
                 if self.store.job_for_event(row.id, name) is not None:
-                    self._check_ended(row.id, name)
-                elif file is None or trigger is None or not trigger.check:
+                    self._note(row.id, None, None, decided=name)
+                elif file is None or trigger is None:
                     self._note(
                         row.id, None,
-                        f"trigger {name}: check not run again after a restart: "
-                        "the trigger file no longer has it",
+                        f"trigger {name}: not taken up after a restart: the trigger file "
+                        "no longer has it, or it no longer matches the event",
+                        decided=name,
                     )  # fmt: skip
-                    self._check_ended(row.id, name)
                 else:
-                    self._note(row.id, None, f"trigger {name}: check run again after a restart")
-                    self._start_check(repo, file, trigger, event, row.id)
-                    started += 1
-        return started
+                    how = "check run again" if trigger.check else "taken up"
+                    self._note(row.id, None, f"trigger {name}: {how} after a restart")
+                    self._decide(repo, file, trigger, event, row.id, None)
+                    resumed += 1
+                    continue
+                self._landed((row.id, name))
+        return resumed

@@ -104,8 +104,9 @@ class Event(SQLModel, table=True):
     facts: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
     matched: list[str] = Field(default_factory=list, sa_type=sa.JSON)  # trigger names
     notes: list[str] = Field(default_factory=list, sa_type=sa.JSON)  # why no job, checks
-    # Triggers whose check has not ended yet; re-run by the next daemon if this one stops.
-    pending_checks: list[str] = Field(
+    # Matched triggers whose outcome (a job, why no job, a passing check) is not recorded
+    # yet; the next daemon takes them up again if this one stops before.
+    pending_triggers: list[str] = Field(
         default_factory=list, sa_type=sa.JSON, sa_column_kwargs={"server_default": "[]"}
     )
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
@@ -424,7 +425,7 @@ class EventPublic(BaseModel):
     dedup_key: str
     matched: list[str]
     notes: list[str]
-    pending_checks: list[str] = Field(default_factory=list)  # checks not ended yet
+    pending_triggers: list[str] = Field(default_factory=list)  # outcome not recorded yet
     jobs: list[int] = Field(default_factory=list)
     created_at: datetime
     payload: dict[str, Any]

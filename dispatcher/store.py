@@ -582,11 +582,12 @@ class Store:
         *,
         matched: list[str] | None = None,
         note: str | None = None,
-        pending_checks: list[str] | None = None,
-        check_ended: str | None = None,
+        pending: list[str] | None = None,
+        decided: str | None = None,
     ) -> None:
-        """Record on the event: the triggers it matched, a note, the checks it still
-        waits for (``pending_checks``), and that one of them ended (``check_ended``)."""
+        """Record on the event: the triggers it matched, a note, the triggers whose
+        outcome is still to come (``pending``), and that one's outcome is recorded
+        (``decided``, with the note that says it, in the same write)."""
         with self.writing() as s:
             event = s.get(Event, event_id)
             if event is None:
@@ -595,22 +596,22 @@ class Store:
                 event.matched = list(matched)
             if note:
                 event.notes = [*event.notes, note]
-            if pending_checks is not None:
-                event.pending_checks = list(pending_checks)
-            if check_ended is not None:
-                event.pending_checks = [n for n in event.pending_checks if n != check_ended]
+            if pending is not None:
+                event.pending_triggers = list(pending)
+            if decided is not None:
+                event.pending_triggers = [n for n in event.pending_triggers if n != decided]
             s.add(event)
 
-    def events_with_pending_checks(self) -> list[Event]:
-        """Events whose trigger checks never ended (the daemon stopped under them), oldest
-        first. Few rows: a check's end clears its name."""
+    def events_with_pending_triggers(self) -> list[Event]:
+        """Events with a matched trigger whose outcome was never recorded (the daemon
+        stopped first), oldest first. Few rows: an outcome clears its trigger's name."""
         with self.reading() as s:
             rows = s.exec(
                 select(Event)
-                .where(sa.cast(Event.pending_checks, sa.String) != "[]")
+                .where(sa.cast(Event.pending_triggers, sa.String) != "[]")
                 .order_by(col(Event.id))
             ).all()
-        return [row for row in rows if row.pending_checks]
+        return [row for row in rows if row.pending_triggers]
 
     def event(self, event_id: int) -> Event:
         with self.reading() as s:

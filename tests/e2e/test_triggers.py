@@ -232,7 +232,7 @@ def test_check_cut_short_by_the_daemon_runs_again_at_the_next_start(
     commit_file(repo, "BROKEN", "x\n", "red commit")
     wait_for(lambda: (gates / "pid").exists(), "the check to start")
     check_pid = int((gates / "pid").read_text())
-    assert the_event(tdaemon)["pending_checks"] == ["red-tests"]
+    assert the_event(tdaemon)["pending_triggers"] == ["red-tests"]
     started = time.monotonic()
     tdaemon.stop(sig, timeout=20)
     # A stop does not wait for the check (it may run for minutes): it is killed.
@@ -252,7 +252,7 @@ def test_check_cut_short_by_the_daemon_runs_again_at_the_next_start(
     )
     assert job["trigger"] == "red-tests"
     assert prompt_of(job) == "red: 1"
-    event = wait_for(lambda: (e := the_event(tdaemon))["pending_checks"] == [] and e, "check end")
+    event = wait_for(lambda: (e := the_event(tdaemon))["pending_triggers"] == [] and e, "check end")
     assert "trigger red-tests: check run again after a restart" in event["notes"]
     assert event["jobs"] == [job["id"]]
     assert not any((tdaemon.state_dir / "checks").iterdir())
@@ -272,12 +272,47 @@ def test_check_of_an_event_caught_up_at_start_runs_once(
     job = tdaemon.wait(
         wait_for(lambda: jobs_of(tdaemon, name), "the job of the red check")[0]["id"]
     )
-    event = wait_for(lambda: (e := the_event(tdaemon))["pending_checks"] == [] and e, "check end")
+    event = wait_for(lambda: (e := the_event(tdaemon))["pending_triggers"] == [] and e, "check end")
     assert check_runs(gates) == 1
     assert event["notes"] == [
         "trigger red-tests: check exited 1",
         f"trigger red-tests: job {job['id']}",
     ]
+
+
+def test_trigger_left_undecided_by_a_crash_is_dispatched_at_the_next_start(
+    tdaemon: Daemon, tmp_path: Path, agent: Agent
+) -> None:
+    repo = trigger_repo(tmp_path, agent, PUSH_YML)
+    name = tdaemon.add_repo(repo)
+    commit_file(repo, "src/a.py", "a\n", "feature")
+    first = tdaemon.wait(wait_for(lambda: jobs_of(tdaemon, name), "the push job")[0]["id"])
+    tdaemon.stop(signal.SIGTERM)
+    # What a crash right after storing an event (before its job) leaves: the event,
+    # its trigger pending, no job. (A redelivery would be a duplicate: no second chance.)
+    db = sqlite3.connect(tdaemon.state_dir / "dispatcher.db")
+    with db:
+        db.execute(
+            "INSERT INTO event (repo_id, kind, action, source, dedup_key, payload, facts, "
+            "matched, notes, pending_triggers, created_at) SELECT repo_id, kind, action, "
+            "source, dedup_key || ':again', payload, facts, matched, '[]', matched, created_at "
+            "FROM event WHERE id = 1"
+        )
+    db.close()
+    tdaemon.start()
+    jobs = wait_for(lambda: len(j := jobs_of(tdaemon, name)) == 2 and j, "the taken-up job")
+    again = tdaemon.wait(jobs[0]["id"])
+    assert again["trigger"] == "on-main" and again["prompt"] == first["prompt"]
+    event = tdaemon.api.get("/events/2").json()
+    assert event["pending_triggers"] == []
+    assert event["notes"] == [
+        "trigger on-main: taken up after a restart",
+        f"trigger on-main: job {again['id']}",
+    ]
+    assert event["jobs"] == [again["id"]]
+    tdaemon.stop(signal.SIGTERM)
+    tdaemon.start()  # once taken up, never again
+    assert [j["id"] for j in jobs_of(tdaemon, name)] == [again["id"], first["id"]]
 
 
 def test_pending_check_whose_job_exists_or_whose_trigger_is_gone_is_not_run_again(
@@ -288,10 +323,10 @@ def test_pending_check_whose_job_exists_or_whose_trigger_is_gone_is_not_run_agai
     (gates / "go").touch()
     commit_file(repo, "ok.txt", "x\n", "green commit")
     wait_for(lambda: check_runs(gates) == 1 and not tdaemon.api.get("/events/1").json()[
-        "pending_checks"], "the green check's end")  # fmt: skip
+        "pending_triggers"], "the green check's end")  # fmt: skip
     commit_file(repo, "BROKEN", "x\n", "red commit")
     job = wait_for(lambda: jobs_of(tdaemon, name), "the job of the red check")[0]
-    wait_for(lambda: not tdaemon.api.get("/events/2").json()["pending_checks"], "the check's end")
+    wait_for(lambda: not tdaemon.api.get("/events/2").json()["pending_triggers"], "the check's end")
     tdaemon.stop(signal.SIGTERM)
     # As a crash would leave them: event 2 between its job and its check's end; event 1
     # with its check unfinished, while the trigger file loses the check.
@@ -306,15 +341,15 @@ triggers:
     commit_file(repo, ".dispatcher/triggers.yml", no_check, "drop the check")
     db = sqlite3.connect(tdaemon.state_dir / "dispatcher.db")
     with db:
-        db.execute("UPDATE event SET pending_checks = '[\"red-tests\"]' WHERE id IN (1, 2)")
+        db.execute("UPDATE event SET pending_triggers = '[\"red-tests\"]' WHERE id IN (1, 2)")
     db.close()
     tdaemon.start()
     wait_for(
-        lambda: all(not tdaemon.api.get(f"/events/{i}").json()["pending_checks"] for i in (1, 2)),
+        lambda: all(not tdaemon.api.get(f"/events/{i}").json()["pending_triggers"] for i in (1, 2)),
         "the pending checks to clear",
     )
     notes = {i: tdaemon.api.get(f"/events/{i}").json()["notes"] for i in (1, 2)}
-    assert any("check not run again after a restart" in n for n in notes[1]), notes
+    assert any("not taken up after a restart" in n for n in notes[1]), notes
     assert not any("after a restart" in n for n in notes[2]), notes
     assert check_runs(gates) == 2  # neither ran again
     assert [j["id"] for j in jobs_of(tdaemon, name)] == [job["id"]]

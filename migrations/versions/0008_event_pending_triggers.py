@@ -1,4 +1,4 @@
-"""event pending checks: a trigger check survives a daemon stop or crash
+"""event pending triggers: a matched trigger's outcome survives a daemon stop or crash
 
 Revision ID: 0008
 Revises: 0007
@@ -21,10 +21,10 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     with op.batch_alter_table("event", schema=None) as batch_op:
         batch_op.add_column(
-            sa.Column("pending_checks", sa.JSON(), nullable=False, server_default="[]")
+            sa.Column("pending_triggers", sa.JSON(), nullable=False, server_default="[]")
         )
 
 
 def downgrade() -> None:
     with op.batch_alter_table("event", schema=None) as batch_op:
-        batch_op.drop_column("pending_checks")
+        batch_op.drop_column("pending_triggers")
