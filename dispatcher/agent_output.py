@@ -124,6 +124,7 @@ ERROR_MAX: Final = 500
 """Longest one-line error, in characters."""
 
 DEFAULT_MAX_BYTES: Final = 8 * 2**20
+HEAD_MAX_BYTES: Final = 256 * 2**10  # where agents print their session id: the start
 """How much of a log's end :func:`parse_log` reads by default."""
 
 DISPATCHER_PREFIX: Final = "[dispatcher] "
@@ -548,7 +549,8 @@ def parse_log(kind: str, path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> A
     report; other I/O errors propagate. Only this file is read, not rotated
     copies (``agent.log.1``): events printed once at the start (codex's
     ``thread.started``, gemini's ``init``) are missing from the report if they
-    were rotated away or lie before the last ``max_bytes``.
+    were rotated away or lie before the last ``max_bytes``; see
+    :func:`session_in_head`.
     """
     if max_bytes < 1:
         raise ValueError(f"max_bytes must be positive, not {max_bytes}")
@@ -568,3 +570,21 @@ def parse_log(kind: str, path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> A
     # Split on "\n" only: str.splitlines() would also split on U+2028 and friends,
     # which JSON allows unescaped inside strings.
     return parse_lines(kind, data.decode("utf-8", errors="replace").split("\n"))
+
+
+def session_in_head(kind: str, path: Path, *, max_bytes: int = HEAD_MAX_BYTES) -> str | None:
+    """The session id printed in the first ``max_bytes`` of the log at ``path``, or None.
+
+    Codex (``thread.started``) and Gemini (``init``) print theirs once, at the start:
+    :func:`parse_log` reads the end of a log and misses it in a long one, and a log
+    rotation drops it. The runner reads the head before a rotation and at the end.
+    A partial last line is dropped; a missing file gives None.
+    """
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if len(data) > max_bytes:
+        data = data[: data.rfind(b"\n", 0, max_bytes) + 1]
+    return parse_lines(kind, data.decode("utf-8", errors="replace").split("\n")).session_id

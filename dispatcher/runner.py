@@ -435,15 +435,29 @@ class Runner:
             return None
         return proc.Limits(memory_bytes=memory * 2**20 if memory else None, cpu_seconds=cpu)
 
-    def _cap_log(self, job_id: int) -> None:
+    def _cap_log(self, job: Job, *, head_read: bool) -> bool:
+        """Rotate the job's log if it is over the cap. Before the first rotation (unless
+        ``head_read``), keep on the job the session id the agent printed at the start,
+        which the rotation drops. Returns whether the head has been read."""
+        assert job.id is not None
+        job_id = job.id
+        path = job_files(self.settings, job_id).log
+        if not head_read:
+            with contextlib.suppress(OSError):
+                if path.stat().st_size > self.settings.max_log_bytes:
+                    head_read = True
+                    session = agent_output.session_in_head(self._report_kind(job), path)
+                    if session is not None:
+                        self.store.update(job_id, session_id=session)
         try:
             logcap.cap(
-                job_files(self.settings, job_id).log,
+                path,
                 max_bytes=self.settings.max_log_bytes,
                 keep=self.settings.log_keep,
             )
         except OSError as exc:
             log.warning("job %s: cannot cap its log: %s", job_id, exc)
+        return head_read
 
     def _supervise(self, job_id: int, child: proc.Spawned, job: Job | None = None) -> None:
         """Wait for the agent (killing it at its deadline), then record how it ended.
@@ -453,12 +467,13 @@ class Runner:
         deadline = time.monotonic() + job.timeout_s - (utcnow() - started).total_seconds()
         # Wait in slices so the log is capped while the agent writes (one fstat each).
         every = self.settings.log_check_seconds
+        head_read = job.session_id is not None
         while True:
             remaining = deadline - time.monotonic()
             code = proc.wait(child, timeout=max(0.0, min(remaining, every)))
             if code is not None or remaining <= every:
                 break
-            self._cap_log(job_id)
+            head_read = self._cap_log(job, head_read=head_read)
         # No cap after the agent ended: its last output stays in agent.log, and the
         # log is bounded by the cap plus what it wrote in the last check interval.
         timed_out = code is None
@@ -511,16 +526,24 @@ class Runner:
         self.store.move(job_id, JobState.RUNNING, state, error=error, **fields)
         self.note(job_id, f"job {job_id} {state.value}" + (f": {error}" if error else ""))
 
+    def _report_kind(self, job: Job) -> str:
+        """The output format the job's agent reports in ("text": none)."""
+        try:
+            return self._profile(job).reports or "text"
+        except DispatcherError:
+            return "text"
+
     def _report(self, job: Job) -> dict[str, Any]:
         """What the agent reported about itself (summary, cost, tokens, turns, session),
         parsed from its log; ``agent_error`` is set when it reported a failure."""
         assert job.id is not None
-        try:
-            kind = self._profile(job).reports or "text"
-        except DispatcherError:
-            kind = "text"
+        kind = self._report_kind(job)
         files = job_files(self.settings, job.id)
         report = agent_output.parse_log(kind, files.log)
+        # Printed once at the start: in the head of a long log, or kept before a rotation.
+        session = (
+            report.session_id or agent_output.session_in_head(kind, files.log) or job.session_id
+        )
         summary = report.summary
         with contextlib.suppress(OSError, UnicodeDecodeError):
             written = files.summary.read_text(encoding="utf-8").strip()
@@ -531,7 +554,7 @@ class Runner:
             "input_tokens": report.input_tokens,
             "output_tokens": report.output_tokens,
             "turns": report.turns,
-            "session_id": report.session_id,
+            "session_id": session or None,
         }
         if report.is_error:
             fields["agent_error"] = report.error or "no reason given"

@@ -23,6 +23,7 @@ from dispatcher.agent_output import (
     AgentReport,
     parse_lines,
     parse_log,
+    session_in_head,
 )
 from dispatcher.agents import BUILTIN_PROFILES, build_argv
 
@@ -261,6 +262,28 @@ def test_huge_log_only_the_tail_is_read(tmp_path: Path, agent: str) -> None:
     assert replace(tail, summary=None, session_id=None) == EXPECTED[agent]
     # goose prints `complete` after an error too, so its error stays once read at all.
     assert parse_log(agent, log).is_error is (agent == "goose")
+
+
+@pytest.mark.parametrize("kind", ["codex", "gemini"])
+def test_session_printed_first_is_found_in_the_head_of_a_long_log(
+    tmp_path: Path, kind: str
+) -> None:
+    first = (
+        {"type": "thread.started", "thread_id": "t-123"}
+        if kind == "codex"
+        else {"type": "init", "timestamp": "2026-01-01T00:00:00Z", "session_id": "t-123"}
+    )
+    log = tmp_path / "agent.log"
+    with open(log, "w") as fh:
+        fh.write(json.dumps(first) + "\n")
+        for i in range(30_000):
+            fh.write(f"progress line {i:06d} " + "x" * 60 + "\n")
+    assert parse_log(kind, log, max_bytes=2**20).session_id is None  # the tail misses it
+    assert session_in_head(kind, log) == "t-123"
+    # Only whole lines of the head count: a cut-off first event is not read.
+    assert session_in_head(kind, log, max_bytes=20) is None
+    assert session_in_head(kind, tmp_path / "missing.log") is None
+    assert session_in_head("claude", log) is None  # not in claude's format
 
 
 @pytest.mark.parametrize("agent", [*AGENTS, "aider"])

@@ -275,6 +275,33 @@ def test_agent_reports_are_stored_and_shown(
     assert changed == ["AGENT_ARGS.json", "AGENT_NOTES.md"]  # committed by the daemon
 
 
+@pytest.mark.parametrize("agent_name", ["codex", "gemini"])
+def test_session_id_printed_at_the_start_survives_the_log_rotation(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path, agent_name: str
+) -> None:
+    # Codex and Gemini print their session id once, first; the agent below keeps
+    # talking until the daemon's log cap has rotated that line out of agent.log.
+    d = fake_daemon(
+        daemon_factory, FAKE_AGENT_UNTIL_ROTATED="1", DISPATCHER_MAX_LOG_BYTES="20000",
+        DISPATCHER_LOG_CHECK_SECONDS="0.1",
+    )  # fmt: skip
+    name = d.add_repo(repo_with(tmp_path))
+    job = d.wait(d.submit(name, "long one", agent=agent_name)["id"])
+    assert job["state"] == "succeeded", job["error"]
+    log = (d.state_dir / "jobs" / str(job["id"]) / "agent.log").read_text()
+    assert "log rotated" in log
+    assert '"thread.started"' not in log and '"init"' not in log  # rotated out
+    args = json.loads((Path(job["worktree"]) / "AGENT_ARGS.json").read_text())
+    assert job["session_id"] == args["session"]  # the id the agent printed first
+    if agent_name == "codex":  # and a follow-up resumes it
+        resp = d.api.post(f"/jobs/{job['id']}/followup", json={"prompt": "more"})
+        assert resp.status_code == 201, resp.text
+        follow = d.wait(resp.json()["job"]["id"])
+        assert follow["state"] == "succeeded", follow["error"]
+        notes = (Path(job["worktree"]) / "AGENT_NOTES.md").read_text()
+        assert f"resumed {job['session_id']}" in notes
+
+
 @pytest.mark.parametrize("agent_name", ["claude", "codex"])
 def test_an_agent_reporting_an_error_fails_the_job(
     daemon_factory: Callable[..., Daemon], tmp_path: Path, agent_name: str

@@ -15,6 +15,9 @@ counterpart's JSON events on stdout. Environment variables steer them:
     the agent's final message (default: one naming the prompt's length).
 ``FAKE_AGENT_EXIT=<int>``
     exit with this code instead of the agent's usual one.
+``FAKE_AGENT_UNTIL_ROTATED=1``
+    after the first event, print plain progress lines until the log that stdout
+    goes to is rotated under it (its size drops), for at most 30 s; then go on.
 
 Standard library only; the scripts import this module by path.
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -120,3 +124,21 @@ def finish(code: int) -> None:
     override = os.environ.get("FAKE_AGENT_EXIT")
     sys.stdout.flush()
     sys.exit(int(override) if override else code)
+
+
+def chatter_until_rotated() -> None:
+    """With FAKE_AGENT_UNTIL_ROTATED: progress lines until stdout's file shrinks."""
+    if not flag("FAKE_AGENT_UNTIL_ROTATED"):
+        return
+    deadline = time.monotonic() + 30
+    biggest = 0
+    line = "working: " + "." * 200
+    while time.monotonic() < deadline:
+        print(line, flush=True)
+        size = os.fstat(sys.stdout.fileno()).st_size
+        if size < biggest:
+            return
+        biggest = size
+        time.sleep(0.002)
+    print("FAKE_AGENT_UNTIL_ROTATED: the log was never rotated", file=sys.stderr, flush=True)
+    sys.exit(3)
