@@ -171,7 +171,10 @@ def serve(settings: Settings) -> None:
         from dispatcher.notify import Notifier
 
         notifier = Notifier(
-            service.notify_targets, service.record_delivery, attempts=settings.notify_attempts
+            service.notify_targets,
+            service.record_delivery,
+            settled=service.notice_settled,
+            attempts=settings.notify_attempts,
         )
         service.notifier = notifier
         runner.on_finished = service.job_ended
@@ -181,6 +184,7 @@ def serve(settings: Settings) -> None:
         runner.start()  # re-adopts or re-queues what the last daemon left running
         sources.start()
         service.intake.resume_pending()  # what a stopped or crashed daemon left undecided
+        service.resume_notices()  # and the notifications it still owed
         if pool is not None:
             pool.start()
         stop_sweeping = threading.Event()

@@ -168,6 +168,7 @@ class Job(SQLModel, table=True):
         sa.Index("ix_job_repo_id_id", "repo_id", "id"),
         sa.Index("ux_job_event_trigger", "event_id", "trigger", unique=True),
         sa.Index("ix_job_repo_group", "repo_id", "concurrency_group"),
+        sa.Index("ix_job_notice_pending", "notice_pending"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -230,6 +231,9 @@ class Job(SQLModel, table=True):
     output_tokens: int | None = None
     turns: int | None = None
     session_id: str | None = None
+    # The state whose notifications are still owed (not every delivery has a final
+    # outcome yet): the next daemon sends what is missing. None: nothing owed.
+    notice_pending: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     claimed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     started_at: datetime | None = Field(default=None, sa_type=UTCDateTime)

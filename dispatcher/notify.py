@@ -10,11 +10,13 @@ Three layers, each usable on its own:
 - :class:`Notifier` delivers in the background, with retries, and reports every
   final outcome as a :class:`Delivery` to a ``record`` callback.
 
-Guarantee: notifications are **best effort**. :meth:`Notifier.notify` only
-enqueues (it never blocks and never raises), so a notification can never delay
-or fail a job. Every delivery that reaches a final outcome (sent, or given up)
-is recorded; deliveries still pending when the notifier stops are dropped with
-a logged warning.
+Guarantee: :meth:`Notifier.notify` only enqueues (it never blocks and never
+raises), so a notification can never delay or fail a job. Every delivery that
+reaches a final outcome (sent, or given up) is recorded; when every delivery of
+a notice has, ``settled`` is called, so the caller can keep a durable "still
+owed" mark until then and notify again after a restart (``skip`` leaves out the
+targets already done). Message ids are derived from the job, the state and the
+target, so a delivery sent again carries the same ``webhook-id``.
 
 The module knows nothing of the database: the caller adapts a job row to a
 :class:`JobNotice`. See ``docs/notifications.md``.
@@ -37,7 +39,6 @@ import re
 import threading
 import time
 import unicodedata
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -678,6 +679,15 @@ class _Expand:
 
     notice: JobNotice
     occurred_at: datetime
+    skip: frozenset[str] = frozenset()  # target keys (:func:`target_key`) already done
+
+
+@dataclass
+class _Batch:
+    """The deliveries of one notice that have not reached a final outcome."""
+
+    notice: JobNotice
+    remaining: int
 
 
 @dataclass
@@ -689,6 +699,19 @@ class _Attempt:
     message_id: str
     occurred_at: datetime
     attempts: int = 0
+    batch: _Batch | None = None
+
+
+def target_key(target_type: str, redacted_url: str) -> str:
+    """How a target is known across restarts: its type and redacted URL (as recorded)."""
+    return f"{target_type} {redacted_url}"
+
+
+def message_id_for(notice: JobNotice, target: Target) -> str:
+    """The webhook-id of ``notice`` to ``target``: the same on every retry and after a
+    restart, so receivers can drop a repeat."""
+    digest = hashlib.sha256(f"{target.type} {target.url}".encode()).hexdigest()[:16]
+    return f"msg_{notice.job_id}_{notice.state}_{digest}"
 
 
 @dataclass(frozen=True)
@@ -718,8 +741,10 @@ class Notifier:
     failing endpoint never holds up other deliveries; ``workers`` threads send
     in parallel so a slow endpoint does not either.
 
-    Each final outcome is passed to ``record`` (exceptions from it are logged).
-    ``stop`` drops whatever is still queued, with a logged warning.
+    Each final outcome is passed to ``record`` (exceptions from it are logged),
+    and once every delivery of a notice has one (or no target matched), the
+    notice to ``settled``. ``stop`` drops whatever is still queued, with a logged
+    warning: those notices are never settled.
 
     ``clock`` (monotonic seconds) and ``sleep`` are test hooks: when ``sleep``
     is given, a worker waiting for a retry calls ``sleep(seconds)`` instead of
@@ -731,6 +756,7 @@ class Notifier:
         targets_for: Callable[[JobNotice], Iterable[Target]],
         record: Callable[[Delivery], None],
         *,
+        settled: Callable[[JobNotice], None] | None = None,
         client: httpx.Client | None = None,
         attempts: int = 5,
         backoff: float = 1.0,
@@ -749,6 +775,7 @@ class Notifier:
             raise ValueError("workers must be at least 1")
         self._targets_for = targets_for
         self._record_cb = record
+        self._settled_cb = settled
         self._owns_client = client is None
         self._client = client or httpx.Client(
             timeout=timeout, follow_redirects=False, headers={"User-Agent": USER_AGENT}
@@ -799,7 +826,7 @@ class Notifier:
         if dropped:
             log.warning(
                 "notifier stopping: %d pending notification(s) dropped "
-                "(notifications are best effort)",
+                "(not settled: still owed, for the next start)",
                 dropped,
             )
         deadline = time.monotonic() + timeout
@@ -810,8 +837,9 @@ class Notifier:
             self._client.close()
         return done
 
-    def notify(self, notice: JobNotice) -> None:
-        """Queue ``notice`` for delivery. Never blocks on the network, never raises."""
+    def notify(self, notice: JobNotice, *, skip: Iterable[str] = ()) -> None:
+        """Queue ``notice`` for delivery, except to the targets in ``skip``
+        (:func:`target_key`). Never blocks on the network, never raises."""
         try:
             with self._cond:
                 if self._stopped:
@@ -824,7 +852,9 @@ class Notifier:
                         notice.job_id,
                     )
                     return
-                self._push_locked(self._clock(), _Expand(notice, datetime.now(UTC)))
+                self._push_locked(
+                    self._clock(), _Expand(notice, datetime.now(UTC), frozenset(skip))
+                )
         except Exception:
             log.exception("could not queue a notification")
 
@@ -924,13 +954,31 @@ class Notifier:
         except Exception:
             log.exception("could not list notification targets for job %s", item.notice.job_id)
             return
-        for target in targets:
-            if not matches(target, item.notice):
-                continue
-            task = _Attempt(item.notice, target, f"msg_{uuid.uuid4().hex}", item.occurred_at)
+        chosen = [
+            t
+            for t in targets
+            if matches(t, item.notice) and target_key(t.type, _redacted(t)) not in item.skip
+        ]
+        if not chosen:
+            self._settle(item.notice)
+            return
+        batch = _Batch(item.notice, len(chosen))
+        for target in chosen:
+            task = _Attempt(
+                item.notice, target, message_id_for(item.notice, target), item.occurred_at,
+                batch=batch,
+            )  # fmt: skip
             if not self._schedule(task, 0.0):
                 log.warning("notifier stopped: notice for job %s dropped", item.notice.job_id)
                 return
+
+    def _settle(self, notice: JobNotice) -> None:
+        if self._settled_cb is None:
+            return
+        try:
+            self._settled_cb(notice)
+        except Exception:
+            log.exception("could not mark the notice for job %s settled", notice.job_id)
 
     def _delay(self, attempts_done: int, retry_after: float | None) -> float:
         if retry_after is not None:
@@ -1021,6 +1069,13 @@ class Notifier:
             self._record_cb(delivery)
         except Exception:
             log.exception("could not record the notification outcome for job %s", delivery.job_id)
+        batch = task.batch
+        if batch is not None:
+            with self._cond:
+                batch.remaining -= 1
+                done = batch.remaining == 0
+            if done:
+                self._settle(batch.notice)
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -13,7 +13,7 @@ import logging
 import re
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
@@ -352,23 +352,54 @@ class Service:
         except Exception:
             log.exception("job %s: cannot announce it", job_id)
 
-    def announce(self, job: Job) -> None:
-        """Queue notifications about ``job``'s state (when it is one worth telling)."""
-        if self.notifier is None or job.id is None or job.state in ACTIVE:
+    def announce(self, job: Job, *, state: str | None = None, skip: Iterable[str] = ()) -> None:
+        """Queue notifications about ``job``'s state (or ``state``: an earlier one still
+        owed), except to the targets in ``skip``; the job owes them until they settle."""
+        if self.notifier is None or job.id is None:
+            return
+        state = state or job.state.value
+        if JobState(state) in ACTIVE:
             return
         active = self.trigger_files.active(job.repo_id)
         if not self.settings.notify and not (active is not None and active.notify):
+            if job.notice_pending is not None:  # owed, but nowhere to send it any more
+                self.store.settle_notice(job.id, job.notice_pending)
             return  # nowhere to send it: skip building the notice
         repo = self.store.repo(job.repo_id)
+        if job.notice_pending != state:
+            self.store.owe_notice(job.id, state)  # settled when every delivery has an outcome
         self.notifier.notify(
             notify.JobNotice(
-                job_id=job.id, repo=repo.name, state=job.state.value, branch=job.branch,
+                job_id=job.id, repo=repo.name, state=state, branch=job.branch,
                 prompt=job.prompt, summary=job.summary, error=job.error,
                 url=f"{self.settings.api_url}/jobs/{job.id}", cost_usd=job.cost_usd,
                 files_changed=job.files_changed, insertions=job.insertions,
                 deletions=job.deletions,
-            )
+            ),
+            skip=skip,
         )  # fmt: skip
+
+    def notice_settled(self, notice: notify.JobNotice) -> None:
+        """Every delivery of ``notice`` has a final outcome: the job owes it no more."""
+        self.store.settle_notice(notice.job_id, notice.state)
+
+    def resume_notices(self) -> int:
+        """Send again what a stopped or crashed daemon still owed (a retry waiting, or
+        not yet sent), skipping the targets whose outcome is recorded; how many jobs."""
+        owed = self.store.jobs_owed_notices()
+        for job in owed:
+            assert job.id is not None and job.notice_pending is not None
+            done = [
+                notify.target_key(d.target, d.url)
+                for d in self.store.deliveries(job.id)
+                if d.state == job.notice_pending
+            ]
+            log.info("job %s: sending the %s notifications still owed", job.id, job.notice_pending)
+            try:
+                self.announce(job, state=job.notice_pending, skip=done)
+            except Exception:
+                log.exception("job %s: cannot announce it", job.id)
+        return len(owed)
 
     def notify_targets(self, notice: notify.JobNotice) -> list[notify.Target]:
         """The daemon's ``notify`` setting plus the repo's trigger file ``notify:``."""

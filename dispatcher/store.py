@@ -505,6 +505,29 @@ class Store:
         with self.reading() as s:
             return {rid: float(total or 0.0) for rid, total in s.exec(query).all()}
 
+    def owe_notice(self, job_id: int, state: str) -> None:
+        """Mark ``state``'s notifications of the job as owed (until :meth:`settle_notice`)."""
+        with self.writing() as s:
+            s.exec(sa.update(Job).where(col(Job.id) == job_id).values(notice_pending=state))
+
+    def settle_notice(self, job_id: int, state: str) -> None:
+        """Every notification of ``state`` has a final outcome: nothing owed (unless a
+        later state's are, meanwhile)."""
+        with self.writing() as s:
+            s.exec(
+                sa.update(Job)
+                .where(col(Job.id) == job_id, col(Job.notice_pending) == state)
+                .values(notice_pending=None)
+            )
+
+    def jobs_owed_notices(self) -> list[Job]:
+        with self.reading() as s:
+            return list(
+                s.exec(
+                    select(Job).where(col(Job.notice_pending).is_not(None)).order_by(col(Job.id))
+                ).all()
+            )
+
     def add_delivery(self, row: Delivery) -> None:
         with self.writing() as s:
             s.add(row)

@@ -39,6 +39,7 @@ from dispatcher.notify import (
     parse_secret,
     redact_url,
     sign,
+    target_key,
     validate_target,
 )
 
@@ -804,6 +805,88 @@ def test_a_failing_endpoint_does_not_hold_up_others_and_stop_drops_pending_work(
     notifier.notify(notice(job_id=99))  # after stop: dropped with a warning, no exception
     assert "notice for job 99 dropped" in caplog.text
     assert len(recorder.deliveries) == 1
+
+
+class Settled:
+    def __init__(self) -> None:
+        self.notices: list[JobNotice] = []
+        self.event = threading.Event()
+
+    def __call__(self, n: JobNotice) -> None:
+        self.notices.append(n)
+        self.event.set()
+
+
+def test_a_notice_settles_once_every_delivery_has_a_final_outcome(
+    receiver: Receiver, make_notifier: Any
+) -> None:
+    receiver.plan("/flaky", Reply(503), Reply(503))
+    receiver.plan("/bad", Reply(404))
+    settled = Settled()
+    notifier, recorder = make_notifier(
+        [target("ntfy", receiver.url("/flaky")), target("webhook", receiver.url("/bad")),
+         target("ntfy", receiver.url("/off"), {"failed"})],
+        settled=settled,
+    )  # fmt: skip
+    notifier.notify(notice())
+    assert settled.event.wait(WAIT)
+    assert settled.notices == [notice()]
+    # Both deliveries were final by then (the 404 given up on, the 503s retried to a 200);
+    # the target that does not want "succeeded" was never a delivery.
+    assert sorted((d.url.split("/")[-1], d.ok) for d in recorder.deliveries) == [
+        ("bad", False), ("flaky", True)
+    ]  # fmt: skip
+    assert len(receiver.at("/flaky")) == 3
+    assert notifier.wait_idle(WAIT)
+    assert len(settled.notices) == 1
+
+
+def test_a_notice_for_no_target_settles_at_once(make_notifier: Any) -> None:
+    settled = Settled()
+    notifier, recorder = make_notifier([], settled=settled)
+    notifier.notify(notice(state="failed"))
+    assert settled.event.wait(WAIT)
+    assert settled.notices == [notice(state="failed")] and recorder.deliveries == []
+
+
+def test_a_notice_still_retrying_at_stop_never_settles(
+    receiver: Receiver, make_notifier: Any
+) -> None:
+    receiver.plan("/down", *[Reply(500)] * 5)
+    settled = Settled()
+    notifier, recorder = make_notifier(
+        [target("ntfy", receiver.url("/down")), target("ntfy", receiver.url("/up"))],
+        backoff=30.0, settled=settled,
+    )  # fmt: skip
+    notifier.notify(notice())
+    receiver.wait_for(2)
+    deadline = time.monotonic() + WAIT
+    while not recorder.deliveries:  # /up done; /down waits 15-30 s for its retry
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    assert notifier.stop(timeout=15)
+    assert settled.notices == []  # still owed: the caller keeps its mark
+
+
+def test_skipped_targets_are_not_sent_and_ids_are_stable_across_notifiers(
+    receiver: Receiver, make_notifier: Any
+) -> None:
+    targets = [target("webhook", receiver.url("/a")), target("webhook", receiver.url("/b?k=s"))]
+    first, _ = make_notifier(targets)
+    first.notify(notice())
+    receiver.wait_for(2)
+    ids = {r.path: r.headers["webhook-id"] for r in receiver.requests}
+    settled = Settled()
+    again, recorder = make_notifier(targets, settled=settled)  # as a restarted daemon
+    again.notify(notice(), skip=[target_key("webhook", redact_url(receiver.url("/a")))])
+    assert settled.event.wait(WAIT)
+    assert len(receiver.requests) == 3 and receiver.requests[2].path == "/b?k=s"
+    assert receiver.requests[-1].headers["webhook-id"] == ids["/b?k=s"]  # receivers dedupe
+    assert [d.url for d in recorder.deliveries] == [redact_url(receiver.url("/b?k=s"))]
+    other = notice(job_id=13)
+    again.notify(other)
+    receiver.wait_for(5)
+    assert {r.headers["webhook-id"] for r in receiver.requests[-2:]}.isdisjoint(ids.values())
 
 
 def test_record_and_targets_for_errors_never_escape(

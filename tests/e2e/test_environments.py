@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import threading
 import time
@@ -414,6 +415,7 @@ class _Receiver:
 
         received = self.received = []  # type: list[tuple[str, dict[str, str], bytes]]
         self.got = threading.Event()
+        self.status: dict[str, int] = {}  # what it answers, per path (else 204)
 
         outer = self
 
@@ -421,7 +423,8 @@ class _Receiver:
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 received.append((self.path, dict(self.headers.items()), body))
-                self.send_response(204)
+                self.send_response(outer.status.get(self.path, 204))
+                self.send_header("Content-Length", "0")
                 self.end_headers()
                 outer.got.set()
 
@@ -435,6 +438,50 @@ class _Receiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def wait(self, count: int, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.received) < count:
+            assert time.monotonic() < deadline, f"only got {self.received}"
+            self.got.wait(0.1)
+            self.got.clear()
+
+
+def test_notifications_still_owed_at_a_stop_are_sent_by_the_next_daemon(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    receiver = _Receiver()
+    try:
+        targets = json.dumps([
+            {"type": "webhook", "url": f"{receiver.url}/hook", "on": ["succeeded"]},
+            {"type": "ntfy", "url": f"{receiver.url}/ntfy", "on": ["succeeded"]},
+        ])  # fmt: skip
+        d = fake_daemon(daemon_factory, DISPATCHER_NOTIFY=targets, DISPATCHER_NOTIFY_ATTEMPTS="20")
+        name = d.add_repo(repo_with(tmp_path))
+        receiver.status["/hook"] = 503  # down: retried with backoff until the stop
+        job = d.wait(d.submit(name, "x", command=["true"])["id"])
+        assert job["state"] == "succeeded"
+        receiver.wait(2)  # ntfy delivered, the hook refused once
+        d.stop(signal.SIGTERM)
+        sent = list(receiver.received)
+        hook_ids = {h["webhook-id"] for p, h, _ in sent if p == "/hook"}
+        assert hook_ids and sum(p == "/ntfy" for p, _, _ in sent) == 1
+        receiver.status["/hook"] = 204
+        d.start()  # it still owes the hook its notification, not ntfy
+        deadline = time.monotonic() + 20
+        while len(rec := d.api.get(f"/jobs/{job['id']}/deliveries").json()) < 2:
+            assert time.monotonic() < deadline, rec
+            time.sleep(0.05)
+        later = receiver.received[len(sent) :]
+        assert [p for p, _, _ in later] == ["/hook"], later
+        assert later[0][1]["webhook-id"] in hook_ids  # the same message: receivers dedupe
+        assert sorted((r["target"], r["ok"]) for r in rec) == [("ntfy", True), ("webhook", True)]
+        d.stop(signal.SIGTERM)
+        d.start()  # nothing is owed any more (the resume runs before the API answers)
+        assert d.log_path.read_text().count("notifications still owed") == 1
+        assert len(receiver.received) == len(sent) + 1
+    finally:
+        receiver.close()
 
 
 def _verify_standard_webhook(key: bytes, headers: dict[str, str], body: bytes) -> bool:
