@@ -346,40 +346,56 @@ class Intake:
         resumed = 0
         for row in self.store.events_with_pending_triggers():
             assert row.id is not None
-            names = self._take_off(row.id, row.pending_triggers)
             try:
-                repo = self.store.repo(row.repo_id)
-                # Decided meanwhile by an event path of ours that has just finished?
-                still = set(self.store.event(row.id).pending_triggers)
-            except DispatcherError:  # the repo is gone, and its events with it
-                still = set()
-            for name in [n for n in names if n not in still]:
-                self._landed((row.id, name))
-            names = [n for n in names if n in still]
-            if not names:
-                continue
-            file = self.trigger_files.active(row.repo_id)
-            event = Event(
-                kind=row.kind, action=row.action, source=row.source,
-                dedup_key=row.dedup_key, payload=row.payload, **row.facts,
-            )  # fmt: skip
-            triggers = {t.name: t for t in matching(file, event)} if file is not None else {}
-            for name in names:
-                trigger = triggers.get(name)
-                if self.store.job_for_event(row.id, name) is not None:
-                    self._note(row.id, None, None, decided=name)
-                elif file is None or trigger is None:
+                resumed += self._resume_event(row)
+            except Exception as exc:  # one bad row must not stop the daemon from starting
+                log.exception("event %s: cannot take up its pending triggers", row.id)
+                for name in row.pending_triggers:
                     self._note(
-                        row.id, None,
-                        f"trigger {name}: not taken up after a restart: the trigger file "
-                        "no longer has it, or it no longer matches the event",
+                        row.id, None, f"trigger {name}: not taken up after a restart: {exc}",
                         decided=name,
                     )  # fmt: skip
-                else:
-                    how = "check run again" if trigger.check else "taken up"
-                    self._note(row.id, None, f"trigger {name}: {how} after a restart")
-                    self._decide(repo, file, trigger, event, row.id, None)
-                    resumed += 1
-                    continue
-                self._landed((row.id, name))
+                    self._landed((row.id, name))
+        return resumed
+
+    def _resume_event(self, row: EventRow) -> int:
+        """Take up one event's pending triggers; how many were dispatched or checked."""
+        assert row.id is not None
+        names = self._take_off(row.id, row.pending_triggers)
+        try:
+            repo = self.store.repo(row.repo_id)
+            # Decided meanwhile by an event path of ours that has just finished?
+            still = set(self.store.event(row.id).pending_triggers)
+        except DispatcherError:  # the repo is gone, and its events with it
+            still = set()
+        for name in [n for n in names if n not in still]:
+            self._landed((row.id, name))
+        names = [n for n in names if n in still]
+        if not names:
+            return 0
+        file = self.trigger_files.active(row.repo_id)
+        event = Event(
+            kind=row.kind, action=row.action, source=row.source,
+            dedup_key=row.dedup_key, payload=row.payload, **row.facts,
+        )  # fmt: skip
+        triggers = {t.name: t for t in matching(file, event)} if file is not None else {}
+        resumed = 0
+        for name in names:
+            trigger = triggers.get(name)
+            if self.store.job_for_event(row.id, name) is not None:
+                self._note(row.id, None, None, decided=name)
+            elif file is None or trigger is None:
+                self._note(
+                    row.id, None,
+                    f"trigger {name}: not taken up after a restart: the trigger file "
+                    "no longer has it, or it no longer matches the event",
+                    decided=name,
+                )  # fmt: skip
+            else:
+                how = "check run again" if trigger.check else "taken up"
+                self._note(row.id, None, f"trigger {name}: {how} after a restart")
+                self._decide(repo, file, trigger, event, row.id, None)
+                resumed += 1
+                continue
+            self._landed((row.id, name))
         return resumed

@@ -315,6 +315,28 @@ def test_trigger_left_undecided_by_a_crash_is_dispatched_at_the_next_start(
     assert [j["id"] for j in jobs_of(tdaemon, name)] == [again["id"], first["id"]]
 
 
+def test_an_event_that_cannot_be_taken_up_is_noted_and_the_daemon_starts(
+    tdaemon: Daemon, tmp_path: Path, agent: Agent
+) -> None:
+    repo, gates = gated_check_repo(tmp_path, agent)
+    tdaemon.add_repo(repo)
+    (gates / "go").touch()
+    commit_file(repo, "ok.txt", "x\n", "green commit")
+    wait_for(lambda: check_runs(gates) == 1 and not the_event(tdaemon)["pending_triggers"], "end")
+    tdaemon.stop(signal.SIGTERM)
+    db = sqlite3.connect(tdaemon.state_dir / "dispatcher.db")
+    with db:  # a row an older or newer version wrote, that this one cannot read back
+        db.execute("UPDATE event SET pending_triggers = '[\"red-tests\"]', facts = '{\"x\": 1}'")
+    db.close()
+    tdaemon.start()
+    event = the_event(tdaemon)
+    assert event["pending_triggers"] == []
+    assert any(
+        n.startswith("trigger red-tests: not taken up after a restart: ") for n in event["notes"]
+    )
+    assert check_runs(gates) == 1
+
+
 def test_pending_check_whose_job_exists_or_whose_trigger_is_gone_is_not_run_again(
     tdaemon: Daemon, tmp_path: Path, agent: Agent
 ) -> None:
