@@ -331,3 +331,12 @@ def agent(tmp_path: Path) -> Callable[[str, str], str]:
         return str(path)
 
     return make
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie, ended but not yet reaped, counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat[stat.rindex(")") + 2] != "Z"

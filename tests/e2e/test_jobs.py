@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.daemon_fixture import Daemon, LogFollower, dispatcher_argv
+from tests.daemon_fixture import Daemon, LogFollower, dispatcher_argv, pid_alive
 from tests.gitutil import commit_file, git, init_repo
 
 Agent = Callable[[str, str], str]
@@ -356,7 +356,7 @@ def test_discard_of_running_job_stops_it_and_cleans_up(
     assert resp.status_code == 200, resp.text
     assert resp.json()["job"]["state"] == "discarded"
     # Gone or a zombie (which its parent may reap at any moment: read /proc/<pid> once).
-    assert not _alive(pid), f"the agent {pid} survived the discard"
+    assert not pid_alive(pid), f"the agent {pid} survived the discard"
     assert not branch_exists(repo, resp.json()["job"]["branch"])
 
 
@@ -406,9 +406,9 @@ def test_timeout_kills_the_whole_process_tree(
         assert (tmp_path / which).exists(), f"the agent was stopped before it wrote {which}"
         pid = int((tmp_path / which).read_text())
         deadline = time.monotonic() + 20
-        while _alive(pid) and time.monotonic() < deadline:
+        while pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert not _alive(pid), f"{which} {pid} survived the timeout"
+        assert not pid_alive(pid), f"{which} {pid} survived the timeout"
 
 
 def _wait_for_file(path: Path, timeout: float = 20) -> None:
@@ -421,14 +421,6 @@ def _wait_for_file(path: Path, timeout: float = 20) -> None:
 def _read_pid(path: Path) -> int:
     _wait_for_file(path)
     return int(path.read_text())
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
 
 
 def test_retry_queues_same_inputs_once(daemon: Daemon, repo: Path, agent: Agent) -> None:

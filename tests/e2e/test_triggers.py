@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.daemon_fixture import Daemon
+from tests.daemon_fixture import Daemon, pid_alive
 from tests.gitutil import commit_file, git, init_repo
 
 Agent = Callable[[str, str], str]
@@ -209,14 +209,6 @@ def check_runs(gates: Path) -> int:
     return len(runs.read_text().splitlines()) if runs.exists() else 0
 
 
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat[stat.rindex(")") + 2] != "Z"
-
-
 def the_event(d: Daemon) -> dict[str, Any]:
     events = d.api.get("/events").json()
     assert len(events) == 1, events
@@ -238,11 +230,11 @@ def test_check_cut_short_by_the_daemon_runs_again_at_the_next_start(
     # A stop does not wait for the check (it may run for minutes): it is killed.
     assert time.monotonic() - started < 10
     if sig == signal.SIGTERM:
-        wait_for(lambda: not alive(check_pid), "the stopped daemon's check to be killed")
+        wait_for(lambda: not pid_alive(check_pid), "the stopped daemon's check to be killed")
     (gates / "pid").unlink()
     tdaemon.start()
     # A crashed daemon's check is killed by the next one (its pid was recorded).
-    wait_for(lambda: not alive(check_pid), "the old check to be killed")
+    wait_for(lambda: not pid_alive(check_pid), "the old check to be killed")
     wait_for(lambda: (gates / "pid").exists(), "the check to run again")
     assert check_runs(gates) == 2
     assert jobs_of(tdaemon, name) == []  # an interrupted check decided nothing
