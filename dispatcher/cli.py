@@ -408,6 +408,8 @@ def events(
         what = e["kind"] + (f".{e['action']}" if e["action"] else "")
         jobs_ = ",".join(str(j) for j in e["jobs"]) or "-"
         notes = "; ".join(e["notes"])
+        if e.get("pending_triggers"):
+            notes = "; ".join(filter(None, [notes, "pending: " + ", ".join(e["pending_triggers"])]))
         typer.echo(f"{e['id']:>5}  {e['repo'][:16]:<16} {what:<28} jobs {jobs_:<8} {notes}")
 
 

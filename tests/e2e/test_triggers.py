@@ -225,6 +225,8 @@ def test_check_cut_short_by_the_daemon_runs_again_at_the_next_start(
     wait_for(lambda: (gates / "pid").exists(), "the check to start")
     check_pid = int((gates / "pid").read_text())
     assert the_event(tdaemon)["pending_triggers"] == ["red-tests"]
+    listed = tdaemon.cli("events").stdout.splitlines()
+    assert len(listed) == 1 and "push" in listed[0] and listed[0].endswith("pending: red-tests")
     started = time.monotonic()
     tdaemon.stop(sig, timeout=20)
     # A stop does not wait for the check (it may run for minutes): it is killed.
@@ -247,6 +249,9 @@ def test_check_cut_short_by_the_daemon_runs_again_at_the_next_start(
     event = wait_for(lambda: (e := the_event(tdaemon))["pending_triggers"] == [] and e, "check end")
     assert "trigger red-tests: check run again after a restart" in event["notes"]
     assert event["jobs"] == [job["id"]]
+    listed = tdaemon.cli("events").stdout
+    assert f"jobs {job['id']}" in listed and "pending" not in listed
+    assert json.loads(tdaemon.cli("events", "--json").stdout)[0]["pending_triggers"] == []
     assert not any((tdaemon.state_dir / "checks").iterdir())
     assert len(git(repo, "worktree", "list").splitlines()) == 2  # the checkout and the job
 
