@@ -348,13 +348,22 @@ class Service:
         if not self.settings.notify and not self.trigger_files.any_notify():
             return  # nowhere to send anything: not even a read
         try:
-            self.announce(self.store.job(job_id))
+            job = self.store.job(job_id)
         except Exception:
             log.exception("job %s: cannot announce it", job_id)
+            return
+        self.announce(job)
 
     def announce(self, job: Job, *, state: str | None = None, skip: Iterable[str] = ()) -> None:
         """Queue notifications about ``job``'s state (or ``state``: an earlier one still
-        owed), except to the targets in ``skip``; the job owes them until they settle."""
+        owed), except to the targets in ``skip``; the job owes them until they settle.
+        Never raises: a merge or discard that worked is not failed by its notice."""
+        try:
+            self._announce(job, state=state, skip=skip)
+        except Exception:
+            log.exception("job %s: cannot announce it", job.id)
+
+    def _announce(self, job: Job, *, state: str | None, skip: Iterable[str]) -> None:
         if self.notifier is None or job.id is None:
             return
         state = state or job.state.value
@@ -389,16 +398,17 @@ class Service:
         owed = self.store.jobs_owed_notices()
         for job in owed:
             assert job.id is not None and job.notice_pending is not None
-            done = [
-                notify.target_key(d.target, d.url)
-                for d in self.store.deliveries(job.id)
-                if d.state == job.notice_pending
-            ]
-            log.info("job %s: sending the %s notifications still owed", job.id, job.notice_pending)
             try:
-                self.announce(job, state=job.notice_pending, skip=done)
+                done = [
+                    notify.target_key(d.target, d.url)
+                    for d in self.store.deliveries(job.id)
+                    if d.state == job.notice_pending
+                ]
             except Exception:
-                log.exception("job %s: cannot announce it", job.id)
+                log.exception("job %s: cannot read its deliveries", job.id)
+                continue
+            log.info("job %s: sending the %s notifications still owed", job.id, job.notice_pending)
+            self.announce(job, state=job.notice_pending, skip=done)
         return len(owed)
 
     def notify_targets(self, notice: notify.JobNotice) -> list[notify.Target]:
