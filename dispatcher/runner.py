@@ -443,12 +443,16 @@ class Runner:
         job_id = job.id
         path = job_files(self.settings, job_id).log
         if not head_read:
-            with contextlib.suppress(OSError):
+            try:
                 if path.stat().st_size > self.settings.max_log_bytes:
                     head_read = True
                     session = agent_output.session_in_head(self._report_kind(job), path)
                     if session is not None:
                         self.store.update(job_id, session_id=session)
+            except FileNotFoundError:
+                pass  # no output yet
+            except Exception:  # never a reason to disturb a running agent
+                log.warning("job %s: cannot keep its session id", job_id, exc_info=True)
         try:
             logcap.cap(
                 path,
@@ -539,11 +543,14 @@ class Runner:
         assert job.id is not None
         kind = self._report_kind(job)
         files = job_files(self.settings, job.id)
-        report = agent_output.parse_log(kind, files.log)
-        # Printed once at the start: in the head of a long log, or kept before a rotation.
-        session = (
-            report.session_id or agent_output.session_in_head(kind, files.log) or job.session_id
-        )
+        try:
+            report = agent_output.parse_log(kind, files.log)
+            # Printed once at the start: in the head of a long log, or kept before a rotation.
+            session = report.session_id or agent_output.session_in_head(kind, files.log)
+        except OSError as exc:  # an unreadable log costs the report, never the job's outcome
+            log.warning("job %s: cannot read its log for the agent's report: %s", job.id, exc)
+            report, session = agent_output.EMPTY_REPORT, None
+        session = session or job.session_id
         summary = report.summary
         with contextlib.suppress(OSError, UnicodeDecodeError):
             written = files.summary.read_text(encoding="utf-8").strip()
