@@ -124,8 +124,10 @@ ERROR_MAX: Final = 500
 """Longest one-line error, in characters."""
 
 DEFAULT_MAX_BYTES: Final = 8 * 2**20
-HEAD_MAX_BYTES: Final = 256 * 2**10  # where agents print their session id: the start
 """How much of a log's end :func:`parse_log` reads by default."""
+
+HEAD_MAX_BYTES: Final = 256 * 2**10
+"""How much of a log's start :func:`session_in_head` reads (agents print their id first)."""
 
 DISPATCHER_PREFIX: Final = "[dispatcher] "
 """Lines the daemon writes into a job log start with this."""

@@ -180,11 +180,13 @@ def serve(settings: Settings) -> None:
         runner.on_finished = service.job_ended
         app = create_app(service, token)
         checks.clear_leftovers(settings)
+        for repo in store.repos():  # last good trigger files (notify targets) before any job ends
+            service.trigger_files.restore(repo)
         notifier.start()
+        service.resume_notices()  # what the last daemon still owed, before new jobs end
         runner.start()  # re-adopts or re-queues what the last daemon left running
         sources.start()
         service.intake.resume_pending()  # what a stopped or crashed daemon left undecided
-        service.resume_notices()  # and the notifications it still owed
         if pool is not None:
             pool.start()
         stop_sweeping = threading.Event()

@@ -133,6 +133,9 @@ class Intake:
             return IngestResult(event_id=None, ignored=f"no registered repo for {where!r}")
         assert repo.id is not None
         facts = {k: v for k, v in event.model_dump(include=set(_FACTS)).items() if v}
+        file = self.trigger_files.active(repo.id)
+        triggers = matching(file, event) if file is not None else []
+        matched = [t.name for t in triggers]
         row = self.store.add_event(
             EventRow(
                 repo_id=repo.id,
@@ -142,6 +145,8 @@ class Intake:
                 dedup_key=event.dedup_key,
                 payload=event.payload,
                 facts=facts,
+                matched=matched,
+                pending_triggers=matched,  # in the event's own write: a crash loses none
             )
         )
         if row is None:
@@ -150,20 +155,20 @@ class Intake:
             jobs = self.store.job_ids_for_events([event_id]).get(event_id, []) if event_id else []
             return IngestResult(event_id=event_id, duplicate=True, jobs=jobs)
         assert row.id is not None
-        result = IngestResult(event_id=row.id)
-        file = self.trigger_files.active(repo.id)
+        result = IngestResult(event_id=row.id, matched=matched)
         if file is None:
             self._note(row.id, result, "no active trigger file")
             return result
-        triggers = matching(file, event)
-        result.matched = [t.name for t in triggers]
         result.pending_checks = [t.name for t in triggers if t.check]
-        self._take_off(row.id, result.matched)
-        self.store.note_event(row.id, matched=result.matched, pending=result.matched)
+        self._take_off(row.id, matched)
         if not triggers:
             self._note(row.id, result, "no trigger matched")
         for trigger in triggers:
-            self._decide(repo, file, trigger, event, row.id, result)
+            try:
+                self._decide(repo, file, trigger, event, row.id, result)
+            except Exception:  # e.g. the database stayed locked: the others still go
+                log.exception("event %s: trigger %s left pending", row.id, trigger.name)
+                self._landed((row.id, trigger.name))  # the next start takes it up
         return result
 
     def _decide(
@@ -285,7 +290,10 @@ class Intake:
                 )  # fmt: skip
                 if group is not None and conc is not None and conc.cancel_in_progress:
                     for other in self.store.active_in_group(repo.id, group):
-                        if other.id is not None and other.id < job.id:
+                        # Older jobs only, and never one of a newer event (a trigger
+                        # taken up after a restart must not cancel what came later).
+                        newer = other.event_id is not None and other.event_id > event_id
+                        if other.id is not None and other.id < job.id and not newer:
                             self._note(
                                 event_id, result,
                                 f"trigger {trigger.name}: canceling job {other.id} "
@@ -393,8 +401,13 @@ class Intake:
                 )  # fmt: skip
             else:
                 how = "check run again" if trigger.check else "taken up"
-                self._note(row.id, None, f"trigger {name}: {how} after a restart")
-                self._decide(repo, file, trigger, event, row.id, None)
+                try:
+                    self._note(row.id, None, f"trigger {name}: {how} after a restart")
+                    self._decide(repo, file, trigger, event, row.id, None)
+                except Exception:  # stays pending, for the next start
+                    log.exception("event %s: trigger %s not taken up", row.id, name)
+                    self._landed((row.id, name))
+                    continue
                 resumed += 1
                 continue
             self._landed((row.id, name))

@@ -368,6 +368,7 @@ class Delivery(SQLModel, table=True):
     status_code: int | None = None
     error: str | None = None
     at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    message_id: str | None = None  # the webhook-id: how a restart knows what was done
 
 
 class DeliveryPublic(BaseModel):

@@ -679,7 +679,7 @@ class _Expand:
 
     notice: JobNotice
     occurred_at: datetime
-    skip: frozenset[str] = frozenset()  # target keys (:func:`target_key`) already done
+    skip: frozenset[str] = frozenset()  # message ids (:func:`message_id_for`) already done
 
 
 @dataclass
@@ -700,11 +700,6 @@ class _Attempt:
     occurred_at: datetime
     attempts: int = 0
     batch: _Batch | None = None
-
-
-def target_key(target_type: str, redacted_url: str) -> str:
-    """How a target is known across restarts: its type and redacted URL (as recorded)."""
-    return f"{target_type} {redacted_url}"
 
 
 def message_id_for(notice: JobNotice, target: Target) -> str:
@@ -838,8 +833,8 @@ class Notifier:
         return done
 
     def notify(self, notice: JobNotice, *, skip: Iterable[str] = ()) -> None:
-        """Queue ``notice`` for delivery, except to the targets in ``skip``
-        (:func:`target_key`). Never blocks on the network, never raises."""
+        """Queue ``notice`` for delivery, except the deliveries whose message id
+        (:func:`message_id_for`) is in ``skip``. Never blocks on the network, never raises."""
         try:
             with self._cond:
                 if self._stopped:
@@ -957,7 +952,7 @@ class Notifier:
         chosen = [
             t
             for t in targets
-            if matches(t, item.notice) and target_key(t.type, _redacted(t)) not in item.skip
+            if matches(t, item.notice) and message_id_for(item.notice, t) not in item.skip
         ]
         if not chosen:
             self._settle(item.notice)

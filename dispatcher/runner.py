@@ -436,22 +436,31 @@ class Runner:
         return proc.Limits(memory_bytes=memory * 2**20 if memory else None, cpu_seconds=cpu)
 
     def _cap_log(self, job: Job, *, head_read: bool) -> bool:
-        """Rotate the job's log if it is over the cap. Before the first rotation (unless
-        ``head_read``), keep on the job the session id the agent printed at the start,
-        which the rotation drops. Returns whether the head has been read."""
+        """Rotate the job's log if it is over the cap. Until ``head_read``, first look for
+        the session id the agent printed at the start (which a rotation drops) and keep
+        it on the job. Returns whether the head is done with."""
         assert job.id is not None
         job_id = job.id
         path = job_files(self.settings, job_id).log
         if not head_read:
+            # Read before cap() below, the only thing that rotates the log: the id the
+            # agent prints first is kept before a rotation could drop it.
             try:
-                if path.stat().st_size > self.settings.max_log_bytes:
-                    head_read = True
-                    session = agent_output.session_in_head(self._report_kind(job), path)
-                    if session is not None:
-                        self.store.update(job_id, session_id=session)
+                kind = self._report_kind(job)
+                session = None if kind == "text" else agent_output.session_in_head(kind, path)
+                if session is not None:
+                    self.store.update(job_id, session_id=session)
+                head_read = (
+                    session is not None
+                    or kind == "text"
+                    or (
+                        path.stat().st_size >= agent_output.HEAD_MAX_BYTES  # whole head, no id
+                    )
+                )
             except FileNotFoundError:
                 pass  # no output yet
             except Exception:  # never a reason to disturb a running agent
+                head_read = True
                 log.warning("job %s: cannot keep its session id", job_id, exc_info=True)
         try:
             logcap.cap(
@@ -630,6 +639,10 @@ class Runner:
             except Exception:
                 log.exception("job %s: recovery failed", job.id)
                 self._fail_if_stuck(job.id, "could not be recovered after a daemon restart")
+            with self._lock:
+                supervised = job.id in self._threads
+            if not supervised and self.on_finished is not None:
+                self.on_finished(job.id)  # ended while we were down: announce it (if it did)
 
     def _recover_one(self, job: Job) -> None:
         assert job.id is not None

@@ -356,7 +356,8 @@ class Service:
 
     def announce(self, job: Job, *, state: str | None = None, skip: Iterable[str] = ()) -> None:
         """Queue notifications about ``job``'s state (or ``state``: an earlier one still
-        owed), except to the targets in ``skip``; the job owes them until they settle.
+        owed), except the deliveries whose message id is in ``skip``; the job owes them
+        until they settle.
         Never raises: a merge or discard that worked is not failed by its notice."""
         try:
             self._announce(job, state=state, skip=skip)
@@ -400,9 +401,9 @@ class Service:
             assert job.id is not None and job.notice_pending is not None
             try:
                 done = [
-                    notify.target_key(d.target, d.url)
+                    d.message_id
                     for d in self.store.deliveries(job.id)
-                    if d.state == job.notice_pending
+                    if d.state == job.notice_pending and d.message_id
                 ]
             except Exception:
                 log.exception("job %s: cannot read its deliveries", job.id)
@@ -431,6 +432,7 @@ class Service:
             Delivery(
                 job_id=d.job_id, target=d.target, url=d.url, state=d.state, ok=d.ok,
                 attempts=d.attempts, status_code=d.status_code, error=d.error, at=d.at,
+                message_id=d.message_id,
             )
         )  # fmt: skip
 

@@ -212,6 +212,8 @@ class Store:
                 jobs = list(s.exec(select(Job).where(Job.repo_id == repo_id)).all())
                 if repo is not None:
                     before_delete(repo, jobs)
+            job_ids = select(Job.id).where(col(Job.repo_id) == repo_id)
+            s.exec(sa.delete(Delivery).where(col(Delivery.job_id).in_(job_ids)))
             s.exec(sa.delete(Job).where(col(Job.repo_id) == repo_id))
             s.exec(sa.delete(Issue).where(col(Issue.repo_id) == repo_id))
             s.exec(sa.delete(Event).where(col(Event.repo_id) == repo_id))
@@ -605,12 +607,11 @@ class Store:
         *,
         matched: list[str] | None = None,
         note: str | None = None,
-        pending: list[str] | None = None,
         decided: str | None = None,
     ) -> None:
-        """Record on the event: the triggers it matched, a note, the triggers whose
-        outcome is still to come (``pending``), and that one's outcome is recorded
-        (``decided``, with the note that says it, in the same write)."""
+        """Record on the event: the triggers it matched, a note, and that one matched
+        trigger's outcome is recorded (``decided``, with the note that says it, in the
+        same write). Pending triggers are written with the event itself."""
         with self.writing() as s:
             event = s.get(Event, event_id)
             if event is None:
@@ -619,8 +620,6 @@ class Store:
                 event.matched = list(matched)
             if note:
                 event.notes = [*event.notes, note]
-            if pending is not None:
-                event.pending_triggers = list(pending)
             if decided is not None:
                 event.pending_triggers = [n for n in event.pending_triggers if n != decided]
             s.add(event)

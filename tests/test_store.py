@@ -25,7 +25,7 @@ from sqlmodel import SQLModel
 
 from dispatcher.errors import InvalidState, NotFound
 from dispatcher.lifecycle import JobState
-from dispatcher.models import Job, Repo
+from dispatcher.models import Delivery, Job, Repo
 from dispatcher.store import Claimed, Store, migrate
 from tests.migrationutil import head_revision
 
@@ -566,6 +566,22 @@ def test_remove_repo_leaves_other_repos_alone(store: Store) -> None:
     store.remove_repo(b)
     assert [r.name for r in store.repos()] == ["alpha"]
     assert len(store.jobs(repo_id=a)) == 1
+
+
+def test_remove_repo_with_notification_deliveries(store: Store) -> None:
+    a = add_repo(store, "alpha")
+    b = add_repo(store, "beta")
+    gone, kept = add_job(store, a), add_job(store, b)
+    for job_id in (gone, kept):
+        store.move(job_id, S.QUEUED, S.CANCELED)
+        store.add_delivery(
+            Delivery(job_id=job_id, target="ntfy", url="http://x/t", state="canceled", ok=True,
+                     attempts=1, message_id=f"msg_{job_id}")
+        )  # fmt: skip
+    store.remove_repo(a)  # was: FOREIGN KEY constraint failed
+    assert [r.name for r in store.repos()] == ["beta"]
+    assert store.deliveries(gone) == []
+    assert [d.message_id for d in store.deliveries(kept)] == [f"msg_{kept}"]
 
 
 def test_claim_uses_the_trigger_files_max_parallel_below_the_repos_own(store: Store) -> None:

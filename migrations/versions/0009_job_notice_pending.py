@@ -22,9 +22,13 @@ def upgrade() -> None:
     with op.batch_alter_table("job", schema=None) as batch_op:
         batch_op.add_column(sa.Column("notice_pending", sa.String(), nullable=True))
         batch_op.create_index("ix_job_notice_pending", ["notice_pending"], unique=False)
+    with op.batch_alter_table("delivery", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("message_id", sa.String(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("delivery", schema=None) as batch_op:
+        batch_op.drop_column("message_id")
     with op.batch_alter_table("job", schema=None) as batch_op:
         batch_op.drop_index("ix_job_notice_pending")
         batch_op.drop_column("notice_pending")
