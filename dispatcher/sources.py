@@ -67,8 +67,9 @@ class Sources:
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
+        # The last good trigger files were restored by the composition root, before any
+        # job could end (their notify targets); here each is re-read from its branch.
         for repo in self.store.repos():
-            self.service.trigger_files.restore(repo)
             try:
                 self.service.trigger_files.load(repo)
                 self.scan_refs(repo.name)  # catch up with what happened while we were down

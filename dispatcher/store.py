@@ -605,19 +605,16 @@ class Store:
         self,
         event_id: int,
         *,
-        matched: list[str] | None = None,
         note: str | None = None,
         decided: str | None = None,
     ) -> None:
-        """Record on the event: the triggers it matched, a note, and that one matched
-        trigger's outcome is recorded (``decided``, with the note that says it, in the
-        same write). Pending triggers are written with the event itself."""
+        """Record on the event a note, and that one matched trigger's outcome is recorded
+        (``decided``, with the note that says it, in the same write). The matched and
+        pending triggers are written with the event itself."""
         with self.writing() as s:
             event = s.get(Event, event_id)
             if event is None:
                 return
-            if matched is not None:
-                event.matched = list(matched)
             if note:
                 event.notes = [*event.notes, note]
             if decided is not None:
@@ -633,7 +630,7 @@ class Store:
                 .where(sa.cast(Event.pending_triggers, sa.String) != "[]")
                 .order_by(col(Event.id))
             ).all()
-        return [row for row in rows if row.pending_triggers]
+        return list(rows)
 
     def event(self, event_id: int) -> Event:
         with self.reading() as s:
