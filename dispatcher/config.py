@@ -87,6 +87,10 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
 
+    # Tests only: where crash tests hold the daemon at named fault points
+    # (dispatcher/faults.py). Unset in every real deployment.
+    fault_dir: Path | None = None
+
     @model_validator(mode="after")
     def _ports_fit(self) -> Settings:
         if self.job_port_base + self.job_port_count > 65536:

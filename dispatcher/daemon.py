@@ -14,6 +14,7 @@ import threading
 from collections.abc import Iterator
 from typing import IO
 
+from dispatcher import faults
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
 
@@ -148,6 +149,7 @@ def serve(settings: Settings) -> None:
     from dispatcher.trigger_files import TriggerFiles
 
     configure_logging(settings)
+    faults.configure(settings.fault_dir)
     settings.ensure_dirs()
     with single_instance(settings):
         migrate(settings.db_url)

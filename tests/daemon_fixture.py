@@ -340,3 +340,12 @@ def pid_alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return stat[stat.rindex(")") + 2] != "Z"
+
+
+def hold_fault(fault_dir: Path, name: str) -> Path:
+    """Arm fault point ``name`` (dispatcher/faults.py) for a daemon started with
+    DISPATCHER_FAULT_DIR=fault_dir; returns the ``.reached`` file to wait for.
+    Remove ``fault_dir / f"{name}.hold"`` to let the daemon go on."""
+    fault_dir.mkdir(parents=True, exist_ok=True)
+    (fault_dir / f"{name}.hold").touch()
+    return fault_dir / f"{name}.reached"
