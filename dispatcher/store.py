@@ -239,20 +239,30 @@ class Store:
         """Insert ``job`` and name its branch from its new id, in one transaction.
 
         An event makes at most one job per trigger (a unique index); a second
-        attempt returns the first job.
+        attempt returns the first job, even one racing the first: its insert hits
+        the index, and the winner is read back.
         """
-        if job.event_id is not None and job.trigger is not None:
-            existing = self.job_for_event(job.event_id, job.trigger)
+        event_id, trigger = job.event_id, job.trigger
+        if event_id is not None and trigger is not None:
+            existing = self.job_for_event(event_id, trigger)
             if existing is not None:
                 return existing
-        with self.writing() as s:
-            s.add(job)
-            s.flush()
-            assert job.id is not None
-            job.branch = branch_for(job.id)
-            s.add(job)
-            s.flush()  # no refresh: every column's value was set here
-            return job
+        try:
+            with self.writing() as s:
+                s.add(job)
+                s.flush()
+                assert job.id is not None
+                job.branch = branch_for(job.id)
+                s.add(job)
+                s.flush()  # no refresh: every column's value was set here
+                return job
+        except IntegrityError:
+            winner = None
+            if event_id is not None and trigger is not None:
+                winner = self.job_for_event(event_id, trigger)
+            if winner is None:  # another constraint failed: not ours to hide
+                raise
+            return winner
 
     def add_followup(self, parent_id: int, job: Job) -> Job:
         """Insert follow-up ``job`` and hand it the parent's worktree and branch, in one
