@@ -9,7 +9,10 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 
+from dispatcher.models import IdempotencyKey
 from dispatcher.service import Service
+
+IDEMPOTENCY_STATE = "idempotency"  # where the Idempotency middleware leaves the request's key
 
 
 def get_service(request: Request) -> Service:
@@ -17,7 +20,15 @@ def get_service(request: Request) -> Service:
     return service
 
 
+def idempotency_key(request: Request) -> IdempotencyKey | None:
+    """The request's ``Idempotency-Key`` (from the Idempotency middleware), for a
+    use-case that creates something to store with what it creates."""
+    value = request.scope.get("state", {}).get(IDEMPOTENCY_STATE)
+    return value if isinstance(value, IdempotencyKey) else None
+
+
 ServiceDep = Annotated[Service, Depends(get_service)]
+IdempotencyDep = Annotated[IdempotencyKey | None, Depends(idempotency_key)]
 
 
 MAX_ID = 2**63 - 1  # SQLite INTEGER; larger ids cannot exist and must not reach the database

@@ -16,7 +16,9 @@ from typing import Any
 
 import anyio
 
+from dispatcher.api.deps import IDEMPOTENCY_STATE
 from dispatcher.errors import Unauthorized
+from dispatcher.models import IdempotencyKey
 from dispatcher.service import Service
 
 Scope = MutableMapping[str, Any]
@@ -179,9 +181,13 @@ class BodyLimit:
 class Idempotency:
     """``POST`` with ``Idempotency-Key``: the first answer is stored and replayed.
 
+    The key goes to the route (scope state, read by :func:`deps.idempotency_key`):
+    a use-case that creates something stores the key with it, in its transaction.
     A retry with the same key, method, path and body gets the stored answer
-    (header ``Idempotent-Replayed: true``) and changes nothing; the same key
-    with a different request is refused (``422``). It sits inside
+    (header ``Idempotent-Replayed: true``) and changes nothing; one whose first
+    attempt made its resource but was never answered (the daemon stopped) gets
+    that resource as it is now (same header), and nothing new is made. The same
+    key with a different request is refused (``422``). It sits inside
     :class:`BearerAuth`, so only authenticated requests are stored or replayed;
     answers of 5xx are not stored, and concurrent requests with one key run one
     at a time. Answers are kept ``DISPATCHER_IDEMPOTENCY_HOURS`` (24 h).
@@ -224,33 +230,39 @@ class Idempotency:
                 [scope["method"].encode(), path.encode(), scope.get("query_string", b""), body]
             )
         ).hexdigest()
+        idem = self.service.idempotency_key(key, "POST", path, digest)
         lock = self._locks.setdefault(f"{key}\0{path}", asyncio.Lock())
         async with lock:
-            stored = await anyio.to_thread.run_sync(self.service.idempotent_get, key, "POST", path)
-            if stored is not None:
-                if stored.request_hash != digest:
-                    await send_error(
-                        send, 422, "idempotency_key_reused",
-                        "this Idempotency-Key was used for a different request",
-                    )  # fmt: skip
-                    return
+            stored = await anyio.to_thread.run_sync(self.service.idempotent_get, idem)
+            if stored is not None and stored.request_hash != digest:
+                await send_error(
+                    send, 422, "idempotency_key_reused",
+                    "this Idempotency-Key was used for a different request",
+                )  # fmt: skip
+                return
+            if stored is not None and stored.status is not None:
+                answer = stored.body or b""
                 await send(
                     {
                         "type": "http.response.start",
                         "status": stored.status,
                         "headers": [
-                            (b"content-type", stored.content_type.encode()),
-                            (b"content-length", b"%d" % len(stored.body)),
+                            (b"content-type", (stored.content_type or "").encode()),
+                            (b"content-length", b"%d" % len(answer)),
                             (b"idempotent-replayed", b"true"),
                         ],
                     }
                 )
-                await send({"type": "http.response.body", "body": stored.body})
+                await send({"type": "http.response.body", "body": answer})
                 return
-            await self._run_and_store(scope, body, send, key, path, digest)
+            # Pending (what it made is stored, its answer is not: the daemon stopped in
+            # between): the route answers with that, as it is now, and creates nothing.
+            replayed = stored is not None
+            scope.setdefault("state", {})[IDEMPOTENCY_STATE] = idem
+            await self._run_and_store(scope, body, send, idem, replayed=replayed)
 
     async def _run_and_store(
-        self, scope: Scope, body: bytes, send: Send, key: str, path: str, digest: str
+        self, scope: Scope, body: bytes, send: Send, idem: IdempotencyKey, *, replayed: bool
     ) -> None:
         sent_body = False
 
@@ -272,6 +284,11 @@ class Idempotency:
                 for name, value in message.get("headers", []):
                     if name.lower() == b"content-type":
                         content_type = value.decode("latin-1")
+                if replayed:
+                    message = {
+                        **message,
+                        "headers": [*message.get("headers", []), (b"idempotent-replayed", b"true")],
+                    }
             elif message["type"] == "http.response.body":
                 out.append(message.get("body", b""))
             await send(message)
@@ -279,6 +296,5 @@ class Idempotency:
         await self.app(scope, replay_receive, capture)
         if status < 500:
             await anyio.to_thread.run_sync(
-                self.service.idempotent_put, key, "POST", path, digest, status, b"".join(out),
-                content_type,
-            )  # fmt: skip
+                self.service.idempotent_answer, idem, status, b"".join(out), content_type
+            )

@@ -72,13 +72,17 @@ def fill(template: str, ids: dict[str, str]) -> str:
     return path
 
 
-def request(d: Daemon, method: str, path: str, **kwargs: Any) -> httpx.Response:
+def request(client: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
     headers = {**kwargs.pop("headers", {})}
     if method in ("POST", "PUT", "PATCH") and "content" not in kwargs:
         kwargs["content"] = b"{}"
         headers["Content-Type"] = "application/json"
-    with httpx.Client(base_url=d.url, timeout=30) as client:
-        return client.request(method, path, headers=headers, **kwargs)
+    return client.request(method, path, headers=headers, **kwargs)
+
+
+def bare(d: Daemon) -> httpx.Client:
+    """A client without the token: it sends only what each call is told to."""
+    return httpx.Client(base_url=d.url, timeout=30)
 
 
 def assert_refused(resp: httpx.Response, what: str) -> None:
@@ -101,6 +105,7 @@ def guarded(daemon_factory: Callable[..., Daemon], repo: Path) -> tuple[Daemon, 
 
 def test_every_route_needs_the_exact_bearer_token(guarded: tuple[Daemon, dict[str, str]]) -> None:
     d, ids = guarded
+    client = bare(d)
     routes = operations(d)
     assert len(routes) >= 25, routes  # the whole API, not an empty document
     answered: set[tuple[str, str]] = set()
@@ -111,7 +116,7 @@ def test_every_route_needs_the_exact_bearer_token(guarded: tuple[Daemon, dict[st
                 extra = signed_webhook(template)
                 kwargs = {**kwargs, "content": extra["content"],
                           "headers": {**kwargs.get("headers", {}), **extra["headers"]}}  # fmt: skip
-            resp = request(d, method, path, **kwargs)
+            resp = request(client, method, path, **kwargs)
             if resp.status_code != 401:
                 answered.add((method, template))
             if (method, template) not in EXPECTED_OPEN:
@@ -123,26 +128,29 @@ def test_every_route_needs_the_exact_bearer_token(guarded: tuple[Daemon, dict[st
     unknown = {"job_id": "999999", "event_id": "999999", "name": "no-such-repo"}
     for method, template in sorted(set(routes) - EXPECTED_OPEN):
         resp = request(
-            d, method, fill(template, unknown), headers={"Authorization": f"Bearer {d.token}"}
+            client, method, fill(template, unknown), headers={"Authorization": f"Bearer {d.token}"}
         )
         assert resp.status_code != 401, (method, template, resp.text)
     # Routes that are not in the document are refused as well (no 404 to probe with).
     for method, path in [("GET", "/nope"), ("POST", "/health"), ("GET", "/webhooks/github")]:
-        assert_refused(request(d, method, path), f"{method} {path}")
+        assert_refused(request(client, method, path), f"{method} {path}")
+    client.close()
 
 
 def test_api_docs_need_the_token_unless_configured_public(
     daemon: Daemon, daemon_factory: Callable[..., Daemon]
 ) -> None:
     assert {path for _, path in DOCS_ROUTES} == set(DOCS)
-    for path in DOCS:
-        assert_refused(request(daemon, "GET", path), f"GET {path}")
-        assert daemon.api.get(path).status_code == 200, path
+    with bare(daemon) as client:
+        for path in DOCS:
+            assert_refused(request(client, "GET", path), f"GET {path}")
+            assert daemon.api.get(path).status_code == 200, path
     public = daemon_factory(DISPATCHER_PUBLIC_API_DOCS="true").start()
-    for path in DOCS:
-        resp = request(public, "GET", path)
-        assert resp.status_code == 200, (path, resp.text)
-    doc = json.loads(request(public, "GET", "/openapi.json").text)
-    assert doc["paths"]["/jobs"]["get"]["security"] == [{"HTTPBearer": []}]
-    assert "security" not in doc["paths"]["/health"]["get"]
-    assert_refused(request(public, "GET", "/jobs"), "GET /jobs with public docs")
+    with bare(public) as client:
+        for path in DOCS:
+            resp = request(client, "GET", path)
+            assert resp.status_code == 200, (path, resp.text)
+        doc = json.loads(request(client, "GET", "/openapi.json").text)
+        assert doc["paths"]["/jobs"]["get"]["security"] == [{"HTTPBearer": []}]
+        assert "security" not in doc["paths"]["/health"]["get"]
+        assert_refused(request(client, "GET", "/jobs"), "GET /jobs with public docs")
