@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     )
     database_url: str | None = None  # default: sqlite in the state dir
     token: str | None = None  # default: generated into <state_dir>/token on first start
+    public_api_docs: bool = False  # serve /docs, /redoc and /openapi.json without the token
 
     max_parallel: int = Field(default=4, ge=1, description="agents running at once, all repos")
     max_parallel_per_repo: int = Field(default=2, ge=1)

@@ -180,7 +180,7 @@ def serve(settings: Settings) -> None:
         )
         service.notifier = notifier
         runner.on_finished = service.job_ended
-        app = create_app(service, token)
+        app = create_app(service, token, public_docs=settings.public_api_docs)
         checks.clear_leftovers(settings)
         for repo in store.repos():  # last good trigger files (notify targets) before any job ends
             service.trigger_files.restore(repo)

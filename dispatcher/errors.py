@@ -91,6 +91,13 @@ class ProcessError(DispatcherError):
     status = 500
 
 
+class IdempotencyKeyReused(DispatcherError):
+    """An ``Idempotency-Key`` sent again with a different request."""
+
+    code = "idempotency_key_reused"
+    status = 422
+
+
 class Unauthorized(DispatcherError):
     """Missing or wrong bearer token."""
 

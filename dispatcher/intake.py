@@ -32,7 +32,7 @@ from dispatcher.checks import CheckInterrupted, CheckResult, run_check
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
 from dispatcher.models import Event as EventRow
-from dispatcher.models import IngestResult, JobCreate, JobPublic, Repo
+from dispatcher.models import IdempotencyKey, IngestResult, JobCreate, JobPublic, Repo
 from dispatcher.store import Store
 from dispatcher.trigger_files import TriggerFiles
 from triggers.config import Trigger, TriggerFile
@@ -124,9 +124,13 @@ class Intake:
 
     # ------------------------------------------------------------ ingest
 
-    def ingest(self, event: Event, repo: Repo | None = None) -> IngestResult:
+    def ingest(
+        self, event: Event, repo: Repo | None = None, *, idem: IdempotencyKey | None = None
+    ) -> IngestResult:
         """Store ``event`` and dispatch what its repo's triggers say. Never raises for
-        a trigger's problem: that is recorded on the event instead."""
+        a trigger's problem: that is recorded on the event instead. ``idem``: the
+        request's ``Idempotency-Key``, stored with the event (see
+        :class:`dispatcher.store.AlreadyMade`)."""
         repo = repo or self._route(event)
         if repo is None:
             where = event.repo or event.forge_repo or "?"
@@ -147,7 +151,8 @@ class Intake:
                 facts=facts,
                 matched=matched,
                 pending_triggers=matched,  # in the event's own write: a crash loses none
-            )
+            ),
+            idem=idem,
         )
         if row is None:
             seen = self.store.event_by_key(event.dedup_key)

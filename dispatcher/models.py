@@ -7,6 +7,7 @@ Times are stored as naive UTC and always returned timezone-aware (UTC).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -71,16 +72,39 @@ class Repo(SQLModel, table=True):
 
 
 class IdempotentRequest(SQLModel, table=True):
-    """The answer to a request made with an ``Idempotency-Key``, replayed on a retry."""
+    """A request made with an ``Idempotency-Key``: what it made, and its answer.
+
+    A request that creates something writes this row in the same transaction as
+    the row it creates (``resource_kind``, ``resource_id``), with no answer yet
+    (``status`` None: pending); the answer is stored on it once sent. A retry
+    replays a stored answer; one that finds the row pending (the daemon stopped
+    in between) answers with the resource as it is now. Requests that create
+    nothing get the row with their answer.
+    """
 
     key: str = Field(primary_key=True)
     method: str = Field(primary_key=True)
     path: str = Field(primary_key=True)
     request_hash: str
-    status: int
-    body: bytes
-    content_type: str
+    status: int | None = None
+    body: bytes | None = None
+    content_type: str | None = None
+    resource_kind: str | None = None  # "job", "repo", "issue", "event"
+    resource_id: int | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime, index=True)
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """An ``Idempotency-Key`` request, handed by the API to the use-case it runs, which
+    records it with what it creates (in the same transaction). Rows created before
+    ``not_before`` have expired."""
+
+    key: str
+    method: str
+    path: str
+    request_hash: str
+    not_before: datetime
 
 
 class RefState(SQLModel, table=True):

@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
-from dispatcher import __version__, agents, budget, conventions, git, notify, workspace
+from dispatcher import __version__, agents, budget, conventions, faults, git, notify, workspace
 from dispatcher.config import Settings
 from dispatcher.errors import (
     AlreadyExists,
@@ -39,6 +39,7 @@ from dispatcher.models import (
     EventPublic,
     FollowupCreate,
     Health,
+    IdempotencyKey,
     IdempotentRequest,
     IngestResult,
     Issue,
@@ -59,7 +60,7 @@ from dispatcher.models import (
 from dispatcher.models import Event as EventRow
 from dispatcher.pool import WorktreePool, save_released
 from dispatcher.runner import branch_name, job_files, run_cleanup
-from dispatcher.store import Store
+from dispatcher.store import AlreadyMade, Store
 from dispatcher.sweeper import worktrees_disk_usage
 from dispatcher.trigger_files import TriggerFiles
 from dispatcher.workspace import Workspace
@@ -114,7 +115,10 @@ class Service:
 
     # ------------------------------------------------------------ repos
 
-    def add_repo(self, req: RepoCreate) -> RepoPublic:
+    def add_repo(self, req: RepoCreate, *, idem: IdempotencyKey | None = None) -> RepoPublic:
+        made = self.store.made_by(idem, "repo")
+        if made is not None:  # the daemon stopped before it could answer: that answer
+            return self._one_repo_public(self.store.repo(made))
         raw = Path(req.path).expanduser()
         if not raw.is_absolute():
             raise InvalidInput(f"repo path must be absolute: {req.path!r}")
@@ -144,17 +148,21 @@ class Service:
         if forge_name is None:
             origin = git.remote_url(top)
             forge_name = forge_name_of(origin) if origin else None
-        repo = self.store.add_repo(
-            Repo(
-                name=name,
-                path=str(top),
-                default_branch=git.default_branch(top),
-                max_parallel=req.max_parallel,
-                forge_name=forge_name,
-                pool_size=req.pool_size,
-                daily_cost_usd=req.daily_cost_usd,
+        try:
+            repo = self.store.add_repo(
+                Repo(
+                    name=name,
+                    path=str(top),
+                    default_branch=git.default_branch(top),
+                    max_parallel=req.max_parallel,
+                    forge_name=forge_name,
+                    pool_size=req.pool_size,
+                    daily_cost_usd=req.daily_cost_usd,
+                ),
+                idem=idem,
             )
-        )
+        except AlreadyMade as made_meanwhile:
+            return self._one_repo_public(self.store.repo(made_meanwhile.resource_id))
         self.trigger_files.load(repo)
         if self.listener is not None:
             self.listener.repo_added(repo)
@@ -224,13 +232,18 @@ class Service:
         agent_overrides: dict[str, list[str] | str] | None = None,
         trigger: Trigger | None = None,
         followup_of: Job | None = None,
+        idem: IdempotencyKey | None = None,
     ) -> JobPublic:
         """Validate and queue a job. The one path every job takes (API, retry, triggers).
 
         The agent profile is resolved now and stored on the job, so a retry or a
         restart runs exactly what was asked even if settings or the repo's
-        trigger file change meanwhile.
+        trigger file change meanwhile. With ``idem``, the key is written with the
+        job, in its transaction; a job the key made already is answered instead.
         """
+        made = self.store.made_by(idem, "job")
+        if made is not None:  # the daemon stopped before it could answer: that answer
+            return self._job_public(made)
         repo = self.store.repo_by_name(req.repo)
         repo_path = Path(repo.path)
         if not (repo_path / ".git").exists():
@@ -287,19 +300,38 @@ class Service:
             workspace=None if ws.is_empty() else ws.model_dump(mode="json"),
             max_cost_usd=max_cost,
         )
-        if followup_of is not None:
-            assert followup_of.id is not None
-            job.sparse, job.workspace = followup_of.sparse, followup_of.workspace
-            job = self.store.add_followup(followup_of.id, job)
-        else:
-            job = self.store.add_job(job, branch_for=lambda jid: branch_name(jid, req.prompt))
+        try:
+            if followup_of is not None:
+                assert followup_of.id is not None
+                job.sparse, job.workspace = followup_of.sparse, followup_of.workspace
+                job = self.store.add_followup(followup_of.id, job, idem=idem)
+            else:
+                job = self.store.add_job(
+                    job, branch_for=lambda jid: branch_name(jid, req.prompt), idem=idem
+                )
+        except AlreadyMade as made_meanwhile:
+            return self._job_public(made_meanwhile.resource_id)
+        if idem is not None:  # committed with its key; the answer is not stored yet
+            faults.reach("idempotency.before-answer")
         self.supervisor.wake()
         return JobPublic.of(job, repo.name)
 
-    def followup(self, job_id: int, req: FollowupCreate) -> ActionResult:
+    def _job_public(self, job_id: int) -> JobPublic:
+        job = self.store.job(job_id)
+        return JobPublic.of(job, self.store.repo(job.repo_id).name)
+
+    def followup(
+        self, job_id: int, req: FollowupCreate, *, idem: IdempotencyKey | None = None
+    ) -> ActionResult:
         """Run the agent again in a finished job's worktree and branch with a new prompt,
         resuming its session where the agent can. The new job takes over the worktree;
         the chain of runs is kept (``followup_of`` / ``followed_by``)."""
+        made = self.store.made_by(idem, "job")
+        if made is not None:
+            return ActionResult(
+                job=self._job_public(made), changed=True,
+                message=f"job {job_id} followed up as job {made}",
+            )  # fmt: skip
         with self._job_lock(job_id):
             parent = self.store.job(job_id)
             repo = self.store.repo(parent.repo_id)
@@ -314,6 +346,7 @@ class Service:
                     max_cost_usd=parent.max_cost_usd,
                 ),
                 followup_of=parent,
+                idem=idem,
             )
             return ActionResult(
                 job=new, changed=True, message=f"job {job_id} followed up as job {new.id}"
@@ -547,7 +580,13 @@ class Service:
             self.announce(job)
             return self._result(job, True, f"job {job_id} discarded: worktree and branch removed")
 
-    def retry(self, job_id: int) -> ActionResult:
+    def retry(self, job_id: int, *, idem: IdempotencyKey | None = None) -> ActionResult:
+        made = self.store.made_by(idem, "job")
+        if made is not None:
+            return ActionResult(
+                job=self._job_public(made), changed=True,
+                message=f"job {job_id} retried as job {made}",
+            )  # fmt: skip
         job = self.store.job(job_id)
         if job.state in ACTIVE:
             raise InvalidState(
@@ -572,6 +611,7 @@ class Service:
                 trigger=job.trigger,
             ),
             retry_of=job,
+            idem=idem,
         )
         return ActionResult(job=new, changed=True, message=f"job {job_id} retried as job {new.id}")
 
@@ -633,21 +673,20 @@ class Service:
 
     # ------------------------------------------------------------ idempotency
 
-    def idempotent_get(self, key: str, method: str, path: str) -> IdempotentRequest | None:
-        return self.store.idempotent_get(key, method, path)
-
-    def idempotent_put(
-        self, key: str, method: str, path: str, request_hash: str, status: int, body: bytes,
-        content_type: str,
-    ) -> None:  # fmt: skip
+    def idempotency_key(
+        self, key: str, method: str, path: str, request_hash: str
+    ) -> IdempotencyKey:
+        """A request's key, with when its stored answers expire from now."""
         ttl = timedelta(hours=self.settings.idempotency_hours)
-        self.store.idempotent_put(
-            IdempotentRequest(
-                key=key, method=method, path=path, request_hash=request_hash, status=status,
-                body=body, content_type=content_type,
-            ),
-            older_than=utcnow() - ttl,
-        )  # fmt: skip
+        return IdempotencyKey(key, method, path, request_hash, not_before=utcnow() - ttl)
+
+    def idempotent_get(self, idem: IdempotencyKey) -> IdempotentRequest | None:
+        return self.store.idempotent_get(idem)
+
+    def idempotent_answer(
+        self, idem: IdempotencyKey, status: int, body: bytes, content_type: str
+    ) -> None:
+        self.store.idempotent_answer(idem, status, body, content_type)
 
     # ------------------------------------------------------------ events and triggers
 
@@ -655,12 +694,31 @@ class Service:
         """The one submit path for events (sources, webhooks, ``POST /events``, inbox)."""
         return self.intake.ingest(event)
 
-    def post_event(self, req: EventCreate) -> IngestResult:
+    def post_event(self, req: EventCreate, *, idem: IdempotencyKey | None = None) -> IngestResult:
+        made = self.store.made_by(idem, "event")
+        if made is not None:  # the daemon stopped before it could answer: that answer
+            return self._ingested(made)
         repo = self.store.repo_by_name(req.repo)
         data = req.model_dump(exclude={"dedup_key"})
         key = req.dedup_key or f"generated-{uuid.uuid4().hex}"
         event = Event(source="api", dedup_key=f"api:{repo.name}:{key}", **data)
-        return self.intake.ingest(event, repo)
+        try:
+            return self.intake.ingest(event, repo, idem=idem)
+        except AlreadyMade as made_meanwhile:
+            return self._ingested(made_meanwhile.resource_id)
+
+    def _ingested(self, event_id: int) -> IngestResult:
+        """What became of a stored event, as it is now (its triggers may still run)."""
+        row = self.store.event(event_id)
+        active = self.trigger_files.active(row.repo_id)
+        checks = {t.name for t in active.trigger_list() if t.check} if active else set()
+        return IngestResult(
+            event_id=event_id,
+            matched=list(row.matched),
+            jobs=self.store.job_ids_for_events([event_id]).get(event_id, []),
+            pending_checks=[n for n in row.matched if n in checks],
+            notes=list(row.notes),
+        )
 
     def events(
         self, *, repo: str | None = None, before: int | None = None, limit: int = 50
@@ -744,13 +802,32 @@ class Service:
             result.notes += one.notes
         return result
 
-    def file_issue(self, repo_name: str, req: IssueCreate) -> IssuePublic:
+    def file_issue(
+        self, repo_name: str, req: IssueCreate, *, idem: IdempotencyKey | None = None
+    ) -> IssuePublic:
         """The local issue inbox: keep the issue, and emit ``issues`` ``opened``."""
         repo = self.store.repo_by_name(repo_name)
         assert repo.id is not None
-        issue = self.store.add_issue(
-            Issue(repo_id=repo.id, number=0, title=req.title, body=req.body, labels=req.labels)
-        )
+        issue = self._add_issue(repo.id, req, idem)
+        assert issue.id is not None
+        if issue.event_id is None:  # its event, once (its dedup key is the issue's)
+            self._issue_opened(repo, issue)
+        return self._issue_public(repo, self.store.issue(issue.id))
+
+    def _add_issue(self, repo_id: int, req: IssueCreate, idem: IdempotencyKey | None) -> Issue:
+        """The new issue, or the one ``idem`` made already (the daemon stopped before it
+        could answer)."""
+        made = self.store.made_by(idem, "issue")
+        if made is not None:
+            return self.store.issue(made)
+        new = Issue(repo_id=repo_id, number=0, title=req.title, body=req.body, labels=req.labels)
+        try:
+            return self.store.add_issue(new, idem=idem)
+        except AlreadyMade as made_meanwhile:
+            return self.store.issue(made_meanwhile.resource_id)
+
+    def _issue_opened(self, repo: Repo, issue: Issue) -> None:
+        """Emit the issue's ``issues`` ``opened`` event and link it to the issue."""
         assert issue.id is not None
         event = Event(
             kind="issues",
@@ -778,7 +855,6 @@ class Service:
         result = self.intake.ingest(event, repo)
         if result.event_id is not None:
             self.store.set_issue_event(issue.id, result.event_id)
-        return self._issue_public(repo, self.store.issues(repo.id)[0])
 
     def issues(self, repo_name: str) -> list[IssuePublic]:
         repo = self.store.repo_by_name(repo_name)

@@ -27,11 +27,12 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
-from dispatcher.errors import InvalidState, NotFound
+from dispatcher.errors import IdempotencyKeyReused, InvalidState, NotFound
 from dispatcher.lifecycle import ACTIVE, FINISHED, JobState, transition
 from dispatcher.models import (
     Delivery,
     Event,
+    IdempotencyKey,
     IdempotentRequest,
     Issue,
     Job,
@@ -98,7 +99,7 @@ def migrate(url: str) -> None:
 
 
 _Row = TypeVar("_Row", Job, Repo)
-_Table = TypeVar("_Table", Job, Repo, Event)
+_Table = TypeVar("_Table", Job, Repo, Event, Issue)
 
 
 def _get(s: Session, table: type[_Table], row_id: int) -> _Table:
@@ -120,6 +121,53 @@ def _save(s: Session, row: _Row, fields: dict[str, Any]) -> _Row:
     s.add(row)
     s.flush()  # no refresh: no column has a value only the database computes
     return row
+
+
+class AlreadyMade(Exception):
+    """The ``Idempotency-Key`` of a creating write already made ``resource_id``
+    (a request that raced this one, or one the daemon stopped before answering);
+    nothing was written."""
+
+    def __init__(self, resource_id: int) -> None:
+        super().__init__(resource_id)
+        self.resource_id = resource_id
+
+
+def _idempotent_row(s: Session, idem: IdempotencyKey) -> IdempotentRequest | None:
+    """The live row of ``idem`` (an expired one is deleted, inside the caller's write)."""
+    row = s.get(IdempotentRequest, (idem.key, idem.method, idem.path))
+    if row is not None and row.created_at < idem.not_before:
+        s.delete(row)
+        s.flush()
+        return None
+    return row
+
+
+def _check_key(s: Session, idem: IdempotencyKey | None, kind: str) -> None:
+    """Inside a creating write: raise :class:`AlreadyMade` if ``idem`` made its
+    ``kind`` resource already (or refuse a key used for something else)."""
+    if idem is None:
+        return
+    row = _idempotent_row(s, idem)
+    if row is None:
+        return
+    if row.resource_kind == kind and row.resource_id is not None:
+        if row.request_hash != idem.request_hash:
+            raise IdempotencyKeyReused("this Idempotency-Key was used for a different request")
+        raise AlreadyMade(row.resource_id)
+    raise IdempotencyKeyReused("this Idempotency-Key was already used")
+
+
+def _record_key(s: Session, idem: IdempotencyKey | None, kind: str, resource_id: int) -> None:
+    """Inside the creating write: ``idem`` made ``resource_id``; no answer yet."""
+    if idem is not None:
+        s.add(
+            IdempotentRequest(
+                key=idem.key, method=idem.method, path=idem.path,
+                request_hash=idem.request_hash, resource_kind=kind, resource_id=resource_id,
+            )
+        )  # fmt: skip
+        s.flush()
 
 
 @dataclass(frozen=True)
@@ -153,11 +201,15 @@ class Store:
 
     # ------------------------------------------------------------ repos
 
-    def add_repo(self, repo: Repo) -> Repo:
+    def add_repo(self, repo: Repo, *, idem: IdempotencyKey | None = None) -> Repo:
+        """Insert ``repo`` (with ``idem``'s row, in one transaction: see :class:`AlreadyMade`)."""
         with self.writing() as s:
+            _check_key(s, idem, "repo")
             s.add(repo)
             s.flush()
             s.refresh(repo)
+            assert repo.id is not None
+            _record_key(s, idem, "repo", repo.id)
             return repo
 
     def repo_by_name(self, name: str) -> Repo:
@@ -235,30 +287,44 @@ class Store:
 
     # ------------------------------------------------------------ jobs
 
-    def add_job(self, job: Job, *, branch_for: Any) -> Job:
-        """Insert ``job`` and name its branch from its new id, in one transaction.
+    def add_job(self, job: Job, *, branch_for: Any, idem: IdempotencyKey | None = None) -> Job:
+        """Insert ``job`` and name its branch from its new id, in one transaction (with
+        ``idem``'s row: see :class:`AlreadyMade`).
 
         An event makes at most one job per trigger (a unique index); a second
-        attempt returns the first job.
+        attempt returns the first job, even one racing the first: its insert hits
+        the index, and the winner is read back.
         """
-        if job.event_id is not None and job.trigger is not None:
-            existing = self.job_for_event(job.event_id, job.trigger)
+        event_id, trigger = job.event_id, job.trigger
+        if event_id is not None and trigger is not None:
+            existing = self.job_for_event(event_id, trigger)
             if existing is not None:
                 return existing
-        with self.writing() as s:
-            s.add(job)
-            s.flush()
-            assert job.id is not None
-            job.branch = branch_for(job.id)
-            s.add(job)
-            s.flush()  # no refresh: every column's value was set here
-            return job
+        try:
+            with self.writing() as s:
+                _check_key(s, idem, "job")
+                s.add(job)
+                s.flush()
+                assert job.id is not None
+                job.branch = branch_for(job.id)
+                s.add(job)
+                s.flush()  # no refresh: every column's value was set here
+                _record_key(s, idem, "job", job.id)
+                return job
+        except IntegrityError:
+            winner = None
+            if event_id is not None and trigger is not None:
+                winner = self.job_for_event(event_id, trigger)
+            if winner is None:  # another constraint failed: not ours to hide
+                raise
+            return winner
 
-    def add_followup(self, parent_id: int, job: Job) -> Job:
+    def add_followup(self, parent_id: int, job: Job, *, idem: IdempotencyKey | None = None) -> Job:
         """Insert follow-up ``job`` and hand it the parent's worktree and branch, in one
-        transaction: the parent must be finished, hold its worktree, and have no
-        follow-up yet (else InvalidState naming why)."""
+        transaction (with ``idem``'s row): the parent must be finished, hold its
+        worktree, and have no follow-up yet (else InvalidState naming why)."""
         with self.writing() as s:
+            _check_key(s, idem, "job")
             parent = _get_job(s, parent_id)
             if parent.followed_by is not None:
                 raise InvalidState(
@@ -278,8 +344,10 @@ class Store:
             job.worktree = parent.worktree
             s.add(job)
             s.flush()
+            assert job.id is not None
             _save(s, parent, {"followed_by": job.id, "worktree": None})
             s.refresh(job)
+            _record_key(s, idem, "job", job.id)
             return job
 
     def job(self, job_id: int) -> Job:
@@ -587,16 +655,20 @@ class Store:
 
     # ------------------------------------------------------------ events
 
-    def add_event(self, event: Event) -> Event | None:
-        """Store ``event``; None if its dedup key was seen before (nothing is stored)."""
+    def add_event(self, event: Event, *, idem: IdempotencyKey | None = None) -> Event | None:
+        """Store ``event`` (with ``idem``'s row: see :class:`AlreadyMade`); None if its
+        dedup key was seen before (nothing is stored)."""
         try:
             with self.writing() as s:
+                _check_key(s, idem, "event")
                 seen = s.exec(select(Event.id).where(Event.dedup_key == event.dedup_key)).first()
                 if seen is not None:
                     return None
                 s.add(event)
                 s.flush()
                 s.refresh(event)
+                assert event.id is not None
+                _record_key(s, idem, "event", event.id)
                 return event
         except IntegrityError:
             return None
@@ -686,9 +758,11 @@ class Store:
 
     # ------------------------------------------------------------ issues
 
-    def add_issue(self, issue: Issue) -> Issue:
-        """Insert with the repo's next issue number."""
+    def add_issue(self, issue: Issue, *, idem: IdempotencyKey | None = None) -> Issue:
+        """Insert with the repo's next issue number (and ``idem``'s row: see
+        :class:`AlreadyMade`)."""
         with self.writing() as s:
+            _check_key(s, idem, "issue")
             last = s.exec(
                 select(func.max(Issue.number)).where(Issue.repo_id == issue.repo_id)
             ).one()
@@ -696,6 +770,8 @@ class Store:
             s.add(issue)
             s.flush()
             s.refresh(issue)
+            assert issue.id is not None
+            _record_key(s, idem, "issue", issue.id)
             return issue
 
     def set_issue_event(self, issue_id: int, event_id: int) -> None:
@@ -704,6 +780,10 @@ class Store:
             if issue is not None:
                 issue.event_id = event_id
                 s.add(issue)
+
+    def issue(self, issue_id: int) -> Issue:
+        with self.reading() as s:
+            return _get(s, Issue, issue_id)
 
     def issues(self, repo_id: int) -> list[Issue]:
         with self.reading() as s:
@@ -715,15 +795,38 @@ class Store:
 
     # ------------------------------------------------------------ idempotency
 
-    def idempotent_get(self, key: str, method: str, path: str) -> IdempotentRequest | None:
+    def idempotent_get(self, idem: IdempotencyKey) -> IdempotentRequest | None:
+        """``idem``'s row unless it expired: an answer to replay, or (``status`` None)
+        what the request made before the daemon could answer."""
         with self.reading() as s:
-            return s.get(IdempotentRequest, (key, method, path))
+            row = s.get(IdempotentRequest, (idem.key, idem.method, idem.path))
+        return row if row is not None and row.created_at >= idem.not_before else None
 
-    def idempotent_put(self, row: IdempotentRequest, *, older_than: datetime) -> None:
-        """Store an answer (first writer wins) and drop answers created before ``older_than``."""
+    def made_by(self, idem: IdempotencyKey | None, kind: str) -> int | None:
+        """The id of the ``kind`` resource ``idem`` made already, if any."""
+        row = self.idempotent_get(idem) if idem is not None else None
+        if row is None or row.resource_kind != kind:
+            return None
+        return row.resource_id
+
+    def idempotent_answer(
+        self, idem: IdempotencyKey, status: int, body: bytes, content_type: str
+    ) -> None:
+        """Store the answer to ``idem``: on the row its resource was made with, else a
+        new row (the first answer wins); drop rows that expired."""
         with self.writing() as s:
             s.exec(
-                sa.delete(IdempotentRequest).where(col(IdempotentRequest.created_at) < older_than)
+                sa.delete(IdempotentRequest).where(
+                    col(IdempotentRequest.created_at) < idem.not_before
+                )
             )
-            if s.get(IdempotentRequest, (row.key, row.method, row.path)) is None:
-                s.add(row)
+            row = s.get(IdempotentRequest, (idem.key, idem.method, idem.path))
+            if row is None:
+                row = IdempotentRequest(
+                    key=idem.key, method=idem.method, path=idem.path,
+                    request_hash=idem.request_hash,
+                )  # fmt: skip
+            elif row.status is not None or row.request_hash != idem.request_hash:
+                return
+            row.status, row.body, row.content_type = status, body, content_type
+            s.add(row)

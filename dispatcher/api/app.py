@@ -7,14 +7,13 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dispatcher import __version__
-from dispatcher.api.deps import require_token
-from dispatcher.api.middleware import BodyLimit, Idempotency
+from dispatcher.api.middleware import BearerAuth, BodyLimit, Idempotency, open_routes
 from dispatcher.api.routes import events, health, inbox, jobs, repos, webhooks
 from dispatcher.errors import DispatcherError
 from dispatcher.models import ErrorBody
@@ -76,7 +75,32 @@ def _allowed_methods(request: Request) -> list[str]:
     return sorted({m for rx, methods in templates if rx.match(path) for m in methods})
 
 
-def create_app(service: Service, token: str) -> FastAPI:
+def _declare_bearer(app: FastAPI, public: frozenset[tuple[str, str]]) -> None:
+    """The OpenAPI document marks every operation :class:`BearerAuth` guards as needing
+    the bearer token (the same list of public routes decides both)."""
+    plain = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = app.openapi_schema
+        if schema is None:
+            schema = plain()
+            schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+            schemes["HTTPBearer"] = {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The token in <state dir>/token",
+            }
+            for path, operations in schema["paths"].items():
+                for method, operation in operations.items():
+                    if (method.upper(), path) not in public:
+                        operation["security"] = [{"HTTPBearer": []}]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app(service: Service, token: str, *, public_docs: bool = False) -> FastAPI:
+    """The API. ``public_docs``: serve /docs, /redoc and /openapi.json without the token."""
     app = FastAPI(
         title="worktree-dispatcher",
         version=__version__,
@@ -108,20 +132,23 @@ def create_app(service: Service, token: str) -> FastAPI:
         log.exception("unhandled error", exc_info=exc)
         return _error(500, "internal_error", "internal error; see the daemon log")
 
-    # Outermost last: the size limit applies before an idempotent request is buffered.
-    app.add_middleware(Idempotency, service=service, token=token)
+    # Outermost last: the token is checked before anything else happens (one check for
+    # every route), then the size limit, before an idempotent request is buffered.
+    public = open_routes(public_docs=public_docs)
+    app.add_middleware(Idempotency, service=service)
     limit = service.settings.max_request_bytes if service is not None else 10 * 1024 * 1024
     app.add_middleware(BodyLimit, limit=limit)
+    app.add_middleware(BearerAuth, token=token, public=public)
 
     app.include_router(health.router)
-    protected = [Depends(require_token)]
     errors = _documented_errors(401, 404, 409, 413, 422)
-    app.include_router(repos.router, dependencies=protected, responses=errors)
-    app.include_router(jobs.router, dependencies=protected, responses=errors)
-    app.include_router(events.router, dependencies=protected, responses=errors)
-    app.include_router(inbox.router, dependencies=protected, responses=errors)
+    app.include_router(repos.router, responses=errors)
+    app.include_router(jobs.router, responses=errors)
+    app.include_router(events.router, responses=errors)
+    app.include_router(inbox.router, responses=errors)
     # Webhooks are authenticated by the forge's signature, not the token.
     app.include_router(webhooks.router, responses=_documented_errors(401, 413, 422))
+    _declare_bearer(app, public)
     return app
 
 

@@ -1,17 +1,18 @@
-"""FastAPI dependencies: the service and the bearer-token check."""
+"""FastAPI dependencies: the service and path and query parameters.
+
+The bearer token is checked once for the whole app, by
+:class:`dispatcher.api.middleware.BearerAuth`."""
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from dispatcher.errors import Unauthorized
+from dispatcher.models import IdempotencyKey
 from dispatcher.service import Service
 
-_bearer = HTTPBearer(auto_error=False, description="The token in <state dir>/token")
+IDEMPOTENCY_STATE = "idempotency"  # where the Idempotency middleware leaves the request's key
 
 
 def get_service(request: Request) -> Service:
@@ -19,19 +20,15 @@ def get_service(request: Request) -> Service:
     return service
 
 
-def require_token(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> None:
-    expected: str = request.app.state.token
-    given = credentials.credentials if credentials is not None else ""
-    if not given:
-        raise Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        raise Unauthorized("wrong bearer token")
+def idempotency_key(request: Request) -> IdempotencyKey | None:
+    """The request's ``Idempotency-Key`` (from the Idempotency middleware), for a
+    use-case that creates something to store with what it creates."""
+    value = request.scope.get("state", {}).get(IDEMPOTENCY_STATE)
+    return value if isinstance(value, IdempotencyKey) else None
 
 
 ServiceDep = Annotated[Service, Depends(get_service)]
+IdempotencyDep = Annotated[IdempotencyKey | None, Depends(idempotency_key)]
 
 
 MAX_ID = 2**63 - 1  # SQLite INTEGER; larger ids cannot exist and must not reach the database

@@ -1,4 +1,5 @@
-"""Pure ASGI middlewares: request size limit and ``Idempotency-Key`` replay.
+"""Pure ASGI middlewares: the bearer-token check, request size limit and
+``Idempotency-Key`` replay.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so that streaming responses (the SSE
 log) pass through untouched.
@@ -10,11 +11,14 @@ import asyncio
 import hashlib
 import hmac
 import json
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 import anyio
 
+from dispatcher.api.deps import IDEMPOTENCY_STATE
+from dispatcher.errors import Unauthorized
+from dispatcher.models import IdempotencyKey
 from dispatcher.service import Service
 
 Scope = MutableMapping[str, Any]
@@ -26,7 +30,13 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 IDEMPOTENCY_HEADER = b"idempotency-key"
 
 
-async def send_error(send: Send, status: int, code: str, message: str) -> None:
+async def send_error(
+    send: Send,
+    status: int,
+    code: str,
+    message: str,
+    headers: Sequence[tuple[bytes, bytes]] = (),
+) -> None:
     body = json.dumps({"error": {"code": code, "message": message, "details": {}}}).encode()
     await send(
         {
@@ -35,6 +45,7 @@ async def send_error(send: Send, status: int, code: str, message: str) -> None:
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", b"%d" % len(body)),
+                *headers,
             ],
         }
     )
@@ -46,6 +57,68 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
         if key.lower() == name:
             return bytes(value)
     return None
+
+
+# The routes anyone may call: liveness, and the webhooks (each checks its forge's
+# signature instead). Every other request needs the token.
+OPEN_ROUTES: frozenset[tuple[str, str]] = frozenset(
+    {("GET", "/health"), ("POST", "/webhooks/github"), ("POST", "/webhooks/gitlab")}
+)
+# The API description, open only with DISPATCHER_PUBLIC_API_DOCS.
+DOCS_ROUTES: frozenset[tuple[str, str]] = frozenset(
+    {("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"),
+     ("GET", "/redoc")}
+)  # fmt: skip
+NO_CREDENTIALS = "missing bearer token (Authorization: Bearer <token>)"
+
+
+def open_routes(*, public_docs: bool) -> frozenset[tuple[str, str]]:
+    return OPEN_ROUTES | DOCS_ROUTES if public_docs else OPEN_ROUTES
+
+
+class BearerAuth:
+    """The one token check of the whole API: every request but the ``public`` (method, path)
+    pairs needs ``Authorization: Bearer <token>``, exactly (constant-time compare of
+    the whole credential: a prefix or a longer value is refused). A token in a query
+    string or a cookie counts for nothing. Refused: ``401 unauthorized`` with
+    ``WWW-Authenticate: Bearer``; the request goes no further (nothing is read,
+    stored or replayed).
+    """
+
+    def __init__(self, app: ASGIApp, token: str, public: frozenset[tuple[str, str]]) -> None:
+        self.app = app
+        self.token = token.encode()
+        self.public = public
+
+    def refusal(self, scope: Scope) -> str | None:
+        """Why the request is refused, or None when it may go on."""
+        if (scope["method"], scope["path"]) in self.public:
+            return None
+        given = [v for k, v in scope.get("headers", []) if k.lower() == b"authorization"]
+        if len(given) > 1:
+            return "more than one Authorization header"
+        scheme, _, credentials = (given[0] if given else b"").partition(b" ")
+        if scheme.lower() != b"bearer" or not credentials:
+            return NO_CREDENTIALS
+        if not self.token or not hmac.compare_digest(bytes(credentials), self.token):
+            return "wrong bearer token"
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] != "http":  # no websocket routes: nothing else is served
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        why = self.refusal(scope)
+        if why is None:
+            await self.app(scope, receive, send)
+            return
+        await send_error(
+            send, Unauthorized.status, Unauthorized.code, why,
+            headers=[(b"www-authenticate", b"Bearer")],
+        )  # fmt: skip
 
 
 class BodyLimit:
@@ -108,33 +181,26 @@ class BodyLimit:
 class Idempotency:
     """``POST`` with ``Idempotency-Key``: the first answer is stored and replayed.
 
+    The key goes to the route (scope state, read by :func:`deps.idempotency_key`):
+    a use-case that creates something stores the key with it, in its transaction.
     A retry with the same key, method, path and body gets the stored answer
-    (header ``Idempotent-Replayed: true``) and changes nothing; the same key
-    with a different request is refused (``422``). Only authenticated requests
-    are stored or replayed, answers of 5xx are not stored, and concurrent
-    requests with one key run one at a time. Answers are kept
-    ``DISPATCHER_IDEMPOTENCY_HOURS`` (24 h).
+    (header ``Idempotent-Replayed: true``) and changes nothing; one whose first
+    attempt made its resource but was never answered (the daemon stopped) gets
+    that resource as it is now (same header), and nothing new is made. The same
+    key with a different request is refused (``422``). It sits inside
+    :class:`BearerAuth`, so only authenticated requests are stored or replayed;
+    answers of 5xx are not stored, and concurrent requests with one key run one
+    at a time. Answers are kept ``DISPATCHER_IDEMPOTENCY_HOURS`` (24 h).
     """
 
-    def __init__(self, app: ASGIApp, service: Service, token: str) -> None:
+    def __init__(self, app: ASGIApp, service: Service) -> None:
         self.app = app
         self.service = service
-        self.token = token.encode()
         self._locks: dict[str, asyncio.Lock] = {}
-
-    def _authorized(self, scope: Scope) -> bool:
-        given = _header(scope, b"authorization") or b""
-        scheme, _, credentials = given.partition(b" ")
-        return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), self.token)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         key_raw = _header(scope, IDEMPOTENCY_HEADER) if scope["type"] == "http" else None
-        if (
-            key_raw is None
-            or scope["method"] != "POST"
-            or scope["path"].startswith("/webhooks/")
-            or not self._authorized(scope)
-        ):
+        if key_raw is None or scope["method"] != "POST" or scope["path"].startswith("/webhooks/"):
             await self.app(scope, receive, send)
             return
         try:
@@ -164,33 +230,39 @@ class Idempotency:
                 [scope["method"].encode(), path.encode(), scope.get("query_string", b""), body]
             )
         ).hexdigest()
+        idem = self.service.idempotency_key(key, "POST", path, digest)
         lock = self._locks.setdefault(f"{key}\0{path}", asyncio.Lock())
         async with lock:
-            stored = await anyio.to_thread.run_sync(self.service.idempotent_get, key, "POST", path)
-            if stored is not None:
-                if stored.request_hash != digest:
-                    await send_error(
-                        send, 422, "idempotency_key_reused",
-                        "this Idempotency-Key was used for a different request",
-                    )  # fmt: skip
-                    return
+            stored = await anyio.to_thread.run_sync(self.service.idempotent_get, idem)
+            if stored is not None and stored.request_hash != digest:
+                await send_error(
+                    send, 422, "idempotency_key_reused",
+                    "this Idempotency-Key was used for a different request",
+                )  # fmt: skip
+                return
+            if stored is not None and stored.status is not None:
+                answer = stored.body or b""
                 await send(
                     {
                         "type": "http.response.start",
                         "status": stored.status,
                         "headers": [
-                            (b"content-type", stored.content_type.encode()),
-                            (b"content-length", b"%d" % len(stored.body)),
+                            (b"content-type", (stored.content_type or "").encode()),
+                            (b"content-length", b"%d" % len(answer)),
                             (b"idempotent-replayed", b"true"),
                         ],
                     }
                 )
-                await send({"type": "http.response.body", "body": stored.body})
+                await send({"type": "http.response.body", "body": answer})
                 return
-            await self._run_and_store(scope, body, send, key, path, digest)
+            # Pending (what it made is stored, its answer is not: the daemon stopped in
+            # between): the route answers with that, as it is now, and creates nothing.
+            replayed = stored is not None
+            scope.setdefault("state", {})[IDEMPOTENCY_STATE] = idem
+            await self._run_and_store(scope, body, send, idem, replayed=replayed)
 
     async def _run_and_store(
-        self, scope: Scope, body: bytes, send: Send, key: str, path: str, digest: str
+        self, scope: Scope, body: bytes, send: Send, idem: IdempotencyKey, *, replayed: bool
     ) -> None:
         sent_body = False
 
@@ -212,6 +284,11 @@ class Idempotency:
                 for name, value in message.get("headers", []):
                     if name.lower() == b"content-type":
                         content_type = value.decode("latin-1")
+                if replayed:
+                    message = {
+                        **message,
+                        "headers": [*message.get("headers", []), (b"idempotent-replayed", b"true")],
+                    }
             elif message["type"] == "http.response.body":
                 out.append(message.get("body", b""))
             await send(message)
@@ -219,6 +296,5 @@ class Idempotency:
         await self.app(scope, replay_receive, capture)
         if status < 500:
             await anyio.to_thread.run_sync(
-                self.service.idempotent_put, key, "POST", path, digest, status, b"".join(out),
-                content_type,
-            )  # fmt: skip
+                self.service.idempotent_answer, idem, status, b"".join(out), content_type
+            )

@@ -180,8 +180,9 @@ def fuzz_schema(fuzz_daemon: Daemon) -> schemathesis.BaseSchema:
         }
     )
     return schemathesis.openapi.from_url(
-        f"{fuzz_daemon.url}/openapi.json", config=config, timeout=REQUEST_TIMEOUT
-    )
+        f"{fuzz_daemon.url}/openapi.json", config=config, timeout=REQUEST_TIMEOUT,
+        headers={"Authorization": f"Bearer {fuzz_daemon.token}"},
+    )  # fmt: skip
 
 
 def _no_follow(case: Case) -> None:

@@ -534,7 +534,7 @@ def test_auth_is_required_except_health(daemon: Daemon) -> None:
         assert resp.json()["error"]["code"] == "unauthorized"
     token_file = daemon.state_dir / "token"
     assert token_file.stat().st_mode & 0o777 == 0o600
-    assert httpx.get(f"{daemon.url}/openapi.json").status_code == 200
+    assert httpx.get(f"{daemon.url}/openapi.json").status_code == 401  # the docs too
     env = {**daemon.cli_env, "DISPATCHER_TOKEN": "wrong"}
     result = subprocess.run(
         [*dispatcher_argv(), "jobs"], env=env, capture_output=True, text=True, check=False

@@ -4,15 +4,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from dispatcher.api.deps import Before, EventId, ServiceDep
+from dispatcher.api.deps import Before, EventId, IdempotencyDep, ServiceDep
 from dispatcher.models import EventCreate, EventPublic, IngestResult, TriggerStatus
 
 router = APIRouter(tags=["events"])
 
 
 @router.post("/events", summary="Report an event from any other system (CI, chat bot)")
-def post_event(body: EventCreate, service: ServiceDep) -> IngestResult:
-    return service.post_event(body)
+def post_event(body: EventCreate, service: ServiceDep, idem: IdempotencyDep) -> IngestResult:
+    return service.post_event(body, idem=idem)
 
 
 @router.get("/events", summary="Stored events, newest first, with the jobs they made")

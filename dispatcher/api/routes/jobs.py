@@ -12,7 +12,7 @@ from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import PlainTextResponse, Response
 from sse_starlette.sse import EventSourceResponse
 
-from dispatcher.api.deps import MAX_ID, Before, JobId, ServiceDep
+from dispatcher.api.deps import MAX_ID, Before, IdempotencyDep, JobId, ServiceDep
 from dispatcher.lifecycle import TERMINAL, JobState
 from dispatcher.models import (
     ActionResult,
@@ -33,8 +33,8 @@ _POLL_S = 0.1
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Queue an agent job")
-def create_job(body: JobCreate, service: ServiceDep) -> JobPublic:
-    return service.submit(body)
+def create_job(body: JobCreate, service: ServiceDep, idem: IdempotencyDep) -> JobPublic:
+    return service.submit(body, idem=idem)
 
 
 @router.get("", summary="List jobs, newest first (keyset pagination with ?before=)")
@@ -143,8 +143,8 @@ def cancel_job(job_id: JobId, service: ServiceDep) -> ActionResult:
 
 
 @router.post("/{job_id}/retry", summary="Queue a fresh job with the same inputs")
-def retry_job(job_id: JobId, service: ServiceDep) -> ActionResult:
-    return service.retry(job_id)
+def retry_job(job_id: JobId, service: ServiceDep, idem: IdempotencyDep) -> ActionResult:
+    return service.retry(job_id, idem=idem)
 
 
 @router.post(
@@ -152,8 +152,10 @@ def retry_job(job_id: JobId, service: ServiceDep) -> ActionResult:
     status_code=status.HTTP_201_CREATED,
     summary="Run the agent again in the job's worktree and branch with a new prompt",
 )
-def followup_job(job_id: JobId, body: FollowupCreate, service: ServiceDep) -> ActionResult:
-    return service.followup(job_id, body)
+def followup_job(
+    job_id: JobId, body: FollowupCreate, service: ServiceDep, idem: IdempotencyDep
+) -> ActionResult:
+    return service.followup(job_id, body, idem=idem)
 
 
 @router.get("/{job_id}/runs", summary="Every run of the job's chain of follow-ups, oldest first")

@@ -2,15 +2,15 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from dispatcher.api.deps import ServiceDep
+from dispatcher.api.deps import IdempotencyDep, ServiceDep
 from dispatcher.models import IssueCreate, IssuePublic, RepoCreate, RepoPublic
 
 router = APIRouter(prefix="/repos", tags=["repos"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Register a local git repository")
-def add_repo(body: RepoCreate, service: ServiceDep) -> RepoPublic:
-    return service.add_repo(body)
+def add_repo(body: RepoCreate, service: ServiceDep, idem: IdempotencyDep) -> RepoPublic:
+    return service.add_repo(body, idem=idem)
 
 
 @router.get("", summary="List registered repositories")
@@ -33,8 +33,10 @@ def remove_repo(name: str, service: ServiceDep) -> RepoPublic:
     status_code=status.HTTP_201_CREATED,
     summary="File an issue in the local inbox (an `issues` `opened` event)",
 )
-def file_issue(name: str, body: IssueCreate, service: ServiceDep) -> IssuePublic:
-    return service.file_issue(name, body)
+def file_issue(
+    name: str, body: IssueCreate, service: ServiceDep, idem: IdempotencyDep
+) -> IssuePublic:
+    return service.file_issue(name, body, idem=idem)
 
 
 @router.get("/{name}/issues", summary="The repo's local issues, newest first, with their jobs")

@@ -1,0 +1,79 @@
+"""``Idempotency-Key`` against the real daemon: the key is stored with the job it
+made, in one transaction, so a ``kill -9`` before the answer is stored never
+makes a second job on the retry."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+
+from tests.daemon_fixture import Daemon, hold_fault
+from tests.e2e.test_faults import counting_gate_agent, runs, wait_until
+from tests.gitutil import init_repo
+
+Agent = Callable[[str, str], str]
+FAULT = "idempotency.before-answer"
+
+
+def rows(d: Daemon, sql: str) -> list[tuple[object, ...]]:
+    """Straight from the daemon's database file (what the store really holds)."""
+    with contextlib.closing(sqlite3.connect(d.state_dir / "dispatcher.db")) as conn:
+        return list(conn.execute(sql).fetchall())
+
+
+def test_sigkill_after_the_job_before_its_answer_is_stored_makes_one_job(
+    daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
+) -> None:
+    faults = tmp_path / "faults"
+    d = daemon_factory(DISPATCHER_FAULT_DIR=str(faults)).start()
+    gates = tmp_path / "gates"
+    script = counting_gate_agent(agent, gates)
+    name = d.add_repo(init_repo(tmp_path / "r"), "r")
+    body = {"repo": name, "prompt": "once", "command": [script]}
+    key = {"Idempotency-Key": "create-once"}
+    reached = hold_fault(faults, FAULT)
+    first: list[httpx.Response | httpx.HTTPError] = []
+
+    def post() -> None:
+        headers = {"Authorization": f"Bearer {d.token}", **key}
+        try:
+            first.append(httpx.post(f"{d.url}/jobs", json=body, headers=headers, timeout=60))
+        except httpx.HTTPError as exc:
+            first.append(exc)
+
+    sender = threading.Thread(target=post)
+    sender.start()
+    wait_until(reached.exists, f"the daemon at {FAULT}")
+    # The job's transaction has committed; its answer is neither sent nor stored.
+    assert d.stop(signal.SIGKILL) == -signal.SIGKILL
+    sender.join(30)
+    assert not sender.is_alive()
+    assert len(first) == 1 and isinstance(first[0], httpx.HTTPError), first  # no answer
+    (faults / f"{FAULT}.hold").unlink()
+    d.start()
+
+    again = d.api.post("/jobs", json=body, headers=key)
+    assert again.status_code == 201, again.text  # what the first answer would have been
+    assert again.headers.get("idempotent-replayed") == "true"
+    job_id = again.json()["id"]
+    assert rows(d, "SELECT id FROM job") == [(job_id,)]  # exactly one job in the store
+    (gates / f"go-{job_id}").touch()
+    assert d.wait(job_id)["state"] == "succeeded"
+    assert runs(gates) == [job_id]  # the agent ran once
+    # The answer is stored now: later retries replay it; another body is still refused.
+    third = d.api.post("/jobs", json=body, headers=key)
+    assert (third.status_code, third.json()["id"]) == (201, job_id)
+    assert third.headers.get("idempotent-replayed") == "true"
+    other = d.api.post("/jobs", json={**body, "prompt": "twice"}, headers=key)
+    assert other.status_code == 422
+    assert other.json()["error"]["code"] == "idempotency_key_reused"
+    assert rows(d, "SELECT id FROM job") == [(job_id,)]
+    assert rows(d, "SELECT resource_kind, resource_id, status FROM idempotentrequest") == [
+        ("job", job_id, 201)
+    ]
