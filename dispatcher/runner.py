@@ -72,7 +72,10 @@ _MIB = 1024 * 1024
 
 
 def _mb(size: float) -> str:
-    """``size`` bytes in MB (MiB), with one decimal where it matters: "200 MB", "50.5 MB"."""
+    """``size`` bytes in MB (MiB), one decimal where it matters: "200 MB", "50.5 MB"
+    (KB below one MB)."""
+    if size < _MIB:
+        return f"{size / 1024:.1f}".removesuffix(".0") + " KB"
     return f"{size / _MIB:.1f}".removesuffix(".0") + " MB"
 
 
@@ -632,13 +635,17 @@ class Runner:
         job ("" if none) when files over the size limit had to be left out."""
         assert job.id is not None
         first_line = (job.prompt.strip().splitlines() or [""])[0][:200]
-        limit_mb = self.settings.max_leftover_file_mb
+        ws = Workspace.model_validate(job.workspace or {})
+        limit_mb, setting = self.settings.max_leftover_file_mb, "DISPATCHER_MAX_LEFTOVER_FILE_MB"
+        if ws.max_leftover_file_mb is not None:
+            limit_mb = ws.max_leftover_file_mb
+            setting = "max-leftover-file-mb in the repo's .dispatcher/triggers.yml"
         done = git.commit_leftovers(
             worktree,
             f"dispatcher: changes left uncommitted by job {job.id}\n\nPrompt: {first_line}",
             author_name=self.settings.commit_author_name,
             author_email=self.settings.commit_author_email,
-            exclude=Workspace.model_validate(job.workspace or {}).never_commit(),
+            exclude=ws.never_commit(),
             max_file_bytes=int(limit_mb * _MIB) if limit_mb else None,
         )
         if done.ignored:
@@ -652,8 +659,7 @@ class Runner:
         files = _listed([f"{path} ({_mb(size)})" for path, size in done.too_big])
         return (
             f"left uncommitted, over the {_mb(limit_mb * _MIB)} limit for automatic commits: "
-            f"{files}; commit them yourself in the worktree or raise "
-            "DISPATCHER_MAX_LEFTOVER_FILE_MB"
+            f"{files}; commit them yourself in the worktree or raise {setting}"
         )
 
     def _remove_worktree(self, repo_path: Path, worktree: Path, branch: str) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.daemon_fixture import Daemon
-from tests.gitutil import commit_file, git
+from tests.gitutil import commit_file, git, init_repo
 
 Agent = Callable[[str, str], str]
 
@@ -43,3 +43,23 @@ def test_leftovers_over_the_size_limit_or_ignored_are_not_committed(
     log = daemon.api.get(f"/jobs/{job['id']}/log", params={"tail": 4096}).text
     assert "ignore rules match (left in the worktree): secrets.env" in log
     assert "big.bin (200 MB)" in log
+
+
+def test_a_repo_sets_its_own_leftover_limit_in_its_trigger_file(
+    daemon: Daemon, tmp_path: Path, agent: Agent
+) -> None:
+    triggers = (
+        "version: 1\nmax-leftover-file-mb: 1\n"
+        "triggers:\n  manual:\n    on: manual\n    prompt: hi\n"
+    )
+    repo = init_repo(
+        tmp_path / "r", files={"README.md": "hi\n", ".dispatcher/triggers.yml": triggers}
+    )
+    name = daemon.add_repo(repo)
+    script = agent("two.sh", "truncate -s 2M two.bin\necho small > small.txt\n")
+    job = daemon.wait(daemon.submit(name, command=[script])["id"])
+    assert job["state"] == "failed", job
+    assert "over the 1 MB limit for automatic commits: two.bin (2 MB)" in job["error"]
+    assert "max-leftover-file-mb" in job["error"]
+    files = git(repo, "ls-tree", "-r", "--name-only", job["branch"]).splitlines()
+    assert "small.txt" in files and "two.bin" not in files
