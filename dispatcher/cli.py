@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 
+from dispatcher import logpage
 from dispatcher.client import Client
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidInput
@@ -321,16 +322,34 @@ def logs(
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Stream until the job ends")
     ] = False,
+    tail: Annotated[
+        int, typer.Option(help="Show the log's last BYTES (at most 8 MiB; from a character start)")
+    ] = logpage.DEFAULT_LIMIT,
+    all_: Annotated[bool, typer.Option("--all", help="Show the whole log, page by page")] = False,
 ) -> None:
-    """Print the job's log (agent output and the daemon's notes)."""
+    """Print the job's log (agent output and the daemon's notes): its last MiB unless --all."""
+    if not 1 <= tail <= logpage.MAX_LIMIT:
+        raise InvalidInput(f"--tail must be 1 to {logpage.MAX_LIMIT} bytes, not {tail}")
     with _client() as c:
-        if not follow:
-            sys.stdout.write(c.get(f"/jobs/{job}/log"))
+        if follow:
+            events = c.follow_log(job) if all_ else c.follow_log(job, tail=tail)
+            for event in events:
+                if event["event"] == "log":
+                    sys.stdout.write(event["data"]["text"])
+                    sys.stdout.flush()
             return
-        for event in c.follow_log(job):
-            if event["event"] == "log":
-                sys.stdout.write(event["data"]["text"])
-                sys.stdout.flush()
+        pages = c.log_pages(job) if all_ else c.log_pages(job, tail=tail)
+        first = None
+        for page in pages:
+            first = first or page
+            sys.stdout.write(page.data.decode("utf-8", errors="replace"))
+        sys.stdout.flush()
+        if first is not None and first.start > 0:
+            typer.echo(
+                f"[dispatcher] shown: the last {first.size - first.start} of {first.size} bytes"
+                f" of the log; `dispatcher logs {job} --all` shows all of it",
+                err=True,
+            )
 
 
 @app.command()

@@ -8,12 +8,23 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httpx
 
 from dispatcher.config import Settings
 from dispatcher.errors import DaemonUnavailable, DispatcherError, Unauthorized
+
+
+@dataclass(frozen=True)
+class LogPage:
+    """Bytes ``[start, next)`` of a job's ``agent.log``, which held ``size`` bytes then."""
+
+    data: bytes
+    start: int
+    next: int
+    size: int
 
 
 class RemoteError(DispatcherError):
@@ -61,7 +72,7 @@ class Client:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             resp = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
@@ -71,6 +82,10 @@ class Client:
             ) from None
         if resp.status_code >= 400:
             raise _error_of(resp)
+        return resp
+
+    def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self._send(method, path, **kwargs)
         if resp.headers.get("content-type", "").startswith("application/json"):
             return resp.json()
         return resp.text
@@ -84,13 +99,46 @@ class Client:
     def delete(self, path: str) -> Any:
         return self.request("DELETE", path)
 
-    def follow_log(self, job_id: int, offset: int = 0) -> Iterator[dict[str, Any]]:
-        """Yield SSE events ({"event": ..., "data": {...}}) of the job's log until it ends."""
+    def log_page(
+        self, job_id: int, *, offset: int = 0, tail: int | None = None, limit: int | None = None
+    ) -> LogPage:
+        """One page of the job's log: from byte ``offset``, or its last ``tail`` bytes."""
+        params: dict[str, int] = {"tail": tail} if tail is not None else {"offset": offset}
+        if limit is not None:
+            params["limit"] = limit
+        resp = self._send("GET", f"/jobs/{job_id}/log", params=params)
+        return LogPage(
+            data=resp.content,
+            start=int(resp.headers["X-Log-Start"]),
+            next=int(resp.headers["X-Log-Next-Offset"]),
+            size=int(resp.headers["X-Log-Size"]),
+        )
+
+    def log_pages(
+        self, job_id: int, *, offset: int = 0, tail: int | None = None, limit: int | None = None
+    ) -> Iterator[LogPage]:
+        """Pages of the job's log from ``offset`` (or its last ``tail`` bytes) to its end
+        as it was when each page was read."""
+        page = self.log_page(job_id, offset=offset, tail=tail, limit=limit)
+        while True:
+            if page.data:
+                yield page
+            if not page.data or page.next >= page.size:
+                return
+            page = self.log_page(job_id, offset=page.next, limit=limit)
+
+    def follow_log(
+        self, job_id: int, offset: int = 0, *, tail: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Yield SSE events ({"event": ..., "data": {...}}) of the job's log until it ends,
+        from byte ``offset`` or its last ``tail`` bytes."""
+        params: dict[str, Any] = {"follow": "true"}
+        params.update({"tail": tail} if tail is not None else {"offset": offset})
         try:
             with self._http.stream(
                 "GET",
                 f"/jobs/{job_id}/log",
-                params={"follow": "true", "offset": offset},
+                params=params,
                 timeout=httpx.Timeout(10.0, read=None),
             ) as resp:
                 if resp.status_code >= 400:

@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     notify: list[dict[str, object]] = Field(default_factory=list)  # like a trigger file's
     notify_attempts: int = Field(default=5, ge=1, le=20)
 
+    # Leftovers: files an agent left uncommitted larger than this (MiB) are not
+    # committed for it; the job fails naming them. 0: no limit.
+    max_leftover_file_mb: float = Field(default=50, ge=0)
+
     commit_author_name: str = "worktree-dispatcher"
     commit_author_email: str = "dispatcher@localhost"
 

@@ -652,20 +652,26 @@ def _status(worktree: Path, *, untracked: bool) -> list[tuple[str, str]]:
 
 
 def _add_all(
-    worktree: Path, env: Mapping[str, str] | None = None, *, exclude: Sequence[str] = ()
+    worktree: Path,
+    env: Mapping[str, str] | None = None,
+    *,
+    exclude: Sequence[str] = (),
+    leave: Sequence[str] = (),
 ) -> None:
     """``git add -A``, skipping what cannot be added instead of failing on it.
 
     An agent may leave a nested repository with no commit (``git init`` in a
     subdirectory) or an unreadable file; ``--ignore-errors`` adds everything
     else (exit 1 then). The skipped paths stay in the worktree. ``exclude``:
-    paths (files or directories, relative to the top) never staged.
+    paths (files or directories, relative to the top) never staged; ``leave``:
+    the same, for paths git itself reported (not checked again).
     """
     # --sparse: in a sparse worktree, files the agent made outside the checked-out
     # directories are committed too (a no-op in a full checkout).
     args = ["add", "-A", "--sparse", "--ignore-errors"]
-    if exclude:
-        args += ["--", ".", *(f":(exclude,literal){_check_path(p)}" for p in exclude)]
+    specs = [*(_check_path(p) for p in exclude), *leave]
+    if specs:
+        args += ["--", ".", *(f":(exclude,literal){p}" for p in specs)]
     result = _git(args, worktree, check=False, env_extra=env)
     if result.returncode not in (0, 1):
         raise GitError(_failure(result))
@@ -686,6 +692,15 @@ def has_changes(worktree: Path) -> bool:
     return bool(out)
 
 
+@dataclass(frozen=True)
+class Leftovers:
+    """What :func:`commit_leftovers` did with the changes left in a worktree."""
+
+    sha: str | None = None  # the commit it made; None when there was nothing to commit
+    too_big: tuple[tuple[str, int], ...] = ()  # (path, bytes) over the limit: not committed
+    ignored: tuple[str, ...] = ()  # staged new files the ignore rules match: unstaged
+
+
 def commit_all(
     worktree: Path,
     message: str,
@@ -694,25 +709,98 @@ def commit_all(
     author_email: str,
     exclude: Sequence[str] = (),
 ) -> str | None:
-    """Stage everything (``add -A``) but ``exclude`` and commit it as author and
-    committer given.
+    """:func:`commit_leftovers` with no size limit; returns the new HEAD sha or None."""
+    return commit_leftovers(
+        worktree, message, author_name=author_name, author_email=author_email, exclude=exclude
+    ).sha
 
-    Returns the new HEAD sha, or None when there was nothing to commit. Hooks
-    are skipped (``--no-verify``); no git identity needs to be configured.
+
+def commit_leftovers(
+    worktree: Path,
+    message: str,
+    *,
+    author_name: str,
+    author_email: str,
+    exclude: Sequence[str] = (),
+    max_file_bytes: int | None = None,
+) -> Leftovers:
+    """Stage everything (``add -A``) and commit it as author and committer given, but:
+
+    * ``exclude`` paths (files or directories) are not committed, even if staged;
+    * files over ``max_file_bytes`` (their size on disk, as ``lstat`` gives it)
+      are not committed, even if staged, and are named in the result;
+    * new files that were staged (an agent's ``git add -f``) although the ignore
+      rules match them are unstaged, and named in the result.
+
+    What is left out stays in the worktree as it is; a file tracked at HEAD
+    that is left out keeps its committed version. Hooks are skipped
+    (``--no-verify``); no git identity needs to be configured. A clean
+    worktree costs one git process.
     """
     if not message.strip():
         raise InvalidInput("commit message is empty")
     ident = _identity(author_name, author_email)
-    if not has_changes(worktree):  # one process for the common case: nothing left over
-        return None
-    _add_all(worktree, exclude=exclude)
-    staged = _git(["diff", "--cached", "--quiet", "--no-ext-diff"], worktree, check=False)
-    if staged.returncode == 0:
-        return None
-    if staged.returncode != 1:
-        raise GitError(_failure(staged))
+    entries = _status(worktree, untracked=True)
+    if not entries:  # one process for the common case: nothing left over
+        return Leftovers()
+    too_big = _oversized(worktree, entries, max_file_bytes)
+    big = {path for path, _ in too_big}
+    ignored = _staged_ignored(worktree, entries)
+    staged = {path for code, path in entries if code[0] not in " ?"}
+    held = sorted(p for p in staged if p in big or _is_under(p, exclude)) + ignored
+    if held:
+        _unstage(worktree, held)
+    _add_all(worktree, exclude=exclude, leave=sorted(big))
+    result = Leftovers(too_big=too_big, ignored=tuple(ignored))
+    diff = _git(["diff", "--cached", "--quiet", "--no-ext-diff"], worktree, check=False)
+    if diff.returncode == 0:
+        return result
+    if diff.returncode != 1:
+        raise GitError(_failure(diff))
     _git(["commit", "--no-verify", "-q", "-F", "-"], worktree, input=message, env_extra=ident)
-    return _git(["rev-parse", "HEAD"], worktree).stdout.strip()
+    sha = _git(["rev-parse", "HEAD"], worktree).stdout.strip()
+    return Leftovers(sha=sha, too_big=too_big, ignored=tuple(ignored))
+
+
+def _is_under(path: str, dirs: Sequence[str]) -> bool:
+    return any(path == d.rstrip("/") or path.startswith(d.rstrip("/") + "/") for d in dirs)
+
+
+def _oversized(
+    worktree: Path, entries: Sequence[tuple[str, str]], max_bytes: int | None
+) -> tuple[tuple[str, int], ...]:
+    """(path, size) of the regular files among ``entries`` larger than ``max_bytes``."""
+    if max_bytes is None:
+        return ()
+    found: dict[str, int] = {}
+    for _, path in entries:
+        try:
+            st = os.lstat(worktree / path)
+        except OSError:  # deleted, or a name that did not decode: nothing to weigh
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_size > max_bytes:
+            found[path] = st.st_size
+    return tuple(sorted(found.items()))
+
+
+def _staged_ignored(worktree: Path, entries: Sequence[tuple[str, str]]) -> list[str]:
+    """Staged paths not at HEAD (added, renamed or copied) that the ignore rules match."""
+    new = {path for code, path in entries if code[0] in "ARC"}
+    if not new:
+        return []
+    out = _git(["ls-files", "-z", "--cached", "--ignored", "--exclude-standard"], worktree).stdout
+    return sorted(new.intersection(out.split("\0")))
+
+
+def _unstage(worktree: Path, paths: Sequence[str]) -> None:
+    """Reset the index entries of ``paths`` to HEAD (a path not at HEAD leaves the index);
+    the files themselves are not touched."""
+    _git(
+        ["reset", "-q", "--pathspec-from-file=-", "--pathspec-file-nul"],
+        worktree,
+        input="\0".join(paths),
+        env_extra={"GIT_LITERAL_PATHSPECS": "1"},
+    )
 
 
 # --- diffs -------------------------------------------------------------------------

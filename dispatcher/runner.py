@@ -18,7 +18,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -66,6 +66,22 @@ class JobFiles:
     def summary(self) -> Path:
         """Where an agent that can (Codex's ``-o``) writes its final message."""
         return self.root / "summary.md"
+
+
+_MIB = 1024 * 1024
+
+
+def _mb(size: float) -> str:
+    """``size`` bytes in MB (MiB), one decimal where it matters: "200 MB", "50.5 MB"
+    (KB below one MB)."""
+    if size < _MIB:
+        return f"{size / 1024:.1f}".removesuffix(".0") + " KB"
+    return f"{size / _MIB:.1f}".removesuffix(".0") + " MB"
+
+
+def _listed(items: Sequence[str], limit: int = 10) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def job_files(settings: Settings, job_id: int) -> JobFiles:
@@ -589,14 +605,7 @@ class Runner:
         branch = git.current_branch(worktree)
         problem = ""
         if branch == job.branch:
-            first_line = (job.prompt.strip().splitlines() or [""])[0][:200]
-            git.commit_all(
-                worktree,
-                f"dispatcher: changes left uncommitted by job {job.id}\n\nPrompt: {first_line}",
-                author_name=self.settings.commit_author_name,
-                author_email=self.settings.commit_author_email,
-                exclude=Workspace.model_validate(job.workspace or {}).never_commit(),
-            )
+            problem = self._commit_leftovers(job, worktree)
         else:
             where = branch or "a detached HEAD"
             problem = (
@@ -620,6 +629,38 @@ class Runner:
                 f"{job.base_sha[:12]}; the branch is kept as the agent left it"
             )
         return fields, problem
+
+    def _commit_leftovers(self, job: Job, worktree: Path) -> str:
+        """Commit what the agent left uncommitted on its branch; a problem that fails the
+        job ("" if none) when files over the size limit had to be left out."""
+        assert job.id is not None
+        first_line = (job.prompt.strip().splitlines() or [""])[0][:200]
+        ws = Workspace.model_validate(job.workspace or {})
+        limit_mb, setting = self.settings.max_leftover_file_mb, "DISPATCHER_MAX_LEFTOVER_FILE_MB"
+        if ws.max_leftover_file_mb is not None:
+            limit_mb = ws.max_leftover_file_mb
+            setting = "max-leftover-file-mb in the repo's .dispatcher/triggers.yml"
+        done = git.commit_leftovers(
+            worktree,
+            f"dispatcher: changes left uncommitted by job {job.id}\n\nPrompt: {first_line}",
+            author_name=self.settings.commit_author_name,
+            author_email=self.settings.commit_author_email,
+            exclude=ws.never_commit(),
+            max_file_bytes=int(limit_mb * _MIB) if limit_mb else None,
+        )
+        if done.ignored:
+            self.note(
+                job.id,
+                "not committed, though staged: files the repo's ignore rules match "
+                f"(left in the worktree): {_listed(done.ignored)}",
+            )
+        if not done.too_big:
+            return ""
+        files = _listed([f"{path} ({_mb(size)})" for path, size in done.too_big])
+        return (
+            f"left uncommitted, over the {_mb(limit_mb * _MIB)} limit for automatic commits: "
+            f"{files}; commit them yourself in the worktree or raise {setting}"
+        )
 
     def _remove_worktree(self, repo_path: Path, worktree: Path, branch: str) -> None:
         try:

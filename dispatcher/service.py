@@ -18,7 +18,17 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
-from dispatcher import __version__, agents, budget, conventions, faults, git, notify, workspace
+from dispatcher import (
+    __version__,
+    agents,
+    budget,
+    conventions,
+    faults,
+    git,
+    logpage,
+    notify,
+    workspace,
+)
 from dispatcher.config import Settings
 from dispatcher.errors import (
     AlreadyExists,
@@ -511,6 +521,30 @@ class Service:
         self.store.job(job_id)  # 404 for unknown ids
         return job_files(self.settings, job_id).log
 
+    def log_page(
+        self,
+        job_id: int,
+        *,
+        offset: int | None = None,
+        tail: int | None = None,
+        limit: int | None = None,
+    ) -> logpage.LogPage:
+        """One bounded page of the job's ``agent.log`` (see :mod:`dispatcher.logpage`):
+        from ``offset`` (default 0) or its last ``tail`` bytes; ``limit`` defaults to
+        ``tail``, else :data:`logpage.DEFAULT_LIMIT`."""
+        path = self.log_file(job_id)
+        _one_start(offset, tail)
+        size = limit or tail or logpage.DEFAULT_LIMIT
+        return logpage.read_page(path, offset=offset or 0, tail=tail, limit=size)
+
+    def log_start(self, job_id: int, *, offset: int | None = None, tail: int | None = None) -> int:
+        """Where following the job's log begins: ``offset``, or its last ``tail`` bytes."""
+        path = self.log_file(job_id)
+        _one_start(offset, tail)
+        if tail is None:
+            return offset or 0
+        return logpage.read_page(path, tail=tail, limit=1).start
+
     def job_state(self, job_id: int) -> JobState:
         return self.store.job(job_id).state
 
@@ -890,3 +924,8 @@ class Service:
 def _default_name(path: Path) -> str:
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", path.name).strip("-.") or "repo"
     return name[:64]
+
+
+def _one_start(offset: int | None, tail: int | None) -> None:
+    if offset is not None and tail is not None:
+        raise InvalidInput("give offset or tail, not both")

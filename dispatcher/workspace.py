@@ -45,6 +45,7 @@ class Workspace(BaseModel):
     copy_paths: list[str] = Field(default_factory=list)
     link_paths: list[str] = Field(default_factory=list)
     skills: list[str] = Field(default_factory=list)
+    max_leftover_file_mb: float | None = None  # the repo's own limit; None: the daemon's
 
     def is_empty(self) -> bool:
         return self == Workspace(setup_timeout_s=self.setup_timeout_s)
@@ -70,6 +71,7 @@ def resolve(
             cleanup=file.cleanup,
             copy_paths=list(file.copy_paths),
             link_paths=list(file.link_paths),
+            max_leftover_file_mb=file.max_leftover_file_mb,
         )
     chosen = skills if skills is not None else (list(trigger.skills) if trigger else [])
     return ws.model_copy(update={"skills": chosen})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -505,6 +506,123 @@ def test_commit_all_skips_hooks_and_refuses_empty_message(repo: Path) -> None:
     (repo / "more.txt").write_text("x\n")
     with pytest.raises(InvalidInput):
         git.commit_all(repo, "  \n", **AGENT)
+
+
+MIB = 1024 * 1024
+
+
+def sparse_file(path: Path, size: int) -> None:
+    """A file of ``size`` bytes that takes no disk (``truncate -s``): stat size is what counts."""
+    with open(path, "wb") as fh:
+        fh.truncate(size)
+
+
+def tree_files(repo: Path, rev: str = "HEAD") -> set[str]:
+    return set(g(repo, "ls-tree", "-r", "--name-only", rev).splitlines())
+
+
+def test_commit_leftovers_leaves_files_over_the_limit_in_the_worktree(repo: Path) -> None:
+    sparse_file(repo / "big.bin", 200 * MIB)  # untracked
+    (repo / "logs").mkdir()
+    sparse_file(repo / "logs" / "staged.bin", 60 * MIB)
+    g(repo, "add", "logs/staged.bin")  # the agent staged it itself
+    sparse_file(repo / "a.txt", 51 * MIB)  # a tracked file grown over the limit
+    (repo / "small.txt").write_text("small\n")
+    (repo / "README.md").write_text("changed\n")
+
+    done = git.commit_leftovers(repo, "leftovers", **AGENT, max_file_bytes=50 * MIB)
+
+    assert done.sha == head(repo)
+    assert done.too_big == (
+        ("a.txt", 51 * MIB),
+        ("big.bin", 200 * MIB),
+        ("logs/staged.bin", 60 * MIB),
+    )
+    assert tree_files(repo) == {"README.md", "a.txt", "small.txt"}
+    assert g(repo, "show", "HEAD:a.txt") == "a"  # its committed version is kept
+    assert g(repo, "show", "HEAD:README.md") == "changed"
+    assert (repo / "big.bin").stat().st_size == 200 * MIB  # all still in the worktree
+    assert (repo / "logs" / "staged.bin").stat().st_size == 60 * MIB
+    assert (repo / "a.txt").stat().st_size == 51 * MIB
+    assert sorted(git.status_porcelain(repo)) == ["a.txt", "big.bin", "logs/staged.bin"]
+
+
+def test_commit_leftovers_limit_is_on_the_size_on_disk_and_only_over_it(repo: Path) -> None:
+    (repo / "ten.txt").write_bytes(b"x" * 10)
+    (repo / "eleven.txt").write_bytes(b"x" * 11)
+    (repo / "link").symlink_to("eleven.txt" * 3)  # a symlink weighs its target's name, not it
+    done = git.commit_leftovers(repo, "leftovers", **AGENT, max_file_bytes=10)
+    assert done.too_big == (("eleven.txt", 11),)
+    assert {"ten.txt", "link"} <= tree_files(repo)
+    assert "eleven.txt" not in tree_files(repo)
+    # Only over the limit; nothing left out means nothing named.
+    (repo / "eleven.txt").unlink()
+    (repo / "more.txt").write_text("m")
+    done = git.commit_leftovers(repo, "more", **AGENT, max_file_bytes=10)
+    assert done.too_big == () and done.sha == head(repo)
+    assert git.commit_leftovers(repo, "none", **AGENT, max_file_bytes=10) == git.Leftovers()
+
+
+def test_commit_all_unstages_force_added_files_the_ignore_rules_match(repo: Path) -> None:
+    commit_file(repo, ".gitignore", "secrets.env\n*.log\n")
+    (repo / "kept.log").write_text("tracked though ignored\n")
+    g(repo, "add", "-f", "kept.log")
+    g(repo, "commit", "-q", "-m", "a tracked file the rules match")
+    (repo / "secrets.env").write_text("TOKEN=hunter2\n")
+    (repo / "conf").mkdir()
+    (repo / "conf" / "debug.log").write_text("noise\n")
+    g(repo, "add", "-f", "secrets.env", "conf/debug.log")  # the agent forced them in
+    (repo / "kept.log").write_text("changed\n")
+    (repo / "work.txt").write_text("work\n")
+
+    sha = git.commit_all(repo, "leftovers", **AGENT)
+
+    assert sha == head(repo)
+    files = tree_files(repo)
+    assert "secrets.env" not in files and "conf/debug.log" not in files
+    assert {"work.txt", "kept.log"} <= files
+    assert g(repo, "show", "HEAD:kept.log") == "changed"  # tracked at HEAD: still committed
+    assert (repo / "secrets.env").read_text() == "TOKEN=hunter2\n"  # left in the worktree
+    assert g(repo, "status", "--porcelain", "--ignored") == "!! conf/\n!! secrets.env"
+    (repo / "other.txt").write_text("o\n")
+    g(repo, "add", "-f", "secrets.env")
+    done = git.commit_leftovers(repo, "again", **AGENT)
+    assert done.ignored == ("secrets.env",)
+    assert "secrets.env" not in tree_files(repo)
+
+
+def test_commit_all_never_commits_excluded_paths_even_when_staged(
+    repo: Path, tmp_path: Path
+) -> None:
+    checkout_deps = tmp_path / "deps"
+    checkout_deps.mkdir()
+    (repo / ".env").write_text("copied from the checkout\n")  # copy: [.env]
+    (repo / "node_modules").symlink_to(checkout_deps)  # link: [node_modules]
+    (repo / "cfg").mkdir()
+    (repo / "cfg" / "local.ini").write_text("copied\n")  # copy: [cfg]
+    g(repo, "add", "-f", ".env", "node_modules", "cfg")
+    (repo / "work.txt").write_text("work\n")
+
+    git.commit_all(repo, "leftovers", **AGENT, exclude=[".env", "node_modules", "cfg/"])
+
+    assert tree_files(repo) == {"README.md", "a.txt", "work.txt"}
+    assert (repo / ".env").is_file() and (repo / "node_modules").is_symlink()
+
+
+def test_commit_leftovers_of_a_clean_tree_is_one_git_process(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = shutil.which("git")
+    assert real is not None
+    calls = tmp_path / "calls"
+    wrapper = tmp_path / "bin" / "git"
+    wrapper.parent.mkdir()
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
+    done = git.commit_leftovers(repo, "nothing", **AGENT, max_file_bytes=1)
+    assert done == git.Leftovers()
+    assert len(calls.read_text().splitlines()) == 1
 
 
 # --- diffs ---------------------------------------------------------------------------------

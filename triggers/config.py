@@ -583,6 +583,9 @@ class TriggerFile(_Model):
     """Extra or overridden agent profiles: name -> argv (list, or a string split like a shell)."""
     notify: list[Notify] = Field(default_factory=list)
     """Where to send job notifications (ntfy, Slack, signed webhooks)."""
+    max_leftover_file_mb: float | None = Field(default=None, ge=0)
+    """Files an agent leaves uncommitted larger than this (MiB) are not committed for it
+    and fail the job (the daemon's DISPATCHER_MAX_LEFTOVER_FILE_MB otherwise; 0: no limit)."""
     keep: list[KeepDir] = Field(default_factory=list)
     """Top-level directories that survive when a warm worktree is recycled for the
     next job (dependency installs: node_modules, .venv). Everything else is reset."""

@@ -877,7 +877,7 @@ def test_json_schema_uses_the_keys_as_written() -> None:
     assert schema["additionalProperties"] is False
     assert {
         "version", "defaults", "max-parallel", "setup", "setup-timeout-minutes", "cleanup",
-        "copy", "link", "agents", "notify", "keep", "triggers",
+        "copy", "link", "agents", "notify", "keep", "max-leftover-file-mb", "triggers",
     } == set(schema["properties"])  # fmt: skip
     assert schema["required"] == ["version", "triggers"]
     defs = schema["$defs"]
@@ -940,3 +940,13 @@ def test_workspace_keys_parse_and_paths_must_stay_inside_the_repo() -> None:
         problems = check(base.format(bad))
         assert problems, bad
         assert all(p.line == 5 and "copy" in p.message for p in problems), problems
+
+
+def test_max_leftover_file_mb_is_a_number_not_below_zero() -> None:
+    base = "version: 1\nmax-leftover-file-mb: {}\ntriggers:\n  a:\n    on: push\n    prompt: hi\n"
+    assert parse(base.format("2.5")).max_leftover_file_mb == 2.5
+    assert parse(base.format("0")).max_leftover_file_mb == 0
+    assert parse(base.replace("max-leftover-file-mb: {}\n", "")).max_leftover_file_mb is None
+    for bad in ("-1", "lots"):
+        problems = check(base.format(bad))
+        assert problems and all(p.line == 2 for p in problems), (bad, problems)

@@ -2,16 +2,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Header, Query, Request, status
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import Response
 from sse_starlette.sse import EventSourceResponse
 
+from dispatcher import logpage
 from dispatcher.api.deps import MAX_ID, Before, IdempotencyDep, JobId, ServiceDep
 from dispatcher.lifecycle import TERMINAL, JobState
 from dispatcher.models import (
@@ -53,13 +53,47 @@ def show_job(job_id: JobId, service: ServiceDep) -> JobPublic:
     return service.job(job_id)
 
 
+_PAGE_HEADERS = {
+    "X-Log-Start": "Offset in agent.log of the page's first byte",
+    "X-Log-Next-Offset": "Offset to ask for next (on a character boundary)",
+    "X-Log-Offset": "The same as X-Log-Next-Offset (kept for older clients)",
+    "X-Log-Size": "agent.log's size in bytes when the page was read",
+}
+Offset = Annotated[
+    int | None,
+    Query(ge=0, le=MAX_ID, description="Byte offset into the current agent.log (default 0)"),
+]
+Tail = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=logpage.MAX_LIMIT,
+        description="Start at the last TAIL bytes instead (not with offset)",
+    ),
+]
+Limit = Annotated[
+    int | None,
+    Query(
+        ge=1,
+        le=logpage.MAX_LIMIT,
+        description=f"Most bytes in the page (default tail, else {logpage.DEFAULT_LIMIT})",
+    ),
+]
+
+
 @router.get(
     "/{job_id}/log",
-    summary="The job's log; ?follow=true (or Accept: text/event-stream) streams it over SSE",
+    summary="A page of the job's log; ?follow=true (or Accept: text/event-stream) streams it "
+    "over SSE",
     response_class=Response,  # errors stay JSON; 200 is text or an event stream
     responses={
         200: {
-            "description": "The log from `offset` (text), or an SSE stream when following",
+            "description": "Bytes [X-Log-Start, X-Log-Next-Offset) of agent.log as text, cut "
+            "on UTF-8 character boundaries; or an SSE stream when following",
+            "headers": {
+                name: {"description": text, "schema": {"type": "integer"}}
+                for name, text in _PAGE_HEADERS.items()
+            },
             "content": {
                 "text/plain": {"schema": {"type": "string"}},
                 "text/event-stream": {"schema": {"type": "string"}},
@@ -71,31 +105,36 @@ def job_log(
     job_id: JobId,
     service: ServiceDep,
     request: Request,
-    offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
+    offset: Offset = None,
+    tail: Tail = None,
+    limit: Limit = None,
     follow: bool = False,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
-    path = service.log_file(job_id)
     if follow or (accept or "").startswith("text/event-stream"):
-        return EventSourceResponse(_follow(service, job_id, path, offset, request), ping=15)
-    data = b""
-    if path.exists():
-        with open(path, "rb") as fh:
-            size = os.fstat(fh.fileno()).st_size
-            if offset > size:  # the log was rotated since: read it again from its start
-                offset = 0
-            fh.seek(offset)
-            data = fh.read()
-    return PlainTextResponse(
-        data.decode("utf-8", errors="replace"),
-        headers={"X-Log-Offset": str(offset + len(data))},
+        start = service.log_start(job_id, offset=offset, tail=tail)
+        path = service.log_file(job_id)
+        return EventSourceResponse(_follow(service, job_id, path, start, request), ping=15)
+    page = service.log_page(job_id, offset=offset, tail=tail, limit=limit)
+    return Response(
+        page.data,
+        media_type="text/plain; charset=utf-8",
+        headers={
+            "X-Log-Start": str(page.start),
+            "X-Log-Next-Offset": str(page.next),
+            "X-Log-Offset": str(page.next),
+            "X-Log-Size": str(page.size),
+        },
     )
 
 
 async def _follow(
     service: Service, job_id: int, path: Path, offset: int, request: Request
 ) -> AsyncIterator[dict[str, str]]:
-    """Send what is in the log from ``offset``, then new output until the job is terminal."""
+    """Send what is in the log from ``offset``, then new output until the job is terminal.
+
+    Chunks end on UTF-8 character boundaries (:func:`logpage.complete_prefix`).
+    """
     file = anyio.Path(str(path))
     while True:
         chunk = b""
@@ -106,6 +145,7 @@ async def _follow(
                 await fh.seek(offset)
                 chunk = await fh.read(_CHUNK)
         if chunk:
+            chunk = chunk[: logpage.complete_prefix(chunk)]
             offset += len(chunk)
             text = chunk.decode("utf-8", errors="replace")
             yield {"event": "log", "data": json.dumps({"offset": offset, "text": text})}

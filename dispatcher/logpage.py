@@ -1,0 +1,101 @@
+"""Read one bounded page of a job's log, by byte offset or from its tail.
+
+Offsets are bytes into the current ``agent.log``. A page is the file's raw
+bytes ``[start, next)``, at most ``limit`` long, with its end moved back so it
+never splits a UTF-8 character (at most 3 bytes): the ``next`` offset handed
+out is always on a character boundary, so pages read one after another
+concatenate to the file exactly. A tail's start is moved forward to a
+character boundary the same way. Bytes that are not UTF-8 are passed as they
+are (a page never comes back empty because of them).
+
+:mod:`dispatcher.logcap` rotates a running agent's log by truncating it in
+place; an offset past the end of the file therefore means it was rotated since,
+and the page starts again at 0 (``start`` says so).
+
+Standard library only; no state but the file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+MIB = 1024 * 1024
+DEFAULT_LIMIT = MIB  # bytes in a page when the client names no limit
+MAX_LIMIT = 8 * MIB  # the largest page (and tail) a client may ask for
+
+
+@dataclass(frozen=True)
+class LogPage:
+    data: bytes
+    start: int  # offset of data's first byte in agent.log
+    size: int  # agent.log's size when it was read
+
+    @property
+    def next(self) -> int:
+        """The offset to ask for next (on a character boundary)."""
+        return self.start + len(self.data)
+
+
+def is_continuation(byte: int) -> bool:
+    return 0x80 <= byte <= 0xBF
+
+
+def _sequence_length(lead: int) -> int:
+    """Bytes in the UTF-8 sequence that ``lead`` starts (1 for ASCII and invalid bytes)."""
+    if 0xC0 <= lead <= 0xDF:
+        return 2
+    if 0xE0 <= lead <= 0xEF:
+        return 3
+    if 0xF0 <= lead <= 0xF7:
+        return 4
+    return 1
+
+
+def complete_prefix(data: bytes) -> int:
+    """Length of ``data`` without a UTF-8 sequence cut short at its end.
+
+    Never 0 for non-empty data: a lone incomplete sequence is kept, so a reader
+    paging through always moves on.
+    """
+    for back in range(1, min(3, len(data)) + 1):
+        byte = data[-back]
+        if is_continuation(byte):
+            continue
+        cut = len(data) - back
+        return cut if back < _sequence_length(byte) and cut > 0 else len(data)
+    return len(data)
+
+
+def _start(size: int, offset: int, tail: int | None) -> int:
+    if tail is not None:
+        return max(0, size - tail)
+    return 0 if offset > size else offset  # past the end: rotated since
+
+
+def read_page(
+    path: Path, *, offset: int = 0, tail: int | None = None, limit: int = DEFAULT_LIMIT
+) -> LogPage:
+    """Up to ``limit`` bytes of ``path`` from ``offset``, or from where its last ``tail``
+    bytes begin (moved forward to a character boundary).
+
+    An ``offset`` past the end of the file (rotated since) reads from 0.
+    """
+    if limit < 1:
+        raise ValueError(f"limit must be positive, not {limit}")
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+    except FileNotFoundError:  # no output yet
+        return LogPage(b"", 0, 0)
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        start = _start(size, offset, tail)
+        fh.seek(start)
+        data = fh.read(limit + (3 if tail is not None else 0))
+    if tail is not None:  # skip the rest of a character cut at the start
+        skip = 0
+        while skip < min(3, len(data)) and is_continuation(data[skip]):
+            skip += 1
+        start, data = start + skip, data[skip : skip + limit]
+    return LogPage(data[: complete_prefix(data)], start, size)
