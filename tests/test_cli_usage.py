@@ -6,7 +6,6 @@ usage error is refused before any command body runs.
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
@@ -33,7 +32,6 @@ def _run(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
     # Nowhere to connect: a case that wrongly got past parsing fails with exit 1, not 2.
     env["DISPATCHER_URL"] = "http://127.0.0.1:9"
     env["DISPATCHER_TOKEN"] = "t" * 32
-    env.setdefault("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
     return subprocess.run(
         [*dispatcher_argv(), *args],
         env=env,
