@@ -25,14 +25,22 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends git ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 
-# Build and install the project (hatchling; the wheel carries dispatcher,
-# triggers and the migrations folder), then drop the sources.
+# Exactly the locked runtime dependencies (pinned, hash-checked; see scripts/lock),
+# then the project's wheel (built with the locked hatchling; it carries dispatcher,
+# triggers and the migrations folder) without resolving anything again.
 WORKDIR /build
+COPY requirements.lock requirements-build.lock ./
+RUN pip install --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY dispatcher ./dispatcher
 COPY triggers ./triggers
 COPY migrations ./migrations
-RUN pip install . && rm -rf /build
+RUN python -m venv /tmp/build-env \
+    && /tmp/build-env/bin/pip install --require-hashes --no-deps -r requirements-build.lock \
+    && /tmp/build-env/bin/pip wheel --no-deps --no-build-isolation -w /tmp/wheel . \
+    && pip install --no-deps /tmp/wheel/*.whl \
+    && pip check \
+    && rm -rf /build /tmp/build-env /tmp/wheel
 
 # Non-root user. docker-compose.yml runs the container as the host user's
 # uid:gid instead, which may have no passwd entry here: HOME is made writable

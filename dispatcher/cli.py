@@ -1,6 +1,7 @@
 """The ``dispatcher`` command: thin Typer commands over the API client.
 
-Any error prints one line (``dispatcher: <reason>``) on stderr and exits 1;
+Any error prints one line (``dispatcher: <reason>``) on stderr and exits 1, a
+usage error (unknown command or option, missing or bad argument) exits 2;
 this happens in one place, :func:`main`.
 """
 
@@ -474,11 +475,47 @@ def _seg(name: str) -> str:
     return quote(name, safe="")
 
 
-def main() -> None:
-    """Entry point: errors become one line on stderr and exit status 1."""
+def _library_error(name: str) -> type[Exception]:
+    """The CLI library's exception class called ``name`` (``UsageError``, ``ClickException``).
+
+    Found through ``typer.BadParameter``, which typer exports publicly: it is click's class in
+    typer < 0.29 and that of typer's own copy of click since, and either way a ``UsageError``
+    and a ``ClickException``. So the errors are caught whatever the library's internals are.
+    """
+    for cls in typer.BadParameter.__mro__:
+        if cls.__name__ == name and issubclass(cls, Exception):
+            return cls
+    raise RuntimeError(f"typer.BadParameter has no base class {name}")  # pragma: no cover
+
+
+def _one_line(exc: Exception) -> str:
+    """The library error's message (``format_message``), its lines joined into one."""
+    text = str(getattr(exc, "format_message", exc.__str__)())
+    return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _usage_error(exc: Exception) -> int:
+    """Print a usage error as one line (or the help a bare group asks for); return 2."""
+    ctx = getattr(exc, "ctx", None)
+    if any(cls.__name__ == "NoArgsIsHelpError" for cls in type(exc).__mro__):
+        # `dispatcher`, `dispatcher repo`: the help, on stdout as for --help. Typer's rich help
+        # is printed while the error is made; plain click's is the error's message.
+        help_text = str(getattr(exc, "format_message", str)())
+        if help_text.strip():
+            typer.echo(help_text)
+        return 2
+    path = ctx.command_path if ctx is not None else "dispatcher"
+    typer.echo(f"dispatcher: {_one_line(exc)} (see '{path} --help')", err=True)
+    return 2
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point: errors become one line on stderr; exit 1, or 2 for a usage error."""
+    usage_error, click_error = _library_error("UsageError"), _library_error("ClickException")
     try:
-        # Without standalone mode click returns (not raises) the code of typer.Exit.
-        code = app(standalone_mode=False)
+        # Without standalone mode click returns (not raises) the code of typer.Exit and raises
+        # its own exceptions here instead of printing them.
+        code = app(args=args, prog_name="dispatcher", standalone_mode=False)
     except DispatcherError as exc:
         typer.echo(f"dispatcher: {exc.message}", err=True)
         sys.exit(1)
@@ -487,13 +524,11 @@ def main() -> None:
     except typer.Abort:
         typer.echo("dispatcher: aborted", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except usage_error as exc:
+        sys.exit(_usage_error(exc))
+    except click_error as exc:
+        typer.echo(f"dispatcher: {_one_line(exc)}", err=True)
+        sys.exit(getattr(exc, "exit_code", 1))
     sys.exit(code if isinstance(code, int) else 0)
 
 

@@ -36,8 +36,8 @@ from dispatcher.models import IdempotencyKey, IngestResult, JobCreate, JobPublic
 from dispatcher.store import Store
 from dispatcher.trigger_files import TriggerFiles
 from triggers.config import Trigger, TriggerFile
-from triggers.events import Event
-from triggers.match import matching
+from triggers.events import REF_DELETED, Event
+from triggers.match import DELETED_REF_REASON, matching
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ class Intake:
         result.pending_checks = [t.name for t in triggers if t.check]
         self._take_off(row.id, matched)
         if not triggers:
-            self._note(row.id, result, "no trigger matched")
+            self._note(row.id, result, _no_match_note(event))
         for trigger in triggers:
             try:
                 self._decide(repo, file, trigger, event, row.id, result)
@@ -417,3 +417,9 @@ class Intake:
                 continue
             self._landed((row.id, name))
         return resumed
+
+
+def _no_match_note(event: Event) -> str:
+    if event.kind == "push" and event.action == REF_DELETED:
+        return f"no trigger matched ({DELETED_REF_REASON})"
+    return "no trigger matched"

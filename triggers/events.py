@@ -40,6 +40,7 @@ class Event(BaseModel):
 
     kind: EventKind
     action: str | None = None  # opened, labeled, synchronize, completed, created ...
+    # (push: none, or REF_DELETED for a push that deleted its ref)
     source: EventSource
     dedup_key: str = Field(min_length=1, max_length=300)  # same key, never a second job
     repo: str | None = None  # registered repo name, when the source knows it (local, api)
@@ -60,6 +61,11 @@ class Event(BaseModel):
     conclusion: str | None = None  # workflow_run / check_run conclusion
     schedule: str | None = None  # schedule: the cron expression that fired
 
+
+REF_DELETED: str = "deleted"
+"""The action of a forge ``push`` that deleted its branch or tag (``deleted: true``, ``after``
+all zeros, no commits). No ``on: push`` trigger matches it, just as the local ref source
+makes no event for a deleted branch: there is no new commit to work on."""
 
 Emit = Callable[[Event], object]
 """The one callback every source emits through (the dispatcher's ingest path)."""

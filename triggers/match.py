@@ -6,7 +6,9 @@ branch and path globs where ``*`` stops at ``/`` and ``**`` crosses it,
 ``types`` as activity types (``pull_request`` defaults to opened, synchronize,
 reopened), and, for ``labeled``, the label just added must be one of
 ``labels`` so that adding an unrelated label to an already-labeled issue does
-not fire again. Names (labels, authors) compare case-insensitively.
+not fire again. Names (labels, authors) compare case-insensitively. A ``push``
+that deleted its branch or tag (action ``deleted``) never matches: there is no
+new commit to work on (the local ref source makes no event for it at all).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from triggers.config import (
     TriggerFile,
     WorkflowRunFilter,
 )
-from triggers.events import Event
+from triggers.events import REF_DELETED, Event
 
 _GLOB_FLAGS: Final = glob.GLOBSTAR | glob.DOTGLOB | glob.FORCEUNIX
 
@@ -42,6 +44,9 @@ AnyFilter = (
 )
 
 
+DELETED_REF_REASON: Final = "the push deleted its ref: on: push fires only for new commits"
+
+
 def matching(file: TriggerFile, event: Event) -> list[Trigger]:
     """The triggers of ``file`` that ``event`` fires, in file order."""
     return [trigger for trigger in file.trigger_list() if matches(trigger, event) is None]
@@ -52,6 +57,8 @@ def matches(trigger: Trigger, event: Event) -> str | None:
     kinds = trigger.kinds()
     if event.kind not in kinds:
         return f"kind '{event.kind}' not in on ({', '.join(sorted(kinds))})"
+    if event.kind == "push" and event.action == REF_DELETED:
+        return DELETED_REF_REASON
     if event.kind == "schedule":
         return _schedule(trigger, event)
     if event.kind == "manual":

@@ -558,6 +558,82 @@ def test_github_webhook_signed_deduped_and_refused(
     assert httpx.get(f"{tdaemon.url}/events").status_code == 401
 
 
+ON_PUSH_YML = """\
+version: 1
+agents: {bot: BOT}
+triggers:
+  any-push:
+    on: push
+    agent: bot
+    prompt: "pushed ${{ event.ref }}"
+"""
+
+
+def _gitea(d: Daemon, body: bytes, delivery: str) -> httpx.Response:
+    sig = hmac.new(GITHUB_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    headers = {"X-Gitea-Event": "push", "X-Gitea-Delivery": delivery, "X-Gitea-Signature": sig,
+               "Content-Type": "application/json"}  # fmt: skip
+    return httpx.post(f"{d.url}/webhooks/github", content=body, headers=headers)
+
+
+def _gitlab_push(d: Daemon, payload: dict[str, Any], delivery: str) -> httpx.Response:
+    hook = "Tag Push Hook" if payload["ref"].startswith("refs/tags/") else "Push Hook"
+    headers = {"X-Gitlab-Event": hook, "X-Gitlab-Event-UUID": delivery,
+               "X-Gitlab-Token": GITLAB_TOKEN, "Content-Type": "application/json"}  # fmt: skip
+    return httpx.post(f"{d.url}/webhooks/gitlab", content=json.dumps(payload), headers=headers)
+
+
+def test_push_that_deletes_a_branch_or_tag_makes_no_job(
+    tdaemon: Daemon, tmp_path: Path, agent: Agent
+) -> None:
+    """GitHub, Gitea and GitLab deletions are stored as `push` `deleted` and fire no `on: push`
+    (the local ref source makes nothing for a deleted branch); a normal push still does."""
+    gh_repo = trigger_repo(tmp_path, agent, ON_PUSH_YML, name="gh")
+    tdaemon.cli(
+        "repo", "add", str(gh_repo), "--name", "gh", "--forge-name", "Codertocat/Hello-World"
+    )
+    gl_push = json.loads((FIXTURES / "gitlab" / "push.json").read_bytes())
+    gl_repo = trigger_repo(tmp_path, agent, ON_PUSH_YML, name="gl")
+    tdaemon.cli("repo", "add", str(gl_repo), "--name", "gl",
+                "--forge-name", gl_push["project"]["path_with_namespace"])  # fmt: skip
+
+    # GitHub's own example of a tag deletion, byte for byte; then a branch deletion.
+    tag = (FIXTURES / "github" / "push.deleted-tag.json").read_bytes()
+    pushed = json.loads((FIXTURES / "github" / "push.json").read_bytes())
+    branch = {**pushed, "before": pushed["after"], "after": "0" * 40, "created": False,
+              "deleted": True, "commits": [], "head_commit": None}  # fmt: skip
+    gl_branch = {**gl_push, "before": gl_push["after"], "after": "0" * 40, "commits": [],
+                 "total_commits_count": 0}  # fmt: skip
+    deletions = [
+        _github(tdaemon, tag, event="push", delivery="del-tag"),
+        _github(tdaemon, json.dumps(branch).encode(), event="push", delivery="del-branch"),
+        _gitea(tdaemon, json.dumps(branch).encode(), "gitea-del-branch"),
+        _gitlab_push(tdaemon, gl_branch, "gl-del-branch"),
+        _gitlab_push(tdaemon, {**gl_branch, "ref": "refs/tags/v1.0.0"}, "gl-del-tag"),
+    ]
+    for resp in deletions:
+        assert resp.status_code == 200, resp.text
+        assert (resp.json()["matched"], resp.json()["jobs"]) == ([], []), resp.text
+        assert "on: push fires only for new commits" in " ".join(resp.json()["notes"])
+    stored = tdaemon.api.get("/events").json()
+    assert len(stored) == len(deletions)
+    assert {(e["kind"], e["action"], e["jobs"] == []) for e in stored} == {
+        ("push", "deleted", True)
+    }
+    assert jobs_of(tdaemon, "gh") == jobs_of(tdaemon, "gl") == []
+
+    # Normal pushes, from both forges, still make their job.
+    for resp in (
+        _github(tdaemon, json.dumps(pushed).encode(), event="push", delivery="push-1"),
+        _gitlab_push(tdaemon, gl_push, "gl-push-1"),
+    ):
+        assert resp.status_code == 200, resp.text
+        assert resp.json()["matched"] == ["any-push"]
+        (job_id,) = resp.json()["jobs"]
+        assert tdaemon.wait(job_id)["state"] == "succeeded"
+    assert len(jobs_of(tdaemon, "gh")) == len(jobs_of(tdaemon, "gl")) == 1
+
+
 def test_gitlab_webhook_token(tdaemon: Daemon, tmp_path: Path, agent: Agent) -> None:
     repo = trigger_repo(tmp_path, agent, WEBHOOK_YML)
     body = (FIXTURES / "gitlab" / "issue.json").read_bytes()

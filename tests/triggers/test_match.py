@@ -24,6 +24,20 @@ M = None  # matches
 CASES: list[tuple[str, str, str, dict[str, Any], str | None]] = [
     # kind
     ("kind matches", "push", "push", {"branch": "main"}, M),
+    (
+        "a push that deleted its ref",
+        "push",
+        "push",
+        {"action": "deleted", "branch": "main"},
+        "the push deleted its ref: on: push fires only for new commits",
+    ),
+    (
+        "a deleted ref, whatever the filters",
+        "{push: {branches: [main], paths-ignore: [docs/**]}}",
+        "push",
+        {"action": "deleted", "branch": "main"},
+        "the push deleted its ref: on: push fires only for new commits",
+    ),
     ("kind differs", "push", "issues", {"action": "opened"}, "kind 'issues' not in on (push)"),
     ("one of several kinds", "[push, issues]", "issues", {"action": "opened"}, M),
     ("manual", "manual", "manual", {}, M),

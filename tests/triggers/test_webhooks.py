@@ -19,7 +19,9 @@ from typing import Any
 
 import pytest
 
+from triggers.config import parse
 from triggers.events import Event
+from triggers.match import matching
 from triggers.webhooks import forge_name_of, github, gitlab, same_repo
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "webhooks"
@@ -52,6 +54,9 @@ FIXTURE_SHA256 = {
         "f44e3cd19cbaab487e59bfe89ce571661927247c229ccd051238c73f5c014792"
     ),
     "github/push.json": ("c1cab5f4e9bc7d5c85665397a008a2a0410e9db8fb566d347c30f85fe5526292"),
+    "github/push.deleted-tag.json": (
+        "909b4665b3d1ee7c6c0430f0d4d25167169954e57bfb0c80c9f70152b5fed288"
+    ),
     "github/workflow_run.completed.json": (
         "57eccd50c2f8be579477d5c8c7e0197b9fc64978688e149c97352185b163506a"
     ),
@@ -273,6 +278,13 @@ GITHUB_FACTS: dict[str, dict[str, Any]] = {
         "before": None,  # all zeros: the push created the branch
         "paths": ["README.md"],
     },
+    "push.deleted-tag.json": {
+        "kind": "push",
+        "action": "deleted",  # fires no `on: push`
+        "branch": None,  # a tag
+        "sha": None,  # all zeros: the push deleted the ref
+        "before": "6113728f27ae82c7b1a177c8d03f9e96e0adf246",
+    },
     "workflow_run.completed.json": {
         "kind": "workflow_run",
         "action": "completed",
@@ -345,11 +357,25 @@ def test_github_tag_push_and_branch_delete() -> None:
     tag = {"ref": "refs/tags/v1.0", "before": "0" * 40, "after": "a" * 40, "commits": []}
     event = github.normalize("push", "d", tag)
     assert event is not None
-    assert (event.branch, event.sha, event.paths) == (None, "a" * 40, None)
+    assert (event.action, event.branch, event.sha, event.paths) == (None, None, "a" * 40, None)
     deleted = {"ref": "refs/heads/gone", "before": "b" * 40, "after": "0" * 40, "deleted": True}
     event = github.normalize("push", "d", deleted)
     assert event is not None
-    assert (event.branch, event.sha, event.before) == ("gone", None, "b" * 40)
+    assert (event.action, event.branch, event.sha, event.before) == (
+        "deleted",
+        "gone",
+        None,
+        "b" * 40,
+    )
+    # Either sign of a deletion is enough: `deleted: true`, or an all-zero new tip.
+    for sign_of_it in ({"deleted": True}, {"after": "0" * 40}, {"after": "0" * 64}):
+        event = github.normalize("push", "d", {"ref": "refs/heads/gone", **sign_of_it})
+        assert event is not None
+        assert event.action == "deleted", sign_of_it
+    for not_deleted in ({"deleted": False, "after": "a" * 40}, {"deleted": "yes"}, {}):
+        event = github.normalize("push", "d", {"ref": "refs/heads/x", **not_deleted})
+        assert event is not None
+        assert event.action is None, not_deleted
 
 
 def test_github_push_paths_union() -> None:
@@ -894,3 +920,59 @@ def test_forge_name_of(url: str, name: str | None) -> None:
 def test_same_repo(a: str, b: str, same: bool) -> None:
     assert same_repo(a, b) is same
     assert same_repo(b, a) is same
+
+
+# --- a push that deletes its ref fires no `on: push` (as the local ref source makes nothing) ---
+
+ON_PUSH = parse(
+    "version: 1\ntriggers:\n"
+    "  any-push: {on: push, prompt: x}\n"
+    "  main-push: {on: {push: {branches: [master]}}, prompt: x}\n"
+)
+
+
+def _deleted_branch_github() -> dict[str, Any]:
+    """GitHub's push.json turned into the deletion of the branch it pushed."""
+    payload = load(FIXTURES / "github" / "push.json")
+    payload.update(
+        before=payload["after"], after="0" * 40, created=False, deleted=True,
+        commits=[], head_commit=None,
+    )  # fmt: skip
+    return payload
+
+
+def _deleted_branch_gitlab() -> dict[str, Any]:
+    """GitLab's push.json as GitLab sends a branch deletion: `after` all zeros, no commits."""
+    payload = load(FIXTURES / "gitlab" / "push.json")
+    payload.update(before=payload["after"], after="0" * 40, commits=[], total_commits_count=0)
+    return payload
+
+
+def test_github_branch_and_tag_deletions_match_no_push_trigger() -> None:
+    tag = gh("push.deleted-tag.json")
+    branch = github.normalize("push", DELIVERY, _deleted_branch_github())
+    gitea = github.normalize("push", DELIVERY, _deleted_branch_github(), source="gitea")
+    for event in (tag, branch, gitea):
+        assert event is not None
+        assert event.action == "deleted"
+        assert matching(ON_PUSH, event) == []
+    assert branch is not None
+    assert branch.branch == "master"  # the deleted branch is still known (and shown)
+    # A normal push still fires both.
+    assert [t.name for t in matching(ON_PUSH, gh("push.json"))] == ["any-push", "main-push"]
+
+
+def test_gitlab_branch_and_tag_deletions_match_no_push_trigger() -> None:
+    branch = gitlab.normalize("Push Hook", DELIVERY, _deleted_branch_gitlab())
+    tag_payload = _deleted_branch_gitlab()
+    tag_payload["ref"] = "refs/tags/v1.0.0"
+    tag = gitlab.normalize("Tag Push Hook", DELIVERY, tag_payload)
+    for event in (branch, tag):
+        assert event is not None
+        assert (event.kind, event.action, event.sha) == ("push", "deleted", None)
+        assert event.payload["deleted"] is True
+        assert matching(ON_PUSH, event) == []
+    normal = gl("push.json")
+    assert normal is not None
+    assert normal.action is None
+    assert [t.name for t in matching(ON_PUSH, normal)] == ["any-push", "main-push"]

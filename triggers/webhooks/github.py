@@ -22,7 +22,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, cast
 
-from triggers.events import Event, EventKind, EventSource
+from triggers.events import REF_DELETED, Event, EventKind, EventSource
 
 HANDLED: frozenset[str] = frozenset(
     {"issues", "issue_comment", "pull_request", "push", "workflow_run", "check_run"}
@@ -212,6 +212,8 @@ def normalize(
     if source == "gitea" and action is not None:
         action = _GITEA_ACTIONS.get(action, action)
     facts = _FACTS[kind](payload)
+    if kind == "push" and _ref_deleted(payload):
+        action = REF_DELETED  # GitHub's push has no action; this one fires no `on: push`
     if action == "labeled":
         facts["added_label"] = _str(_dig(payload, "label", "name"))
     return Event(
@@ -256,6 +258,14 @@ def _pull_request(payload: Mapping[str, Any]) -> dict[str, Any]:
         "labels": _label_names(pr.get("labels")),
         "text": _title_and_body(pr),
     }
+
+
+def _ref_deleted(payload: Mapping[str, Any]) -> bool:
+    """Whether a push deleted its branch or tag: ``deleted: true`` (GitHub, Gitea/Forgejo, a
+    mapped GitLab push), or a new tip of all zeros (what every forge sends for it)."""
+    after = _str(payload.get("after"))
+    zero_tip = after is not None and _ZERO_SHA.fullmatch(after) is not None
+    return payload.get("deleted") is True or zero_tip
 
 
 def _push(payload: Mapping[str, Any]) -> dict[str, Any]:

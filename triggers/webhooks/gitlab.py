@@ -15,7 +15,8 @@ Note Hook (and Confidential)   ``issue_comment``   created, edited (issue and MR
 Merge Request Hook             ``pull_request``    opened, closed (merged too), reopened,
                                                    synchronize (new commits), labeled,
                                                    edited
-Push Hook, Tag Push Hook       ``push``            none
+Push Hook, Tag Push Hook       ``push``            none; ``deleted`` when ``after`` is
+                                                   all zeros (a deleted branch or tag)
 Pipeline Hook                  ``workflow_run``    completed, in_progress
 =============================  ==================  =====================================
 
