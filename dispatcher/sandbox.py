@@ -124,7 +124,7 @@ def job_view(
     env = os.environ if env is None else env
     repos = list(checkouts)
     hidden = [state_dir, *repos]
-    if database is not None:
+    if database is not None and _real(state_dir) not in _real(database).parents:
         hidden += [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
     writable = [worktree, *links]
     protected = [worktree / ".git", *_global_git_configs(env), *read_only]
