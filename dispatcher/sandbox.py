@@ -42,8 +42,9 @@ from dispatcher.errors import DispatcherError, ProcessError
 MODES = ("auto", "bwrap", "off")
 
 # Options of every sandboxed run, and of the probe that decides whether bwrap works here.
+# No --die-with-parent: it would SIGKILL the agent as soon as its wrapper shell ends
+# on the SIGTERM of a stop, cutting short the grace period kill_tree gives it.
 BASE_OPTIONS = (
-    "--die-with-parent",  # the agent never outlives its bwrap
     "--unshare-pid",
     "--cap-drop", "ALL",
     "--bind", "/", "/",

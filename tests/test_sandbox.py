@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
-from dispatcher import sandbox
+from dispatcher import proc, sandbox
 from dispatcher.errors import ProcessError
 
 needs_bwrap = pytest.mark.skipif(
@@ -135,3 +136,26 @@ def test_a_missing_or_hidden_agent_command_is_refused_before_it_runs(tmp_path: P
         box.wrap(["no-such-agent"], view, env={"PATH": str(tmp_path)})
     with pytest.raises(ProcessError, match="which the sandbox hides from agents"):
         box.wrap([str(tool)], view, env={})
+
+
+@needs_bwrap
+def test_a_boxed_agent_gets_its_grace_period_when_stopped(tmp_path: Path) -> None:
+    """kill_tree's SIGTERM reaches the agent inside, and nothing SIGKILLs it early (as
+    bwrap's --die-with-parent would, once the wrapper shell ends on that SIGTERM)."""
+    box = sandbox.sandbox_for("bwrap", "bwrap")
+    script = (
+        "trap 'sleep 0.5; echo graceful > done; exit 3' TERM; echo up > started; "
+        "while :; do sleep 0.05; done"
+    )
+    argv = box.wrap(["sh", "-c", script], sandbox.View(workdir=tmp_path), env=os.environ)
+    child = proc.spawn(
+        argv, cwd=tmp_path, env=os.environ, stdin_path=None, log_path=tmp_path / "log",
+        exit_file=tmp_path / "exit",
+    )  # fmt: skip
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "started").exists():
+        assert time.monotonic() < deadline, (tmp_path / "log").read_text()
+        time.sleep(0.02)
+    proc.kill_tree(child.pid, child.start_time, grace=10)
+    proc.wait(child, timeout=10)
+    assert (tmp_path / "done").read_text() == "graceful\n"
