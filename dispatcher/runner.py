@@ -30,6 +30,7 @@ from dispatcher import (
     budget,
     conventions,
     git,
+    gitrefs,
     logcap,
     proc,
     sandbox,
@@ -116,14 +117,12 @@ def sandbox_view(
     """What a job's processes (setup, agent, cleanup) see in the sandbox: the state dir,
     the database and every registered checkout hidden; the worktree, its git dir and its
     ``link:`` targets given back, and ``read_only`` (see dispatcher/sandbox.py)."""
-    try:
-        git_dir: Path | None = git.common_dir(worktree)
-    except DispatcherError:
-        git_dir = None  # a broken worktree: no git dir to give back
+    dirs = gitrefs.git_dirs(worktree)  # from its .git file: no process on the spawn path
+    git_dir, admin = (dirs.common, dirs.gitdir) if dirs else (None, None)  # None: broken
     return sandbox.job_view(
         state_dir=settings.state_dir, checkouts=checkouts, worktree=worktree, git_dir=git_dir,
-        links=workspace.link_targets(ws, worktree, checkouts), read_only=read_only,
-        database=_sqlite_file(settings),
+        admin_dir=admin if admin != git_dir else None, read_only=read_only,
+        links=workspace.link_targets(ws, worktree, checkouts), database=_sqlite_file(settings),
     )  # fmt: skip
 
 

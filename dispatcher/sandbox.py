@@ -95,24 +95,13 @@ def _global_git_configs(env: Mapping[str, str]) -> list[Path]:
     return paths
 
 
-def _worktree_admin(worktree: Path) -> Path | None:
-    """The git dir of a linked worktree (``gitdir:`` of its ``.git`` file), or None."""
-    try:
-        first = (worktree / ".git").read_text(encoding="utf-8").splitlines()[0]
-    except (OSError, UnicodeDecodeError, IndexError):
-        return None
-    if not first.startswith("gitdir: "):
-        return None
-    admin = Path(first[len("gitdir: ") :].strip())
-    return admin if admin.is_absolute() else worktree / admin
-
-
 def job_view(
     *,
     state_dir: Path,
     checkouts: Iterable[Path],
     worktree: Path,
     git_dir: Path | None,
+    admin_dir: Path | None = None,
     links: Iterable[Path] = (),
     read_only: Iterable[Path] = (),
     database: Path | None = None,
@@ -121,7 +110,8 @@ def job_view(
     """The view of a job's process: the state dir, every checkout (and the database
     file, when it lives elsewhere) hidden; the worktree, the repository's git dir
     (``git_dir``: the agent commits) and ``links`` (``link:`` targets) writable;
-    ``read_only`` (the prompt file) and git's own control files read-only."""
+    ``read_only`` (the prompt file) and git's own control files read-only (in
+    ``git_dir`` and ``admin_dir``, the worktree's own git dir under it)."""
     env = os.environ if env is None else env
     repos = list(checkouts)
     hidden = [state_dir, *repos]
@@ -129,9 +119,8 @@ def job_view(
         hidden += [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
     writable = [worktree, *links]
     protected = [worktree / ".git", *_global_git_configs(env), *read_only]
-    admin = _worktree_admin(worktree)
-    if admin is not None:
-        protected += [admin / "commondir", admin / "config.worktree", admin / "gitdir"]
+    if admin_dir is not None:
+        protected += [admin_dir / name for name in ("commondir", "config.worktree", "gitdir")]
     if git_dir is not None:
         writable.append(git_dir)
         protected += [git_dir / "config", git_dir / "hooks", git_dir / "commondir"]

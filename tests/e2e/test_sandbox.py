@@ -65,9 +65,10 @@ ls -A "$REPO" > saw/repo-list 2>&1
   done
 # Plant code the daemon's own git would run outside the box.
 common=$(git rev-parse --git-common-dir)
-printf '[core]\n\tfsmonitor = "touch PLANTED"\n' >> "$common/config" 2> saw/plant-config
-printf '#!/bin/sh\ntouch PLANTED\n' > "$common/hooks/pre-commit" 2> saw/plant-hook
-echo "gitdir: /tmp" > .git 2> saw/plant-dotgit
+{ printf '[core]\n\tfsmonitor = "touch PLANTED"\n' >> "$common/config"; } 2> saw/plant-config
+{ printf '#!/bin/sh\ntouch PLANTED\n' > "$common/hooks/pre-commit"; } 2> saw/plant-hook
+{ echo "gitdir: /tmp" > .git; } 2> saw/plant-dotgit
+{ echo /tmp > "$(git rev-parse --git-dir)/commondir"; } 2> saw/plant-commondir
 # Its real work: what copy: and link: gave it, and its own commit.
 cat .env > saw/copied 2>&1
 cat node_modules/pkg/index.js > saw/linked 2>&1
@@ -133,6 +134,8 @@ def test_hostile_agent_setup_and_cleanup_cannot_reach_the_token_state_or_checkou
     assert (repo / ".git" / "config").read_text() == config_before
     assert not (repo / ".git" / "hooks" / "pre-commit").exists()
     assert (worktree / ".git").read_text().startswith("gitdir: ")
+    for plant in ("config", "hook", "dotgit", "commondir"):
+        assert b"Read-only file system" in saw[f"plant-{plant}"], plant
     assert not list(tmp_path.rglob("PLANTED"))
     # Yet it did its job: copy: and link: worked, its own commit is on its branch.
     assert saw["copied"] == b"COPIED=1\n"
