@@ -20,9 +20,9 @@ from tests.gitutil import git, init_repo
 
 Agent = Callable[[str, str], str]
 
+BWRAP, WHY_NOT = sandbox.probe("bwrap")
 needs_bwrap = pytest.mark.skipif(
-    sandbox.probe("bwrap")[0] is None,
-    reason=f"bubblewrap cannot run here: {sandbox.probe('bwrap')[1]} (.ci/run installs it)",
+    BWRAP is None, reason=f"bubblewrap cannot run here: {WHY_NOT} (.ci/run installs it)"
 )
 
 TRIGGERS = """\
