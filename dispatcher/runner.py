@@ -24,7 +24,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from dispatcher import agent_output, agents, budget, conventions, git, logcap, proc, workspace
+from dispatcher import (
+    agent_output,
+    agents,
+    budget,
+    conventions,
+    git,
+    gitrefs,
+    logcap,
+    proc,
+    sandbox,
+    workspace,
+)
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidInput
 from dispatcher.lifecycle import JobState
@@ -109,9 +120,35 @@ def _env_without_daemon_secrets() -> dict[str, str]:
     return {k: v for k, v in git.clean_env().items() if not k.startswith("DISPATCHER_")}
 
 
-def run_cleanup(settings: Settings, job_id: int, ws: Workspace, worktree: Path) -> None:
+def _sqlite_file(settings: Settings) -> Path | None:
+    """The SQLite database file, when the database is one (it may be outside the state dir)."""
+    url = settings.db_url
+    return Path(url.split(":///", 1)[1].split("?", 1)[0]) if url.startswith("sqlite:///") else None
+
+
+def sandbox_view(
+    settings: Settings, checkouts: Sequence[Path], worktree: Path, ws: Workspace,
+    read_only: Sequence[Path] = (),
+) -> sandbox.View:  # fmt: skip
+    """What a job's processes (setup, agent, cleanup) see in the sandbox: the state dir,
+    the database and every registered checkout hidden; the worktree, its git dir and its
+    ``link:`` targets given back, and ``read_only`` (see dispatcher/sandbox.py)."""
+    dirs = gitrefs.git_dirs(worktree)  # from its .git file: no process on the spawn path
+    git_dir, admin = (dirs.common, dirs.gitdir) if dirs else (None, None)  # None: broken
+    return sandbox.job_view(
+        state_dir=settings.state_dir, checkouts=checkouts, worktree=worktree, git_dir=git_dir,
+        admin_dir=admin if admin != git_dir else None, read_only=read_only,
+        links=workspace.link_targets(ws, worktree, checkouts), database=_sqlite_file(settings),
+    )  # fmt: skip
+
+
+def run_cleanup(
+    settings: Settings, job_id: int, ws: Workspace, worktree: Path, *, checkouts: Sequence[Path]
+) -> None:
     """Run a job's ``cleanup:`` in its worktree before the worktree goes; its output goes
-    to the job log. Best effort: a failure is noted there and never stops the removal."""
+    to the job log. Best effort: a failure is noted there and never stops the removal.
+    It runs in the job's sandbox: the worktree holds the agent's edits (``checkouts``:
+    every registered repo's path, hidden from it)."""
     if not ws.cleanup or not worktree.is_dir():
         return
     files = job_files(settings, job_id)
@@ -119,10 +156,12 @@ def run_cleanup(settings: Settings, job_id: int, ws: Workspace, worktree: Path) 
         files.root.mkdir(parents=True, exist_ok=True)
         env = _env_without_daemon_secrets()
         env.update(DISPATCHER_JOB_ID=str(job_id), DISPATCHER_WORKTREE=str(worktree))
+        box = sandbox.sandbox_for(settings.sandbox, settings.sandbox_bwrap)
+        view = sandbox_view(settings, checkouts, worktree, ws)
         workspace.run_script(
             "cleanup", ws.cleanup, worktree=worktree, env=env, log_path=files.log,
             exit_file=files.root / "cleanup.exit", timeout=ws.setup_timeout_s,
-            grace=settings.kill_grace_seconds,
+            grace=settings.kill_grace_seconds, wrap=lambda argv: box.wrap(argv, view, env=env),
         )  # fmt: skip
     except (DispatcherError, OSError) as exc:
         reason = exc.message if isinstance(exc, DispatcherError) else str(exc)
@@ -293,11 +332,16 @@ class Runner:
                 job.prompt if via_flag or not text else f"{text}\n\n# Your task\n\n{job.prompt}"
             )
             files.prompt.write_text(prompt, encoding="utf-8")
+            box = sandbox.sandbox_for(self.settings.sandbox, self.settings.sandbox_bwrap)
+            checkouts = [Path(r.path) for r in self.store.repos()]
+            view = sandbox_view(self.settings, checkouts, worktree, ws, [files.prompt])
+            self.note(job_id, box.note(view))
             if ws.setup and not continuing:
                 workspace.run_script(
                     "setup", ws.setup, worktree=worktree, env=env, log_path=files.log,
                     exit_file=files.root / "setup.exit", timeout=ws.setup_timeout_s,
                     grace=self.settings.kill_grace_seconds,
+                    wrap=lambda argv: box.wrap(argv, view, env=env),
                 )  # fmt: skip
                 self.note(job_id, "setup: done")
                 job = self.store.job(job_id)  # setup took a while: was it canceled meanwhile?
@@ -318,7 +362,7 @@ class Runner:
                 how = f"with {profile.system_prompt_flag}" if via_flag else "in the prompt file"
                 self.note(job_id, f"conventions: {len(text)} characters, {how}")
             child = proc.spawn(
-                argv,
+                box.wrap(argv, view.with_files(files.summary), env=env),
                 cwd=worktree,
                 env=env,
                 stdin_path=files.prompt if profile.stdin_prompt else None,
@@ -335,7 +379,13 @@ class Runner:
                     finished_at=utcnow(),
                 )  # fmt: skip
                 return
-            run_cleanup(self.settings, job_id, ws, worktree)
+            run_cleanup(
+                self.settings,
+                job_id,
+                ws,
+                worktree,
+                checkouts=[Path(r.path) for r in self.store.repos()],
+            )
             self._remove_worktree(repo_path, worktree, job.branch)  # nothing ran: undo it all
             self.store.move(
                 job_id,

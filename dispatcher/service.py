@@ -670,7 +670,8 @@ class Service:
         Either way its uncommitted edits are saved to ``refs/dispatcher/released/<id>``.
         """
         ws = Workspace.model_validate(self.store.job(job_id).workspace or {})
-        run_cleanup(self.settings, job_id, ws, worktree)
+        checkouts = [Path(r.path) for r in self.store.repos()]
+        run_cleanup(self.settings, job_id, ws, worktree, checkouts=checkouts)
         if self.pool is not None and (Path(repo.path) / ".git").exists():
             self.pool.release(repo, worktree, job_id=job_id, exclude=ws.never_commit())
             return

@@ -377,7 +377,8 @@ class Sweeper:
             return None  # merged, discarded or moved meanwhile
         path = Path(job.worktree)
         ws = Workspace.model_validate(job.workspace or {})
-        run_cleanup(self.settings, job.id, ws, path)
+        checkouts = [Path(r.path) for r in self.store.repos()]
+        run_cleanup(self.settings, job.id, ws, path, checkouts=checkouts)
         message = (
             f"dispatcher: uncommitted changes left in job {job.id}'s worktree, "
             f"saved when it was removed after {self.retention_hours:g}h\n\nBranch: {job.branch}\n"

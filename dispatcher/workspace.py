@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -117,6 +117,20 @@ def bring_files(ws: Workspace, repo: Path, worktree: Path) -> list[str]:
     return notes
 
 
+def link_targets(ws: Workspace, worktree: Path, checkouts: Iterable[Path]) -> list[Path]:
+    """Where the worktree's ``link:`` symlinks lead, for those that still lead where
+    :func:`bring_files` pointed them: the same path in one of ``checkouts`` (a link
+    the agent re-pointed elsewhere is not followed)."""
+    targets = []
+    for rel in ws.link_paths:
+        if not (worktree / rel).is_symlink():
+            continue
+        target = os.path.realpath(worktree / rel)
+        if any(os.path.realpath(Path(c) / rel) == target for c in checkouts):
+            targets.append(Path(target))
+    return targets
+
+
 def script_argv(command: str, worktree: Path) -> list[str]:
     """``sh -c COMMAND``, or ``sh PATH`` when the command names a script in the repo
     that is not executable (a checked-in ``setup.sh`` without its x bit)."""
@@ -141,17 +155,20 @@ def run_script(
     exit_file: Path,
     timeout: float,
     grace: float = 3.0,
+    wrap: Callable[[list[str]], list[str]] = list,
 ) -> None:
     """Run a setup or cleanup command in ``worktree``, output appended to ``log_path``.
+    ``wrap`` turns its argv into the one to run (the sandbox's, see dispatcher/sandbox.py).
 
     Raises :class:`SetupFailed` with a one-line reason when it cannot start,
     exits non-zero or runs past ``timeout`` (its process tree is killed).
     """
     with open(log_path, "a", encoding="utf-8") as fh:
         fh.write(f"[dispatcher] {what}: {command}\n")
+    argv = wrap(script_argv(command, worktree))
     try:
         child = proc.spawn(
-            script_argv(command, worktree),
+            argv,
             cwd=worktree,
             env=env,
             stdin_path=None,

@@ -342,6 +342,28 @@ def pid_alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
+def alive_in_session(session: int, pid: int) -> bool:
+    """True while a process of session ``session`` (a job's recorded pid: the agent's
+    wrapper leads its session) that calls itself ``pid`` runs. A sandboxed agent has its
+    own pid namespace, so the ``$$`` it writes down is its pid in there: the last field
+    of NSpid in /proc/<pid>/status (the only one for an agent run without a sandbox)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] == "Z" or int(fields[3]) != session:
+            continue
+        nspid = [line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")]
+        if nspid and int(nspid[0][-1]) == pid:
+            return True
+    return False
+
+
 def hold_fault(fault_dir: Path, name: str) -> Path:
     """Arm fault point ``name`` (dispatcher/faults.py) for a daemon started with
     DISPATCHER_FAULT_DIR=fault_dir; returns the ``.reached`` file to wait for.

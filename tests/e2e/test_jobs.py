@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.daemon_fixture import Daemon, LogFollower, dispatcher_argv, pid_alive
+from tests.daemon_fixture import Daemon, LogFollower, alive_in_session, dispatcher_argv
 from tests.gitutil import commit_file, git, init_repo
 
 Agent = Callable[[str, str], str]
@@ -348,15 +348,16 @@ def test_discard_of_running_job_stops_it_and_cleans_up(
         f"echo $$ > {tmp_path}/pid.tmp\nmv {tmp_path}/pid.tmp {tmp_path}/pid\nsleep 300\n",
     )
     job = daemon.submit(name, command=[script])
-    daemon.wait(job["id"], {"running"})
+    session = daemon.wait(job["id"], {"running"})["pid"]
     # "running" is recorded when the agent is spawned, which can be before its first
     # line ran on a loaded machine: wait until it is really there to be stopped.
-    pid = _read_pid(tmp_path / "pid")
+    pid = _read_pid(tmp_path / "pid")  # its $$: in its own pid namespace when sandboxed
+    assert alive_in_session(session, pid)
     resp = daemon.api.post(f"/jobs/{job['id']}/discard")
     assert resp.status_code == 200, resp.text
     assert resp.json()["job"]["state"] == "discarded"
     # Gone or a zombie (which its parent may reap at any moment: read /proc/<pid> once).
-    assert not pid_alive(pid), f"the agent {pid} survived the discard"
+    assert not alive_in_session(session, pid), f"the agent {pid} survived the discard"
     assert not branch_exists(repo, resp.json()["job"]["branch"])
 
 
@@ -399,16 +400,18 @@ def test_timeout_kills_the_whole_process_tree(
     # Five seconds from the spawn: room for the script's first lines (a few forks)
     # on a loaded machine before the timeout kills it; the timeout is what is tested.
     job = daemon.submit(name, command=[script], timeout_minutes=5 / 60)
+    session = daemon.wait(job["id"], {"running", "timed_out"})["pid"] or 0  # its session
     job = daemon.wait(job["id"], timeout=60)
     assert job["state"] == "timed_out"
     assert "timed out" in job["error"]
+    assert session, "the job timed out before the test saw it run"
     for which in ("child", "grandchild"):
         assert (tmp_path / which).exists(), f"the agent was stopped before it wrote {which}"
-        pid = int((tmp_path / which).read_text())
+        pid = int((tmp_path / which).read_text())  # in the agent's pid namespace if sandboxed
         deadline = time.monotonic() + 20
-        while pid_alive(pid) and time.monotonic() < deadline:
+        while alive_in_session(session, pid) and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert not pid_alive(pid), f"{which} {pid} survived the timeout"
+        assert not alive_in_session(session, pid), f"{which} {pid} survived the timeout"
 
 
 def _wait_for_file(path: Path, timeout: float = 20) -> None:

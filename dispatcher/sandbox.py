@@ -1,0 +1,271 @@
+"""Agents in a box: what a job's processes may see, enforced with bubblewrap.
+
+Knows paths, not jobs or the database. The caller says what to hide (the state
+dir, every registered checkout) and what to give back (the worktree, the git
+dir, the prompt and summary files, ``link:`` targets); :meth:`Sandbox.wrap`
+turns an argv into ``[bwrap, ...options..., "--", *argv]``.
+
+The view (see docs/agents.md, "What an agent can see"):
+
+* the whole system as the user sees it (``--bind / /``): tools, HOME with the
+  agent's own credentials and caches, the network;
+* a new pid namespace with a fresh ``/proc``: with the host's ``/proc`` an
+  agent reads any same-user process's files through ``/proc/<pid>/root``
+  (the daemon's token included) and its ``environ``; a fresh ``/dev``: no
+  disks to read raw; no capabilities (``--cap-drop ALL``, which matters when
+  the daemon runs as root: otherwise it could unmount what hides the state);
+* the hidden paths replaced by empty tmpfs (a file by ``/dev/null``), then the
+  given paths bound back at the same place. Deeper paths are mounted after
+  shallower ones, so the more specific rule wins whichever way paths nest.
+* inside what is given back, what the daemon's own git would obey is
+  read-only: the git dir's ``config`` and ``hooks``, the worktree's ``.git``
+  file and its ``commondir``, the user's global git config. An agent that could
+  write those could make the daemon run its code outside the box.
+
+Modes (``DISPATCHER_SANDBOX``): ``auto`` uses bubblewrap when a one-time probe
+works and otherwise runs unsandboxed (with a line in each job log);
+``bwrap`` requires it (:class:`SandboxUnavailable`); ``off`` never uses it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from dispatcher import proc
+from dispatcher.errors import DispatcherError, ProcessError
+
+MODES = ("auto", "bwrap", "off")
+
+# Options of every sandboxed run, and of the probe that decides whether bwrap works here.
+# No --die-with-parent: it would SIGKILL the agent as soon as its wrapper shell ends
+# on the SIGTERM of a stop, cutting short the grace period kill_tree gives it.
+BASE_OPTIONS = (
+    "--unshare-pid",
+    "--cap-drop", "ALL",
+    "--bind", "/", "/",
+    "--proc", "/proc",
+    "--dev", "/dev",
+)  # fmt: skip
+
+DOCS = "see docs/agents.md#what-an-agent-can-see"
+
+
+class SandboxUnavailable(DispatcherError):
+    """``DISPATCHER_SANDBOX=bwrap`` and bubblewrap cannot run here."""
+
+    code = "sandbox_unavailable"
+
+
+@dataclass(frozen=True)
+class View:
+    """What a sandboxed process sees besides the system: paths are host paths,
+    seen at the same place inside."""
+
+    workdir: Path
+    hide: tuple[Path, ...] = ()  # directories (emptied) and files (made empty)
+    writable: tuple[Path, ...] = ()  # given back read-write; skipped when missing
+    read_only: tuple[Path, ...] = ()  # given back read-only; skipped when missing
+    files: tuple[Path, ...] = ()  # given back read-write, created empty when missing
+    checkouts: int = field(default=0, compare=False)  # for the log line
+
+    def with_files(self, *paths: Path) -> View:
+        return replace(self, files=(*self.files, *paths))
+
+
+def _real(path: Path | str) -> Path:
+    return Path(os.path.realpath(path))
+
+
+def _global_git_configs(env: Mapping[str, str]) -> list[Path]:
+    """The user's git config files that git (the daemon's too) reads from HOME."""
+    paths = []
+    if env.get("GIT_CONFIG_GLOBAL"):
+        paths.append(Path(env["GIT_CONFIG_GLOBAL"]))
+    home = env.get("HOME")
+    if home:
+        paths.append(Path(home) / ".gitconfig")
+    xdg = env.get("XDG_CONFIG_HOME") or (str(Path(home) / ".config") if home else "")
+    if xdg:
+        paths.append(Path(xdg) / "git")
+    return paths
+
+
+def job_view(
+    *,
+    state_dir: Path,
+    checkouts: Iterable[Path],
+    worktree: Path,
+    git_dir: Path | None,
+    admin_dir: Path | None = None,
+    links: Iterable[Path] = (),
+    read_only: Iterable[Path] = (),
+    database: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> View:
+    """The view of a job's process: the state dir, every checkout (and the database
+    file, when it lives elsewhere) hidden; the worktree, the repository's git dir
+    (``git_dir``: the agent commits) and ``links`` (``link:`` targets) writable;
+    ``read_only`` (the prompt file) and git's own control files read-only (in
+    ``git_dir`` and ``admin_dir``, the worktree's own git dir under it)."""
+    env = os.environ if env is None else env
+    repos = list(checkouts)
+    hidden = [state_dir, *repos]
+    if database is not None and _real(state_dir) not in _real(database).parents:
+        hidden += [database, Path(f"{database}-wal"), Path(f"{database}-shm")]
+    writable = [worktree, *links]
+    protected = [worktree / ".git", *_global_git_configs(env), *read_only]
+    if admin_dir is not None:
+        protected += [admin_dir / name for name in ("commondir", "config.worktree", "gitdir")]
+    if git_dir is not None:
+        writable.append(git_dir)
+        protected += [git_dir / "config", git_dir / "hooks", git_dir / "commondir"]
+    return View(
+        workdir=worktree,
+        hide=tuple(hidden),
+        writable=tuple(writable),
+        read_only=tuple(protected),
+        checkouts=len(repos),
+    )
+
+
+def mount_options(view: View) -> list[str]:
+    """bwrap's options that hide and give back ``view``'s paths, shallow before deep
+    (at one path, giving back wins over hiding). Missing paths are left out: bwrap
+    would create them on the host (``/`` is bound read-write)."""
+    ops: list[tuple[int, int, list[str]]] = []
+    for path in {_real(p) for p in view.hide}:
+        if path.is_dir():
+            ops.append((len(path.parts), 0, ["--tmpfs", str(path)]))
+        elif path.exists():
+            ops.append((len(path.parts), 0, ["--ro-bind", "/dev/null", str(path)]))
+    for paths, option in ((view.writable, "--bind"), (view.files, "--bind")):
+        for path in {_real(p) for p in paths}:
+            if path.exists():
+                ops.append((len(path.parts), 1, [option, str(path), str(path)]))
+    for path in {_real(p) for p in view.read_only}:
+        if path.exists():
+            ops.append((len(path.parts), 2, ["--ro-bind", str(path), str(path)]))
+    ops.sort(key=lambda op: (op[0], op[1], op[2]))
+    return [arg for _, _, args in ops for arg in args]
+
+
+def find_program(argv0: str, *, cwd: Path, env: Mapping[str, str]) -> Path:
+    """Where ``argv0`` is, as :func:`dispatcher.proc.spawn` would find it; raises
+    :class:`ProcessError` (the same one-line reasons) when it is not there."""
+    if os.sep in argv0:
+        resolved = Path(argv0) if os.path.isabs(argv0) else cwd / argv0
+        if not resolved.is_file() or not os.access(resolved, os.X_OK):
+            raise ProcessError(f"agent command not found or not executable: {argv0!r}")
+        return resolved
+    found = shutil.which(argv0, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise ProcessError(f"agent command not found on PATH: {argv0!r}")
+    return Path(found)
+
+
+def _under(path: Path, roots: Iterable[Path]) -> Path | None:
+    """The deepest of ``roots`` that holds ``path`` (or is it), or None."""
+    holding = [r for r in roots if path == r or r in path.parents]
+    return max(holding, key=lambda r: len(r.parts)) if holding else None
+
+
+def _check_visible(program: Path, view: View) -> None:
+    """Refuse a program the view hides: bwrap would only say "No such file"."""
+    real = _real(program)
+    hidden = _under(real, [_real(p) for p in view.hide])
+    given = _under(real, [_real(p) for p in (*view.writable, *view.read_only, *view.files)])
+    if hidden is not None and (given is None or len(given.parts) < len(hidden.parts)):
+        raise ProcessError(
+            f"agent command {str(program)!r} is inside {hidden}, which the sandbox hides "
+            f"from agents ({DOCS}); install it elsewhere or set DISPATCHER_SANDBOX=off"
+        )
+
+
+@dataclass(frozen=True)
+class Sandbox:
+    """How this daemon boxes agents: the mode, and bwrap if it is used."""
+
+    mode: str
+    program: str | None = None  # bwrap's path when it is used
+    problem: str = ""  # why bubblewrap cannot be used here ("" if it can, or off)
+
+    @property
+    def active(self) -> bool:
+        return self.program is not None
+
+    def note(self, view: View) -> str:
+        """The job-log line saying how (or whether) the job is boxed."""
+        if self.active:
+            return (
+                f"sandbox: bubblewrap ({self.program}): the state dir and {view.checkouts} "
+                f"registered checkout(s) are hidden; this job sees its worktree, the git "
+                f"dir, its prompt and its link: targets there ({DOCS})"
+            )
+        if self.mode == "off":
+            return (
+                "sandbox: off (DISPATCHER_SANDBOX=off): this job can read all you can, "
+                "the daemon's token and state included"
+            )
+        if self.mode == "bwrap":
+            return f"sandbox: required (DISPATCHER_SANDBOX=bwrap) but {self.problem}"
+        return (
+            f"sandbox: none, {self.problem}: this job runs unsandboxed and can read the "
+            "daemon's token and state; install bubblewrap, or set DISPATCHER_SANDBOX=off "
+            "to run unsandboxed on purpose"
+        )
+
+    def wrap(self, argv: Sequence[str], view: View, *, env: Mapping[str, str]) -> list[str]:
+        """``argv`` run inside ``view``; unchanged when the sandbox is not used.
+
+        Raises :class:`SandboxUnavailable` in ``bwrap`` mode when bubblewrap cannot
+        run, and :class:`ProcessError` when ``argv[0]`` is missing or hidden.
+        ``view.files`` are created (empty) first: bwrap binds only what exists.
+        """
+        if self.mode == "bwrap" and not self.active:
+            raise SandboxUnavailable(
+                f"DISPATCHER_SANDBOX=bwrap but {self.problem}; install bubblewrap "
+                "(Debian: apt-get install bubblewrap) or set DISPATCHER_SANDBOX=auto"
+            )
+        if not self.active:
+            return list(argv)
+        assert self.program is not None
+        program = find_program(argv[0], cwd=view.workdir, env=env)
+        _check_visible(program, view)
+        for path in view.files:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        return [
+            self.program, *BASE_OPTIONS, *mount_options(view),
+            "--chdir", str(view.workdir), "--", *argv,
+        ]  # fmt: skip
+
+
+def probe(program: str) -> tuple[str | None, str]:
+    """(bwrap's path, "") if ``program`` runs a sandbox here, else (None, why not)."""
+    found = shutil.which(program)
+    if found is None:
+        return None, f"bubblewrap ({program!r}) is not installed or not on PATH"
+    try:
+        result = proc.run([found, *BASE_OPTIONS, "true"], check=False, timeout=30)
+    except ProcessError as exc:
+        return None, f"bubblewrap ({found}) cannot start: {exc.message}"
+    if result.returncode != 0:
+        said = (result.stderr.strip().splitlines() or [f"exit {result.returncode}"])[-1]
+        return None, f"bubblewrap ({found}) cannot make a sandbox here: {said}"
+    return found, ""
+
+
+_probe_once = functools.cache(probe)
+
+
+def sandbox_for(mode: str, program: str) -> Sandbox:
+    """The daemon's sandbox for ``mode`` (one of :data:`MODES`); bwrap is probed once."""
+    if mode == "off":
+        return Sandbox("off")
+    found, problem = _probe_once(program)
+    return Sandbox(mode, found, problem)
