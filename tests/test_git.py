@@ -603,7 +603,7 @@ def do_merge(
         source=source,
         base=base,
         message=f"Land job ({strategy})",
-        worktrees_dir=tmp_path / "worktrees",
+        journal=tmp_path / "merges" / "job.json",
         **AGENT,
     )
 
@@ -794,7 +794,7 @@ def test_merge_refuses_to_overwrite_untracked_file(repo: Path, tmp_path: Path) -
     moved = commit_file(repo, "main.txt", "main\n")
     (repo / "job.txt").write_text("mine, untracked\n")
     (repo / "notes.txt").write_text("unrelated\n")
-    with pytest.raises(DirtyCheckout, match=r"untracked files: job\.txt") as info:
+    with pytest.raises(DirtyCheckout, match=r"untracked or ignored files: job\.txt") as info:
         do_merge(repo, tmp_path, "squash", base, tip)
     assert info.value.details["files"] == ["job.txt"]
     assert head(repo, "main") == moved
@@ -862,13 +862,16 @@ def test_cas_update_refuses_a_stale_old_value(repo: Path) -> None:
 def test_land_refuses_when_checkout_moved(repo: Path, tmp_path: Path) -> None:
     base, tip = make_job(repo, ("job.txt", "job\n"))
     moved = commit_file(repo, "main.txt", "main\n")
+    journal = tmp_path / "merges" / "1.json"
+    intent = git._Intent(label="1", strategy="ff", source=tip)
     with pytest.raises(RefMoved, match="main moved during the merge"):
-        git._land(repo, "main", base, tip, "stale", {})
+        git._land(repo, "main", base, tip, "stale", journal=journal, landing=intent)
     assert head(repo, "main") == moved
     g(repo, "checkout", "-q", "job")
     with pytest.raises(RefMoved, match="main moved during the merge"):
-        git._land(repo, "main", base, tip, "stale", {})
+        git._land(repo, "main", base, tip, "stale", journal=journal, landing=intent)
     assert head(repo, "main") == moved
+    assert not journal.exists()  # nothing moved: nothing for a restart to finish
 
 
 # --- saving and checking worktrees ---------------------------------------------------
