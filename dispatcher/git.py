@@ -10,8 +10,10 @@ with ``git check-ref-format --branch`` and revisions may not start with ``-``;
 positional arguments follow ``--end-of-options``.
 
 Merges are computed without touching any worktree (``merge-tree
---write-tree`` + ``commit-tree``) and land by compare-and-swap. Nothing here
-knows about jobs or the database.
+--write-tree`` + ``commit-tree``) and land by compare-and-swap, one at a time
+per target; a checked-out target is updated under its ``index.lock`` with a
+journal (:mod:`dispatcher.merge_journal`) that :func:`recover_landing` uses
+after a crash. Nothing here knows about jobs or the database.
 """
 
 from __future__ import annotations
