@@ -165,11 +165,12 @@ def reconcile(store: Store) -> list[Job]:
     contains (merged by hand, or by a daemon that crashed before recording it).
 
     One ``git for-each-ref --merged`` per repository and target; a job whose branch
-    is gone is checked by its recorded head. Jobs with no commits are left alone.
+    is gone is checked by its recorded head. Jobs with no commits (recorded head
+    at the base) are not even read.
     """
     merged: list[Job] = []
     groups: dict[tuple[int, str], list[Job]] = {}
-    for job in store.jobs_in(sorted(FINISHED, key=lambda s: s.value)):
+    for job in store.finished_with_commits():
         groups.setdefault((job.repo_id, job.target_branch), []).append(job)
     for (repo_id, target), jobs in groups.items():
         try:
@@ -190,15 +191,17 @@ def reconcile(store: Store) -> list[Job]:
 
 
 def _contained(repo: Path, job: Job, target: str, contained: dict[str, str]) -> bool:
+    """True if ``target`` holds the job's commits: its branch's tip (or, when the branch
+    is gone, its recorded head). A job with no commits is never "merged"."""
     head = contained.get(job.branch)
-    if head is None:
-        live = git.branch_head(repo, job.branch)
-        if live is not None:
-            return False  # the branch exists and its tip is not in the target
-        head = job.head_sha
-        if head is None or not git.is_full_sha(head) or not git.is_ancestor(repo, head, target):
-            return False
-    return head != job.base_sha  # a job with no commits is not "merged"
+    if head is not None:
+        return head != job.base_sha
+    if git.branch_head(repo, job.branch) is not None:
+        return False  # the branch exists and its tip is not in the target
+    head = job.head_sha
+    if head is None or head == job.base_sha or not git.is_full_sha(head):
+        return False
+    return git.is_ancestor(repo, head, target)
 
 
 def _record_contained(store: Store, job: Job, target: str) -> Job | None:
