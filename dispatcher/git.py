@@ -939,8 +939,14 @@ def _land(
     except RefMoved:
         merge_journal.discard(journal)
         raise moved from None
+    except (DirtyCheckout, InvalidState):  # refused before anything was written
+        merge_journal.discard(journal)
+        raise
     except BaseException:
-        if _ref_value(repo, ref) != new:  # nothing landed: nothing to finish after a crash
+        # Unexpected (an I/O error): a checkout may hold part of the merge, so the
+        # journal stays for the next start to finish or undo; a bare ref either moved
+        # (the caller records it) or did not (nothing to do).
+        if where is None and _ref_value(repo, ref) != new:
             merge_journal.discard(journal)
         raise
 
@@ -1191,10 +1197,11 @@ def recover_landing(landing: merge_journal.Landing) -> bool:
     """Finish or undo a merge that a crash cut short; True if its target holds ``new``.
 
     If the target is at ``new`` the checkout's new index is installed (when our
-    scratch index and our index.lock are still there). If it is not, the files the
-    merge had already written are put back: a path is restored to ``old`` only
-    where it holds exactly ``new``'s content; anything else (the user's) is left
-    and logged. Our index.lock and scratch files are removed either way.
+    scratch index and our index.lock are still there). If it is not (and it is at
+    ``old``, or our lock still guards the checkout), the files the merge had
+    already written are put back: a path is restored to ``old`` only where it holds
+    exactly ``new``'s content; anything else (the user's) is left and logged. Our
+    index.lock and scratch files are removed either way.
     """
     repo = Path(landing.repo)
     for sha in (landing.old, landing.new):
@@ -1223,7 +1230,12 @@ def recover_landing(landing: merge_journal.Landing) -> bool:
                     landing.target,
                     worktree,
                 )
-        elif worktree.is_dir() and _head_branch(worktree) == landing.target and not landed:
+        elif (
+            not landed
+            and (current == landing.old or lock.owned())
+            and worktree.is_dir()
+            and _head_branch(worktree) == landing.target
+        ):
             left = _undo_files(worktree, landing.old, landing.new)
             log.info("merge into %s at %s undone", landing.target, worktree)
             if left:
