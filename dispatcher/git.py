@@ -1190,7 +1190,7 @@ def _refusal(worktree: Path, target: str, result: proc.Result) -> DispatcherErro
 # --- finishing or undoing a landing cut short -----------------------------------------
 
 # How long recovery waits for a `read-tree` orphaned by a crash to finish writing.
-_ORPHAN_WAIT_SECONDS = 15.0
+_ORPHAN_WAIT_SECONDS = 60.0
 
 
 def recover_landing(landing: merge_journal.Landing) -> bool:
@@ -1217,7 +1217,7 @@ def recover_landing(landing: merge_journal.Landing) -> bool:
     worktree, index = Path(landing.worktree), Path(landing.index)
     lock = _IndexLock(index, landing.nonce)
     scratch = _scratch_index(index, landing.nonce)
-    _wait_gone(scratch.with_name(scratch.name + ".lock"), _ORPHAN_WAIT_SECONDS)
+    _wait_for_orphans(scratch, worktree)
     try:
         if current == landing.new:
             if scratch.exists() and lock.owned():
@@ -1261,10 +1261,36 @@ def recover_landing(landing: merge_journal.Landing) -> bool:
     return landed
 
 
-def _wait_gone(path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while path.exists() and time.monotonic() < deadline:
+def _wait_for_orphans(scratch: Path, worktree: Path) -> None:
+    """Wait (bounded) for the git commands a killed daemon left running on ``scratch``
+    (a ``read-tree`` still writing files, and the filters it runs) to end."""
+    deadline = time.monotonic() + _ORPHAN_WAIT_SECONDS
+    pids = _processes_using_index(scratch)
+    if pids:
+        log.info("waiting for git left running by the last daemon in %s (pid %s)", worktree, pids)
+    while pids and time.monotonic() < deadline:
         time.sleep(0.05)
+        pids = _processes_using_index(scratch)
+    if pids:
+        log.warning("git still running in %s (pid %s); going on without it", worktree, pids)
+
+
+def _processes_using_index(index: Path) -> list[int]:
+    """Pids whose environment sets ``GIT_INDEX_FILE`` to ``index`` (from /proc)."""
+    wanted = b"GIT_INDEX_FILE=" + os.fsencode(index)
+    pids = []
+    with contextlib.suppress(OSError), os.scandir("/proc") as entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry.name}/environ", "rb") as fh:
+                    environ = fh.read()
+            except OSError:  # gone, or not ours to read
+                continue
+            if wanted in environ.split(b"\0"):
+                pids.append(int(entry.name))
+    return sorted(pids)
 
 
 def _undo_files(worktree: Path, old: str, new: str) -> list[str]:

@@ -4,6 +4,7 @@ daemon, real repositories, real concurrent HTTP requests and a real SIGKILL."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.daemon_fixture import Daemon, hold_fault
+from tests.daemon_fixture import Daemon, hold_fault, pid_alive
 from tests.gitutil import commit_file, git, init_repo
 
 Agent = Callable[[str, str], str]
@@ -311,3 +312,98 @@ def test_restart_marks_merged_the_jobs_whose_work_the_target_already_holds(
     assert merged["merged_into"] == "main"
     assert d.job(kept["id"])["state"] == "succeeded"  # not in main
     assert d.job(empty["id"])["state"] == "succeeded"  # no commits: never "merged"
+
+
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (from /proc): the git commands a daemon started."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+@pytest.mark.timeout(180)  # 2,000 files, twice, on a shared machine
+@pytest.mark.parametrize("crash", ["power-loss", "daemon-only"])
+def test_crash_while_git_writes_the_checkout_leaves_it_as_it_was_or_as_merged(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path, agent: Agent, crash: str
+) -> None:
+    """The daemon dies while git is half-way through writing 2,000 new files into the
+    user's checkout (held there by a smudge filter). power-loss: git dies too, leaving
+    its files and locks; daemon-only: the orphaned git goes on, and the next daemon
+    waits for it. Either way the restart leaves the checkout exactly as before (or
+    exactly as merged, with the job `merged`), and the next merge works."""
+    d = daemon_factory().start()
+    repo = init_repo(tmp_path / "app", files={"README.md": "hello\n"})
+    name = d.add_repo(repo)
+    many = agent(
+        "many.sh",
+        "mkdir gen\ni=0; while [ $i -lt 2000 ]; do echo $i > gen/f$i.txt; i=$((i+1)); done\n",
+    )
+    job = d.wait(d.submit(name, "many", command=[many])["id"])
+    assert job["state"] == "succeeded", job
+    old = git(repo, "rev-parse", "main")
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    # About half of the files sort before gen/f5.txt: git stops there, half done.
+    git(repo, "config", "filter.gate.smudge",
+        f"touch '{marks}/in'; while [ ! -f '{marks}/go' ]; do sleep 0.02; done; cat")  # fmt: skip
+    (repo / ".git" / "info").mkdir(exist_ok=True)
+    (repo / ".git" / "info" / "attributes").write_text("gen/f5.txt filter=gate\n")
+    with ThreadPoolExecutor(2) as pool:
+        pending = pool.submit(post_merge, d, job["id"], "ff")
+        wait_for(marks / "in")
+        assert d.proc is not None
+        git_processes = descendants(d.proc.pid)
+        assert git_processes
+        assert d.stop(signal.SIGKILL) == -signal.SIGKILL
+        with pytest.raises(httpx.TransportError):
+            pending.result(timeout=60)
+        if crash == "power-loss":
+            for pid in git_processes:
+                os.kill(pid, signal.SIGKILL)
+            (marks / "go").touch()
+            d.start()
+        else:
+            starting = pool.submit(d.start)
+            # The new daemon says it waits for the orphan (or, not waiting, is up).
+            wait_until(lambda: starting.done() or says(d, "waiting for git left running"))
+            (marks / "go").touch()
+            starting.result(timeout=60)
+            wait_until(lambda: not any(pid_alive(pid) for pid in git_processes))
+    after = d.job(job["id"])
+    if git(repo, "rev-parse", "main") == old:
+        assert after["state"] == "succeeded"
+        assert not (repo / "gen").exists()
+    else:
+        assert git(repo, "rev-parse", "main") == job["head"]
+        assert after["state"] == "merged"
+    assert_checkout_pristine(repo)
+    if after["state"] == "succeeded":
+        assert post_merge(d, job["id"], "ff").status_code == 200
+        assert (repo / "gen" / "f1999.txt").read_text() == "1999\n"
+        assert_checkout_pristine(repo)
+
+
+def says(d: Daemon, text: str) -> bool:
+    return d.log_path.exists() and text in d.log_path.read_text()
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 60) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out")
+        time.sleep(0.02)
