@@ -1071,12 +1071,12 @@ def _update_checkout(repo: Path, worktree: Path, landing: merge_journal.Landing,
         os.replace(scratch, index)
         installed = True
     finally:
-        with contextlib.suppress(FileNotFoundError):
-            scratch.unlink()
-        # Landed but the index not installed (an I/O error): keep the lock, so that
-        # nothing runs on a checkout whose index does not match HEAD; the next start
-        # finishes it from the journal.
+        # Landed but the index not installed (an I/O error): keep the lock and the
+        # new index, so that nothing runs on a checkout whose index does not match
+        # HEAD; the next start installs it from the journal.
         if installed or _ref_value(repo, f"refs/heads/{target}") != new:
+            with contextlib.suppress(FileNotFoundError):
+                scratch.unlink()
             lock.release()
 
 
