@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from dispatcher import git, merge_journal
+from dispatcher import faults, git, merge_journal
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidState
 from dispatcher.lifecycle import FINISHED, JobState
@@ -78,6 +78,7 @@ def land(
         journal=journal,
         label=str(job_id),
     )
+    faults.reach("merge.landed")  # the target moved; the job does not say so yet
     job = store.move(
         job_id,
         set(FINISHED),

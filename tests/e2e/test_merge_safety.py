@@ -407,3 +407,40 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 60) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out")
         time.sleep(0.02)
+
+
+def test_kill_9_after_a_branch_moved_and_before_the_job_said_so_records_the_merge(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path, agent: Agent
+) -> None:
+    """A squash into a branch that is not checked out: the ref moved, then the daemon
+    died before recording it. The journal makes the job `merged` at the next start
+    (a squash commit does not contain the job's head, so nothing else could tell)."""
+    faults = tmp_path / "faults"
+    d = daemon_factory(DISPATCHER_FAULT_DIR=str(faults)).start()
+    repo = init_repo(tmp_path / "app", files={"README.md": "hello\n"})
+    git(repo, "branch", "release")
+    name = d.add_repo(repo)
+    job = file_job(d, name, agent, "job.txt", "job")
+    reached = hold_fault(faults, "merge.landed")
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(
+            lambda: d.api.post(
+                f"/jobs/{job['id']}/merge", json={"strategy": "squash", "into": "release"}
+            )
+        )
+        wait_for(reached)
+        landed = git(repo, "rev-parse", "release")
+        assert d.stop(signal.SIGKILL) == -signal.SIGKILL
+        with pytest.raises(httpx.TransportError):
+            pending.result(timeout=60)
+    (faults / "merge.landed.hold").unlink()
+    d.start()
+    after = d.job(job["id"])
+    assert after["state"] == "merged", after
+    assert (after["merged_sha"], after["merged_into"], after["merge_strategy"]) == (
+        landed,
+        "release",
+        "squash",
+    )
+    assert git(repo, "show", "release:job.txt") == "job"
+    assert not list((d.state_dir / "merges").glob("*"))
