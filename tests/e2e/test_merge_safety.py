@@ -4,6 +4,7 @@ daemon, real repositories, real concurrent HTTP requests and a real SIGKILL."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -314,23 +315,37 @@ def test_restart_marks_merged_the_jobs_whose_work_the_target_already_holds(
     assert d.job(empty["id"])["state"] == "succeeded"  # no commits: never "merged"
 
 
-def descendants(pid: int) -> list[int]:
-    """Every process below ``pid`` (from /proc): the git commands a daemon started."""
-    children: dict[int, list[int]] = {}
+def _stat(pid: int) -> list[str] | None:
+    """Fields of /proc/<pid>/stat after the command name, or None if it is gone."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()
+
+
+def descendants(pid: int) -> list[tuple[int, str]]:
+    """(pid, start time) of every process below ``pid``: the git a daemon started."""
+    children: dict[int, list[tuple[int, str]]] = {}
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
-            children.setdefault(ppid, []).append(int(entry.name))
-    found, todo = [], [pid]
+        fields = _stat(int(entry.name)) if entry.name.isdigit() else None
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append((int(entry.name), fields[19]))
+    found: list[tuple[int, str]] = []
+    todo = [pid]
     while todo:
         for child in children.get(todo.pop(), []):
             found.append(child)
-            todo.append(child)
+            todo.append(child[0])
     return found
+
+
+def kill_if_same(pid: int, start: str) -> None:
+    """SIGKILL ``pid`` only if it is still the process that started at ``start``."""
+    fields = _stat(pid)
+    if fields is not None and fields[19] == start:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.timeout(180)  # 2,000 files, twice, on a shared machine
@@ -370,8 +385,8 @@ def test_crash_while_git_writes_the_checkout_leaves_it_as_it_was_or_as_merged(
         with pytest.raises(httpx.TransportError):
             pending.result(timeout=60)
         if crash == "power-loss":
-            for pid in git_processes:
-                os.kill(pid, signal.SIGKILL)
+            for pid, start in git_processes:
+                kill_if_same(pid, start)
             (marks / "go").touch()
             d.start()
         else:
@@ -380,7 +395,7 @@ def test_crash_while_git_writes_the_checkout_leaves_it_as_it_was_or_as_merged(
             wait_until(lambda: starting.done() or says(d, "waiting for git left running"))
             (marks / "go").touch()
             starting.result(timeout=60)
-            wait_until(lambda: not any(pid_alive(pid) for pid in git_processes))
+            wait_until(lambda: not any(pid_alive(pid) for pid, _ in git_processes))
     after = d.job(job["id"])
     if git(repo, "rev-parse", "main") == old:
         assert after["state"] == "succeeded"
