@@ -124,6 +124,11 @@ class Settings(BaseSettings):
         return self.state_dir / "jobs"
 
     @property
+    def merges_dir(self) -> Path:
+        """Journals of merges under way (dispatcher/merge_journal.py)."""
+        return self.state_dir / "merges"
+
+    @property
     def token_file(self) -> Path:
         return self.state_dir / "token"
 

@@ -186,6 +186,7 @@ def serve(settings: Settings) -> None:
             service.trigger_files.restore(repo)
         notifier.start()
         service.resume_notices()  # what the last daemon still owed, before new jobs end
+        service.recover_merges()  # a crashed merge finished or undone, before any job runs
         runner.start()  # re-adopts or re-queues what the last daemon left running
         sources.start()
         service.intake.resume_pending()  # what a stopped or crashed daemon left undecided

@@ -3,7 +3,9 @@
 The git work (conflict check with ``merge-tree --write-tree``, building the
 new commit without a worktree, moving the ref by compare-and-swap, refusing a
 dirty checkout) is :func:`dispatcher.git.merge`. This module decides whether a
-job may be merged, records the result, and cleans up after it.
+job may be merged, records the result, and cleans up after it; at start-up it
+finishes what a crashed daemon's merges left (:func:`recover`) and marks jobs
+merged whose work the target branch already holds (:func:`reconcile`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from dispatcher import git
+from dispatcher import faults, git, merge_journal
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidState
 from dispatcher.lifecycle import FINISHED, JobState
@@ -63,6 +65,7 @@ def land(
     if head == job.base_sha:
         raise InvalidState(f"job {job.id} made no commits; nothing to merge (discard it instead)")
     target = git.validate_branch_name(req.into or job.target_branch)
+    journal = journal_path(settings, job_id)
     new = git.merge(
         repo_path,
         strategy=req.strategy,
@@ -72,8 +75,10 @@ def land(
         message=commit_message(job, req.strategy),
         author_name=settings.commit_author_name,
         author_email=settings.commit_author_email,
-        worktrees_dir=settings.worktrees_dir,
+        journal=journal,
+        label=str(job_id),
     )
+    faults.reach("merge.landed")  # the target moved; the job does not say so yet
     job = store.move(
         job_id,
         set(FINISHED),
@@ -84,6 +89,7 @@ def land(
         merge_strategy=req.strategy,
         closed_at=utcnow(),
     )
+    merge_journal.discard(journal)  # recorded: nothing left for a restart to finish
     # The result is landed; cleanup failures are logged, never undo the merge.
     try:
         if job.worktree:
@@ -95,3 +101,118 @@ def land(
         log.warning("job %s: cleanup after merge failed: %s", job.id, exc.message)
     how = {"ff": "fast-forwarded", "merge": "merged", "squash": "squashed", "rebase": "rebased"}
     return job, True, f"job {job.id} {how[req.strategy]} into {target} at {new[:12]}"
+
+
+def journal_path(settings: Settings, job_id: int) -> Path:
+    """Where the merge of job ``job_id`` keeps its journal while it is under way."""
+    return settings.merges_dir / f"{job_id}.json"
+
+
+def recover(settings: Settings, store: Store) -> list[Job]:
+    """Finish or undo the merges a crashed daemon left under way; the jobs now merged.
+
+    Each journal's checkout is put back as it was or as the merge makes it
+    (:func:`dispatcher.git.recover_landing`); a job whose target holds the merge
+    result is recorded ``merged``. A journal that cannot be read or acted on is
+    moved aside with a log line: it never stops the daemon from starting.
+    """
+    merged: list[Job] = []
+    for path in merge_journal.pending(settings.merges_dir):
+        try:
+            landing = merge_journal.read(path)
+            landed = git.recover_landing(landing)
+            if landed:
+                job = _record_recovered(store, landing)
+                if job is not None:
+                    merged.append(job)
+        except (ValueError, OSError, DispatcherError) as exc:
+            message = exc.message if isinstance(exc, DispatcherError) else str(exc)
+            try:
+                aside = merge_journal.move_aside(path)
+            except OSError:
+                aside = path
+            log.warning("merge journal %s not recovered (kept at %s): %s", path, aside, message)
+            continue
+        merge_journal.discard(path)
+    return merged
+
+
+def _record_recovered(store: Store, landing: merge_journal.Landing) -> Job | None:
+    """Mark the landing's job merged (if it still waits for it); None when not."""
+    if not landing.label.isdigit():
+        log.warning("merge journal of %r names no job", landing.label)
+        return None
+    job_id = int(landing.label)
+    try:
+        job = store.move(
+            job_id,
+            set(FINISHED),
+            JobState.MERGED,
+            head_sha=landing.source,
+            merged_sha=landing.new,
+            merged_into=landing.target,
+            merge_strategy=landing.strategy,
+            closed_at=utcnow(),
+        )
+    except DispatcherError as exc:  # already merged, discarded, or gone
+        log.info("job %s: merge recovered, job left as it is: %s", job_id, exc.message)
+        return None
+    log.info("job %s: merge into %s finished after a restart", job_id, landing.target)
+    return job
+
+
+def reconcile(store: Store) -> list[Job]:
+    """Mark ``merged`` every finished job with commits whose head its target already
+    contains (merged by hand, or by a daemon that crashed before recording it).
+
+    One ``git for-each-ref --merged`` per repository and target; a job whose branch
+    is gone is checked by its recorded head. Jobs with no commits (recorded head
+    at the base) are not even read.
+    """
+    merged: list[Job] = []
+    groups: dict[tuple[int, str], list[Job]] = {}
+    for job in store.finished_with_commits():
+        groups.setdefault((job.repo_id, job.target_branch), []).append(job)
+    for (repo_id, target), jobs in groups.items():
+        try:
+            repo_path = Path(store.repo(repo_id).path)
+            if git.branch_head(repo_path, target) is None:
+                continue
+            contained = git.branches_merged_into(repo_path, target)
+            for job in jobs:
+                if _contained(repo_path, job, target, contained):
+                    done = _record_contained(store, job, target)
+                    if done is not None:
+                        merged.append(done)
+        except DispatcherError as exc:
+            log.warning(
+                "repo %s: cannot tell which jobs %s holds: %s", repo_id, target, exc.message
+            )
+    return merged
+
+
+def _contained(repo: Path, job: Job, target: str, contained: dict[str, str]) -> bool:
+    """True if ``target`` holds the job's commits: its branch's tip (or, when the branch
+    is gone, its recorded head). A job with no commits is never "merged"."""
+    head = contained.get(job.branch)
+    if head is not None:
+        return head != job.base_sha
+    if git.branch_head(repo, job.branch) is not None:
+        return False  # the branch exists and its tip is not in the target
+    head = job.head_sha
+    if head is None or head == job.base_sha or not git.is_full_sha(head):
+        return False
+    return git.is_ancestor(repo, head, target)
+
+
+def _record_contained(store: Store, job: Job, target: str) -> Job | None:
+    assert job.id is not None
+    try:
+        moved = store.move(
+            job.id, set(FINISHED), JobState.MERGED, merged_into=target, closed_at=utcnow()
+        )
+    except DispatcherError as exc:
+        log.info("job %s: left as it is: %s", job.id, exc.message)
+        return None
+    log.info("job %s: its work is already in %s: marked merged", job.id, target)
+    return moved

@@ -39,7 +39,7 @@ from dispatcher.errors import (
 )
 from dispatcher.intake import Intake
 from dispatcher.lifecycle import ACTIVE, FINISHED, JobState
-from dispatcher.merge import land
+from dispatcher.merge import land, reconcile, recover
 from dispatcher.models import (
     ActionResult,
     Delivery,
@@ -663,6 +663,27 @@ class Service:
             if changed and job.state is JobState.MERGED:
                 self.announce(job)
             return self._result(job, changed, message)
+
+    def recover_merges(self) -> None:
+        """At start-up, before any job runs or merge is accepted: finish or undo the
+        merges a crashed daemon left under way, then mark merged the finished jobs
+        whose work their target already holds. Each job newly merged gives up its
+        worktree and is announced. Never raises."""
+        try:
+            jobs = recover(self.settings, self.store) + reconcile(self.store)
+        except Exception:
+            log.exception("recovering merges failed")
+            return
+        for job in jobs:
+            assert job.id is not None
+            try:
+                if job.worktree:
+                    repo = self.store.repo(job.repo_id)
+                    self._drop_worktree(repo, job.id, Path(job.worktree))
+                    job = self.store.update(job.id, worktree=None)
+            except Exception:
+                log.exception("job %s: cleanup after a recovered merge failed", job.id)
+            self.announce(job)
 
     def _drop_worktree(self, repo: Repo, job_id: int, worktree: Path) -> None:
         """A job is done with its worktree: back to the warm pool, or removed.

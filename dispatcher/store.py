@@ -390,6 +390,16 @@ class Store:
         with self.reading() as s:
             return list(s.exec(select(Job).where(col(Job.state).in_(list(states)))).all())
 
+    def finished_with_commits(self) -> list[Job]:
+        """Finished jobs (not closed) whose recorded head differs from their base."""
+        with self.reading() as s:
+            query = select(Job).where(
+                col(Job.state).in_(list(FINISHED)),
+                col(Job.head_sha).is_not(None),
+                col(Job.head_sha) != col(Job.base_sha),
+            )
+            return list(s.exec(query).all())
+
     def retry_of(self, job_id: int) -> Job | None:
         with self.reading() as s:
             return s.exec(select(Job).where(Job.retry_of == job_id).order_by(col(Job.id))).first()

@@ -721,7 +721,7 @@ def do_merge(
         source=source,
         base=base,
         message=f"Land job ({strategy})",
-        worktrees_dir=tmp_path / "worktrees",
+        journal=tmp_path / "merges" / "job.json",
         **AGENT,
     )
 
@@ -912,7 +912,7 @@ def test_merge_refuses_to_overwrite_untracked_file(repo: Path, tmp_path: Path) -
     moved = commit_file(repo, "main.txt", "main\n")
     (repo / "job.txt").write_text("mine, untracked\n")
     (repo / "notes.txt").write_text("unrelated\n")
-    with pytest.raises(DirtyCheckout, match=r"untracked files: job\.txt") as info:
+    with pytest.raises(DirtyCheckout, match=r"untracked or ignored files: job\.txt") as info:
         do_merge(repo, tmp_path, "squash", base, tip)
     assert info.value.details["files"] == ["job.txt"]
     assert head(repo, "main") == moved
@@ -980,13 +980,16 @@ def test_cas_update_refuses_a_stale_old_value(repo: Path) -> None:
 def test_land_refuses_when_checkout_moved(repo: Path, tmp_path: Path) -> None:
     base, tip = make_job(repo, ("job.txt", "job\n"))
     moved = commit_file(repo, "main.txt", "main\n")
+    journal = tmp_path / "merges" / "1.json"
+    intent = git._Intent(label="1", strategy="ff", source=tip)
     with pytest.raises(RefMoved, match="main moved during the merge"):
-        git._land(repo, "main", base, tip, "stale", {})
+        git._land(repo, "main", base, tip, "stale", journal=journal, landing=intent)
     assert head(repo, "main") == moved
     g(repo, "checkout", "-q", "job")
     with pytest.raises(RefMoved, match="main moved during the merge"):
-        git._land(repo, "main", base, tip, "stale", {})
+        git._land(repo, "main", base, tip, "stale", journal=journal, landing=intent)
     assert head(repo, "main") == moved
+    assert not journal.exists()  # nothing moved: nothing for a restart to finish
 
 
 # --- saving and checking worktrees ---------------------------------------------------
@@ -1200,3 +1203,100 @@ def test_worktree_add_sparse_checks_out_only_the_cone(repo: Path, tmp_path: Path
             git.worktree_add(repo, tmp_path / "bad", "job2", "HEAD", sparse=[bad])
         assert not (tmp_path / "bad").exists()
         assert not has_branch(repo, "job2")
+
+
+# --- landing on a checked-out target: refusals, journal, recovery -------------------
+
+
+def test_merge_refuses_ignored_files_in_the_way_and_a_directory_of_them(
+    repo: Path, tmp_path: Path
+) -> None:
+    (repo / ".gitignore").write_text("/secrets.env\n/cache\n")
+    g(repo, "add", ".gitignore")
+    g(repo, "commit", "-qm", "ignore")
+    g(repo, "checkout", "-q", "-b", "job")
+    base = head(repo)
+    (repo / "secrets.env").write_text("job\n")
+    (repo / "cache").write_text("job\n")
+    g(repo, "add", "-f", "secrets.env", "cache")
+    g(repo, "commit", "-qm", "job")
+    tip = head(repo)
+    g(repo, "checkout", "-q", "main")
+    (repo / "secrets.env").write_text("mine\n")
+    (repo / "cache").mkdir()
+    (repo / "cache" / "blob").write_text("mine\n")
+    with pytest.raises(DirtyCheckout, match=r"untracked or ignored files: cache, secrets\.env"):
+        do_merge(repo, tmp_path, "ff", base, tip)
+    assert head(repo, "main") == base
+    assert (repo / "secrets.env").read_text() == "mine\n"
+    assert (repo / "cache" / "blob").read_text() == "mine\n"
+    assert not (tmp_path / "merges" / "job.json").exists()
+
+
+def test_merge_into_a_checkout_leaves_its_journal_for_the_caller(
+    repo: Path, tmp_path: Path
+) -> None:
+    from dispatcher import merge_journal
+
+    base, tip = make_job(repo, ("job.txt", "job\n"))
+    journal = tmp_path / "merges" / "job.json"
+    assert do_merge(repo, tmp_path, "ff", base, tip) == tip
+    landing = merge_journal.read(journal)
+    assert (landing.target, landing.old, landing.new, landing.strategy) == ("main", base, tip, "ff")
+    assert landing.worktree == str(repo.resolve())
+    assert git.recover_landing(landing)  # landed and finished: recovery has nothing to do
+    assert git.status_porcelain(repo) == []
+    assert sorted(p.name for p in (repo / ".git").glob("index*")) == ["index"]
+
+
+def test_recover_landing_puts_back_only_what_the_merge_wrote(repo: Path, tmp_path: Path) -> None:
+    """A crash after some files moved and before the ref did: files holding the merge's
+    content go back, the user's own content stays, our index.lock goes."""
+    from dispatcher import merge_journal
+
+    base, tip = make_job(repo, ("new.txt", "new\n"), ("a.txt", "job\n"), ("README.md", "job\n"))
+    index = git._index_file(repo)
+    landing = merge_journal.Landing(
+        label="7", repo=str(repo), target="main", old=base, new=tip, strategy="ff",
+        source=tip, nonce="abc", worktree=str(repo), index=str(index),
+    )  # fmt: skip
+    git._IndexLock(index, "abc").acquire(repo)
+    (repo / "new.txt").write_text("new\n")  # written by the merge
+    (repo / "a.txt").write_text("job\n")  # written by the merge
+    (repo / "README.md").write_text("the user's\n")  # neither before nor after
+    assert not git.recover_landing(landing)
+    assert not (repo / "new.txt").exists()
+    assert (repo / "a.txt").read_text() == "a\n"
+    assert (repo / "README.md").read_text() == "the user's\n"
+    assert not (repo / ".git" / "index.lock").exists()
+    assert sorted(p.name for p in (repo / ".git").glob("index*")) == ["index"]
+    assert head(repo, "main") == base
+
+
+def test_recover_landing_never_takes_a_lock_that_is_not_ours(repo: Path, tmp_path: Path) -> None:
+    from dispatcher import merge_journal
+
+    base, tip = make_job(repo, ("new.txt", "new\n"))
+    index = git._index_file(repo)
+    (repo / ".git" / "index.lock").write_text("the user's git\n")
+    landing = merge_journal.Landing(
+        label="7", repo=str(repo), target="main", old=base, new=tip, strategy="ff",
+        source=tip, nonce="abc", worktree=str(repo), index=str(index),
+    )  # fmt: skip
+    with pytest.raises(InvalidState, match="another git command is running"):
+        git._IndexLock(index, "abc").acquire(repo)
+    assert not git.recover_landing(landing)
+    assert (repo / ".git" / "index.lock").read_text() == "the user's git\n"
+
+
+def test_merge_journal_refuses_what_it_cannot_read(tmp_path: Path) -> None:
+    from dispatcher import merge_journal
+
+    path = tmp_path / "1.json"
+    for text in ("{nope", "[]", '{"version": 1, "label": "1"}', '{"version": 9}'):
+        path.write_text(text)
+        with pytest.raises(ValueError, match="merge journal"):
+            merge_journal.read(path)
+    aside = merge_journal.move_aside(path)
+    assert not path.exists() and aside.name.startswith("1.json.bad-")
+    assert merge_journal.pending(tmp_path) == []
