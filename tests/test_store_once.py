@@ -4,14 +4,19 @@ with its own :class:`Store`, released together at a barrier)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 
+from dispatcher.api.app import create_app
+from dispatcher.api.middleware import Idempotency
 from dispatcher.config import Settings
 from dispatcher.models import (
     Event,
@@ -230,3 +235,33 @@ def test_a_key_is_written_with_its_resource_or_not_at_all(store: Store) -> None:
     assert store.idempotent_get(later) is None
     second = store.add_job(a_job(repo_id), branch_for=lambda jid: f"b/{jid}", idem=later)
     assert second.id != job.id
+
+
+def test_concurrent_keyed_requests_run_one_at_a_time_and_leave_no_lock_behind(
+    world: tuple[Service, Store, Path],
+) -> None:
+    """Through the real app in process: five requests with one key make one job, and
+    the per-key lock goes with its last user (no lock kept per key ever seen)."""
+    service, store, repo_path = world
+    service.add_repo(RepoCreate(path=str(repo_path), name="app"))
+    app = create_app(service, "t" * 32)
+    body = {"repo": "app", "prompt": "x", "command": ["true"]}
+
+    async def send_all() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        headers = {"Authorization": "Bearer " + "t" * 32}
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            keyed = [
+                client.post("/jobs", json=body, headers={**headers, "Idempotency-Key": f"k{i % 2}"})
+                for i in range(6)
+            ]
+            return list(await asyncio.gather(*keyed))
+
+    answers = asyncio.run(send_all())
+    assert {r.status_code for r in answers} == {201}, [r.text for r in answers]
+    assert len({r.json()["id"] for r in answers}) == 2  # one job per key
+    assert len(store.jobs()) == 2
+    layer: Any = app.middleware_stack
+    while not isinstance(layer, Idempotency):
+        layer = layer.app
+    assert layer._locks == {}

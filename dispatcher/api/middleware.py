@@ -8,10 +8,11 @@ log) pass through untouched.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
 import anyio
@@ -196,7 +197,22 @@ class Idempotency:
     def __init__(self, app: ASGIApp, service: Service) -> None:
         self.app = app
         self.service = service
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}  # per key: lock, users
+
+    @contextlib.asynccontextmanager
+    async def _one_at_a_time(self, name: str) -> AsyncIterator[None]:
+        """Requests with one key run one at a time; the lock goes with its last user."""
+        lock, users = self._locks.get(name, (asyncio.Lock(), 0))
+        self._locks[name] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            lock, users = self._locks[name]
+            if users == 1:
+                del self._locks[name]
+            else:
+                self._locks[name] = (lock, users - 1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         key_raw = _header(scope, IDEMPOTENCY_HEADER) if scope["type"] == "http" else None
@@ -231,8 +247,7 @@ class Idempotency:
             )
         ).hexdigest()
         idem = self.service.idempotency_key(key, "POST", path, digest)
-        lock = self._locks.setdefault(f"{key}\0{path}", asyncio.Lock())
-        async with lock:
+        async with self._one_at_a_time(f"{key}\0{path}"):
             stored = await anyio.to_thread.run_sync(self.service.idempotent_get, idem)
             if stored is not None and stored.request_hash != digest:
                 await send_error(
