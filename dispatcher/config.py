@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -69,7 +70,11 @@ class Settings(BaseSettings):
     agent_cpu_seconds: int | None = Field(default=None, ge=1)
     max_log_bytes: int = Field(default=50 * 1024 * 1024, ge=4096)
     log_keep: int = Field(default=1, ge=0)  # rotated copies kept beside agent.log
-    log_check_seconds: float = Field(default=5, gt=0)  # how often a running agent's log is capped
+    # Each agent's process tree in a cgroup (v2) of its own, killed whole when the job
+    # ends ("off": only its process group, which a process leaves with setsid).
+    cgroups: Literal["auto", "off"] = "auto"
+    # Where job cgroups are made (default: dispatcher-<hash> in the daemon's own cgroup).
+    cgroup_parent: Path | None = None
 
     # Agent environments. Each running job gets DISPATCHER_PORT (and PORT): the first
     # of job_ports free ports from [job_port_base, job_port_base + job_port_count).
