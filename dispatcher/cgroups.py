@@ -101,19 +101,23 @@ def pids(path: Path) -> list[int]:
         return []
 
 
-def kill(path: Path, *, timeout: float = 10.0) -> bool:
+def kill(path: Path, *, timeout: float = 10.0, kill_file: bool = True) -> bool:
     """SIGKILL every process in the cgroup ``path`` and wait until it is empty.
 
     True when it is empty (or does not exist); False if processes are still
-    listed after ``timeout`` (they may be stuck in the kernel).
+    listed after ``timeout`` (they may be stuck in the kernel). ``kill_file``
+    False skips ``cgroup.kill`` (as on kernels that lack it): each listed pid is
+    signalled, again until none is left (a fork may add one meanwhile).
     """
     if not path.is_dir():
         return True
-    try:
-        (path / "cgroup.kill").write_text("1\n")
-        killed = True
-    except OSError:  # before Linux 5.14: one pid at a time, until none is left
-        killed = False
+    killed = False
+    if kill_file:
+        try:
+            (path / "cgroup.kill").write_text("1\n")
+            killed = True
+        except OSError:  # before Linux 5.14: one pid at a time, until none is left
+            pass
     deadline = time.monotonic() + timeout
     delay = 0.005
     while members := pids(path):

@@ -2,7 +2,7 @@
 
 Started by the agent wrapper (:func:`dispatcher.proc.spawn`) in the agent's own
 session as ``python -I -S logpipe.py EXIT_FILE LOG MAX_BYTES KEEP HEAD_BYTES
-CLAIM -- ARGV...``: standard library only, no ``dispatcher`` import, so it
+CTYPE CLAIM -- ARGV...``: standard library only, no ``dispatcher`` import, so it
 starts fast and outlives a daemon crash like the agent does.
 
 * The agent (``ARGV``) is its child; its stdout and stderr go into one pipe that
@@ -22,6 +22,8 @@ starts fast and outlives a daemon crash like the agent does.
   signals the whole process group, and the agent's last words still reach the
   log and its status the exit file.
 
+``CTYPE`` is ``LC_CTYPE=<value>`` as the wrapper had it, or empty if it had
+none: the agent gets that, not what Python's locale coercion (PEP 538) set here.
 ``CLAIM`` is not used here; it is in the command line so that a recovering
 daemon can recognise this process as the spawn that wrote it.
 """
@@ -171,17 +173,21 @@ def pump(read_fd: int, pid: int, log: CappedLog) -> int:
 
 
 def main(args: list[str]) -> int:
-    exit_file, log_path, max_bytes, keep, head_bytes, _claim, dashes, *argv = args
-    if dashes != "--" or not argv:
-        print("usage: logpipe.py EXIT LOG MAX KEEP HEAD CLAIM -- ARGV...", file=sys.stderr)
+    if len(args) < 9 or args[7] != "--":
+        print("usage: logpipe.py EXIT LOG MAX KEEP HEAD CTYPE CLAIM -- ARGV...", file=sys.stderr)
         return 2
+    exit_file, log_path, max_bytes, keep, head_bytes, ctype, _claim, _, *argv = args
+    env = dict(os.environ)
+    env.pop("LC_CTYPE", None)
+    if ctype.startswith("LC_CTYPE="):
+        env["LC_CTYPE"] = ctype.removeprefix("LC_CTYPE=")
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     log = CappedLog(log_path, int(max_bytes), int(keep), int(head_bytes))
     read_fd, write_fd = os.pipe()
     try:
         pid = os.posix_spawnp(
-            argv[0], argv, os.environ,
+            argv[0], argv, env,
             file_actions=[
                 (os.POSIX_SPAWN_DUP2, write_fd, 1),
                 (os.POSIX_SPAWN_DUP2, write_fd, 2),

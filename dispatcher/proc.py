@@ -183,7 +183,9 @@ def wrapper_script(
     # The exit file and the claim come from positional parameters, like the argv.
     writer = (
         f'{quoted(sys.executable, "-I", "-S", LOGPIPE)} "$exit_file" '
-        f"{quoted(log_path, log_cap.max_bytes, log_cap.keep, log_cap.head_bytes)}"
+        f"{quoted(log_path, log_cap.max_bytes, log_cap.keep, log_cap.head_bytes)} "
+        # Python may set LC_CTYPE at start (PEP 538): the writer puts back what we had.
+        '"${LC_CTYPE+LC_CTYPE=$LC_CTYPE}"'
     )
     return f'{_PRELUDE}exec {writer} "$claim" -- {inner}'
 

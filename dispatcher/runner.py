@@ -177,16 +177,16 @@ class Runner:
 
     def setup_cgroups(self) -> None:
         """Find and probe where job cgroups go; say once in the daemon log if they cannot."""
-        if self.settings.cgroups == "off":
-            self.cgroup_parent, self.cgroup_problem = None, "turned off (DISPATCHER_CGROUPS=off)"
-            return
         digest = hashlib.sha256(str(self.settings.state_dir).encode()).hexdigest()[:12]
         try:
+            if self.settings.cgroups == "off":
+                raise cgroups.Unavailable("DISPATCHER_CGROUPS=off")
             parent = self.settings.cgroup_parent or cgroups.find_parent(f"dispatcher-{digest}")
             cgroups.probe(parent)
         except cgroups.Unavailable as exc:
             self.cgroup_parent, self.cgroup_problem = None, str(exc)
-            log.warning(
+            log.log(
+                logging.INFO if self.settings.cgroups == "off" else logging.WARNING,
                 "cgroups are unavailable (%s): a job's end kills only its agent's process "
                 "group, which processes that call setsid leave",
                 exc,
