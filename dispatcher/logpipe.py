@@ -30,10 +30,11 @@ daemon can recognise this process as the spawn that wrote it.
 
 from __future__ import annotations
 
-import contextlib
+# ``_signal``, not ``signal`` (which imports enum), and no contextlib: this process
+# starts with every job, and each import costs start-up time.
+import _signal as signal  # type: ignore[import-not-found]
 import os
 import select
-import signal
 import sys
 
 _READ = 1 << 16
@@ -85,12 +86,16 @@ class CappedLog:
             self.write(data)
         except OSError:
             if self.fd >= 0:
-                with contextlib.suppress(OSError):
+                try:  # noqa: SIM105
                     os.close(self.fd)
+                except OSError:
+                    pass
                 self.fd = -1
-            with contextlib.suppress(OSError):
+            try:
                 self.fd = self._open()
                 self.size = os.fstat(self.fd).st_size
+            except OSError:
+                pass
 
     def _write_all(self, view: memoryview) -> None:
         while view:
@@ -109,8 +114,10 @@ class CappedLog:
         self.fd = -1
         if self.keep:
             for n in range(self.keep - 1, 0, -1):
-                with contextlib.suppress(FileNotFoundError):
+                try:  # noqa: SIM105
                     os.replace(rotated(self.path, n), rotated(self.path, n + 1))
+                except FileNotFoundError:
+                    pass
             os.replace(self.path, rotated(self.path, 1))
         else:
             os.unlink(self.path)
@@ -138,9 +145,11 @@ def _status(wait_status: int) -> int:
 def _drain(fd: int, log: CappedLog) -> None:
     """What is in the pipe now, without waiting for more (left-behind writers may hold it)."""
     os.set_blocking(fd, False)
-    with contextlib.suppress(BlockingIOError):
+    try:
         while chunk := os.read(fd, _READ):
             log.write_or_drop(chunk)
+    except BlockingIOError:
+        pass
 
 
 def pump(read_fd: int, pid: int, log: CappedLog) -> int:
