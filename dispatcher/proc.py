@@ -9,7 +9,9 @@
   parent, after a restart, can still learn how it ended), and records the
   kernel start time so a recycled pid is never mistaken for it. Optional
   :class:`Limits` (address space, CPU time) bind the agent and everything it
-  starts.
+  starts. Optionally the wrapper first joins a cgroup, then claims the spawn
+  (:func:`take_claim`, :func:`claim_holder`: exactly once across a crash), and
+  runs the agent under the log writer :mod:`dispatcher.logpipe` (:class:`LogCap`).
 
 Nothing here knows about jobs or the database.
 """

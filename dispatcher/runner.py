@@ -171,6 +171,9 @@ class Runner:
         self._wake.set()
         if self._loop is not None:
             self._loop.join(timeout)
+        if self.cgroup_parent is not None and self.settings.cgroup_parent is None:
+            with contextlib.suppress(OSError):  # still holds the agents left running
+                self.cgroup_parent.rmdir()
 
     def wake(self) -> None:
         self._wake.set()
