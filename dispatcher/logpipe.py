@@ -70,9 +70,10 @@ class CappedLog:
             if len(view) <= room:
                 self._write_all(view)
                 return
-            # Cut at the last line end that fits (mid-line only if no line end does).
+            # Cut at the last line end that fits; mid-line only when none does and the
+            # file is less than half full (rotating it would keep a copy of little).
             take = bytes(view[: max(room, 0)]).rfind(b"\n") + 1 if room > 0 else 0
-            if take == 0 and self.size <= len(self._marker()):  # a fresh file, one long line
+            if take == 0 and self.size < self.max_bytes // 2:
                 take = max(room, 0)
             if take:
                 self._write_all(view[:take])
