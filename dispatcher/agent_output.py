@@ -579,11 +579,14 @@ def session_in_head(kind: str, path: Path, *, max_bytes: int = HEAD_MAX_BYTES) -
 
     Codex (``thread.started``) and Gemini (``init``) print theirs once, at the start:
     :func:`parse_log` reads the end of a log and misses it in a long one, and a log
-    rotation drops it. The runner reads the head before a rotation and at the end.
-    A partial last line is dropped; a missing file gives None.
+    rotation drops it.
+    A partial last line is dropped; a missing file gives None. The log writer
+    (:mod:`dispatcher.logpipe`) keeps the head in ``<path>.head`` before it
+    first rotates the log: that copy is read when it exists.
     """
+    head = path.with_name(f"{path.name}.head")
     try:
-        with open(path, "rb") as fh:
+        with open(head if head.exists() else path, "rb") as fh:
             data = fh.read(max_bytes + 1)
     except (FileNotFoundError, NotADirectoryError):
         return None

@@ -71,12 +71,16 @@ class Settings(BaseSettings):
     agent_cpu_seconds: int | None = Field(default=None, ge=1)
     max_log_bytes: int = Field(default=50 * 1024 * 1024, ge=4096)
     log_keep: int = Field(default=1, ge=0)  # rotated copies kept beside agent.log
-    log_check_seconds: float = Field(default=5, gt=0)  # how often a running agent's log is capped
     # Agent sandbox (dispatcher/sandbox.py, docs/agents.md "What an agent can see"):
     # auto: bubblewrap when it works here, else unsandboxed with a line in each job log;
     # bwrap: required (a job fails without it); off: never.
     sandbox: Literal["auto", "bwrap", "off"] = "auto"
     sandbox_bwrap: str = "bwrap"  # the bubblewrap program: a name on PATH, or a path
+    # Each agent's process tree in a cgroup (v2) of its own, killed whole when the job
+    # ends ("off": only its process group, which a process leaves with setsid).
+    cgroups: Literal["auto", "off"] = "auto"
+    # Where job cgroups are made (default: dispatcher-<hash> in the daemon's own cgroup).
+    cgroup_parent: Path | None = None
 
     # Agent environments. Each running job gets DISPATCHER_PORT (and PORT): the first
     # of job_ports free ports from [job_port_base, job_port_base + job_port_count).

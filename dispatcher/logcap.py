@@ -1,5 +1,9 @@
 """Cap a log that a running agent appends to, rotating it without renaming it.
 
+Agents' logs are capped as they are written by :mod:`dispatcher.logpipe`, which
+uses the same names (:func:`rotated_path`); :func:`cap` remains for a log that a
+process appends to directly (no writer in between), checked from outside.
+
 An agent's stdout and stderr go straight to ``agent.log`` through a file
 descriptor opened ``O_APPEND`` (see :func:`dispatcher.proc.spawn`), and keep
 going there even while no daemon runs. Renaming the live file, as ``logrotate``

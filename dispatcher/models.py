@@ -234,6 +234,9 @@ class Job(SQLModel, table=True):
     worktree: str | None = None
     pid: int | None = None
     pid_start: int | None = None
+    # Names this run's claim file (jobs/<id>/spawn-<nonce>) and cgroup; recorded before
+    # the agent is spawned, so that a restarted daemon can tell whether it started.
+    spawn_nonce: str | None = None
     port: int | None = None  # first of the job's DISPATCHER_PORT range while it runs
     cancel_requested: bool = False
     # How it went

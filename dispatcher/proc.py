@@ -9,7 +9,9 @@
   parent, after a restart, can still learn how it ended), and records the
   kernel start time so a recycled pid is never mistaken for it. Optional
   :class:`Limits` (address space, CPU time) bind the agent and everything it
-  starts.
+  starts. Optionally the wrapper first joins a cgroup, then claims the spawn
+  (:func:`take_claim`, :func:`claim_holder`: exactly once across a crash), and
+  runs the agent under the log writer :mod:`dispatcher.logpipe` (:class:`LogCap`).
 
 Nothing here knows about jobs or the database.
 """
@@ -19,8 +21,10 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
+import shlex
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,15 +34,32 @@ from dispatcher.errors import ProcessError
 
 # `sh -c` runs the agent as a child and records how it ended. The agent's argv
 # arrives as positional parameters ("$@"), so no argument is ever parsed by the
-# shell. 128+N is the shell's convention for "killed by signal N".
+# shell. 128+N is the shell's convention for "killed by signal N". Shell
+# builtins only, here and in the prelude: the agent's PATH may have no `mv`.
 _WRAPPER = (
-    'exit_file="$1"; shift; '
     '"$@"; code=$?; '
-    # Shell builtins only: the agent's PATH may have no `mv`. A reader never sees
-    # a half-written file: it reads only after this process has ended.
+    # A reader never sees a half-written file: it reads only after this process has ended.
     'printf "%s\\n" "$code" > "$exit_file"; '
     'exit "$code"'
 )
+
+# Before the agent runs, the wrapper joins the job's cgroup (if given; before the
+# claim, so that whoever sees the claim finds the whole tree in the cgroup) and
+# then claims the spawn: an exclusive create (`set -C` is O_EXCL) of the claim
+# file, holding its pid. If the file exists, a recovering daemon claimed it
+# first (see :func:`take_claim`): the wrapper exits without running anything.
+_PRELUDE = (
+    'exit_file="$1"; claim="$2"; cgroup="$3"; shift 3; '
+    'if [ -n "$cgroup" ]; then '
+    '{ echo $$ > "$cgroup/cgroup.procs"; } 2>/dev/null || '
+    'echo "[dispatcher] warning: cannot join the cgroup $cgroup: processes that leave'
+    " the agent's session may outlive the job\" >&2; fi; "
+    'if [ -n "$claim" ]; then set -C; '
+    '{ echo $$ > "$claim"; } 2>/dev/null || exit 0; set +C; fi; '
+)
+
+# What a daemon writes into a claim file it took (a wrapper writes its pid).
+DAEMON_CLAIM = "daemon"
 
 # With limits, the agent runs as `(ulimit ...; exec "$@")`: the subshell sets
 # the limits on itself and then becomes the agent, so they bind the agent and
@@ -120,13 +141,55 @@ def ulimit_commands(limits: Limits) -> list[str]:
     return commands
 
 
-def wrapper_script(limits: Limits | None = None) -> str:
-    """The ``sh -c`` script that runs the agent (under ``limits``) and records its exit."""
+@dataclass(frozen=True)
+class LogCap:
+    """Cap the agent's log while it writes (see :mod:`dispatcher.logpipe`)."""
+
+    max_bytes: int  # the live log rotates before it would grow past this
+    keep: int  # rotated copies (``agent.log.1`` ... ``agent.log.<keep>``)
+    head_bytes: int  # how much of the log's start is kept in ``agent.log.head``
+
+
+LOGPIPE = Path(__file__).with_name("logpipe.py")
+
+
+def head_path(log_path: Path) -> Path:
+    """Where :mod:`dispatcher.logpipe` keeps the start of a log before rotating it."""
+    return log_path.with_name(f"{log_path.name}.head")
+
+
+def wrapper_script(
+    limits: Limits | None = None, *, log_path: Path | None = None, log_cap: LogCap | None = None
+) -> str:
+    """The ``sh -c`` script that runs the agent (under ``limits``) and records its exit.
+
+    With ``log_cap`` (and ``log_path``) the wrapper becomes (``exec``) the log
+    writer :mod:`dispatcher.logpipe`, which runs the agent with its output
+    through a pipe, caps the log and records the exit. Its paths and numbers
+    are quoted here; the agent's argv stays in positional parameters.
+    """
     commands = ulimit_commands(limits) if limits is not None else []
-    if not commands:
-        return _WRAPPER
-    run = _LIMITED_RUN.format(commands=" && ".join(commands), failed=LIMITS_FAILED)
-    return _WRAPPER.replace('"$@"; code=$?', f"{run}; code=$?", 1)
+    limited = _LIMITED_RUN.format(commands=" && ".join(commands), failed=LIMITS_FAILED)
+    if log_cap is None or log_path is None:
+        if not commands:
+            return _PRELUDE + _WRAPPER
+        return _PRELUDE + _WRAPPER.replace('"$@"; code=$?', f"{limited}; code=$?", 1)
+    inner = '"$@"'
+    if commands:  # a shell between writer and agent sets the limits, then becomes the agent
+        script = limited[2:-2]  # the subshell's body, without its parentheses
+        inner = f'/bin/sh -c {shlex.quote(script)} dispatcher-limits "$@"'
+
+    def quoted(*args: object) -> str:
+        return " ".join(shlex.quote(str(a)) for a in args)
+
+    # The exit file and the claim come from positional parameters, like the argv.
+    writer = (
+        f'{quoted(sys.executable, "-I", "-S", LOGPIPE)} "$exit_file" '
+        f"{quoted(log_path, log_cap.max_bytes, log_cap.keep, log_cap.head_bytes)} "
+        # Python may set LC_CTYPE at start (PEP 538): the writer puts back what we had.
+        '"${LC_CTYPE+LC_CTYPE=$LC_CTYPE}"'
+    )
+    return f'{_PRELUDE}exec {writer} "$claim" -- {inner}'
 
 
 @dataclass(frozen=True)
@@ -226,12 +289,20 @@ def spawn(
     log_path: Path,
     exit_file: Path,
     limits: Limits | None = None,
+    claim_file: Path | None = None,
+    cgroup: Path | None = None,
+    log_cap: LogCap | None = None,
 ) -> Spawned:
     """Start ``argv`` in a new session, output appended to ``log_path``.
 
     ``limits`` bind the agent and every process it starts (see :class:`Limits`).
-    The log is opened ``O_APPEND``, so :func:`dispatcher.logcap.cap` may
-    truncate it under a running agent.
+    Without ``log_cap`` the log is opened ``O_APPEND``, so
+    :func:`dispatcher.logcap.cap` may truncate it under a running agent; with
+    it, the output goes through :mod:`dispatcher.logpipe`, which caps the log
+    as it writes. ``cgroup``: a cgroup (v2) directory the wrapper moves itself
+    into before anything else. ``claim_file``: created exclusively by the
+    wrapper, holding its pid, before the agent runs; if it exists already the
+    agent never runs (see :func:`take_claim`).
 
     Raises :class:`ProcessError` when the program does not exist or is not
     executable, so that callers can fail the job with that reason instead of
@@ -249,12 +320,17 @@ def spawn(
             raise ProcessError(f"agent command not found on PATH: {program!r}")
     with contextlib.suppress(FileNotFoundError):
         exit_file.unlink()
+    if log_cap is not None:
+        with contextlib.suppress(FileNotFoundError):
+            head_path(log_path).unlink()  # an earlier run's head is not this one's
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    script = wrapper_script(limits, log_path=log_path, log_cap=log_cap)
+    places = [str(exit_file), str(claim_file or ""), str(cgroup or "")]
     with contextlib.ExitStack() as stack:
         log = stack.enter_context(open(log_path, "ab"))
         stdin = stack.enter_context(open(stdin_path, "rb")) if stdin_path else subprocess.DEVNULL
         popen = subprocess.Popen(
-            ["/bin/sh", "-c", wrapper_script(limits), "dispatcher-agent", str(exit_file), *argv],
+            ["/bin/sh", "-c", script, "dispatcher-agent", *places, *argv],
             cwd=cwd,
             env=dict(env),
             stdin=stdin,
@@ -265,6 +341,72 @@ def spawn(
         )
     start = process_start_time(popen.pid)
     return Spawned(popen.pid, start if start is not None else 0, exit_file, popen)
+
+
+def take_claim(claim_file: Path) -> bool:
+    """Claim a spawn for this daemon; False if its wrapper (or a daemon) claimed it first.
+
+    The file appears with its content at once (written aside, then hard-linked,
+    which fails if the name exists), so a reader never mistakes a daemon's
+    claim for a wrapper's that is still being written. Once this returns True
+    that spawn's wrapper can never run its agent.
+    """
+    tmp = claim_file.with_name(f".{claim_file.name}.{os.getpid()}.tmp")
+    tmp.write_text(f"{DAEMON_CLAIM}\n")
+    try:
+        os.link(tmp, claim_file)
+    except FileExistsError:
+        return False
+    finally:
+        tmp.unlink()
+    return True
+
+
+def claim_holder(claim_file: Path, *, wait: float = 2.0) -> int | None:
+    """The pid of the wrapper that claimed ``claim_file``; None if a daemon did, or
+    if no agent ran from it nor ever will.
+
+    A wrapper creates the file and then writes its pid, and runs the agent only
+    after that: an empty file is polled for up to ``wait`` seconds, then the
+    wrapper that is still writing it is looked for (:func:`find_spawn`); with
+    none alive, it died before it could run anything.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            text = claim_file.read_text().strip()
+        except FileNotFoundError:
+            text = ""
+        if text == DAEMON_CLAIM:
+            return None
+        if text.isdigit():
+            return int(text)
+        if time.monotonic() >= deadline:
+            return find_spawn(claim_file)
+        time.sleep(0.02)
+
+
+def find_spawn(claim_file: Path) -> int | None:
+    """A live process whose command line names ``claim_file`` (its wrapper), or None."""
+    wanted = os.fsencode(claim_file)
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and runs_spawn(int(entry.name), claim_file, wanted) is not None:
+            return int(entry.name)
+    return None
+
+
+def runs_spawn(pid: int, claim_file: Path, _wanted: bytes | None = None) -> int | None:
+    """``pid``'s start time if it is the live wrapper (or log writer) of the spawn
+    that claimed ``claim_file`` (its command line names that file), else None."""
+    start = process_start_time(pid)
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    wanted = _wanted if _wanted is not None else os.fsencode(claim_file)
+    if start is None or wanted not in cmdline or not is_alive(pid, start):
+        return None
+    return start
 
 
 def read_exit_file(exit_file: Path) -> int | None:

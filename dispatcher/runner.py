@@ -8,19 +8,32 @@ Agents run in their own session (see :mod:`dispatcher.proc`), so they outlive
 a daemon crash. At start :meth:`Runner.recover` re-adopts the ones still alive
 (pid + kernel start time), records how the others ended (from the exit-status
 file their wrapper writes), and re-queues jobs caught while preparing.
+
+Exactly once: each spawn has a nonce, recorded on the job before the agent is
+spawned. The agent's wrapper claims ``jobs/<id>/spawn-<nonce>`` (an exclusive
+create) before it runs the agent; a daemon that finds the job still
+``preparing`` after a crash claims the same file itself. Whoever creates it
+first wins: if the daemon does, that agent can never run and the job is
+re-queued; if the wrapper did, its agent is adopted as running.
+
+Each agent runs in a cgroup (v2) of its own where the machine allows
+(:mod:`dispatcher.cgroups`), killed whole when the job ends, so that processes
+that left the agent's session (``setsid``) end with it; else only its process
+group is killed, and the job log says so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import re
+import secrets
 import socket
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +41,11 @@ from dispatcher import (
     agent_output,
     agents,
     budget,
+    cgroups,
     conventions,
+    faults,
     git,
     gitrefs,
-    logcap,
     proc,
     sandbox,
     workspace,
@@ -72,6 +86,10 @@ class JobFiles:
     @property
     def exit(self) -> Path:
         return self.root / "exit"
+
+    def claim(self, nonce: str) -> Path:
+        """The claim file of the spawn with this nonce (see the module docstring)."""
+        return self.root / f"spawn-{nonce}"
 
     @property
     def summary(self) -> Path:
@@ -182,10 +200,13 @@ class Runner:
         self._threads: dict[int, threading.Thread] = {}
         self._loop: threading.Thread | None = None
         self.on_finished: Callable[[int], None] | None = None
+        self.cgroup_parent: Path | None = None  # where job cgroups go; None: not used
+        self.cgroup_problem = "not probed yet"  # why not, when cgroup_parent is None
 
     # ------------------------------------------------------------ control
 
     def start(self) -> None:
+        self.setup_cgroups()
         self.recover()
         self._loop = threading.Thread(target=self._claim_loop, name="runner", daemon=True)
         self._loop.start()
@@ -196,9 +217,67 @@ class Runner:
         self._wake.set()
         if self._loop is not None:
             self._loop.join(timeout)
+        if self.cgroup_parent is not None and self.settings.cgroup_parent is None:
+            with contextlib.suppress(OSError):  # still holds the agents left running
+                self.cgroup_parent.rmdir()
 
     def wake(self) -> None:
         self._wake.set()
+
+    def setup_cgroups(self) -> None:
+        """Find and probe where job cgroups go; say once in the daemon log if they cannot."""
+        digest = hashlib.sha256(str(self.settings.state_dir).encode()).hexdigest()[:12]
+        try:
+            if self.settings.cgroups == "off":
+                raise cgroups.Unavailable("DISPATCHER_CGROUPS=off")
+            parent = self.settings.cgroup_parent or cgroups.find_parent(f"dispatcher-{digest}")
+            cgroups.probe(parent)
+        except cgroups.Unavailable as exc:
+            self.cgroup_parent, self.cgroup_problem = None, str(exc)
+            log.log(
+                logging.INFO if self.settings.cgroups == "off" else logging.WARNING,
+                "cgroups are unavailable (%s): a job's end kills only its agent's process "
+                "group, which processes that call setsid leave",
+                exc,
+            )
+            return
+        self.cgroup_parent, self.cgroup_problem = parent, ""
+        log.info("agents run in cgroups under %s", parent)
+
+    def _cgroup_of(self, job: Job) -> Path | None:
+        if self.cgroup_parent is None or job.spawn_nonce is None:
+            return None
+        return self.cgroup_parent / f"job-{job.id}-{job.spawn_nonce}"
+
+    def _make_cgroup(self, job: Job) -> Path | None:
+        """The job's cgroup, made for the spawn about to start; None (noted in the job
+        log) where there is none."""
+        assert job.id is not None
+        path = self._cgroup_of(job)
+        if path is not None:
+            try:
+                cgroups.create(path)
+                return path
+            except OSError as exc:
+                problem = f"cannot create {path}: {exc.strerror}"
+        else:
+            problem = self.cgroup_problem
+        self.note(
+            job.id,
+            f"warning: cgroups are unavailable ({problem}): the job's end kills only the "
+            "agent's process group, which processes that call setsid leave",
+        )
+        return None
+
+    def _end_cgroup(self, job: Job) -> None:
+        """Kill whatever is left in the job's cgroup and remove it (best effort)."""
+        path = self._cgroup_of(job)
+        if path is None:
+            return
+        try:
+            cgroups.remove(path)
+        except OSError as exc:
+            log.warning("job %s: cannot remove its cgroup %s: %s", job.id, path, exc)
 
     def cancel(self, job_id: int) -> None:
         """Kill the job's agent tree if it runs here (the supervisor records ``canceled``)."""
@@ -315,6 +394,7 @@ class Runner:
                 block=self.settings.job_ports,
                 usable=_port_is_free,
                 worktree=str(worktree),
+                spawn_nonce=secrets.token_hex(6),  # this run's claim file and cgroup
             )
             if with_port is None:
                 raise InvalidInput(
@@ -361,6 +441,9 @@ class Runner:
             if text:
                 how = f"with {profile.system_prompt_flag}" if via_flag else "in the prompt file"
                 self.note(job_id, f"conventions: {len(text)} characters, {how}")
+            assert job.spawn_nonce is not None
+            cgroup = self._make_cgroup(job)
+            faults.reach("runner.before-spawn")
             child = proc.spawn(
                 box.wrap(argv, view.with_files(files.summary), env=env),
                 cwd=worktree,
@@ -369,8 +452,16 @@ class Runner:
                 log_path=files.log,
                 exit_file=files.exit,
                 limits=self._limits(),
-            )
+                claim_file=files.claim(job.spawn_nonce),
+                cgroup=cgroup,
+                log_cap=proc.LogCap(
+                    self.settings.max_log_bytes, self.settings.log_keep,
+                    agent_output.HEAD_MAX_BYTES,
+                ),
+            )  # fmt: skip
+            faults.reach("runner.after-spawn")
         except (DispatcherError, OSError) as exc:
+            self._end_cgroup(job)
             reason = exc.message if isinstance(exc, DispatcherError) else str(exc)
             self.note(job_id, f"failed before the agent started: {reason}")
             if continuing:  # the worktree holds the earlier runs' work: keep it
@@ -501,60 +592,14 @@ class Runner:
             return None
         return proc.Limits(memory_bytes=memory * 2**20 if memory else None, cpu_seconds=cpu)
 
-    def _cap_log(self, job: Job, *, head_read: bool) -> bool:
-        """Rotate the job's log if it is over the cap. Until ``head_read``, first look for
-        the session id the agent printed at the start (which a rotation drops) and keep
-        it on the job. Returns whether the head is done with."""
-        assert job.id is not None
-        job_id = job.id
-        path = job_files(self.settings, job_id).log
-        if not head_read:
-            # Read before cap() below, the only thing that rotates the log: the id the
-            # agent prints first is kept before a rotation could drop it.
-            try:
-                kind = self._report_kind(job)
-                session = None if kind == "text" else agent_output.session_in_head(kind, path)
-                if session is not None:
-                    self.store.update(job_id, session_id=session)
-                head_read = (
-                    session is not None
-                    or kind == "text"
-                    or (
-                        path.stat().st_size >= agent_output.HEAD_MAX_BYTES  # whole head, no id
-                    )
-                )
-            except FileNotFoundError:
-                pass  # no output yet
-            except Exception:  # never a reason to disturb a running agent
-                head_read = True
-                log.warning("job %s: cannot keep its session id", job_id, exc_info=True)
-        try:
-            logcap.cap(
-                path,
-                max_bytes=self.settings.max_log_bytes,
-                keep=self.settings.log_keep,
-            )
-        except OSError as exc:
-            log.warning("job %s: cannot cap its log: %s", job_id, exc)
-        return head_read
-
     def _supervise(self, job_id: int, child: proc.Spawned, job: Job | None = None) -> None:
         """Wait for the agent (killing it at its deadline), then record how it ended.
         ``job``: the row as the caller last saw it (read here if not given)."""
         job = job or self.store.job(job_id)
         started = job.started_at or utcnow()
-        deadline = time.monotonic() + job.timeout_s - (utcnow() - started).total_seconds()
-        # Wait in slices so the log is capped while the agent writes (one fstat each).
-        every = self.settings.log_check_seconds
-        head_read = job.session_id is not None
-        while True:
-            remaining = deadline - time.monotonic()
-            code = proc.wait(child, timeout=max(0.0, min(remaining, every)))
-            if code is not None or remaining <= every:
-                break
-            head_read = self._cap_log(job, head_read=head_read)
-        # No cap after the agent ended: its last output stays in agent.log, and the
-        # log is bounded by the cap plus what it wrote in the last check interval.
+        deadline = job.timeout_s - (utcnow() - started).total_seconds()
+        # The log is capped as the agent writes, by its log writer (dispatcher/logpipe.py).
+        code = proc.wait(child, timeout=max(0.0, deadline))
         timed_out = code is None
         if timed_out:
             self.note(job_id, f"timed out after {job.timeout_s:g}s: killing the process tree")
@@ -563,6 +608,7 @@ class Runner:
         else:
             # The agent is gone; make sure nothing it started in its session lingers.
             proc.kill_tree(child.pid, None, grace=self.settings.kill_grace_seconds)
+        self._end_cgroup(job)  # and nothing that left its session (setsid)
         with self._lock:
             self._children.pop(job_id, None)
         self._finish(job_id, code, timed_out=timed_out)
@@ -734,24 +780,59 @@ class Runner:
                 supervised = job.id in self._threads
             if not supervised and self.on_finished is not None:
                 self.on_finished(job.id)  # ended while we were down: announce it (if it did)
+        self._sweep_cgroups()
+
+    def _sweep_cgroups(self) -> None:
+        """Kill and remove job cgroups under ours that no active job owns (left by a
+        crash between making one and recording the job's end)."""
+        if self.cgroup_parent is None:
+            return
+        owned = {
+            path
+            for job in self.store.jobs_in([JobState.PREPARING, JobState.RUNNING])
+            if (path := self._cgroup_of(job)) is not None
+        }
+        for path in cgroups.children(self.cgroup_parent):
+            if path.name.startswith("job-") and path not in owned:
+                try:
+                    cgroups.remove(path)
+                except OSError as exc:
+                    log.warning("cannot remove the stale cgroup %s: %s", path, exc)
+
+    def _spawn_started(self, job: Job) -> Job | None:
+        """For a job left ``preparing``: did its agent start? None if it never did and
+        now never can (this daemon holds its claim); else the job, moved to ``running``
+        with the agent's pid (None if it has ended already)."""
+        assert job.id is not None
+        if job.spawn_nonce is None:
+            return None  # no spawn was about to start
+        claim = job_files(self.settings, job.id).claim(job.spawn_nonce)
+        claim.parent.mkdir(parents=True, exist_ok=True)
+        if proc.take_claim(claim):
+            return None
+        pid = proc.claim_holder(claim)
+        if pid is None:
+            return None  # an earlier daemon's claim, or a wrapper that died claiming
+        start = proc.runs_spawn(pid, claim)  # None: it has ended (or the pid is another's)
+        started = datetime.fromtimestamp(claim.stat().st_mtime, UTC)
+        how = f"it runs as pid {pid}: adopted" if start is not None else "it has ended"
+        self.note(job.id, f"daemon restarted while the agent was starting; {how}")
+        return self.store.move(
+            job.id, JobState.PREPARING, JobState.RUNNING,
+            pid=pid if start is not None else None, pid_start=start, started_at=started,
+        )  # fmt: skip
 
     def _recover_one(self, job: Job) -> None:
         assert job.id is not None
         repo = self.store.repo(job.repo_id)
         files = job_files(self.settings, job.id)
-        if job.state is JobState.PREPARING and job.followup_of is not None:
-            # A follow-up's worktree holds the earlier runs' work: keep it, run again.
-            self.store.move(job.id, JobState.PREPARING, JobState.QUEUED)
-            self.note(job.id, "daemon restarted while preparing: re-queued")
-            return
         if job.state is JobState.PREPARING:
-            # Nothing ran yet: undo the half-made worktree and queue the job again.
-            self._remove_worktree(
-                Path(repo.path), worktree_path(self.settings, repo, job.id), job.branch
-            )
-            self.store.move(job.id, JobState.PREPARING, JobState.QUEUED, worktree=None)
-            self.note(job.id, "daemon restarted while preparing: re-queued")
-            return
+            started = self._spawn_started(job)
+            if started is None:
+                self._undo_preparing(job, repo)
+                return
+            job = started
+        assert job.id is not None
         if (
             job.pid is not None
             and job.pid_start is not None
@@ -763,6 +844,7 @@ class Runner:
             self.note(job.id, f"daemon restarted: re-adopted agent pid {job.pid}")
             self._start_thread(job.id, self._supervise, job.id, child)
             return
+        self._end_cgroup(job)  # the agent has ended: so does all it left behind
         code = proc.read_exit_file(files.exit)
         if code is not None:
             self.note(
@@ -778,6 +860,22 @@ class Runner:
             self._requeue(job, repo, lost)
         else:
             self._finish(job.id, None, timed_out=False, lost=lost)
+
+    def _undo_preparing(self, job: Job, repo: Repo) -> None:
+        """No agent ran: queue the job again (undoing the half-made worktree)."""
+        assert job.id is not None
+        self._end_cgroup(job)  # a wrapper that lost its claim may still be in it
+        if job.followup_of is not None:
+            # A follow-up's worktree holds the earlier runs' work: keep it, run again.
+            self.store.move(job.id, JobState.PREPARING, JobState.QUEUED, spawn_nonce=None)
+        else:
+            self._remove_worktree(
+                Path(repo.path), worktree_path(self.settings, repo, job.id), job.branch
+            )
+            self.store.move(
+                job.id, JobState.PREPARING, JobState.QUEUED, worktree=None, spawn_nonce=None
+            )
+        self.note(job.id, "daemon restarted while preparing: re-queued")
 
     def _requeue(self, job: Job, repo: Repo, reason: str) -> None:
         """Run a lost job again (attempt + 1, after a backoff), keeping what it had done.

@@ -61,10 +61,12 @@ def read_pid(path: Path) -> int:
 
 
 class Spawner:
-    """Spawns children in a tmp dir and makes sure every one is killed and reaped."""
+    """Spawns children in a tmp dir and makes sure every one is killed and reaped.
+    ``log_cap``: through the log writer (dispatcher/logpipe.py), as the runner does."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, log_cap: proc.LogCap | None = None) -> None:
         self.root = root
+        self.log_cap = log_cap
         self.children: list[Spawned] = []
 
     def __call__(
@@ -84,6 +86,7 @@ class Spawner:
             log_path=self.root / "logs" / "agent.log",
             exit_file=self.root / "exit",
             limits=limits,
+            log_cap=self.log_cap,
         )
         self.children.append(child)
         return child
@@ -95,9 +98,11 @@ class Spawner:
                 child.popen.wait(timeout=WAIT)
 
 
-@pytest.fixture
-def spawner(tmp_path: Path) -> Iterator[Spawner]:
-    sp = Spawner(tmp_path)
+@pytest.fixture(params=["direct", "logpipe"])
+def spawner(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Spawner]:
+    """Every spawn test runs twice: output straight to the log, and through the writer."""
+    cap = proc.LogCap(1 << 20, 1, 4096) if request.param == "logpipe" else None
+    sp = Spawner(tmp_path, cap)
     try:
         yield sp
     finally:
@@ -351,8 +356,12 @@ def test_kill_tree_kills_child_and_grandchild(spawner: Spawner, tmp_path: Path) 
     for pid in (child.pid, agent_pid, grandchild):
         poll(lambda pid=pid: gone(pid), what=f"pid {pid} to end")  # type: ignore[misc]
     assert child.popen is not None
-    assert child.popen.wait(timeout=WAIT) == -signal.SIGTERM
-    assert proc.read_exit_file(child.exit_file) is None
+    if spawner.log_cap is None:  # the wrapper died of it too, before recording anything
+        assert child.popen.wait(timeout=WAIT) == -signal.SIGTERM
+        assert proc.read_exit_file(child.exit_file) is None
+    else:  # the log writer ignores SIGTERM and records the agent's end
+        assert proc.signal_of(proc.wait(child, timeout=WAIT)) == signal.SIGTERM
+        assert proc.read_exit_file(child.exit_file) == 128 + signal.SIGTERM
 
 
 def test_kill_tree_sigkills_what_ignores_sigterm(spawner: Spawner, tmp_path: Path) -> None:
@@ -631,3 +640,71 @@ def test_describe_status(code: int | None, expected: str) -> None:
 
 def test_describe_status_of_an_exit_code_that_is_no_signal() -> None:
     assert proc.describe_status(255) == "exit 255"
+
+
+# ---------------------------------------------------------------- claims (exactly once)
+
+
+def claimed_spawn(tmp_path: Path, argv: list[str], claim: Path, **kw: object) -> Spawned:
+    return proc.spawn(
+        argv, cwd=tmp_path, env=ENV, stdin_path=None, log_path=tmp_path / "agent.log",
+        exit_file=tmp_path / "exit", claim_file=claim,
+        log_cap=proc.LogCap(1 << 20, 1, 4096), **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def test_the_wrapper_claims_the_spawn_with_its_pid_before_the_agent_runs(tmp_path: Path) -> None:
+    claim, release = tmp_path / "spawn-abc", tmp_path / "release"
+    agent = script(
+        tmp_path / "agent.sh",
+        f'cat "{claim}" > seen\nwhile [ ! -e {release} ]; do sleep 0.02; done',
+    )
+    child = claimed_spawn(tmp_path, [str(agent)], claim)
+    try:
+        poll((tmp_path / "seen").exists, what="the agent")
+        assert (tmp_path / "seen").read_text() == f"{child.pid}\n"  # written before it ran
+        assert proc.claim_holder(claim) == child.pid
+        assert proc.runs_spawn(child.pid, claim) == child.start_time
+        assert proc.runs_spawn(child.pid, tmp_path / "spawn-other") is None
+        assert proc.take_claim(claim) is False  # a recovering daemon loses: it started
+    finally:
+        release.touch()
+        assert proc.wait(child, timeout=WAIT) == 0
+    assert proc.runs_spawn(child.pid, claim) is None  # ended
+
+
+def test_a_spawn_whose_claim_a_daemon_took_never_runs_its_agent(tmp_path: Path) -> None:
+    claim = tmp_path / "spawn-abc"
+    assert proc.take_claim(claim) is True
+    assert proc.take_claim(claim) is False  # once
+    assert proc.claim_holder(claim) is None  # a daemon's claim, no wrapper's
+    child = claimed_spawn(tmp_path, ["sh", "-c", "touch ran"], claim)
+    assert proc.wait(child, timeout=WAIT) == 0
+    assert not (tmp_path / "ran").exists()
+    assert not child.exit_file.exists()
+    assert claim.read_text() == f"{proc.DAEMON_CLAIM}\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp left
+
+
+def test_an_empty_claim_with_no_wrapper_alive_means_nothing_ran(tmp_path: Path) -> None:
+    claim = tmp_path / "spawn-abc"
+    claim.touch()  # a wrapper killed between creating the file and writing its pid
+    started = time.monotonic()
+    assert proc.claim_holder(claim, wait=0.2) is None
+    assert time.monotonic() - started >= 0.2
+    assert proc.find_spawn(claim) is None
+
+
+def test_an_empty_claim_finds_its_wrapper_while_it_lives(tmp_path: Path) -> None:
+    claim = tmp_path / "spawn-abc"
+    claim.touch()
+    # Looks like a wrapper that is still writing its pid: the claim path is in its argv.
+    import subprocess
+
+    holder = subprocess.Popen(["sh", "-c", "sleep 30", "dispatcher-agent", str(claim)])
+    try:
+        poll(lambda: proc.find_spawn(claim) == holder.pid, what="the holder")
+        assert proc.claim_holder(claim, wait=0.1) == holder.pid
+    finally:
+        holder.kill()
+        holder.wait()

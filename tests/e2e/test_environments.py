@@ -284,7 +284,6 @@ def test_session_id_printed_at_the_start_survives_the_log_rotation(
     # talking until the daemon's log cap has rotated that line out of agent.log.
     d = fake_daemon(
         daemon_factory, FAKE_AGENT_UNTIL_ROTATED="1", DISPATCHER_MAX_LOG_BYTES="20000",
-        DISPATCHER_LOG_CHECK_SECONDS="0.1",
     )  # fmt: skip
     name = d.add_repo(repo_with(tmp_path))
     job = d.wait(d.submit(name, "long one", agent=agent_name)["id"])

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.daemon_fixture import Daemon, dispatcher_argv
+from tests.daemon_fixture import Daemon, dispatcher_argv, pid_alive
 from tests.gitutil import git, init_repo
 
 Agent = Callable[[str, str], str]
@@ -168,3 +169,106 @@ def test_many_parallel_jobs_on_one_repo_all_succeed(
     assert states == ["succeeded"] * 40, [
         (i, d.job(i)["error"]) for i, s in zip(ids, states, strict=True) if s != "succeeded"
     ]
+
+
+# ------------------------------------------------------------------ processes that leave
+
+
+def cgroups_usable() -> bool:
+    """A cgroup2 mount with our own cgroup in it that we may make cgroups in (read
+    here, not through dispatcher.cgroups, so the test runs against any daemon)."""
+    own = [ln[3:] for ln in Path("/proc/self/cgroup").read_text().splitlines() if ln[:3] == "0::"]
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        left, _, right = line.partition(" - ")
+        if right.startswith("cgroup2 ") and own:
+            path = Path(left.split()[4]) / own[0].strip().lstrip("/")
+            return os.access(path, os.W_OK)
+    return False
+
+
+def escaping_agent(agent: Agent, marks: Path, then: str) -> str:
+    """An agent that starts a grandchild in a session of its own (out of the agent's
+    process group), records its pid, then runs ``then``."""
+    marks.mkdir(exist_ok=True)
+    return agent(
+        "escape.sh",
+        f'setsid sh -c \'echo $$ > "{marks}/escaped.tmp"; '
+        f'mv "{marks}/escaped.tmp" "{marks}/escaped"; exec sleep 300\' &\n'
+        f'while [ ! -f "{marks}/escaped" ]; do sleep 0.01; done\n' + then,
+    )
+
+
+def escaped_pid(marks: Path) -> int:
+    deadline = time.monotonic() + 20
+    while not (marks / "escaped").exists():
+        assert time.monotonic() < deadline, "the grandchild did not start"
+        time.sleep(0.02)
+    pid = int((marks / "escaped").read_text())
+    assert os.getsid(pid) == pid  # it did leave the agent's session
+    return pid
+
+
+def gone_soon(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+@pytest.mark.skipif(not cgroups_usable(), reason="no cgroup v2 to make job cgroups in")
+@pytest.mark.parametrize("end", ["exit", "cancel", "timeout", "restart"])
+def test_a_process_that_left_the_session_dies_with_the_job(
+    end: str, daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
+) -> None:
+    """A grandchild that calls setsid left the agent's process group, which is all the
+    daemon used to kill: it outlived the job's end, a cancel, a timeout, a restart."""
+    marks = tmp_path / "marks"
+    gate = tmp_path / "go"
+    then = {
+        "exit": "exit 0\n",
+        "cancel": "while :; do sleep 1; done\n",
+        "timeout": "while :; do sleep 1; done\n",
+        "restart": f'while [ ! -f "{gate}" ]; do sleep 0.02; done\n',
+    }[end]
+    d = daemon_factory().start()
+    name = d.add_repo(init_repo(tmp_path / "r"))
+    body: dict[str, object] = {"timeout_minutes": 0.05} if end == "timeout" else {}
+    job_id = d.submit(name, "x", command=[escaping_agent(agent, marks, then)], **body)["id"]
+    pid = escaped_pid(marks)
+    try:
+        if end == "cancel":
+            d.wait(job_id, {"running"})
+            assert d.api.post(f"/jobs/{job_id}/cancel").status_code == 200
+        elif end == "restart":  # the agent ends while no daemon runs
+            d.wait(job_id, {"running"})
+            assert d.stop(signal.SIGKILL) == -signal.SIGKILL
+            gate.touch()
+            exit_file = d.state_dir / "jobs" / str(job_id) / "exit"
+            deadline = time.monotonic() + 20
+            while not exit_file.exists():
+                assert time.monotonic() < deadline, "the agent did not end"
+                time.sleep(0.02)
+            assert pid_alive(pid)  # nothing killed it yet
+            d.start()
+        job = d.wait(job_id, timeout=40)
+        want = {"exit": "succeeded", "cancel": "canceled", "timeout": "timed_out"}
+        assert job["state"] == want.get(end, "succeeded"), job
+        assert gone_soon(pid), f"the grandchild {pid} outlived the job"
+        assert "cgroups are unavailable" not in d.api.get(f"/jobs/{job_id}/log").text
+    finally:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_without_cgroups_the_job_log_says_so(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    d = daemon_factory(DISPATCHER_CGROUPS="off").start()
+    name = d.add_repo(init_repo(tmp_path / "r"))
+    job = d.wait(d.submit(name, "x", command=["true"])["id"])
+    assert job["state"] == "succeeded"
+    log = d.api.get(f"/jobs/{job['id']}/log").text
+    assert "warning: cgroups are unavailable (DISPATCHER_CGROUPS=off)" in log
+    assert "cgroups are unavailable" in d.log_path.read_text()  # and the daemon log, once

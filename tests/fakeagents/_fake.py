@@ -17,7 +17,8 @@ counterpart's JSON events on stdout. Environment variables steer them:
     exit with this code instead of the agent's usual one.
 ``FAKE_AGENT_UNTIL_ROTATED=1``
     after the first event, print plain progress lines until the log that stdout
-    goes to is rotated under it (its size drops), for at most 30 s; then go on.
+    goes to is rotated under it (its size drops, or agent.log.1 appears beside
+    the prompt file), for at most 30 s; then go on.
 
 Standard library only; the scripts import this module by path.
 """
@@ -133,10 +134,15 @@ def chatter_until_rotated() -> None:
     deadline = time.monotonic() + 30
     biggest = 0
     line = "working: " + "." * 200
+    # Through the daemon's log writer stdout is a pipe: look for the rotated copy
+    # beside the prompt file (the job's files) instead.
+    rotated = Path(os.environ.get("DISPATCHER_PROMPT_FILE", "/nonexistent")).with_name(
+        "agent.log.1"
+    )
     while time.monotonic() < deadline:
         print(line, flush=True)
         size = os.fstat(sys.stdout.fileno()).st_size
-        if size < biggest:
+        if size < biggest or rotated.exists():
             return
         biggest = size
         time.sleep(0.002)
