@@ -283,7 +283,7 @@ def test_session_id_printed_at_the_start_survives_the_log_rotation(
     # Codex and Gemini print their session id once, first; the agent below keeps
     # talking until the daemon's log cap has rotated that line out of agent.log.
     d = fake_daemon(
-        daemon_factory, FAKE_AGENT_UNTIL_ROTATED="1", DISPATCHER_MAX_LOG_BYTES="20000",
+        daemon_factory, FAKE_AGENT_UNTIL_ROTATED="60000", DISPATCHER_MAX_LOG_BYTES="20000",
     )  # fmt: skip
     name = d.add_repo(repo_with(tmp_path))
     job = d.wait(d.submit(name, "long one", agent=agent_name)["id"])

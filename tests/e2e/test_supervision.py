@@ -223,7 +223,9 @@ def test_a_process_that_left_the_session_dies_with_the_job(
     end: str, daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
 ) -> None:
     """A grandchild that calls setsid left the agent's process group, which is all the
-    daemon used to kill: it outlived the job's end, a cancel, a timeout, a restart."""
+    daemon used to kill: it outlived the job's end, a cancel, a timeout, a restart.
+    Without the sandbox: its own pid namespace also ends such a process when the
+    agent exits, and the job's cgroup is what must hold on its own."""
     marks = tmp_path / "marks"
     gate = tmp_path / "go"
     then = {
@@ -232,7 +234,7 @@ def test_a_process_that_left_the_session_dies_with_the_job(
         "timeout": "while :; do sleep 1; done\n",
         "restart": f'while [ ! -f "{gate}" ]; do sleep 0.02; done\n',
     }[end]
-    d = daemon_factory().start()
+    d = daemon_factory(DISPATCHER_SANDBOX="off").start()
     name = d.add_repo(init_repo(tmp_path / "r"))
     body: dict[str, object] = {"timeout_minutes": 0.05} if end == "timeout" else {}
     job_id = d.submit(name, "x", command=[escaping_agent(agent, marks, then)], **body)["id"]

@@ -15,10 +15,9 @@ counterpart's JSON events on stdout. Environment variables steer them:
     the agent's final message (default: one naming the prompt's length).
 ``FAKE_AGENT_EXIT=<int>``
     exit with this code instead of the agent's usual one.
-``FAKE_AGENT_UNTIL_ROTATED=1``
-    after the first event, print plain progress lines until the log that stdout
-    goes to is rotated under it (its size drops, or agent.log.1 appears beside
-    the prompt file), for at most 30 s; then go on.
+``FAKE_AGENT_UNTIL_ROTATED=N``
+    after the first event, print N bytes of plain progress lines (set N past
+    the log cap so that the daemon's log writer rotates the first event out).
 
 Standard library only; the scripts import this module by path.
 """
@@ -128,23 +127,18 @@ def finish(code: int) -> None:
 
 
 def chatter_until_rotated() -> None:
-    """With FAKE_AGENT_UNTIL_ROTATED: progress lines until stdout's file shrinks."""
-    if not flag("FAKE_AGENT_UNTIL_ROTATED"):
+    """With FAKE_AGENT_UNTIL_ROTATED=N: progress lines until N bytes are written.
+
+    The agent cannot watch its log (stdout is the daemon's log writer's pipe, and
+    the sandbox hides the job's files), so the test sets N past the log cap: the
+    writer rotates before a write would pass the cap, and the test checks that
+    it did, in the log."""
+    value = os.environ.get("FAKE_AGENT_UNTIL_ROTATED", "")
+    if not value.isdigit():
         return
-    deadline = time.monotonic() + 30
-    biggest = 0
-    line = "working: " + "." * 200
-    # Through the daemon's log writer stdout is a pipe: look for the rotated copy
-    # beside the prompt file (the job's files) instead.
-    rotated = Path(os.environ.get("DISPATCHER_PROMPT_FILE", "/nonexistent")).with_name(
-        "agent.log.1"
-    )
-    while time.monotonic() < deadline:
-        print(line, flush=True)
-        size = os.fstat(sys.stdout.fileno()).st_size
-        if size < biggest or rotated.exists():
-            return
-        biggest = size
-        time.sleep(0.002)
-    print("FAKE_AGENT_UNTIL_ROTATED: the log was never rotated", file=sys.stderr, flush=True)
-    sys.exit(3)
+    line = "working: " + "." * 200 + "\n"
+    written = 0
+    while written < int(value):
+        sys.stdout.write(line)
+        written += len(line)
+    sys.stdout.flush()
