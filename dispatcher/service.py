@@ -528,14 +528,16 @@ class Service:
         offset: int | None = None,
         tail: int | None = None,
         limit: int | None = None,
+        file_id: int | None = None,
     ) -> logpage.LogPage:
         """One bounded page of the job's ``agent.log`` (see :mod:`dispatcher.logpage`):
         from ``offset`` (default 0) or its last ``tail`` bytes; ``limit`` defaults to
-        ``tail``, else :data:`logpage.DEFAULT_LIMIT`."""
+        ``tail``, else :data:`logpage.DEFAULT_LIMIT`. ``file_id``: the file the offset
+        is in (an earlier page's); another file (rotated since) is read from 0."""
         path = self.log_file(job_id)
         _one_start(offset, tail)
         size = limit or tail or logpage.DEFAULT_LIMIT
-        return logpage.read_page(path, offset=offset or 0, tail=tail, limit=size)
+        return logpage.read_page(path, offset=offset or 0, tail=tail, limit=size, file_id=file_id)
 
     def log_start(self, job_id: int, *, offset: int | None = None, tail: int | None = None) -> int:
         """Where following the job's log begins: ``offset``, or its last ``tail`` bytes."""
