@@ -99,7 +99,8 @@ describes the events; this follows goose's source: the ``StreamEvent`` enum and
 ``summary`` is the last non-empty lines of output, at most 2000 characters,
 with ANSI escape sequences removed; every other field is empty.
 
-Pure: standard library only; :func:`parse_log` reads one file.
+Pure: standard library only (and the log file names of :mod:`dispatcher.logcap`);
+:func:`parse_log` reads one file.
 """
 
 from __future__ import annotations
@@ -113,6 +114,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+from dispatcher import logcap
 
 SUMMARY_MAX: Final = 4000
 """Longest summary kept, in characters."""
@@ -584,7 +587,7 @@ def session_in_head(kind: str, path: Path, *, max_bytes: int = HEAD_MAX_BYTES) -
     (:mod:`dispatcher.logpipe`) keeps the head in ``<path>.head`` before it
     first rotates the log: that copy is read when it exists.
     """
-    head = path.with_name(f"{path.name}.head")
+    head = logcap.head_path(path)
     try:
         with open(head if head.exists() else path, "rb") as fh:
             data = fh.read(max_bytes + 1)

@@ -343,6 +343,11 @@ def logs(
         first = None
         for page in pages:
             first = first or page
+            if page.restarted:  # the earlier pages came from the file now at agent.log.1
+                sys.stdout.flush()
+                typer.echo(
+                    "[dispatcher] the log was rotated while read: a new file starts", err=True
+                )
             sys.stdout.write(page.data.decode("utf-8", errors="replace"))
         sys.stdout.flush()
         if first is not None and first.start > 0:

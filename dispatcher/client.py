@@ -25,6 +25,8 @@ class LogPage:
     start: int
     next: int
     size: int
+    file_id: int | None = None  # which agent.log (X-Log-File-Id), to send back
+    restarted: bool = False  # the offset was in a file rotated since: read from 0
 
 
 class RemoteError(DispatcherError):
@@ -100,18 +102,30 @@ class Client:
         return self.request("DELETE", path)
 
     def log_page(
-        self, job_id: int, *, offset: int = 0, tail: int | None = None, limit: int | None = None
+        self,
+        job_id: int,
+        *,
+        offset: int = 0,
+        tail: int | None = None,
+        limit: int | None = None,
+        file_id: int | None = None,
     ) -> LogPage:
-        """One page of the job's log: from byte ``offset``, or its last ``tail`` bytes."""
+        """One page of the job's log: from byte ``offset`` (in the file ``file_id``, an
+        earlier page's: a log rotated since is read from 0), or its last ``tail`` bytes."""
         params: dict[str, int] = {"tail": tail} if tail is not None else {"offset": offset}
         if limit is not None:
             params["limit"] = limit
+        if file_id is not None and tail is None:
+            params["file_id"] = file_id
         resp = self._send("GET", f"/jobs/{job_id}/log", params=params)
+        given = resp.headers.get("X-Log-File-Id")  # an older daemon sends none
         return LogPage(
             data=resp.content,
             start=int(resp.headers["X-Log-Start"]),
             next=int(resp.headers["X-Log-Next-Offset"]),
             size=int(resp.headers["X-Log-Size"]),
+            file_id=int(given) if given is not None else None,
+            restarted=resp.headers.get("X-Log-Restarted") == "1",
         )
 
     def log_pages(
@@ -125,7 +139,7 @@ class Client:
                 yield page
             if not page.data or page.next >= page.size:
                 return
-            page = self.log_page(job_id, offset=page.next, limit=limit)
+            page = self.log_page(job_id, offset=page.next, limit=limit, file_id=page.file_id)
 
     def follow_log(
         self, job_id: int, offset: int = 0, *, tail: int | None = None

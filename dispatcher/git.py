@@ -19,6 +19,7 @@ after a crash. Nothing here knows about jobs or the database.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import logging
 import os
@@ -748,26 +749,45 @@ def commit_leftovers(
     if not message.strip():
         raise InvalidInput("commit message is empty")
     ident = _identity(author_name, author_email)
-    entries = _status(worktree, untracked=True)
-    if not entries:  # one process for the common case: nothing left over
+    staged = _stage(worktree, None, exclude=exclude, max_file_bytes=max_file_bytes)
+    if staged is None:  # one process for the common case: nothing left over
         return Leftovers()
-    too_big = _oversized(worktree, entries, max_file_bytes)
-    big = {path for path, _ in too_big}
-    ignored = _staged_ignored(worktree, entries)
-    staged = {path for code, path in entries if code[0] not in " ?"}
-    held = sorted(p for p in staged if p in big or _is_under(p, exclude)) + ignored
-    if held:
-        _unstage(worktree, held)
-    _add_all(worktree, exclude=exclude, leave=sorted(big))
-    result = Leftovers(too_big=too_big, ignored=tuple(ignored))
     diff = _git(["diff", "--cached", "--quiet", "--no-ext-diff"], worktree, check=False)
     if diff.returncode == 0:
-        return result
+        return staged
     if diff.returncode != 1:
         raise GitError(_failure(diff))
     _git(["commit", "--no-verify", "-q", "-F", "-"], worktree, input=message, env_extra=ident)
     sha = _git(["rev-parse", "HEAD"], worktree).stdout.strip()
-    return Leftovers(sha=sha, too_big=too_big, ignored=tuple(ignored))
+    return dataclasses.replace(staged, sha=sha)
+
+
+def _stage(
+    worktree: Path,
+    env: Mapping[str, str] | None,
+    *,
+    exclude: Sequence[str],
+    max_file_bytes: int | None,
+) -> Leftovers | None:
+    """Stage what an automatic commit (or snapshot) may hold, in the index ``env`` names.
+
+    Everything (``add -A``) but ``exclude`` paths, regular files over
+    ``max_file_bytes`` and new files staged although the ignore rules match
+    them (those two are named in the result; all three are unstaged if they
+    were staged). None when ``git status`` shows nothing at all.
+    """
+    entries = _status(worktree, untracked=True)
+    if not entries:
+        return None
+    too_big = _oversized(worktree, entries, max_file_bytes)
+    big = {path for path, _ in too_big}
+    ignored = _staged_ignored(worktree, entries, env)
+    staged = {path for code, path in entries if code[0] not in " ?"}
+    held = sorted(p for p in staged if p in big or _is_under(p, exclude)) + ignored
+    if held:
+        _unstage(worktree, held, env)
+    _add_all(worktree, env, exclude=exclude, leave=sorted(big))
+    return Leftovers(too_big=too_big, ignored=tuple(ignored))
 
 
 def _is_under(path: str, dirs: Sequence[str]) -> bool:
@@ -791,23 +811,27 @@ def _oversized(
     return tuple(sorted(found.items()))
 
 
-def _staged_ignored(worktree: Path, entries: Sequence[tuple[str, str]]) -> list[str]:
+def _staged_ignored(
+    worktree: Path, entries: Sequence[tuple[str, str]], env: Mapping[str, str] | None = None
+) -> list[str]:
     """Staged paths not at HEAD (added, renamed or copied) that the ignore rules match."""
     new = {path for code, path in entries if code[0] in "ARC"}
     if not new:
         return []
-    out = _git(["ls-files", "-z", "--cached", "--ignored", "--exclude-standard"], worktree).stdout
+    out = _git(
+        ["ls-files", "-z", "--cached", "--ignored", "--exclude-standard"], worktree, env_extra=env
+    ).stdout
     return sorted(new.intersection(out.split("\0")))
 
 
-def _unstage(worktree: Path, paths: Sequence[str]) -> None:
+def _unstage(worktree: Path, paths: Sequence[str], env: Mapping[str, str] | None = None) -> None:
     """Reset the index entries of ``paths`` to HEAD (a path not at HEAD leaves the index);
     the files themselves are not touched."""
     _git(
         ["reset", "-q", "--pathspec-from-file=-", "--pathspec-file-nul"],
         worktree,
         input="\0".join(paths),
-        env_extra={"GIT_LITERAL_PATHSPECS": "1"},
+        env_extra={**(env or {}), "GIT_LITERAL_PATHSPECS": "1"},
     )
 
 
@@ -1716,6 +1740,23 @@ def save_worktree_state(
     author_email: str,
     exclude: Sequence[str] = (),
 ) -> str | None:
+    """:func:`snapshot_worktree` with no size limit; returns the snapshot's sha or None."""
+    return snapshot_worktree(
+        worktree, ref, message, author_name=author_name, author_email=author_email,
+        exclude=exclude,
+    ).sha  # fmt: skip
+
+
+def snapshot_worktree(
+    worktree: Path,
+    ref: str,
+    message: str,
+    *,
+    author_name: str,
+    author_email: str,
+    exclude: Sequence[str] = (),
+    max_file_bytes: int | None = None,
+) -> Leftovers:
     """Snapshot everything uncommitted in ``worktree`` into a commit at ``ref``.
 
     Tracked changes (staged or not), deletions and untracked files that are not
@@ -1723,9 +1764,14 @@ def save_worktree_state(
     not; no parent when HEAD is unborn). The worktree's files, its index and
     its branch are left exactly as they were: the snapshot is staged in a
     temporary copy of the index. ``ref`` must be under ``refs/dispatcher/``;
-    an existing value is overwritten (its reflog keeps the old one). Returns
-    the commit's sha, or None (and ``ref`` is not touched) when there is
-    nothing uncommitted. Ignored files and ``exclude`` paths are not saved.
+    an existing value is overwritten (its reflog keeps the old one). The
+    result's sha is None (and ``ref`` is not touched) when there is nothing
+    uncommitted to save.
+
+    What is staged follows :func:`commit_leftovers`: ``exclude`` paths, ignored
+    files (also force-added ones, named in ``ignored``) and files over
+    ``max_file_bytes`` (named in ``too_big``) are not saved; a tracked file
+    left out keeps its HEAD version in the snapshot.
     """
     _check_save_ref(ref)
     if not message.strip():
@@ -1743,21 +1789,23 @@ def save_worktree_state(
         if index.is_file():
             shutil.copyfile(index, tmp_index)
         env = {"GIT_INDEX_FILE": str(tmp_index)}
-        _add_all(worktree, env, exclude=exclude)
+        staged = _stage(worktree, env, exclude=exclude, max_file_bytes=max_file_bytes)
+        if staged is None:
+            return Leftovers()
         tree = _git(["write-tree"], worktree, env_extra=env).stdout.strip()
     if head is not None:
         base_tree = _git(["rev-parse", f"{head}^{{tree}}"], worktree).stdout.strip()
     else:
         base_tree = _git(["mktree"], worktree, input="").stdout.strip()  # the empty tree
     if tree == base_tree:
-        return None
+        return staged
     sha = _commit_tree(worktree, tree, [head] if head else [], message, ident)
     _git(
         ["update-ref", "--create-reflog", "-m", _first_line(message),
          "--end-of-options", ref, sha],
         worktree,
     )  # fmt: skip
-    return sha
+    return dataclasses.replace(staged, sha=sha)
 
 
 def is_referenced(repo: Path, sha: str) -> bool:

@@ -8,9 +8,13 @@ concatenate to the file exactly. A tail's start is moved forward to a
 character boundary the same way. Bytes that are not UTF-8 are passed as they
 are (a page never comes back empty because of them).
 
-:mod:`dispatcher.logcap` rotates a running agent's log by truncating it in
-place; an offset past the end of the file therefore means it was rotated since,
-and the page starts again at 0 (``start`` says so).
+The log writer (:mod:`dispatcher.logpipe`) rotates a running agent's log by
+renaming ``agent.log`` to ``agent.log.1`` and starting a new file, so an
+offset may belong to a file that is gone. Each page names the file it was
+read from (``file_id``: its inode); a reader that sends it back with its next
+offset gets the new file from 0 when the id changed (``restarted`` says so).
+Without an id, only an offset past the end of the file is known to be stale
+(the page starts again at 0 the same way).
 
 Standard library only; no state but the file.
 """
@@ -31,6 +35,8 @@ class LogPage:
     data: bytes
     start: int  # offset of data's first byte in agent.log
     size: int  # agent.log's size when it was read
+    file_id: int = 0  # the inode of the agent.log read (0: none yet)
+    restarted: bool = False  # the offset asked for was in another file: read from 0
 
     @property
     def next(self) -> int:
@@ -68,19 +74,25 @@ def complete_prefix(data: bytes) -> int:
     return len(data)
 
 
-def _start(size: int, offset: int, tail: int | None) -> int:
+def _start(size: int, offset: int, tail: int | None, stale: bool) -> int:
     if tail is not None:
         return max(0, size - tail)
-    return 0 if offset > size else offset  # past the end: rotated since
+    return 0 if stale or offset > size else offset  # another file, or past the end: rotated
 
 
 def read_page(
-    path: Path, *, offset: int = 0, tail: int | None = None, limit: int = DEFAULT_LIMIT
+    path: Path,
+    *,
+    offset: int = 0,
+    tail: int | None = None,
+    limit: int = DEFAULT_LIMIT,
+    file_id: int | None = None,
 ) -> LogPage:
     """Up to ``limit`` bytes of ``path`` from ``offset``, or from where its last ``tail``
     bytes begin (moved forward to a character boundary).
 
-    An ``offset`` past the end of the file (rotated since) reads from 0.
+    An ``offset`` in another file than ``file_id`` (a page's ``file_id``) or past the
+    end of the file (rotated since) reads from 0, with ``restarted`` set.
     """
     if limit < 1:
         raise ValueError(f"limit must be positive, not {limit}")
@@ -89,8 +101,11 @@ def read_page(
     except FileNotFoundError:  # no output yet
         return LogPage(b"", 0, 0)
     with fh:
-        size = os.fstat(fh.fileno()).st_size
-        start = _start(size, offset, tail)
+        st = os.fstat(fh.fileno())
+        size = st.st_size
+        stale = file_id is not None and file_id != st.st_ino
+        start = _start(size, offset, tail, stale)
+        restarted = tail is None and start != offset
         fh.seek(start)
         data = fh.read(limit + (3 if tail is not None else 0))
     if tail is not None:  # skip the rest of a character cut at the start
@@ -98,4 +113,4 @@ def read_page(
         while skip < min(3, len(data)) and is_continuation(data[skip]):
             skip += 1
         start, data = start + skip, data[skip : skip + limit]
-    return LogPage(data[: complete_prefix(data)], start, size)
+    return LogPage(data[: complete_prefix(data)], start, size, st.st_ino, restarted)

@@ -43,19 +43,47 @@ log = logging.getLogger(__name__)
 
 
 def save_released(
-    settings: Settings, worktree: Path, job_id: int, exclude: Sequence[str] = ()
-) -> str | None:
+    settings: Settings,
+    worktree: Path,
+    job_id: int,
+    exclude: Sequence[str] = (),
+    max_file_bytes: int | None = None,
+) -> git.Leftovers:
     """Save uncommitted edits in a job's worktree to ``refs/dispatcher/released/<id>``
-    before the worktree goes (back to the pool or away); None if there were none.
-    ``exclude``: paths never saved (what the daemon copied or linked in)."""
-    return git.save_worktree_state(
+    before the worktree goes (back to the pool or away); its sha is None if there were
+    none. ``exclude``: paths never saved (what the daemon copied or linked in); files over
+    ``max_file_bytes`` and force-added ignored files are not saved either (named in the
+    result: :func:`left_out_note`)."""
+    return git.snapshot_worktree(
         worktree,
-        f"refs/dispatcher/released/{job_id}",
+        released_ref(job_id),
         f"dispatcher: uncommitted changes in job {job_id}'s worktree when released",
         author_name=settings.commit_author_name,
         author_email=settings.commit_author_email,
         exclude=exclude,
+        max_file_bytes=max_file_bytes,
     )
+
+
+def released_ref(job_id: int) -> str:
+    return f"refs/dispatcher/released/{job_id}"
+
+
+def left_out_note(ref: str, done: git.Leftovers) -> str:
+    """The log line naming what a snapshot at ``ref`` left out ("" if nothing): those
+    files are not in any ref and go with the worktree."""
+    parts = []
+    if done.too_big:
+        sizes = ", ".join(f"{path} ({size / _MIB:.1f} MB)" for path, size in done.too_big)
+        parts.append(f"over the size limit for automatic commits: {sizes}")
+    if done.ignored:
+        parts.append(f"force-added though the ignore rules match: {', '.join(done.ignored)}")
+    if not parts:
+        return ""
+    return f"not saved in {ref}, deleted with the worktree: {'; '.join(parts)}"
+
+
+_MIB = 1024 * 1024
 
 
 class WorktreePool:
@@ -138,25 +166,31 @@ class WorktreePool:
     # ------------------------------------------------------------ release
 
     def release(
-        self, repo: Repo, worktree: Path, *, job_id: int, exclude: Sequence[str] = ()
-    ) -> None:
+        self,
+        repo: Repo,
+        worktree: Path,
+        *,
+        job_id: int,
+        exclude: Sequence[str] = (),
+        max_file_bytes: int | None = None,
+    ) -> git.Leftovers | None:
         """Take a job's worktree away from its path now; recycle or remove it later.
 
         Uncommitted edits (made after the job finished) are saved to
-        ``refs/dispatcher/released/<job id>`` before anything else.
+        ``refs/dispatcher/released/<job id>`` before anything else (see
+        :func:`save_released`, whose result this is; None if nothing was saved).
         """
         repo_path = Path(repo.path)
         if not worktree.exists():
             git.worktree_remove(repo_path, worktree)
-            return
+            return None
         if not git.worktree_is_valid(worktree, repo_path):
             git.worktree_remove(repo_path, worktree)  # leftovers are the sweeper's business
-            return
+            return None
+        saved = save_released(self.settings, worktree, job_id, exclude, max_file_bytes)
         if git.is_sparse(worktree):  # a partial checkout is no use to the next job
-            save_released(self.settings, worktree, job_id, exclude)
             git.worktree_remove(repo_path, worktree)
-            return
-        save_released(self.settings, worktree, job_id, exclude)
+            return saved
         parked = self.root / repo.name / f"released-{uuid.uuid4().hex[:12]}"
         try:
             git.worktree_move(repo_path, worktree, parked)
@@ -164,10 +198,11 @@ class WorktreePool:
         except DispatcherError:
             for path in (worktree, parked):
                 git.worktree_remove(repo_path, path)
-            return
+            return saved
         with self._lock:
             self._busy[repo.name] = self._busy.get(repo.name, 0) + 1
         self._submit(lambda: self._reuse_or_remove(repo, parked))
+        return saved
 
     def _reuse_or_remove(self, repo: Repo, tree: Path) -> None:
         """Clean a released tree and put it back; it displaces the oldest idle tree

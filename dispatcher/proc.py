@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dispatcher.errors import ProcessError
+from dispatcher.logcap import head_path
 
 # `sh -c` runs the agent as a child and records how it ended. The agent's argv
 # arrives as positional parameters ("$@"), so no argument is ever parsed by the
@@ -151,11 +152,6 @@ class LogCap:
 
 
 LOGPIPE = Path(__file__).with_name("logpipe.py")
-
-
-def head_path(log_path: Path) -> Path:
-    """Where :mod:`dispatcher.logpipe` keeps the start of a log before rotating it."""
-    return log_path.with_name(f"{log_path.name}.head")
 
 
 def wrapper_script(
@@ -296,10 +292,10 @@ def spawn(
     """Start ``argv`` in a new session, output appended to ``log_path``.
 
     ``limits`` bind the agent and every process it starts (see :class:`Limits`).
-    Without ``log_cap`` the log is opened ``O_APPEND``, so
-    :func:`dispatcher.logcap.cap` may truncate it under a running agent; with
+    Without ``log_cap`` the log is opened ``O_APPEND`` and grows uncapped; with
     it, the output goes through :mod:`dispatcher.logpipe`, which caps the log
-    as it writes. ``cgroup``: a cgroup (v2) directory the wrapper moves itself
+    as it writes (rotating by rename: :mod:`dispatcher.logcap` names the files).
+    ``cgroup``: a cgroup (v2) directory the wrapper moves itself
     into before anything else. ``claim_file``: created exclusively by the
     wrapper, holding its pid, before the agent runs; if it exists already the
     agent never runs (see :func:`take_claim`).

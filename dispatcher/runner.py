@@ -54,7 +54,7 @@ from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidInput
 from dispatcher.lifecycle import JobState
 from dispatcher.models import Job, Repo, utcnow
-from dispatcher.pool import WorktreePool
+from dispatcher.pool import WorktreePool, left_out_note
 from dispatcher.store import Store
 from dispatcher.workspace import Workspace
 
@@ -736,13 +736,14 @@ class Runner:
         if ws.max_leftover_file_mb is not None:
             limit_mb = ws.max_leftover_file_mb
             setting = "max-leftover-file-mb in the repo's .dispatcher/triggers.yml"
+        limit = ws.max_leftover_bytes(self.settings.max_leftover_file_mb)
         done = git.commit_leftovers(
             worktree,
             f"dispatcher: changes left uncommitted by job {job.id}\n\nPrompt: {first_line}",
             author_name=self.settings.commit_author_name,
             author_email=self.settings.commit_author_email,
             exclude=ws.never_commit(),
-            max_file_bytes=int(limit_mb * _MIB) if limit_mb else None,
+            max_file_bytes=limit,
         )
         if done.ignored:
             self.note(
@@ -890,14 +891,19 @@ class Runner:
         worktree = Path(job.worktree) if job.worktree else None
         saved = None
         if worktree is not None and worktree.is_dir() and git.worktree_is_valid(worktree):
-            saved = git.save_worktree_state(
+            ws = Workspace.model_validate(job.workspace or {})
+            done = git.snapshot_worktree(
                 worktree,
                 ref,
                 f"dispatcher: job {job.id} attempt {job.attempt}, interrupted",
                 author_name=self.settings.commit_author_name,
                 author_email=self.settings.commit_author_email,
-                exclude=Workspace.model_validate(job.workspace or {}).never_commit(),
+                exclude=ws.never_commit(),
+                max_file_bytes=ws.max_leftover_bytes(self.settings.max_leftover_file_mb),
             )
+            saved = done.sha
+            if note := left_out_note(ref, done):
+                self.note(job.id, note)
         if saved is None:  # nothing uncommitted: keep the branch's own commits, if any
             head = git.branch_head(repo_path, job.branch)
             if head is not None and head != job.base_sha:

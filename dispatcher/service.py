@@ -68,7 +68,7 @@ from dispatcher.models import (
     utcnow,
 )
 from dispatcher.models import Event as EventRow
-from dispatcher.pool import WorktreePool, save_released
+from dispatcher.pool import WorktreePool, left_out_note, released_ref, save_released
 from dispatcher.runner import branch_name, job_files, run_cleanup
 from dispatcher.store import AlreadyMade, Store
 from dispatcher.sweeper import worktrees_disk_usage
@@ -528,14 +528,16 @@ class Service:
         offset: int | None = None,
         tail: int | None = None,
         limit: int | None = None,
+        file_id: int | None = None,
     ) -> logpage.LogPage:
         """One bounded page of the job's ``agent.log`` (see :mod:`dispatcher.logpage`):
         from ``offset`` (default 0) or its last ``tail`` bytes; ``limit`` defaults to
-        ``tail``, else :data:`logpage.DEFAULT_LIMIT`."""
+        ``tail``, else :data:`logpage.DEFAULT_LIMIT`. ``file_id``: the file the offset
+        is in (an earlier page's); another file (rotated since) is read from 0."""
         path = self.log_file(job_id)
         _one_start(offset, tail)
         size = limit or tail or logpage.DEFAULT_LIMIT
-        return logpage.read_page(path, offset=offset or 0, tail=tail, limit=size)
+        return logpage.read_page(path, offset=offset or 0, tail=tail, limit=size, file_id=file_id)
 
     def log_start(self, job_id: int, *, offset: int | None = None, tail: int | None = None) -> int:
         """Where following the job's log begins: ``offset``, or its last ``tail`` bytes."""
@@ -693,13 +695,20 @@ class Service:
         ws = Workspace.model_validate(self.store.job(job_id).workspace or {})
         checkouts = [Path(r.path) for r in self.store.repos()]
         run_cleanup(self.settings, job_id, ws, worktree, checkouts=checkouts)
-        if self.pool is not None and (Path(repo.path) / ".git").exists():
-            self.pool.release(repo, worktree, job_id=job_id, exclude=ws.never_commit())
-            return
+        limit = ws.max_leftover_bytes(self.settings.max_leftover_file_mb)
+        saved = None
         repo_path = Path(repo.path)
-        if worktree.is_dir() and git.worktree_is_valid(worktree, repo_path):
-            save_released(self.settings, worktree, job_id, ws.never_commit())
-        git.worktree_remove(repo_path, worktree)
+        if self.pool is not None and (repo_path / ".git").exists():
+            saved = self.pool.release(
+                repo, worktree, job_id=job_id, exclude=ws.never_commit(), max_file_bytes=limit
+            )
+        else:
+            if worktree.is_dir() and git.worktree_is_valid(worktree, repo_path):
+                saved = save_released(self.settings, worktree, job_id, ws.never_commit(), limit)
+            git.worktree_remove(repo_path, worktree)
+        note = left_out_note(released_ref(job_id), saved) if saved else ""
+        if note:
+            _note_job(self.settings, job_id, note)
 
     def _stop(self, job: Job) -> Job:
         """Stop an active job: queued ones directly, claimed ones through the runner."""
@@ -951,3 +960,14 @@ def _default_name(path: Path) -> str:
 def _one_start(offset: int | None, tail: int | None) -> None:
     if offset is not None and tail is not None:
         raise InvalidInput("give offset or tail, not both")
+
+
+def _note_job(settings: Settings, job_id: int, text: str) -> None:
+    """Append a daemon line to a finished job's log (best effort; else the daemon log)."""
+    files = job_files(settings, job_id)
+    try:
+        files.root.mkdir(parents=True, exist_ok=True)
+        with open(files.log, "a", encoding="utf-8") as fh:
+            fh.write(f"[dispatcher] {text}\n")
+    except OSError as exc:
+        log.warning("job %s: cannot write its log (%s): %s", job_id, exc, text)

@@ -41,6 +41,7 @@ from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, NotFound
 from dispatcher.lifecycle import ACTIVE, FINISHED, JobState
 from dispatcher.models import Job, Repo, utcnow
+from dispatcher.pool import left_out_note
 from dispatcher.runner import job_files, run_cleanup
 from dispatcher.store import Store
 from dispatcher.workspace import Workspace
@@ -278,7 +279,7 @@ class Sweeper:
             f"dispatcher: orphan worktree {path.name} of {repo.name}, saved before removal\n\n"
             f"Path: {path}\n"
         )
-        saved, sha = self._save(repo_path, path, ref, message)
+        saved, sha = self._save(repo_path, path, ref, message, None)
         if sha is not None and git.changed_gitlinks(repo_path, sha):
             moved = self._to_lost_found(repo, path, now)
             git.worktree_remove(repo_path, path)
@@ -383,9 +384,7 @@ class Sweeper:
             f"dispatcher: uncommitted changes left in job {job.id}'s worktree, "
             f"saved when it was removed after {self.retention_hours:g}h\n\nBranch: {job.branch}\n"
         )
-        saved, sha = self._save(
-            repo_path, path, f"{RETAINED_REF}{job.id}", message, ws.never_commit()
-        )
+        saved, sha = self._save(repo_path, path, f"{RETAINED_REF}{job.id}", message, job.id, ws)
         moved = None
         if sha is not None and git.changed_gitlinks(repo_path, sha):
             moved = self._to_lost_found(repo, path, now)
@@ -407,22 +406,33 @@ class Sweeper:
         worktree: Path,
         ref: str,
         message: str,
-        exclude: list[str] | None = None,
+        job_id: int | None,
+        ws: Workspace | None = None,
     ) -> tuple[str | None, str | None]:
         """Save what removing ``worktree`` would lose at ``ref``: (ref, snapshot sha).
 
         Uncommitted state becomes a snapshot commit; a clean worktree whose HEAD
         no ref contains (a detached HEAD with its own commits) gets the ref on
-        HEAD. (None, None) when there is nothing to keep.
+        HEAD. (None, None) when there is nothing to keep. Files the snapshot
+        leaves out (over the size limit: the job's workspace's, else the
+        daemon's) are named in the job's log (``job_id``), else the daemon log.
         """
-        sha = git.save_worktree_state(
+        ws = ws or Workspace()
+        done = git.snapshot_worktree(
             worktree,
             ref,
             message,
             author_name=self.settings.commit_author_name,
             author_email=self.settings.commit_author_email,
-            exclude=exclude or (),
+            exclude=ws.never_commit(),
+            max_file_bytes=ws.max_leftover_bytes(self.settings.max_leftover_file_mb),
         )
+        if note := left_out_note(ref, done):
+            if job_id is not None:
+                self._note(job_id, note)
+            else:
+                log.warning("%s: %s", worktree, note)
+        sha = done.sha
         if sha is not None:
             return ref, sha
         try:

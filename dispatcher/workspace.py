@@ -50,6 +50,12 @@ class Workspace(BaseModel):
     def is_empty(self) -> bool:
         return self == Workspace(setup_timeout_s=self.setup_timeout_s)
 
+    def max_leftover_bytes(self, default_mb: float) -> int | None:
+        """The size over which a file is left out of the daemon's commits and snapshots:
+        the repo's own ``max-leftover-file-mb``, else ``default_mb``; None when it is 0."""
+        mb = self.max_leftover_file_mb if self.max_leftover_file_mb is not None else default_mb
+        return int(mb * 1024 * 1024) if mb else None
+
     def never_commit(self) -> list[str]:
         """Paths the daemon must not commit: what it brought in itself."""
         return [*self.copy_paths, *self.link_paths]

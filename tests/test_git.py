@@ -1037,6 +1037,41 @@ def test_save_worktree_state_snapshots_everything_and_changes_nothing(
     assert (wt / "build.o").read_text() == "ignored"
 
 
+def test_snapshot_leaves_out_big_and_force_added_ignored_files_like_commit_leftovers(
+    repo: Path, tmp_path: Path
+) -> None:
+    wt = tmp_path / "wt"
+    git.worktree_add(repo, wt, "job", "HEAD")
+    (wt / ".gitignore").write_text("secrets.env\n")
+    sparse_file(wt / "big.bin", 200 * MIB)  # untracked, over the limit
+    sparse_file(wt / "staged.bin", 60 * MIB)
+    sparse_file(wt / "a.txt", 51 * MIB)  # tracked, grown over the limit
+    (wt / "secrets.env").write_text("TOKEN=hunter2\n")
+    g(wt, "add", "staged.bin", ".gitignore")
+    g(wt, "add", "-f", "secrets.env")  # forced in: the ignore rules match it
+    (wt / "work.txt").write_text("work\n")
+    before_index = _index_bytes(wt)
+
+    done = git.snapshot_worktree(
+        wt, "refs/dispatcher/released/1", "save", **AGENT, max_file_bytes=50 * MIB
+    )
+
+    assert done.sha is not None and head(repo, "refs/dispatcher/released/1") == done.sha
+    assert done.too_big == (("a.txt", 51 * MIB), ("big.bin", 200 * MIB), ("staged.bin", 60 * MIB))
+    assert done.ignored == ("secrets.env",)
+    assert tree_files(repo, done.sha) == {".gitignore", "README.md", "a.txt", "work.txt"}
+    assert g(repo, "show", f"{done.sha}:a.txt") == "a"  # its committed version is kept
+    assert _index_bytes(wt) == before_index  # the worktree's own index is untouched
+    assert (wt / "big.bin").stat().st_size == 200 * MIB
+    # Nothing but left-out files: no snapshot, the ref is not set, yet they are named.
+    (wt / "work.txt").unlink()
+    g(wt, "rm", "-q", "-f", ".gitignore", "secrets.env")
+    g(wt, "checkout", "--", "a.txt")
+    only = git.snapshot_worktree(wt, "refs/dispatcher/x", "m", **AGENT, max_file_bytes=50 * MIB)
+    assert only.sha is None and "refs/dispatcher/x" not in git.for_each_ref(repo, "refs/")
+    assert only.too_big == (("big.bin", 200 * MIB), ("staged.bin", 60 * MIB))
+
+
 def test_save_worktree_state_clean_returns_none_and_sets_no_ref(repo: Path, tmp_path: Path) -> None:
     wt = tmp_path / "wt"
     git.worktree_add(repo, wt, "job", "HEAD")

@@ -65,3 +65,18 @@ def test_a_log_not_written_yet_is_an_empty_page(tmp_path: Path) -> None:
     assert (page.data, page.start, page.size, page.next) == (b"", 0, 0, 0)
     with pytest.raises(ValueError, match="limit"):
         logpage.read_page(tmp_path / "agent.log", limit=0)
+
+
+def test_an_offset_in_a_renamed_file_starts_the_new_one_at_zero(tmp_path: Path) -> None:
+    log = tmp_path / "agent.log"
+    log.write_bytes(b"old line\n" * 10)
+    first = logpage.read_page(log, limit=45)
+    assert first.file_id == log.stat().st_ino and not first.restarted
+    log.rename(tmp_path / "agent.log.1")  # the writer's rotation
+    log.write_bytes(b"new line\n" * 10)  # already past the old offset: size cannot tell
+    page = logpage.read_page(log, offset=first.next, file_id=first.file_id)
+    assert (page.start, page.restarted, page.data) == (0, True, log.read_bytes())
+    assert page.file_id == log.stat().st_ino != first.file_id
+    same = logpage.read_page(log, offset=first.next, file_id=page.file_id)
+    assert (same.start, same.restarted) == (first.next, False)
+    assert logpage.read_page(log, offset=first.next).start == first.next  # no id: no way to know

@@ -63,7 +63,12 @@ def _header(scope: Scope, name: bytes) -> bytes | None:
 # The routes anyone may call: liveness, and the webhooks (each checks its forge's
 # signature instead). Every other request needs the token.
 OPEN_ROUTES: frozenset[tuple[str, str]] = frozenset(
-    {("GET", "/health"), ("POST", "/webhooks/github"), ("POST", "/webhooks/gitlab")}
+    {
+        ("GET", "/health"),
+        ("HEAD", "/health"),
+        ("POST", "/webhooks/github"),
+        ("POST", "/webhooks/gitlab"),
+    }
 )
 # The API description, open only with DISPATCHER_PUBLIC_API_DOCS.
 DOCS_ROUTES: frozenset[tuple[str, str]] = frozenset(
@@ -191,7 +196,8 @@ class Idempotency:
     key with a different request is refused (``422``). It sits inside
     :class:`BearerAuth`, so only authenticated requests are stored or replayed;
     answers of 5xx are not stored, and concurrent requests with one key run one
-    at a time. Answers are kept ``DISPATCHER_IDEMPOTENCY_HOURS`` (24 h).
+    at a time. Answers are kept ``DISPATCHER_IDEMPOTENCY_HOURS`` (24 h). A body that
+    never arrives whole (a disconnect, or one over the size limit) leaves the key unused.
     """
 
     def __init__(self, app: ASGIApp, service: Service) -> None:
@@ -235,7 +241,9 @@ class Idempotency:
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                break
+                # The client went away, or BodyLimit refused the body (413, already
+                # answered): a partial body runs nothing and stores nothing for the key.
+                return
             chunks.append(message.get("body", b""))
             if not message.get("more_body"):
                 break

@@ -122,7 +122,8 @@ def test_every_route_needs_the_exact_bearer_token(guarded: tuple[Daemon, dict[st
             if (method, template) not in EXPECTED_OPEN:
                 assert_refused(resp, f"{method} {path} with the token {label}")
     assert answered == EXPECTED_OPEN
-    assert OPEN_ROUTES == EXPECTED_OPEN  # and nothing else is open in the code either
+    # ... and nothing else is open in the code either (HEAD: the same liveness, no body).
+    assert EXPECTED_OPEN | {("HEAD", "/health")} == OPEN_ROUTES
     # Each refused route is served with the right token: it was the token that failed.
     # (Unknown ids and an empty body: nothing changes.)
     unknown = {"job_id": "999999", "event_id": "999999", "name": "no-such-repo"}
@@ -135,6 +136,14 @@ def test_every_route_needs_the_exact_bearer_token(guarded: tuple[Daemon, dict[st
     for method, path in [("GET", "/nope"), ("POST", "/health"), ("GET", "/webhooks/github")]:
         assert_refused(request(client, method, path), f"{method} {path}")
     client.close()
+
+
+def test_head_health_is_open_like_get(daemon: Daemon) -> None:
+    with bare(daemon) as client:
+        resp = client.head("/health")
+        assert resp.status_code == 200, resp.text
+        assert resp.content == b""
+        assert client.head("/jobs").status_code == 401  # only /health is open to HEAD
 
 
 def test_api_docs_need_the_token_unless_configured_public(

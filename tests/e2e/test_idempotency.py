@@ -8,7 +8,7 @@ import contextlib
 import signal
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -77,3 +77,35 @@ def test_sigkill_after_the_job_before_its_answer_is_stored_makes_one_job(
     assert rows(d, "SELECT resource_kind, resource_id, status FROM idempotentrequest") == [
         ("job", job_id, 201)
     ]
+
+
+def test_a_chunked_body_over_the_limit_leaves_its_key_unused(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    limit = 4096
+    d = daemon_factory(DISPATCHER_MAX_REQUEST_BYTES=str(limit)).start()
+    name = d.add_repo(init_repo(tmp_path / "r"), "r")
+    headers = {
+        "Authorization": f"Bearer {d.token}",
+        "Idempotency-Key": "fix-and-retry",
+        "Content-Type": "application/json",
+    }
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: Transfer-Encoding: chunked
+        yield b'{"repo": "r", "prompt": "'
+        for _ in range(8):
+            yield b"x" * 1024
+        yield b'"}'
+
+    with contextlib.suppress(httpx.HTTPError):  # the server may close while we still send
+        big = httpx.post(f"{d.url}/jobs", content=chunks(), headers=headers, timeout=30)
+        assert big.status_code == 413, big.text
+    assert rows(d, "SELECT count(*) FROM idempotentrequest") == [(0,)]
+    retry = httpx.post(
+        f"{d.url}/jobs",
+        json={"repo": name, "prompt": "small now", "command": ["true"]},
+        headers=headers,
+        timeout=30,
+    )
+    assert retry.status_code == 201, retry.text
+    assert "idempotent-replayed" not in retry.headers

@@ -44,6 +44,16 @@ def test_leftovers_over_the_size_limit_or_ignored_are_not_committed(
     assert "ignore rules match (left in the worktree): secrets.env" in log
     assert "big.bin (200 MB)" in log
 
+    # Discarding the job snapshots the worktree under the same limit: not the 200 MB file.
+    (worktree / "notes.txt").write_text("the user's edit after the job\n")
+    daemon.cli("discard", str(job["id"]))
+    ref = f"refs/dispatcher/released/{job['id']}"
+    saved = git(repo, "ls-tree", "-r", "--name-only", ref).splitlines()
+    assert "notes.txt" in saved and "big.bin" not in saved and "secrets.env" not in saved
+    log = daemon.api.get(f"/jobs/{job['id']}/log", params={"tail": 4096}).text
+    assert f"not saved in {ref}, deleted with the worktree" in log
+    assert "over the size limit for automatic commits: big.bin (200.0 MB)" in log
+
 
 def test_a_repo_sets_its_own_leftover_limit_in_its_trigger_file(
     daemon: Daemon, tmp_path: Path, agent: Agent

@@ -2,9 +2,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, BinaryIO
 
 import anyio
 from fastapi import APIRouter, Header, Query, Request, status
@@ -58,7 +59,20 @@ _PAGE_HEADERS = {
     "X-Log-Next-Offset": "Offset to ask for next (on a character boundary)",
     "X-Log-Offset": "The same as X-Log-Next-Offset (kept for older clients)",
     "X-Log-Size": "agent.log's size in bytes when the page was read",
+    "X-Log-File-Id": "Which agent.log was read (its inode): send it back as file_id with the "
+    "next offset, so a log rotated since is read from 0",
+    "X-Log-Restarted": "1 when the offset asked for was in an earlier (rotated) file and the "
+    "page starts at 0 of the current one, else 0",
 }
+FileId = Annotated[
+    int | None,
+    Query(
+        ge=0,
+        le=2**63 - 1,
+        description="X-Log-File-Id of the page the offset comes from: if agent.log was "
+        "rotated since (another file), the page starts at 0",
+    ),
+]
 Offset = Annotated[
     int | None,
     Query(ge=0, le=MAX_ID, description="Byte offset into the current agent.log (default 0)"),
@@ -108,6 +122,7 @@ def job_log(
     offset: Offset = None,
     tail: Tail = None,
     limit: Limit = None,
+    file_id: FileId = None,
     follow: bool = False,
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
@@ -115,7 +130,7 @@ def job_log(
         start = service.log_start(job_id, offset=offset, tail=tail)
         path = service.log_file(job_id)
         return EventSourceResponse(_follow(service, job_id, path, start, request), ping=15)
-    page = service.log_page(job_id, offset=offset, tail=tail, limit=limit)
+    page = service.log_page(job_id, offset=offset, tail=tail, limit=limit, file_id=file_id)
     return Response(
         page.data,
         media_type="text/plain; charset=utf-8",
@@ -124,8 +139,77 @@ def job_log(
             "X-Log-Next-Offset": str(page.next),
             "X-Log-Offset": str(page.next),
             "X-Log-Size": str(page.size),
+            "X-Log-File-Id": str(page.file_id),
+            "X-Log-Restarted": "1" if page.restarted else "0",
         },
     )
+
+
+class _LogTail:
+    """The follower's open ``agent.log``: read on from an offset; when the path names
+    another file (the writer rotated it), the old one is read to its end first, then
+    the new one from 0. Blocking calls (run in a thread)."""
+
+    def __init__(self, path: Path, offset: int) -> None:
+        self.path = path
+        self.offset = offset
+        self._fh: BinaryIO | None = None
+
+    def read(self) -> bytes:
+        """The next chunk (cut on a character boundary); b"" when there is none yet."""
+        if self._fh is None and not self._open():
+            return b""
+        assert self._fh is not None
+        chunk = self._fh.read(_CHUNK)
+        if not chunk and self._switched():
+            return self.read()
+        chunk = chunk[: logpage.complete_prefix(chunk)]
+        self._fh.seek(self.offset + len(chunk))  # the cut bytes come with the next chunk
+        self.offset += len(chunk)
+        return chunk
+
+    def _open(self) -> bool:
+        try:
+            self._fh = open(self.path, "rb")  # noqa: SIM115 (closed by close or _switched)
+        except FileNotFoundError:
+            return False
+        if os.fstat(self._fh.fileno()).st_size < self.offset:  # past its end: start over
+            self.offset = 0
+        self._fh.seek(self.offset)
+        return True
+
+    def _switched(self) -> bool:
+        """At the end of the open file: True (and ready to read the new file from 0) if
+        the path is now another file; an in-place truncation starts over at 0 too."""
+        assert self._fh is not None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:  # between the rename and the new file
+            return False
+        if st.st_ino != os.fstat(self._fh.fileno()).st_ino:
+            self.close()
+            self.offset = 0
+            return self._open()
+        if st.st_size < self.offset:
+            self.offset = 0
+            self._fh.seek(0)
+            return True
+        return False
+
+    def has_more(self) -> bool:
+        """Bytes are waiting, in the open file or in a new one."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        if self._fh is None:
+            return st.st_size > self.offset
+        return st.st_ino != os.fstat(self._fh.fileno()).st_ino or st.st_size != self.offset
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
 
 async def _follow(
@@ -133,33 +217,33 @@ async def _follow(
 ) -> AsyncIterator[dict[str, str]]:
     """Send what is in the log from ``offset``, then new output until the job is terminal.
 
-    Chunks end on UTF-8 character boundaries (:func:`logpage.complete_prefix`).
+    Chunks end on UTF-8 character boundaries (:func:`logpage.complete_prefix`). Across a
+    rotation nothing is skipped: the rest of the old file, then the new one from 0 (each
+    event's ``offset`` is in the file its text came from).
     """
-    file = anyio.Path(str(path))
-    while True:
-        chunk = b""
-        if await file.exists():
-            async with await file.open("rb") as fh:
-                if (await file.stat()).st_size < offset:  # rotated: start over
-                    offset = 0
-                await fh.seek(offset)
-                chunk = await fh.read(_CHUNK)
-        if chunk:
-            chunk = chunk[: logpage.complete_prefix(chunk)]
-            offset += len(chunk)
-            text = chunk.decode("utf-8", errors="replace")
-            yield {"event": "log", "data": json.dumps({"offset": offset, "text": text})}
-            continue
-        state = await anyio.to_thread.run_sync(service.job_state, job_id)
-        if state in TERMINAL:
-            # One more read: output written between our read and the state change.
-            if await file.exists() and (await file.stat()).st_size > offset:
+    tail = _LogTail(path, offset)
+    try:
+        while True:
+            chunk = await anyio.to_thread.run_sync(tail.read)
+            if chunk:
+                text = chunk.decode("utf-8", errors="replace")
+                yield {"event": "log", "data": json.dumps({"offset": tail.offset, "text": text})}
                 continue
-            yield {"event": "end", "data": json.dumps({"state": state.value, "offset": offset})}
-            return
-        if await request.is_disconnected():
-            return
-        await asyncio.sleep(_POLL_S)
+            state = await anyio.to_thread.run_sync(service.job_state, job_id)
+            if state in TERMINAL:
+                # One more read: output written between our read and the state change.
+                if await anyio.to_thread.run_sync(tail.has_more):
+                    continue
+                yield {
+                    "event": "end",
+                    "data": json.dumps({"state": state.value, "offset": tail.offset}),
+                }
+                return
+            if await request.is_disconnected():
+                return
+            await asyncio.sleep(_POLL_S)
+    finally:
+        tail.close()
 
 
 @router.get("/{job_id}/diff", summary="The job's changes against its base commit")
