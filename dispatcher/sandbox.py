@@ -54,6 +54,27 @@ BASE_OPTIONS = (
 
 DOCS = "see docs/agents.md#what-an-agent-can-see"
 
+# A stop signals the job's whole process group, bwrap's own processes included. bwrap
+# would die of the SIGTERM at once and the log writer, seeing its child end, would
+# record 143 and close the pipe under the agent's trap handler. So bwrap runs with
+# the stop signals ignored (a disposition that survives exec) and the agent inside
+# gets them back; SIGKILL after the grace (and the job's cgroup) still ends them all.
+STOP_SIGNALS = "TERM,INT,HUP"
+
+
+def _env_program() -> str:
+    return shutil.which("env") or "/usr/bin/env"
+
+
+def outside(program: str) -> list[str]:
+    """What runs bwrap: ``env`` with the stop signals ignored (see :data:`STOP_SIGNALS`)."""
+    return [_env_program(), f"--ignore-signal={STOP_SIGNALS}", program]
+
+
+def inside() -> list[str]:
+    """What runs the boxed command: ``env`` giving it the stop signals back."""
+    return [_env_program(), f"--default-signal={STOP_SIGNALS}", "--"]
+
 
 class SandboxUnavailable(DispatcherError):
     """``DISPATCHER_SANDBOX=bwrap`` and bubblewrap cannot run here."""
@@ -240,8 +261,8 @@ class Sandbox:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
         return [
-            self.program, *BASE_OPTIONS, *mount_options(view),
-            "--chdir", str(view.workdir), "--", *argv,
+            *outside(self.program), *BASE_OPTIONS, *mount_options(view),
+            "--chdir", str(view.workdir), "--", *inside(), *argv,
         ]  # fmt: skip
 
 
@@ -251,7 +272,8 @@ def probe(program: str) -> tuple[str | None, str]:
     if found is None:
         return None, f"bubblewrap ({program!r}) is not installed or not on PATH"
     try:
-        result = proc.run([found, *BASE_OPTIONS, "true"], check=False, timeout=30)
+        argv = [*outside(found), *BASE_OPTIONS, "--", *inside(), "true"]
+        result = proc.run(argv, check=False, timeout=30)
     except ProcessError as exc:
         return None, f"bubblewrap ({found}) cannot start: {exc.message}"
     if result.returncode != 0:
