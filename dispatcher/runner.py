@@ -698,6 +698,9 @@ class Runner:
         worktree = Path(job.worktree)
         if not worktree.is_dir():
             raise InvalidInput(f"worktree {worktree} vanished while the agent ran")
+        foreign = gitrefs.foreign_worktree(worktree, repo_path)
+        if foreign:
+            raise InvalidInput(foreign)
         branch = git.current_branch(worktree)
         problem = ""
         if branch == job.branch:
@@ -889,7 +892,12 @@ class Runner:
         ref = f"refs/dispatcher/attempts/{job.id}/{job.attempt}"
         worktree = Path(job.worktree) if job.worktree else None
         saved = None
-        if worktree is not None and worktree.is_dir() and git.worktree_is_valid(worktree):
+        if (
+            worktree is not None
+            and worktree.is_dir()
+            and not gitrefs.foreign_worktree(worktree, repo_path)
+            and git.worktree_is_valid(worktree)
+        ):
             saved = git.save_worktree_state(
                 worktree,
                 ref,
