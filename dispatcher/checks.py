@@ -5,7 +5,10 @@ check exits non-zero, and its output tail is available to the prompt as
 ``${{ check.output_tail }}``. The check command is the repository's own (from
 its committed trigger file); it runs through ``sh -c`` like a CI step, with no
 event text in it (templates are not allowed in ``check:``), in a detached
-worktree under ``<state dir>/checks/`` that is removed afterwards.
+worktree under ``<state dir>/checks/`` that is removed afterwards. It runs in
+the same sandbox as a job's processes (:mod:`dispatcher.sandbox`; it runs the
+event commit's code, a pushed branch's ``conftest.py`` say): the state dir and
+every registered checkout hidden, its worktree and the repo's git dir given back.
 
 A check is never lost to a daemon stop: when the daemon stops (``stop`` is set)
 the check's process tree is killed and :class:`CheckInterrupted` is raised, so
@@ -23,10 +26,11 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dispatcher import git, proc
+from dispatcher import git, gitrefs, proc, sandbox
 from dispatcher.config import Settings
 
 log = logging.getLogger(__name__)
@@ -77,6 +81,17 @@ class CheckInterrupted(Exception):
 _STOP_POLL_S = 0.1
 
 
+def check_view(settings: Settings, worktree: Path, checkouts: Sequence[Path]) -> sandbox.View:
+    """What a check sees: a job's view (see :func:`dispatcher.sandbox.job_view`) of its
+    own worktree, with no prompt, summary or ``link:`` targets."""
+    dirs = gitrefs.git_dirs(worktree)
+    git_dir, admin = (dirs.common, dirs.gitdir) if dirs else (None, None)
+    return sandbox.job_view(
+        state_dir=settings.state_dir, checkouts=checkouts, worktree=worktree, git_dir=git_dir,
+        admin_dir=admin if admin != git_dir else None, database=settings.sqlite_file,
+    )  # fmt: skip
+
+
 def run_check(
     settings: Settings,
     repo_path: Path,
@@ -85,8 +100,10 @@ def run_check(
     *,
     timeout_s: float,
     stop: threading.Event | None = None,
+    checkouts: Sequence[Path] = (),
 ) -> CheckResult:
-    """Run ``command`` in a fresh detached worktree at ``rev``; always removes the worktree.
+    """Run ``command`` in a fresh detached worktree at ``rev``, sandboxed like a job
+    (``checkouts``: every registered repo's path, hidden); always removes the worktree.
 
     Raises :class:`CheckInterrupted` when ``stop`` is set before the check ends.
     """
@@ -103,8 +120,11 @@ def run_check(
     sha = git.worktree_add_detached(repo_path, worktree, rev)
     try:
         env = {k: v for k, v in git.clean_env().items() if not k.startswith("DISPATCHER_")}
+        box = sandbox.sandbox_for(settings.sandbox, settings.sandbox_bwrap)
         child = proc.spawn(
-            ["/bin/sh", "-c", command],
+            box.wrap(
+                ["/bin/sh", "-c", command], check_view(settings, worktree, checkouts), env=env
+            ),
             cwd=worktree,
             env=env,
             stdin_path=None,

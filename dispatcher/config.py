@@ -145,6 +145,14 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.state_dir / 'dispatcher.db'}"
 
     @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite database file, when the database is one (it may be outside the state dir)."""
+        url = self.db_url
+        return (
+            Path(url.split(":///", 1)[1].split("?", 1)[0]) if url.startswith("sqlite:///") else None
+        )
+
+    @property
     def api_url(self) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host  # noqa: S104
         if ":" in host:

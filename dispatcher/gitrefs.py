@@ -175,3 +175,25 @@ def resolve_branch_name(path: Path, name: str) -> tuple[bool, str | None]:
             return False, None
     known, sha = _read(dirs, f"refs/heads/{name}")
     return (True, sha) if known and sha is not None else (False, None)
+
+
+def foreign_worktree(worktree: Path, repo_path: Path) -> str:
+    """Why ``worktree`` no longer belongs to ``repo_path`` ("" if it does): its ``.git``
+    file must name an admin dir under the repo's ``<git dir>/worktrees/`` whose
+    ``commondir`` leads back to that git dir. One that was repointed would make git
+    run in it obey another git dir's config (``core.fsmonitor``, hooks)."""
+    own = git_dirs(repo_path)
+    if own is None:
+        return ""  # the checkout itself is unreadable: git's own errors say more
+    common = Path(os.path.realpath(own.common))
+    dirs = git_dirs(worktree)
+    if (
+        dirs is not None
+        and Path(os.path.realpath(dirs.common)) == common
+        and Path(os.path.realpath(dirs.gitdir)).parent == common / "worktrees"
+    ):
+        return ""
+    return (
+        f"the worktree {worktree} no longer points at {repo_path}'s git dir (its .git file "
+        "or commondir was changed); the daemon runs no git there"
+    )

@@ -325,7 +325,7 @@ class Intake:
             timeout = (trigger.check_timeout_minutes or 10) * 60
             result = run_check(
                 self.settings, Path(repo.path), rev, trigger.check, timeout_s=timeout,
-                stop=self._stopping,
+                stop=self._stopping, checkouts=[Path(r.path) for r in self.store.repos()],
             )  # fmt: skip
             if result.failed:
                 status = "timed out" if result.exit_code is None else f"exited {result.exit_code}"

@@ -138,12 +138,6 @@ def _env_without_daemon_secrets() -> dict[str, str]:
     return {k: v for k, v in git.clean_env().items() if not k.startswith("DISPATCHER_")}
 
 
-def _sqlite_file(settings: Settings) -> Path | None:
-    """The SQLite database file, when the database is one (it may be outside the state dir)."""
-    url = settings.db_url
-    return Path(url.split(":///", 1)[1].split("?", 1)[0]) if url.startswith("sqlite:///") else None
-
-
 def sandbox_view(
     settings: Settings, checkouts: Sequence[Path], worktree: Path, ws: Workspace,
     read_only: Sequence[Path] = (),
@@ -156,7 +150,7 @@ def sandbox_view(
     return sandbox.job_view(
         state_dir=settings.state_dir, checkouts=checkouts, worktree=worktree, git_dir=git_dir,
         admin_dir=admin if admin != git_dir else None, read_only=read_only,
-        links=workspace.link_targets(ws, worktree, checkouts), database=_sqlite_file(settings),
+        links=workspace.link_targets(ws, worktree, checkouts), database=settings.sqlite_file,
     )  # fmt: skip
 
 
@@ -698,6 +692,9 @@ class Runner:
         worktree = Path(job.worktree)
         if not worktree.is_dir():
             raise InvalidInput(f"worktree {worktree} vanished while the agent ran")
+        foreign = gitrefs.foreign_worktree(worktree, repo_path)
+        if foreign:
+            raise InvalidInput(foreign)
         branch = git.current_branch(worktree)
         problem = ""
         if branch == job.branch:
@@ -890,7 +887,12 @@ class Runner:
         ref = f"refs/dispatcher/attempts/{job.id}/{job.attempt}"
         worktree = Path(job.worktree) if job.worktree else None
         saved = None
-        if worktree is not None and worktree.is_dir() and git.worktree_is_valid(worktree):
+        if (
+            worktree is not None
+            and worktree.is_dir()
+            and not gitrefs.foreign_worktree(worktree, repo_path)
+            and git.worktree_is_valid(worktree)
+        ):
             ws = Workspace.model_validate(job.workspace or {})
             done = git.snapshot_worktree(
                 worktree,

@@ -18,9 +18,12 @@ The view (see docs/agents.md, "What an agent can see"):
   given paths bound back at the same place. Deeper paths are mounted after
   shallower ones, so the more specific rule wins whichever way paths nest.
 * inside what is given back, what the daemon's own git would obey is
-  read-only: the git dir's ``config`` and ``hooks``, the worktree's ``.git``
-  file and its ``commondir``, the user's global git config. An agent that could
-  write those could make the daemon run its code outside the box.
+  read-only: the git dir's ``config`` and ``hooks``, its ``HEAD`` and ``index``,
+  its ``worktrees/`` (every job's admin dir) but for the job's own admin dir,
+  whose ``commondir``, ``gitdir`` and ``config.worktree`` are read-only again,
+  the worktree's ``.git`` file, the user's global git config. An agent that could
+  write those could make the daemon run its code outside the box (in its own
+  worktree or another job's).
 
 Modes (``DISPATCHER_SANDBOX``): ``auto`` uses bubblewrap when a one-time probe
 works and otherwise runs unsandboxed (with a line in each job log);
@@ -53,6 +56,27 @@ BASE_OPTIONS = (
 )  # fmt: skip
 
 DOCS = "see docs/agents.md#what-an-agent-can-see"
+
+# A stop signals the job's whole process group, bwrap's own processes included. bwrap
+# would die of the SIGTERM at once and the log writer, seeing its child end, would
+# record 143 and close the pipe under the agent's trap handler. So bwrap runs with
+# the stop signals ignored (a disposition that survives exec) and the agent inside
+# gets them back; SIGKILL after the grace (and the job's cgroup) still ends them all.
+STOP_SIGNALS = "TERM,INT,HUP"
+
+
+def _env_program() -> str:
+    return shutil.which("env") or "/usr/bin/env"
+
+
+def outside(program: str) -> list[str]:
+    """What runs bwrap: ``env`` with the stop signals ignored (see :data:`STOP_SIGNALS`)."""
+    return [_env_program(), f"--ignore-signal={STOP_SIGNALS}", program]
+
+
+def inside() -> list[str]:
+    """What runs the boxed command: ``env`` giving it the stop signals back."""
+    return [_env_program(), f"--default-signal={STOP_SIGNALS}", "--"]
 
 
 class SandboxUnavailable(DispatcherError):
@@ -95,6 +119,22 @@ def _global_git_configs(env: Mapping[str, str]) -> list[Path]:
     return paths
 
 
+# In the repository's git dir, what the agent may not change: what git obeys (config,
+# hooks), the checkout's own HEAD and index (the agent has its worktree's), and every
+# worktree's admin dir (``worktrees/``: the job's own is given back, see job_view), where
+# another job's ``commondir`` could point the daemon's git in that worktree at a
+# config of the agent's.
+GIT_DIR_PROTECTED = (
+    "config",
+    "config.worktree",
+    "hooks",
+    "commondir",
+    "HEAD",
+    "index",
+    "worktrees",
+)
+
+
 def job_view(
     *,
     state_dir: Path,
@@ -111,7 +151,9 @@ def job_view(
     file, when it lives elsewhere) hidden; the worktree, the repository's git dir
     (``git_dir``: the agent commits) and ``links`` (``link:`` targets) writable;
     ``read_only`` (the prompt file) and git's own control files read-only (in
-    ``git_dir`` and ``admin_dir``, the worktree's own git dir under it)."""
+    ``git_dir``, see :data:`GIT_DIR_PROTECTED`, and ``admin_dir``, the worktree's own
+    git dir under it, which is writable but for its ``commondir``, ``gitdir`` and
+    ``config.worktree``)."""
     env = os.environ if env is None else env
     repos = list(checkouts)
     hidden = [state_dir, *repos]
@@ -120,10 +162,11 @@ def job_view(
     writable = [worktree, *links]
     protected = [worktree / ".git", *_global_git_configs(env), *read_only]
     if admin_dir is not None:
+        writable.append(admin_dir)  # its own HEAD, index and logs, under a read-only parent
         protected += [admin_dir / name for name in ("commondir", "config.worktree", "gitdir")]
     if git_dir is not None:
         writable.append(git_dir)
-        protected += [git_dir / "config", git_dir / "hooks", git_dir / "commondir"]
+        protected += [git_dir / name for name in GIT_DIR_PROTECTED]
     return View(
         workdir=worktree,
         hide=tuple(hidden),
@@ -240,8 +283,8 @@ class Sandbox:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
         return [
-            self.program, *BASE_OPTIONS, *mount_options(view),
-            "--chdir", str(view.workdir), "--", *argv,
+            *outside(self.program), *BASE_OPTIONS, *mount_options(view),
+            "--chdir", str(view.workdir), "--", *inside(), *argv,
         ]  # fmt: skip
 
 
@@ -251,7 +294,8 @@ def probe(program: str) -> tuple[str | None, str]:
     if found is None:
         return None, f"bubblewrap ({program!r}) is not installed or not on PATH"
     try:
-        result = proc.run([found, *BASE_OPTIONS, "true"], check=False, timeout=30)
+        argv = [*outside(found), *BASE_OPTIONS, "--", *inside(), "true"]
+        result = proc.run(argv, check=False, timeout=30)
     except ProcessError as exc:
         return None, f"bubblewrap ({found}) cannot start: {exc.message}"
     if result.returncode != 0:

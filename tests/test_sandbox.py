@@ -159,3 +159,59 @@ def test_a_boxed_agent_gets_its_grace_period_when_stopped(tmp_path: Path) -> Non
     proc.kill_tree(child.pid, child.start_time, grace=10)
     proc.wait(child, timeout=10)
     assert (tmp_path / "done").read_text() == "graceful\n"
+
+
+def spawn_boxed(tmp_path: Path, script: str) -> proc.Spawned:
+    """``sh -c script`` as the daemon starts an agent: boxed, under the log writer."""
+    box = sandbox.sandbox_for("bwrap", "bwrap")
+    argv = box.wrap(["sh", "-c", script], sandbox.View(workdir=tmp_path), env=os.environ)
+    return proc.spawn(
+        argv, cwd=tmp_path, env=os.environ, stdin_path=None, log_path=tmp_path / "log",
+        exit_file=tmp_path / "exit", log_cap=proc.LogCap(1 << 20, 1, 4096),
+    )  # fmt: skip
+
+
+def wait_for(path: Path, log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.02)
+
+
+@needs_bwrap
+def test_a_boxed_agent_under_the_log_writer_keeps_its_last_words_and_exit_code(
+    tmp_path: Path,
+) -> None:
+    """The group's SIGTERM must not end bwrap's outer process: the log writer would see
+    its child end, record 143 and close the pipe under the agent's trap handler."""
+    script = (
+        "trap 'sleep 1; echo last words; exit 7' TERM; echo up > started; "
+        "while :; do sleep 0.05; done"
+    )
+    child = spawn_boxed(tmp_path, script)
+    wait_for(tmp_path / "started", tmp_path / "log")
+    proc.kill_tree(child.pid, child.start_time, grace=10)
+    assert proc.wait(child, timeout=10) == 7
+    assert "last words" in (tmp_path / "log").read_text()
+
+
+@needs_bwrap
+def test_a_boxed_agent_that_ignores_the_stop_is_killed_and_signal_codes_come_through(
+    tmp_path: Path,
+) -> None:
+    stubborn = spawn_boxed(tmp_path, "trap '' TERM INT HUP; echo up > started; sleep 60")
+    wait_for(tmp_path / "started", tmp_path / "log")
+    started = time.monotonic()
+    proc.kill_tree(stubborn.pid, stubborn.start_time, grace=1)
+    assert proc.wait(stubborn, timeout=10) is not None
+    while proc._group_alive(stubborn.pid):  # SIGKILLed: gone as soon as the kernel reaps it
+        assert time.monotonic() - started < 8
+        time.sleep(0.02)
+    (tmp_path / "started").unlink()
+    suicide = spawn_boxed(tmp_path, "echo up > started; kill -USR1 $$")
+    assert proc.wait(suicide, timeout=30) == 128 + 10
+    (tmp_path / "started").unlink()
+    hup = spawn_boxed(tmp_path, "echo up > started; while :; do sleep 0.05; done")
+    wait_for(tmp_path / "started", tmp_path / "log")
+    proc.kill_tree(hup.pid, hup.start_time, grace=10)
+    assert proc.wait(hup, timeout=10) == 128 + 15

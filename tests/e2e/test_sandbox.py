@@ -195,3 +195,85 @@ def test_auto_sandbox_without_bubblewrap_runs_the_job_and_says_why(
         f"sandbox: none, bubblewrap ({fake}) cannot make a sandbox here: bwrap: No permissions "
         "to create new namespace: this job runs unsandboxed" in log
     ), log
+
+
+# Job A's agent goes after another job's worktree and the checkout's own HEAD and index:
+# a commondir pointing at a git dir whose config runs code would make the daemon's git
+# in B's worktree (status, leftover commits) run it outside the box. Then it does what
+# agents do with git: stash, a branch of its own, packed refs, its commit.
+NEIGHBOUR = r"""
+read -r MARK
+mkdir saw
+common=$(git rev-parse --git-common-dir)
+self=$(cd "$(git rev-parse --git-dir)" && pwd -P)
+git init -q --bare "$PWD/evil" && git config -f evil/config core.fsmonitor "touch $MARK"
+for admin in "$common"/worktrees/*; do
+  [ "$(cd "$admin" && pwd -P)" = "$self" ] && continue
+  { echo "$PWD/evil" > "$admin/commondir"; } 2>> saw/plant-other-commondir
+  { echo "gitdir: $PWD/evil" > "$admin/gitdir"; } 2>> saw/plant-other-gitdir
+  { echo junk > "$admin/HEAD"; } 2>> saw/plant-other-head
+  { mkdir "$common/worktrees/planted"; } 2> saw/plant-new-admin
+done
+{ echo "ref: refs/heads/evil" > "$common/HEAD"; } 2> saw/plant-head
+{ echo junk > "$common/index"; } 2> saw/plant-index
+echo one > stashed.txt && git add stashed.txt && git stash -q && git stash pop -q
+echo $? > saw/stash
+git checkout -q -b agent-side && git checkout -q - ; echo $? > saw/checkout-b
+git pack-refs --all; echo $? > saw/pack-refs
+git add stashed.txt saw && git commit -q -m "A's commit"; echo $? > saw/commit
+"""
+
+
+@needs_bwrap
+def test_an_agent_cannot_poison_another_jobs_worktree_or_the_checkouts_head_and_index(
+    daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
+) -> None:
+    d = daemon_factory().start()
+    repo = init_repo(tmp_path / "app", files={"README.md": "hello\n"})
+    name = d.add_repo(repo)
+    # B leaves work uncommitted: the daemon's git commits it in B's worktree afterwards.
+    quiet = agent("quiet.sh", "echo b > b.txt\n")
+    b = d.wait(d.submit(name, "b", command=[quiet])["id"])
+    assert b["state"] == "succeeded", b["error"]
+    admin = repo / ".git" / "worktrees" / Path(b["worktree"]).name
+    before = {f: (admin / f).read_bytes() for f in ("commondir", "gitdir", "HEAD")}
+    head, index = (repo / ".git" / "HEAD").read_bytes(), (repo / ".git" / "index").read_bytes()
+    mark = tmp_path / "PWNED"
+    a = d.wait(d.submit(name, f"{mark}\n", command=[agent("a.sh", NEIGHBOUR)])["id"])
+    assert a["state"] == "succeeded", a["error"]
+    saw = seen(Path(a["worktree"]))
+    for plant in ("other-commondir", "other-gitdir", "other-head", "new-admin", "head", "index"):
+        assert b"Read-only file system" in saw[f"plant-{plant}"], (plant, saw[f"plant-{plant}"])
+    assert {f: (admin / f).read_bytes() for f in before} == before
+    assert (repo / ".git" / "HEAD").read_bytes() == head
+    assert (repo / ".git" / "index").read_bytes() == index
+    for step in ("stash", "checkout-b", "pack-refs", "commit"):
+        assert saw[step] == b"0\n", step
+    assert "A's commit" in git(repo, "log", "--format=%s", a["branch"]).splitlines()
+    assert git(repo, "rev-parse", "--verify", "-q", "agent-side")
+    # The daemon's git still works in B's worktree and runs nothing of A's.
+    d.cli("discard", str(b["id"]))
+    assert not mark.exists()
+
+
+def test_the_daemon_runs_no_git_in_a_worktree_whose_git_files_were_repointed(
+    daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
+) -> None:
+    """Defence in depth, shown unsandboxed (where the agent can write them): a worktree
+    whose commondir names another git dir fails the job with one line, before the
+    daemon's git (leftover commits) runs there, and the branch is kept."""
+    d = daemon_factory(DISPATCHER_SANDBOX="off").start()
+    repo = init_repo(tmp_path / "app", files={"README.md": "hello\n"})
+    name = d.add_repo(repo)
+    mark = tmp_path / "PWNED"
+    repoint = agent(
+        "repoint.sh",
+        f'echo left > left.txt\ngit init -q --bare "$PWD/evil"\n'
+        f'git config -f evil/config core.fsmonitor "touch {mark}"\n'
+        'echo "$PWD/evil" > "$(git rev-parse --git-dir)/commondir"\n',
+    )
+    job = d.wait(d.submit(name, command=[repoint])["id"])
+    assert job["state"] == "failed"
+    assert "no longer points at" in job["error"] and "\n" not in job["error"], job["error"]
+    assert not mark.exists()
+    assert git(repo, "rev-parse", "--verify", "-q", job["branch"])

@@ -15,11 +15,15 @@ from typing import Any
 import httpx
 import pytest
 
+from dispatcher import sandbox
 from tests.daemon_fixture import Daemon, pid_alive
 from tests.gitutil import commit_file, git, init_repo
 
 Agent = Callable[[str, str], str]
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
+needs_bwrap = pytest.mark.skipif(
+    sandbox.probe("bwrap")[0] is None, reason="bubblewrap cannot run here (.ci/run installs it)"
+)
 GITHUB_SECRET = "gh-secret-for-tests"
 GITLAB_TOKEN = "gl-token-for-tests"
 
@@ -184,6 +188,36 @@ def test_failing_check_dispatches_with_output_and_passing_check_does_not(
     assert len(git(repo, "worktree", "list").splitlines()) == 2
 
 
+PRYING_CHECK_YML = """\
+version: 1
+agents: {bot: BOT}
+triggers:
+  red-tests:
+    on: {push: {branches: [main]}}
+    agent: bot
+    check: "cat STATE/token; ls -A STATE; cat REPO/secret.txt; echo tail-end; exit 1"
+    prompt: "${{ check.output_tail }}"
+"""
+
+
+@needs_bwrap
+def test_a_check_runs_in_the_sandbox_and_cannot_read_the_token_or_the_checkout(
+    tdaemon: Daemon, tmp_path: Path, agent: Agent
+) -> None:
+    """A check runs the event commit's code (a pushed conftest.py): boxed like an agent."""
+    text = PRYING_CHECK_YML.replace("STATE", str(tdaemon.state_dir))
+    repo = trigger_repo(tmp_path, agent, text.replace("REPO", str(tmp_path / "app")))
+    (repo / "secret.txt").write_text("the user's secret\n")
+    name = tdaemon.add_repo(repo)
+    commit_file(repo, "ok.txt", "fine\n", "a commit")
+    job = tdaemon.wait(wait_for(lambda: jobs_of(tdaemon, name), "the job of the check")[0]["id"])
+    seen = prompt_of(job)
+    assert seen.rstrip().endswith("tail-end"), seen  # it ran, and its output came through
+    assert tdaemon.token not in seen
+    assert "the user's secret" not in seen and "dispatcher.db" not in seen, seen
+    assert not any((tdaemon.state_dir / "checks").iterdir())
+
+
 GATED_CHECK_YML = """\
 version: 1
 agents: {bot: BOT}
@@ -209,6 +243,20 @@ def check_runs(gates: Path) -> int:
     return len(runs.read_text().splitlines()) if runs.exists() else 0
 
 
+def running_with(text: str) -> list[int]:
+    """Host pids of the live processes whose command line contains ``text``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if text.encode() in cmdline and pid_alive(int(entry.name)):
+                pids.append(int(entry.name))
+    return pids
+
+
 def the_event(d: Daemon) -> dict[str, Any]:
     events = d.api.get("/events").json()
     assert len(events) == 1, events
@@ -223,7 +271,9 @@ def test_check_cut_short_by_the_daemon_runs_again_at_the_next_start(
     name = tdaemon.add_repo(repo)
     commit_file(repo, "BROKEN", "x\n", "red commit")
     wait_for(lambda: (gates / "pid").exists(), "the check to start")
-    check_pid = int((gates / "pid").read_text())
+    # Its host pids (its $$ is the sandbox's): every process whose command line has it.
+    check_pids = running_with(str(gates))
+    assert check_pids
     assert the_event(tdaemon)["pending_triggers"] == ["red-tests"]
     listed = tdaemon.cli("events").stdout.splitlines()
     assert len(listed) == 1 and "push" in listed[0] and listed[0].endswith("pending: red-tests")
@@ -232,11 +282,11 @@ def test_check_cut_short_by_the_daemon_runs_again_at_the_next_start(
     # A stop does not wait for the check (it may run for minutes): it is killed.
     assert time.monotonic() - started < 10
     if sig == signal.SIGTERM:
-        wait_for(lambda: not pid_alive(check_pid), "the stopped daemon's check to be killed")
+        wait_for(lambda: not any(map(pid_alive, check_pids)), "the stopped daemon's check to end")
     (gates / "pid").unlink()
     tdaemon.start()
     # A crashed daemon's check is killed by the next one (its pid was recorded).
-    wait_for(lambda: not pid_alive(check_pid), "the old check to be killed")
+    wait_for(lambda: not any(map(pid_alive, check_pids)), "the old check to be killed")
     wait_for(lambda: (gates / "pid").exists(), "the check to run again")
     assert check_runs(gates) == 2
     assert jobs_of(tdaemon, name) == []  # an interrupted check decided nothing
