@@ -177,6 +177,43 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+_pinned_global: dict[str, str] = {}
+
+
+def global_config_files(env: Mapping[str, str]) -> list[Path]:
+    """The global (per-user) config files git reads with ``env``, existing or not."""
+    if env.get("GIT_CONFIG_GLOBAL"):
+        return [Path(env["GIT_CONFIG_GLOBAL"])]
+    home = env.get("HOME")
+    xdg = env.get("XDG_CONFIG_HOME") or (str(Path(home) / ".config") if home else "")
+    return [
+        *([Path(xdg) / "git" / "config"] if xdg else []),
+        *([Path(home) / ".gitconfig"] if home else []),
+    ]
+
+
+def pin_global_config(env: Mapping[str, str] | None = None) -> str | None:
+    """Fix, once at daemon start, which global config the daemon's own git reads.
+
+    Agents may write their HOME. The sandbox keeps the user's existing global git
+    config read-only, but a file that does not exist yet could be created by an
+    agent with, say, ``core.fsmonitor`` set, and the daemon's next git command in
+    a worktree would run it outside the box. So when exactly one global config
+    exists, every daemon git call reads that one (``GIT_CONFIG_GLOBAL``); when none
+    does, none (``/dev/null``); with both, both stay (both exist and are protected).
+    A global config created later is read by the daemon after its next start.
+    Returns the pinned path (None: nothing pinned)."""
+    env = os.environ if env is None else env
+    files = global_config_files(env)
+    existing = [path for path in files if path.is_file()]
+    _pinned_global.clear()
+    if len(existing) == len(files) and len(files) > 1:
+        return None
+    pinned = str(existing[0]) if existing else os.devnull
+    _pinned_global["GIT_CONFIG_GLOBAL"] = pinned
+    return pinned
+
+
 def _git(
     args: Sequence[str],
     cwd: str | os.PathLike[str],
@@ -190,7 +227,8 @@ def _git(
         raise NotFound(f"no such directory: {os.fspath(cwd)}")
     argv = ["git", *args]
     try:
-        result = proc.run(argv, cwd=cwd, env=clean_env(env_extra), input=input, check=False)
+        env = clean_env({**_pinned_global, **(env_extra or {})})
+        result = proc.run(argv, cwd=cwd, env=env, input=input, check=False)
     except ProcessError as exc:
         raise GitError(exc.message) from exc
     if check and result.returncode != 0:

@@ -154,6 +154,18 @@ def sandbox_view(
     )  # fmt: skip
 
 
+def note_job(settings: Settings, job_id: int, text: str) -> None:
+    """Append a daemon line to a job's log (best effort: a full disk loses the note,
+    which then goes to the daemon log)."""
+    files = job_files(settings, job_id)
+    try:
+        files.root.mkdir(parents=True, exist_ok=True)
+        with open(files.log, "a", encoding="utf-8") as fh:
+            fh.write(f"[dispatcher] {text}\n")
+    except OSError as exc:
+        log.warning("job %s: cannot write its log (%s): %s", job_id, exc, text)
+
+
 def run_cleanup(
     settings: Settings, job_id: int, ws: Workspace, worktree: Path, *, checkouts: Sequence[Path]
 ) -> None:
@@ -349,14 +361,8 @@ class Runner:
     # ------------------------------------------------------------ one job
 
     def note(self, job_id: int, text: str) -> None:
-        """Append a daemon line to the job's log (best effort: a full disk loses the note)."""
-        files = job_files(self.settings, job_id)
-        try:
-            files.root.mkdir(parents=True, exist_ok=True)
-            with open(files.log, "a", encoding="utf-8") as fh:
-                fh.write(f"[dispatcher] {text}\n")
-        except OSError as exc:
-            log.warning("job %s: cannot write its log (%s): %s", job_id, exc, text)
+        """Append a daemon line to the job's log (see :func:`note_job`)."""
+        note_job(self.settings, job_id, text)
 
     def _run(self, job_id: int) -> None:
         job = self.store.job(job_id)

@@ -69,7 +69,7 @@ from dispatcher.models import (
 )
 from dispatcher.models import Event as EventRow
 from dispatcher.pool import WorktreePool, left_out_note, released_ref, save_released
-from dispatcher.runner import branch_name, job_files, run_cleanup
+from dispatcher.runner import branch_name, job_files, note_job, run_cleanup
 from dispatcher.store import AlreadyMade, Store
 from dispatcher.sweeper import worktrees_disk_usage
 from dispatcher.trigger_files import TriggerFiles
@@ -708,7 +708,7 @@ class Service:
             git.worktree_remove(repo_path, worktree)
         note = left_out_note(released_ref(job_id), saved) if saved else ""
         if note:
-            _note_job(self.settings, job_id, note)
+            note_job(self.settings, job_id, note)
 
     def _stop(self, job: Job) -> Job:
         """Stop an active job: queued ones directly, claimed ones through the runner."""
@@ -960,14 +960,3 @@ def _default_name(path: Path) -> str:
 def _one_start(offset: int | None, tail: int | None) -> None:
     if offset is not None and tail is not None:
         raise InvalidInput("give offset or tail, not both")
-
-
-def _note_job(settings: Settings, job_id: int, text: str) -> None:
-    """Append a daemon line to a finished job's log (best effort; else the daemon log)."""
-    files = job_files(settings, job_id)
-    try:
-        files.root.mkdir(parents=True, exist_ok=True)
-        with open(files.log, "a", encoding="utf-8") as fh:
-            fh.write(f"[dispatcher] {text}\n")
-    except OSError as exc:
-        log.warning("job %s: cannot write its log (%s): %s", job_id, exc, text)

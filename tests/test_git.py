@@ -1335,3 +1335,44 @@ def test_merge_journal_refuses_what_it_cannot_read(tmp_path: Path) -> None:
     aside = merge_journal.move_aside(path)
     assert not path.exists() and aside.name.startswith("1.json.bad-")
     assert merge_journal.pending(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    ("exist", "pinned"),
+    [
+        ((), "/dev/null"),
+        ((".gitconfig",), ".gitconfig"),
+        ((".config/git/config",), ".config/git/config"),
+        ((".gitconfig", ".config/git/config"), None),
+    ],
+)
+def test_pin_global_config_fixes_what_the_daemons_git_reads(
+    tmp_path: Path, exist: tuple[str, ...], pinned: str | None
+) -> None:
+    for name in exist:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("[user]\n\tname = x\n")
+    try:
+        got = git.pin_global_config({"HOME": str(tmp_path)})
+        want = (
+            None if pinned is None else pinned if pinned == "/dev/null" else str(tmp_path / pinned)
+        )
+        assert got == want
+        if pinned is None:  # both exist (and the sandbox keeps both read-only)
+            return
+        # A global config made after the pin (an agent's) is not read by the daemon's git.
+        for name in {".gitconfig", ".config/git/config"} - set(exist):
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).write_text("[user]\n\tname = planted\n")
+        read = git._git(["config", "--global", "--get", "user.name"], tmp_path, check=False)
+        assert read.stdout.strip() == ("x" if exist else "")  # the pinned file, or none
+    finally:
+        git.pin_global_config({"HOME": str(tmp_path), "GIT_CONFIG_GLOBAL": os.devnull})
+        git._pinned_global.clear()
+
+
+def test_pin_global_config_with_a_missing_git_config_global_reads_none(tmp_path: Path) -> None:
+    try:
+        assert git.pin_global_config({"GIT_CONFIG_GLOBAL": str(tmp_path / "nope")}) == os.devnull
+    finally:
+        git._pinned_global.clear()

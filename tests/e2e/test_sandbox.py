@@ -277,3 +277,30 @@ def test_the_daemon_runs_no_git_in_a_worktree_whose_git_files_were_repointed(
     assert "no longer points at" in job["error"] and "\n" not in job["error"], job["error"]
     assert not mark.exists()
     assert git(repo, "rev-parse", "--verify", "-q", job["branch"])
+
+
+def test_a_global_git_config_an_agent_creates_is_never_read_by_the_daemons_git(
+    daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
+) -> None:
+    """The sandbox keeps the user's existing global git config read-only, but one that
+    does not exist yet (here: the daemon's GIT_CONFIG_GLOBAL names a missing file) an
+    agent can create, with core.fsmonitor set: the daemon's own git (the leftover
+    commit, in the worktree) would then run it outside the box. The daemon's git reads
+    the global config as it was at start."""
+    d = daemon_factory()
+    config = Path(d.env["GIT_CONFIG_GLOBAL"])
+    config.unlink(missing_ok=True)
+    d.start()
+    repo = init_repo(tmp_path / "app", files={"README.md": "hello\n"})
+    name = d.add_repo(repo)
+    mark = tmp_path / "PWNED"
+    plant = agent(
+        "plant.sh",
+        f'printf "[core]\\n\\tfsmonitor = \\"touch {mark}\\"\\n" > "{config}"\n'
+        "echo left > left.txt\n",  # so the daemon runs git status/add/commit here
+    )
+    job = d.wait(d.submit(name, command=[plant])["id"])
+    assert config.read_text().count("fsmonitor") == 1  # the agent did plant it
+    assert job["state"] == "succeeded", job["error"]
+    assert git(repo, "show", f"{job['branch']}:left.txt") == "left"
+    assert not mark.exists()
