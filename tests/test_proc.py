@@ -657,7 +657,9 @@ def test_the_wrapper_claims_the_spawn_with_its_pid_before_the_agent_runs(tmp_pat
     claim, release = tmp_path / "spawn-abc", tmp_path / "release"
     agent = script(
         tmp_path / "agent.sh",
-        f'cat "{claim}" > seen\nwhile [ ! -e {release} ]; do sleep 0.02; done',
+        # seen appears whole (the shell creates a redirect's file before cat writes it)
+        f'cat "{claim}" > seen.tmp && mv seen.tmp seen\n'
+        f"while [ ! -e {release} ]; do sleep 0.02; done",
     )
     child = claimed_spawn(tmp_path, [str(agent)], claim)
     try:
