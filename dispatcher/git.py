@@ -748,20 +748,6 @@ class Leftovers:
     ignored: tuple[str, ...] = ()  # staged new files the ignore rules match: unstaged
 
 
-def commit_all(
-    worktree: Path,
-    message: str,
-    *,
-    author_name: str,
-    author_email: str,
-    exclude: Sequence[str] = (),
-) -> str | None:
-    """:func:`commit_leftovers` with no size limit; returns the new HEAD sha or None."""
-    return commit_leftovers(
-        worktree, message, author_name=author_name, author_email=author_email, exclude=exclude
-    ).sha
-
-
 def commit_leftovers(
     worktree: Path,
     message: str,
@@ -1767,22 +1753,6 @@ def update_ref(repo: Path, ref: str, sha: str, message: str = "dispatcher") -> N
          "--end-of-options", ref, commit],
         repo,
     )  # fmt: skip
-
-
-def save_worktree_state(
-    worktree: Path,
-    ref: str,
-    message: str,
-    *,
-    author_name: str,
-    author_email: str,
-    exclude: Sequence[str] = (),
-) -> str | None:
-    """:func:`snapshot_worktree` with no size limit; returns the snapshot's sha or None."""
-    return snapshot_worktree(
-        worktree, ref, message, author_name=author_name, author_email=author_email,
-        exclude=exclude,
-    ).sha  # fmt: skip
 
 
 def snapshot_worktree(

@@ -451,7 +451,7 @@ def test_status_and_has_changes(repo: Path) -> None:
     assert sorted(changed) == ["README.md", "a.txt", "renamed.txt"]
 
 
-def test_commit_all_commits_everything(repo: Path) -> None:
+def test_commit_leftovers_commits_everything(repo: Path) -> None:
     (repo / "README.md").write_text("modified\n")
     (repo / "a.txt").unlink()
     (repo / "sub").mkdir()
@@ -460,7 +460,7 @@ def test_commit_all_commits_everything(repo: Path) -> None:
     (repo / "debug.log").write_text("ignored\n")
     before = head(repo)
 
-    sha = git.commit_all(repo, "agent work\n\n# not a comment\n", **AGENT)
+    sha = git.commit_leftovers(repo, "agent work\n\n# not a comment\n", **AGENT).sha
 
     assert sha == head(repo)
     assert head(repo, "HEAD~1") == before
@@ -474,11 +474,11 @@ def test_commit_all_commits_everything(repo: Path) -> None:
     )
     assert g(repo, "log", "-1", "--format=%B") == "agent work\n\n# not a comment"
     assert not git.has_changes(repo)
-    assert git.commit_all(repo, "nothing", **AGENT) is None
+    assert git.commit_leftovers(repo, "nothing", **AGENT).sha is None
     assert head(repo) == sha
 
 
-def test_commit_all_without_any_configured_identity(
+def test_commit_leftovers_without_any_configured_identity(
     repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     for name in (
@@ -490,22 +490,22 @@ def test_commit_all_without_any_configured_identity(
         monkeypatch.delenv(name)
     monkeypatch.setenv("EMAIL", "")
     (repo / "new.txt").write_text("x\n")
-    sha = git.commit_all(repo, "work", **AGENT)
+    sha = git.commit_leftovers(repo, "work", **AGENT).sha
     assert sha is not None
     assert g(repo, "log", "-1", "--format=%ae %ce") == (
         "bot@dispatcher.invalid bot@dispatcher.invalid"
     )
 
 
-def test_commit_all_skips_hooks_and_refuses_empty_message(repo: Path) -> None:
+def test_commit_leftovers_skips_hooks_and_refuses_empty_message(repo: Path) -> None:
     hook = repo / ".git" / "hooks" / "pre-commit"
     hook.write_text("#!/bin/sh\nexit 1\n")
     hook.chmod(0o755)
     (repo / "new.txt").write_text("x\n")
-    assert git.commit_all(repo, "work", **AGENT) is not None
+    assert git.commit_leftovers(repo, "work", **AGENT).sha is not None
     (repo / "more.txt").write_text("x\n")
     with pytest.raises(InvalidInput):
-        git.commit_all(repo, "  \n", **AGENT)
+        git.commit_leftovers(repo, "  \n", **AGENT)
 
 
 MIB = 1024 * 1024
@@ -563,7 +563,7 @@ def test_commit_leftovers_limit_is_on_the_size_on_disk_and_only_over_it(repo: Pa
     assert git.commit_leftovers(repo, "none", **AGENT, max_file_bytes=10) == git.Leftovers()
 
 
-def test_commit_all_unstages_force_added_files_the_ignore_rules_match(repo: Path) -> None:
+def test_commit_leftovers_unstages_force_added_files_the_ignore_rules_match(repo: Path) -> None:
     commit_file(repo, ".gitignore", "secrets.env\n*.log\n")
     (repo / "kept.log").write_text("tracked though ignored\n")
     g(repo, "add", "-f", "kept.log")
@@ -575,7 +575,7 @@ def test_commit_all_unstages_force_added_files_the_ignore_rules_match(repo: Path
     (repo / "kept.log").write_text("changed\n")
     (repo / "work.txt").write_text("work\n")
 
-    sha = git.commit_all(repo, "leftovers", **AGENT)
+    sha = git.commit_leftovers(repo, "leftovers", **AGENT).sha
 
     assert sha == head(repo)
     files = tree_files(repo)
@@ -591,7 +591,7 @@ def test_commit_all_unstages_force_added_files_the_ignore_rules_match(repo: Path
     assert "secrets.env" not in tree_files(repo)
 
 
-def test_commit_all_never_commits_excluded_paths_even_when_staged(
+def test_commit_leftovers_never_commits_excluded_paths_even_when_staged(
     repo: Path, tmp_path: Path
 ) -> None:
     checkout_deps = tmp_path / "deps"
@@ -603,7 +603,7 @@ def test_commit_all_never_commits_excluded_paths_even_when_staged(
     g(repo, "add", "-f", ".env", "node_modules", "cfg")
     (repo / "work.txt").write_text("work\n")
 
-    git.commit_all(repo, "leftovers", **AGENT, exclude=[".env", "node_modules", "cfg/"])
+    git.commit_leftovers(repo, "leftovers", **AGENT, exclude=[".env", "node_modules", "cfg/"])
 
     assert tree_files(repo) == {"README.md", "a.txt", "work.txt"}
     assert (repo / ".env").is_file() and (repo / "node_modules").is_symlink()
@@ -999,7 +999,7 @@ def _index_bytes(wt: Path) -> bytes:
     return Path(g(wt, "rev-parse", "--path-format=absolute", "--git-path", "index")).read_bytes()
 
 
-def test_save_worktree_state_snapshots_everything_and_changes_nothing(
+def test_snapshot_worktree_snapshots_everything_and_changes_nothing(
     repo: Path, tmp_path: Path
 ) -> None:
     wt = tmp_path / "wt"
@@ -1015,7 +1015,7 @@ def test_save_worktree_state_snapshots_everything_and_changes_nothing(
     before_index = _index_bytes(wt)
     head_before = head(wt)
 
-    sha = git.save_worktree_state(wt, "refs/dispatcher/orphans/wt-1", "save it", **AGENT)
+    sha = git.snapshot_worktree(wt, "refs/dispatcher/orphans/wt-1", "save it", **AGENT).sha
 
     assert sha is not None
     assert head(repo, "refs/dispatcher/orphans/wt-1") == sha
@@ -1072,26 +1072,26 @@ def test_snapshot_leaves_out_big_and_force_added_ignored_files_like_commit_lefto
     assert only.too_big == (("big.bin", 200 * MIB), ("staged.bin", 60 * MIB))
 
 
-def test_save_worktree_state_clean_returns_none_and_sets_no_ref(repo: Path, tmp_path: Path) -> None:
+def test_snapshot_worktree_clean_returns_none_and_sets_no_ref(repo: Path, tmp_path: Path) -> None:
     wt = tmp_path / "wt"
     git.worktree_add(repo, wt, "job", "HEAD")
     (repo / ".git" / "info").mkdir(exist_ok=True)
     (repo / ".git" / "info" / "exclude").write_text("*.o\n")
     (wt / "x.o").write_text("ignored only")
-    assert git.save_worktree_state(wt, "refs/dispatcher/x", "nothing", **AGENT) is None
+    assert git.snapshot_worktree(wt, "refs/dispatcher/x", "nothing", **AGENT).sha is None
     assert git.for_each_ref(repo, "refs/dispatcher/") == {}
     with pytest.raises(InvalidInput):
-        git.save_worktree_state(wt, "refs/dispatcher/x", "  ", **AGENT)
+        git.snapshot_worktree(wt, "refs/dispatcher/x", "  ", **AGENT)
 
 
-def test_save_worktree_state_on_a_detached_head(repo: Path, tmp_path: Path) -> None:
+def test_snapshot_worktree_on_a_detached_head(repo: Path, tmp_path: Path) -> None:
     wt = tmp_path / "wt"
     sha = git.worktree_add_detached(repo, wt, "HEAD")
     commit_file(wt, "c.txt", "committed on a detached HEAD\n")
     detached = head(wt)
     (wt / "u.txt").write_text("uncommitted\n")
 
-    saved = git.save_worktree_state(wt, "refs/dispatcher/d", "save", **AGENT)
+    saved = git.snapshot_worktree(wt, "refs/dispatcher/d", "save", **AGENT).sha
 
     assert saved is not None
     assert head(repo, f"{saved}^") == detached != sha
@@ -1101,13 +1101,13 @@ def test_save_worktree_state_on_a_detached_head(repo: Path, tmp_path: Path) -> N
     assert head(wt) == detached
 
 
-def test_save_worktree_state_overwrites_keeping_a_reflog(repo: Path, tmp_path: Path) -> None:
+def test_snapshot_worktree_overwrites_keeping_a_reflog(repo: Path, tmp_path: Path) -> None:
     wt = tmp_path / "wt"
     git.worktree_add(repo, wt, "job", "HEAD")
     (wt / "u.txt").write_text("one\n")
-    first = git.save_worktree_state(wt, "refs/dispatcher/r", "first", **AGENT)
+    first = git.snapshot_worktree(wt, "refs/dispatcher/r", "first", **AGENT).sha
     (wt / "u.txt").write_text("two\n")
-    second = git.save_worktree_state(wt, "refs/dispatcher/r", "second", **AGENT)
+    second = git.snapshot_worktree(wt, "refs/dispatcher/r", "second", **AGENT).sha
     assert first is not None and second is not None and first != second
     assert head(repo, "refs/dispatcher/r") == second
     assert g(repo, "rev-parse", "refs/dispatcher/r@{1}") == first
@@ -1127,12 +1127,12 @@ def test_save_worktree_state_overwrites_keeping_a_reflog(repo: Path, tmp_path: P
         "dispatcher/x",
     ],
 )
-def test_save_worktree_state_refuses_bad_refs(repo: Path, tmp_path: Path, ref: str) -> None:
+def test_snapshot_worktree_refuses_bad_refs(repo: Path, tmp_path: Path, ref: str) -> None:
     wt = tmp_path / "wt"
     git.worktree_add(repo, wt, "job", "HEAD")
     (wt / "u.txt").write_text("u\n")
     with pytest.raises(InvalidInput):
-        git.save_worktree_state(wt, ref, "m", **AGENT)
+        git.snapshot_worktree(wt, ref, "m", **AGENT)
     with pytest.raises(InvalidInput):
         git.update_ref(repo, ref, "HEAD")
     assert g(repo, "for-each-ref") == g(repo, "for-each-ref", "refs/heads/")
@@ -1156,7 +1156,7 @@ def test_changed_gitlinks_finds_nested_repositories(repo: Path, tmp_path: Path) 
     git.worktree_add(repo, wt, "job", "HEAD")
     init_repo(wt / "vendor" / "lib")  # an agent cloned something in its worktree
     (wt / "plain.txt").write_text("p\n")
-    sha = git.save_worktree_state(wt, "refs/dispatcher/n", "m", **AGENT)
+    sha = git.snapshot_worktree(wt, "refs/dispatcher/n", "m", **AGENT).sha
     assert sha is not None
     assert git.changed_gitlinks(repo, sha) == ["vendor/lib"]
     assert git.changed_gitlinks(repo, "HEAD") == []
@@ -1201,7 +1201,7 @@ def test_worktree_is_valid_refuses_a_pruned_or_reused_record(repo: Path, tmp_pat
     assert not git.worktree_is_valid(wt)  # its .git now names the other worktree's record
 
 
-def test_save_worktree_state_keeps_tracked_files_that_match_an_ignore_rule(
+def test_snapshot_worktree_keeps_tracked_files_that_match_an_ignore_rule(
     repo: Path, tmp_path: Path
 ) -> None:
     (repo / "vendor.o").write_text("tracked although ignored\n")
@@ -1213,7 +1213,7 @@ def test_save_worktree_state_keeps_tracked_files_that_match_an_ignore_rule(
     git.worktree_add(repo, wt, "job", "HEAD")
     (wt / "vendor.o").write_text("changed\n")
     (wt / "fresh.o").write_text("ignored, not saved\n")
-    sha = git.save_worktree_state(wt, "refs/dispatcher/t", "m", **AGENT)
+    sha = git.snapshot_worktree(wt, "refs/dispatcher/t", "m", **AGENT).sha
     assert sha is not None
     assert g(repo, "show", f"{sha}:vendor.o") == "changed"
     assert "fresh.o" not in g(repo, "ls-tree", "--name-only", sha).splitlines()
@@ -1230,7 +1230,7 @@ def test_worktree_add_sparse_checks_out_only_the_cone(repo: Path, tmp_path: Path
     assert git.status_porcelain(wt) == []  # the missing docs/ is not a deletion
     (wt / "docs").mkdir()
     (wt / "docs" / "new.md").write_text("new\n")  # outside the cone: still committed
-    assert git.commit_all(wt, "work", **AGENT) is not None
+    assert git.commit_leftovers(wt, "work", **AGENT).sha is not None
     assert g(repo, "show", "--name-only", "--format=", "job") == "docs/new.md"
     # Hostile paths never reach git, and nothing is left behind.
     for bad in ("../x", "/etc", "\x01"):
