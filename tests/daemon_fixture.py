@@ -367,7 +367,12 @@ def alive_in_session(session: int, pid: int) -> bool:
 def hold_fault(fault_dir: Path, name: str) -> Path:
     """Arm fault point ``name`` (dispatcher/faults.py) for a daemon started with
     DISPATCHER_FAULT_DIR=fault_dir; returns the ``.reached`` file to wait for.
-    Remove ``fault_dir / f"{name}.hold"`` to let the daemon go on."""
+    :func:`release_fault` lets the daemon go on."""
     fault_dir.mkdir(parents=True, exist_ok=True)
     (fault_dir / f"{name}.hold").touch()
     return fault_dir / f"{name}.reached"
+
+
+def release_fault(fault_dir: Path, name: str) -> None:
+    """Let a daemon held at fault point ``name`` go on (and the next one pass it)."""
+    (fault_dir / f"{name}.hold").unlink()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from dispatcher import faults
-from tests.daemon_fixture import hold_fault
+from tests.daemon_fixture import hold_fault, release_fault
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def test_held_point_waits_until_the_hold_is_removed(fault_dir: Path) -> None:
         assert time.monotonic() < deadline, "the point was never reached"
         time.sleep(0.01)
     assert not done.is_set()
-    (fault_dir / "merge.window.hold").unlink()
+    release_fault(fault_dir, "merge.window")
     worker.join(10)
     assert done.is_set()
 

@@ -15,7 +15,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.daemon_fixture import TERMINAL, Daemon, LogFollower, dispatcher_argv, hold_fault
+from tests.daemon_fixture import (
+    TERMINAL,
+    Daemon,
+    LogFollower,
+    dispatcher_argv,
+    hold_fault,
+    release_fault,
+)
 from tests.gitutil import git, init_repo
 
 Agent = Callable[[str, str], str]
@@ -135,7 +142,7 @@ def test_kill_9_between_spawn_and_running_adopts_the_agent_not_a_second_run(
     wait_until(reached.exists, "the daemon to spawn the agent")
     wait_until(lambda: runs(gates), "the agent to start")
     assert d.stop(signal.SIGKILL) == -signal.SIGKILL
-    (faults / "runner.after-spawn.hold").unlink()  # the next daemon does not stop there
+    release_fault(faults, "runner.after-spawn")  # the next daemon does not stop there
     exit_file = d.state_dir / "jobs" / str(job_id) / "exit"
     if agent_state == "ended":  # it finishes while no daemon runs
         (gates / f"go-{job_id}").touch()
@@ -165,7 +172,7 @@ def test_kill_9_just_before_spawn_requeues_and_runs_once(
     job_id = d.submit(name, "once", command=[script])["id"]
     wait_until(reached.exists, "the daemon to be about to spawn")
     assert d.stop(signal.SIGKILL) == -signal.SIGKILL
-    (faults / "runner.before-spawn.hold").unlink()
+    release_fault(faults, "runner.before-spawn")
     (gates / f"go-{job_id}").touch()
     d.start()
     job = d.wait(job_id)

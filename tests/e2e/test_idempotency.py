@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.daemon_fixture import Daemon, hold_fault
+from tests.daemon_fixture import Daemon, hold_fault, release_fault
 from tests.e2e.test_faults import counting_gate_agent, runs, wait_until
 from tests.gitutil import init_repo
 
@@ -55,7 +55,7 @@ def test_sigkill_after_the_job_before_its_answer_is_stored_makes_one_job(
     sender.join(30)
     assert not sender.is_alive()
     assert len(first) == 1 and isinstance(first[0], httpx.HTTPError), first  # no answer
-    (faults / f"{FAULT}.hold").unlink()
+    release_fault(faults, FAULT)
     d.start()
 
     again = d.api.post("/jobs", json=body, headers=key)

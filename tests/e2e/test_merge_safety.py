@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.daemon_fixture import Daemon, hold_fault, pid_alive
+from tests.daemon_fixture import Daemon, hold_fault, pid_alive, release_fault
 from tests.gitutil import commit_file, git, init_repo
 
 Agent = Callable[[str, str], str]
@@ -181,7 +181,7 @@ def test_target_reset_to_an_ancestor_in_the_window_is_refused(
         pending: Future[httpx.Response] = pool.submit(post_merge, d, job["id"])
         wait_for(reached)
         git(repo, *user_command, ancestor)
-        (faults / f"{window}.hold").unlink()
+        release_fault(faults, window)
         resp = pending.result(timeout=60)
     assert resp.status_code == 409, resp.text
     assert resp.json()["error"]["code"] == "ref_moved"
@@ -260,7 +260,7 @@ def test_kill_9_inside_a_merge_into_the_checkout_is_finished_or_undone(
         assert d.stop(signal.SIGKILL) == -signal.SIGKILL
         with pytest.raises(httpx.TransportError):
             pending.result(timeout=60)
-    (faults / f"{window}.hold").unlink()
+    release_fault(faults, window)
     d.start()
     after = d.job(job["id"])
     if window == "merge.files-updated":
@@ -448,7 +448,7 @@ def test_kill_9_after_a_branch_moved_and_before_the_job_said_so_records_the_merg
         assert d.stop(signal.SIGKILL) == -signal.SIGKILL
         with pytest.raises(httpx.TransportError):
             pending.result(timeout=60)
-    (faults / "merge.landed.hold").unlink()
+    release_fault(faults, "merge.landed")
     d.start()
     after = d.job(job["id"])
     assert after["state"] == "merged", after
