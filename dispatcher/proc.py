@@ -22,6 +22,7 @@ import contextlib
 import os
 import resource
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -276,6 +277,21 @@ def is_alive(pid: int, start_time: int) -> bool:
     return fields is not None and int(fields[19]) == start_time and fields[0] != "Z"
 
 
+def find_program(argv0: str, *, cwd: Path, env: Mapping[str, str]) -> Path:
+    """Where ``argv0`` is, as :func:`spawn` runs it (a path from ``cwd``, else looked up
+    on ``env``'s PATH); raises :class:`ProcessError` with a one-line reason when it is
+    not there or not executable."""
+    if os.sep in argv0:
+        resolved = Path(argv0) if os.path.isabs(argv0) else cwd / argv0
+        if not resolved.is_file() or not os.access(resolved, os.X_OK):
+            raise ProcessError(f"agent command not found or not executable: {argv0!r}")
+        return resolved
+    found = shutil.which(argv0, path=env.get("PATH", os.defpath))
+    if found is None:
+        raise ProcessError(f"agent command not found on PATH: {argv0!r}")
+    return Path(found)
+
+
 def spawn(
     argv: Sequence[str],
     *,
@@ -304,16 +320,7 @@ def spawn(
     executable, so that callers can fail the job with that reason instead of
     learning it from an exit code 127.
     """
-    program = argv[0]
-    if os.sep in program:
-        resolved = Path(cwd, program) if not os.path.isabs(program) else Path(program)
-        if not resolved.is_file() or not os.access(resolved, os.X_OK):
-            raise ProcessError(f"agent command not found or not executable: {program!r}")
-    else:
-        from shutil import which
-
-        if which(program, path=env.get("PATH", os.defpath)) is None:
-            raise ProcessError(f"agent command not found on PATH: {program!r}")
+    find_program(argv[0], cwd=Path(cwd), env=env)
     with contextlib.suppress(FileNotFoundError):
         exit_file.unlink()
     if log_cap is not None:

@@ -197,20 +197,6 @@ def mount_options(view: View) -> list[str]:
     return [arg for _, _, args in ops for arg in args]
 
 
-def find_program(argv0: str, *, cwd: Path, env: Mapping[str, str]) -> Path:
-    """Where ``argv0`` is, as :func:`dispatcher.proc.spawn` would find it; raises
-    :class:`ProcessError` (the same one-line reasons) when it is not there."""
-    if os.sep in argv0:
-        resolved = Path(argv0) if os.path.isabs(argv0) else cwd / argv0
-        if not resolved.is_file() or not os.access(resolved, os.X_OK):
-            raise ProcessError(f"agent command not found or not executable: {argv0!r}")
-        return resolved
-    found = shutil.which(argv0, path=env.get("PATH", os.defpath))
-    if found is None:
-        raise ProcessError(f"agent command not found on PATH: {argv0!r}")
-    return Path(found)
-
-
 def _under(path: Path, roots: Iterable[Path]) -> Path | None:
     """The deepest of ``roots`` that holds ``path`` (or is it), or None."""
     holding = [r for r in roots if path == r or r in path.parents]
@@ -277,7 +263,7 @@ class Sandbox:
         if not self.active:
             return list(argv)
         assert self.program is not None
-        program = find_program(argv[0], cwd=view.workdir, env=env)
+        program = proc.find_program(argv[0], cwd=view.workdir, env=env)
         _check_visible(program, view)
         for path in view.files:
             path.parent.mkdir(parents=True, exist_ok=True)
