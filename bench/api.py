@@ -1,7 +1,7 @@
 """API latency with 100,000 jobs in the database, from a loopback load generator.
 
 The database is made before the daemon starts: migrated to the newest schema
-(:func:`dispatcher.store.migrate`), then one repo row and 100,000 finished
+(:func:`dispatcher.store.database.migrate`), then one repo row and 100,000 finished
 job rows bulk-inserted with ``sqlite3`` ``executemany`` in one transaction.
 Columns are read from the table itself (``PRAGMA table_info``): every NOT
 NULL column without a default gets a value, so a new migration does not break
@@ -108,7 +108,7 @@ def prefilled(ctx: Ctx) -> dict[str, Any]:
     """The state dir with 100,000 jobs (made once per run)."""
     if "history" in ctx.cache:
         return dict(ctx.cache["history"])
-    from dispatcher.store import migrate
+    from dispatcher.store.database import migrate
 
     state = ctx.root / "daemons" / "history-state"
     state.mkdir(parents=True, mode=0o700)

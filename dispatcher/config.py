@@ -71,7 +71,7 @@ class Settings(BaseSettings):
     agent_cpu_seconds: int | None = Field(default=None, ge=1)
     max_log_bytes: int = Field(default=50 * 1024 * 1024, ge=4096)
     log_keep: int = Field(default=1, ge=0)  # rotated copies kept beside agent.log
-    # Agent sandbox (dispatcher/sandbox.py, docs/agents.md "What an agent can see"):
+    # Agent sandbox (dispatcher/process/sandbox.py, docs/agents.md "What an agent can see"):
     # auto: bubblewrap when it works here, else unsandboxed with a line in each job log;
     # bwrap: required (a job fails without it); off: never.
     sandbox: Literal["auto", "bwrap", "off"] = "auto"

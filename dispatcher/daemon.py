@@ -137,16 +137,16 @@ def _server_class() -> type:
 def serve(settings: Settings) -> None:
     import uvicorn
 
-    from dispatcher import checks
     from dispatcher.api.app import create_app
-    from dispatcher.models import Repo
-    from dispatcher.pool import WorktreePool
-    from dispatcher.runner import Runner
+    from dispatcher.events import checks
+    from dispatcher.events.sources import Sources
+    from dispatcher.events.trigger_files import TriggerFiles
+    from dispatcher.jobs.pool import WorktreePool
+    from dispatcher.jobs.runner import Runner
+    from dispatcher.jobs.sweeper import Sweeper
     from dispatcher.service import Service
-    from dispatcher.sources import Sources
-    from dispatcher.store import Store, migrate
-    from dispatcher.sweeper import Sweeper
-    from dispatcher.trigger_files import TriggerFiles
+    from dispatcher.store.database import Store, migrate
+    from dispatcher.store.models import Repo
 
     configure_logging(settings)
     faults.configure(settings.fault_dir)

@@ -3,7 +3,7 @@
 The API maps every :class:`DispatcherError` to a JSON body
 ``{"error": {"code": ..., "message": ..., "details": ...}}`` with ``status``;
 the CLI prints ``message`` on one line and exits non-zero. Both do it in one
-place (``dispatcher/api/app.py`` and ``dispatcher/cli.py``).
+place (``dispatcher/api/app.py`` and ``dispatcher/cli/commands.py``).
 
 Standard library only (checked by import-linter).
 """

@@ -1,7 +1,7 @@
 """The only module that runs git: worktrees, refs, merge-tree, commits.
 
 Every call goes through :func:`_git`, which runs ``git`` via
-:func:`dispatcher.proc.run` in an environment cleaned of inherited ``GIT_*``
+:func:`dispatcher.process.proc.run` in an environment cleaned of inherited ``GIT_*``
 variables (:func:`clean_env`) and turns a failure into
 :class:`~dispatcher.errors.GitError` showing command, exit code and stderr.
 
@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dispatcher import faults, gitrefs, merge_journal, proc
+from dispatcher import faults, gitrefs, merge_journal
 from dispatcher.errors import (
     AlreadyExists,
     DirtyCheckout,
@@ -49,6 +49,7 @@ from dispatcher.errors import (
     ProcessError,
     RefMoved,
 )
+from dispatcher.process import proc
 
 log = logging.getLogger(__name__)
 

@@ -18,17 +18,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
-from dispatcher import (
-    __version__,
-    agents,
-    budget,
-    conventions,
-    faults,
-    git,
-    logpage,
-    notify,
-    workspace,
-)
+from dispatcher import __version__, faults, git, notify
+from dispatcher.agents import profiles
 from dispatcher.config import Settings
 from dispatcher.errors import (
     AlreadyExists,
@@ -37,10 +28,18 @@ from dispatcher.errors import (
     InvalidState,
     Unauthorized,
 )
-from dispatcher.intake import Intake
+from dispatcher.events.intake import Intake
+from dispatcher.events.trigger_files import TriggerFiles
+from dispatcher.jobs import budget, conventions, workspace
+from dispatcher.jobs.merge import land, reconcile, recover
+from dispatcher.jobs.pool import WorktreePool, left_out_note, released_ref, save_released
+from dispatcher.jobs.runner import branch_name, job_files, note_job, run_cleanup
+from dispatcher.jobs.sweeper import worktrees_disk_usage
+from dispatcher.jobs.workspace import Workspace
 from dispatcher.lifecycle import ACTIVE, FINISHED, JobState
-from dispatcher.merge import land, reconcile, recover
-from dispatcher.models import (
+from dispatcher.process import logpage
+from dispatcher.store.database import AlreadyMade, Store
+from dispatcher.store.models import (
     ActionResult,
     Delivery,
     DeliveryPublic,
@@ -67,13 +66,7 @@ from dispatcher.models import (
     start_of_day,
     utcnow,
 )
-from dispatcher.models import Event as EventRow
-from dispatcher.pool import WorktreePool, left_out_note, released_ref, save_released
-from dispatcher.runner import branch_name, job_files, note_job, run_cleanup
-from dispatcher.store import AlreadyMade, Store
-from dispatcher.sweeper import worktrees_disk_usage
-from dispatcher.trigger_files import TriggerFiles
-from dispatcher.workspace import Workspace
+from dispatcher.store.models import Event as EventRow
 from triggers.config import Trigger
 from triggers.events import Event
 from triggers.webhooks import github, gitlab
@@ -260,14 +253,14 @@ class Service:
             raise InvalidInput(f"repo {repo.name!r}: {repo.path} no longer holds a git repository")
         same = retry_of or followup_of  # runs the very profile of the job it repeats
         if same is not None and same.profile is not None:
-            profile = agents.AgentProfile.model_validate(same.profile)
+            profile = profiles.AgentProfile.model_validate(same.profile)
             agent = same.agent
         elif req.command:
-            profile = agents.command_profile(req.command)
+            profile = profiles.command_profile(req.command)
             agent = "command"
         else:
             agent = req.agent or self.settings.default_agent
-            profile = agents.resolve_profile(
+            profile = profiles.resolve_profile(
                 agent, {**self.settings.agents, **(agent_overrides or {})}
             )
         assert repo.id is not None
@@ -530,7 +523,7 @@ class Service:
         limit: int | None = None,
         file_id: int | None = None,
     ) -> logpage.LogPage:
-        """One bounded page of the job's ``agent.log`` (see :mod:`dispatcher.logpage`):
+        """One bounded page of the job's ``agent.log`` (see :mod:`dispatcher.process.logpage`):
         from ``offset`` (default 0) or its last ``tail`` bytes; ``limit`` defaults to
         ``tail``, else :data:`logpage.DEFAULT_LIMIT`. ``file_id``: the file the offset
         is in (an earlier page's); another file (rotated since) is read from 0."""

@@ -1,4 +1,4 @@
-"""Alembic environment: runs on the connection handed in by ``dispatcher.store.migrate``."""
+"""Alembic environment: runs on the connection given by ``dispatcher.store.database.migrate``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import sqlalchemy as sa
 from alembic import context
 from sqlmodel import SQLModel
 
-import dispatcher.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import dispatcher.store.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 config = context.config
 connection = config.attributes.get("connection")

@@ -1,4 +1,4 @@
-"""dispatcher.agent_output: reading an agent's report back from its job log.
+"""dispatcher.agents.output: reading an agent's report back from its job log.
 
 Most tests run the fake agents of tests/fakeagents with the built-in profiles'
 argv, log their output between `[dispatcher] ...` lines the way the runner
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.agent_output import (
+from dispatcher.agents.output import (
     SUMMARY_MAX,
     TEXT_TAIL_MAX,
     AgentReport,
@@ -25,7 +25,7 @@ from dispatcher.agent_output import (
     parse_log,
     session_in_head,
 )
-from dispatcher.agents import BUILTIN_PROFILES, build_argv
+from dispatcher.agents.profiles import BUILTIN_PROFILES, build_argv
 
 FAKES = Path(__file__).resolve().parent / "fakeagents"
 AGENTS = ("claude", "codex", "gemini", "goose")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from dispatcher.agents import (
+from dispatcher.agents.profiles import (
     BUILTIN_PROFILES,
     AgentProfile,
     build_argv,

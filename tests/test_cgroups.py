@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher import cgroups, proc
+from dispatcher.process import cgroups, proc
 
 MOUNTINFO = (
     "25 30 0:23 / /sys rw,nosuid - sysfs sysfs rw\n"

@@ -1,4 +1,4 @@
-"""dispatcher.conventions: skills' front matter, and what an agent is given."""
+"""dispatcher.jobs.conventions: skills' front matter, and what an agent is given."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher import conventions
 from dispatcher.errors import InvalidInput
+from dispatcher.jobs import conventions
 from tests.gitutil import commit_file, init_repo
 
 

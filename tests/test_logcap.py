@@ -1,11 +1,12 @@
-"""dispatcher.logcap names a job log's files; the log writer (dispatcher.logpipe, which
+"""dispatcher.process.logcap names a job log's files; the log writer (dispatcher.process.logpipe, which
 may not import dispatcher) keeps its own copy of the names: they must agree."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from dispatcher import agent_output, logcap, logpipe, proc
+from dispatcher.agents import output
+from dispatcher.process import logcap, logpipe, proc
 
 
 def test_the_log_writer_uses_the_names_logcap_gives(tmp_path: Path) -> None:
@@ -27,4 +28,4 @@ def test_spawn_and_the_session_reader_take_the_head_from_logcap(tmp_path: Path) 
     assert proc.head_path is logcap.head_path
     logcap.head_path(log).write_text('{"type":"thread.started","thread_id":"t-1"}\n')
     log.write_text("[dispatcher] log rotated: older output in agent.log.1\n")
-    assert agent_output.session_in_head("codex", log) == "t-1"
+    assert output.session_in_head("codex", log) == "t-1"

@@ -1,4 +1,4 @@
-"""dispatcher.logpage on real files: bounded pages, cut on UTF-8 character boundaries."""
+"""dispatcher.process.logpage on real files: bounded pages, cut on UTF-8 character boundaries."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher import logpage
+from dispatcher.process import logpage
 
 
 @pytest.mark.parametrize(

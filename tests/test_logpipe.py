@@ -1,4 +1,4 @@
-"""The log writer (dispatcher/logpipe.py) run as the wrapper runs it: a real process
+"""The log writer (dispatcher/process/logpipe.py) run as the wrapper runs it: a real process
 with a real agent, its output capped as it is written."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher import agent_output, logcap, logpipe, proc
+from dispatcher.agents import output
+from dispatcher.process import logcap, logpipe, proc
 
 WAIT = 30.0
 
@@ -134,7 +135,7 @@ def test_session_in_head_reads_the_kept_head(tmp_path: Path) -> None:
     code, log = run_writer(tmp_path, agent, max_bytes=4096)
     assert code == 0
     assert "thread.started" not in log.read_text()  # rotated away
-    assert agent_output.session_in_head("codex", log) == "t-123"
+    assert output.session_in_head("codex", log) == "t-123"
 
 
 @pytest.mark.parametrize("args", [[], ["e", "l", "1", "1", "1", "", "c", "x", "sh"]])

@@ -36,14 +36,14 @@ _CHECK = textwrap.dedent(
     sys.path[:] = [p for p in sys.path if p and Path(p).resolve() != source]
 
     import dispatcher
-    import dispatcher.store
+    import dispatcher.store.database
 
     package = Path(dispatcher.__file__).resolve()
-    migrations = dispatcher.store.migrations_dir().resolve()
+    migrations = dispatcher.store.database.migrations_dir().resolve()
     assert package.is_relative_to(site), package
     assert migrations.is_relative_to(site), migrations
 
-    dispatcher.store.migrate(f"sqlite:///{db}")
+    dispatcher.store.database.migrate(f"sqlite:///{db}")
 
     loaded = sorted(
         name for name, mod in sys.modules.items()
@@ -103,7 +103,7 @@ def test_wheel_contains_the_migrations(wheel: Path) -> None:
     for version in version_files():
         assert f"dispatcher/_migrations/versions/{version}" in names
     assert "dispatcher/__init__.py" in names
-    assert "dispatcher/store.py" in names
+    assert "dispatcher/store/database.py" in names
     assert "triggers/__init__.py" in names
     # Only inside the package: no top-level `migrations` or test code.
     assert not any(n.startswith(("migrations/", "tests/")) for n in names)
@@ -115,7 +115,7 @@ def test_wheel_declares_the_cli_entry_point(wheel: Path) -> None:
         text = zf.read(entry_points).decode()
     parser = configparser.ConfigParser()
     parser.read_string(text)
-    assert parser["console_scripts"]["dispatcher"] == "dispatcher.cli:main"
+    assert parser["console_scripts"]["dispatcher"] == "dispatcher.cli.commands:main"
 
 
 def test_installed_wheel_migrates_an_empty_database(wheel: Path, tmp_path: Path) -> None:

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher import proc
 from dispatcher.errors import ProcessError
-from dispatcher.proc import Limits, Spawned
+from dispatcher.process import proc
+from dispatcher.process.proc import Limits, Spawned
 
 PATH = "/usr/local/bin:/usr/bin:/bin"
 ENV = {"PATH": PATH, "LANG": "C.UTF-8"}
@@ -62,7 +62,7 @@ def read_pid(path: Path) -> int:
 
 class Spawner:
     """Spawns children in a tmp dir and makes sure every one is killed and reaped.
-    ``log_cap``: through the log writer (dispatcher/logpipe.py), as the runner does."""
+    ``log_cap``: through the log writer (dispatcher/process/logpipe.py), as the runner does."""
 
     def __init__(self, root: Path, log_cap: proc.LogCap | None = None) -> None:
         self.root = root
@@ -584,7 +584,7 @@ def test_cpu_limit_ends_a_busy_agent_with_sigxcpu(spawner: Spawner) -> None:
 def test_a_limit_above_the_daemons_hard_limit_is_lowered_to_it(tmp_path: Path) -> None:
     # A daemon whose own hard CPU limit is 100 s asks for 1000 s.
     program = (
-        "import sys; from pathlib import Path; from dispatcher import proc\n"
+        "import sys; from pathlib import Path; from dispatcher.process import proc\n"
         "root = Path(sys.argv[1])\n"
         "child = proc.spawn(['cat', '/proc/self/limits'], cwd=root, env={}, stdin_path=None,\n"
         "    log_path=root / 'agent.log', exit_file=root / 'exit',\n"

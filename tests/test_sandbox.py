@@ -1,4 +1,4 @@
-"""dispatcher.sandbox on real files with real bubblewrap: what a boxed process sees when
+"""dispatcher.process.sandbox on real files with real bubblewrap: what a boxed process sees when
 paths nest, how the probe reports why bubblewrap cannot be used, and the modes."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher import proc, sandbox
 from dispatcher.errors import ProcessError
+from dispatcher.process import proc, sandbox
 
 needs_bwrap = pytest.mark.skipif(
     sandbox.probe("bwrap")[0] is None, reason="bubblewrap cannot run here (.ci/run installs it)"

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from dispatcher.config import Settings
-from dispatcher.models import RepoCreate
-from dispatcher.runner import Runner
+from dispatcher.events.sources import Sources
+from dispatcher.jobs.runner import Runner
 from dispatcher.service import Service
-from dispatcher.sources import Sources
-from dispatcher.store import Store, migrate
+from dispatcher.store.database import Store, migrate
+from dispatcher.store.models import RepoCreate
 from tests.gitutil import commit_file, git, init_repo
 
 CRON_YML = """\

@@ -25,8 +25,8 @@ from sqlmodel import SQLModel
 
 from dispatcher.errors import InvalidState, NotFound
 from dispatcher.lifecycle import JobState
-from dispatcher.models import Delivery, Job, Repo
-from dispatcher.store import Claimed, Store, migrate
+from dispatcher.store.database import Claimed, Store, migrate
+from dispatcher.store.models import Delivery, Job, Repo
 from tests.migrationutil import head_revision
 
 S = JobState
@@ -366,7 +366,7 @@ _CLAIMER = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from dispatcher.store import Store
+    from dispatcher.store.database import Store
 
     url, me, root = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 
@@ -600,7 +600,7 @@ def test_claim_uses_the_trigger_files_max_parallel_below_the_repos_own(store: St
 def test_claim_skips_busy_groups_and_backoffs_without_blocking_later_jobs(store: Store) -> None:
     from datetime import timedelta
 
-    from dispatcher.models import utcnow
+    from dispatcher.store.models import utcnow
 
     a = add_repo(store, "alpha")
 

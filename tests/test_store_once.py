@@ -18,7 +18,10 @@ import sqlalchemy as sa
 from dispatcher.api.app import create_app
 from dispatcher.api.middleware import Idempotency
 from dispatcher.config import Settings
-from dispatcher.models import (
+from dispatcher.jobs.runner import Runner
+from dispatcher.service import Service
+from dispatcher.store.database import AlreadyMade, Store, migrate
+from dispatcher.store.models import (
     Event,
     EventCreate,
     IdempotencyKey,
@@ -29,9 +32,6 @@ from dispatcher.models import (
     RepoCreate,
     utcnow,
 )
-from dispatcher.runner import Runner
-from dispatcher.service import Service
-from dispatcher.store import AlreadyMade, Store, migrate
 from tests.gitutil import init_repo
 
 THREADS = 4

@@ -19,10 +19,7 @@ import pytest
 
 from dispatcher import git
 from dispatcher.config import Settings
-from dispatcher.lifecycle import JobState
-from dispatcher.models import Job, Repo
-from dispatcher.store import Store, migrate
-from dispatcher.sweeper import (
+from dispatcher.jobs.sweeper import (
     VANISHED,
     Orphan,
     Sweeper,
@@ -33,6 +30,9 @@ from dispatcher.sweeper import (
     unclaimed,
     worktrees_disk_usage,
 )
+from dispatcher.lifecycle import JobState
+from dispatcher.store.database import Store, migrate
+from dispatcher.store.models import Job, Repo
 from tests.gitutil import commit_file, init_repo
 from tests.gitutil import git as g
 

@@ -1,4 +1,4 @@
-"""dispatcher.workspace: copy/link from the checkout and setup scripts, on real files."""
+"""dispatcher.jobs.workspace: copy/link from the checkout and setup scripts, on real files."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher import workspace
 from dispatcher.errors import InvalidInput
-from dispatcher.workspace import Workspace
+from dispatcher.jobs import workspace
+from dispatcher.jobs.workspace import Workspace
 
 
 @pytest.fixture

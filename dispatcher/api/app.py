@@ -16,8 +16,8 @@ from dispatcher import __version__
 from dispatcher.api.middleware import BearerAuth, BodyLimit, Idempotency, open_routes
 from dispatcher.api.routes import events, health, inbox, jobs, repos, webhooks
 from dispatcher.errors import DispatcherError
-from dispatcher.models import ErrorBody
 from dispatcher.service import Service
+from dispatcher.store.models import ErrorBody
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Query, Request
 
-from dispatcher.models import IdempotencyKey
 from dispatcher.service import Service
+from dispatcher.store.models import IdempotencyKey
 
 IDEMPOTENCY_STATE = "idempotency"  # where the Idempotency middleware leaves the request's key
 

@@ -19,8 +19,8 @@ import anyio
 
 from dispatcher.api.deps import IDEMPOTENCY_STATE
 from dispatcher.errors import Unauthorized
-from dispatcher.models import IdempotencyKey
 from dispatcher.service import Service
+from dispatcher.store.models import IdempotencyKey
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

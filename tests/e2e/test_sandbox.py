@@ -1,4 +1,4 @@
-"""Agents stay in their box (dispatcher/sandbox.py): a hostile agent, setup and cleanup
+"""Agents stay in their box (dispatcher/process/sandbox.py): a hostile agent, setup and cleanup
 run by the real daemon under real bubblewrap try to read the daemon's token, state and
 the user's checkout, and to call the API with what they found; the modes and fallbacks.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dispatcher import sandbox
+from dispatcher.process import sandbox
 from tests.daemon_fixture import Daemon
 from tests.gitutil import git, init_repo
 

@@ -176,7 +176,7 @@ def test_many_parallel_jobs_on_one_repo_all_succeed(
 
 def cgroups_usable() -> bool:
     """A cgroup2 mount with our own cgroup in it that we may make cgroups in (read
-    here, not through dispatcher.cgroups, so the test runs against any daemon)."""
+    here, not through dispatcher.process.cgroups, so the test runs against any daemon)."""
     own = [ln[3:] for ln in Path("/proc/self/cgroup").read_text().splitlines() if ln[:3] == "0::"]
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         left, _, right = line.partition(" - ")

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dispatcher import sandbox
+from dispatcher.process import sandbox
 from tests.daemon_fixture import Daemon, pid_alive
 from tests.gitutil import commit_file, git, init_repo
 

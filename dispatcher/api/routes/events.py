@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from dispatcher.api.deps import Before, EventId, IdempotencyDep, ServiceDep
-from dispatcher.models import EventCreate, EventPublic, IngestResult, TriggerStatus
+from dispatcher.store.models import EventCreate, EventPublic, IngestResult, TriggerStatus
 
 router = APIRouter(tags=["events"])
 

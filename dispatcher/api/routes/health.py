@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from dispatcher.api.deps import ServiceDep
-from dispatcher.models import Health
+from dispatcher.store.models import Health
 
 router = APIRouter(tags=["health"])
 

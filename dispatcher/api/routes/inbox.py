@@ -5,7 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from dispatcher.api.deps import ServiceDep
-from dispatcher.models import JobPublic
+from dispatcher.store.models import JobPublic
 
 router = APIRouter(tags=["jobs"])
 

@@ -12,10 +12,11 @@ from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import Response
 from sse_starlette.sse import EventSourceResponse
 
-from dispatcher import logpage
 from dispatcher.api.deps import MAX_ID, Before, IdempotencyDep, JobId, ServiceDep
 from dispatcher.lifecycle import TERMINAL, JobState
-from dispatcher.models import (
+from dispatcher.process import logpage
+from dispatcher.service import Service
+from dispatcher.store.models import (
     ActionResult,
     DeliveryPublic,
     DiffPublic,
@@ -25,7 +26,6 @@ from dispatcher.models import (
     JobPublic,
     MergeRequest,
 )
-from dispatcher.service import Service
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from dispatcher.api.deps import IdempotencyDep, ServiceDep
-from dispatcher.models import IssueCreate, IssuePublic, RepoCreate, RepoPublic
+from dispatcher.store.models import IssueCreate, IssuePublic, RepoCreate, RepoPublic
 
 router = APIRouter(prefix="/repos", tags=["repos"])
 

@@ -8,7 +8,7 @@ concatenate to the file exactly. A tail's start is moved forward to a
 character boundary the same way. Bytes that are not UTF-8 are passed as they
 are (a page never comes back empty because of them).
 
-The log writer (:mod:`dispatcher.logpipe`) rotates a running agent's log by
+The log writer (:mod:`dispatcher.process.logpipe`) rotates a running agent's log by
 renaming ``agent.log`` to ``agent.log.1`` and starting a new file, so an
 offset may belong to a file that is gone. Each page names the file it was
 read from (``file_id``: its inode); a reader that sends it back with its next

@@ -29,7 +29,7 @@ from sqlmodel import Session, col, func, select
 
 from dispatcher.errors import IdempotencyKeyReused, InvalidState, NotFound
 from dispatcher.lifecycle import ACTIVE, FINISHED, JobState, transition
-from dispatcher.models import (
+from dispatcher.store.models import (
     Delivery,
     Event,
     IdempotencyKey,
@@ -51,7 +51,7 @@ def migrations_dir() -> Path:
     packaged = Path(str(resources.files("dispatcher"))) / "_migrations"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parent.parent / "migrations"
+    return Path(__file__).resolve().parents[2] / "migrations"
 
 
 def _make_engine(url: str, *, immediate: bool) -> Engine:

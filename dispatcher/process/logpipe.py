@@ -1,6 +1,6 @@
 """Run an agent with its output through a pipe into a capped, rotated log.
 
-Started by the agent wrapper (:func:`dispatcher.proc.spawn`) in the agent's own
+Started by the agent wrapper (:func:`dispatcher.process.proc.spawn`) in the agent's own
 session as ``python -I -S logpipe.py EXIT_FILE LOG MAX_BYTES KEEP HEAD_BYTES
 CTYPE CLAIM -- ARGV...``: standard library only, no ``dispatcher`` import, so it
 starts fast and outlives a daemon crash like the agent does.
@@ -8,7 +8,7 @@ starts fast and outlives a daemon crash like the agent does.
 * The agent (``ARGV``) is its child; its stdout and stderr go into one pipe that
   this process appends to ``LOG``, unbuffered. Before a write would take
   ``LOG`` over ``MAX_BYTES`` it rotates, with the file names
-  that :mod:`dispatcher.logcap` gives: ``LOG.1`` is the newest copy, up to
+  that :mod:`dispatcher.process.logcap` gives: ``LOG.1`` is the newest copy, up to
   ``LOG.KEEP``; ``LOG`` starts again with one ``[dispatcher] log rotated`` line.
   So the log and its copies never hold more than ``(KEEP + 1) * MAX_BYTES`` (plus
   the daemon's own notes), however fast the agent writes: a full pipe blocks it.

@@ -99,7 +99,7 @@ describes the events; this follows goose's source: the ``StreamEvent`` enum and
 ``summary`` is the last non-empty lines of output, at most 2000 characters,
 with ANSI escape sequences removed; every other field is empty.
 
-Pure: standard library only (and the log file names of :mod:`dispatcher.logcap`);
+Pure: standard library only (and the log file names of :mod:`dispatcher.process.logcap`);
 :func:`parse_log` reads one file.
 """
 
@@ -115,7 +115,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from dispatcher import logcap
+from dispatcher.process import logcap
 
 SUMMARY_MAX: Final = 4000
 """Longest summary kept, in characters."""
@@ -584,7 +584,7 @@ def session_in_head(kind: str, path: Path, *, max_bytes: int = HEAD_MAX_BYTES) -
     :func:`parse_log` reads the end of a log and misses it in a long one, and a log
     rotation drops it.
     A partial last line is dropped; a missing file gives None. The log writer
-    (:mod:`dispatcher.logpipe`) keeps the head in ``<path>.head`` before it
+    (:mod:`dispatcher.process.logpipe`) keeps the head in ``<path>.head`` before it
     first rotates the log: that copy is read when it exists.
     """
     head = logcap.head_path(path)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from dispatcher import git
 from dispatcher.errors import DispatcherError
-from dispatcher.models import Repo, utcnow
-from dispatcher.store import Store
+from dispatcher.store.database import Store
+from dispatcher.store.models import Repo, utcnow
 from triggers.config import TRIGGER_FILE, TriggerFile, TriggerFileError, parse
 
 log = logging.getLogger(__name__)

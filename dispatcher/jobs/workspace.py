@@ -15,7 +15,7 @@ trigger file (and the trigger that fired), and stored on the job
 * ``cleanup``: run in the worktree before it is removed (merge, discard,
   retention); its failure is noted in the log and never blocks the removal.
 
-Scripts run in their own session like agents do (:func:`dispatcher.proc.spawn`),
+Scripts run in their own session like agents do (:func:`dispatcher.process.proc.spawn`),
 so a timeout kills the whole process tree.
 """
 
@@ -28,9 +28,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dispatcher import proc
 from dispatcher.errors import DispatcherError, InvalidInput
 from dispatcher.paths import repo_subpath
+from dispatcher.process import proc
 from triggers.config import Trigger, TriggerFile
 
 
@@ -164,7 +164,7 @@ def run_script(
     wrap: Callable[[list[str]], list[str]] = list,
 ) -> None:
     """Run a setup or cleanup command in ``worktree``, output appended to ``log_path``.
-    ``wrap`` turns its argv into the one to run (the sandbox's, see dispatcher/sandbox.py).
+    ``wrap`` turns its argv into the one to run (the sandbox's, see dispatcher/process/sandbox.py).
 
     Raises :class:`SetupFailed` with a one-line reason when it cannot start,
     exits non-zero or runs past ``timeout`` (its process tree is killed).

@@ -39,12 +39,12 @@ from pathlib import Path
 from dispatcher import git
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, NotFound
+from dispatcher.jobs.pool import left_out_note
+from dispatcher.jobs.runner import job_files, run_cleanup
+from dispatcher.jobs.workspace import Workspace
 from dispatcher.lifecycle import ACTIVE, FINISHED, JobState
-from dispatcher.models import Job, Repo, utcnow
-from dispatcher.pool import left_out_note
-from dispatcher.runner import job_files, run_cleanup
-from dispatcher.store import Store
-from dispatcher.workspace import Workspace
+from dispatcher.store.database import Store
+from dispatcher.store.models import Job, Repo, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dispatcher.config import Settings
 from dispatcher.errors import BudgetExceeded
-from dispatcher.models import Repo, start_of_day
-from dispatcher.store import Store
+from dispatcher.store.database import Store
+from dispatcher.store.models import Repo, start_of_day
 
 
 def check_daily(settings: Settings, store: Store, repo: Repo) -> None:

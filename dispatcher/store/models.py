@@ -251,7 +251,7 @@ class Job(SQLModel, table=True):
     merged_sha: str | None = None
     merged_into: str | None = None
     merge_strategy: str | None = None
-    # What the agent reported (parsed from its output; see dispatcher/agent_output.py)
+    # What the agent reported (parsed from its output; see dispatcher/agents/output.py)
     summary: str | None = None
     cost_usd: float | None = None
     input_tokens: int | None = None

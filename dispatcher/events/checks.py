@@ -6,7 +6,7 @@ check exits non-zero, and its output tail is available to the prompt as
 its committed trigger file); it runs through ``sh -c`` like a CI step, with no
 event text in it (templates are not allowed in ``check:``), in a detached
 worktree under ``<state dir>/checks/`` that is removed afterwards. It runs in
-the same sandbox as a job's processes (:mod:`dispatcher.sandbox`; it runs the
+the same sandbox as a job's processes (:mod:`dispatcher.process.sandbox`; it runs the
 event commit's code, a pushed branch's ``conftest.py`` say): the state dir and
 every registered checkout hidden, its worktree and the repo's git dir given back.
 
@@ -30,8 +30,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dispatcher import git, gitrefs, proc, sandbox
+from dispatcher import git, gitrefs
 from dispatcher.config import Settings
+from dispatcher.process import proc, sandbox
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ _STOP_POLL_S = 0.1
 
 
 def check_view(settings: Settings, worktree: Path, checkouts: Sequence[Path]) -> sandbox.View:
-    """What a check sees: a job's view (see :func:`dispatcher.sandbox.job_view`) of its
+    """What a check sees: a job's view (see :func:`dispatcher.process.sandbox.job_view`) of its
     own worktree, with no prompt, summary or ``link:`` targets."""
     dirs = gitrefs.git_dirs(worktree)
     git_dir, admin = (dirs.common, dirs.gitdir) if dirs else (None, None)

@@ -11,7 +11,7 @@
   :class:`Limits` (address space, CPU time) bind the agent and everything it
   starts. Optionally the wrapper first joins a cgroup, then claims the spawn
   (:func:`take_claim`, :func:`claim_holder`: exactly once across a crash), and
-  runs the agent under the log writer :mod:`dispatcher.logpipe` (:class:`LogCap`).
+  runs the agent under the log writer :mod:`dispatcher.process.logpipe` (:class:`LogCap`).
 
 Nothing here knows about jobs or the database.
 """
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dispatcher.errors import ProcessError
-from dispatcher.logcap import head_path
+from dispatcher.process.logcap import head_path
 
 # `sh -c` runs the agent as a child and records how it ended. The agent's argv
 # arrives as positional parameters ("$@"), so no argument is ever parsed by the
@@ -145,7 +145,7 @@ def ulimit_commands(limits: Limits) -> list[str]:
 
 @dataclass(frozen=True)
 class LogCap:
-    """Cap the agent's log while it writes (see :mod:`dispatcher.logpipe`)."""
+    """Cap the agent's log while it writes (see :mod:`dispatcher.process.logpipe`)."""
 
     max_bytes: int  # the live log rotates before it would grow past this
     keep: int  # rotated copies (``agent.log.1`` ... ``agent.log.<keep>``)
@@ -161,7 +161,7 @@ def wrapper_script(
     """The ``sh -c`` script that runs the agent (under ``limits``) and records its exit.
 
     With ``log_cap`` (and ``log_path``) the wrapper becomes (``exec``) the log
-    writer :mod:`dispatcher.logpipe`, which runs the agent with its output
+    writer :mod:`dispatcher.process.logpipe`, which runs the agent with its output
     through a pipe, caps the log and records the exit. Its paths and numbers
     are quoted here; the agent's argv stays in positional parameters.
     """
@@ -309,8 +309,8 @@ def spawn(
 
     ``limits`` bind the agent and every process it starts (see :class:`Limits`).
     Without ``log_cap`` the log is opened ``O_APPEND`` and grows uncapped; with
-    it, the output goes through :mod:`dispatcher.logpipe`, which caps the log
-    as it writes (rotating by rename: :mod:`dispatcher.logcap` names the files).
+    it, the output goes through :mod:`dispatcher.process.logpipe`, which caps the log
+    as it writes (rotating by rename: :mod:`dispatcher.process.logcap` names the files).
     ``cgroup``: a cgroup (v2) directory the wrapper moves itself
     into before anything else. ``claim_file``: created exclusively by the
     wrapper, holding its pid, before the agent runs; if it exists already the

@@ -37,7 +37,7 @@ from pathlib import Path
 from dispatcher import git
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
-from dispatcher.models import Repo
+from dispatcher.store.models import Repo
 
 log = logging.getLogger(__name__)
 

@@ -39,8 +39,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from dispatcher import proc
 from dispatcher.errors import DispatcherError, ProcessError
+from dispatcher.process import proc
 
 MODES = ("auto", "bwrap", "off")
 

@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dispatcher import git
-from dispatcher.checks import CheckInterrupted, CheckResult, run_check
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
-from dispatcher.models import Event as EventRow
-from dispatcher.models import IdempotencyKey, IngestResult, JobCreate, JobPublic, Repo
-from dispatcher.store import Store
-from dispatcher.trigger_files import TriggerFiles
+from dispatcher.events.checks import CheckInterrupted, CheckResult, run_check
+from dispatcher.events.trigger_files import TriggerFiles
+from dispatcher.store.database import Store
+from dispatcher.store.models import Event as EventRow
+from dispatcher.store.models import IdempotencyKey, IngestResult, JobCreate, JobPublic, Repo
 from triggers.config import Trigger, TriggerFile
 from triggers.events import REF_DELETED, Event
 from triggers.match import DELETED_REF_REASON, matching
@@ -130,7 +130,7 @@ class Intake:
         """Store ``event`` and dispatch what its repo's triggers say. Never raises for
         a trigger's problem: that is recorded on the event instead. ``idem``: the
         request's ``Idempotency-Key``, stored with the event (see
-        :class:`dispatcher.store.AlreadyMade`)."""
+        :class:`dispatcher.store.database.AlreadyMade`)."""
         repo = repo or self._route(event)
         if repo is None:
             where = event.repo or event.forge_repo or "?"

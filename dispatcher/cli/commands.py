@@ -16,11 +16,11 @@ from typing import Annotated, Any
 
 import typer
 
-from dispatcher import logpage
-from dispatcher.client import Client
+from dispatcher.cli.client import Client
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidInput
 from dispatcher.lifecycle import TERMINAL, JobState
+from dispatcher.process import logpage
 
 app = typer.Typer(
     name="dispatcher",

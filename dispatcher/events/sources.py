@@ -2,7 +2,7 @@
 
 * **Refs**: watchdog on each repo's refs is only a hint; the truth is
   ``git for-each-ref`` compared with the last seen values kept in the database
-  (:class:`~dispatcher.models.RefState`). So packed refs, missed inotify events
+  (:class:`~dispatcher.store.models.RefState`). So packed refs, missed inotify events
   and daemon downtime lose nothing: at start every repo is scanned against the
   last values seen, and dedup keys make a re-emitted move harmless. The
   snapshot is saved only after its events are stored.
@@ -28,9 +28,9 @@ from pathlib import Path
 
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
-from dispatcher.models import Repo
 from dispatcher.service import Service
-from dispatcher.store import Store
+from dispatcher.store.database import Store
+from dispatcher.store.models import Repo
 from triggers import refs
 from triggers.events import Event
 from triggers.schedule import Schedules

@@ -1,6 +1,6 @@
 """The names of a job log's files: the live ``agent.log``, its rotated copies and its head.
 
-The log writer (:mod:`dispatcher.logpipe`) caps an agent's log as it writes it:
+The log writer (:mod:`dispatcher.process.logpipe`) caps an agent's log as it writes it:
 before a write would take ``agent.log`` past its limit it renames it to
 ``agent.log.1`` (older copies move up to ``agent.log.KEEP``) and starts a new
 ``agent.log``; before the first rotation it keeps the log's start in

@@ -18,8 +18,8 @@ from dispatcher import faults, git, merge_journal
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidState
 from dispatcher.lifecycle import FINISHED, JobState
-from dispatcher.models import Job, MergeRequest, Repo, utcnow
-from dispatcher.store import Store
+from dispatcher.store.database import Store
+from dispatcher.store.models import Job, MergeRequest, Repo, utcnow
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 A process group is left by any process that calls ``setsid``; a cgroup is not
 (only a process with write access to another cgroup's ``cgroup.procs`` can move
 out). So each agent runs in a cgroup of its own, which the agent's wrapper joins
-before anything else (see :func:`dispatcher.proc.spawn`), and :func:`kill` ends
+before anything else (see :func:`dispatcher.process.proc.spawn`), and :func:`kill` ends
 every process in it.
 
 * :func:`find_parent` finds where cgroups can be made: the cgroup2 mount (from

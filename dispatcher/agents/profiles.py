@@ -47,7 +47,7 @@ SESSION_ID: Final = "{session_id}"
 """Placeholder (in ``resume_argv`` only) replaced by the session a follow-up resumes."""
 
 REPORT_DIALECTS: Final = frozenset({"claude", "codex", "gemini", "goose"})
-"""Agents whose structured output :mod:`dispatcher.agent_output` understands."""
+"""Agents whose structured output :mod:`dispatcher.agents.output` understands."""
 
 COMMAND: Final = "command"
 """Name of the profile that runs a user-given argv (see :func:`command_profile`)."""

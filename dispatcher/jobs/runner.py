@@ -4,7 +4,7 @@ Ownership rule: once a job is claimed (``preparing``) or ``running``, only the
 runner moves it to another state. Others ask: they set ``cancel_requested``
 and call :meth:`Runner.cancel`, and the runner ends the job as ``canceled``.
 
-Agents run in their own session (see :mod:`dispatcher.proc`), so they outlive
+Agents run in their own session (see :mod:`dispatcher.process.proc`), so they outlive
 a daemon crash. At start :meth:`Runner.recover` re-adopts the ones still alive
 (pid + kernel start time), records how the others ended (from the exit-status
 file their wrapper writes), and re-queues jobs caught while preparing.
@@ -17,7 +17,7 @@ first wins: if the daemon does, that agent can never run and the job is
 re-queued; if the wrapper did, its agent is adopted as running.
 
 Each agent runs in a cgroup (v2) of its own where the machine allows
-(:mod:`dispatcher.cgroups`), killed whole when the job ends, so that processes
+(:mod:`dispatcher.process.cgroups`), killed whole when the job ends, so that processes
 that left the agent's session (``setsid``) end with it; else only its process
 group is killed, and the job log says so.
 """
@@ -37,26 +37,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from dispatcher import (
-    agent_output,
-    agents,
-    budget,
-    cgroups,
-    conventions,
-    faults,
-    git,
-    gitrefs,
-    proc,
-    sandbox,
-    workspace,
-)
+from dispatcher import faults, git, gitrefs
+from dispatcher.agents import output, profiles
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidInput
+from dispatcher.jobs import budget, conventions, workspace
+from dispatcher.jobs.pool import WorktreePool, left_out_note
+from dispatcher.jobs.workspace import Workspace
 from dispatcher.lifecycle import JobState
-from dispatcher.models import Job, Repo, utcnow
-from dispatcher.pool import WorktreePool, left_out_note
-from dispatcher.store import Store
-from dispatcher.workspace import Workspace
+from dispatcher.process import cgroups, proc, sandbox
+from dispatcher.store.database import Store
+from dispatcher.store.models import Job, Repo, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +135,7 @@ def sandbox_view(
 ) -> sandbox.View:  # fmt: skip
     """What a job's processes (setup, agent, cleanup) see in the sandbox: the state dir,
     the database and every registered checkout hidden; the worktree, its git dir and its
-    ``link:`` targets given back, and ``read_only`` (see dispatcher/sandbox.py)."""
+    ``link:`` targets given back, and ``read_only`` (see dispatcher/process/sandbox.py)."""
     dirs = gitrefs.git_dirs(worktree)  # from its .git file: no process on the spawn path
     git_dir, admin = (dirs.common, dirs.gitdir) if dirs else (None, None)  # None: broken
     return sandbox.job_view(
@@ -430,7 +421,7 @@ class Runner:
                 self.note(job_id, "canceled before the agent started")
                 return
             resume = self._resume_session(job, profile)
-            argv = agents.build_argv(
+            argv = profiles.build_argv(
                 profile, prompt_file=files.prompt, workdir=worktree, resume_session=resume,
                 system_prompt=text if via_flag else None, max_cost_usd=job.max_cost_usd,
                 summary_file=files.summary,
@@ -456,7 +447,7 @@ class Runner:
                 cgroup=cgroup,
                 log_cap=proc.LogCap(
                     self.settings.max_log_bytes, self.settings.log_keep,
-                    agent_output.HEAD_MAX_BYTES,
+                    output.HEAD_MAX_BYTES,
                 ),
             )  # fmt: skip
             faults.reach("runner.after-spawn")
@@ -537,7 +528,7 @@ class Runner:
             )
         self.note(job.id, f"follow-up of job {job.followup_of}: continuing in its worktree")
 
-    def _resume_session(self, job: Job, profile: agents.AgentProfile) -> str | None:
+    def _resume_session(self, job: Job, profile: profiles.AgentProfile) -> str | None:
         """The session a follow-up resumes: its parent's, when the agent can resume."""
         if job.followup_of is None or job.id is None:
             return None
@@ -550,22 +541,22 @@ class Runner:
         return None
 
     def _conventions(
-        self, job: Job, repo_path: Path, profile: agents.AgentProfile, ws: Workspace
+        self, job: Job, repo_path: Path, profile: profiles.AgentProfile, ws: Workspace
     ) -> str:
         """The conventions text for this job's agent. A one-off ``--command`` gets its
         prompt verbatim (it may not be a model at all) unless the job selected skills."""
-        if profile.name == agents.COMMAND and not ws.skills:
+        if profile.name == profiles.COMMAND and not ws.skills:
             return ""
         conv = conventions.load(repo_path, job.base_sha)
         conventions.check_selected(conv, ws.skills)
         return conventions.render(conv, ws.skills, include_agents_md=not profile.reads_agents_md)
 
-    def _profile(self, job: Job) -> agents.AgentProfile:
+    def _profile(self, job: Job) -> profiles.AgentProfile:
         if job.profile is not None:  # resolved when the job was submitted
-            return agents.AgentProfile.model_validate(job.profile)
+            return profiles.AgentProfile.model_validate(job.profile)
         if job.command:
-            return agents.command_profile(job.command)
-        return agents.resolve_profile(job.agent, self.settings.agents)
+            return profiles.command_profile(job.command)
+        return profiles.resolve_profile(job.agent, self.settings.agents)
 
     def _agent_env(
         self, job: Job, prompt_file: Path, worktree: Path, port: int | None = None
@@ -598,7 +589,7 @@ class Runner:
         job = job or self.store.job(job_id)
         started = job.started_at or utcnow()
         deadline = job.timeout_s - (utcnow() - started).total_seconds()
-        # The log is capped as the agent writes, by its log writer (dispatcher/logpipe.py).
+        # The log is capped as the agent writes, by its log writer (dispatcher/process/logpipe.py).
         code = proc.wait(child, timeout=max(0.0, deadline))
         timed_out = code is None
         if timed_out:
@@ -665,17 +656,17 @@ class Runner:
         kind = self._report_kind(job)
         files = job_files(self.settings, job.id)
         try:
-            report = agent_output.parse_log(kind, files.log)
+            report = output.parse_log(kind, files.log)
             # Printed once at the start: in the head of a long log, or kept before a rotation.
-            session = report.session_id or agent_output.session_in_head(kind, files.log)
+            session = report.session_id or output.session_in_head(kind, files.log)
         except OSError as exc:  # an unreadable log costs the report, never the job's outcome
             log.warning("job %s: cannot read its log for the agent's report: %s", job.id, exc)
-            report, session = agent_output.EMPTY_REPORT, None
+            report, session = output.EMPTY_REPORT, None
         session = session or job.session_id
         summary = report.summary
         with contextlib.suppress(OSError, UnicodeDecodeError):
             written = files.summary.read_text(encoding="utf-8").strip()
-            summary = written[: agent_output.SUMMARY_MAX] or summary  # the agent's own file
+            summary = written[: output.SUMMARY_MAX] or summary  # the agent's own file
         fields: dict[str, Any] = {
             "summary": summary,
             "cost_usd": report.cost_usd,

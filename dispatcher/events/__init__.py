@@ -1,0 +1,1 @@
+"""Events in: the one intake path, the local sources feeding it, trigger files and checks."""

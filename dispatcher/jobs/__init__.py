@@ -1,0 +1,1 @@
+"""Jobs: the runner and its workspaces, the warm pool, merging, retention and budgets."""

@@ -1,0 +1,1 @@
+"""Processes: starting, boxing (bubblewrap, cgroups) and capturing the output of every child."""

@@ -1,0 +1,1 @@
+"""The store: tables and schemas (models) and the database behind them."""
