@@ -174,7 +174,7 @@ def serve(settings: Settings) -> None:
         service.pool = pool
         sources = Sources(settings, store, service, on_default_moved=pool.refresh if pool else None)
         service.listener = sources
-        from dispatcher.notify import Notifier
+        from dispatcher.notify.delivery import Notifier
 
         notifier = Notifier(
             service.notify_targets,

@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
-from dispatcher import __version__, faults, git, notify
+from dispatcher import __version__, faults, git
 from dispatcher.agents import profiles
 from dispatcher.config import Settings
 from dispatcher.errors import (
@@ -37,6 +37,10 @@ from dispatcher.jobs.runner import branch_name, job_files, note_job, run_cleanup
 from dispatcher.jobs.sweeper import worktrees_disk_usage
 from dispatcher.jobs.workspace import Workspace
 from dispatcher.lifecycle import ACTIVE, FINISHED, JobState
+from dispatcher.notify.delivery import Delivery as NoticeDelivery
+from dispatcher.notify.delivery import Notifier
+from dispatcher.notify.notices import JobNotice
+from dispatcher.notify.targets import Target, validate_target
 from dispatcher.process import logpage
 from dispatcher.store.database import AlreadyMade, Store
 from dispatcher.store.models import (
@@ -102,7 +106,7 @@ class Service:
         self.intake = Intake(settings, store, self.trigger_files, self)
         self.listener: RepoListener | None = None
         self.pool: WorktreePool | None = None  # set by the daemon when the pool is on
-        self.notifier: notify.Notifier | None = None  # set by the daemon
+        self.notifier: Notifier | None = None  # set by the daemon
         self._locks: dict[int, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -415,7 +419,7 @@ class Service:
         if job.notice_pending != state:
             self.store.owe_notice(job.id, state)  # settled when every delivery has an outcome
         self.notifier.notify(
-            notify.JobNotice(
+            JobNotice(
                 job_id=job.id, repo=repo.name, state=state, branch=job.branch,
                 prompt=job.prompt, summary=job.summary, error=job.error,
                 url=f"{self.settings.api_url}/jobs/{job.id}", cost_usd=job.cost_usd,
@@ -425,7 +429,7 @@ class Service:
             skip=skip,
         )  # fmt: skip
 
-    def notice_settled(self, notice: notify.JobNotice) -> None:
+    def notice_settled(self, notice: JobNotice) -> None:
         """Every delivery of ``notice`` has a final outcome: the job owes it no more."""
         self.store.settle_notice(notice.job_id, notice.state)
 
@@ -448,22 +452,22 @@ class Service:
             self.announce(job, state=job.notice_pending, skip=done)
         return len(owed)
 
-    def notify_targets(self, notice: notify.JobNotice) -> list[notify.Target]:
+    def notify_targets(self, notice: JobNotice) -> list[Target]:
         """The daemon's ``notify`` setting plus the repo's trigger file ``notify:``."""
         entries: list[Mapping[str, object]] = list(self.settings.notify)
         repo = self.store.find_repo(name=notice.repo)
         active = self.trigger_files.active(repo.id) if repo and repo.id else None
         if active is not None:
             entries += [n.model_dump(exclude_defaults=True) for n in active.notify]
-        targets: list[notify.Target] = []
+        targets: list[Target] = []
         for entry in entries:
             try:
-                targets.append(notify.validate_target(entry))
+                targets.append(validate_target(entry))
             except DispatcherError as exc:
                 log.warning("repo %s: notify entry skipped: %s", notice.repo, exc.message)
         return targets
 
-    def record_delivery(self, d: notify.Delivery) -> None:
+    def record_delivery(self, d: NoticeDelivery) -> None:
         self.store.add_delivery(
             Delivery(
                 job_id=d.job_id, target=d.target, url=d.url, state=d.state, ok=d.ok,
