@@ -15,8 +15,8 @@ takes ``now`` as an argument; every job is added with an explicit first run
 time from the clock; executors are never used (APScheduler 3's do not pass a
 job its fire time, and the event needs it). Overriding that one method is
 less fragile than patching ``datetime`` in APScheduler's modules (global, and
-also hit by its executors) and lets tests call :meth:`Schedules.tick` with any
-time, without a thread or a wait.
+also hit by its executors), and lets tests run a step at any time they name
+(:meth:`Schedules.tick`) without waiting for the wall clock.
 
 **Missed fire times** (the machine slept, the daemon was busy or stopped):
 
@@ -87,7 +87,7 @@ class ClockedScheduler(BackgroundScheduler):  # type: ignore[misc]  # APSchedule
         )
         self.clock = clock
         self._fire = fire
-        self._run_lock = threading.Lock()  # one run_due at a time: a fire time fires once
+        self._run_lock = threading.Lock()  # one run_due at a time: ingests in fire order
 
     def run_due(self, now: datetime) -> list[Event]:
         """Fire every job due by ``now``, once, for its latest due fire time.
@@ -187,18 +187,15 @@ class Schedules:
         wanted = list(dict.fromkeys(crons))
         parsed = {cron: parse_cron(cron) for cron in wanted}  # all valid, or no change
         with self._lock:
-            now = self.clock()
-            fired = {} if self.scheduler.running else self._stored_fires(repo_name)
             for cron in self._crons.get(repo_name, []):
                 if cron not in parsed:
                     self.scheduler.remove_job(_job_id(repo_name, cron))
-            for cron, trigger in parsed.items():
-                first = next_fire(trigger, fired.get(cron, now))
-                job = self.scheduler.get_job(_job_id(repo_name, cron))
-                if job is None:
-                    self._add(repo_name, cron, trigger, first)
-                elif cron in fired and first < job.next_run_time:  # before start: catch up
-                    job.modify(next_run_time=first)
+            new = [c for c in parsed if self.scheduler.get_job(_job_id(repo_name, c)) is None]
+            now = self.clock()
+            fired = self._stored_fires(repo_name) if new and not self.scheduler.running else {}
+            for cron in new:
+                trigger = parsed[cron]
+                self._add(repo_name, cron, trigger, next_fire(trigger, fired.get(cron, now)))
             if wanted:
                 self._crons[repo_name] = wanted
             else:
