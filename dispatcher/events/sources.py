@@ -8,9 +8,10 @@
   snapshot is saved only after its events are stored.
 * **Files**: ``file_change`` triggers get debounced changes in the working copy
   (never ``.git``, never worktrees, which live in the state dir).
-* **Schedules**: cron entries of every repo's triggers, ticked by one thread
-  that sleeps until the next fire time; fire times missed while the machine
-  slept coalesce into one event.
+* **Schedules**: cron entries of every repo's triggers, run on APScheduler by
+  :class:`~dispatcher.events.schedules.Schedules` (its docstring states the
+  policy for missed fire times: they coalesce, within an optional grace time,
+  and those missed while the daemon was stopped fire once at start).
 
 When the default branch moves, the repo's trigger file is re-read first, so a
 push that changes ``.dispatcher/triggers.yml`` is matched against the new file.
@@ -23,17 +24,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
+from dispatcher.events.schedules import Schedules
 from dispatcher.service import Service
 from dispatcher.store.database import Store
 from dispatcher.store.models import Repo
 from triggers import refs
 from triggers.events import Event
-from triggers.schedule import Schedules
 from triggers.watch import RepoWatcher
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,15 @@ class Sources:
         self.watcher = RepoWatcher(
             self._on_refs, self._on_files, poll_interval=settings.ref_poll_seconds
         )
-        self.schedules = Schedules()
+        grace = settings.schedule_grace_seconds
+        self.schedules = Schedules(
+            service.ingest,
+            self._last_schedule_fires,
+            clock=clock,
+            grace=None if grace is None else timedelta(seconds=grace),
+        )
         self._scan_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -77,15 +81,11 @@ class Sources:
                 log.exception("repo %s: start-up scan failed", repo.name)
             self._arm(self.store.repo_by_name(repo.name))
         self.watcher.start()
-        self._thread = threading.Thread(target=self._schedule_loop, name="schedules", daemon=True)
-        self._thread.start()
+        self.schedules.start()  # the schedules armed above catch up what came due while down
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
         self.watcher.stop()
-        if self._thread is not None:
-            self._thread.join(5)
+        self.schedules.stop()
 
     # ------------------------------------------------------------ RepoListener
 
@@ -100,7 +100,6 @@ class Sources:
     def repo_removed(self, repo: Repo) -> None:
         self.watcher.unwatch(repo.name)
         self.schedules.remove_repo(repo.name)
-        self._wake.set()
 
     # ------------------------------------------------------------ arming
 
@@ -115,8 +114,7 @@ class Sources:
             quiet = min(t.file_change_debounce() for t in file_triggers)
             self.watcher.set_file_quiet(repo.name, quiet)
         crons = sorted({c for t in triggers for c in t.crons()})
-        self.schedules.set_repo(repo.name, crons, self.clock())
-        self._wake.set()
+        self.schedules.set_repo(repo.name, crons)
 
     # ------------------------------------------------------------ refs
 
@@ -171,26 +169,9 @@ class Sources:
 
     # ------------------------------------------------------------ schedules
 
-    def tick(self, now: datetime) -> list[Event]:
-        """Ingest every schedule due at ``now`` (the loop calls this; tests may too)."""
-        events = self.schedules.tick(now)
-        for event in events:
-            self.service.ingest(event)
-        return events
-
-    def _schedule_loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.tick(self.clock())
-            except Exception:
-                log.exception("schedule tick failed")
-            now = self.clock()
-            wakeup = self.schedules.next_wakeup(now)
-            delay = 60.0 if wakeup is None else (wakeup - now).total_seconds()
-            # Wake at the next fire time, on changes, and at least once a minute
-            # (a machine that slept past a fire time catches up on the next tick).
-            self._wake.wait(min(max(delay, 0.05), 60.0))
-            self._wake.clear()
+    def _last_schedule_fires(self, repo_name: str) -> dict[str, datetime]:
+        repo = self.store.find_repo(name=repo_name)
+        return {} if repo is None else self.store.last_schedule_fires(_id(repo))
 
 
 def _id(repo: Repo) -> int:

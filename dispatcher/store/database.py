@@ -722,6 +722,21 @@ class Store:
         with self.reading() as s:
             return s.exec(select(Event).where(Event.dedup_key == dedup_key)).first()
 
+    def last_schedule_fires(self, repo_id: int) -> dict[str, datetime]:
+        """The latest stored fire time of each of the repo's cron lines (the daemon's own
+        schedule events, not ones posted to ``POST /events``)."""
+        cron = Event.facts["schedule"].as_string()
+        latest = (
+            select(func.max(Event.id))
+            .where(Event.repo_id == repo_id, Event.kind == "schedule", Event.source == "local")
+            .group_by(cron)
+        )
+        with self.reading() as s:
+            rows = s.exec(select(Event).where(col(Event.id).in_(latest))).all()
+        return {
+            row.facts["schedule"]: datetime.fromisoformat(row.payload["fired_at"]) for row in rows
+        }
+
     def events(
         self, *, repo_id: int | None = None, before: int | None = None, limit: int = 50
     ) -> list[Event]:
