@@ -6,12 +6,18 @@ and call :meth:`Runner.cancel`, and the runner ends the job as ``canceled``.
 
 One job's life, as rq's worker lives it (``prepare_job_execution``,
 ``perform_job``, ``handle_job_success``/``handle_job_failure``):
-:meth:`Runner._prepare` makes the worktree, the prompt and the agent's argv;
-:meth:`Runner._spawn` starts the agent and :meth:`Runner._record_running`
-records it; :meth:`Runner._supervise` waits for it (:mod:`dispatcher.jobs.supervise`)
-and :meth:`Runner._finish` records how it ended (:mod:`dispatcher.jobs.result`,
-:mod:`dispatcher.jobs.report`). A job that fails before its agent starts is undone
-by :meth:`Runner._fail_before_start`.
+
+1. :meth:`Runner._prepare` makes the worktree, the prompt and the agent's argv
+   (:mod:`dispatcher.jobs.invocation`) and what its processes get
+   (:mod:`dispatcher.jobs.isolation`);
+2. :meth:`Runner._spawn` starts the agent, :meth:`Runner._record_running`
+   records it ``running``;
+3. :meth:`Runner._supervise` waits for it (:mod:`dispatcher.jobs.supervise`);
+4. :meth:`Runner._finish` records how it ended (:mod:`dispatcher.jobs.result`,
+   :mod:`dispatcher.jobs.report`).
+
+A job that fails before its agent starts is undone by
+:meth:`Runner._fail_before_start`.
 
 At start :meth:`Runner.recover` brings back the jobs a previous daemon left
 (:mod:`dispatcher.jobs.recovery`: re-adopted, recorded or re-queued, each spawn
@@ -33,7 +39,7 @@ from dispatcher import faults, git
 from dispatcher.agents import output, profiles
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidInput
-from dispatcher.jobs import budget, conventions, isolation, recovery, report, result, workspace
+from dispatcher.jobs import budget, invocation, isolation, recovery, report, result, workspace
 from dispatcher.jobs.cleanup import remove_worktree, run_cleanup
 from dispatcher.jobs.files import JobFiles, job_files, note_job, worktree_path
 from dispatcher.jobs.job_cgroups import JobCgroups
@@ -236,13 +242,9 @@ class Runner:
         job, files, worktree, ws = a.job, a.files, a.worktree, a.ws
         assert job.id is not None
         env = isolation.agent_env(self.settings, job, files.prompt, worktree, job.port)
-        profile = self._profile(job)
-        text = self._conventions(job, a.repo_path, profile, ws)
-        via_flag = bool(
-            text and profile.system_prompt_flag and len(text) <= conventions.MAX_SYSTEM_PROMPT
-        )
-        prompt = job.prompt if via_flag or not text else f"{text}\n\n# Your task\n\n{job.prompt}"
-        files.prompt.write_text(prompt, encoding="utf-8")
+        profile = invocation.job_profile(self.settings, job)
+        prompt = invocation.prompt_for(job, profile, a.repo_path, ws)
+        files.prompt.write_text(prompt.text, encoding="utf-8")
         box = sandbox.sandbox_for(self.settings.sandbox, self.settings.sandbox_bwrap)
         checkouts = [Path(r.path) for r in self.store.repos()]
         view = isolation.sandbox_view(self.settings, checkouts, worktree, ws, [files.prompt])
@@ -261,18 +263,19 @@ class Runner:
             self.store.move(job.id, JobState.PREPARING, JobState.CANCELED, finished_at=utcnow())
             self.note(job.id, "canceled before the agent started")
             return None
-        resume = self._resume_session(job, profile)
+        resume = invocation.resume_session(self.settings, self.store, job, profile)
         argv = profiles.build_argv(
             profile, prompt_file=files.prompt, workdir=worktree, resume_session=resume,
-            system_prompt=text if via_flag else None, max_cost_usd=job.max_cost_usd,
+            system_prompt=prompt.system_prompt, max_cost_usd=job.max_cost_usd,
             summary_file=files.summary,
         )  # fmt: skip
         files.summary.unlink(missing_ok=True)  # an earlier attempt's is not this one's
-        shown = [arg if arg != text else "<conventions>" for arg in argv]
+        shown = [arg if arg != prompt.conventions else "<conventions>" for arg in argv]
         self.note(job.id, f"agent {job.agent}: {shown!r}")
-        if text:
-            how = f"with {profile.system_prompt_flag}" if via_flag else "in the prompt file"
-            self.note(job.id, f"conventions: {len(text)} characters, {how}")
+        if prompt.conventions:
+            flag = profile.system_prompt_flag
+            how = f"with {flag}" if prompt.via_flag else "in the prompt file"
+            self.note(job.id, f"conventions: {len(prompt.conventions)} characters, {how}")
         return _Launch(argv, env, box, view, stdin_prompt=profile.stdin_prompt)
 
     def _prepare_worktree(self, a: _Attempt) -> None:
@@ -411,36 +414,6 @@ class Runner:
             )
         self.note(job.id, f"follow-up of job {job.followup_of}: continuing in its worktree")
 
-    def _resume_session(self, job: Job, profile: profiles.AgentProfile) -> str | None:
-        """The session a follow-up resumes: its parent's, when the agent can resume."""
-        if job.followup_of is None or job.id is None:
-            return None
-        parent = self.store.job(job.followup_of)
-        if parent.session_id and profile.resume_argv is not None:
-            self.note(job.id, f"resuming agent session {parent.session_id}")
-            return parent.session_id
-        why = "no session was recorded" if not parent.session_id else "the agent cannot resume"
-        self.note(job.id, f"{why}: a new session with the follow-up prompt")
-        return None
-
-    def _conventions(
-        self, job: Job, repo_path: Path, profile: profiles.AgentProfile, ws: Workspace
-    ) -> str:
-        """The conventions text for this job's agent. A one-off ``--command`` gets its
-        prompt verbatim (it may not be a model at all) unless the job selected skills."""
-        if profile.name == profiles.COMMAND and not ws.skills:
-            return ""
-        conv = conventions.load(repo_path, job.base_sha)
-        conventions.check_selected(conv, ws.skills)
-        return conventions.render(conv, ws.skills, include_agents_md=not profile.reads_agents_md)
-
-    def _profile(self, job: Job) -> profiles.AgentProfile:
-        if job.profile is not None:  # resolved when the job was submitted
-            return profiles.AgentProfile.model_validate(job.profile)
-        if job.command:
-            return profiles.command_profile(job.command)
-        return profiles.resolve_profile(job.agent, self.settings.agents)
-
     # ------------------------------------------------------------ supervise and finish
 
     def _supervise(self, job_id: int, child: proc.Spawned, job: Job | None = None) -> None:
@@ -469,7 +442,8 @@ class Runner:
             problem = problem or collect_problem
         except DispatcherError as exc:
             problem = problem or f"could not record the result: {exc.message}"
-        reported = report.agent_report(self.settings, job, self._report_kind(job))
+        kind = invocation.report_kind(self.settings, job)
+        reported = report.agent_report(self.settings, job, kind)
         agent_error = reported.pop("agent_error", None)
         fields.update(reported)
         cost = reported.get("cost_usd")
@@ -483,13 +457,6 @@ class Runner:
         state, error = result.outcome(job, code, timed_out=timed_out, problem=problem)
         self.store.move(job_id, JobState.RUNNING, state, error=error, **fields)
         self.note(job_id, f"job {job_id} {state.value}" + (f": {error}" if error else ""))
-
-    def _report_kind(self, job: Job) -> str:
-        """The output format the job's agent reports in ("text": none)."""
-        try:
-            return self._profile(job).reports or "text"
-        except DispatcherError:
-            return "text"
 
     # ------------------------------------------------------------ recovery
 
