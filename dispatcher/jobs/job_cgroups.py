@@ -13,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-from collections.abc import Iterable
 from pathlib import Path
 
 from dispatcher.config import Settings
 from dispatcher.jobs.files import note_job
+from dispatcher.lifecycle import JobState
 from dispatcher.process import cgroups
+from dispatcher.store.database import Store
 from dispatcher.store.models import Job
 
 log = logging.getLogger(__name__)
@@ -94,12 +95,16 @@ class JobCgroups:
         except OSError as exc:
             log.warning("job %s: cannot remove its cgroup %s: %s", job.id, path, exc)
 
-    def sweep(self, active: Iterable[Job]) -> None:
-        """Kill and remove job cgroups under ours that no ``active`` job owns (left by a
+    def sweep(self, store: Store) -> None:
+        """Kill and remove job cgroups under ours that no active job owns (left by a
         crash between making one and recording the job's end)."""
         if self.parent is None:
             return
-        owned = {path for job in active if (path := self.of(job)) is not None}
+        owned = {
+            path
+            for job in store.jobs_in([JobState.PREPARING, JobState.RUNNING])
+            if (path := self.of(job)) is not None
+        }
         for path in cgroups.children(self.parent):
             if path.name.startswith("job-") and path not in owned:
                 try:

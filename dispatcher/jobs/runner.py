@@ -473,7 +473,7 @@ class Runner:
                 supervised = job.id in self._threads
             if not supervised and self.on_finished is not None:
                 self.on_finished(job.id)  # ended while we were down: announce it (if it did)
-        self.cgroups.sweep(self.store.jobs_in([JobState.PREPARING, JobState.RUNNING]))
+        self.cgroups.sweep(self.store)
 
     def _recover_one(self, job: Job) -> None:
         """Re-adopt the job's agent if it still runs; else record how it ended, or
