@@ -1,8 +1,10 @@
 """What a job's processes (setup, agent, cleanup) get: environment, sandbox view, limits, ports.
 
 Each gets the daemon's environment without its secrets, sees what
-:func:`sandbox_view` lets it see, runs under the resource limits of the
-settings, and has a block of loopback ports of its own (``DISPATCHER_PORT``).
+:func:`sandbox_view` lets it see, and runs under the resource limits of the
+settings. An agent also has a block of loopback ports of its own
+(``DISPATCHER_PORT``), which the store allocates among those
+:func:`port_is_free` finds free.
 """
 
 from __future__ import annotations
