@@ -121,6 +121,8 @@ def _server_class() -> type:
 
         @contextlib.contextmanager
         def capture_signals(self) -> Generator[None, None, None]:
+            # uvicorn.Server.serve runs inside this; uvicorn's own version ends by
+            # re-raising the signals it caught, ours does not.
             if threading.current_thread() is not threading.main_thread():
                 yield
                 return

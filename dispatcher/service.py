@@ -31,9 +31,11 @@ from dispatcher.errors import (
 from dispatcher.events.intake import Intake
 from dispatcher.events.trigger_files import TriggerFiles
 from dispatcher.jobs import budget, conventions, workspace
+from dispatcher.jobs.cleanup import run_cleanup
+from dispatcher.jobs.files import job_files, note_job
 from dispatcher.jobs.merge import land, reconcile, recover
 from dispatcher.jobs.pool import WorktreePool, left_out_note, released_ref, save_released
-from dispatcher.jobs.runner import branch_name, job_files, note_job, run_cleanup
+from dispatcher.jobs.runner import branch_name
 from dispatcher.jobs.sweeper import worktrees_disk_usage
 from dispatcher.jobs.workspace import Workspace
 from dispatcher.lifecycle import ACTIVE, FINISHED, JobState
