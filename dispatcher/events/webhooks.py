@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from dispatcher.config import Settings
 from dispatcher.errors import InvalidInput, Unauthorized
@@ -23,11 +24,13 @@ from triggers.webhooks import github, gitlab
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class Webhooks:
-    def __init__(self, settings: Settings, store: Store, intake: Intake) -> None:
-        self.settings = settings
-        self.store = store
-        self.intake = intake
+    """One forge delivery in: verified, normalized, ingested once per repo it names."""
+
+    settings: Settings
+    store: Store
+    intake: Intake
 
     def receive(self, forge: str, headers: Mapping[str, str], body: bytes) -> IngestResult:
         """Verify a ``github`` or ``gitlab`` delivery over its raw body, then ingest it."""

@@ -37,6 +37,8 @@ from dispatcher.store.models import Health
 
 
 class Service:
+    """The parts, wired to one another once; the API, the daemon and tests hold this."""
+
     def __init__(
         self,
         settings: Settings,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -36,22 +37,17 @@ class Supervisor(Protocol):
     def join(self, job_id: int, timeout: float) -> None: ...
 
 
+@dataclass(eq=False)
 class Control:
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        supervisor: Supervisor,
-        notices: Notices,
-        pool: WorktreePool | None,
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.supervisor = supervisor
-        self.notices = notices
-        self.pool = pool
-        self._locks: dict[int, threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+    """Cancel, discard and merge, one at a time per job."""
+
+    settings: Settings
+    store: Store
+    supervisor: Supervisor
+    notices: Notices
+    pool: WorktreePool | None
+    _locks: dict[int, threading.Lock] = field(default_factory=dict, init=False, repr=False)
+    _locks_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def lock(self, job_id: int) -> threading.Lock:
         """Serializes merge/discard/cancel/follow-up of one job: a double click has one

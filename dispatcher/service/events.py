@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 
 from dispatcher.events.intake import Intake
 from dispatcher.events.trigger_files import TriggerFiles
@@ -18,11 +19,13 @@ from dispatcher.store.models import (
 from triggers.events import Event
 
 
+@dataclass(eq=False)
 class Events:
-    def __init__(self, store: Store, trigger_files: TriggerFiles, intake: Intake) -> None:
-        self.store = store
-        self.trigger_files = trigger_files
-        self.intake = intake
+    """Events posted through the API, and the events and triggers as stored."""
+
+    store: Store
+    trigger_files: TriggerFiles
+    intake: Intake
 
     def post(self, req: EventCreate, *, idem: IdempotencyKey | None = None) -> IngestResult:
         made = self.store.made_by(idem, "event")

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from dispatcher.events.intake import Intake
 from dispatcher.store.database import AlreadyMade, Store
 from dispatcher.store.models import IdempotencyKey, Issue, IssueCreate, IssuePublic, Repo
 from triggers.events import Event
 
 
+@dataclass(eq=False)
 class Issues:
-    def __init__(self, store: Store, intake: Intake) -> None:
-        self.store = store
-        self.intake = intake
+    """Local issues: each filed one is kept and emits its ``opened`` event once."""
+
+    store: Store
+    intake: Intake
 
     def file(
         self, repo_name: str, req: IssueCreate, *, idem: IdempotencyKey | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from dispatcher import faults, git
@@ -36,20 +37,15 @@ from triggers.config import Trigger
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class Jobs:
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        supervisor: Supervisor,
-        trigger_files: TriggerFiles,
-        control: Control,
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.supervisor = supervisor
-        self.trigger_files = trigger_files
-        self.control = control
+    """Jobs made (submitted, followed up, retried) and read; the intake's submitter."""
+
+    settings: Settings
+    store: Store
+    supervisor: Supervisor
+    trigger_files: TriggerFiles
+    control: Control  # its lock per job, and the cancel of a replaced job
 
     def submit(
         self,
@@ -149,30 +145,19 @@ class Jobs:
         """Run the agent again in a finished job's worktree and branch with a new prompt,
         resuming its session where the agent can. The new job takes over the worktree;
         the chain of runs is kept (``followup_of`` / ``followed_by``)."""
-        made = self.store.made_by(idem, "job")
+        made = self._made_already(idem, job_id, "followed up")
         if made is not None:
-            return ActionResult(
-                job=self.get(made), changed=True,
-                message=f"job {job_id} followed up as job {made}",
-            )  # fmt: skip
+            return made
         with self.control.lock(job_id):
             parent = self.store.job(job_id)
-            repo = self.store.repo(parent.repo_id)
-            new = self.submit(
-                JobCreate(
-                    repo=repo.name,
-                    prompt=req.prompt,
-                    agent=None if parent.command else parent.agent,
-                    command=parent.command,
-                    timeout_minutes=req.timeout_minutes or parent.timeout_s / 60,
-                    trigger=parent.trigger,
-                    max_cost_usd=parent.max_cost_usd,
-                ),
-                followup_of=parent,
-                idem=idem,
+            again = self._again(
+                parent,
+                prompt=req.prompt,
+                timeout_minutes=req.timeout_minutes or parent.timeout_s / 60,
+                max_cost_usd=parent.max_cost_usd,
             )
-            return ActionResult(
-                job=new, changed=True, message=f"job {job_id} followed up as job {new.id}"
+            return _run_again(
+                job_id, "followed up", self.submit(again, followup_of=parent, idem=idem)
             )
 
     def runs(self, job_id: int) -> list[JobPublic]:
@@ -189,12 +174,9 @@ class Jobs:
         return [JobPublic.of(j, name) for j in chain]
 
     def retry(self, job_id: int, *, idem: IdempotencyKey | None = None) -> ActionResult:
-        made = self.store.made_by(idem, "job")
+        made = self._made_already(idem, job_id, "retried")
         if made is not None:
-            return ActionResult(
-                job=self.get(made), changed=True,
-                message=f"job {job_id} retried as job {made}",
-            )  # fmt: skip
+            return made
         job = self.store.job(job_id)
         if job.state in ACTIVE:
             raise InvalidState(
@@ -208,21 +190,39 @@ class Jobs:
                 self.store, existing, False,
                 f"job {job_id} was already retried as job {existing.id}",
             )  # fmt: skip
-        repo = self.store.repo(job.repo_id)
-        new = self.submit(
-            JobCreate(
-                repo=repo.name,
-                prompt=job.prompt,
-                agent=None if job.command else job.agent,
-                command=job.command,
-                base=job.base_ref,
-                timeout_minutes=job.timeout_s / 60,
-                trigger=job.trigger,
-            ),
-            retry_of=job,
-            idem=idem,
+        again = self._again(
+            job, prompt=job.prompt, timeout_minutes=job.timeout_s / 60, base=job.base_ref
         )
-        return ActionResult(job=new, changed=True, message=f"job {job_id} retried as job {new.id}")
+        return _run_again(job_id, "retried", self.submit(again, retry_of=job, idem=idem))
+
+    def _made_already(
+        self, idem: IdempotencyKey | None, job_id: int, how: str
+    ) -> ActionResult | None:
+        """The answer to a request whose new run ``idem`` made already (the daemon
+        stopped before it could answer), if it did."""
+        made = self.store.made_by(idem, "job")
+        return None if made is None else _run_again(job_id, how, self.get(made))
+
+    def _again(
+        self,
+        job: Job,
+        *,
+        prompt: str,
+        timeout_minutes: float,
+        base: str | None = None,
+        max_cost_usd: float | None = None,
+    ) -> JobCreate:
+        """The request that runs ``job``'s agent (or command) again, for its trigger."""
+        return JobCreate(
+            repo=self.store.repo(job.repo_id).name,
+            prompt=prompt,
+            agent=None if job.command else job.agent,
+            command=job.command,
+            base=base,
+            timeout_minutes=timeout_minutes,
+            trigger=job.trigger,
+            max_cost_usd=max_cost_usd,
+        )
 
     def get(self, job_id: int) -> JobPublic:
         job = self.store.job(job_id)
@@ -259,3 +259,8 @@ class Jobs:
             self.control.cancel(job_id)
         except DispatcherError as exc:
             log.info("job %s: not canceled: %s", job_id, exc.message)
+
+
+def _run_again(job_id: int, how: str, new: JobPublic) -> ActionResult:
+    """``job_id`` ran again (``how``: retried, followed up) as the job ``new``."""
+    return ActionResult(job=new, changed=True, message=f"job {job_id} {how} as job {new.id}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
@@ -26,12 +27,14 @@ from dispatcher.store.models import Delivery, Job
 log = logging.getLogger(__name__)
 
 
+@dataclass(eq=False)
 class Notices:
-    def __init__(self, settings: Settings, store: Store, trigger_files: TriggerFiles) -> None:
-        self.settings = settings
-        self.store = store
-        self.trigger_files = trigger_files
-        self.notifier: Notifier | None = None  # set by the daemon
+    """The notices jobs owe: queued to the notifier, settled by its outcomes."""
+
+    settings: Settings
+    store: Store
+    trigger_files: TriggerFiles
+    notifier: Notifier | None = None  # set by the daemon
 
     def job_ended(self, job_id: int) -> None:
         """The runner let go of a job: announce how it ended (never raises)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from dispatcher import git
@@ -14,10 +15,12 @@ from dispatcher.store.database import Store
 from dispatcher.store.models import DeliveryPublic, DiffPublic
 
 
+@dataclass(eq=False)
 class Outputs:
-    def __init__(self, settings: Settings, store: Store) -> None:
-        self.settings = settings
-        self.store = store
+    """Read-only views of what a job produced."""
+
+    settings: Settings
+    store: Store
 
     def log_file(self, job_id: int) -> Path:
         self.store.job(job_id)  # 404 for unknown ids

@@ -9,6 +9,7 @@ pool fills or forgets its worktrees.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -40,19 +41,15 @@ class RepoListener(Protocol):
     def repo_removed(self, repo: Repo) -> None: ...
 
 
+@dataclass(eq=False)
 class Repos:
-    def __init__(
-        self,
-        settings: Settings,
-        store: Store,
-        trigger_files: TriggerFiles,
-        pool: WorktreePool | None,
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.trigger_files = trigger_files
-        self.pool = pool
-        self.listener: RepoListener | None = None  # set by the daemon, once the sources exist
+    """Registered repos, as the API shows them (job counts, triggers, disk, cost)."""
+
+    settings: Settings
+    store: Store
+    trigger_files: TriggerFiles
+    pool: WorktreePool | None
+    listener: RepoListener | None = None  # set by the daemon, once the sources exist
 
     def add(self, req: RepoCreate, *, idem: IdempotencyKey | None = None) -> RepoPublic:
         made = self.store.made_by(idem, "repo")

@@ -7,16 +7,19 @@ use-case stores its key with what it creates (:class:`~dispatcher.store.database
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 from dispatcher.store.database import Store
 from dispatcher.store.models import IdempotencyKey, IdempotentRequest, utcnow
 
 
+@dataclass(eq=False)
 class Idempotency:
-    def __init__(self, store: Store, hours: float) -> None:
-        self.store = store
-        self.hours = hours  # how long a stored answer is kept
+    """The keys and stored answers of the API's creating requests."""
+
+    store: Store
+    hours: float  # how long a stored answer is kept
 
     def key(self, key: str, method: str, path: str, request_hash: str) -> IdempotencyKey:
         """A request's key, with when its stored answers expire from now."""
