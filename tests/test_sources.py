@@ -47,8 +47,8 @@ def world(tmp_path: Path) -> Iterator[tuple[Service, Sources, Store, Clock, Path
     runner = Runner(settings, store)  # not started: jobs stay queued, which is what we count
     service = Service(settings, store, runner)
     clock = Clock(datetime(2026, 3, 1, 10, 15, tzinfo=UTC))
-    sources = Sources(settings, store, service, clock=clock)
-    service.listener = sources
+    sources = Sources(settings, store, service.trigger_files, service.intake.ingest, clock=clock)
+    service.repos.listener = sources
     repo = init_repo(tmp_path / "app", files={".dispatcher/triggers.yml": CRON_YML})
     yield service, sources, store, clock, repo
     sources.stop()
@@ -63,7 +63,7 @@ def armed(
     """The world with ``app`` registered (its schedules armed) and the scheduler started
     paused: its thread runs nothing, the test ticks."""
     service, sources, _, _, repo = world
-    service.add_repo(RepoCreate(path=str(repo), name="app"))
+    service.repos.add(RepoCreate(path=str(repo), name="app"))
     sources.schedules.scheduler.start(paused=True)
     return world
 
@@ -103,8 +103,10 @@ def test_fire_times_missed_while_down_fire_once_at_start_and_never_twice(
     }
 
     def restart(now: datetime) -> Sources:
-        again = Sources(sources.settings, store, service, clock=Clock(now))
-        service.listener = again
+        again = Sources(
+            sources.settings, store, service.trigger_files, service.intake.ingest, clock=Clock(now)
+        )
+        service.repos.listener = again
         again.start()
         return again
 
@@ -124,7 +126,7 @@ def test_fire_times_missed_while_down_fire_once_at_start_and_never_twice(
     try:
         assert again.schedules.next_fire_time() == datetime(2026, 3, 1, 17, 0, tzinfo=UTC)
         fire = datetime(2026, 3, 1, 16, 0, tzinfo=UTC)
-        assert service.ingest(schedule_event("app", "0 * * * *", fire)).duplicate
+        assert service.intake.ingest(schedule_event("app", "0 * * * *", fire)).duplicate
     finally:
         again.stop()
     assert len(store.jobs(limit=10)) == 2
@@ -153,7 +155,7 @@ def test_ref_scan_catches_up_once_and_ignores_job_branches(
     push_yml = CRON_YML.replace('{schedule: [{cron: "0 * * * *"}]}', "{push: {branches: ['**']}}")
     push_yml = push_yml.replace("tick at ${{ event.fired_at }}", "push ${{ event.ref }}")
     commit_file(repo, ".dispatcher/triggers.yml", push_yml, "push trigger")
-    service.add_repo(RepoCreate(path=str(repo), name="app"))
+    service.repos.add(RepoCreate(path=str(repo), name="app"))
     assert sources.scan_refs("app") == []  # baseline taken at registration
     commit_file(repo, "a.txt", "a\n")
     commit_file(repo, "b.txt", "b\n")

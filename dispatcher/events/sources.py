@@ -30,7 +30,7 @@ from pathlib import Path
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
 from dispatcher.events.schedules import Schedules
-from dispatcher.service import Service
+from dispatcher.events.trigger_files import TriggerFiles
 from dispatcher.store.database import Store
 from dispatcher.store.models import Repo
 from triggers import refs
@@ -45,7 +45,8 @@ class Sources:
         self,
         settings: Settings,
         store: Store,
-        service: Service,
+        trigger_files: TriggerFiles,
+        ingest: Callable[[Event], object],
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_default_moved: Callable[[Repo], None] | None = None,
@@ -54,13 +55,14 @@ class Sources:
         self.clock = clock
         self.on_default_moved = on_default_moved  # the warm pool follows the branch
         self.store = store
-        self.service = service
+        self.trigger_files = trigger_files
+        self.ingest = ingest  # the intake's one path for events
         self.watcher = RepoWatcher(
             self._on_refs, self._on_files, poll_interval=settings.ref_poll_seconds
         )
         grace = settings.schedule_grace_seconds
         self.schedules = Schedules(
-            service.ingest,
+            ingest,
             self._last_schedule_fires,
             clock=clock,
             grace=None if grace is None else timedelta(seconds=grace),
@@ -75,7 +77,7 @@ class Sources:
         # job could end (their notify targets); here each is re-read from its branch.
         for repo in self.store.repos():
             try:
-                self.service.trigger_files.load(repo)
+                self.trigger_files.load(repo)
                 self.scan_refs(repo.name)  # catch up with what happened while we were down
             except Exception:
                 log.exception("repo %s: start-up scan failed", repo.name)
@@ -105,7 +107,7 @@ class Sources:
 
     def _arm(self, repo: Repo) -> None:
         """Watch and schedule what the repo's active trigger file asks for."""
-        active = self.service.trigger_files.active(_id(repo))
+        active = self.trigger_files.active(_id(repo))
         triggers = active.trigger_list() if active else []
         file_triggers = [t for t in triggers if "file_change" in t.kinds()]
         files = self.settings.watch_files and bool(file_triggers)
@@ -140,12 +142,12 @@ class Sources:
             )
             default_ref = f"refs/heads/{repo.default_branch}"
             if last.get(default_ref) != snapshot.get(default_ref):
-                if self.service.trigger_files.load(repo):
+                if self.trigger_files.load(repo):
                     self._arm(self.store.repo_by_name(repo.name))
                 if last and self.on_default_moved is not None:
                     self.on_default_moved(repo)
             for event in events:
-                self.service.ingest(event)
+                self.ingest(event)
             self.store.save_ref_state(_id(repo), snapshot)
             return events
 
@@ -165,7 +167,7 @@ class Sources:
             paths=sorted(paths),
             author="local",
         )
-        self.service.ingest(event)
+        self.ingest(event)
 
     # ------------------------------------------------------------ schedules
 

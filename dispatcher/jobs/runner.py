@@ -28,7 +28,6 @@ exactly once). Each agent runs in a cgroup of its own where the machine allows
 from __future__ import annotations
 
 import logging
-import re
 import secrets
 import threading
 from collections.abc import Callable
@@ -52,14 +51,6 @@ from dispatcher.store.database import Store
 from dispatcher.store.models import Job, Repo, utcnow
 
 log = logging.getLogger(__name__)
-
-_SLUG_RE = re.compile(r"[^a-z0-9]+")
-
-
-def branch_name(job_id: int, text: str) -> str:
-    """``dispatcher/<id>-<slug>``: the slug is made of [a-z0-9-] only, whatever the text."""
-    slug = _SLUG_RE.sub("-", text.lower()).strip("-")[:40].strip("-") or "job"
-    return f"dispatcher/{job_id}-{slug}"
 
 
 @dataclass
