@@ -18,7 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Protocol
 
-from dispatcher import __version__, faults, git, notify
+from dispatcher import __version__, faults, notify
 from dispatcher.agents import profiles
 from dispatcher.config import Settings
 from dispatcher.errors import (
@@ -30,6 +30,7 @@ from dispatcher.errors import (
 )
 from dispatcher.events.intake import Intake
 from dispatcher.events.trigger_files import TriggerFiles
+from dispatcher.git import refs, worktrees
 from dispatcher.jobs import budget, conventions, workspace
 from dispatcher.jobs.merge import land, reconcile, recover
 from dispatcher.jobs.pool import WorktreePool, left_out_note, released_ref, save_released
@@ -131,8 +132,8 @@ class Service:
             raise InvalidInput(f"invalid repo path: {exc}") from None
         if not exists:
             raise InvalidInput(f"path does not exist: {req.path}")
-        top = git.toplevel(raw)
-        if git.common_dir(top).resolve().parent != top.resolve():
+        top = refs.toplevel(raw)
+        if refs.common_dir(top).resolve().parent != top.resolve():
             raise InvalidInput(f"{top} is a linked worktree; register its main checkout instead")
         state_dir = self.settings.state_dir.resolve()
         if top.resolve().is_relative_to(state_dir):
@@ -149,14 +150,14 @@ class Service:
             raise AlreadyExists(f"a repo named {name!r} is already registered; pass --name")
         forge_name = req.forge_name
         if forge_name is None:
-            origin = git.remote_url(top)
+            origin = refs.remote_url(top)
             forge_name = forge_name_of(origin) if origin else None
         try:
             repo = self.store.add_repo(
                 Repo(
                     name=name,
                     path=str(top),
-                    default_branch=git.default_branch(top),
+                    default_branch=refs.default_branch(top),
                     max_parallel=req.max_parallel,
                     forge_name=forge_name,
                     pool_size=req.pool_size,
@@ -206,7 +207,7 @@ class Service:
         repo_path = Path(repo.path)
         for job in jobs:
             if job.worktree and (repo_path / ".git").exists():
-                git.worktree_remove(repo_path, Path(job.worktree))
+                worktrees.remove(repo_path, Path(job.worktree))
 
     def _repo_public(
         self, repo: Repo, counts: dict[int, dict[str, int]], costs: dict[int, float]
@@ -271,8 +272,8 @@ class Service:
             target = followup_of.target_branch
         else:
             base_ref = req.base or repo.default_branch
-            base_sha = git.rev_parse(repo_path, base_ref)
-            target = base_ref if git.is_branch(repo_path, base_ref) else None
+            base_sha = refs.rev_parse(repo_path, base_ref)
+            target = base_ref if refs.is_branch(repo_path, base_ref) else None
         if retry_of is not None and retry_of.workspace is not None:
             ws = Workspace.model_validate(retry_of.workspace)
         else:
@@ -546,15 +547,15 @@ class Service:
     def diff(self, job_id: int) -> DiffPublic:
         job = self.store.job(job_id)
         repo_path = Path(self.store.repo(job.repo_id).path)
-        head = (job.branch and git.branch_head(repo_path, job.branch)) or job.head_sha
+        head = (job.branch and refs.branch_head(repo_path, job.branch)) or job.head_sha
         if head is None:
             raise InvalidState(f"job {job_id} is {job.state.value} and has no commits yet")
         return DiffPublic(
             job=job_id,
             base=job.base_sha,
             head=head,
-            stat=git.diff(repo_path, job.base_sha, head, stat=True),
-            patch=git.diff(repo_path, job.base_sha, head),
+            stat=refs.diff(repo_path, job.base_sha, head, stat=True),
+            patch=refs.diff(repo_path, job.base_sha, head),
         )
 
     # ------------------------------------------------------------ actions
@@ -601,7 +602,7 @@ class Service:
             if job.worktree:
                 self._drop_worktree(repo, job.id, Path(job.worktree))
             if job.branch and (repo_path / ".git").exists():
-                git.delete_branch(repo_path, job.branch)
+                worktrees.delete_branch(repo_path, job.branch)
             job = self.store.move(
                 job.id, set(FINISHED) | {JobState.QUEUED}, JobState.DISCARDED,
                 worktree=None, closed_at=utcnow(),
@@ -696,9 +697,9 @@ class Service:
                 repo, worktree, job_id=job_id, exclude=ws.never_commit(), max_file_bytes=limit
             )
         else:
-            if worktree.is_dir() and git.worktree_is_valid(worktree, repo_path):
+            if worktree.is_dir() and worktrees.is_valid(worktree, repo_path):
                 saved = save_released(self.settings, worktree, job_id, ws.never_commit(), limit)
-            git.worktree_remove(repo_path, worktree)
+            worktrees.remove(repo_path, worktree)
         note = left_out_note(released_ref(job_id), saved) if saved else ""
         if note:
             note_job(self.settings, job_id, note)

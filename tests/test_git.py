@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher import git
 from dispatcher.errors import (
     AlreadyExists,
     DirtyCheckout,
@@ -19,6 +18,8 @@ from dispatcher.errors import (
     NotFound,
     RefMoved,
 )
+from dispatcher.git import cmd, commits, merge, names, refs, worktrees
+from dispatcher.git import journal as merge_journal
 from tests.gitutil import commit_file, init_repo
 from tests.gitutil import git as g
 
@@ -51,7 +52,7 @@ def test_clean_env_strips_repo_variables_and_keeps_identity(
     monkeypatch.setenv("GIT_SSH_COMMAND", "ssh -i key")
     monkeypatch.setenv("NOT_GIT", "kept")
 
-    env = git.clean_env({"EXTRA": "1"})
+    env = cmd.clean_env({"EXTRA": "1"})
 
     for name in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_OBJECT_DIRECTORY"):
         assert name not in env
@@ -71,13 +72,13 @@ def test_inherited_git_dir_does_not_redirect_commands(
     other = init_repo(tmp_path / "other")
     monkeypatch.setenv("GIT_DIR", str(other / ".git"))
     monkeypatch.setenv("GIT_INDEX_FILE", str(other / ".git" / "index"))
-    assert git.rev_parse(repo, "HEAD") != git.rev_parse(other, "HEAD")
-    assert git.toplevel(repo) == repo.resolve()
+    assert refs.rev_parse(repo, "HEAD") != refs.rev_parse(other, "HEAD")
+    assert refs.toplevel(repo) == repo.resolve()
 
 
 def test_git_error_shows_command_code_and_stderr(repo: Path) -> None:
     with pytest.raises(GitError) as info:
-        git._git(["rev-parse", "--verify", "no-such-ref"], repo)
+        cmd.run(["rev-parse", "--verify", "no-such-ref"], repo)
     message = info.value.message
     assert "git rev-parse --verify no-such-ref" in message
     assert "exited 128" in message
@@ -86,7 +87,7 @@ def test_git_error_shows_command_code_and_stderr(repo: Path) -> None:
 
 def test_git_in_missing_directory_is_not_found(tmp_path: Path) -> None:
     with pytest.raises(NotFound):
-        git._git(["status"], tmp_path / "missing")
+        cmd.run(["status"], tmp_path / "missing")
 
 
 # --- repositories and names -----------------------------------------------------------
@@ -94,9 +95,9 @@ def test_git_in_missing_directory_is_not_found(tmp_path: Path) -> None:
 
 def test_toplevel_of_repo_subdir_and_file(repo: Path) -> None:
     (repo / "sub" / "deeper").mkdir(parents=True)
-    assert git.toplevel(repo) == repo.resolve()
-    assert git.toplevel(repo / "sub" / "deeper") == repo.resolve()
-    assert git.toplevel(repo / "README.md") == repo.resolve()
+    assert refs.toplevel(repo) == repo.resolve()
+    assert refs.toplevel(repo / "sub" / "deeper") == repo.resolve()
+    assert refs.toplevel(repo / "README.md") == repo.resolve()
 
 
 @pytest.mark.parametrize("kind", ["plain dir", "missing", "bare", "git dir"])
@@ -110,40 +111,40 @@ def test_toplevel_refuses_what_is_not_a_work_tree(tmp_path: Path, repo: Path, ki
     if kind == "bare":
         g(tmp_path, "clone", "-q", "--bare", str(repo), str(paths["bare"]))
     with pytest.raises(InvalidInput, match="not a git repository"):
-        git.toplevel(paths[kind])
+        refs.toplevel(paths[kind])
 
 
 def test_common_dir_is_shared_by_linked_worktrees(repo: Path, tmp_path: Path) -> None:
     wt = tmp_path / "wt"
-    git.worktree_add(repo, wt, "job", "HEAD")
-    assert git.common_dir(repo) == (repo / ".git").resolve()
-    assert git.common_dir(wt) == (repo / ".git").resolve()
+    worktrees.add(repo, wt, "job", "HEAD")
+    assert refs.common_dir(repo) == (repo / ".git").resolve()
+    assert refs.common_dir(wt) == (repo / ".git").resolve()
 
 
 def test_default_branch(tmp_path: Path) -> None:
     repo = init_repo(tmp_path / "r", branch="trunk")
-    assert git.default_branch(repo) == "trunk"
+    assert refs.default_branch(repo) == "trunk"
     unborn = tmp_path / "unborn"
     unborn.mkdir()
     g(unborn, "init", "-q", "-b", "develop")
-    assert git.default_branch(unborn) == "develop"
+    assert refs.default_branch(unborn) == "develop"
 
 
 def test_default_branch_when_detached(tmp_path: Path) -> None:
     repo = init_repo(tmp_path / "r", branch="master")
     g(repo, "checkout", "-q", "--detach")
-    assert git.default_branch(repo) == "master"
+    assert refs.default_branch(repo) == "master"
     g(repo, "branch", "main")
-    assert git.default_branch(repo) == "main"
+    assert refs.default_branch(repo) == "main"
     g(repo, "branch", "-q", "-D", "main")
     g(repo, "branch", "-q", "-D", "master")
     with pytest.raises(InvalidInput, match="detached"):
-        git.default_branch(repo)
+        refs.default_branch(repo)
 
 
 @pytest.mark.parametrize("name", ["dispatcher/1-fix", "main", "feature/x.y_z", "a-b"])
 def test_validate_branch_name_accepts(name: str) -> None:
-    assert git.validate_branch_name(name) == name
+    assert names.validate_branch_name(name) == name
 
 
 @pytest.mark.parametrize(
@@ -177,34 +178,34 @@ def test_validate_branch_name_accepts(name: str) -> None:
 )
 def test_validate_branch_name_refuses(name: str) -> None:
     with pytest.raises(InvalidInput):
-        git.validate_branch_name(name)
+        names.validate_branch_name(name)
 
 
 def test_rev_parse(repo: Path) -> None:
     sha = head(repo)
-    assert git.rev_parse(repo, "HEAD") == sha
-    assert git.rev_parse(repo, "main") == sha
-    assert git.rev_parse(repo, sha[:10]) == sha
+    assert refs.rev_parse(repo, "HEAD") == sha
+    assert refs.rev_parse(repo, "main") == sha
+    assert refs.rev_parse(repo, sha[:10]) == sha
     with pytest.raises(InvalidInput):
-        git.rev_parse(repo, "-x")
+        refs.rev_parse(repo, "-x")
     with pytest.raises(InvalidInput):
-        git.rev_parse(repo, "--output=/tmp/x")
+        refs.rev_parse(repo, "--output=/tmp/x")
     with pytest.raises(NotFound, match="no such commit or ref: 'nope'"):
-        git.rev_parse(repo, "nope")
+        refs.rev_parse(repo, "nope")
     with pytest.raises(NotFound):  # a tree is not a commit
-        git.rev_parse(repo, "HEAD^{tree}")
+        refs.rev_parse(repo, "HEAD^{tree}")
 
 
 def test_branch_head_and_is_ancestor(repo: Path) -> None:
     first = head(repo)
     second = commit_file(repo, "b.txt", "b\n")
-    assert git.branch_head(repo, "main") == second
-    assert git.branch_head(repo, "missing") is None
+    assert refs.branch_head(repo, "main") == second
+    assert refs.branch_head(repo, "missing") is None
     with pytest.raises(InvalidInput):
-        git.branch_head(repo, "-x")
-    assert git.is_ancestor(repo, first, second)
-    assert git.is_ancestor(repo, second, second)
-    assert not git.is_ancestor(repo, second, first)
+        refs.branch_head(repo, "-x")
+    assert refs.is_ancestor(repo, first, second)
+    assert refs.is_ancestor(repo, second, second)
+    assert not refs.is_ancestor(repo, second, first)
 
 
 # --- worktrees -----------------------------------------------------------------------
@@ -214,12 +215,12 @@ def test_worktree_add_creates_checkout_on_new_branch_at_base(repo: Path, tmp_pat
     base = head(repo)
     commit_file(repo, "later.txt", "later\n")
     wt = tmp_path / "wts" / "1-fix"
-    git.worktree_add(repo, wt, "dispatcher/1-fix", base, lock_reason="dispatcher job 1")
+    worktrees.add(repo, wt, "dispatcher/1-fix", base, lock_reason="dispatcher job 1")
     assert (wt / "README.md").read_text() == "hello\n"
     assert not (wt / "later.txt").exists()
-    assert git.branch_head(repo, "dispatcher/1-fix") == base
+    assert refs.branch_head(repo, "dispatcher/1-fix") == base
     assert g(wt, "symbolic-ref", "--short", "HEAD") == "dispatcher/1-fix"
-    infos = git.worktree_list(repo)
+    infos = worktrees.entries(repo)
     assert [i.branch for i in infos] == ["main", "dispatcher/1-fix"]
     assert infos[1].path == wt.resolve()
     assert infos[1].head == base
@@ -230,7 +231,7 @@ def test_worktree_add_creates_checkout_on_new_branch_at_base(repo: Path, tmp_pat
 def test_worktree_add_into_empty_dir(repo: Path, tmp_path: Path) -> None:
     wt = tmp_path / "empty"
     wt.mkdir()
-    git.worktree_add(repo, wt, "job", "HEAD")
+    worktrees.add(repo, wt, "job", "HEAD")
     assert (wt / "README.md").exists()
 
 
@@ -239,7 +240,7 @@ def test_worktree_add_refuses_non_empty_dir(repo: Path, tmp_path: Path) -> None:
     wt.mkdir()
     (wt / "x").write_text("x")
     with pytest.raises(InvalidInput, match="not empty"):
-        git.worktree_add(repo, wt, "job", "HEAD")
+        worktrees.add(repo, wt, "job", "HEAD")
     assert (wt / "x").read_text() == "x"
     assert not has_branch(repo, "job")
 
@@ -250,20 +251,20 @@ def test_worktree_add_existing_branch_leaves_nothing(repo: Path, tmp_path: Path)
     commit_file(repo, "b.txt", "b\n")
     wt = tmp_path / "wt"
     with pytest.raises(AlreadyExists):
-        git.worktree_add(repo, wt, "job", "HEAD")
+        worktrees.add(repo, wt, "job", "HEAD")
     assert not wt.exists()
     assert head(repo, "job") == before
-    assert len(git.worktree_list(repo)) == 1
+    assert len(worktrees.entries(repo)) == 1
 
 
 def test_worktree_add_bad_base_leaves_nothing(repo: Path, tmp_path: Path) -> None:
     wt = tmp_path / "wt"
     with pytest.raises(NotFound):
-        git.worktree_add(repo, wt, "job", "no-such-base")
+        worktrees.add(repo, wt, "job", "no-such-base")
     with pytest.raises(InvalidInput):
-        git.worktree_add(repo, wt, "job", "--orphan")
+        worktrees.add(repo, wt, "job", "--orphan")
     with pytest.raises(InvalidInput):
-        git.worktree_add(repo, wt, "-job", "HEAD")
+        worktrees.add(repo, wt, "-job", "HEAD")
     assert not wt.exists()
     assert not has_branch(repo, "job")
 
@@ -275,10 +276,10 @@ def test_worktree_add_failing_midway_leaves_nothing(repo: Path, tmp_path: Path) 
     hook.chmod(0o755)
     wt = tmp_path / "wt"
     with pytest.raises(GitError):
-        git.worktree_add(repo, wt, "job", "HEAD")
+        worktrees.add(repo, wt, "job", "HEAD")
     assert not wt.exists()
     assert not has_branch(repo, "job")
-    assert len(git.worktree_list(repo)) == 1
+    assert len(worktrees.entries(repo)) == 1
     assert not (repo / ".git" / "worktrees").exists() or not any(
         (repo / ".git" / "worktrees").iterdir()
     )
@@ -286,70 +287,70 @@ def test_worktree_add_failing_midway_leaves_nothing(repo: Path, tmp_path: Path) 
 
 def test_worktree_remove_dirty_and_idempotent(repo: Path, tmp_path: Path) -> None:
     wt = tmp_path / "wt"
-    git.worktree_add(repo, wt, "job", "HEAD")
+    worktrees.add(repo, wt, "job", "HEAD")
     (wt / "README.md").write_text("edited\n")
     (wt / "new.txt").write_text("untracked\n")
     (wt / "ignored.o").write_text("x")
-    git.worktree_remove(repo, wt)
+    worktrees.remove(repo, wt)
     assert not wt.exists()
-    assert len(git.worktree_list(repo)) == 1
+    assert len(worktrees.entries(repo)) == 1
     assert has_branch(repo, "job")  # the branch is the caller's business
-    git.worktree_remove(repo, wt)  # already gone: no error
+    worktrees.remove(repo, wt)  # already gone: no error
 
 
 def test_worktree_remove_with_read_only_directories(repo: Path, tmp_path: Path) -> None:
     wt = tmp_path / "wt"
-    git.worktree_add(repo, wt, "job", "HEAD")
+    worktrees.add(repo, wt, "job", "HEAD")
     cache = wt / "cache" / "pkg@v1"
     cache.mkdir(parents=True)
     (cache / "mod.go").write_text("package x\n")
     cache.chmod(0o555)
     (wt / "cache").chmod(0o555)
-    git.worktree_remove(repo, wt)
+    worktrees.remove(repo, wt)
     assert not wt.exists()
-    assert len(git.worktree_list(repo)) == 1
+    assert len(worktrees.entries(repo)) == 1
 
 
 def test_worktree_lock_unknown_path(repo: Path, tmp_path: Path) -> None:
     with pytest.raises(NotFound):
-        git.worktree_lock(repo, tmp_path / "nowhere", "x")
-    git.worktree_unlock(repo, tmp_path / "nowhere")
+        worktrees.lock(repo, tmp_path / "nowhere", "x")
+    worktrees.unlock(repo, tmp_path / "nowhere")
 
 
 def test_worktree_remove_locked_and_half_gone(repo: Path, tmp_path: Path) -> None:
     locked = tmp_path / "locked"
-    git.worktree_add(repo, locked, "a", "HEAD")
-    git.worktree_lock(repo, locked, "agent running")
-    git.worktree_remove(repo, locked)
+    worktrees.add(repo, locked, "a", "HEAD")
+    worktrees.lock(repo, locked, "agent running")
+    worktrees.remove(repo, locked)
     assert not locked.exists()
 
     gone = tmp_path / "gone"
-    git.worktree_add(repo, gone, "b", "HEAD")
-    git.worktree_lock(repo, gone, "agent running")
+    worktrees.add(repo, gone, "b", "HEAD")
+    worktrees.lock(repo, gone, "agent running")
     shutil.rmtree(gone)
-    git.worktree_remove(repo, gone)
-    assert len(git.worktree_list(repo)) == 1
+    worktrees.remove(repo, gone)
+    assert len(worktrees.entries(repo)) == 1
 
 
 def test_worktree_remove_never_deletes_an_unrelated_dir(repo: Path, tmp_path: Path) -> None:
     plain = tmp_path / "plain"
     plain.mkdir()
     (plain / "keep.txt").write_text("keep")
-    git.worktree_remove(repo, plain)
+    worktrees.remove(repo, plain)
     assert (plain / "keep.txt").read_text() == "keep"
     with pytest.raises(InvalidInput, match="main worktree"):
-        git.worktree_remove(repo, repo)
+        worktrees.remove(repo, repo)
     assert (repo / "README.md").exists()
 
 
 def test_worktree_remove_deletes_leftover_after_prune(repo: Path, tmp_path: Path) -> None:
     wt = tmp_path / "wt"
-    git.worktree_add(repo, wt, "job", "HEAD")
+    worktrees.add(repo, wt, "job", "HEAD")
     g(repo, "worktree", "remove", "--force", str(wt))
     wt.mkdir()
     (wt / ".git").write_text(f"gitdir: {repo / '.git' / 'worktrees' / 'wt'}\n")
     (wt / "stale.txt").write_text("x")
-    git.worktree_remove(repo, wt)
+    worktrees.remove(repo, wt)
     assert not wt.exists()
 
 
@@ -357,14 +358,14 @@ def test_worktree_list_parses_locked_prunable_detached(repo: Path, tmp_path: Pat
     locked = tmp_path / "locked"
     gone = tmp_path / "gone"
     detached = tmp_path / "detached"
-    git.worktree_add(repo, locked, "l", "HEAD")
-    git.worktree_add(repo, gone, "p", "HEAD")
+    worktrees.add(repo, locked, "l", "HEAD")
+    worktrees.add(repo, gone, "p", "HEAD")
     g(repo, "worktree", "add", "-q", "--detach", str(detached), "HEAD")
-    git.worktree_lock(repo, locked, "reason with spaces")
-    git.worktree_lock(repo, locked, "again")  # idempotent
+    worktrees.lock(repo, locked, "reason with spaces")
+    worktrees.lock(repo, locked, "again")  # idempotent
     shutil.rmtree(gone)
 
-    by_path = {info.path: info for info in git.worktree_list(repo)}
+    by_path = {info.path: info for info in worktrees.entries(repo)}
     main = by_path[repo.resolve()]
     assert (main.branch, main.locked, main.prunable, main.bare) == ("main", False, False, False)
     assert main.head == head(repo)
@@ -373,81 +374,80 @@ def test_worktree_list_parses_locked_prunable_detached(repo: Path, tmp_path: Pat
     assert by_path[gone.resolve()].prunable
     assert by_path[detached.resolve()].branch is None
     assert by_path[detached.resolve()].head == head(repo)
-    assert git.checked_out_in(repo, "p") is None  # its directory is gone
+    assert worktrees.checked_out_in(repo, "p") is None  # its directory is gone
 
-    git.worktree_unlock(repo, locked)
-    git.worktree_unlock(repo, locked)  # idempotent
-    assert not {i.path: i for i in git.worktree_list(repo)}[locked.resolve()].locked
-    git.prune_worktrees(repo)
-    assert gone.resolve() not in {i.path for i in git.worktree_list(repo)}
+    worktrees.unlock(repo, locked)
+    worktrees.unlock(repo, locked)  # idempotent
+    assert not {i.path: i for i in worktrees.entries(repo)}[locked.resolve()].locked
+    worktrees.prune(repo)
+    assert gone.resolve() not in {i.path for i in worktrees.entries(repo)}
 
 
 def test_worktree_list_of_bare_repo(repo: Path, tmp_path: Path) -> None:
     bare = tmp_path / "bare.git"
     g(tmp_path, "clone", "-q", "--bare", str(repo), str(bare))
-    (info,) = git.worktree_list(bare)
+    (info,) = worktrees.entries(bare)
     assert info.bare
     assert info.branch is None
 
 
 def test_checked_out_in(repo: Path, tmp_path: Path) -> None:
     wt = tmp_path / "wt"
-    git.worktree_add(repo, wt, "job", "HEAD")
-    main = git.checked_out_in(repo, "main")
-    job = git.checked_out_in(repo, "job")
+    worktrees.add(repo, wt, "job", "HEAD")
+    main = worktrees.checked_out_in(repo, "main")
+    job = worktrees.checked_out_in(repo, "job")
     assert main is not None and main.path == repo.resolve()
     assert job is not None and job.path == wt.resolve()
     g(repo, "branch", "idle")
-    assert git.checked_out_in(repo, "idle") is None
+    assert worktrees.checked_out_in(repo, "idle") is None
 
 
 def test_delete_branch(repo: Path, tmp_path: Path) -> None:
     g(repo, "branch", "job")
     sha = head(repo, "job")
-    git.delete_branch(repo, "job", expected=sha)
+    worktrees.delete_branch(repo, "job", expected=sha)
     assert not has_branch(repo, "job")
-    git.delete_branch(repo, "job")  # idempotent
-    git.delete_branch(repo, "job", expected=sha)
+    worktrees.delete_branch(repo, "job")  # idempotent
+    worktrees.delete_branch(repo, "job", expected=sha)
 
     g(repo, "branch", "moved")
     commit_file(repo, "b.txt", "b\n")
     g(repo, "branch", "-f", "moved", "HEAD")
     with pytest.raises(RefMoved):
-        git.delete_branch(repo, "moved", expected=sha)
+        worktrees.delete_branch(repo, "moved", expected=sha)
     assert has_branch(repo, "moved")
 
     with pytest.raises(InvalidState, match="checked out"):
-        git.delete_branch(repo, "main")
+        worktrees.delete_branch(repo, "main")
     wt = tmp_path / "wt"
-    git.worktree_add(repo, wt, "busy", "HEAD")
+    worktrees.add(repo, wt, "busy", "HEAD")
     with pytest.raises(InvalidState):
-        git.delete_branch(repo, "busy")
-    git.worktree_remove(repo, wt)
-    git.delete_branch(repo, "busy")
+        worktrees.delete_branch(repo, "busy")
+    worktrees.remove(repo, wt)
+    worktrees.delete_branch(repo, "busy")
     assert not has_branch(repo, "busy")
 
 
 # --- working tree state and commits --------------------------------------------------
 
 
-def test_status_and_has_changes(repo: Path) -> None:
-    assert not git.has_changes(repo)
-    assert git.status_porcelain(repo) == []
+def test_status_porcelain(repo: Path) -> None:
+    assert commits.status_porcelain(repo) == []
     (repo / ".gitignore").write_text("*.o\n")
     g(repo, "add", ".gitignore")
     g(repo, "commit", "-q", "-m", "ignore")
     (repo / "x.o").write_text("ignored")
-    assert not git.has_changes(repo)
+    assert commits.status_porcelain(repo) == []
 
     (repo / "dir").mkdir()
     (repo / "dir" / "new file.txt").write_text("new\n")
-    assert git.has_changes(repo)
-    assert git.status_porcelain(repo) == ["dir/new file.txt"]
-    assert git.status_porcelain(repo, untracked=False) == []
+    assert commits.status_porcelain(repo) != []
+    assert commits.status_porcelain(repo) == ["dir/new file.txt"]
+    assert commits.status_porcelain(repo, untracked=False) == []
 
     g(repo, "mv", "a.txt", "renamed.txt")
     (repo / "README.md").write_text("changed\n")
-    changed = git.status_porcelain(repo, untracked=False)
+    changed = commits.status_porcelain(repo, untracked=False)
     assert sorted(changed) == ["README.md", "a.txt", "renamed.txt"]
 
 
@@ -460,7 +460,7 @@ def test_commit_leftovers_commits_everything(repo: Path) -> None:
     (repo / "debug.log").write_text("ignored\n")
     before = head(repo)
 
-    sha = git.commit_leftovers(repo, "agent work\n\n# not a comment\n", **AGENT).sha
+    sha = commits.commit_leftovers(repo, "agent work\n\n# not a comment\n", **AGENT).sha
 
     assert sha == head(repo)
     assert head(repo, "HEAD~1") == before
@@ -473,8 +473,8 @@ def test_commit_leftovers_commits_everything(repo: Path) -> None:
         "Dispatcher Bot <bot@dispatcher.invalid>|Dispatcher Bot <bot@dispatcher.invalid>"
     )
     assert g(repo, "log", "-1", "--format=%B") == "agent work\n\n# not a comment"
-    assert not git.has_changes(repo)
-    assert git.commit_leftovers(repo, "nothing", **AGENT).sha is None
+    assert commits.status_porcelain(repo) == []
+    assert commits.commit_leftovers(repo, "nothing", **AGENT).sha is None
     assert head(repo) == sha
 
 
@@ -490,7 +490,7 @@ def test_commit_leftovers_without_any_configured_identity(
         monkeypatch.delenv(name)
     monkeypatch.setenv("EMAIL", "")
     (repo / "new.txt").write_text("x\n")
-    sha = git.commit_leftovers(repo, "work", **AGENT).sha
+    sha = commits.commit_leftovers(repo, "work", **AGENT).sha
     assert sha is not None
     assert g(repo, "log", "-1", "--format=%ae %ce") == (
         "bot@dispatcher.invalid bot@dispatcher.invalid"
@@ -502,10 +502,10 @@ def test_commit_leftovers_skips_hooks_and_refuses_empty_message(repo: Path) -> N
     hook.write_text("#!/bin/sh\nexit 1\n")
     hook.chmod(0o755)
     (repo / "new.txt").write_text("x\n")
-    assert git.commit_leftovers(repo, "work", **AGENT).sha is not None
+    assert commits.commit_leftovers(repo, "work", **AGENT).sha is not None
     (repo / "more.txt").write_text("x\n")
     with pytest.raises(InvalidInput):
-        git.commit_leftovers(repo, "  \n", **AGENT)
+        commits.commit_leftovers(repo, "  \n", **AGENT)
 
 
 MIB = 1024 * 1024
@@ -530,7 +530,7 @@ def test_commit_leftovers_leaves_files_over_the_limit_in_the_worktree(repo: Path
     (repo / "small.txt").write_text("small\n")
     (repo / "README.md").write_text("changed\n")
 
-    done = git.commit_leftovers(repo, "leftovers", **AGENT, max_file_bytes=50 * MIB)
+    done = commits.commit_leftovers(repo, "leftovers", **AGENT, max_file_bytes=50 * MIB)
 
     assert done.sha == head(repo)
     assert done.too_big == (
@@ -544,23 +544,23 @@ def test_commit_leftovers_leaves_files_over_the_limit_in_the_worktree(repo: Path
     assert (repo / "big.bin").stat().st_size == 200 * MIB  # all still in the worktree
     assert (repo / "logs" / "staged.bin").stat().st_size == 60 * MIB
     assert (repo / "a.txt").stat().st_size == 51 * MIB
-    assert sorted(git.status_porcelain(repo)) == ["a.txt", "big.bin", "logs/staged.bin"]
+    assert sorted(commits.status_porcelain(repo)) == ["a.txt", "big.bin", "logs/staged.bin"]
 
 
 def test_commit_leftovers_limit_is_on_the_size_on_disk_and_only_over_it(repo: Path) -> None:
     (repo / "ten.txt").write_bytes(b"x" * 10)
     (repo / "eleven.txt").write_bytes(b"x" * 11)
     (repo / "link").symlink_to("eleven.txt" * 3)  # a symlink weighs its target's name, not it
-    done = git.commit_leftovers(repo, "leftovers", **AGENT, max_file_bytes=10)
+    done = commits.commit_leftovers(repo, "leftovers", **AGENT, max_file_bytes=10)
     assert done.too_big == (("eleven.txt", 11),)
     assert {"ten.txt", "link"} <= tree_files(repo)
     assert "eleven.txt" not in tree_files(repo)
     # Only over the limit; nothing left out means nothing named.
     (repo / "eleven.txt").unlink()
     (repo / "more.txt").write_text("m")
-    done = git.commit_leftovers(repo, "more", **AGENT, max_file_bytes=10)
+    done = commits.commit_leftovers(repo, "more", **AGENT, max_file_bytes=10)
     assert done.too_big == () and done.sha == head(repo)
-    assert git.commit_leftovers(repo, "none", **AGENT, max_file_bytes=10) == git.Leftovers()
+    assert commits.commit_leftovers(repo, "none", **AGENT, max_file_bytes=10) == commits.Leftovers()
 
 
 def test_commit_leftovers_unstages_force_added_files_the_ignore_rules_match(repo: Path) -> None:
@@ -575,7 +575,7 @@ def test_commit_leftovers_unstages_force_added_files_the_ignore_rules_match(repo
     (repo / "kept.log").write_text("changed\n")
     (repo / "work.txt").write_text("work\n")
 
-    sha = git.commit_leftovers(repo, "leftovers", **AGENT).sha
+    sha = commits.commit_leftovers(repo, "leftovers", **AGENT).sha
 
     assert sha == head(repo)
     files = tree_files(repo)
@@ -586,7 +586,7 @@ def test_commit_leftovers_unstages_force_added_files_the_ignore_rules_match(repo
     assert g(repo, "status", "--porcelain", "--ignored") == "!! conf/\n!! secrets.env"
     (repo / "other.txt").write_text("o\n")
     g(repo, "add", "-f", "secrets.env")
-    done = git.commit_leftovers(repo, "again", **AGENT)
+    done = commits.commit_leftovers(repo, "again", **AGENT)
     assert done.ignored == ("secrets.env",)
     assert "secrets.env" not in tree_files(repo)
 
@@ -603,7 +603,7 @@ def test_commit_leftovers_never_commits_excluded_paths_even_when_staged(
     g(repo, "add", "-f", ".env", "node_modules", "cfg")
     (repo / "work.txt").write_text("work\n")
 
-    git.commit_leftovers(repo, "leftovers", **AGENT, exclude=[".env", "node_modules", "cfg/"])
+    commits.commit_leftovers(repo, "leftovers", **AGENT, exclude=[".env", "node_modules", "cfg/"])
 
     assert tree_files(repo) == {"README.md", "a.txt", "work.txt"}
     assert (repo / ".env").is_file() and (repo / "node_modules").is_symlink()
@@ -620,8 +620,8 @@ def test_commit_leftovers_of_a_clean_tree_is_one_git_process(
     wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\nexec "{real}" "$@"\n')
     wrapper.chmod(0o755)
     monkeypatch.setenv("PATH", f"{wrapper.parent}:{os.environ['PATH']}")
-    done = git.commit_leftovers(repo, "nothing", **AGENT, max_file_bytes=1)
-    assert done == git.Leftovers()
+    done = commits.commit_leftovers(repo, "nothing", **AGENT, max_file_bytes=1)
+    assert done == commits.Leftovers()
     assert len(calls.read_text().splitlines()) == 1
 
 
@@ -637,32 +637,32 @@ def test_diffstat_branch_stats_and_diff(repo: Path) -> None:
     g(repo, "commit", "-q", "-m", "more")
     tip = head(repo)
 
-    stat = git.diffstat(repo, base, tip)
-    assert stat == git.DiffStat(
+    stat = refs.diffstat(repo, base, tip)
+    assert stat == refs.DiffStat(
         files=3, insertions=2, deletions=1, paths=["README.md", "a.txt", "img.bin"]
     )
-    assert git.branch_stats(repo, base, tip) == git.BranchStats(2, True, stat)
-    backwards = git.branch_stats(repo, tip, base)
+    assert refs.branch_stats(repo, base, tip) == refs.BranchStats(2, True, stat)
+    backwards = refs.branch_stats(repo, tip, base)
     assert (backwards.ahead, backwards.contains_base) == (0, False)
-    assert git.branch_stats(repo, tip, tip) == git.BranchStats(
-        0, True, git.diffstat(repo, tip, tip)
+    assert refs.branch_stats(repo, tip, tip) == refs.BranchStats(
+        0, True, refs.diffstat(repo, tip, tip)
     )
-    patch = git.diff(repo, base, tip)
+    patch = refs.diff(repo, base, tip)
     assert "+b\n+c\n" in patch
     assert "deleted file mode" in patch
-    summary = git.diff(repo, base, tip, stat=True)
+    summary = refs.diff(repo, base, tip, stat=True)
     assert "3 files changed" in summary
     with pytest.raises(InvalidInput):
-        git.diffstat(repo, "--output=/tmp/x", tip)
+        refs.diffstat(repo, "--output=/tmp/x", tip)
     with pytest.raises(InvalidInput):
-        git.branch_stats(repo, base, "-x")
+        refs.branch_stats(repo, base, "-x")
 
 
 def test_diffstat_counts_a_rename_once(repo: Path) -> None:
     base = head(repo)
     g(repo, "mv", "README.md", "docs.md")
     g(repo, "commit", "-q", "-m", "rename")
-    stat = git.diffstat(repo, base, "HEAD")
+    stat = refs.diffstat(repo, base, "HEAD")
     assert stat.files == 1
     assert stat.paths == ["docs.md"]
 
@@ -688,7 +688,7 @@ def make_job(repo: Path, *changes: tuple[str, str], author: str | None = None) -
 def test_merge_check_clean_and_conflict(repo: Path) -> None:
     _, clean_tip = make_job(repo, ("job.txt", "job\n"))
     moved = commit_file(repo, "main.txt", "main\n")
-    check = git.merge_check(repo, moved, clean_tip)
+    check = merge.merge_check(repo, moved, clean_tip)
     assert check.clean
     assert check.conflicts == []
     assert set(g(repo, "ls-tree", "--name-only", check.tree).split()) == {
@@ -702,7 +702,7 @@ def test_merge_check_clean_and_conflict(repo: Path) -> None:
     _, conflict_tip = make_job(repo, ("a.txt", "job\n"), ("README.md", "job\n"))
     commit_file(repo, "a.txt", "main\n")
     commit_file(repo, "README.md", "main\n")
-    check = git.merge_check(repo, "main", conflict_tip)
+    check = merge.merge_check(repo, "main", conflict_tip)
     assert not check.clean
     assert check.conflicts == ["README.md", "a.txt"]
     assert head(repo, "main") != conflict_tip  # nothing moved
@@ -714,7 +714,7 @@ def test_merge_check_clean_and_conflict(repo: Path) -> None:
 def do_merge(
     repo: Path, tmp_path: Path, strategy: str, base: str, source: str, target: str = "main"
 ) -> str:
-    return git.merge(
+    return merge.merge(
         repo,
         strategy=strategy,
         target_branch=target,
@@ -731,7 +731,7 @@ def parents(repo: Path, sha: str) -> list[str]:
 
 
 def assert_no_temp_worktrees(repo: Path, tmp_path: Path) -> None:
-    assert len(git.worktree_list(repo)) == 1
+    assert len(worktrees.entries(repo)) == 1
     wdir = tmp_path / "worktrees"
     assert not wdir.exists() or not any(wdir.iterdir())
 
@@ -742,7 +742,7 @@ def test_merge_ff(repo: Path, tmp_path: Path) -> None:
     assert head(repo, "main") == tip
     assert (repo / "job.txt").read_text() == "job\n"  # the user's checkout followed
     assert (repo / "a.txt").read_text() == "changed\n"
-    assert git.status_porcelain(repo) == []
+    assert commits.status_porcelain(repo) == []
 
 
 def test_merge_ff_refused_when_target_moved(repo: Path, tmp_path: Path) -> None:
@@ -766,7 +766,7 @@ def test_merge_creates_merge_commit(repo: Path, tmp_path: Path) -> None:
     )
     assert (repo / "job.txt").read_text() == "job\n"
     assert (repo / "main.txt").read_text() == "main\n"
-    assert git.status_porcelain(repo) == []
+    assert commits.status_porcelain(repo) == []
 
 
 def test_merge_always_makes_a_merge_commit_even_when_ff_possible(
@@ -817,7 +817,7 @@ def test_merge_rebase_replays_commits_keeping_authors(
             subject,
         ]
     assert g(repo, "log", "-1", "--format=%B", new) == "job: a.txt\n\nbody of a.txt"
-    assert g(repo, "rev-parse", f"{new}^{{tree}}") == git.merge_check(repo, moved, tip).tree
+    assert g(repo, "rev-parse", f"{new}^{{tree}}") == merge.merge_check(repo, moved, tip).tree
     assert (repo / "job.txt").read_text() == "job\n"
     assert (repo / "a.txt").read_text() == "changed\n"
 
@@ -859,7 +859,7 @@ def test_merge_conflict_changes_nothing(repo: Path, tmp_path: Path, strategy: st
     assert info.value.details == {"files": ["a.txt"]}
     assert head(repo, "main") == moved
     assert (repo / "a.txt").read_text() == "main\n"
-    assert git.status_porcelain(repo) == []
+    assert commits.status_porcelain(repo) == []
     assert_no_temp_worktrees(repo, tmp_path)
 
 
@@ -867,7 +867,7 @@ def test_merge_rebase_conflict_in_a_middle_commit(repo: Path, tmp_path: Path) ->
     # The job's net change to a.txt is nothing, so a merge is clean; a replay is not.
     base, tip = make_job(repo, ("a.txt", "job\n"), ("a.txt", "a\n"), ("job.txt", "job\n"))
     moved = commit_file(repo, "a.txt", "main\n")
-    assert git.merge_check(repo, moved, tip).clean
+    assert merge.merge_check(repo, moved, tip).clean
     with pytest.raises(MergeConflict, match="rebase conflict applying") as info:
         do_merge(repo, tmp_path, "rebase", base, tip)
     assert info.value.details == {"files": ["a.txt"]}
@@ -970,10 +970,10 @@ def test_cas_update_refuses_a_stale_old_value(repo: Path) -> None:
     first = head(repo)
     second = commit_file(repo, "b.txt", "b\n")
     g(repo, "branch", "target", first)
-    git._cas_update(repo, "refs/heads/target", second, first, "move")
+    merge._cas_update(repo, "refs/heads/target", second, first, "move")
     assert head(repo, "target") == second
     with pytest.raises(RefMoved, match="nothing was changed"):
-        git._cas_update(repo, "refs/heads/target", first, first, "stale")
+        merge._cas_update(repo, "refs/heads/target", first, first, "stale")
     assert head(repo, "target") == second
 
 
@@ -981,13 +981,13 @@ def test_land_refuses_when_checkout_moved(repo: Path, tmp_path: Path) -> None:
     base, tip = make_job(repo, ("job.txt", "job\n"))
     moved = commit_file(repo, "main.txt", "main\n")
     journal = tmp_path / "merges" / "1.json"
-    intent = git._Intent(label="1", strategy="ff", source=tip)
+    intent = merge._Intent(label="1", strategy="ff", source=tip)
     with pytest.raises(RefMoved, match="main moved during the merge"):
-        git._land(repo, "main", base, tip, "stale", journal=journal, landing=intent)
+        merge._land(repo, "main", base, tip, "stale", journal=journal, landing=intent)
     assert head(repo, "main") == moved
     g(repo, "checkout", "-q", "job")
     with pytest.raises(RefMoved, match="main moved during the merge"):
-        git._land(repo, "main", base, tip, "stale", journal=journal, landing=intent)
+        merge._land(repo, "main", base, tip, "stale", journal=journal, landing=intent)
     assert head(repo, "main") == moved
     assert not journal.exists()  # nothing moved: nothing for a restart to finish
 
@@ -1003,7 +1003,7 @@ def test_snapshot_worktree_snapshots_everything_and_changes_nothing(
     repo: Path, tmp_path: Path
 ) -> None:
     wt = tmp_path / "wt"
-    git.worktree_add(repo, wt, "job", "HEAD")
+    worktrees.add(repo, wt, "job", "HEAD")
     (wt / ".gitignore").write_text("*.o\n")
     g(wt, "add", ".gitignore")  # staged
     (wt / "README.md").write_text("edited\n")  # modified, not staged
@@ -1015,7 +1015,7 @@ def test_snapshot_worktree_snapshots_everything_and_changes_nothing(
     before_index = _index_bytes(wt)
     head_before = head(wt)
 
-    sha = git.snapshot_worktree(wt, "refs/dispatcher/orphans/wt-1", "save it", **AGENT).sha
+    sha = commits.snapshot_worktree(wt, "refs/dispatcher/orphans/wt-1", "save it", **AGENT).sha
 
     assert sha is not None
     assert head(repo, "refs/dispatcher/orphans/wt-1") == sha
@@ -1041,7 +1041,7 @@ def test_snapshot_leaves_out_big_and_force_added_ignored_files_like_commit_lefto
     repo: Path, tmp_path: Path
 ) -> None:
     wt = tmp_path / "wt"
-    git.worktree_add(repo, wt, "job", "HEAD")
+    worktrees.add(repo, wt, "job", "HEAD")
     (wt / ".gitignore").write_text("secrets.env\n")
     sparse_file(wt / "big.bin", 200 * MIB)  # untracked, over the limit
     sparse_file(wt / "staged.bin", 60 * MIB)
@@ -1052,7 +1052,7 @@ def test_snapshot_leaves_out_big_and_force_added_ignored_files_like_commit_lefto
     (wt / "work.txt").write_text("work\n")
     before_index = _index_bytes(wt)
 
-    done = git.snapshot_worktree(
+    done = commits.snapshot_worktree(
         wt, "refs/dispatcher/released/1", "save", **AGENT, max_file_bytes=50 * MIB
     )
 
@@ -1067,31 +1067,31 @@ def test_snapshot_leaves_out_big_and_force_added_ignored_files_like_commit_lefto
     (wt / "work.txt").unlink()
     g(wt, "rm", "-q", "-f", ".gitignore", "secrets.env")
     g(wt, "checkout", "--", "a.txt")
-    only = git.snapshot_worktree(wt, "refs/dispatcher/x", "m", **AGENT, max_file_bytes=50 * MIB)
-    assert only.sha is None and "refs/dispatcher/x" not in git.for_each_ref(repo, "refs/")
+    only = commits.snapshot_worktree(wt, "refs/dispatcher/x", "m", **AGENT, max_file_bytes=50 * MIB)
+    assert only.sha is None and "refs/dispatcher/x" not in refs.for_each_ref(repo, "refs/")
     assert only.too_big == (("big.bin", 200 * MIB), ("staged.bin", 60 * MIB))
 
 
 def test_snapshot_worktree_clean_returns_none_and_sets_no_ref(repo: Path, tmp_path: Path) -> None:
     wt = tmp_path / "wt"
-    git.worktree_add(repo, wt, "job", "HEAD")
+    worktrees.add(repo, wt, "job", "HEAD")
     (repo / ".git" / "info").mkdir(exist_ok=True)
     (repo / ".git" / "info" / "exclude").write_text("*.o\n")
     (wt / "x.o").write_text("ignored only")
-    assert git.snapshot_worktree(wt, "refs/dispatcher/x", "nothing", **AGENT).sha is None
-    assert git.for_each_ref(repo, "refs/dispatcher/") == {}
+    assert commits.snapshot_worktree(wt, "refs/dispatcher/x", "nothing", **AGENT).sha is None
+    assert refs.for_each_ref(repo, "refs/dispatcher/") == {}
     with pytest.raises(InvalidInput):
-        git.snapshot_worktree(wt, "refs/dispatcher/x", "  ", **AGENT)
+        commits.snapshot_worktree(wt, "refs/dispatcher/x", "  ", **AGENT)
 
 
 def test_snapshot_worktree_on_a_detached_head(repo: Path, tmp_path: Path) -> None:
     wt = tmp_path / "wt"
-    sha = git.worktree_add_detached(repo, wt, "HEAD")
+    sha = worktrees.add_detached(repo, wt, "HEAD")
     commit_file(wt, "c.txt", "committed on a detached HEAD\n")
     detached = head(wt)
     (wt / "u.txt").write_text("uncommitted\n")
 
-    saved = git.snapshot_worktree(wt, "refs/dispatcher/d", "save", **AGENT).sha
+    saved = commits.snapshot_worktree(wt, "refs/dispatcher/d", "save", **AGENT).sha
 
     assert saved is not None
     assert head(repo, f"{saved}^") == detached != sha
@@ -1103,11 +1103,11 @@ def test_snapshot_worktree_on_a_detached_head(repo: Path, tmp_path: Path) -> Non
 
 def test_snapshot_worktree_overwrites_keeping_a_reflog(repo: Path, tmp_path: Path) -> None:
     wt = tmp_path / "wt"
-    git.worktree_add(repo, wt, "job", "HEAD")
+    worktrees.add(repo, wt, "job", "HEAD")
     (wt / "u.txt").write_text("one\n")
-    first = git.snapshot_worktree(wt, "refs/dispatcher/r", "first", **AGENT).sha
+    first = commits.snapshot_worktree(wt, "refs/dispatcher/r", "first", **AGENT).sha
     (wt / "u.txt").write_text("two\n")
-    second = git.snapshot_worktree(wt, "refs/dispatcher/r", "second", **AGENT).sha
+    second = commits.snapshot_worktree(wt, "refs/dispatcher/r", "second", **AGENT).sha
     assert first is not None and second is not None and first != second
     assert head(repo, "refs/dispatcher/r") == second
     assert g(repo, "rev-parse", "refs/dispatcher/r@{1}") == first
@@ -1129,76 +1129,76 @@ def test_snapshot_worktree_overwrites_keeping_a_reflog(repo: Path, tmp_path: Pat
 )
 def test_snapshot_worktree_refuses_bad_refs(repo: Path, tmp_path: Path, ref: str) -> None:
     wt = tmp_path / "wt"
-    git.worktree_add(repo, wt, "job", "HEAD")
+    worktrees.add(repo, wt, "job", "HEAD")
     (wt / "u.txt").write_text("u\n")
     with pytest.raises(InvalidInput):
-        git.snapshot_worktree(wt, ref, "m", **AGENT)
+        commits.snapshot_worktree(wt, ref, "m", **AGENT)
     with pytest.raises(InvalidInput):
-        git.update_ref(repo, ref, "HEAD")
+        commits.update_ref(repo, ref, "HEAD")
     assert g(repo, "for-each-ref") == g(repo, "for-each-ref", "refs/heads/")
 
 
 def test_update_ref_and_is_referenced(repo: Path, tmp_path: Path) -> None:
     wt = tmp_path / "wt"
-    git.worktree_add_detached(repo, wt, "HEAD")
+    worktrees.add_detached(repo, wt, "HEAD")
     loose = commit_file(wt, "c.txt", "c\n")
-    assert git.is_referenced(repo, head(repo, "main"))
-    assert not git.is_referenced(repo, loose)
-    git.update_ref(repo, "refs/dispatcher/keep/1", loose, "keep the detached commit")
+    assert refs.is_referenced(repo, head(repo, "main"))
+    assert not refs.is_referenced(repo, loose)
+    commits.update_ref(repo, "refs/dispatcher/keep/1", loose, "keep the detached commit")
     assert head(repo, "refs/dispatcher/keep/1") == loose
-    assert git.is_referenced(repo, loose)
+    assert refs.is_referenced(repo, loose)
     with pytest.raises(NotFound):
-        git.update_ref(repo, "refs/dispatcher/keep/2", "no-such-commit")
+        commits.update_ref(repo, "refs/dispatcher/keep/2", "no-such-commit")
 
 
 def test_changed_gitlinks_finds_nested_repositories(repo: Path, tmp_path: Path) -> None:
     wt = tmp_path / "wt"
-    git.worktree_add(repo, wt, "job", "HEAD")
+    worktrees.add(repo, wt, "job", "HEAD")
     init_repo(wt / "vendor" / "lib")  # an agent cloned something in its worktree
     (wt / "plain.txt").write_text("p\n")
-    sha = git.snapshot_worktree(wt, "refs/dispatcher/n", "m", **AGENT).sha
+    sha = commits.snapshot_worktree(wt, "refs/dispatcher/n", "m", **AGENT).sha
     assert sha is not None
-    assert git.changed_gitlinks(repo, sha) == ["vendor/lib"]
-    assert git.changed_gitlinks(repo, "HEAD") == []
+    assert refs.changed_gitlinks(repo, sha) == ["vendor/lib"]
+    assert refs.changed_gitlinks(repo, "HEAD") == []
 
 
 def test_worktree_is_valid(repo: Path, tmp_path: Path) -> None:
     wt = tmp_path / "wt"
-    git.worktree_add(repo, wt, "job", "HEAD")
+    worktrees.add(repo, wt, "job", "HEAD")
     other = init_repo(tmp_path / "other")
     other_wt = tmp_path / "other-wt"
-    git.worktree_add(other, other_wt, "job", "HEAD")
+    worktrees.add(other, other_wt, "job", "HEAD")
     plain = tmp_path / "plain"
     plain.mkdir()
     inside = repo / "sub"
     inside.mkdir()
 
-    assert git.worktree_is_valid(wt)
-    assert git.worktree_is_valid(wt, repo)
-    assert not git.worktree_is_valid(other_wt, repo)
-    assert not git.worktree_is_valid(repo)  # the main checkout is not a linked worktree
-    assert not git.worktree_is_valid(plain)
-    assert not git.worktree_is_valid(inside)  # git would find the enclosing repo
-    assert not git.worktree_is_valid(tmp_path / "missing")
-    assert not git.worktree_is_valid(wt, tmp_path / "missing")
+    assert worktrees.is_valid(wt)
+    assert worktrees.is_valid(wt, repo)
+    assert not worktrees.is_valid(other_wt, repo)
+    assert not worktrees.is_valid(repo)  # the main checkout is not a linked worktree
+    assert not worktrees.is_valid(plain)
+    assert not worktrees.is_valid(inside)  # git would find the enclosing repo
+    assert not worktrees.is_valid(tmp_path / "missing")
+    assert not worktrees.is_valid(wt, tmp_path / "missing")
 
     (other_wt / ".git").write_bytes(b"\x00\xffgarbage")
-    assert not git.worktree_is_valid(other_wt)
+    assert not worktrees.is_valid(other_wt)
 
 
 def test_worktree_is_valid_refuses_a_pruned_or_reused_record(repo: Path, tmp_path: Path) -> None:
     wt = tmp_path / "a" / "wt"
-    git.worktree_add(repo, wt, "one", "HEAD")
+    worktrees.add(repo, wt, "one", "HEAD")
     record = Path(g(wt, "rev-parse", "--path-format=absolute", "--git-dir"))
     shutil.rmtree(record)  # the record is gone: .git points nowhere
-    assert not git.worktree_is_valid(wt)
+    assert not worktrees.is_valid(wt)
 
     g(repo, "worktree", "prune")
     reuse = tmp_path / "b" / "wt"  # same basename: git reuses the record's name
-    git.worktree_add(repo, reuse, "two", "HEAD")
+    worktrees.add(repo, reuse, "two", "HEAD")
     assert Path(g(reuse, "rev-parse", "--path-format=absolute", "--git-dir")) == record
-    assert git.worktree_is_valid(reuse)
-    assert not git.worktree_is_valid(wt)  # its .git now names the other worktree's record
+    assert worktrees.is_valid(reuse)
+    assert not worktrees.is_valid(wt)  # its .git now names the other worktree's record
 
 
 def test_snapshot_worktree_keeps_tracked_files_that_match_an_ignore_rule(
@@ -1210,10 +1210,10 @@ def test_snapshot_worktree_keeps_tracked_files_that_match_an_ignore_rule(
     (repo / ".git" / "info").mkdir(exist_ok=True)
     (repo / ".git" / "info" / "exclude").write_text("*.o\n")
     wt = tmp_path / "wt"
-    git.worktree_add(repo, wt, "job", "HEAD")
+    worktrees.add(repo, wt, "job", "HEAD")
     (wt / "vendor.o").write_text("changed\n")
     (wt / "fresh.o").write_text("ignored, not saved\n")
-    sha = git.snapshot_worktree(wt, "refs/dispatcher/t", "m", **AGENT).sha
+    sha = commits.snapshot_worktree(wt, "refs/dispatcher/t", "m", **AGENT).sha
     assert sha is not None
     assert g(repo, "show", f"{sha}:vendor.o") == "changed"
     assert "fresh.o" not in g(repo, "ls-tree", "--name-only", sha).splitlines()
@@ -1223,19 +1223,19 @@ def test_worktree_add_sparse_checks_out_only_the_cone(repo: Path, tmp_path: Path
     commit_file(repo, "src/app.py", "app\n")
     commit_file(repo, "docs/guide.md", "guide\n")
     wt = tmp_path / "sparse"
-    git.worktree_add(repo, wt, "job", "HEAD", sparse=["src"])
+    worktrees.add(repo, wt, "job", "HEAD", sparse=["src"])
     files = sorted(str(p.relative_to(wt)) for p in wt.rglob("*") if ".git" not in p.parts)
     assert files == ["README.md", "a.txt", "src", "src/app.py"]
-    assert git.is_sparse(wt) and not git.is_sparse(repo)
-    assert git.status_porcelain(wt) == []  # the missing docs/ is not a deletion
+    assert worktrees.is_sparse(wt) and not worktrees.is_sparse(repo)
+    assert commits.status_porcelain(wt) == []  # the missing docs/ is not a deletion
     (wt / "docs").mkdir()
     (wt / "docs" / "new.md").write_text("new\n")  # outside the cone: still committed
-    assert git.commit_leftovers(wt, "work", **AGENT).sha is not None
+    assert commits.commit_leftovers(wt, "work", **AGENT).sha is not None
     assert g(repo, "show", "--name-only", "--format=", "job") == "docs/new.md"
     # Hostile paths never reach git, and nothing is left behind.
     for bad in ("../x", "/etc", "\x01"):
         with pytest.raises(InvalidInput):
-            git.worktree_add(repo, tmp_path / "bad", "job2", "HEAD", sparse=[bad])
+            worktrees.add(repo, tmp_path / "bad", "job2", "HEAD", sparse=[bad])
         assert not (tmp_path / "bad").exists()
         assert not has_branch(repo, "job2")
 
@@ -1271,7 +1271,6 @@ def test_merge_refuses_ignored_files_in_the_way_and_a_directory_of_them(
 def test_merge_into_a_checkout_leaves_its_journal_for_the_caller(
     repo: Path, tmp_path: Path
 ) -> None:
-    from dispatcher import merge_journal
 
     base, tip = make_job(repo, ("job.txt", "job\n"))
     journal = tmp_path / "merges" / "job.json"
@@ -1279,27 +1278,26 @@ def test_merge_into_a_checkout_leaves_its_journal_for_the_caller(
     landing = merge_journal.read(journal)
     assert (landing.target, landing.old, landing.new, landing.strategy) == ("main", base, tip, "ff")
     assert landing.worktree == str(repo.resolve())
-    assert git.recover_landing(landing)  # landed and finished: recovery has nothing to do
-    assert git.status_porcelain(repo) == []
+    assert merge.recover_landing(landing)  # landed and finished: recovery has nothing to do
+    assert commits.status_porcelain(repo) == []
     assert sorted(p.name for p in (repo / ".git").glob("index*")) == ["index"]
 
 
 def test_recover_landing_puts_back_only_what_the_merge_wrote(repo: Path, tmp_path: Path) -> None:
     """A crash after some files moved and before the ref did: files holding the merge's
     content go back, the user's own content stays, our index.lock goes."""
-    from dispatcher import merge_journal
 
     base, tip = make_job(repo, ("new.txt", "new\n"), ("a.txt", "job\n"), ("README.md", "job\n"))
-    index = git._index_file(repo)
+    index = merge._index_file(repo)
     landing = merge_journal.Landing(
         label="7", repo=str(repo), target="main", old=base, new=tip, strategy="ff",
         source=tip, nonce="abc", worktree=str(repo), index=str(index),
     )  # fmt: skip
-    git._IndexLock(index, "abc").acquire(repo)
+    merge._IndexLock(index, "abc").acquire(repo)
     (repo / "new.txt").write_text("new\n")  # written by the merge
     (repo / "a.txt").write_text("job\n")  # written by the merge
     (repo / "README.md").write_text("the user's\n")  # neither before nor after
-    assert not git.recover_landing(landing)
+    assert not merge.recover_landing(landing)
     assert not (repo / "new.txt").exists()
     assert (repo / "a.txt").read_text() == "a\n"
     assert (repo / "README.md").read_text() == "the user's\n"
@@ -1309,23 +1307,21 @@ def test_recover_landing_puts_back_only_what_the_merge_wrote(repo: Path, tmp_pat
 
 
 def test_recover_landing_never_takes_a_lock_that_is_not_ours(repo: Path, tmp_path: Path) -> None:
-    from dispatcher import merge_journal
 
     base, tip = make_job(repo, ("new.txt", "new\n"))
-    index = git._index_file(repo)
+    index = merge._index_file(repo)
     (repo / ".git" / "index.lock").write_text("the user's git\n")
     landing = merge_journal.Landing(
         label="7", repo=str(repo), target="main", old=base, new=tip, strategy="ff",
         source=tip, nonce="abc", worktree=str(repo), index=str(index),
     )  # fmt: skip
     with pytest.raises(InvalidState, match="another git command is running"):
-        git._IndexLock(index, "abc").acquire(repo)
-    assert not git.recover_landing(landing)
+        merge._IndexLock(index, "abc").acquire(repo)
+    assert not merge.recover_landing(landing)
     assert (repo / ".git" / "index.lock").read_text() == "the user's git\n"
 
 
 def test_merge_journal_refuses_what_it_cannot_read(tmp_path: Path) -> None:
-    from dispatcher import merge_journal
 
     path = tmp_path / "1.json"
     for text in ("{nope", "[]", '{"version": 1, "label": "1"}', '{"version": 9}'):
@@ -1353,7 +1349,7 @@ def test_pin_global_config_fixes_what_the_daemons_git_reads(
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("[user]\n\tname = x\n")
     try:
-        got = git.pin_global_config({"HOME": str(tmp_path)})
+        got = cmd.pin_global_config({"HOME": str(tmp_path)})
         want = (
             None if pinned is None else pinned if pinned == "/dev/null" else str(tmp_path / pinned)
         )
@@ -1364,15 +1360,15 @@ def test_pin_global_config_fixes_what_the_daemons_git_reads(
         for name in {".gitconfig", ".config/git/config"} - set(exist):
             (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
             (tmp_path / name).write_text("[user]\n\tname = planted\n")
-        read = git._git(["config", "--global", "--get", "user.name"], tmp_path, check=False)
+        read = cmd.run(["config", "--global", "--get", "user.name"], tmp_path, check=False)
         assert read.stdout.strip() == ("x" if exist else "")  # the pinned file, or none
     finally:
-        git.pin_global_config({"HOME": str(tmp_path), "GIT_CONFIG_GLOBAL": os.devnull})
-        git._pinned_global.clear()
+        cmd.pin_global_config({"HOME": str(tmp_path), "GIT_CONFIG_GLOBAL": os.devnull})
+        cmd._pinned_global.clear()
 
 
 def test_pin_global_config_with_a_missing_git_config_global_reads_none(tmp_path: Path) -> None:
     try:
-        assert git.pin_global_config({"GIT_CONFIG_GLOBAL": str(tmp_path / "nope")}) == os.devnull
+        assert cmd.pin_global_config({"GIT_CONFIG_GLOBAL": str(tmp_path / "nope")}) == os.devnull
     finally:
-        git._pinned_global.clear()
+        cmd._pinned_global.clear()

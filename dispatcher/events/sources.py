@@ -28,6 +28,7 @@ from pathlib import Path
 
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
+from dispatcher.git import refs as git_refs
 from dispatcher.service import Service
 from dispatcher.store.database import Store
 from dispatcher.store.models import Repo
@@ -55,7 +56,10 @@ class Sources:
         self.store = store
         self.service = service
         self.watcher = RepoWatcher(
-            self._on_refs, self._on_files, poll_interval=settings.ref_poll_seconds
+            self._on_refs,
+            self._on_files,
+            git_dir=git_refs.common_dir,
+            poll_interval=settings.ref_poll_seconds,
         )
         self.schedules = Schedules()
         self._scan_locks: dict[str, threading.Lock] = {}
@@ -92,7 +96,7 @@ class Sources:
     def repo_added(self, repo: Repo) -> None:
         # Baseline: refs as they are now; only later moves are events.
         try:
-            self.store.save_ref_state(_id(repo), refs.snapshot(Path(repo.path)))
+            self.store.save_ref_state(_id(repo), refs.snapshot(git_refs, Path(repo.path)))
         except DispatcherError as exc:
             log.warning("repo %s: cannot read refs: %s", repo.name, exc.message)
         self._arm(self.store.repo_by_name(repo.name))
@@ -135,6 +139,7 @@ class Sources:
                 return []
             last = self.store.ref_state(_id(repo))
             events, snapshot = refs.scan(
+                git_refs,
                 repo_path=Path(repo.path),
                 repo_name=repo.name,
                 default_branch=repo.default_branch,

@@ -37,10 +37,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from dispatcher import faults, git, gitrefs
+from dispatcher import faults
 from dispatcher.agents import output, profiles
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidInput
+from dispatcher.git import cmd, commits, dotgit, refs, worktrees
 from dispatcher.jobs import budget, conventions, workspace
 from dispatcher.jobs.pool import WorktreePool, left_out_note
 from dispatcher.jobs.workspace import Workspace
@@ -126,7 +127,7 @@ def _env_without_daemon_secrets() -> dict[str, str]:
     """The daemon's environment for a child it starts in a worktree: cleaned of
     ``GIT_*`` redirections (:func:`dispatcher.git.clean_env`) and of every
     ``DISPATCHER_*`` variable, so the token and webhook secrets never reach it."""
-    return {k: v for k, v in git.clean_env().items() if not k.startswith("DISPATCHER_")}
+    return {k: v for k, v in cmd.clean_env().items() if not k.startswith("DISPATCHER_")}
 
 
 def sandbox_view(
@@ -136,7 +137,7 @@ def sandbox_view(
     """What a job's processes (setup, agent, cleanup) see in the sandbox: the state dir,
     the database and every registered checkout hidden; the worktree, its git dir and its
     ``link:`` targets given back, and ``read_only`` (see dispatcher/process/sandbox.py)."""
-    dirs = gitrefs.git_dirs(worktree)  # from its .git file: no process on the spawn path
+    dirs = dotgit.git_dirs(worktree)  # from its .git file: no process on the spawn path
     git_dir, admin = (dirs.common, dirs.gitdir) if dirs else (None, None)  # None: broken
     return sandbox.job_view(
         state_dir=settings.state_dir, checkouts=checkouts, worktree=worktree, git_dir=git_dir,
@@ -505,10 +506,10 @@ class Runner:
         reason = f"dispatcher job {job_id}"
         pool = None if job.sparse else self.pool  # a sparse tree is made, never recycled
         if pool is not None and pool.take(repo, worktree, job.branch, job.base_sha):
-            git.worktree_lock(repo_path, worktree, reason, new=True)
+            worktrees.lock(repo_path, worktree, reason, new=True)
             self.note(job_id, "worktree: recycled from the warm pool")
             return
-        git.worktree_add(
+        worktrees.add(
             repo_path, worktree, job.branch, job.base_sha, lock_reason=reason,
             sparse=job.sparse or (),
         )  # fmt: skip
@@ -519,9 +520,9 @@ class Runner:
         """A follow-up continues in its parent's worktree: check it is still there and
         still on the job's branch (the parent's agent may have left it elsewhere)."""
         assert job.id is not None
-        if not git.worktree_is_valid(worktree, repo_path):
+        if not worktrees.is_valid(worktree, repo_path):
             raise InvalidInput(f"the worktree {worktree} of job {job.followup_of} is gone")
-        branch = git.current_branch(worktree)
+        branch = worktrees.current_branch(worktree)
         if branch != job.branch:
             raise InvalidInput(
                 f"the worktree {worktree} is on {branch or 'a detached HEAD'}, not {job.branch}"
@@ -689,10 +690,10 @@ class Runner:
         worktree = Path(job.worktree)
         if not worktree.is_dir():
             raise InvalidInput(f"worktree {worktree} vanished while the agent ran")
-        foreign = gitrefs.foreign_worktree(worktree, repo_path)
+        foreign = dotgit.foreign_worktree(worktree, repo_path)
         if foreign:
             raise InvalidInput(foreign)
-        branch = git.current_branch(worktree)
+        branch = worktrees.current_branch(worktree)
         problem = ""
         if branch == job.branch:
             problem = self._commit_leftovers(job, worktree)
@@ -702,10 +703,10 @@ class Runner:
                 f"the agent left its worktree on {where} instead of {job.branch}; "
                 "its uncommitted changes were left in place, not committed"
             )
-        head = git.branch_head(repo_path, job.branch)
+        head = refs.branch_head(repo_path, job.branch)
         if head is None:
             raise InvalidInput(f"the agent deleted its branch {job.branch}")
-        stats = git.branch_stats(repo_path, job.base_sha, head)
+        stats = refs.branch_stats(repo_path, job.base_sha, head)
         fields: dict[str, object] = {
             "head_sha": head,
             "commits_ahead": stats.ahead,
@@ -731,7 +732,7 @@ class Runner:
             limit_mb = ws.max_leftover_file_mb
             setting = "max-leftover-file-mb in the repo's .dispatcher/triggers.yml"
         limit = ws.max_leftover_bytes(self.settings.max_leftover_file_mb)
-        done = git.commit_leftovers(
+        done = commits.commit_leftovers(
             worktree,
             f"dispatcher: changes left uncommitted by job {job.id}\n\nPrompt: {first_line}",
             author_name=self.settings.commit_author_name,
@@ -755,8 +756,8 @@ class Runner:
 
     def _remove_worktree(self, repo_path: Path, worktree: Path, branch: str) -> None:
         try:
-            git.worktree_remove(repo_path, worktree)
-            git.delete_branch(repo_path, branch)
+            worktrees.remove(repo_path, worktree)
+            worktrees.delete_branch(repo_path, branch)
         except DispatcherError as exc:
             log.warning("cleanup of %s failed: %s", worktree, exc.message)
 
@@ -887,11 +888,11 @@ class Runner:
         if (
             worktree is not None
             and worktree.is_dir()
-            and not gitrefs.foreign_worktree(worktree, repo_path)
-            and git.worktree_is_valid(worktree)
+            and not dotgit.foreign_worktree(worktree, repo_path)
+            and worktrees.is_valid(worktree)
         ):
             ws = Workspace.model_validate(job.workspace or {})
-            done = git.snapshot_worktree(
+            done = commits.snapshot_worktree(
                 worktree,
                 ref,
                 f"dispatcher: job {job.id} attempt {job.attempt}, interrupted",
@@ -904,14 +905,14 @@ class Runner:
             if note := left_out_note(ref, done):
                 self.note(job.id, note)
         if saved is None:  # nothing uncommitted: keep the branch's own commits, if any
-            head = git.branch_head(repo_path, job.branch)
+            head = refs.branch_head(repo_path, job.branch)
             if head is not None and head != job.base_sha:
-                git.update_ref(repo_path, ref, head)
+                commits.update_ref(repo_path, ref, head)
                 saved = head
         if worktree is not None:
             self._remove_worktree(repo_path, worktree, job.branch)
         else:
-            git.delete_branch(repo_path, job.branch)
+            worktrees.delete_branch(repo_path, job.branch)
         delay = self.settings.retry_backoff_seconds * 2 ** (job.attempt - 1)
         where = f"; its work is saved at {ref}" if saved else ""
         self.store.move(
