@@ -119,6 +119,20 @@ def run(
     return result
 
 
+def answer(
+    args: Sequence[str],
+    cwd: str | os.PathLike[str],
+    *,
+    env_extra: Mapping[str, str] | None = None,
+) -> proc.Result:
+    """Run a git command whose exit code 1 is an answer (no, a conflict, a difference);
+    raise :class:`GitError` on any other failure."""
+    result = run(args, cwd, check=False, env_extra=env_extra)
+    if result.returncode not in (0, 1):
+        raise GitError(failure(result))
+    return result
+
+
 def failure(result: proc.Result) -> str:
     """The message of a failed git command: its argv, exit code, stdout and stderr."""
     return proc.describe_failure(result.argv, result.returncode, result.stdout, result.stderr)

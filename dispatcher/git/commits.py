@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dispatcher.errors import GitError, InvalidInput
+from dispatcher.errors import InvalidInput
 from dispatcher.git import cmd
 from dispatcher.git.names import check_save_ref, identity
 from dispatcher.git.refs import rev_parse
@@ -73,9 +73,7 @@ def _add_all(
     specs = [*(inside_repo(p) for p in exclude), *leave]
     if specs:
         args += ["--", ".", *(f":(exclude,literal){p}" for p in specs)]
-    result = cmd.run(args, worktree, check=False, env_extra=env)
-    if result.returncode not in (0, 1):
-        raise GitError(cmd.failure(result))
+    cmd.answer(args, worktree, env_extra=env)
 
 
 def status_porcelain(worktree: Path, *, untracked: bool = True) -> list[str]:
@@ -121,11 +119,8 @@ def commit_leftovers(
     staged = _stage(worktree, None, exclude=exclude, max_file_bytes=max_file_bytes)
     if staged is None:  # one process for the common case: nothing left over
         return Leftovers()
-    diff = cmd.run(["diff", "--cached", "--quiet", "--no-ext-diff"], worktree, check=False)
-    if diff.returncode == 0:
+    if cmd.answer(["diff", "--cached", "--quiet", "--no-ext-diff"], worktree).returncode == 0:
         return staged
-    if diff.returncode != 1:
-        raise GitError(cmd.failure(diff))
     cmd.run(["commit", "--no-verify", "-q", "-F", "-"], worktree, input=message, env_extra=ident)
     sha = cmd.run(["rev-parse", "HEAD"], worktree).stdout.strip()
     return dataclasses.replace(staged, sha=sha)

@@ -73,22 +73,11 @@ def _files_summary(files: Sequence[str], limit: int = 10) -> str:
 
 def merge_check(repo: Path, ours: str, theirs: str) -> MergeCheck:
     """Merge ``theirs`` into ``ours`` in memory (``merge-tree --write-tree``); no worktree."""
-    result = cmd.run(
-        [
-            "merge-tree",
-            "--write-tree",
-            "--name-only",
-            "--no-messages",
-            "-z",
-            "--end-of-options",
-            check_rev(ours),
-            check_rev(theirs),
-        ],
+    result = cmd.answer(
+        ["merge-tree", "--write-tree", "--name-only", "--no-messages", "-z",
+         "--end-of-options", check_rev(ours), check_rev(theirs)],
         repo,
-        check=False,
-    )
-    if result.returncode not in (0, 1):
-        raise GitError(cmd.failure(result))
+    )  # fmt: skip
     fields = result.stdout.split("\0")
     clean = result.returncode == 0
     conflicts = [] if clean else sorted({f for f in fields[1:] if f})

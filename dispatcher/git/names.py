@@ -23,14 +23,19 @@ def has_control(text: str) -> bool:
     return any(ord(ch) < 32 or ord(ch) == 127 for ch in text)
 
 
+def _refuse_unplain(kind: str, value: str) -> None:
+    """Refuse a ``kind`` of name that is empty, looks like an option or has control characters."""
+    if not value:
+        raise InvalidInput(f"{kind} is empty")
+    if value.startswith("-"):
+        raise InvalidInput(f"invalid {kind} {value!r}: must not start with '-'")
+    if has_control(value):
+        raise InvalidInput(f"invalid {kind} {value!r}: contains control characters")
+
+
 def check_rev(rev: str) -> str:
     """Refuse a revision that is empty, looks like an option or holds control characters."""
-    if not rev:
-        raise InvalidInput("revision is empty")
-    if rev.startswith("-"):
-        raise InvalidInput(f"invalid revision {rev!r}: must not start with '-'")
-    if has_control(rev):
-        raise InvalidInput(f"invalid revision {rev!r}: contains control characters")
+    _refuse_unplain("revision", rev)
     return rev
 
 
@@ -68,12 +73,7 @@ def _git_accepts_branch(name: str) -> bool:
 
 def validate_branch_name(name: str) -> str:
     """Return ``name`` if it is a safe, valid branch name; else raise InvalidInput."""
-    if not name:
-        raise InvalidInput("branch name is empty")
-    if name.startswith("-"):
-        raise InvalidInput(f"invalid branch name {name!r}: must not start with '-'")
-    if has_control(name):
-        raise InvalidInput(f"invalid branch name {name!r}: contains control characters")
+    _refuse_unplain("branch name", name)
     if name in ("@", "HEAD") or "@{" in name:
         raise InvalidInput(f"invalid branch name {name!r}: reserved by git")
     if not _git_accepts_branch(name):

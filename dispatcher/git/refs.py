@@ -1,7 +1,7 @@
 """Queries of a repository's refs and commits, and of the differences between commits.
 
 Small questions, each one git process at most (a branch's tip is read from the
-repo's files first, :mod:`dispatcher.git.files`). Nothing here writes.
+repo's files first, :mod:`dispatcher.git.dotgit`). Nothing here writes.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dispatcher.errors import GitError, InvalidInput, NotFound
+from dispatcher.errors import InvalidInput, NotFound
 from dispatcher.git import cmd, dotgit
 from dispatcher.git.names import check_rev, is_full_sha, is_plain_branch, validate_branch_name
 
@@ -43,11 +43,9 @@ def common_dir(repo: Path) -> Path:
 
 def default_branch(repo: Path) -> str:
     """The branch HEAD points to (even unborn); if detached, "main" or else "master" if present."""
-    result = cmd.run(["symbolic-ref", "--quiet", "--short", "HEAD"], repo, check=False)
+    result = cmd.answer(["symbolic-ref", "--quiet", "--short", "HEAD"], repo)
     if result.returncode == 0 and result.stdout.strip():
         return result.stdout.strip()
-    if result.returncode not in (0, 1):
-        raise GitError(cmd.failure(result))
     found = cmd.run(
         ["for-each-ref", "--format=%(refname:short)", "refs/heads/main", "refs/heads/master"], repo
     ).stdout.split()
@@ -105,20 +103,8 @@ def ref_value(repo: Path, ref: str) -> str | None:
 
 def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:
     """True if ``ancestor`` is reachable from ``descendant`` (a commit is its own ancestor)."""
-    result = cmd.run(
-        [
-            "merge-base",
-            "--is-ancestor",
-            "--end-of-options",
-            check_rev(ancestor),
-            check_rev(descendant),
-        ],
-        repo,
-        check=False,
-    )
-    if result.returncode not in (0, 1):
-        raise GitError(cmd.failure(result))
-    return result.returncode == 0
+    args = ["merge-base", "--is-ancestor", "--end-of-options", check_rev(ancestor)]
+    return cmd.answer([*args, check_rev(descendant)], repo).returncode == 0
 
 
 def merge_base(repo: Path, a: str, b: str) -> str | None:

@@ -441,12 +441,8 @@ def current_branch(worktree: Path) -> str | None:
     head = dotgit.head_branch(worktree)
     if head is not None:
         return head[1]
-    result = cmd.run(["symbolic-ref", "--quiet", "--short", "HEAD"], worktree, check=False)
-    if result.returncode == 0:
-        return result.stdout.strip()
-    if result.returncode == 1:
-        return None
-    raise GitError(cmd.failure(result))
+    result = cmd.answer(["symbolic-ref", "--quiet", "--short", "HEAD"], worktree)
+    return result.stdout.strip() if result.returncode == 0 else None
 
 
 def delete_unlocked(repo: Path, path: Path) -> None:

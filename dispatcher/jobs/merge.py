@@ -2,7 +2,7 @@
 
 The git work (conflict check with ``merge-tree --write-tree``, building the
 new commit without a worktree, moving the ref by compare-and-swap, refusing a
-dirty checkout) is :func:`dispatcher.git.merge`. This module decides whether a
+dirty checkout) is :func:`dispatcher.git.merge.merge`. This module decides whether a
 job may be merged, records the result, and cleans up after it; at start-up it
 finishes what a crashed daemon's merges left (:func:`recover`) and marks jobs
 merged whose work the target branch already holds (:func:`reconcile`).
@@ -114,7 +114,7 @@ def recover(settings: Settings, store: Store) -> list[Job]:
     """Finish or undo the merges a crashed daemon left under way; the jobs now merged.
 
     Each journal's checkout is put back as it was or as the merge makes it
-    (:func:`dispatcher.git.recover_landing`); a job whose target holds the merge
+    (:func:`dispatcher.git.merge.recover_landing`); a job whose target holds the merge
     result is recorded ``merged``. A journal that cannot be read or acted on is
     moved aside with a log line: it never stops the daemon from starting.
     """

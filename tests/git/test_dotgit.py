@@ -1,4 +1,4 @@
-"""dispatcher.gitrefs reads refs from files; every answer it gives must be git's.
+"""dispatcher.git.dotgit reads refs from files; every answer it gives must be git's.
 
 Each test builds a real repository state and compares the file reader with
 git's own answer; where the reader is not sure it must say so (known=False),
