@@ -30,7 +30,7 @@ from dispatcher.errors import (
 )
 from dispatcher.events.intake import Intake
 from dispatcher.events.trigger_files import TriggerFiles
-from dispatcher.git import refs, worktrees
+from dispatcher.git import meta, refs, worktrees
 from dispatcher.jobs import budget, conventions, workspace
 from dispatcher.jobs.merge import land, reconcile, recover
 from dispatcher.jobs.pool import WorktreePool, left_out_note, released_ref, save_released
@@ -150,7 +150,7 @@ class Service:
             raise AlreadyExists(f"a repo named {name!r} is already registered; pass --name")
         forge_name = req.forge_name
         if forge_name is None:
-            origin = refs.remote_url(top)
+            origin = meta.remote_url(top)
             forge_name = forge_name_of(origin) if origin else None
         try:
             repo = self.store.add_repo(

@@ -5,7 +5,7 @@ One module per concern, each imported by the callers that use it
 
 * :mod:`~dispatcher.git.cmd` runs git (through :mod:`dispatcher.process.proc`)
   in a cleaned environment and turns a failure into
-  :class:`~dispatcher.errors.GitError`; every other module goes through it;
+  :class:`~dispatcher.errors.GitError`; every other module but meta goes through it;
 * :mod:`~dispatcher.git.names` checks branch names, save refs, revisions and
   identities before they reach git (positional arguments follow
   ``--end-of-options``, so nothing untrusted lands in an option position);
@@ -18,5 +18,7 @@ One module per concern, each imported by the callers that use it
   snapshots a worktree into a ref;
 * :mod:`~dispatcher.git.merge` computes merges without a worktree and lands
   them by compare-and-swap, with :mod:`~dispatcher.git.journal` recording a
-  landing under way so that the next start can finish or undo it.
+  landing under way so that the next start can finish or undo it;
+* :mod:`~dispatcher.git.meta` reads a repository's metadata with GitPython,
+  off the hot path (its remotes' URLs).
 """

@@ -47,7 +47,7 @@ _STRATEGIES = ("merge", "squash", "rebase", "ff")
 
 
 @dataclass(frozen=True)
-class MergeCheck:
+class _MergeCheck:
     """Result of a merge computed without a worktree."""
 
     clean: bool
@@ -71,7 +71,7 @@ def _files_summary(files: Sequence[str], limit: int = 10) -> str:
     return shown + (f" and {len(files) - limit} more" if len(files) > limit else "")
 
 
-def merge_check(repo: Path, ours: str, theirs: str) -> MergeCheck:
+def _merge_check(repo: Path, ours: str, theirs: str) -> _MergeCheck:
     """Merge ``theirs`` into ``ours`` in memory (``merge-tree --write-tree``); no worktree."""
     result = cmd.answer(
         ["merge-tree", "--write-tree", "--name-only", "--no-messages", "-z",
@@ -81,7 +81,7 @@ def merge_check(repo: Path, ours: str, theirs: str) -> MergeCheck:
     fields = result.stdout.split("\0")
     clean = result.returncode == 0
     conflicts = [] if clean else sorted({f for f in fields[1:] if f})
-    return MergeCheck(clean=clean, tree=fields[0].strip(), conflicts=conflicts)
+    return _MergeCheck(clean=clean, tree=fields[0].strip(), conflicts=conflicts)
 
 
 def _conflict(files: list[str], what: str = "merge conflict") -> MergeConflict:
@@ -175,7 +175,7 @@ def _merged_commit(
                 details={"files": []},
             )
         return theirs
-    check = merge_check(repo, old, theirs)
+    check = _merge_check(repo, old, theirs)
     if not check.clean:
         raise _conflict(check.conflicts)
     if strategy == "merge":
@@ -230,7 +230,7 @@ def _rebase(repo: Path, old: str, base: str, source: str, ident: Mapping[str, st
             tip, tip_tree = commit.sha, commit.tree
             continue
         onto = commit_tree(repo, tip_tree, [commit.parent], "dispatcher rebase step", ident)
-        check = merge_check(repo, onto, commit.sha)
+        check = _merge_check(repo, onto, commit.sha)
         if not check.clean:
             subject = first_line(commit.message)
             raise _conflict(

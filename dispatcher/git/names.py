@@ -18,7 +18,7 @@ _FULL_SHA = re.compile(r"[0-9a-f]{40}")
 _SAVE_REF_PREFIX = "refs/dispatcher/"
 
 
-def has_control(text: str) -> bool:
+def _has_control(text: str) -> bool:
     """True if ``text`` holds a control character (which no name given to git may)."""
     return any(ord(ch) < 32 or ord(ch) == 127 for ch in text)
 
@@ -29,7 +29,7 @@ def _refuse_unplain(kind: str, value: str) -> None:
         raise InvalidInput(f"{kind} is empty")
     if value.startswith("-"):
         raise InvalidInput(f"invalid {kind} {value!r}: must not start with '-'")
-    if has_control(value):
+    if _has_control(value):
         raise InvalidInput(f"invalid {kind} {value!r}: contains control characters")
 
 
@@ -42,7 +42,7 @@ def check_rev(rev: str) -> str:
 def identity(name: str, email: str) -> dict[str, str]:
     """Environment that makes ``name <email>`` both author and committer."""
     for value in (name, email):
-        if not value.strip() or has_control(value):
+        if not value.strip() or _has_control(value):
             raise InvalidInput(f"invalid git identity: {name!r} <{email}>")
     return {
         "GIT_AUTHOR_NAME": name,
@@ -96,6 +96,6 @@ def check_save_ref(ref: str) -> str:
     """Refuse a ref outside ``refs/dispatcher/`` or one git would not accept."""
     if not ref.startswith(_SAVE_REF_PREFIX) or len(ref) == len(_SAVE_REF_PREFIX):
         raise InvalidInput(f"invalid ref {ref!r}: must be under {_SAVE_REF_PREFIX}")
-    if has_control(ref) or not _git_accepts_ref(ref):
+    if _has_control(ref) or not _git_accepts_ref(ref):
         raise InvalidInput(f"invalid ref {ref!r}: rejected by git check-ref-format")
     return ref

@@ -291,9 +291,3 @@ def changed_gitlinks(repo: Path, commit: str) -> list[str]:
         if len(parts) >= 2 and parts[1] == "160000":  # ":<old mode> <new mode> ..."
             paths.append(path)
     return sorted(paths)
-
-
-def remote_url(repo: Path, remote: str = "origin") -> str | None:
-    """The URL of ``remote`` as the repo's config gives it; None when it has none."""
-    result = cmd.run(["config", "--get", f"remote.{remote}.url"], repo, check=False)
-    return result.stdout.strip() or None

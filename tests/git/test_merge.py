@@ -39,7 +39,7 @@ def make_job(repo: Path, *changes: tuple[str, str], author: str | None = None) -
 def test_merge_check_clean_and_conflict(repo: Path) -> None:
     _, clean_tip = make_job(repo, ("job.txt", "job\n"))
     moved = commit_file(repo, "main.txt", "main\n")
-    check = merge.merge_check(repo, moved, clean_tip)
+    check = merge._merge_check(repo, moved, clean_tip)
     assert check.clean
     assert check.conflicts == []
     assert set(g(repo, "ls-tree", "--name-only", check.tree).split()) == {
@@ -53,7 +53,7 @@ def test_merge_check_clean_and_conflict(repo: Path) -> None:
     _, conflict_tip = make_job(repo, ("a.txt", "job\n"), ("README.md", "job\n"))
     commit_file(repo, "a.txt", "main\n")
     commit_file(repo, "README.md", "main\n")
-    check = merge.merge_check(repo, "main", conflict_tip)
+    check = merge._merge_check(repo, "main", conflict_tip)
     assert not check.clean
     assert check.conflicts == ["README.md", "a.txt"]
     assert head(repo, "main") != conflict_tip  # nothing moved
@@ -165,7 +165,7 @@ def test_merge_rebase_replays_commits_keeping_authors(
             subject,
         ]
     assert g(repo, "log", "-1", "--format=%B", new) == "job: a.txt\n\nbody of a.txt"
-    assert g(repo, "rev-parse", f"{new}^{{tree}}") == merge.merge_check(repo, moved, tip).tree
+    assert g(repo, "rev-parse", f"{new}^{{tree}}") == merge._merge_check(repo, moved, tip).tree
     assert (repo / "job.txt").read_text() == "job\n"
     assert (repo / "a.txt").read_text() == "changed\n"
 
@@ -215,7 +215,7 @@ def test_merge_rebase_conflict_in_a_middle_commit(repo: Path, tmp_path: Path) ->
     # The job's net change to a.txt is nothing, so a merge is clean; a replay is not.
     base, tip = make_job(repo, ("a.txt", "job\n"), ("a.txt", "a\n"), ("job.txt", "job\n"))
     moved = commit_file(repo, "a.txt", "main\n")
-    assert merge.merge_check(repo, moved, tip).clean
+    assert merge._merge_check(repo, moved, tip).clean
     with pytest.raises(MergeConflict, match="rebase conflict applying") as info:
         do_merge(repo, tmp_path, "rebase", base, tip)
     assert info.value.details == {"files": ["a.txt"]}
