@@ -132,7 +132,7 @@ class Settings(BaseSettings):
 
     @property
     def merges_dir(self) -> Path:
-        """Journals of merges under way (dispatcher/merge_journal.py)."""
+        """Journals of merges under way (dispatcher/git/journal.py)."""
         return self.state_dir / "merges"
 
     @property

@@ -155,9 +155,9 @@ def serve(settings: Settings) -> None:
     faults.configure(settings.fault_dir)
     settings.ensure_dirs()
     with single_instance(settings):
-        from dispatcher import git
+        from dispatcher.git import cmd
 
-        pinned = git.pin_global_config()
+        pinned = cmd.pin_global_config()
         log.info("the daemon's git reads global config from %s", pinned or "its usual files")
         migrate(settings.db_url)
         token = load_or_create_token(settings)

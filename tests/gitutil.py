@@ -1,7 +1,7 @@
 """Real-git helpers for tests: make repositories and commits in ``tmp_path``.
 
 They run ``git`` directly (not through ``dispatcher.git``) so that tests check
-the module against git itself. The caller's environment must provide a git
+the git package against git itself. The caller's environment must provide a git
 identity (the test fixtures set ``GIT_AUTHOR_*``/``GIT_COMMITTER_*``).
 """
 

@@ -1,7 +1,7 @@
 """The sweeper against real git worktrees and a real SQLite store (nothing mocked).
 
 Every test builds a repo in tmp_path, registers it, makes worktrees the way the
-runner does (``git.worktree_add`` under ``<state>/worktrees/<repo>/<job id>``)
+runner does (``worktrees.add`` under ``<state>/worktrees/<repo>/<job id>``)
 and sweeps at an injected ``now``.
 """
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher import git
 from dispatcher.config import Settings
+from dispatcher.git import names, refs, worktrees
 from dispatcher.jobs.sweeper import (
     VANISHED,
     Orphan,
@@ -85,23 +85,23 @@ class Env:
         assert job.id is not None
         path = self.root / str(job.id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        git.worktree_add(self.repo, path, job.branch, "HEAD")
+        worktrees.add(self.repo, path, job.branch, "HEAD")
         self.store.update(job.id, worktree=str(path))
         if lock:
-            git.worktree_lock(self.repo, path, f"dispatcher job {job.id}")
+            worktrees.lock(self.repo, path, f"dispatcher job {job.id}")
         return job.id, path
 
     def orphan(self, name: str) -> Path:
         path = self.root / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        git.worktree_add(self.repo, path, f"stray/{name}", "HEAD")
+        worktrees.add(self.repo, path, f"stray/{name}", "HEAD")
         return path
 
     def refs(self) -> dict[str, str]:
-        return git.for_each_ref(self.repo, "refs/dispatcher/")
+        return refs.for_each_ref(self.repo, "refs/dispatcher/")
 
     def worktrees(self) -> list[Path]:
-        return [w.path for w in git.worktree_list(self.repo)[1:]]
+        return [w.path for w in worktrees.entries(self.repo)[1:]]
 
 
 @pytest.fixture
@@ -153,7 +153,7 @@ def test_orphan_with_changes_is_saved_to_a_ref_then_removed(env: Env) -> None:
     assert env.worktrees() == []
     assert g(env.repo, "show", f"{ref}:new.txt") == "untracked"
     assert g(env.repo, "show", f"{ref}:README.md") == "modified"
-    assert git.branch_head(env.repo, "stray/stray") is not None  # its branch is kept
+    assert refs.branch_head(env.repo, "stray/stray") is not None  # its branch is kept
     assert g(env.repo, "log", "-1", "--format=%an", ref) == env.settings.commit_author_name
 
 
@@ -169,7 +169,7 @@ def test_clean_orphan_is_removed_without_a_ref(env: Env) -> None:
 def test_clean_orphan_on_a_detached_head_keeps_its_commits(env: Env) -> None:
     path = env.root / "detached"
     path.parent.mkdir(parents=True)
-    git.worktree_add_detached(env.repo, path, "HEAD")
+    worktrees.add_detached(env.repo, path, "HEAD")
     work = commit_file(path, "c.txt", "only here\n")
     report = env.sweeper.sweep(now=NOW)
     ref = f"refs/dispatcher/orphans/detached-{STAMP}"
@@ -225,7 +225,7 @@ def test_two_sweeps_in_the_same_second_get_distinct_refs(env: Env) -> None:
     (first / "u.txt").write_text("1\n")
     env.sweeper.sweep(now=NOW)
     second = env.root / "same"
-    git.worktree_add(env.repo, second, "stray/same2", "HEAD")
+    worktrees.add(env.repo, second, "stray/same2", "HEAD")
     (second / "u.txt").write_text("2\n")
     env.sweeper.sweep(now=NOW)
     ref = f"refs/dispatcher/orphans/same-{STAMP}"
@@ -241,7 +241,7 @@ def test_directories_claimed_by_jobs_are_not_orphans(env: Env) -> None:
     # The runner made this one's worktree but has not recorded the path yet.
     preparing = env.job(S.PREPARING)
     half = env.root / str(preparing.id)
-    git.worktree_add(env.repo, half, preparing.branch, "HEAD")
+    worktrees.add(env.repo, half, preparing.branch, "HEAD")
 
     report = env.sweeper.sweep(now=NOW)
 
@@ -276,7 +276,7 @@ def test_finished_job_whose_worktree_was_deleted(env: Env) -> None:
     assert job.error == VANISHED
     assert job.state is S.SUCCEEDED
     assert [v.job_id for v in report.vanished] == [job_id]
-    assert git.branch_head(env.repo, branch) is not None
+    assert refs.branch_head(env.repo, branch) is not None
     assert env.worktrees() == []  # the locked record is dropped too
     assert VANISHED in (env.settings.jobs_dir / str(job_id) / "agent.log").read_text()
 
@@ -330,7 +330,7 @@ def test_locked_worktree_of_a_running_job_is_never_touched(env: Env) -> None:
         assert not report.errors
 
     assert tree_of(path) == before
-    (entry,) = git.worktree_list(env.repo)[1:]
+    (entry,) = worktrees.entries(env.repo)[1:]
     assert entry.locked
     assert env.store.job(job_id).worktree == str(path)
     assert env.refs() == {}
@@ -340,7 +340,7 @@ def test_unlocked_worktree_of_a_running_job_gets_locked(env: Env) -> None:
     job_id, path = env.job_with_worktree(S.RUNNING)
     report = env.sweeper.sweep(now=NOW)
     assert report.locked == [job_id]
-    (entry,) = git.worktree_list(env.repo)[1:]
+    (entry,) = worktrees.entries(env.repo)[1:]
     assert entry.locked
     assert env.sweeper.sweep(now=NOW).locked == []
     assert path.is_dir()
@@ -359,7 +359,7 @@ def test_retention_removes_old_finished_worktrees_only(env: Env) -> None:
     young, young_path = env.job_with_worktree(S.SUCCEEDED, finished=timedelta(hours=71))
     running, running_path = env.job_with_worktree(S.RUNNING, lock=True)
     branches = {j: env.store.job(j).branch for j in (old_clean, old_dirty)}
-    heads = {j: git.branch_head(env.repo, b) for j, b in branches.items()}
+    heads = {j: refs.branch_head(env.repo, b) for j, b in branches.items()}
 
     report = env.sweeper.sweep(now=NOW)
 
@@ -372,7 +372,7 @@ def test_retention_removes_old_finished_worktrees_only(env: Env) -> None:
     for job_id, path in ((old_clean, old_clean_path), (old_dirty, old_dirty_path)):
         assert not path.exists()
         assert env.store.job(job_id).worktree is None
-        assert git.branch_head(env.repo, branches[job_id]) == heads[job_id]
+        assert refs.branch_head(env.repo, branches[job_id]) == heads[job_id]
     ref = f"refs/dispatcher/retained/{old_dirty}"
     assert g(env.repo, "show", f"{ref}:left.txt") == "leftover"
     assert g(env.repo, "show", f"{ref}:README.md") == "edited after the job"
@@ -505,7 +505,7 @@ def test_unclaimed(tmp_path: Path) -> None:
 )
 def test_ref_component(name: str, component: str) -> None:
     assert ref_component(name) == component
-    git.validate_branch_name(f"x/{component}-{STAMP}")  # always a valid ref tail
+    names.validate_branch_name(f"x/{component}-{STAMP}")  # always a valid ref tail
 
 
 def test_stamp_is_utc() -> None:

@@ -20,7 +20,6 @@ import datetime as dt
 import re
 import shlex
 from collections.abc import Callable, Mapping
-from pathlib import PurePosixPath
 from typing import Annotated, Any, ClassVar, Final, Literal
 
 from pydantic import (
@@ -358,13 +357,6 @@ ConcurrencyField = Annotated[
 ]
 
 
-def _relative_path(value: str) -> str:
-    path = PurePosixPath(value)
-    if not value or value.startswith("/") or "\\" in value or ".." in path.parts:
-        raise ValueError(f"'{value}' must be a relative path inside the repo (no '/' or '..')")
-    return value
-
-
 RepoPath = Annotated[str, Field(min_length=1), AfterValidator(repo_subpath)]
 """A path of the repo's files (sparse, copy, link): see :func:`dispatcher.paths.repo_subpath`."""
 
@@ -413,7 +405,7 @@ class Trigger(_Model):
     @field_validator("prompt_file")
     @classmethod
     def _inside_repo(cls, value: str | None) -> str | None:
-        return None if value is None else _relative_path(value)
+        return None if value is None else repo_subpath(value)
 
     @field_validator("check")
     @classmethod

@@ -26,17 +26,20 @@ Paths: a ``push`` carries the paths changed between the old and the new tip
 default branch → head), as GitHub Actions' ``paths`` filters see them. A
 branch with no history in common with the default branch reports every file
 of its tip, at most :data:`MAX_PATHS` of them.
+
+Git itself is asked through a :class:`RefReader` the caller passes in (the
+events layer gives :mod:`dispatcher.git.refs`), so this package never imports
+the git package.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from dispatcher import git
 from dispatcher.errors import NotFound
 from triggers.events import Event
 
@@ -55,19 +58,70 @@ _MAX_KEY = 300  # Event.dedup_key's limit
 _SENDER = {"login": "local"}
 
 
+class Commit(Protocol):
+    """One commit as a push event describes it."""
+
+    @property
+    def sha(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def author_name(self) -> str: ...
+    @property
+    def author_email(self) -> str: ...
+    @property
+    def timestamp(self) -> str:  # ISO 8601 author date
+        ...
+
+
+class RefReader(Protocol):
+    """The questions this module asks git about a repository (revisions are shas or names)."""
+
+    def for_each_ref(self, repo: Path, prefix: str) -> dict[str, str]:
+        """``{refname: sha}`` for every ref under ``prefix``."""
+        ...
+
+    def rev_parse(self, repo: Path, rev: str) -> str:
+        """The sha of the commit ``rev`` names; NotFound if there is none."""
+        ...
+
+    def is_ancestor(self, repo: Path, ancestor: str, descendant: str) -> bool:
+        """True if ``ancestor`` is reachable from ``descendant``."""
+        ...
+
+    def merge_base(self, repo: Path, a: str, b: str) -> str | None:
+        """The best common ancestor of ``a`` and ``b``; None when they share no history."""
+        ...
+
+    def commits_between(
+        self, repo: Path, old: str | None, new: str, *, limit: int
+    ) -> Sequence[Commit]:
+        """Commits reachable from ``new`` and not from ``old``, oldest first, at most ``limit``."""
+        ...
+
+    def changed_paths(self, repo: Path, old: str, new: str) -> list[str]:
+        """Paths that differ between two commits."""
+        ...
+
+
 def is_job_branch(ref: str) -> bool:
     """True for the daemon's own job branches (``refs/heads/dispatcher/...``)."""
     return ref.startswith(JOB_BRANCH_PREFIX)
 
 
-def snapshot(repo_path: Path) -> dict[str, str]:
+def snapshot(git: RefReader, repo_path: Path) -> dict[str, str]:
     """``{"refs/heads/x": sha}`` for every branch except the daemon's job branches."""
     refs = git.for_each_ref(repo_path, HEADS)
     return {ref: sha for ref, sha in refs.items() if not is_job_branch(ref)}
 
 
 def scan(
-    *, repo_path: Path, repo_name: str, default_branch: str, last_seen: Mapping[str, str]
+    git: RefReader,
+    *,
+    repo_path: Path,
+    repo_name: str,
+    default_branch: str,
+    last_seen: Mapping[str, str],
 ) -> tuple[list[Event], dict[str, str]]:
     """The events since ``last_seen`` and the new snapshot to store once they are stored.
 
@@ -77,10 +131,11 @@ def scan(
     crash in between re-emits them on the next scan, and their dedup keys make
     that harmless.
     """
-    new = snapshot(repo_path)
+    new = snapshot(git, repo_path)
     if not last_seen:
         return [], new
     events = diff_refs(
+        git,
         repo_path=repo_path,
         repo_name=repo_name,
         default_branch=default_branch,
@@ -91,6 +146,7 @@ def scan(
 
 
 def diff_refs(
+    git: RefReader,
     *,
     repo_path: Path,
     repo_name: str,
@@ -106,11 +162,11 @@ def diff_refs(
         before = old.get(ref)
         if before == after or is_job_branch(ref) or not ref.startswith(HEADS):
             continue
-        change = _describe(repo_path, ref, before, after, default_branch, default_tip)
+        change = _describe(git, repo_path, ref, before, after, default_branch, default_tip)
         ctx = _Context(repo_name, default_branch, default_tip, ref, change)
         events.append(_push_event(ctx))
         if change.branch != default_branch:
-            events.append(_pull_request_event(ctx, repo_path))
+            events.append(_pull_request_event(git, ctx, repo_path))
     return events
 
 
@@ -125,8 +181,8 @@ class _Change:
     created: bool
     forced: bool
     base: str | None  # what the commits and paths are counted from; None: all of after
-    commits: list[git.CommitInfo]  # base..after, oldest first, the newest MAX_COMMITS
-    head: git.CommitInfo  # the newest commit (after's)
+    commits: Sequence[Commit]  # base..after, oldest first, the newest MAX_COMMITS
+    head: Commit  # the newest commit (after's)
     paths: list[str]
 
 
@@ -140,6 +196,7 @@ class _Context:
 
 
 def _describe(
+    git: RefReader,
     repo: Path,
     ref: str,
     before: str | None,
@@ -151,13 +208,13 @@ def _describe(
     created = before is None
     forced = False
     base: str | None
-    if before is not None and _exists(repo, before):
+    if before is not None and _exists(git, repo, before):
         forced = not git.is_ancestor(repo, before, after)
         base = before
     else:
         # A new branch, or the old tip is gone (force-pushed, then garbage-collected).
         forced = before is not None
-        base = _fork_point(repo, branch, after, default_branch, default_tip)
+        base = _fork_point(git, repo, branch, after, default_branch, default_tip)
     commits = git.commits_between(repo, base, after, limit=MAX_COMMITS)
     head = (
         commits[-1]
@@ -173,11 +230,11 @@ def _describe(
         base=base,
         commits=commits,
         head=head,
-        paths=_paths(repo, base, after),
+        paths=_paths(git, repo, base, after),
     )
 
 
-def _exists(repo: Path, sha: str) -> bool:
+def _exists(git: RefReader, repo: Path, sha: str) -> bool:
     try:
         git.rev_parse(repo, sha)
     except NotFound:
@@ -186,7 +243,12 @@ def _exists(repo: Path, sha: str) -> bool:
 
 
 def _fork_point(
-    repo: Path, branch: str, after: str, default_branch: str, default_tip: str | None
+    git: RefReader,
+    repo: Path,
+    branch: str,
+    after: str,
+    default_branch: str,
+    default_tip: str | None,
 ) -> str | None:
     """Where a branch left the default branch; None for the default branch or no common history."""
     if branch == default_branch or default_tip is None:
@@ -194,7 +256,7 @@ def _fork_point(
     return git.merge_base(repo, default_tip, after)
 
 
-def _paths(repo: Path, base: str | None, after: str) -> list[str]:
+def _paths(git: RefReader, repo: Path, base: str | None, after: str) -> list[str]:
     if base is not None:
         return git.changed_paths(repo, base, after)
     empty = _EMPTY_TREE.get(len(after), _EMPTY_TREE[40])
@@ -220,7 +282,7 @@ def _repository(ctx: _Context) -> dict[str, Any]:
     return {"name": ctx.repo_name, "full_name": ctx.repo_name, "default_branch": ctx.default_branch}
 
 
-def _commit_payload(commit: git.CommitInfo) -> dict[str, Any]:
+def _commit_payload(commit: Commit) -> dict[str, Any]:
     return {
         "id": commit.sha,
         "message": commit.message,
@@ -269,7 +331,7 @@ def _push_event(ctx: _Context) -> Event:
     )
 
 
-def _pull_request_event(ctx: _Context, repo: Path) -> Event:
+def _pull_request_event(git: RefReader, ctx: _Context, repo: Path) -> Event:
     change = ctx.change
     action = "opened" if change.created else "synchronize"
     payload: dict[str, Any] = {"action": action, "number": None}
@@ -285,10 +347,10 @@ def _pull_request_event(ctx: _Context, repo: Path) -> Event:
     payload["repository"] = _repository(ctx)
     payload["sender"] = dict(_SENDER)
     # The whole pull request's paths: from where it left the default branch.
-    fork = _fork_point(repo, change.branch, change.after, ctx.default_branch, ctx.default_tip)
+    fork = _fork_point(git, repo, change.branch, change.after, ctx.default_branch, ctx.default_tip)
     paths = change.paths
     if fork is not None and fork != change.base:
-        paths = _paths(repo, fork, change.after)
+        paths = _paths(git, repo, fork, change.after)
     return Event(
         kind="pull_request",
         action=action,

@@ -50,8 +50,6 @@ from watchdog.events import (
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver, ObservedWatch
 
-from dispatcher import git
-
 logger = logging.getLogger(__name__)
 
 K = TypeVar("K", bound=Hashable)
@@ -181,7 +179,8 @@ class RepoWatcher:
     branches last changed on disk, and for every watched repo each
     ``poll_interval`` seconds regardless (None or 0 disables the poll).
     ``on_files(repo_name, paths)`` is called ``file_quiet`` seconds after the
-    last change in a work tree watched with ``files=True``. Busy keys still
+    last change in a work tree watched with ``files=True``. ``git_dir(path)``
+    gives the common git dir of the work tree at ``path`` (the caller's git). Busy keys still
     fire after ``ref_max_wait`` / ``file_max_wait``. Callbacks run on the
     watcher's thread, one at a time.
 
@@ -195,6 +194,7 @@ class RepoWatcher:
         on_refs: Callable[[str], None],
         on_files: Callable[[str, list[str]], None],
         *,
+        git_dir: Callable[[Path], Path],
         ref_quiet: float = 0.2,
         file_quiet: float = 2.0,
         ref_max_wait: float = 2.0,
@@ -204,6 +204,7 @@ class RepoWatcher:
     ) -> None:
         self._on_refs = on_refs
         self._on_files = on_files
+        self._git_dir = git_dir
         self._clock = clock
         self._poll_interval = poll_interval or None
         # _lock guards the debouncers, _repos and the flags; it is never held while
@@ -228,11 +229,11 @@ class RepoWatcher:
         """Watch ``repo_path``'s refs (and its work tree if ``files``) as ``repo_name``.
 
         Idempotent; calling it again with another path or ``files`` updates the watch.
-        Raises InvalidInput if ``repo_path`` is not a git repository, OSError if the
-        system refuses more watches.
+        Raises what ``git_dir`` raises if ``repo_path`` is not a git repository (the
+        daemon's raises InvalidInput), OSError if the system refuses more watches.
         """
         path = Path(os.path.abspath(repo_path))
-        git_dir = git.common_dir(path)
+        git_dir = self._git_dir(path)
         with self._admin:
             old = self._repos.get(repo_name)
             if old is not None and (old.path, old.git_dir, old.files) == (path, git_dir, files):

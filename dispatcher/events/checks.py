@@ -30,8 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from dispatcher import git, gitrefs
 from dispatcher.config import Settings
+from dispatcher.git import cmd, dotgit, worktrees
 from dispatcher.process import proc, sandbox
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,7 @@ _STOP_POLL_S = 0.1
 def check_view(settings: Settings, worktree: Path, checkouts: Sequence[Path]) -> sandbox.View:
     """What a check sees: a job's view (see :func:`dispatcher.process.sandbox.job_view`) of its
     own worktree, with no prompt, summary or ``link:`` targets."""
-    dirs = gitrefs.git_dirs(worktree)
+    dirs = dotgit.git_dirs(worktree)
     git_dir, admin = (dirs.common, dirs.gitdir) if dirs else (None, None)
     return sandbox.job_view(
         state_dir=settings.state_dir, checkouts=checkouts, worktree=worktree, git_dir=git_dir,
@@ -118,9 +118,9 @@ def run_check(
     pid_file = root / f"{run_id}.pid"
     if stop.is_set():
         raise CheckInterrupted
-    sha = git.worktree_add_detached(repo_path, worktree, rev)
+    sha = worktrees.add_detached(repo_path, worktree, rev)
     try:
-        env = {k: v for k, v in git.clean_env().items() if not k.startswith("DISPATCHER_")}
+        env = {k: v for k, v in cmd.clean_env().items() if not k.startswith("DISPATCHER_")}
         box = sandbox.sandbox_for(settings.sandbox, settings.sandbox_bwrap)
         child = proc.spawn(
             box.wrap(
@@ -151,7 +151,7 @@ def run_check(
             output += f"\n[dispatcher] check timed out after {timeout_s:g}s"
         return CheckResult(command=command, sha=sha, exit_code=code, output_tail=output)
     finally:
-        git.worktree_remove(repo_path, worktree)
+        worktrees.remove(repo_path, worktree)
         for leftover in (log_path, exit_file, pid_file):
             leftover.unlink(missing_ok=True)
         if worktree.exists():

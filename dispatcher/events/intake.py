@@ -27,11 +27,11 @@ from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import Any, Protocol
 
-from dispatcher import git
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
 from dispatcher.events.checks import CheckInterrupted, CheckResult, run_check
 from dispatcher.events.trigger_files import TriggerFiles
+from dispatcher.git import blobs, refs
 from dispatcher.store.database import Store
 from dispatcher.store.models import Event as EventRow
 from dispatcher.store.models import IdempotencyKey, IngestResult, JobCreate, JobPublic, Repo
@@ -245,7 +245,7 @@ class Intake:
             if not cand or cand.startswith("-"):
                 continue
             try:
-                git.rev_parse(path, cand)
+                refs.rev_parse(path, cand)
             except DispatcherError:
                 continue
             return cand
@@ -255,7 +255,7 @@ class Intake:
         """The rendered prompt; a ``prompt-file`` is read from the default branch head."""
         text = None
         if trigger.prompt_file is not None:
-            text = git.read_file(Path(repo.path), repo.default_branch, trigger.prompt_file)
+            text = blobs.read_file(Path(repo.path), repo.default_branch, trigger.prompt_file)
             if text is None:
                 raise DispatcherError(
                     f"prompt-file {trigger.prompt_file} does not exist on {repo.default_branch}"

@@ -31,6 +31,7 @@ from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
 from dispatcher.events.schedules import Schedules
 from dispatcher.events.trigger_files import TriggerFiles
+from dispatcher.git import refs as git_refs
 from dispatcher.store.database import Store
 from dispatcher.store.models import Repo
 from triggers import refs
@@ -58,7 +59,10 @@ class Sources:
         self.trigger_files = trigger_files
         self.ingest = ingest  # the intake's one path for events
         self.watcher = RepoWatcher(
-            self._on_refs, self._on_files, poll_interval=settings.ref_poll_seconds
+            self._on_refs,
+            self._on_files,
+            git_dir=git_refs.common_dir,
+            poll_interval=settings.ref_poll_seconds,
         )
         grace = settings.schedule_grace_seconds
         self.schedules = Schedules(
@@ -94,7 +98,7 @@ class Sources:
     def repo_added(self, repo: Repo) -> None:
         # Baseline: refs as they are now; only later moves are events.
         try:
-            self.store.save_ref_state(_id(repo), refs.snapshot(Path(repo.path)))
+            self.store.save_ref_state(_id(repo), refs.snapshot(git_refs, Path(repo.path)))
         except DispatcherError as exc:
             log.warning("repo %s: cannot read refs: %s", repo.name, exc.message)
         self._arm(self.store.repo_by_name(repo.name))
@@ -135,6 +139,7 @@ class Sources:
                 return []
             last = self.store.ref_state(_id(repo))
             events, snapshot = refs.scan(
+                git_refs,
                 repo_path=Path(repo.path),
                 repo_name=repo.name,
                 default_branch=repo.default_branch,

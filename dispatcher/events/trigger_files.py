@@ -14,8 +14,8 @@ import logging
 import threading
 from pathlib import Path
 
-from dispatcher import git
 from dispatcher.errors import DispatcherError
+from dispatcher.git import blobs
 from dispatcher.store.database import Store
 from dispatcher.store.models import Repo, utcnow
 from triggers.config import TRIGGER_FILE, TriggerFile, TriggerFileError, parse
@@ -60,7 +60,7 @@ class TriggerFiles:
         assert repo.id is not None
         path = Path(repo.path)
         try:
-            blob = git.blob_id(path, repo.default_branch, TRIGGER_FILE)
+            blob = blobs.blob_id(path, repo.default_branch, TRIGGER_FILE)
         except DispatcherError as exc:  # unborn or missing default branch, vanished repo
             log.warning("repo %s: cannot read %s: %s", repo.name, TRIGGER_FILE, exc.message)
             return False
@@ -78,7 +78,7 @@ class TriggerFiles:
                 triggers_loaded_at=utcnow(), triggers_max_parallel=None,
             )  # fmt: skip
             return True
-        text = git.read_file(path, repo.default_branch, TRIGGER_FILE) or ""
+        text = blobs.read_file(path, repo.default_branch, TRIGGER_FILE) or ""
         try:
             parsed = parse(text, filename=_display(repo))
         except TriggerFileError as exc:

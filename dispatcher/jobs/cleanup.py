@@ -7,9 +7,9 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from dispatcher import git
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
+from dispatcher.git import worktrees
 from dispatcher.jobs import workspace
 from dispatcher.jobs.files import job_files
 from dispatcher.jobs.isolation import env_without_daemon_secrets, sandbox_view
@@ -50,7 +50,7 @@ def run_cleanup(
 def remove_worktree(repo_path: Path, worktree: Path, branch: str) -> None:
     """Remove a worktree and its branch (best effort: a failure goes to the daemon log)."""
     try:
-        git.worktree_remove(repo_path, worktree)
-        git.delete_branch(repo_path, branch)
+        worktrees.remove(repo_path, worktree)
+        worktrees.delete_branch(repo_path, branch)
     except DispatcherError as exc:
         log.warning("cleanup of %s failed: %s", worktree, exc.message)

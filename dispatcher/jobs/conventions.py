@@ -34,8 +34,8 @@ from pathlib import Path
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from dispatcher import git
 from dispatcher.errors import InvalidInput
+from dispatcher.git import blobs, names
 
 AGENTS_MD = "AGENTS.md"
 SKILLS_DIR = ".dispatcher/skills"
@@ -78,7 +78,7 @@ def parse_skill(name: str, text: str) -> Skill:
 
 def load(repo: Path, rev: str) -> Conventions:
     """The conventions committed at ``rev`` (a commit's are cached: they never change)."""
-    if git.is_full_sha(rev):
+    if names.is_full_sha(rev):
         return _load_commit(os.path.realpath(repo), rev)
     return _read(repo, rev)
 
@@ -89,7 +89,7 @@ def _load_commit(repo: str, sha: str) -> Conventions:
 
 
 def _read(repo: Path, rev: str) -> Conventions:
-    files = git.read_blobs(repo, rev, [AGENTS_MD, f"{SKILLS_DIR}/"])
+    files = blobs.read_blobs(repo, rev, [AGENTS_MD, f"{SKILLS_DIR}/"])
     skills: dict[str, Skill] = {}
     for path, text in sorted(files.items()):
         name = path.removeprefix(f"{SKILLS_DIR}/")

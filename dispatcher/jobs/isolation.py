@@ -13,8 +13,8 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
-from dispatcher import git, gitrefs
 from dispatcher.config import Settings
+from dispatcher.git import cmd, dotgit
 from dispatcher.jobs import workspace
 from dispatcher.jobs.workspace import Workspace
 from dispatcher.process import proc, sandbox
@@ -25,7 +25,7 @@ def env_without_daemon_secrets() -> dict[str, str]:
     """The daemon's environment for a child it starts in a worktree: cleaned of
     ``GIT_*`` redirections (:func:`dispatcher.git.clean_env`) and of every
     ``DISPATCHER_*`` variable, so the token and webhook secrets never reach it."""
-    return {k: v for k, v in git.clean_env().items() if not k.startswith("DISPATCHER_")}
+    return {k: v for k, v in cmd.clean_env().items() if not k.startswith("DISPATCHER_")}
 
 
 def agent_env(
@@ -56,7 +56,7 @@ def sandbox_view(
     """What a job's processes (setup, agent, cleanup) see in the sandbox: the state dir,
     the database and every registered checkout hidden; the worktree, its git dir and its
     ``link:`` targets given back, and ``read_only`` (see dispatcher/process/sandbox.py)."""
-    dirs = gitrefs.git_dirs(worktree)  # from its .git file: no process on the spawn path
+    dirs = dotgit.git_dirs(worktree)  # from its .git file: no process on the spawn path
     git_dir, admin = (dirs.common, dirs.gitdir) if dirs else (None, None)  # None: broken
     return sandbox.job_view(
         state_dir=settings.state_dir, checkouts=checkouts, worktree=worktree, git_dir=git_dir,

@@ -2,7 +2,7 @@
 
 The git work (conflict check with ``merge-tree --write-tree``, building the
 new commit without a worktree, moving the ref by compare-and-swap, refusing a
-dirty checkout) is :func:`dispatcher.git.merge`. This module decides whether a
+dirty checkout) is :func:`dispatcher.git.merge.merge`. This module decides whether a
 job may be merged, records the result, and cleans up after it; at start-up it
 finishes what a crashed daemon's merges left (:func:`recover`) and marks jobs
 merged whose work the target branch already holds (:func:`reconcile`).
@@ -14,9 +14,11 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from dispatcher import faults, git, merge_journal
+from dispatcher import faults
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidState
+from dispatcher.git import journal as merge_journal
+from dispatcher.git import merge, names, refs, worktrees
 from dispatcher.lifecycle import FINISHED, JobState
 from dispatcher.store.database import Store
 from dispatcher.store.models import Job, MergeRequest, Repo, utcnow
@@ -59,14 +61,14 @@ def land(
             details={"state": job.state.value},
         )
     repo_path = Path(repo.path)
-    head = git.branch_head(repo_path, job.branch)
+    head = refs.branch_head(repo_path, job.branch)
     if head is None:
         raise InvalidState(f"job {job.id}: its branch {job.branch} no longer exists")
     if head == job.base_sha:
         raise InvalidState(f"job {job.id} made no commits; nothing to merge (discard it instead)")
-    target = git.validate_branch_name(req.into or job.target_branch)
+    target = names.validate_branch_name(req.into or job.target_branch)
     journal = journal_path(settings, job_id)
-    new = git.merge(
+    new = merge.merge(
         repo_path,
         strategy=req.strategy,
         target_branch=target,
@@ -96,7 +98,7 @@ def land(
             drop(Path(job.worktree))
             job = store.update(job_id, worktree=None)
         if req.delete_branch:
-            git.delete_branch(repo_path, job.branch)
+            worktrees.delete_branch(repo_path, job.branch)
     except DispatcherError as exc:
         log.warning("job %s: cleanup after merge failed: %s", job.id, exc.message)
     how = {"ff": "fast-forwarded", "merge": "merged", "squash": "squashed", "rebase": "rebased"}
@@ -112,7 +114,7 @@ def recover(settings: Settings, store: Store) -> list[Job]:
     """Finish or undo the merges a crashed daemon left under way; the jobs now merged.
 
     Each journal's checkout is put back as it was or as the merge makes it
-    (:func:`dispatcher.git.recover_landing`); a job whose target holds the merge
+    (:func:`dispatcher.git.merge.recover_landing`); a job whose target holds the merge
     result is recorded ``merged``. A journal that cannot be read or acted on is
     moved aside with a log line: it never stops the daemon from starting.
     """
@@ -120,7 +122,7 @@ def recover(settings: Settings, store: Store) -> list[Job]:
     for path in merge_journal.pending(settings.merges_dir):
         try:
             landing = merge_journal.read(path)
-            landed = git.recover_landing(landing)
+            landed = merge.recover_landing(landing)
             if landed:
                 job = _record_recovered(store, landing)
                 if job is not None:
@@ -176,9 +178,9 @@ def reconcile(store: Store) -> list[Job]:
     for (repo_id, target), jobs in groups.items():
         try:
             repo_path = Path(store.repo(repo_id).path)
-            if git.branch_head(repo_path, target) is None:
+            if refs.branch_head(repo_path, target) is None:
                 continue
-            contained = git.branches_merged_into(repo_path, target)
+            contained = refs.branches_merged_into(repo_path, target)
             for job in jobs:
                 if _contained(repo_path, job, target, contained):
                     done = _record_contained(store, job, target)
@@ -197,12 +199,12 @@ def _contained(repo: Path, job: Job, target: str, contained: dict[str, str]) -> 
     head = contained.get(job.branch)
     if head is not None:
         return head != job.base_sha
-    if git.branch_head(repo, job.branch) is not None:
+    if refs.branch_head(repo, job.branch) is not None:
         return False  # the branch exists and its tip is not in the target
     head = job.head_sha
-    if head is None or head == job.base_sha or not git.is_full_sha(head):
+    if head is None or head == job.base_sha or not names.is_full_sha(head):
         return False
-    return git.is_ancestor(repo, head, target)
+    return refs.is_ancestor(repo, head, target)
 
 
 def _record_contained(store: Store, job: Job, target: str) -> Job | None:

@@ -34,9 +34,9 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from dispatcher import git
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
+from dispatcher.git import commits, worktrees
 from dispatcher.store.models import Repo
 
 log = logging.getLogger(__name__)
@@ -48,13 +48,13 @@ def save_released(
     job_id: int,
     exclude: Sequence[str] = (),
     max_file_bytes: int | None = None,
-) -> git.Leftovers:
+) -> commits.Leftovers:
     """Save uncommitted edits in a job's worktree to ``refs/dispatcher/released/<id>``
     before the worktree goes (back to the pool or away); its sha is None if there were
     none. ``exclude``: paths never saved (what the daemon copied or linked in); files over
     ``max_file_bytes`` and force-added ignored files are not saved either (named in the
     result: :func:`left_out_note`)."""
-    return git.snapshot_worktree(
+    return commits.snapshot_worktree(
         worktree,
         released_ref(job_id),
         f"dispatcher: uncommitted changes in job {job_id}'s worktree when released",
@@ -69,7 +69,7 @@ def released_ref(job_id: int) -> str:
     return f"refs/dispatcher/released/{job_id}"
 
 
-def left_out_note(ref: str, done: git.Leftovers) -> str:
+def left_out_note(ref: str, done: commits.Leftovers) -> str:
     """The log line naming what a snapshot at ``ref`` left out ("" if nothing): those
     files are not in any ref and go with the worktree."""
     parts = []
@@ -140,17 +140,17 @@ class WorktreePool:
             return False
         repo_path = Path(repo.path)
         try:
-            git.worktree_move(repo_path, tree, dest)
-            git.recycle_worktree(dest, branch, base, keep=self._keep_for(repo))
+            worktrees.move(repo_path, tree, dest)
+            worktrees.recycle(dest, branch, base, keep=self._keep_for(repo))
         except (DispatcherError, OSError) as exc:
             log.warning(
                 "pool %s: recycling %s failed (%s); making a fresh one", repo.name, tree, exc
             )
             for path in (dest, tree):
                 with contextlib.suppress(DispatcherError, OSError):
-                    git.worktree_remove(repo_path, path)
+                    worktrees.remove(repo_path, path)
             with contextlib.suppress(DispatcherError):
-                git.delete_branch(repo_path, branch)
+                worktrees.delete_branch(repo_path, branch)
             self.fill(repo)
             return False
         # No refill here: the caller calls fill() once its agent runs, so the refill's
@@ -167,7 +167,7 @@ class WorktreePool:
         job_id: int,
         exclude: Sequence[str] = (),
         max_file_bytes: int | None = None,
-    ) -> git.Leftovers | None:
+    ) -> commits.Leftovers | None:
         """Take a job's worktree away from its path now; recycle or remove it later.
 
         Uncommitted edits (made after the job finished) are saved to
@@ -176,22 +176,22 @@ class WorktreePool:
         """
         repo_path = Path(repo.path)
         if not worktree.exists():
-            git.worktree_remove(repo_path, worktree)
+            worktrees.remove(repo_path, worktree)
             return None
-        if not git.worktree_is_valid(worktree, repo_path):
-            git.worktree_remove(repo_path, worktree)  # leftovers are the sweeper's business
+        if not worktrees.is_valid(worktree, repo_path):
+            worktrees.remove(repo_path, worktree)  # leftovers are the sweeper's business
             return None
         saved = save_released(self.settings, worktree, job_id, exclude, max_file_bytes)
-        if git.is_sparse(worktree):  # a partial checkout is no use to the next job
-            git.worktree_remove(repo_path, worktree)
+        if worktrees.is_sparse(worktree):  # a partial checkout is no use to the next job
+            worktrees.remove(repo_path, worktree)
             return saved
         parked = self.root / repo.name / f"released-{uuid.uuid4().hex[:12]}"
         try:
-            git.worktree_move(repo_path, worktree, parked)
-            git.detach_head(parked)  # the job's branch is free (to delete) at once
+            worktrees.move(repo_path, worktree, parked)
+            worktrees.detach_head(parked)  # the job's branch is free (to delete) at once
         except DispatcherError:
             for path in (worktree, parked):
-                git.worktree_remove(repo_path, path)
+                worktrees.remove(repo_path, path)
             return saved
         with self._lock:
             self._busy[repo.name] = self._busy.get(repo.name, 0) + 1
@@ -205,12 +205,12 @@ class WorktreePool:
         displaced: Path | None = None
         try:
             if self.size_for(repo) <= 0:
-                git.worktree_remove(repo_path, tree)
+                worktrees.remove(repo_path, tree)
                 return
-            git.worktree_unlock(repo_path, tree)  # the job's lock came along with the move
-            git.reset_detached(tree, repo.default_branch, keep=self._keep_for(repo))
+            worktrees.unlock(repo_path, tree)  # the job's lock came along with the move
+            worktrees.reset_detached(tree, repo.default_branch, keep=self._keep_for(repo))
             ready = tree.with_name(f"idle-{uuid.uuid4().hex[:12]}")
-            git.worktree_move(repo_path, tree, ready)
+            worktrees.move(repo_path, tree, ready)
             with self._lock:
                 idle = self._idle.setdefault(repo.name, [])
                 idle.append(ready)
@@ -219,13 +219,13 @@ class WorktreePool:
         except (DispatcherError, OSError) as exc:
             log.warning("pool %s: cannot reuse %s (%s); removing it", repo.name, tree, exc)
             with contextlib.suppress(DispatcherError, OSError):
-                git.worktree_remove(repo_path, tree)
+                worktrees.remove(repo_path, tree)
         finally:
             with self._lock:
                 self._busy[repo.name] = max(0, self._busy.get(repo.name, 1) - 1)
         if displaced is not None:  # idle trees are never locked: delete without the lock
             with contextlib.suppress(DispatcherError, OSError):
-                git.worktree_delete_unlocked(repo_path, displaced)
+                worktrees.delete_unlocked(repo_path, displaced)
 
     # ------------------------------------------------------------ fill and refresh
 
@@ -244,7 +244,7 @@ class WorktreePool:
         tree = self.root / repo.name / f"idle-{uuid.uuid4().hex[:12]}"
         try:
             tree.parent.mkdir(parents=True, exist_ok=True)
-            git.worktree_add_detached(Path(repo.path), tree, repo.default_branch)
+            worktrees.add_detached(Path(repo.path), tree, repo.default_branch)
             with self._lock:
                 self._idle.setdefault(repo.name, []).append(tree)
         except (DispatcherError, OSError) as exc:
@@ -264,13 +264,13 @@ class WorktreePool:
                     continue  # taken meanwhile
                 self._idle[repo.name].remove(tree)
             try:
-                git.reset_detached(tree, repo.default_branch, keep=self._keep_for(repo))
+                worktrees.reset_detached(tree, repo.default_branch, keep=self._keep_for(repo))
                 with self._lock:
                     self._idle.setdefault(repo.name, []).append(tree)
             except (DispatcherError, OSError) as exc:
                 log.warning("pool %s: cannot refresh %s (%s); removing it", repo.name, tree, exc)
                 with contextlib.suppress(DispatcherError, OSError):
-                    git.worktree_remove(Path(repo.path), tree)
+                    worktrees.remove(Path(repo.path), tree)
         self.fill(repo)
 
     def forget(self, repo: Repo) -> None:
@@ -279,7 +279,7 @@ class WorktreePool:
             trees = self._idle.pop(repo.name, [])
         for tree in trees:
             with contextlib.suppress(DispatcherError, OSError):
-                git.worktree_remove(Path(repo.path), tree)
+                worktrees.remove(Path(repo.path), tree)
 
     def _adopt(self, repo: Repo) -> None:
         """At start: keep valid idle trees (refreshed), remove anything else found."""
@@ -287,19 +287,21 @@ class WorktreePool:
         repo_path = Path(repo.path)
         if directory.is_dir():
             for tree in sorted(directory.iterdir()):
-                ok = tree.name.startswith("idle-") and git.worktree_is_valid(tree, repo_path)
+                ok = tree.name.startswith("idle-") and worktrees.is_valid(tree, repo_path)
                 try:
                     if ok:
-                        git.worktree_unlock(repo_path, tree)
-                        git.reset_detached(tree, repo.default_branch, keep=self._keep_for(repo))
+                        worktrees.unlock(repo_path, tree)
+                        worktrees.reset_detached(
+                            tree, repo.default_branch, keep=self._keep_for(repo)
+                        )
                         with self._lock:
                             self._idle.setdefault(repo.name, []).append(tree)
                     else:
-                        git.worktree_remove(repo_path, tree)
+                        worktrees.remove(repo_path, tree)
                 except (DispatcherError, OSError) as exc:
                     log.warning("pool %s: dropping %s: %s", repo.name, tree, exc)
                     with contextlib.suppress(DispatcherError, OSError):
-                        git.worktree_remove(repo_path, tree)
+                        worktrees.remove(repo_path, tree)
         self.fill(repo)
 
     # ------------------------------------------------------------ worker

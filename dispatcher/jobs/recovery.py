@@ -19,8 +19,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from dispatcher import git, gitrefs
 from dispatcher.config import Settings
+from dispatcher.git import commits, dotgit, refs, worktrees
 from dispatcher.jobs.cleanup import remove_worktree
 from dispatcher.jobs.files import job_files, note_job, worktree_path
 from dispatcher.jobs.job_cgroups import JobCgroups
@@ -86,11 +86,11 @@ def requeue(settings: Settings, store: Store, job: Job, repo: Repo, reason: str)
     if (
         worktree is not None
         and worktree.is_dir()
-        and not gitrefs.foreign_worktree(worktree, repo_path)
-        and git.worktree_is_valid(worktree)
+        and not dotgit.foreign_worktree(worktree, repo_path)
+        and worktrees.is_valid(worktree)
     ):
         ws = Workspace.model_validate(job.workspace or {})
-        done = git.snapshot_worktree(
+        done = commits.snapshot_worktree(
             worktree,
             ref,
             f"dispatcher: job {job.id} attempt {job.attempt}, interrupted",
@@ -103,14 +103,14 @@ def requeue(settings: Settings, store: Store, job: Job, repo: Repo, reason: str)
         if note := left_out_note(ref, done):
             note_job(settings, job.id, note)
     if saved is None:  # nothing uncommitted: keep the branch's own commits, if any
-        head = git.branch_head(repo_path, job.branch)
+        head = refs.branch_head(repo_path, job.branch)
         if head is not None and head != job.base_sha:
-            git.update_ref(repo_path, ref, head)
+            commits.update_ref(repo_path, ref, head)
             saved = head
     if worktree is not None:
         remove_worktree(repo_path, worktree, job.branch)
     else:
-        git.delete_branch(repo_path, job.branch)
+        worktrees.delete_branch(repo_path, job.branch)
     delay = settings.retry_backoff_seconds * 2 ** (job.attempt - 1)
     where = f"; its work is saved at {ref}" if saved else ""
     store.move(

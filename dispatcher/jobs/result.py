@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from dispatcher import git, gitrefs
 from dispatcher.config import Settings
 from dispatcher.errors import InvalidInput
+from dispatcher.git import commits, dotgit, refs, worktrees
 from dispatcher.jobs.files import note_job
 from dispatcher.jobs.workspace import Workspace
 from dispatcher.lifecycle import JobState
@@ -44,10 +44,10 @@ def collect(settings: Settings, job: Job, repo_path: Path) -> tuple[dict[str, ob
     worktree = Path(job.worktree)
     if not worktree.is_dir():
         raise InvalidInput(f"worktree {worktree} vanished while the agent ran")
-    foreign = gitrefs.foreign_worktree(worktree, repo_path)
+    foreign = dotgit.foreign_worktree(worktree, repo_path)
     if foreign:
         raise InvalidInput(foreign)
-    branch = git.current_branch(worktree)
+    branch = worktrees.current_branch(worktree)
     problem = ""
     if branch == job.branch:
         problem = _commit_leftovers(settings, job, worktree)
@@ -57,10 +57,10 @@ def collect(settings: Settings, job: Job, repo_path: Path) -> tuple[dict[str, ob
             f"the agent left its worktree on {where} instead of {job.branch}; "
             "its uncommitted changes were left in place, not committed"
         )
-    head = git.branch_head(repo_path, job.branch)
+    head = refs.branch_head(repo_path, job.branch)
     if head is None:
         raise InvalidInput(f"the agent deleted its branch {job.branch}")
-    stats = git.branch_stats(repo_path, job.base_sha, head)
+    stats = refs.branch_stats(repo_path, job.base_sha, head)
     fields: dict[str, object] = {
         "head_sha": head,
         "commits_ahead": stats.ahead,
@@ -87,7 +87,7 @@ def _commit_leftovers(settings: Settings, job: Job, worktree: Path) -> str:
         limit_mb = ws.max_leftover_file_mb
         setting = "max-leftover-file-mb in the repo's .dispatcher/triggers.yml"
     limit = ws.max_leftover_bytes(settings.max_leftover_file_mb)
-    done = git.commit_leftovers(
+    done = commits.commit_leftovers(
         worktree,
         f"dispatcher: changes left uncommitted by job {job.id}\n\nPrompt: {first_line}",
         author_name=settings.commit_author_name,

@@ -34,10 +34,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dispatcher import faults, git
+from dispatcher import faults
 from dispatcher.agents import output, profiles
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidInput
+from dispatcher.git import worktrees
 from dispatcher.jobs import budget, invocation, isolation, recovery, report, result, workspace
 from dispatcher.jobs.cleanup import remove_worktree, run_cleanup
 from dispatcher.jobs.files import JobFiles, job_files, note_job, worktree_path
@@ -382,10 +383,10 @@ class Runner:
         reason = f"dispatcher job {job_id}"
         pool = None if job.sparse else self.pool  # a sparse tree is made, never recycled
         if pool is not None and pool.take(repo, worktree, job.branch, job.base_sha):
-            git.worktree_lock(repo_path, worktree, reason, new=True)
+            worktrees.lock(repo_path, worktree, reason, new=True)
             self.note(job_id, "worktree: recycled from the warm pool")
             return
-        git.worktree_add(
+        worktrees.add(
             repo_path, worktree, job.branch, job.base_sha, lock_reason=reason,
             sparse=job.sparse or (),
         )  # fmt: skip
@@ -396,9 +397,9 @@ class Runner:
         """A follow-up continues in its parent's worktree: check it is still there and
         still on the job's branch (the parent's agent may have left it elsewhere)."""
         assert job.id is not None
-        if not git.worktree_is_valid(worktree, repo_path):
+        if not worktrees.is_valid(worktree, repo_path):
             raise InvalidInput(f"the worktree {worktree} of job {job.followup_of} is gone")
-        branch = git.current_branch(worktree)
+        branch = worktrees.current_branch(worktree)
         if branch != job.branch:
             raise InvalidInput(
                 f"the worktree {worktree} is on {branch or 'a detached HEAD'}, not {job.branch}"

@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from dispatcher import git
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, NotFound
+from dispatcher.git import commits, refs, worktrees
 from dispatcher.jobs.cleanup import run_cleanup
 from dispatcher.jobs.files import job_files
 from dispatcher.jobs.pool import left_out_note
@@ -209,12 +209,12 @@ class Sweeper:
             for repo in self.store.repos():
                 repo_path = Path(repo.path)
                 try:
-                    git.common_dir(repo_path)
+                    refs.common_dir(repo_path)
                 except DispatcherError:
                     report.skipped.append(f"{repo.name}: {repo.path} no longer holds a repository")
                     continue
                 try:
-                    git.prune_worktrees(repo_path)
+                    worktrees.prune(repo_path)
                     report.pruned.append(repo.name)
                 except DispatcherError as exc:
                     report.errors.append(f"{repo.name}: git worktree prune: {exc.message}")
@@ -265,9 +265,9 @@ class Sweeper:
                 report.errors.append(f"{repo.name}: orphan {path}: {_describe(exc)}")
 
     def _dispose_orphan(self, repo: Repo, repo_path: Path, path: Path, now: datetime) -> Orphan:
-        if not git.worktree_is_valid(path, repo_path):
+        if not worktrees.is_valid(path, repo_path):
             moved = self._to_lost_found(repo, path, now)
-            git.worktree_remove(repo_path, path)  # drop git's record, if any (path is gone)
+            worktrees.remove(repo_path, path)  # drop git's record, if any (path is gone)
             return Orphan(repo.name, path, moved_to=moved)
         ref = f"{ORPHANS_REF}{ref_component(path.name)}-{stamp(now)}"
         ref = _unused_ref(repo_path, ref)
@@ -276,11 +276,11 @@ class Sweeper:
             f"Path: {path}\n"
         )
         saved, sha = self._save(repo_path, path, ref, message, None)
-        if sha is not None and git.changed_gitlinks(repo_path, sha):
+        if sha is not None and refs.changed_gitlinks(repo_path, sha):
             moved = self._to_lost_found(repo, path, now)
-            git.worktree_remove(repo_path, path)
+            worktrees.remove(repo_path, path)
             return Orphan(repo.name, path, ref=saved, moved_to=moved)
-        git.worktree_remove(repo_path, path)
+        worktrees.remove(repo_path, path)
         return Orphan(repo.name, path, ref=saved)
 
     def _vanished(
@@ -297,13 +297,13 @@ class Sweeper:
                 continue
             path = Path(job.worktree)
             try:
-                if path.exists() and git.worktree_is_valid(path, repo_path):
+                if path.exists() and worktrees.is_valid(path, repo_path):
                     continue
                 fresh = self.store.job(job.id)
                 if fresh.state not in FINISHED or fresh.worktree != job.worktree:
                     continue  # merged, discarded or moved meanwhile
                 moved = self._to_lost_found(repo, path, now) if path.exists() else None
-                git.worktree_remove(repo_path, path)  # drop git's record (path is gone)
+                worktrees.remove(repo_path, path)  # drop git's record (path is gone)
                 self.store.update(job.id, worktree=None, error=fresh.error or VANISHED)
                 job.worktree = None  # retention skips it
                 report.vanished.append(Vanished(job.id, str(path), moved))
@@ -326,7 +326,7 @@ class Sweeper:
         running = [j for j in jobs if j.state is JobState.RUNNING and j.worktree and j.id]
         if not running:
             return
-        entries = {os.path.realpath(w.path): w for w in git.worktree_list(repo_path)}
+        entries = {os.path.realpath(w.path): w for w in worktrees.entries(repo_path)}
         for job in running:
             assert job.worktree is not None and job.id is not None
             path = Path(job.worktree)
@@ -336,7 +336,7 @@ class Sweeper:
             entry = entries.get(os.path.realpath(path))
             if entry is not None and not entry.locked and not entry.prunable:
                 try:
-                    git.worktree_lock(repo_path, path, f"dispatcher job {job.id}")
+                    worktrees.lock(repo_path, path, f"dispatcher job {job.id}")
                     report.locked.append(job.id)
                 except DispatcherError as exc:
                     report.errors.append(f"{repo.name}: job {job.id}: {exc.message}")
@@ -382,9 +382,9 @@ class Sweeper:
         )
         saved, sha = self._save(repo_path, path, f"{RETAINED_REF}{job.id}", message, job.id, ws)
         moved = None
-        if sha is not None and git.changed_gitlinks(repo_path, sha):
+        if sha is not None and refs.changed_gitlinks(repo_path, sha):
             moved = self._to_lost_found(repo, path, now)
-        git.worktree_remove(repo_path, path)
+        worktrees.remove(repo_path, path)
         self.store.update(job.id, worktree=None)
         note = f"worktree removed after {self.retention_hours:g}h; branch {job.branch} is kept"
         if saved:
@@ -414,7 +414,7 @@ class Sweeper:
         daemon's) are named in the job's log (``job_id``), else the daemon log.
         """
         ws = ws or Workspace()
-        done = git.snapshot_worktree(
+        done = commits.snapshot_worktree(
             worktree,
             ref,
             message,
@@ -432,12 +432,12 @@ class Sweeper:
         if sha is not None:
             return ref, sha
         try:
-            head = git.rev_parse(worktree, "HEAD")
+            head = refs.rev_parse(worktree, "HEAD")
         except NotFound:
             return None, None  # unborn: nothing committed, nothing uncommitted
-        if git.is_referenced(repo_path, head):
+        if refs.is_referenced(repo_path, head):
             return None, None
-        git.update_ref(repo_path, ref, head, message)
+        commits.update_ref(repo_path, ref, head, message)
         return ref, None
 
     def _to_lost_found(self, repo: Repo, path: Path, now: datetime) -> Path:
@@ -471,7 +471,7 @@ class Sweeper:
 
 def _unused_ref(repo_path: Path, ref: str) -> str:
     """``ref``, or ``ref-2``, ``ref-3``... if it is taken."""
-    taken = git.for_each_ref(repo_path, ref.rsplit("/", 1)[0] + "/")
+    taken = refs.for_each_ref(repo_path, ref.rsplit("/", 1)[0] + "/")
     candidate, n = ref, 1
     while candidate in taken:
         n += 1

@@ -8,7 +8,7 @@ trigger file (and the trigger that fired), and stored on the job
   ``node_modules``) are copied or symlinked into the new worktree. A path must
   stay inside the repo, also after symlinks are resolved; a missing source or a
   destination that already exists is skipped with a note in the job log. These
-  paths are never committed by the daemon (see :func:`dispatcher.git.commit_leftovers`).
+  paths are never committed by the daemon (see :func:`dispatcher.git.commits.commit_leftovers`).
 * ``setup``: a command (``sh -c``), or a script path in the repo, run in the
   worktree before the agent with the agent's environment, its own timeout, and
   its output at the head of the job log. Failure fails the job at ``preparing``.

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from dispatcher import git
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidState
+from dispatcher.git import worktrees
 from dispatcher.jobs.cleanup import run_cleanup
 from dispatcher.jobs.files import note_job
 from dispatcher.jobs.merge import land, reconcile, recover
@@ -101,7 +101,7 @@ class Control:
             if job.worktree:
                 self._drop_worktree(repo, job.id, Path(job.worktree))
             if job.branch and (repo_path / ".git").exists():
-                git.delete_branch(repo_path, job.branch)
+                worktrees.delete_branch(repo_path, job.branch)
             job = self.store.move(
                 job.id, set(FINISHED) | {JobState.QUEUED}, JobState.DISCARDED,
                 worktree=None, closed_at=utcnow(),
@@ -163,9 +163,9 @@ class Control:
                 repo, worktree, job_id=job_id, exclude=ws.never_commit(), max_file_bytes=limit
             )
         else:
-            if worktree.is_dir() and git.worktree_is_valid(worktree, repo_path):
+            if worktree.is_dir() and worktrees.is_valid(worktree, repo_path):
                 saved = save_released(self.settings, worktree, job_id, ws.never_commit(), limit)
-            git.worktree_remove(repo_path, worktree)
+            worktrees.remove(repo_path, worktree)
         note = left_out_note(released_ref(job_id), saved) if saved else ""
         if note:
             note_job(self.settings, job_id, note)

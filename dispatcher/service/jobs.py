@@ -12,11 +12,12 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from dispatcher import faults, git
+from dispatcher import faults
 from dispatcher.agents import profiles
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidInput, InvalidState
 from dispatcher.events.trigger_files import TriggerFiles
+from dispatcher.git import refs
 from dispatcher.jobs import budget, conventions, workspace
 from dispatcher.jobs.naming import branch_name
 from dispatcher.jobs.workspace import Workspace
@@ -91,8 +92,8 @@ class Jobs:
             target = followup_of.target_branch
         else:
             base_ref = req.base or repo.default_branch
-            base_sha = git.rev_parse(repo_path, base_ref)
-            target = base_ref if git.is_branch(repo_path, base_ref) else None
+            base_sha = refs.rev_parse(repo_path, base_ref)
+            target = base_ref if refs.is_branch(repo_path, base_ref) else None
         if retry_of is not None and retry_of.workspace is not None:
             ws = Workspace.model_validate(retry_of.workspace)
         else:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from dispatcher import git
 from dispatcher.config import Settings
 from dispatcher.errors import InvalidInput, InvalidState
+from dispatcher.git import refs
 from dispatcher.jobs.files import job_files
 from dispatcher.lifecycle import JobState
 from dispatcher.process import logpage
@@ -58,15 +58,15 @@ class Outputs:
     def diff(self, job_id: int) -> DiffPublic:
         job = self.store.job(job_id)
         repo_path = Path(self.store.repo(job.repo_id).path)
-        head = (job.branch and git.branch_head(repo_path, job.branch)) or job.head_sha
+        head = (job.branch and refs.branch_head(repo_path, job.branch)) or job.head_sha
         if head is None:
             raise InvalidState(f"job {job_id} is {job.state.value} and has no commits yet")
         return DiffPublic(
             job=job_id,
             base=job.base_sha,
             head=head,
-            stat=git.diff(repo_path, job.base_sha, head, stat=True),
-            patch=git.diff(repo_path, job.base_sha, head),
+            stat=refs.diff(repo_path, job.base_sha, head, stat=True),
+            patch=refs.diff(repo_path, job.base_sha, head),
         )
 
     def deliveries(self, job_id: int) -> list[DeliveryPublic]:

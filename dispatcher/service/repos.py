@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from dispatcher import git
 from dispatcher.config import Settings
 from dispatcher.errors import AlreadyExists, InvalidInput
 from dispatcher.events.trigger_files import TriggerFiles
+from dispatcher.git import meta, refs, worktrees
 from dispatcher.jobs.pool import WorktreePool
 from dispatcher.jobs.sweeper import worktrees_disk_usage
 from dispatcher.store.database import AlreadyMade, Store
@@ -64,8 +64,8 @@ class Repos:
             raise InvalidInput(f"invalid repo path: {exc}") from None
         if not exists:
             raise InvalidInput(f"path does not exist: {req.path}")
-        top = git.toplevel(raw)
-        if git.common_dir(top).resolve().parent != top.resolve():
+        top = refs.toplevel(raw)
+        if refs.common_dir(top).resolve().parent != top.resolve():
             raise InvalidInput(f"{top} is a linked worktree; register its main checkout instead")
         state_dir = self.settings.state_dir.resolve()
         if top.resolve().is_relative_to(state_dir):
@@ -82,14 +82,14 @@ class Repos:
             raise AlreadyExists(f"a repo named {name!r} is already registered; pass --name")
         forge_name = req.forge_name
         if forge_name is None:
-            origin = git.remote_url(top)
+            origin = meta.remote_url(top)
             forge_name = forge_name_of(origin) if origin else None
         try:
             repo = self.store.add_repo(
                 Repo(
                     name=name,
                     path=str(top),
-                    default_branch=git.default_branch(top),
+                    default_branch=refs.default_branch(top),
                     max_parallel=req.max_parallel,
                     forge_name=forge_name,
                     pool_size=req.pool_size,
@@ -134,7 +134,7 @@ class Repos:
         repo_path = Path(repo.path)
         for job in jobs:
             if job.worktree and (repo_path / ".git").exists():
-                git.worktree_remove(repo_path, Path(job.worktree))
+                worktrees.remove(repo_path, Path(job.worktree))
 
     def _one_public(self, repo: Repo) -> RepoPublic:
         assert repo.id is not None

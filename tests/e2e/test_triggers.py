@@ -703,6 +703,18 @@ def test_gitlab_webhook_token(tdaemon: Daemon, tmp_path: Path, agent: Agent) -> 
     assert prompt_of(job).startswith("Issue ")
 
 
+def test_a_repo_added_without_a_forge_name_takes_its_origin_remotes(
+    tdaemon: Daemon, tmp_path: Path
+) -> None:
+    """Read from the repo's config (GitPython) when the repo is added; no remote, none."""
+    repo = init_repo(tmp_path / "hello")
+    git(repo, "remote", "add", "origin", "git@github.com:Codertocat/Hello-World.git")
+    name = tdaemon.add_repo(repo)
+    assert tdaemon.api.get(f"/repos/{name}").json()["forge_name"] == "Codertocat/Hello-World"
+    plain = tdaemon.add_repo(init_repo(tmp_path / "plain"))
+    assert tdaemon.api.get(f"/repos/{plain}").json()["forge_name"] is None
+
+
 def test_webhook_body_too_large_and_malformed(tdaemon: Daemon) -> None:
     big = b"{" + b" " * (11 * 1024 * 1024) + b"}"
     resp = httpx.post(f"{tdaemon.url}/webhooks/github", content=big,

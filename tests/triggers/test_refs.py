@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from dispatcher.git import refs as git_refs
 from tests.gitutil import commit_file, init_repo
 from tests.gitutil import git as g
 from triggers.events import Event
@@ -28,7 +29,9 @@ def repo(tmp_path: Path) -> Path:
 
 
 def run(repo: Path, last_seen: dict[str, str]) -> tuple[list[Event], dict[str, str]]:
-    return scan(repo_path=repo, repo_name="app", default_branch="main", last_seen=last_seen)
+    return scan(
+        git_refs, repo_path=repo, repo_name="app", default_branch="main", last_seen=last_seen
+    )
 
 
 def summary(events: list[Event]) -> list[tuple[str, str | None, str | None]]:
@@ -44,22 +47,22 @@ def test_snapshot_lists_branches_but_not_job_branches(repo: Path) -> None:
     g(repo, "branch", "dispatcher/job-1")
     g(repo, "branch", "dispatcher/nested/job-2")
     g(repo, "tag", "v1")
-    assert snapshot(repo) == {MAIN: main, "refs/heads/feature": main}
+    assert snapshot(git_refs, repo) == {MAIN: main, "refs/heads/feature": main}
 
 
 def test_snapshot_reads_packed_refs(repo: Path) -> None:
     g(repo, "branch", "feature")
-    before = snapshot(repo)
+    before = snapshot(git_refs, repo)
     g(repo, "pack-refs", "--all")
     assert not (repo / ".git" / "refs" / "heads" / "feature").exists()
-    assert snapshot(repo) == before
+    assert snapshot(git_refs, repo) == before
 
 
 def test_first_scan_is_a_baseline_without_events(repo: Path) -> None:
     g(repo, "branch", "feature")
     events, seen = run(repo, {})
     assert events == []
-    assert seen == snapshot(repo)
+    assert seen == snapshot(git_refs, repo)
 
 
 def test_an_unchanged_repo_makes_no_events(repo: Path) -> None:
@@ -149,11 +152,12 @@ def test_a_vanished_old_tip_still_makes_a_push(repo: Path) -> None:
     """The old tip was force-pushed away and garbage-collected while the daemon was down."""
     gone = "1234567890" * 4
     [push] = diff_refs(
+        git_refs,
         repo_path=repo,
         repo_name="app",
         default_branch="main",
         old={MAIN: gone},
-        new=snapshot(repo),
+        new=snapshot(git_refs, repo),
     )
     assert push.before == gone
     assert push.payload["forced"] is True
@@ -259,6 +263,7 @@ def test_job_branches_never_make_events(repo: Path) -> None:
     # Even when a caller's snapshot includes one.
     job = g(repo, "rev-parse", "HEAD")
     events = diff_refs(
+        git_refs,
         repo_path=repo,
         repo_name="app",
         default_branch="main",

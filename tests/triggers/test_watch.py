@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from dispatcher.errors import InvalidInput
+from dispatcher.git.refs import common_dir
 from tests.gitutil import commit_file, init_repo
 from tests.gitutil import git as g
 from triggers.watch import Debouncer, RepoWatcher
@@ -228,7 +229,7 @@ def make_watcher(rec: Recorder) -> Iterator[Callable[..., RepoWatcher]]:
     def make(**kwargs: object) -> RepoWatcher:
         options: dict[str, object] = {"ref_quiet": 0.05, "file_quiet": 0.1, "poll_interval": None}
         options.update(kwargs)
-        w = RepoWatcher(rec.on_refs, rec.on_files, **options)  # type: ignore[arg-type]
+        w = RepoWatcher(rec.on_refs, rec.on_files, git_dir=common_dir, **options)  # type: ignore[arg-type]
         made.append(w)
         return w
 

@@ -1,6 +1,6 @@
 """The journal of a merge under way: what a restart needs to finish or undo it.
 
-:func:`dispatcher.git.merge` writes one small JSON file (fsynced) before it
+:func:`dispatcher.git.merge.merge` writes one small JSON file (fsynced) before it
 moves a target branch, and the caller removes it once the job records the
 merge. A daemon that starts and finds one knows a merge was cut short: which
 checkout it was updating, from which commit to which, and the nonce that

@@ -1,4 +1,4 @@
-"""dispatcher.gitrefs reads refs from files; every answer it gives must be git's.
+"""dispatcher.git.dotgit reads refs from files; every answer it gives must be git's.
 
 Each test builds a real repository state and compares the file reader with
 git's own answer; where the reader is not sure it must say so (known=False),
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher import git, gitrefs
+from dispatcher.git import dotgit, names, refs, worktrees
 from tests.gitutil import commit_file, init_repo
 from tests.gitutil import git as g
 
@@ -27,7 +27,7 @@ def git_ref(repo: Path, ref: str) -> str | None:
 
 
 def assert_same_as_git(path: Path, ref: str) -> None:
-    known, sha = gitrefs.read_ref(path, ref)
+    known, sha = dotgit.read_ref(path, ref)
     assert known, f"{ref} should be readable from files"
     assert sha == git_ref(path, ref)
 
@@ -41,46 +41,46 @@ def test_loose_packed_and_missing_refs_agree_with_git(repo: Path) -> None:
     assert not (repo / ".git/refs/heads/main").exists()
     assert_same_as_git(repo, "refs/heads/main")
     second = commit_file(repo, "b.txt", "b\n")  # loose again, newer than the packed line
-    assert gitrefs.read_ref(repo, "refs/heads/main") == (True, second)
-    assert gitrefs.read_ref(repo, "refs/heads/feature/x") == (True, first)
-    assert gitrefs.read_ref(repo, "refs/heads/missing") == (True, None)
+    assert dotgit.read_ref(repo, "refs/heads/main") == (True, second)
+    assert dotgit.read_ref(repo, "refs/heads/feature/x") == (True, first)
+    assert dotgit.read_ref(repo, "refs/heads/missing") == (True, None)
     g(repo, "branch", "-D", "feature/x")  # deleted from packed-refs too
-    assert gitrefs.read_ref(repo, "refs/heads/feature/x") == (True, None)
+    assert dotgit.read_ref(repo, "refs/heads/feature/x") == (True, None)
 
 
 def test_linked_worktree_reads_the_shared_refs_and_its_own_head(repo: Path, tmp_path: Path) -> None:
     tree = tmp_path / "wt"
     g(repo, "worktree", "add", "-q", "-b", "job", str(tree))
-    assert gitrefs.head_branch(tree) == (True, "job")
-    assert gitrefs.head_branch(repo) == (True, "main")
+    assert dotgit.head_branch(tree) == (True, "job")
+    assert dotgit.head_branch(repo) == (True, "main")
     sha = commit_file(tree, "c.txt", "c\n")
-    assert gitrefs.read_ref(repo, "refs/heads/job") == (True, sha)
-    assert gitrefs.read_ref(tree, "refs/heads/job") == (True, sha)
+    assert dotgit.read_ref(repo, "refs/heads/job") == (True, sha)
+    assert dotgit.read_ref(tree, "refs/heads/job") == (True, sha)
     g(tree, "checkout", "-q", "--detach")
-    assert gitrefs.head_branch(tree) == (True, None)
-    assert git.current_branch(tree) is None
+    assert dotgit.head_branch(tree) == (True, None)
+    assert worktrees.current_branch(tree) is None
 
 
 def test_plain_names_resolve_like_git_or_defer(repo: Path) -> None:
     main = g(repo, "rev-parse", "main")
-    assert gitrefs.resolve_branch_name(repo, "main") == (True, main)
+    assert dotgit.resolve_branch_name(repo, "main") == (True, main)
     # A tag of the same name wins in git's lookup order: the reader must defer.
     second = commit_file(repo, "b.txt", "b\n")
     g(repo, "tag", "main", main)
-    assert gitrefs.resolve_branch_name(repo, "main") == (False, None)
-    assert git.rev_parse(repo, "main") == g(repo, "rev-parse", "main^{commit}")
+    assert dotgit.resolve_branch_name(repo, "main") == (False, None)
+    assert refs.rev_parse(repo, "main") == g(repo, "rev-parse", "main^{commit}")
     # So does refs/<name> and a file in the git dir of that name.
     g(repo, "update-ref", "refs/side", main)
     g(repo, "branch", "side", main)
-    assert gitrefs.resolve_branch_name(repo, "side") == (False, None)
+    assert dotgit.resolve_branch_name(repo, "side") == (False, None)
     g(repo, "branch", "ORIG", second)  # the file in the git dir wins over the branch
     (repo / ".git" / "ORIG").write_text(main + "\n")
-    assert gitrefs.resolve_branch_name(repo, "ORIG") == (False, None)
-    assert git.rev_parse(repo, "ORIG") == main
+    assert dotgit.resolve_branch_name(repo, "ORIG") == (False, None)
+    assert refs.rev_parse(repo, "ORIG") == main
     # Unknown names and paths are never answered from files.
-    assert gitrefs.resolve_branch_name(repo, "nope") == (False, None)
-    assert gitrefs.resolve_branch_name(repo, "refs/heads/main")[0] is False
-    assert gitrefs.resolve_branch_name(repo, "../main")[0] is False
+    assert dotgit.resolve_branch_name(repo, "nope") == (False, None)
+    assert dotgit.resolve_branch_name(repo, "refs/heads/main")[0] is False
+    assert dotgit.resolve_branch_name(repo, "../main")[0] is False
 
 
 @pytest.mark.parametrize(
@@ -102,7 +102,7 @@ def test_reader_defers_to_git_when_files_are_not_plain(repo: Path, setup: str) -
         ref = "refs/heads/only-packed"
     elif setup == "no-git":
         (repo / ".git").rename(repo / "moved.git")
-    assert gitrefs.read_ref(repo, ref) == (False, None)
+    assert dotgit.read_ref(repo, ref) == (False, None)
 
 
 def test_git_module_answers_match_git_with_and_without_the_reader(repo: Path) -> None:
@@ -110,9 +110,9 @@ def test_git_module_answers_match_git_with_and_without_the_reader(repo: Path) ->
     g(repo, "pack-refs", "--all")
     g(repo, "tag", "v1")
     for name in ("main", "other", "v1", "HEAD"):
-        assert git.rev_parse(repo, name) == g(repo, "rev-parse", f"{name}^{{commit}}")
-    assert git.branch_head(repo, "other") == g(repo, "rev-parse", "other")
-    assert git.branch_head(repo, "gone") is None
+        assert refs.rev_parse(repo, name) == g(repo, "rev-parse", f"{name}^{{commit}}")
+    assert refs.branch_head(repo, "other") == g(repo, "rev-parse", "other")
+    assert refs.branch_head(repo, "gone") is None
 
 
 @pytest.mark.parametrize(
@@ -120,7 +120,7 @@ def test_git_module_answers_match_git_with_and_without_the_reader(repo: Path) ->
     ["dispatcher/12-fix-the-bug", "a", "x_y/z-", "A/B/C", "job-", "9/8"],
 )
 def test_plain_branch_names_skip_git_and_git_agrees(name: str, repo: Path) -> None:
-    git._git_accepts_branch.cache_clear()
-    assert git._PLAIN_BRANCH.fullmatch(name)
-    assert git.validate_branch_name(name) == name
+    names._git_accepts_branch.cache_clear()
+    assert names._PLAIN_BRANCH.fullmatch(name)
+    assert names.validate_branch_name(name) == name
     g(repo, "check-ref-format", "--branch", name)  # git accepts it too

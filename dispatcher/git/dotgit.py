@@ -1,7 +1,7 @@
 """Read refs and HEAD straight from a repository's files, without starting git.
 
 Starting a git process costs about 2 ms of CPU (PERF.md); a job's hot path
-reads a handful of refs, so :mod:`dispatcher.git` asks here first. Every
+reads a handful of refs, so the git package asks here first. Every
 function answers only when the files give a certain answer and returns None
 otherwise, and the caller then asks git itself. Formats read (documented in
 gitrepository-layout(5)):

@@ -1,0 +1,455 @@
+"""The worktree lifecycle: add, lock, check, recycle, move and remove linked worktrees.
+
+Git's own worktree commands on one repository run one at a time (they race
+inside git otherwise); checkouts run in parallel outside that lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+import stat
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from dispatcher.errors import (
+    AlreadyExists,
+    GitError,
+    InvalidInput,
+    InvalidState,
+    NotFound,
+    RefMoved,
+)
+from dispatcher.git import cmd, dotgit
+from dispatcher.git.names import check_rev, is_full_sha, validate_branch_name
+from dispatcher.git.refs import branch_head, common_dir, rev_parse
+from dispatcher.paths import inside_repo
+
+_ZERO_OID = "0" * 40
+# Parallel checkout (one worker per core) halves a big checkout on slow disks
+# (PERF.md), but on a small tree its worker processes double the CPU cost
+# (100 files: 31 ms -> 66 ms, measured by bench/throughput.py's profile); git
+# checks out serially below the threshold.
+_PARALLEL_CHECKOUT = ("-c", "checkout.workers=0", "-c", "checkout.thresholdForParallelism=1000")
+
+
+# Concurrent worktree commands on one repository race inside git (a `worktree
+# list` reading a half-made `.git/worktrees/<id>` fails with "failed to read
+# commondir"), so the daemon's own ones run one at a time per repository.
+_ADMIN_LOCKS: dict[str, threading.RLock] = {}
+_ADMIN_LOCKS_GUARD = threading.Lock()
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _admin_lock(repo: Path) -> threading.RLock:
+    """The lock of ``repo``'s worktree records (one per repository, re-entrant)."""
+    key = os.path.realpath(repo)
+    with _ADMIN_LOCKS_GUARD:
+        return _ADMIN_LOCKS.setdefault(key, threading.RLock())
+
+
+def _serialized(fn: _F) -> _F:
+    """Run ``fn(repo, ...)`` holding the lock of ``repo``'s worktree records."""
+
+    @functools.wraps(fn)
+    def wrapper(repo: Path, *args: Any, **kwargs: Any) -> Any:
+        with _admin_lock(repo):
+            return fn(repo, *args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class WorktreeInfo:
+    """One entry of ``git worktree list``."""
+
+    path: Path
+    head: str | None  # None for a bare repo or an unborn branch
+    branch: str | None  # short name, e.g. "main"; None if detached
+    locked: bool
+    prunable: bool
+    bare: bool
+
+
+@_serialized
+def entries(repo: Path) -> list[WorktreeInfo]:
+    """Every worktree of ``repo``, the main one first (``git worktree list --porcelain -z``)."""
+    out = cmd.run(["worktree", "list", "--porcelain", "-z"], repo).stdout
+    infos = []
+    for block in out.split("\0\0"):
+        attrs: dict[str, str] = {}
+        for line in block.split("\0"):
+            if line:
+                key, _, value = line.partition(" ")
+                attrs[key] = value
+        if "worktree" not in attrs:
+            continue
+        head = attrs.get("HEAD")
+        branch = attrs.get("branch")
+        infos.append(
+            WorktreeInfo(
+                path=Path(attrs["worktree"]),
+                head=None if head in (None, _ZERO_OID) else head,
+                branch=branch.removeprefix("refs/heads/") if branch else None,
+                locked="locked" in attrs,
+                prunable="prunable" in attrs,
+                bare="bare" in attrs,
+            )
+        )
+    return infos
+
+
+def _same_path(a: Path, b: Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _find_worktree(repo: Path, path: Path) -> tuple[int, WorktreeInfo] | None:
+    """(index in the list, entry) of the worktree at ``path``; index 0 is the main one."""
+    for index, info in enumerate(entries(repo)):
+        if _same_path(info.path, path):
+            return index, info
+    return None
+
+
+def checked_out_in(repo: Path, branch: str) -> WorktreeInfo | None:
+    """The worktree (main checkout or linked) that has ``branch`` checked out, if any.
+
+    A prunable entry (its directory is gone) does not count.
+    """
+    validate_branch_name(branch)
+    for info in entries(repo):
+        if info.branch == branch and not info.bare and not info.prunable:
+            return info
+    return None
+
+
+def add(
+    repo: Path,
+    path: Path,
+    branch: str,
+    base: str,
+    *,
+    lock_reason: str | None = None,
+    sparse: Sequence[str] = (),
+) -> None:
+    """Create worktree ``path`` on a new ``branch`` starting at ``base``, locked
+    (``git worktree lock``) with ``lock_reason`` when given, in the same command.
+
+    ``sparse``: check out only these directories (and the files at the top level),
+    git's cone-mode sparse checkout. Git turns on ``extensions.worktreeConfig`` in
+    the repository for it, so the setting stays in this worktree alone.
+
+    ``path`` must not exist or be an empty directory. On any failure nothing is
+    left behind: no directory, no worktree entry, no branch.
+    """
+    validate_branch_name(branch)
+    for item in sparse:
+        inside_repo(item)
+    # A full sha was resolved by the caller; if its commit is missing, `add` says so.
+    sha = base if is_full_sha(base) else rev_parse(repo, base)
+    path = Path(os.path.abspath(path))
+    existed = path.exists()
+    if existed and (not path.is_dir() or any(path.iterdir())):
+        raise InvalidInput(f"worktree path exists and is not empty: {path}")
+    if branch_head(repo, branch) is not None:
+        raise AlreadyExists(f"branch already exists: {branch!r}")
+    locking = ["--lock", "--reason", lock_reason] if lock_reason is not None else []
+    _add_then_checkout(
+        repo, path, ["-b", branch, *locking], sha, branch, keep_dir=existed, sparse=sparse
+    )
+
+
+def add_detached(repo: Path, path: Path, rev: str) -> str:
+    """Create worktree ``path`` with a detached HEAD at ``rev``; returns the commit sha.
+
+    For short-lived checkouts (trigger checks). Leaves nothing behind on failure.
+    """
+    sha = rev_parse(repo, rev)
+    path = Path(os.path.abspath(path))
+    if path.exists():
+        raise InvalidInput(f"worktree path exists: {path}")
+    _add_then_checkout(repo, path, ["--detach"], sha, None, keep_dir=False)
+    return sha
+
+
+def _add_then_checkout(
+    repo: Path,
+    path: Path,
+    options: list[str],
+    sha: str,
+    branch: str | None,
+    *,
+    keep_dir: bool,
+    sparse: Sequence[str] = (),
+) -> None:
+    """``git worktree add`` in two steps, so that checkouts in one repository run in
+    parallel: the worktree record with ``--no-checkout`` (about 5 ms) under the
+    repository's worktree lock, then ``checkout -f`` inside the new tree (the files:
+    most of the time) without it. Concurrent adds on 2 cores: 24 ms -> 11 ms a tree.
+    The ``post-checkout`` hook runs in the second step, as it would in a plain add.
+    """
+    try:
+        with _admin_lock(repo):
+            cmd.run(
+                ["worktree", "add", "-q", "--no-checkout", *options,
+                 "--end-of-options", str(path), sha],
+                repo,
+            )  # fmt: skip
+        if sparse:  # paths on stdin: never in an option position
+            cmd.run(["sparse-checkout", "set", "--cone", "--stdin"], path, input="\n".join(sparse))
+        cmd.run([*_PARALLEL_CHECKOUT, "checkout", "-f", "-q"], path)
+    except BaseException:
+        with _admin_lock(repo):
+            _undo_add(repo, path, branch, sha, keep_dir=keep_dir)
+        raise
+
+
+def _undo_add(repo: Path, path: Path, branch: str | None, sha: str, *, keep_dir: bool) -> None:
+    """Best-effort cleanup of a failed :func:`add`."""
+    with contextlib.suppress(Exception):
+        # Works on a half-made entry too: locked ("initializing") or with no directory.
+        cmd.run(["worktree", "remove", "--force", "--force", str(path)], repo, check=False)
+    with contextlib.suppress(OSError):
+        _rmtree(path)
+        if keep_dir:
+            path.mkdir(exist_ok=True)
+    with contextlib.suppress(Exception):
+        cmd.run(["worktree", "prune"], repo, check=False)
+        if branch is not None and branch_head(repo, branch) == sha:
+            cmd.run(["update-ref", "-d", f"refs/heads/{branch}", sha], repo, check=False)
+
+
+def _rmtree(path: Path) -> None:
+    """``rm -rf path``, read-only directories included (tools such as Go make them)."""
+
+    def make_writable_and_retry(func: Callable[..., object], name: str, exc: BaseException) -> None:
+        if func not in (os.rmdir, os.unlink) or not isinstance(exc, PermissionError):
+            raise exc
+        parent = os.path.dirname(name)
+        os.chmod(parent, os.stat(parent).st_mode | stat.S_IWUSR | stat.S_IXUSR)
+        func(name)
+
+    if sys.version_info >= (3, 12):
+        shutil.rmtree(path, onexc=make_writable_and_retry)
+    else:
+        shutil.rmtree(path, onerror=lambda f, n, e: make_writable_and_retry(f, n, e[1]))
+
+
+@_serialized
+def remove(repo: Path, path: Path) -> None:
+    """Remove the linked worktree at ``path``, dirty or locked; a no-op when already gone.
+
+    The directory is deleted only if git knows it as a linked worktree of
+    ``repo`` or it still holds a ``.git`` file (a leftover linked worktree):
+    an arbitrary directory is never deleted. The main worktree is refused.
+    """
+    path = Path(os.path.abspath(path))
+    found = _find_worktree(repo, path)
+    if found is not None and found[0] == 0:
+        raise InvalidInput(f"refusing to remove the main worktree: {path}")
+    if found is not None:
+        cmd.run(["worktree", "remove", "--force", "--force", str(path)], repo, check=False)
+    if (found is not None or _is_leftover_worktree(repo, path)) and path.exists():
+        _rmtree(path)
+    if found is not None and found[1].locked and _find_worktree(repo, path) is not None:
+        cmd.run(["worktree", "unlock", str(path)], repo, check=False)
+    prune(repo)
+
+
+def _is_leftover_worktree(repo: Path, path: Path) -> bool:
+    """True if ``path`` has a ``.git`` file pointing into ``repo``'s worktree records."""
+    dirs = dotgit.git_dirs(path)
+    if dirs is None or (path / ".git").is_dir():
+        return False
+    records = os.path.realpath(common_dir(repo) / "worktrees")
+    return os.path.realpath(dirs.gitdir).startswith(records + os.sep)
+
+
+@_serialized
+def lock(repo: Path, path: Path, reason: str, *, new: bool = False) -> None:
+    """Lock the worktree at ``path`` so that prune never removes it; no-op if locked.
+
+    ``new=True``: the caller just made (or moved) it unlocked, so skip the lookup.
+    """
+    if not new:
+        found = _find_worktree(repo, path)
+        if found is None:
+            raise NotFound(f"not a worktree of {repo}: {path}")
+        if found[1].locked:
+            return
+    cmd.run(["worktree", "lock", "--reason", reason, "--end-of-options", str(path)], repo)
+
+
+@_serialized
+def unlock(repo: Path, path: Path) -> None:
+    """Unlock the worktree at ``path``; no-op if it is not locked or not registered."""
+    found = _find_worktree(repo, path)
+    if found is not None and found[1].locked:
+        cmd.run(["worktree", "unlock", "--end-of-options", str(path)], repo)
+
+
+@_serialized
+def prune(repo: Path) -> None:
+    """Drop git's records of worktrees whose directories are gone (unless locked)."""
+    cmd.run(["worktree", "prune"], repo)
+
+
+def delete_branch(repo: Path, branch: str, expected: str | None = None) -> None:
+    """Delete ``branch`` (only if it is at ``expected`` when given); no-op if missing.
+
+    Raises InvalidState if the branch is checked out in any worktree and
+    RefMoved if it is not at ``expected``.
+    """
+    validate_branch_name(branch)
+    where = checked_out_in(repo, branch)
+    if where is not None:
+        raise InvalidState(f"branch {branch!r} is checked out at {where.path}; not deleted")
+    args = ["update-ref", "-d", "--end-of-options", f"refs/heads/{branch}"]
+    if expected is not None:
+        args.append(check_rev(expected))
+    result = cmd.run(args, repo, check=False)
+    if result.returncode == 0:
+        return
+    current = branch_head(repo, branch)
+    if current is None:
+        return
+    if expected is not None:
+        raise RefMoved(f"branch {branch!r} is at {current[:12]}, not {expected[:12]}; not deleted")
+    raise GitError(cmd.failure(result))
+
+
+def is_valid(worktree: Path, repo: Path | None = None) -> bool:
+    """True if ``worktree`` is a healthy linked worktree (of ``repo``, when given).
+
+    Its ``.git`` must be a ``gitdir:`` file naming an existing directory whose
+    ``gitdir`` file points back at this worktree, and git must accept the
+    worktree as the top of its own checkout. A missing or garbled ``.git``
+    file, a pruned or reused record, or a main checkout (``.git`` directory)
+    all answer False. Never raises for a broken worktree.
+    """
+    worktree = Path(os.path.abspath(worktree))
+    dot_git = worktree / ".git"
+    try:
+        if not dot_git.is_file() or dot_git.is_symlink():
+            return False
+        text = dot_git.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not text.startswith("gitdir:"):
+        return False
+    gitdir = worktree / text.removeprefix("gitdir:").strip()  # absolute or relative
+    try:
+        back = (gitdir / "gitdir").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return False
+    if not _same_path(gitdir / back, dot_git):
+        return False
+    try:
+        result = cmd.run(
+            ["rev-parse", "--path-format=absolute", "--show-toplevel", "--git-common-dir"],
+            worktree,
+            check=False,
+        )
+    except (GitError, NotFound):
+        return False
+    lines = result.stdout.splitlines()
+    if result.returncode != 0 or len(lines) != 2 or not _same_path(Path(lines[0]), worktree):
+        return False
+    if repo is None:
+        return True
+    try:
+        return _same_path(Path(lines[1]), common_dir(repo))
+    except (InvalidInput, NotFound):
+        return False
+
+
+@_serialized
+def move(repo: Path, src: Path, dst: Path) -> None:
+    """``git worktree move``: rename a linked worktree (locked or not); ``dst`` must not exist."""
+    dst = Path(os.path.abspath(dst))
+    if dst.exists():
+        raise InvalidInput(f"worktree destination exists: {dst}")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    cmd.run(
+        ["worktree", "move", "--force", "--force", "--end-of-options",
+         str(Path(os.path.abspath(src))), str(dst)],
+        repo,
+    )  # fmt: skip
+
+
+def _clean_args(keep: Sequence[str]) -> list[str]:
+    args = ["clean", "-ffdxq"]  # -ff: nested repositories too; -x: ignored files too
+    for name in keep:
+        inside_repo(name)
+        args += ["-e", f"/{name.strip('/')}/"]  # anchored: only that top-level directory
+    return args
+
+
+def recycle(worktree: Path, branch: str, base: str, *, keep: Sequence[str] = ()) -> None:
+    """Turn a used worktree into a fresh checkout of ``base`` on the new ``branch``.
+
+    ``checkout -f -B`` resets index and tracked files to ``base`` and ``clean -ffdx``
+    removes every untracked and ignored file, except the top-level directories
+    named in ``keep`` (dependency installs worth reusing: node_modules, .venv).
+    Costs only what differs between the old and the new commit.
+    """
+    validate_branch_name(branch)
+    # Two git processes on the spawn path: a full sha needs no rev-parse, and
+    # `checkout -b` itself refuses a branch that exists (never resets one).
+    sha = base if is_full_sha(base) else rev_parse(worktree, base)
+    result = cmd.run(["checkout", "-q", "-f", "-b", branch, sha, "--"], worktree, check=False)
+    if result.returncode != 0:
+        if branch_head(worktree, branch) is not None:
+            raise AlreadyExists(f"branch already exists: {branch!r}")
+        raise GitError(cmd.failure(result))
+    cmd.run(_clean_args(keep), worktree)
+
+
+def detach_head(worktree: Path) -> None:
+    """Detach the worktree's HEAD where it is (writes HEAD only: instant), freeing its branch."""
+    sha = cmd.run(["rev-parse", "--verify", "HEAD^{commit}"], worktree).stdout.strip()
+    cmd.run(["update-ref", "--no-deref", "-m", "dispatcher: released", "HEAD", sha], worktree)
+
+
+def reset_detached(worktree: Path, rev: str, *, keep: Sequence[str] = ()) -> None:
+    """Detach ``worktree`` at ``rev`` and remove every file not in that commit (but ``keep``)."""
+    sha = rev_parse(worktree, rev)
+    cmd.run(["checkout", "-q", "-f", "--detach", sha, "--"], worktree)
+    cmd.run(_clean_args(keep), worktree)
+
+
+def is_sparse(worktree: Path) -> bool:
+    """True if ``worktree`` has a sparse checkout (``git sparse-checkout set`` was run in it)."""
+    dirs = dotgit.git_dirs(worktree)
+    return dirs is not None and (dirs.gitdir / "info" / "sparse-checkout").is_file()
+
+
+def current_branch(worktree: Path) -> str | None:
+    """The branch checked out in ``worktree``, or None when its HEAD is detached.
+
+    One git process whatever the number of worktrees (unlike ``worktree list``).
+    Raises :class:`GitError` when ``worktree`` is not a working linked worktree.
+    """
+    if not (worktree / ".git").is_file():
+        raise InvalidInput(f"not a linked worktree (no .git file): {worktree}")
+    head = dotgit.head_branch(worktree)
+    if head is not None:
+        return head[1]
+    result = cmd.answer(["symbolic-ref", "--quiet", "--short", "HEAD"], worktree)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def delete_unlocked(repo: Path, path: Path) -> None:
+    """Remove an unlocked, unneeded linked worktree without holding the repository's
+    worktree lock while its files are deleted (that can take seconds): delete the
+    directory first, then let a quick ``git worktree prune`` drop the record."""
+    path = Path(os.path.abspath(path))
+    if path.exists() and _is_leftover_worktree(repo, path):
+        _rmtree(path)
+    prune(repo)
