@@ -62,3 +62,53 @@ def test_tests_named_in_the_readme_exist() -> None:
             assert re.search(rf"^def {name}\(", current.read_text(), re.M), f"{current}::{name}"
             named += 1
     assert named >= 15
+
+
+def _named_paths(text: str) -> set[str]:
+    """Modules (``dispatcher/git/merge.py``) and folders (``tests/e2e/``) of this tree."""
+    import re
+
+    tree = r"(?<![\w/.])((?:dispatcher|triggers|tests|bench)/(?:[\w/.-]*\.py\b|[\w/]*/(?![\w.])))"
+    return set(re.findall(tree, text))
+
+
+def test_paths_named_in_the_docs_exist() -> None:
+    """A path the README or docs/*.md names (``dispatcher/git/merge.py``) is in the tree."""
+    built = {"dispatcher/_migrations"}  # made inside the wheel from migrations/
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for path in _named_paths(doc.read_text()) - built:
+            assert (ROOT / path).exists(), f"{doc.name} names {path}, which does not exist"
+
+
+def _map_of_modules(text: str) -> set[str]:
+    """The modules in the first code block of docs/design.md's "Architecture": a tree
+    of ``name/`` and ``name.py`` lines, two spaces of indent per level."""
+    block = text.split("## Architecture", 1)[1].split("```", 2)[1]
+    stack: list[str] = []
+    modules: set[str] = set()
+    for line in block.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        depth = (len(line) - len(line.lstrip(" "))) // 2
+        names = line.strip().split("  ")[0]  # "a.py, b.py" lists several modules of one folder
+        del stack[depth:]
+        for name in (n.strip() for n in names.split(",")):
+            if name.endswith("/"):
+                stack.append(name.rstrip("/"))
+            elif name.endswith(".py"):
+                modules.add("/".join([*stack, name]))
+    return modules
+
+
+def test_the_architecture_map_names_every_module() -> None:
+    """docs/design.md draws the tree: every module of dispatcher/ and triggers/ is on it,
+    in its folder, and nothing on it is gone from the tree."""
+    drawn = _map_of_modules((ROOT / "docs" / "design.md").read_text())
+    actual = {
+        str(module.relative_to(ROOT))
+        for pkg in ("dispatcher", "triggers")
+        for module in (ROOT / pkg).rglob("*.py")
+        if module.name not in {"__init__.py", "__main__.py"}
+    }
+    assert not actual - drawn, f"not on the map: {sorted(actual - drawn)}"
+    assert not drawn - actual, f"on the map but not in the tree: {sorted(drawn - actual)}"

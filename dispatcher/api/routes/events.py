@@ -1,3 +1,5 @@
+"""Routes of events: post one (for a CI system or a bot), list and show them, a repo's triggers."""
+
 from __future__ import annotations
 
 from typing import Annotated

@@ -1,3 +1,5 @@
+"""The open liveness route: the daemon's version and state, with no token."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter

@@ -1,3 +1,5 @@
+"""The review inbox: finished jobs with commits, waiting for a person to merge or discard."""
+
 from __future__ import annotations
 
 from typing import Annotated

@@ -1,3 +1,5 @@
+"""Routes of jobs: create, list, show, log (paged or followed over SSE), diff, and the actions."""
+
 from __future__ import annotations
 
 import asyncio

@@ -1,3 +1,5 @@
+"""Routes of repos: register, list, show (with trigger errors), unregister; file an issue."""
+
 from __future__ import annotations
 
 from fastapi import APIRouter, status
