@@ -14,9 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,20 +22,9 @@ from typing import Any
 import httpx
 
 from bench.common import Ctx
+from tests.daemonproc import TERMINAL, dispatcher_argv, free_port
 
 TICK = os.sysconf("SC_CLK_TCK")
-TERMINAL = {"succeeded", "failed", "timed_out", "canceled", "merged", "discarded"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def dispatcher_argv() -> list[str]:
-    script = Path(sys.executable).parent / "dispatcher"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "dispatcher.cli"]
 
 
 def _children_map() -> dict[int, list[tuple[int, str]]]:
