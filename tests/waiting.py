@@ -1,6 +1,6 @@
 """Wait in a test until a condition holds: one polling loop, failing with what it awaited.
 
-Standard library only: `bench/` imports it too, and must not need pytest.
+Standard library only: ``bench/`` imports it too, and must not need pytest.
 """
 
 from __future__ import annotations
