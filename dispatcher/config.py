@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     watch_files: bool = True  # watchdog on working copies for file_change triggers
     ref_poll_seconds: float = Field(default=30, gt=0)  # full ref rescan even without a hint
     check_workers: int = Field(default=2, ge=1)  # trigger checks running at once
+    # A schedule's fire time missed by more than this (machine asleep, daemon stopped or
+    # busy) is dropped, not caught up; None: caught up however late. Missed ones coalesce.
+    schedule_grace_seconds: float | None = Field(default=None, gt=0)
 
     # Speed: idle worktrees kept checked out per repo, so agents start without a checkout.
     pool_size: int = Field(default=2, ge=0, le=64)  # 0 disables the pool

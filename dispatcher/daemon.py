@@ -33,6 +33,7 @@ def configure_logging(settings: Settings) -> None:
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per job added/removed
 
 
 def load_or_create_token(settings: Settings) -> str:
@@ -120,6 +121,8 @@ def _server_class() -> type:
 
         @contextlib.contextmanager
         def capture_signals(self) -> Generator[None, None, None]:
+            # uvicorn.Server.serve runs inside this; uvicorn's own version ends by
+            # re-raising the signals it caught, ours does not.
             if threading.current_thread() is not threading.main_thread():
                 yield
                 return
@@ -160,37 +163,38 @@ def serve(settings: Settings) -> None:
         token = load_or_create_token(settings)
         check_exposure(settings, token)
         store = Store(settings.db_url)
-        trigger_files: list[TriggerFiles] = []  # the service's, once it exists
+        trigger_files = TriggerFiles(store)
 
         def keep_for(repo: Repo) -> list[str]:
-            active = trigger_files[0].active(repo.id) if trigger_files and repo.id else None
+            active = trigger_files.active(repo.id) if repo.id else None
             return list(active.keep) if active else []
 
         wanted = settings.pool_size > 0 or any(r.pool_size for r in store.repos())
         pool = WorktreePool(settings, store.repos, keep_for) if wanted else None
         runner = Runner(settings, store, pool)
-        service = Service(settings, store, runner)
-        trigger_files.append(service.trigger_files)
-        service.pool = pool
-        sources = Sources(settings, store, service, on_default_moved=pool.refresh if pool else None)
-        service.listener = sources
-        from dispatcher.notify import Notifier
+        service = Service(settings, store, runner, trigger_files=trigger_files, pool=pool)
+        sources = Sources(
+            settings, store, trigger_files, service.intake.ingest,
+            on_default_moved=pool.refresh if pool else None,
+        )  # fmt: skip
+        service.repos.listener = sources
+        from dispatcher.notify.delivery import Notifier
 
         notifier = Notifier(
-            service.notify_targets,
-            service.record_delivery,
-            settled=service.notice_settled,
+            service.notices.targets,
+            service.notices.record,
+            settled=service.notices.settled,
             attempts=settings.notify_attempts,
         )
-        service.notifier = notifier
-        runner.on_finished = service.job_ended
+        service.notices.notifier = notifier
+        runner.on_finished = service.notices.job_ended
         app = create_app(service, token, public_docs=settings.public_api_docs)
         checks.clear_leftovers(settings)
         for repo in store.repos():  # last good trigger files (notify targets) before any job ends
-            service.trigger_files.restore(repo)
+            trigger_files.restore(repo)
         notifier.start()
-        service.resume_notices()  # what the last daemon still owed, before new jobs end
-        service.recover_merges()  # a crashed merge finished or undone, before any job runs
+        service.notices.resume()  # what the last daemon still owed, before new jobs end
+        service.control.recover_merges()  # a crashed merge finished or undone, before any job runs
         runner.start()  # re-adopts or re-queues what the last daemon left running
         sources.start()
         service.intake.resume_pending()  # what a stopped or crashed daemon left undecided

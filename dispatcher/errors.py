@@ -24,9 +24,6 @@ class DispatcherError(Exception):
         self.message = message
         self.details: dict[str, Any] = details or {}
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "details": self.details}
-
 
 class NotFound(DispatcherError):
     """A repo, job or ref that does not exist."""

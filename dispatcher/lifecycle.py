@@ -7,7 +7,9 @@
 
 Every state change in the daemon goes through :func:`transition`, and the
 store applies it with a compare-and-set on the current state, so two actors
-can never both move the same job.
+can never both move the same job: ``Store.move`` for one job, ``Store.claim``
+for the jobs it takes (``queued -> preparing``, one ``UPDATE ... WHERE state =
+'queued'``). A job is created ``queued``; that is its first state, not a change.
 """
 
 from __future__ import annotations

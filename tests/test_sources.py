@@ -15,6 +15,8 @@ from dispatcher.service import Service
 from dispatcher.store.database import Store, migrate
 from dispatcher.store.models import RepoCreate
 from tests.gitutil import commit_file, git, init_repo
+from tests.waiting import wait_until
+from triggers.schedule import schedule_event
 
 CRON_YML = """\
 version: 1
@@ -45,8 +47,8 @@ def world(tmp_path: Path) -> Iterator[tuple[Service, Sources, Store, Clock, Path
     runner = Runner(settings, store)  # not started: jobs stay queued, which is what we count
     service = Service(settings, store, runner)
     clock = Clock(datetime(2026, 3, 1, 10, 15, tzinfo=UTC))
-    sources = Sources(settings, store, service, clock=clock)
-    service.listener = sources
+    sources = Sources(settings, store, service.trigger_files, service.intake.ingest, clock=clock)
+    service.repos.listener = sources
     repo = init_repo(tmp_path / "app", files={".dispatcher/triggers.yml": CRON_YML})
     yield service, sources, store, clock, repo
     sources.stop()
@@ -54,18 +56,30 @@ def world(tmp_path: Path) -> Iterator[tuple[Service, Sources, Store, Clock, Path
     store.close()
 
 
-def test_cron_fires_once_per_time_and_coalesces_after_sleep(
+@pytest.fixture
+def armed(
     world: tuple[Service, Sources, Store, Clock, Path],
+) -> tuple[Service, Sources, Store, Clock, Path]:
+    """The world with ``app`` registered (its schedules armed) and the scheduler started
+    paused: its thread runs nothing, the test ticks."""
+    service, sources, _, _, repo = world
+    service.repos.add(RepoCreate(path=str(repo), name="app"))
+    sources.schedules.scheduler.start(paused=True)
+    return world
+
+
+def test_cron_fires_once_per_time_and_coalesces_after_sleep(
+    armed: tuple[Service, Sources, Store, Clock, Path],
 ) -> None:
-    service, sources, store, clock, repo = world
-    service.add_repo(RepoCreate(path=str(repo), name="app"))
+    _, sources, store, clock, _ = armed
     t0 = clock.now
-    assert sources.tick(t0 + timedelta(minutes=30)) == []  # 10:45: not yet
-    fired = sources.tick(datetime(2026, 3, 1, 11, 0, 1, tzinfo=UTC))
+    assert sources.schedules.tick(t0 + timedelta(minutes=30)) == []  # 10:45: not yet
+    fired = sources.schedules.tick(datetime(2026, 3, 1, 11, 0, 1, tzinfo=UTC))
     assert [e.schedule for e in fired] == ["0 * * * *"]
-    assert sources.tick(datetime(2026, 3, 1, 11, 0, 30, tzinfo=UTC)) == []  # same fire time
+    same_fire_time = datetime(2026, 3, 1, 11, 0, 30, tzinfo=UTC)
+    assert sources.schedules.tick(same_fire_time) == []
     # The machine slept from 11:00 to 16:10: five missed hours coalesce into one event.
-    after_sleep = sources.tick(datetime(2026, 3, 1, 16, 10, tzinfo=UTC))
+    after_sleep = sources.schedules.tick(datetime(2026, 3, 1, 16, 10, tzinfo=UTC))
     assert len(after_sleep) == 1
     assert after_sleep[0].payload["fired_at"].startswith("2026-03-01T16:00:00")
     jobs = store.jobs(limit=10)
@@ -76,6 +90,64 @@ def test_cron_fires_once_per_time_and_coalesces_after_sleep(
     ]
 
 
+def test_fire_times_missed_while_down_fire_once_at_start_and_never_twice(
+    armed: tuple[Service, Sources, Store, Clock, Path],
+) -> None:
+    service, sources, store, _, _ = armed
+    assert len(sources.schedules.tick(datetime(2026, 3, 1, 11, 0, 1, tzinfo=UTC))) == 1
+    sources.stop()  # the daemon is down from 11:30 to 16:10
+    repo_id = store.repo_by_name("app").id
+    assert repo_id is not None
+    assert store.last_schedule_fires(repo_id) == {
+        "0 * * * *": datetime(2026, 3, 1, 11, 0, tzinfo=UTC)
+    }
+
+    def restart(now: datetime) -> Sources:
+        again = Sources(
+            sources.settings, store, service.trigger_files, service.intake.ingest, clock=Clock(now)
+        )
+        service.repos.listener = again
+        again.start()
+        return again
+
+    later = restart(datetime(2026, 3, 1, 16, 10, tzinfo=UTC))
+    try:  # 12:00 ... 16:00 were missed: one event, for 16:00, at start
+        wait_until(lambda: len(store.jobs(limit=10)) == 2, "the catch-up job")
+        assert later.schedules.next_fire_time() == datetime(2026, 3, 1, 17, 0, tzinfo=UTC)
+    finally:
+        later.stop()
+    assert sorted(j.prompt for j in store.jobs(limit=10)) == [
+        "tick at 2026-03-01T11:00:00+00:00",
+        "tick at 2026-03-01T16:00:00+00:00",
+    ]
+    # Started again at 16:20: 16:00 is stored, so it is not due again; and were it
+    # emitted again, its dedup key would make it a no-op.
+    again = restart(datetime(2026, 3, 1, 16, 20, tzinfo=UTC))
+    try:
+        assert again.schedules.next_fire_time() == datetime(2026, 3, 1, 17, 0, tzinfo=UTC)
+        fire = datetime(2026, 3, 1, 16, 0, tzinfo=UTC)
+        assert service.intake.ingest(schedule_event("app", "0 * * * *", fire)).duplicate
+    finally:
+        again.stop()
+    assert len(store.jobs(limit=10)) == 2
+
+
+def test_a_trigger_file_change_adds_and_removes_schedules(
+    armed: tuple[Service, Sources, Store, Clock, Path],
+) -> None:
+    _, sources, store, _, repo = armed
+    assert sources.schedules.crons("app") == ["0 * * * *"]
+    half_hourly = CRON_YML.replace('"0 * * * *"', '"*/30 * * * *"')
+    commit_file(repo, ".dispatcher/triggers.yml", half_hourly, "every half hour")
+    sources.scan_refs("app")  # the default branch moved: the file is read again
+    assert sources.schedules.crons("app") == ["*/30 * * * *"]
+    fired = sources.schedules.tick(datetime(2026, 3, 1, 11, 0, 1, tzinfo=UTC))
+    assert [e.schedule for e in fired] == ["*/30 * * * *"]  # 10:30 and 11:00: one event
+    sources.repo_removed(store.repo_by_name("app"))  # what Service.remove_repo calls
+    assert sources.schedules.crons("app") == []
+    assert sources.schedules.next_fire_time() is None
+
+
 def test_ref_scan_catches_up_once_and_ignores_job_branches(
     world: tuple[Service, Sources, Store, Clock, Path],
 ) -> None:
@@ -83,7 +155,7 @@ def test_ref_scan_catches_up_once_and_ignores_job_branches(
     push_yml = CRON_YML.replace('{schedule: [{cron: "0 * * * *"}]}', "{push: {branches: ['**']}}")
     push_yml = push_yml.replace("tick at ${{ event.fired_at }}", "push ${{ event.ref }}")
     commit_file(repo, ".dispatcher/triggers.yml", push_yml, "push trigger")
-    service.add_repo(RepoCreate(path=str(repo), name="app"))
+    service.repos.add(RepoCreate(path=str(repo), name="app"))
     assert sources.scan_refs("app") == []  # baseline taken at registration
     commit_file(repo, "a.txt", "a\n")
     commit_file(repo, "b.txt", "b\n")

@@ -22,6 +22,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
+from dispatcher import lifecycle
 from dispatcher.errors import InvalidState, NotFound
 from dispatcher.lifecycle import JobState
 from dispatcher.store.database import Claimed, Store, migrate
@@ -441,6 +442,20 @@ def test_move_forbidden_by_the_table_raises_and_changes_nothing(store: Store) ->
     job = store.job(job_id)
     assert job.state is S.QUEUED
     assert job.exit_code is None
+
+
+def test_claim_goes_through_the_transition_table(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim's bulk move is checked like every other: a table that forbids
+    queued -> preparing makes it claim nothing and change nothing."""
+    job_id = add_job(store, add_repo(store, "alpha"))
+    monkeypatch.setitem(lifecycle.TRANSITIONS, S.QUEUED, frozenset({S.CANCELED}))
+    with pytest.raises(InvalidState, match="cannot become preparing"):
+        store.claim(max_parallel=BIG, per_repo_default=BIG)
+    job = store.job(job_id)
+    assert job.state is S.QUEUED
+    assert job.claimed_at is None
 
 
 def test_move_sets_state_and_fields(store: Store) -> None:

@@ -124,7 +124,7 @@ def world(tmp_path: Path) -> Iterator[tuple[Service, Store, Path]]:
 
 
 def key(service: Service, name: str, path: str) -> IdempotencyKey:
-    return service.idempotency_key(name, "POST", path, f"hash of {name}")
+    return service.idempotency.key(name, "POST", path, f"hash of {name}")
 
 
 def test_a_key_whose_answer_was_never_stored_makes_nothing_twice(
@@ -135,35 +135,35 @@ def test_a_key_whose_answer_was_never_stored_makes_nothing_twice(
     made, as it is now, and makes nothing new."""
     service, store, repo_path = world
     add = RepoCreate(path=str(repo_path), name="app")
-    repo = service.add_repo(add, idem=key(service, "r", "/repos"))
-    assert service.add_repo(add, idem=key(service, "r", "/repos")).id == repo.id
+    repo = service.repos.add(add, idem=key(service, "r", "/repos"))
+    assert service.repos.add(add, idem=key(service, "r", "/repos")).id == repo.id
     assert [r.id for r in store.repos()] == [repo.id]
 
     create = JobCreate(repo="app", prompt="once", command=["true"])
-    job = service.submit(create, idem=key(service, "j", "/jobs"))
-    assert service.submit(create, idem=key(service, "j", "/jobs")).id == job.id
+    job = service.jobs.submit(create, idem=key(service, "j", "/jobs"))
+    assert service.jobs.submit(create, idem=key(service, "j", "/jobs")).id == job.id
     assert [j.id for j in store.jobs()] == [job.id]
 
-    service.cancel(job.id)  # queued: canceled at once, so it can be retried
+    service.control.cancel(job.id)  # queued: canceled at once, so it can be retried
     path = f"/jobs/{job.id}/retry"
-    first = service.retry(job.id, idem=key(service, "t", path))
-    again = service.retry(job.id, idem=key(service, "t", path))
+    first = service.jobs.retry(job.id, idem=key(service, "t", path))
+    again = service.jobs.retry(job.id, idem=key(service, "t", path))
     assert (again.job.id, again.changed, again.message) == (
         first.job.id, True, f"job {job.id} retried as job {first.job.id}"
     )  # fmt: skip
     assert len(store.jobs()) == 2
 
     event = EventCreate(repo="app", kind="manual")  # no dedup key: only the key dedups
-    ingested = service.post_event(event, idem=key(service, "e", "/events"))
+    ingested = service.events.post(event, idem=key(service, "e", "/events"))
     assert ingested.event_id is not None
-    assert service.post_event(event, idem=key(service, "e", "/events")).event_id == (
+    assert service.events.post(event, idem=key(service, "e", "/events")).event_id == (
         ingested.event_id
     )
     assert [e.id for e in store.events()] == [ingested.event_id]
 
     issue = IssueCreate(title="broken", body="it is")
-    filed = service.file_issue("app", issue, idem=key(service, "i", "/repos/app/issues"))
-    assert service.file_issue("app", issue, idem=key(service, "i", "/repos/app/issues")) == filed
+    filed = service.issues.file("app", issue, idem=key(service, "i", "/repos/app/issues"))
+    assert service.issues.file("app", issue, idem=key(service, "i", "/repos/app/issues")) == filed
     assert repo.id is not None and len(store.issues(repo.id)) == 1
     assert len(store.events()) == 2  # the issue's event, once
 
@@ -174,12 +174,12 @@ def test_racing_requests_with_one_key_make_one_job_without_the_api_lock(
     """The database, not the API's per-key lock, makes it once: requests that all pass
     the early check meet in the job's write, and the losers answer with the winner."""
     service, store, repo_path = world
-    service.add_repo(RepoCreate(path=str(repo_path), name="app"))
+    service.repos.add(RepoCreate(path=str(repo_path), name="app"))
     create = JobCreate(repo="app", prompt="race", command=["true"])
     got: list[int | None] = [None] * THREADS
 
     def post(i: int) -> None:
-        got[i] = service.submit(create, idem=key(service, "race", "/jobs")).id
+        got[i] = service.jobs.submit(create, idem=key(service, "race", "/jobs")).id
 
     together(THREADS, post)
     made = [j.id for j in store.jobs()]
@@ -221,7 +221,7 @@ def test_concurrent_keyed_requests_run_one_at_a_time_and_leave_no_lock_behind(
     """Through the real app in process: five requests with one key make one job, and
     the per-key lock goes with its last user (no lock kept per key ever seen)."""
     service, store, repo_path = world
-    service.add_repo(RepoCreate(path=str(repo_path), name="app"))
+    service.repos.add(RepoCreate(path=str(repo_path), name="app"))
     app = create_app(service, "t" * 32)
     body = {"repo": "app", "prompt": "x", "command": ["true"]}
 

@@ -11,17 +11,16 @@ crontab fidelity:
   when *either* matches, APScheduler only when both do. Two schedules, one
   for each field, say it unambiguously.
 
-Nothing here sleeps or reads the clock. :class:`Schedules` holds the last
-fire time of each (repo, cron); the daemon's thread calls :meth:`Schedules.tick`
-with the current time and sleeps until :meth:`Schedules.next_wakeup`. Fire
-times missed while the machine slept coalesce: one event, for the latest.
+Nothing here sleeps or reads the clock: every function takes the times it
+needs. The daemon runs the schedules on APScheduler's scheduler
+(``dispatcher/events/schedules.py``), which asks these functions when a line
+fires next and, after missed fire times, which is the latest one due
+(:func:`latest_due`: they coalesce into one event, for the latest).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -152,13 +151,7 @@ def latest_due(expr: str | CronTrigger, last: datetime, now: datetime) -> dateti
     return found
 
 
-# --- per-repo schedules -----------------------------------------------------------
-
-
-@dataclass
-class _Entry:
-    trigger: CronTrigger
-    last: datetime  # the last fire time (or when the entry was added): fires come after it
+# --- events -----------------------------------------------------------------------
 
 
 def dedup_key(repo_name: str, cron: str, fire: datetime) -> str:
@@ -169,66 +162,8 @@ def dedup_key(repo_name: str, cron: str, fire: datetime) -> str:
     return f"schedule:{repo_name[:120]}:sha256:{hashlib.sha256(key.encode()).hexdigest()}"
 
 
-class Schedules:
-    """The cron entries of every repo and when each last fired. Pure; not thread-safe.
-
-    A new entry counts from the time it was added (nothing fires for the past);
-    an entry kept across :meth:`set_repo` keeps its last fire time.
-    """
-
-    def __init__(self) -> None:
-        self._repos: dict[str, dict[str, _Entry]] = {}
-
-    def set_repo(self, repo_name: str, crons: Iterable[str], now: datetime) -> None:
-        """Replace ``repo_name``'s entries. InvalidInput (and no change) if any cron is invalid."""
-        now = _utc(now, "now")
-        old = self._repos.get(repo_name, {})
-        entries: dict[str, _Entry] = {}
-        for cron in crons:
-            if cron in entries:
-                continue
-            kept = old.get(cron)
-            entries[cron] = kept if kept is not None else _Entry(parse_cron(cron), now)
-        if entries:
-            self._repos[repo_name] = entries
-        else:
-            self._repos.pop(repo_name, None)
-
-    def remove_repo(self, repo_name: str) -> None:
-        self._repos.pop(repo_name, None)
-
-    def crons(self, repo_name: str) -> list[str]:
-        """The repo's cron expressions, in the order given."""
-        return list(self._repos.get(repo_name, {}))
-
-    def tick(self, now: datetime) -> list[Event]:
-        """One event per (repo, cron) with a fire time due by ``now`` (the latest one)."""
-        now = _utc(now, "now")
-        events: list[Event] = []
-        for repo_name in sorted(self._repos):
-            for cron, entry in self._repos[repo_name].items():
-                fire = latest_due(entry.trigger, entry.last, now)
-                if fire is None:
-                    continue
-                entry.last = fire
-                events.append(_event(repo_name, cron, fire))
-        return events
-
-    def next_wakeup(self, now: datetime) -> datetime | None:
-        """When :meth:`tick` next has work: ``now`` if a fire is due; None without entries."""
-        now = _utc(now, "now")
-        fires = [
-            fire
-            for entries in self._repos.values()
-            for entry in entries.values()
-            if (fire := _next(entry.trigger, entry.last)) is not None
-        ]
-        if not fires:
-            return None
-        return max(min(fires), now)
-
-
-def _event(repo_name: str, cron: str, fire: datetime) -> Event:
+def schedule_event(repo_name: str, cron: str, fire: datetime) -> Event:
+    """The ``schedule`` event of ``repo_name``'s ``cron`` line coming due at ``fire``."""
     payload: dict[str, Any] = {
         "schedule": cron,
         "fired_at": fire.isoformat(),

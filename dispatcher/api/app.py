@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,8 +16,10 @@ from dispatcher import __version__
 from dispatcher.api.middleware import BearerAuth, BodyLimit, Idempotency, open_routes
 from dispatcher.api.routes import events, health, inbox, jobs, repos, webhooks
 from dispatcher.errors import DispatcherError
-from dispatcher.service import Service
 from dispatcher.store.models import ErrorBody
+
+if TYPE_CHECKING:  # the daemon hands the app its service; the API knows only its type
+    from dispatcher.service import Service
 
 log = logging.getLogger(__name__)
 
@@ -156,4 +158,4 @@ def openapi_document() -> dict[str, object]:
     """The API's OpenAPI document, without a running daemon (for docs/openapi.json)."""
     from typing import cast
 
-    return create_app(cast(Service, None), token="").openapi()
+    return create_app(cast("Service", None), token="").openapi()

@@ -5,12 +5,14 @@ The bearer token is checked once for the whole app, by
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Path, Query, Request
 
-from dispatcher.service import Service
 from dispatcher.store.models import IdempotencyKey
+
+if TYPE_CHECKING:  # the faces know the service by its type only (see pyproject.toml)
+    from dispatcher.service import Service
 
 IDEMPOTENCY_STATE = "idempotency"  # where the Idempotency middleware leaves the request's key
 
@@ -27,7 +29,9 @@ def idempotency_key(request: Request) -> IdempotencyKey | None:
     return value if isinstance(value, IdempotencyKey) else None
 
 
-ServiceDep = Annotated[Service, Depends(get_service)]
+# "Service": a forward reference FastAPI never needs to resolve (a dependency's own type
+# is not validated), so the API imports nothing of the service at run time.
+ServiceDep = Annotated["Service", Depends(get_service)]
 IdempotencyDep = Annotated[IdempotencyKey | None, Depends(idempotency_key)]
 
 

@@ -13,14 +13,16 @@ import hashlib
 import hmac
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from dispatcher.api.deps import IDEMPOTENCY_STATE
 from dispatcher.errors import Unauthorized
-from dispatcher.service import Service
 from dispatcher.store.models import IdempotencyKey
+
+if TYPE_CHECKING:
+    from dispatcher.service import Service
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -254,9 +256,9 @@ class Idempotency:
                 [scope["method"].encode(), path.encode(), scope.get("query_string", b""), body]
             )
         ).hexdigest()
-        idem = self.service.idempotency_key(key, "POST", path, digest)
+        idem = self.service.idempotency.key(key, "POST", path, digest)
         async with self._one_at_a_time(f"{key}\0{path}"):
-            stored = await anyio.to_thread.run_sync(self.service.idempotent_get, idem)
+            stored = await anyio.to_thread.run_sync(self.service.idempotency.get, idem)
             if stored is not None and stored.request_hash != digest:
                 await send_error(
                     send, 422, "idempotency_key_reused",
@@ -319,5 +321,5 @@ class Idempotency:
         await self.app(scope, replay_receive, capture)
         if status < 500:
             await anyio.to_thread.run_sync(
-                self.service.idempotent_answer, idem, status, b"".join(out), content_type
+                self.service.idempotency.answer, idem, status, b"".join(out), content_type
             )

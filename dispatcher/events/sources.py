@@ -8,9 +8,10 @@
   snapshot is saved only after its events are stored.
 * **Files**: ``file_change`` triggers get debounced changes in the working copy
   (never ``.git``, never worktrees, which live in the state dir).
-* **Schedules**: cron entries of every repo's triggers, ticked by one thread
-  that sleeps until the next fire time; fire times missed while the machine
-  slept coalesce into one event.
+* **Schedules**: cron entries of every repo's triggers, run on APScheduler by
+  :class:`~dispatcher.events.schedules.Schedules` (its docstring states the
+  policy for missed fire times: they coalesce, within an optional grace time,
+  and those missed while the daemon was stopped fire once at start).
 
 When the default branch moves, the repo's trigger file is re-read first, so a
 push that changes ``.dispatcher/triggers.yml`` is matched against the new file.
@@ -23,17 +24,17 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
-from dispatcher.service import Service
+from dispatcher.events.schedules import Schedules
+from dispatcher.events.trigger_files import TriggerFiles
 from dispatcher.store.database import Store
 from dispatcher.store.models import Repo
 from triggers import refs
 from triggers.events import Event
-from triggers.schedule import Schedules
 from triggers.watch import RepoWatcher
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,8 @@ class Sources:
         self,
         settings: Settings,
         store: Store,
-        service: Service,
+        trigger_files: TriggerFiles,
+        ingest: Callable[[Event], object],
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_default_moved: Callable[[Repo], None] | None = None,
@@ -53,16 +55,20 @@ class Sources:
         self.clock = clock
         self.on_default_moved = on_default_moved  # the warm pool follows the branch
         self.store = store
-        self.service = service
+        self.trigger_files = trigger_files
+        self.ingest = ingest  # the intake's one path for events
         self.watcher = RepoWatcher(
             self._on_refs, self._on_files, poll_interval=settings.ref_poll_seconds
         )
-        self.schedules = Schedules()
+        grace = settings.schedule_grace_seconds
+        self.schedules = Schedules(
+            ingest,
+            self._last_schedule_fires,
+            clock=clock,
+            grace=None if grace is None else timedelta(seconds=grace),
+        )
         self._scan_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
-        self._wake = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -71,21 +77,17 @@ class Sources:
         # job could end (their notify targets); here each is re-read from its branch.
         for repo in self.store.repos():
             try:
-                self.service.trigger_files.load(repo)
+                self.trigger_files.load(repo)
                 self.scan_refs(repo.name)  # catch up with what happened while we were down
             except Exception:
                 log.exception("repo %s: start-up scan failed", repo.name)
             self._arm(self.store.repo_by_name(repo.name))
         self.watcher.start()
-        self._thread = threading.Thread(target=self._schedule_loop, name="schedules", daemon=True)
-        self._thread.start()
+        self.schedules.start()  # the schedules armed above catch up what came due while down
 
     def stop(self) -> None:
-        self._stopping.set()
-        self._wake.set()
         self.watcher.stop()
-        if self._thread is not None:
-            self._thread.join(5)
+        self.schedules.stop()
 
     # ------------------------------------------------------------ RepoListener
 
@@ -100,13 +102,12 @@ class Sources:
     def repo_removed(self, repo: Repo) -> None:
         self.watcher.unwatch(repo.name)
         self.schedules.remove_repo(repo.name)
-        self._wake.set()
 
     # ------------------------------------------------------------ arming
 
     def _arm(self, repo: Repo) -> None:
         """Watch and schedule what the repo's active trigger file asks for."""
-        active = self.service.trigger_files.active(_id(repo))
+        active = self.trigger_files.active(_id(repo))
         triggers = active.trigger_list() if active else []
         file_triggers = [t for t in triggers if "file_change" in t.kinds()]
         files = self.settings.watch_files and bool(file_triggers)
@@ -115,8 +116,7 @@ class Sources:
             quiet = min(t.file_change_debounce() for t in file_triggers)
             self.watcher.set_file_quiet(repo.name, quiet)
         crons = sorted({c for t in triggers for c in t.crons()})
-        self.schedules.set_repo(repo.name, crons, self.clock())
-        self._wake.set()
+        self.schedules.set_repo(repo.name, crons)
 
     # ------------------------------------------------------------ refs
 
@@ -142,12 +142,12 @@ class Sources:
             )
             default_ref = f"refs/heads/{repo.default_branch}"
             if last.get(default_ref) != snapshot.get(default_ref):
-                if self.service.trigger_files.load(repo):
+                if self.trigger_files.load(repo):
                     self._arm(self.store.repo_by_name(repo.name))
                 if last and self.on_default_moved is not None:
                     self.on_default_moved(repo)
             for event in events:
-                self.service.ingest(event)
+                self.ingest(event)
             self.store.save_ref_state(_id(repo), snapshot)
             return events
 
@@ -167,30 +167,13 @@ class Sources:
             paths=sorted(paths),
             author="local",
         )
-        self.service.ingest(event)
+        self.ingest(event)
 
     # ------------------------------------------------------------ schedules
 
-    def tick(self, now: datetime) -> list[Event]:
-        """Ingest every schedule due at ``now`` (the loop calls this; tests may too)."""
-        events = self.schedules.tick(now)
-        for event in events:
-            self.service.ingest(event)
-        return events
-
-    def _schedule_loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.tick(self.clock())
-            except Exception:
-                log.exception("schedule tick failed")
-            now = self.clock()
-            wakeup = self.schedules.next_wakeup(now)
-            delay = 60.0 if wakeup is None else (wakeup - now).total_seconds()
-            # Wake at the next fire time, on changes, and at least once a minute
-            # (a machine that slept past a fire time catches up on the next tick).
-            self._wake.wait(min(max(delay, 0.05), 60.0))
-            self._wake.clear()
+    def _last_schedule_fires(self, repo_name: str) -> dict[str, datetime]:
+        repo = self.store.find_repo(name=repo_name)
+        return {} if repo is None else self.store.last_schedule_fires(_id(repo))
 
 
 def _id(repo: Repo) -> int:

@@ -124,12 +124,6 @@ class WorktreePool:
         with self._lock:
             return list(self._idle.get(repo_name, []))
 
-    def wait_idle(self, timeout: float) -> bool:
-        """Block until the background queue is empty (for tests and benchmarks)."""
-        done = threading.Event()
-        self._submit(done.set)
-        return done.wait(timeout)
-
     # ------------------------------------------------------------ take
 
     def take(self, repo: Repo, dest: Path, branch: str, base: str) -> bool:

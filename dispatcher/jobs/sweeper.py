@@ -39,8 +39,9 @@ from pathlib import Path
 from dispatcher import git
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, NotFound
+from dispatcher.jobs.cleanup import run_cleanup
+from dispatcher.jobs.files import job_files
 from dispatcher.jobs.pool import left_out_note
-from dispatcher.jobs.runner import job_files, run_cleanup
 from dispatcher.jobs.workspace import Workspace
 from dispatcher.lifecycle import ACTIVE, FINISHED, JobState
 from dispatcher.store.database import Store
@@ -96,11 +97,6 @@ class SweepReport:
     locked: list[int] = field(default_factory=list)  # running jobs whose worktree we locked
     retained: list[Retained] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-
-    @property
-    def acted(self) -> bool:
-        """True if anything on disk or in the database changed."""
-        return bool(self.orphans or self.vanished or self.locked or self.retained)
 
 
 # ---------------------------------------------------------------- pure decisions

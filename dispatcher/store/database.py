@@ -3,9 +3,11 @@
 SQLite in WAL mode with ``synchronous=NORMAL`` and a busy timeout. Reads use
 deferred transactions (a consistent snapshot, no lock); every write is a short
 ``BEGIN IMMEDIATE`` transaction, so writers queue on the lock instead of
-failing half-way (datasette's single-writer habit). State changes are
-compare-and-set on the current state (:meth:`Store.move`), so two actors can
-never both move a job.
+failing half-way (datasette's single-writer habit). Every state change is a
+compare-and-set on the current state, checked against the transition table
+(:func:`dispatcher.lifecycle.transition`), so two actors can never both move a
+job: one job at a time in :meth:`Store.move`, the claimed jobs in one statement
+in :meth:`Store.claim`.
 
 The database is created and upgraded by Alembic (:func:`migrate`) from the
 migrations shipped inside the package.
@@ -432,7 +434,7 @@ class Store:
 
     def update(self, job_id: int, **fields: Any) -> Job:
         """Set fields that are not the state (paths, pids, stats)."""
-        assert "state" not in fields, "state changes go through move()"
+        assert "state" not in fields, "state changes go through move() (or claim())"
         with self.writing() as s:
             return _save(s, _get_job(s, job_id), fields)
 
@@ -446,7 +448,9 @@ class Store:
         long backlog in one repo never blocks another repo's jobs: each open
         repo's oldest queued jobs, up to its free slots, are the candidates (an
         index range per repo, so a claim costs the same with 10 or 100,000 jobs
-        queued). ``limit`` caps how many one call takes.
+        queued). ``limit`` caps how many one call takes. The move is checked by
+        :func:`~dispatcher.lifecycle.transition` like every other, and is a
+        compare-and-set on ``queued`` like :meth:`move`'s, for all of them at once.
         """
         now = utcnow()
         with self.writing() as s:
@@ -526,11 +530,14 @@ class Store:
                 free -= 1
                 claimed.append(Claimed(job_id, repo_id))
             if claimed:
+                # The same check as move()'s, for many jobs in one statement: the table
+                # allows the move, and the WHERE on the state is the compare-and-set.
+                target = transition(JobState.QUEUED, JobState.PREPARING)
                 s.exec(
                     sa.update(Job)
                     .where(col(Job.id).in_([c.job_id for c in claimed]))
                     .where(col(Job.state) == JobState.QUEUED)
-                    .values(state=JobState.PREPARING, claimed_at=now)
+                    .values(state=target, claimed_at=now)
                 )
             return claimed
 
@@ -721,6 +728,21 @@ class Store:
     def event_by_key(self, dedup_key: str) -> Event | None:
         with self.reading() as s:
             return s.exec(select(Event).where(Event.dedup_key == dedup_key)).first()
+
+    def last_schedule_fires(self, repo_id: int) -> dict[str, datetime]:
+        """The latest stored fire time of each of the repo's cron lines (the daemon's own
+        schedule events, not ones posted to ``POST /events``)."""
+        cron = Event.facts["schedule"].as_string()
+        latest = (
+            select(func.max(Event.id))
+            .where(Event.repo_id == repo_id, Event.kind == "schedule", Event.source == "local")
+            .group_by(cron)
+        )
+        with self.reading() as s:
+            rows = s.exec(select(Event).where(col(Event.id).in_(latest))).all()
+        return {
+            row.facts["schedule"]: datetime.fromisoformat(row.payload["fired_at"]) for row in rows
+        }
 
     def events(
         self, *, repo_id: int | None = None, before: int | None = None, limit: int = 50

@@ -1,4 +1,8 @@
-"""Cron schedules with an injected clock: nothing here sleeps or reads the time."""
+"""Cron expressions and fire times, pure: nothing here sleeps or reads the time.
+
+The schedules that run them (APScheduler, with an injected clock) are tested in
+``tests/test_schedules.py``.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from dispatcher.errors import InvalidInput
-from triggers.events import Event
-from triggers.schedule import Schedules, latest_due, next_fire, parse_cron
+from triggers.schedule import latest_due, next_fire, parse_cron
 
 
 def at(text: str) -> datetime:
@@ -148,149 +151,3 @@ def test_day_restrictions_that_are_not_ambiguous_are_accepted() -> None:
     parse_cron("0 0 * * 1")
     parse_cron("0 0 */2 * *")
     parse_cron("0 0 1 * */1")  # a "*"-led day-of-week restricts nothing extra in crontab
-
-
-# --- Schedules -------------------------------------------------------------------
-
-
-def keys(events: list[Event]) -> list[str]:
-    return [e.dedup_key for e in events]
-
-
-def test_no_fire_before_the_first_due_time_and_then_one_per_fire() -> None:
-    s = Schedules()
-    s.set_repo("app", ["0 * * * *"], at("2024-01-01 10:00"))  # exactly on a fire time
-    assert s.tick(at("2024-01-01 10:00")) == []  # what is past (or now) at set time never fires
-    assert s.tick(at("2024-01-01 10:59:59")) == []
-    [event] = s.tick(at("2024-01-01 11:00"))
-    assert event.kind == "schedule"
-    assert event.source == "local"
-    assert event.action is None
-    assert event.repo == "app"
-    assert event.schedule == "0 * * * *"
-    assert event.dedup_key == "schedule:app:0 * * * *:2024-01-01T11:00:00+00:00"
-    assert event.payload == {
-        "schedule": "0 * * * *",
-        "fired_at": "2024-01-01T11:00:00+00:00",
-        "repository": {"name": "app", "full_name": "app"},
-    }
-    assert s.tick(at("2024-01-01 11:00:30")) == []  # fired once per fire time
-    assert keys(s.tick(at("2024-01-01 12:00:01"))) == [
-        "schedule:app:0 * * * *:2024-01-01T12:00:00+00:00"
-    ]
-
-
-def test_every_minute() -> None:
-    s = Schedules()
-    start = at("2024-01-01 10:00:20")
-    s.set_repo("app", ["* * * * *"], start)
-    fired = []
-    for second in range(0, 181, 10):  # three minutes in 10-second ticks
-        fired += [e.payload["fired_at"] for e in s.tick(start + timedelta(seconds=second))]
-    assert fired == [
-        "2024-01-01T10:01:00+00:00",
-        "2024-01-01T10:02:00+00:00",
-        "2024-01-01T10:03:00+00:00",
-    ]
-
-
-def test_daily_at_three_across_midnight() -> None:
-    s = Schedules()
-    s.set_repo("app", ["0 3 * * *"], at("2024-01-01 22:00"))
-    assert s.next_wakeup(at("2024-01-01 22:00")) == at("2024-01-02 03:00")
-    assert s.tick(at("2024-01-02 00:00")) == []
-    assert s.tick(at("2024-01-02 02:59:59")) == []
-    assert keys(s.tick(at("2024-01-02 03:00:00.5"))) == [
-        "schedule:app:0 3 * * *:2024-01-02T03:00:00+00:00"
-    ]
-    assert s.next_wakeup(at("2024-01-02 03:00:01")) == at("2024-01-03 03:00")
-
-
-def test_a_five_hour_sleep_coalesces_into_one_event_for_the_latest_time() -> None:
-    s = Schedules()
-    s.set_repo("app", ["* * * * *", "0 * * * *", "0 3 * * *"], at("2024-01-01 22:00:30"))
-    events = s.tick(at("2024-01-02 03:00:45"))  # the laptop slept from 22:00 to 03:00
-    assert [(e.schedule, e.payload["fired_at"]) for e in events] == [
-        ("* * * * *", "2024-01-02T03:00:00+00:00"),
-        ("0 * * * *", "2024-01-02T03:00:00+00:00"),
-        ("0 3 * * *", "2024-01-02T03:00:00+00:00"),
-    ]
-    assert s.tick(at("2024-01-02 03:00:59")) == []
-    assert [e.schedule for e in s.tick(at("2024-01-02 03:01"))] == ["* * * * *"]
-
-
-def test_dedup_keys_are_stable_for_the_same_fire_time() -> None:
-    """Two Schedules (a daemon restarted) name the same fire time with the same key."""
-    first, second = Schedules(), Schedules()
-    first.set_repo("app", ["*/5 * * * *"], at("2024-01-01 10:00"))
-    second.set_repo("app", ["*/5 * * * *"], at("2024-01-01 10:03"))
-    a = keys(first.tick(at("2024-01-01 10:07")))
-    b = keys(second.tick(at("2024-01-01 10:06")))
-    assert a == b == ["schedule:app:*/5 * * * *:2024-01-01T10:05:00+00:00"]
-
-
-def test_set_repo_replaces_entries_and_keeps_the_last_fire_of_kept_ones() -> None:
-    s = Schedules()
-    s.set_repo("app", ["* * * * *", "0 * * * *"], at("2024-01-01 10:00"))
-    assert len(s.tick(at("2024-01-01 10:30"))) == 1  # the every-minute one, at 10:30
-    # Reload: the every-minute entry stays (last fire 10:30), the hourly one goes,
-    # a new one starts counting from now.
-    s.set_repo("app", ["* * * * *", "*/10 * * * *", "* * * * *"], at("2024-01-01 10:45"))
-    assert s.crons("app") == ["* * * * *", "*/10 * * * *"]
-    events = s.tick(at("2024-01-01 10:45"))
-    assert [(e.schedule, e.payload["fired_at"]) for e in events] == [
-        ("* * * * *", "2024-01-01T10:45:00+00:00"),  # kept: 10:31..10:45 were due
-    ]
-    events = s.tick(at("2024-01-01 11:00"))
-    assert [(e.schedule, e.payload["fired_at"]) for e in events] == [
-        ("* * * * *", "2024-01-01T11:00:00+00:00"),
-        ("*/10 * * * *", "2024-01-01T11:00:00+00:00"),
-    ]
-
-
-def test_set_repo_with_an_invalid_cron_changes_nothing() -> None:
-    s = Schedules()
-    s.set_repo("app", ["0 * * * *"], at("2024-01-01 10:00"))
-    with pytest.raises(InvalidInput, match="'bad'"):
-        s.set_repo("app", ["* * * * *", "bad"], at("2024-01-01 10:00"))
-    assert s.crons("app") == ["0 * * * *"]
-
-
-def test_repos_are_independent_and_removable() -> None:
-    s = Schedules()
-    s.set_repo("web", ["0 * * * *"], at("2024-01-01 10:00"))
-    s.set_repo("api", ["0 * * * *"], at("2024-01-01 10:00"))
-    events = s.tick(at("2024-01-01 11:00"))
-    assert [(e.repo, e.dedup_key) for e in events] == [
-        ("api", "schedule:api:0 * * * *:2024-01-01T11:00:00+00:00"),
-        ("web", "schedule:web:0 * * * *:2024-01-01T11:00:00+00:00"),
-    ]
-    s.remove_repo("api")
-    s.remove_repo("never-added")
-    assert [e.repo for e in s.tick(at("2024-01-01 12:00"))] == ["web"]
-    s.set_repo("web", [], at("2024-01-01 12:00"))  # no crons: the repo is gone
-    assert s.crons("web") == []
-    assert s.tick(at("2024-01-02 00:00")) == []
-    assert s.next_wakeup(at("2024-01-02 00:00")) is None
-
-
-def test_next_wakeup_is_the_earliest_fire_or_now_when_one_is_due() -> None:
-    s = Schedules()
-    assert s.next_wakeup(at("2024-01-01 10:00")) is None
-    s.set_repo("a", ["0 3 * * *"], at("2024-01-01 10:00"))
-    s.set_repo("b", ["*/20 * * * *"], at("2024-01-01 10:05"))
-    assert s.next_wakeup(at("2024-01-01 10:05")) == at("2024-01-01 10:20")
-    assert s.next_wakeup(at("2024-01-01 10:30")) == at("2024-01-01 10:30")  # overdue: now
-    s.tick(at("2024-01-01 10:30"))
-    assert s.next_wakeup(at("2024-01-01 10:30")) == at("2024-01-01 10:40")
-
-
-def test_long_names_still_make_valid_bounded_dedup_keys() -> None:
-    s = Schedules()
-    repo = "r" * 290
-    s.set_repo(repo, ["0 * * * *"], at("2024-01-01 10:00"))
-    [event] = s.tick(at("2024-01-01 11:00"))
-    assert len(event.dedup_key) <= 300
-    again = Schedules()
-    again.set_repo(repo, ["0 * * * *"], at("2024-01-01 10:30"))
-    assert keys(again.tick(at("2024-01-01 11:00"))) == [event.dedup_key]

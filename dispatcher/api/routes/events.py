@@ -12,7 +12,7 @@ router = APIRouter(tags=["events"])
 
 @router.post("/events", summary="Report an event from any other system (CI, chat bot)")
 def post_event(body: EventCreate, service: ServiceDep, idem: IdempotencyDep) -> IngestResult:
-    return service.post_event(body, idem=idem)
+    return service.events.post(body, idem=idem)
 
 
 @router.get("/events", summary="Stored events, newest first, with the jobs they made")
@@ -22,14 +22,14 @@ def list_events(
     before: Before = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[EventPublic]:
-    return service.events(repo=repo, before=before, limit=limit)
+    return service.events.page(repo=repo, before=before, limit=limit)
 
 
 @router.get("/events/{event_id}", summary="One event: matched triggers, notes, jobs")
 def show_event(event_id: EventId, service: ServiceDep) -> EventPublic:
-    return service.event(event_id)
+    return service.events.get(event_id)
 
 
 @router.get("/triggers", summary="Each repo's active triggers and its trigger file error, if any")
 def trigger_status(service: ServiceDep) -> list[TriggerStatus]:
-    return service.trigger_status()
+    return service.events.triggers()

@@ -15,4 +15,4 @@ router = APIRouter(tags=["jobs"])
     summary="Finished jobs with commits awaiting review, newest first",
 )
 def inbox(service: ServiceDep, limit: Annotated[int, Query(ge=1, le=500)] = 50) -> list[JobPublic]:
-    return service.inbox(limit)
+    return service.jobs.inbox(limit)

@@ -5,7 +5,7 @@ import json
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Annotated, BinaryIO
+from typing import TYPE_CHECKING, Annotated, BinaryIO
 
 import anyio
 from fastapi import APIRouter, Header, Query, Request, status
@@ -15,7 +15,6 @@ from sse_starlette.sse import EventSourceResponse
 from dispatcher.api.deps import MAX_ID, Before, IdempotencyDep, JobId, ServiceDep
 from dispatcher.lifecycle import TERMINAL, JobState
 from dispatcher.process import logpage
-from dispatcher.service import Service
 from dispatcher.store.models import (
     ActionResult,
     DeliveryPublic,
@@ -27,6 +26,9 @@ from dispatcher.store.models import (
     MergeRequest,
 )
 
+if TYPE_CHECKING:
+    from dispatcher.service import Service
+
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 _CHUNK = 64 * 1024
@@ -35,7 +37,7 @@ _POLL_S = 0.1
 
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Queue an agent job")
 def create_job(body: JobCreate, service: ServiceDep, idem: IdempotencyDep) -> JobPublic:
-    return service.submit(body, idem=idem)
+    return service.jobs.submit(body, idem=idem)
 
 
 @router.get("", summary="List jobs, newest first (keyset pagination with ?before=)")
@@ -46,12 +48,12 @@ def list_jobs(
     before: Before = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> JobPage:
-    return service.jobs(repo=repo, state=state, before=before, limit=limit)
+    return service.jobs.page(repo=repo, state=state, before=before, limit=limit)
 
 
 @router.get("/{job_id}", summary="Show one job")
 def show_job(job_id: JobId, service: ServiceDep) -> JobPublic:
-    return service.job(job_id)
+    return service.jobs.get(job_id)
 
 
 _PAGE_HEADERS = {
@@ -127,10 +129,10 @@ def job_log(
     accept: Annotated[str | None, Header()] = None,
 ) -> Response:
     if follow or (accept or "").startswith("text/event-stream"):
-        start = service.log_start(job_id, offset=offset, tail=tail)
-        path = service.log_file(job_id)
+        start = service.outputs.log_start(job_id, offset=offset, tail=tail)
+        path = service.outputs.log_file(job_id)
         return EventSourceResponse(_follow(service, job_id, path, start, request), ping=15)
-    page = service.log_page(job_id, offset=offset, tail=tail, limit=limit, file_id=file_id)
+    page = service.outputs.log_page(job_id, offset=offset, tail=tail, limit=limit, file_id=file_id)
     return Response(
         page.data,
         media_type="text/plain; charset=utf-8",
@@ -229,7 +231,7 @@ async def _follow(
                 text = chunk.decode("utf-8", errors="replace")
                 yield {"event": "log", "data": json.dumps({"offset": tail.offset, "text": text})}
                 continue
-            state = await anyio.to_thread.run_sync(service.job_state, job_id)
+            state = await anyio.to_thread.run_sync(service.outputs.job_state, job_id)
             if state in TERMINAL:
                 # One more read: output written between our read and the state change.
                 if await anyio.to_thread.run_sync(tail.has_more):
@@ -248,27 +250,27 @@ async def _follow(
 
 @router.get("/{job_id}/diff", summary="The job's changes against its base commit")
 def job_diff(job_id: JobId, service: ServiceDep) -> DiffPublic:
-    return service.diff(job_id)
+    return service.outputs.diff(job_id)
 
 
 @router.post("/{job_id}/merge", summary="Land the job's branch (conflicts refused, nothing moves)")
 def merge_job(job_id: JobId, service: ServiceDep, body: MergeRequest | None = None) -> ActionResult:
-    return service.merge(job_id, body or MergeRequest())
+    return service.control.merge(job_id, body or MergeRequest())
 
 
 @router.post("/{job_id}/discard", summary="Stop if running; remove worktree and branch")
 def discard_job(job_id: JobId, service: ServiceDep) -> ActionResult:
-    return service.discard(job_id)
+    return service.control.discard(job_id)
 
 
 @router.post("/{job_id}/cancel", summary="Stop the agent; keep worktree and branch")
 def cancel_job(job_id: JobId, service: ServiceDep) -> ActionResult:
-    return service.cancel(job_id)
+    return service.control.cancel(job_id)
 
 
 @router.post("/{job_id}/retry", summary="Queue a fresh job with the same inputs")
 def retry_job(job_id: JobId, service: ServiceDep, idem: IdempotencyDep) -> ActionResult:
-    return service.retry(job_id, idem=idem)
+    return service.jobs.retry(job_id, idem=idem)
 
 
 @router.post(
@@ -279,14 +281,14 @@ def retry_job(job_id: JobId, service: ServiceDep, idem: IdempotencyDep) -> Actio
 def followup_job(
     job_id: JobId, body: FollowupCreate, service: ServiceDep, idem: IdempotencyDep
 ) -> ActionResult:
-    return service.followup(job_id, body, idem=idem)
+    return service.jobs.followup(job_id, body, idem=idem)
 
 
 @router.get("/{job_id}/runs", summary="Every run of the job's chain of follow-ups, oldest first")
 def job_runs(job_id: JobId, service: ServiceDep) -> list[JobPublic]:
-    return service.runs(job_id)
+    return service.jobs.runs(job_id)
 
 
 @router.get("/{job_id}/deliveries", summary="Outcomes of the job's notifications")
 def job_deliveries(job_id: JobId, service: ServiceDep) -> list[DeliveryPublic]:
-    return service.deliveries(job_id)
+    return service.outputs.deliveries(job_id)

@@ -10,22 +10,22 @@ router = APIRouter(prefix="/repos", tags=["repos"])
 
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Register a local git repository")
 def add_repo(body: RepoCreate, service: ServiceDep, idem: IdempotencyDep) -> RepoPublic:
-    return service.add_repo(body, idem=idem)
+    return service.repos.add(body, idem=idem)
 
 
 @router.get("", summary="List registered repositories")
 def list_repos(service: ServiceDep) -> list[RepoPublic]:
-    return service.repos()
+    return service.repos.all()
 
 
 @router.get("/{name}", summary="Show one repository and its job counts")
 def show_repo(name: str, service: ServiceDep) -> RepoPublic:
-    return service.repo(name)
+    return service.repos.get(name)
 
 
 @router.delete("/{name}", summary="Unregister a repository (refused while it has active jobs)")
 def remove_repo(name: str, service: ServiceDep) -> RepoPublic:
-    return service.remove_repo(name)
+    return service.repos.remove(name)
 
 
 @router.post(
@@ -36,9 +36,9 @@ def remove_repo(name: str, service: ServiceDep) -> RepoPublic:
 def file_issue(
     name: str, body: IssueCreate, service: ServiceDep, idem: IdempotencyDep
 ) -> IssuePublic:
-    return service.file_issue(name, body, idem=idem)
+    return service.issues.file(name, body, idem=idem)
 
 
 @router.get("/{name}/issues", summary="The repo's local issues, newest first, with their jobs")
 def list_issues(name: str, service: ServiceDep) -> list[IssuePublic]:
-    return service.issues(name)
+    return service.issues.all(name)

@@ -34,7 +34,7 @@ async def _body(request: Request, limit: int) -> bytes:
 async def _receive(forge: str, request: Request, service: ServiceDep) -> JSONResponse:
     body = await _body(request, service.settings.max_webhook_bytes)
     headers = dict(request.headers)
-    result = await anyio.to_thread.run_sync(service.receive_webhook, forge, headers, body)
+    result = await anyio.to_thread.run_sync(service.webhooks.receive, forge, headers, body)
     status = 202 if result.ignored else 200
     return JSONResponse(result.model_dump(mode="json"), status_code=status)
 

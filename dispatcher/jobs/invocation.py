@@ -1,0 +1,89 @@
+"""How a job's agent is invoked: its profile, its prompt with the repo's conventions, its session.
+
+The profile was resolved when the job was submitted (else it is resolved
+again, from the job's ``command`` or agent name). The repo's conventions
+(:mod:`dispatcher.jobs.conventions`) go by the profile's system-prompt flag
+when it has one and they fit, else at the head of the prompt file. A
+follow-up resumes its parent's agent session when the agent can.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from dispatcher.agents import profiles
+from dispatcher.config import Settings
+from dispatcher.errors import DispatcherError
+from dispatcher.jobs import conventions
+from dispatcher.jobs.files import note_job
+from dispatcher.jobs.workspace import Workspace
+from dispatcher.store.database import Store
+from dispatcher.store.models import Job
+
+
+def job_profile(settings: Settings, job: Job) -> profiles.AgentProfile:
+    if job.profile is not None:  # resolved when the job was submitted
+        return profiles.AgentProfile.model_validate(job.profile)
+    if job.command:
+        return profiles.command_profile(job.command)
+    return profiles.resolve_profile(job.agent, settings.agents)
+
+
+def report_kind(settings: Settings, job: Job) -> str:
+    """The output format the job's agent reports in ("text": none)."""
+    try:
+        return job_profile(settings, job).reports or "text"
+    except DispatcherError:
+        return "text"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """What the agent is told: the prompt file's text, and the conventions ("" if none)
+    with how they reach it."""
+
+    text: str
+    conventions: str
+    via_flag: bool  # by the profile's system-prompt flag, not in the prompt file
+
+    @property
+    def system_prompt(self) -> str | None:
+        return self.conventions if self.via_flag else None
+
+
+def prompt_for(job: Job, profile: profiles.AgentProfile, repo_path: Path, ws: Workspace) -> Prompt:
+    """The job's prompt with the repo's conventions at its base commit (see the module
+    docstring)."""
+    text = _conventions(job, repo_path, profile, ws)
+    via_flag = bool(
+        text and profile.system_prompt_flag and len(text) <= conventions.MAX_SYSTEM_PROMPT
+    )
+    prompt = job.prompt if via_flag or not text else f"{text}\n\n# Your task\n\n{job.prompt}"
+    return Prompt(prompt, text, via_flag)
+
+
+def _conventions(job: Job, repo_path: Path, profile: profiles.AgentProfile, ws: Workspace) -> str:
+    """The conventions text for this job's agent. A one-off ``--command`` gets its
+    prompt verbatim (it may not be a model at all) unless the job selected skills."""
+    if profile.name == profiles.COMMAND and not ws.skills:
+        return ""
+    conv = conventions.load(repo_path, job.base_sha)
+    conventions.check_selected(conv, ws.skills)
+    return conventions.render(conv, ws.skills, include_agents_md=not profile.reads_agents_md)
+
+
+def resume_session(
+    settings: Settings, store: Store, job: Job, profile: profiles.AgentProfile
+) -> str | None:
+    """The session a follow-up resumes: its parent's, when the agent can resume (the
+    job log says which)."""
+    if job.followup_of is None or job.id is None:
+        return None
+    parent = store.job(job.followup_of)
+    if parent.session_id and profile.resume_argv is not None:
+        note_job(settings, job.id, f"resuming agent session {parent.session_id}")
+        return parent.session_id
+    why = "no session was recorded" if not parent.session_id else "the agent cannot resume"
+    note_job(settings, job.id, f"{why}: a new session with the follow-up prompt")
+    return None

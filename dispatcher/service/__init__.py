@@ -1,0 +1,66 @@
+"""The use-cases the API (and so the CLI) and the daemon share, grouped by resource.
+
+:class:`Service` only composes them; each part is a module of this package:
+
+* ``repos``    register, list, show and unregister repos (:mod:`.repos`);
+* ``jobs``     submit (the one path every job takes), follow up, retry, list (:mod:`.jobs`);
+* ``control``  cancel, discard and merge a job (:mod:`.control`);
+* ``outputs``  a job's log, diff and notice deliveries (:mod:`.outputs`);
+* ``events``   ``POST /events``, the events stored, each repo's triggers (:mod:`.events`);
+* ``issues``   the local issue inbox (:mod:`.issues`);
+* ``notices``  which notices a job owes and where they go (:mod:`.notices`);
+* ``webhooks`` forge deliveries into the intake (:mod:`dispatcher.events.webhooks`);
+* ``idempotency`` the ``Idempotency-Key`` answers (:mod:`dispatcher.store.idempotency`).
+
+The intake (:class:`dispatcher.events.intake.Intake`) submits the jobs of
+triggers through ``jobs`` too.
+"""
+
+from __future__ import annotations
+
+from dispatcher import __version__
+from dispatcher.config import Settings
+from dispatcher.events.intake import Intake
+from dispatcher.events.trigger_files import TriggerFiles
+from dispatcher.events.webhooks import Webhooks
+from dispatcher.jobs.pool import WorktreePool
+from dispatcher.service.control import Control, Supervisor
+from dispatcher.service.events import Events
+from dispatcher.service.issues import Issues
+from dispatcher.service.jobs import Jobs
+from dispatcher.service.notices import Notices
+from dispatcher.service.outputs import Outputs
+from dispatcher.service.repos import Repos
+from dispatcher.store.database import Store
+from dispatcher.store.idempotency import Idempotency
+from dispatcher.store.models import Health
+
+
+class Service:
+    """The parts, wired to one another once; the API, the daemon and tests hold this."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        supervisor: Supervisor,
+        *,
+        trigger_files: TriggerFiles | None = None,
+        pool: WorktreePool | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.trigger_files = trigger_files or TriggerFiles(store)
+        self.notices = Notices(settings, store, self.trigger_files)
+        self.control = Control(settings, store, supervisor, self.notices, pool)
+        self.jobs = Jobs(settings, store, supervisor, self.trigger_files, self.control)
+        self.intake = Intake(settings, store, self.trigger_files, self.jobs)
+        self.repos = Repos(settings, store, self.trigger_files, pool)
+        self.outputs = Outputs(settings, store)
+        self.events = Events(store, self.trigger_files, self.intake)
+        self.issues = Issues(store, self.intake)
+        self.webhooks = Webhooks(settings, store, self.intake)
+        self.idempotency = Idempotency(store, settings.idempotency_hours)
+
+    def health(self) -> Health:
+        return Health(version=__version__, jobs_active=self.store.count_active())

@@ -1,0 +1,205 @@
+"""Ending a job's run or its work: cancel, discard, merge (and the merges a crash left).
+
+The service never moves a job the runner owns (``preparing``/``running``): it
+asks the runner (:class:`Supervisor`) to stop it and waits for the runner to
+record the end. One lock per job serializes these actions and a follow-up
+(which takes over the job's worktree): a double click has one effect.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from dispatcher import git
+from dispatcher.config import Settings
+from dispatcher.errors import DispatcherError, InvalidState
+from dispatcher.jobs.cleanup import run_cleanup
+from dispatcher.jobs.files import note_job
+from dispatcher.jobs.merge import land, reconcile, recover
+from dispatcher.jobs.pool import WorktreePool, left_out_note, released_ref, save_released
+from dispatcher.jobs.workspace import Workspace
+from dispatcher.lifecycle import ACTIVE, FINISHED, JobState
+from dispatcher.service.notices import Notices
+from dispatcher.store.database import Store
+from dispatcher.store.models import ActionResult, Job, JobPublic, MergeRequest, Repo, utcnow
+
+log = logging.getLogger(__name__)
+
+
+class Supervisor(Protocol):
+    """What the service needs from the runner (in-process today, a queue later)."""
+
+    def wake(self) -> None: ...
+    def cancel(self, job_id: int) -> None: ...
+    def join(self, job_id: int, timeout: float) -> None: ...
+
+
+@dataclass(eq=False)
+class Control:
+    """Cancel, discard and merge, one at a time per job."""
+
+    settings: Settings
+    store: Store
+    supervisor: Supervisor
+    notices: Notices
+    pool: WorktreePool | None
+    _locks: dict[int, threading.Lock] = field(default_factory=dict, init=False, repr=False)
+    _locks_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def lock(self, job_id: int) -> threading.Lock:
+        """Serializes merge/discard/cancel/follow-up of one job: a double click has one
+        effect."""
+        with self._locks_guard:
+            return self._locks.setdefault(job_id, threading.Lock())
+
+    def cancel(self, job_id: int) -> ActionResult:
+        with self.lock(job_id):
+            job = self.store.job(job_id)
+            if job.state is JobState.CANCELED:
+                return action_result(self.store, job, False, f"job {job_id} is already canceled")
+            if job.state not in ACTIVE:
+                raise InvalidState(
+                    f"job {job_id} already finished ({job.state.value}); nothing to cancel",
+                    details={"state": job.state.value},
+                )
+            job = self._stop(job)
+            if job.state is JobState.CANCELED:
+                return action_result(self.store, job, True, f"job {job_id} canceled")
+            if job.state in ACTIVE:
+                return action_result(
+                    self.store, job, True, f"job {job_id}: cancel requested, stopping"
+                )
+            return action_result(
+                self.store, job, False,
+                f"job {job_id} finished ({job.state.value}) before it was canceled",
+            )  # fmt: skip
+
+    def discard(self, job_id: int) -> ActionResult:
+        with self.lock(job_id):
+            job = self.store.job(job_id)
+            if job.state is JobState.DISCARDED:
+                return action_result(self.store, job, False, f"job {job_id} is already discarded")
+            refuse_continued(job)
+            if job.state is JobState.MERGED:
+                raise InvalidState(
+                    f"job {job_id} is merged into {job.merged_into}; nothing to discard",
+                    details={"state": job.state.value},
+                )
+            if job.state in ACTIVE:
+                job = self._stop(job)
+                if job.state in ACTIVE:
+                    raise InvalidState(
+                        f"job {job_id} did not stop in time; nothing was removed, try again"
+                    )
+            assert job.id is not None
+            repo = self.store.repo(job.repo_id)
+            repo_path = Path(repo.path)
+            if job.worktree:
+                self._drop_worktree(repo, job.id, Path(job.worktree))
+            if job.branch and (repo_path / ".git").exists():
+                git.delete_branch(repo_path, job.branch)
+            job = self.store.move(
+                job.id, set(FINISHED) | {JobState.QUEUED}, JobState.DISCARDED,
+                worktree=None, closed_at=utcnow(),
+            )  # fmt: skip
+            self.notices.announce(job)
+            return action_result(
+                self.store, job, True, f"job {job_id} discarded: worktree and branch removed"
+            )
+
+    def merge(self, job_id: int, req: MergeRequest) -> ActionResult:
+        with self.lock(job_id):
+            job = self.store.job(job_id)
+            refuse_continued(job)
+            repo = self.store.repo(job.repo_id)
+            assert job.id is not None
+            job_id_ = job.id
+            job, changed, message = land(
+                self.settings, self.store, job, repo, req,
+                drop=lambda path: self._drop_worktree(repo, job_id_, path),
+            )  # fmt: skip
+            if changed and job.state is JobState.MERGED:
+                self.notices.announce(job)
+            return action_result(self.store, job, changed, message)
+
+    def recover_merges(self) -> None:
+        """At start-up, before any job runs or merge is accepted: finish or undo the
+        merges a crashed daemon left under way, then mark merged the finished jobs
+        whose work their target already holds. Each job newly merged gives up its
+        worktree and is announced. Never raises."""
+        try:
+            jobs = recover(self.settings, self.store) + reconcile(self.store)
+        except Exception:
+            log.exception("recovering merges failed")
+            return
+        for job in jobs:
+            assert job.id is not None
+            try:
+                if job.worktree:
+                    repo = self.store.repo(job.repo_id)
+                    self._drop_worktree(repo, job.id, Path(job.worktree))
+                    job = self.store.update(job.id, worktree=None)
+            except Exception:
+                log.exception("job %s: cleanup after a recovered merge failed", job.id)
+            self.notices.announce(job)
+
+    def _drop_worktree(self, repo: Repo, job_id: int, worktree: Path) -> None:
+        """A job is done with its worktree: back to the warm pool, or removed.
+
+        Either way its uncommitted edits are saved to ``refs/dispatcher/released/<id>``.
+        """
+        ws = Workspace.model_validate(self.store.job(job_id).workspace or {})
+        checkouts = [Path(r.path) for r in self.store.repos()]
+        run_cleanup(self.settings, job_id, ws, worktree, checkouts=checkouts)
+        limit = ws.max_leftover_bytes(self.settings.max_leftover_file_mb)
+        saved = None
+        repo_path = Path(repo.path)
+        if self.pool is not None and (repo_path / ".git").exists():
+            saved = self.pool.release(
+                repo, worktree, job_id=job_id, exclude=ws.never_commit(), max_file_bytes=limit
+            )
+        else:
+            if worktree.is_dir() and git.worktree_is_valid(worktree, repo_path):
+                saved = save_released(self.settings, worktree, job_id, ws.never_commit(), limit)
+            git.worktree_remove(repo_path, worktree)
+        note = left_out_note(released_ref(job_id), saved) if saved else ""
+        if note:
+            note_job(self.settings, job_id, note)
+
+    def _stop(self, job: Job) -> Job:
+        """Stop an active job: queued ones directly, claimed ones through the runner."""
+        job_id = job.id
+        assert job_id is not None
+        if job.state is JobState.QUEUED:
+            try:
+                return self.store.move(
+                    job_id, JobState.QUEUED, JobState.CANCELED,
+                    finished_at=utcnow(), error="canceled on request",
+                )  # fmt: skip
+            except DispatcherError:
+                job = self.store.job(job_id)  # claimed meanwhile: stop it via the runner
+                if job.state not in ACTIVE:
+                    return job
+        self.store.update(job_id, cancel_requested=True)
+        self.supervisor.cancel(job_id)
+        self.supervisor.join(job_id, timeout=self.settings.kill_grace_seconds + 15)
+        return self.store.job(job_id)
+
+
+def refuse_continued(job: Job) -> None:
+    """A job a follow-up continued is acted on through that follow-up."""
+    if job.followed_by is not None:
+        raise InvalidState(
+            f"job {job.id} was continued by follow-up job {job.followed_by}, which holds "
+            f"its worktree and branch now; act on job {job.followed_by}"
+        )
+
+
+def action_result(store: Store, job: Job, changed: bool, message: str) -> ActionResult:
+    return ActionResult(
+        job=JobPublic.of(job, store.repo(job.repo_id).name), changed=changed, message=message
+    )

@@ -1,0 +1,79 @@
+"""What a job produced: its log (pages, or followed), its diff, its notices' deliveries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from dispatcher import git
+from dispatcher.config import Settings
+from dispatcher.errors import InvalidInput, InvalidState
+from dispatcher.jobs.files import job_files
+from dispatcher.lifecycle import JobState
+from dispatcher.process import logpage
+from dispatcher.store.database import Store
+from dispatcher.store.models import DeliveryPublic, DiffPublic
+
+
+@dataclass(eq=False)
+class Outputs:
+    """Read-only views of what a job produced."""
+
+    settings: Settings
+    store: Store
+
+    def log_file(self, job_id: int) -> Path:
+        self.store.job(job_id)  # 404 for unknown ids
+        return job_files(self.settings, job_id).log
+
+    def log_page(
+        self,
+        job_id: int,
+        *,
+        offset: int | None = None,
+        tail: int | None = None,
+        limit: int | None = None,
+        file_id: int | None = None,
+    ) -> logpage.LogPage:
+        """One bounded page of the job's ``agent.log`` (see :mod:`dispatcher.process.logpage`):
+        from ``offset`` (default 0) or its last ``tail`` bytes; ``limit`` defaults to
+        ``tail``, else :data:`logpage.DEFAULT_LIMIT`. ``file_id``: the file the offset
+        is in (an earlier page's); another file (rotated since) is read from 0."""
+        path = self.log_file(job_id)
+        _one_start(offset, tail)
+        size = limit or tail or logpage.DEFAULT_LIMIT
+        return logpage.read_page(path, offset=offset or 0, tail=tail, limit=size, file_id=file_id)
+
+    def log_start(self, job_id: int, *, offset: int | None = None, tail: int | None = None) -> int:
+        """Where following the job's log begins: ``offset``, or its last ``tail`` bytes."""
+        path = self.log_file(job_id)
+        _one_start(offset, tail)
+        if tail is None:
+            return offset or 0
+        return logpage.read_page(path, tail=tail, limit=1).start
+
+    def job_state(self, job_id: int) -> JobState:
+        return self.store.job(job_id).state
+
+    def diff(self, job_id: int) -> DiffPublic:
+        job = self.store.job(job_id)
+        repo_path = Path(self.store.repo(job.repo_id).path)
+        head = (job.branch and git.branch_head(repo_path, job.branch)) or job.head_sha
+        if head is None:
+            raise InvalidState(f"job {job_id} is {job.state.value} and has no commits yet")
+        return DiffPublic(
+            job=job_id,
+            base=job.base_sha,
+            head=head,
+            stat=git.diff(repo_path, job.base_sha, head, stat=True),
+            patch=git.diff(repo_path, job.base_sha, head),
+        )
+
+    def deliveries(self, job_id: int) -> list[DeliveryPublic]:
+        self.store.job(job_id)  # 404 for an unknown job
+        return [DeliveryPublic.model_validate(d) for d in self.store.deliveries(job_id)]
+
+
+def _one_start(offset: int | None, tail: int | None) -> None:
+    if offset is not None and tail is not None:
+        raise InvalidInput("give offset or tail, not both")

@@ -1,0 +1,162 @@
+"""Repos: register (``dispatcher repo add``), list, show and unregister.
+
+A repo is the main checkout of a git repository outside the state dir. When
+one comes or goes, its trigger file is loaded or forgotten, the event sources
+(:class:`RepoListener`) arm or drop its watches and schedules, and the warm
+pool fills or forgets its worktrees.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from dispatcher import git
+from dispatcher.config import Settings
+from dispatcher.errors import AlreadyExists, InvalidInput
+from dispatcher.events.trigger_files import TriggerFiles
+from dispatcher.jobs.pool import WorktreePool
+from dispatcher.jobs.sweeper import worktrees_disk_usage
+from dispatcher.store.database import AlreadyMade, Store
+from dispatcher.store.models import (
+    IdempotencyKey,
+    Job,
+    Repo,
+    RepoCreate,
+    RepoPublic,
+    start_of_day,
+)
+from triggers.webhooks.remotes import forge_name_of
+
+_REPO_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class RepoListener(Protocol):
+    """Told when repos come and go (the event sources arm and drop their watches
+    and schedules)."""
+
+    def repo_added(self, repo: Repo) -> None: ...
+    def repo_removed(self, repo: Repo) -> None: ...
+
+
+@dataclass(eq=False)
+class Repos:
+    """Registered repos, as the API shows them (job counts, triggers, disk, cost)."""
+
+    settings: Settings
+    store: Store
+    trigger_files: TriggerFiles
+    pool: WorktreePool | None
+    listener: RepoListener | None = None  # set by the daemon, once the sources exist
+
+    def add(self, req: RepoCreate, *, idem: IdempotencyKey | None = None) -> RepoPublic:
+        made = self.store.made_by(idem, "repo")
+        if made is not None:  # the daemon stopped before it could answer: that answer
+            return self._one_public(self.store.repo(made))
+        raw = Path(req.path).expanduser()
+        if not raw.is_absolute():
+            raise InvalidInput(f"repo path must be absolute: {req.path!r}")
+        try:
+            exists = raw.exists()
+        except (OSError, ValueError) as exc:  # too long, NUL bytes
+            raise InvalidInput(f"invalid repo path: {exc}") from None
+        if not exists:
+            raise InvalidInput(f"path does not exist: {req.path}")
+        top = git.toplevel(raw)
+        if git.common_dir(top).resolve().parent != top.resolve():
+            raise InvalidInput(f"{top} is a linked worktree; register its main checkout instead")
+        state_dir = self.settings.state_dir.resolve()
+        if top.resolve().is_relative_to(state_dir):
+            raise InvalidInput(f"{top} is inside the dispatcher's state dir; register a repo")
+        name = req.name or _default_name(top)
+        if not _REPO_NAME_RE.match(name) or ".." in name:
+            raise InvalidInput(
+                f"invalid repo name {name!r}: use letters, digits, '.', '_' or '-' "
+                "(64 characters at most, starting with a letter or digit)"
+            )
+        if self.store.find_repo(path=str(top)) is not None:
+            raise AlreadyExists(f"{top} is already registered")
+        if self.store.find_repo(name=name) is not None:
+            raise AlreadyExists(f"a repo named {name!r} is already registered; pass --name")
+        forge_name = req.forge_name
+        if forge_name is None:
+            origin = git.remote_url(top)
+            forge_name = forge_name_of(origin) if origin else None
+        try:
+            repo = self.store.add_repo(
+                Repo(
+                    name=name,
+                    path=str(top),
+                    default_branch=git.default_branch(top),
+                    max_parallel=req.max_parallel,
+                    forge_name=forge_name,
+                    pool_size=req.pool_size,
+                    daily_cost_usd=req.daily_cost_usd,
+                ),
+                idem=idem,
+            )
+        except AlreadyMade as made_meanwhile:
+            return self._one_public(self.store.repo(made_meanwhile.resource_id))
+        self.trigger_files.load(repo)
+        if self.listener is not None:
+            self.listener.repo_added(repo)
+        if self.pool is not None:
+            self.pool.fill(repo)
+        return self.get(name)
+
+    def all(self) -> list[RepoPublic]:
+        counts = self.store.job_counts()
+        costs = self.store.costs_since(start_of_day())
+        return [self._public(r, counts, costs) for r in self.store.repos()]
+
+    def get(self, name: str) -> RepoPublic:
+        return self._one_public(self.store.repo_by_name(name))
+
+    def remove(self, name: str) -> RepoPublic:
+        """Unregister a repo: refused while it has active jobs; removes its jobs' worktrees.
+
+        The jobs' branches stay in the repository, so no commit is lost.
+        """
+        repo = self.store.repo_by_name(name)
+        assert repo.id is not None
+        public = self._one_public(repo)
+        self.store.remove_repo(repo.id, before_delete=self._remove_worktrees)
+        self.trigger_files.forget(repo.id)
+        if self.pool is not None:
+            self.pool.forget(repo)
+        if self.listener is not None:
+            self.listener.repo_removed(repo)
+        return public
+
+    def _remove_worktrees(self, repo: Repo, jobs: list[Job]) -> None:
+        repo_path = Path(repo.path)
+        for job in jobs:
+            if job.worktree and (repo_path / ".git").exists():
+                git.worktree_remove(repo_path, Path(job.worktree))
+
+    def _one_public(self, repo: Repo) -> RepoPublic:
+        assert repo.id is not None
+        counts = self.store.job_counts(repo.id)
+        return self._public(repo, counts, self.store.costs_since(start_of_day(), repo.id))
+
+    def _public(
+        self, repo: Repo, counts: dict[int, dict[str, int]], costs: dict[int, float]
+    ) -> RepoPublic:
+        """The repo as the API shows it; ``counts`` and ``costs``: per repo id, read
+        for all the repos listed at once."""
+        assert repo.id is not None
+        public = RepoPublic.model_validate(repo)
+        public.exists = (Path(repo.path) / ".git").exists()
+        public.jobs = counts.get(repo.id, {})
+        active = self.trigger_files.active(repo.id)
+        public.triggers = [t.name for t in active.trigger_list()] if active else []
+        public.worktrees_bytes = worktrees_disk_usage(self.settings, repo.name)
+        public.cost_today_usd = round(costs.get(repo.id, 0.0), 6)
+        return public
+
+
+def _default_name(path: Path) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", path.name).strip("-.") or "repo"
+    return name[:64]
