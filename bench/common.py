@@ -8,7 +8,6 @@ daemon and removes the temp dir at the end, even on failure.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import statistics
 import subprocess
@@ -20,25 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.daemonproc import clean_env
+
 IDENTITY = {
     "GIT_AUTHOR_NAME": "bench",
     "GIT_AUTHOR_EMAIL": "bench@example.com",
     "GIT_COMMITTER_NAME": "bench",
     "GIT_COMMITTER_EMAIL": "bench@example.com",
 }
-
-
-def base_env(home: Path) -> dict[str, str]:
-    """The environment without inherited ``GIT_*``/``DISPATCHER_*``, with a private home."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISPATCHER_", "GIT_"))}
-    env.update(
-        HOME=str(home),
-        XDG_STATE_HOME=str(home / ".local" / "state"),
-        GIT_CONFIG_NOSYSTEM="1",
-        GIT_CONFIG_GLOBAL=str(home / ".gitconfig"),
-        **IDENTITY,
-    )
-    return env
 
 
 def sh(
@@ -123,7 +111,7 @@ class Ctx:
             stack.callback(shutil.rmtree, root, ignore_errors=True)
         home = root / "home"
         home.mkdir()
-        env = base_env(home)
+        env = clean_env(home, IDENTITY)
         return cls(quick=quick, root=root, env=env, stack=stack)
 
     def dir(self, name: str) -> Path:

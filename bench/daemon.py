@@ -14,9 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -24,20 +22,10 @@ from typing import Any
 import httpx
 
 from bench.common import Ctx
+from tests.daemonproc import TERMINAL, dispatcher_argv, free_port
+from tests.waiting import wait_until
 
 TICK = os.sysconf("SC_CLK_TCK")
-TERMINAL = {"succeeded", "failed", "timed_out", "canceled", "merged", "discarded"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def dispatcher_argv() -> list[str]:
-    script = Path(sys.executable).parent / "dispatcher"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "dispatcher.cli"]
 
 
 def _children_map() -> dict[int, list[tuple[int, str]]]:
@@ -112,16 +100,22 @@ class Daemon:
                 env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip
         self.ctx.stack.callback(self.stop)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon {self.name} exited:\n{self.log_tail()}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    return self
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"daemon {self.name} did not answer:\n{self.log_tail()}")
-            time.sleep(0.05)
+        wait_until(
+            self._answers,
+            lambda: f"daemon {self.name} to answer:\n{self.log_tail()}",
+            timeout,
+            interval=0.05,
+        )
+        return self
+
+    def _answers(self) -> bool:
+        """True once ``/health`` answers 200; raises if the daemon has exited."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"daemon {self.name} exited:\n{self.log_tail()}")
+        with contextlib.suppress(httpx.TransportError):
+            return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+        return False
 
     def stop(self, timeout: float = 30) -> None:
         if self._http is not None:
@@ -177,24 +171,29 @@ class Daemon:
 
     def wait(self, job_id: int, timeout: float = 300) -> dict[str, Any]:
         """Poll until the job is terminal (or ``timeout`` passes: an error)."""
-        deadline = time.monotonic() + timeout
-        delay = 0.005
-        while True:
+
+        def finished() -> dict[str, Any] | None:
             job: dict[str, Any] = self.http.get(f"/jobs/{job_id}").json()
-            if job["state"] in TERMINAL:
-                return job
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"job {job_id} stuck in {job['state']}")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.1)
+            return job if job["state"] in TERMINAL else None
+
+        return wait_until(
+            finished,
+            lambda: (
+                f"job {job_id} to end: stuck in {self.http.get(f'/jobs/{job_id}').json()['state']}"
+            ),
+            timeout,
+            interval=0.005,
+            max_interval=0.1,
+        )
 
     def wait_all_done(self, timeout: float) -> None:
         """Poll /health until no job is active."""
-        deadline = time.monotonic() + timeout
-        while self.http.get("/health").json()["jobs_active"]:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"jobs still active after {timeout:g} s")
-            time.sleep(0.1)
+        wait_until(
+            lambda: not self.http.get("/health").json()["jobs_active"],
+            "no job to be active",
+            timeout,
+            interval=0.1,
+        )
 
     def log_of(self, job_id: int) -> str:
         return self.http.get(f"/jobs/{job_id}/log").text

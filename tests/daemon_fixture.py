@@ -8,11 +8,8 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,35 +20,20 @@ from typing import IO, Any
 import httpx
 import pytest
 
+from tests.daemonproc import TERMINAL, clean_env, dispatcher_argv, free_port
 from tests.gitutil import init_repo
+from tests.waiting import wait_until
 
-TERMINAL = {"succeeded", "failed", "timed_out", "canceled", "merged", "discarded"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def dispatcher_argv() -> list[str]:
-    script = Path(sys.executable).parent / "dispatcher"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "dispatcher.cli"]
+IDENTITY = {
+    "GIT_AUTHOR_NAME": "Test Author",
+    "GIT_AUTHOR_EMAIL": "author@example.com",
+    "GIT_COMMITTER_NAME": "Test Committer",
+    "GIT_COMMITTER_EMAIL": "committer@example.com",
+}
 
 
 def base_env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DISPATCHER_", "GIT_"))}
-    env.update(
-        HOME=str(home),
-        XDG_STATE_HOME=str(home / ".local" / "state"),
-        GIT_CONFIG_NOSYSTEM="1",
-        GIT_CONFIG_GLOBAL=str(home / ".gitconfig"),
-        GIT_AUTHOR_NAME="Test Author",
-        GIT_AUTHOR_EMAIL="author@example.com",
-        GIT_COMMITTER_NAME="Test Committer",
-        GIT_COMMITTER_EMAIL="committer@example.com",
-    )
-    return env
+    return clean_env(home, IDENTITY)
 
 
 @dataclass
@@ -92,20 +74,26 @@ class Daemon:
             stdin=subprocess.DEVNULL,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"daemon exited {self.proc.returncode}:\n{self.log_path.read_text()}"
-                )
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
-                    self._api = None
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"daemon did not answer in {timeout}s:\n{self.log_path.read_text()}")
+        wait_until(
+            self._answers,
+            lambda: f"the daemon to answer:\n{self.log_path.read_text()}",
+            timeout,
+            interval=0.05,
+        )
+        self._api = None
+        return self
+
+    def _answers(self) -> bool:
+        """True once ``/health`` answers 200; raises if the daemon has exited."""
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(
+                f"daemon exited {self.proc.returncode}:\n{self.log_path.read_text()}"
+            )
+        try:
+            return httpx.get(f"{self.url}/health", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         assert self.proc is not None
@@ -175,16 +163,12 @@ class Daemon:
     ) -> dict[str, Any]:
         """Poll until the job reaches one of ``states`` (default: terminal)."""
         want = states or TERMINAL
-        deadline = time.monotonic() + timeout
-        delay = 0.02
-        while True:
-            job = self.job(job_id)
-            if job["state"] in want:
-                return job
-            if time.monotonic() > deadline:
-                raise AssertionError(f"job {job_id} stuck in {job['state']} (wanted {want})")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.25)
+        return wait_until(
+            lambda: (job := self.job(job_id))["state"] in want and job,
+            lambda: f"job {job_id} to reach {sorted(want)}: stuck in {self.job(job_id)['state']}",
+            timeout,
+            max_interval=0.25,
+        )
 
     def cancel_active(self) -> None:
         for state in ("queued", "preparing", "running"):

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from dispatcher.process import cgroups, proc
+from tests.daemon_fixture import pid_alive
+from tests.waiting import wait_until
 
 MOUNTINFO = (
     "25 30 0:23 / /sys rw,nosuid - sysfs sysfs rw\n"
@@ -74,10 +76,7 @@ def test_a_tree_that_left_its_session_is_killed_with_its_cgroup(
         log_path=tmp_path / "agent.log", exit_file=tmp_path / "exit", cgroup=job,
         log_cap=proc.LogCap(1 << 20, 1, 4096),
     )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not (tmp_path / "escaped").exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until((tmp_path / "escaped").exists, "the grandchild to write its pid", 30)
     escaped = int((tmp_path / "escaped").read_text())
     try:
         assert os.getsid(escaped) != child.pid  # out of the agent's session
@@ -86,10 +85,7 @@ def test_a_tree_that_left_its_session_is_killed_with_its_cgroup(
         cgroups.remove(job)
         assert not job.exists()
         assert proc.wait(child, timeout=30) == -signal.SIGKILL
-        deadline = time.monotonic() + 10
-        while proc.process_start_time(escaped) is not None and not _zombie(escaped):
-            assert time.monotonic() < deadline, "the escaped grandchild lives on"
-            time.sleep(0.02)
+        wait_until(lambda: not pid_alive(escaped), "the escaped grandchild to end", 10)
     finally:
         if proc.process_start_time(escaped) is not None:
             os.kill(escaped, signal.SIGKILL)
@@ -116,11 +112,3 @@ def test_kill_without_cgroup_kill_signals_each_member(parent: Path) -> None:
         if sleeper.poll() is None:
             sleeper.kill()
             sleeper.wait()
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat[stat.rindex(")") + 2] == "Z"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 
 from dispatcher import faults
 from tests.daemon_fixture import hold_fault, release_fault
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -37,10 +37,7 @@ def test_held_point_waits_until_the_hold_is_removed(fault_dir: Path) -> None:
     done = threading.Event()
     worker = threading.Thread(target=lambda: (faults.reach("merge.window"), done.set()))
     worker.start()
-    deadline = time.monotonic() + 10
-    while not reached.exists():
-        assert time.monotonic() < deadline, "the point was never reached"
-        time.sleep(0.01)
+    wait_until(reached.exists, "the point to be reached", timeout=10, interval=0.01)
     assert not done.is_set()
     release_fault(fault_dir, "merge.window")
     worker.join(10)

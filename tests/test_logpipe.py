@@ -14,6 +14,7 @@ import pytest
 
 from dispatcher.agents import output
 from dispatcher.process import logpipe, proc
+from tests.waiting import wait_until
 
 WAIT = 30.0
 
@@ -107,10 +108,7 @@ def test_sigterm_goes_to_the_agent_not_the_writer(tmp_path: Path) -> None:
             "100000", "1", "100", "", "claim", "--", "sh", "-c",
             "trap 'echo got TERM; exit 7' TERM; echo ready; while :; do sleep 0.05; done"]  # fmt: skip
     writer = subprocess.Popen(argv, cwd=tmp_path, start_new_session=True)
-    deadline = time.monotonic() + WAIT
-    while "ready" not in (log.read_text() if log.exists() else ""):
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until(lambda: log.exists() and "ready" in log.read_text(), "the agent's ready", WAIT)
     os.killpg(writer.pid, signal.SIGTERM)  # as a cancel does
     assert writer.wait(WAIT) == 7
     text = log.read_text()

@@ -13,7 +13,7 @@ import stat
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,7 @@ import pytest
 from dispatcher.errors import ProcessError
 from dispatcher.process import proc
 from dispatcher.process.proc import Limits, Spawned
+from tests.waiting import wait_until
 
 PATH = "/usr/local/bin:/usr/bin:/bin"
 ENV = {"PATH": PATH, "LANG": "C.UTF-8"}
@@ -30,14 +31,6 @@ WAIT = 30.0
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def poll(condition: Callable[[], bool], timeout: float = WAIT, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
 
 
 def gone(pid: int) -> bool:
@@ -56,7 +49,7 @@ def script(path: Path, body: str, *, mode: int = 0o755) -> Path:
 
 
 def read_pid(path: Path) -> int:
-    poll(lambda: path.exists() and path.read_text().strip() != "", what=f"{path.name}")
+    wait_until(lambda: path.exists() and path.read_text().strip() != "", path.name, WAIT)
     return int(path.read_text().strip())
 
 
@@ -354,7 +347,7 @@ def test_kill_tree_kills_child_and_grandchild(spawner: Spawner, tmp_path: Path) 
     proc.kill_tree(child.pid, child.start_time, grace=5)
 
     for pid in (child.pid, agent_pid, grandchild):
-        poll(lambda pid=pid: gone(pid), what=f"pid {pid} to end")  # type: ignore[misc]
+        wait_until(lambda pid=pid: gone(pid), f"pid {pid} to end", WAIT)  # type: ignore[misc]
     assert child.popen is not None
     if spawner.log_cap is None:  # the wrapper died of it too, before recording anything
         assert child.popen.wait(timeout=WAIT) == -signal.SIGTERM
@@ -369,9 +362,8 @@ def test_kill_tree_sigkills_what_ignores_sigterm(spawner: Spawner, tmp_path: Pat
     agent = script(tmp_path / "agent.sh", "trap '' TERM\necho $$ > child.pid\nexec sleep 300")
     child = spawner([str(agent)])
     agent_pid = read_pid(tmp_path / "child.pid")
-    poll(
-        lambda: Path(f"/proc/{agent_pid}/comm").read_text().strip() == "sleep",
-        what="the exec",
+    wait_until(
+        lambda: Path(f"/proc/{agent_pid}/comm").read_text().strip() == "sleep", "the exec", WAIT
     )
 
     grace = 0.4
@@ -380,7 +372,7 @@ def test_kill_tree_sigkills_what_ignores_sigterm(spawner: Spawner, tmp_path: Pat
     elapsed = time.monotonic() - started
 
     assert elapsed >= grace, "the SIGTERM-ignoring child was killed before the grace ran out"
-    poll(lambda: gone(agent_pid), what="the SIGTERM-ignoring agent to be killed")
+    wait_until(lambda: gone(agent_pid), "the SIGTERM-ignoring agent to be killed", WAIT)
     assert child.popen is not None
     child.popen.wait(timeout=WAIT)
 
@@ -439,8 +431,8 @@ def test_is_alive_checks_pid_and_start_time(spawner: Spawner, tmp_path: Path) ->
 def test_is_alive_is_false_for_a_zombie(spawner: Spawner) -> None:
     child = spawner(["true"])
     # Not reaped yet: the wrapper lingers as a zombie with the same start time.
-    poll(lambda: proc.read_exit_file(child.exit_file) is not None, what="the exit file")
-    poll(lambda: not proc.is_alive(child.pid, child.start_time), what="the zombie")
+    wait_until(lambda: proc.read_exit_file(child.exit_file) is not None, "the exit file", WAIT)
+    wait_until(lambda: not proc.is_alive(child.pid, child.start_time), "the zombie", WAIT)
     assert proc.process_start_time(child.pid) == child.start_time
     assert child.popen is not None
     assert child.popen.wait(timeout=WAIT) == 0
@@ -534,7 +526,7 @@ def test_limits_bind_the_agent_and_its_children_but_not_the_wrapper(
         f"while [ ! -e {release} ]; do sleep 0.02; done",
     )
     child = spawner([str(agent)], limits=Limits(memory_bytes=512 * MiB + 100, cpu_seconds=7))
-    poll((tmp_path / "child-limits").exists, what="the grandchild's limits")
+    wait_until((tmp_path / "child-limits").exists, "the grandchild's limits", WAIT)
 
     seen = limits_of((tmp_path / "child-limits").read_text())
     assert seen["Max address space"] == (str(512 * MiB), str(512 * MiB))  # whole KiB
@@ -663,7 +655,7 @@ def test_the_wrapper_claims_the_spawn_with_its_pid_before_the_agent_runs(tmp_pat
     )
     child = claimed_spawn(tmp_path, [str(agent)], claim)
     try:
-        poll((tmp_path / "seen").exists, what="the agent")
+        wait_until((tmp_path / "seen").exists, "the agent", WAIT)
         assert (tmp_path / "seen").read_text() == f"{child.pid}\n"  # written before it ran
         assert proc.claim_holder(claim) == child.pid
         assert proc.runs_spawn(child.pid, claim) == child.start_time
@@ -705,7 +697,7 @@ def test_an_empty_claim_finds_its_wrapper_while_it_lives(tmp_path: Path) -> None
 
     holder = subprocess.Popen(["sh", "-c", "sleep 30", "dispatcher-agent", str(claim)])
     try:
-        poll(lambda: proc.find_spawn(claim) == holder.pid, what="the holder")
+        wait_until(lambda: proc.find_spawn(claim) == holder.pid, "the holder", WAIT)
         assert proc.claim_holder(claim, wait=0.1) == holder.pid
     finally:
         holder.kill()

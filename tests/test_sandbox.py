@@ -12,6 +12,7 @@ import pytest
 
 from dispatcher.errors import ProcessError
 from dispatcher.process import proc, sandbox
+from tests.waiting import wait_until
 
 needs_bwrap = pytest.mark.skipif(
     sandbox.probe("bwrap")[0] is None, reason="bubblewrap cannot run here (.ci/run installs it)"
@@ -152,10 +153,7 @@ def test_a_boxed_agent_gets_its_grace_period_when_stopped(tmp_path: Path) -> Non
         argv, cwd=tmp_path, env=os.environ, stdin_path=None, log_path=tmp_path / "log",
         exit_file=tmp_path / "exit",
     )  # fmt: skip
-    deadline = time.monotonic() + 30
-    while not (tmp_path / "started").exists():
-        assert time.monotonic() < deadline, (tmp_path / "log").read_text()
-        time.sleep(0.02)
+    wait_for(tmp_path / "started", tmp_path / "log")
     proc.kill_tree(child.pid, child.start_time, grace=10)
     proc.wait(child, timeout=10)
     assert (tmp_path / "done").read_text() == "graceful\n"
@@ -172,10 +170,8 @@ def spawn_boxed(tmp_path: Path, script: str) -> proc.Spawned:
 
 
 def wait_for(path: Path, log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while not path.exists():
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.02)
+    """Until the boxed script writes ``path``; fails showing its ``log``."""
+    wait_until(path.exists, lambda: f"{path.name}, the log saying {log.read_text()!r}", 30)
 
 
 @needs_bwrap
@@ -204,9 +200,11 @@ def test_a_boxed_agent_that_ignores_the_stop_is_killed_and_signal_codes_come_thr
     started = time.monotonic()
     proc.kill_tree(stubborn.pid, stubborn.start_time, grace=1)
     assert proc.wait(stubborn, timeout=10) is not None
-    while proc._group_alive(stubborn.pid):  # SIGKILLed: gone as soon as the kernel reaps it
-        assert time.monotonic() - started < 8
-        time.sleep(0.02)
+    wait_until(  # SIGKILLed: gone as soon as the kernel reaps it
+        lambda: not proc._group_alive(stubborn.pid),
+        "the killed group to be reaped, 8 s from the kill",
+        timeout=started + 8 - time.monotonic(),
+    )
     (tmp_path / "started").unlink()
     suicide = spawn_boxed(tmp_path, "echo up > started; kill -USR1 $$")
     assert proc.wait(suicide, timeout=30) == 128 + 10

@@ -14,8 +14,8 @@ from dispatcher.jobs.runner import Runner
 from dispatcher.service import Service
 from dispatcher.store.database import Store, migrate
 from dispatcher.store.models import RepoCreate
-from tests.e2e.test_faults import wait_until
 from tests.gitutil import commit_file, git, init_repo
+from tests.waiting import wait_until
 from triggers.schedule import schedule_event
 
 CRON_YML = """\

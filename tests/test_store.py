@@ -13,8 +13,7 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,8 @@ from dispatcher.lifecycle import JobState
 from dispatcher.store.database import Claimed, Store, migrate
 from dispatcher.store.models import Delivery, Job, Repo
 from tests.migrationutil import head_revision
+from tests.together import together
+from tests.waiting import wait_until
 
 S = JobState
 BIG = 10_000  # a parallelism limit that never binds
@@ -102,28 +103,6 @@ def add_jobs(store: Store, repo_id: int, n: int) -> list[int]:
 
 def ids(claimed: list[Claimed]) -> list[int]:
     return [c.job_id for c in claimed]
-
-
-def run_threads(n: int, target: Callable[[int], None]) -> None:
-    """Run ``target(i)`` in ``n`` threads released together; re-raise the first error."""
-    barrier = threading.Barrier(n)
-    errors: list[BaseException] = []
-
-    def body(i: int) -> None:
-        try:
-            barrier.wait(timeout=30)
-            target(i)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-        assert not t.is_alive()
-    if errors:
-        raise errors[0]
 
 
 # ---------------------------------------------------------------- migrations
@@ -354,7 +333,7 @@ def test_concurrent_claimers_in_threads_never_double_claim(store: Store, url: st
             own.close()
         results[i] = got
 
-    run_threads(8, claimer)
+    together(8, claimer)
 
     claimed = [job_id for got in results.values() for job_id in got]
     assert len(claimed) == len(set(claimed)), "a job was claimed twice"
@@ -411,12 +390,13 @@ def _claim_in_two_processes(url: str, root: Path) -> list[list[int]]:
         )
         for me in range(2)
     ]
+
+    def ready() -> bool:
+        assert all(p.poll() is None for p in procs), "a claimer died before starting"
+        return all((root / f"ready-{me}").exists() for me in range(2))
+
     try:
-        deadline = time.monotonic() + 30
-        while not all((root / f"ready-{me}").exists() for me in range(2)):
-            assert all(p.poll() is None for p in procs), "a claimer died before starting"
-            assert time.monotonic() < deadline, "claimers never became ready"
-            time.sleep(0.01)
+        wait_until(ready, "the claimers to be ready", timeout=30, interval=0.01)
         (root / "go").touch()
         outputs = [p.communicate(timeout=60) for p in procs]
     finally:
@@ -504,7 +484,7 @@ def test_concurrent_moves_only_one_wins(store: Store) -> None:
             with lock:
                 wins.append(i)
 
-    run_threads(16, mover)
+    together(16, mover)
 
     assert len(wins) == 1
     assert len(losses) == 15

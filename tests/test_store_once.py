@@ -5,8 +5,7 @@ with its own :class:`Store`, released together at a barrier)."""
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from dispatcher.store.models import (
     utcnow,
 )
 from tests.gitutil import init_repo
+from tests.together import together
 
 THREADS = 4
 
@@ -62,28 +62,6 @@ def stores(url: str) -> Iterator[list[Store]]:
     finally:
         for st in made:
             st.close()
-
-
-def together(n: int, target: Callable[[int], None]) -> None:
-    """Run ``target(i)`` in ``n`` threads released at once; re-raise the first error."""
-    barrier = threading.Barrier(n, timeout=30)
-    errors: list[BaseException] = []
-
-    def body(i: int) -> None:
-        try:
-            barrier.wait()
-            target(i)
-        except BaseException as exc:
-            errors.append(exc)
-
-    threads = [threading.Thread(target=body, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-        assert not t.is_alive()
-    if errors:
-        raise errors[0]
 
 
 def a_repo(store: Store) -> int:

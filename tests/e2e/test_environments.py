@@ -12,7 +12,6 @@ import os
 import signal
 import socket
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ import pytest
 
 from tests.daemon_fixture import Daemon
 from tests.gitutil import git, init_repo
+from tests.waiting import wait_until
 
 Agent = Callable[[str, str], str]
 FAKES = Path(__file__).resolve().parents[1] / "fakeagents"
@@ -173,11 +173,9 @@ def test_concurrent_jobs_get_distinct_free_ports(
             d.wait(job_id, {"running"})
         seen = {}
         for job_id in ids:
-            deadline = time.monotonic() + 20
-            while not ((out / str(job_id)).exists() and (out / str(job_id)).read_text()):
-                assert time.monotonic() < deadline, f"job {job_id} never wrote its ports"
-                threading.Event().wait(0.02)
-            first, span, plain = (out / str(job_id)).read_text().split()
+            path = out / str(job_id)
+            wait_until(lambda p=path: p.exists() and p.read_text(), f"job {job_id}'s ports", 20)
+            first, span, plain = path.read_text().split()
             assert span == f"{first}-{int(first) + 4}" and plain == first
             seen[job_id] = int(first)
         assert len(set(seen.values())) == 4
@@ -413,7 +411,6 @@ class _Receiver:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         received = self.received = []  # type: list[tuple[str, dict[str, str], bytes]]
-        self.got = threading.Event()
         self.status: dict[str, int] = {}  # what it answers, per path (else 204)
 
         outer = self
@@ -425,7 +422,6 @@ class _Receiver:
                 self.send_response(outer.status.get(self.path, 204))
                 self.send_header("Content-Length", "0")
                 self.end_headers()
-                outer.got.set()
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -439,11 +435,12 @@ class _Receiver:
         self.server.server_close()
 
     def wait(self, count: int, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.received) < count:
-            assert time.monotonic() < deadline, f"only got {self.received}"
-            self.got.wait(0.1)
-            self.got.clear()
+        wait_until(
+            lambda: len(self.received) >= count,
+            lambda: f"{count} requests, having got {self.received}",
+            timeout,
+            interval=0.1,
+        )
 
 
 def test_notifications_still_owed_at_a_stop_are_sent_by_the_next_daemon(
@@ -467,10 +464,12 @@ def test_notifications_still_owed_at_a_stop_are_sent_by_the_next_daemon(
         assert hook_ids and sum(p == "/ntfy" for p, _, _ in sent) == 1
         receiver.status["/hook"] = 204
         d.start()  # it still owes the hook its notification, not ntfy
-        deadline = time.monotonic() + 20
-        while len(rec := d.api.get(f"/jobs/{job['id']}/deliveries").json()) < 2:
-            assert time.monotonic() < deadline, rec
-            time.sleep(0.05)
+        rec = wait_until(
+            lambda: len(r := d.api.get(f"/jobs/{job['id']}/deliveries").json()) >= 2 and r,
+            "two deliveries recorded",
+            timeout=20,
+            interval=0.05,
+        )
         later = receiver.received[len(sent) :]
         assert [p for p, _, _ in later] == ["/hook"], later
         assert later[0][1]["webhook-id"] in hook_ids  # the same message: receivers dedupe
@@ -499,7 +498,6 @@ def test_finished_jobs_are_announced_signed_and_recorded(
     daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
 ) -> None:
     import base64
-    import time
 
     key = bytes(range(32))
     receiver = _Receiver()
@@ -524,11 +522,7 @@ def test_finished_jobs_are_announced_signed_and_recorded(
         bad = d.wait(d.submit(name, "fail", command=["false"])["id"])
         assert bad["state"] == "failed"
         d.cli("merge", str(ok["id"]))
-        deadline = time.monotonic() + 20
-        while len(receiver.received) < 3:
-            assert time.monotonic() < deadline, f"only got {receiver.received}"
-            receiver.got.wait(0.2)
-            receiver.got.clear()
+        receiver.wait(3)
         by_path: dict[str, list[dict[str, Any]]] = {}
         for path, headers, body in receiver.received:
             payload = json.loads(body)
@@ -539,10 +533,12 @@ def test_finished_jobs_are_announced_signed_and_recorded(
         assert sorted(p["type"] for p in by_path["/repo"]) == ["job.merged", "job.succeeded"]
         assert [p["type"] for p in by_path["/global"]] == ["job.failed"]
         # Outcomes are recorded per job.
-        deadline = time.monotonic() + 20
-        while not d.api.get(f"/jobs/{bad['id']}/deliveries").json():
-            assert time.monotonic() < deadline, "the delivery was not recorded"
-            time.sleep(0.05)
+        wait_until(
+            lambda: d.api.get(f"/jobs/{bad['id']}/deliveries").json(),
+            "the delivery to be recorded",
+            timeout=20,
+            interval=0.05,
+        )
         rec = d.api.get(f"/jobs/{bad['id']}/deliveries").json()
         assert [(r["target"], r["state"], r["ok"], r["status_code"]) for r in rec] == [
             ("webhook", "failed", True, 204)

@@ -21,9 +21,11 @@ from tests.daemon_fixture import (
     LogFollower,
     dispatcher_argv,
     hold_fault,
+    pid_alive,
     release_fault,
 )
 from tests.gitutil import git, init_repo
+from tests.waiting import wait_until
 
 Agent = Callable[[str, str], str]
 
@@ -40,17 +42,18 @@ def counting_gate_agent(agent: Agent, gates: Path) -> str:
     )
 
 
+def gated_repo(d: Daemon, agent: Agent, tmp_path: Path) -> tuple[Path, str, Path, str]:
+    """Repo ``r`` added to ``d``, and a :func:`counting_gate_agent` with its gates in
+    ``tmp_path``: (the repo, its name, the gates, the agent's script)."""
+    gates = tmp_path / "gates"
+    script = counting_gate_agent(agent, gates)
+    repo = init_repo(tmp_path / "r")
+    return repo, d.add_repo(repo, "r"), gates, script
+
+
 def runs(gates: Path) -> list[int]:
     path = gates / "runs"
     return [int(x) for x in path.read_text().split()] if path.exists() else []
-
-
-def wait_until(predicate: Callable[[], object], what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def block_worktree_creation(repo: Path, marks: Path) -> None:
@@ -87,10 +90,7 @@ def test_sigkill_daemon_at_each_stage_loses_and_duplicates_nothing(
     stage: str, daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
 ) -> None:
     d = daemon_factory(DISPATCHER_MAX_PARALLEL_PER_REPO="1").start()
-    gates = tmp_path / "gates"
-    script = counting_gate_agent(agent, gates)
-    repo = init_repo(tmp_path / "r")
-    name = d.add_repo(repo, "r")
+    repo, name, gates, script = gated_repo(d, agent, tmp_path)
     marks = tmp_path / "marks"
     if stage == "preparing":
         block_worktree_creation(repo, marks)
@@ -133,10 +133,7 @@ def test_kill_9_between_spawn_and_running_adopts_the_agent_not_a_second_run(
     the first agent and ran a second one."""
     faults = tmp_path / "faults"
     d = daemon_factory(DISPATCHER_FAULT_DIR=str(faults)).start()
-    gates = tmp_path / "gates"
-    script = counting_gate_agent(agent, gates)
-    repo = init_repo(tmp_path / "r")
-    name = d.add_repo(repo, "r")
+    repo, name, gates, script = gated_repo(d, agent, tmp_path)
     reached = hold_fault(faults, "runner.after-spawn")
     job_id = d.submit(name, "once", command=[script])["id"]
     wait_until(reached.exists, "the daemon to spawn the agent")
@@ -164,10 +161,7 @@ def test_kill_9_just_before_spawn_requeues_and_runs_once(
 ) -> None:
     faults = tmp_path / "faults"
     d = daemon_factory(DISPATCHER_FAULT_DIR=str(faults)).start()
-    gates = tmp_path / "gates"
-    script = counting_gate_agent(agent, gates)
-    repo = init_repo(tmp_path / "r")
-    name = d.add_repo(repo, "r")
+    repo, name, gates, script = gated_repo(d, agent, tmp_path)
     reached = hold_fault(faults, "runner.before-spawn")
     job_id = d.submit(name, "once", command=[script])["id"]
     wait_until(reached.exists, "the daemon to be about to spawn")
@@ -186,17 +180,14 @@ def test_lost_agent_is_requeued_with_backoff_and_its_work_saved(
     daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
 ) -> None:
     d = daemon_factory(DISPATCHER_RETRY_BACKOFF_SECONDS="0.2").start()
-    gates = tmp_path / "gates"
-    script = counting_gate_agent(agent, gates)
-    repo = init_repo(tmp_path / "r")
-    name = d.add_repo(repo, "r")
+    repo, name, gates, script = gated_repo(d, agent, tmp_path)
     job_id = d.submit(name, "long", command=[script])["id"]
     d.wait(job_id, {"running"})
     wait_until(lambda: runs(gates), "the agent to start")
     pid = d.agent_group(job_id)
     d.stop(signal.SIGKILL)
     os.killpg(pid, signal.SIGKILL)  # the agent dies too, leaving no exit status
-    wait_until(lambda: not Path(f"/proc/{pid}/cmdline").exists() or _zombie(pid), "agent death")
+    wait_until(lambda: not pid_alive(pid), "agent death")
     (gates / f"go-{job_id}").touch()
     d.start()
     job = d.wait(job_id)
@@ -209,14 +200,6 @@ def test_lost_agent_is_requeued_with_backoff_and_its_work_saved(
     no_orphan_worktrees(d, repo, name)
 
 
-def _zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat[stat.rindex(")") + 2] == "Z"
-
-
 # ------------------------------------------------------------------ the agent and its worktree
 
 
@@ -224,9 +207,8 @@ def test_killed_agent_fails_with_its_signal_not_as_canceled(
     daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
 ) -> None:
     d = daemon_factory().start()
-    gates = tmp_path / "gates"
-    name = d.add_repo(init_repo(tmp_path / "r"), "r")
-    job_id = d.submit(name, "x", command=[counting_gate_agent(agent, gates)])["id"]
+    _, name, _, script = gated_repo(d, agent, tmp_path)
+    job_id = d.submit(name, "x", command=[script])["id"]
     d.wait(job_id, {"running"})
     pid = d.agent_group(job_id)
     os.killpg(pid, signal.SIGKILL)
@@ -257,10 +239,8 @@ def test_worktree_broken_under_a_running_agent(
     tmp_path: Path,
 ) -> None:
     d = daemon_factory().start()
-    gates = tmp_path / "gates"
-    repo = init_repo(tmp_path / "r")
-    name = d.add_repo(repo, "r")
-    job_id = d.submit(name, "x", command=[counting_gate_agent(agent, gates)])["id"]
+    repo, name, gates, script = gated_repo(d, agent, tmp_path)
+    job_id = d.submit(name, "x", command=[script])["id"]
     job = d.wait(job_id, {"running"})
     wait_until(lambda: runs(gates), "the agent to start")
     breakage(Path(job["worktree"]))
@@ -402,9 +382,8 @@ def test_sigterm_ends_log_streams_and_exits_in_bounded_time(
     daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
 ) -> None:
     d = daemon_factory().start()
-    gates = tmp_path / "gates"
-    name = d.add_repo(init_repo(tmp_path / "r"), "r")
-    job_id = d.submit(name, "x", command=[counting_gate_agent(agent, gates)])["id"]
+    _, name, gates, script = gated_repo(d, agent, tmp_path)
+    job_id = d.submit(name, "x", command=[script])["id"]
     d.wait(job_id, {"running"})
     wait_until(lambda: runs(gates), "the agent to start")
     with LogFollower(d, job_id) as follower:

@@ -14,8 +14,9 @@ from pathlib import Path
 import httpx
 
 from tests.daemon_fixture import Daemon, hold_fault, release_fault
-from tests.e2e.test_faults import counting_gate_agent, runs, wait_until
+from tests.e2e.test_faults import counting_gate_agent, runs
 from tests.gitutil import init_repo
+from tests.waiting import wait_until
 
 Agent = Callable[[str, str], str]
 FAULT = "idempotency.before-answer"

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 
 from tests.daemon_fixture import Daemon, LogFollower, alive_in_session, dispatcher_argv
 from tests.gitutil import commit_file, git, init_repo
+from tests.waiting import wait_until
 
 Agent = Callable[[str, str], str]
 
@@ -368,7 +368,7 @@ def test_cancel_running_job_keeps_worktree_and_is_idempotent(
     script = agent("hang.sh", "echo started > s.tmp\nmv s.tmp started.txt\nsleep 300\n")
     job = daemon.submit(name, command=[script])
     running = daemon.wait(job["id"], {"running"})
-    _wait_for_file(Path(running["worktree"]) / "started.txt")
+    wait_until((Path(running["worktree"]) / "started.txt").exists, "the agent to start")
     out = daemon.cli("cancel", str(job["id"])).stdout
     assert "canceled" in out
     job = daemon.job(job["id"])
@@ -408,21 +408,14 @@ def test_timeout_kills_the_whole_process_tree(
     for which in ("child", "grandchild"):
         assert (tmp_path / which).exists(), f"the agent was stopped before it wrote {which}"
         pid = int((tmp_path / which).read_text())  # in the agent's pid namespace if sandboxed
-        deadline = time.monotonic() + 20
-        while alive_in_session(session, pid) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not alive_in_session(session, pid), f"{which} {pid} survived the timeout"
-
-
-def _wait_for_file(path: Path, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path.name} never written"
-        time.sleep(0.02)
+        wait_until(
+            lambda pid=pid: not alive_in_session(session, pid),
+            f"{which} {pid} to end with the timeout",
+        )
 
 
 def _read_pid(path: Path) -> int:
-    _wait_for_file(path)
+    wait_until(path.exists, f"{path.name} to be written")
     return int(path.read_text())
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from tests.daemon_fixture import Daemon
+from tests.waiting import wait_until
 
 Agent = Callable[[str, str], str]
 MIB = 1024 * 1024
@@ -29,10 +29,12 @@ def _chatty_job(daemon: Daemon, repo: Path, agent: Agent) -> tuple[int, bytes]:
     job = daemon.wait(daemon.submit(name, command=[script])["id"])
     assert job["state"] == "succeeded", job
     log = daemon.state_dir / "jobs" / str(job["id"]) / "agent.log"
-    deadline = time.monotonic() + 10  # the daemon's last note follows the state change
-    while not log.read_bytes().endswith(f"job {job['id']} succeeded\n".encode()):
-        assert time.monotonic() < deadline, "the job's last note never reached its log"
-        time.sleep(0.05)
+    wait_until(  # the daemon's last note follows the state change
+        lambda: log.read_bytes().endswith(f"job {job['id']} succeeded\n".encode()),
+        "the job's last note to reach its log",
+        timeout=10,
+        interval=0.05,
+    )
     data = log.read_bytes()
     assert len(data) > 5 * MIB
     return job["id"], data

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.daemon_fixture import Daemon
-from tests.e2e.test_faults import wait_until
+from tests.waiting import wait_until
 
 Agent = Callable[[str, str], str]
 MAX_LOG = 4096  # the smallest cap the daemon takes

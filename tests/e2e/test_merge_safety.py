@@ -18,6 +18,7 @@ import pytest
 
 from tests.daemon_fixture import Daemon, hold_fault, pid_alive, release_fault
 from tests.gitutil import commit_file, git, init_repo
+from tests.waiting import wait_until
 
 Agent = Callable[[str, str], str]
 
@@ -179,7 +180,7 @@ def test_target_reset_to_an_ancestor_in_the_window_is_refused(
     reached = hold_fault(faults, window)
     with ThreadPoolExecutor(1) as pool:
         pending: Future[httpx.Response] = pool.submit(post_merge, d, job["id"])
-        wait_for(reached)
+        wait_until(reached.exists, "the daemon to reach the fault point", 30)
         git(repo, *user_command, ancestor)
         release_fault(faults, window)
         resp = pending.result(timeout=60)
@@ -220,16 +221,6 @@ def test_a_git_command_running_in_the_checkout_makes_the_merge_wait_its_turn(
 # ------------------------------------------------------------------ kill -9 in the window
 
 
-def wait_for(path: Path, timeout: float = 30) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the daemon never reached {path.name}")
-        time.sleep(0.02)
-
-
 @pytest.mark.timeout(180)  # 2,000 files, twice, on a shared machine
 @pytest.mark.parametrize("window", ["merge.files-updated", "merge.ref-moved"])
 def test_kill_9_inside_a_merge_into_the_checkout_is_finished_or_undone(
@@ -254,7 +245,7 @@ def test_kill_9_inside_a_merge_into_the_checkout_is_finished_or_undone(
     reached = hold_fault(faults, window)
     with ThreadPoolExecutor(1) as pool:
         pending = pool.submit(post_merge, d, job["id"], "squash")
-        wait_for(reached)
+        wait_until(reached.exists, "the daemon to reach the fault point", 30)
         if window == "merge.files-updated":  # the files really were written
             assert (repo / "gen" / "f1999.txt").exists()
         assert d.stop(signal.SIGKILL) == -signal.SIGKILL
@@ -377,7 +368,7 @@ def test_crash_while_git_writes_the_checkout_leaves_it_as_it_was_or_as_merged(
     (repo / ".git" / "info" / "attributes").write_text("gen/f5.txt filter=gate\n")
     with ThreadPoolExecutor(2) as pool:
         pending = pool.submit(post_merge, d, job["id"], "ff")
-        wait_for(marks / "in")
+        wait_until((marks / "in").exists, "the merge to reach the gated filter", 30)
         assert d.proc is not None
         git_processes = descendants(d.proc.pid)
         assert git_processes
@@ -392,10 +383,18 @@ def test_crash_while_git_writes_the_checkout_leaves_it_as_it_was_or_as_merged(
         else:
             starting = pool.submit(d.start)
             # The new daemon says it waits for the orphan (or, not waiting, is up).
-            wait_until(lambda: starting.done() or says(d, "waiting for git left running"))
+            wait_until(
+                lambda: starting.done() or says(d, "waiting for git left running"),
+                "the new daemon to wait for the orphaned git, or to be up",
+                60,
+            )
             (marks / "go").touch()
             starting.result(timeout=60)
-            wait_until(lambda: not any(pid_alive(pid) for pid, _ in git_processes))
+            wait_until(
+                lambda: not any(pid_alive(pid) for pid, _ in git_processes),
+                "the orphaned git processes to end",
+                60,
+            )
     after = d.job(job["id"])
     if git(repo, "rev-parse", "main") == old:
         assert after["state"] == "succeeded"
@@ -412,16 +411,6 @@ def test_crash_while_git_writes_the_checkout_leaves_it_as_it_was_or_as_merged(
 
 def says(d: Daemon, text: str) -> bool:
     return d.log_path.exists() and text in d.log_path.read_text()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 60) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out")
-        time.sleep(0.02)
 
 
 def test_kill_9_after_a_branch_moved_and_before_the_job_said_so_records_the_merge(
@@ -443,7 +432,7 @@ def test_kill_9_after_a_branch_moved_and_before_the_job_said_so_records_the_merg
                 f"/jobs/{job['id']}/merge", json={"strategy": "squash", "into": "release"}
             )
         )
-        wait_for(reached)
+        wait_until(reached.exists, "the daemon to reach the fault point", 30)
         landed = git(repo, "rev-parse", "release")
         assert d.stop(signal.SIGKILL) == -signal.SIGKILL
         with pytest.raises(httpx.TransportError):

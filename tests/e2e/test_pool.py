@@ -4,22 +4,14 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.daemon_fixture import Daemon
 from tests.gitutil import commit_file, git, init_repo
+from tests.waiting import wait_until
 
 Agent = Callable[[str, str], str]
-
-
-def wait_until(predicate: Callable[[], object], what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def idle_trees(d: Daemon, repo_name: str) -> list[Path]:

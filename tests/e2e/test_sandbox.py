@@ -224,13 +224,19 @@ git add stashed.txt saw && git commit -q -m "A's commit"; echo $? > saw/commit
 """
 
 
+def target_repo(d: Daemon, tmp_path: Path) -> tuple[Path, str, Path]:
+    """Repo ``app`` (a README) added to ``d``, and the mark file that a hostile agent's
+    planted hook would make if the daemon's git ran it: (the repo, its name, the mark)."""
+    repo = init_repo(tmp_path / "app", files={"README.md": "hello\n"})
+    return repo, d.add_repo(repo), tmp_path / "PWNED"
+
+
 @needs_bwrap
 def test_an_agent_cannot_poison_another_jobs_worktree_or_the_checkouts_head_and_index(
     daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
 ) -> None:
     d = daemon_factory().start()
-    repo = init_repo(tmp_path / "app", files={"README.md": "hello\n"})
-    name = d.add_repo(repo)
+    repo, name, mark = target_repo(d, tmp_path)
     # B leaves work uncommitted: the daemon's git commits it in B's worktree afterwards.
     quiet = agent("quiet.sh", "echo b > b.txt\n")
     b = d.wait(d.submit(name, "b", command=[quiet])["id"])
@@ -238,7 +244,6 @@ def test_an_agent_cannot_poison_another_jobs_worktree_or_the_checkouts_head_and_
     admin = repo / ".git" / "worktrees" / Path(b["worktree"]).name
     before = {f: (admin / f).read_bytes() for f in ("commondir", "gitdir", "HEAD")}
     head, index = (repo / ".git" / "HEAD").read_bytes(), (repo / ".git" / "index").read_bytes()
-    mark = tmp_path / "PWNED"
     a = d.wait(d.submit(name, f"{mark}\n", command=[agent("a.sh", NEIGHBOUR)])["id"])
     assert a["state"] == "succeeded", a["error"]
     saw = seen(Path(a["worktree"]))
@@ -263,9 +268,7 @@ def test_the_daemon_runs_no_git_in_a_worktree_whose_git_files_were_repointed(
     whose commondir names another git dir fails the job with one line, before the
     daemon's git (leftover commits) runs there, and the branch is kept."""
     d = daemon_factory(DISPATCHER_SANDBOX="off").start()
-    repo = init_repo(tmp_path / "app", files={"README.md": "hello\n"})
-    name = d.add_repo(repo)
-    mark = tmp_path / "PWNED"
+    repo, name, mark = target_repo(d, tmp_path)
     repoint = agent(
         "repoint.sh",
         f'echo left > left.txt\ngit init -q --bare "$PWD/evil"\n'
@@ -291,9 +294,7 @@ def test_a_global_git_config_an_agent_creates_is_never_read_by_the_daemons_git(
     config = Path(d.env["GIT_CONFIG_GLOBAL"])
     config.unlink(missing_ok=True)
     d.start()
-    repo = init_repo(tmp_path / "app", files={"README.md": "hello\n"})
-    name = d.add_repo(repo)
-    mark = tmp_path / "PWNED"
+    repo, name, mark = target_repo(d, tmp_path)
     plant = agent(
         "plant.sh",
         f'printf "[core]\\n\\tfsmonitor = \\"touch {mark}\\"\\n" > "{config}"\n'

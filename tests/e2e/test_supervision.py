@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 
 from tests.daemon_fixture import Daemon, dispatcher_argv, pid_alive
 from tests.gitutil import git, init_repo
+from tests.waiting import wait_until
 
 Agent = Callable[[str, str], str]
 
@@ -199,22 +199,10 @@ def escaping_agent(agent: Agent, marks: Path, then: str) -> str:
 
 
 def escaped_pid(marks: Path) -> int:
-    deadline = time.monotonic() + 20
-    while not (marks / "escaped").exists():
-        assert time.monotonic() < deadline, "the grandchild did not start"
-        time.sleep(0.02)
+    wait_until((marks / "escaped").exists, "the grandchild to start")
     pid = int((marks / "escaped").read_text())
     assert os.getsid(pid) == pid  # it did leave the agent's session
     return pid
-
-
-def gone_soon(pid: int, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 @pytest.mark.skipif(not cgroups_usable(), reason="no cgroup v2 to make job cgroups in")
@@ -248,16 +236,13 @@ def test_a_process_that_left_the_session_dies_with_the_job(
             assert d.stop(signal.SIGKILL) == -signal.SIGKILL
             gate.touch()
             exit_file = d.state_dir / "jobs" / str(job_id) / "exit"
-            deadline = time.monotonic() + 20
-            while not exit_file.exists():
-                assert time.monotonic() < deadline, "the agent did not end"
-                time.sleep(0.02)
+            wait_until(exit_file.exists, "the agent to end")
             assert pid_alive(pid)  # nothing killed it yet
             d.start()
         job = d.wait(job_id, timeout=40)
         want = {"exit": "succeeded", "cancel": "canceled", "timeout": "timed_out"}
         assert job["state"] == want.get(end, "succeeded"), job
-        assert gone_soon(pid), f"the grandchild {pid} outlived the job"
+        wait_until(lambda: not pid_alive(pid), f"the grandchild {pid} to end with the job", 10)
         assert "cgroups are unavailable" not in d.api.get(f"/jobs/{job_id}/log").text
     finally:
         if pid_alive(pid):

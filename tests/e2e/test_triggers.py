@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 from dispatcher.process import sandbox
 from tests.daemon_fixture import Daemon, pid_alive
 from tests.gitutil import commit_file, git, init_repo
+from tests.waiting import wait_until
 
 Agent = Callable[[str, str], str]
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
@@ -49,21 +51,25 @@ def jobs_of(d: Daemon, repo: str) -> list[dict[str, Any]]:
     return list(d.api.get("/jobs", params={"repo": repo, "limit": 500}).json()["items"])
 
 
-def wait_for(predicate: Callable[[], Any], what: str, timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    delay = 0.02
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 0.25)
+# Most of these waits ask the daemon's API: back off to 0.25 s between polls.
+wait_for = partial(wait_until, max_interval=0.25)
 
 
 def prompt_of(job: dict[str, Any]) -> str:
     return (Path(job["worktree"]) / "PROMPT.txt").read_text()
+
+
+def first_job(d: Daemon, repo: str, what: str) -> dict[str, Any]:
+    """The newest job of ``repo``, once there is one."""
+    return wait_for(lambda: jobs_of(d, repo), what)[0]
+
+
+def edit_db(d: Daemon, sql: str) -> None:
+    """Run ``sql`` on the stopped daemon's database, as a crash or another version leaves it."""
+    db = sqlite3.connect(d.state_dir / "dispatcher.db")
+    with db:
+        db.execute(sql)
+    db.close()
 
 
 @pytest.fixture
@@ -75,6 +81,21 @@ def tdaemon(daemon_factory: Callable[..., Daemon]) -> Daemon:
         DISPATCHER_MAX_PARALLEL="8",
         DISPATCHER_MAX_PARALLEL_PER_REPO="8",
     ).start()
+
+
+AddRepo = Callable[[str], tuple[Path, str]]
+
+
+@pytest.fixture
+def add_trigger_repo(tdaemon: Daemon, tmp_path: Path, agent: Agent) -> AddRepo:
+    """Makes a :func:`trigger_repo` with the given trigger file and adds it to ``tdaemon``:
+    returns the repo and its name there."""
+
+    def add(triggers_yml: str) -> tuple[Path, str]:
+        repo = trigger_repo(tmp_path, agent, triggers_yml)
+        return repo, tdaemon.add_repo(repo)
+
+    return add
 
 
 PUSH_YML = """\
@@ -93,10 +114,9 @@ triggers:
 
 
 def test_commit_to_main_makes_one_job_and_filters_hold(
-    tdaemon: Daemon, tmp_path: Path, agent: Agent
+    tdaemon: Daemon, add_trigger_repo: AddRepo
 ) -> None:
-    repo = trigger_repo(tmp_path, agent, PUSH_YML)
-    name = tdaemon.add_repo(repo)
+    repo, name = add_trigger_repo(PUSH_YML)
     assert tdaemon.api.get(f"/repos/{name}").json()["triggers"] == ["on-main"]
     # A path outside the filter, and a commit on another branch: no job.
     commit_file(repo, "docs/notes.md", "x\n", "docs only")
@@ -104,7 +124,7 @@ def test_commit_to_main_makes_one_job_and_filters_hold(
     commit_file(repo, "src/dev.py", "dev\n", "dev work")
     git(repo, "checkout", "-q", "main")
     sha = commit_file(repo, "src/app.py", "print('bye')\n", "change app")
-    job = wait_for(lambda: jobs_of(tdaemon, name), "a push job")[0]
+    job = first_job(tdaemon, name, "a push job")
     job = tdaemon.wait(job["id"])
     assert job["state"] == "succeeded", job
     assert job["trigger"] == "on-main"
@@ -120,16 +140,15 @@ def test_commit_to_main_makes_one_job_and_filters_hold(
 
 
 def test_daemon_down_while_commits_land_catches_up_exactly_once(
-    tdaemon: Daemon, tmp_path: Path, agent: Agent
+    tdaemon: Daemon, add_trigger_repo: AddRepo
 ) -> None:
-    repo = trigger_repo(tmp_path, agent, PUSH_YML)
-    name = tdaemon.add_repo(repo)
+    repo, name = add_trigger_repo(PUSH_YML)
     tdaemon.stop(signal.SIGTERM)
     commit_file(repo, "src/a.py", "a\n", "first while down")
     last = commit_file(repo, "src/b.py", "b\n", "second while down")
     git(repo, "pack-refs", "--all")
     tdaemon.start()
-    job = wait_for(lambda: jobs_of(tdaemon, name), "the catch-up job")[0]
+    job = first_job(tdaemon, name, "the catch-up job")
     assert job["base"] == last
     tdaemon.wait(job["id"])
     tdaemon.stop(signal.SIGTERM)
@@ -151,23 +170,29 @@ def test_daemon_down_while_commits_land_catches_up_exactly_once(
 
 # ------------------------------------------------------------------ checks
 
-CHECK_YML = """\
+# How each check trigger file below starts: trigger red-tests runs on a push to main.
+CHECK_HEAD = """\
 version: 1
 agents: {bot: BOT}
 triggers:
   red-tests:
     on: {push: {branches: [main]}}
     agent: bot
+"""
+
+CHECK_YML = (
+    CHECK_HEAD
+    + """\
     check: "if [ -f BROKEN ]; then echo 'FAILED: test_thing expected 1 got 2'; exit 1; fi; echo all good"
     prompt: "The tests fail:\\n${{ check.output_tail }}\\nFix it."
 """
+)
 
 
 def test_failing_check_dispatches_with_output_and_passing_check_does_not(
-    tdaemon: Daemon, tmp_path: Path, agent: Agent
+    tdaemon: Daemon, add_trigger_repo: AddRepo
 ) -> None:
-    repo = trigger_repo(tmp_path, agent, CHECK_YML)
-    name = tdaemon.add_repo(repo)
+    repo, name = add_trigger_repo(CHECK_YML)
     commit_file(repo, "ok.txt", "fine\n", "green commit")
     event = wait_for(
         lambda: [
@@ -178,9 +203,7 @@ def test_failing_check_dispatches_with_output_and_passing_check_does_not(
     assert event["jobs"] == []
     assert jobs_of(tdaemon, name) == []
     commit_file(repo, "BROKEN", "x\n", "red commit")
-    job = tdaemon.wait(
-        wait_for(lambda: jobs_of(tdaemon, name), "a job after the red check")[0]["id"]
-    )
+    job = tdaemon.wait(first_job(tdaemon, name, "a job after the red check")["id"])
     assert job["trigger"] == "red-tests"
     assert prompt_of(job) == "The tests fail:\nFAILED: test_thing expected 1 got 2\nFix it."
     # The check's worktree is gone; only the job's remains.
@@ -188,16 +211,13 @@ def test_failing_check_dispatches_with_output_and_passing_check_does_not(
     assert len(git(repo, "worktree", "list").splitlines()) == 2
 
 
-PRYING_CHECK_YML = """\
-version: 1
-agents: {bot: BOT}
-triggers:
-  red-tests:
-    on: {push: {branches: [main]}}
-    agent: bot
+PRYING_CHECK_YML = (
+    CHECK_HEAD
+    + """\
     check: "cat STATE/token; ls -A STATE; cat REPO/secret.txt; echo tail-end; exit 1"
     prompt: "${{ check.output_tail }}"
 """
+)
 
 
 @needs_bwrap
@@ -210,7 +230,7 @@ def test_a_check_runs_in_the_sandbox_and_cannot_read_the_token_or_the_checkout(
     (repo / "secret.txt").write_text("the user's secret\n")
     name = tdaemon.add_repo(repo)
     commit_file(repo, "ok.txt", "fine\n", "a commit")
-    job = tdaemon.wait(wait_for(lambda: jobs_of(tdaemon, name), "the job of the check")[0]["id"])
+    job = tdaemon.wait(first_job(tdaemon, name, "the job of the check")["id"])
     seen = prompt_of(job)
     assert seen.rstrip().endswith("tail-end"), seen  # it ran, and its output came through
     assert tdaemon.token not in seen
@@ -218,24 +238,23 @@ def test_a_check_runs_in_the_sandbox_and_cannot_read_the_token_or_the_checkout(
     assert not any((tdaemon.state_dir / "checks").iterdir())
 
 
-GATED_CHECK_YML = """\
-version: 1
-agents: {bot: BOT}
-triggers:
-  red-tests:
-    on: {push: {branches: [main]}}
-    agent: bot
+GATED_CHECK_YML = (
+    CHECK_HEAD
+    + """\
     check: "echo run >> GATES/runs; echo $$ > GATES/pid.tmp; mv GATES/pid.tmp GATES/pid; while [ ! -f GATES/go ]; do sleep 0.05; done; test ! -f BROKEN"
     prompt: "red: ${{ check.exit_code }}"
 """
+)
 
 
-def gated_check_repo(tmp_path: Path, agent: Agent) -> tuple[Path, Path]:
-    """A repo whose push trigger runs a check that waits for ``<gates>/go`` and fails
-    when the file BROKEN exists; each run appends to ``<gates>/runs`` and writes its pid to ``<gates>/pid``."""
+def gated_check_repo(add_trigger_repo: AddRepo, tmp_path: Path) -> tuple[Path, str, Path]:
+    """A repo (added to the daemon: its path, name and gates) whose push trigger runs a check
+    that waits for ``<gates>/go`` and fails when the file BROKEN exists; each run appends to
+    ``<gates>/runs`` and writes its pid to ``<gates>/pid``."""
     gates = tmp_path / "gates"
     gates.mkdir()
-    return trigger_repo(tmp_path, agent, GATED_CHECK_YML.replace("GATES", str(gates))), gates
+    repo, name = add_trigger_repo(GATED_CHECK_YML.replace("GATES", str(gates)))
+    return repo, name, gates
 
 
 def check_runs(gates: Path) -> int:
@@ -265,10 +284,9 @@ def the_event(d: Daemon) -> dict[str, Any]:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["stop", "crash"])
 def test_check_cut_short_by_the_daemon_runs_again_at_the_next_start(
-    sig: signal.Signals, tdaemon: Daemon, tmp_path: Path, agent: Agent
+    sig: signal.Signals, tdaemon: Daemon, tmp_path: Path, add_trigger_repo: AddRepo
 ) -> None:
-    repo, gates = gated_check_repo(tmp_path, agent)
-    name = tdaemon.add_repo(repo)
+    repo, name, gates = gated_check_repo(add_trigger_repo, tmp_path)
     commit_file(repo, "BROKEN", "x\n", "red commit")
     wait_for(lambda: (gates / "pid").exists(), "the check to start")
     # Its host pids (its $$ is the sandbox's): every process whose command line has it.
@@ -291,9 +309,7 @@ def test_check_cut_short_by_the_daemon_runs_again_at_the_next_start(
     assert check_runs(gates) == 2
     assert jobs_of(tdaemon, name) == []  # an interrupted check decided nothing
     (gates / "go").touch()
-    job = tdaemon.wait(
-        wait_for(lambda: jobs_of(tdaemon, name), "the job of the red check")[0]["id"]
-    )
+    job = tdaemon.wait(first_job(tdaemon, name, "the job of the red check")["id"])
     assert job["trigger"] == "red-tests"
     assert prompt_of(job) == "red: 1"
     event = wait_for(lambda: (e := the_event(tdaemon))["pending_triggers"] == [] and e, "check end")
@@ -307,18 +323,15 @@ def test_check_cut_short_by_the_daemon_runs_again_at_the_next_start(
 
 
 def test_check_of_an_event_caught_up_at_start_runs_once(
-    tdaemon: Daemon, tmp_path: Path, agent: Agent
+    tdaemon: Daemon, tmp_path: Path, add_trigger_repo: AddRepo
 ) -> None:
-    repo, gates = gated_check_repo(tmp_path, agent)
-    name = tdaemon.add_repo(repo)
+    repo, name, gates = gated_check_repo(add_trigger_repo, tmp_path)
     tdaemon.stop(signal.SIGTERM)
     commit_file(repo, "BROKEN", "x\n", "red while down")
     tdaemon.start()  # the catch-up event's check starts; resuming must not start it again
     wait_for(lambda: (gates / "pid").exists(), "the check to start")
     (gates / "go").touch()
-    job = tdaemon.wait(
-        wait_for(lambda: jobs_of(tdaemon, name), "the job of the red check")[0]["id"]
-    )
+    job = tdaemon.wait(first_job(tdaemon, name, "the job of the red check")["id"])
     event = wait_for(lambda: (e := the_event(tdaemon))["pending_triggers"] == [] and e, "check end")
     assert check_runs(gates) == 1
     assert event["notes"] == [
@@ -328,24 +341,21 @@ def test_check_of_an_event_caught_up_at_start_runs_once(
 
 
 def test_trigger_left_undecided_by_a_crash_is_dispatched_at_the_next_start(
-    tdaemon: Daemon, tmp_path: Path, agent: Agent
+    tdaemon: Daemon, add_trigger_repo: AddRepo
 ) -> None:
-    repo = trigger_repo(tmp_path, agent, PUSH_YML)
-    name = tdaemon.add_repo(repo)
+    repo, name = add_trigger_repo(PUSH_YML)
     commit_file(repo, "src/a.py", "a\n", "feature")
-    first = tdaemon.wait(wait_for(lambda: jobs_of(tdaemon, name), "the push job")[0]["id"])
+    first = tdaemon.wait(first_job(tdaemon, name, "the push job")["id"])
     tdaemon.stop(signal.SIGTERM)
     # What a crash right after storing an event (before its job) leaves: the event,
     # its trigger pending, no job. (A redelivery would be a duplicate: no second chance.)
-    db = sqlite3.connect(tdaemon.state_dir / "dispatcher.db")
-    with db:
-        db.execute(
-            "INSERT INTO event (repo_id, kind, action, source, dedup_key, payload, facts, "
-            "matched, notes, pending_triggers, created_at) SELECT repo_id, kind, action, "
-            "source, dedup_key || ':again', payload, facts, matched, '[]', matched, created_at "
-            "FROM event WHERE id = 1"
-        )
-    db.close()
+    edit_db(
+        tdaemon,
+        "INSERT INTO event (repo_id, kind, action, source, dedup_key, payload, facts, "
+        "matched, notes, pending_triggers, created_at) SELECT repo_id, kind, action, "
+        "source, dedup_key || ':again', payload, facts, matched, '[]', matched, created_at "
+        "FROM event WHERE id = 1",
+    )
     tdaemon.start()
     jobs = wait_for(lambda: len(j := jobs_of(tdaemon, name)) == 2 and j, "the taken-up job")
     again = tdaemon.wait(jobs[0]["id"])
@@ -363,18 +373,15 @@ def test_trigger_left_undecided_by_a_crash_is_dispatched_at_the_next_start(
 
 
 def test_an_event_that_cannot_be_taken_up_is_noted_and_the_daemon_starts(
-    tdaemon: Daemon, tmp_path: Path, agent: Agent
+    tdaemon: Daemon, tmp_path: Path, add_trigger_repo: AddRepo
 ) -> None:
-    repo, gates = gated_check_repo(tmp_path, agent)
-    tdaemon.add_repo(repo)
+    repo, _, gates = gated_check_repo(add_trigger_repo, tmp_path)
     (gates / "go").touch()
     commit_file(repo, "ok.txt", "x\n", "green commit")
     wait_for(lambda: check_runs(gates) == 1 and not the_event(tdaemon)["pending_triggers"], "end")
     tdaemon.stop(signal.SIGTERM)
-    db = sqlite3.connect(tdaemon.state_dir / "dispatcher.db")
-    with db:  # a row an older or newer version wrote, that this one cannot read back
-        db.execute("UPDATE event SET pending_triggers = '[\"red-tests\"]', facts = '{\"x\": 1}'")
-    db.close()
+    # A row an older or newer version wrote, that this one cannot read back.
+    edit_db(tdaemon, "UPDATE event SET pending_triggers = '[\"red-tests\"]', facts = '{\"x\": 1}'")
     tdaemon.start()
     event = the_event(tdaemon)
     assert event["pending_triggers"] == []
@@ -385,16 +392,15 @@ def test_an_event_that_cannot_be_taken_up_is_noted_and_the_daemon_starts(
 
 
 def test_pending_check_whose_job_exists_or_whose_trigger_is_gone_is_not_run_again(
-    tdaemon: Daemon, tmp_path: Path, agent: Agent
+    tdaemon: Daemon, tmp_path: Path, add_trigger_repo: AddRepo
 ) -> None:
-    repo, gates = gated_check_repo(tmp_path, agent)
-    name = tdaemon.add_repo(repo)
+    repo, name, gates = gated_check_repo(add_trigger_repo, tmp_path)
     (gates / "go").touch()
     commit_file(repo, "ok.txt", "x\n", "green commit")
     wait_for(lambda: check_runs(gates) == 1 and not tdaemon.api.get("/events/1").json()[
         "pending_triggers"], "the green check's end")  # fmt: skip
     commit_file(repo, "BROKEN", "x\n", "red commit")
-    job = wait_for(lambda: jobs_of(tdaemon, name), "the job of the red check")[0]
+    job = first_job(tdaemon, name, "the job of the red check")
     wait_for(lambda: not tdaemon.api.get("/events/2").json()["pending_triggers"], "the check's end")
     tdaemon.stop(signal.SIGTERM)
     # As a crash would leave them: event 2 between its job and its check's end; event 1
@@ -408,10 +414,7 @@ triggers:
     prompt: "no check"
 """
     commit_file(repo, ".dispatcher/triggers.yml", no_check, "drop the check")
-    db = sqlite3.connect(tdaemon.state_dir / "dispatcher.db")
-    with db:
-        db.execute("UPDATE event SET pending_triggers = '[\"red-tests\"]' WHERE id IN (1, 2)")
-    db.close()
+    edit_db(tdaemon, "UPDATE event SET pending_triggers = '[\"red-tests\"]' WHERE id IN (1, 2)")
     tdaemon.start()
     wait_for(
         lambda: all(not tdaemon.api.get(f"/events/{i}").json()["pending_triggers"] for i in (1, 2)),
@@ -428,10 +431,9 @@ triggers:
 
 
 def test_broken_trigger_file_reports_file_line_and_last_good_stays_active(
-    tdaemon: Daemon, tmp_path: Path, agent: Agent
+    tdaemon: Daemon, add_trigger_repo: AddRepo
 ) -> None:
-    repo = trigger_repo(tmp_path, agent, PUSH_YML)
-    name = tdaemon.add_repo(repo)
+    repo, name = add_trigger_repo(PUSH_YML)
     broken = PUSH_YML.replace("BOT", "x").replace("    prompt:", "    prompt-flie:")
     commit_file(repo, ".dispatcher/triggers.yml", broken, "break the trigger file")
     shown = wait_for(
@@ -445,15 +447,14 @@ def test_broken_trigger_file_reports_file_line_and_last_good_stays_active(
     assert "triggers.yml:8:" in out
     # The last good trigger still fires.
     commit_file(repo, "src/x.py", "x\n", "still works")
-    job = wait_for(lambda: jobs_of(tdaemon, name), "a job from the last good file")[0]
+    job = first_job(tdaemon, name, "a job from the last good file")
     assert job["trigger"] == "on-main"
 
 
 def test_uncommitted_trigger_file_edits_do_not_count(
-    tdaemon: Daemon, tmp_path: Path, agent: Agent
+    tdaemon: Daemon, add_trigger_repo: AddRepo
 ) -> None:
-    repo = trigger_repo(tmp_path, agent, PUSH_YML)
-    name = tdaemon.add_repo(repo)
+    repo, name = add_trigger_repo(PUSH_YML)
     (repo / ".dispatcher" / "triggers.yml").write_text("garbage: [\n")
     tdaemon.api.post("/events", json={"repo": name, "kind": "manual"})
     assert tdaemon.api.get(f"/repos/{name}").json()["triggers_error"] is None
@@ -473,16 +474,15 @@ triggers:
 
 
 def test_issue_inbox_makes_a_job_and_keeps_the_issue(
-    tdaemon: Daemon, tmp_path: Path, agent: Agent
+    tdaemon: Daemon, add_trigger_repo: AddRepo
 ) -> None:
-    repo = trigger_repo(tmp_path, agent, ISSUE_YML)
-    name = tdaemon.add_repo(repo)
+    _, name = add_trigger_repo(ISSUE_YML)
     hostile = "crash on `rm -rf /` $(id) ${{ event.issue.body }}"
     number = int(
         tdaemon.cli("issue", name, hostile, "--body", "details", "--label", "agent").stdout
     )
     assert number == 1
-    job = tdaemon.wait(wait_for(lambda: jobs_of(tdaemon, name), "the issue's job")[0]["id"])
+    job = tdaemon.wait(first_job(tdaemon, name, "the issue's job")["id"])
     # Event text is substituted once, never evaluated or re-expanded.
     assert prompt_of(job) == f"Fix issue #1: {hostile}"
     # An issue without the label makes no job.
@@ -491,7 +491,7 @@ def test_issue_inbox_makes_a_job_and_keeps_the_issue(
     assert [(i["number"], i["jobs"]) for i in issues] == [(2, []), (1, [job["id"]])]
 
 
-def test_post_events_generic_and_dedup(tdaemon: Daemon, tmp_path: Path, agent: Agent) -> None:
+def test_post_events_generic_and_dedup(tdaemon: Daemon, add_trigger_repo: AddRepo) -> None:
     yml = ISSUE_YML.replace(
         "{issues: {types: [opened], labels: [agent]}}", "{workflow_run: {conclusions: [failure]}}"
     )
@@ -499,8 +499,7 @@ def test_post_events_generic_and_dedup(tdaemon: Daemon, tmp_path: Path, agent: A
         "Fix issue #${{ event.issue.number }}: ${{ event.issue.title }}",
         "CI failed: ${{ event.workflow_run.name }}",
     )
-    repo = trigger_repo(tmp_path, agent, yml)
-    name = tdaemon.add_repo(repo)
+    _, name = add_trigger_repo(yml)
     body = {
         "repo": name, "kind": "workflow_run", "action": "completed", "dedup_key": "ci-run-7",
         "conclusion": "failure", "payload": {"workflow_run": {"name": "nightly"}},
@@ -540,7 +539,7 @@ triggers:
     repo = init_repo(tmp_path / "conc", files={".dispatcher/triggers.yml": yml})
     name = tdaemon.add_repo(repo)
     tdaemon.cli("issue", name, "first")
-    older = wait_for(lambda: jobs_of(tdaemon, name), "the first job")[0]
+    older = first_job(tdaemon, name, "the first job")
     tdaemon.wait(older["id"], {"running"})
     tdaemon.cli("issue", name, "second")
     assert tdaemon.wait(older["id"])["state"] == "canceled"
@@ -739,14 +738,13 @@ triggers:
 
 
 def test_file_change_in_working_copy_makes_a_job(
-    tdaemon: Daemon, tmp_path: Path, agent: Agent
+    tdaemon: Daemon, add_trigger_repo: AddRepo
 ) -> None:
-    repo = trigger_repo(tmp_path, agent, FILES_YML)
-    name = tdaemon.add_repo(repo)
+    repo, name = add_trigger_repo(FILES_YML)
     (repo / "src" / "other.py").write_text("x\n")  # does not match
     (repo / "docs" / "guide").mkdir(parents=True)
     (repo / "docs" / "guide" / "intro.md").write_text("# hi\n")
-    job = tdaemon.wait(wait_for(lambda: jobs_of(tdaemon, name), "a file_change job")[0]["id"])
+    job = tdaemon.wait(first_job(tdaemon, name, "a file_change job")["id"])
     assert job["trigger"] == "docs"
     assert "docs/guide/intro.md" in prompt_of(job)
 

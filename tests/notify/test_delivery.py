@@ -29,6 +29,7 @@ from tests.notify.helpers import (
     target,
     verify,
 )
+from tests.waiting import wait_until
 
 
 def test_ntfy_end_to_end_non_ascii_title(receiver: Receiver, make_notifier: Any) -> None:
@@ -224,10 +225,12 @@ def test_a_failing_endpoint_does_not_hold_up_others_and_stop_drops_pending_work(
     caplog.set_level(logging.INFO, logger="dispatcher.notify")
     notifier, recorder = one_down(receiver, make_notifier)
     notifier.notify(notice())
-    deadline = time.monotonic() + WAIT
-    while "retry 2/5" not in caplog.text or not recorder.deliveries:
-        assert time.monotonic() < deadline, caplog.text
-        time.sleep(0.01)
+    wait_until(
+        lambda: "retry 2/5" in caplog.text and recorder.deliveries,
+        lambda: f"the second retry and a delivery; the log: {caplog.text}",
+        WAIT,
+        interval=0.01,
+    )
     assert [d.url.split("/")[-1] for d in recorder.deliveries] == ["up"]
     assert len(receiver.at("/down")) == 1
     assert recorder.settled == []  # the retry of /down is still pending
@@ -278,10 +281,8 @@ def test_a_notice_still_retrying_at_stop_never_settles(
     notifier, recorder = one_down(receiver, make_notifier)
     notifier.notify(notice())
     receiver.wait_for(2)
-    deadline = time.monotonic() + WAIT
-    while not recorder.deliveries:  # /up done; /down waits 15-30 s for its retry
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
+    # /up done; /down waits 15-30 s for its retry
+    wait_until(lambda: recorder.deliveries, "the delivery to /up", WAIT, interval=0.01)
     assert notifier.stop(timeout=15)
     assert recorder.settled == []  # still owed: the caller keeps its mark
 

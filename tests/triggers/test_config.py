@@ -905,41 +905,61 @@ def test_json_schema_uses_the_keys_as_written() -> None:
     assert "description" in trigger["prompt"]
 
 
+KEEP_BASE = "version: 1\nkeep: {}\ntriggers:\n  a:\n    on: push\n    prompt: hi\n"
+SPARSE_BASE = "version: 1\ntriggers:\n  a:\n    on: push\n    prompt: hi\n    sparse: {}\n"
+WORKSPACE_BASE = (
+    "version: 1\nsetup: make deps\nsetup-timeout-minutes: 2\ncleanup: make clean\n"
+    "copy: {}\nlink: [node_modules]\ntriggers:\n  a:\n    on: push\n    prompt: hi\n"
+    "    max-cost-usd: 1.5\n"
+)
+
+
 def test_keep_names_top_level_directories_only() -> None:
-    base = "version: 1\nkeep: {}\ntriggers:\n  a:\n    on: push\n    prompt: hi\n"
-    assert parse(base.format("[node_modules, .venv]")).keep == ["node_modules", ".venv"]
-    for bad in ('["../up"]', '[".."]', '["a/b"]', '["/abs"]', '[""]'):
-        problems = check(base.format(bad))
-        assert problems, bad
-        assert all(p.line == 2 and "keep" in p.message for p in problems), problems
+    assert parse(KEEP_BASE.format("[node_modules, .venv]")).keep == ["node_modules", ".venv"]
 
 
 def test_sparse_names_directories_inside_the_repo() -> None:
-    base = "version: 1\ntriggers:\n  a:\n    on: push\n    prompt: hi\n    sparse: {}\n"
-    parsed = parse(base.format("[src/, docs/api]")).trigger_list()[0]
+    parsed = parse(SPARSE_BASE.format("[src/, docs/api]")).trigger_list()[0]
     assert parsed.sparse == ["src", "docs/api"]
-    assert parse(base.format("[]")).trigger_list()[0].sparse == []
-    for bad in ('["../up"]', '["/abs"]', '["."]', '["a/../../b"]', '["/"]'):
-        problems = check(base.format(bad))
-        assert problems, bad
-        assert all(p.line == 6 and "sparse" in p.message for p in problems), problems
+    assert parse(SPARSE_BASE.format("[]")).trigger_list()[0].sparse == []
 
 
 def test_workspace_keys_parse_and_paths_must_stay_inside_the_repo() -> None:
-    base = (
-        "version: 1\nsetup: make deps\nsetup-timeout-minutes: 2\ncleanup: make clean\n"
-        "copy: {}\nlink: [node_modules]\ntriggers:\n  a:\n    on: push\n    prompt: hi\n"
-        "    max-cost-usd: 1.5\n"
-    )
-    parsed = parse(base.format("[.env, config/local.json]"))
+    parsed = parse(WORKSPACE_BASE.format("[.env, config/local.json]"))
     assert parsed.copy_paths == [".env", "config/local.json"]
     assert parsed.link_paths == ["node_modules"]
     assert (parsed.cleanup, parsed.setup_timeout_minutes) == ("make clean", 2)
     assert parsed.trigger_list()[0].max_cost_usd == 1.5
-    for bad in ('["../x"]', '["/etc/passwd"]', '["."]', "[.git]", "[sub/.git/config]"):
-        problems = check(base.format(bad))
-        assert problems, bad
-        assert all(p.line == 5 and "copy" in p.message for p in problems), problems
+
+
+REFUSED_PATHS = [
+    (KEEP_BASE, 2, "keep", ['["../up"]', '[".."]', '["a/b"]', '["/abs"]', '[""]']),
+    (SPARSE_BASE, 6, "sparse", ['["../up"]', '["/abs"]', '["."]', '["a/../../b"]', '["/"]']),
+    (
+        WORKSPACE_BASE,
+        5,
+        "copy",
+        ['["../x"]', '["/etc/passwd"]', '["."]', "[.git]", "[sub/.git/config]"],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("base", "bad", "line", "key"),
+    [
+        pytest.param(base, bad, line, key, id=f"{key}: {bad}")
+        for base, line, key, bads in REFUSED_PATHS
+        for bad in bads
+    ],
+)
+def test_paths_that_leave_their_place_are_refused_on_their_line(
+    base: str, bad: str, line: int, key: str
+) -> None:
+    """keep: top-level directories only; sparse: directories inside the repo; copy: paths
+    inside the repo, never into .git."""
+    problems = check(base.format(bad))
+    assert problems, bad
+    assert all(p.line == line and key in p.message for p in problems), problems
 
 
 def test_max_leftover_file_mb_is_a_number_not_below_zero() -> None:

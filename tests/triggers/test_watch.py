@@ -425,7 +425,7 @@ def test_two_repos_share_one_observer(
     w = make_watcher()
     w.start()
     observer = w._observer
-    threads_before = threading.active_count()
+    assert observer is not None
     w.watch("a", repo_a, files=True)
     w.watch("b", repo_b, files=True)
     assert w._observer is observer
@@ -441,7 +441,11 @@ def test_two_repos_share_one_observer(
     seen = rec.refs.count("a-too")
     commit_file(repo_a, "z.txt", "2\n")
     rec.wait_refs("a-too", seen + 1)
-    assert threading.active_count() - threads_before <= 8  # emitters, not observers
+    # Emitters, not observers: each distinct watch is one emitter thread of the one observer
+    # (the threads the watcher starts are counted, not every thread of the process).
+    assert w._observer is observer and observer.is_alive()
+    assert len(observer.emitters) == len(w._watch_users) <= 8
+    assert all(emitter.is_alive() for emitter in observer.emitters)
 
 
 def test_the_poll_calls_on_refs_for_every_repo_without_events(

@@ -222,6 +222,16 @@ ISSUE_TEXT = (
     "It looks like you accidently spelled 'commit' with two 't's."
 )
 
+# What every example pull request event of GitHub's says (but its action and before).
+PR_FACTS = {
+    "kind": "pull_request",
+    "branch": "master",
+    "head_branch": "changes",
+    "sha": PR_HEAD,
+    "labels": ["bug"],
+    "text": PR_TEXT,
+}
+
 # Facts each fixture must produce; every Event field not named must be at its default.
 GITHUB_FACTS: dict[str, dict[str, Any]] = {
     "issues.opened.json": {
@@ -243,34 +253,13 @@ GITHUB_FACTS: dict[str, dict[str, Any]] = {
         "labels": ["bug"],
         "text": "You are totally right! I'll get this fixed right away.",
     },
-    "pull_request.opened.json": {
-        "kind": "pull_request",
-        "action": "opened",
-        "branch": "master",
-        "head_branch": "changes",
-        "sha": PR_HEAD,
-        "labels": ["bug"],
-        "text": PR_TEXT,
-    },
+    "pull_request.opened.json": {**PR_FACTS, "action": "opened"},
     "pull_request.synchronize.json": {
-        "kind": "pull_request",
+        **PR_FACTS,
         "action": "synchronize",
-        "branch": "master",
-        "head_branch": "changes",
-        "sha": PR_HEAD,
         "before": "f95f852bd8fca8fcc58a9a2d6c842781e32a215e",
-        "labels": ["bug"],
-        "text": PR_TEXT,
     },
-    "pull_request.closed.json": {
-        "kind": "pull_request",
-        "action": "closed",
-        "branch": "master",
-        "head_branch": "changes",
-        "sha": PR_HEAD,
-        "labels": ["bug"],
-        "text": PR_TEXT,
-    },
+    "pull_request.closed.json": {**PR_FACTS, "action": "closed"},
     "push.json": {
         "kind": "push",
         "branch": "master",
@@ -327,6 +316,15 @@ def assert_facts(event: Event, expected: dict[str, Any]) -> None:
     for field in ("kind", *FACT_FIELDS):
         want = expected.get(field, DEFAULTS.get(field))
         assert got[field] == want, f"{field}: {got[field]!r} != {want!r}"
+
+
+def gl_facts(name: str, expected: dict[str, Any], payload: dict[str, Any] | None = None) -> Event:
+    """GitLab's example ``name`` (or ``payload`` sent as that hook) normalized, with the
+    facts ``expected``."""
+    event = gl(name, payload)
+    assert event is not None
+    assert_facts(event, expected)
+    return event
 
 
 def test_github_facts_cover_every_fixture() -> None:
@@ -450,10 +448,8 @@ GL_PROJECT = "gitlabhq/gitlab-test"
 
 
 def test_gitlab_issue() -> None:
-    event = gl("issue.json")
-    assert event is not None
-    assert_facts(
-        event,
+    event = gl_facts(
+        "issue.json",
         {
             "kind": "issues",
             "action": "opened",
@@ -497,23 +493,28 @@ def test_gitlab_issue_actions(gitlab_action: str, expected: str) -> None:
         assert event.payload["issue"]["user"] is None  # author 51 is not actor 1
 
 
-def test_gitlab_issue_update_without_new_labels_is_edited() -> None:
+@pytest.mark.parametrize("name", ["issue.json", "merge_request.json"])
+def test_gitlab_update_without_new_labels_is_edited(name: str) -> None:
+    payload = load(FIXTURES / "gitlab" / name)
+    payload["object_attributes"]["action"] = "update"
+    del payload["changes"]["labels"]
+    event = gl(name, payload)
+    assert event is not None
+    assert (event.action, event.added_label) == ("edited", None)
+
+
+def test_gitlab_confidential_issue_is_an_issue() -> None:
     payload = load(FIXTURES / "gitlab" / "issue.json")
     payload["object_attributes"]["action"] = "update"
     del payload["changes"]["labels"]
-    event = gl("issue.json", payload)
-    assert event is not None
-    assert (event.action, event.added_label) == ("edited", None)
     confidential = gitlab.normalize("Confidential Issue Hook", "d", payload)
     assert confidential is not None
     assert confidential.kind == "issues"
 
 
 def test_gitlab_note_on_issue() -> None:
-    event = gl("note.json")
-    assert event is not None
-    assert_facts(
-        event,
+    event = gl_facts(
+        "note.json",
         {
             "kind": "issue_comment",
             "action": "created",
@@ -542,10 +543,8 @@ def test_gitlab_note_on_merge_request() -> None:
     payload["object_attributes"]["noteable_type"] = "MergeRequest"
     payload["object_attributes"]["note"] = "@bot please fix the tests"
     payload["merge_request"] = load(FIXTURES / "gitlab" / "merge_request.json")["object_attributes"]
-    event = gl("note.json", payload)
-    assert event is not None
-    assert_facts(
-        event,
+    event = gl_facts(
+        "note.json",
         {
             "kind": "issue_comment",
             "action": "created",
@@ -557,6 +556,7 @@ def test_gitlab_note_on_merge_request() -> None:
             "author": "root",
             "text": "@bot please fix the tests",
         },
+        payload,
     )
     url = "http://example.com/diaspora/merge_requests/1"
     assert event.payload["issue"]["pull_request"] == {"html_url": url}
@@ -575,10 +575,8 @@ def test_gitlab_ignored_notes() -> None:
 
 
 def test_gitlab_merge_request() -> None:
-    event = gl("merge_request.json")
-    assert event is not None
-    assert_facts(
-        event,
+    event = gl_facts(
+        "merge_request.json",
         {
             "kind": "pull_request",
             "action": "opened",
@@ -635,20 +633,9 @@ def test_gitlab_merge_request_actions(
     assert event.added_label == ("Platform" if expected == "labeled" else None)
 
 
-def test_gitlab_merge_request_edit() -> None:
-    payload = load(FIXTURES / "gitlab" / "merge_request.json")
-    payload["object_attributes"]["action"] = "update"
-    del payload["changes"]["labels"]
-    event = gl("merge_request.json", payload)
-    assert event is not None
-    assert event.action == "edited"
-
-
 def test_gitlab_push() -> None:
-    event = gl("push.json")
-    assert event is not None
-    assert_facts(
-        event,
+    event = gl_facts(
+        "push.json",
         {
             "kind": "push",
             "forge_repo": "mike/diaspora",
@@ -701,10 +688,8 @@ def test_gitlab_push_new_branch_and_tag() -> None:
 
 
 def test_gitlab_pipeline() -> None:
-    event = gl("pipeline.json")
-    assert event is not None
-    assert_facts(
-        event,
+    event = gl_facts(
+        "pipeline.json",
         {
             "kind": "workflow_run",
             "action": "completed",
