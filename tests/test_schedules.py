@@ -8,6 +8,7 @@ test names. The thread tests run it unpaused on a clock the test moves.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -16,6 +17,7 @@ import pytest
 
 from dispatcher.errors import InvalidInput
 from dispatcher.events.schedules import Schedules
+from tests.waiting import wait_until
 from triggers.events import Event
 
 
@@ -350,4 +352,54 @@ def test_the_thread_sleeps_at_most_a_minute(make: Make) -> None:
 def test_stop_without_start_is_harmless(make: Make) -> None:
     w = make()
     w.schedules.set_repo("app", ["0 * * * *"])
+    w.schedules.stop()
+
+
+def test_stop_does_not_wait_forever_for_a_stuck_ingest(make: Make) -> None:
+    """An ingest stuck (a database busy for good) does not hold the daemon's stop."""
+    w = make("2024-01-01 10:59:59")
+    release = threading.Event()
+    stuck = threading.Event()
+
+    def hang(event: Event) -> None:
+        stuck.set()
+        release.wait(30)
+
+    w.schedules.ingest = hang
+    w.schedules.set_repo("app", ["0 * * * *"])
+    w.schedules.start()
+    w.clock.now = at("2024-01-01 11:00")
+    w.schedules.scheduler.wakeup()
+    assert stuck.wait(10)
+    started = time.monotonic()
+    w.schedules.stop(timeout=0.2)
+    assert time.monotonic() - started < 5
+    assert not w.schedules.scheduler.running
+    release.set()
+
+
+def test_a_failing_step_does_not_end_the_thread(
+    make: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    """APScheduler's loop catches nothing: a clock (or job store) that raises once is
+    logged, and the thread goes on firing."""
+    w = make("2024-01-01 10:59:59")
+    real = w.clock
+    failures = [RuntimeError("clock broke")]
+
+    def flaky() -> datetime:
+        if failures:
+            raise failures.pop()
+        return real()
+
+    w.schedules.scheduler.clock = flaky
+    w.schedules.set_repo("app", ["0 * * * *"])
+    with caplog.at_level("ERROR", logger="dispatcher.events.schedules"):
+        w.schedules.start()
+        wait_until(lambda: not failures and "a step failed" in caplog.text, "the failing step")
+    real.now = at("2024-01-01 11:00")
+    w.schedules.scheduler.wakeup()
+    assert w.arrived.wait(10)
+    assert keys(w.ingested) == ["schedule:app:0 * * * *:2024-01-01T11:00:00+00:00"]
+    assert all(t.is_alive() for t in w.threads)
     w.schedules.stop()

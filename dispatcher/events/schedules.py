@@ -48,6 +48,7 @@ from apscheduler.executors.debug import DebugExecutor
 from apscheduler.job import Job
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import STATE_PAUSED
+from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from triggers.events import Event
@@ -59,6 +60,9 @@ log = logging.getLogger(__name__)
 # monotonic clock, which stands still while the machine is suspended: waking at least
 # once a minute catches up soon after a resume, and after the wall clock is set.
 MAX_WAIT_SECONDS = 60.0
+STOP_WAIT_SECONDS = 5.0
+"""How long a stop waits for a fire under way (an ingest stuck on a busy database)
+before it leaves the thread to end on its own: a daemon thread, it never holds up exit."""
 _TICK = timedelta(microseconds=1)
 
 Fire = Callable[[str, str, datetime], Event]  # (repo name, cron line, fire time) → ingested
@@ -128,8 +132,28 @@ class ClockedScheduler(BackgroundScheduler):  # type: ignore[misc]  # APSchedule
             return None
         return fire
 
+    def shutdown(self, wait: bool = True, timeout: float = STOP_WAIT_SECONDS) -> None:
+        """Stop, and join the thread for at most ``timeout`` seconds (APScheduler's
+        own shutdown joins it with no limit)."""
+        BlockingScheduler.shutdown(self, False)  # state stopped, the thread woken
+        thread: threading.Thread = self._thread
+        if wait:
+            thread.join(timeout)
+        if thread.is_alive():
+            log.warning("schedules: a fire still under way at stop is left to end on its own")
+
     def _process_jobs(self) -> float | None:
-        """APScheduler's loop step: run what is due by the clock; seconds until the next."""
+        """APScheduler's loop step: run what is due by the clock; seconds until the next.
+
+        Nothing it raises may end the thread (APScheduler's loop catches nothing):
+        a failure is logged and the step is tried again a minute later."""
+        try:
+            return self._step()
+        except Exception:
+            log.exception("schedules: a step failed; trying again in %s s", MAX_WAIT_SECONDS)
+            return MAX_WAIT_SECONDS
+
+    def _step(self) -> float | None:
         if self.state == STATE_PAUSED:
             return None
         self.run_due(self.clock())
@@ -171,10 +195,11 @@ class Schedules:
         """Start the scheduler's thread; what is already due fires at once."""
         self.scheduler.start()
 
-    def stop(self) -> None:
-        """Stop the scheduler and join its thread (after the ingest under way, if any)."""
+    def stop(self, timeout: float = STOP_WAIT_SECONDS) -> None:
+        """Stop the scheduler and join its thread: after the ingest under way, if any,
+        waiting at most ``timeout`` seconds for it."""
         if self.scheduler.running:
-            self.scheduler.shutdown(wait=True)
+            self.scheduler.shutdown(wait=True, timeout=timeout)
 
     # ------------------------------------------------------------ repos
 
