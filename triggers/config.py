@@ -545,7 +545,7 @@ def _not_dots(value: str) -> str:
 
 KeepDir = Annotated[
     str,
-    Field(pattern=r"^[A-Za-z0-9._-]+$", description="A top-level directory name"),
+    Field(pattern=r"^[A-Za-z0-9._][A-Za-z0-9._-]*$", description="A top-level directory name"),
     AfterValidator(_not_dots),
 ]
 

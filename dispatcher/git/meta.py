@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 def _opened(repo: Path) -> Iterator[Repo]:
     import git  # GitPython (absolute import: not this package)
 
-    with git.Repo(repo) as handle:
+    with git.Repo(repo, expand_vars=False) as handle:  # a "$" in a path is a "$"
         yield handle
 
 

@@ -50,3 +50,13 @@ def test_remote_url_of_an_unreadable_config_is_none(repo: Path) -> None:
     config.mkdir()  # neither git nor GitPython can read it
     (config / "x").write_text(text)
     assert meta.remote_url(repo) is None
+
+
+def test_a_dollar_in_the_repo_path_is_not_expanded(tmp_path: Path) -> None:
+    """GitPython expands ``$VARS`` in a path unless told not to: a repo under
+    ``a$HOME`` must be read where it is."""
+    repo = tmp_path / "a$HOME" / "app"
+    repo.mkdir(parents=True)
+    g(repo, "init", "-q")
+    g(repo, "remote", "add", "origin", "https://example.com/acme/app.git")
+    assert meta.remote_url(repo) == "https://example.com/acme/app.git"

@@ -933,7 +933,7 @@ def test_workspace_keys_parse_and_paths_must_stay_inside_the_repo() -> None:
 
 
 REFUSED_PATHS = [
-    (KEEP_BASE, 2, "keep", ['["../up"]', '[".."]', '["a/b"]', '["/abs"]', '[""]']),
+    (KEEP_BASE, 2, "keep", ['["../up"]', '[".."]', '["a/b"]', '["/abs"]', '[""]', '["-cache"]']),
     (SPARSE_BASE, 6, "sparse", ['["../up"]', '["/abs"]', '["."]', '["a/../../b"]', '["/"]']),
     (
         WORKSPACE_BASE,
