@@ -1,6 +1,7 @@
 """The one runner of git: a cleaned environment, the pinned global config, errors.
 
-Every git command of the daemon goes through :func:`run`, which runs ``git``
+Every git command of the daemon goes through :func:`run` (bar the one ``git
+version`` probe of GitPython's import, see :mod:`dispatcher.git.meta`), which runs ``git``
 via :func:`dispatcher.process.proc.run` in an environment cleaned of inherited
 ``GIT_*`` variables (:func:`clean_env`) and turns a failure into
 :class:`~dispatcher.errors.GitError` showing command, exit code and stderr.

@@ -23,7 +23,7 @@ from dispatcher.store.models import Job
 
 def env_without_daemon_secrets() -> dict[str, str]:
     """The daemon's environment for a child it starts in a worktree: cleaned of
-    ``GIT_*`` redirections (:func:`dispatcher.git.clean_env`) and of every
+    ``GIT_*`` redirections (:func:`dispatcher.git.cmd.clean_env`) and of every
     ``DISPATCHER_*`` variable, so the token and webhook secrets never reach it."""
     return {k: v for k, v in cmd.clean_env().items() if not k.startswith("DISPATCHER_")}
 

@@ -7,8 +7,7 @@ starts fast and outlives a daemon crash like the agent does.
 
 * The agent (``ARGV``) is its child; its stdout and stderr go into one pipe that
   this process appends to ``LOG``, unbuffered. Before a write would take
-  ``LOG`` over ``MAX_BYTES`` it rotates, with the file names
-  that :mod:`dispatcher.process.logcap` gives: ``LOG.1`` is the newest copy, up to
+  ``LOG`` over ``MAX_BYTES`` it rotates by rename: ``LOG.1`` is the newest copy, up to
   ``LOG.KEEP``; ``LOG`` starts again with one ``[dispatcher] log rotated`` line.
   So the log and its copies never hold more than ``(KEEP + 1) * MAX_BYTES`` (plus
   the daemon's own notes), however fast the agent writes: a full pipe blocks it.

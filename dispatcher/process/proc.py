@@ -310,7 +310,7 @@ def spawn(
     ``limits`` bind the agent and every process it starts (see :class:`Limits`).
     Without ``log_cap`` the log is opened ``O_APPEND`` and grows uncapped; with
     it, the output goes through :mod:`dispatcher.process.logpipe`, which caps the log
-    as it writes (rotating by rename: :mod:`dispatcher.process.logcap` names the files).
+    as it writes (rotating by rename to ``LOG.1`` … ``LOG.KEEP``).
     ``cgroup``: a cgroup (v2) directory the wrapper moves itself
     into before anything else. ``claim_file``: created exclusively by the
     wrapper, holding its pid, before the agent runs; if it exists already the
