@@ -594,14 +594,6 @@ class TriggerFile(_Model):
         """Every trigger in file order, each with its ``name``."""
         return list(self.triggers.values())
 
-    def file_change_triggers(self) -> list[Trigger]:
-        """The triggers that watch working-copy files (``on: file_change``)."""
-        return [t for t in self.triggers.values() if t.on.file_change is not None]
-
-    def schedule_triggers(self) -> list[Trigger]:
-        """The triggers with ``on: schedule``."""
-        return [t for t in self.triggers.values() if t.on.schedule is not None]
-
     def agent_for(self, trigger: Trigger) -> str | None:
         """The trigger's agent, else ``defaults.agent`` (None: the daemon's default)."""
         return trigger.agent or self.defaults.agent

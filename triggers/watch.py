@@ -258,10 +258,6 @@ class RepoWatcher:
             if repo is not None:
                 self._release(repo)
 
-    def watched(self) -> list[str]:
-        with self._lock:
-            return sorted(self._repos)
-
     def set_file_quiet(self, repo_name: str, seconds: float) -> None:
         """Debounce ``repo_name``'s file changes by ``seconds`` (e.g. from its trigger file)."""
         with self._lock:
