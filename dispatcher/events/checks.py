@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dispatcher.config import Settings
-from dispatcher.git import cmd, dotgit, worktrees
+from dispatcher.git import dotgit, worktrees
+from dispatcher.jobs.isolation import env_without_daemon_secrets
 from dispatcher.process import proc, sandbox
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def run_check(
         raise CheckInterrupted
     sha = worktrees.add_detached(repo_path, worktree, rev)
     try:
-        env = {k: v for k, v in cmd.clean_env().items() if not k.startswith("DISPATCHER_")}
+        env = env_without_daemon_secrets()  # the same as an agent's: no token, no secrets
         box = sandbox.sandbox_for(settings.sandbox, settings.sandbox_bwrap)
         child = proc.spawn(
             box.wrap(

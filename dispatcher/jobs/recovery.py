@@ -24,7 +24,7 @@ from dispatcher.git import commits, dotgit, refs, worktrees
 from dispatcher.jobs.cleanup import remove_worktree
 from dispatcher.jobs.files import job_files, note_job, worktree_path
 from dispatcher.jobs.job_cgroups import JobCgroups
-from dispatcher.jobs.pool import left_out_note
+from dispatcher.jobs.leftovers import left_out_note
 from dispatcher.jobs.workspace import Workspace
 from dispatcher.lifecycle import JobState
 from dispatcher.process import proc

@@ -41,7 +41,7 @@ from dispatcher.errors import DispatcherError, NotFound
 from dispatcher.git import commits, refs, worktrees
 from dispatcher.jobs.cleanup import run_cleanup
 from dispatcher.jobs.files import job_files
-from dispatcher.jobs.pool import left_out_note
+from dispatcher.jobs.leftovers import left_out_note
 from dispatcher.jobs.workspace import Workspace
 from dispatcher.lifecycle import ACTIVE, FINISHED, JobState
 from dispatcher.store.database import Store

@@ -19,8 +19,9 @@ from dispatcher.errors import DispatcherError, InvalidState
 from dispatcher.git import worktrees
 from dispatcher.jobs.cleanup import run_cleanup
 from dispatcher.jobs.files import note_job
+from dispatcher.jobs.leftovers import left_out_note, released_ref, save_released
 from dispatcher.jobs.merge import land, reconcile, recover
-from dispatcher.jobs.pool import WorktreePool, left_out_note, released_ref, save_released
+from dispatcher.jobs.pool import WorktreePool
 from dispatcher.jobs.workspace import Workspace
 from dispatcher.lifecycle import ACTIVE, FINISHED, JobState
 from dispatcher.service.notices import Notices
