@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from dispatcher.agents.catalog import BUILTIN_PROFILES
 from dispatcher.agents.output import (
     SUMMARY_MAX,
     TEXT_TAIL_MAX,
@@ -25,7 +26,7 @@ from dispatcher.agents.output import (
     parse_log,
     session_in_head,
 )
-from dispatcher.agents.profiles import BUILTIN_PROFILES, build_argv
+from dispatcher.agents.profiles import build_argv
 
 FAKES = Path(__file__).resolve().parent / "fakeagents"
 AGENTS = ("claude", "codex", "gemini", "goose")

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from dispatcher.agents.catalog import BUILTIN_PROFILES
 from dispatcher.agents.profiles import (
-    BUILTIN_PROFILES,
-    AgentProfile,
     build_argv,
     command_profile,
     resolve_profile,
 )
+from dispatcher.agents.spec import AgentProfile
 from dispatcher.errors import InvalidInput
 
 PROMPT = Path("/state/jobs/42/prompt.md")
@@ -258,7 +258,8 @@ def test_unknown_agent_message_lists_known_names() -> None:
     with pytest.raises(InvalidInput) as info:
         resolve_profile("gpt-engineer")
     assert info.value.message == (
-        "unknown agent 'gpt-engineer'; known: aider, claude, codex, command, gemini, goose"
+        "unknown agent 'gpt-engineer'; known: aider, amp, claude, cline, codex, command, "
+        "copilot, gemini, goose, opencode, qwen"
     )
 
 

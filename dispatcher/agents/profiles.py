@@ -1,20 +1,17 @@
-"""Built-in agent profiles: which argv to run, and how the prompt reaches it.
+"""Which profile a job runs, and the exact argv it becomes.
 
-A profile turns an agent name plus a prompt file into the exact argv the runner
-starts in the job's worktree. The prompt never goes through a shell and never
-becomes part of an argv as text: it is either a *file path* argument (the
-``{prompt_file}`` placeholder) or the process's *stdin* (``stdin_prompt``; the
-runner opens the prompt file as the child's stdin). Whatever the profile, the
-runner also puts the path in ``DISPATCHER_PROMPT_FILE``.
+The built-in profiles live one per agent under :mod:`dispatcher.agents.builtin`
+(listed by :mod:`dispatcher.agents.catalog`); settings and a repo's trigger file
+may override their argv or add commands of their own (:func:`resolve_profile`).
 
-Placeholders are the literal strings ``{prompt_file}`` and ``{workdir}``. They
-are replaced wherever they appear inside an argv item (``--message-file=
-{prompt_file}`` works), in a single pass over the profile's own text, so a
-substituted value is never looked at again: a path that itself contains
-``{workdir}``, ``$(...)`` or ``%s`` stays exactly as it is. There is no
-``str.format``, no ``eval`` and no shell.
+Placeholders are the literal strings of :mod:`dispatcher.agents.spec`
+(``{prompt_file}``, ``{workdir}``, ...). They are replaced wherever they appear
+inside an argv item (``--message-file={prompt_file}`` works), in a single pass
+over the profile's own text, so a substituted value is never looked at again: a
+path that itself contains ``{workdir}``, ``$(...)`` or ``%s`` stays exactly as it
+is. There is no ``str.format``, no ``eval`` and no shell.
 
-Flags were checked against each tool's documentation (see ``docs/agents.md``).
+Flags were checked against each tool's real CLI (see ``docs/agents.md``).
 
 Pure: standard library and pydantic only, no subprocesses, no I/O.
 """
@@ -26,185 +23,24 @@ import re
 import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
 from typing import Final
 
-from pydantic import BaseModel, ConfigDict, field_validator
-
+from dispatcher.agents.catalog import BUILTIN_PROFILES
+from dispatcher.agents.spec import (
+    OUTPUT_FORMATS,
+    PLACEHOLDERS,
+    PROMPT_FILE,
+    SESSION_ID,
+    SUMMARY_FILE,
+    WORKDIR,
+    AgentProfile,
+)
 from dispatcher.errors import InvalidInput
-
-PROMPT_FILE: Final = "{prompt_file}"
-"""Placeholder replaced by the absolute path of the job's prompt file."""
-
-WORKDIR: Final = "{workdir}"
-"""Placeholder replaced by the absolute path of the job's worktree."""
-
-SUMMARY_FILE: Final = "{summary_file}"
-"""Placeholder replaced by a file in the job's directory where the agent may write its
-final message (Codex's ``-o``); when it is there, it is the job's summary."""
-
-SESSION_ID: Final = "{session_id}"
-"""Placeholder (in ``resume_argv`` only) replaced by the session a follow-up resumes."""
-
-REPORT_DIALECTS: Final = frozenset({"claude", "codex", "gemini", "goose"})
-"""Agents whose structured output :mod:`dispatcher.agents.output` understands."""
 
 COMMAND: Final = "command"
 """Name of the profile that runs a user-given argv (see :func:`command_profile`)."""
 
-OUTPUT_FORMATS: Final = frozenset({"stream-json", "json", "text"})
-
-_PLACEHOLDER_RE: Final = re.compile(
-    "|".join(re.escape(p) for p in (PROMPT_FILE, WORKDIR, SESSION_ID, SUMMARY_FILE))
-)
-
-
-class AgentProfile(BaseModel):
-    """How to run one agent. Immutable; compare and hash by value."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    name: str
-    argv: tuple[str, ...]
-    """Program and arguments; may contain ``{prompt_file}`` and ``{workdir}``."""
-    stdin_prompt: bool
-    """True: the runner connects the prompt file to the process's stdin."""
-    output: str = "text"
-    """What the agent prints on stdout: ``stream-json`` (one JSON event per line),
-    ``json`` (one document at the end) or ``text``."""
-    description: str = ""
-    reports: str | None = None
-    """Whose structured output this is (claude, codex, gemini, goose): parsed for the
-    summary, cost, tokens, turns and session id. None: plain text (the log's tail)."""
-    resume_argv: tuple[str, ...] | None = None
-    """The argv that continues session ``{session_id}`` (follow-ups); None: no resume."""
-    system_prompt_flag: str | None = None
-    """A flag that appends text to the agent's system prompt: the repo's conventions go
-    there instead of into the prompt file."""
-    budget_flag: str | None = None
-    """A flag that caps the agent's spend in USD (the job's max-cost-usd)."""
-    reads_agents_md: bool = False
-    """The agent reads the repo's AGENTS.md itself; the daemon does not repeat it."""
-
-    @field_validator("name")
-    @classmethod
-    def _name_not_blank(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("agent name must not be empty")
-        return value
-
-    @field_validator("argv")
-    @classmethod
-    def _argv_has_program(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        if not value or not value[0].strip():
-            raise ValueError("argv must start with a program")
-        if any("\x00" in arg for arg in value):
-            raise ValueError("argv must not contain NUL characters")
-        return value
-
-    @field_validator("output")
-    @classmethod
-    def _known_output(cls, value: str) -> str:
-        if value not in OUTPUT_FORMATS:
-            raise ValueError(f"output must be one of {', '.join(sorted(OUTPUT_FORMATS))}")
-        return value
-
-
-def _builtin(
-    name: str,
-    argv: Sequence[str],
-    *,
-    resume_suffix: Sequence[str] = (),
-    **fields: object,
-) -> AgentProfile:
-    """A built-in profile; ``resume_suffix``: arguments that, appended, resume a session."""
-    if resume_suffix:
-        fields["resume_argv"] = (*argv, *resume_suffix)
-    return AgentProfile.model_validate({"name": name, "argv": tuple(argv), **fields})
-
-
-BUILTIN_PROFILES: Final[Mapping[str, AgentProfile]] = MappingProxyType(
-    {
-        "claude": _builtin(
-            "claude",
-            [
-                "claude",
-                "-p",
-                "--output-format",
-                "stream-json",
-                "--verbose",  # required by --print with --output-format stream-json
-                "--permission-mode",
-                "bypassPermissions",
-            ],
-            stdin_prompt=True,
-            output="stream-json",
-            description="Claude Code in print mode; prompt on stdin; JSON events on stdout.",
-            reports="claude",
-            resume_suffix=("--resume", SESSION_ID),
-            system_prompt_flag="--append-system-prompt",
-            budget_flag="--max-budget-usd",
-        ),
-        "codex": _builtin(
-            "codex",
-            ["codex", "exec", "--json", "--sandbox", "workspace-write", "-o", SUMMARY_FILE, "-"],
-            stdin_prompt=True,
-            output="stream-json",
-            description="OpenAI Codex CLI `exec`; `-` reads the prompt from stdin; JSONL events.",
-            reports="codex",
-            resume_argv=(
-                "codex",
-                "exec",
-                "--json",
-                "--sandbox",
-                "workspace-write",
-                "-o",
-                SUMMARY_FILE,
-                "resume",
-                SESSION_ID,
-                "-",
-            ),
-            reads_agents_md=True,
-        ),
-        "aider": _builtin(
-            "aider",
-            [
-                "aider",
-                f"--message-file={PROMPT_FILE}",
-                "--yes-always",
-                "--no-auto-commits",  # the daemon commits what the agent leaves behind
-                "--no-check-update",
-                "--no-pretty",
-                "--no-analytics",
-            ],
-            stdin_prompt=False,
-            output="text",
-            description="aider, one message from the prompt file, then exit.",
-        ),
-        "gemini": _builtin(
-            "gemini",
-            ["gemini", "--output-format", "stream-json", "--approval-mode", "yolo"],
-            stdin_prompt=True,
-            output="stream-json",
-            description="Gemini CLI headless (stdin is not a TTY); prompt on stdin; JSONL events.",
-            reports="gemini",
-        ),
-        "goose": _builtin(
-            "goose",
-            [
-                "goose",
-                "run",
-                f"--instructions={PROMPT_FILE}",
-                "--no-session",
-                "--output-format",
-                "stream-json",
-            ],
-            stdin_prompt=False,
-            output="stream-json",
-            description="goose `run` with the prompt file as instructions; JSON events.",
-            reports="goose",
-        ),
-    }
-)
+_PLACEHOLDER_RE: Final = re.compile("|".join(re.escape(p) for p in PLACEHOLDERS))
 
 
 def _known_names(overrides: Mapping[str, object]) -> list[str]:
@@ -323,6 +159,10 @@ def resolve_profile(
             system_prompt_flag=base.system_prompt_flag,
             budget_flag=base.budget_flag,
             reads_agents_md=base.reads_agents_md,
+            env=base.env,
+            reports_cost=base.reports_cost and same_output,
+            root_refusal=base.root_refusal,
+            version_argv=base.version_argv,
         )
     if name in BUILTIN_PROFILES:
         return BUILTIN_PROFILES[name]

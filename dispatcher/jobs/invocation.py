@@ -9,12 +9,13 @@ follow-up resumes its parent's agent session when the agent can.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dispatcher.agents import profiles
+from dispatcher.agents import profiles, spec
 from dispatcher.config import Settings
-from dispatcher.errors import DispatcherError
+from dispatcher.errors import DispatcherError, InvalidInput
 from dispatcher.jobs import conventions
 from dispatcher.jobs.files import note_job
 from dispatcher.jobs.workspace import Workspace
@@ -22,12 +23,19 @@ from dispatcher.store.database import Store
 from dispatcher.store.models import Job
 
 
-def job_profile(settings: Settings, job: Job) -> profiles.AgentProfile:
+def job_profile(settings: Settings, job: Job) -> spec.AgentProfile:
     if job.profile is not None:  # resolved when the job was submitted
-        return profiles.AgentProfile.model_validate(job.profile)
+        return spec.AgentProfile.model_validate(job.profile)
     if job.command:
         return profiles.command_profile(job.command)
     return profiles.resolve_profile(job.agent, settings.agents)
+
+
+def check_can_start(profile: spec.AgentProfile) -> None:
+    """Raise :class:`~dispatcher.errors.InvalidInput` with the agent's own reason when it
+    is known to refuse to start as things are (Claude Code's bypass mode as root)."""
+    if profile.root_refusal and os.geteuid() == 0:
+        raise InvalidInput(profile.root_refusal)
 
 
 def report_kind(settings: Settings, job: Job) -> str:
@@ -52,7 +60,7 @@ class Prompt:
         return self.conventions if self.via_flag else None
 
 
-def prompt_for(job: Job, profile: profiles.AgentProfile, repo_path: Path, ws: Workspace) -> Prompt:
+def prompt_for(job: Job, profile: spec.AgentProfile, repo_path: Path, ws: Workspace) -> Prompt:
     """The job's prompt with the repo's conventions at its base commit (see the module
     docstring)."""
     text = _conventions(job, repo_path, profile, ws)
@@ -63,7 +71,7 @@ def prompt_for(job: Job, profile: profiles.AgentProfile, repo_path: Path, ws: Wo
     return Prompt(prompt, text, via_flag)
 
 
-def _conventions(job: Job, repo_path: Path, profile: profiles.AgentProfile, ws: Workspace) -> str:
+def _conventions(job: Job, repo_path: Path, profile: spec.AgentProfile, ws: Workspace) -> str:
     """The conventions text for this job's agent. A one-off ``--command`` gets its
     prompt verbatim (it may not be a model at all) unless the job selected skills."""
     if profile.name == profiles.COMMAND and not ws.skills:
@@ -74,7 +82,7 @@ def _conventions(job: Job, repo_path: Path, profile: profiles.AgentProfile, ws: 
 
 
 def resume_session(
-    settings: Settings, store: Store, job: Job, profile: profiles.AgentProfile
+    settings: Settings, store: Store, job: Job, profile: spec.AgentProfile
 ) -> str | None:
     """The session a follow-up resumes: its parent's, when the agent can resume (the
     job log says which)."""

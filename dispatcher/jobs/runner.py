@@ -230,11 +230,13 @@ class Runner:
         """Everything before the spawn (rq's ``prepare_job_execution``): the worktree,
         the job's ports, the prompt with its conventions, the sandbox, ``setup:``, the
         agent's argv. None when the job was canceled meanwhile (it is then ``canceled``)."""
+        profile = invocation.job_profile(self.settings, a.job)
+        invocation.check_can_start(profile)  # before anything is made for it
         self._prepare_worktree(a)
         job, files, worktree, ws = a.job, a.files, a.worktree, a.ws
         assert job.id is not None
         env = isolation.agent_env(self.settings, job, files.prompt, worktree, job.port)
-        profile = invocation.job_profile(self.settings, job)
+        env.update(profile.env)
         prompt = invocation.prompt_for(job, profile, a.repo_path, ws)
         files.prompt.write_text(prompt.text, encoding="utf-8")
         box = sandbox.sandbox_for(self.settings.sandbox, self.settings.sandbox_bwrap)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dispatcher import faults
-from dispatcher.agents import profiles
+from dispatcher.agents import profiles, spec
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidInput, InvalidState
 from dispatcher.events.trigger_files import TriggerFiles
@@ -74,7 +74,7 @@ class Jobs:
             raise InvalidInput(f"repo {repo.name!r}: {repo.path} no longer holds a git repository")
         same = retry_of or followup_of  # runs the very profile of the job it repeats
         if same is not None and same.profile is not None:
-            profile = profiles.AgentProfile.model_validate(same.profile)
+            profile = spec.AgentProfile.model_validate(same.profile)
             agent = same.agent
         elif req.command:
             profile = profiles.command_profile(req.command)

@@ -1,0 +1,113 @@
+"""Claude Code (``claude -p --output-format stream-json --verbose``).
+
+Output sources: the Agent SDK's message types ``SDKSystemMessage`` and
+``SDKResultMessage`` (https://docs.claude.com/en/docs/agent-sdk/typescript), which
+the CLI prints one per line (https://docs.claude.com/en/docs/claude-code/headless).
+
+* ``{"type":"system","subtype":"init"}``: ``session_id``, ``model``.
+* ``{"type":"assistant","message":{...}}``: text blocks of ``message.content``
+  (the summary if no ``result`` event arrives), ``message.model`` if init gave
+  none.
+* ``{"type":"result"}`` (last one wins): ``result`` -> summary;
+  ``is_error`` true *or* a ``subtype`` starting with ``error`` (``error_max_turns``,
+  ``error_during_execution``, ``error_max_budget_usd``, ...) -> ``is_error``,
+  with ``error`` taken from ``result``, else ``errors`` (a list of strings on
+  the error subtypes), else the subtype; ``total_cost_usd`` -> ``cost_usd``;
+  ``num_turns`` -> ``turns``; ``session_id``; ``usage.output_tokens`` ->
+  ``output_tokens``; ``usage.input_tokens + cache_creation_input_tokens +
+  cache_read_input_tokens`` -> ``input_tokens`` (Claude counts cached input
+  apart; the sum makes ``input_tokens`` mean all input, as for codex and gemini).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from dispatcher.agents import report as r
+from dispatcher.agents.spec import SESSION_ID, builtin
+
+PROFILE: Final = builtin(
+    "claude",
+    [
+        "claude",
+        "-p",
+        "--output-format",
+        "stream-json",
+        "--verbose",  # required by --print with --output-format stream-json
+        "--permission-mode",
+        "bypassPermissions",
+    ],
+    stdin_prompt=True,
+    output="stream-json",
+    description="Claude Code in print mode; prompt on stdin; JSON events on stdout.",
+    reports="claude",
+    resume_suffix=("--resume", SESSION_ID),
+    system_prompt_flag="--append-system-prompt",
+    budget_flag="--max-budget-usd",
+    reports_cost=True,
+)
+
+
+class ClaudeParser(r.Parser):
+    def __init__(self) -> None:
+        self.session_id: str | None = None
+        self.model: str | None = None
+        self.last_text: str | None = None
+        self.result: Mapping[str, object] | None = None
+
+    def feed(self, event: Mapping[str, object]) -> bool:
+        kind = event.get("type")
+        if kind == "system":
+            if event.get("subtype") == "init":
+                self.session_id = r.string(event.get("session_id")) or self.session_id
+                self.model = r.string(event.get("model")) or self.model
+            else:
+                self.session_id = self.session_id or r.string(event.get("session_id"))
+            return True
+        if kind == "assistant":
+            message = r.mapping(event.get("message"))
+            self.model = self.model or r.string(message.get("model"))
+            self.session_id = self.session_id or r.string(event.get("session_id"))
+            texts = [t for t in r.texts(message.get("content")) if t.strip()]
+            if texts:
+                self.last_text = "\n".join(texts)
+            return True
+        if kind == "result":
+            self.result = event
+            return True
+        return kind in ("user", "stream_event")
+
+    def report(self, tail: str | None) -> r.AgentReport:
+        result = self.result
+        if result is None:
+            return r.AgentReport(
+                summary=r.clip(self.last_text), session_id=self.session_id, model=self.model
+            )
+        text = r.string(result.get("result"))
+        subtype = r.string(result.get("subtype"))
+        is_error = result.get("is_error") is True or bool(subtype and subtype.startswith("error"))
+        error = None
+        if is_error:
+            errors = [e for e in r.items(result.get("errors")) if isinstance(e, str) and e.strip()]
+            named = subtype if subtype and subtype != "success" else "an error"
+            reason = text or "; ".join(errors) or f"claude reported {named}"
+            error = r.one_line(reason)
+        usage = r.mapping(result.get("usage"))
+        input_tokens = None
+        for field in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+            input_tokens = r.add(input_tokens, usage.get(field))
+        return r.AgentReport(
+            summary=r.clip(text or self.last_text),
+            is_error=is_error,
+            error=error,
+            cost_usd=r.number(result.get("total_cost_usd")),
+            input_tokens=input_tokens,
+            output_tokens=r.integer(usage.get("output_tokens")),
+            turns=r.integer(result.get("num_turns")),
+            session_id=r.string(result.get("session_id")) or self.session_id,
+            model=self.model,
+        )
+
+
+PARSER: Final = ClaudeParser

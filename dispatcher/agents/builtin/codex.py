@@ -1,0 +1,93 @@
+"""OpenAI Codex CLI (``codex exec --json``).
+
+Output sources: ``docs/exec.md`` and ``codex-rs/exec/src/exec_events.rs`` in
+https://github.com/openai/codex (https://developers.openai.com/codex/noninteractive).
+
+* ``thread.started``: ``thread_id`` -> ``session_id`` (what
+  ``codex exec resume <id>`` takes).
+* ``item.completed`` with ``item.type == "agent_message"``: ``item.text`` of
+  the last one -> summary.
+* ``turn.completed``: ``usage.input_tokens`` and ``usage.output_tokens`` summed
+  over turns (``cached_input_tokens`` is part of ``input_tokens``); clears an
+  earlier ``error`` (codex prints retried stream errors, ``Reconnecting...
+  1/5``, as ``error`` events and then completes the turn; openai/codex#32984).
+* ``turn.failed``: ``error.message`` -> ``is_error``/``error``.
+* ``error``: ``message`` -> ``is_error``/``error`` unless a later
+  ``turn.completed`` clears it.
+* ``turns`` counts ``turn.completed`` and ``turn.failed``. Codex reports no
+  cost and no model: both stay empty.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+from dispatcher.agents import report as r
+from dispatcher.agents.spec import SESSION_ID, SUMMARY_FILE, builtin
+
+_EXEC: Final = ("codex", "exec", "--json", "--sandbox", "workspace-write", "-o", SUMMARY_FILE)
+
+PROFILE: Final = builtin(
+    "codex",
+    [*_EXEC, "-"],
+    stdin_prompt=True,
+    output="stream-json",
+    description="OpenAI Codex CLI `exec`; `-` reads the prompt from stdin; JSONL events.",
+    reports="codex",
+    resume_argv=(*_EXEC, "resume", SESSION_ID, "-"),
+    reads_agents_md=True,
+)
+
+
+class CodexParser(r.Parser):
+    _ITEM_EVENTS: Final = ("item.started", "item.updated", "item.completed")
+    _OTHER_EVENTS: Final = ("turn.started", "item.plan.delta", "request_user_input")
+
+    def __init__(self) -> None:
+        self.session_id: str | None = None
+        self.message: str | None = None
+        self.error: str | None = None
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+        self.turns: int | None = None
+
+    def feed(self, event: Mapping[str, object]) -> bool:
+        kind = event.get("type")
+        if kind == "thread.started":
+            self.session_id = r.string(event.get("thread_id")) or self.session_id
+        elif kind in self._ITEM_EVENTS:
+            item = r.mapping(event.get("item"))
+            text = item.get("text")
+            final = kind == "item.completed" and item.get("type") == "agent_message"
+            if final and isinstance(text, str) and text.strip():
+                self.message = text
+        elif kind == "turn.completed":
+            usage = r.mapping(event.get("usage"))
+            self.input_tokens = r.add(self.input_tokens, usage.get("input_tokens"))
+            self.output_tokens = r.add(self.output_tokens, usage.get("output_tokens"))
+            self.turns = (self.turns or 0) + 1
+            self.error = None
+        elif kind == "turn.failed":
+            self.turns = (self.turns or 0) + 1
+            message = r.string(r.mapping(event.get("error")).get("message"))
+            self.error = message or "codex: turn failed"
+        elif kind == "error":
+            self.error = r.string(event.get("message")) or "codex reported an error"
+        else:
+            return kind in self._OTHER_EVENTS
+        return True
+
+    def report(self, tail: str | None) -> r.AgentReport:
+        return r.AgentReport(
+            summary=r.clip(self.message),
+            is_error=self.error is not None,
+            error=None if self.error is None else r.one_line(self.error),
+            input_tokens=self.input_tokens,
+            output_tokens=self.output_tokens,
+            turns=self.turns,
+            session_id=self.session_id,
+        )
+
+
+PARSER: Final = CodexParser
