@@ -438,6 +438,35 @@ def events(
         typer.echo(f"{e['id']:>5}  {e['repo'][:16]:<16} {what:<28} jobs {jobs_:<8} {notes}")
 
 
+@app.command("agents")
+def agents_list(
+    repo: Annotated[
+        str | None, typer.Option(help="As this repo's jobs run them (its agents: overrides)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List every agent profile: found on the daemon's PATH or not, its version, and whether
+    it can resume a session, report its cost and take a system prompt."""
+    with _client() as c:
+        rows = c.get("/agents", params={"repo": repo} if repo else None)
+    if as_json:
+        _print_json(rows)
+        return
+    yes = {True: "yes", False: "-"}
+    typer.echo(f"{'AGENT':<12} {'VERSION':<24} {'RESUME':<7} {'COST':<5} {'SYSTEM':<7} NOTES")
+    for a in rows:
+        version = a["version"] or ("not found" if a["path"] is None else "?")
+        notes = "; ".join(
+            n
+            for n in (a["blocked"], a["problem"], None if a["source"] == "builtin" else a["source"])
+            if n
+        )
+        typer.echo(
+            f"{a['name']:<12} {version[:24]:<24} {yes[a['can_resume']]:<7} "
+            f"{yes[a['reports_cost']]:<5} {yes[a['system_prompt']]:<7} {notes}".rstrip()
+        )
+
+
 @triggers_app.command("check")
 def triggers_check(path: Path) -> None:
     """Check a trigger file (or a repo dir's .dispatcher/triggers.yml): file:line: reason."""

@@ -31,11 +31,19 @@ def job_profile(settings: Settings, job: Job) -> spec.AgentProfile:
     return profiles.resolve_profile(job.agent, settings.agents)
 
 
-def check_can_start(profile: spec.AgentProfile) -> None:
-    """Raise :class:`~dispatcher.errors.InvalidInput` with the agent's own reason when it
-    is known to refuse to start as things are (Claude Code's bypass mode as root)."""
+def start_blocker(profile: spec.AgentProfile) -> str | None:
+    """Why the agent is known to refuse to start as things are (Claude Code's bypass
+    mode when the daemon runs as root), in one line that says what to do; None: it starts."""
     if profile.root_refusal and os.geteuid() == 0:
-        raise InvalidInput(profile.root_refusal)
+        return profile.root_refusal
+    return None
+
+
+def check_can_start(profile: spec.AgentProfile) -> None:
+    """Raise :class:`~dispatcher.errors.InvalidInput` with :func:`start_blocker`'s reason."""
+    blocker = start_blocker(profile)
+    if blocker is not None:
+        raise InvalidInput(blocker)
 
 
 def report_kind(settings: Settings, job: Job) -> str:

@@ -2,6 +2,7 @@
 
 :class:`Service` only composes them; each part is a module of this package:
 
+* ``agents``   the agent profiles, found on PATH or not (:mod:`.agents`);
 * ``repos``    register, list, show and unregister repos (:mod:`.repos`);
 * ``jobs``     submit (the one path every job takes), follow up, retry, list (:mod:`.jobs`);
 * ``control``  cancel, discard and merge a job (:mod:`.control`);
@@ -24,6 +25,7 @@ from dispatcher.events.intake import Intake
 from dispatcher.events.trigger_files import TriggerFiles
 from dispatcher.events.webhooks import Webhooks
 from dispatcher.jobs.pool import WorktreePool
+from dispatcher.service.agents import Agents
 from dispatcher.service.control import Control, Supervisor
 from dispatcher.service.events import Events
 from dispatcher.service.issues import Issues
@@ -56,6 +58,7 @@ class Service:
         self.jobs = Jobs(settings, store, supervisor, self.trigger_files, self.control)
         self.intake = Intake(settings, store, self.trigger_files, self.jobs)
         self.repos = Repos(settings, store, self.trigger_files, pool)
+        self.agents = Agents(settings, store, self.trigger_files)
         self.outputs = Outputs(settings, store)
         self.events = Events(store, self.trigger_files, self.intake)
         self.issues = Issues(store, self.intake)

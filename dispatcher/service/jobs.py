@@ -80,10 +80,12 @@ class Jobs:
             profile = profiles.command_profile(req.command)
             agent = "command"
         else:
+            assert repo.id is not None
+            if agent_overrides is None:  # not from a trigger: the repo's file still applies
+                active = self.trigger_files.active(repo.id)
+                agent_overrides = dict(active.agents or {}) if active is not None else {}
             agent = req.agent or self.settings.default_agent
-            profile = profiles.resolve_profile(
-                agent, {**self.settings.agents, **(agent_overrides or {})}
-            )
+            profile = profiles.resolve_profile(agent, {**self.settings.agents, **agent_overrides})
         assert repo.id is not None
         budget.check_daily(self.settings, self.store, repo)
         target: str | None

@@ -182,6 +182,28 @@ class RepoPublic(BaseModel):
     worktrees_bytes: int = 0  # disk used by the repo's job worktrees
 
 
+# ---------------------------------------------------------------- agents
+
+
+class AgentPublic(BaseModel):
+    """One agent profile as the daemon would run it (``GET /agents``)."""
+
+    name: str
+    source: str  # builtin; settings or repo (configured); "builtin, argv from settings|repo"
+    description: str
+    argv: list[str]  # the profile's argv, placeholders unfilled
+    output: str  # stream-json, json or text
+    structured: bool  # its output is parsed (summary, cost, tokens, session, error)
+    can_resume: bool  # a follow-up continues the agent's session
+    reports_cost: bool  # its output carries the cost in USD (budgets see it)
+    system_prompt: bool  # the repo's conventions go by a flag, not in the prompt file
+    budget_flag: bool  # the job's max-cost-usd is passed to the agent itself
+    path: str | None  # where the daemon finds its program; None: not found
+    version: str | None  # what its version command printed (first line)
+    problem: str | None  # why it cannot be run or asked
+    blocked: str | None  # why a job with it would fail at start now (e.g. as root)
+
+
 # ---------------------------------------------------------------- jobs
 
 
