@@ -45,11 +45,18 @@ EXPECTED: dict[str, tuple[list[str], bool, str]] = {
         [
             "aider",
             f"--message-file={PROMPT}",
+            "--model",
+            "sonnet",
             "--yes-always",
             "--no-auto-commits",
             "--no-check-update",
+            "--no-show-release-notes",
             "--no-pretty",
+            "--no-fancy-input",
+            "--no-stream",
             "--no-analytics",
+            "--disable-playwright",
+            "--no-suggest-shell-commands",
         ],
         False,
         "text",
@@ -100,6 +107,19 @@ def test_prompt_is_delivered_exactly_one_way(name: str) -> None:
 
 def test_aider_never_commits_itself() -> None:
     assert "--no-auto-commits" in BUILTIN_PROFILES["aider"].argv
+
+
+def test_aider_names_its_model_and_a_git_identity() -> None:
+    """Without a model (and no key) aider waits five minutes for a browser login; without
+    a git identity it writes one into the read-only .git/config and crashes."""
+    profile = BUILTIN_PROFILES["aider"]
+    assert "--model" in profile.argv
+    env = dict(profile.env)
+    assert env["BROWSER"] == "true"
+    count = int(env["GIT_CONFIG_COUNT"])
+    keys = {env[f"GIT_CONFIG_KEY_{i}"] for i in range(count)}
+    assert keys == {"user.name", "user.email"}
+    assert profile.reports == "aider" and profile.reports_cost
 
 
 def test_builtin_profiles_are_read_only() -> None:
