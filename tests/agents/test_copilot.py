@@ -119,3 +119,10 @@ def test_the_hint_lines_after_an_error_are_not_its_detail() -> None:
     lines = (FIXTURES / "no-login.txt").read_text().split("\n")
     assert "Copilot can be authenticated" in "\n".join(lines)
     assert parse_lines("copilot", lines).error == "No authentication information found."
+
+
+def test_an_error_line_does_not_undo_a_run_that_ended_well() -> None:
+    lines = ["Error: something on stderr", _line("result", sessionId="s", exitCode=0)]
+    assert not parse_lines("copilot", lines).is_error
+    failed = ["Error: something on stderr", _line("result", sessionId="s", exitCode=1)]
+    assert parse_lines("copilot", failed).error == "something on stderr"

@@ -28,7 +28,8 @@ object per line (``{"type", "id", "timestamp", "parentId", "data", ...}``; many,
 Failures before the session starts (no login, a token it cannot check with no
 network, an unknown ``--resume`` id, a bad flag) are plain text on stderr, not JSON:
 ``Error: <reason>``, sometimes followed by an indented detail line. The first such
-line (and its detail) is the failure (:meth:`CopilotParser.failure`).
+line (and its detail) is the failure (:meth:`CopilotParser.failure`), unless a
+``result`` with ``exitCode`` 0 says the session ended well.
 """
 
 from __future__ import annotations
@@ -128,6 +129,9 @@ class CopilotParser(r.Parser):
         return False
 
     def failure(self) -> str | None:
+        result = self.result
+        if result is not None and r.integer(result.get("exitCode")) == 0:
+            return None  # the session ran and ended well: a stray error line is not its outcome
         return self.text_error
 
     def report(self, tail: str | None) -> r.AgentReport:
@@ -136,7 +140,7 @@ class CopilotParser(r.Parser):
         is_error = self.error is not None if result is None else code not in (None, 0)
         error = None
         if is_error:
-            error = r.one_line(self.error or f"copilot exited with code {code}")
+            error = r.one_line(self.error or self.text_error or f"copilot exited with code {code}")
         return r.AgentReport(
             summary=r.clip(self.message or self.task_summary),
             is_error=is_error,
