@@ -78,6 +78,26 @@ EXPECTED: dict[str, tuple[list[str], bool, str]] = {
         False,
         "stream-json",
     ),
+    "copilot": (
+        [
+            "copilot",
+            "--output-format",
+            "json",
+            "--allow-all-tools",
+            "--no-ask-user",
+            "--no-auto-update",
+            "--disable-client-telemetry",
+            "--stream",
+            "off",
+        ],
+        True,
+        "stream-json",
+    ),
+    "cline": (
+        ["cline", "--json", "--auto-approve", "true", "Do the task described below."],
+        True,
+        "stream-json",
+    ),
 }
 
 
@@ -278,7 +298,7 @@ def test_unknown_agent_message_lists_known_names() -> None:
     with pytest.raises(InvalidInput) as info:
         resolve_profile("gpt-engineer")
     assert info.value.message == (
-        "unknown agent 'gpt-engineer'; known: aider, amp, claude, cline, codex, command, "
+        "unknown agent 'gpt-engineer'; known: aider, claude, cline, codex, command, "
         "copilot, gemini, goose, opencode, qwen"
     )
 
@@ -350,3 +370,17 @@ def test_resume_appends_to_an_overridden_argv_only_where_the_builtin_appends() -
         BUILTIN_PROFILES["codex"], prompt_file=PROMPT, workdir=WORKDIR, resume_session="t-1"
     )
     assert codex_argv[-3:] == ["resume", "t-1", "-"]
+
+
+def test_copilot_and_cline_resume_as_their_clis_do() -> None:
+    """copilot resumes with ``--resume=<id>``; cline's ``--id`` opens the interactive TUI
+    only, so it cannot resume a job."""
+    copilot = BUILTIN_PROFILES["copilot"]
+    resumed = build_argv(copilot, prompt_file=PROMPT, workdir=WORKDIR, resume_session="s-1")
+    assert resumed == [*EXPECTED["copilot"][0], "--resume=s-1"]
+    assert not BUILTIN_PROFILES["cline"].can_resume
+    assert dict(copilot.env) == {}
+    assert dict(BUILTIN_PROFILES["cline"].env) == {
+        "CLINE_SESSION_BACKEND_MODE": "local",
+        "CLINE_NO_AUTO_UPDATE": "1",
+    }

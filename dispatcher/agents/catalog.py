@@ -15,7 +15,6 @@ from typing import Final
 
 from dispatcher.agents.builtin import (
     aider,
-    amp,
     claude,
     cline,
     codex,
@@ -37,7 +36,6 @@ _MODULES: Final[tuple[ModuleType, ...]] = (
     opencode,
     qwen,
     copilot,
-    amp,
     cline,
 )
 

@@ -116,6 +116,15 @@ def add(total: int | None, value: object) -> int | None:
     return (total or 0) + count
 
 
+def add_all(values: Mapping[str, object], *fields: str) -> int | None:
+    """The sum of the counts among ``values[field]`` for ``fields``; None if there is none
+    (an agent that reports cached input apart from the rest, say)."""
+    total: int | None = None
+    for field in fields:
+        total = add(total, values.get(field))
+    return total
+
+
 def add_cost(total: float | None, value: object) -> float | None:
     cost = number(value)
     if cost is None:
