@@ -10,6 +10,7 @@ follow-up resumes its parent's agent session when the agent can.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,11 +32,22 @@ def job_profile(settings: Settings, job: Job) -> spec.AgentProfile:
     return profiles.resolve_profile(job.agent, settings.agents)
 
 
-def check_can_start(profile: spec.AgentProfile) -> None:
+def check_can_start(
+    profile: spec.AgentProfile, environ: Mapping[str, str] = os.environ
+) -> str | None:
     """Raise :class:`~dispatcher.errors.InvalidInput` with the agent's own reason when it
-    is known to refuse to start as things are (Claude Code's bypass mode as root)."""
-    if profile.root_refusal and os.geteuid() == 0:
-        raise InvalidInput(profile.root_refusal)
+    is known to refuse to start as things are (Claude Code's bypass mode as root).
+
+    Unless the user set the agent's own opt-in (``root_opt_in``) in the daemon's
+    environment (``environ``), which the agent inherits: then the line for the job log
+    that says so."""
+    if not profile.root_refusal or os.geteuid() != 0:
+        return None
+    if profile.root_opt_in:
+        name, _, value = profile.root_opt_in.partition("=")
+        if {**environ, **dict(profile.env)}.get(name) == value:
+            return f"running as root: {profile.root_opt_in} is set, the agent's own opt-in"
+    raise InvalidInput(profile.root_refusal)
 
 
 def report_kind(settings: Settings, job: Job) -> str:

@@ -27,6 +27,10 @@ from typing import Final
 from dispatcher.agents import report as r
 from dispatcher.agents.spec import SESSION_ID, builtin
 
+ROOT_OPT_IN: Final = "IS_SANDBOX=1"
+"""Claude Code's own switch: with it, bypass mode runs as root (its source: the refusal
+is skipped when ``IS_SANDBOX`` is ``1`` or ``CLAUDE_CODE_BUBBLEWRAP`` is set)."""
+
 PROFILE: Final = builtin(
     "claude",
     [
@@ -46,6 +50,18 @@ PROFILE: Final = builtin(
     system_prompt_flag="--append-system-prompt",
     budget_flag="--max-budget-usd",
     reports_cost=True,
+    root_refusal=(
+        "Claude Code refuses bypassPermissions as root: run the daemon as a normal user, "
+        f"or start it with {ROOT_OPT_IN} to let Claude run as root in the daemon's "
+        "sandbox (docs/agents/claude.md)"
+    ),
+    root_refusal_args=(
+        "bypassPermissions",
+        "--permission-mode=bypassPermissions",
+        "--dangerously-skip-permissions",
+        "--allow-dangerously-skip-permissions",
+    ),
+    root_opt_in=ROOT_OPT_IN,
 )
 
 
