@@ -17,6 +17,13 @@ the CLI prints one per line (https://docs.claude.com/en/docs/claude-code/headles
   ``output_tokens``; ``usage.input_tokens + cache_creation_input_tokens +
   cache_read_input_tokens`` -> ``input_tokens`` (Claude counts cached input
   apart; the sum makes ``input_tokens`` mean all input, as for codex and gemini).
+
+As root, Claude Code (2.1.332) exits 1 at once on any bypass flag ("--dangerously-skip-
+permissions cannot be used with root/sudo privileges for security reasons") unless
+``IS_SANDBOX=1`` (or ``CLAUDE_CODE_BUBBLEWRAP``) is set: ``root_refusal`` fails the job at
+start instead, and ``root_opt_in`` is the user's way to let it run
+(docs/agents/claude.md). With no login it prints a ``result`` with ``is_error`` and
+``result`` "Not logged in · Please run /login", and exits 1.
 """
 
 from __future__ import annotations
