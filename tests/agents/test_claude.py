@@ -63,27 +63,34 @@ def test_success_reports_summary_cost_tokens_turns() -> None:
     report = parse_lines("claude", lines("success.jsonl"))
     assert report == AgentReport(
         summary="Added a line to README.md.",
-        cost_usd=0.0123,
-        input_tokens=2500 + 300 + 1100,
+        cost_usd=0.011439999999999999,
+        input_tokens=2400,
         output_tokens=92,
         turns=2,
-        session_id="5d6c1f0e-2b7a-4c1e-9a53-0f4d2c8b7e11",
-        model="claude-sonnet-4-5",
+        session_id="929a1330-3a8e-4f5b-a667-4df4b0924873",
+        model="claude-opus-5-5",
     )
+
+
+def test_cached_input_counts_as_input() -> None:
+    result = json.loads(lines("success.jsonl")[-1])
+    result["usage"].update(cache_creation_input_tokens=300, cache_read_input_tokens=1100)
+    report = parse_lines("claude", [*lines("success.jsonl")[:-1], json.dumps(result)])
+    assert report.input_tokens == 2400 + 300 + 1100
 
 
 def test_max_budget_is_an_error_with_its_reason() -> None:
     report = parse_lines("claude", lines("max-budget.jsonl"))
     assert report.is_error
-    assert report.error == "Reached maximum budget ($0.5)"
-    assert report.cost_usd == 0.51
-    assert report.summary == "I'll add the line."
+    assert report.error == "Reached maximum budget ($0.001)"
+    assert report.cost_usd == 0.0063999999999999994
+    assert report.summary == "I'll add the line."  # the last text before it stopped
 
 
 def test_a_cut_off_run_keeps_the_session_and_last_text() -> None:
-    report = parse_lines("claude", lines("success.jsonl")[:2])
+    report = parse_lines("claude", lines("success.jsonl")[:3])
     assert (report.summary, report.is_error) == ("I'll add the line.", False)
-    assert report.session_id == "5d6c1f0e-2b7a-4c1e-9a53-0f4d2c8b7e11"
+    assert report.session_id == "929a1330-3a8e-4f5b-a667-4df4b0924873"
 
 
 def test_the_refusal_text_is_what_the_cli_refuses() -> None:
