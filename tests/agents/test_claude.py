@@ -109,6 +109,7 @@ def test_the_refusal_text_is_what_the_cli_refuses() -> None:
         ("claude -p --permission-mode=bypassPermissions", True),
         ("claude -p --allow-dangerously-skip-permissions", True),
         ("claude -p --output-format stream-json --verbose --permission-mode acceptEdits", False),
+        ("claude -p --output-format stream-json --verbose --permission-mode auto", False),
         ("claude -p --output-format stream-json --verbose", False),
     ],
 )  # fmt: skip
@@ -136,3 +137,12 @@ def test_check_can_start_refuses_as_root_unless_the_user_opted_in(
 def test_check_can_start_lets_a_normal_user_run(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     assert check_can_start(PROFILE, {}) is None
+
+
+def test_auto_mode_as_root_runs_and_reports_like_bypass_mode() -> None:
+    report = parse_lines("claude", lines("permission-mode-auto-as-root.jsonl"))
+    assert (report.is_error, report.summary, report.turns) == (
+        False,
+        "Added a line to README.md.",
+        2,
+    )
