@@ -635,7 +635,8 @@ def test_plain_text_keeps_the_end_of_one_very_long_line() -> None:
     assert report.summary.endswith("zEND")
 
 
-@pytest.mark.parametrize("kind", AGENTS)
+# codex: its "Error: ..." lines are its failure (tests/agents/test_codex.py).
+@pytest.mark.parametrize("kind", [kind for kind in AGENTS if kind != "codex"])
 def test_json_family_without_recognizable_events_falls_back_to_text(kind: str) -> None:
     lines = [
         "[dispatcher] starting",

@@ -97,6 +97,11 @@ def _has_prompt_file(argv: Sequence[str]) -> bool:
     return any(PROMPT_FILE in arg for arg in argv)
 
 
+def _still_refuses(base: AgentProfile, argv: Sequence[str]) -> bool:
+    """Whether an override ``argv`` of ``base`` keeps what makes the agent refuse root."""
+    return not base.root_refusal_args or any(a in base.root_refusal_args for a in argv)
+
+
 def command_profile(argv: Sequence[str], *, name: str = COMMAND) -> AgentProfile:
     """The profile for a user-given argv (``dispatcher run --command``, ``agent: command``).
 
@@ -161,7 +166,9 @@ def resolve_profile(
             reads_agents_md=base.reads_agents_md,
             env=base.env,
             reports_cost=base.reports_cost and same_output,
-            root_refusal=base.root_refusal,
+            root_refusal=base.root_refusal if _still_refuses(base, argv) else None,
+            root_refusal_args=base.root_refusal_args,
+            root_opt_in=base.root_opt_in,
             version_argv=base.version_argv,
         )
     if name in BUILTIN_PROFILES:

@@ -77,6 +77,13 @@ class AgentProfile(BaseModel):
     root_refusal: str | None = None
     """Why the agent refuses to start with this argv when the daemon runs as root, in
     one line that says what to do; None: it runs as root."""
+    root_refusal_args: tuple[str, ...] = ()
+    """The arguments that make the agent refuse root (any one of them): an override of
+    the argv without any of them has no ``root_refusal``. Empty: any argv refuses."""
+    root_opt_in: str | None = None
+    """``NAME=VALUE``: the agent's own variable that lets it run as root anyway (Claude
+    Code's ``IS_SANDBOX=1``). Set in the daemon's environment (by the user: the daemon
+    never sets it), the agent inherits it and ``root_refusal`` does not apply."""
     version_argv: tuple[str, ...] | None = None
     """The argv that prints the agent's version (``dispatcher agents``); None: the
     program with ``--version``."""

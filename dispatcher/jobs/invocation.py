@@ -10,6 +10,7 @@ follow-up resumes its parent's agent session when the agent can.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,19 +32,38 @@ def job_profile(settings: Settings, job: Job) -> spec.AgentProfile:
     return profiles.resolve_profile(job.agent, settings.agents)
 
 
-def start_blocker(profile: spec.AgentProfile) -> str | None:
+def _opted_in(profile: spec.AgentProfile, environ: Mapping[str, str]) -> bool:
+    """The user set the agent's own root opt-in (``root_opt_in``) in the daemon's
+    environment, which the agent inherits (the daemon never sets it)."""
+    if not profile.root_opt_in:
+        return False
+    name, _, value = profile.root_opt_in.partition("=")
+    return {**environ, **dict(profile.env)}.get(name) == value
+
+
+def start_blocker(
+    profile: spec.AgentProfile, environ: Mapping[str, str] = os.environ
+) -> str | None:
     """Why the agent is known to refuse to start as things are (Claude Code's bypass
-    mode when the daemon runs as root), in one line that says what to do; None: it starts."""
-    if profile.root_refusal and os.geteuid() == 0:
-        return profile.root_refusal
-    return None
+    mode when the daemon runs as root, without its opt-in), in one line that says what
+    to do; None: it starts."""
+    if not profile.root_refusal or os.geteuid() != 0 or _opted_in(profile, environ):
+        return None
+    return profile.root_refusal
 
 
-def check_can_start(profile: spec.AgentProfile) -> None:
-    """Raise :class:`~dispatcher.errors.InvalidInput` with :func:`start_blocker`'s reason."""
-    blocker = start_blocker(profile)
+def check_can_start(
+    profile: spec.AgentProfile, environ: Mapping[str, str] = os.environ
+) -> str | None:
+    """Raise :class:`~dispatcher.errors.InvalidInput` with :func:`start_blocker`'s
+    reason. Else, when the agent runs as root only by its own opt-in, the line for the
+    job log that says so (None otherwise)."""
+    blocker = start_blocker(profile, environ)
     if blocker is not None:
         raise InvalidInput(blocker)
+    if profile.root_refusal and os.geteuid() == 0 and profile.root_opt_in:
+        return f"running as root: {profile.root_opt_in} is set, the agent's own opt-in"
+    return None
 
 
 def report_kind(settings: Settings, job: Job) -> str:

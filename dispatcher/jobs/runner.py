@@ -231,10 +231,12 @@ class Runner:
         the job's ports, the prompt with its conventions, the sandbox, ``setup:``, the
         agent's argv. None when the job was canceled meanwhile (it is then ``canceled``)."""
         profile = invocation.job_profile(self.settings, a.job)
-        invocation.check_can_start(profile)  # before anything is made for it
+        opted_in = invocation.check_can_start(profile)  # before anything is made for it
         self._prepare_worktree(a)
         job, files, worktree, ws = a.job, a.files, a.worktree, a.ws
         assert job.id is not None
+        if opted_in:
+            self.note(job.id, opted_in)
         env = isolation.agent_env(self.settings, job, files.prompt, worktree, job.port)
         env.update(profile.env)
         prompt = invocation.prompt_for(job, profile, a.repo_path, ws)

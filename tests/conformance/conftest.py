@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,12 +74,23 @@ class Conformance:
     def log(self, job_id: int) -> str:
         return str(self.daemon.api.get(f"/jobs/{job_id}/log").text)
 
+    def followup(self, job: dict[str, Any], prompt: str = "Go on.") -> tuple[dict[str, Any], str]:
+        """A follow-up of ``job``, waited for, and its log: it must have resumed ``job``'s
+        session, and the agent must have reported that same session."""
+        resp = self.daemon.api.post(f"/jobs/{job['id']}/followup", json={"prompt": prompt})
+        assert resp.status_code == 201, resp.text
+        second = self.daemon.wait(resp.json()["job"]["id"], timeout=BOUND_S + 30)
+        log = self.log(second["id"])
+        assert job["session_id"] and f"resuming agent session {job['session_id']}" in log
+        assert second["session_id"] == job["session_id"]
+        return second, log
 
-@pytest.fixture(scope="session")
-def conformance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Conformance]:
+
+@contextmanager
+def conformance_daemon(root: Path, **env: str) -> Iterator[Conformance]:
+    """A started daemon as described above, in ``root``; ``env``: more of its environment."""
     if not BIN.is_dir():
         pytest.fail(f"{BIN} is missing: run scripts/install-agents", pytrace=False)
-    root = tmp_path_factory.mktemp("conformance")
     daemon = _new_daemon(
         root,
         PATH=os.pathsep.join([str(BIN), os.environ.get("PATH", "")]),
@@ -86,7 +98,7 @@ def conformance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Conformanc
         DISPATCHER_MAX_PARALLEL_PER_REPO="8",
         DISPATCHER_DEFAULT_TIMEOUT_MINUTES=f"{BOUND_S / 60:g}",
     )
-    daemon.env = without_credentials(daemon.env)
+    daemon.env = {**without_credentials(daemon.env), **env}
     daemon.start()
     files = {
         "README.md": "hello\n",
@@ -104,6 +116,12 @@ def conformance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Conformanc
         finally:
             daemon.stop()
     shutil.rmtree(root / "state" / "worktrees", ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def conformance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Conformance]:
+    with conformance_daemon(tmp_path_factory.mktemp("conformance")) as c:
+        yield c
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -27,8 +27,12 @@ FAKES = Path(__file__).resolve().parents[1] / "fakeagents"
 
 
 def fake_daemon(daemon_factory: Callable[..., Daemon], **env: str) -> Daemon:
-    """A daemon whose PATH finds the fake claude, codex, gemini and goose first."""
+    """A daemon whose PATH finds the fake claude, codex, gemini and goose first.
+
+    ``IS_SANDBOX=1``: Claude Code's own opt-in to run as root (docs/agents/claude.md),
+    without which a root daemon fails every claude job at start."""
     path = f"{FAKES}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {"IS_SANDBOX": "1", **env}
     return daemon_factory(PATH=path, DISPATCHER_MAX_PARALLEL="8", **env).start()
 
 

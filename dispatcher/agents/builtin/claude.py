@@ -17,6 +17,13 @@ the CLI prints one per line (https://docs.claude.com/en/docs/claude-code/headles
   ``output_tokens``; ``usage.input_tokens + cache_creation_input_tokens +
   cache_read_input_tokens`` -> ``input_tokens`` (Claude counts cached input
   apart; the sum makes ``input_tokens`` mean all input, as for codex and gemini).
+
+As root, Claude Code (2.1.332) exits 1 at once on any bypass flag ("--dangerously-skip-
+permissions cannot be used with root/sudo privileges for security reasons") unless
+``IS_SANDBOX=1`` (or ``CLAUDE_CODE_BUBBLEWRAP``) is set: ``root_refusal`` fails the job at
+start instead, and ``root_opt_in`` is the user's way to let it run
+(docs/agents/claude.md). With no login it prints a ``result`` with ``is_error`` and
+``result`` "Not logged in · Please run /login", and exits 1.
 """
 
 from __future__ import annotations
@@ -26,6 +33,10 @@ from typing import Final
 
 from dispatcher.agents import report as r
 from dispatcher.agents.spec import SESSION_ID, builtin
+
+ROOT_OPT_IN: Final = "IS_SANDBOX=1"
+"""Claude Code's own switch: with it, bypass mode runs as root (its source: the refusal
+is skipped when ``IS_SANDBOX`` is ``1`` or ``CLAUDE_CODE_BUBBLEWRAP`` is set)."""
 
 PROFILE: Final = builtin(
     "claude",
@@ -46,6 +57,18 @@ PROFILE: Final = builtin(
     system_prompt_flag="--append-system-prompt",
     budget_flag="--max-budget-usd",
     reports_cost=True,
+    root_refusal=(
+        "Claude Code refuses bypassPermissions as root: run the daemon as a normal user, "
+        f"or start it with {ROOT_OPT_IN} to let Claude run as root in the daemon's "
+        "sandbox (docs/agents/claude.md)"
+    ),
+    root_refusal_args=(
+        "bypassPermissions",
+        "--permission-mode=bypassPermissions",
+        "--dangerously-skip-permissions",
+        "--allow-dangerously-skip-permissions",
+    ),
+    root_opt_in=ROOT_OPT_IN,
 )
 
 

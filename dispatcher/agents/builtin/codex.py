@@ -16,6 +16,9 @@ https://github.com/openai/codex (https://developers.openai.com/codex/noninteract
   ``turn.completed`` clears it.
 * ``turns`` counts ``turn.completed`` and ``turn.failed``. Codex reports no
   cost and no model: both stay empty.
+* Text lines (stderr) starting ``Error: `` (a bad ``-o`` path, a config error, a resume
+  of a session that is not there: ``Error: thread/resume: ... no rollout found for
+  thread id ...``) are the failure when no JSON event said why.
 """
 
 from __future__ import annotations
@@ -26,7 +29,11 @@ from typing import Final
 from dispatcher.agents import report as r
 from dispatcher.agents.spec import SESSION_ID, SUMMARY_FILE, builtin
 
-_EXEC: Final = ("codex", "exec", "--json", "--sandbox", "workspace-write", "-o", SUMMARY_FILE)
+_SANDBOX: Final = ("--sandbox", "workspace-write")
+# Without it a job with no network never ends ("Reconnecting... waiting for network": the
+# feature is on by default); with it codex gives up after its 5+5 retries (about 30 s).
+_BOUNDED_RETRIES: Final = ("--disable", "unbounded_connection_retries")
+_EXEC: Final = ("codex", "exec", "--json", *_SANDBOX, *_BOUNDED_RETRIES, "-o", SUMMARY_FILE)
 
 PROFILE: Final = builtin(
     "codex",
@@ -51,8 +58,24 @@ class CodexParser(r.Parser):
         self.input_tokens: int | None = None
         self.output_tokens: int | None = None
         self.turns: int | None = None
+        self.stderr_error: str | None = None
+        self.saw_event = False
+
+    def feed_text(self, line: str) -> bool:
+        if line.startswith("Error: "):
+            self.stderr_error = line.removeprefix("Error: ")
+            return True
+        return False
+
+    def failure(self) -> str | None:
+        return None if self.stderr_error is None else f"codex: {self.stderr_error}"
 
     def feed(self, event: Mapping[str, object]) -> bool:
+        known = self._event(event)
+        self.saw_event = self.saw_event or known
+        return known
+
+    def _event(self, event: Mapping[str, object]) -> bool:
         kind = event.get("type")
         if kind == "thread.started":
             self.session_id = r.string(event.get("thread_id")) or self.session_id
@@ -80,7 +103,7 @@ class CodexParser(r.Parser):
 
     def report(self, tail: str | None) -> r.AgentReport:
         return r.AgentReport(
-            summary=r.clip(self.message),
+            summary=r.clip(self.message) if self.saw_event else tail,
             is_error=self.error is not None,
             error=None if self.error is None else r.one_line(self.error),
             input_tokens=self.input_tokens,
