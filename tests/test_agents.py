@@ -364,7 +364,7 @@ def test_profile_validation() -> None:
         AgentProfile(name="", argv=("a",), stdin_prompt=True)
 
 
-def test_resume_appends_to_an_overridden_argv_only_where_the_builtin_appends() -> None:
+def test_an_overridden_argv_resumes_the_way_its_builtin_does() -> None:
     claude = resolve_profile("claude", {"claude": "claude -p --model opus"})
     argv = build_argv(claude, prompt_file=PROMPT, workdir=WORKDIR, resume_session="s-1")
     assert argv == ["claude", "-p", "--model", "opus", "--resume", "s-1"]
@@ -372,15 +372,22 @@ def test_resume_appends_to_an_overridden_argv_only_where_the_builtin_appends() -
         BUILTIN_PROFILES["claude"], prompt_file=PROMPT, workdir=WORKDIR, resume_session="s-1"
     )
     assert built_in[-2:] == ["--resume", "s-1"]
-    # Codex resumes with a subcommand inside its argv: an override cannot resume.
-    codex = resolve_profile("codex", {"codex": ["codex", "exec", "--json", "-"]})
-    assert codex.resume_argv is None
+    # Codex resumes with a subcommand before its final "-": an override that ends in "-"
+    # gets it there (the one the root refusal names, say); one that does not cannot resume.
+    codex = resolve_profile("codex", {"codex": ["codex", "exec", "--json", "-s", "x", "-"]})
+    resumed = build_argv(codex, prompt_file=PROMPT, workdir=WORKDIR, resume_session="t-1")
+    assert resumed == ["codex", "exec", "--json", "-s", "x", "resume", "t-1", "-"]
+    no_dash = resolve_profile("codex", {"codex": ["codex", "exec", "--json"]})
+    assert no_dash.resume_argv is None
     with pytest.raises(InvalidInput, match="cannot resume"):
-        build_argv(codex, prompt_file=PROMPT, workdir=WORKDIR, resume_session="t-1")
+        build_argv(no_dash, prompt_file=PROMPT, workdir=WORKDIR, resume_session="t-1")
     codex_argv = build_argv(
         BUILTIN_PROFILES["codex"], prompt_file=PROMPT, workdir=WORKDIR, resume_session="t-1"
     )
     assert codex_argv[-3:] == ["resume", "t-1", "-"]
+    for name, profile in BUILTIN_PROFILES.items():  # the same argv: the same resume
+        same = resolve_profile(name, {name: list(profile.argv)})
+        assert same.resume_argv == profile.resume_argv, name
 
 
 def test_copilot_and_cline_resume_as_their_clis_do() -> None:

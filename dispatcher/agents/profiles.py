@@ -97,6 +97,35 @@ def _has_prompt_file(argv: Sequence[str]) -> bool:
     return any(PROMPT_FILE in arg for arg in argv)
 
 
+def _resume_of(base: AgentProfile, argv: tuple[str, ...]) -> tuple[str, ...] | None:
+    """The resume argv of an override ``argv`` of ``base``, or None when none follows.
+
+    A built-in resumes by inserting arguments into its argv: at the end (Claude's
+    ``--resume {session_id}``) or before its last ones (Codex's ``resume {session_id}``
+    before the final ``-``). The override gets the same arguments at the same place,
+    if it ends the same way (an override that does not end in ``-`` cannot be known to
+    take the subcommand there).
+    """
+    resume = base.resume_argv
+    if resume is None:
+        return None
+    tail = 0  # the longest common end of argv and resume argv that leaves argv's start
+    while (
+        tail < len(base.argv)
+        and tail < len(resume)
+        and base.argv[len(base.argv) - 1 - tail] == resume[len(resume) - 1 - tail]
+    ):
+        tail += 1
+    head = len(base.argv) - tail
+    if resume[:head] != base.argv[:head] or len(resume) <= len(base.argv):
+        return None
+    inserted = resume[head : len(resume) - tail]
+    suffix = base.argv[head:]
+    if tuple(argv[len(argv) - len(suffix) :]) != suffix or len(argv) < len(suffix):
+        return None
+    return (*argv[: len(argv) - len(suffix)], *inserted, *suffix)
+
+
 def _still_refuses(base: AgentProfile, argv: Sequence[str]) -> bool:
     """Whether an override ``argv`` of ``base`` keeps what makes the agent refuse root."""
     return not base.root_refusal_args or any(a in base.root_refusal_args for a in argv)
@@ -146,13 +175,10 @@ def resolve_profile(
             return profile.model_copy(update={"description": "Configured command."})
         stdin_prompt = base.stdin_prompt or not _has_prompt_file(argv)
         output = _declared_output(argv) or base.output
-        # The agent is the same program: its flags still apply, and where the built-in
-        # resumes by appending arguments (Claude's --resume), so does the override.
-        # Other resume argvs (Codex's `exec resume`) cannot be derived from a new argv.
+        # The agent is the same program: its flags still apply, and so does the way the
+        # built-in resumes (see _resume_of).
         same_output = output == base.output
-        resume_argv = None
-        if base.resume_argv is not None and base.resume_argv[: len(base.argv)] == base.argv:
-            resume_argv = (*argv, *base.resume_argv[len(base.argv) :])
+        resume_argv = _resume_of(base, argv)
         return AgentProfile(
             name=name,
             argv=argv,
@@ -168,6 +194,7 @@ def resolve_profile(
             reports_cost=base.reports_cost and same_output,
             root_refusal=base.root_refusal if _still_refuses(base, argv) else None,
             root_refusal_args=base.root_refusal_args,
+            root_refusal_boxed_only=base.root_refusal_boxed_only,
             root_opt_in=base.root_opt_in,
             version_argv=base.version_argv,
         )

@@ -80,6 +80,9 @@ class AgentProfile(BaseModel):
     root_refusal_args: tuple[str, ...] = ()
     """The arguments that make the agent refuse root (any one of them): an override of
     the argv without any of them has no ``root_refusal``. Empty: any argv refuses."""
+    root_refusal_boxed_only: bool = False
+    """The refusal applies only when the daemon boxes its agents (bubblewrap): Codex's own
+    sandbox cannot start nested in that box as root, and works without it."""
     root_opt_in: str | None = None
     """``NAME=VALUE``: the agent's own variable that lets it run as root anyway (Claude
     Code's ``IS_SANDBOX=1``). Set in the daemon's environment (by the user: the daemon

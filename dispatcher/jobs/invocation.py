@@ -42,23 +42,25 @@ def _opted_in(profile: spec.AgentProfile, environ: Mapping[str, str]) -> bool:
 
 
 def start_blocker(
-    profile: spec.AgentProfile, environ: Mapping[str, str] = os.environ
+    profile: spec.AgentProfile, *, boxed: bool, environ: Mapping[str, str] = os.environ
 ) -> str | None:
     """Why the agent is known to refuse to start as things are (Claude Code's bypass
-    mode when the daemon runs as root, without its opt-in), in one line that says what
-    to do; None: it starts."""
+    mode when the daemon runs as root, without its opt-in; Codex's own sandbox as root in
+    the daemon's box: ``boxed``), in one line that says what to do; None: it starts."""
     if not profile.root_refusal or os.geteuid() != 0 or _opted_in(profile, environ):
+        return None
+    if profile.root_refusal_boxed_only and not boxed:
         return None
     return profile.root_refusal
 
 
 def check_can_start(
-    profile: spec.AgentProfile, environ: Mapping[str, str] = os.environ
+    profile: spec.AgentProfile, *, boxed: bool, environ: Mapping[str, str] = os.environ
 ) -> str | None:
     """Raise :class:`~dispatcher.errors.InvalidInput` with :func:`start_blocker`'s
     reason. Else, when the agent runs as root only by its own opt-in, the line for the
     job log that says so (None otherwise)."""
-    blocker = start_blocker(profile, environ)
+    blocker = start_blocker(profile, boxed=boxed, environ=environ)
     if blocker is not None:
         raise InvalidInput(blocker)
     if profile.root_refusal and os.geteuid() == 0 and profile.root_opt_in:

@@ -231,7 +231,9 @@ class Runner:
         the job's ports, the prompt with its conventions, the sandbox, ``setup:``, the
         agent's argv. None when the job was canceled meanwhile (it is then ``canceled``)."""
         profile = invocation.job_profile(self.settings, a.job)
-        opted_in = invocation.check_can_start(profile)  # before anything is made for it
+        box = sandbox.sandbox_for(self.settings.sandbox, self.settings.sandbox_bwrap)
+        # Before anything is made for it:
+        opted_in = invocation.check_can_start(profile, boxed=box.active)
         self._prepare_worktree(a)
         job, files, worktree, ws = a.job, a.files, a.worktree, a.ws
         assert job.id is not None
@@ -241,7 +243,6 @@ class Runner:
         env.update(profile.env)
         prompt = invocation.prompt_for(job, profile, a.repo_path, ws)
         files.prompt.write_text(prompt.text, encoding="utf-8")
-        box = sandbox.sandbox_for(self.settings.sandbox, self.settings.sandbox_bwrap)
         checkouts = [Path(r.path) for r in self.store.repos()]
         view = isolation.sandbox_view(self.settings, checkouts, worktree, ws, [files.prompt])
         self.note(job.id, box.note(view))

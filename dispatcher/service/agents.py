@@ -18,6 +18,7 @@ from dispatcher.config import Settings
 from dispatcher.errors import InvalidInput
 from dispatcher.events.trigger_files import TriggerFiles
 from dispatcher.jobs import invocation, isolation
+from dispatcher.process import sandbox
 from dispatcher.store.database import Store
 from dispatcher.store.models import AgentPublic
 
@@ -60,6 +61,9 @@ class Agents:
         with ThreadPoolExecutor(max_workers=max(1, len(rows))) as pool:
             return list(pool.map(lambda row: self._public(*row), rows))
 
+    def _boxed(self) -> bool:
+        return sandbox.sandbox_for(self.settings.sandbox, self.settings.sandbox_bwrap).active
+
     def _public(
         self, name: str, source: str, profile: AgentProfile | None, problem: str | None
     ) -> AgentPublic:
@@ -85,5 +89,5 @@ class Agents:
             path=found.path,
             version=found.version,
             problem=found.problem,
-            blocked=invocation.start_blocker(profile),
+            blocked=invocation.start_blocker(profile, boxed=self._boxed()),
         )

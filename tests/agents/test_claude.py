@@ -124,19 +124,19 @@ def test_check_can_start_refuses_as_root_unless_the_user_opted_in(
 ) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 0)
     with pytest.raises(InvalidInput) as info:
-        check_can_start(PROFILE, {})
+        check_can_start(PROFILE, boxed=True, environ={})
     assert info.value.message == PROFILE.root_refusal
     with pytest.raises(InvalidInput):
-        check_can_start(PROFILE, {"IS_SANDBOX": "0"})
-    note = check_can_start(PROFILE, {"IS_SANDBOX": "1"})
+        check_can_start(PROFILE, boxed=True, environ={"IS_SANDBOX": "0"})
+    note = check_can_start(PROFILE, boxed=True, environ={"IS_SANDBOX": "1"})
     assert note == "running as root: IS_SANDBOX=1 is set, the agent's own opt-in"
     without = resolve_profile("claude", {"claude": "claude -p --permission-mode acceptEdits"})
-    assert check_can_start(without, {}) is None
+    assert check_can_start(without, boxed=True, environ={}) is None
 
 
 def test_check_can_start_lets_a_normal_user_run(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
-    assert check_can_start(PROFILE, {}) is None
+    assert check_can_start(PROFILE, boxed=True, environ={}) is None
 
 
 def test_auto_mode_as_root_runs_and_reports_like_bypass_mode() -> None:

@@ -8,15 +8,26 @@ HTTPS: ``{"type":"error","message":"Reconnecting... n/5 (...)"}``) and ends with
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from dispatcher.agents import output
 from dispatcher.agents.builtin.codex import PROFILE
 from dispatcher.agents.profiles import build_argv
-from tests.conformance.conftest import BIN, Conformance, agent_bin, without_credentials
+from dispatcher.process import sandbox
+from tests.conformance.conftest import (
+    BIN,
+    Conformance,
+    agent_bin,
+    conformance_daemon,
+    without_credentials,
+)
 from tests.gitutil import init_repo
 
 NO_NETWORK = "Connection failed: error sending request"
@@ -28,10 +39,48 @@ def assert_no_flag_error(log: str) -> None:
         assert text not in log, log
 
 
-def test_no_network_fails_the_job_with_the_reason_and_a_followup_resumes(
+ROOT_IN_BOX = os.geteuid() == 0 and sandbox.sandbox_for("auto", "bwrap").active
+"""The daemon runs as root and boxes its agents: the built-in profile is refused at start
+(Codex's own sandbox cannot start nested in the box as root), and an override with
+``--sandbox danger-full-access`` is what runs."""
+
+FULL_ACCESS = ["danger-full-access" if arg == "workspace-write" else arg for arg in PROFILE.argv]
+
+
+@pytest.fixture(scope="module")
+def runnable(
+    conformance: Conformance, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Conformance]:
+    """A daemon whose codex profile runs here: the built-in one, or, as root in the box,
+    the override the refusal names."""
+    if not ROOT_IN_BOX:
+        yield conformance
+        return
+    agents = json.dumps({"codex": FULL_ACCESS})
+    with conformance_daemon(tmp_path_factory.mktemp("codex"), DISPATCHER_AGENTS=agents) as c:
+        yield c
+
+
+def test_as_root_in_the_daemons_box_the_builtin_profile_is_refused_at_start(
     conformance: Conformance,
 ) -> None:
+    """Else every command codex runs fails (its bwrap cannot map its uid) and nothing in
+    its output says so: the job could succeed having done nothing."""
     agent_bin("codex")
+    job = conformance.run("codex")
+    if ROOT_IN_BOX:
+        assert job["state"] == "failed"
+        assert job["error"] == PROFILE.root_refusal
+        assert job["worktree"] is None or not Path(job["worktree"]).exists()
+    else:
+        assert job["error"] != PROFILE.root_refusal
+
+
+def test_no_network_fails_the_job_with_the_reason_and_a_followup_resumes(
+    runnable: Conformance,
+) -> None:
+    agent_bin("codex")
+    conformance = runnable
     started = time.monotonic()
     job = conformance.run("codex")
     assert time.monotonic() - started < 90
