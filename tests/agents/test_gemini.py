@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -10,13 +9,11 @@ import pytest
 from dispatcher.agents.builtin import gemini
 from dispatcher.agents.output import parse_lines
 from dispatcher.agents.profiles import build_argv
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "agents" / "gemini"
+from tests.agents import captured
 
 
 def log(*names: str) -> list[str]:
-    """The job log of one run: its stdout (``.jsonl``) and stderr (``.stderr.txt``) files."""
-    return [line for name in names for line in (FIXTURES / name).read_text().split("\n")]
+    return captured.log("gemini", *names)
 
 
 @pytest.mark.parametrize(
@@ -97,26 +94,17 @@ def test_progress_lines_on_stderr_are_not_failures() -> None:
     assert not parse_lines("gemini", lines).is_error
 
 
-def test_every_fixture_line_of_json_is_an_object_the_parser_knows() -> None:
-    parser = gemini.PARSER()
-    for name in ("success.jsonl", "error-result.jsonl", "key-no-network.jsonl"):
-        for line in log(name):
-            if line.strip():
-                assert parser.feed(json.loads(line)), line
+def test_every_json_line_of_the_fixtures_is_known() -> None:
+    assert not captured.unknown_events(
+        gemini.PARSER(), "gemini", "success.jsonl", "error-result.jsonl", "key-no-network.jsonl"
+    )
 
 
 def test_profile_trusts_the_worktree_and_resumes_by_session_id(tmp_path: Path) -> None:
     profile = gemini.PROFILE
     argv = build_argv(profile, prompt_file=tmp_path / "p", workdir=tmp_path, resume_session="s-1")
-    assert argv == [
-        "gemini",
-        "--skip-trust",
-        "--output-format",
-        "stream-json",
-        "--approval-mode",
-        "yolo",
-        "--resume",
-        "s-1",
-    ]
-    assert profile.system_prompt_flag is None  # GEMINI_SYSTEM_MD replaces it, from a file
+    assert argv == [*profile.argv, "--resume", "s-1"]
+    assert "--skip-trust" in argv
+    # GEMINI_SYSTEM_MD names a file that replaces the whole system prompt: no text flag
+    assert profile.system_prompt_flag is None
     assert profile.budget_flag is None and not profile.reports_cost

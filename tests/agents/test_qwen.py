@@ -10,14 +10,13 @@ import pytest
 from dispatcher.agents.builtin import qwen
 from dispatcher.agents.output import parse_lines
 from dispatcher.agents.profiles import build_argv
+from tests.agents import captured
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "agents" / "qwen"
 SESSION = "7d1e2c3b-4a5f-4e6d-8c7b-9a0f1e2d3c4b"
 
 
 def log(*names: str) -> list[str]:
-    """The job log of one run: its stdout (``.jsonl``) and stderr (``.stderr.txt``) files."""
-    return [line for name in names for line in (FIXTURES / name).read_text().split("\n")]
+    return captured.log("qwen", *names)
 
 
 def test_no_auth_is_an_error_result() -> None:
@@ -114,15 +113,13 @@ def test_stderr_warnings_are_not_failures() -> None:
     assert not report.is_error
 
 
-def test_every_fixture_line_of_json_is_an_object_the_parser_knows() -> None:
-    parser = qwen.PARSER()
-    for name in ("success.jsonl", "no-auth.jsonl", "key-no-network.jsonl"):
-        for line in log(name):
-            if line.strip():
-                assert parser.feed(json.loads(line)), line
+def test_every_json_line_of_the_fixtures_is_known() -> None:
+    assert not captured.unknown_events(
+        qwen.PARSER(), "qwen", "success.jsonl", "no-auth.jsonl", "key-no-network.jsonl"
+    )
 
 
-def test_profile(tmp_path: Path) -> None:
+def test_profile_resumes_and_appends_the_system_prompt(tmp_path: Path) -> None:
     profile = qwen.PROFILE
     argv = build_argv(
         profile,
@@ -131,16 +128,6 @@ def test_profile(tmp_path: Path) -> None:
         resume_session="s-1",
         system_prompt="Keep it small.",
     )
-    assert argv == [
-        "qwen",
-        "--output-format",
-        "stream-json",
-        "--approval-mode",
-        "yolo",
-        "--resume",
-        "s-1",
-        "--append-system-prompt",
-        "Keep it small.",
-    ]
+    assert argv == [*profile.argv, "--resume", "s-1", "--append-system-prompt", "Keep it small."]
     assert profile.stdin_prompt and profile.reads_agents_md
     assert profile.budget_flag is None and not profile.reports_cost

@@ -13,6 +13,19 @@ from tests.conformance.conftest import Conformance, agent_bin
 
 NO_AUTH = "No auth type is selected. Please configure an auth type"
 FLAG_ERROR = "Unknown argument"
+SYSTEM_PROMPT = "Keep every change small."
+
+
+def argv(ws: headless.Workspace, resume_session: str | None = None) -> list[str]:
+    """The profile's argv as the daemon builds it, with a system prompt."""
+    prompt = ws.worktree / "prompt.md"
+    return build_argv(
+        PROFILE,
+        prompt_file=prompt,
+        workdir=ws.worktree,
+        resume_session=resume_session,
+        system_prompt=SYSTEM_PROMPT,
+    )
 
 
 def test_job_fails_saying_no_auth_type(conformance: Conformance) -> None:
@@ -31,15 +44,9 @@ def test_resume_and_system_prompt_flags_parse(tmp_path: Path) -> None:
     the session is looked up under HOME, is not there, and qwen exits 1 saying so."""
     agent_bin("qwen")
     ws = headless.workspace(tmp_path)
-    argv = build_argv(
-        PROFILE,
-        prompt_file=ws.worktree / "prompt.md",
-        workdir=ws.worktree,
-        resume_session="3e52ea0e-e41b-4586-b797-b868130e9458",
-        system_prompt="Keep every change small.",
-    )
-    assert "--append-system-prompt" in argv
-    done = headless.run(argv, ws)
+    resume = argv(ws, resume_session="3e52ea0e-e41b-4586-b797-b868130e9458")
+    assert "--append-system-prompt" in resume
+    done = headless.run(resume, ws)
     assert done.returncode == 1, done.stderr
     assert "No saved session found with ID 3e52ea0e-" in done.stderr
     assert FLAG_ERROR not in done.stderr
@@ -52,13 +59,7 @@ def test_system_prompt_flag_gets_to_the_auth_check(tmp_path: Path) -> None:
     """Without resume, the same flags reach qwen's auth check: a JSON error result."""
     agent_bin("qwen")
     ws = headless.workspace(tmp_path)
-    argv = build_argv(
-        PROFILE,
-        prompt_file=ws.worktree / "prompt.md",
-        workdir=ws.worktree,
-        system_prompt="Keep every change small.",
-    )
-    done = headless.run(argv, ws)
+    done = headless.run(argv(ws), ws)
     assert done.returncode == 1, done.stderr
     report = parse_lines("qwen", [*done.stdout.splitlines(), *done.stderr.splitlines()])
     assert report.is_error and report.error is not None and report.error.startswith(NO_AUTH)
