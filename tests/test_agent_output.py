@@ -197,11 +197,11 @@ def test_claude_cost_budget_and_system_prompt(
         assert "budget" in report.error
 
 
-@pytest.mark.parametrize("agent", ["claude", "codex"])
+@pytest.mark.parametrize("agent", ["claude", "codex", "gemini"])
 def test_resume_keeps_the_session_id(tmp_path: Path, agent: str) -> None:
     prompt_file, workdir = tmp_path / "prompt.txt", tmp_path / "worktree"
     argv = agent_argv(agent, prompt_file, workdir)
-    if agent == "claude":
+    if agent in ("claude", "gemini"):
         argv += ["--resume", RESUME_ID]
     else:  # codex exec [OPTIONS] resume <SESSION_ID> [PROMPT]; `-` reads the prompt from stdin
         assert argv[-1] == "-"

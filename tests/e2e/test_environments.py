@@ -291,7 +291,7 @@ def test_session_id_printed_at_the_start_survives_the_log_rotation(
     assert '"thread.started"' not in log and '"init"' not in log  # rotated out
     args = json.loads((Path(job["worktree"]) / "AGENT_ARGS.json").read_text())
     assert job["session_id"] == args["session"]  # the id the agent printed first
-    if agent_name == "codex":  # and a follow-up resumes it
+    if agent_name in ("codex", "gemini"):  # and a follow-up resumes it
         resp = d.api.post(f"/jobs/{job['id']}/followup", json={"prompt": "more"})
         assert resp.status_code == 201, resp.text
         follow = d.wait(resp.json()["job"]["id"])
