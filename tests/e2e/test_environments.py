@@ -27,7 +27,7 @@ FAKES = Path(__file__).resolve().parents[1] / "fakeagents"
 
 
 def fake_daemon(daemon_factory: Callable[..., Daemon], **env: str) -> Daemon:
-    """A daemon whose PATH finds the fake claude, codex, gemini and goose first."""
+    """A daemon whose PATH finds the fake claude, codex, gemini, goose and qwen first."""
     path = f"{FAKES}{os.pathsep}{os.environ.get('PATH', '')}"
     return daemon_factory(PATH=path, DISPATCHER_MAX_PARALLEL="8", **env).start()
 
@@ -252,7 +252,7 @@ def test_claude_gets_conventions_as_system_prompt_and_codex_reads_agents_md_itse
 # ------------------------------------------------------------------ structured output
 
 
-@pytest.mark.parametrize("agent_name", ["claude", "codex", "gemini", "goose"])
+@pytest.mark.parametrize("agent_name", ["claude", "codex", "gemini", "goose", "qwen"])
 def test_agent_reports_are_stored_and_shown(
     daemon_factory: Callable[..., Daemon], tmp_path: Path, agent_name: str
 ) -> None:
