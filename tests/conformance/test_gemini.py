@@ -49,13 +49,20 @@ def test_with_a_key_skip_trust_gets_past_the_trust_check(tmp_path: Path) -> None
     assert refused.returncode == 55, refused.stderr
     assert UNTRUSTED in refused.stderr
 
-    child = headless.start(argv(ws), ws, extra=FAKE_KEY)
+    assert first_event(argv(ws), ws)["type"] == "init"
+
+
+def first_event(args: list[str], ws: headless.Workspace) -> dict[str, object]:
+    """The first line gemini prints, with the fake key; then it is killed (it would go
+    on to retry the unreachable API for minutes)."""
+    child = headless.start(args, ws, extra=FAKE_KEY)
     assert child.stdout is not None
     try:
         ready, _, _ = select.select([child.stdout], [], [], 60)
         assert ready, "gemini printed nothing in 60 s"
         event = json.loads(child.stdout.readline())
-        assert event["type"] == "init" and event["session_id"]
+        assert isinstance(event, dict)
+        return event
     finally:
         os.killpg(child.pid, signal.SIGKILL)
         child.wait(timeout=10)
