@@ -56,6 +56,12 @@ def test_a_run_cut_off_while_retrying_keeps_its_session_and_no_error() -> None:
     assert not report.is_error
 
 
+def test_a_resumed_run_names_the_resumed_session() -> None:
+    report = parse_lines("gemini", log("resumed.jsonl"))
+    assert report.session_id == "04cdef03-eae4-461b-bd24-4cadc12d80bf"
+    assert not report.is_error
+
+
 def test_success() -> None:
     report = parse_lines("gemini", log("success.jsonl"))
     assert not report.is_error and report.error is None
