@@ -54,6 +54,12 @@ def test_a_fatal_stderr_line_is_the_error(name: str, reason: str) -> None:
     assert report.error is not None and report.error.startswith(reason)
 
 
+def test_a_resumed_run_keeps_the_session() -> None:
+    report = parse_lines("qwen", log("resumed.jsonl"))
+    assert report.session_id == "7dd7b6b7-523b-4b88-8935-00b172d60e54"
+    assert report.is_error and report.error is not None and "ENOTFOUND" in report.error
+
+
 def test_success() -> None:
     report = parse_lines("qwen", log("success.jsonl"))
     assert not report.is_error and report.error is None
