@@ -29,7 +29,7 @@ from dispatcher.agents.output import (
 from dispatcher.agents.profiles import build_argv
 
 FAKES = Path(__file__).resolve().parent / "fakeagents"
-AGENTS = ("claude", "codex", "gemini", "goose")
+AGENTS = ("claude", "codex", "gemini", "goose", "qwen")
 PROMPT = "Add a CHANGELOG entry for the new --resume flag.\nKeep it to one line: ünïcode ok."
 SUMMARY = "Added the CHANGELOG entry; nothing else changed."
 RESUME_ID = "0199a213-81c0-7800-8aa1-bbab2a035a53"
@@ -46,9 +46,10 @@ EXPECTED = {
     "codex": AgentReport(input_tokens=24763, output_tokens=122, turns=1),
     "gemini": AgentReport(input_tokens=1400, output_tokens=130, model="gemini-2.5-pro"),
     "goose": AgentReport(),
+    "qwen": AgentReport(input_tokens=1900, output_tokens=95, turns=2, model="qwen3-coder-plus"),
 }
-ERROR_EXIT = {"claude": 0, "codex": 1, "gemini": 1, "goose": 1}
-HAS_SESSION = {"claude": True, "codex": True, "gemini": True, "goose": False}
+ERROR_EXIT = {"claude": 0, "codex": 1, "gemini": 1, "goose": 1, "qwen": 1}
+HAS_SESSION = {"claude": True, "codex": True, "gemini": True, "goose": False, "qwen": True}
 
 
 @dataclass(frozen=True)
@@ -197,11 +198,11 @@ def test_claude_cost_budget_and_system_prompt(
         assert "budget" in report.error
 
 
-@pytest.mark.parametrize("agent", ["claude", "codex"])
+@pytest.mark.parametrize("agent", ["claude", "codex", "gemini", "qwen"])
 def test_resume_keeps_the_session_id(tmp_path: Path, agent: str) -> None:
     prompt_file, workdir = tmp_path / "prompt.txt", tmp_path / "worktree"
     argv = agent_argv(agent, prompt_file, workdir)
-    if agent == "claude":
+    if agent in ("claude", "gemini", "qwen"):
         argv += ["--resume", RESUME_ID]
     else:  # codex exec [OPTIONS] resume <SESSION_ID> [PROMPT]; `-` reads the prompt from stdin
         assert argv[-1] == "-"

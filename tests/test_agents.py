@@ -73,7 +73,12 @@ EXPECTED: dict[str, tuple[list[str], bool, str]] = {
         "text",
     ),
     "gemini": (
-        ["gemini", "--output-format", "stream-json", "--approval-mode", "yolo"],
+        ["gemini", "--skip-trust", "--output-format", "stream-json", "--approval-mode", "yolo"],
+        True,
+        "stream-json",
+    ),
+    "qwen": (
+        ["qwen", "--output-format", "stream-json", "--approval-mode", "yolo"],
         True,
         "stream-json",
     ),

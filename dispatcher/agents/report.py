@@ -76,6 +76,24 @@ class Parser:
         return None
 
 
+class TextFailures:
+    """The first line of text (stderr, not an event) matching one of ``patterns``: how
+    a CLI says it cannot run at all (no login, no key, an untrusted folder) when it
+    prints no event for it. Parsers feed it from :meth:`Parser.feed_text` and return
+    :attr:`found` from :meth:`Parser.failure`."""
+
+    def __init__(self, *patterns: str) -> None:
+        self._pattern = re.compile("|".join(f"(?:{p})" for p in patterns))
+        self.found: str | None = None
+
+    def feed(self, line: str) -> bool:
+        """Whether ``line`` matches; the first that does is kept, as one line."""
+        if not self._pattern.search(ANSI_RE.sub("", line)):
+            return False
+        self.found = self.found or one_line(line)
+        return True
+
+
 # --- field readers: a value of the wrong type is treated as absent ----------------------------
 
 

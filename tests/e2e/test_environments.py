@@ -27,7 +27,7 @@ FAKES = Path(__file__).resolve().parents[1] / "fakeagents"
 
 
 def fake_daemon(daemon_factory: Callable[..., Daemon], **env: str) -> Daemon:
-    """A daemon whose PATH finds the fake claude, codex, gemini and goose first.
+    """A daemon whose PATH finds the fake claude, codex, gemini, goose and qwen first.
 
     ``IS_SANDBOX=1``: Claude Code's own opt-in to run as root (docs/agents/claude.md),
     without which a root daemon fails every claude job at start."""
@@ -256,7 +256,7 @@ def test_claude_gets_conventions_as_system_prompt_and_codex_reads_agents_md_itse
 # ------------------------------------------------------------------ structured output
 
 
-@pytest.mark.parametrize("agent_name", ["claude", "codex", "gemini", "goose"])
+@pytest.mark.parametrize("agent_name", ["claude", "codex", "gemini", "goose", "qwen"])
 def test_agent_reports_are_stored_and_shown(
     daemon_factory: Callable[..., Daemon], tmp_path: Path, agent_name: str
 ) -> None:
@@ -295,7 +295,7 @@ def test_session_id_printed_at_the_start_survives_the_log_rotation(
     assert '"thread.started"' not in log and '"init"' not in log  # rotated out
     args = json.loads((Path(job["worktree"]) / "AGENT_ARGS.json").read_text())
     assert job["session_id"] == args["session"]  # the id the agent printed first
-    if agent_name == "codex":  # and a follow-up resumes it
+    if agent_name in ("codex", "gemini"):  # and a follow-up resumes it
         resp = d.api.post(f"/jobs/{job['id']}/followup", json={"prompt": "more"})
         assert resp.status_code == 201, resp.text
         follow = d.wait(resp.json()["job"]["id"])

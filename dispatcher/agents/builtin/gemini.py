@@ -16,6 +16,13 @@ Output sources: the headless reference (https://geminicli.com/docs/cli/headless/
   ``error.message`` (or the last ``error`` event) as ``error``;
   ``stats.input_tokens``, ``stats.output_tokens``. No cost or turn count is
   reported.
+
+Text on stderr (no event is printed for these; checked against 0.61.0,
+``packages/cli/src/validateNonInterActiveAuth.ts``, ``utils/userStartupWarnings.ts``
+and ``gemini.tsx``): ``Please set an Auth method ...`` (no key or login, exit 41),
+``Gemini CLI is not running in a trusted directory ...`` (exit 55, only once auth
+passed; the profile's ``--skip-trust`` prevents it) and ``Error resuming session:
+...`` (exit 42) fail the job with that line even if no event was printed.
 """
 
 from __future__ import annotations
@@ -24,16 +31,35 @@ from collections.abc import Mapping
 from typing import Final
 
 from dispatcher.agents import report as r
-from dispatcher.agents.spec import builtin
+from dispatcher.agents.spec import SESSION_ID, builtin
 
 PROFILE: Final = builtin(
     "gemini",
-    ["gemini", "--output-format", "stream-json", "--approval-mode", "yolo"],
+    [
+        "gemini",
+        # Folder trust is on by default: in a new worktree (untrusted) headless mode
+        # exits 55 and yolo falls back to "default". This trusts it for this run only.
+        "--skip-trust",
+        "--output-format",
+        "stream-json",
+        "--approval-mode",
+        "yolo",
+    ],
     stdin_prompt=True,
     output="stream-json",
     description="Gemini CLI headless (stdin is not a TTY); prompt on stdin; JSONL events.",
     reports="gemini",
+    # Sessions are kept per project directory under ~/.gemini/tmp/<project>/chats; a
+    # follow-up runs in the same worktree, and --resume takes the init event's UUID.
+    resume_suffix=("--resume", SESSION_ID),
 )
+
+FATAL_TEXT: Final = (
+    r"^Please set an Auth method\b",
+    r"\bnot running in a trusted directory\b",
+    r"^Error resuming session:",
+)
+"""stderr lines that end the run before any event (see the module's docstring)."""
 
 
 class GeminiParser(r.Parser):
@@ -45,6 +71,7 @@ class GeminiParser(r.Parser):
         """Whether the next assistant delta continues ``blocks[-1]``."""
         self.error_event: str | None = None
         self.result: Mapping[str, object] | None = None
+        self.fatal = r.TextFailures(*FATAL_TEXT)
 
     def feed(self, event: Mapping[str, object]) -> bool:
         kind = event.get("type")
@@ -63,6 +90,12 @@ class GeminiParser(r.Parser):
         else:
             return False
         return True
+
+    def feed_text(self, line: str) -> bool:
+        return self.fatal.feed(line)
+
+    def failure(self) -> str | None:
+        return self.fatal.found
 
     def _message(self, event: Mapping[str, object]) -> None:
         role = event.get("role")
