@@ -70,6 +70,8 @@ EXPECTED: dict[str, tuple[list[str], bool, str]] = {
             "run",
             "--format",
             "json",
+            "--dir",
+            str(WORKDIR),
             "--auto",
             "--print-logs",
             "--log-level",

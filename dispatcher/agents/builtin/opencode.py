@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from dispatcher.agents import report as r
-from dispatcher.agents.spec import SESSION_ID, builtin
+from dispatcher.agents.spec import SESSION_ID, WORKDIR, builtin
 
 PROFILE: Final = builtin(
     "opencode",
@@ -38,6 +38,10 @@ PROFILE: Final = builtin(
         "run",
         "--format",
         "json",
+        # `run` works in $PWD when it is set, not in its cwd: the daemon's own PWD would
+        # be inherited (opencode's run.ts: `process.env.PWD ?? process.cwd()`).
+        "--dir",
+        WORKDIR,
         # Approve what the config does not deny: without it `run` rejects every
         # permission request (it never waits), and the agent cannot edit or run tools.
         "--auto",
