@@ -27,7 +27,7 @@ FAKES = Path(__file__).resolve().parents[1] / "fakeagents"
 
 
 def fake_daemon(daemon_factory: Callable[..., Daemon], **env: str) -> Daemon:
-    """A daemon whose PATH finds the fake claude, codex, gemini and goose first."""
+    """A daemon whose PATH finds the fake claude, codex, gemini, goose and opencode first."""
     path = f"{FAKES}{os.pathsep}{os.environ.get('PATH', '')}"
     return daemon_factory(PATH=path, DISPATCHER_MAX_PARALLEL="8", **env).start()
 
@@ -252,7 +252,7 @@ def test_claude_gets_conventions_as_system_prompt_and_codex_reads_agents_md_itse
 # ------------------------------------------------------------------ structured output
 
 
-@pytest.mark.parametrize("agent_name", ["claude", "codex", "gemini", "goose"])
+@pytest.mark.parametrize("agent_name", ["claude", "codex", "gemini", "goose", "opencode"])
 def test_agent_reports_are_stored_and_shown(
     daemon_factory: Callable[..., Daemon], tmp_path: Path, agent_name: str
 ) -> None:
@@ -274,11 +274,11 @@ def test_agent_reports_are_stored_and_shown(
     assert changed == ["AGENT_ARGS.json", "AGENT_NOTES.md"]  # committed by the daemon
 
 
-@pytest.mark.parametrize("agent_name", ["codex", "gemini"])
+@pytest.mark.parametrize("agent_name", ["codex", "gemini", "goose"])
 def test_session_id_printed_at_the_start_survives_the_log_rotation(
     daemon_factory: Callable[..., Daemon], tmp_path: Path, agent_name: str
 ) -> None:
-    # Codex and Gemini print their session id once, first; the agent below keeps
+    # Codex, Gemini and goose print their session id once, first; the agent below keeps
     # talking until the daemon's log cap has rotated that line out of agent.log.
     d = fake_daemon(
         daemon_factory, FAKE_AGENT_UNTIL_ROTATED="60000", DISPATCHER_MAX_LOG_BYTES="20000",
@@ -289,9 +289,10 @@ def test_session_id_printed_at_the_start_survives_the_log_rotation(
     log = (d.state_dir / "jobs" / str(job["id"]) / "agent.log").read_text()
     assert "log rotated" in log
     assert '"thread.started"' not in log and '"init"' not in log  # rotated out
+    assert "goose is ready" not in log
     args = json.loads((Path(job["worktree"]) / "AGENT_ARGS.json").read_text())
     assert job["session_id"] == args["session"]  # the id the agent printed first
-    if agent_name == "codex":  # and a follow-up resumes it
+    if agent_name in ("codex", "goose"):  # and a follow-up resumes it
         resp = d.api.post(f"/jobs/{job['id']}/followup", json={"prompt": "more"})
         assert resp.status_code == 201, resp.text
         follow = d.wait(resp.json()["job"]["id"])
