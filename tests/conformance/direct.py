@@ -69,3 +69,14 @@ def run_direct(
         )
     text = (proc.stdout + proc.stderr).decode("utf-8", errors="replace")
     return Direct(argv, proc.returncode, text)
+
+
+FOLLOW_UP = "Now the tests."
+
+
+def check_resume(agent: str, repo: Path, home: Path, session: str, env: dict[str, str]) -> Direct:
+    """Resume ``session`` with :data:`FOLLOW_UP`: it must succeed in that same session."""
+    again = run_direct(agent, repo, home, prompt=FOLLOW_UP, env=env, resume=session)
+    resumed = again.report(agent)
+    assert (again.code, resumed.is_error, resumed.session_id) == (0, False, session), again
+    return again

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from tests.conformance.conftest import Conformance
-from tests.conformance.direct import place, run_direct
+from tests.conformance.direct import FOLLOW_UP, check_resume, place, run_direct
 from tests.conformance.stubmodel import ANSWER, stub_model
 
 NO_PROVIDER = "No provider configured. Run 'goose configure' first."
@@ -44,18 +44,9 @@ def test_runs_resumes_and_takes_the_system_prompt(tmp_path: Path) -> None:
         assert f"{report.session_id} · {repo}" in first.output  # it works in the worktree
         assert stub.sent("MARKER-S1")  # --system reached the model
         assert len(stub.requests) == 1  # no extra call to name the session
-        again = run_direct(
-            "goose",
-            repo,
-            home,
-            prompt="Now the tests.",
-            env=_stub_env(stub.url),
-            resume=report.session_id,
-        )
-        resumed = again.report("goose")
-        assert (again.code, resumed.is_error, resumed.session_id) == (0, False, report.session_id)
+        again = check_resume("goose", repo, home, report.session_id, _stub_env(stub.url))
         assert "resuming" in again.output
-        assert stub.sent("Add a line to README.md.") and stub.sent("Now the tests.")
+        assert stub.sent("Add a line to README.md.") and stub.sent(FOLLOW_UP)
         assert stub.requests[-1]["messages"][1]["content"].startswith("Add a line")
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conformance.conftest import Conformance
-from tests.conformance.direct import place, run_direct
+from tests.conformance.direct import FOLLOW_UP, check_resume, place, run_direct
 from tests.conformance.stubmodel import ANSWER, stub_model
 
 NO_NETWORK = "Cannot connect to API: Unable to connect. Is the computer able to access the url?"
@@ -47,19 +47,10 @@ def test_runs_reports_cost_and_resumes(tmp_path: Path) -> None:
         assert stub.sent("Keep changes small.")  # it read AGENTS.md itself
         # in the worktree, though PWD (inherited, as from the daemon) names another place
         assert stub.sent(f"Working directory: {repo}")
-        again = run_direct(
-            "opencode",
-            repo,
-            home,
-            prompt="Now the tests.",
-            env=_stub_env(stub.url),
-            resume=report.session_id,
-        )
-        resumed = again.report("opencode")
-        assert (again.code, resumed.is_error, resumed.session_id) == (0, False, report.session_id)
-        assert stub.sent("Now the tests.")
+        check_resume("opencode", repo, home, report.session_id, _stub_env(stub.url))
+        assert stub.sent(FOLLOW_UP)
         last = json.dumps(stub.requests[-1])
-        assert "Add a line to README.md." in last and "Now the tests." in last
+        assert "Add a line to README.md." in last and FOLLOW_UP in last
 
 
 def test_resume_of_an_unknown_session_fails_with_the_reason(tmp_path: Path) -> None:
