@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,10 +29,11 @@ from dispatcher.agents.output import (
 from dispatcher.agents.profiles import build_argv
 
 FAKES = Path(__file__).resolve().parent / "fakeagents"
-AGENTS = ("claude", "codex", "gemini", "goose", "qwen")
+AGENTS = ("claude", "codex", "gemini", "goose", "qwen", "opencode")
 PROMPT = "Add a CHANGELOG entry for the new --resume flag.\nKeep it to one line: ünïcode ok."
 SUMMARY = "Added the CHANGELOG entry; nothing else changed."
 RESUME_ID = "0199a213-81c0-7800-8aa1-bbab2a035a53"
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 # What each fake reports on success (besides summary and session id), per its fixtures.
 EXPECTED = {
@@ -45,11 +46,24 @@ EXPECTED = {
     ),
     "codex": AgentReport(input_tokens=24763, output_tokens=122, turns=1),
     "gemini": AgentReport(input_tokens=1400, output_tokens=130, model="gemini-2.5-pro"),
-    "goose": AgentReport(),
+    "goose": AgentReport(input_tokens=4000, output_tokens=321, model="gpt-4o"),
     "qwen": AgentReport(input_tokens=1900, output_tokens=95, turns=2, model="qwen3-coder-plus"),
+    "opencode": AgentReport(
+        cost_usd=0.0123,
+        input_tokens=100 + 1000 + 200 + 50 + 1300,
+        output_tokens=20 + 5 + 30,
+        turns=2,
+    ),
 }
-ERROR_EXIT = {"claude": 0, "codex": 1, "gemini": 1, "goose": 1, "qwen": 1}
-HAS_SESSION = {"claude": True, "codex": True, "gemini": True, "goose": False, "qwen": True}
+ERROR_EXIT = {"claude": 0, "codex": 1, "gemini": 1, "goose": 0, "qwen": 1, "opencode": 1}
+SESSION_FORMAT = {  # what each agent's session ids look like
+    "claude": UUID_RE,
+    "codex": UUID_RE,
+    "gemini": UUID_RE,
+    "goose": re.compile(r"\d{8}_\d+"),
+    "qwen": UUID_RE,
+    "opencode": re.compile(r"ses_[0-9a-f]{26}"),
+}
 
 
 @dataclass(frozen=True)
@@ -114,12 +128,8 @@ def run_agent(
     return Run(proc.returncode, log, workdir, command)
 
 
-def is_uuid(value: str | None) -> bool:
-    try:
-        uuid.UUID(str(value))
-    except ValueError:
-        return False
-    return True
+def has_session(agent: str, value: str | None) -> bool:
+    return value is not None and SESSION_FORMAT[agent].fullmatch(value) is not None
 
 
 # --- real runs of the fake agents ----------------------------------------------------------------
@@ -133,7 +143,7 @@ def test_success_run_reports_summary_usage_and_session(tmp_path: Path, agent: st
     assert report.summary == SUMMARY
     assert not report.is_error
     assert report.error is None
-    assert is_uuid(report.session_id) is HAS_SESSION[agent]
+    assert has_session(agent, report.session_id)
     assert replace(report, summary=None, session_id=None) == EXPECTED[agent]
     # The fake got the profile's argv and the prompt, and left a change behind.
     args = run.args()
@@ -152,7 +162,7 @@ def test_error_run_is_an_error_whatever_the_exit_code(tmp_path: Path, agent: str
     assert report.error is not None
     assert "simulated failure" in report.error
     assert "\n" not in report.error
-    assert is_uuid(report.session_id) is HAS_SESSION[agent]
+    assert has_session(agent, report.session_id)
     if agent == "claude":  # an error result still carries the cost
         assert report.cost_usd == pytest.approx(0.0123)
         assert report.turns == 3
@@ -173,7 +183,7 @@ def test_garbage_between_events_changes_nothing(tmp_path: Path, agent: str) -> N
     clean_report, noisy_report = clean.report(agent), noisy.report(agent)
     assert noisy_report.summary == SUMMARY
     assert replace(noisy_report, session_id=None) == replace(clean_report, session_id=None)
-    assert is_uuid(noisy_report.session_id) is HAS_SESSION[agent]
+    assert has_session(agent, noisy_report.session_id)
 
 
 @pytest.mark.parametrize(
@@ -198,12 +208,16 @@ def test_claude_cost_budget_and_system_prompt(
         assert "budget" in report.error
 
 
-@pytest.mark.parametrize("agent", ["claude", "codex", "gemini", "qwen"])
+@pytest.mark.parametrize("agent", ["claude", "codex", "gemini", "qwen", "goose", "opencode"])
 def test_resume_keeps_the_session_id(tmp_path: Path, agent: str) -> None:
     prompt_file, workdir = tmp_path / "prompt.txt", tmp_path / "worktree"
     argv = agent_argv(agent, prompt_file, workdir)
-    if agent in ("claude", "gemini", "qwen"):
-        argv += ["--resume", RESUME_ID]
+    if agent in ("claude", "gemini", "qwen", "goose", "opencode"):
+        profile = BUILTIN_PROFILES[agent]
+        resume = build_argv(
+            profile, prompt_file=prompt_file, workdir=workdir, resume_session=RESUME_ID
+        )
+        argv += resume[len(argv) :]
     else:  # codex exec [OPTIONS] resume <SESSION_ID> [PROMPT]; `-` reads the prompt from stdin
         assert argv[-1] == "-"
         argv[-1:] = ["resume", RESUME_ID, "-"]
@@ -235,16 +249,19 @@ def test_truncated_last_line_is_skipped(tmp_path: Path, agent: str) -> None:
     lines = run.log.read_text().splitlines()
     assert lines[-1].startswith("[dispatcher] agent exited")
     last = lines[-2]
-    assert json.loads(last)["type"] in ("result", "turn.completed", "complete")
+    assert json.loads(last)["type"] in ("result", "turn.completed", "complete", "step_finish")
     run.log.write_text("\n".join([*lines[:-2], last[: len(last) // 2]]))
     report = run.report(agent)
     assert report.summary == SUMMARY
     assert not report.is_error
-    assert report.cost_usd is None
-    assert report.input_tokens is None
-    assert report.output_tokens is None
-    assert report.turns is None
-    assert is_uuid(report.session_id) is HAS_SESSION[agent]
+    if agent == "opencode":  # usage comes per step: the first step's still counts
+        assert (report.cost_usd, report.turns) == (pytest.approx(0.01), 1)
+    else:
+        assert report.cost_usd is None
+        assert report.input_tokens is None
+        assert report.output_tokens is None
+        assert report.turns is None
+    assert has_session(agent, report.session_id)
 
 
 @pytest.mark.parametrize("agent", AGENTS)
@@ -262,8 +279,7 @@ def test_huge_log_only_the_tail_is_read(tmp_path: Path, agent: str) -> None:
     assert tail.summary == SUMMARY
     assert not tail.is_error
     assert replace(tail, summary=None, session_id=None) == EXPECTED[agent]
-    # goose prints `complete` after an error too, so its error stays once read at all.
-    assert parse_log(agent, log).is_error is (agent == "goose")
+    assert not parse_log(agent, log).is_error  # the last run's outcome wins
 
 
 @pytest.mark.parametrize("kind", ["codex", "gemini"])
@@ -583,12 +599,13 @@ def test_goose_joins_chunks_of_one_message_and_reads_model_and_tokens() -> None:
             "message": {"id": message_id, "role": "assistant", "content": content},
         }
 
+    banner = ["    __( O)>  ● new session · openai gpt-4o", "   \\____)    20260101_2 · /w"]
     report = parse_lines(
         "goose",
-        dumps(
+        banner
+        + dumps(
             say("a", "Hello"),
             say("a", " world"),
-            {"type": "model_change", "model": "gpt-4o", "mode": "auto"},
             say("b", "Final ", "answer"),
             say("b", "!"),
             {
@@ -604,7 +621,11 @@ def test_goose_joins_chunks_of_one_message_and_reads_model_and_tokens() -> None:
         ),
     )
     assert report == AgentReport(
-        summary="Final \nanswer!", model="gpt-4o", input_tokens=60, output_tokens=39
+        summary="Final \nanswer!",
+        model="gpt-4o",
+        input_tokens=60,
+        output_tokens=39,
+        session_id="20260101_2",
     )
 
 
@@ -648,10 +669,13 @@ def test_json_family_without_recognizable_events_falls_back_to_text(kind: str) -
         "[dispatcher] agent exited with code 2",
     ]
     report = parse_lines(kind, lines)
-    assert report == AgentReport(
+    expected = AgentReport(
         summary="Error: unknown option '--output-format'\n"
         '{"type":"not.an.event.of.any.agent"}\n[1, 2]\nUsage: agent [options]'
     )
+    if kind in ("goose", "opencode"):  # their own errors are `Error: <reason>` lines
+        expected = replace(expected, is_error=True, error="unknown option '--output-format'")
+    assert report == expected
 
 
 @pytest.mark.parametrize("kind", [*AGENTS, "aider"])

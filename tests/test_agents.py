@@ -83,15 +83,24 @@ EXPECTED: dict[str, tuple[list[str], bool, str]] = {
         "stream-json",
     ),
     "goose": (
+        ["goose", "run", "--instructions", "-", "--output-format", "stream-json"],
+        True,
+        "stream-json",
+    ),
+    "opencode": (
         [
-            "goose",
+            "opencode",
             "run",
-            f"--instructions={PROMPT}",
-            "--no-session",
-            "--output-format",
-            "stream-json",
+            "--format",
+            "json",
+            "--dir",
+            str(WORKDIR),
+            "--auto",
+            "--print-logs",
+            "--log-level",
+            "ERROR",
         ],
-        False,
+        True,
         "stream-json",
     ),
     "copilot": (
@@ -407,3 +416,32 @@ def test_copilot_and_cline_resume_as_their_clis_do() -> None:
         "CLINE_SESSION_BACKEND_MODE": "local",
         "CLINE_NO_AUTO_UPDATE": "1",
     }
+
+
+# --- goose and opencode: resume and system prompt, as checked against the real CLIs -------------
+
+
+def test_goose_resumes_by_session_id_and_takes_a_system_prompt() -> None:
+    profile = BUILTIN_PROFILES["goose"]
+    argv = build_argv(
+        profile, prompt_file=PROMPT, workdir=WORKDIR, resume_session="20261202_1", system_prompt="S"
+    )
+    assert argv == [
+        *EXPECTED["goose"][0],
+        "--resume",
+        "--session-id",
+        "20261202_1",
+        "--system",
+        "S",
+    ]
+    assert "--no-session" not in argv  # it would keep nothing to resume
+    assert dict(profile.env)["GOOSE_MODE"] == "auto"
+    assert profile.budget_flag is None and not profile.reports_cost
+
+
+def test_opencode_resumes_by_session_and_reports_cost() -> None:
+    profile = BUILTIN_PROFILES["opencode"]
+    argv = build_argv(profile, prompt_file=PROMPT, workdir=WORKDIR, resume_session="ses_1")
+    assert argv == [*EXPECTED["opencode"][0], "--session", "ses_1"]
+    assert profile.reports_cost and profile.reads_agents_md
+    assert profile.system_prompt_flag is None and profile.budget_flag is None

@@ -27,7 +27,7 @@ FAKES = Path(__file__).resolve().parents[1] / "fakeagents"
 
 
 def fake_daemon(daemon_factory: Callable[..., Daemon], **env: str) -> Daemon:
-    """A daemon whose PATH finds the fake claude, codex, gemini, goose and qwen first.
+    """A daemon whose PATH finds the fake claude, codex, gemini, goose, qwen and opencode first.
 
     ``IS_SANDBOX=1``: Claude Code's own opt-in to run as root (docs/agents/claude.md),
     without which a root daemon fails every claude job at start."""
@@ -256,7 +256,7 @@ def test_claude_gets_conventions_as_system_prompt_and_codex_reads_agents_md_itse
 # ------------------------------------------------------------------ structured output
 
 
-@pytest.mark.parametrize("agent_name", ["claude", "codex", "gemini", "goose", "qwen"])
+@pytest.mark.parametrize("agent_name", ["claude", "codex", "gemini", "goose", "qwen", "opencode"])
 def test_agent_reports_are_stored_and_shown(
     daemon_factory: Callable[..., Daemon], tmp_path: Path, agent_name: str
 ) -> None:
@@ -268,7 +268,7 @@ def test_agent_reports_are_stored_and_shown(
     job = d.wait(d.submit(name, "rename it", agent=agent_name)["id"])
     assert job["state"] == "succeeded", job["error"]
     assert job["summary"] == "Renamed the helper."
-    assert bool(job["session_id"]) is (agent_name != "goose")  # goose prints no session id
+    assert job["session_id"]
     if agent_name == "claude":
         assert job["cost_usd"] == pytest.approx(0.0123)
         assert job["turns"] and job["input_tokens"] and job["output_tokens"]
@@ -278,11 +278,11 @@ def test_agent_reports_are_stored_and_shown(
     assert changed == ["AGENT_ARGS.json", "AGENT_NOTES.md"]  # committed by the daemon
 
 
-@pytest.mark.parametrize("agent_name", ["codex", "gemini"])
+@pytest.mark.parametrize("agent_name", ["codex", "gemini", "goose"])
 def test_session_id_printed_at_the_start_survives_the_log_rotation(
     daemon_factory: Callable[..., Daemon], tmp_path: Path, agent_name: str
 ) -> None:
-    # Codex and Gemini print their session id once, first; the agent below keeps
+    # Codex, Gemini and goose print their session id once, first; the agent below keeps
     # talking until the daemon's log cap has rotated that line out of agent.log.
     d = fake_daemon(
         daemon_factory, FAKE_AGENT_UNTIL_ROTATED="60000", DISPATCHER_MAX_LOG_BYTES="20000",
@@ -293,9 +293,10 @@ def test_session_id_printed_at_the_start_survives_the_log_rotation(
     log = (d.state_dir / "jobs" / str(job["id"]) / "agent.log").read_text()
     assert "log rotated" in log
     assert '"thread.started"' not in log and '"init"' not in log  # rotated out
+    assert "goose is ready" not in log
     args = json.loads((Path(job["worktree"]) / "AGENT_ARGS.json").read_text())
     assert job["session_id"] == args["session"]  # the id the agent printed first
-    if agent_name in ("codex", "gemini"):  # and a follow-up resumes it
+    if agent_name in ("codex", "gemini", "goose"):  # and a follow-up resumes it
         resp = d.api.post(f"/jobs/{job['id']}/followup", json={"prompt": "more"})
         assert resp.status_code == 201, resp.text
         follow = d.wait(resp.json()["job"]["id"])

@@ -1,5 +1,5 @@
 """Shared code of the fake agents in this directory (``claude``, ``codex``, ``gemini``, ``goose``,
-``qwen``).
+``qwen``, ``opencode``).
 
 Each fake reads its prompt the way the built-in profile hands it over, appends
 it to ``AGENT_NOTES.md`` in the current directory (so the job has a change to
