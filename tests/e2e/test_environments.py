@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from dispatcher.agents.builtin.codex import PROFILE as CODEX
 from tests.daemon_fixture import Daemon
 from tests.gitutil import git, init_repo
 from tests.waiting import wait_until
@@ -29,10 +30,18 @@ FAKES = Path(__file__).resolve().parents[1] / "fakeagents"
 def fake_daemon(daemon_factory: Callable[..., Daemon], **env: str) -> Daemon:
     """A daemon whose PATH finds the fake claude, codex, gemini, goose, qwen and opencode first.
 
-    ``IS_SANDBOX=1``: Claude Code's own opt-in to run as root (docs/agents/claude.md),
-    without which a root daemon fails every claude job at start."""
+    As root, what docs/agents/claude.md and codex.md tell a root user to do, without which
+    a root daemon fails every claude and codex job at start: ``IS_SANDBOX=1`` (Claude
+    Code's own opt-in), and codex with ``--sandbox danger-full-access``."""
     path = f"{FAKES}{os.pathsep}{os.environ.get('PATH', '')}"
-    env = {"IS_SANDBOX": "1", **env}
+    if os.geteuid() == 0:
+        agents = json.loads(env.pop("DISPATCHER_AGENTS", "{}"))
+        codex = ["danger-full-access" if a == "workspace-write" else a for a in CODEX.argv]
+        env = {
+            "IS_SANDBOX": "1",
+            "DISPATCHER_AGENTS": json.dumps({"codex": codex, **agents}),
+            **env,
+        }
     return daemon_factory(PATH=path, DISPATCHER_MAX_PARALLEL="8", **env).start()
 
 
