@@ -204,6 +204,20 @@ def test_concurrent_jobs_get_distinct_free_ports(
         busy.close()
 
 
+def test_the_agent_gets_pwd_naming_its_worktree(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    """Not the daemon's own $PWD (the spawn wrapper's sh sets it to the worktree): CLIs on
+    Bun (opencode) work in $PWD when it is set, before their real cwd, so the daemon's
+    would send them into another directory."""
+    d = fake_daemon(daemon_factory, PWD=str(tmp_path))
+    name = d.add_repo(repo_with(tmp_path))
+    reader = ["python3", "-c", "import os; open('pwd.txt', 'w').write(os.environ['PWD'])"]
+    job = d.wait(d.submit(name, "where am I", command=reader)["id"])
+    assert job["state"] == "succeeded", job
+    assert (Path(job["worktree"]) / "pwd.txt").read_text() == job["worktree"]
+
+
 # ------------------------------------------------------------------ conventions
 
 
