@@ -75,7 +75,7 @@ def _named_paths(text: str) -> set[str]:
 def test_paths_named_in_the_docs_exist() -> None:
     """A path the README or docs/*.md names (``dispatcher/git/merge.py``) is in the tree."""
     built = {"dispatcher/_migrations"}  # made inside the wheel from migrations/
-    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
         for path in _named_paths(doc.read_text()) - built:
             assert (ROOT / path).exists(), f"{doc.name} names {path}, which does not exist"
 
@@ -112,3 +112,16 @@ def test_the_architecture_map_names_every_module() -> None:
     }
     assert not actual - drawn, f"not on the map: {sorted(actual - drawn)}"
     assert not drawn - actual, f"on the map but not in the tree: {sorted(drawn - actual)}"
+
+
+def test_every_builtin_agent_has_its_page_and_its_exact_argv_in_the_table() -> None:
+    """docs/agents.md's table shows each built-in profile's argv as the code has it, and
+    each agent has its page under docs/agents/."""
+    from dispatcher.agents.catalog import BUILTIN_PROFILES
+
+    text = (ROOT / "docs" / "agents.md").read_text()
+    for name, profile in BUILTIN_PROFILES.items():
+        assert (ROOT / "docs" / "agents" / f"{name}.md").exists(), name
+        argv = " ".join(a.replace("{prompt_file}", "PROMPT") for a in profile.argv)
+        row = f"| [`{name}`](agents/{name}.md) | `{argv}` |"
+        assert row in text, f"docs/agents.md lacks the row for {name}: {row}"
