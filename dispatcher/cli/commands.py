@@ -453,7 +453,7 @@ def agents_list(
         _print_json(rows)
         return
     yes = {True: "yes", False: "-"}
-    typer.echo(f"{'AGENT':<12} {'VERSION':<24} {'RESUME':<7} {'COST':<5} {'SYSTEM':<7} NOTES")
+    typer.echo(f"{'AGENT':<12} {'VERSION':<30} {'RESUME':<7} {'COST':<5} {'SYSTEM':<7} NOTES")
     for a in rows:
         version = a["version"] or ("not found" if a["path"] is None else "?")
         notes = "; ".join(
@@ -462,7 +462,7 @@ def agents_list(
             if n
         )
         typer.echo(
-            f"{a['name']:<12} {version[:24]:<24} {yes[a['can_resume']]:<7} "
+            f"{a['name']:<12} {version[:30]:<30} {yes[a['can_resume']]:<7} "
             f"{yes[a['reports_cost']]:<5} {yes[a['system_prompt']]:<7} {notes}".rstrip()
         )
 
