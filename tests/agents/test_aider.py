@@ -3,13 +3,11 @@ with no key, no network, and against a local stand-in for an OpenAI-compatible A
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from dispatcher.agents.output import AgentReport, parse_lines
+from tests.agents import fixtures
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "agents" / "aider"
 NO_KEY = (
     "litellm.AuthenticationError: Missing Anthropic API Key - A call is being made to "
     "anthropic but no key is set either in the environment variables or via params. "
@@ -21,16 +19,12 @@ NO_NETWORK = (
 )
 
 
-def parse(name: str) -> AgentReport:
-    return parse_lines("aider", (FIXTURES / name).read_text().split("\n"))
-
-
 def lines(text: str) -> AgentReport:
     return parse_lines("aider", text.split("\n"))
 
 
 def test_a_successful_run() -> None:
-    report = parse("success.txt")
+    report = fixtures.parse("aider", "success.txt")
     assert report.is_error is False
     assert (report.cost_usd, report.input_tokens, report.output_tokens) == (0.01, 2500, 301)
     assert (report.turns, report.model) == (1, "openai/stub-model")
@@ -43,14 +37,14 @@ def test_a_successful_run() -> None:
 
 def test_two_replies_add_up_and_the_cost_is_the_session_total() -> None:
     """An edit that failed to apply makes aider send a second message (a reflection)."""
-    report = parse("success-two-replies.txt")
+    report = fixtures.parse("aider", "success-two-replies.txt")
     assert report.is_error is False
     assert (report.turns, report.input_tokens, report.output_tokens) == (2, 5000, 602)
     assert report.cost_usd == 0.02  # the last "session" figure, not a sum of them
 
 
 def test_a_retried_error_followed_by_a_reply_is_no_failure() -> None:
-    report = parse("retried-then-success.txt")
+    report = fixtures.parse("aider", "retried-then-success.txt")
     assert (report.is_error, report.error, report.turns) == (False, None, 1)
     assert report.cost_usd == 0.01
 
@@ -78,15 +72,15 @@ def test_a_retried_error_followed_by_a_reply_is_no_failure() -> None:
     ],
 )
 def test_a_run_that_got_no_reply_is_a_failure(name: str, reason: str) -> None:
-    report = parse(name)
+    report = fixtures.parse("aider", name)
     assert report.is_error is True
     assert report.error == reason
     assert (report.turns, report.cost_usd) == (None, None)
 
 
 def test_the_model_is_read_from_the_announcement() -> None:
-    assert parse("no-key.txt").model == "claude-sonnet-4-5"
-    assert parse("no-network.txt").model == "claude-sonnet-4-5"
+    assert fixtures.parse("aider", "no-key.txt").model == "claude-sonnet-4-5"
+    assert fixtures.parse("aider", "no-network.txt").model == "claude-sonnet-4-5"
 
 
 def test_cache_figures_and_cost_on_the_next_line() -> None:
@@ -124,8 +118,8 @@ def test_an_error_after_the_last_reply_fails_the_run() -> None:
 
 
 def test_the_last_run_in_a_log_wins() -> None:
-    first = (FIXTURES / "no-key.txt").read_text()
-    second = (FIXTURES / "success.txt").read_text()
+    first = fixtures.text("aider", "no-key.txt")
+    second = fixtures.text("aider", "success.txt")
     report = lines(first + "\n" + second)
     assert (report.is_error, report.turns, report.model) == (False, 1, "openai/stub-model")
     again = lines(second + "\n" + first)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import pytest
 
@@ -15,20 +14,19 @@ from dispatcher.agents.profiles import resolve_profile
 from dispatcher.agents.report import AgentReport
 from dispatcher.errors import InvalidInput
 from dispatcher.jobs.invocation import check_can_start
+from tests.agents import fixtures
 
 UNKNOWN = "11111111-2222-3333-4444-555555555555"
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "agents" / "claude"
-
-
-def lines(name: str) -> list[str]:
-    return (FIXTURES / name).read_text(encoding="utf-8").splitlines()
 
 
 def test_not_logged_in_is_an_error_with_claudes_own_words() -> None:
-    report = parse_lines("claude", lines("not-logged-in.jsonl"))
+    report = fixtures.parse("claude", "not-logged-in.jsonl")
     assert report.is_error
     assert report.error == "Not logged in · Please run /login"
-    assert report.session_id == json.loads(lines("not-logged-in.jsonl")[0])["session_id"]
+    assert (
+        report.session_id
+        == json.loads(fixtures.lines("claude", "not-logged-in.jsonl")[0])["session_id"]
+    )
     assert report.model == "claude-opus-5-5"  # init's; the assistant's is "<synthetic>"
     assert (report.cost_usd, report.turns, report.input_tokens, report.output_tokens) == (
         0,
@@ -39,14 +37,14 @@ def test_not_logged_in_is_an_error_with_claudes_own_words() -> None:
 
 
 def test_a_resumed_session_keeps_its_id() -> None:
-    first = parse_lines("claude", lines("not-logged-in.jsonl"))
-    resumed = parse_lines("claude", lines("resume-not-logged-in.jsonl"))
+    first = fixtures.parse("claude", "not-logged-in.jsonl")
+    resumed = fixtures.parse("claude", "resume-not-logged-in.jsonl")
     assert resumed.session_id == first.session_id
     assert resumed.error == "Not logged in · Please run /login"
 
 
 def test_resuming_an_unknown_session_names_it() -> None:
-    report = parse_lines("claude", lines("resume-unknown-session.jsonl"))
+    report = fixtures.parse("claude", "resume-unknown-session.jsonl")
     assert report.is_error
     # The result carries no text: the error is its ``errors`` list.
     assert report.error == "No conversation found with session ID: " + UNKNOWN
@@ -54,13 +52,13 @@ def test_resuming_an_unknown_session_names_it() -> None:
 
 
 def test_no_network_with_a_key_is_only_retries_until_the_timeout() -> None:
-    report = parse_lines("claude", lines("no-network-api-key.jsonl"))
+    report = fixtures.parse("claude", "no-network-api-key.jsonl")
     assert not report.is_error  # no result yet: the job's timeout ends it
     assert report.session_id is not None
 
 
 def test_success_reports_summary_cost_tokens_turns() -> None:
-    report = parse_lines("claude", lines("success.jsonl"))
+    report = fixtures.parse("claude", "success.jsonl")
     assert report == AgentReport(
         summary="Added a line to README.md.",
         cost_usd=0.011439999999999999,
@@ -73,14 +71,15 @@ def test_success_reports_summary_cost_tokens_turns() -> None:
 
 
 def test_cached_input_counts_as_input() -> None:
-    result = json.loads(lines("success.jsonl")[-1])
+    *events, last = fixtures.text("claude", "success.jsonl").splitlines()
+    result = json.loads(last)
     result["usage"].update(cache_creation_input_tokens=300, cache_read_input_tokens=1100)
-    report = parse_lines("claude", [*lines("success.jsonl")[:-1], json.dumps(result)])
+    report = parse_lines("claude", [*events, json.dumps(result)])
     assert report.input_tokens == 2400 + 300 + 1100
 
 
 def test_max_budget_is_an_error_with_its_reason() -> None:
-    report = parse_lines("claude", lines("max-budget.jsonl"))
+    report = fixtures.parse("claude", "max-budget.jsonl")
     assert report.is_error
     assert report.error == "Reached maximum budget ($0.001)"
     assert report.cost_usd == 0.0063999999999999994
@@ -88,16 +87,19 @@ def test_max_budget_is_an_error_with_its_reason() -> None:
 
 
 def test_a_cut_off_run_keeps_the_session_and_last_text() -> None:
-    report = parse_lines("claude", lines("success.jsonl")[:3])
+    report = parse_lines("claude", fixtures.lines("claude", "success.jsonl")[:3])
     assert (report.summary, report.is_error) == ("I'll add the line.", False)
     assert report.session_id == "929a1330-3a8e-4f5b-a667-4df4b0924873"
 
 
 def test_the_refusal_text_is_what_the_cli_refuses() -> None:
-    assert "cannot be used with root/sudo privileges" in lines("root-refusal.txt")[0]
+    assert (
+        "cannot be used with root/sudo privileges"
+        in fixtures.lines("claude", "root-refusal.txt")[0]
+    )
     assert PROFILE.root_refusal is not None and "\n" not in PROFILE.root_refusal
     assert ROOT_OPT_IN in PROFILE.root_refusal
-    assert "requires --verbose" in lines("stream-json-without-verbose.txt")[0]
+    assert "requires --verbose" in fixtures.lines("claude", "stream-json-without-verbose.txt")[0]
 
 
 @pytest.mark.parametrize(
@@ -140,7 +142,7 @@ def test_check_can_start_lets_a_normal_user_run(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_auto_mode_as_root_runs_and_reports_like_bypass_mode() -> None:
-    report = parse_lines("claude", lines("permission-mode-auto-as-root.jsonl"))
+    report = fixtures.parse("claude", "permission-mode-auto-as-root.jsonl")
     assert (report.is_error, report.summary, report.turns) == (
         False,
         "Added a line to README.md.",

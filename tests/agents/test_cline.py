@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from dispatcher.agents.output import AgentReport, parse_lines
+from tests.agents import fixtures
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "agents" / "cline"
 OFFLINE = (
     "Cannot connect to API: Was there a typo in the url or port?: Was there a typo in the url "
     "or port? (FailedToOpenSocket)"
 )
 
 
-def parse(name: str) -> AgentReport:
-    return parse_lines("cline", (FIXTURES / name).read_text().split("\n"))
-
-
 def test_a_real_successful_run_with_sdk_warnings_on_stderr() -> None:
-    assert parse("success-byok.jsonl") == AgentReport(
+    assert fixtures.parse("cline", "success-byok.jsonl") == AgentReport(
         summary="Added a line to README.md.",
         cost_usd=0.0,
         input_tokens=1200,
@@ -30,7 +25,7 @@ def test_a_real_successful_run_with_sdk_warnings_on_stderr() -> None:
 
 
 def test_a_priced_run_with_a_tool_call() -> None:
-    assert parse("success-priced.jsonl") == AgentReport(
+    assert fixtures.parse("cline", "success-priced.jsonl") == AgentReport(
         summary="Added a line to README.md.",
         cost_usd=0.0213,
         input_tokens=2400 + 18000 + 1200,
@@ -41,7 +36,7 @@ def test_a_priced_run_with_a_tool_call() -> None:
 
 
 def test_a_real_run_with_no_network() -> None:
-    report = parse("no-login-offline.jsonl")
+    report = fixtures.parse("cline", "no-login-offline.jsonl")
     assert report.is_error
     assert report.error == OFFLINE
     assert report.summary is None

@@ -3,48 +3,40 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 from dispatcher.agents.output import parse_lines
 from dispatcher.agents.report import AgentReport
+from tests.agents import fixtures
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "agents" / "codex"
 NO_NETWORK = "Connection failed: error sending request"
 
 
-def lines(*names: str) -> list[str]:
-    found: list[str] = []
-    for name in names:
-        found += (FIXTURES / name).read_text(encoding="utf-8").splitlines()
-    return found
-
-
 def thread_id(name: str) -> str:
-    return str(json.loads(lines(name)[0])["thread_id"])
+    return str(json.loads(fixtures.lines("codex", name)[0])["thread_id"])
 
 
 def test_no_network_fails_with_the_last_reason() -> None:
-    report = parse_lines("codex", lines("no-network.jsonl", "no-network.stderr.txt"))
+    report = fixtures.parse("codex", "no-network.jsonl", "no-network.stderr.txt")
     assert report == AgentReport(
         is_error=True, error=NO_NETWORK, turns=1, session_id=thread_id("no-network.jsonl")
     )
 
 
 def test_a_resumed_thread_keeps_its_id() -> None:
-    report = parse_lines("codex", lines("resume-no-network.jsonl"))
+    report = fixtures.parse("codex", "resume-no-network.jsonl")
     assert report.session_id == thread_id("no-network.jsonl")
     assert report.error == NO_NETWORK
 
 
 def test_waiting_for_network_is_an_error_while_it_lasts() -> None:
     # What a job without --disable unbounded_connection_retries printed until it was killed.
-    report = parse_lines("codex", lines("no-network-unbounded-retries.jsonl"))
+    report = fixtures.parse("codex", "no-network-unbounded-retries.jsonl")
     assert report.is_error
     assert report.error is not None and "waiting for network" in report.error
 
 
 def test_an_error_line_on_stderr_is_the_failure() -> None:
-    report = parse_lines("codex", lines("resume-unknown-session.txt"))
+    report = fixtures.parse("codex", "resume-unknown-session.txt")
     assert report.is_error
     assert report.error == (
         "codex: thread/resume: thread/resume failed: no rollout found for thread id "
@@ -54,12 +46,14 @@ def test_an_error_line_on_stderr_is_the_failure() -> None:
 
 
 def test_a_json_failure_wins_over_an_error_line() -> None:
-    report = parse_lines("codex", [*lines("no-network.jsonl"), "Error: something else"])
+    report = parse_lines(
+        "codex", [*fixtures.lines("codex", "no-network.jsonl"), "Error: something else"]
+    )
     assert report.error == NO_NETWORK
 
 
 def test_success_reports_summary_tokens_turns_session() -> None:
-    report = parse_lines("codex", lines("success.jsonl"))
+    report = fixtures.parse("codex", "success.jsonl")
     assert report.summary == "Added a line to README.md."
     assert (report.input_tokens, report.output_tokens, report.turns) == (2300, 52, 1)
     assert report.session_id == thread_id("success.jsonl")
@@ -70,14 +64,17 @@ def test_commands_failing_in_codexs_sandbox_show_nowhere_in_the_events() -> None
     # As root inside the daemon's box every command fails ("bwrap: setting up uid map:
     # Operation not permitted", in what codex sent its model), yet the events are
     # those of a success: nothing the parser could read (docs/agents/codex.md).
-    report = parse_lines("codex", lines("root-in-daemon-sandbox.jsonl"))
+    report = fixtures.parse("codex", "root-in-daemon-sandbox.jsonl")
     assert (report.is_error, report.summary) == (False, "Added a line to README.md.")
-    told = (FIXTURES / "root-in-daemon-sandbox.tool-output.json").read_text(encoding="utf-8")
+    told = fixtures.text("codex", "root-in-daemon-sandbox.tool-output.json")
     assert "bwrap: setting up uid map: Operation not permitted" in told
 
 
 def test_a_retry_then_a_completed_turn_is_a_success() -> None:
-    retried = [lines("no-network.jsonl")[2], *lines("success.jsonl")[1:]]
+    retried = [
+        fixtures.lines("codex", "no-network.jsonl")[2],
+        *fixtures.lines("codex", "success.jsonl")[1:],
+    ]
     report = parse_lines("codex", retried)
     assert (report.is_error, report.error, report.summary) == (
         False,

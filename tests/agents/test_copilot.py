@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from dispatcher.agents.output import parse_lines
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "agents" / "copilot"
-
-
-def parse(name: str) -> object:
-    return parse_lines("copilot", (FIXTURES / name).read_text().split("\n"))
+from tests.agents import fixtures
 
 
 def test_a_real_successful_run() -> None:
-    report = parse("success-byok.jsonl")
+    report = fixtures.parse("copilot", "success-byok.jsonl")
     assert report.summary == "Added a line to README.md."
     assert not report.is_error
     assert report.session_id == "8454d89b-ab32-4cd2-ac51-a6bdd0b2b149"
@@ -28,7 +22,7 @@ def test_a_real_successful_run() -> None:
 
 
 def test_a_real_resumed_run_keeps_the_session() -> None:
-    report = parse("resume-byok.jsonl")
+    report = fixtures.parse("copilot", "resume-byok.jsonl")
     assert report.session_id == "8454d89b-ab32-4cd2-ac51-a6bdd0b2b149"
     assert not report.is_error
 
@@ -50,20 +44,20 @@ def test_a_real_resumed_run_keeps_the_session() -> None:
     ],
 )
 def test_failures_before_the_session_are_one_line(name: str, error: str) -> None:
-    report = parse(name)
+    report = fixtures.parse("copilot", name)
     assert report.is_error
     assert report.error == error
 
 
 def test_a_session_error_fails_the_run_and_a_retried_one_does_not_name_it() -> None:
-    report = parse("session-error.jsonl")
+    report = fixtures.parse("copilot", "session-error.jsonl")
     assert report.is_error
     assert report.error == "You have exceeded your premium request allowance."
     assert report.turns == 1
 
 
 def test_a_sub_agents_messages_and_turns_are_not_the_answer() -> None:
-    report = parse("subagent.jsonl")
+    report = fixtures.parse("copilot", "subagent.jsonl")
     assert report.summary == "Added a line to README.md."
     assert report.turns == 2
     assert report.output_tokens == 30 + 20
@@ -116,7 +110,7 @@ def test_only_the_first_error_line_is_the_failure() -> None:
 
 
 def test_the_hint_lines_after_an_error_are_not_its_detail() -> None:
-    lines = (FIXTURES / "no-login.txt").read_text().split("\n")
+    lines = fixtures.lines("copilot", "no-login.txt")
     assert "Copilot can be authenticated" in "\n".join(lines)
     assert parse_lines("copilot", lines).error == "No authentication information found."
 

@@ -10,17 +10,13 @@ import pytest
 from dispatcher.agents.builtin import qwen
 from dispatcher.agents.output import parse_lines
 from dispatcher.agents.profiles import build_argv
-from tests.agents import captured
+from tests.agents import fixtures
 
 SESSION = "7d1e2c3b-4a5f-4e6d-8c7b-9a0f1e2d3c4b"
 
 
-def log(*names: str) -> list[str]:
-    return captured.log("qwen", *names)
-
-
 def test_no_auth_is_an_error_result() -> None:
-    report = parse_lines("qwen", log("no-auth.jsonl", "no-auth.stderr.txt"))
+    report = fixtures.parse("qwen", "no-auth.jsonl", "no-auth.stderr.txt")
     assert report.is_error
     assert report.error == (
         "No auth type is selected. Please configure an auth type (e.g. via settings or "
@@ -31,7 +27,7 @@ def test_no_auth_is_an_error_result() -> None:
 
 
 def test_no_network_is_the_connection_error() -> None:
-    report = parse_lines("qwen", log("key-no-network.jsonl", "key-no-network.stderr.txt"))
+    report = fixtures.parse("qwen", "key-no-network.jsonl", "key-no-network.stderr.txt")
     assert report.is_error
     assert report.error is not None
     assert report.error.startswith("[API Error: Connection error.")
@@ -49,19 +45,19 @@ def test_no_network_is_the_connection_error() -> None:
     ],
 )
 def test_a_fatal_stderr_line_is_the_error(name: str, reason: str) -> None:
-    report = parse_lines("qwen", log(name))
+    report = fixtures.parse("qwen", name)
     assert report.is_error
     assert report.error is not None and report.error.startswith(reason)
 
 
 def test_a_resumed_run_keeps_the_session() -> None:
-    report = parse_lines("qwen", log("resumed.jsonl"))
+    report = fixtures.parse("qwen", "resumed.jsonl")
     assert report.session_id == "7dd7b6b7-523b-4b88-8935-00b172d60e54"
     assert report.is_error and report.error is not None and "ENOTFOUND" in report.error
 
 
 def test_success() -> None:
-    report = parse_lines("qwen", log("success.jsonl"))
+    report = fixtures.parse("qwen", "success.jsonl")
     assert not report.is_error and report.error is None
     assert report.summary == "Added a line to README.md."
     # input_tokens already counts the cached prompt tokens: not added again
@@ -73,7 +69,9 @@ def test_success() -> None:
 
 
 def test_without_a_result_the_summary_is_the_last_assistant_text() -> None:
-    lines = [line for line in log("success.jsonl") if '"type":"result"' not in line]
+    lines = [
+        line for line in fixtures.lines("qwen", "success.jsonl") if '"type":"result"' not in line
+    ]
     report = parse_lines("qwen", lines)
     assert not report.is_error
     assert report.summary == "Added a line to README.md."
@@ -108,19 +106,18 @@ def test_wrong_types_are_absent() -> None:
 
 
 def test_the_last_result_wins() -> None:
-    lines = [*log("no-auth.jsonl"), *log("success.jsonl")]
-    report = parse_lines("qwen", lines)
+    report = fixtures.parse("qwen", "no-auth.jsonl", "success.jsonl")
     assert not report.is_error
     assert report.session_id == SESSION
 
 
 def test_stderr_warnings_are_not_failures() -> None:
-    report = parse_lines("qwen", [*log("key-no-network.stderr.txt"), *log("success.jsonl")])
+    report = fixtures.parse("qwen", "key-no-network.stderr.txt", "success.jsonl")
     assert not report.is_error
 
 
 def test_every_json_line_of_the_fixtures_is_known() -> None:
-    assert not captured.unknown_events(
+    assert not fixtures.unknown_events(
         qwen.PARSER(), "qwen", "success.jsonl", "no-auth.jsonl", "key-no-network.jsonl"
     )
 

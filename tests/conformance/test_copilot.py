@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conformance.by_hand import run_profile
+from tests.conformance.by_hand import run, workspace
 from tests.conformance.conftest import Conformance, agent_bin
 
 FLAG_ERRORS = ("unexpected argument", "invalid value", "error: unrecognized")
@@ -23,7 +23,7 @@ def test_with_no_login_the_job_fails_saying_so(conformance: Conformance) -> None
 
 def test_resume_gets_past_its_flags_to_the_session_lookup(tmp_path: Path) -> None:
     """``--resume=<id>`` parses, and copilot looks the session up (before any login)."""
-    ran = run_profile("copilot", tmp_path, resume_session="0cb916db-26aa-40f2-86b5-1ba81b225fd2")
+    ran = run("copilot", workspace(tmp_path), resume="0cb916db-26aa-40f2-86b5-1ba81b225fd2")
     assert ran.argv[-1] == "--resume=0cb916db-26aa-40f2-86b5-1ba81b225fd2"
     assert ran.code == 1, ran.output
     assert (

@@ -8,9 +8,7 @@ import select
 import signal
 from pathlib import Path
 
-from dispatcher.agents.builtin.gemini import PROFILE
-from dispatcher.agents.profiles import build_argv
-from tests.conformance import headless
+from tests.conformance import by_hand
 from tests.conformance.conftest import Conformance, agent_bin
 
 NO_AUTH = "Please set an Auth method in your "
@@ -19,13 +17,6 @@ FLAG_ERROR = "Unknown argument"
 FAKE_KEY = {"GEMINI_API_KEY": "not-a-real-key"}
 """Not a credential: it only gets gemini past its auth check, to the trust check and
 the (unreachable) API."""
-
-
-def argv(ws: headless.Workspace, resume_session: str | None = None) -> list[str]:
-    prompt = ws.worktree / "prompt.md"
-    return build_argv(
-        PROFILE, prompt_file=prompt, workdir=ws.worktree, resume_session=resume_session
-    )
 
 
 def test_job_fails_saying_no_auth_method(conformance: Conformance) -> None:
@@ -43,19 +34,19 @@ def test_with_a_key_skip_trust_gets_past_the_trust_check(tmp_path: Path) -> None
     passes); with the profile's argv it starts the session (``init``) and goes on to the
     unreachable API, where it retries for minutes: the test stops it there."""
     agent_bin("gemini")
-    ws = headless.workspace(tmp_path)
-    untrusted = [a for a in argv(ws) if a != "--skip-trust"]
-    refused = headless.run(untrusted, ws, extra=FAKE_KEY)
-    assert refused.returncode == 55, refused.stderr
+    ws = by_hand.workspace(tmp_path)
+    untrusted = [a for a in by_hand.argv("gemini", ws) if a != "--skip-trust"]
+    refused = by_hand.run("gemini", ws, env=FAKE_KEY, args=untrusted)
+    assert refused.code == 55, refused.stderr
     assert UNTRUSTED in refused.stderr
 
-    assert first_event(argv(ws), ws)["type"] == "init"
+    assert first_event(ws)["type"] == "init"
 
 
-def first_event(args: list[str], ws: headless.Workspace) -> dict[str, object]:
+def first_event(ws: by_hand.Workspace) -> dict[str, object]:
     """The first line gemini prints, with the fake key; then it is killed (it would go
     on to retry the unreachable API for minutes)."""
-    child = headless.start(args, ws, extra=FAKE_KEY)
+    child = by_hand.start("gemini", ws, env=FAKE_KEY)
     assert child.stdout is not None
     try:
         ready, _, _ = select.select([child.stdout], [], [], 60)
@@ -73,8 +64,8 @@ def test_resume_argv_parses_and_looks_the_session_up(tmp_path: Path) -> None:
     """``--resume <uuid>`` is taken (no flag error) and looked up in this project's
     sessions under HOME: there are none, so gemini exits 42 saying so."""
     agent_bin("gemini")
-    ws = headless.workspace(tmp_path)
-    done = headless.run(argv(ws, resume_session="c8dbf31e-8eea-40d4-8d33-84cb14a29af5"), ws)
-    assert done.returncode == 42, done.stderr
+    ws = by_hand.workspace(tmp_path)
+    done = by_hand.run("gemini", ws, resume="c8dbf31e-8eea-40d4-8d33-84cb14a29af5")
+    assert done.code == 42, done.stderr
     assert "Error resuming session: No previous sessions found" in done.stderr
     assert FLAG_ERROR not in done.stderr

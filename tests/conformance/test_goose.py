@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from tests.conformance.by_hand import FOLLOW_UP, check_resume, run, workspace
 from tests.conformance.conftest import Conformance
-from tests.conformance.direct import FOLLOW_UP, check_resume, place, run_direct
 from tests.conformance.stubmodel import ANSWER, stub_model
 
 NO_PROVIDER = "No provider configured. Run 'goose configure' first."
@@ -34,34 +34,34 @@ def _stub_env(url: str) -> dict[str, str]:
 
 
 def test_runs_resumes_and_takes_the_system_prompt(tmp_path: Path) -> None:
-    repo, home = place(tmp_path)
+    ws = workspace(tmp_path)
     with stub_model() as stub:
-        first = run_direct("goose", repo, home, env=_stub_env(stub.url), system="MARKER-S1")
-        report = first.report("goose")
+        first = run("goose", ws, env=_stub_env(stub.url), system="MARKER-S1")
+        report = first.report()
         assert (first.code, report.is_error, report.summary) == (0, False, ANSWER), first
         assert (report.model, report.input_tokens, report.output_tokens) == ("stub-model", 1200, 15)
         assert report.session_id
-        assert f"{report.session_id} · {repo}" in first.output  # it works in the worktree
+        assert f"{report.session_id} · {ws.worktree}" in first.output  # it works in the worktree
         assert stub.sent("MARKER-S1")  # --system reached the model
         assert len(stub.requests) == 1  # no extra call to name the session
-        again = check_resume("goose", repo, home, report.session_id, _stub_env(stub.url))
+        again = check_resume("goose", ws, report.session_id, _stub_env(stub.url))
         assert "resuming" in again.output
         assert stub.sent("Add a line to README.md.") and stub.sent(FOLLOW_UP)
         assert stub.requests[-1]["messages"][1]["content"].startswith("Add a line")
 
 
 def test_resume_of_an_unknown_session_fails_with_the_reason(tmp_path: Path) -> None:
-    repo, home = place(tmp_path)
+    ws = workspace(tmp_path)
     with stub_model() as stub:
-        run = run_direct("goose", repo, home, env=_stub_env(stub.url), resume="20991231_9")
-    report = run.report("goose")
-    assert run.code == 1
+        ran = run("goose", ws, env=_stub_env(stub.url), resume="20991231_9")
+    report = ran.report()
+    assert ran.code == 1
     assert report.error == "Cannot resume session 20991231_9 - no such session exists"
 
 
 def test_no_key_fails_with_the_missing_variable(tmp_path: Path) -> None:
-    repo, home = place(tmp_path)
+    ws = workspace(tmp_path)
     env = {"GOOSE_PROVIDER": "anthropic", "GOOSE_MODEL": "claude-sonnet-4-5"}
-    run = run_direct("goose", repo, home, env=env, system="S")
-    assert run.code == 1
-    assert run.report("goose").error == "Error Configuration value not found: ANTHROPIC_API_KEY."
+    ran = run("goose", ws, env=env, system="S")
+    assert ran.code == 1
+    assert ran.report().error == "Error Configuration value not found: ANTHROPIC_API_KEY."

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.conformance.by_hand import FOLLOW_UP, check_resume, run, workspace
 from tests.conformance.conftest import Conformance
-from tests.conformance.direct import FOLLOW_UP, check_resume, place, run_direct
 from tests.conformance.stubmodel import ANSWER, stub_model
 
 NO_NETWORK = "Cannot connect to API: Unable to connect. Is the computer able to access the url?"
@@ -36,26 +36,26 @@ def _stub_env(url: str) -> dict[str, str]:
 
 
 def test_runs_reports_cost_and_resumes(tmp_path: Path) -> None:
-    repo, home = place(tmp_path)
+    ws = workspace(tmp_path)
     with stub_model() as stub:
-        first = run_direct("opencode", repo, home, env=_stub_env(stub.url))
-        report = first.report("opencode")
+        first = run("opencode", ws, env=_stub_env(stub.url))
+        report = first.report()
         assert (first.code, report.is_error, report.summary) == (0, False, ANSWER), first
         assert report.cost_usd == pytest.approx((1200 * 3 + 15 * 15) / 1e6)
         assert (report.input_tokens, report.output_tokens, report.turns) == (1200, 15, 1)
         assert report.session_id and report.session_id.startswith("ses_")
         assert stub.sent("Keep changes small.")  # it read AGENTS.md itself
         # in the worktree, though PWD (inherited, as from the daemon) names another place
-        assert stub.sent(f"Working directory: {repo}")
-        check_resume("opencode", repo, home, report.session_id, _stub_env(stub.url))
+        assert stub.sent(f"Working directory: {ws.worktree}")
+        check_resume("opencode", ws, report.session_id, _stub_env(stub.url))
         assert stub.sent(FOLLOW_UP)
         last = json.dumps(stub.requests[-1])
         assert "Add a line to README.md." in last and FOLLOW_UP in last
 
 
 def test_resume_of_an_unknown_session_fails_with_the_reason(tmp_path: Path) -> None:
-    repo, home = place(tmp_path)
+    ws = workspace(tmp_path)
     with stub_model() as stub:
-        run = run_direct("opencode", repo, home, env=_stub_env(stub.url), resume="ses_nonesuch")
-    assert run.code == 1
-    assert run.report("opencode").error == "Session not found"
+        ran = run("opencode", ws, env=_stub_env(stub.url), resume="ses_nonesuch")
+    assert ran.code == 1
+    assert ran.report().error == "Session not found"
