@@ -28,16 +28,17 @@ Rules common to every agent:
 ``summary`` is the last non-empty lines of output, at most 2000 characters,
 with ANSI escape sequences removed; every other field is empty.
 
-Pure: standard library only (and the log file names of :mod:`dispatcher.process.logcap`);
-:func:`parse_log` reads one file.
+Pure: no processes (the parsers of :mod:`dispatcher.agents.catalog`, the log file names of
+:mod:`dispatcher.process.logcap`); :func:`parse_log` reads one file.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Final
@@ -67,8 +68,14 @@ HEAD_MAX_BYTES: Final = 256 * 2**10
 DISPATCHER_PREFIX: Final = "[dispatcher] "
 """Lines the daemon writes into a job log start with this."""
 
-KINDS: Final = frozenset(catalog.PARSERS)
-"""The agents whose output is read; any other kind is read as plain text."""
+_AGENT_START_RE: Final = re.compile(r"^\[dispatcher\] agent [^\s:]+: \[")
+
+
+def agent_start(agent: str, argv: Sequence[str]) -> str:
+    """The note the runner writes into the job log as the agent starts (its argv as
+    shown). :func:`parse_lines` reads what follows the last one: ``setup:`` writes to
+    the same log before it, and its output is not the agent's."""
+    return f"agent {agent}: {list(argv)!r}"
 
 
 # --- plain text --------------------------------------------------------------------------------
@@ -118,15 +125,20 @@ def _is_dispatcher(line: str) -> bool:
 def parse_lines(kind: str, lines: Iterable[str]) -> AgentReport:
     """The report for ``lines`` of a job log (with or without line endings).
 
-    ``kind`` names the agent whose parser reads them (see :data:`KINDS`);
-    anything else is read as plain text. Lines starting with ``[dispatcher] ``
-    are skipped. Never raises on bad content.
+    ``kind`` names the agent whose parser reads them (an agent's name, see
+    :mod:`dispatcher.agents.catalog`); anything else is read as plain text. Lines
+    starting with ``[dispatcher] `` are skipped; at each :func:`agent_start` note the
+    reading starts over, so what came before the agent (``setup:``'s output, an
+    earlier attempt) is not read as its output. Never raises on bad content.
     """
     parser = catalog.parser(kind)
     tail = _TextTail()
     recognized = False
     for raw in lines:
         line = raw.rstrip("\r\n")
+        if _AGENT_START_RE.match(line):
+            parser, tail, recognized = catalog.parser(kind), _TextTail(), False
+            continue
         if _is_dispatcher(line):
             continue
         tail.add(line)

@@ -240,7 +240,6 @@ class Runner:
         if opted_in:
             self.note(job.id, opted_in)
         env = isolation.agent_env(self.settings, job, files.prompt, worktree, job.port)
-        env.update(profile.env)
         prompt = invocation.prompt_for(job, profile, a.repo_path, ws)
         files.prompt.write_text(prompt.text, encoding="utf-8")
         checkouts = [Path(r.path) for r in self.store.repos()]
@@ -268,12 +267,13 @@ class Runner:
         )  # fmt: skip
         files.summary.unlink(missing_ok=True)  # an earlier attempt's is not this one's
         shown = [arg if arg != prompt.conventions else "<conventions>" for arg in argv]
-        self.note(job.id, f"agent {job.agent}: {shown!r}")
+        self.note(job.id, output.agent_start(job.agent, shown))
         if prompt.conventions:
             flag = profile.system_prompt_flag
             how = f"with {flag}" if prompt.via_flag else "in the prompt file"
             self.note(job.id, f"conventions: {len(prompt.conventions)} characters, {how}")
-        return _Launch(argv, env, box, view, stdin_prompt=profile.stdin_prompt)
+        agent_env = {**env, **dict(profile.env)}  # the agent's own settings: not setup's
+        return _Launch(argv, agent_env, box, view, stdin_prompt=profile.stdin_prompt)
 
     def _prepare_worktree(self, a: _Attempt) -> None:
         """The job's worktree (made, or a follow-up's taken over) and its ports, recorded
