@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from dispatcher.agents.catalog import BUILTIN_PROFILES
 from dispatcher.agents.spec import AgentProfile
 from dispatcher.errors import ProcessError
 from dispatcher.process import proc
@@ -28,6 +29,11 @@ VERSION_TIMEOUT_S: Final = 20.0
 """How long a version command may take (a first start of some CLIs unpacks itself)."""
 
 _VERSION_MAX: Final = 120
+
+_BUILTIN_PROGRAMS: Final = frozenset(p.program for p in BUILTIN_PROFILES.values())
+
+_ENV_KEPT: Final = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR")
+"""All a version command gets of the daemon's environment: no key or token."""
 
 
 @dataclass(frozen=True)
@@ -45,9 +51,11 @@ class Prober:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._versions: dict[tuple[str, int, int, tuple[str, ...]], Probe] = {}
+        self._versions: dict[tuple[str, int, int], Probe] = {}
 
     def probe(self, profile: AgentProfile, env: Mapping[str, str]) -> Probe:
+        """Where ``profile``'s program is on ``env``'s PATH and, for a built-in agent's
+        program, its version."""
         program = profile.program
         if os.sep in program:  # a path: relative ones are from a job's worktree
             if not os.path.isabs(program):
@@ -57,27 +65,29 @@ class Prober:
             found = shutil.which(program, path=env.get("PATH", os.defpath))
         if found is None:
             return Probe(None, problem=f"{program!r} not found on the daemon's PATH")
-        argv = profile.version_argv or (program, "--version")
+        if program not in _BUILTIN_PROGRAMS:
+            return Probe(found)  # never run: see the module docstring
         try:
             st = os.stat(found)
         except OSError as exc:
             return Probe(found, problem=f"cannot read {found}: {exc.strerror}")
-        key = (os.path.realpath(found), st.st_size, st.st_mtime_ns, tuple(argv[1:]))
+        key = (os.path.realpath(found), st.st_size, st.st_mtime_ns)
         with self._lock:
             cached = self._versions.get(key)
         if cached is not None:
             return cached
-        answer = _ask_version(found, argv, env)
-        with self._lock:
-            self._versions[key] = answer
+        answer = _ask_version(found, program, {k: env[k] for k in _ENV_KEPT if k in env})
+        if answer.version is not None:
+            with self._lock:
+                self._versions[key] = answer
         return answer
 
 
-def _ask_version(found: str, argv: tuple[str, ...], env: Mapping[str, str]) -> Probe:
+def _ask_version(found: str, program: str, env: Mapping[str, str]) -> Probe:
     with tempfile.TemporaryDirectory(prefix="dispatcher-probe-") as scratch:
         try:
             result = proc.run(
-                [found, *argv[1:]], cwd=scratch, env=env, check=False, timeout=VERSION_TIMEOUT_S
+                [found, "--version"], cwd=scratch, env=env, check=False, timeout=VERSION_TIMEOUT_S
             )
         except ProcessError as exc:
             return Probe(found, problem=exc.message)
@@ -85,5 +95,5 @@ def _ask_version(found: str, argv: tuple[str, ...], env: Mapping[str, str]) -> P
     first = next((line.strip() for line in text.splitlines() if line.strip()), "")
     if result.returncode != 0:
         why = f": {first[:_VERSION_MAX]}" if first else ""
-        return Probe(found, problem=f"{' '.join(argv)} exited {result.returncode}{why}")
+        return Probe(found, problem=f"{program} --version exited {result.returncode}{why}")
     return Probe(found, version=first[:_VERSION_MAX] or None)

@@ -196,7 +196,6 @@ def resolve_profile(
             root_refusal_args=base.root_refusal_args,
             root_refusal_boxed_only=base.root_refusal_boxed_only,
             root_opt_in=base.root_opt_in,
-            version_argv=base.version_argv,
         )
     if name in BUILTIN_PROFILES:
         return BUILTIN_PROFILES[name]

@@ -87,9 +87,6 @@ class AgentProfile(BaseModel):
     """``NAME=VALUE``: the agent's own variable that lets it run as root anyway (Claude
     Code's ``IS_SANDBOX=1``). Set in the daemon's environment (by the user: the daemon
     never sets it), the agent inherits it and ``root_refusal`` does not apply."""
-    version_argv: tuple[str, ...] | None = None
-    """The argv that prints the agent's version (``dispatcher agents``); None: the
-    program with ``--version``."""
 
     @field_validator("name")
     @classmethod

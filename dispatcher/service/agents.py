@@ -8,6 +8,8 @@ report cost, take a system prompt) and what would stop a job with it now.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -21,6 +23,25 @@ from dispatcher.jobs import invocation, isolation
 from dispatcher.process import sandbox
 from dispatcher.store.database import Store
 from dispatcher.store.models import AgentPublic
+
+_SECRET_FLAG = re.compile(r"^--?[\w-]*(key|token|secret|password)[\w-]*$", re.IGNORECASE)
+
+
+def shown_argv(argv: Sequence[str]) -> list[str]:
+    """``argv`` with the value of any flag that names a key, token, secret or password
+    (``--api-key X``, ``--token=X``) replaced by ``***``: an override may carry one."""
+    shown: list[str] = []
+    hide_next = False
+    for arg in argv:
+        flag, eq, _ = arg.partition("=")
+        if hide_next:
+            shown.append("***")
+        elif eq and _SECRET_FLAG.match(flag):
+            shown.append(f"{flag}=***")
+        else:
+            shown.append(arg)
+        hide_next = not hide_next and not eq and bool(_SECRET_FLAG.match(arg))
+    return shown
 
 
 @dataclass(eq=False)
@@ -58,7 +79,7 @@ class Agents:
                 rows.append((name, source, profiles.resolve_profile(name, overrides), None))
             except InvalidInput as exc:
                 rows.append((name, source, None, exc.message))
-        with ThreadPoolExecutor(max_workers=max(1, len(rows))) as pool:
+        with ThreadPoolExecutor(max_workers=4) as pool:  # CLIs start slowly: not all at once
             return list(pool.map(lambda row: self._public(*row), rows))
 
     def _boxed(self) -> bool:
@@ -79,7 +100,7 @@ class Agents:
             name=name,
             source=source,
             description=profile.description,
-            argv=list(profile.argv),
+            argv=shown_argv(profile.argv),
             output=profile.output,
             structured=profile.reports is not None,
             can_resume=profile.can_resume,

@@ -37,10 +37,16 @@ def _daemon(daemon_factory: Callable[..., Daemon], tmp_path: Path) -> tuple[Daem
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     calls = tmp_path / "version-calls"
-    _script(bin_dir / "claude", f'echo called >> "{calls}"\necho "9.9.9 (Claude Code)"')
-    _script(bin_dir / "gemini", 'echo "no such option" >&2\nexit 3')
+    _script(
+        bin_dir / "claude",
+        f'echo called >> "{calls}"\necho "9.9.9 (Claude Code) key=${{ANTHROPIC_API_KEY:-none}}"',
+    )
+    _script(bin_dir / "gemini", f'echo gemini >> "{calls}"\necho "no such option" >&2\nexit 3')
+    _script(bin_dir / "my-agent", f'echo my-agent >> "{calls}"')
     path = os.pathsep.join([str(bin_dir), "/usr/local/bin", "/usr/bin", "/bin"])
-    return daemon_factory(PATH=path, DISPATCHER_AGENTS='{"mine": "my-agent --go"}').start(), calls
+    agents = '{"mine": "my-agent --go --api-key sk-not-shown"}'
+    d = daemon_factory(PATH=path, DISPATCHER_AGENTS=agents, ANTHROPIC_API_KEY="sk-daemons")
+    return d.start(), calls
 
 
 def _by_name(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -58,7 +64,7 @@ def test_agents_lists_every_profile_with_where_it_is_found_and_its_version(
     agents = _by_name(rows)
     claude = agents["claude"]
     assert claude["path"] == str(tmp_path / "bin" / "claude")
-    assert claude["version"] == "9.9.9 (Claude Code)"
+    assert claude["version"] == "9.9.9 (Claude Code) key=none"  # no credential reaches it
     assert claude["problem"] is None and claude["source"] == "builtin"
     assert claude["can_resume"] is True and claude["system_prompt"] is True
     assert claude["structured"] is True
@@ -66,12 +72,15 @@ def test_agents_lists_every_profile_with_where_it_is_found_and_its_version(
     assert codex["path"] is None and codex["version"] is None
     assert codex["problem"] == "'codex' not found on the daemon's PATH"
     assert agents["gemini"]["problem"] == "gemini --version exited 3: no such option"
-    assert agents["mine"]["source"] == "settings"
-    assert agents["mine"]["argv"] == ["my-agent", "--go"]
-    assert agents["mine"]["problem"] == "'my-agent' not found on the daemon's PATH"
-    # The version is asked once per program file, not once per listing.
+    mine = agents["mine"]
+    assert mine["source"] == "settings"
+    assert mine["argv"] == ["my-agent", "--go", "--api-key", "***"]
+    # A configured program is found, never run (a listing would run it unboxed).
+    assert mine["path"] == str(tmp_path / "bin" / "my-agent")
+    assert mine["version"] is None and mine["problem"] is None
+    # A version is asked once per program file; a failed answer is asked again.
     assert d.api.get("/agents").status_code == 200
-    assert calls.read_text().splitlines() == ["called"]
+    assert sorted(calls.read_text().splitlines()) == ["called", "gemini", "gemini"]
 
 
 def test_agents_with_a_repo_shows_its_trigger_files_agents(
@@ -116,7 +125,7 @@ def test_the_cli_prints_one_line_per_agent(
     assert out[0].split() == ["AGENT", "VERSION", "RESUME", "COST", "SYSTEM", "NOTES"]
     lines = {line.split()[0]: line for line in out[1:]}
     assert set(lines) == {*BUILTIN_PROFILES, "mine"}
-    assert lines["claude"].split()[:5] == ["claude", "9.9.9", "(Claude", "Code)", "yes"]
+    assert lines["claude"].split()[:6] == ["claude", "9.9.9", "(Claude", "Code)", "key=none", "yes"]
     assert (
         "not found" in lines["codex"] and "'codex' not found on the daemon's PATH" in lines["codex"]
     )
