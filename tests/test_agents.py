@@ -445,3 +445,19 @@ def test_opencode_resumes_by_session_and_reports_cost() -> None:
     assert argv == [*EXPECTED["opencode"][0], "--session", "ses_1"]
     assert profile.reports_cost and profile.reads_agents_md
     assert profile.system_prompt_flag is None and profile.budget_flag is None
+
+
+def test_a_codex_override_is_refused_as_root_unless_it_turns_codexs_sandbox_off() -> None:
+    """Codex's read-only default needs its own bwrap as much as workspace-write does."""
+    refusal = BUILTIN_PROFILES["codex"].root_refusal
+    assert refusal is not None
+    for argv, refuses in [
+        ("codex exec --json -m o3 -", True),
+        ("codex exec --json --sandbox read-only -", True),
+        ("codex exec --json --sandbox danger-full-access -", False),
+        ("codex exec --json --sandbox=danger-full-access -", False),
+        ("codex exec --json --dangerously-bypass-approvals-and-sandbox -", False),
+    ]:
+        profile = resolve_profile("codex", {"codex": argv})
+        assert profile.root_refusal == (refusal if refuses else None), argv
+        assert profile.root_refusal_boxed_only

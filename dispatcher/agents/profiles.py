@@ -128,6 +128,8 @@ def _resume_of(base: AgentProfile, argv: tuple[str, ...]) -> tuple[str, ...] | N
 
 def _still_refuses(base: AgentProfile, argv: Sequence[str]) -> bool:
     """Whether an override ``argv`` of ``base`` keeps what makes the agent refuse root."""
+    if any(a in base.root_refusal_unless_args for a in argv):
+        return False
     return not base.root_refusal_args or any(a in base.root_refusal_args for a in argv)
 
 
@@ -194,6 +196,7 @@ def resolve_profile(
             reports_cost=base.reports_cost and same_output,
             root_refusal=base.root_refusal if _still_refuses(base, argv) else None,
             root_refusal_args=base.root_refusal_args,
+            root_refusal_unless_args=base.root_refusal_unless_args,
             root_refusal_boxed_only=base.root_refusal_boxed_only,
             root_opt_in=base.root_opt_in,
         )

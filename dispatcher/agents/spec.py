@@ -80,13 +80,18 @@ class AgentProfile(BaseModel):
     root_refusal_args: tuple[str, ...] = ()
     """The arguments that make the agent refuse root (any one of them): an override of
     the argv without any of them has no ``root_refusal``. Empty: any argv refuses."""
+    root_refusal_unless_args: tuple[str, ...] = ()
+    """Arguments that, any one of them in an override's argv, lift ``root_refusal``
+    (Codex's ``danger-full-access``: every other sandbox mode of Codex's fails as root)."""
     root_refusal_boxed_only: bool = False
     """The refusal applies only when the daemon boxes its agents (bubblewrap): Codex's own
     sandbox cannot start nested in that box as root, and works without it."""
-    root_opt_in: str | None = None
-    """``NAME=VALUE``: the agent's own variable that lets it run as root anyway (Claude
-    Code's ``IS_SANDBOX=1``). Set in the daemon's environment (by the user: the daemon
-    never sets it), the agent inherits it and ``root_refusal`` does not apply."""
+    root_opt_in: tuple[str, ...] = ()
+    """The agent's own variables that let it run as root anyway, any one of them:
+    ``NAME=VALUE`` (that value) or ``NAME`` (any value but empty); Claude Code's
+    ``IS_SANDBOX=1`` and ``CLAUDE_CODE_BUBBLEWRAP``. Set in the daemon's environment (by
+    the user: the daemon never sets them), the agent inherits them and ``root_refusal``
+    does not apply."""
 
     @field_validator("name")
     @classmethod

@@ -35,10 +35,17 @@ def job_profile(settings: Settings, job: Job) -> spec.AgentProfile:
 def _opted_in(profile: spec.AgentProfile, environ: Mapping[str, str]) -> bool:
     """The user set the agent's own root opt-in (``root_opt_in``) in the daemon's
     environment, which the agent inherits (the daemon never sets it)."""
-    if not profile.root_opt_in:
-        return False
-    name, _, value = profile.root_opt_in.partition("=")
-    return {**environ, **dict(profile.env)}.get(name) == value
+    return _opt_in_set(profile, environ) is not None
+
+
+def _opt_in_set(profile: spec.AgentProfile, environ: Mapping[str, str]) -> str | None:
+    """The first of the profile's ``root_opt_in`` variables set as it asks, or None."""
+    env = {**environ, **dict(profile.env)}
+    for opt_in in profile.root_opt_in:
+        name, eq, value = opt_in.partition("=")
+        if (env.get(name) == value) if eq else bool(env.get(name)):
+            return opt_in
+    return None
 
 
 def start_blocker(
@@ -63,8 +70,9 @@ def check_can_start(
     blocker = start_blocker(profile, boxed=boxed, environ=environ)
     if blocker is not None:
         raise InvalidInput(blocker)
-    if profile.root_refusal and os.geteuid() == 0 and profile.root_opt_in:
-        return f"running as root: {profile.root_opt_in} is set, the agent's own opt-in"
+    opt_in = _opt_in_set(profile, environ) if profile.root_refusal else None
+    if opt_in is not None and os.geteuid() == 0:
+        return f"running as root: {opt_in} is set, the agent's own opt-in"
     return None
 
 

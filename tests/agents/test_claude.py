@@ -118,7 +118,7 @@ def test_the_refusal_text_is_what_the_cli_refuses() -> None:
 def test_an_override_keeps_the_refusal_only_with_a_refusing_flag(argv: str, refuses: bool) -> None:
     profile = resolve_profile("claude", {"claude": argv})
     assert profile.root_refusal == (PROFILE.root_refusal if refuses else None)
-    assert profile.root_opt_in == ROOT_OPT_IN
+    assert profile.root_opt_in == (ROOT_OPT_IN, "CLAUDE_CODE_BUBBLEWRAP")
 
 
 def test_check_can_start_refuses_as_root_unless_the_user_opted_in(
@@ -132,6 +132,12 @@ def test_check_can_start_refuses_as_root_unless_the_user_opted_in(
         check_can_start(PROFILE, boxed=True, environ={"IS_SANDBOX": "0"})
     note = check_can_start(PROFILE, boxed=True, environ={"IS_SANDBOX": "1"})
     assert note == "running as root: IS_SANDBOX=1 is set, the agent's own opt-in"
+    with pytest.raises(InvalidInput):  # Claude itself refuses it too
+        check_can_start(PROFILE, boxed=True, environ={"IS_SANDBOX": "yes"})
+    note = check_can_start(PROFILE, boxed=True, environ={"CLAUDE_CODE_BUBBLEWRAP": "1"})
+    assert note == "running as root: CLAUDE_CODE_BUBBLEWRAP is set, the agent's own opt-in"
+    with pytest.raises(InvalidInput):
+        check_can_start(PROFILE, boxed=True, environ={"CLAUDE_CODE_BUBBLEWRAP": ""})
     without = resolve_profile("claude", {"claude": "claude -p --permission-mode acceptEdits"})
     assert check_can_start(without, boxed=True, environ={}) is None
 

@@ -36,7 +36,8 @@ from dispatcher.agents.spec import SESSION_ID, builtin
 
 ROOT_OPT_IN: Final = "IS_SANDBOX=1"
 """Claude Code's own switch: with it, bypass mode runs as root (its source: the refusal
-is skipped when ``IS_SANDBOX`` is ``1`` or ``CLAUDE_CODE_BUBBLEWRAP`` is set)."""
+is skipped when ``IS_SANDBOX`` is ``1`` or ``CLAUDE_CODE_BUBBLEWRAP`` is set, checked
+with 2.1.332 as root: ``IS_SANDBOX=yes`` is refused, ``CLAUDE_CODE_BUBBLEWRAP=1`` runs)."""
 
 PROFILE: Final = builtin(
     "claude",
@@ -68,7 +69,7 @@ PROFILE: Final = builtin(
         "--dangerously-skip-permissions",
         "--allow-dangerously-skip-permissions",
     ),
-    root_opt_in=ROOT_OPT_IN,
+    root_opt_in=(ROOT_OPT_IN, "CLAUDE_CODE_BUBBLEWRAP"),
 )
 
 

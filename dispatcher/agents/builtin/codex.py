@@ -47,14 +47,19 @@ PROFILE: Final = builtin(
     # As root in the daemon's box (no capabilities) Codex's own bwrap cannot map its
     # uid: every command the agent runs fails ("bwrap: setting up uid map: Operation not
     # permitted") and codex's output does not say so, so the job could succeed having
-    # done nothing. Refused at start instead; an override without workspace-write runs.
+    # done nothing. Refused at start instead. Codex's read-only default uses the same
+    # bwrap: only an override with danger-full-access (or Codex's bypass flag) runs.
     root_refusal=(
         "Codex's own sandbox (--sandbox workspace-write) cannot start inside the daemon's "
         "sandbox when the daemon runs as root: run the daemon as a normal user, or override "
         "codex with --sandbox danger-full-access (the daemon's sandbox still applies; "
         "docs/agents/codex.md)"
     ),
-    root_refusal_args=("workspace-write", "--sandbox=workspace-write"),
+    root_refusal_unless_args=(
+        "danger-full-access",
+        "--sandbox=danger-full-access",
+        "--dangerously-bypass-approvals-and-sandbox",
+    ),
     root_refusal_boxed_only=True,
 )
 
