@@ -581,8 +581,9 @@ class TriggerFile(_Model):
     keep: list[KeepDir] = Field(default_factory=list)
     """Top-level directories that survive when a warm worktree is recycled for the
     next job (dependency installs: node_modules, .venv). Everything else is reset."""
-    triggers: dict[TriggerName, Trigger] = Field(min_length=1)
-    """Named triggers, in file order."""
+    triggers: dict[TriggerName, Trigger] = Field(default_factory=dict)
+    """Named triggers, in file order. None is fine: a file may hold only the repo's
+    settings (setup, copy, link, notify, agents) for jobs started by hand."""
 
     @model_validator(mode="after")
     def _name_triggers(self) -> TriggerFile:
@@ -681,7 +682,7 @@ def _load(text: str, filename: str) -> tuple[Any, dict[Path, int]]:
     except YAMLError as exc:
         raise TriggerFileError([Problem(file=filename, line=1, message=f"YAML: {exc}")]) from None
     if node is None:
-        message = "the file is empty (it needs `version: 1` and `triggers:`)"
+        message = "the file is empty (it needs at least `version: 1`)"
         raise TriggerFileError([Problem(file=filename, line=1, message=message)])
     if not isinstance(node, CommentedMap):
         message = f"expected a mapping with version and triggers, got {_yaml_type(node)}"
@@ -771,8 +772,7 @@ def _problems(exc: ValidationError, lines: dict[Path, int], filename: str) -> li
         elif kind == "literal_error" and loc == ("version",):
             located = [((loc, loc), "must be 1 (the only version of the format)")]
         elif kind == "too_short":
-            what = "trigger" if loc == ("triggers",) else "value"
-            located = [((loc, loc), f"needs at least one {what}")]
+            located = [((loc, loc), "needs at least one value")]
         else:
             located = [((loc, loc), str(error["msg"]).removeprefix("Value error, "))]
         for (shown, at), message in located:

@@ -24,6 +24,13 @@ triggers:
     prompt: lint
 """
 
+SETTINGS_ONLY = """\
+version: 1
+agents:
+  lint-bot: ["sh", "-c", "echo linted >> LINT.md"]
+"""
+"""A file of repo settings and no trigger: valid, for jobs started by hand."""
+
 
 def _script(path: Path, body: str) -> Path:
     path.write_text(f"#!/bin/sh\n{body}\n")
@@ -104,12 +111,13 @@ def test_a_manual_job_runs_an_agent_its_repos_trigger_file_defines(
     daemon_factory: Callable[..., Daemon], tmp_path: Path
 ) -> None:
     """`agents:` of a repo's trigger file applied to trigger jobs only: `dispatcher run
-    --agent lint-bot` was refused as an unknown agent."""
+    --agent lint-bot` was refused as an unknown agent. The file holds no trigger: that
+    was refused too ("triggers: needs at least one trigger")."""
     d, _ = _daemon(daemon_factory, tmp_path)
-    repo = init_repo(
-        tmp_path / "r", files={"README.md": "hi\n", ".dispatcher/triggers.yml": LINT_BOT}
-    )
-    name = d.add_repo(repo)
+    files = {"README.md": "hi\n", ".dispatcher/triggers.yml": SETTINGS_ONLY}
+    name = d.add_repo(init_repo(tmp_path / "r", files=files))
+    shown = d.api.get(f"/repos/{name}").json()
+    assert shown["triggers_error"] is None and shown["triggers"] == [], shown
     job = d.submit(name, "lint it", agent="lint-bot")
     done = d.wait(job["id"])
     assert done["state"] == "succeeded", done

@@ -339,15 +339,6 @@ PROBLEMS: list[tuple[str, str, int, str]] = [
         "version: must be 1 (the only version of the format)",
     ),
     (
-        "no triggers",
-        """
-        version: 1
-        triggers: {}
-        """,
-        2,
-        "triggers: needs at least one trigger",
-    ),
-    (
         "bad trigger name",
         """
         version: 1
@@ -879,7 +870,7 @@ def test_json_schema_uses_the_keys_as_written() -> None:
         "version", "defaults", "max-parallel", "setup", "setup-timeout-minutes", "cleanup",
         "copy", "link", "agents", "notify", "keep", "max-leftover-file-mb", "triggers",
     } == set(schema["properties"])  # fmt: skip
-    assert schema["required"] == ["version", "triggers"]
+    assert schema["required"] == ["version"]  # a file of repo settings has no triggers
     defs = schema["$defs"]
     trigger = defs["Trigger"]["properties"]
     for key in (
@@ -970,3 +961,13 @@ def test_max_leftover_file_mb_is_a_number_not_below_zero() -> None:
     for bad in ("-1", "lots"):
         problems = check(base.format(bad))
         assert problems and all(p.line == 2 for p in problems), (bad, problems)
+
+
+@pytest.mark.parametrize("triggers", ["", "triggers: {}\n"])
+def test_a_file_of_repo_settings_only_is_valid(triggers: str) -> None:
+    """For jobs started by hand (`dispatcher run`): setup, copy, link, agents, notify and
+    no trigger. It was refused ("triggers: needs at least one trigger")."""
+    text = "version: 1\nsetup: npm ci\ncopy: [.env]\nagents:\n  lint-bot: ./lint.sh\n" + triggers
+    file = parse(text)
+    assert file.trigger_list() == []
+    assert file.setup == "npm ci" and dict(file.agents) == {"lint-bot": ["./lint.sh"]}
