@@ -9,7 +9,8 @@ BaseJsonOutputAdapter.ts`` and ``StreamJsonOutputAdapter.ts``,
 * ``{"type":"system","subtype":"init"}``: ``session_id``, ``model``.
 * ``{"type":"assistant","message":{...}}``: the text blocks of ``message.content``
   (the summary when no ``result`` event arrives), ``message.model``.
-* ``user`` and ``stream_event`` messages are known and skipped.
+* ``user`` and ``stream_event`` messages are known and skipped (these events are read
+  by Claude Code's parser, which Qwen's extends).
 * ``{"type":"result"}`` (last one wins): ``result`` -> summary; ``is_error`` true
   (or a ``subtype`` starting with ``error``: ``error_during_execution`` is the one
   it prints) -> ``is_error``, with ``error.message`` as ``error``
@@ -26,10 +27,10 @@ and the no-auth message when the output is not JSON fail the job with that line.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Final
 
 from dispatcher.agents import report as r
+from dispatcher.agents.builtin.claude import ClaudeParser
 from dispatcher.agents.spec import SESSION_ID, builtin
 
 PROFILE: Final = builtin(
@@ -55,30 +56,13 @@ FATAL_TEXT: Final = (
 """stderr lines that end the run before any event (see the module's docstring)."""
 
 
-class QwenParser(r.Parser):
-    def __init__(self) -> None:
-        self.session_id: str | None = None
-        self.model: str | None = None
-        self.answer: str | None = None
-        """The text of the last assistant message that had any."""
-        self.result: Mapping[str, object] | None = None
-        self.fatal = r.TextFailures(*FATAL_TEXT)
+class QwenParser(ClaudeParser):
+    """Claude Code's messages, read as :class:`ClaudeParser` reads them; the result's
+    error and token counts are Qwen's own (see the module's docstring)."""
 
-    def feed(self, event: Mapping[str, object]) -> bool:
-        kind = event.get("type")
-        if kind == "system" and event.get("subtype") == "init":
-            self.session_id = r.string(event.get("session_id")) or self.session_id
-            self.model = r.string(event.get("model")) or self.model
-        elif kind == "assistant":
-            message = r.mapping(event.get("message"))
-            self.model = self.model or r.string(message.get("model"))
-            text = "\n".join(t for t in r.texts(message.get("content")) if t.strip())
-            self.answer = text or self.answer
-        elif kind == "result":
-            self.result = event
-        else:
-            return kind in ("system", "user", "stream_event")
-        return True
+    def __init__(self) -> None:
+        super().__init__()
+        self.fatal = r.TextFailures(*FATAL_TEXT)
 
     def feed_text(self, line: str) -> bool:
         return self.fatal.feed(line)
@@ -97,7 +81,7 @@ class QwenParser(r.Parser):
             error = r.one_line(message or text or f"qwen reported {subtype or 'an error'}")
         usage = r.mapping(result.get("usage"))
         return r.AgentReport(
-            summary=r.clip(text or self.answer),
+            summary=r.clip(text or self.last_text),
             is_error=is_error,
             error=error,
             input_tokens=r.integer(usage.get("input_tokens")),
