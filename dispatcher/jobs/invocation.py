@@ -32,14 +32,10 @@ def job_profile(settings: Settings, job: Job) -> spec.AgentProfile:
     return profiles.resolve_profile(job.agent, settings.agents)
 
 
-def _opted_in(profile: spec.AgentProfile, environ: Mapping[str, str]) -> bool:
-    """The user set the agent's own root opt-in (``root_opt_in``) in the daemon's
-    environment, which the agent inherits (the daemon never sets it)."""
-    return _opt_in_set(profile, environ) is not None
-
-
 def _opt_in_set(profile: spec.AgentProfile, environ: Mapping[str, str]) -> str | None:
-    """The first of the profile's ``root_opt_in`` variables set as it asks, or None."""
+    """The first of the profile's ``root_opt_in`` variables the user set, as it asks, in
+    the daemon's environment, which the agent inherits (the daemon never sets them);
+    None: none is."""
     env = {**environ, **dict(profile.env)}
     for opt_in in profile.root_opt_in:
         name, eq, value = opt_in.partition("=")
@@ -54,7 +50,7 @@ def start_blocker(
     """Why the agent is known to refuse to start as things are (Claude Code's bypass
     mode when the daemon runs as root, without its opt-in; Codex's own sandbox as root in
     the daemon's box: ``boxed``), in one line that says what to do; None: it starts."""
-    if not profile.root_refusal or os.geteuid() != 0 or _opted_in(profile, environ):
+    if not profile.root_refusal or os.geteuid() != 0 or _opt_in_set(profile, environ):
         return None
     if profile.root_refusal_boxed_only and not boxed:
         return None
