@@ -488,7 +488,9 @@ class EventPublic(BaseModel):
 class IngestResult(BaseModel):
     """What became of an event: stored (or a duplicate), and the jobs it made."""
 
-    event_id: int | None
+    # None: nothing was stored (ignored). A default only so that the OpenAPI document,
+    # which drops nulls, can show that answer's example (docs/openapi.json).
+    event_id: int | None = None
     duplicate: bool = False
     ignored: str | None = None  # why nothing was stored (unknown repo, unhandled kind)
     matched: list[str] = Field(default_factory=list)
