@@ -109,6 +109,22 @@ def test_wheel_contains_the_migrations(wheel: Path) -> None:
     assert not any(n.startswith(("migrations/", "tests/")) for n in names)
 
 
+def test_wheel_ships_the_api_docs_assets(wheel: Path) -> None:
+    """/docs and /redoc load their assets from the package (no CDN): every vendored file,
+    byte for byte, with the licenses and READMEs."""
+    from dispatcher.api.docs_ui import STATIC_DIR
+
+    shipped = sorted(p for p in STATIC_DIR.rglob("*") if p.is_file())
+    assert {p.name for p in shipped} >= {
+        "swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png", "redoc.standalone.js",
+        "LICENSE", "README.md",
+    }  # fmt: skip
+    with zipfile.ZipFile(wheel) as zf:
+        for path in shipped:
+            name = path.relative_to(REPO_ROOT).as_posix()
+            assert zf.read(name) == path.read_bytes(), name
+
+
 def test_wheel_declares_the_cli_entry_point(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         (entry_points,) = (n for n in zf.namelist() if n.endswith(".dist-info/entry_points.txt"))

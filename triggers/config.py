@@ -3,9 +3,12 @@
 The file is GitHub-Actions-like YAML read with a YAML 1.2 loader (ruamel.yaml
 round-trip), so ``on:`` stays the string ``"on"`` and ``yes``/``no`` stay
 strings. Every problem is reported as ``file:line: message`` (:class:`Problem`)
-with the line of the offending key or value: YAML syntax errors and duplicate
-keys from the loader, structural errors from pydantic (their ``loc`` mapped
-back to the YAML node), and template problems (:mod:`triggers.template`).
+with the line of the offending key or value: YAML syntax errors (``file:line:col``
+of where the unclosed bracket or quote opened, and where the parser gave up) and
+duplicate keys from the loader, structural errors from pydantic (their ``loc``
+mapped back to the YAML node), and template problems (:mod:`triggers.template`).
+All of a file's problems are found in one pass (see :func:`_validate_all`); only
+a syntax error hides the rest.
 
 Templates in ``prompt``, ``base`` and ``concurrency.group`` are checked here; a
 ``prompt-file``'s contents are not in the trigger file, so they are checked
@@ -17,7 +20,6 @@ The reference for users is ``docs/triggers.md``.
 from __future__ import annotations
 
 import datetime as dt
-import re
 import shlex
 from collections.abc import Callable, Mapping
 from typing import Annotated, Any, ClassVar, Final, Literal
@@ -31,14 +33,16 @@ from pydantic import (
     PrivateAttr,
     StringConstraints,
     ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.constructor import DuplicateKeyError
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.error import MarkedYAMLError, StreamMark, StringMark, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from dispatcher.errors import InvalidInput
 from dispatcher.paths import repo_subpath
@@ -135,6 +139,45 @@ def _at(key: Any, message: str) -> PydanticCustomError:
     return PydanticCustomError("trigger_file", "{message}", {"message": message, "at": (key,)})
 
 
+Found = list[tuple[Path, str]]
+"""Problems found by a check of raw input: (path below the value checked, message)."""
+
+
+def _found_error(found: Found) -> PydanticCustomError:
+    message = "; ".join(message for _, message in found)
+    return PydanticCustomError("trigger_file", "{message}", {"message": message, "problems": found})
+
+
+def _validate_all(data: Any, handler: ValidatorFunctionWrapHandler, found: Found) -> Any:
+    """``handler(data)``, failing with its own errors *and* ``found`` (checks of raw ``data``).
+
+    Pydantic skips a model's after-validators once one of its fields fails, so a
+    check across fields (both keys of a pair, templates that depend on ``on:``)
+    would show only after every field error is fixed. Such checks read the raw
+    input instead and are reported here beside the fields' errors, in one pass.
+    """
+    try:
+        validated = handler(data)
+    except ValidationError as exc:
+        if not found:
+            raise
+        details: list[InitErrorDetails] = [
+            {
+                "type": PydanticCustomError(
+                    error["type"], "{message}", {**error.get("ctx", {}), "message": error["msg"]}
+                ),
+                "loc": error["loc"],
+                "input": error["input"],
+            }
+            for error in exc.errors(include_url=False)
+        ]
+        details.append({"type": _found_error(found), "loc": (), "input": data})
+        raise ValidationError.from_exception_data(exc.title, details) from None
+    if found:
+        raise _found_error(found)
+    return validated
+
+
 def _one_or_many(value: Any) -> Any:
     return [value] if isinstance(value, str) else value
 
@@ -171,12 +214,14 @@ class _Filter(_Model):
     def _known_conclusions(cls, value: list[str] | None) -> list[str] | None:
         return _known(value, CONCLUSIONS, "conclusion")
 
-    @model_validator(mode="after")
-    def _not_both(self) -> _Filter:
-        for first, second in self.EXCLUSIVE:
-            if getattr(self, first) is not None and getattr(self, second) is not None:
-                raise _at(_dash(second), f"use {_dash(first)} or {_dash(second)}, not both")
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _not_both(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        found: Found = []
+        for first, second in cls.EXCLUSIVE if isinstance(data, dict) else ():
+            if data.get(_dash(first)) is not None and data.get(_dash(second)) is not None:
+                found.append(((_dash(second),), f"use {_dash(first)} or {_dash(second)}, not both"))
+        return _validate_all(data, handler, found)
 
 
 class IssuesFilter(_Filter):
@@ -295,24 +340,32 @@ class Cron(_Model):
         return value
 
 
-def _normalize_on(value: Any) -> Any:
+def _on_mapping(value: Any) -> Any:
     """`on: push` and `on: [push, issues]` mean `on: {push: , issues: }`."""
     if isinstance(value, str):
-        value = {value: None}
-    elif isinstance(value, list) and all(isinstance(kind, str) for kind in value):
-        value = dict.fromkeys(value)
+        return {value: None}
+    if isinstance(value, list) and all(isinstance(kind, str) for kind in value):
+        return dict.fromkeys(value)
+    return value
+
+
+def _validate_on(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """Every unknown kind is reported, and the known kinds' filters are still checked."""
+    value = _on_mapping(value)
     if not isinstance(value, dict):
-        return value
+        return handler(value)
     if not value:
         raise PydanticCustomError("trigger_file", "needs at least one event kind")
-    out: dict[Any, Any] = {}
+    known: dict[Any, Any] = {}
+    found: Found = []
     for kind, spec in value.items():
         if kind not in KINDS:
-            raise _at(kind, f"unknown event kind '{kind}' (use {', '.join(KINDS)})")
-        if spec is None and kind == "schedule":
-            raise _at(kind, 'needs a list of {cron: "m h dom mon dow"}')
-        out[kind] = {} if spec is None else spec
-    return out
+            found.append(((kind,), f"unknown event kind '{kind}' (use {', '.join(KINDS)})"))
+        elif spec is None and kind == "schedule":
+            found.append(((kind,), 'needs a list of {cron: "m h dom mon dow"}'))
+        else:
+            known[kind] = {} if spec is None else spec
+    return _validate_all(known, handler, found)
 
 
 class On(_Model):
@@ -333,7 +386,7 @@ class On(_Model):
 
 OnField = Annotated[
     On,
-    BeforeValidator(_normalize_on, json_schema_input_type=EventKind | list[EventKind] | On),
+    WrapValidator(_validate_on, json_schema_input_type=EventKind | list[EventKind] | On),
 ]
 
 
@@ -417,38 +470,14 @@ class Trigger(_Model):
             )
         return value
 
-    @model_validator(mode="after")
-    def _consistent(self) -> Trigger:
-        problems: list[tuple[Path, str]] = []
-        if self.prompt is not None and self.prompt_file is not None:
-            problems.append((("prompt-file",), "give prompt or prompt-file, not both"))
-        elif self.prompt is None and self.prompt_file is None:
-            problems.append(((), "needs prompt or prompt-file"))
-        base_key = "base"
-        if self.branch is not None:
-            if self.base is not None:
-                problems.append((("branch",), "give base or branch, not both"))
-            else:
-                self.base, self.branch, base_key = self.branch, None, "branch"
-        templates = [
-            (("prompt",), self.prompt),
-            ((base_key,), self.base),
-            (("concurrency", "group"), self.concurrency.group if self.concurrency else None),
-        ]
-        for at, text in templates:
-            if text is not None:
-                problems.extend(self._template_problems(at, text))
-        if problems:
-            raise PydanticCustomError(
-                "trigger_file",
-                "{message}",
-                {"message": "; ".join(message for _, message in problems), "problems": problems},
-            )
-        return self
-
-    def _template_problems(self, at: Path, text: str) -> list[tuple[Path, str]]:
-        found = template.check_template(text, kinds=self.kinds(), has_check=self.check is not None)
-        return [(at, problem) for problem in found]
+    @model_validator(mode="wrap")
+    @classmethod
+    def _consistent(cls, data: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        found = _trigger_problems(data) if isinstance(data, dict) else []
+        trigger: Trigger = _validate_all(data, handler, found)
+        if trigger.branch is not None:
+            trigger.base, trigger.branch = trigger.branch, None
+        return trigger
 
     def kinds(self) -> set[str]:
         """The event kinds this trigger listens to."""
@@ -491,6 +520,39 @@ class Trigger(_Model):
         if self.concurrency is None:
             return None
         return template.render(self.concurrency.group, context)
+
+
+def _trigger_problems(data: dict[Any, Any]) -> Found:
+    """What a trigger's raw keys say together: prompt or prompt-file, base or branch, and
+    the templates (checked against the event kinds of ``on:`` when those can be read)."""
+    found: Found = []
+    prompt, prompt_file = data.get("prompt"), data.get("prompt-file")
+    if prompt is not None and prompt_file is not None:
+        found.append((("prompt-file",), "give prompt or prompt-file, not both"))
+    elif prompt is None and prompt_file is None:
+        found.append(((), "needs prompt or prompt-file"))
+    base_key = "base"
+    if data.get("branch") is not None:
+        if data.get("base") is not None:
+            found.append((("branch",), "give base or branch, not both"))
+        else:
+            base_key = "branch"
+    concurrency = data.get("concurrency")
+    group = concurrency.get("group") if isinstance(concurrency, dict) else concurrency
+    on = _on_mapping(data.get("on"))
+    kinds = {kind for kind in on if kind in KINDS} if isinstance(on, dict) else set()
+    templates = [
+        (("prompt",), prompt),
+        ((base_key,), data.get(base_key)),
+        (("concurrency", "group"), group),
+    ]
+    for at, text in templates:
+        if isinstance(text, str):
+            problems = template.check_template(
+                text, kinds=kinds, has_check=data.get("check") is not None
+            )
+            found.extend((at, problem) for problem in problems)
+    return found
 
 
 class Defaults(_Model):
@@ -614,14 +676,17 @@ class TriggerFile(_Model):
 
 
 class Problem(BaseModel):
-    """One thing wrong with a trigger file, at a 1-based line."""
+    """One thing wrong with a trigger file, at a 1-based line (and column, if known)."""
 
     file: str
     line: int
     message: str
+    column: int | None = None
+    """1-based; set for YAML syntax errors, which point at a character."""
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
+        column = "" if self.column is None else f":{self.column}"
+        return f"{self.file}:{self.line}{column}: {self.message}"
 
 
 class TriggerFileError(InvalidInput):
@@ -655,30 +720,33 @@ def check(text: str, *, filename: str = TRIGGER_FILE) -> list[Problem]:
 
 
 def parse(text: str, *, filename: str = TRIGGER_FILE) -> TriggerFile:
-    """Parse and validate a trigger file; raise :class:`TriggerFileError` with every problem."""
-    data, lines = _load(text, filename)
+    """Parse and validate a trigger file; raise :class:`TriggerFileError` with every problem.
+
+    Every stage reports what it finds, whatever the others found: duplicate keys
+    (the first value counts), then the schema, filters, crons and templates of
+    every trigger. Only a YAML syntax error stops the rest (there is no tree).
+    """
+    data, lines, problems = _load(text, filename)
     try:
-        return TriggerFile.model_validate(data)
+        parsed = TriggerFile.model_validate(data)
     except ValidationError as exc:
-        problems = _problems(exc, lines, filename)
-    raise TriggerFileError(problems)
+        problems.extend(_problems(exc, lines, filename))
+    if problems:
+        raise TriggerFileError(sorted(problems, key=lambda p: p.line))
+    return parsed
 
 
-def _load(text: str, filename: str) -> tuple[Any, dict[Path, int]]:
-    yaml = YAML(typ="rt")  # YAML 1.2; duplicate keys raise
+def _load(text: str, filename: str) -> tuple[Any, dict[Path, int], list[Problem]]:
+    yaml = YAML(typ="rt")  # YAML 1.2
+    yaml.allow_duplicate_keys = True  # reported by _duplicate_keys; the first value counts
     try:
+        duplicates = [
+            Problem(file=filename, line=line, message=message)
+            for line, message in _duplicate_keys(YAML(typ="rt").compose(text), set())
+        ]
         node = yaml.load(text)
-    except DuplicateKeyError as exc:
-        key = re.search(r'duplicate key "(.*?)"', str(exc.problem))
-        what = f"duplicate key '{key.group(1)}'" if key else "duplicate key"
-        raise TriggerFileError(
-            [Problem(file=filename, line=_mark_line(exc), message=what)]
-        ) from None
     except MarkedYAMLError as exc:
-        message = f"YAML syntax error: {exc.problem or exc.context}"
-        raise TriggerFileError(
-            [Problem(file=filename, line=_mark_line(exc), message=message)]
-        ) from None
+        raise TriggerFileError([_syntax_problem(exc, filename)]) from None
     except YAMLError as exc:
         raise TriggerFileError([Problem(file=filename, line=1, message=f"YAML: {exc}")]) from None
     if node is None:
@@ -688,12 +756,71 @@ def _load(text: str, filename: str) -> tuple[Any, dict[Path, int]]:
         message = f"expected a mapping with version and triggers, got {_yaml_type(node)}"
         raise TriggerFileError([Problem(file=filename, line=1, message=message)])
     lines: dict[Path, int] = {(): 1}
-    return _plain(node, (), lines), lines
+    return _plain(node, (), lines), lines, duplicates
 
 
-def _mark_line(exc: MarkedYAMLError) -> int:
-    mark = exc.problem_mark or exc.context_mark
-    return int(mark.line) + 1 if mark is not None else 1
+def _duplicate_keys(node: Node | None, seen: set[int]) -> list[tuple[int, str]]:
+    """(line, message) for every key given twice in one mapping of the composed tree."""
+    if node is None or id(node) in seen:  # an alias repeats a node already walked
+        return []
+    seen.add(id(node))
+    found: list[tuple[int, str]] = []
+    if isinstance(node, MappingNode):
+        first: dict[tuple[str, Any], int] = {}
+        for key, value in node.value:
+            ident = (str(key.tag), key.value)
+            if isinstance(key, ScalarNode) and ident[0] != "tag:yaml.org,2002:merge":
+                line = key.start_mark.line + 1
+                if ident in first:
+                    message = f"duplicate key '{key.value}' (first at line {first[ident]})"
+                    found.append((line, message))
+                else:
+                    first[ident] = line
+            found.extend(_duplicate_keys(value, seen))
+    elif isinstance(node, SequenceNode):
+        for item in node.value:
+            found.extend(_duplicate_keys(item, seen))
+    return found
+
+
+_OPENED: Final = {
+    "while parsing a flow sequence": "'[' opened here is never closed",
+    "while parsing a flow mapping": "'{' opened here is never closed",
+    "while parsing a block mapping": "in the mapping that starts here",
+    "while parsing a block collection": "in the list that starts here",
+}
+
+
+def _syntax_problem(exc: MarkedYAMLError, filename: str) -> Problem:
+    """Where the construct opened (a bracket or quote never closed) and where the parser
+    gave up: ``file:3:10: '[' opened here is never closed; the parser gave up at 9:1: ...``."""
+    problem = str(exc.problem or exc.context or "cannot parse")
+    if "'\\t'" in problem:
+        problem += " (indent with spaces: YAML does not allow tabs there)"
+    elif "<block end>" in problem or "mapping values are not allowed here" in problem:
+        problem += " (check the indentation)"
+    gave_up, opened = exc.problem_mark, exc.context_mark
+    if gave_up is None or opened is None or _position(opened) >= _position(gave_up):
+        mark = gave_up or opened
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, None)
+        return Problem(
+            file=filename, line=line, column=column, message=f"YAML syntax error: {problem}"
+        )
+    context = str(exc.context)
+    what = _OPENED.get(context, f"{context.removeprefix('while ')} that starts here")
+    if context == "while scanning a quoted scalar" and isinstance(opened, StringMark):
+        what = f"{opened.buffer[opened.pointer]!r} opened here is never closed"
+    return Problem(
+        file=filename,
+        line=opened.line + 1,
+        column=opened.column + 1,
+        message=f"YAML syntax error: {what}; the parser gave up at "
+        f"{gave_up.line + 1}:{gave_up.column + 1}: {problem}",
+    )
+
+
+def _position(mark: StreamMark) -> tuple[int, int]:
+    return mark.line, mark.column
 
 
 def _yaml_type(node: Any) -> str:

@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dispatcher import __version__
+from dispatcher.api.docs_ui import add_docs_pages
 from dispatcher.api.middleware import BearerAuth, BodyLimit, Idempotency, open_routes
 from dispatcher.api.routes import agents, events, health, inbox, jobs, repos, webhooks
 from dispatcher.errors import DispatcherError
@@ -107,6 +108,8 @@ def create_app(service: Service, token: str, *, public_docs: bool = False) -> Fa
         title="worktree-dispatcher",
         version=__version__,
         description="Run coding agents in isolated git worktrees; review, merge or discard.",
+        docs_url=None,  # FastAPI's pages load their assets from a CDN; ours are local
+        redoc_url=None,
     )
     app.state.service = service
     app.state.token = token
@@ -151,6 +154,7 @@ def create_app(service: Service, token: str, *, public_docs: bool = False) -> Fa
     app.include_router(agents.router, responses=errors)
     # Webhooks are authenticated by the forge's signature, not the token.
     app.include_router(webhooks.router, responses=_documented_errors(401, 413, 422))
+    add_docs_pages(app, openapi_url=app.openapi_url or "/openapi.json")
     _declare_bearer(app, public)
     return app
 

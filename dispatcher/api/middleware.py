@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from dispatcher.api import docs_ui
 from dispatcher.api.deps import IDEMPOTENCY_STATE
 from dispatcher.errors import Unauthorized
 from dispatcher.store.models import IdempotencyKey
@@ -74,14 +75,19 @@ OPEN_ROUTES: frozenset[tuple[str, str]] = frozenset(
 )
 # The API description, open only with DISPATCHER_PUBLIC_API_DOCS.
 DOCS_ROUTES: frozenset[tuple[str, str]] = frozenset(
-    {("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"),
-     ("GET", "/redoc")}
+    {("GET", "/openapi.json"), ("GET", docs_ui.DOCS_URL), ("GET", docs_ui.OAUTH2_REDIRECT_URL),
+     ("GET", docs_ui.REDOC_URL)}
 )  # fmt: skip
 NO_CREDENTIALS = "missing bearer token (Authorization: Bearer <token>)"
 
 
 def open_routes(*, public_docs: bool) -> frozenset[tuple[str, str]]:
-    return OPEN_ROUTES | DOCS_ROUTES if public_docs else OPEN_ROUTES
+    """The open (method, path) pairs; with ``public_docs``, the docs pages and each of
+    their asset files too (by exact path, like every open route: no prefix is open)."""
+    if not public_docs:
+        return OPEN_ROUTES
+    assets = {(method, path) for path in docs_ui.asset_paths() for method in ("GET", "HEAD")}
+    return OPEN_ROUTES | DOCS_ROUTES | assets
 
 
 class BearerAuth:

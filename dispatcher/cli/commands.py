@@ -132,8 +132,10 @@ def repo_show(name: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
     typer.echo(f"{'triggers':<15} {', '.join(repo['triggers']) or 'none'}")
     if repo["triggers_error"]:
         typer.echo(
-            f"{'trigger error':<15} {repo['triggers_error']} (the last good file stays active)"
+            f"{'trigger error':<15} the newest file is broken; the last good one stays active"
         )
+        for problem in repo["triggers_error"].splitlines():
+            typer.echo(f"{'':<15} {problem}")
 
 
 @repo_app.command("remove")

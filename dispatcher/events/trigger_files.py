@@ -3,9 +3,10 @@
 The file is read from the head of the repo's default branch (so uncommitted
 or unpushed-to-main edits never fire), re-read when that branch moves, and
 parsed with :mod:`triggers.config`. A broken file leaves the last good version
-active; its ``file:line: reason`` problems are recorded on the repo
-(``GET /repos/{name}``, ``dispatcher repo show``). The last good text is kept
-in the database, so it stays active across daemon restarts too.
+active; all its ``file:line: reason`` problems, one a line, are recorded on
+the repo (``GET /repos/{name}``, ``GET /triggers``, ``dispatcher repo show``).
+The last good text is kept in the database, so it stays active across daemon
+restarts too.
 """
 
 from __future__ import annotations
@@ -82,8 +83,9 @@ class TriggerFiles:
         try:
             parsed = parse(text, filename=_display(repo))
         except TriggerFileError as exc:
+            error = "\n".join(str(problem) for problem in exc.problems)  # every one, a line each
             log.warning("repo %s: %s is broken; keeping the last good one", repo.name, exc)
-            self.store.update_repo(repo.id, triggers_blob=blob, triggers_error=str(exc))
+            self.store.update_repo(repo.id, triggers_blob=blob, triggers_error=error)
             if repo.id not in self._active:
                 self.restore(repo)
             return True

@@ -176,7 +176,7 @@ class RepoPublic(BaseModel):
     exists: bool = True  # False when the path vanished since registration
     jobs: dict[str, int] = Field(default_factory=dict)  # job counts by state
     triggers: list[str] = Field(default_factory=list)  # names of the active triggers
-    triggers_error: str | None = None  # why the newest trigger file is not active
+    triggers_error: str | None = None  # the newest trigger file's problems, one a line
     triggers_loaded_at: datetime | None = None
     triggers_max_parallel: int | None = None  # applies when max_parallel is not set
     worktrees_bytes: int = 0  # disk used by the repo's job worktrees
@@ -488,7 +488,9 @@ class EventPublic(BaseModel):
 class IngestResult(BaseModel):
     """What became of an event: stored (or a duplicate), and the jobs it made."""
 
-    event_id: int | None
+    # None: nothing was stored (ignored). A default only so that the OpenAPI document,
+    # which drops nulls, can show that answer's example (docs/openapi.json).
+    event_id: int | None = None
     duplicate: bool = False
     ignored: str | None = None  # why nothing was stored (unknown repo, unhandled kind)
     matched: list[str] = Field(default_factory=list)

@@ -451,6 +451,47 @@ def test_broken_trigger_file_reports_file_line_and_last_good_stays_active(
     assert job["trigger"] == "on-main"
 
 
+SEVERAL_PROBLEMS_YML = """\
+version: 1
+triggers:
+  fix:
+    on: push
+    timeout-minutes: 0
+    prompt: "${{ event.issue.title }}"
+  nightly:
+    on:
+      schedule: [{cron: "0 25 * * *"}]
+    promt: x
+"""
+SEVERAL_PROBLEMS = [  # (line, start of the message): a template error beside schema errors
+    (5, "triggers.fix.timeout-minutes: Input should be greater than 0"),
+    (6, "triggers.fix.prompt: `${{ event.issue.title }}`: 'issue' is not in the payload of push"),
+    (7, "triggers.nightly: needs prompt or prompt-file"),
+    (9, "triggers.nightly.on.schedule.0.cron: invalid cron expression '0 25 * * *'"),
+    (10, "triggers.nightly: unknown key 'promt'"),
+]
+
+
+def test_every_problem_of_a_broken_trigger_file_is_recorded_one_a_line(
+    tdaemon: Daemon, add_trigger_repo: AddRepo
+) -> None:
+    repo, name = add_trigger_repo(PUSH_YML)
+    commit_file(repo, ".dispatcher/triggers.yml", SEVERAL_PROBLEMS_YML, "break it five ways")
+    shown = wait_for(
+        lambda: (r := tdaemon.api.get(f"/repos/{name}").json())["triggers_error"] and r,
+        "the trigger error",
+    )
+    recorded = shown["triggers_error"].splitlines()
+    assert len(recorded) == len(SEVERAL_PROBLEMS), recorded
+    for got, (line, message) in zip(recorded, SEVERAL_PROBLEMS, strict=True):
+        assert got.startswith(f"{name}:.dispatcher/triggers.yml:{line}: {message}"), got
+    (status,) = [t for t in tdaemon.api.get("/triggers").json() if t["repo"] == name]
+    assert status["error"] == shown["triggers_error"]
+    out = tdaemon.cli("repo", "show", name).stdout.splitlines()
+    for line, _ in SEVERAL_PROBLEMS:  # each problem on a line of its own
+        assert any(f"triggers.yml:{line}: " in row for row in out), out
+
+
 def test_uncommitted_trigger_file_edits_do_not_count(
     tdaemon: Daemon, add_trigger_repo: AddRepo
 ) -> None:
@@ -763,6 +804,19 @@ def test_triggers_check_and_schema_cli(daemon: Daemon, tmp_path: Path) -> None:
     result = daemon.cli("triggers", "check", str(bad), check=False)
     assert result.returncode == 1
     assert f"{bad}:6:" in result.stderr
+    bad.write_text(SEVERAL_PROBLEMS_YML)
+    result = daemon.cli("triggers", "check", str(bad), check=False)
+    assert result.returncode == 1
+    assert [row.split(": ", 1)[0] for row in result.stderr.splitlines()] == [
+        f"{bad}:{line}" for line, _ in SEVERAL_PROBLEMS
+    ], result.stderr
+    bad.write_text("version: 1\ntriggers:\n  x:\n    on: [push\n    prompt: hi\n")
+    result = daemon.cli("triggers", "check", str(bad), check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        f"{bad}:4:9: YAML syntax error: '[' opened here is never closed; "
+        "the parser gave up at 5:11: "
+    ), result.stderr
     schema = json.loads(daemon.cli("triggers", "schema").stdout)
     assert "triggers" in schema["properties"]
     assert "max-parallel" in schema["properties"]

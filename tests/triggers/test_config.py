@@ -739,24 +739,6 @@ PROBLEMS: list[tuple[str, str, int, str]] = [
         5,
         "duplicate key 't'",
     ),
-    (
-        "YAML syntax error",
-        """
-        version: 1
-        triggers:
-          t:
-            on: [push
-            prompt: x
-        """,
-        5,
-        "YAML syntax error: ",
-    ),
-    (
-        "tab indentation",
-        "version: 1\ntriggers:\n\tt: {}\n",
-        3,
-        "YAML syntax error: found character '\\t' that cannot start any token",
-    ),
     ("empty file", "", 1, "the file is empty"),
     ("only comments", "# nothing yet\n", 1, "the file is empty"),
     ("a list", "- version: 1\n", 1, "expected a mapping with version and triggers, got a list"),
@@ -818,6 +800,7 @@ def test_every_problem_is_reported_in_line_order() -> None:
     assert error.details["problems"][0] == {
         "file": "t.yml",
         "line": 2,
+        "column": None,
         "message": "max-parallel: Input should be greater than or equal to 1",
     }
 
@@ -841,8 +824,167 @@ def test_several_template_problems_in_one_trigger_each_have_their_line() -> None
     ]
 
 
+SYNTAX_ERRORS = [
+    (
+        "unclosed [",
+        "version: 1\ntriggers:\n  t:\n    on: [push, issues\n    prompt: x\n",
+        "t.yml:4:9: YAML syntax error: '[' opened here is never closed; the parser gave up "
+        "at 5:11: expected ',' or ']', but got ':'",
+    ),
+    (
+        "unclosed [ at the end of the file",
+        "version: 1\ntriggers: {}\nkeep: [node_modules\n",
+        "t.yml:3:7: YAML syntax error: '[' opened here is never closed; the parser gave up "
+        "at 4:1: expected ',' or ']', but got '<stream end>'",
+    ),
+    (
+        "unclosed {",
+        "version: 1\ntriggers:\n  t: {on: push, prompt: x\n  u: {on: push, prompt: y}\n",
+        "t.yml:3:6: YAML syntax error: '{' opened here is never closed; the parser gave up "
+        "at 4:4: expected ',' or '}', but got ':'",
+    ),
+    (
+        "unclosed double quote",
+        'version: 1\ntriggers:\n  t:\n    prompt: "Fix it\n    on: push\n',
+        "t.yml:4:13: YAML syntax error: '\"' opened here is never closed; the parser gave up "
+        "at 6:1: found unexpected end of stream",
+    ),
+    (
+        "unclosed single quote",
+        "version: 1\ntriggers:\n  t:\n    on: push\n    prompt: 'Fix it\n",
+        't.yml:5:13: YAML syntax error: "\'" opened here is never closed; the parser gave up '
+        "at 6:1: found unexpected end of stream",
+    ),
+    (
+        "a key indented less than its siblings",
+        "version: 1\ntriggers:\n  t:\n    on: push\n   prompt: x\n",
+        "t.yml:3:3: YAML syntax error: in the mapping that starts here; the parser gave up "
+        "at 5:4: expected <block end>, but found '<block mapping start>' (check the indentation)",
+    ),
+    (
+        "a key indented more than its siblings",
+        "version: 1\ntriggers:\n  t:\n    on: push\n      prompt: x\n",
+        "t.yml:5:13: YAML syntax error: mapping values are not allowed here "
+        "(check the indentation)",
+    ),
+    (
+        "tab indentation",
+        "version: 1\ntriggers:\n\tt: {}\n",
+        "t.yml:3:1: YAML syntax error: found character '\\t' that cannot start any token "
+        "(indent with spaces: YAML does not allow tabs there)",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [(text, expected) for _, text, expected in SYNTAX_ERRORS],
+    ids=[case[0] for case in SYNTAX_ERRORS],
+)
+def test_a_syntax_error_says_where_its_construct_opened_and_where_the_parser_gave_up(
+    text: str, expected: str
+) -> None:
+    assert [str(p) for p in check(text, filename="t.yml")] == [expected]
+
+
+def test_every_problem_of_every_trigger_is_reported_in_one_pass() -> None:
+    # Before: pydantic skips a model's cross-field checks (templates, pairs of keys) once
+    # one of its fields fails, and `on:` stopped at its first unknown kind; a duplicate
+    # key stopped everything. Each kind of problem here hid the ones after it.
+    text = yaml(
+        """
+        version: 1
+        max-parallel: 0
+        triggers:
+          schema-and-template:
+            on: push
+            timeout-minutes: -1
+            prompt: "${{ event.issue.title }}"
+          filters:
+            on: {push: {branches: [main], branches-ignore: [x], paths: 5}}
+            prompt: x
+          kinds-and-cron:
+            on:
+              pushh:
+              schedule: [{cron: "61 * * * *"}]
+            promt: x
+            concurrency: "${{ event.x }}"
+          duplicate:
+            on: issues
+            prompt: x
+            prompt: y
+            base: "${{ check.output_tail }}"
+          pairs:
+            on: push
+            branch: x
+            base: y
+            prompt: x
+            prompt-file: p.md
+        """
+    )
+    problems = check(text, filename="t.yml")
+    assert [(p.line, p.message.split(": ")[0]) for p in problems] == [
+        (2, "max-parallel"),
+        (6, "triggers.schema-and-template.timeout-minutes"),
+        (7, "triggers.schema-and-template.prompt"),
+        (9, "triggers.filters.on.push.paths"),
+        (9, "triggers.filters.on.push.branches-ignore"),
+        (11, "triggers.kinds-and-cron"),
+        (13, "triggers.kinds-and-cron.on.pushh"),
+        (14, "triggers.kinds-and-cron.on.schedule.0.cron"),
+        (15, "triggers.kinds-and-cron"),
+        (16, "triggers.kinds-and-cron.concurrency.group"),
+        (20, "duplicate key 'prompt' (first at line 19)"),
+        (21, "triggers.duplicate.base"),
+        (24, "triggers.pairs.branch"),
+        (27, "triggers.pairs.prompt-file"),
+    ], "\n".join(map(str, problems))
+    messages = [p.message for p in problems]
+    assert "'issue' is not in the payload of push" in messages[2]
+    assert "needs prompt or prompt-file" in messages[5]
+    assert "unknown key 'promt'" in messages[8]
+    # The template is checked against the kinds that are known (schedule), not pushh.
+    assert "'x' is not in the payload of schedule" in messages[9]
+    assert "check.* is only available" in messages[11]
+
+
+def test_every_duplicate_key_is_reported_and_the_first_value_counts() -> None:
+    text = yaml(
+        """
+        version: 1
+        triggers:
+          t: {on: push, prompt: x}
+          t: {on: push, prompt: y}
+          u:
+            on: push
+            on: issues
+            prompt: "${{ event.issue.number }}"
+        """
+    )
+    assert [str(p) for p in check(text, filename="t.yml")] == [
+        "t.yml:4: duplicate key 't' (first at line 3)",
+        "t.yml:7: duplicate key 'on' (first at line 6)",
+        "t.yml:8: triggers.u.prompt: `${{ event.issue.number }}`: 'issue' is not in the "
+        "payload of push (its keys: after, base_ref, before, commits, compare, created, "
+        "deleted, forced, head_commit, pusher, ref, repository, sender)",
+    ]
+
+
+def test_a_valid_file_with_branch_still_starts_from_it() -> None:
+    text = yaml(
+        """
+        version: 1
+        triggers:
+          t: {on: push, prompt: x, branch: release}
+        """
+    )
+    (trigger,) = parse(text).trigger_list()
+    assert (trigger.base, trigger.branch) == ("release", None)
+
+
 def test_problem_str() -> None:
     assert str(Problem(file="a.yml", line=3, message="bad")) == "a.yml:3: bad"
+    assert str(Problem(file="a.yml", line=3, column=7, message="bad")) == "a.yml:3:7: bad"
 
 
 # --- JSON Schema ---------------------------------------------------------------------------
