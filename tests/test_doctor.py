@@ -231,13 +231,26 @@ def test_no_daemon_is_a_problem_and_the_local_checks_still_run(tmp_path: Path) -
         "writable",
     ]
 
+    as_json = _doctor(env, "--json")
+    assert as_json.returncode == 1
+    assert as_json.stderr == ""  # the list is the whole answer; the exit code says it all
+    rows = json.loads(as_json.stdout)
+    assert [(r["check"], r["status"]) for r in rows] == [
+        ("daemon", "problem"),
+        ("git", "ok"),
+        ("state dir", "ok"),
+        ("free space", "ok"),
+    ]
+    assert rows[0]["fix"] == START
+
 
 def test_an_old_git_stops_the_daemon_and_is_a_problem(tmp_path: Path) -> None:
     fake = _script(tmp_path / "old" / "git", 'echo "git version 2.30.1"')
+    url = f"http://127.0.0.1:{_closed_port()}"
     env = {
         **base_env(tmp_path / "home"),
         "PATH": f"{fake.parent}:/usr/bin:/bin",
-        "DISPATCHER_URL": f"http://127.0.0.1:{_closed_port()}",
+        "DISPATCHER_URL": url,
         "DISPATCHER_STATE_DIR": str(tmp_path / "state"),
     }
     too_old = (
@@ -250,15 +263,16 @@ def test_an_old_git_stops_the_daemon_and_is_a_problem(tmp_path: Path) -> None:
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert serve.returncode == 1
-    assert serve.stderr.splitlines()[-1] == f"dispatcher: {too_old}; install git 2.38 or later"
+    assert serve.stderr == f"dispatcher: {too_old}; install git 2.38 or later\n"
     assert not (tmp_path / "state").exists()  # refused before anything was made
 
     result = _doctor(env)
     assert result.returncode == 1
     assert result.stderr == PROBLEMS.format(2, 0)
-    lines = result.stdout.splitlines()
-    assert lines[1] == f"problem  git: {too_old}; fix: {GIT_FIX}"
-    assert lines[0].startswith("problem  daemon: no daemon answers")
+    assert result.stdout.splitlines()[:2] == [
+        f"problem  daemon: no daemon answers at {url}; fix: {START}",
+        f"problem  git: {too_old}; fix: {GIT_FIX}",
+    ]
 
 
 def test_a_state_dir_under_a_file_is_a_problem(tmp_path: Path) -> None:
@@ -280,37 +294,35 @@ def test_a_state_dir_under_a_file_is_a_problem(tmp_path: Path) -> None:
     ]  # and no free-space line: there is no file system to ask
 
 
-def _can_mount_read_only(tmp_path: Path) -> bool:
-    probe = tmp_path / "probe"
-    probe.mkdir()
+def _under_mount(mount: str, state: Path) -> subprocess.CompletedProcess[str]:
+    """``dispatcher doctor`` (no daemon) with ``mount`` (a shell command, ``$0`` the state
+    dir) done first in a mount namespace of its own: gone when the command ends, nothing
+    to undo. Skips the test where mounts cannot be made (no unshare, no CAP_SYS_ADMIN)."""
     unshare = shutil.which("unshare")
     if unshare is None:
-        return False
-    done = subprocess.run(
-        [unshare, "-m", "sh", "-c", 'mount --bind -o ro "$0" "$0"', str(probe)],
-        capture_output=True, check=False, timeout=30,
+        pytest.skip("needs unshare (util-linux) for a private mount")
+    argv = [unshare, "-m", "sh", "-c", f'{mount} && exec "$@"', str(state)]
+    env = {
+        **base_env(state.parent / "home"),
+        "DISPATCHER_URL": f"http://127.0.0.1:{_closed_port()}",
+        "DISPATCHER_STATE_DIR": str(state),
+    }
+    probe = subprocess.run([*argv, "true"], env=env, capture_output=True, check=False, timeout=30)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount here: {probe.stderr.decode().strip()}")
+    return subprocess.run(
+        [*argv, *dispatcher_argv(), "doctor"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
-    return done.returncode == 0
 
 
 def test_a_read_only_state_dir_is_a_problem_even_for_root(tmp_path: Path) -> None:
     """Root writes through file modes, so the state dir is made read-only by a bind mount
-    in a mount namespace of the command's own (gone when it ends: nothing to undo)."""
-    if not _can_mount_read_only(tmp_path):
-        pytest.skip("needs unshare and mount (CAP_SYS_ADMIN) for a read-only bind mount")
+    (in the command's own mount namespace)."""
     state = tmp_path / "state"
     state.mkdir()
-    env = {
-        **base_env(tmp_path / "home"),
-        "DISPATCHER_URL": f"http://127.0.0.1:{_closed_port()}",
-        "DISPATCHER_STATE_DIR": str(state),
-    }
-    argv = [
-        "unshare", "-m", "sh", "-c", 'mount --bind -o ro "$0" "$0" && exec "$@"', str(state),
-        *dispatcher_argv(), "doctor",
-    ]  # fmt: skip
 
-    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
+    result = _under_mount('mount --bind -o ro "$0" "$0"', state)
 
     assert result.returncode == 1, result.stderr
     assert result.stderr == PROBLEMS.format(2, 0)
@@ -319,6 +331,34 @@ def test_a_read_only_state_dir_is_a_problem_even_for_root(tmp_path: Path) -> Non
         f"fix: {STATE_DIR_FIX.format(state)}",
     ]
     (state / "after").write_text("")  # the mount went with the command: writable again
+
+
+@pytest.mark.parametrize(
+    ("size", "status", "shown", "why"),
+    [
+        ("50m", "problem", "50 MiB", "jobs need room to run"),
+        ("500m", "warning", "500 MiB", "less than 1 GiB"),
+    ],
+)
+def test_little_free_space_is_a_warning_and_very_little_a_problem(
+    tmp_path: Path, size: str, status: str, shown: str, why: str
+) -> None:
+    """The state dir on a small tmpfs: under 1 GiB free is a warning, under 100 MiB a
+    problem."""
+    state = tmp_path / "state"
+    state.mkdir()
+
+    result = _under_mount(f'mount -t tmpfs -o size={size} tmpfs "$0"', state)
+
+    assert result.returncode == 1  # the daemon is not there either
+    assert result.stdout.splitlines()[2:] == [
+        f"ok       state dir: {state} is writable",
+        f"{status:<7}  free space: {shown} free on the file system of {state}; {why}; "
+        "fix: free some space (finished jobs' worktrees: `dispatcher discard`), or move the "
+        "state dir",
+    ]
+    problems = 2 if status == "problem" else 1
+    assert result.stderr == PROBLEMS.format(problems, 2 - problems)
 
 
 def test_a_missing_or_blocked_agent_says_which_and_how_to_fix(

@@ -111,7 +111,8 @@ def state_dir_checks(state_dir: Path) -> list[DoctorCheck]:
 
 def _free_space(path: Path) -> DoctorCheck:
     free = shutil.disk_usage(path).free
-    detail = f"{free / 2**30:.1f} GiB free on the file system of {path}"
+    shown = f"{free / 2**30:.1f} GiB" if free >= 2**30 else f"{free // 2**20} MiB"
+    detail = f"{shown} free on the file system of {path}"
     fix = "free some space (finished jobs' worktrees: `dispatcher discard`), or move the state dir"
     if free < FREE_SPACE_PROBLEM:
         return _line("free space", "problem", f"{detail}; jobs need room to run", fix)
