@@ -227,8 +227,8 @@ def test_no_daemon_is_a_problem_and_the_local_checks_still_run(tmp_path: Path) -
     assert _free_space(result.stdout.splitlines(), tmp_path) == [
         f"problem  daemon: no daemon answers at {url}; fix: {START}",
         _git_line(),
-        f"ok       state dir: {state} does not exist yet; the daemon makes it in {tmp_path}, "
-        "writable",
+        f"ok       state dir: {state} does not exist yet; the daemon makes it at start "
+        f"({tmp_path} is writable)",
     ]
 
     as_json = _doctor(env, "--json")
@@ -364,13 +364,20 @@ def test_little_free_space_is_a_warning_and_very_little_a_problem(
 def test_a_missing_or_blocked_agent_says_which_and_how_to_fix(
     daemon_factory: Callable[..., Daemon], tmp_path: Path
 ) -> None:
-    """The default agent (claude) is found but refuses to run as root; a trigger names
-    codex, which is not installed, and another a profile that does not exist."""
+    """The default agent (claude) is found but refuses to run as root; triggers name
+    codex, which is not installed, a profile that does not exist, and the repo's own
+    profile whose program is not installed."""
     _script(tmp_path / "bin" / "claude", 'echo "9.9.9 (Claude Code)"')
     d = _healthy(daemon_factory, tmp_path, DISPATCHER_DEFAULT_AGENT="claude").start()
     triggers = """\
 version: 1
+agents:
+  lint-bot: ["no-such-linter", "--fix"]
 triggers:
+  lint:
+    on: push
+    agent: lint-bot
+    prompt: lint
   review:
     on: push
     agent: codex
@@ -396,6 +403,10 @@ triggers:
         "built-in agent (`dispatcher agents` lists them), or define it in DISPATCHER_AGENTS "
         "or the repo's agents:"
     ) in lines
+    assert (
+        "problem  agent lint-bot (app's agents:): 'no-such-linter' not found on the daemon's "
+        f"PATH; used by app's trigger lint; fix: {NOT_FOUND_FIX}"
+    ) in lines
     assert _idle("claude", "codex") in lines
     mine = tmp_path / "bin" / "my-agent"  # defined, unused: still ok
     assert (
@@ -408,13 +419,13 @@ triggers:
             f"{DEFAULT_USER}; fix: run the daemon as a normal user, or start it with IS_SANDBOX=1 to let Claude "
             "run as root in the daemon's sandbox (docs/agents/claude.md)"
         ) in lines
-        assert result.stderr == PROBLEMS.format(3, 1)
+        assert result.stderr == PROBLEMS.format(4, 1)
     else:
         assert (
             f"ok       agent claude: 9.9.9 (Claude Code) at {tmp_path / 'bin' / 'claude'}; "
             f"{DEFAULT_USER}" in lines
         )
-        assert result.stderr == PROBLEMS.format(2, 1)
+        assert result.stderr == PROBLEMS.format(3, 1)
 
 
 def test_a_broken_trigger_file_is_reported_at_its_line(

@@ -85,16 +85,17 @@ def git_check() -> DoctorCheck:
 def state_dir_checks(state_dir: Path) -> list[DoctorCheck]:
     """The state dir (or, before the daemon made it, its nearest parent) takes a new
     file, and its file system has room."""
-    existing = state_dir
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
     fix = (
         f"make {state_dir} a directory you can write, or point DISPATCHER_STATE_DIR (serve "
         "--state-dir) at one"
     )
-    if not existing.is_dir():
-        return [_line("state dir", "problem", f"{state_dir}: {existing} is not a directory", fix)]
+    existing = state_dir
     try:
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            detail = f"{state_dir}: {existing} is not a directory"
+            return [_line("state dir", "problem", detail, fix)]
         with tempfile.TemporaryFile(dir=existing, prefix=".doctor-"):
             pass
     except OSError as exc:
@@ -102,10 +103,10 @@ def state_dir_checks(state_dir: Path) -> list[DoctorCheck]:
     if existing == state_dir:
         ok = _line("state dir", "ok", f"{state_dir} is writable")
     else:
-        ok = _line(
-            "state dir", "ok",
-            f"{state_dir} does not exist yet; the daemon makes it in {existing}, writable",
-        )  # fmt: skip
+        detail = (
+            f"{state_dir} does not exist yet; the daemon makes it at start ({existing} is writable)"
+        )
+        ok = _line("state dir", "ok", detail)
     return [ok, _free_space(existing)]
 
 
