@@ -99,7 +99,12 @@ def shown(line: Line) -> str:
 
 
 @app.command()
-def doctor(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def doctor(
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="The lines as a JSON list of {check, status, detail, fix}"),
+    ] = False,
+) -> None:
     """Check the set-up (git, state dir, daemon, repos, trigger files, agents, webhook
     secrets, notify targets): one line each; exit 1 if one is a problem."""
     lines = checks(Settings())
