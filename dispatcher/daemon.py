@@ -137,6 +137,14 @@ def _server_class() -> type:
     return Server
 
 
+def local_checks(settings: Settings) -> list[dict[str, object]]:
+    """``dispatcher doctor``'s checks that need no daemon (git, the state dir), made
+    here for the CLI when no daemon answers: the CLI reaches git only through this."""
+    from dispatcher.service import doctor
+
+    return [line.model_dump() for line in doctor.local_checks(settings)]
+
+
 def serve(settings: Settings) -> None:
     import uvicorn
 
@@ -152,6 +160,9 @@ def serve(settings: Settings) -> None:
     from dispatcher.store.models import Repo
 
     configure_logging(settings)
+    from dispatcher.git import version
+
+    version.require()  # git merge-tree --write-tree: 2.38 or later, or no start
     faults.configure(settings.fault_dir)
     settings.ensure_dirs()
     with single_instance(settings):

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from dispatcher import __version__
 from dispatcher.api.docs_ui import add_docs_pages
 from dispatcher.api.middleware import BearerAuth, BodyLimit, Idempotency, open_routes
-from dispatcher.api.routes import agents, events, health, inbox, jobs, repos, webhooks
+from dispatcher.api.routes import agents, doctor, events, health, inbox, jobs, repos, webhooks
 from dispatcher.errors import DispatcherError
 from dispatcher.store.models import ErrorBody
 
@@ -152,6 +152,7 @@ def create_app(service: Service, token: str, *, public_docs: bool = False) -> Fa
     app.include_router(events.router, responses=errors)
     app.include_router(inbox.router, responses=errors)
     app.include_router(agents.router, responses=errors)
+    app.include_router(doctor.router, responses=_documented_errors(401))
     # Webhooks are authenticated by the forge's signature, not the token.
     app.include_router(webhooks.router, responses=_documented_errors(401, 413, 422))
     add_docs_pages(app, openapi_url=app.openapi_url or "/openapi.json")

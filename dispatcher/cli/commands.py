@@ -545,6 +545,9 @@ def _usage_error(exc: Exception) -> int:
     return 2
 
 
+from dispatcher.cli import doctor as _doctor  # noqa: E402, F401  (registers `doctor`)
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point: errors become one line on stderr; exit 1, or 2 for a usage error."""
     usage_error, click_error = _library_error("UsageError"), _library_error("ClickException")

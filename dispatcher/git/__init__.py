@@ -19,6 +19,8 @@ One module per concern, each imported by the callers that use it
 * :mod:`~dispatcher.git.merge` computes merges without a worktree and lands
   them by compare-and-swap, with :mod:`~dispatcher.git.journal` recording a
   landing under way so that the next start can finish or undo it;
+* :mod:`~dispatcher.git.version` reads which git runs and checks it is new enough
+  (2.38: ``git merge-tree --write-tree``);
 * :mod:`~dispatcher.git.meta` reads a repository's metadata with GitPython,
   off the hot path (its remotes' URLs).
 """

@@ -3,6 +3,7 @@
 :class:`Service` only composes them; each part is a module of this package:
 
 * ``agents``   the agent profiles, found on PATH or not (:mod:`.agents`);
+* ``doctor``   what in the set-up would make jobs fail (:mod:`.doctor`);
 * ``repos``    register, list, show and unregister repos (:mod:`.repos`);
 * ``jobs``     submit (the one path every job takes), follow up, retry, list (:mod:`.jobs`);
 * ``control``  cancel, discard and merge a job (:mod:`.control`);
@@ -27,6 +28,7 @@ from dispatcher.events.webhooks import Webhooks
 from dispatcher.jobs.pool import WorktreePool
 from dispatcher.service.agents import Agents
 from dispatcher.service.control import Control, Supervisor
+from dispatcher.service.doctor import Doctor
 from dispatcher.service.events import Events
 from dispatcher.service.issues import Issues
 from dispatcher.service.jobs import Jobs
@@ -59,6 +61,7 @@ class Service:
         self.intake = Intake(settings, store, self.trigger_files, self.jobs)
         self.repos = Repos(settings, store, self.trigger_files, pool)
         self.agents = Agents(settings, store, self.trigger_files)
+        self.doctor = Doctor(settings, store, self.trigger_files, self.agents)
         self.outputs = Outputs(settings, store)
         self.events = Events(store, self.trigger_files, self.intake)
         self.issues = Issues(store, self.intake)

@@ -466,6 +466,19 @@ class Health(BaseModel):
     jobs_active: int
 
 
+DoctorStatus = Literal["ok", "warning", "problem"]
+
+
+class DoctorCheck(BaseModel):
+    """One line of ``dispatcher doctor`` (``GET /doctor``); docs/configuration.md
+    "dispatcher doctor" says which check is a problem and which a warning."""
+
+    check: str  # what was checked: "git", "state dir", "agent claude", "repo app" ...
+    status: DoctorStatus  # problem: jobs would fail or never be made; warning: works, but mind it
+    detail: str  # what was found
+    fix: str | None = None  # how to fix it (None when there is nothing to do)
+
+
 # ---------------------------------------------------------------- events and issues
 
 
