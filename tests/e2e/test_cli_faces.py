@@ -14,6 +14,7 @@ import pytest
 
 from tests.daemon_fixture import Daemon, dispatcher_argv
 from tests.gitutil import commit_file
+from tests.waiting import wait_until
 
 Agent = Callable[[str, str], str]
 
@@ -152,10 +153,12 @@ def test_inbox_shows_failed_and_timed_out_jobs_with_commits_marked(
     failed = daemon.submit(name, "breaks", command=[agent("f.sh", "echo half > H.txt\nexit 3\n")])
     bare = daemon.submit(name, "breaks at once", command=[agent("b.sh", "exit 1\n")])
     slow = agent("slow.sh", "echo part > P.txt\ngit add P.txt\ngit commit -qm part\nsleep 60\n")
-    timed = daemon.submit(name, "too slow", command=[slow], timeout_minutes=0.02)
+    timed = daemon.submit(name, "too slow", command=[slow], timeout_minutes=0.05)  # 3 s
     wait_for_release = f'echo c > C.txt\nwhile [ ! -f "{release}" ]; do sleep 0.02; done\n'
     stopped = daemon.submit(name, "stopped", command=[agent("c.sh", wait_for_release)])
     daemon.wait(stopped["id"], {"running"})
+    written = _worktree(daemon, stopped["id"]) / "C.txt"
+    wait_until(written.exists, "the agent to write C.txt", 30)
     daemon.api.post(f"/jobs/{stopped['id']}/cancel")
     ends = {j["id"]: daemon.wait(j["id"], timeout=60) for j in (ok, failed, bare, timed, stopped)}
     assert [ends[j["id"]]["state"] for j in (ok, failed, bare, timed, stopped)] == [
