@@ -31,11 +31,24 @@ class JobState(StrEnum):
     DISCARDED = "discarded"  # worktree and branch removed without landing
 
 
+class MergeStrategy(StrEnum):
+    """How `merge` lands a finished job's branch on its target branch."""
+
+    MERGE = "merge"  # always a merge commit
+    SQUASH = "squash"  # the job's changes as one commit on top of the target
+    REBASE = "rebase"  # the job's commits replayed onto the target
+    FF = "ff"  # fast-forward only; refused if the target has moved
+
+
 ACTIVE = frozenset({JobState.QUEUED, JobState.PREPARING, JobState.RUNNING})
 """States in which the daemon still owes the job work."""
 
 FINISHED = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT, JobState.CANCELED})
 """The agent is done; the result can be reviewed, merged, discarded or retried."""
+
+IN_INBOX = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.TIMED_OUT})
+"""Finished states whose jobs, with commits ahead, await review (``inbox``): a failed or
+timed-out agent's commits may be worth keeping. A canceled job was stopped on purpose."""
 
 CLOSED = frozenset({JobState.MERGED, JobState.DISCARDED})
 """Nothing more will happen to the job."""

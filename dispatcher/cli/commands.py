@@ -11,22 +11,25 @@ import json
 import shlex
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+import dispatcher
 from dispatcher.cli.client import Client
+from dispatcher.cli.prompt import read_prompt
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidInput
-from dispatcher.lifecycle import TERMINAL, JobState
+from dispatcher.lifecycle import TERMINAL, JobState, MergeStrategy
 from dispatcher.process import logpage
 
 app = typer.Typer(
     name="dispatcher",
     help="Run coding agents in isolated git worktrees; review, merge or discard the result.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion, --show-completion: Typer's own
     pretty_exceptions_enable=False,
 )
 repo_app = typer.Typer(help="Register and inspect repositories.", no_args_is_help=True)
@@ -37,12 +40,43 @@ triggers_app = typer.Typer(
 app.add_typer(triggers_app, name="triggers")
 
 
+PromptFile = Annotated[
+    Path | None, typer.Option("--prompt-file", help="Read the prompt from this file (UTF-8)")
+]
+_WAIT_HELP = "Wait until the job ends; exit 1 (saying how it ended) unless it succeeded"
+
+
 def _client() -> Client:
     return Client.from_settings(Settings())
 
 
 def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _when(stamp: str | None) -> str:
+    """An API time (ISO 8601, UTC) as the text output shows it: local, to the second."""
+    if not stamp:
+        return ""
+    return datetime.fromisoformat(stamp).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"dispatcher {dispatcher.__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_print_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """The options before any command (the help is the app's)."""
 
 
 # ------------------------------------------------------------------ daemon
@@ -125,7 +159,7 @@ def repo_show(name: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
         "created_at",
     )  # fmt: skip
     for key in keys:
-        typer.echo(f"{key:<15} {repo[key]}")
+        typer.echo(f"{key:<15} {_when(repo[key]) if key == 'created_at' else repo[key]}")
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(repo["jobs"].items())) or "none"
     typer.echo(f"{'jobs':<15} {counts}")
     typer.echo(f"{'worktrees':<15} {repo['worktrees_bytes'] / 2**20:.1f} MiB on disk")
@@ -152,16 +186,17 @@ def repo_remove(name: str) -> None:
 @app.command()
 def run(
     repo: str,
-    prompt: Annotated[str, typer.Option(help="What the agent should do")],
+    prompt: Annotated[
+        str | None, typer.Option(help="What the agent should do; - reads it from stdin")
+    ] = None,
+    prompt_file: PromptFile = None,
     agent: Annotated[str | None, typer.Option(help="Agent profile (claude, codex, ...)")] = None,
     command: Annotated[
         str | None, typer.Option(help='Any program, e.g. "./my-agent.sh --fast" (split like sh)')
     ] = None,
     base: Annotated[str | None, typer.Option(help="Branch or commit to start from")] = None,
     timeout: Annotated[float | None, typer.Option(help="Timeout in minutes")] = None,
-    wait: Annotated[
-        bool, typer.Option(help="Wait until the job ends; exit 1 unless it succeeded")
-    ] = False,
+    wait: Annotated[bool, typer.Option(help=_WAIT_HELP)] = False,
     sparse: Annotated[
         list[str] | None,
         typer.Option(help="Check out only this directory (repeatable): a sparse worktree"),
@@ -174,6 +209,9 @@ def run(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Queue an agent job; print its id."""
+    text = read_prompt(
+        prompt, prompt_file, text_flag="--prompt", usage_error=_library_error("UsageError")
+    )
     if agent and command:
         raise InvalidInput("give --agent or --command, not both")
     argv = None
@@ -185,7 +223,7 @@ def run(
         if not argv:
             raise InvalidInput("--command is empty")
     body = {
-        "repo": repo, "prompt": prompt, "agent": agent, "command": argv,
+        "repo": repo, "prompt": text, "agent": agent, "command": argv,
         "base": base, "timeout_minutes": timeout, "sparse": sparse or None,
         "skills": skill or None, "max_cost_usd": max_cost_usd,
     }  # fmt: skip
@@ -197,14 +235,16 @@ def run(
 
 
 def _print_queued(job: Any, *, wait: bool, as_json: bool) -> None:
-    """A queued (or, with --wait, ended) job: its id, or JSON; exit 1 if it failed."""
+    """A queued (or, with --wait, ended) job: its id, or JSON; with --wait, exit 1 (and one
+    ``dispatcher:`` line on stderr) unless it succeeded."""
     if as_json:
         _print_json(job)
     else:
         typer.echo(job["id"])
     if wait and job["state"] != JobState.SUCCEEDED:
+        error = " ".join((job.get("error") or "").split())
         typer.echo(
-            f"job {job['id']} {job['state']}: {job.get('error') or ''}".rstrip(": "), err=True
+            f"dispatcher: job {job['id']} {_state(job)}" + (f": {error}" if error else ""), err=True
         )
         raise typer.Exit(1)
 
@@ -212,17 +252,21 @@ def _print_queued(job: Any, *, wait: bool, as_json: bool) -> None:
 @app.command()
 def followup(
     job: int,
-    prompt: str,
+    prompt: Annotated[
+        str | None, typer.Argument(help="What the agent should do next; - reads it from stdin")
+    ] = None,
+    prompt_file: PromptFile = None,
     timeout: Annotated[float | None, typer.Option(help="Timeout in minutes")] = None,
-    wait: Annotated[
-        bool, typer.Option(help="Wait until the job ends; exit 1 unless it succeeded")
-    ] = False,
+    wait: Annotated[bool, typer.Option(help=_WAIT_HELP)] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Run the agent again in JOB's worktree and branch with PROMPT (resuming its
     session where the agent can); print the new job's id."""
+    text = read_prompt(
+        prompt, prompt_file, text_flag="PROMPT", usage_error=_library_error("UsageError")
+    )
     with _client() as c:
-        new = c.post(f"/jobs/{job}/followup", {"prompt": prompt, "timeout_minutes": timeout})["job"]
+        new = c.post(f"/jobs/{job}/followup", {"prompt": text, "timeout_minutes": timeout})["job"]
         if wait:
             new = _wait(c, new["id"])
     _print_queued(new, wait=wait, as_json=as_json)
@@ -233,7 +277,7 @@ def inbox(
     limit: Annotated[int, typer.Option(help="How many (newest first)")] = 50,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Jobs awaiting review (finished with commits, not merged or discarded), newest first."""
+    """Jobs with commits awaiting review (succeeded; failed or timed out: marked), newest first."""
     with _client() as c:
         items = c.get("/inbox", params={"limit": limit})
     if as_json:
@@ -244,11 +288,22 @@ def inbox(
     for j in items:
         churn = f"+{j['insertions']}/-{j['deletions']}"
         cost = f"  ${j['cost_usd']:.2f}" if j.get("cost_usd") is not None else ""
-        typer.echo(f"{j['id']:>5}  {j['repo']}  {j['branch']}  {churn}{cost}")
+        mark = "" if j["state"] == JobState.SUCCEEDED else f"  [{_state(j)}, has commits]"
+        typer.echo(
+            f"{j['id']:>5}  {j['repo']}  {j['branch']}  {churn}{cost}  "
+            f"{_when(j['finished_at'])}{mark}".rstrip()
+        )
         first = (j["prompt"].splitlines() or [""])[0][:100]
         typer.echo(f"       asked: {first}")
+        if j["state"] != JobState.SUCCEEDED and j.get("error"):
+            typer.echo(f"       error: {' '.join(j['error'].split())[:300]}")
         summary = " ".join((j.get("summary") or "(no summary)").split())
         typer.echo(f"       summary: {summary[:300]}")
+
+
+def _state(job: Any) -> str:
+    """The job's state in words: ``timed out`` for ``timed_out``."""
+    return str(job["state"]).replace("_", " ")
 
 
 def _wait(c: Client, job_id: int) -> Any:
@@ -280,8 +335,8 @@ def jobs(
         _print_json(page["items"])
         return
     typer.echo(
-        f"{'ID':>5}  {'STATE':<10} {'REPO':<16} {'AGENT':<8} {'AHEAD':>5}  {'+/-':<11} "
-        f"{'COST':>7}  PROMPT"
+        f"{'ID':>5}  {'STATE':<10} {'CREATED':<19}  {'REPO':<16} {'AGENT':<8} {'AHEAD':>5}  "
+        f"{'+/-':<11} {'COST':>7}  PROMPT"
     )
     for j in page["items"]:
         ahead = "" if j["commits_ahead"] is None else str(j["commits_ahead"])
@@ -289,8 +344,8 @@ def jobs(
         cost = "" if j.get("cost_usd") is None else f"${j['cost_usd']:.2f}"
         first = (j["prompt"].splitlines() or [""])[0][:50]
         typer.echo(
-            f"{j['id']:>5}  {j['state']:<10} {j['repo'][:16]:<16} {j['agent'][:8]:<8} "
-            f"{ahead:>5}  {churn:<11} {cost:>7}  {first}"
+            f"{j['id']:>5}  {j['state']:<10} {_when(j['created_at']):<19}  {j['repo'][:16]:<16} "
+            f"{j['agent'][:8]:<8} {ahead:>5}  {churn:<11} {cost:>7}  {first}"
         )
 
 
@@ -312,7 +367,8 @@ def show(job: int, as_json: Annotated[bool, typer.Option("--json")] = False) -> 
     )  # fmt: skip
     for key in keys:
         if data.get(key) is not None:
-            typer.echo(f"{key:<14} {data[key]}")
+            value = _when(data[key]) if key.endswith("_at") else data[key]
+            typer.echo(f"{key:<14} {value}")
     for d in deliveries:
         outcome = f"ok ({d['status_code']})" if d["ok"] else f"failed: {d['error']}"
         typer.echo(f"{'notified':<14} {d['target']} {d['url']} on {d['state']}: {outcome}")
@@ -371,14 +427,17 @@ def diff(job: int, stat: Annotated[bool, typer.Option(help="Only the diffstat")]
 @app.command()
 def merge(
     job: int,
-    strategy: Annotated[str, typer.Option(help="merge | squash | rebase | ff")] = "merge",
+    strategy: Annotated[
+        MergeStrategy,
+        typer.Option(help="merge: a merge commit; squash: one commit; rebase; ff: fast-forward"),
+    ] = MergeStrategy.MERGE,
     into: Annotated[
         str | None, typer.Option(help="Target branch (default: the job's base)")
     ] = None,
     delete_branch: Annotated[bool, typer.Option(help="Delete the job branch after")] = False,
 ) -> None:
     """Land the job's branch; refused with the conflicting files if it would conflict."""
-    body = {"strategy": strategy, "into": into, "delete_branch": delete_branch}
+    body = {"strategy": strategy.value, "into": into, "delete_branch": delete_branch}
     _action(job, "merge", body)
 
 
@@ -437,7 +496,10 @@ def events(
         notes = "; ".join(e["notes"])
         if e.get("pending_triggers"):
             notes = "; ".join(filter(None, [notes, "pending: " + ", ".join(e["pending_triggers"])]))
-        typer.echo(f"{e['id']:>5}  {e['repo'][:16]:<16} {what:<28} jobs {jobs_:<8} {notes}")
+        typer.echo(
+            f"{e['id']:>5}  {_when(e['created_at'])}  {e['repo'][:16]:<16} {what:<28} "
+            f"jobs {jobs_:<8} {notes}".rstrip()
+        )
 
 
 @app.command("agents")
@@ -481,7 +543,7 @@ def triggers_check(path: Path) -> None:
         raise InvalidInput(f"cannot read {file}: {exc}") from None
     problems = check(text, filename=str(path if not path.is_dir() else file))
     for problem in problems:
-        typer.echo(str(problem), err=True)
+        typer.echo(f"dispatcher: {problem}", err=True)
     if problems:
         raise typer.Exit(1)
     typer.echo(f"{file}: ok")

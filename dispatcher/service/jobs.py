@@ -248,7 +248,8 @@ class Jobs:
         return JobPage(items=items, next_before=items[-1].id if more and items else None)
 
     def inbox(self, limit: int) -> list[JobPublic]:
-        """Finished jobs with commits that await review (merge or discard), newest first."""
+        """Jobs with commits that await review (merge or discard), newest first: succeeded,
+        failed or timed out."""
         jobs = self.store.inbox(limit)
         names = self.store.repo_names([j.repo_id for j in jobs])
         return [JobPublic.of(j, names[j.repo_id]) for j in jobs]

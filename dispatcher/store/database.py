@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from dispatcher.errors import IdempotencyKeyReused, InvalidState, NotFound
-from dispatcher.lifecycle import ACTIVE, FINISHED, JobState, transition
+from dispatcher.lifecycle import ACTIVE, FINISHED, IN_INBOX, JobState, transition
 from dispatcher.store.models import (
     Delivery,
     Event,
@@ -630,14 +630,15 @@ class Store:
             )
 
     def inbox(self, limit: int) -> list[Job]:
-        """Finished jobs with commits that await review (not merged, discarded or
-        continued by a follow-up), newest first."""
+        """Jobs with commits that await review (not merged, discarded or continued by a
+        follow-up), newest first: succeeded, failed or timed out (their work may be worth
+        keeping)."""
         with self.reading() as s:
             return list(
                 s.exec(
                     select(Job)
                     .where(
-                        col(Job.state) == JobState.SUCCEEDED,
+                        col(Job.state).in_(IN_INBOX),
                         col(Job.commits_ahead) > 0,
                         col(Job.followed_by).is_(None),
                     )

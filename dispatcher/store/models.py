@@ -17,7 +17,7 @@ from pydantic import Field as PydanticField
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
-from dispatcher.lifecycle import JobState
+from dispatcher.lifecycle import JobState, MergeStrategy
 from dispatcher.paths import repo_subpath
 
 
@@ -439,7 +439,7 @@ class JobPage(BaseModel):
 
 class MergeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    strategy: Literal["merge", "squash", "rebase", "ff"] = "merge"
+    strategy: MergeStrategy = MergeStrategy.MERGE
     into: str | None = None
     delete_branch: bool = False
 
