@@ -543,6 +543,9 @@ def _usage_error(exc: Exception) -> int:
     return 2
 
 
+import dispatcher.cli.unit  # noqa: E402, F401  `dispatcher service` (a module of its own)
+
+
 def main(args: list[str] | None = None) -> None:
     """Entry point: errors become one line on stderr; exit 1, or 2 for a usage error."""
     usage_error, click_error = _library_error("UsageError"), _library_error("ClickException")
