@@ -12,15 +12,21 @@ import os
 import plistlib
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
+import httpx
 import pytest
 
-from tests.daemon_fixture import IDENTITY
-from tests.daemonproc import clean_env, dispatcher_argv
+from dispatcher.process import cgroups
+from tests.daemon_fixture import IDENTITY, pid_alive
+from tests.daemonproc import clean_env, dispatcher_argv, free_port
+from tests.gitutil import init_repo
+from tests.waiting import wait_until
 
 ANALYZE = shutil.which("systemd-analyze")
 needs_analyze = pytest.mark.skipif(
@@ -222,3 +228,239 @@ def test_launchd_install_and_uninstall_without_launchctl(tmp_path: Path) -> None
     gone = cli(env, "uninstall", "--manager", "launchd")
     assert gone.returncode == 0, gone.stderr
     assert not plist.exists()
+
+
+# ------------------------------------------------------------------ a real user manager
+#
+# PID 1 here is not systemd, but a systemd user manager (`systemd --user`) runs anyway, as
+# root, given three things, all made by the fixture and undone after it:
+# * its own cgroup: a fresh child of this process's cgroup (in the cgroup2 tree, and in the
+#   v1 name=systemd tree where the machine has one, as here). Never the cgroup it is in:
+#   a manager takes its cgroup for its own and moves every process in it into init.scope.
+# * the "booted with systemd" mark /run/systemd/system/, which it checks before anything
+#   (sd_booted) and exits 1 without: made on a tmpfs over /run/systemd in a private mount
+#   namespace (`unshare --mount`), so the machine's /run is not touched. Where the machine
+#   was booted with systemd the mark is there already and no namespace is needed.
+# * XDG_RUNTIME_DIR (its sockets) and HOME, XDG_CONFIG_HOME in the test's tmp dir.
+# No journald runs here, so the daemon's log is read from a file a drop-in adds
+# (StandardOutput=append:); the unit under test is the one `service install` wrote.
+
+SYSTEMD = next(
+    (p for p in ("/lib/systemd/systemd", "/usr/lib/systemd/systemd") if os.access(p, os.X_OK)),
+    None,
+)
+BOOT_MARK = Path("/run/systemd/system")
+
+
+def _own_cgroups() -> list[Path]:
+    """Where this process's cgroups are: its cgroup2 one, and its v1 name=systemd one."""
+    mountinfo = Path("/proc/self/mountinfo").read_text()
+    own = Path("/proc/self/cgroup").read_text()
+    found = []
+    mount = cgroups.cgroup2_mount(mountinfo)
+    path = cgroups.own_cgroup(own)
+    if mount is not None and path is not None:
+        found.append(mount / path.lstrip("/"))
+    named = [line.split(":", 2)[2] for line in own.splitlines() if ":name=systemd:" in line]
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        if named and right.startswith("cgroup ") and "name=systemd" in right.split()[-1]:
+            found.append(Path(left.split()[4]) / named[0].lstrip("/"))
+    return found
+
+
+def _cannot_run_a_user_manager() -> str | None:
+    if SYSTEMD is None or shutil.which("systemctl") is None:
+        return "systemd is not installed"
+    if os.geteuid() != 0:
+        return "a user manager in a cgroup of its own needs root here (it is made by hand)"
+    if not BOOT_MARK.is_dir() and (
+        shutil.which("unshare") is None or not BOOT_MARK.parent.is_dir()
+    ):
+        return "not booted with systemd, and no unshare to fake its mark in a mount namespace"
+    if not _own_cgroups():
+        return "no cgroup2 file system"
+    return None
+
+
+def _remove_tree(top: Path) -> None:
+    """Kill what is in the cgroup ``top`` and below it, and remove them, deepest first."""
+    if not top.is_dir():
+        return
+    for dirpath, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+        if (Path(dirpath) / "cgroup.kill").exists():
+            cgroups.remove(Path(dirpath))
+        else:
+            Path(dirpath).rmdir()
+
+
+@pytest.fixture
+def user_manager(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A real `systemd --user`; yields the environment that reaches it."""
+    reason = _cannot_run_a_user_manager()
+    if reason is not None:
+        pytest.skip(f"no systemd user manager can run here: {reason}")
+    assert SYSTEMD is not None
+    name = f"dispatcher-test-{uuid.uuid4().hex[:12]}"
+    tops = [parent / name for parent in _own_cgroups()]
+    for top in tops:
+        top.mkdir()
+    env = service_env(tmp_path, PYTHONPATH=os.environ.get("PYTHONPATH", ""))
+    join = 'for f in "$@"; do echo $$ > "$f/cgroup.procs"; done; '
+    if BOOT_MARK.is_dir():
+        argv = ["/bin/sh", "-c", join + 'exec "$0" --user', SYSTEMD, *map(str, tops)]
+    else:
+        fake = f"mount -t tmpfs tmpfs {BOOT_MARK.parent} && mkdir {BOOT_MARK} && "
+        argv = ["unshare", "--mount", "--propagation", "private",
+                "/bin/sh", "-c", join + fake + 'exec "$0" --user', SYSTEMD, *map(str, tops)]  # fmt: skip
+    log = open(tmp_path / "manager.log", "wb")  # noqa: SIM115
+    manager = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    try:
+
+        def answers() -> bool:
+            if manager.poll() is not None:
+                raise AssertionError(
+                    f"systemd --user exited {manager.returncode}: "
+                    f"{(tmp_path / 'manager.log').read_text()}"
+                )
+            # (`is-system-running` says "offline" where PID 1 is not systemd.)
+            state = subprocess.run(
+                ["systemctl", "--user", "show", "--property=SystemState", "--value"], env=env,
+                capture_output=True, text=True, timeout=30, check=False,
+            ).stdout.strip()  # fmt: skip
+            return state in ("running", "degraded")
+
+        wait_until(answers, "the user manager to answer", timeout=30, interval=0.1)
+        yield env
+    finally:
+        manager.terminate()
+        try:
+            manager.wait(30)
+        except subprocess.TimeoutExpired:
+            manager.kill()
+            manager.wait()
+        for top in tops:
+            _remove_tree(top)
+
+
+def _systemctl(env: Mapping[str, str], *args: str) -> str:
+    return subprocess.run(
+        ["systemctl", "--user", *args], env=dict(env),
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout.strip()  # fmt: skip
+
+
+def _shown(env: Mapping[str, str], prop: str) -> str:
+    return _systemctl(env, "show", "-p", prop, "--value", "dispatcher.service")
+
+
+def _health(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+class Api:
+    def __init__(self, port: int, token: str) -> None:
+        self.url, self.headers = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {token}"}
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, headers=self.headers, timeout=60)
+
+    def post(self, path: str, json: object) -> httpx.Response:
+        return httpx.post(self.url + path, json=json, headers=self.headers, timeout=60)
+
+
+def test_the_user_manager_starts_restarts_and_stops_the_daemon_cleanly(
+    user_manager: dict[str, str], tmp_path: Path
+) -> None:
+    port = free_port()
+    state = tmp_path / "state dir"  # a space: the unit's quoting is read by systemd itself
+    env = {
+        **user_manager, "DISPATCHER_PORT": str(port), "DISPATCHER_STATE_DIR": str(state),
+        "DISPATCHER_KILL_GRACE_SECONDS": "1", "DISPATCHER_POOL_SIZE": "0",
+    }  # fmt: skip
+    unit = Path(env["XDG_CONFIG_HOME"]) / "systemd" / "user" / "dispatcher.service"
+    daemon_log = tmp_path / "daemon.log"
+    dropin = unit.parent / "dispatcher.service.d" / "log.conf"
+    dropin.parent.mkdir(parents=True)
+    dropin.write_text(f"[Service]\nStandardOutput=append:{daemon_log}\nStandardError=inherit\n")
+
+    done = cli(env, "install")
+    assert done.returncode == 0, done.stderr
+    assert "ran: systemctl --user start dispatcher.service" in done.stdout, done.stdout
+    wait_until(lambda: _health(port), lambda: f"/health: {daemon_log.read_text()}", timeout=60)
+    pid = int(_shown(env, "MainPID"))
+    own = cgroups.own_cgroup(Path(f"/proc/{pid}/cgroup").read_text())
+    assert own is not None and own.endswith("/app.slice/dispatcher.service")
+    assert _shown(env, "Environment") == f'"DISPATCHER_STATE_DIR={state}"'
+    assert (state / "token").exists()  # the daemon took the state dir the unit pinned
+    status = cli(env, "status")
+    assert status.returncode == 0 and "active (running)" in status.stdout, status.stdout
+    # journalctl reads the journal, of which there is none here (no journald): it must
+    # still take the arguments (a bad option exits 1).
+    logs = cli(env, "logs", "-n", "5")
+    assert logs.returncode == 0, logs.stdout + logs.stderr
+
+    # A job's agent runs in a cgroup of its own below the daemon's (Delegate=yes).
+    api = Api(port, (state / "token").read_text().strip())
+    gate = tmp_path / "go"
+    script = tmp_path / "agent.sh"
+    script.write_text(
+        f'#!/bin/sh\nwhile [ ! -f "{gate}" ]; do sleep 0.05; done\necho done > out.txt\n'
+    )
+    script.chmod(0o755)
+    repo = init_repo(tmp_path / "r")
+    assert api.post("/repos", json={"path": str(repo), "name": "r"}).status_code == 201
+    body = {"repo": "r", "prompt": "x", "command": [str(script)]}
+    job_id = api.post("/jobs", json=body).json()["id"]
+    agent = wait_until(
+        lambda: (job := api.get(f"/jobs/{job_id}").json())["state"] == "running" and job["pid"],
+        "the agent to start", timeout=60, max_interval=0.25,
+    )  # fmt: skip
+    agent_cgroup = cgroups.own_cgroup(Path(f"/proc/{agent}/cgroup").read_text())
+    assert agent_cgroup is not None
+    assert agent_cgroup.startswith(own + "/dispatcher-"), agent_cgroup
+    assert f"/job-{job_id}-" in agent_cgroup
+
+    # A stop by the manager is the daemon's clean SIGTERM stop: exit 0, its log says so,
+    # and the agent is left running for the next start (KillMode=process).
+    _systemctl(env, "stop", "dispatcher.service")
+    assert _shown(env, "ActiveState") == "inactive"
+    assert _shown(env, "ExecMainStatus") == "0"
+    assert not pid_alive(pid)
+    assert daemon_log.read_text().count("stopped cleanly") == 1
+    assert pid_alive(agent)
+
+    # The next start re-adopts it and finishes the job.
+    _systemctl(env, "start", "dispatcher.service")
+    wait_until(lambda: _health(port), lambda: f"/health: {daemon_log.read_text()}", timeout=60)
+    gate.touch()
+    wait_until(
+        lambda: api.get(f"/jobs/{job_id}").json()["state"] == "succeeded",
+        lambda: f"the job to succeed: {api.get(f'/jobs/{job_id}').json()}",
+        timeout=60,
+    )
+
+    # A crash (SIGKILL) is restarted (Restart=on-failure, after RestartSec=5).
+    crashed = int(_shown(env, "MainPID"))
+    os.kill(crashed, signal.SIGKILL)
+    wait_until(
+        lambda: _shown(env, "MainPID") not in ("0", str(crashed)) and _health(port),
+        "the manager to restart the daemon", timeout=60, interval=0.2,
+    )  # fmt: skip
+
+    # uninstall stops it (cleanly), disables it and removes the unit: nothing is left.
+    last = int(_shown(env, "MainPID"))
+    gone = cli(env, "uninstall")
+    assert gone.returncode == 0, gone.stderr
+    assert "ran: systemctl --user disable --now dispatcher.service" in gone.stdout
+    assert not unit.exists() and not pid_alive(last)
+    assert daemon_log.read_text().count("stopped cleanly") == 2
+    mount = cgroups.cgroup2_mount(Path("/proc/self/mountinfo").read_text())
+    assert mount is not None
+    unit_cgroup = mount / own.lstrip("/")
+    left = [pid for procs in unit_cgroup.rglob("cgroup.procs") for pid in procs.read_text().split()]
+    assert left == [], f"left in {unit_cgroup}: {left}"

@@ -14,8 +14,6 @@ from dispatcher.unit.command import run
 from dispatcher.unit.target import Target
 
 UNIT = "dispatcher.service"
-# What `systemctl --user is-system-running` says when a manager answers.
-_ANSWERS = {"initializing", "starting", "running", "degraded", "maintenance", "stopping"}
 
 
 def _specifiers(value: str) -> str:
@@ -98,11 +96,13 @@ class Systemd:
         """Why ``systemctl --user`` cannot act here (None: a user manager answers)."""
         if shutil.which("systemctl") is None:
             return "systemctl is not installed"
-        answer = run(_systemctl("is-system-running")).output.splitlines()
-        state = answer[-1].strip() if answer else ""
-        if state in _ANSWERS:
+        # Its version, asked of the manager itself (`is-system-running` says "offline"
+        # wherever PID 1 is not systemd, even with a user manager that answers).
+        answer = run(_systemctl("show", "--property=Version", "--value"))
+        if answer.code == 0 and answer.output:
             return None
-        return f"no systemd user manager answers (systemctl --user is-system-running: {state!r})"
+        said = answer.output.splitlines()[-1] if answer.output else f"exit {answer.code}"
+        return f"no systemd user manager answers (systemctl --user: {said})"
 
     def start_commands(self, target: Target) -> list[list[str]]:
         """Load the unit, start it at login, and start it now."""
