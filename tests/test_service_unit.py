@@ -153,8 +153,13 @@ def test_the_launchd_plist_parses_and_loads_the_env_file(tmp_path: Path) -> None
 def test_print_writes_nothing(tmp_path: Path) -> None:
     env = service_env(tmp_path)
     before = files_under(tmp_path)
-    for manager in ("systemd", "launchd"):
-        assert cli(env, "install", "--print", "--manager", manager).returncode == 0
+    for manager, command in (
+        ("systemd", "systemctl --user daemon-reload"),
+        ("launchd", f"launchctl bootstrap gui/{os.getuid()}"),
+    ):
+        printed = cli(env, "install", "--print", "--manager", manager)
+        assert printed.returncode == 0, printed.stderr
+        assert command in printed.stderr  # what install would run, beside the unit
     assert files_under(tmp_path) == before
 
 
@@ -284,11 +289,12 @@ def _cannot_run_a_user_manager() -> str | None:
 
 
 def _remove_tree(top: Path) -> None:
-    """Kill what is in the cgroup ``top`` and below it, and remove them, deepest first."""
+    """Kill what is in the cgroup ``top`` and below it (in the cgroup2 tree, which holds every
+    process; the v1 name=systemd tree mirrors it) and remove them, deepest first."""
     if not top.is_dir():
         return
     for dirpath, _, _ in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
-        if (Path(dirpath) / "cgroup.kill").exists():
+        if (top / "cgroup.controllers").exists():
             cgroups.remove(Path(dirpath))
         else:
             Path(dirpath).rmdir()
@@ -433,6 +439,7 @@ def test_the_user_manager_starts_restarts_and_stops_the_daemon_cleanly(
     assert not pid_alive(pid)
     assert daemon_log.read_text().count("stopped cleanly") == 1
     assert pid_alive(agent)
+    assert cli(env, "status").returncode == 3  # systemctl's code for a stopped unit
 
     # The next start re-adopts it and finishes the job.
     _systemctl(env, "start", "dispatcher.service")
@@ -443,6 +450,17 @@ def test_the_user_manager_starts_restarts_and_stops_the_daemon_cleanly(
         lambda: f"the job to succeed: {api.get(f'/jobs/{job_id}').json()}",
         timeout=60,
     )
+
+    # A different unit (another kill grace) replaces the running one only with --force,
+    # which stops the old daemon (cleanly) and starts the new one.
+    other = {**env, "DISPATCHER_KILL_GRACE_SECONDS": "2"}
+    assert cli(other, "install").returncode == 1
+    forced = cli(other, "install", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert "ran: systemctl --user disable --now dispatcher.service" in forced.stdout
+    assert _shown(env, "TimeoutStopUSec") == "32s"
+    wait_until(lambda: _health(port), lambda: f"/health: {daemon_log.read_text()}", timeout=60)
+    assert daemon_log.read_text().count("stopped cleanly") == 2
 
     # A crash (SIGKILL) is restarted (Restart=on-failure, after RestartSec=5).
     crashed = int(_shown(env, "MainPID"))
@@ -458,7 +476,7 @@ def test_the_user_manager_starts_restarts_and_stops_the_daemon_cleanly(
     assert gone.returncode == 0, gone.stderr
     assert "ran: systemctl --user disable --now dispatcher.service" in gone.stdout
     assert not unit.exists() and not pid_alive(last)
-    assert daemon_log.read_text().count("stopped cleanly") == 2
+    assert daemon_log.read_text().count("stopped cleanly") == 3
     mount = cgroups.cgroup2_mount(Path("/proc/self/mountinfo").read_text())
     assert mount is not None
     unit_cgroup = mount / own.lstrip("/")

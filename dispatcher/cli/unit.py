@@ -57,8 +57,10 @@ def service_install(
     Where no user service manager answers, the commands to run are printed (exit 0).
     """
     backend, where = _pick(name)
-    if print_only:
+    if print_only:  # the unit alone on stdout; where it goes and what runs, on stderr
         typer.echo(backend.render(where), nl=False)
+        for line in manager.plan(backend, where):
+            typer.echo(line, err=True)
         return
     _say(manager.install(backend, where, os.environ, force=force))
 

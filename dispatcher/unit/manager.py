@@ -104,6 +104,15 @@ def install(
     return said + _apply(manager, stops + manager.start_commands(where), may_fail=len(stops))
 
 
+def plan(manager: Backend, where: Target) -> list[str]:
+    """What :func:`install` would write and run, as comment lines (for ``--print``)."""
+    return [
+        f"# install writes this to {where.unit_file} (and {where.env_file}, if missing),",
+        "# then runs:",
+        *(f"#   {shlex.join(argv)}" for argv in manager.start_commands(where)),
+    ]
+
+
 def uninstall(manager: Backend, where: Target) -> list[str]:
     """Stop and disable the service, then remove its unit; the environment file and the
     state dir are kept."""
