@@ -383,7 +383,7 @@ def test_the_user_manager_starts_restarts_and_stops_the_daemon_cleanly(
     user_manager: dict[str, str], tmp_path: Path
 ) -> None:
     port = free_port()
-    state = tmp_path / "state dir"  # a space: the unit's quoting is read by systemd itself
+    state = tmp_path / "state %i dir"  # a space, a specifier: quoted for systemd, read by it
     env = {
         **user_manager, "DISPATCHER_PORT": str(port), "DISPATCHER_STATE_DIR": str(state),
         "DISPATCHER_KILL_GRACE_SECONDS": "1", "DISPATCHER_POOL_SIZE": "0",
