@@ -379,6 +379,8 @@ class Api:
         return httpx.post(self.url + path, json=json, headers=self.headers, timeout=60)
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # a user manager, four daemon starts, a 5 s restart delay, a busy machine
 def test_the_user_manager_starts_restarts_and_stops_the_daemon_cleanly(
     user_manager: dict[str, str], tmp_path: Path
 ) -> None:

@@ -70,7 +70,8 @@ def _apply(manager: Backend, steps: list[list[str]], may_fail: int = 0) -> list[
         if outcome.code != 0 and i >= may_fail:
             output = " ".join(outcome.output.split())
             raise DispatcherError(f"{shlex.join(argv)} failed (exit {outcome.code}): {output}")
-        said.append(f"ran: {shlex.join(argv)}" + ("" if outcome.code == 0 else " (not running)"))
+        note = "" if outcome.code == 0 else f" (exit {outcome.code}: nothing to stop)"
+        said.append(f"ran: {shlex.join(argv)}{note}")
     return said
 
 
@@ -101,7 +102,10 @@ def install(
     if where.log_file is not None:
         where.log_file.parent.mkdir(parents=True, exist_ok=True)
     stops = manager.stop_commands(where) if replaced else []
-    return said + _apply(manager, stops + manager.start_commands(where), may_fail=len(stops))
+    said += _apply(manager, stops + manager.start_commands(where), may_fail=len(stops))
+    if not said[-1].startswith("  "):  # it ran: whether the daemon stays up, status tells
+        said.append("see `dispatcher service status` and `dispatcher service logs`")
+    return said
 
 
 def plan(manager: Backend, where: Target) -> list[str]:
