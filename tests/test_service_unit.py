@@ -279,12 +279,24 @@ def _cannot_run_a_user_manager() -> str | None:
         return "systemd is not installed"
     if os.geteuid() != 0:
         return "a user manager in a cgroup of its own needs root here (it is made by hand)"
-    if not BOOT_MARK.is_dir() and (
-        shutil.which("unshare") is None or not BOOT_MARK.parent.is_dir()
-    ):
-        return "not booted with systemd, and no unshare to fake its mark in a mount namespace"
+    if not BOOT_MARK.is_dir():
+        probe = subprocess.run(
+            ["unshare", "--mount", "true"], capture_output=True, text=True, timeout=30, check=False
+        ) if shutil.which("unshare") and BOOT_MARK.parent.is_dir() else None  # fmt: skip
+        if probe is None or probe.returncode != 0:
+            why = probe.stderr.strip() if probe is not None else "no unshare or no /run/systemd"
+            return (
+                f"not booted with systemd, and its mark cannot be faked in a mount namespace: {why}"
+            )
     if not _own_cgroups():
         return "no cgroup2 file system"
+    for parent in _own_cgroups():
+        probe_dir = parent / f"dispatcher-probe-{uuid.uuid4().hex[:8]}"
+        try:
+            probe_dir.mkdir()
+            probe_dir.rmdir()
+        except OSError as exc:
+            return f"cannot make a cgroup under {parent}: {exc.strerror}"
     return None
 
 
