@@ -239,3 +239,4 @@ def serve(settings: Settings) -> None:
             runner.stop()
             notifier.stop(timeout=2)
             store.close()
+        log.info("stopped cleanly; agents still running are re-adopted at the next start")

@@ -607,7 +607,9 @@ def _usage_error(exc: Exception) -> int:
     return 2
 
 
-from dispatcher.cli import doctor as _doctor  # noqa: E402, F401  (registers `doctor`)
+# Commands in modules of their own register on `app` when imported.
+from dispatcher.cli import doctor as _doctor  # noqa: E402, F401  `dispatcher doctor`
+from dispatcher.cli import unit as _unit  # noqa: E402, F401  `dispatcher service`
 
 
 def main(args: list[str] | None = None) -> None:
