@@ -807,14 +807,14 @@ def test_triggers_check_and_schema_cli(daemon: Daemon, tmp_path: Path) -> None:
     bad.write_text(SEVERAL_PROBLEMS_YML)
     result = daemon.cli("triggers", "check", str(bad), check=False)
     assert result.returncode == 1
-    assert [row.split(": ", 1)[0] for row in result.stderr.splitlines()] == [
-        f"{bad}:{line}" for line, _ in SEVERAL_PROBLEMS
+    assert [row.split(": ", 2)[:2] for row in result.stderr.splitlines()] == [
+        ["dispatcher", f"{bad}:{line}"] for line, _ in SEVERAL_PROBLEMS
     ], result.stderr
     bad.write_text("version: 1\ntriggers:\n  x:\n    on: [push\n    prompt: hi\n")
     result = daemon.cli("triggers", "check", str(bad), check=False)
     assert result.returncode == 1
     assert result.stderr.startswith(
-        f"{bad}:4:9: YAML syntax error: '[' opened here is never closed; "
+        f"dispatcher: {bad}:4:9: YAML syntax error: '[' opened here is never closed; "
         "the parser gave up at 5:11: "
     ), result.stderr
     schema = json.loads(daemon.cli("triggers", "schema").stdout)
