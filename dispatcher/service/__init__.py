@@ -10,6 +10,7 @@
 * ``events``   ``POST /events``, the events stored, each repo's triggers (:mod:`.events`);
 * ``issues``   the local issue inbox (:mod:`.issues`);
 * ``notices``  which notices a job owes and where they go (:mod:`.notices`);
+* ``metrics``  ``GET /metrics``: the store's figures and the in-process ones (:mod:`.metrics`);
 * ``webhooks`` forge deliveries into the intake (:mod:`dispatcher.events.webhooks`);
 * ``idempotency`` the ``Idempotency-Key`` answers (:mod:`dispatcher.store.idempotency`).
 
@@ -30,6 +31,7 @@ from dispatcher.service.control import Control, Supervisor
 from dispatcher.service.events import Events
 from dispatcher.service.issues import Issues
 from dispatcher.service.jobs import Jobs
+from dispatcher.service.metrics import Metrics
 from dispatcher.service.notices import Notices
 from dispatcher.service.outputs import Outputs
 from dispatcher.service.repos import Repos
@@ -64,6 +66,8 @@ class Service:
         self.issues = Issues(store, self.intake)
         self.webhooks = Webhooks(settings, store, self.intake)
         self.idempotency = Idempotency(store, settings.idempotency_hours)
+        self.metrics = Metrics(store, pool)
+        self.intake.on_dropped = self.metrics.event_dropped
 
     def health(self) -> Health:
         return Health(version=__version__, jobs_active=self.store.count_active())
