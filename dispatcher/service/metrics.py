@@ -16,7 +16,7 @@ global one: tests run many daemons' apps in one process).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry, Counter, generate_latest
 from prometheus_client import Histogram as InProcessHistogram
@@ -54,6 +54,15 @@ def _histogram(
     return family
 
 
+def _family(
+    family: CounterMetricFamily | GaugeMetricFamily, values: Mapping[tuple[str, ...], float]
+) -> Metric:
+    """``family`` with a sample per label set of ``values``."""
+    for key, value in sorted(values.items()):
+        family.add_metric(list(key), value)
+    return family
+
+
 class StoreCollector(Collector):
     """The state-derived series, read from the store (and the pool) at each scrape."""
 
@@ -79,31 +88,25 @@ class StoreCollector(Collector):
             "Claimed to agent started (worktree, copy/link, setup:, spawn), by repo",
             ["repo"], SPAWN_BUCKETS, stats.spawn_latencies(self.store, SPAWN_BUCKETS),
         )  # fmt: skip
-        cost = CounterMetricFamily(
-            "dispatcher_agent_cost_usd",
-            "Agents' reported cost in USD, by repo and agent",
-            labels=["repo", "agent"],
-        )
-        for (repo, agent), usd in sorted(stats.costs(self.store).items()):
-            cost.add_metric([repo, agent], usd)
-        yield cost
-        events = GaugeMetricFamily(
-            "dispatcher_events",
-            "Stored events by repo, source and outcome (pending, job, no_job, unmatched)",
-            labels=["repo", "source", "outcome"],
-        )
-        for key, n in sorted(stats.events(self.store).items()):
-            events.add_metric(list(key), n)
-        yield events
-        deliveries = CounterMetricFamily(
-            "dispatcher_notification_deliveries",
-            "Notification deliveries (final outcome per target) by repo, target type and "
-            "outcome (delivered, failed)",
-            labels=["repo", "target", "outcome"],
-        )
-        for key, n in sorted(stats.deliveries(self.store).items()):
-            deliveries.add_metric(list(key), n)
-        yield deliveries
+        yield _family(
+            CounterMetricFamily("dispatcher_agent_cost_usd",
+                                "Agents' reported cost in USD, by repo and agent",
+                                labels=["repo", "agent"]),
+            stats.costs(self.store),
+        )  # fmt: skip
+        yield _family(
+            GaugeMetricFamily("dispatcher_events",
+                              "Stored events by repo, source and outcome (pending, job, "
+                              "no_job, unmatched)", labels=["repo", "source", "outcome"]),
+            stats.events(self.store),
+        )  # fmt: skip
+        yield _family(
+            CounterMetricFamily("dispatcher_notification_deliveries",
+                                "Notification deliveries (final outcome per target) by repo, "
+                                "target type and outcome (delivered, failed)",
+                                labels=["repo", "target", "outcome"]),
+            stats.deliveries(self.store),
+        )  # fmt: skip
         idle = GaugeMetricFamily(
             "dispatcher_pool_idle_trees", "Warm worktrees ready for a job, by repo", labels=["repo"]
         )

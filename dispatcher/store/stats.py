@@ -82,7 +82,7 @@ def job_states(store: Store) -> dict[tuple[str, str], int]:
         return {(name, str(state)): n for name, state, n in s.exec(query).all()}
 
 
-def costs(store: Store) -> dict[tuple[str, str], float]:
+def costs(store: Store) -> dict[tuple[str, ...], float]:
     """Agents' reported cost in USD, by (repo, agent): jobs that reported none add nothing."""
     query = (
         select(Repo.name, Job.agent, func.sum(Job.cost_usd))
@@ -98,7 +98,7 @@ def costs(store: Store) -> dict[tuple[str, str], float]:
 EVENT_OUTCOMES = ("pending", "job", "no_job", "unmatched")
 
 
-def events(store: Store) -> dict[tuple[str, str, str], int]:
+def events(store: Store) -> dict[tuple[str, ...], float]:
     """Stored events by (repo, source, outcome)."""
     has_job = sa.exists().where(col(Job.event_id) == col(Event.id))
     outcome = sa.case(
@@ -116,7 +116,7 @@ def events(store: Store) -> dict[tuple[str, str, str], int]:
         return {(name, src, str(out)): n for name, src, out, n in s.exec(query).all()}
 
 
-def deliveries(store: Store) -> dict[tuple[str, str, str], int]:
+def deliveries(store: Store) -> dict[tuple[str, ...], float]:
     """Notification deliveries (each target's final outcome of one notice) by
     (repo, target type, outcome: ``delivered`` or ``failed``)."""
     outcome = sa.case((col(Delivery.ok), "delivered"), else_="failed")
