@@ -64,7 +64,9 @@ def job_durations(store: Store, bounds: Sequence[float]) -> dict[tuple[str, ...]
 
 def spawn_latencies(store: Store, bounds: Sequence[float]) -> dict[tuple[str, ...], Histogram]:
     """Claimed to agent started (worktree, copy/link, ``setup:``, spawn), by repo."""
-    where = [col(Job.claimed_at).is_not(None), col(Job.started_at).is_not(None)]
+    # A job queued again after a lost run keeps that run's start until its next one:
+    # only a start of this claim counts.
+    where = [col(Job.claimed_at).is_not(None), col(Job.started_at) >= col(Job.claimed_at)]
     return _histograms(
         store, _seconds(Job.claimed_at, Job.started_at), [Repo.name],
         [*where, col(Job.repo_id) == col(Repo.id)], bounds,
