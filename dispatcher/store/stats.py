@@ -40,8 +40,13 @@ def _seconds(start: Any, end: Any) -> Any:
 def _histograms(
     store: Store, seconds: Any, keys: Sequence[Any], where: Sequence[Any], bounds: Sequence[float]
 ) -> dict[tuple[str, ...], Histogram]:
-    under = [func.sum(sa.case((seconds <= bound, 1), else_=0)) for bound in bounds]
-    query = sa.select(*keys, func.count(), func.sum(seconds), *under).where(*where).group_by(*keys)
+    # Each row's seconds worked out once (a materialized CTE), then summed per bound.
+    rows = sa.select(*keys, seconds.label("s")).where(*where).cte("observed")
+    rows = rows.prefix_with("MATERIALIZED")
+    grouped = [rows.c[i] for i in range(len(keys))]
+    secs = rows.c.s
+    under = [func.sum(sa.case((secs <= bound, 1), else_=0)) for bound in bounds]
+    query = sa.select(*grouped, func.count(), func.sum(secs), *under).group_by(*grouped)
     out: dict[tuple[str, ...], Histogram] = {}
     with store.reading() as s:
         for row in s.connection().execute(query).all():
