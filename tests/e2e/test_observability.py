@@ -55,6 +55,7 @@ def deliveries_settled(d: Daemon, job_ids: list[int], want: dict[int, int]) -> b
     return all(len(d.api.get(f"/jobs/{j}/deliveries").json()) >= want[j] for j in job_ids)
 
 
+@pytest.mark.timeout(150)  # five jobs, their notices and a restart, on a shared machine
 def test_metrics_match_the_jobs_events_and_deliveries(
     daemon_factory: Callable[..., Daemon], tmp_path: Path
 ) -> None:
