@@ -103,11 +103,27 @@ class Settings(BaseSettings):
     commit_author_email: str = "dispatcher@localhost"
 
     log_level: str = "INFO"
-    log_json: bool = False
+    log_json: bool = False  # the old name of log_format=json, still read (see log_format)
 
     # Tests only: where crash tests hold the daemon at named fault points
     # (dispatcher/faults.py). Unset in every real deployment.
     fault_dir: Path | None = None
+
+    # Observability (docs/observability.md). GET /metrics without the token: refused at
+    # start unless the daemon listens on loopback only.
+    metrics_open: bool = False
+    # The daemon's log on stderr: text lines, or one JSON object per line (with job_id,
+    # repo, event_id where they apply). DISPATCHER_LOG_JSON=true means json unless
+    # DISPATCHER_LOG_FORMAT says otherwise.
+    log_format: Literal["text", "json"] = "text"
+    # uvicorn's access log, a line per request (in the log format above).
+    access_log: bool = False
+
+    @model_validator(mode="after")
+    def _log_json_alias(self) -> Settings:
+        if self.log_json and "log_format" not in self.model_fields_set:
+            self.log_format = "json"
+        return self
 
     @model_validator(mode="after")
     def _ports_fit(self) -> Settings:

@@ -14,21 +14,47 @@ import threading
 from collections.abc import Iterator
 from typing import IO
 
-from dispatcher import faults
+from dispatcher import faults, logctx
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
 
 log = logging.getLogger(__name__)
 
 
+class _AccessFields(logging.Filter):
+    """uvicorn's access lines: the request's client, method, path and status as fields
+    of their own (JSON logs), beside the usual message."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if record.name == "uvicorn.access" and isinstance(args, tuple) and len(args) == 5:
+            record.client, record.method, record.path, _, record.status = args
+        return True
+
+
 def configure_logging(settings: Settings) -> None:
+    """The daemon's log on stderr: text lines (the ids a line is about appended), or one
+    JSON object per line (python-json-logger; the ids as fields: docs/observability.md).
+    Every logger goes through this one handler: uvicorn's too (its ``log_config`` is
+    None) and Python's warnings."""
     handler = logging.StreamHandler()
-    if settings.log_json:
+    if settings.log_format == "json":
+        from pythonjsonlogger.core import RESERVED_ATTRS
         from pythonjsonlogger.json import JsonFormatter
 
-        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        handler.setFormatter(
+            JsonFormatter(
+                "%(asctime)s %(levelname)s %(name)s %(message)s",
+                reserved_attrs=[*RESERVED_ATTRS, "color_message"],  # uvicorn's ANSI copy
+            )
+        )
+        handler.addFilter(_AccessFields())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s%(ids)s")
+        )
+    handler.addFilter(logctx.IdsFilter(suffix=settings.log_format == "text"))
+    logging.captureWarnings(True)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
@@ -72,7 +98,7 @@ MIN_REMOTE_TOKEN = 32
 
 def check_exposure(settings: Settings, token: str) -> None:
     """Every route but /health and the signed webhooks needs the token; refuse to
-    listen beyond loopback with a token short enough to guess."""
+    listen beyond loopback with a token short enough to guess, or with /metrics open."""
     if not token.strip():
         raise DispatcherError("the API token is empty; unset DISPATCHER_TOKEN to generate one")
     if not is_loopback(settings.host):
@@ -84,6 +110,13 @@ def check_exposure(settings: Settings, token: str) -> None:
         log.warning(
             "listening on %s: reachable from other machines (token required)", settings.host
         )
+    if settings.metrics_open:
+        if not is_loopback(settings.host):
+            raise DispatcherError(
+                f"refusing to serve /metrics without the token on {settings.host} (not "
+                "loopback): unset DISPATCHER_METRICS_OPEN, or listen on 127.0.0.1"
+            )
+        log.info("GET /metrics is open (no token): DISPATCHER_METRICS_OPEN, on loopback")
 
 
 @contextlib.contextmanager
@@ -199,7 +232,11 @@ def serve(settings: Settings) -> None:
         )
         service.notices.notifier = notifier
         runner.on_finished = service.notices.job_ended
-        app = create_app(service, token, public_docs=settings.public_api_docs)
+        runner.on_worktree_ready = service.metrics.worktree_ready
+        app = create_app(
+            service, token, public_docs=settings.public_api_docs,
+            open_metrics=settings.metrics_open,
+        )  # fmt: skip
         checks.clear_leftovers(settings)
         for repo in store.repos():  # last good trigger files (notify targets) before any job ends
             trigger_files.restore(repo)
@@ -225,7 +262,7 @@ def serve(settings: Settings) -> None:
             host=settings.host,
             port=settings.port,
             log_config=None,
-            access_log=False,
+            access_log=settings.access_log,
             timeout_graceful_shutdown=3,
         )
         try:

@@ -43,6 +43,7 @@ class Daemon:
     env: dict[str, str]
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    serve_args: tuple[str, ...] = ()  # more options of `dispatcher serve` (--log-format json)
     _api: httpx.Client | None = field(default=None, repr=False)
 
     @property
@@ -67,6 +68,7 @@ class Daemon:
                 str(self.port),
                 "--state-dir",
                 str(self.state_dir),
+                *self.serve_args,
             ],
             env=self.env,
             stdout=log,

@@ -14,8 +14,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dispatcher import __version__
 from dispatcher.api.docs_ui import add_docs_pages
-from dispatcher.api.middleware import BearerAuth, BodyLimit, Idempotency, open_routes
-from dispatcher.api.routes import agents, doctor, events, health, inbox, jobs, repos, webhooks
+from dispatcher.api.middleware import BearerAuth, BodyLimit, Idempotency, RequestIds, open_routes
+from dispatcher.api.routes import (
+    agents,
+    doctor,
+    events,
+    health,
+    inbox,
+    jobs,
+    metrics,
+    repos,
+    webhooks,
+)
 from dispatcher.errors import DispatcherError
 from dispatcher.store.models import ErrorBody
 
@@ -102,8 +112,11 @@ def _declare_bearer(app: FastAPI, public: frozenset[tuple[str, str]]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def create_app(service: Service, token: str, *, public_docs: bool = False) -> FastAPI:
-    """The API. ``public_docs``: serve /docs, /redoc and /openapi.json without the token."""
+def create_app(
+    service: Service, token: str, *, public_docs: bool = False, open_metrics: bool = False
+) -> FastAPI:
+    """The API. ``public_docs``: serve /docs, /redoc and /openapi.json without the token;
+    ``open_metrics``: /metrics too (the daemon allows it on loopback only)."""
     app = FastAPI(
         title="worktree-dispatcher",
         version=__version__,
@@ -139,11 +152,12 @@ def create_app(service: Service, token: str, *, public_docs: bool = False) -> Fa
 
     # Outermost last: the token is checked before anything else happens (one check for
     # every route), then the size limit, before an idempotent request is buffered.
-    public = open_routes(public_docs=public_docs)
+    public = open_routes(public_docs=public_docs, metrics=open_metrics)
     app.add_middleware(Idempotency, service=service)
     limit = service.settings.max_request_bytes if service is not None else 10 * 1024 * 1024
     app.add_middleware(BodyLimit, limit=limit)
     app.add_middleware(BearerAuth, token=token, public=public)
+    app.add_middleware(RequestIds)  # outermost: even a refusal's log lines name the job
 
     app.include_router(health.router)
     errors = _documented_errors(401, 404, 409, 413, 422)
@@ -153,6 +167,7 @@ def create_app(service: Service, token: str, *, public_docs: bool = False) -> Fa
     app.include_router(inbox.router, responses=errors)
     app.include_router(agents.router, responses=errors)
     app.include_router(doctor.router, responses=_documented_errors(401))
+    app.include_router(metrics.router, responses=_documented_errors(401))
     # Webhooks are authenticated by the forge's signature, not the token.
     app.include_router(webhooks.router, responses=_documented_errors(401, 413, 422))
     add_docs_pages(app, openapi_url=app.openapi_url or "/openapi.json")

@@ -1,5 +1,5 @@
-"""Pure ASGI middlewares: the bearer-token check, request size limit and
-``Idempotency-Key`` replay.
+"""Pure ASGI middlewares: the bearer-token check, request size limit,
+``Idempotency-Key`` replay, and the job or event a request names for its log lines.
 
 Pure ASGI (not ``BaseHTTPMiddleware``) so that streaming responses (the SSE
 log) pass through untouched.
@@ -12,11 +12,13 @@ import contextlib
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from dispatcher import logctx
 from dispatcher.api import docs_ui
 from dispatcher.api.deps import IDEMPOTENCY_STATE
 from dispatcher.errors import Unauthorized
@@ -78,16 +80,20 @@ DOCS_ROUTES: frozenset[tuple[str, str]] = frozenset(
     {("GET", "/openapi.json"), ("GET", docs_ui.DOCS_URL), ("GET", docs_ui.OAUTH2_REDIRECT_URL),
      ("GET", docs_ui.REDOC_URL)}
 )  # fmt: skip
+# The Prometheus metrics, open only with DISPATCHER_METRICS_OPEN on loopback.
+METRICS_ROUTES: frozenset[tuple[str, str]] = frozenset({("GET", "/metrics")})
 NO_CREDENTIALS = "missing bearer token (Authorization: Bearer <token>)"
 
 
-def open_routes(*, public_docs: bool) -> frozenset[tuple[str, str]]:
+def open_routes(*, public_docs: bool, metrics: bool = False) -> frozenset[tuple[str, str]]:
     """The open (method, path) pairs; with ``public_docs``, the docs pages and each of
-    their asset files too (by exact path, like every open route: no prefix is open)."""
-    if not public_docs:
-        return OPEN_ROUTES
-    assets = {(method, path) for path in docs_ui.asset_paths() for method in ("GET", "HEAD")}
-    return OPEN_ROUTES | DOCS_ROUTES | assets
+    their asset files too (by exact path, like every open route: no prefix is open);
+    with ``metrics``, GET /metrics."""
+    routes = OPEN_ROUTES
+    if public_docs:
+        assets = {(method, path) for path in docs_ui.asset_paths() for method in ("GET", "HEAD")}
+        routes = routes | DOCS_ROUTES | assets
+    return routes | METRICS_ROUTES if metrics else routes
 
 
 class BearerAuth:
@@ -329,3 +335,23 @@ class Idempotency:
             await anyio.to_thread.run_sync(
                 self.service.idempotency.answer, idem, status, b"".join(out), content_type
             )
+
+
+_NAMED = re.compile(r"^/(jobs|events)/(\d{1,19})(?:/|$)")
+
+
+class RequestIds:
+    """A request whose path names a job (``/jobs/{id}...``) or an event (``/events/{id}``)
+    binds its id for the log lines made while it is served (:mod:`dispatcher.logctx`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        found = _NAMED.match(scope.get("path", "")) if scope["type"] == "http" else None
+        if found is None:
+            await self.app(scope, receive, send)
+            return
+        field = "job_id" if found.group(1) == "jobs" else "event_id"
+        with logctx.bound(**{field: int(found.group(2))}):
+            await self.app(scope, receive, send)

@@ -13,7 +13,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -87,6 +87,10 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1)")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8765)")] = None,
     state_dir: Annotated[Path | None, typer.Option(help="State dir (DISPATCHER_STATE_DIR)")] = None,
+    log_format: Annotated[
+        Literal["text", "json"] | None,
+        typer.Option(help="Log lines on stderr: text, or one JSON object each (default text)"),
+    ] = None,
 ) -> None:
     """Run the daemon in the foreground."""
     from dispatcher.daemon import serve as run_daemon
@@ -98,6 +102,8 @@ def serve(
         overrides["port"] = port
     if state_dir is not None:
         overrides["state_dir"] = state_dir
+    if log_format is not None:
+        overrides["log_format"] = log_format
     run_daemon(Settings(**overrides))
 
 

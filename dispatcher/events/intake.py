@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from pathlib import Path
 from typing import Any, Protocol
 
+from dispatcher import logctx
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
 from dispatcher.events.checks import CheckInterrupted, CheckResult, run_check
@@ -84,6 +86,8 @@ class Intake:
         self._futures_lock = threading.Lock()
         # (event id, trigger) being decided by this daemon right now: not to be resumed.
         self._inflight: set[tuple[int, str]] = set()
+        # An event not stored: (its source, "duplicate" or "no_repo"); for /metrics.
+        self.on_dropped: Callable[[str, str], None] | None = None
 
     def close(self) -> None:
         """Stop running checks (killed; they stay pending on their events, for the next
@@ -134,6 +138,7 @@ class Intake:
         repo = repo or self._route(event)
         if repo is None:
             where = event.repo or event.forge_repo or "?"
+            self._dropped(event, "no_repo")
             return IngestResult(event_id=None, ignored=f"no registered repo for {where!r}")
         assert repo.id is not None
         facts = {k: v for k, v in event.model_dump(include=set(_FACTS)).items() if v}
@@ -158,22 +163,41 @@ class Intake:
             seen = self.store.event_by_key(event.dedup_key)
             event_id = seen.id if seen else None
             jobs = self.store.job_ids_for_events([event_id]).get(event_id, []) if event_id else []
+            self._dropped(event, "duplicate")
             return IngestResult(event_id=event_id, duplicate=True, jobs=jobs)
         assert row.id is not None
-        result = IngestResult(event_id=row.id, matched=matched)
+        with logctx.bound(event_id=row.id, repo=repo.name):
+            log.info(
+                "event %s: %s%s from %s, triggers matched: %s", row.id, event.kind,
+                f" {event.action}" if event.action else "", event.source,
+                ", ".join(matched) or "none",
+            )  # fmt: skip
+            return self._decide_all(repo, file, triggers, event, row.id)
+
+    def _dropped(self, event: Event, reason: str) -> None:
+        if self.on_dropped is not None:
+            self.on_dropped(event.source, reason)
+
+    def _decide_all(
+        self, repo: Repo, file: TriggerFile | None, triggers: list[Trigger], event: Event,
+        event_id: int,
+    ) -> IngestResult:  # fmt: skip
+        """Decide each matched trigger of the stored event ``event_id``."""
+        matched = [t.name for t in triggers]
+        result = IngestResult(event_id=event_id, matched=matched)
         if file is None:
-            self._note(row.id, result, "no active trigger file")
+            self._note(event_id, result, "no active trigger file")
             return result
         result.pending_checks = [t.name for t in triggers if t.check]
-        self._take_off(row.id, matched)
+        self._take_off(event_id, matched)
         if not triggers:
-            self._note(row.id, result, _no_match_note(event))
+            self._note(event_id, result, _no_match_note(event))
         for trigger in triggers:
             try:
-                self._decide(repo, file, trigger, event, row.id, result)
+                self._decide(repo, file, trigger, event, event_id, result)
             except Exception:  # e.g. the database stayed locked: the others still go
-                log.exception("event %s: trigger %s left pending", row.id, trigger.name)
-                self._landed((row.id, trigger.name))  # the next start takes it up
+                log.exception("event %s: trigger %s left pending", event_id, trigger.name)
+                self._landed((event_id, trigger.name))  # the next start takes it up
         return result
 
     def _decide(
@@ -317,6 +341,12 @@ class Intake:
     def _check_then_dispatch(
         self, repo: Repo, file: TriggerFile, trigger: Trigger, event: Event, event_id: int
     ) -> None:
+        with logctx.bound(event_id=event_id, repo=repo.name):  # a pool thread: unbound after
+            self._check_and_note(repo, file, trigger, event, event_id)
+
+    def _check_and_note(
+        self, repo: Repo, file: TriggerFile, trigger: Trigger, event: Event, event_id: int
+    ) -> None:
         assert trigger.check is not None
         note: str | None = None  # written with the check's end, in one write
         try:
@@ -360,7 +390,8 @@ class Intake:
         for row in self.store.events_with_pending_triggers():
             assert row.id is not None
             try:
-                resumed += self._resume_event(row)
+                with logctx.bound(event_id=row.id):
+                    resumed += self._resume_event(row)
             except Exception as exc:  # one bad row must not stop the daemon from starting
                 log.exception("event %s: cannot take up its pending triggers", row.id)
                 for name in row.pending_triggers:

@@ -30,11 +30,12 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from dispatcher import faults
+from dispatcher import faults, logctx
 from dispatcher.agents import output, profiles
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidInput
@@ -98,6 +99,8 @@ class Runner:
         self._threads: dict[int, threading.Thread] = {}
         self._loop: threading.Thread | None = None
         self.on_finished: Callable[[int], None] | None = None
+        # A job's worktree is ready: (repo, "pool" or "fresh", seconds it took); for /metrics.
+        self.on_worktree_ready: Callable[[str, str, float], None] | None = None
         self.cgroups = JobCgroups(settings)
 
     # ------------------------------------------------------------ control
@@ -162,8 +165,11 @@ class Runner:
                 self._wake.wait(1.0)
                 self._wake.clear()
 
-    def _start_thread(self, job_id: int, target: Callable[..., None], *args: object) -> None:
+    def _start_thread(
+        self, job_id: int, target: Callable[..., None], *args: object, repo: str | None = None
+    ) -> None:
         def body() -> None:
+            logctx.bind(job_id=job_id, repo=repo)  # this thread's lines are the job's
             try:
                 target(*args)
             except Exception:
@@ -216,6 +222,7 @@ class Runner:
         """The claimed job, its repo, and where its worktree goes (no I/O but reads)."""
         job = self.store.job(job_id)
         repo = self.store.repo(job.repo_id)
+        logctx.bind(repo=repo.name)
         continuing = job.followup_of is not None  # a follow-up runs in its parent's worktree
         worktree = Path(job.worktree) if continuing and job.worktree else None
         return _Attempt(
@@ -348,6 +355,7 @@ class Runner:
             pid_start=child.start_time,
             started_at=utcnow(),
         )
+        log.info("job %s: agent %s started, pid %s", job_id, job.agent, child.pid)
         if job.cancel_requested:  # canceled while we were spawning
             self.cancel(job_id)
         return job
@@ -360,6 +368,7 @@ class Runner:
         self.cgroups.end(job)
         reason = exc.message if isinstance(exc, DispatcherError) else str(exc)
         self.note(job.id, f"failed before the agent started: {reason}")
+        log.info("job %s: failed before the agent started: %s", job.id, reason)
         if a.continuing:  # the worktree holds the earlier runs' work: keep it
             self.store.move(
                 job.id, JobState.PREPARING, JobState.FAILED, error=reason, finished_at=utcnow(),
@@ -387,16 +396,26 @@ class Runner:
         worktree.parent.mkdir(parents=True, exist_ok=True)
         reason = f"dispatcher job {job_id}"
         pool = None if job.sparse else self.pool  # a sparse tree is made, never recycled
+        asked = time.monotonic()
         if pool is not None and pool.take(repo, worktree, job.branch, job.base_sha):
             worktrees.lock(repo_path, worktree, reason, new=True)
+            self._worktree_ready(repo, "pool", asked)
             self.note(job_id, "worktree: recycled from the warm pool")
             return
         worktrees.add(
             repo_path, worktree, job.branch, job.base_sha, lock_reason=reason,
             sparse=job.sparse or (),
         )  # fmt: skip
+        self._worktree_ready(repo, "fresh", asked)
         what = f"sparse checkout of {', '.join(job.sparse)}" if job.sparse else "checkout"
         self.note(job_id, f"worktree: fresh {what}")
+
+    def _worktree_ready(self, repo: Repo, source: str, asked: float) -> None:
+        if self.on_worktree_ready is not None:
+            try:
+                self.on_worktree_ready(repo.name, source, time.monotonic() - asked)
+            except Exception:  # a figure never fails a job
+                log.exception("job worktree: the metrics hook failed")
 
     def _take_over(self, job: Job, repo_path: Path, worktree: Path) -> None:
         """A follow-up continues in its parent's worktree: check it is still there and
@@ -453,7 +472,9 @@ class Runner:
             problem = problem or f"the agent reported an error: {agent_error}"
         state, error = result.outcome(job, code, timed_out=timed_out, problem=problem)
         self.store.move(job_id, JobState.RUNNING, state, error=error, **fields)
-        self.note(job_id, f"job {job_id} {state.value}" + (f": {error}" if error else ""))
+        ended = f"job {job_id} {state.value}" + (f": {error}" if error else "")
+        self.note(job_id, ended)
+        log.info("%s", ended)
 
     # ------------------------------------------------------------ recovery
 
@@ -462,9 +483,10 @@ class Runner:
         for job in self.store.jobs_in([JobState.PREPARING, JobState.RUNNING]):
             assert job.id is not None
             try:
-                self._recover_one(job)
+                with logctx.bound(job_id=job.id):
+                    self._recover_one(job)
             except Exception:
-                log.exception("job %s: recovery failed", job.id)
+                log.exception("job %s: recovery failed", job.id, extra={"job_id": job.id})
                 self._fail_if_stuck(job.id, "could not be recovered after a daemon restart")
             with self._lock:
                 supervised = job.id in self._threads
@@ -477,6 +499,7 @@ class Runner:
         queue the job again (see :mod:`dispatcher.jobs.recovery`)."""
         assert job.id is not None
         repo = self.store.repo(job.repo_id)
+        logctx.bind(repo=repo.name)  # inside recover()'s block for this job
         files = job_files(self.settings, job.id)
         if job.state is JobState.PREPARING:
             started = recovery.spawn_started(self.settings, self.store, job)
@@ -494,7 +517,7 @@ class Runner:
             with self._lock:
                 self._children[job.id] = child
             self.note(job.id, f"daemon restarted: re-adopted agent pid {job.pid}")
-            self._start_thread(job.id, self._supervise, job.id, child)
+            self._start_thread(job.id, self._supervise, job.id, child, repo=repo.name)
             return
         self.cgroups.end(job)  # the agent has ended: so does all it left behind
         code = proc.read_exit_file(files.exit)

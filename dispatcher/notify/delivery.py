@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 
 import httpx
 
+from dispatcher import logctx
 from dispatcher.errors import InvalidInput
 from dispatcher.notify.formats import USER_AGENT, build_request
 from dispatcher.notify.notices import JobNotice
@@ -260,8 +261,10 @@ class Notifier:
                 item = self._next_locked()
                 if item is None:
                     return
+            notice = item.notice
             try:
-                self._process(item)
+                with logctx.bound(job_id=notice.job_id, repo=notice.repo):
+                    self._process(item)
             except Exception:
                 log.exception("notification worker error")
 

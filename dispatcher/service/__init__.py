@@ -11,6 +11,7 @@
 * ``events``   ``POST /events``, the events stored, each repo's triggers (:mod:`.events`);
 * ``issues``   the local issue inbox (:mod:`.issues`);
 * ``notices``  which notices a job owes and where they go (:mod:`.notices`);
+* ``metrics``  ``GET /metrics``: the store's figures and the in-process ones (:mod:`.metrics`);
 * ``webhooks`` forge deliveries into the intake (:mod:`dispatcher.events.webhooks`);
 * ``idempotency`` the ``Idempotency-Key`` answers (:mod:`dispatcher.store.idempotency`).
 
@@ -32,6 +33,7 @@ from dispatcher.service.doctor import Doctor
 from dispatcher.service.events import Events
 from dispatcher.service.issues import Issues
 from dispatcher.service.jobs import Jobs
+from dispatcher.service.metrics import Metrics
 from dispatcher.service.notices import Notices
 from dispatcher.service.outputs import Outputs
 from dispatcher.service.repos import Repos
@@ -67,6 +69,8 @@ class Service:
         self.issues = Issues(store, self.intake)
         self.webhooks = Webhooks(settings, store, self.intake)
         self.idempotency = Idempotency(store, settings.idempotency_hours)
+        self.metrics = Metrics(store, pool)
+        self.intake.on_dropped = self.metrics.event_dropped
 
     def health(self) -> Health:
         return Health(version=__version__, jobs_active=self.store.count_active())
