@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from dispatcher import __version__
 from dispatcher.api.middleware import BearerAuth, BodyLimit, Idempotency, open_routes
-from dispatcher.api.routes import agents, events, health, inbox, jobs, repos, webhooks
+from dispatcher.api.routes import agents, events, health, inbox, jobs, prune, repos, webhooks
 from dispatcher.errors import DispatcherError
 from dispatcher.store.models import ErrorBody
 
@@ -146,6 +146,7 @@ def create_app(service: Service, token: str, *, public_docs: bool = False) -> Fa
     errors = _documented_errors(401, 404, 409, 413, 422)
     app.include_router(repos.router, responses=errors)
     app.include_router(jobs.router, responses=errors)
+    app.include_router(prune.router, responses=errors)
     app.include_router(events.router, responses=errors)
     app.include_router(inbox.router, responses=errors)
     app.include_router(agents.router, responses=errors)
