@@ -151,22 +151,6 @@ def test_bad_values_are_refused_as_by_repo_add(
     assert show(daemon, name) == before
 
 
-@pytest.mark.parametrize(
-    ("args", "says"),
-    [
-        (["--max-parallel", "many"], "Invalid value for '--max-parallel'"),
-        ([], "nothing to change"),
-        (["--pool-size", "1", "--clear", "pool-size"], "--pool-size is given a value and cleared"),
-        (["--clear", "path"], "'path' is not one of"),
-    ],
-)
-def test_usage_errors_exit_2(daemon: Daemon, args: list[str], says: str) -> None:
-    result = daemon.cli("repo", "update", "any", *args, check=False)
-    assert result.returncode == 2, result
-    assert result.stderr.startswith("dispatcher: ") and len(result.stderr.splitlines()) == 1
-    assert says in result.stderr
-
-
 def test_an_unknown_repo_is_one_line_and_a_404(daemon: Daemon) -> None:
     result = daemon.cli("repo", "update", "no-such-repo", "--pool-size", "1", check=False)
     assert result.returncode == 1
