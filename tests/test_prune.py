@@ -182,3 +182,19 @@ def test_not_durations(text: str) -> None:
 )
 def test_ages(seconds: float, text: str) -> None:
     assert describe_age(seconds) == text
+
+
+def test_a_job_whose_repository_is_out_of_reach_is_kept_unless_asked(world: World) -> None:
+    """Its commits cannot be counted: it may hold work, so only its state asked prunes it."""
+    w = world
+    job = w.job(S.FAILED, ago=timedelta(days=1))
+    away = w.repo.with_name("away")
+    w.repo.rename(away)
+    try:
+        result = w.service.prune.run(PruneRequest(), now=NOW)
+        (item,) = result.jobs
+        assert (item.action, item.commits, w.state(job)) == ("keep", None, S.FAILED)
+        assert "its commits are unknown" in item.message and "`--state failed`" in item.message
+    finally:
+        away.rename(w.repo)
+    assert w.prune() == {job.id: "discard"}  # back in reach: no commits, so it goes

@@ -171,8 +171,8 @@ def repo_show(name: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
         _print_json(repo)
         return
     keys = (
-        "name", "path", "default_branch", "forge_name", "max_parallel", "pool_size", "exists",
-        "created_at",
+        "name", "path", "default_branch", "forge_name", "max_parallel", "pool_size",
+        "daily_cost_usd", "exists", "created_at",
     )  # fmt: skip
     for key in keys:
         typer.echo(f"{key:<15} {repo[key]}")

@@ -101,20 +101,17 @@ class Prune:
             repo = by_id[job.repo_id]
             heads = branches[job.repo_id]
             tip = heads.get(f"refs/heads/{job.branch}") if heads is not None else None
-            if job.state in CLOSED:
-                if tip is None or (job.repo_id, job.branch) in in_use:
-                    continue  # nothing left of it (or not its to delete)
-                plans.append(self._closed(job, repo, tip))
-                continue
-            commits = _commits(repo, job, tip) if heads is not None else job.commits_ahead
-            if commits and not explicit:
-                reason = (
-                    f"{_n(commits, 'commit')} on {job.branch}; "
-                    f"`--state {job.state.value}` prunes it"
-                )
-                plans.append(_Plan(job, repo, commits, tip, "keep", reason))
-            else:
-                plans.append(_Plan(job, repo, commits, tip, "discard"))
+            if job.state in CLOSED and (tip is None or (job.repo_id, job.branch) in in_use):
+                continue  # nothing left of it (or not its to delete)
+            try:
+                if job.state in CLOSED:
+                    assert tip is not None
+                    plans.append(self._closed(job, repo, tip))
+                else:
+                    plans.append(_finished(job, repo, tip, heads is not None, explicit))
+            except DispatcherError as exc:
+                reason = f"cannot tell what its branch holds: {exc.message}"
+                plans.append(_Plan(job, repo, None, tip, "keep", reason))
         return plans
 
     def _closed(self, job: Job, repo: Repo, tip: str) -> _Plan:
@@ -167,6 +164,21 @@ class Prune:
             return [str(p) for r in repos for p in self.sweeper.orphans(r)]
         report = self.sweeper.sweep_orphans(repos, now=now)
         return [str(o.path) for o in report.orphans]
+
+
+def _finished(job: Job, repo: Repo, tip: str | None, readable: bool, explicit: bool) -> _Plan:
+    """A finished job: discarded, unless it has (or may have) commits and its state was
+    not asked for. ``readable``: the repo's path holds a repository."""
+    commits = _commits(repo, job, tip) if readable else job.commits_ahead
+    if explicit or commits == 0:
+        return _Plan(job, repo, commits, tip, "discard")
+    if commits is None:
+        reason = f"its commits are unknown ({repo.path} holds no repository now)"
+    else:
+        reason = f"{_n(commits, 'commit')} on {job.branch}"
+    return _Plan(
+        job, repo, commits, tip, "keep", f"{reason}; `--state {job.state.value}` prunes it"
+    )
 
 
 def _states(asked: list[JobState] | None) -> frozenset[JobState]:
