@@ -187,7 +187,6 @@ def serve(settings: Settings) -> None:
     from dispatcher.events.trigger_files import TriggerFiles
     from dispatcher.jobs.pool import WorktreePool
     from dispatcher.jobs.runner import Runner
-    from dispatcher.jobs.sweeper import Sweeper
     from dispatcher.service import Service
     from dispatcher.store.database import Store, migrate
     from dispatcher.store.models import Repo
@@ -213,13 +212,14 @@ def serve(settings: Settings) -> None:
             active = trigger_files.active(repo.id) if repo.id else None
             return list(active.keep) if active else []
 
-        wanted = settings.pool_size > 0 or any(r.pool_size for r in store.repos())
-        pool = WorktreePool(settings, store.repos, keep_for) if wanted else None
+        # Always there, even when no repo keeps warm trees: `repo update --pool-size` turns
+        # it on for a repo without a restart (with size 0 it only removes released trees).
+        pool = WorktreePool(settings, store.repos, keep_for)
         runner = Runner(settings, store, pool)
         service = Service(settings, store, runner, trigger_files=trigger_files, pool=pool)
         sources = Sources(
             settings, store, trigger_files, service.intake.ingest,
-            on_default_moved=pool.refresh if pool else None,
+            on_default_moved=pool.refresh,
         )  # fmt: skip
         service.repos.listener = sources
         from dispatcher.notify.delivery import Notifier
@@ -246,10 +246,9 @@ def serve(settings: Settings) -> None:
         runner.start()  # re-adopts or re-queues what the last daemon left running
         sources.start()
         service.intake.resume_pending()  # what a stopped or crashed daemon left undecided
-        if pool is not None:
-            pool.start()
+        pool.start()
         stop_sweeping = threading.Event()
-        sweeper = Sweeper(settings, store)
+        sweeper = service.sweeper  # the one `prune` tidies with: one sweep at a time
         threading.Thread(
             target=sweeper.loop,
             args=(stop_sweeping, settings.sweep_interval_minutes * 60),
@@ -270,8 +269,7 @@ def serve(settings: Settings) -> None:
         finally:
             stop_sweeping.set()
             sources.stop()
-            if pool is not None:
-                pool.stop()
+            pool.stop()
             service.intake.close()
             runner.stop()
             notifier.stop(timeout=2)

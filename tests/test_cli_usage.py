@@ -60,6 +60,34 @@ def test_usage_error_names_the_problem_and_where_to_look(tmp_path: Path) -> None
     assert "dispatcher show --help" in line
 
 
+# Usage errors of `prune` and `repo update`, and what their one line says.
+SAYS = {
+    "prune: bad duration": (["prune", "--older-than", "7x"], "not a duration: '7x'"),
+    "prune: unit first": (["prune", "--older-than", "d7"], "not a duration"),
+    "prune: zero duration": (["prune", "--older-than", "0d"], "more than zero"),
+    "prune: bad state": (["prune", "--state", "bogus"], "'bogus' is not one of"),
+    "update: bad number": (
+        ["repo", "update", "app", "--max-parallel", "many"], "Invalid value for '--max-parallel'"
+    ),
+    "update: nothing": (["repo", "update", "app"], "nothing to change"),
+    "update: set and cleared": (
+        ["repo", "update", "app", "--pool-size", "1", "--clear", "pool-size"],
+        "--pool-size is given a value and cleared",
+    ),
+    "update: clear what is not a setting": (
+        ["repo", "update", "app", "--clear", "path"], "'path' is not one of"
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("args", "says"), SAYS.values(), ids=SAYS.keys())
+def test_usage_error_says_what_is_wrong(args: list[str], says: str, tmp_path: Path) -> None:
+    result = _run(args, tmp_path)
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith("dispatcher: ") and says in line, line
+
+
 @pytest.mark.parametrize("args", [["--help"], ["show", "--help"], ["repo", "--help"]])
 def test_help_still_works_and_exits_0(args: list[str], tmp_path: Path) -> None:
     result = _run(args, tmp_path)

@@ -23,6 +23,7 @@ from dispatcher.api.routes import (
     inbox,
     jobs,
     metrics,
+    prune,
     repos,
     webhooks,
 )
@@ -163,6 +164,7 @@ def create_app(
     errors = _documented_errors(401, 404, 409, 413, 422)
     app.include_router(repos.router, responses=errors)
     app.include_router(jobs.router, responses=errors)
+    app.include_router(prune.router, responses=errors)
     app.include_router(events.router, responses=errors)
     app.include_router(inbox.router, responses=errors)
     app.include_router(agents.router, responses=errors)

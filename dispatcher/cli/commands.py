@@ -12,6 +12,7 @@ import shlex
 import sys
 import time
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -110,21 +111,32 @@ def serve(
 # ------------------------------------------------------------------ repos
 
 
+MaxParallel = Annotated[int | None, typer.Option(help="Agents at once for this repo")]
+ForgeName = Annotated[
+    str | None,
+    typer.Option(help="owner/name on GitHub or GitLab (default: from the origin remote)"),
+]
+PoolSize = Annotated[int | None, typer.Option(help="Warm worktrees kept for this repo (0: none)")]
+DailyCost = Annotated[float | None, typer.Option(help="Cap on agents' reported cost per UTC day")]
+
+
+class RepoSetting(StrEnum):
+    """The settings `repo update --clear` puts back to their default."""
+
+    MAX_PARALLEL = "max-parallel"
+    POOL_SIZE = "pool-size"
+    FORGE_NAME = "forge-name"
+    DAILY_COST_USD = "daily-cost-usd"
+
+
 @repo_app.command("add")
 def repo_add(
     path: Path,
     name: Annotated[str | None, typer.Option(help="Name to refer to it by")] = None,
-    max_parallel: Annotated[int | None, typer.Option(help="Agents at once for this repo")] = None,
-    forge_name: Annotated[
-        str | None,
-        typer.Option(help="owner/name on GitHub or GitLab (default: from the origin remote)"),
-    ] = None,
-    pool_size: Annotated[
-        int | None, typer.Option(help="Warm worktrees kept for this repo (0: none)")
-    ] = None,
-    daily_cost_usd: Annotated[
-        float | None, typer.Option(help="Cap on agents' reported cost per UTC day")
-    ] = None,
+    max_parallel: MaxParallel = None,
+    forge_name: ForgeName = None,
+    pool_size: PoolSize = None,
+    daily_cost_usd: DailyCost = None,
 ) -> None:
     """Register a local git repository."""
     body = {
@@ -137,6 +149,44 @@ def repo_add(
     typer.echo(
         f"registered {repo['name']} at {repo['path']} (default branch {repo['default_branch']})"
     )
+
+
+@repo_app.command("update")
+def repo_update(
+    name: str,
+    max_parallel: MaxParallel = None,
+    forge_name: ForgeName = None,
+    pool_size: PoolSize = None,
+    daily_cost_usd: DailyCost = None,
+    clear: Annotated[
+        list[RepoSetting] | None,
+        typer.Option(help="Put this setting back to its default (repeatable)"),
+    ] = None,
+) -> None:
+    """Change a registered repo's settings; its jobs, events and history stay. Only the
+    settings given change; the next job uses them, no restart needed."""
+    given = {
+        "max_parallel": max_parallel, "forge_name": forge_name, "pool_size": pool_size,
+        "daily_cost_usd": daily_cost_usd,
+    }  # fmt: skip
+    body: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
+    for setting in clear or []:
+        key = setting.value.replace("-", "_")
+        if key in body:
+            raise typer.BadParameter(
+                f"--{setting.value} is given a value and cleared", param_hint="--clear"
+            )
+        body[key] = None
+    if not body:
+        raise typer.BadParameter(
+            "nothing to change: give a setting or --clear SETTING", param_hint="NAME"
+        )
+    with _client() as c:
+        repo = c.patch(f"/repos/{_seg(name)}", body)
+    changed = ", ".join(
+        f"{key} {'default' if repo[key] is None else repo[key]}" for key in sorted(body)
+    )
+    typer.echo(f"updated {repo['name']}: {changed}")
 
 
 @repo_app.command("list")
@@ -161,8 +211,8 @@ def repo_show(name: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
         _print_json(repo)
         return
     keys = (
-        "name", "path", "default_branch", "forge_name", "max_parallel", "pool_size", "exists",
-        "created_at",
+        "name", "path", "default_branch", "forge_name", "max_parallel", "pool_size",
+        "daily_cost_usd", "exists", "created_at",
     )  # fmt: skip
     for key in keys:
         typer.echo(f"{key:<15} {_when(repo[key]) if key == 'created_at' else repo[key]}")
@@ -615,6 +665,7 @@ def _usage_error(exc: Exception) -> int:
 
 # Commands in modules of their own register on `app` when imported.
 from dispatcher.cli import doctor as _doctor  # noqa: E402, F401  `dispatcher doctor`
+from dispatcher.cli import maintenance as _maintenance  # noqa: E402, F401  `dispatcher prune`
 from dispatcher.cli import unit as _unit  # noqa: E402, F401  `dispatcher service`
 
 

@@ -77,6 +77,10 @@ class WorktreePool:
     def size_for(self, repo: Repo) -> int:
         return repo.pool_size if repo.pool_size is not None else self.settings.pool_size
 
+    def _current(self, repo: Repo) -> Repo:
+        """``repo`` as registered now (its settings), or as given if it is gone."""
+        return next((r for r in self._repos() if r.id == repo.id), repo)
+
     def idle(self, repo_name: str) -> list[Path]:
         with self._lock:
             return list(self._idle.get(repo_name, []))
@@ -139,7 +143,9 @@ class WorktreePool:
             worktrees.remove(repo_path, worktree)  # leftovers are the sweeper's business
             return None
         saved = save_released(self.settings, worktree, job_id, exclude, max_file_bytes)
-        if worktrees.is_sparse(worktree):  # a partial checkout is no use to the next job
+        # A partial checkout is no use to the next job; with no pool for the repo, the tree
+        # goes now, as it would if the daemon had no pool at all.
+        if worktrees.is_sparse(worktree) or self.size_for(repo) <= 0:
             worktrees.remove(repo_path, worktree)
             return saved
         parked = self.root / repo.name / f"released-{uuid.uuid4().hex[:12]}"
@@ -158,6 +164,7 @@ class WorktreePool:
     def _reuse_or_remove(self, repo: Repo, tree: Path) -> None:
         """Clean a released tree and put it back; it displaces the oldest idle tree
         when the pool is full (a used tree may hold kept dependency installs)."""
+        repo = self._current(repo)  # its pool size may have changed since the release
         repo_path = Path(repo.path)
         displaced: Path | None = None
         try:
@@ -180,9 +187,8 @@ class WorktreePool:
         finally:
             with self._lock:
                 self._busy[repo.name] = max(0, self._busy.get(repo.name, 1) - 1)
-        if displaced is not None:  # idle trees are never locked: delete without the lock
-            with contextlib.suppress(DispatcherError, OSError):
-                worktrees.delete_unlocked(repo_path, displaced)
+        if displaced is not None:
+            self._delete_idle(repo, displaced)
 
     # ------------------------------------------------------------ fill and refresh
 
@@ -196,6 +202,21 @@ class WorktreePool:
             self._busy[repo.name] = self._busy.get(repo.name, 0) + missing
         for _ in range(missing):
             self._submit(lambda: self._make(repo))
+
+    def resize(self, repo: Repo) -> None:
+        """The repo's pool size changed: idle trees past it are removed, and the pool
+        fills up to it, in the background."""
+        with self._lock:
+            idle = self._idle.get(repo.name, [])
+            extra = max(0, len(idle) - self.size_for(repo))
+            surplus, idle[:] = idle[:extra], idle[extra:]
+        for tree in surplus:  # idle trees are never locked: delete without the lock
+            self._submit(functools.partial(self._delete_idle, repo, tree))
+        self.fill(repo)
+
+    def _delete_idle(self, repo: Repo, tree: Path) -> None:
+        with contextlib.suppress(DispatcherError, OSError):
+            worktrees.delete_unlocked(Path(repo.path), tree)
 
     def _make(self, repo: Repo) -> None:
         tree = self.root / repo.name / f"idle-{uuid.uuid4().hex[:12]}"

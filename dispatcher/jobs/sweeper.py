@@ -31,7 +31,7 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -203,10 +203,24 @@ class Sweeper:
             stop.wait(interval_s)
 
     def sweep(self, *, now: datetime) -> SweepReport:
+        steps = (self._orphans, self._vanished, self._running, self._retention)
+        return self._sweep(self.store.repos(), steps, now)
+
+    def sweep_orphans(self, repos: Sequence[Repo], *, now: datetime) -> SweepReport:
+        """Steps 1 and 2 only, for ``repos``: git's stale records pruned, orphans
+        disposed of (``dispatcher prune`` tidies with it)."""
+        return self._sweep(repos, (self._orphans,), now)
+
+    def orphans(self, repo: Repo) -> list[Path]:
+        """The directories of ``repo`` that step 2 would dispose of now (a dry run)."""
+        jobs = [j for j in self.store.jobs_holding_worktrees() if j.repo_id == repo.id]
+        return unclaimed(self._dirs(repo), *_claims(jobs))
+
+    def _sweep(self, repos_: Sequence[Repo], steps: Sequence[_Step], now: datetime) -> SweepReport:
         report = SweepReport()
         with self._lock:
             repos: list[tuple[Repo, Path, list[Path]]] = []
-            for repo in self.store.repos():
+            for repo in repos_:
                 repo_path = Path(repo.path)
                 try:
                     refs.common_dir(repo_path)
@@ -224,7 +238,7 @@ class Sweeper:
             jobs = self.store.jobs_holding_worktrees()
             for repo, repo_path, dirs in repos:
                 mine = [j for j in jobs if j.repo_id == repo.id]
-                for step in (self._orphans, self._vanished, self._running, self._retention):
+                for step in steps:
                     try:
                         step(repo, repo_path, dirs, mine, now, report)
                     except (DispatcherError, OSError) as exc:
@@ -256,9 +270,7 @@ class Sweeper:
         now: datetime,
         report: SweepReport,
     ) -> None:
-        claimed = {os.path.realpath(j.worktree) for j in jobs if j.worktree}
-        active = {j.id for j in jobs if j.id is not None and j.state in ACTIVE}
-        for path in unclaimed(dirs, claimed, active):
+        for path in unclaimed(dirs, *_claims(jobs)):
             try:
                 report.orphans.append(self._dispose_orphan(repo, repo_path, path, now))
             except (DispatcherError, OSError) as exc:
@@ -467,6 +479,16 @@ class Sweeper:
                 fh.write(f"[dispatcher] {text}\n")
         except OSError as exc:
             log.warning("job %s: cannot write its log (%s): %s", job_id, exc, text)
+
+
+_Step = Callable[[Repo, Path, list[Path], list[Job], datetime, SweepReport], None]
+"""One step of a sweep, for one repo: (repo, its path, its directories, its jobs, now, report)."""
+
+
+def _claims(jobs: Iterable[Job]) -> tuple[set[str], set[int]]:
+    """What :func:`unclaimed` needs of ``jobs``: their worktrees' real paths, the active ids."""
+    claimed = {os.path.realpath(j.worktree) for j in jobs if j.worktree}
+    return claimed, {j.id for j in jobs if j.id is not None and j.state in ACTIVE}
 
 
 def _unused_ref(repo_path: Path, ref: str) -> str:

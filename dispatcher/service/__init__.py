@@ -7,6 +7,7 @@
 * ``repos``    register, list, show and unregister repos (:mod:`.repos`);
 * ``jobs``     submit (the one path every job takes), follow up, retry, list (:mod:`.jobs`);
 * ``control``  cancel, discard and merge a job (:mod:`.control`);
+* ``prune``    discard finished jobs in bulk, tidy closed jobs' leftovers (:mod:`.prune`);
 * ``outputs``  a job's log, diff and notice deliveries (:mod:`.outputs`);
 * ``events``   ``POST /events``, the events stored, each repo's triggers (:mod:`.events`);
 * ``issues``   the local issue inbox (:mod:`.issues`);
@@ -27,6 +28,7 @@ from dispatcher.events.intake import Intake
 from dispatcher.events.trigger_files import TriggerFiles
 from dispatcher.events.webhooks import Webhooks
 from dispatcher.jobs.pool import WorktreePool
+from dispatcher.jobs.sweeper import Sweeper
 from dispatcher.service.agents import Agents
 from dispatcher.service.control import Control, Supervisor
 from dispatcher.service.doctor import Doctor
@@ -36,6 +38,7 @@ from dispatcher.service.jobs import Jobs
 from dispatcher.service.metrics import Metrics
 from dispatcher.service.notices import Notices
 from dispatcher.service.outputs import Outputs
+from dispatcher.service.prune import Prune
 from dispatcher.service.repos import Repos
 from dispatcher.store.database import Store
 from dispatcher.store.idempotency import Idempotency
@@ -71,6 +74,8 @@ class Service:
         self.idempotency = Idempotency(store, settings.idempotency_hours)
         self.metrics = Metrics(store, pool)
         self.intake.on_dropped = self.metrics.event_dropped
+        self.sweeper = Sweeper(settings, store)  # the daemon's sweeps, and prune's orphans
+        self.prune = Prune(store, self.control, self.sweeper)
 
     def health(self) -> Health:
         return Health(version=__version__, jobs_active=self.store.count_active())

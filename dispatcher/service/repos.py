@@ -1,4 +1,5 @@
-"""Repos: register (``dispatcher repo add``), list, show and unregister.
+"""Repos: register (``dispatcher repo add``), change settings (``repo update``), list,
+show and unregister.
 
 A repo is the main checkout of a git repository outside the state dir. When
 one comes or goes, its trigger file is loaded or forgotten, the event sources
@@ -8,6 +9,7 @@ pool fills or forgets its worktrees.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,9 +28,12 @@ from dispatcher.store.models import (
     Repo,
     RepoCreate,
     RepoPublic,
+    RepoUpdate,
     start_of_day,
 )
 from triggers.webhooks.remotes import forge_name_of
+
+log = logging.getLogger(__name__)
 
 _REPO_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -80,10 +85,7 @@ class Repos:
             raise AlreadyExists(f"{top} is already registered")
         if self.store.find_repo(name=name) is not None:
             raise AlreadyExists(f"a repo named {name!r} is already registered; pass --name")
-        forge_name = req.forge_name
-        if forge_name is None:
-            origin = meta.remote_url(top)
-            forge_name = forge_name_of(origin) if origin else None
+        forge_name = req.forge_name if req.forge_name is not None else _origin_forge_name(top)
         try:
             repo = self.store.add_repo(
                 Repo(
@@ -105,6 +107,22 @@ class Repos:
         if self.pool is not None:
             self.pool.fill(repo)
         return self.get(name)
+
+    def update(self, name: str, req: RepoUpdate) -> RepoPublic:
+        """Change the settings ``req`` holds (None: back to the default; fields left out
+        stay); the repo, its jobs and events are kept. The next claim uses the new
+        limits and the next job the new budget; the warm pool resizes now."""
+        repo = self.store.repo_by_name(name)
+        assert repo.id is not None
+        fields = {key: getattr(req, key) for key in sorted(req.model_fields_set)}
+        if "forge_name" in fields and fields["forge_name"] is None:
+            fields["forge_name"] = _origin_forge_name(Path(repo.path))
+        if fields:
+            repo = self.store.update_repo(repo.id, **fields)
+            log.info("repo %s: settings changed: %s", repo.name, fields)
+        if "pool_size" in fields and self.pool is not None:
+            self.pool.resize(repo)
+        return self._one_public(repo)
 
     def all(self) -> list[RepoPublic]:
         counts = self.store.job_counts()
@@ -155,6 +173,12 @@ class Repos:
         public.worktrees_bytes = worktrees_disk_usage(self.settings, repo.name)
         public.cost_today_usd = round(costs.get(repo.id, 0.0), 6)
         return public
+
+
+def _origin_forge_name(top: Path) -> str | None:
+    """The forge's ``owner/name`` that the repo's origin remote names, if any."""
+    origin = meta.remote_url(top)
+    return forge_name_of(origin) if origin else None
 
 
 def _default_name(path: Path) -> str:

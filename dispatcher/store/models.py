@@ -17,6 +17,7 @@ from pydantic import Field as PydanticField
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
+from dispatcher.durations import parse_duration
 from dispatcher.lifecycle import JobState, MergeStrategy
 from dispatcher.paths import repo_subpath
 
@@ -151,14 +152,26 @@ class Issue(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-class RepoCreate(BaseModel):
+class RepoSettings(BaseModel):
+    """A repo's settings: what ``POST /repos`` takes besides its path and name, and all
+    that ``PATCH /repos/{name}`` changes. None: the default (the daemon's setting; for
+    ``forge_name``, what the origin remote names)."""
+
     model_config = ConfigDict(extra="forbid")
-    path: str
-    name: str | None = None
     max_parallel: int | None = Field(default=None, ge=1, le=10_000)
     pool_size: int | None = Field(default=None, ge=0, le=64)
     forge_name: str | None = PydanticField(default=None, pattern=r"^[\w.-]+(/[\w.-]+)+$")
     daily_cost_usd: float | None = PydanticField(default=None, gt=0, le=1_000_000)
+
+
+class RepoCreate(RepoSettings):
+    path: str
+    name: str | None = None
+
+
+class RepoUpdate(RepoSettings):
+    """``PATCH /repos/{name}``: only the fields sent change; ``null`` puts one back to its
+    default. The path and the name cannot change (unregister and register again)."""
 
 
 class RepoPublic(BaseModel):
@@ -450,6 +463,54 @@ class ActionResult(BaseModel):
     job: JobPublic
     changed: bool
     message: str
+
+
+def _duration(text: str) -> str:
+    parse_duration(text)  # its ValueError names the grammar
+    return text
+
+
+class PruneRequest(BaseModel):
+    """``POST /jobs/prune``: which finished jobs to discard and whose leftovers to tidy."""
+
+    model_config = ConfigDict(extra="forbid")
+    states: list[JobState] | None = PydanticField(
+        default=None,
+        min_length=1,
+        description="Only jobs in these states, with or without commits. Default: failed, "
+        "canceled and timed_out jobs without commits ahead, and the branches and worktrees "
+        "left by merged and discarded jobs. Queued, preparing and running are refused.",
+    )
+    older_than: Annotated[str, AfterValidator(_duration)] | None = PydanticField(
+        default=None,
+        description="Only jobs that finished (merged or discarded: closed) at least this "
+        "long ago: a number and a unit, s, m, h, d or w (90m, 12h, 7d, 1d12h).",
+    )
+    repo: str | None = PydanticField(default=None, description="Only this repo's jobs.")
+    dry_run: bool = PydanticField(
+        default=False, description="Only list what would be pruned; change nothing."
+    )
+
+
+class PrunedJob(BaseModel):
+    """One job a prune picked: what it did (or would do) to it, or why it kept it."""
+
+    id: int
+    repo: str
+    state: JobState  # when picked, before the prune
+    age_s: float  # since it finished (merged or discarded: since it was closed)
+    commits: int | None  # on its branch, not in its base; None: unknown (repo path gone)
+    branch: str
+    action: Literal["discard", "delete_branch", "keep"]
+    done: bool  # the action happened (False: a dry run, or it failed: see message)
+    message: str
+
+
+class PruneResult(BaseModel):
+    dry_run: bool
+    jobs: list[PrunedJob]  # pruned (or, in a dry run, to be pruned), then kept
+    orphans: list[str]  # worktree directories no job claims: removed (or to be)
+    summary: str
 
 
 class DiffPublic(BaseModel):

@@ -1,11 +1,12 @@
-"""Routes of repos: register, list, show (with trigger errors), unregister; file an issue."""
+"""Routes of repos: register, change settings, list, show (with trigger errors), unregister;
+file an issue."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, status
 
 from dispatcher.api.deps import IdempotencyDep, ServiceDep
-from dispatcher.store.models import IssueCreate, IssuePublic, RepoCreate, RepoPublic
+from dispatcher.store.models import IssueCreate, IssuePublic, RepoCreate, RepoPublic, RepoUpdate
 
 router = APIRouter(prefix="/repos", tags=["repos"])
 
@@ -23,6 +24,14 @@ def list_repos(service: ServiceDep) -> list[RepoPublic]:
 @router.get("/{name}", summary="Show one repository and its job counts")
 def show_repo(name: str, service: ServiceDep) -> RepoPublic:
     return service.repos.get(name)
+
+
+@router.patch(
+    "/{name}",
+    summary="Change a repository's settings (fields sent change; null: back to the default)",
+)
+def update_repo(name: str, body: RepoUpdate, service: ServiceDep) -> RepoPublic:
+    return service.repos.update(name, body)
 
 
 @router.delete("/{name}", summary="Unregister a repository (refused while it has active jobs)")
