@@ -219,6 +219,17 @@ def test_install_and_uninstall_without_a_user_manager(tmp_path: Path) -> None:
     assert missing.stderr.startswith("dispatcher: not installed")
 
 
+def test_an_unwritable_config_dir_is_one_line(tmp_path: Path) -> None:
+    env = service_env(tmp_path)
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    for config_home in (blocker, blocker / "deeper"):
+        done = cli({**env, "XDG_CONFIG_HOME": str(config_home)}, "install")
+        assert done.returncode == 1
+        assert done.stderr.startswith("dispatcher: cannot write "), done.stderr
+        assert len(done.stderr.splitlines()) == 1, done.stderr
+
+
 @pytest.mark.skipif(shutil.which("launchctl") is not None, reason="a real launchd is here")
 def test_launchd_install_and_uninstall_without_launchctl(tmp_path: Path) -> None:
     env = service_env(tmp_path)
@@ -321,25 +332,32 @@ def user_manager(tmp_path: Path) -> Iterator[dict[str, str]]:
     assert SYSTEMD is not None
     name = f"dispatcher-test-{uuid.uuid4().hex[:12]}"
     tops = [parent / name for parent in _own_cgroups()]
-    for top in tops:
-        top.mkdir()
     env = service_env(tmp_path, PYTHONPATH=os.environ.get("PYTHONPATH", ""))
-    join = 'for f in "$@"; do echo $$ > "$f/cgroup.procs"; done; '
+    # The shell joins the fresh cgroups and execs the manager only if it is in them now: a
+    # manager started in pytest's own cgroup (the machine's root one, here) would take every
+    # process in it for its own.
+    join = (
+        'for f in "$@"; do echo $$ > "$f/cgroup.procs" || exit 97; done; '
+        f"grep -q '/{name}$' /proc/self/cgroup || exit 98; "
+    )
     if BOOT_MARK.is_dir():
         argv = ["/bin/sh", "-c", join + 'exec "$0" --user', SYSTEMD, *map(str, tops)]
     else:
         fake = f"mount -t tmpfs tmpfs {BOOT_MARK.parent} && mkdir {BOOT_MARK} && "
         argv = ["unshare", "--mount", "--propagation", "private",
                 "/bin/sh", "-c", join + fake + 'exec "$0" --user', SYSTEMD, *map(str, tops)]  # fmt: skip
-    log = open(tmp_path / "manager.log", "wb")  # noqa: SIM115
-    manager = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
-    log.close()
+    manager: subprocess.Popen[bytes] | None = None
     try:
+        for top in tops:
+            top.mkdir()
+        with open(tmp_path / "manager.log", "wb") as log:
+            manager = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT)
+        running = manager
 
         def answers() -> bool:
-            if manager.poll() is not None:
+            if running.poll() is not None:
                 raise AssertionError(
-                    f"systemd --user exited {manager.returncode}: "
+                    f"systemd --user exited {running.returncode}: "
                     f"{(tmp_path / 'manager.log').read_text()}"
                 )
             # (`is-system-running` says "offline" where PID 1 is not systemd.)
@@ -352,12 +370,13 @@ def user_manager(tmp_path: Path) -> Iterator[dict[str, str]]:
         wait_until(answers, "the user manager to answer", timeout=30, interval=0.1)
         yield env
     finally:
-        manager.terminate()
-        try:
-            manager.wait(30)
-        except subprocess.TimeoutExpired:
+        # Kill first (cgroup.kill: the whole tree at once), then reap and remove: a timeout
+        # that lands in this teardown cannot leave a manager, daemon or agent running.
+        for top in tops:
+            cgroups.kill(top)
+        if manager is not None:
             manager.kill()
-            manager.wait()
+            manager.wait(30)
         for top in tops:
             _remove_tree(top)
 

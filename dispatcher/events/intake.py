@@ -138,7 +138,7 @@ class Intake:
         repo = repo or self._route(event)
         if repo is None:
             where = event.repo or event.forge_repo or "?"
-            self._dropped(event, "no_repo")
+            self.dropped(event, "no_repo")
             return IngestResult(event_id=None, ignored=f"no registered repo for {where!r}")
         assert repo.id is not None
         facts = {k: v for k, v in event.model_dump(include=set(_FACTS)).items() if v}
@@ -163,7 +163,7 @@ class Intake:
             seen = self.store.event_by_key(event.dedup_key)
             event_id = seen.id if seen else None
             jobs = self.store.job_ids_for_events([event_id]).get(event_id, []) if event_id else []
-            self._dropped(event, "duplicate")
+            self.dropped(event, "duplicate")
             return IngestResult(event_id=event_id, duplicate=True, jobs=jobs)
         assert row.id is not None
         with logctx.bound(event_id=row.id, repo=repo.name):
@@ -174,7 +174,8 @@ class Intake:
             )  # fmt: skip
             return self._decide_all(repo, file, triggers, event, row.id)
 
-    def _dropped(self, event: Event, reason: str) -> None:
+    def dropped(self, event: Event, reason: str) -> None:
+        """Count an event that is not kept (a duplicate, or no registered repo: the metrics)."""
         if self.on_dropped is not None:
             self.on_dropped(event.source, reason)
 

@@ -71,6 +71,7 @@ class Webhooks:
             return IngestResult(event_id=None, ignored=f"{forge} event {name!r} is not handled")
         if not repos:
             log.info("webhook: no registered repo for %r", forge_repo)
+            self.intake.dropped(event, "no_repo")
             return IngestResult(event_id=None, ignored=f"no registered repo for {forge_repo!r}")
         result = IngestResult(event_id=None)
         for repo in repos:  # two clones of one forge repo: each gets its own event

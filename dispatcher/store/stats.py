@@ -8,6 +8,7 @@ of jobs, bar SQLite's own scan). Durations come from the jobs' timestamps
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +43,8 @@ def _histograms(
 ) -> dict[tuple[str, ...], Histogram]:
     # Each row's seconds worked out once (a materialized CTE), then summed per bound.
     rows = sa.select(*keys, seconds.label("s")).where(*where).cte("observed")
-    rows = rows.prefix_with("MATERIALIZED")
+    if sqlite3.sqlite_version_info >= (3, 35):  # the hint is a syntax error before 3.35
+        rows = rows.prefix_with("MATERIALIZED")
     grouped = [rows.c[i] for i in range(len(keys))]
     secs = rows.c.s
     under = [func.sum(sa.case((secs <= bound, 1), else_=0)) for bound in bounds]

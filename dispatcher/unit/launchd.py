@@ -52,6 +52,7 @@ class Launchd:
     """The launchd of the logged-in user (the ``gui/<uid>`` domain)."""
 
     name = "launchd"
+    stops_to_reload = True  # `launchctl bootstrap` refuses a loaded agent
 
     def unit_file(self, home: Path, config_home: Path) -> Path:
         return home / "Library" / "LaunchAgents" / f"{LABEL}.plist"

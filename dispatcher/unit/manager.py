@@ -22,6 +22,9 @@ class Backend(Protocol):
     """A service manager: where its file goes, the file, and its commands."""
 
     name: str
+    # Its load command refuses what is loaded already (launchctl bootstrap): an install
+    # over an unchanged unit stops it first, as over a replaced one.
+    stops_to_reload: bool
 
     def unit_file(self, home: Path, config_home: Path) -> Path: ...
     def log_file(self, home: Path) -> Path | None: ...
@@ -50,10 +53,13 @@ def target(manager: Backend, settings: Settings, environ: Mapping[str, str]) -> 
 
 def _write(path: Path, text: str) -> None:
     """Replace ``path`` whole: a manager never reads half a unit."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    part = path.with_name(f".{path.name}.part")
-    part.write_text(text)
-    os.replace(part, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(f".{path.name}.part")
+        part.write_text(text)
+        os.replace(part, path)
+    except OSError as exc:
+        raise DispatcherError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _apply(manager: Backend, steps: list[list[str]], may_fail: int = 0) -> list[str]:
@@ -92,16 +98,21 @@ def install(
     said = [f"{'replaced' if replaced else 'unchanged' if old else 'wrote'} {path}"]
     if old != text:
         _write(path, text)
-    if write_env_file(where.env_file, env_file_text(environ)):
+    try:
+        created = write_env_file(where.env_file, env_file_text(environ))
+        if where.log_file is not None:
+            where.log_file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DispatcherError(f"cannot write {exc.filename}: {exc.strerror or exc}") from None
+    if created:
         said.append(
             f"created {where.env_file} (0600): this shell's PATH and DISPATCHER_* settings; "
             "edit it, then restart the service"
         )
     else:
         said.append(f"kept {where.env_file} (never overwritten)")
-    if where.log_file is not None:
-        where.log_file.parent.mkdir(parents=True, exist_ok=True)
-    stops = manager.stop_commands(where) if replaced else []
+    reload = replaced or (old is not None and manager.stops_to_reload)
+    stops = manager.stop_commands(where) if reload else []
     said += _apply(manager, stops + manager.start_commands(where), may_fail=len(stops))
     if not said[-1].startswith("  "):  # it ran: whether the daemon stays up, status tells
         said.append("see `dispatcher service status` and `dispatcher service logs`")

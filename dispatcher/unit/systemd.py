@@ -77,6 +77,7 @@ class Systemd:
     """The systemd user manager: where its unit goes and its commands."""
 
     name = "systemd"
+    stops_to_reload = False  # `systemctl start` of a running unit does nothing
 
     def unit_file(self, home: Path, config_home: Path) -> Path:
         """Where a user unit goes: ``$XDG_CONFIG_HOME/systemd/user/``."""

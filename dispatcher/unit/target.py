@@ -83,7 +83,8 @@ def env_file_text(environ: Mapping[str, str]) -> str:
 
 
 def write_env_file(path: Path, text: str) -> bool:
-    """Create ``path`` (0600, in a 0700 dir) holding ``text``; False if it exists (kept)."""
+    """Create ``path`` (0600; its dir made 0700 if missing) holding ``text``; False if it
+    exists (kept)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

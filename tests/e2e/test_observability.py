@@ -8,6 +8,8 @@ own parser.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
 import subprocess
@@ -43,6 +45,10 @@ def scrape(d: Daemon, **headers: str) -> dict[tuple[str, Labels], float]:
     }
 
 
+SECRET = "metrics-test-secret"
+WEBHOOKS = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
+
+
 def of(samples: dict[tuple[str, Labels], float], name: str, **labels: str) -> float | None:
     return samples.get((name, frozenset(labels.items())))
 
@@ -67,7 +73,7 @@ def test_metrics_match_the_jobs_events_and_deliveries(
         ]
         d = fake_daemon(
             daemon_factory, FAKE_AGENT_COST="0.25", DISPATCHER_NOTIFY=json.dumps(targets),
-            DISPATCHER_NOTIFY_ATTEMPTS="1",
+            DISPATCHER_NOTIFY_ATTEMPTS="1", DISPATCHER_GITHUB_WEBHOOK_SECRET=SECRET,
         )  # fmt: skip
         a = d.add_repo(repo_with(tmp_path / "a", MANUAL), "alpha")
         b = d.add_repo(repo_with(tmp_path / "b"), "beta")
@@ -85,6 +91,14 @@ def test_metrics_match_the_jobs_events_and_deliveries(
         assert again.json()["duplicate"] is True
         unmatched = d.api.post("/events", json={"repo": b, "kind": "push", "branch": "x"})
         assert unmatched.json()["matched"] == []
+        # A forge delivery for a repo nobody registered (an org-wide hook): not kept, counted.
+        body = (WEBHOOKS / "github" / "push.json").read_bytes()
+        signature = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        elsewhere = httpx.post(
+            d.url + "/webhooks/github", content=body, timeout=30,
+            headers={"X-GitHub-Event": "push", "X-Hub-Signature-256": signature},
+        )  # fmt: skip
+        assert "no registered repo" in elsewhere.json()["ignored"], elsewhere.text
         jobs = [d.wait(i) for i in ids]
         assert Counter(j["state"] for j in jobs) == {"succeeded": 4, "failed": 1}
         failed = next(j["id"] for j in jobs if j["state"] == "failed")
@@ -124,6 +138,7 @@ def test_metrics_match_the_jobs_events_and_deliveries(
         assert of(m, "dispatcher_events", repo=b, source="api", outcome="unmatched") == 1
         dropped = "dispatcher_events_dropped_total"
         assert of(m, dropped, source="api", reason="duplicate") == 1
+        assert of(m, dropped, source="github", reason="no_repo") == 1
         # Deliveries by outcome: the receiver took every webhook, the closed port none.
         deliveries = "dispatcher_notification_deliveries_total"
         assert of(m, deliveries, repo=a, target="webhook", outcome="delivered") == 3
