@@ -193,6 +193,7 @@ BAD_PROMPTS: dict[str, tuple[bytes | None, str]] = {
     "not UTF-8": (b"fix \xff\xfe it", "the prompt file {path} is not UTF-8 text (byte 0xff at"),
     "empty": (b"", "the prompt file {path} is empty"),
     "blank": (b" \n\t\n", "the prompt file {path} holds only whitespace"),
+    "huge": (b"x" * 4_000_004, "the prompt file {path} is over 4,000,003 bytes"),
 }
 
 

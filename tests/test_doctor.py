@@ -431,19 +431,24 @@ triggers:
 def test_a_broken_trigger_file_is_reported_at_its_line(
     daemon_factory: Callable[..., Daemon], tmp_path: Path
 ) -> None:
-    broken = "version: 1\ntriggers:\n  nightly:\n    on: {pushed: {}}\n    prompt: go\n"
+    broken = (
+        "version: 1\ntriggers:\n  nightly:\n    on: {pushed: {}}\n    prompt: go\n"
+        "  other:\n    on: push\n    promt: go\n"
+    )
     d = _healthy(daemon_factory, tmp_path).start()
     app = _repo(tmp_path, "app", broken)
     _add(d, app, "app")
-    (problem,) = check(broken, filename="app:.dispatcher/triggers.yml")
+    problem, *more = check(broken, filename="app:.dispatcher/triggers.yml")
     assert str(problem).startswith("app:.dispatcher/triggers.yml:4: ")
+    assert more  # several problems, still one line: the first and how many more
 
     result = d.cli("doctor", check=False)
 
     assert result.returncode == 1
     assert result.stderr == PROBLEMS.format(1, 1)
     assert (
-        f"problem  triggers app: {problem}; fix: fix .dispatcher/triggers.yml and commit it on "
+        f"problem  triggers app: {problem} (and {len(more)} more); fix: fix "
+        ".dispatcher/triggers.yml and commit it on "
         f"main (`dispatcher triggers check {app}` lists every problem); the last good file "
         "stays active until then"
     ) in result.stdout.splitlines()

@@ -17,6 +17,7 @@ import pytest
 
 from dispatcher.config import Settings
 from dispatcher.durations import describe_age, parse_duration
+from dispatcher.errors import RefMoved
 from dispatcher.jobs.runner import Runner
 from dispatcher.lifecycle import JobState
 from dispatcher.service import Service
@@ -58,7 +59,9 @@ class World:
         for step in path:
             extra = {"finished_at": when} if step in (S.SUCCEEDED, S.FAILED, S.TIMED_OUT) else {}
             if step in (S.MERGED, S.DISCARDED):
-                extra = {"closed_at": when, "head_sha": head, **fields}
+                extra = {"closed_at": when, "head_sha": head}
+            if step is path[-1]:
+                extra.update(fields)
             job = self.store.move(job.id, current, step, **extra)
             current = step
         return job
@@ -187,7 +190,9 @@ def test_ages(seconds: float, text: str) -> None:
 def test_a_job_whose_repository_is_out_of_reach_is_kept_unless_asked(world: World) -> None:
     """Its commits cannot be counted: it may hold work, so only its state asked prunes it."""
     w = world
-    job = w.job(S.FAILED, ago=timedelta(days=1))
+    job = w.job(S.FAILED, ago=timedelta(days=1), commits_ahead=0)  # as the runner records
+    git(w.repo, "branch", "-f", job.branch, commit_file(w.repo, "later.txt", "work\n"))
+    git(w.repo, "reset", "-q", "--hard", w.base)  # a commit made on its branch since
     away = w.repo.with_name("away")
     w.repo.rename(away)
     try:
@@ -197,4 +202,32 @@ def test_a_job_whose_repository_is_out_of_reach_is_kept_unless_asked(world: Worl
         assert "its commits are unknown" in item.message and "`--state failed`" in item.message
     finally:
         away.rename(w.repo)
-    assert w.prune() == {job.id: "discard"}  # back in reach: no commits, so it goes
+    assert w.prune() == {job.id: "keep"}  # back in reach: the commit is counted, kept
+
+
+def test_a_discarded_branch_committed_to_since_is_kept(world: World) -> None:
+    """A discard that could not delete the branch (repo out of reach), then a commit on it."""
+    w = world
+    job = w.job(S.DISCARDED, ago=timedelta(days=1))
+    later = git(w.repo, "commit-tree", f"{w.base}^{{tree}}", "-p", w.base, "-m", "later")
+    git(w.repo, "update-ref", f"refs/heads/{job.branch}", later)
+    result = w.service.prune.run(PruneRequest(), now=NOW)
+    (item,) = result.jobs
+    assert (item.action, item.done) == ("keep", False), item.message
+    assert w.branch(job) == later
+    # Where it was discarded, it goes.
+    git(w.repo, "update-ref", f"refs/heads/{job.branch}", w.base)
+    assert w.prune() == {job.id: "delete_branch"}
+    assert not w.branch(job)
+
+
+def test_a_branch_that_moves_after_counting_is_not_discarded(world: World) -> None:
+    """Prune counts, then discards: a commit in between stops the discard, nothing lost."""
+    w = world
+    job = w.job(S.FAILED, ago=timedelta(days=1))
+    assert job.id is not None
+    later = git(w.repo, "commit-tree", f"{w.base}^{{tree}}", "-p", w.base, "-m", "later")
+    git(w.repo, "update-ref", f"refs/heads/{job.branch}", later)
+    with pytest.raises(RefMoved, match="moved since its commits were counted"):
+        w.service.control.discard(job.id, expected_tip=w.base)
+    assert w.state(job) is S.FAILED and w.branch(job) == later

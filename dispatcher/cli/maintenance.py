@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import httpx
 import typer
 
 from dispatcher.cli.commands import _client, _print_json, app
@@ -50,7 +51,8 @@ def prune(
         "repo": repo, "dry_run": dry_run,
     }  # fmt: skip
     with _client() as c:
-        result = c.post("/jobs/prune", body)
+        # One request does it all; many jobs on big trees can take minutes: no read timeout.
+        result = c.post("/jobs/prune", body, timeout=httpx.Timeout(10.0, read=None))
     if as_json:
         _print_json(result)
         return
@@ -59,4 +61,7 @@ def prune(
     verb = "would remove" if dry_run else "removed"
     for path in result["orphans"]:
         typer.echo(f"orphan worktree {path}: {verb} (its state saved under refs/dispatcher/)")
+    if any(j["action"] != "keep" and not j["done"] for j in result["jobs"]) and not dry_run:
+        typer.echo(f"dispatcher: {result['summary']}", err=True)  # some could not be pruned
+        raise typer.Exit(1)
     typer.echo(result["summary"])

@@ -16,6 +16,8 @@ from dispatcher.errors import InvalidInput
 
 STDIN = "-"
 """The prompt text that means: read the prompt from stdin."""
+MAX_PROMPT_CHARS = 1_000_000  # the API's limit (JobCreate.prompt)
+MAX_PROMPT_BYTES = 4 * MAX_PROMPT_CHARS + 3  # UTF-8 at most 4 bytes a character, and a BOM
 
 
 def read_prompt(
@@ -42,12 +44,16 @@ def read_prompt(
     if file is not None:
         where = f"the prompt file {file}"
         try:
-            data = file.read_bytes()
+            with file.open("rb") as fh:
+                data = fh.read(MAX_PROMPT_BYTES + 1)
         except OSError as exc:
             raise InvalidInput(f"cannot read {where}: {exc.strerror or exc}") from None
     elif text == STDIN:
         where = "the prompt on stdin"
-        data = (stdin or sys.stdin.buffer).read()
+        source = stdin or (sys.stdin.buffer if sys.stdin is not None else None)
+        if source is None:
+            raise InvalidInput("no stdin to read the prompt from (it is closed)")
+        data = source.read(MAX_PROMPT_BYTES + 1)
     else:
         assert text is not None
         return text
@@ -55,6 +61,11 @@ def read_prompt(
 
 
 def _decoded(data: bytes, where: str) -> str:
+    if len(data) > MAX_PROMPT_BYTES:  # never read whole: it could be any size
+        raise InvalidInput(
+            f"{where} is over {MAX_PROMPT_BYTES:,} bytes; a prompt is at most "
+            f"{MAX_PROMPT_CHARS:,} characters"
+        )
     try:
         prompt = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

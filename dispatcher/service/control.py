@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Protocol
 
 from dispatcher.config import Settings
-from dispatcher.errors import DispatcherError, InvalidState
-from dispatcher.git import worktrees
+from dispatcher.errors import DispatcherError, InvalidState, RefMoved
+from dispatcher.git import refs, worktrees
 from dispatcher.jobs.cleanup import run_cleanup
 from dispatcher.jobs.files import note_job
 from dispatcher.jobs.leftovers import left_out_note, released_ref, save_released
@@ -79,7 +79,9 @@ class Control:
                 f"job {job_id} finished ({job.state.value}) before it was canceled",
             )  # fmt: skip
 
-    def discard(self, job_id: int) -> ActionResult:
+    def discard(self, job_id: int, *, expected_tip: str | None = None) -> ActionResult:
+        """``expected_tip``: discard only if the job's branch is still at that commit (what
+        prune counted the commits of); nothing is touched if it moved."""
         with self.lock(job_id):
             job = self.store.job(job_id)
             if job.state is JobState.DISCARDED:
@@ -99,10 +101,17 @@ class Control:
             assert job.id is not None
             repo = self.store.repo(job.repo_id)
             repo_path = Path(repo.path)
+            if expected_tip is not None:
+                now = refs.branch_head(repo_path, job.branch)
+                if now != expected_tip:
+                    raise RefMoved(
+                        f"job {job_id}'s branch {job.branch} moved since its commits were "
+                        f"counted (now {(now or 'gone')[:12]}, was {expected_tip[:12]}); kept"
+                    )
             if job.worktree:
                 self._drop_worktree(repo, job.id, Path(job.worktree))
             if job.branch and (repo_path / ".git").exists():
-                worktrees.delete_branch(repo_path, job.branch)
+                worktrees.delete_branch(repo_path, job.branch, expected=expected_tip)
             job = self.store.move(
                 job.id, set(FINISHED) | {JobState.QUEUED}, JobState.DISCARDED,
                 worktree=None, closed_at=utcnow(),

@@ -187,8 +187,10 @@ class Doctor:
     def _trigger_file(self, repo: Repo, active: TriggerFile | None) -> DoctorCheck:
         check = f"triggers {repo.name}"
         if repo.triggers_error:
+            problems = repo.triggers_error.splitlines()  # one a line: the first, and a count
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             return _line(
-                check, "problem", repo.triggers_error,
+                check, "problem", problems[0] + more,
                 f"fix {TRIGGER_FILE} and commit it on {repo.default_branch} (`dispatcher "
                 f"triggers check {repo.path}` lists every problem); the last good file stays "
                 "active until then",

@@ -117,6 +117,10 @@ class Prune:
     def _closed(self, job: Job, repo: Repo, tip: str) -> _Plan:
         """A merged or discarded job whose branch is still there."""
         commits = _commits(repo, job, tip)
+        if job.state is JobState.DISCARDED and tip not in (job.head_sha, job.base_sha):
+            # Not what was discarded: committed to since (or a discard that never reached it).
+            reason = f"{job.branch} holds commits made since the job ended; delete it by hand"
+            return _Plan(job, repo, commits, tip, "keep", reason)
         if job.state is JobState.MERGED and tip != job.head_sha:
             target = job.merged_into or job.target_branch
             if not refs.is_branch(Path(repo.path), target) or not refs.is_ancestor(
@@ -147,8 +151,8 @@ class Prune:
             item.message = f"{what}: {dry_text.format(branch=job.branch)}"
             return item
         try:
-            if plan.action == "discard":
-                self.control.discard(job.id)
+            if plan.action == "discard":  # only if its branch is where it was counted
+                self.control.discard(job.id, expected_tip=plan.tip)
             else:
                 assert plan.tip is not None
                 worktrees.delete_branch(Path(plan.repo.path), job.branch, expected=plan.tip)
@@ -169,7 +173,8 @@ class Prune:
 def _finished(job: Job, repo: Repo, tip: str | None, readable: bool, explicit: bool) -> _Plan:
     """A finished job: discarded, unless it has (or may have) commits and its state was
     not asked for. ``readable``: the repo's path holds a repository."""
-    commits = _commits(repo, job, tip) if readable else job.commits_ahead
+    # Out of reach: unknown, whatever was recorded (commits may have been made since).
+    commits = _commits(repo, job, tip) if readable else None
     if explicit or commits == 0:
         return _Plan(job, repo, commits, tip, "discard")
     if commits is None:
