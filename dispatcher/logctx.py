@@ -32,7 +32,7 @@ def current() -> dict[str, object]:
 def bound(**ids: object) -> Iterator[None]:
     """Bind ``ids`` (``job_id``, ``repo``, ``event_id``; None values are skipped) on top of
     those already bound, until the block ends."""
-    token = _ids.set({**current(), **{k: v for k, v in ids.items() if v is not None}})
+    token = _ids.set(_with(ids))
     try:
         yield
     finally:
@@ -42,7 +42,12 @@ def bound(**ids: object) -> Iterator[None]:
 def bind(**ids: object) -> None:
     """Add ``ids`` to what is bound in this context for the rest of it (a thread's own
     context, or a block of :func:`bound`, which undoes it at its end)."""
-    _ids.set({**current(), **{k: v for k, v in ids.items() if v is not None}})
+    _ids.set(_with(ids))
+
+
+def _with(ids: dict[str, object]) -> dict[str, object]:
+    """What is bound now, with ``ids`` on top (None values skipped)."""
+    return {**current(), **{k: v for k, v in ids.items() if v is not None}}
 
 
 class IdsFilter(logging.Filter):

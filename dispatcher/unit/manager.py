@@ -62,10 +62,10 @@ def _write(path: Path, text: str) -> None:
         raise DispatcherError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def _apply(manager: Backend, steps: list[list[str]], may_fail: int = 0) -> list[str]:
+def _apply(steps: list[list[str]], reason: str | None, may_fail: int = 0) -> list[str]:
     """Run ``steps`` in order (the first ``may_fail`` may fail: a stop of what is not
-    running) and say what ran; where no manager answers, say which commands to run."""
-    reason = manager.unavailable()
+    running) and say what ran; where no manager answers (``reason``, from
+    :meth:`Backend.unavailable`), say which commands to run."""
     if reason is not None:
         return [f"not started: {reason}; to start it, run:"] + [
             f"  {shlex.join(argv)}" for argv in steps[may_fail:]
@@ -113,7 +113,8 @@ def install(
         said.append(f"kept {where.env_file} (never overwritten)")
     reload = replaced or (old is not None and manager.stops_to_reload)
     stops = manager.stop_commands(where) if reload else []
-    said += _apply(manager, stops + manager.start_commands(where), may_fail=len(stops))
+    steps = stops + manager.start_commands(where)
+    said += _apply(steps, manager.unavailable(), may_fail=len(stops))
     if not said[-1].startswith("  "):  # it ran: whether the daemon stays up, status tells
         said.append("see `dispatcher service status` and `dispatcher service logs`")
     return said
@@ -139,13 +140,13 @@ def uninstall(manager: Backend, where: Target) -> list[str]:
     said = (
         [f"nothing stopped: {reason}"]
         if reason is not None
-        else _apply(manager, stops, may_fail=len(stops))
+        else _apply(stops, reason, may_fail=len(stops))
     )
     for file in (path, *manager.links(where)):
         if file.is_symlink() or file.exists():
             file.unlink()
             said.append(f"removed {file}")
-    said += _apply(manager, manager.forget_commands(where)) if reason is None else []
+    said += _apply(manager.forget_commands(where), reason) if reason is None else []
     said.append(f"kept {where.env_file} and the state dir {where.state_dir}")
     return said
 
