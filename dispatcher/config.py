@@ -119,6 +119,10 @@ class Settings(BaseSettings):
     # uvicorn's access log, a line per request (in the log format above).
     access_log: bool = False
 
+    # GET /repos' worktree bytes: measured in the background (dispatcher/jobs/diskuse.py),
+    # a full pass this often, and each tree again when a job ends or its tree goes.
+    disk_use_refresh_minutes: float = Field(default=5, gt=0)
+
     @model_validator(mode="after")
     def _log_json_alias(self) -> Settings:
         if self.log_json and "log_format" not in self.model_fields_set:

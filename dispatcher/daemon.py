@@ -231,7 +231,12 @@ def serve(settings: Settings) -> None:
             attempts=settings.notify_attempts,
         )
         service.notices.notifier = notifier
-        runner.on_finished = service.notices.job_ended
+
+        def job_ended(job_id: int) -> None:
+            service.disk_use.job_ended(job_id)  # returns at once: measured in the background
+            service.notices.job_ended(job_id)
+
+        runner.on_finished = job_ended
         runner.on_worktree_ready = service.metrics.worktree_ready
         app = create_app(
             service, token, public_docs=settings.public_api_docs,
@@ -247,6 +252,7 @@ def serve(settings: Settings) -> None:
         sources.start()
         service.intake.resume_pending()  # what a stopped or crashed daemon left undecided
         pool.start()
+        service.disk_use.start()  # GET /repos' worktree bytes, off the request path
         stop_sweeping = threading.Event()
         sweeper = service.sweeper  # the one `prune` tidies with: one sweep at a time
         threading.Thread(
@@ -268,6 +274,7 @@ def serve(settings: Settings) -> None:
             _server_class()(config).run()
         finally:
             stop_sweeping.set()
+            service.disk_use.stop()
             sources.stop()
             pool.stop()
             service.intake.close()

@@ -24,12 +24,10 @@ from dispatcher.jobs.sweeper import (
     Orphan,
     Sweeper,
     SweepReport,
-    dir_size,
     ref_component,
     retention_due,
     stamp,
     unclaimed,
-    worktrees_disk_usage,
 )
 from dispatcher.lifecycle import JobState
 from dispatcher.store.database import Store, migrate
@@ -423,40 +421,6 @@ def test_loop_sweeps_until_stopped(env: Env) -> None:
 
     env.sweeper.loop(stop, 3600, clock)
     assert not path.exists()
-
-
-# ---------------------------------------------------------------- disk usage
-
-
-def test_disk_usage_counts_bytes(env: Env, tmp_path: Path) -> None:
-    assert worktrees_disk_usage(env.settings, "proj") == 0  # no directory yet
-    _, path = env.job_with_worktree(S.RUNNING)
-    base = worktrees_disk_usage(env.settings, "proj")
-    assert base >= len("hello\n") + len("a\n")
-    (path / "big.bin").write_bytes(b"x" * 100_000)
-    (path / "sub").mkdir()
-    (path / "sub" / "small.txt").write_bytes(b"y" * 10)
-    os.link(path / "big.bin", path / "sub" / "hardlink.bin")  # counted once
-    outside = tmp_path / "outside"
-    outside.mkdir()
-    (outside / "huge.bin").write_bytes(b"z" * 1_000_000)
-    (path / "link").symlink_to(outside)  # not followed
-    link_size = os.lstat(path / "link").st_size
-    assert worktrees_disk_usage(env.settings, "proj") == base + 100_000 + 10 + link_size
-
-
-def test_dir_size_tolerates_unreadable_and_missing(tmp_path: Path) -> None:
-    assert dir_size(tmp_path / "missing") == 0
-    (tmp_path / "f").write_bytes(b"1234")
-    assert dir_size(tmp_path / "f") == 0  # not a directory
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    (locked / "hidden").write_bytes(b"123456")
-    locked.chmod(0)
-    try:
-        assert dir_size(tmp_path) in (4, 10)  # 10 when running as root
-    finally:
-        locked.chmod(0o755)
 
 
 # ---------------------------------------------------------------- pure decisions

@@ -218,7 +218,10 @@ def repo_show(name: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
         typer.echo(f"{key:<15} {_when(repo[key]) if key == 'created_at' else repo[key]}")
     counts = ", ".join(f"{k}: {v}" for k, v in sorted(repo["jobs"].items())) or "none"
     typer.echo(f"{'jobs':<15} {counts}")
-    typer.echo(f"{'worktrees':<15} {repo['worktrees_bytes'] / 2**20:.1f} MiB on disk")
+    size = repo["worktrees_bytes"]
+    disk = "measuring" if size is None else f"{size / 2**20:.1f} MiB on disk"
+    at = f" (measured {_when(repo['worktrees_measured_at'])})" if size is not None else ""
+    typer.echo(f"{'worktrees':<15} {disk}{at}")
     typer.echo(f"{'triggers':<15} {', '.join(repo['triggers']) or 'none'}")
     if repo["triggers_error"]:
         typer.echo(

@@ -10,7 +10,10 @@ gitrepository-layout(5)):
   holds the worktree's ``HEAD`` and a ``commondir`` file naming the shared dir;
 * ``HEAD``: ``ref: refs/heads/<name>`` or a detached sha;
 * loose refs ``<common>/refs/...`` (one sha per file) and ``packed-refs``
-  (``<sha> <refname>`` lines, ``^<sha>`` peel lines, ``#`` header).
+  (``<sha> <refname>`` lines, ``^<sha>`` peel lines, ``#`` header);
+* a linked worktree's record, its admin dir ``<common>/worktrees/<id>``: a
+  ``gitdir`` file naming the worktree's ``.git`` file (absolute, or relative to
+  the admin dir), a ``locked`` file when it is locked, and its ``HEAD``.
 
 Loose refs are read before ``packed-refs``: git writes ``packed-refs`` before
 deleting the loose files it packs, so this order never misses a ref. A
@@ -197,3 +200,87 @@ def foreign_worktree(worktree: Path, repo_path: Path) -> str:
         f"the worktree {worktree} no longer points at {repo_path}'s git dir (its .git file "
         "or commondir was changed); the daemon runs no git there"
     )
+
+
+# ---------------------------------------------------------------- worktree records
+
+
+@dataclass(frozen=True)
+class Record:
+    """git's record of a linked worktree (what ``git worktree list`` shows of it)."""
+
+    admin: Path  # <common>/worktrees/<id>, real path
+    path: Path  # the worktree its gitdir file names, real path
+    locked: bool
+
+
+def record_at(admin: Path) -> Record | None:
+    """The record in admin dir ``admin``, as ``git worktree list`` reads it (its
+    ``gitdir`` file, without the ``/.git``); None when that file is missing, unreadable
+    or does not end in ``/.git`` (git lists no such record, or: ask git)."""
+    try:
+        text = (admin / "gitdir").read_text(encoding="utf-8").rstrip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not text.endswith("/.git"):
+        return None
+    path = os.path.realpath(os.path.join(admin, text.removesuffix("/.git")))  # relative: to admin
+    return Record(Path(os.path.realpath(admin)), Path(path), (admin / "locked").exists())
+
+
+def record_of(worktree: Path, common: Path) -> Record | None:
+    """The record of the linked worktree at ``worktree`` among ``common``'s, read
+    without listing them all: its ``.git`` file names an admin dir
+    ``<common>/worktrees/<id>`` whose ``gitdir`` file names this worktree back. None
+    when the files do not say so plainly (no ``.git`` file: gone, moved by hand or a
+    main checkout; a record of another repository or of another path): ask git."""
+    dot = worktree / ".git"
+    if not dot.is_file() or dot.is_symlink():
+        return None
+    dirs = git_dirs(worktree)
+    if dirs is None:
+        return None
+    admin = Path(os.path.realpath(dirs.gitdir))
+    if admin.parent != Path(os.path.realpath(common)) / "worktrees":
+        return None
+    record = record_at(admin)
+    if record is None or record.path != Path(os.path.realpath(worktree)):
+        return None
+    return record
+
+
+def branch_holders(common: Path, branch: str) -> list[Path] | None:
+    """The HEAD dirs (``common`` itself for the main checkout, else admin dirs) whose
+    HEAD names ``refs/heads/<branch>``, read from every record's ``HEAD`` file as
+    ``git worktree list`` would resolve them. None: ask git (a HEAD that is neither a
+    branch nor a sha, a branch that is a symbolic ref, a reftable repository)."""
+    if (common / "reftable").exists():
+        return None
+    records = common / "worktrees"
+    try:
+        heads = [common, *(Path(e.path) for e in os.scandir(records) if e.is_dir())]
+    except FileNotFoundError:
+        heads = [common]
+    except OSError:
+        return None
+    holders = []
+    for head_dir in heads:
+        try:
+            text = (head_dir / "HEAD").read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            if head_dir != common and record_at(head_dir) is None:
+                continue  # git lists no record without a gitdir (one being made or pruned)
+            return None
+        except (OSError, UnicodeDecodeError):
+            return None
+        if _SHA.fullmatch(text):
+            continue  # detached
+        if not text.startswith("ref: refs/heads/"):
+            return None
+        name = text.removeprefix("ref: refs/heads/")
+        # git follows a branch that is itself a symbolic ref: then its target is "the" branch
+        if not _loose(common, f"refs/heads/{name}")[0]:
+            return None
+        if name == branch:
+            holders.append(head_dir)  # the caller sees whether git lists it (record_at)
+    return holders

@@ -2,6 +2,12 @@
 
 Git's own worktree commands on one repository run one at a time (they race
 inside git otherwise); checkouts run in parallel outside that lock.
+
+Finding one worktree (to remove, lock or unlock it) and the worktree a branch is
+checked out in read git's own records (the tree's ``.git`` file, ``.git/worktrees/<id>/``)
+through :mod:`dispatcher.git.dotgit` when they say plainly, so they cost the same at
+3 worktrees as at 300; anything unusual (a tree moved or removed by hand, a record
+repointed or half pruned, a symbolic branch) asks ``git worktree list``, as before.
 """
 
 from __future__ import annotations
@@ -109,23 +115,84 @@ def _same_path(a: Path, b: Path) -> bool:
     return os.path.realpath(a) == os.path.realpath(b)
 
 
-def _find_worktree(repo: Path, path: Path) -> tuple[int, WorktreeInfo] | None:
-    """(index in the list, entry) of the worktree at ``path``; index 0 is the main one."""
+@dataclass(frozen=True)
+class _Found:
+    """What a lookup of one worktree tells: the main checkout or not, locked or not,
+    and git's admin dir of it when the files named it (None: found in the list)."""
+
+    main: bool
+    locked: bool
+    admin: Path | None
+
+
+def _main_git_dir(repo: Path) -> Path | None:
+    """``<repo>/.git`` when ``repo`` is a main checkout with a plain ``.git`` directory
+    (the files can be read directly); None otherwise: ask git."""
+    dot = repo / ".git"
+    return dot if dot.is_dir() and not dot.is_symlink() else None
+
+
+def _find_worktree(repo: Path, path: Path) -> _Found | None:
+    """git's record of the worktree at ``path``, or None if git has none.
+
+    Read from git's files, whatever the number of worktrees, when they say so plainly
+    (:func:`dotgit.record_of`: the tree's ``.git`` file and its admin dir's ``gitdir``
+    file name each other); otherwise (a main checkout, a tree moved or removed by hand,
+    a record repointed) from ``git worktree list``, as before. 25 ms -> 0.1 ms at 300
+    worktrees (bench/repos_api.py).
+    """
+    common = _main_git_dir(repo)
+    record = dotgit.record_of(path, common) if common is not None else None
+    if record is not None:
+        return _Found(main=False, locked=record.locked, admin=record.admin)
     for index, info in enumerate(entries(repo)):
         if _same_path(info.path, path):
-            return index, info
+            return _Found(main=index == 0, locked=info.locked, admin=None)
     return None
+
+
+def _still_recorded(repo: Path, path: Path, found: _Found) -> bool:
+    """True if git still has the record ``found`` of ``path`` (after a removal)."""
+    if found.admin is not None:
+        record = dotgit.record_at(found.admin)
+        return record is not None and _same_path(record.path, path)
+    return _find_worktree(repo, path) is not None
 
 
 def checked_out_in(repo: Path, branch: str) -> WorktreeInfo | None:
     """The worktree (main checkout or linked) that has ``branch`` checked out, if any.
 
-    A prunable entry (its directory is gone) does not count.
+    A prunable entry (its directory is gone, and it is not locked) does not count.
+    Read from the records' ``HEAD`` files (no git process) when they say plainly
+    (:func:`dotgit.branch_holders`), else from ``git worktree list``.
     """
     validate_branch_name(branch)
+    common = _main_git_dir(repo)
+    if common is not None:
+        with _admin_lock(repo):  # never a record half made by this daemon
+            holders = dotgit.branch_holders(common, branch)
+        if holders is not None:
+            return _holding(repo, common, branch, holders)
     for info in entries(repo):
         if info.branch == branch and not info.bare and not info.prunable:
             return info
+    return None
+
+
+def _holding(repo: Path, common: Path, branch: str, holders: list[Path]) -> WorktreeInfo | None:
+    """The first of ``holders`` (HEAD dirs naming ``branch``) that ``git worktree list``
+    shows and does not call prunable, as its entry."""
+    for head_dir in holders:
+        if head_dir == common:
+            path, locked = Path(os.path.realpath(repo)), False
+        else:
+            record = dotgit.record_at(head_dir)
+            if record is None:
+                continue  # no gitdir file: git lists no such worktree
+            if not record.locked and not (record.path / ".git").exists():
+                continue  # prunable: its directory is gone
+            path, locked = record.path, record.locked
+        return WorktreeInfo(path, branch_head(repo, branch), branch, locked, False, False)
     return None
 
 
@@ -251,13 +318,13 @@ def remove(repo: Path, path: Path) -> None:
     """
     path = Path(os.path.abspath(path))
     found = _find_worktree(repo, path)
-    if found is not None and found[0] == 0:
+    if found is not None and found.main:
         raise InvalidInput(f"refusing to remove the main worktree: {path}")
     if found is not None:
         cmd.run(["worktree", "remove", "--force", "--force", str(path)], repo, check=False)
     if (found is not None or _is_leftover_worktree(repo, path)) and path.exists():
         _rmtree(path)
-    if found is not None and found[1].locked and _find_worktree(repo, path) is not None:
+    if found is not None and found.locked and _still_recorded(repo, path, found):
         cmd.run(["worktree", "unlock", str(path)], repo, check=False)
     prune(repo)
 
@@ -281,7 +348,7 @@ def lock(repo: Path, path: Path, reason: str, *, new: bool = False) -> None:
         found = _find_worktree(repo, path)
         if found is None:
             raise NotFound(f"not a worktree of {repo}: {path}")
-        if found[1].locked:
+        if found.locked:
             return
     cmd.run(["worktree", "lock", "--reason", reason, "--end-of-options", str(path)], repo)
 
@@ -290,7 +357,7 @@ def lock(repo: Path, path: Path, reason: str, *, new: bool = False) -> None:
 def unlock(repo: Path, path: Path) -> None:
     """Unlock the worktree at ``path``; no-op if it is not locked or not registered."""
     found = _find_worktree(repo, path)
-    if found is not None and found[1].locked:
+    if found is not None and found.locked:
         cmd.run(["worktree", "unlock", "--end-of-options", str(path)], repo)
 
 

@@ -138,44 +138,6 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-# ---------------------------------------------------------------- disk usage
-
-
-def dir_size(path: Path) -> int:
-    """Bytes in the files under ``path`` (apparent size; symlinks not followed).
-
-    Files and directories that vanish or cannot be read mid-walk are skipped;
-    a file with several hard links inside ``path`` counts once.
-    """
-    total = 0
-    seen: set[tuple[int, int]] = set()
-    stack = [os.fspath(path)]
-    while stack:
-        try:
-            with os.scandir(stack.pop()) as entries:
-                for entry in entries:
-                    try:
-                        if entry.is_dir(follow_symlinks=False):
-                            stack.append(entry.path)
-                            continue
-                        st = entry.stat(follow_symlinks=False)
-                    except OSError:
-                        continue
-                    if st.st_nlink > 1:
-                        if (st.st_dev, st.st_ino) in seen:
-                            continue
-                        seen.add((st.st_dev, st.st_ino))
-                    total += st.st_size
-        except OSError:  # vanished, not a directory, or unreadable
-            continue
-    return total
-
-
-def worktrees_disk_usage(settings: Settings, repo_name: str) -> int:
-    """Bytes used by the repo's worktrees (``<worktrees>/<repo>``); 0 if there are none."""
-    return dir_size(settings.worktrees_dir / repo_name)
-
-
 # ---------------------------------------------------------------- the sweeper
 
 

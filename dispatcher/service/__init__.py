@@ -4,7 +4,8 @@
 
 * ``agents``   the agent profiles, found on PATH or not (:mod:`.agents`);
 * ``doctor``   what in the set-up would make jobs fail (:mod:`.doctor`);
-* ``repos``    register, list, show and unregister repos (:mod:`.repos`);
+* ``repos``    register, list, show and unregister repos (:mod:`.repos`); their disk
+  use is measured in the background (:class:`dispatcher.jobs.diskuse.DiskUse`);
 * ``jobs``     submit (the one path every job takes), follow up, retry, list (:mod:`.jobs`);
 * ``control``  cancel, discard and merge a job (:mod:`.control`);
 * ``prune``    discard finished jobs in bulk, tidy closed jobs' leftovers (:mod:`.prune`);
@@ -27,6 +28,7 @@ from dispatcher.config import Settings
 from dispatcher.events.intake import Intake
 from dispatcher.events.trigger_files import TriggerFiles
 from dispatcher.events.webhooks import Webhooks
+from dispatcher.jobs.diskuse import DiskUse
 from dispatcher.jobs.pool import WorktreePool
 from dispatcher.jobs.sweeper import Sweeper
 from dispatcher.service.agents import Agents
@@ -61,10 +63,11 @@ class Service:
         self.store = store
         self.trigger_files = trigger_files or TriggerFiles(store)
         self.notices = Notices(settings, store, self.trigger_files)
-        self.control = Control(settings, store, supervisor, self.notices, pool)
+        self.disk_use = DiskUse(settings)  # the daemon starts its thread
+        self.control = Control(settings, store, supervisor, self.notices, pool, self.disk_use)
         self.jobs = Jobs(settings, store, supervisor, self.trigger_files, self.control)
         self.intake = Intake(settings, store, self.trigger_files, self.jobs)
-        self.repos = Repos(settings, store, self.trigger_files, pool)
+        self.repos = Repos(settings, store, self.trigger_files, pool, self.disk_use)
         self.agents = Agents(settings, store, self.trigger_files)
         self.doctor = Doctor(settings, store, self.trigger_files, self.agents)
         self.outputs = Outputs(settings, store)

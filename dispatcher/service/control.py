@@ -18,6 +18,7 @@ from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidState, RefMoved
 from dispatcher.git import refs, worktrees
 from dispatcher.jobs.cleanup import run_cleanup
+from dispatcher.jobs.diskuse import DiskUse
 from dispatcher.jobs.files import note_job
 from dispatcher.jobs.leftovers import left_out_note, released_ref, save_released
 from dispatcher.jobs.merge import land, reconcile, recover
@@ -48,6 +49,7 @@ class Control:
     supervisor: Supervisor
     notices: Notices
     pool: WorktreePool | None
+    disk_use: DiskUse | None = None  # told when a job's tree goes
     _locks: dict[int, threading.Lock] = field(default_factory=dict, init=False, repr=False)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -176,6 +178,8 @@ class Control:
             if worktree.is_dir() and worktrees.is_valid(worktree, repo_path):
                 saved = save_released(self.settings, worktree, job_id, ws.never_commit(), limit)
             worktrees.remove(repo_path, worktree)
+        if self.disk_use is not None:
+            self.disk_use.touch(repo.name)
         note = left_out_note(released_ref(job_id), saved) if saved else ""
         if note:
             note_job(self.settings, job_id, note)

@@ -19,8 +19,8 @@ from dispatcher.config import Settings
 from dispatcher.errors import AlreadyExists, InvalidInput
 from dispatcher.events.trigger_files import TriggerFiles
 from dispatcher.git import meta, refs, worktrees
+from dispatcher.jobs.diskuse import DiskUse
 from dispatcher.jobs.pool import WorktreePool
-from dispatcher.jobs.sweeper import worktrees_disk_usage
 from dispatcher.store.database import AlreadyMade, Store
 from dispatcher.store.models import (
     IdempotencyKey,
@@ -54,6 +54,7 @@ class Repos:
     store: Store
     trigger_files: TriggerFiles
     pool: WorktreePool | None
+    disk_use: DiskUse
     listener: RepoListener | None = None  # set by the daemon, once the sources exist
 
     def add(self, req: RepoCreate, *, idem: IdempotencyKey | None = None) -> RepoPublic:
@@ -106,6 +107,7 @@ class Repos:
             self.listener.repo_added(repo)
         if self.pool is not None:
             self.pool.fill(repo)
+        self.disk_use.touch(repo.name)
         return self.get(name)
 
     def update(self, name: str, req: RepoUpdate) -> RepoPublic:
@@ -146,6 +148,7 @@ class Repos:
             self.pool.forget(repo)
         if self.listener is not None:
             self.listener.repo_removed(repo)
+        self.disk_use.touch(repo.name)
         return public
 
     def _remove_worktrees(self, repo: Repo, jobs: list[Job]) -> None:
@@ -170,7 +173,9 @@ class Repos:
         public.jobs = counts.get(repo.id, {})
         active = self.trigger_files.active(repo.id)
         public.triggers = [t.name for t in active.trigger_list()] if active else []
-        public.worktrees_bytes = worktrees_disk_usage(self.settings, repo.name)
+        figure = self.disk_use.figure(repo.name)  # measured in the background: never walked here
+        if figure is not None:
+            public.worktrees_bytes, public.worktrees_measured_at = figure.bytes, figure.measured_at
         public.cost_today_usd = round(costs.get(repo.id, 0.0), 6)
         return public
 

@@ -192,7 +192,11 @@ class RepoPublic(BaseModel):
     triggers_error: str | None = None  # the newest trigger file's problems, one a line
     triggers_loaded_at: datetime | None = None
     triggers_max_parallel: int | None = None  # applies when max_parallel is not set
-    worktrees_bytes: int = 0  # disk used by the repo's job worktrees
+    # Disk used by the repo's job worktrees, measured in the background at
+    # worktrees_measured_at (or before: the oldest part of the sum); both None until the
+    # daemon's first measurement after its start.
+    worktrees_bytes: int | None = None
+    worktrees_measured_at: datetime | None = None
 
 
 # ---------------------------------------------------------------- agents

@@ -296,3 +296,109 @@ def test_worktree_add_sparse_checks_out_only_the_cone(repo: Path, tmp_path: Path
             worktrees.add(repo, tmp_path / "bad", "job2", "HEAD", sparse=[bad])
         assert not (tmp_path / "bad").exists()
         assert not has_branch(repo, "job2")
+
+
+# ---------------------------------------------------------------- direct lookups
+# Finding one worktree reads git's files (its .git file and admin dir) instead of
+# listing every worktree; each answer must be the one `git worktree list` gives.
+
+
+def listed(repo: Path, path: Path) -> worktrees.WorktreeInfo | None:
+    """git's own answer: the `git worktree list` entry at ``path``."""
+    return next((i for i in worktrees.entries(repo) if i.path == path.resolve()), None)
+
+
+def holder_per_git(repo: Path, branch: str) -> Path | None:
+    for info in worktrees.entries(repo):
+        if info.branch == branch and not info.bare and not info.prunable:
+            return info.path
+    return None
+
+
+def test_find_worktree_reads_the_record_directly(repo: Path, tmp_path: Path) -> None:
+    plain, locked, moved = tmp_path / "plain", tmp_path / "locked", tmp_path / "moved"
+    worktrees.add(repo, plain, "p", "HEAD")
+    worktrees.add(repo, locked, "l", "HEAD", lock_reason="dispatcher job 1")
+    worktrees.add(repo, tmp_path / "idle-1", "m", "HEAD")
+    worktrees.move(repo, tmp_path / "idle-1", moved)  # its admin dir keeps the old name
+    for path in (plain, locked, moved):
+        found = worktrees._find_worktree(repo, path)
+        info = listed(repo, path)
+        assert found is not None and info is not None
+        assert found.admin is not None  # from the files, not from the list
+        assert found.admin.parent == (repo / ".git" / "worktrees").resolve()
+        assert (found.main, found.locked) == (False, info.locked)
+    assert worktrees._find_worktree(repo, moved).admin.name == "idle-1"  # type: ignore[union-attr]
+    main = worktrees._find_worktree(repo, repo)
+    assert main is not None and main.main and main.admin is None  # the list says which is main
+
+
+def test_find_worktree_moved_by_hand_pruned_or_repointed(repo: Path, tmp_path: Path) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    worktrees.add(repo, old, "a", "HEAD", lock_reason="dispatcher job 1")
+    old.rename(new)  # by hand: git's record still names the old path
+    assert worktrees._find_worktree(repo, new) is None
+    assert listed(repo, new) is None
+    found = worktrees._find_worktree(repo, old)
+    assert found is not None and found.locked and found.admin is None  # asked git
+    worktrees.remove(repo, new)  # a leftover: its .git file points into the records
+    worktrees.remove(repo, old)  # the record, locked, with its directory gone
+    assert not new.exists() and len(worktrees.entries(repo)) == 1
+
+    pruned = tmp_path / "pruned"
+    worktrees.add(repo, pruned, "b", "HEAD")
+    shutil.rmtree(repo / ".git" / "worktrees" / "pruned")  # the admin dir removed by hand
+    assert worktrees._find_worktree(repo, pruned) is None
+    with pytest.raises(NotFound):
+        worktrees.lock(repo, pruned, "x")
+    worktrees.remove(repo, pruned)
+    assert not pruned.exists()
+
+    other = init_repo(tmp_path / "other")
+    foreign = tmp_path / "foreign"
+    worktrees.add(other, foreign, "c", "HEAD")
+    assert worktrees._find_worktree(repo, foreign) is None  # another repository's record
+    worktrees.remove(repo, foreign)
+    assert (foreign / "README.md").exists()  # never deleted through the wrong repo
+    mine = tmp_path / "mine"
+    worktrees.add(repo, mine, "d", "HEAD")
+    (mine / ".git").write_text((foreign / ".git").read_text())  # repointed at other's record
+    assert worktrees._find_worktree(repo, mine) == worktrees._Found(False, False, None)
+
+
+def test_remove_of_a_locked_tree_that_git_refuses_to_remove(repo: Path, tmp_path: Path) -> None:
+    wt = tmp_path / "wt"
+    worktrees.add(repo, wt, "job", "HEAD", lock_reason="dispatcher job 1")
+    (wt / ".git").write_text("gitdir: /nowhere\n")  # `git worktree remove` fails validation
+    found = worktrees._find_worktree(repo, wt)
+    assert found is not None and found.locked and found.admin is None  # from the list
+    worktrees.remove(repo, wt)
+    assert not wt.exists()
+    assert len(worktrees.entries(repo)) == 1  # its record unlocked, then pruned
+
+
+def test_checked_out_in_agrees_with_git(repo: Path, tmp_path: Path) -> None:
+    names = ["main", "on", "locked-gone", "gone", "detached", "moved", "pruned", "missing"]
+    worktrees.add(repo, tmp_path / "on", "on", "HEAD")
+    worktrees.add(repo, tmp_path / "lg", "locked-gone", "HEAD", lock_reason="job")
+    shutil.rmtree(tmp_path / "lg")
+    worktrees.add(repo, tmp_path / "g", "gone", "HEAD")
+    shutil.rmtree(tmp_path / "g")
+    worktrees.add(repo, tmp_path / "d", "detached", "HEAD")
+    g(tmp_path / "d", "checkout", "-q", "--detach")
+    worktrees.add(repo, tmp_path / "m", "moved", "HEAD")
+    (tmp_path / "m").rename(tmp_path / "m2")
+    worktrees.add(repo, tmp_path / "p", "pruned", "HEAD")
+    (repo / ".git" / "worktrees" / "p" / "gitdir").unlink()  # half pruned: git lists none
+    for name in names:
+        found = worktrees.checked_out_in(repo, name)
+        assert (found.path if found else None) == holder_per_git(repo, name), name
+    found = worktrees.checked_out_in(repo, "locked-gone")
+    assert found is not None and found.locked and found.head == head(repo, "locked-gone")
+
+    # A branch that is a symbolic ref: git follows it, so the files are not enough.
+    g(repo, "symbolic-ref", "refs/heads/alias", "refs/heads/target")
+    g(repo, "branch", "target")
+    g(tmp_path / "on", "symbolic-ref", "HEAD", "refs/heads/alias")
+    assert worktrees.checked_out_in(repo, "target") is not None
+    assert holder_per_git(repo, "target") == (tmp_path / "on").resolve()
