@@ -35,6 +35,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from dispatcher import faults
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
 from dispatcher.git import commits, worktrees
@@ -306,6 +307,7 @@ class WorktreePool:
 
     def _check_leftover(self) -> None:
         """Check one tree the last daemon left (the worker's low-priority work)."""
+        faults.reach("pool.check-leftover")
         repo, tree = self._leftovers.popleft()
         with self._lock:
             idle = self._idle.get(repo.name, [])
