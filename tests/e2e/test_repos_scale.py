@@ -15,20 +15,11 @@ from typing import Any
 
 from tests.daemon_fixture import Daemon, hold_fault, release_fault
 from tests.e2e.test_pool import BASE_FILES, SNAPSHOT, idle_trees
+from tests.e2e.test_triggers import FILES_YML
 from tests.gitutil import git, init_repo
 from tests.waiting import wait_until
 
 Agent = Callable[[str, str], str]
-
-FILES_YML = """\
-version: 1
-agents: {bot: BOT}
-triggers:
-  docs:
-    on: {file_change: {paths: ["docs/**"], debounce-seconds: 0.2}}
-    agent: bot
-    prompt: "Docs changed: ${{ event.paths }}"
-"""
 
 
 def threads(d: Daemon) -> int:

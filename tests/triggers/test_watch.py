@@ -453,31 +453,36 @@ def test_many_repos_share_two_threads_and_each_still_fires(
 def test_a_vanished_repo_stops_nothing_else(
     make_watcher: Callable[..., RepoWatcher], rec: Recorder, repo_a: Path, repo_b: Path
 ) -> None:
-    gone = repo_a.with_name("gone")
-    init_repo(gone)
+    gone = init_repo(repo_a.with_name("gone"))
     w = make_watcher()
-    w.watch("gone", gone, files=True)
-    w.watch("a", repo_a, files=True)
+    for name, path in (("gone", gone), ("a", repo_a)):
+        w.watch(name, path, files=True)
     shutil.rmtree(gone)  # between registration and start: logged, the others watched
     w.start()
-    w.watch("b", repo_b, files=True)
-    commit_file(repo_a, "x.txt", "1\n")
-    rec.wait_refs("a")
-    shutil.rmtree(repo_a)  # while watched
-    commit_file(repo_b, "y.txt", "1\n")
-    rec.wait_refs("b")
-    rec.wait_files("b", "y.txt")
+    w.watch("b", repo_b, files=True)  # and one more while running
+    for path, name in ((repo_a, "a"), (repo_b, "b")):
+        commit_file(path, "x.txt", "1\n")
+        rec.wait_refs(name)
+        shutil.rmtree(repo_a, ignore_errors=True)  # while watched: b goes on
+    rec.wait_files("b", "x.txt")
     w.unwatch("a")  # its watches went with its directory: no error
     w.unwatch("gone")
 
 
-def test_job_branches_never_wake_the_ref_watcher(
-    make_watcher: Callable[..., RepoWatcher], rec: Recorder, repo_a: Path, repo_b: Path
-) -> None:
+@pytest.fixture
+def refs_of_a_and_b(
+    make_watcher: Callable[..., RepoWatcher], repo_a: Path, repo_b: Path
+) -> RepoWatcher:
+    """A started watcher of the refs (only) of repos ``a`` and ``b``."""
     w = make_watcher()
-    w.watch("a", repo_a, files=False)
-    w.watch("b", repo_b, files=False)
+    for name, path in (("a", repo_a), ("b", repo_b)):
+        w.watch(name, path, files=False)
     w.start()
+    return w
+
+
+@pytest.mark.usefixtures("refs_of_a_and_b")
+def test_job_branches_never_wake_the_ref_watcher(rec: Recorder, repo_a: Path, repo_b: Path) -> None:
     g(repo_a, "branch", "dispatcher/1-first")  # what the daemon writes for its jobs
     g(repo_a, "update-ref", "refs/heads/dispatcher/2-second", "HEAD")
     job_tree = repo_a.with_name("job-tree")  # a job's worktree, outside the repo
