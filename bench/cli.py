@@ -3,7 +3,7 @@
     .venv/bin/python -m bench [--quick] [--only SECTION,...] [--json out.json]
 
 Sections (in this order): repos, spawn, throughput, events, api, memory,
-merge, repos_api. Everything lives in one temp dir, removed at the end with every daemon
+merge, repos_api, repos_scale. Everything lives in one temp dir, removed at the end with every daemon
 the run started stopped (SIGTERM), even on failure or Ctrl-C. ``--quick``
 uses the 1,000 and 10,000-file repos only, 200 throughput jobs and fewer
 samples (a few minutes on 2 cores); the full run adds the 50,000-file repo.
@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
-from bench import api, events, memory, merge, repos, repos_api, spawn, throughput
+from bench import api, events, memory, merge, repos, repos_api, repos_scale, spawn, throughput
 from bench.common import Ctx, git_version, verdict, wait_for_quiet_machine
 
 SECTIONS: dict[str, ModuleType] = {
@@ -38,6 +38,7 @@ SECTIONS: dict[str, ModuleType] = {
     "memory": memory,
     "merge": merge,
     "repos_api": repos_api,
+    "repos_scale": repos_scale,
 }
 
 TITLES = {
@@ -49,6 +50,7 @@ TITLES = {
     "memory": "daemon memory",
     "merge": "merge conflict pre-check",
     "repos_api": "GET /repos and finding a worktree, 300 retained 1,000-file trees",
+    "repos_scale": "threads and restart at 1, 50 and 200 registered repos",
 }
 
 

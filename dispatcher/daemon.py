@@ -249,8 +249,9 @@ def serve(settings: Settings) -> None:
         service.notices.resume()  # what the last daemon still owed, before new jobs end
         service.control.recover_merges()  # a crashed merge finished or undone, before any job runs
         runner.start()  # re-adopts or re-queues what the last daemon left running
-        sources.start()
-        service.intake.resume_pending()  # what a stopped or crashed daemon left undecided
+        # Both in the background (docs/design.md, "Start-up"): the API answers and takes
+        # jobs while the repos are caught up and their idle pool trees checked.
+        sources.start(then=service.intake.resume_pending)  # what a stopped daemon left undecided
         pool.start()
         service.disk_use.start()  # GET /repos' worktree bytes, off the request path
         stop_sweeping = threading.Event()

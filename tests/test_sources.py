@@ -108,6 +108,7 @@ def test_fire_times_missed_while_down_fire_once_at_start_and_never_twice(
         )
         service.repos.listener = again
         again.start()
+        assert again.ready.wait(30), "the start-up catch-up (on its own thread)"
         return again
 
     later = restart(datetime(2026, 3, 1, 16, 10, tzinfo=UTC))

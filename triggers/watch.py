@@ -1,4 +1,4 @@
-"""File-system hints for every registered repo: one watchdog observer, debounced.
+"""File-system hints for every registered repo: shared watches, debounced.
 
 Watchdog is only a hint that something may have changed; the callbacks go and
 look (``on_refs`` rescans the refs with git, see :mod:`triggers.refs`). A
@@ -9,12 +9,19 @@ Per repo:
 
 - refs: the repo's common git dir (not recursively: ``packed-refs`` and its
   lock) and its ``refs/`` and ``reftable/`` dirs (recursively). Only paths
-  under ``refs/heads/``, ``packed-refs*`` and ``reftable/`` count; objects,
-  logs, the index and worktree admin files are not even watched.
-- files (when asked): the work tree, recursively. A path with a ``.git``
-  component is ignored; paths are reported relative to the repo root, in
-  posix form. Worktrees live under the daemon's state dir, outside repos, and
-  are never watched: a checkout floods tens of thousands of events.
+  under ``refs/heads/``, ``packed-refs*`` and ``reftable/`` count, and not the
+  daemon's own job branches (``refs/heads/dispatcher/...``, which never make
+  events): a job's commits do not wake the watcher. Objects, logs, the index
+  and worktree admin files are not even watched.
+- files (when asked): the work tree, recursively, except every ``.git``
+  directory in it (not watched at all, so the daemon's git writes there are
+  never read; a ``.git`` path that still shows up is ignored); paths are
+  reported relative to the repo root, in posix form. Worktrees live under the
+  daemon's state dir, outside repos, and are never watched: a checkout floods
+  tens of thousands of events.
+
+All repos share one set of watches (:mod:`triggers.watches`): on Linux one
+inotify descriptor and one reading thread, whatever the number of repos.
 
 Events are debounced per repo (:class:`Debouncer`) and delivered on one
 background thread, which sleeps on a :class:`threading.Event` until the next
@@ -35,20 +42,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Generic, TypeVar
 
-from watchdog.events import (
-    DirCreatedEvent,
-    DirDeletedEvent,
-    DirMovedEvent,
-    FileClosedEvent,
-    FileCreatedEvent,
-    FileDeletedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileSystemEvent,
-    FileSystemEventHandler,
-)
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver, ObservedWatch
+from triggers.refs import is_job_branch
+from triggers.watches import Watches, open_watches
 
 logger = logging.getLogger(__name__)
 
@@ -56,23 +51,6 @@ K = TypeVar("K", bound=Hashable)
 T = TypeVar("T", bound=Hashable)
 
 Clock = Callable[[], float]
-
-# What a change looks like (opened/closed-without-write/attribute-only reads are
-# not even subscribed to: our own git scans read these files).
-_FILE_EVENTS: list[type[FileSystemEvent]] = [
-    FileCreatedEvent,
-    FileModifiedEvent,
-    FileMovedEvent,
-    FileDeletedEvent,
-    FileClosedEvent,
-]
-_REF_EVENTS: list[type[FileSystemEvent]] = [
-    *_FILE_EVENTS,
-    DirCreatedEvent,
-    DirMovedEvent,
-    DirDeletedEvent,
-]
-
 
 # --- debouncing (pure) ------------------------------------------------------------
 
@@ -169,11 +147,11 @@ class _Repo:
     path: Path  # the work tree's top, absolute
     git_dir: Path  # the common git dir, absolute
     files: bool
-    watches: list[tuple[FileSystemEventHandler, ObservedWatch]] = field(default_factory=list)
+    watches: list[object] = field(default_factory=list)  # handles of the shared watches
 
 
 class RepoWatcher:
-    """Watches the refs (and optionally the files) of many repos with one observer.
+    """Watches the refs (and optionally the files) of many repos at a constant thread count.
 
     ``on_refs(repo_name)`` is called ``ref_quiet`` seconds after the repo's
     branches last changed on disk, and for every watched repo each
@@ -182,7 +160,8 @@ class RepoWatcher:
     last change in a work tree watched with ``files=True``. ``git_dir(path)``
     gives the common git dir of the work tree at ``path`` (the caller's git). Busy keys still
     fire after ``ref_max_wait`` / ``file_max_wait``. Callbacks run on the
-    watcher's thread, one at a time.
+    watcher's thread, one at a time. ``watches`` makes the shared watches at
+    :meth:`start` (default: :func:`~triggers.watches.open_watches`).
 
     :meth:`watch` and :meth:`unwatch` may be called before :meth:`start` and
     while running; :meth:`stop` is final. Once :meth:`unwatch` returns, that
@@ -201,23 +180,24 @@ class RepoWatcher:
         file_max_wait: float = 30.0,
         poll_interval: float | None = 30.0,
         clock: Clock = time.monotonic,
+        watches: Callable[[], Watches] = open_watches,
     ) -> None:
         self._on_refs = on_refs
         self._on_files = on_files
         self._git_dir = git_dir
         self._clock = clock
         self._poll_interval = poll_interval or None
+        self._open_watches = watches
         # _lock guards the debouncers, _repos and the flags; it is never held while
-        # calling into watchdog (whose dispatch thread holds its own lock while it
-        # calls our handlers, which take _lock) nor while running callbacks.
+        # calling into the watches (whose reading thread calls our sinks, which take
+        # _lock) nor while running callbacks.
         self._lock = threading.Lock()
         self._admin = threading.Lock()  # serializes watch/unwatch/start/stop
         self._wake = threading.Event()
         self._refs: Debouncer[str, str] = Debouncer(ref_quiet, max_wait=ref_max_wait)
         self._files: Debouncer[str, str] = Debouncer(file_quiet, max_wait=file_max_wait)
         self._repos: dict[str, _Repo] = {}
-        self._observer: BaseObserver | None = None
-        self._watch_users: dict[ObservedWatch, int] = {}
+        self._watches: Watches | None = None
         self._thread: threading.Thread | None = None
         self._next_poll: float | None = None
         self._started = False
@@ -239,8 +219,8 @@ class RepoWatcher:
             if old is not None and (old.path, old.git_dir, old.files) == (path, git_dir, files):
                 return
             repo = _Repo(repo_name, path, git_dir, files)
-            if self._observer is not None:
-                self._schedule(self._observer, repo)
+            if self._watches is not None:
+                self._schedule(self._watches, repo)
             with self._lock:
                 self._repos[repo_name] = repo
                 if not files:
@@ -265,7 +245,10 @@ class RepoWatcher:
         self._wake.set()
 
     def start(self) -> None:
-        """Start the observer and the delivery thread (once)."""
+        """Open the shared watches, watch every repo and start the delivery thread (once).
+
+        A repo whose directory cannot be watched (gone since it was registered) is logged
+        and left to the poll; the others are watched."""
         with self._admin:
             if self._stopping:
                 raise RuntimeError("a stopped RepoWatcher cannot be restarted")
@@ -273,11 +256,13 @@ class RepoWatcher:
                 return
             self._started = True
             _silence_watchdog_race()
-            observer = Observer()
+            watches = self._open_watches()
             for repo in list(self._repos.values()):
-                self._schedule(observer, repo)
-            observer.start()
-            self._observer = observer
+                try:
+                    self._schedule(watches, repo)
+                except OSError as exc:
+                    logger.warning("repo %s: cannot watch %s: %s", repo.name, repo.path, exc)
+            self._watches = watches
             if self._poll_interval is not None:
                 self._next_poll = self._clock() + self._poll_interval
             self._thread = threading.Thread(target=self._run, name="dispatcher-watch", daemon=True)
@@ -290,15 +275,13 @@ class RepoWatcher:
                 self._stopping = True
             self._wake.set()
             thread, self._thread = self._thread, None
-            observer, self._observer = self._observer, None
-            self._watch_users.clear()
+            watches, self._watches = self._watches, None
             for repo in self._repos.values():
                 repo.watches.clear()
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
-        if observer is not None:
-            observer.stop()
-            observer.join(timeout)
+        if watches is not None:
+            watches.close(timeout)
 
     def __enter__(self) -> RepoWatcher:
         self.start()
@@ -307,45 +290,32 @@ class RepoWatcher:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    # --- watchdog side ---
+    # --- the watches' side ---
 
-    def _schedule(self, observer: BaseObserver, repo: _Repo) -> None:
-        """Add ``repo``'s watches to ``observer``; all or none."""
-        targets: list[tuple[FileSystemEventHandler, Path, bool, list[type[FileSystemEvent]]]] = []
-        refs = _RefsHandler(self, repo)
-        targets.append((refs, repo.git_dir, False, _REF_EVENTS))
+    def _schedule(self, watches: Watches, repo: _Repo) -> None:
+        """Add ``repo``'s watches; all or none."""
+        targets: list[tuple[Path, bool, Callable[[list[str], bool], None]]] = []
+        refs = _RefsSink(self, repo)
+        targets.append((repo.git_dir, False, refs))
         for sub in ("refs", "reftable"):
             if (repo.git_dir / sub).is_dir():
-                targets.append((refs, repo.git_dir / sub, True, _REF_EVENTS))
+                targets.append((repo.git_dir / sub, True, refs))
         if repo.files:
-            targets.append((_FilesHandler(self, repo), repo.path, True, _FILE_EVENTS))
+            targets.append((repo.path, True, _FilesSink(self, repo)))
         try:
-            for handler, where, recursive, kinds in targets:
-                watch = observer.schedule(
-                    handler, str(where), recursive=recursive, event_filter=kinds
-                )
-                self._watch_users[watch] = self._watch_users.get(watch, 0) + 1
-                repo.watches.append((handler, watch))
+            for where, recursive, sink in targets:
+                skip = frozenset({".git"}) if sink is not refs else frozenset()
+                repo.watches.append(watches.add(where, recursive=recursive, sink=sink, skip=skip))
         except BaseException:
-            self._release(repo)
+            self._release(repo, watches)
             raise
 
-    def _release(self, repo: _Repo) -> None:
-        observer = self._observer
-        watches, repo.watches = repo.watches, []
-        if observer is None:
-            return
-        for handler, watch in watches:
-            users = self._watch_users.get(watch, 0) - 1
-            try:
-                if users > 0:
-                    self._watch_users[watch] = users
-                    observer.remove_handler_for_watch(handler, watch)
-                else:
-                    self._watch_users.pop(watch, None)
-                    observer.unschedule(watch)
-            except (KeyError, OSError):  # the directory is gone and its emitter with it
-                logger.debug("watch %s was already gone", watch, exc_info=True)
+    def _release(self, repo: _Repo, watches: Watches | None = None) -> None:
+        watches = watches or self._watches
+        handles, repo.watches = repo.watches, []
+        if watches is not None:
+            for handle in handles:
+                watches.remove(handle)
 
     def _touch_refs(self, repo: _Repo) -> None:
         with self._lock:
@@ -428,13 +398,6 @@ def _silence_watchdog_race() -> None:
     )
 
 
-def _paths_of(event: FileSystemEvent) -> list[str]:
-    paths = [os.fsdecode(event.src_path)]
-    if event.dest_path:
-        paths.append(os.fsdecode(event.dest_path))
-    return paths
-
-
 def _relative(path: str, root: Path) -> PurePath | None:
     try:
         return PurePath(path).relative_to(root)
@@ -442,15 +405,16 @@ def _relative(path: str, root: Path) -> PurePath | None:
         return None
 
 
-class _RefsHandler(FileSystemEventHandler):
-    """Touches the repo's ref debouncer for changes to branches or packed refs."""
+class _RefsSink:
+    """Touches the repo's ref debouncer for changes to branches or packed refs (the
+    daemon's own job branches excepted: they never make events)."""
 
     def __init__(self, watcher: RepoWatcher, repo: _Repo) -> None:
         self._watcher = watcher
         self._repo = repo
 
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if any(_is_ref_path(_relative(p, self._repo.git_dir)) for p in _paths_of(event)):
+    def __call__(self, paths: list[str], is_directory: bool) -> None:
+        if any(_is_ref_path(_relative(p, self._repo.git_dir)) for p in paths):
             self._watcher._touch_refs(self._repo)
 
 
@@ -458,6 +422,8 @@ def _is_ref_path(rel: PurePath | None) -> bool:
     if rel is None or not rel.parts:
         return False
     parts = rel.parts
+    if len(parts) > 3 and is_job_branch(rel.as_posix()):
+        return False
     return (
         parts[0].startswith("packed-refs")
         or parts[0] == "reftable"
@@ -465,20 +431,20 @@ def _is_ref_path(rel: PurePath | None) -> bool:
     )
 
 
-class _FilesHandler(FileSystemEventHandler):
+class _FilesSink:
     """Collects changed work-tree files (relative, posix) outside any ``.git``."""
 
     def __init__(self, watcher: RepoWatcher, repo: _Repo) -> None:
         self._watcher = watcher
         self._repo = repo
 
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.is_directory:
+    def __call__(self, paths: list[str], is_directory: bool) -> None:
+        if is_directory:
             return
-        paths = []
-        for path in _paths_of(event):
+        found = []
+        for path in paths:
             rel = _relative(path, self._repo.path)
             if rel is not None and rel.parts and ".git" not in rel.parts:
-                paths.append(rel.as_posix())
-        if paths:
-            self._watcher._touch_files(self._repo, paths)
+                found.append(rel.as_posix())
+        if found:
+            self._watcher._touch_files(self._repo, found)

@@ -73,23 +73,53 @@ class Sources:
         )
         self._scan_locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
+        self._starting: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self.ready = threading.Event()  # set once start()'s catch-up (and its ``then``) is done
 
     # ------------------------------------------------------------ lifecycle
 
-    def start(self) -> None:
+    def start(self, then: Callable[[], object] | None = None) -> None:
+        """Catch up and arm every repo on a thread of its own, then call ``then``.
+
+        The daemon answers and takes jobs meanwhile: a restart costs no per-repo work
+        before ``/health`` answers (``docs/design.md``, "Start-up"). The watcher runs
+        first, so a repo's refs are watched before they are scanned."""
+        self.watcher.start()
+        self._starting = threading.Thread(
+            target=self._catch_up, args=(then,), name="sources-start", daemon=True
+        )
+        self._starting.start()
+
+    def _catch_up(self, then: Callable[[], object] | None) -> None:
         # The last good trigger files were restored by the composition root, before any
         # job could end (their notify targets); here each is re-read from its branch.
         for repo in self.store.repos():
+            if self._stopping.is_set():
+                return
             try:
                 self.trigger_files.load(repo)
+                if self.store.find_repo(name=repo.name) is None:
+                    continue  # removed meanwhile
+                self._arm(self.store.repo_by_name(repo.name))
                 self.scan_refs(repo.name)  # catch up with what happened while we were down
             except Exception:
                 log.exception("repo %s: start-up scan failed", repo.name)
-            self._arm(self.store.repo_by_name(repo.name))
-        self.watcher.start()
+        if self._stopping.is_set():
+            return
         self.schedules.start()  # the schedules armed above catch up what came due while down
+        log.info("event sources: every repo caught up")
+        if then is not None:
+            try:
+                then()
+            except Exception:
+                log.exception("start-up: %r failed", then)
+        self.ready.set()
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._starting is not None:
+            self._starting.join(30)
         self.watcher.stop()
         self.schedules.stop()
 

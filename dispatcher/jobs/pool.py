@@ -25,6 +25,7 @@ never a correctness dependency.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import logging
@@ -34,6 +35,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from dispatcher import faults
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
 from dispatcher.git import commits, worktrees
@@ -59,15 +61,34 @@ class WorktreePool:
         self._busy: dict[str, int] = {}  # repo name -> trees being made or cleaned
         self._work: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._thread: threading.Thread | None = None
+        # Left by the last daemon, listed at start and not yet checked (see start()); the
+        # worker checks them one at a time when it has nothing else to do.
+        self._unchecked: set[Path] = set()
+        self._leftovers: collections.deque[tuple[Repo, Path]] = collections.deque()
 
     # ------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        """Adopt the trees left by a previous daemon (clean ones), then fill up."""
+        """Take over the trees a previous daemon left, then fill up, without delaying start.
+
+        Only directories are listed here (no git): the idle trees found count as idle
+        at once, unchecked. The worker checks and resets them (:meth:`_adopt`) one at a
+        time, at low priority (only when no other pool work waits), and removes
+        anything else found; a job that takes a tree not checked yet checks it first
+        (:meth:`take`). So a restart costs no git process per tree before the daemon
+        answers, and the fills below run first."""
+        for repo in self._repos():
+            directory = self.root / repo.name
+            found = sorted(directory.iterdir()) if directory.is_dir() else []
+            idle = [tree for tree in found if tree.name.startswith("idle-")]
+            with self._lock:
+                self._idle.setdefault(repo.name, [])[:0] = idle
+                self._unchecked.update(idle)
+            self._leftovers.extend((repo, tree) for tree in found)
         self._thread = threading.Thread(target=self._worker, name="pool", daemon=True)
         self._thread.start()
         for repo in self._repos():
-            self._submit(functools.partial(self._adopt, repo))
+            self.fill(repo)
 
     def stop(self) -> None:
         self._work.put(None)
@@ -96,6 +117,11 @@ class WorktreePool:
         with self._lock:
             trees = self._idle.get(repo.name, [])
             tree = trees.pop() if trees else None
+            unchecked = tree in self._unchecked
+            if tree is not None:
+                self._unchecked.discard(tree)
+        if tree is not None and unchecked and not self._adopt(repo, tree, reset=False):
+            tree = None  # not a healthy tree (removed): a fresh one instead
         if tree is None:
             self.fill(repo)
             return False
@@ -238,8 +264,8 @@ class WorktreePool:
     def _refresh(self, repo: Repo) -> None:
         for tree in self.idle(repo.name):
             with self._lock:
-                if tree not in self._idle.get(repo.name, []):
-                    continue  # taken meanwhile
+                if tree not in self._idle.get(repo.name, []) or tree in self._unchecked:
+                    continue  # taken meanwhile, or still to check (which resets it)
                 self._idle[repo.name].remove(tree)
             try:
                 worktrees.reset_detached(tree, repo.default_branch, keep=self._keep_for(repo))
@@ -255,32 +281,58 @@ class WorktreePool:
         """The repo is unregistered: remove its trees."""
         with self._lock:
             trees = self._idle.pop(repo.name, [])
+            self._unchecked.difference_update(trees)
         for tree in trees:
             with contextlib.suppress(DispatcherError, OSError):
                 worktrees.remove(Path(repo.path), tree)
 
-    def _adopt(self, repo: Repo) -> None:
-        """At start: keep valid idle trees (refreshed), remove anything else found."""
-        directory = self.root / repo.name
+    def _adopt(self, repo: Repo, tree: Path, *, reset: bool) -> bool:
+        """Check a tree the last daemon left: a valid linked worktree of ``repo``, unlocked,
+        and (``reset``) detached at the default branch with nothing else in it; True if so.
+        Anything else is removed. (Without ``reset``, the caller recycles it at once:
+        ``checkout -f`` and ``clean -ffdx``, the same reset.)"""
         repo_path = Path(repo.path)
-        if directory.is_dir():
-            for tree in sorted(directory.iterdir()):
-                ok = tree.name.startswith("idle-") and worktrees.is_valid(tree, repo_path)
-                try:
-                    if ok:
-                        worktrees.unlock(repo_path, tree)
-                        worktrees.reset_detached(
-                            tree, repo.default_branch, keep=self._keep_for(repo)
-                        )
-                        with self._lock:
-                            self._idle.setdefault(repo.name, []).append(tree)
-                    else:
-                        worktrees.remove(repo_path, tree)
-                except (DispatcherError, OSError) as exc:
-                    log.warning("pool %s: dropping %s: %s", repo.name, tree, exc)
-                    with contextlib.suppress(DispatcherError, OSError):
-                        worktrees.remove(repo_path, tree)
-        self.fill(repo)
+        try:
+            if tree.name.startswith("idle-") and worktrees.is_valid(tree, repo_path):
+                worktrees.unlock(repo_path, tree)
+                if reset:
+                    worktrees.reset_detached(tree, repo.default_branch, keep=self._keep_for(repo))
+                return True
+            worktrees.remove(repo_path, tree)
+        except (DispatcherError, OSError) as exc:
+            log.warning("pool %s: dropping %s: %s", repo.name, tree, exc)
+            with contextlib.suppress(DispatcherError, OSError):
+                worktrees.remove(repo_path, tree)
+        return False
+
+    def _check_leftover(self) -> None:
+        """Check one tree the last daemon left (the worker's low-priority work)."""
+        faults.reach("pool.check-leftover")
+        repo, tree = self._leftovers.popleft()
+        with self._lock:
+            idle = self._idle.get(repo.name, [])
+            if tree.name.startswith("idle-"):
+                if tree not in self._unchecked or tree not in idle:
+                    self._unchecked.discard(tree)
+                    return  # taken (and checked), displaced or forgotten meanwhile
+                self._unchecked.discard(tree)
+                idle.remove(tree)
+                self._busy[repo.name] = self._busy.get(repo.name, 0) + 1
+        repo = self._current(repo)
+        kept = False
+        try:
+            kept = self._adopt(repo, tree, reset=True)
+            if kept:
+                with self._lock:
+                    self._idle.setdefault(repo.name, []).insert(0, tree)
+        finally:
+            if tree.name.startswith("idle-"):
+                with self._lock:
+                    self._busy[repo.name] = max(0, self._busy.get(repo.name, 1) - 1)
+        if tree.name.startswith("idle-") and not kept:
+            self.fill(repo)  # one short now
+        if not self._leftovers:
+            log.info("pool: every tree the last daemon left is checked")
 
     # ------------------------------------------------------------ worker
 
@@ -289,7 +341,10 @@ class WorktreePool:
 
     def _worker(self) -> None:
         while True:
-            task = self._work.get()
+            try:
+                task = self._work.get(block=not self._leftovers)
+            except queue.Empty:  # nothing else to do: check one leftover tree
+                task = self._check_leftover
             if task is None:
                 return
             try:

@@ -1,4 +1,4 @@
-"""The debouncer as a table with fake times; the watcher with real watchdog and real git.
+"""The debouncer as a table with fake times; the watcher with real inotify and real git.
 
 Watcher tests never sleep a fixed time: they wait on a condition with a
 deadline. To show that something did *not* happen, they make a later change
@@ -9,6 +9,8 @@ wait for that one instead.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +21,9 @@ from dispatcher.errors import InvalidInput
 from dispatcher.git.refs import common_dir
 from tests.gitutil import commit_file, init_repo
 from tests.gitutil import git as g
+from tests.waiting import wait_until
 from triggers.watch import Debouncer, RepoWatcher
+from triggers.watches import InotifyWatches, ObserverWatches
 
 DEADLINE = 30.0  # seconds; generous for a loaded CI machine, reached only on failure
 
@@ -418,33 +422,134 @@ def test_unwatch_stops_callbacks(
     rec.wait_refs("a", refs_before.count("a") + 1)
 
 
-def test_two_repos_share_one_observer(
-    make_watcher: Callable[..., RepoWatcher], rec: Recorder, repo_a: Path, repo_b: Path
+def test_many_repos_share_two_threads_and_each_still_fires(
+    make_watcher: Callable[..., RepoWatcher], rec: Recorder, repo_a: Path, tmp_path: Path
 ) -> None:
     w = make_watcher()
-    w.start()
-    observer = w._observer
-    assert observer is not None
     w.watch("a", repo_a, files=True)
-    w.watch("b", repo_b, files=True)
-    assert w._observer is observer
-    commit_file(repo_a, "x.txt", "1\n")
-    commit_file(repo_b, "y.txt", "1\n")
-    rec.wait_refs("a")
-    rec.wait_refs("b")
-    rec.wait_files("a", "x.txt")
-    rec.wait_files("b", "y.txt")
+    before = threading.active_count()
+    w.start()
+    assert threading.active_count() == before + 2  # the inotify reader and the delivery
+    many = [init_repo(tmp_path / f"r{i}") for i in range(20)]
+    for i, path in enumerate(many):
+        w.watch(f"r{i}", path, files=True)  # while running: no thread more
+    assert threading.active_count() == before + 2
+    for i in (0, 7, 19):
+        commit_file(many[i], f"x{i}.txt", "1\n")
+    for i in (0, 7, 19):
+        rec.wait_refs(f"r{i}")
+        rec.wait_files(f"r{i}", f"x{i}.txt")
     # The same repo under two names: both get called; removing one keeps the other.
     w.watch("a-too", repo_a, files=False)
     w.unwatch("a")
     seen = rec.refs.count("a-too")
     commit_file(repo_a, "z.txt", "2\n")
     rec.wait_refs("a-too", seen + 1)
-    # Emitters, not observers: each distinct watch is one emitter thread of the one observer
-    # (the threads the watcher starts are counted, not every thread of the process).
-    assert w._observer is observer and observer.is_alive()
-    assert len(observer.emitters) == len(w._watch_users) <= 8
-    assert all(emitter.is_alive() for emitter in observer.emitters)
+    for i in range(20):
+        w.unwatch(f"r{i}")
+    assert threading.active_count() == before + 2
+
+
+def test_a_vanished_repo_stops_nothing_else(
+    make_watcher: Callable[..., RepoWatcher], rec: Recorder, repo_a: Path, repo_b: Path
+) -> None:
+    gone = init_repo(repo_a.with_name("gone"))
+    w = make_watcher()
+    for name, path in (("gone", gone), ("a", repo_a)):
+        w.watch(name, path, files=True)
+    shutil.rmtree(gone)  # between registration and start: logged, the others watched
+    w.start()
+    w.watch("b", repo_b, files=True)  # and one more while running
+    for path, name in ((repo_a, "a"), (repo_b, "b")):
+        commit_file(path, "x.txt", "1\n")
+        rec.wait_refs(name)
+        shutil.rmtree(repo_a, ignore_errors=True)  # while watched: b goes on
+    rec.wait_files("b", "x.txt")
+    w.unwatch("a")  # its watches went with its directory: no error
+    w.unwatch("gone")
+
+
+@pytest.fixture
+def refs_of_a_and_b(
+    make_watcher: Callable[..., RepoWatcher], repo_a: Path, repo_b: Path
+) -> RepoWatcher:
+    """A started watcher of the refs (only) of repos ``a`` and ``b``."""
+    w = make_watcher()
+    for name, path in (("a", repo_a), ("b", repo_b)):
+        w.watch(name, path, files=False)
+    w.start()
+    return w
+
+
+@pytest.mark.usefixtures("refs_of_a_and_b")
+def test_job_branches_never_wake_the_ref_watcher(rec: Recorder, repo_a: Path, repo_b: Path) -> None:
+    g(repo_a, "branch", "dispatcher/1-first")  # what the daemon writes for its jobs
+    g(repo_a, "update-ref", "refs/heads/dispatcher/2-second", "HEAD")
+    job_tree = repo_a.with_name("job-tree")  # a job's worktree, outside the repo
+    g(repo_a, "worktree", "add", "-q", str(job_tree), "dispatcher/2-second")
+    commit_file(repo_b, "marker.txt", "1\n")
+    rec.wait_refs("b")
+    assert rec.refs.count("a") <= 1  # at most once: the new refs/heads/dispatcher directory
+    seen = rec.refs.count("a")
+    commit_file(job_tree, "job.txt", "1\n")  # an agent's commit on its job branch
+    g(repo_a, "branch", "dispatcher/3-third")
+    commit_file(repo_b, "marker2.txt", "2\n")
+    rec.wait_refs("b", 2)
+    assert rec.refs.count("a") == seen
+    g(repo_a, "branch", "feature")  # a user's branch still does
+    rec.wait_refs("a", seen + 1)
+
+
+def _dirs(top: Path, *, skip: str | None = None) -> int:
+    """Directories at and below ``top``, not descending into ones named ``skip``."""
+    count = 0
+    for _root, dirnames, _ in os.walk(top):
+        count += 1
+        dirnames[:] = [d for d in dirnames if d != skip]
+    return count
+
+
+def test_git_directories_in_a_work_tree_are_never_watched(
+    make_watcher: Callable[..., RepoWatcher], rec: Recorder, repo_a: Path
+) -> None:
+    opened: list[InotifyWatches] = []
+
+    def watches() -> InotifyWatches:
+        opened.append(InotifyWatches())
+        return opened[0]
+
+    (repo_a / "src" / "pkg").mkdir(parents=True)
+    w = make_watcher(watches=watches)
+    w.watch("a", repo_a, files=True)
+    w.start()
+    git_dir = repo_a / ".git"
+
+    def expected() -> int:  # the work tree but .git, the git dir itself, its refs/
+        return _dirs(repo_a, skip=".git") + 1 + _dirs(git_dir / "refs")
+
+    assert opened[0].watch_count() == expected()
+    g(repo_a, "gc", "-q")  # new directories under .git/objects: not watched
+    init_repo(repo_a / "vendor" / "lib")  # a nested repo: its work tree yes, its .git no
+    (repo_a / "marker.txt").write_text("x\n")
+    rec.wait_files("a", "marker.txt")
+    wait_until(lambda: opened[0].watch_count() == expected(), "the nested work tree watched")
+
+
+def test_the_observer_fallback_sees_refs_and_files(
+    make_watcher: Callable[..., RepoWatcher], rec: Recorder, repo_a: Path
+) -> None:
+    w = make_watcher(watches=ObserverWatches)
+    w.watch("a", repo_a, files=True)
+    w.watch("a-too", repo_a, files=True)  # the same watches twice: one emitter each
+    w.start()
+    commit_file(repo_a, "x.txt", "1\n")
+    rec.wait_refs("a")
+    rec.wait_files("a", "x.txt")
+    w.unwatch("a-too")  # the other user keeps them
+    (repo_a / "y.txt").write_text("2\n")
+    (repo_a / ".git" / "scratch").write_text("x\n")
+    rec.wait_files("a", "y.txt")
+    assert not [p for ps in rec.files_of("a") for p in ps if p.startswith(".git")]
 
 
 def test_the_poll_calls_on_refs_for_every_repo_without_events(
