@@ -3,7 +3,7 @@
     .venv/bin/python -m bench [--quick] [--only SECTION,...] [--json out.json]
 
 Sections (in this order): repos, spawn, throughput, events, api, memory,
-merge. Everything lives in one temp dir, removed at the end with every daemon
+merge, burst. Everything lives in one temp dir, removed at the end with every daemon
 the run started stopped (SIGTERM), even on failure or Ctrl-C. ``--quick``
 uses the 1,000 and 10,000-file repos only, 200 throughput jobs and fewer
 samples (a few minutes on 2 cores); the full run adds the 50,000-file repo.
@@ -26,7 +26,7 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
-from bench import api, events, memory, merge, repos, spawn, throughput
+from bench import api, burst, events, memory, merge, repos, spawn, throughput
 from bench.common import Ctx, git_version, verdict, wait_for_quiet_machine
 
 SECTIONS: dict[str, ModuleType] = {
@@ -37,6 +37,7 @@ SECTIONS: dict[str, ModuleType] = {
     "api": api,
     "memory": memory,
     "merge": merge,
+    "burst": burst,
 }
 
 TITLES = {
@@ -47,6 +48,7 @@ TITLES = {
     "api": "API latency at 100,000 jobs (loopback)",
     "memory": "daemon memory",
     "merge": "merge conflict pre-check",
+    "burst": "a burst of 10 jobs past the warm pool of 2: cold checkouts",
 }
 
 
