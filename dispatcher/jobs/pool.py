@@ -357,6 +357,7 @@ class WorktreePool:
         """The repo is unregistered: remove its trees."""
         with self._lock:
             trees = self._idle.pop(repo.name, [])
+            self._starts.pop(repo.name, None)
         for tree in trees:
             with contextlib.suppress(DispatcherError, OSError):
                 worktrees.remove(Path(repo.path), tree)
