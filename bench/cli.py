@@ -3,8 +3,8 @@
     .venv/bin/python -m bench [--quick] [--only SECTION,...] [--json out.json]
 
 Sections (in this order): repos, spawn, throughput, events, api, memory,
-merge, repos_api, repos_scale. Everything lives in one temp dir, removed at the end with every daemon
-the run started stopped (SIGTERM), even on failure or Ctrl-C. ``--quick``
+merge, repos_api, repos_scale, burst. Everything lives in one temp dir, removed at
+the end with every daemon the run started stopped (SIGTERM), even on failure or Ctrl-C. ``--quick``
 uses the 1,000 and 10,000-file repos only, 200 throughput jobs and fewer
 samples (a few minutes on 2 cores); the full run adds the 50,000-file repo.
 """
@@ -26,7 +26,18 @@ from pathlib import Path
 from types import FrameType, ModuleType
 from typing import Any
 
-from bench import api, events, memory, merge, repos, repos_api, repos_scale, spawn, throughput
+from bench import (
+    api,
+    burst,
+    events,
+    memory,
+    merge,
+    repos,
+    repos_api,
+    repos_scale,
+    spawn,
+    throughput,
+)
 from bench.common import Ctx, git_version, verdict, wait_for_quiet_machine
 
 SECTIONS: dict[str, ModuleType] = {
@@ -39,6 +50,7 @@ SECTIONS: dict[str, ModuleType] = {
     "merge": merge,
     "repos_api": repos_api,
     "repos_scale": repos_scale,
+    "burst": burst,
 }
 
 TITLES = {
@@ -51,6 +63,7 @@ TITLES = {
     "merge": "merge conflict pre-check",
     "repos_api": "GET /repos and finding a worktree, 300 retained 1,000-file trees",
     "repos_scale": "threads and restart at 1, 50 and 200 registered repos",
+    "burst": "a burst of 10 jobs past the warm pool of 2: cold checkouts",
 }
 
 

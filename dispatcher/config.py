@@ -118,6 +118,15 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     # uvicorn's access log, a line per request (in the log format above).
     access_log: bool = False
+    # The warm pool grows past a repo's pool size with demand (issue 18, docs/design.md
+    # "The warm pool's size"): its target is the number of jobs that took (or wanted) a
+    # pool tree in the last pool_window_seconds, at least the pool size and at most
+    # pool_max (never below the pool size: pool_max <= pool_size turns growth off). After
+    # a window without jobs the target is the pool size again and extra trees go.
+    pool_max: int = Field(default=8, ge=0, le=64)
+    pool_window_seconds: float = Field(default=600, gt=0)
+    # Background pool work (checkouts, cleaning released trees) running at once.
+    pool_workers: int = Field(default=2, ge=1, le=16)
 
     # GET /repos' worktree bytes: measured in the background (dispatcher/jobs/diskuse.py),
     # a full pass this often, and each tree again when a job ends or its tree goes.

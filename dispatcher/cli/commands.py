@@ -428,6 +428,11 @@ def show(job: int, as_json: Annotated[bool, typer.Option("--json")] = False) -> 
         if data.get(key) is not None:
             value = _when(data[key]) if key.endswith("_at") else data[key]
             typer.echo(f"{key:<14} {value}")
+    if source := data.get("worktree_source"):
+        wait = data.get("worktree_wait_s")
+        waited = f", {wait:g}s" if wait is not None else ""
+        cold = "; the warm pool had none idle" if source == "cold" else ""
+        typer.echo(f"{'worktree from':<14} {source}{waited}{cold}")
     for d in deliveries:
         outcome = f"ok ({d['status_code']})" if d["ok"] else f"failed: {d['error']}"
         typer.echo(f"{'notified':<14} {d['target']} {d['url']} on {d['state']}: {outcome}")

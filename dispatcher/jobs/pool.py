@@ -14,24 +14,36 @@ default branch tip:
   job's path at once (uncommitted edits saved to ``refs/dispatcher/released/<id>``
   first) and cleaned in the background, back into the pool, or removed when
   the pool is full.
+  A retained tree whose retention ran out (the sweeper saved its leftovers to
+  ``refs/dispatcher/retained/<id>``) comes back the same way (:meth:`give_back`).
+  Released trees come first: a queued checkout that a released tree made
+  unneeded is skipped.
 * **refresh**: when the default branch moves, idle trees follow it in the
   background, so the next recycle stays cheap.
+* **size**: the number of idle trees aimed at (:meth:`target`) follows demand:
+  the jobs that took or wanted a tree in the last ``pool_window_seconds``, at
+  least the repo's ``pool_size`` and at most ``pool_max``. So a burst teaches
+  the pool to hold enough for the next one; after a window with no job it
+  shrinks back (:meth:`tick`).
 
-Everything slow happens on one background thread per daemon; the request and
-spawn paths only rename directories and recycle one tree. Any failure falls
-back to a plain ``git worktree add`` (or removal): the pool is an optimization,
-never a correctness dependency.
+Everything slow happens on ``pool_workers`` background threads per daemon
+(released trees before new checkouts); the request and spawn paths only rename
+directories and recycle one tree. Any failure falls back to a plain ``git
+worktree add`` (or removal): the pool is an optimization, never a correctness
+dependency.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import functools
+import itertools
 import logging
 import queue
 import threading
+import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -44,6 +56,12 @@ from dispatcher.store.models import Repo
 
 log = logging.getLogger(__name__)
 
+# Background work by priority: a released tree is cleaned before any new checkout, so
+# that the checkout it makes unneeded is skipped (see _make).
+# Checking the trees the last daemon left comes last: only when nothing else waits.
+_RELEASED, _OTHER, _CHECKOUT, _LEFTOVER = 0, 1, 2, 3
+_STOP = -1
+
 
 class WorktreePool:
     def __init__(
@@ -51,20 +69,27 @@ class WorktreePool:
         settings: Settings,
         repos: Callable[[], list[Repo]],
         keep_for: Callable[[Repo], list[str]] = lambda repo: [],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.root = settings.state_dir / "pool"
         self._repos = repos
         self._keep_for = keep_for
+        self._clock = clock
         self._lock = threading.Lock()
         self._idle: dict[str, list[Path]] = {}  # repo name -> ready trees
-        self._busy: dict[str, int] = {}  # repo name -> trees being made or cleaned
-        self._work: queue.Queue[Callable[[], None] | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
-        # Left by the last daemon, listed at start and not yet checked (see start()); the
-        # worker checks them one at a time when it has nothing else to do.
+        self._busy: dict[str, int] = {}  # repo name -> released trees being cleaned
+        self._making: dict[str, int] = {}  # repo name -> checkouts queued or under way
+        self._starts: dict[str, deque[float]] = {}  # repo name -> when jobs asked for a tree
+        self._work: queue.PriorityQueue[tuple[int, int, Callable[[], None] | None]] = (
+            queue.PriorityQueue()
+        )
+        self._order = itertools.count()  # first in, first out within a priority
+        self._threads: list[threading.Thread] = []
+        self._stopped = threading.Event()
+        # Idle trees the last daemon left, listed at start and not yet checked (see
+        # start()); checked one at a time at the lowest priority, or by the job taking one.
         self._unchecked: set[Path] = set()
-        self._leftovers: collections.deque[tuple[Repo, Path]] = collections.deque()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -72,11 +97,12 @@ class WorktreePool:
         """Take over the trees a previous daemon left, then fill up, without delaying start.
 
         Only directories are listed here (no git): the idle trees found count as idle
-        at once, unchecked. The worker checks and resets them (:meth:`_adopt`) one at a
-        time, at low priority (only when no other pool work waits), and removes
+        at once, unchecked. The workers check and reset them (:meth:`_adopt`) one at a
+        time, at the lowest priority (only when no other pool work waits), and remove
         anything else found; a job that takes a tree not checked yet checks it first
         (:meth:`take`). So a restart costs no git process per tree before the daemon
         answers, and the fills below run first."""
+        leftovers: list[tuple[Repo, Path]] = []
         for repo in self._repos():
             directory = self.root / repo.name
             found = sorted(directory.iterdir()) if directory.is_dir() else []
@@ -84,19 +110,73 @@ class WorktreePool:
             with self._lock:
                 self._idle.setdefault(repo.name, [])[:0] = idle
                 self._unchecked.update(idle)
-            self._leftovers.extend((repo, tree) for tree in found)
-        self._thread = threading.Thread(target=self._worker, name="pool", daemon=True)
-        self._thread.start()
+            leftovers.extend((repo, tree) for tree in found)
+        self._start_threads()
+        for repo, tree in leftovers:
+            self._submit(functools.partial(self._check_leftover, repo, tree), _LEFTOVER)
         for repo in self._repos():
             self.fill(repo)
 
+    def _start_threads(self) -> None:
+        for n in range(self.settings.pool_workers):
+            thread = threading.Thread(target=self._worker, name=f"pool-{n}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        ticker = threading.Thread(target=self._tick_loop, name="pool-tick", daemon=True)
+        ticker.start()
+        self._threads.append(ticker)
+
     def stop(self) -> None:
-        self._work.put(None)
-        if self._thread is not None:
-            self._thread.join(10)
+        self._stopped.set()
+        for _ in self._threads:
+            self._work.put((_STOP, next(self._order), None))
+        deadline = time.monotonic() + 10
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     def size_for(self, repo: Repo) -> int:
+        """The repo's pool size: the fewest idle trees it keeps (0: no pool)."""
         return repo.pool_size if repo.pool_size is not None else self.settings.pool_size
+
+    def cap_for(self, repo: Repo) -> int:
+        """The most idle trees the repo's pool grows to: ``pool_max``, never below its size."""
+        size = self.size_for(repo)
+        return max(size, self.settings.pool_max) if size > 0 else 0
+
+    def target(self, repo: Repo) -> int:
+        """How many idle trees the repo's pool aims at now: the jobs that asked for a tree
+        in the last ``pool_window_seconds``, between its size and its cap."""
+        size = self.size_for(repo)
+        if size <= 0:
+            return 0
+        with self._lock:
+            recent = len(self._recent(repo.name))
+        return max(size, min(self.cap_for(repo), recent))
+
+    def _recent(self, repo_name: str) -> deque[float]:
+        """The repo's job starts within the window (older ones dropped). Under the lock."""
+        starts = self._starts.setdefault(repo_name, deque())
+        horizon = self._clock() - self.settings.pool_window_seconds
+        while starts and starts[0] <= horizon:
+            starts.popleft()
+        return starts
+
+    def tick(self) -> None:
+        """Shrink the pools whose demand fell (the window slid past their jobs): idle
+        trees past the target are removed, in the background."""
+        with self._lock:
+            names = [name for name, idle in self._idle.items() if idle]
+        for repo in self._repos():
+            if repo.name in names:
+                self._trim(repo)
+
+    def _tick_loop(self) -> None:
+        period = min(30.0, self.settings.pool_window_seconds / 4)
+        while not self._stopped.wait(period):
+            try:
+                self.tick()
+            except Exception:
+                log.exception("pool: the periodic shrink failed")
 
     def _current(self, repo: Repo) -> Repo:
         """``repo`` as registered now (its settings), or as given if it is gone."""
@@ -115,6 +195,7 @@ class WorktreePool:
         makes a fresh worktree.
         """
         with self._lock:
+            self._recent(repo.name).append(self._clock())  # demand: what sizes the pool
             trees = self._idle.get(repo.name, [])
             tree = trees.pop() if trees else None
             unchecked = tree in self._unchecked
@@ -169,27 +250,34 @@ class WorktreePool:
             worktrees.remove(repo_path, worktree)  # leftovers are the sweeper's business
             return None
         saved = save_released(self.settings, worktree, job_id, exclude, max_file_bytes)
+        self.give_back(repo, worktree)
+        return saved
+
+    def give_back(self, repo: Repo, worktree: Path) -> None:
+        """A valid worktree whose job is done with it, everything of it worth keeping saved
+        (its commits on refs, its leftovers by :meth:`release` or the sweeper): moved out of
+        its path now, cleaned in the background and back into the pool (or removed)."""
+        repo_path = Path(repo.path)
         # A partial checkout is no use to the next job; with no pool for the repo, the tree
         # goes now, as it would if the daemon had no pool at all.
         if worktrees.is_sparse(worktree) or self.size_for(repo) <= 0:
             worktrees.remove(repo_path, worktree)
-            return saved
+            return
         parked = self.root / repo.name / f"released-{uuid.uuid4().hex[:12]}"
         try:
             worktrees.move(repo_path, worktree, parked)
             worktrees.detach_head(parked)  # the job's branch is free (to delete) at once
-        except DispatcherError:
+        except (DispatcherError, OSError):
             for path in (worktree, parked):
                 worktrees.remove(repo_path, path)
-            return saved
+            return
         with self._lock:
             self._busy[repo.name] = self._busy.get(repo.name, 0) + 1
-        self._submit(lambda: self._reuse_or_remove(repo, parked))
-        return saved
+        self._submit(lambda: self._reuse_or_remove(repo, parked), _RELEASED)
 
     def _reuse_or_remove(self, repo: Repo, tree: Path) -> None:
         """Clean a released tree and put it back; it displaces the oldest idle tree
-        when the pool is full (a used tree may hold kept dependency installs)."""
+        when the pool is at its target (a used tree may hold kept dependency installs)."""
         repo = self._current(repo)  # its pool size may have changed since the release
         repo_path = Path(repo.path)
         displaced: Path | None = None
@@ -201,10 +289,11 @@ class WorktreePool:
             worktrees.reset_detached(tree, repo.default_branch, keep=self._keep_for(repo))
             ready = tree.with_name(f"idle-{uuid.uuid4().hex[:12]}")
             worktrees.move(repo_path, tree, ready)
+            want = self.target(repo)
             with self._lock:
                 idle = self._idle.setdefault(repo.name, [])
                 idle.append(ready)
-                if len(idle) > self.size_for(repo):
+                if len(idle) > want:
                     displaced = idle.pop(0)
         except (DispatcherError, OSError) as exc:
             log.warning("pool %s: cannot reuse %s (%s); removing it", repo.name, tree, exc)
@@ -218,33 +307,48 @@ class WorktreePool:
 
     # ------------------------------------------------------------ fill and refresh
 
+    def _coming(self, repo_name: str) -> int:
+        """Idle trees, released ones being cleaned and checkouts queued. Under the lock."""
+        name = repo_name
+        return len(self._idle.get(name, [])) + self._busy.get(name, 0) + self._making.get(name, 0)
+
     def fill(self, repo: Repo) -> None:
-        """Make idle trees in the background until the repo has ``pool_size``."""
+        """Make idle trees in the background until the repo has its :meth:`target`."""
+        want = self.target(repo)
         with self._lock:
-            have = len(self._idle.get(repo.name, [])) + self._busy.get(repo.name, 0)
-            missing = self.size_for(repo) - have
+            missing = want - self._coming(repo.name)
             if missing <= 0:
                 return
-            self._busy[repo.name] = self._busy.get(repo.name, 0) + missing
+            self._making[repo.name] = self._making.get(repo.name, 0) + missing
         for _ in range(missing):
-            self._submit(lambda: self._make(repo))
+            self._submit(lambda: self._make(repo), _CHECKOUT)
 
     def resize(self, repo: Repo) -> None:
-        """The repo's pool size changed: idle trees past it are removed, and the pool
-        fills up to it, in the background."""
+        """The repo's pool size changed: idle trees past its target are removed, and the
+        pool fills up to it, in the background."""
+        self._trim(repo)
+        self.fill(repo)
+
+    def _trim(self, repo: Repo) -> None:
+        want = self.target(repo)
         with self._lock:
             idle = self._idle.get(repo.name, [])
-            extra = max(0, len(idle) - self.size_for(repo))
+            extra = max(0, len(idle) - want)
             surplus, idle[:] = idle[:extra], idle[extra:]
         for tree in surplus:  # idle trees are never locked: delete without the lock
             self._submit(functools.partial(self._delete_idle, repo, tree))
-        self.fill(repo)
 
     def _delete_idle(self, repo: Repo, tree: Path) -> None:
         with contextlib.suppress(DispatcherError, OSError):
             worktrees.delete_unlocked(Path(repo.path), tree)
 
     def _make(self, repo: Repo) -> None:
+        repo = self._current(repo)
+        want = self.target(repo)
+        with self._lock:
+            if self._coming(repo.name) - 1 >= want:  # a released tree came meanwhile
+                self._making[repo.name] = max(0, self._making.get(repo.name, 1) - 1)
+                return
         tree = self.root / repo.name / f"idle-{uuid.uuid4().hex[:12]}"
         try:
             tree.parent.mkdir(parents=True, exist_ok=True)
@@ -255,7 +359,7 @@ class WorktreePool:
             log.warning("pool %s: cannot make a worktree: %s", repo.name, exc)
         finally:
             with self._lock:
-                self._busy[repo.name] = max(0, self._busy.get(repo.name, 1) - 1)
+                self._making[repo.name] = max(0, self._making.get(repo.name, 1) - 1)
 
     def refresh(self, repo: Repo) -> None:
         """The default branch moved: bring idle trees to its tip, in the background."""
@@ -282,6 +386,7 @@ class WorktreePool:
         with self._lock:
             trees = self._idle.pop(repo.name, [])
             self._unchecked.difference_update(trees)
+            self._starts.pop(repo.name, None)
         for tree in trees:
             with contextlib.suppress(DispatcherError, OSError):
                 worktrees.remove(Path(repo.path), tree)
@@ -305,13 +410,13 @@ class WorktreePool:
                 worktrees.remove(repo_path, tree)
         return False
 
-    def _check_leftover(self) -> None:
-        """Check one tree the last daemon left (the worker's low-priority work)."""
+    def _check_leftover(self, repo: Repo, tree: Path) -> None:
+        """Check one tree the last daemon left (the workers' lowest-priority work)."""
         faults.reach("pool.check-leftover")
-        repo, tree = self._leftovers.popleft()
+        idle_tree = tree.name.startswith("idle-")
         with self._lock:
-            idle = self._idle.get(repo.name, [])
-            if tree.name.startswith("idle-"):
+            if idle_tree:
+                idle = self._idle.get(repo.name, [])
                 if tree not in self._unchecked or tree not in idle:
                     self._unchecked.discard(tree)
                     return  # taken (and checked), displaced or forgotten meanwhile
@@ -326,25 +431,20 @@ class WorktreePool:
                 with self._lock:
                     self._idle.setdefault(repo.name, []).insert(0, tree)
         finally:
-            if tree.name.startswith("idle-"):
+            if idle_tree:
                 with self._lock:
                     self._busy[repo.name] = max(0, self._busy.get(repo.name, 1) - 1)
-        if tree.name.startswith("idle-") and not kept:
+        if idle_tree and not kept:
             self.fill(repo)  # one short now
-        if not self._leftovers:
-            log.info("pool: every tree the last daemon left is checked")
 
     # ------------------------------------------------------------ worker
 
-    def _submit(self, task: Callable[[], None]) -> None:
-        self._work.put(task)
+    def _submit(self, task: Callable[[], None], priority: int = _OTHER) -> None:
+        self._work.put((priority, next(self._order), task))
 
     def _worker(self) -> None:
         while True:
-            try:
-                task = self._work.get(block=not self._leftovers)
-            except queue.Empty:  # nothing else to do: check one leftover tree
-                task = self._check_leftover
+            _, _, task = self._work.get()
             if task is None:
                 return
             try:

@@ -292,10 +292,11 @@ class Runner:
             raise InvalidInput(f"repo path {a.repo.path} no longer holds a git repository")
         budget.check_daily(self.settings, self.store, a.repo)
         self.note(job.id, f"job {job.id}: worktree {worktree} on {job.branch} at {job.base_sha}")
+        made: dict[str, object] = {}
         if a.continuing:
             self._take_over(job, repo_path, worktree)
         else:
-            self._make_worktree(job, a.repo, worktree)
+            made = self._make_worktree(job, a.repo, worktree)
             for line in workspace.bring_files(a.ws, repo_path, worktree):
                 self.note(job.id, line)
         with_port = self.store.allocate_port(
@@ -306,6 +307,7 @@ class Runner:
             usable=isolation.port_is_free,
             worktree=str(worktree),
             spawn_nonce=secrets.token_hex(6),  # this run's claim file and cgroup
+            **made,
         )
         if with_port is None:
             raise InvalidInput(
@@ -386,10 +388,11 @@ class Runner:
             finished_at=utcnow(),
         )
 
-    def _make_worktree(self, job: Job, repo: Repo, worktree: Path) -> None:
+    def _make_worktree(self, job: Job, repo: Repo, worktree: Path) -> dict[str, object]:
         """A warm tree from the pool if there is one, else a fresh checkout; locked,
         so that ``git worktree prune`` never drops it while the job owns it. (Its path
-        is recorded with the job's port, in one write.)"""
+        is recorded with the job's port, in one write, with the fields returned: how
+        it was made, ``pool``, ``cold`` or ``fresh``, and how long it took.)"""
         assert job.id is not None
         job_id = job.id
         repo_path = Path(repo.path)
@@ -399,23 +402,32 @@ class Runner:
         asked = time.monotonic()
         if pool is not None and pool.take(repo, worktree, job.branch, job.base_sha):
             worktrees.lock(repo_path, worktree, reason, new=True)
-            self._worktree_ready(repo, "pool", asked)
             self.note(job_id, "worktree: recycled from the warm pool")
-            return
+            return self._worktree_ready(repo, "pool", asked)
         worktrees.add(
             repo_path, worktree, job.branch, job.base_sha, lock_reason=reason,
             sparse=job.sparse or (),
         )  # fmt: skip
-        self._worktree_ready(repo, "fresh", asked)
+        # Cold: the job wanted a warm tree and waited for a checkout instead.
+        cold = pool is not None and pool.size_for(repo) > 0
         what = f"sparse checkout of {', '.join(job.sparse)}" if job.sparse else "checkout"
-        self.note(job_id, f"worktree: fresh {what}")
+        waited = time.monotonic() - asked
+        if cold:
+            self.note(job_id, f"worktree: cold {what} ({waited:.1f}s; the warm pool had none idle)")
+        else:
+            self.note(job_id, f"worktree: fresh {what}")
+        return self._worktree_ready(repo, "cold" if cold else "fresh", asked)
 
-    def _worktree_ready(self, repo: Repo, source: str, asked: float) -> None:
+    def _worktree_ready(self, repo: Repo, source: str, asked: float) -> dict[str, object]:
+        """The job's worktree is ready: its figure for /metrics (a cold checkout counts as
+        ``fresh`` there), and the fields that record it on the job."""
+        seconds = time.monotonic() - asked
         if self.on_worktree_ready is not None:
             try:
-                self.on_worktree_ready(repo.name, source, time.monotonic() - asked)
+                self.on_worktree_ready(repo.name, "pool" if source == "pool" else "fresh", seconds)
             except Exception:  # a figure never fails a job
                 log.exception("job worktree: the metrics hook failed")
+        return {"worktree_source": source, "worktree_wait_s": round(seconds, 3)}
 
     def _take_over(self, job: Job, repo_path: Path, worktree: Path) -> None:
         """A follow-up continues in its parent's worktree: check it is still there and

@@ -13,7 +13,9 @@ repository it:
    corrupted, then moved to lost+found), noting why in ``error``; running jobs
    belong to the runner and are only reported, and their worktrees are locked;
 4. removes finished worktrees older than ``worktree_retention_hours``, saving
-   leftovers to ``refs/dispatcher/retained/<job id>``.
+   leftovers to ``refs/dispatcher/retained/<job id>``; with a warm pool the tree
+   is then given back to it (reset and cleaned, saving a checkout) rather than
+   deleted.
 
 Branches are never deleted and user-visible files are never deleted without a
 copy: a directory whose snapshot would not hold everything (nested
@@ -42,6 +44,7 @@ from dispatcher.git import commits, refs, worktrees
 from dispatcher.jobs.cleanup import run_cleanup
 from dispatcher.jobs.files import job_files
 from dispatcher.jobs.leftovers import left_out_note
+from dispatcher.jobs.pool import WorktreePool
 from dispatcher.jobs.workspace import Workspace
 from dispatcher.lifecycle import ACTIVE, FINISHED, JobState
 from dispatcher.store.database import Store
@@ -142,9 +145,10 @@ def _utc(moment: datetime) -> datetime:
 
 
 class Sweeper:
-    def __init__(self, settings: Settings, store: Store) -> None:
+    def __init__(self, settings: Settings, store: Store, pool: WorktreePool | None = None) -> None:
         self.settings = settings
         self.store = store
+        self.pool = pool  # where retired worktrees go back to, if any
         self._lock = threading.Lock()  # one sweep at a time
 
     @property
@@ -358,7 +362,10 @@ class Sweeper:
         moved = None
         if sha is not None and refs.changed_gitlinks(repo_path, sha):
             moved = self._to_lost_found(repo, path, now)
-        worktrees.remove(repo_path, path)
+        if moved is None and self.pool is not None and path.is_dir():
+            self.pool.give_back(repo, path)  # everything of the job is saved: reuse the tree
+        else:
+            worktrees.remove(repo_path, path)
         self.store.update(job.id, worktree=None)
         note = f"worktree removed after {self.retention_hours:g}h; branch {job.branch} is kept"
         if saved:

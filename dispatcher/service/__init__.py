@@ -77,7 +77,7 @@ class Service:
         self.idempotency = Idempotency(store, settings.idempotency_hours)
         self.metrics = Metrics(store, pool)
         self.intake.on_dropped = self.metrics.event_dropped
-        self.sweeper = Sweeper(settings, store)  # the daemon's sweeps, and prune's orphans
+        self.sweeper = Sweeper(settings, store, pool)  # the daemon's sweeps, and prune's orphans
         self.prune = Prune(store, self.control, self.sweeper)
 
     def health(self) -> Health:

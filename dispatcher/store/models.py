@@ -277,6 +277,9 @@ class Job(SQLModel, table=True):
     # the agent is spawned, so that a restarted daemon can tell whether it started.
     spawn_nonce: str | None = None
     port: int | None = None  # first of the job's DISPATCHER_PORT range while it runs
+    # How its worktree was made (see WorktreeSource) and how long the job waited for it.
+    worktree_source: str | None = None
+    worktree_wait_s: float | None = None
     cancel_requested: bool = False
     # How it went
     exit_code: int | None = None
@@ -384,6 +387,16 @@ class JobPublic(BaseModel):
     merged_into: str | None
     merge_strategy: str | None
     port: int | None
+    worktree_source: str | None = PydanticField(
+        default=None,
+        description="How the job's worktree was made: pool (a warm tree recycled), cold "
+        "(the warm pool had none idle: a full checkout the job waited for), fresh (a "
+        "checkout, the job not using the pool: sparse, or pool size 0); none for a "
+        "follow-up (its parent's tree) or a job not started",
+    )
+    worktree_wait_s: float | None = PydanticField(
+        default=None, description="Seconds the job waited for its worktree (pool or checkout)"
+    )
     summary: str | None
     cost_usd: float | None
     max_cost_usd: float | None

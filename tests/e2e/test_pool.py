@@ -255,3 +255,34 @@ def test_pool_size_per_repo_is_kept_and_zero_turns_the_pool_off(
     assert job["state"] == "succeeded"
     assert "worktree: fresh checkout" in d.api.get(f"/jobs/{job['id']}/log").text
     assert idle_trees(d, "cold") == []
+
+
+def test_show_says_when_a_job_waited_for_a_cold_checkout(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    d = pool_daemon(daemon_factory)
+    warm = init_repo(tmp_path / "warm", files=BASE_FILES)
+    cold = init_repo(tmp_path / "cold", files=BASE_FILES)
+    d.add_repo(warm, "warm")
+    # A file where the cold repo's pool directory goes: its pool can never make a tree,
+    # so every job of it waits for a checkout of its own.
+    (d.state_dir / "pool").mkdir(exist_ok=True)
+    (d.state_dir / "pool" / "cold").write_text("in the way\n")
+    d.add_repo(cold, "cold")
+    wait_until(lambda: idle_trees(d, "warm"), "the warm repo's pool to fill")
+
+    job = d.wait(d.submit("cold", "x", command=["true"])["id"])
+    assert job["state"] == "succeeded"
+    assert job["worktree_source"] == "cold"
+    assert job["worktree_wait_s"] is not None and job["worktree_wait_s"] >= 0
+    shown = d.cli("show", str(job["id"])).stdout
+    assert "worktree from  cold, " in shown
+    assert "the warm pool had none idle" in shown
+    assert "worktree: cold checkout" in d.api.get(f"/jobs/{job['id']}/log").text
+
+    pooled = d.wait(d.submit("warm", "x", command=["true"])["id"])
+    assert pooled["worktree_source"] == "pool"
+    shown = d.cli("show", str(pooled["id"])).stdout
+    assert "worktree from  pool, " in shown and "none idle" not in shown
+    sparse = d.wait(d.submit("warm", "x", command=["true"], sparse=["src"])["id"])
+    assert sparse["worktree_source"] == "fresh"  # it never uses the pool: not cold
