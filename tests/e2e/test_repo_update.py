@@ -20,8 +20,13 @@ Agent = Callable[[str, str], str]
 FAKES = Path(__file__).resolve().parents[1] / "fakeagents"
 
 
+# Measured by the daemon's background disk-use pass, whenever it runs: not settings.
+MEASURED = ("worktrees_bytes", "worktrees_measured_at")
+
+
 def show(d: Daemon, name: str) -> dict[str, Any]:
-    return dict(json.loads(d.cli("repo", "show", name, "--json").stdout))
+    shown = dict(json.loads(d.cli("repo", "show", name, "--json").stdout))
+    return {key: value for key, value in shown.items() if key not in MEASURED}
 
 
 def test_only_the_settings_given_change_and_the_history_stays(
