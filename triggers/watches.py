@@ -126,7 +126,11 @@ if sys.platform.startswith("linux"):
                 while len(self._moves) > _MOVES_KEPT:
                     self._moves.popitem(last=False)
             elif ev.is_moved_to:
-                self._moves.pop(ev.cookie, None)
+                source = self._moves.pop(ev.cookie, None)
+                if ev.is_directory:  # its files moved too: under their new and old paths
+                    moved = _files_below(event.path, source.path if source else None)
+                    if moved:
+                        _deliver(self._sink, moved, False)
             _deliver(self._sink, [os.fsdecode(event.path)], ev.is_directory)
 
         def get_queued_moved_from_event(self, cookie: int) -> PathedInotifyEvent | None:
@@ -137,6 +141,19 @@ if sys.platform.startswith("linux"):
 
         def close(self) -> None:
             self._moves.clear()
+
+    def _files_below(directory: bytes, was: bytes | None) -> list[str]:
+        """The files now below a directory that was renamed (from ``was``, when the rename
+        happened inside the watch), each also under its old path, as watchdog's moved
+        events for a directory's contents said."""
+        found: list[str] = []
+        for root, _, filenames in os.walk(directory):
+            for name in filenames:
+                path = os.path.join(root, name)
+                found.append(os.fsdecode(path))
+                if was is not None:
+                    found.append(os.fsdecode(was + path[len(directory) :]))
+        return found
 
     @dataclass
     class _Group(InotifyWatchGroup):

@@ -335,6 +335,21 @@ def test_moves_and_deletes_are_reported(
     assert {"README.md", "GUIDE.md", "gone.txt"} <= set(paths)
 
 
+def test_a_renamed_directory_reports_its_files_under_both_paths(
+    make_watcher: Callable[..., RepoWatcher], rec: Recorder, repo_a: Path
+) -> None:
+    (repo_a / "src" / "sub").mkdir(parents=True)
+    (repo_a / "src" / "a.py").write_text("a\n")
+    (repo_a / "src" / "sub" / "b.py").write_text("b\n")
+    w = make_watcher()
+    w.watch("a", repo_a, files=True)
+    w.start()
+    (repo_a / "src").rename(repo_a / "lib")  # one rename: no event names a file
+    rec.wait_files("a", "lib/sub/b.py")
+    paths = {p for batch in rec.files_of("a") for p in batch}
+    assert {"src/a.py", "src/sub/b.py", "lib/a.py", "lib/sub/b.py"} <= paths
+
+
 def test_writes_inside_git_never_reach_on_files(
     make_watcher: Callable[..., RepoWatcher], rec: Recorder, repo_a: Path
 ) -> None:
