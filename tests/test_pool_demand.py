@@ -199,3 +199,26 @@ def test_a_retained_tree_is_not_taken_and_a_released_one_comes_back_for_a_checko
         wait_until(env.idle, "a tree refilled")
     assert (kept / "review.txt").read_text() == "look at me\n"
     assert g(kept, "rev-parse", "--abbrev-ref", "HEAD") == "job/1"
+
+
+def test_checkouts_queued_for_a_repo_unregistered_meanwhile_leave_no_tree(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(state_dir=tmp_path / "state", pool_size=2, pool_max=5)
+    settings.ensure_dirs()
+    path = init_repo(tmp_path / "repo", files={"README.md": "hello\n"})
+    repo = Repo(id=1, name="proj", path=str(path), default_branch="main")
+    registered = [repo]
+    pool = WorktreePool(settings, lambda: list(registered))
+    pool.fill(repo)  # two checkouts queued, the workers not started: as if busy
+    registered.clear()
+    pool.forget(repo)  # unregistered before the queued checkouts ran
+    pool.start()
+    try:
+        wait_until(lambda: pool._work.empty() and not pool._making.get("proj"), "queue drained")
+        assert pool.idle("proj") == []
+        listed = g(path, "worktree", "list", "--porcelain").splitlines()
+        assert [line for line in listed if line.startswith("worktree ")] == [f"worktree {path}"]
+        assert not list((settings.state_dir / "pool").glob("proj/idle-*"))
+    finally:
+        pool.stop()

@@ -88,8 +88,9 @@ class WorktreePool:
         self._threads: list[threading.Thread] = []
         self._stopped = threading.Event()
         # Idle trees the last daemon left, listed at start and not yet checked (see
-        # start()); checked one at a time at the lowest priority, or by the job taking one.
+        # start()); checked at the workers' lowest priority, or by the job taking one.
         self._unchecked: set[Path] = set()
+        self._forgotten: set[int | None] = set()  # ids of repos unregistered since start
 
     # ------------------------------------------------------------ lifecycle
 
@@ -97,8 +98,8 @@ class WorktreePool:
         """Take over the trees a previous daemon left, then fill up, without delaying start.
 
         Only directories are listed here (no git): the idle trees found count as idle
-        at once, unchecked. The workers check and reset them (:meth:`_adopt`) one at a
-        time, at the lowest priority (only when no other pool work waits), and remove
+        at once, unchecked. The workers check and reset them (:meth:`_adopt`) at the
+        lowest priority (only when no other pool work waits), and remove
         anything else found; a job that takes a tree not checked yet checks it first
         (:meth:`take`). So a restart costs no git process per tree before the daemon
         answers, and the fills below run first."""
@@ -111,11 +112,11 @@ class WorktreePool:
                 self._idle.setdefault(repo.name, [])[:0] = idle
                 self._unchecked.update(idle)
             leftovers.extend((repo, tree) for tree in found)
-        self._start_threads()
         for repo, tree in leftovers:
             self._submit(functools.partial(self._check_leftover, repo, tree), _LEFTOVER)
         for repo in self._repos():
             self.fill(repo)
+        self._start_threads()  # after everything is queued: the fills come out first
 
     def _start_threads(self) -> None:
         for n in range(self.settings.pool_workers):
@@ -146,12 +147,15 @@ class WorktreePool:
     def target(self, repo: Repo) -> int:
         """How many idle trees the repo's pool aims at now: the jobs that asked for a tree
         in the last ``pool_window_seconds``, between its size and its cap."""
+        with self._lock:
+            return self.target_locked(repo)
+
+    def target_locked(self, repo: Repo) -> int:
+        """:meth:`target`, under the lock."""
         size = self.size_for(repo)
         if size <= 0:
             return 0
-        with self._lock:
-            recent = len(self._recent(repo.name))
-        return max(size, min(self.cap_for(repo), recent))
+        return max(size, min(self.cap_for(repo), len(self._recent(repo.name))))
 
     def _recent(self, repo_name: str) -> deque[float]:
         """The repo's job starts within the window (older ones dropped). Under the lock."""
@@ -178,9 +182,13 @@ class WorktreePool:
             except Exception:
                 log.exception("pool: the periodic shrink failed")
 
-    def _current(self, repo: Repo) -> Repo:
-        """``repo`` as registered now (its settings), or as given if it is gone."""
-        return next((r for r in self._repos() if r.id == repo.id), repo)
+    def _current(self, repo: Repo) -> Repo | None:
+        """``repo`` as registered now (its settings); None once it is gone (forgotten, or
+        no longer registered): queued work for it then makes nothing and keeps nothing."""
+        with self._lock:
+            if repo.id in self._forgotten:
+                return None
+        return next((r for r in self._repos() if r.id == repo.id), None)
 
     def idle(self, repo_name: str) -> list[Path]:
         with self._lock:
@@ -278,25 +286,31 @@ class WorktreePool:
     def _reuse_or_remove(self, repo: Repo, tree: Path) -> None:
         """Clean a released tree and put it back; it displaces the oldest idle tree
         when the pool is at its target (a used tree may hold kept dependency installs)."""
-        repo = self._current(repo)  # its pool size may have changed since the release
         repo_path = Path(repo.path)
         displaced: Path | None = None
+        failed = False
         try:
-            if self.size_for(repo) <= 0:
+            current = self._current(repo)  # its pool size may have changed since the release
+            if current is None or self.size_for(current) <= 0:
                 worktrees.remove(repo_path, tree)
                 return
+            repo = current
             worktrees.unlock(repo_path, tree)  # the job's lock came along with the move
             worktrees.reset_detached(tree, repo.default_branch, keep=self._keep_for(repo))
             ready = tree.with_name(f"idle-{uuid.uuid4().hex[:12]}")
             worktrees.move(repo_path, tree, ready)
             want = self.target(repo)
             with self._lock:
-                idle = self._idle.setdefault(repo.name, [])
-                idle.append(ready)
-                if len(idle) > want:
-                    displaced = idle.pop(0)
+                if repo.id in self._forgotten:  # unregistered while it was cleaned
+                    displaced = ready
+                else:
+                    idle = self._idle.setdefault(repo.name, [])
+                    idle.append(ready)
+                    if len(idle) > want:
+                        displaced = idle.pop(0)
         except (DispatcherError, OSError) as exc:
             log.warning("pool %s: cannot reuse %s (%s); removing it", repo.name, tree, exc)
+            failed = True
             with contextlib.suppress(DispatcherError, OSError):
                 worktrees.remove(repo_path, tree)
         finally:
@@ -304,6 +318,8 @@ class WorktreePool:
                 self._busy[repo.name] = max(0, self._busy.get(repo.name, 1) - 1)
         if displaced is not None:
             self._delete_idle(repo, displaced)
+        if failed:
+            self.fill(repo)  # a checkout may have been skipped for this tree (see _make)
 
     # ------------------------------------------------------------ fill and refresh
 
@@ -342,19 +358,29 @@ class WorktreePool:
         with contextlib.suppress(DispatcherError, OSError):
             worktrees.delete_unlocked(Path(repo.path), tree)
 
-    def _make(self, repo: Repo) -> None:
-        repo = self._current(repo)
-        want = self.target(repo)
+    def _put_idle(self, repo: Repo, tree: Path, *, first: bool = False) -> None:
+        """``tree`` is ready: idle (first in line to be displaced, with ``first``), or
+        removed if the repo was unregistered while it was being made or cleaned."""
         with self._lock:
-            if self._coming(repo.name) - 1 >= want:  # a released tree came meanwhile
-                self._making[repo.name] = max(0, self._making.get(repo.name, 1) - 1)
+            if repo.id not in self._forgotten:
+                idle = self._idle.setdefault(repo.name, [])
+                idle.insert(0, tree) if first else idle.append(tree)
                 return
-        tree = self.root / repo.name / f"idle-{uuid.uuid4().hex[:12]}"
+        self._delete_idle(repo, tree)
+
+    def _make(self, repo: Repo) -> None:
         try:
+            current = self._current(repo)
+            if current is None:
+                return  # unregistered since the checkout was queued
+            repo = current
+            with self._lock:
+                if self._coming(repo.name) - 1 >= self.target_locked(repo):
+                    return  # a released tree came meanwhile
+            tree = self.root / repo.name / f"idle-{uuid.uuid4().hex[:12]}"
             tree.parent.mkdir(parents=True, exist_ok=True)
             worktrees.add_detached(Path(repo.path), tree, repo.default_branch)
-            with self._lock:
-                self._idle.setdefault(repo.name, []).append(tree)
+            self._put_idle(repo, tree)
         except (DispatcherError, OSError) as exc:
             log.warning("pool %s: cannot make a worktree: %s", repo.name, exc)
         finally:
@@ -373,8 +399,7 @@ class WorktreePool:
                 self._idle[repo.name].remove(tree)
             try:
                 worktrees.reset_detached(tree, repo.default_branch, keep=self._keep_for(repo))
-                with self._lock:
-                    self._idle.setdefault(repo.name, []).append(tree)
+                self._put_idle(repo, tree)
             except (DispatcherError, OSError) as exc:
                 log.warning("pool %s: cannot refresh %s (%s); removing it", repo.name, tree, exc)
                 with contextlib.suppress(DispatcherError, OSError):
@@ -382,8 +407,10 @@ class WorktreePool:
         self.fill(repo)
 
     def forget(self, repo: Repo) -> None:
-        """The repo is unregistered: remove its trees."""
+        """The repo is unregistered: remove its trees (and, as each ends, those its queued
+        work was making or cleaning)."""
         with self._lock:
+            self._forgotten.add(repo.id)
             trees = self._idle.pop(repo.name, [])
             self._unchecked.difference_update(trees)
             self._starts.pop(repo.name, None)
@@ -423,13 +450,17 @@ class WorktreePool:
                 self._unchecked.discard(tree)
                 idle.remove(tree)
                 self._busy[repo.name] = self._busy.get(repo.name, 0) + 1
-        repo = self._current(repo)
         kept = False
         try:
+            current = self._current(repo)
+            if current is None:  # unregistered since start: its trees go
+                with contextlib.suppress(DispatcherError, OSError):
+                    worktrees.remove(Path(repo.path), tree)
+                return
+            repo = current
             kept = self._adopt(repo, tree, reset=True)
             if kept:
-                with self._lock:
-                    self._idle.setdefault(repo.name, []).insert(0, tree)
+                self._put_idle(repo, tree, first=True)
         finally:
             if idle_tree:
                 with self._lock:

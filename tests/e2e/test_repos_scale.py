@@ -102,6 +102,9 @@ def test_a_restarted_daemon_hands_out_an_unchecked_pool_tree_only_clean(
     (tree / "README.md").write_text("edited while the daemon was down\n")
     (tree / "untracked.txt").write_text("x\n")
     (tree / "debug.log").write_text("ignored\n")
+    # Left locked (a daemon killed mid-take): `git worktree move` refuses a locked tree,
+    # so only the check the job makes first (which unlocks it) lets the job have it.
+    git(repo, "worktree", "lock", "--reason", "left by a killed daemon", str(tree))
 
     # Restarted with the pool's background check of that tree held: the job comes first.
     reached = hold_fault(faults, "pool.check-leftover")
