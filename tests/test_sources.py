@@ -166,3 +166,31 @@ def test_ref_scan_catches_up_once_and_ignores_job_branches(
     git(repo, "branch", "dispatcher/99-agent-work")  # the daemon's own job branches
     assert sources.scan_refs("app") == []
     assert [j.prompt for j in store.jobs(limit=10)] == ["push refs/heads/main"]
+
+
+def test_an_event_taken_up_by_the_start_up_pass_as_it_is_stored_is_decided_once(
+    world: tuple[Service, Sources, Store, Clock, Path],
+) -> None:
+    service, sources, store, _, repo = world
+    push_yml = CRON_YML.replace('{schedule: [{cron: "0 * * * *"}]}', "{push: {branches: ['**']}}")
+    push_yml = push_yml.replace("tick at ${{ event.fired_at }}", "push ${{ event.ref }}")
+    commit_file(repo, ".dispatcher/triggers.yml", push_yml, "push trigger")
+    service.repos.add(RepoCreate(path=str(repo), name="app"))
+    add_event = store.add_event
+    resumed: list[int] = []
+
+    def stored_then_resumed(*args: object, **kwargs: object) -> object:
+        row = add_event(*args, **kwargs)  # type: ignore[arg-type]
+        resumed.append(service.intake.resume_pending())  # the start-up pass, right then
+        return row
+
+    store.add_event = stored_then_resumed  # type: ignore[method-assign]
+    commit_file(repo, "a.txt", "a\n")
+    assert [e.kind for e in sources.scan_refs("app")] == ["push"]
+    store.add_event = add_event  # type: ignore[method-assign]
+    assert resumed == [0]  # an event of this daemon's: decided by the path that stored it
+    [job] = store.jobs(limit=10)
+    assert job.event_id is not None
+    row = store.event(job.event_id)
+    assert row.pending_triggers == []
+    assert row.notes == ["trigger hourly: job 1"]  # decided once

@@ -36,7 +36,7 @@ from dispatcher.events.trigger_files import TriggerFiles
 from dispatcher.git import blobs, refs
 from dispatcher.store.database import Store
 from dispatcher.store.models import Event as EventRow
-from dispatcher.store.models import IdempotencyKey, IngestResult, JobCreate, JobPublic, Repo
+from dispatcher.store.models import IdempotencyKey, IngestResult, JobCreate, JobPublic, Repo, utcnow
 from triggers.config import Trigger, TriggerFile
 from triggers.events import REF_DELETED, Event
 from triggers.match import DELETED_REF_REASON, matching
@@ -86,6 +86,9 @@ class Intake:
         self._futures_lock = threading.Lock()
         # (event id, trigger) being decided by this daemon right now: not to be resumed.
         self._inflight: set[tuple[int, str]] = set()
+        # Events stored from now on are decided by this daemon as they come, never by
+        # resume_pending (which may run while they are being stored).
+        self._started = utcnow()
         # An event not stored: (its source, "duplicate" or "no_repo"); for /metrics.
         self.on_dropped: Callable[[str, str], None] | None = None
 
@@ -384,12 +387,15 @@ class Intake:
         A trigger whose job exists already is only marked decided (the daemon stopped
         between the job and its note); one the trigger file no longer has is dropped
         with a note; a check runs again from the start; any other trigger is
-        dispatched now. Triggers this daemon is deciding itself (events that came in
-        since it started) are left alone.
+        dispatched now. Events that came in since this daemon started are left alone:
+        the path that stored each decides it (a trigger that failed there stays pending
+        for the next start).
         """
         resumed = 0
         for row in self.store.events_with_pending_triggers():
             assert row.id is not None
+            if row.created_at >= self._started:
+                continue  # ours: decided, or being decided, by the path that stored it
             try:
                 with logctx.bound(event_id=row.id):
                     resumed += self._resume_event(row)

@@ -102,6 +102,9 @@ class Sources:
                 if self.store.find_repo(name=repo.name) is None:
                     continue  # removed meanwhile
                 self._arm(self.store.repo_by_name(repo.name))
+                if self.store.find_repo(name=repo.name) is None:  # removed while armed:
+                    self.repo_removed(repo)  # its own unwatch may have come before our arm
+                    continue
                 self.scan_refs(repo.name)  # catch up with what happened while we were down
             except Exception:
                 log.exception("repo %s: start-up scan failed", repo.name)
