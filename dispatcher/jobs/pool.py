@@ -98,7 +98,7 @@ class WorktreePool:
         """Take over the trees a previous daemon left, then fill up, without delaying start.
 
         Only directories are listed here (no git): the idle trees found count as idle
-        at once, unchecked. The workers check and reset them (:meth:`_adopt`) at the
+        at once, unchecked. The workers check them (:meth:`_adopt`: no reset) at the
         lowest priority (only when no other pool work waits), and remove
         anything else found; a job that takes a tree not checked yet checks it first
         (:meth:`take`). So a restart costs no git process per tree before the daemon
@@ -209,7 +209,7 @@ class WorktreePool:
             unchecked = tree in self._unchecked
             if tree is not None:
                 self._unchecked.discard(tree)
-        if tree is not None and unchecked and not self._adopt(repo, tree, reset=False):
+        if tree is not None and unchecked and not self._adopt(repo, tree):
             tree = None  # not a healthy tree (removed): a fresh one instead
         if tree is None:
             self.fill(repo)
@@ -395,7 +395,7 @@ class WorktreePool:
         for tree in self.idle(repo.name):
             with self._lock:
                 if tree not in self._idle.get(repo.name, []) or tree in self._unchecked:
-                    continue  # taken meanwhile, or still to check (which resets it)
+                    continue  # taken meanwhile, or still to check (its taker recycles it)
                 self._idle[repo.name].remove(tree)
             try:
                 worktrees.reset_detached(tree, repo.default_branch, keep=self._keep_for(repo))
@@ -418,17 +418,15 @@ class WorktreePool:
             with contextlib.suppress(DispatcherError, OSError):
                 worktrees.remove(Path(repo.path), tree)
 
-    def _adopt(self, repo: Repo, tree: Path, *, reset: bool) -> bool:
-        """Check a tree the last daemon left: a valid linked worktree of ``repo``, unlocked,
-        and (``reset``) detached at the default branch with nothing else in it; True if so.
-        Anything else is removed. (Without ``reset``, the caller recycles it at once:
-        ``checkout -f`` and ``clean -ffdx``, the same reset.)"""
+    def _adopt(self, repo: Repo, tree: Path) -> bool:
+        """Check a tree the last daemon left: an idle tree that is a valid linked worktree
+        of ``repo`` is kept, unlocked (True); anything else is removed. It is not reset
+        here: the job that takes it recycles it (``checkout -f -B`` and ``clean -ffdx``,
+        the very reset), so a restart costs one ``rev-parse`` per tree, not a checkout."""
         repo_path = Path(repo.path)
         try:
             if tree.name.startswith("idle-") and worktrees.is_valid(tree, repo_path):
                 worktrees.unlock(repo_path, tree)
-                if reset:
-                    worktrees.reset_detached(tree, repo.default_branch, keep=self._keep_for(repo))
                 return True
             worktrees.remove(repo_path, tree)
         except (DispatcherError, OSError) as exc:
@@ -458,7 +456,7 @@ class WorktreePool:
                     worktrees.remove(Path(repo.path), tree)
                 return
             repo = current
-            kept = self._adopt(repo, tree, reset=True)
+            kept = self._adopt(repo, tree)
             if kept:
                 self._put_idle(repo, tree, first=True)
         finally:
