@@ -130,7 +130,7 @@ class Runner:
             threading.Thread(
                 target=proc.kill_tree,
                 args=(child.pid, child.start_time),
-                kwargs={"grace": self.settings.kill_grace_seconds},
+                kwargs={"grace": self.settings.kill_grace_seconds, "cgroup": child.cgroup},
                 daemon=True,
             ).start()
 
@@ -525,7 +525,7 @@ class Runner:
             and job.pid_start is not None
             and proc.is_alive(job.pid, job.pid_start)
         ):
-            child = proc.Spawned(job.pid, job.pid_start, files.exit, None)
+            child = proc.Spawned(job.pid, job.pid_start, files.exit, None, self.cgroups.of(job))
             with self._lock:
                 self._children[job.id] = child
             self.note(job.id, f"daemon restarted: re-adopted agent pid {job.pid}")

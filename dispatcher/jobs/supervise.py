@@ -25,9 +25,11 @@ def wait_out(settings: Settings, job: Job, child: proc.Spawned) -> tuple[int | N
     timed_out = code is None
     if timed_out:
         note_job(settings, job.id, f"timed out after {job.timeout_s:g}s: killing the process tree")
-        proc.kill_tree(child.pid, child.start_time, grace=settings.kill_grace_seconds)
+        proc.kill_tree(
+            child.pid, child.start_time, grace=settings.kill_grace_seconds, cgroup=child.cgroup
+        )
         code = proc.wait(child, timeout=settings.kill_grace_seconds + 10)
     else:
         # The agent is gone; make sure nothing it started in its session lingers.
-        proc.kill_tree(child.pid, None, grace=settings.kill_grace_seconds)
+        proc.kill_tree(child.pid, None, grace=settings.kill_grace_seconds, cgroup=child.cgroup)
     return code, timed_out
