@@ -67,7 +67,13 @@ STOP_SIGNALS = "TERM,INT,HUP"
 
 
 def _env_program() -> str:
-    return shutil.which("env") or "/usr/bin/env"
+    return _which_env(os.environ.get("PATH", os.defpath))
+
+
+@functools.cache
+def _which_env(path: str) -> str:
+    """``env`` on the daemon's PATH ``path`` (looked up once per PATH: twice per wrap)."""
+    return shutil.which("env", path=path) or "/usr/bin/env"
 
 
 def outside(program: str) -> list[str]:
