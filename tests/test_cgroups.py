@@ -60,22 +60,29 @@ def parent() -> Iterator[Path]:
     path.rmdir()
 
 
+def _spawn_agent(tmp_path: Path, body: str, cgroup: Path | None) -> proc.Spawned:
+    """A shell agent (``body``) spawned as the runner does, in ``cgroup``."""
+    agent = tmp_path / "agent.sh"
+    agent.write_text("#!/bin/sh\n" + body)
+    agent.chmod(0o755)
+    return proc.spawn(
+        [str(agent)], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, stdin_path=None,
+        log_path=tmp_path / "agent.log", exit_file=tmp_path / "exit", cgroup=cgroup,
+        log_cap=proc.LogCap(1 << 20, 1, 4096),
+    )  # fmt: skip
+
+
 def test_a_tree_that_left_its_session_is_killed_with_its_cgroup(
     parent: Path, tmp_path: Path
 ) -> None:
     job = parent / "job-1-abc"
     cgroups.create(job)
-    agent = tmp_path / "agent.sh"
-    agent.write_text(
-        "#!/bin/sh\nsetsid sh -c 'echo $$ > escaped.tmp; mv escaped.tmp escaped; exec sleep 300' &\n"
-        "sleep 300\n"
+    child = _spawn_agent(
+        tmp_path,
+        "setsid sh -c 'echo $$ > escaped.tmp; mv escaped.tmp escaped; exec sleep 300' &\n"
+        "sleep 300\n",
+        job,
     )
-    agent.chmod(0o755)
-    child = proc.spawn(
-        [str(agent)], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, stdin_path=None,
-        log_path=tmp_path / "agent.log", exit_file=tmp_path / "exit", cgroup=job,
-        log_cap=proc.LogCap(1 << 20, 1, 4096),
-    )  # fmt: skip
     wait_until((tmp_path / "escaped").exists, "the grandchild to write its pid", 30)
     escaped = int((tmp_path / "escaped").read_text())
     try:
@@ -116,14 +123,7 @@ def test_kill_without_cgroup_kill_signals_each_member(parent: Path) -> None:
 
 def _spawn_leaving(tmp_path: Path, cgroup: Path | None) -> tuple[proc.Spawned, int]:
     """An agent that ends at once, leaving a sleep behind in its process group."""
-    agent = tmp_path / "agent.sh"
-    agent.write_text("#!/bin/sh\nsleep 300 &\necho $! > left.tmp\nmv left.tmp left\n")
-    agent.chmod(0o755)
-    child = proc.spawn(
-        [str(agent)], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, stdin_path=None,
-        log_path=tmp_path / "agent.log", exit_file=tmp_path / "exit", cgroup=cgroup,
-        log_cap=proc.LogCap(1 << 20, 1, 4096),
-    )  # fmt: skip
+    child = _spawn_agent(tmp_path, "sleep 300 &\necho $! > left.tmp\nmv left.tmp left\n", cgroup)
     assert proc.wait(child, timeout=30) == 0
     return child, int((tmp_path / "left").read_text())
 
