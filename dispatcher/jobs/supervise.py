@@ -57,6 +57,7 @@ class Watcher:
         self._watched: dict[int, _Watched] = {}
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._pipe = threading.Lock()  # a wake-up never writes to an fd closed meanwhile
         self._wake_r, self._wake_w = -1, -1
 
     def start(self) -> None:
@@ -78,9 +79,16 @@ class Watcher:
         self._wake()
 
     def _wake(self) -> None:
-        if self._wake_w >= 0:
-            with contextlib.suppress(BlockingIOError, OSError):  # a full pipe wakes it already
-                os.write(self._wake_w, b"\0")
+        with self._pipe:
+            if self._wake_w >= 0:
+                with contextlib.suppress(OSError):  # a full pipe (EAGAIN) wakes it already
+                    os.write(self._wake_w, b"\0")
+
+    def _tell(self, call: Callable[..., None], *args: object) -> None:
+        try:
+            call(*args)
+        except Exception:  # never the watcher's end: every other agent would go unwatched
+            log.exception("the agent watcher's callback failed")
 
     # ------------------------------------------------------------ the thread
 
@@ -96,9 +104,10 @@ class Watcher:
             finally:
                 for w in self._watched.values():
                     self._close(sel, w)
-                os.close(self._wake_r)
-                os.close(self._wake_w)
-                self._wake_r = self._wake_w = -1
+                with self._pipe:
+                    os.close(self._wake_r)
+                    os.close(self._wake_w)
+                    self._wake_r = self._wake_w = -1
 
     def _step(self, sel: selectors.BaseSelector) -> None:
         while True:
@@ -123,7 +132,7 @@ class Watcher:
                 self._ended(sel, w)
             elif w.deadline <= now and not w.timed_out:
                 w.timed_out, w.deadline = True, now + w.after_kill_s
-                self.on_timeout(w.job_id)
+                self._tell(self.on_timeout, w.job_id)
             elif w.deadline <= now:  # it did not end after the kill: give up on it
                 self._ended(sel, w)
 
@@ -144,7 +153,7 @@ class Watcher:
     def _ended(self, sel: selectors.BaseSelector, w: _Watched) -> None:
         self._close(sel, w)
         self._watched.pop(w.job_id, None)
-        self.on_exit(w.job_id, w.timed_out)
+        self._tell(self.on_exit, w.job_id, w.timed_out)
 
     @staticmethod
     def _close(sel: selectors.BaseSelector, w: _Watched) -> None:
