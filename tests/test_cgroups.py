@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.process import cgroups, proc
+from dispatcher.process import cgroups, proc, sandbox
 from tests.daemon_fixture import pid_alive
 from tests.waiting import wait_until
 
@@ -60,22 +60,29 @@ def parent() -> Iterator[Path]:
     path.rmdir()
 
 
+def _spawn_agent(tmp_path: Path, body: str, cgroup: Path | None) -> proc.Spawned:
+    """A shell agent (``body``) spawned as the runner does, in ``cgroup``."""
+    agent = tmp_path / "agent.sh"
+    agent.write_text("#!/bin/sh\n" + body)
+    agent.chmod(0o755)
+    return proc.spawn(
+        [str(agent)], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, stdin_path=None,
+        log_path=tmp_path / "agent.log", exit_file=tmp_path / "exit", cgroup=cgroup,
+        log_cap=proc.LogCap(1 << 20, 1, 4096),
+    )  # fmt: skip
+
+
 def test_a_tree_that_left_its_session_is_killed_with_its_cgroup(
     parent: Path, tmp_path: Path
 ) -> None:
     job = parent / "job-1-abc"
     cgroups.create(job)
-    agent = tmp_path / "agent.sh"
-    agent.write_text(
-        "#!/bin/sh\nsetsid sh -c 'echo $$ > escaped.tmp; mv escaped.tmp escaped; exec sleep 300' &\n"
-        "sleep 300\n"
+    child = _spawn_agent(
+        tmp_path,
+        "setsid sh -c 'echo $$ > escaped.tmp; mv escaped.tmp escaped; exec sleep 300' &\n"
+        "sleep 300\n",
+        job,
     )
-    agent.chmod(0o755)
-    child = proc.spawn(
-        [str(agent)], cwd=tmp_path, env={"PATH": "/usr/bin:/bin"}, stdin_path=None,
-        log_path=tmp_path / "agent.log", exit_file=tmp_path / "exit", cgroup=job,
-        log_cap=proc.LogCap(1 << 20, 1, 4096),
-    )  # fmt: skip
     wait_until((tmp_path / "escaped").exists, "the grandchild to write its pid", 30)
     escaped = int((tmp_path / "escaped").read_text())
     try:
@@ -112,3 +119,83 @@ def test_kill_without_cgroup_kill_signals_each_member(parent: Path) -> None:
         if sleeper.poll() is None:
             sleeper.kill()
             sleeper.wait()
+
+
+def _spawn_leaving(tmp_path: Path, cgroup: Path | None) -> tuple[proc.Spawned, int]:
+    """An agent that ends at once, leaving a sleep behind in its process group."""
+    child = _spawn_agent(tmp_path, "sleep 300 &\necho $! > left.tmp\nmv left.tmp left\n", cgroup)
+    assert proc.wait(child, timeout=30) == 0
+    return child, int((tmp_path / "left").read_text())
+
+
+def test_live_pids_knows_when_it_cannot_tell(parent: Path) -> None:
+    job = parent / "job-3-abc"
+    cgroups.create(job)
+    assert cgroups.live_pids(job) is None  # nothing ever ran in it
+    assert cgroups.live_pids(parent / "nope") is None
+    ran = subprocess.Popen(["sh", "-c", f"echo $$ > {job}/cgroup.procs; exit 0"])
+    assert ran.wait(10) == 0
+    assert cgroups.live_pids(job) == []  # something ran, and nothing is left
+    cgroups.remove(job)
+
+
+def test_kill_tree_reads_the_group_from_the_cgroup_not_every_process(
+    parent: Path, tmp_path: Path
+) -> None:
+    """What the agent left in its group is found (and killed) through the job's cgroup:
+    no look through /proc."""
+    job = parent / "job-4-abc"
+    cgroups.create(job)
+    child, left = _spawn_leaving(tmp_path, job)
+    try:
+        assert os.getpgid(left) == child.pid and left in cgroups.pids(job)
+        scans = proc.proc_scans
+        proc.kill_tree(child.pid, None, grace=10, cgroup=job)
+        wait_until(lambda: not pid_alive(left), "the leftover sleep to end", 10)
+        assert proc.proc_scans == scans
+    finally:
+        if proc.process_start_time(left) is not None:
+            os.kill(left, signal.SIGKILL)
+        cgroups.remove(job)
+
+
+def test_kill_tree_looks_through_every_process_when_the_wrapper_never_joined(
+    parent: Path, tmp_path: Path
+) -> None:
+    """A cgroup nothing ran in (the wrapper could not join it) does not hide the group."""
+    job = parent / "job-5-abc"
+    cgroups.create(job)
+    child, left = _spawn_leaving(tmp_path, None)
+    try:
+        scans = proc.proc_scans
+        proc.kill_tree(child.pid, None, grace=10, cgroup=job)
+        wait_until(lambda: not pid_alive(left), "the leftover sleep to end", 10)
+        assert proc.proc_scans > scans
+    finally:
+        if proc.process_start_time(left) is not None:
+            os.kill(left, signal.SIGKILL)
+        cgroups.remove(job)
+
+
+@pytest.mark.skipif(sandbox.probe("bwrap")[0] is None, reason="bubblewrap cannot run here")
+def test_the_zombie_a_boxed_agent_leaves_costs_no_look_through_proc(
+    parent: Path, tmp_path: Path
+) -> None:
+    """bubblewrap's init inside the box outlives the wrapper as a zombie of the machine's
+    init: the group is then alive for killpg, yet nothing in it lives."""
+    job = parent / "job-6-abc"
+    cgroups.create(job)
+    box = sandbox.sandbox_for("bwrap", "bwrap")
+    argv = box.wrap(["true"], sandbox.View(workdir=tmp_path), env=os.environ)
+    child = proc.spawn(
+        argv, cwd=tmp_path, env=dict(os.environ), stdin_path=None,
+        log_path=tmp_path / "agent.log", exit_file=tmp_path / "exit", cgroup=job,
+        log_cap=proc.LogCap(1 << 20, 1, 4096),
+    )  # fmt: skip
+    assert proc.wait(child, timeout=30) == 0
+    scans = proc.proc_scans
+    started = time.monotonic()
+    proc.kill_tree(child.pid, None, grace=10, cgroup=child.cgroup)
+    assert time.monotonic() - started < 5
+    assert proc.proc_scans == scans
+    cgroups.remove(job)

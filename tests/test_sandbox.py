@@ -96,6 +96,39 @@ def test_mount_order_is_shallow_first_and_leaves_missing_paths_out(tmp_path: Pat
     ]  # fmt: skip
 
 
+def test_mount_options_resolve_links_like_realpath(tmp_path: Path) -> None:
+    real_dir = tmp_path / "real" / "dir"
+    make(real_dir / "f")
+    (tmp_path / "link").symlink_to(real_dir)  # a link to a directory
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")  # realpath leaves a loop as it is
+    view = sandbox.View(
+        workdir=tmp_path, hide=(tmp_path / "link",),
+        read_only=(tmp_path / "link" / "f", tmp_path / "link" / "missing", tmp_path / "loop"),
+    )  # fmt: skip
+    assert sandbox.mount_options(view) == [
+        "--tmpfs", str(real_dir), "--ro-bind", str(real_dir / "f"), str(real_dir / "f"),
+    ]  # fmt: skip
+    r = sandbox.Resolver()
+    for p in (*view.hide, *view.read_only, tmp_path / "x" / ".." / "link"):
+        assert r.real(p) == Path(os.path.realpath(p)), p
+
+
+def test_a_views_paths_are_looked_up_once_per_component(tmp_path: Path) -> None:
+    git_dir = tmp_path / "repo" / ".git"
+    for name in sandbox.GIT_DIR_PROTECTED:
+        make(git_dir / name)
+    view = sandbox.View(
+        workdir=tmp_path, writable=(git_dir,),
+        read_only=tuple(git_dir / name for name in sandbox.GIT_DIR_PROTECTED),
+    )  # fmt: skip
+    r = sandbox.Resolver()
+    options = sandbox.mount_options(view, r)
+    assert options[:3] == ["--bind", str(git_dir), str(git_dir)]
+    assert len(options) == 3 + 3 * len(sandbox.GIT_DIR_PROTECTED)
+    depth = len(git_dir.parts) - 1  # every component below /
+    assert r.lookups == depth + len(sandbox.GIT_DIR_PROTECTED)
+
+
 def test_probe_says_why_bubblewrap_cannot_be_used(tmp_path: Path) -> None:
     missing = str(tmp_path / "bwrap")
     assert sandbox.probe(missing) == (

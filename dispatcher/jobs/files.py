@@ -9,6 +9,7 @@ none of it is ever committed. The worktree is ``<worktrees>/<repo>/<id>``.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from dispatcher.config import Settings
 from dispatcher.store.models import Repo
 
 log = logging.getLogger(__name__)
+
+_APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -58,9 +61,16 @@ def note_job(settings: Settings, job_id: int, text: str) -> None:
     """Append a daemon line to a job's log (best effort: a full disk loses the note,
     which then goes to the daemon log)."""
     files = job_files(settings, job_id)
+    line = f"[dispatcher] {text}\n".encode()
     try:
-        files.root.mkdir(parents=True, exist_ok=True)
-        with open(files.log, "a", encoding="utf-8") as fh:
-            fh.write(f"[dispatcher] {text}\n")
+        try:
+            fd = os.open(files.log, _APPEND, 0o666)
+        except FileNotFoundError:  # the job's first line: make its dir (once, not per note)
+            files.root.mkdir(parents=True, exist_ok=True)
+            fd = os.open(files.log, _APPEND, 0o666)
+        try:
+            os.write(fd, line)  # one write of an O_APPEND file: never interleaved mid-line
+        finally:
+            os.close(fd)
     except OSError as exc:
         log.warning("job %s: cannot write its log (%s): %s", job_id, exc, text)

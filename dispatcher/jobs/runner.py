@@ -12,9 +12,16 @@ One job's life, as rq's worker lives it (``prepare_job_execution``,
    (:mod:`dispatcher.jobs.isolation`);
 2. :meth:`Runner._spawn` starts the agent, :meth:`Runner._record_running`
    records it ``running``;
-3. :meth:`Runner._supervise` waits for it (:mod:`dispatcher.jobs.supervise`);
+3. :meth:`Runner._watch` hands it to the watcher (:mod:`dispatcher.jobs.supervise`),
+   which watches every running agent from one thread; at its deadline
+   :meth:`Runner._timed_out` kills its tree, and once it has ended
+   :meth:`Runner._after_exit` kills what it left;
 4. :meth:`Runner._finish` records how it ended (:mod:`dispatcher.jobs.result`,
    :mod:`dispatcher.jobs.report`).
+
+Steps 1-2 and 4 run on a pool of worker threads (:mod:`dispatcher.jobs.workers`),
+as many as the job slots (``max_parallel``) but started only as needed: a running
+agent holds no thread. A job holds its slot from its claim to its end.
 
 A job that fails before its agent starts is undone by
 :meth:`Runner._fail_before_start`.
@@ -45,7 +52,8 @@ from dispatcher.jobs.cleanup import remove_worktree, run_cleanup
 from dispatcher.jobs.files import JobFiles, job_files, note_job, worktree_path
 from dispatcher.jobs.job_cgroups import JobCgroups
 from dispatcher.jobs.pool import WorktreePool
-from dispatcher.jobs.supervise import wait_out
+from dispatcher.jobs.supervise import Watcher
+from dispatcher.jobs.workers import Workers
 from dispatcher.jobs.workspace import Workspace
 from dispatcher.lifecycle import JobState
 from dispatcher.process import proc, sandbox
@@ -96,7 +104,12 @@ class Runner:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._children: dict[int, proc.Spawned] = {}
-        self._threads: dict[int, threading.Thread] = {}
+        # The jobs the runner holds (a slot each), each with an event set when it lets go.
+        self._active: dict[int, threading.Event] = {}
+        self._repos: dict[int, str] = {}  # the repo of each watched agent's job, for logs
+        self._current = threading.local()  # the job a worker thread is busy with
+        self._workers = Workers(settings.max_parallel, "job")
+        self._watcher = Watcher(self._exited, self._timed_out)
         self._loop: threading.Thread | None = None
         self.on_finished: Callable[[int], None] | None = None
         # A job's worktree is ready: (repo, "pool" or "fresh", seconds it took); for /metrics.
@@ -107,6 +120,7 @@ class Runner:
 
     def start(self) -> None:
         self.cgroups.setup()
+        self._watcher.start()
         self.recover()
         self._loop = threading.Thread(target=self._claim_loop, name="runner", daemon=True)
         self._loop.start()
@@ -117,6 +131,7 @@ class Runner:
         self._wake.set()
         if self._loop is not None:
             self._loop.join(timeout)
+        self._watcher.stop(timeout)
         self.cgroups.release()
 
     def wake(self) -> None:
@@ -127,26 +142,37 @@ class Runner:
         with self._lock:
             child = self._children.get(job_id)
         if child is not None:
-            threading.Thread(
-                target=proc.kill_tree,
-                args=(child.pid, child.start_time),
-                kwargs={"grace": self.settings.kill_grace_seconds},
-                daemon=True,
-            ).start()
+            self._kill_in_background(child)
+
+    def _kill_in_background(
+        self, child: proc.Spawned, note: Callable[[], None] | None = None
+    ) -> None:
+        """:func:`proc.kill_tree` on a thread of its own (after ``note``): it waits out
+        the grace period."""
+
+        def kill() -> None:
+            if note is not None:
+                note()
+            proc.kill_tree(
+                child.pid, child.start_time, grace=self.settings.kill_grace_seconds,
+                cgroup=child.cgroup,
+            )  # fmt: skip
+
+        threading.Thread(target=kill, name="kill", daemon=True).start()
 
     def join(self, job_id: int, timeout: float) -> None:
         """Wait until the runner has let go of ``job_id`` (or ``timeout`` passes)."""
         with self._lock:
-            thread = self._threads.get(job_id)
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+            done = self._active.get(job_id)
+        if done is not None and getattr(self._current, "job_id", None) != job_id:
+            done.wait(timeout)
 
     # ------------------------------------------------------------ loop
 
     def _claim_loop(self) -> None:
         while not self._stopping.is_set():
             with self._lock:
-                full = len(self._threads) >= self.settings.max_parallel
+                full = len(self._active) >= self.settings.max_parallel
             if full:  # every slot is ours and busy: no query until one frees (it wakes us)
                 self._wake.wait(1.0)
                 self._wake.clear()
@@ -160,33 +186,49 @@ class Runner:
                 log.exception("claiming jobs failed")
                 claimed = []
             for c in claimed:
-                self._start_thread(c.job_id, self._run, c.job_id)
+                self._hold(c.job_id)
+                self._on_worker(c.job_id, self._run, c.job_id)
             if not claimed:
                 self._wake.wait(1.0)
                 self._wake.clear()
 
-    def _start_thread(
-        self, job_id: int, target: Callable[..., None], *args: object, repo: str | None = None
+    def _hold(self, job_id: int) -> None:
+        """The job is the runner's (a slot) until :meth:`_let_go`."""
+        with self._lock:
+            self._active.setdefault(job_id, threading.Event())
+
+    def _on_worker(
+        self, job_id: int, step: Callable[..., bool], *args: object, repo: str | None = None
     ) -> None:
-        def body() -> None:
-            logctx.bind(job_id=job_id, repo=repo)  # this thread's lines are the job's
+        """Run a step of the job's life on a worker; unless it returns True (the job goes
+        on: its agent is being watched), the runner lets go of the job after it."""
+
+        def task() -> None:
+            self._current.job_id = job_id
+            going_on = False
             try:
-                target(*args)
+                with logctx.bound(job_id=job_id, repo=repo):  # the step's lines are the job's
+                    going_on = step(*args)
             except Exception:
                 log.exception("job %s: supervisor crashed", job_id)
                 self._fail_if_stuck(job_id, "internal error in the supervisor; see daemon log")
             finally:
-                with self._lock:
-                    self._threads.pop(job_id, None)
-                    self._children.pop(job_id, None)
-                self._wake.set()
-                if self.on_finished is not None:
-                    self.on_finished(job_id)
+                self._current.job_id = None
+                if not going_on:
+                    self._let_go(job_id)
 
-        thread = threading.Thread(target=body, name=f"job-{job_id}", daemon=True)
+        self._workers.submit(task)
+
+    def _let_go(self, job_id: int) -> None:
         with self._lock:
-            self._threads[job_id] = thread
-        thread.start()
+            done = self._active.pop(job_id, None)
+            self._children.pop(job_id, None)
+            self._repos.pop(job_id, None)
+        if done is not None:
+            done.set()
+        self._wake.set()
+        if self.on_finished is not None:
+            self.on_finished(job_id)
 
     def _fail_if_stuck(self, job_id: int, reason: str) -> None:
         try:
@@ -204,19 +246,21 @@ class Runner:
         """Append a daemon line to the job's log (see :func:`note_job`)."""
         note_job(self.settings, job_id, text)
 
-    def _run(self, job_id: int) -> None:
-        """A claimed job's life: prepare, spawn and record, supervise, finish."""
+    def _run(self, job_id: int) -> bool:
+        """A claimed job's start: prepare, spawn and record, then watch (True: the agent
+        runs and is watched; the rest of its life is :meth:`_after_exit`)."""
         attempt = self._attempt(job_id)
         try:
             launch = self._prepare(attempt)
             if launch is None:  # canceled before the agent started
-                return
+                return False
             child = self._spawn(attempt, launch)
         except (DispatcherError, OSError) as exc:
             self._fail_before_start(attempt, exc)
-            return
+            return False
         job = self._record_running(attempt, child)
-        self._supervise(job_id, child, job)
+        self._watch(job, child, attempt.repo.name)
+        return True
 
     def _attempt(self, job_id: int) -> _Attempt:
         """The claimed job, its repo, and where its worktree goes (no I/O but reads)."""
@@ -444,15 +488,50 @@ class Runner:
 
     # ------------------------------------------------------------ supervise and finish
 
-    def _supervise(self, job_id: int, child: proc.Spawned, job: Job | None = None) -> None:
-        """Wait for the agent (killing it at its deadline), then record how it ended.
-        ``job``: the row as the caller last saw it (read here if not given)."""
-        job = job or self.store.job(job_id)
-        code, timed_out = wait_out(self.settings, job, child)
+    def _watch(self, job: Job, child: proc.Spawned, repo: str) -> None:
+        """Hand the running agent to the watcher, with what is left of its time (counted
+        from ``started_at``)."""
+        assert job.id is not None
+        with self._lock:
+            self._repos[job.id] = repo
+        started = job.started_at or utcnow()
+        left = job.timeout_s - (utcnow() - started).total_seconds()
+        grace = self.settings.kill_grace_seconds
+        self._watcher.watch(job.id, child, left, after_kill_s=2 * grace + 10)
+
+    def _timed_out(self, job_id: int) -> None:
+        """The watcher's call at the job's deadline: kill the agent's tree (it then ends,
+        and :meth:`_after_exit` records the timeout)."""
+        with self._lock:
+            child = self._children.get(job_id)
+        if child is None:
+            return
+
+        def note() -> None:
+            timeout_s = self.store.job(job_id).timeout_s
+            self.note(job_id, f"timed out after {timeout_s:g}s: killing the process tree")
+
+        self._kill_in_background(child, note)
+
+    def _exited(self, job_id: int, timed_out: bool) -> None:
+        """The watcher's call when the agent has ended (or would not, after its kill)."""
+        self._on_worker(job_id, self._after_exit, job_id, timed_out, repo=self._repos.get(job_id))
+
+    def _after_exit(self, job_id: int, timed_out: bool) -> bool:
+        """The agent is gone: kill what it left in its session and its cgroup, then record
+        how it ended."""
+        with self._lock:
+            child = self._children.get(job_id)
+        assert child is not None
+        code = proc.wait(child, timeout=0)  # None: it would not end, even killed
+        grace = self.settings.kill_grace_seconds
+        proc.kill_tree(child.pid, None, grace=grace, cgroup=child.cgroup)
+        job = self.store.job(job_id)
         self.cgroups.end(job)  # and nothing that left its session (setsid)
         with self._lock:
             self._children.pop(job_id, None)
         self._finish(job_id, code, timed_out=timed_out)
+        return False
 
     def _finish(self, job_id: int, code: int | None, *, timed_out: bool, lost: str = "") -> None:
         """Record how the job's agent ended (rq's ``handle_job_success``/``_failure``): its
@@ -501,7 +580,7 @@ class Runner:
                 log.exception("job %s: recovery failed", job.id, extra={"job_id": job.id})
                 self._fail_if_stuck(job.id, "could not be recovered after a daemon restart")
             with self._lock:
-                supervised = job.id in self._threads
+                supervised = job.id in self._active
             if not supervised and self.on_finished is not None:
                 self.on_finished(job.id)  # ended while we were down: announce it (if it did)
         self.cgroups.sweep(self.store)
@@ -525,11 +604,12 @@ class Runner:
             and job.pid_start is not None
             and proc.is_alive(job.pid, job.pid_start)
         ):
-            child = proc.Spawned(job.pid, job.pid_start, files.exit, None)
+            child = proc.Spawned(job.pid, job.pid_start, files.exit, None, self.cgroups.of(job))
             with self._lock:
                 self._children[job.id] = child
+            self._hold(job.id)
             self.note(job.id, f"daemon restarted: re-adopted agent pid {job.pid}")
-            self._start_thread(job.id, self._supervise, job.id, child, repo=repo.name)
+            self._watch(job, child, repo.name)
             return
         self.cgroups.end(job)  # the agent has ended: so does all it left behind
         code = proc.read_exit_file(files.exit)

@@ -10,6 +10,7 @@ every process in it.
   ``/proc/self/mountinfo``) joined with this process's own cgroup (the ``0::``
   line of ``/proc/self/cgroup``), and :func:`probe` checks that a child can be
   made and removed there. Both raise :class:`Unavailable` saying why not.
+* :func:`live_pids` lists who is still in one (and knows when it cannot tell).
 * :func:`kill` writes ``1`` to ``cgroup.kill`` (Linux 5.14+); without it, it
   SIGKILLs every pid in ``cgroup.procs`` until none is left. :func:`remove`
   then removes the directory.
@@ -99,6 +100,21 @@ def pids(path: Path) -> list[int]:
         return [int(x) for x in (path / "cgroup.procs").read_text().split()]
     except FileNotFoundError:
         return []
+
+
+def live_pids(path: Path) -> list[int] | None:
+    """The live processes in the cgroup ``path`` (zombies are not listed), or None when
+    it cannot tell which processes belong to it: it is missing, or nothing ever ran in
+    it (its CPU use is zero: the wrapper that was to join it could not)."""
+    try:
+        members = [int(x) for x in (path / "cgroup.procs").read_text().split()]
+        if members:
+            return members
+        stat = (path / "cpu.stat").read_text().split()
+    except (OSError, ValueError):
+        return None
+    usage = stat[stat.index("usage_usec") + 1] if "usage_usec" in stat else "0"
+    return [] if usage != "0" else None
 
 
 def kill(path: Path, *, timeout: float = 10.0, kill_file: bool = True) -> bool:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dispatcher.errors import ProcessError
+from dispatcher.process import cgroups
 from dispatcher.process.logcap import head_path
 
 # `sh -c` runs the agent as a child and records how it ended. The agent's argv
@@ -253,6 +254,7 @@ class Spawned:
     start_time: int  # kernel start time in clock ticks since boot (from /proc/<pid>/stat)
     exit_file: Path
     popen: subprocess.Popen[bytes] | None  # None when re-adopted by a new daemon
+    cgroup: Path | None = None  # the cgroup its wrapper joins, if any (see kill_tree)
 
 
 def _stat_fields(pid: int) -> list[str] | None:
@@ -343,7 +345,7 @@ def spawn(
             close_fds=True,
         )
     start = process_start_time(popen.pid)
-    return Spawned(popen.pid, start if start is not None else 0, exit_file, popen)
+    return Spawned(popen.pid, start if start is not None else 0, exit_file, popen, cgroup)
 
 
 def take_claim(claim_file: Path) -> bool:
@@ -445,12 +447,16 @@ def wait(child: Spawned, timeout: float | None) -> int | None:
     return recorded if recorded is not None else -signal.SIGKILL
 
 
-def kill_tree(pid: int, start_time: int | None = None, *, grace: float = 3.0) -> None:
+def kill_tree(
+    pid: int, start_time: int | None = None, *, grace: float = 3.0, cgroup: Path | None = None
+) -> None:
     """SIGTERM the child's whole process group, then SIGKILL after ``grace`` seconds.
 
     ``start_time`` guards against a recycled pid: if given and it no longer
     matches, nothing is signalled. The agent was started as a session leader,
-    so its process group id is its pid.
+    so its process group id is its pid. ``cgroup``: the cgroup the child's
+    wrapper joined (see :func:`spawn`); whether the group still has a live
+    member is then read from it instead of from every process on the machine.
     """
     if start_time is not None and not is_alive(pid, start_time):
         return
@@ -459,27 +465,60 @@ def kill_tree(pid: int, start_time: int | None = None, *, grace: float = 3.0) ->
     except ProcessLookupError:
         return
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        if not _group_alive(pid):
+    delay = 0.005
+    while True:
+        if not _group_alive(pid, cgroup):
             return
-        time.sleep(0.02)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, 0.1)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
 
 
-def _group_alive(pgid: int) -> bool:
+# How many times _group_alive looked through every process (tests count them).
+proc_scans = 0
+
+
+def _group_alive(pgid: int, cgroup: Path | None = None) -> bool:
+    """True while the process group ``pgid`` has a member that is not a zombie.
+
+    The group's zombies still count for ``killpg``: a sandboxed agent always leaves
+    one for a while (bubblewrap's init inside the box, which the machine's init
+    reaps when it gets to it). Telling them apart reads the members' ``stat``: the
+    live members of ``cgroup`` when it knows them (a process can leave a cgroup only
+    by moving itself to another, which needs write access to the cgroup tree),
+    otherwise every process.
+    """
+    global proc_scans
     try:
         os.killpg(pgid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    # Zombies still count for killpg; look for a live member.
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
+    members = cgroups.live_pids(cgroup) if cgroup is not None else None
+    if members is None:
+        proc_scans += 1
+        with os.scandir("/proc") as entries:
+            members = [int(e.name) for e in entries if e.name.isdigit()]
+    key = str(pgid).encode()
+    for pid in members:
+        try:
+            fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
             continue
-        fields = _stat_fields(int(entry.name))
-        if fields is not None and int(fields[2]) == pgid and fields[0] != "Z":
+        try:
+            raw = os.read(fd, 4096)
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        # Field 2 (comm) may contain spaces and parentheses: split after the last ")".
+        state, _ppid, group = raw[raw.rindex(b")") + 2 :].split(b" ", 3)[:3]
+        if group == key and state != b"Z":
             return True
     return False
 

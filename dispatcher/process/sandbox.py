@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import stat
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -66,7 +67,13 @@ STOP_SIGNALS = "TERM,INT,HUP"
 
 
 def _env_program() -> str:
-    return shutil.which("env") or "/usr/bin/env"
+    return _which_env(os.environ.get("PATH", os.defpath))
+
+
+@functools.cache
+def _which_env(path: str) -> str:
+    """``env`` on the daemon's PATH ``path`` (looked up once per PATH: twice per wrap)."""
+    return shutil.which("env", path=path) or "/usr/bin/env"
 
 
 def outside(program: str) -> list[str]:
@@ -103,6 +110,60 @@ class View:
 
 def _real(path: Path | str) -> Path:
     return Path(os.path.realpath(path))
+
+
+class Resolver:
+    """Real paths (as :func:`os.path.realpath` gives them) and whether they exist, each
+    component looked up once: a view's paths share most of their ancestors (the git
+    dir's control files, the job's admin dir), so a path under one already resolved
+    costs one ``lstat``. Meant for one :meth:`Sandbox.wrap`: it remembers what it saw."""
+
+    def __init__(self) -> None:
+        self._real: dict[str, str] = {"/": "/"}
+        self._stat: dict[str, os.stat_result | None] = {}
+        self.lookups = 0  # lstat and stat calls made (tests count them)
+
+    def real(self, path: Path) -> Path:
+        return Path(self._resolve(os.fspath(path)))
+
+    def _resolve(self, path: str) -> str:
+        known = self._real.get(path)
+        if known is not None:
+            return known
+        parent, name = os.path.split(path)
+        if not os.path.isabs(path) or not name or name in (".", "..") or "//" in path:
+            real = os.path.realpath(path)
+        else:
+            candidate = os.path.join(self._resolve(parent), name)
+            self.lookups += 1
+            try:
+                st: os.stat_result | None = os.lstat(candidate)
+            except OSError:
+                st = None
+            if st is not None and stat.S_ISLNK(st.st_mode):
+                real = os.path.realpath(candidate)  # follow the link (and those it leads to)
+            else:
+                real = candidate
+                self._stat[real] = st  # not a link: what lstat saw is what is there
+        self._real[path] = real
+        return real
+
+    def _status(self, real: Path) -> os.stat_result | None:
+        key = os.fspath(real)
+        if key not in self._stat:
+            self.lookups += 1
+            try:
+                self._stat[key] = os.stat(key)
+            except OSError:
+                self._stat[key] = None
+        return self._stat[key]
+
+    def is_dir(self, real: Path) -> bool:
+        st = self._status(real)
+        return st is not None and stat.S_ISDIR(st.st_mode)
+
+    def exists(self, real: Path) -> bool:
+        return self._status(real) is not None
 
 
 def _global_git_configs(env: Mapping[str, str]) -> list[Path]:
@@ -176,22 +237,23 @@ def job_view(
     )
 
 
-def mount_options(view: View) -> list[str]:
+def mount_options(view: View, resolver: Resolver | None = None) -> list[str]:
     """bwrap's options that hide and give back ``view``'s paths, shallow before deep
     (at one path, giving back wins over hiding). Missing paths are left out: bwrap
     would create them on the host (``/`` is bound read-write)."""
+    r = resolver or Resolver()
     ops: list[tuple[int, int, list[str]]] = []
-    for path in {_real(p) for p in view.hide}:
-        if path.is_dir():
+    for path in {r.real(p) for p in view.hide}:
+        if r.is_dir(path):
             ops.append((len(path.parts), 0, ["--tmpfs", str(path)]))
-        elif path.exists():
+        elif r.exists(path):
             ops.append((len(path.parts), 0, ["--ro-bind", "/dev/null", str(path)]))
     for paths, option in ((view.writable, "--bind"), (view.files, "--bind")):
-        for path in {_real(p) for p in paths}:
-            if path.exists():
+        for path in {r.real(p) for p in paths}:
+            if r.exists(path):
                 ops.append((len(path.parts), 1, [option, str(path), str(path)]))
-    for path in {_real(p) for p in view.read_only}:
-        if path.exists():
+    for path in {r.real(p) for p in view.read_only}:
+        if r.exists(path):
             ops.append((len(path.parts), 2, ["--ro-bind", str(path), str(path)]))
     ops.sort(key=lambda op: (op[0], op[1], op[2]))
     return [arg for _, _, args in ops for arg in args]
@@ -203,11 +265,11 @@ def _under(path: Path, roots: Iterable[Path]) -> Path | None:
     return max(holding, key=lambda r: len(r.parts)) if holding else None
 
 
-def _check_visible(program: Path, view: View) -> None:
+def _check_visible(program: Path, view: View, r: Resolver) -> None:
     """Refuse a program the view hides: bwrap would only say "No such file"."""
     real = _real(program)
-    hidden = _under(real, [_real(p) for p in view.hide])
-    given = _under(real, [_real(p) for p in (*view.writable, *view.read_only, *view.files)])
+    hidden = _under(real, [r.real(p) for p in view.hide])
+    given = _under(real, [r.real(p) for p in (*view.writable, *view.read_only, *view.files)])
     if hidden is not None and (given is None or len(given.parts) < len(hidden.parts)):
         raise ProcessError(
             f"agent command {str(program)!r} is inside {hidden}, which the sandbox hides "
@@ -264,12 +326,13 @@ class Sandbox:
             return list(argv)
         assert self.program is not None
         program = proc.find_program(argv[0], cwd=view.workdir, env=env)
-        _check_visible(program, view)
-        for path in view.files:
+        for path in view.files:  # before anything is resolved: they exist from now on
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
+        resolver = Resolver()
+        _check_visible(program, view, resolver)
         return [
-            *outside(self.program), *BASE_OPTIONS, *mount_options(view),
+            *outside(self.program), *BASE_OPTIONS, *mount_options(view, resolver),
             "--chdir", str(view.workdir), "--", *inside(), *argv,
         ]  # fmt: skip
 

@@ -259,3 +259,32 @@ def test_without_cgroups_the_job_log_says_so(
     log = d.api.get(f"/jobs/{job['id']}/log").text
     assert "warning: cgroups are unavailable (DISPATCHER_CGROUPS=off)" in log
     assert "cgroups are unavailable" in d.log_path.read_text()  # and the daemon log, once
+
+
+def daemon_threads(d: Daemon) -> list[str]:
+    """The names of the daemon's threads (from /proc: what the kernel counts)."""
+    assert d.proc is not None
+    task = Path(f"/proc/{d.proc.pid}/task")
+    return sorted((t / "comm").read_text().strip() for t in task.iterdir())
+
+
+def test_running_agents_hold_no_thread_each(
+    daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
+) -> None:
+    """One watcher supervises every running agent: six running agents cost the daemon no
+    more threads than one (it used to block a thread in wait() for each)."""
+    d = daemon_factory(DISPATCHER_MAX_PARALLEL="6", DISPATCHER_MAX_PARALLEL_PER_REPO="6").start()
+    gates = tmp_path / "gates"
+    script = gate_agent(agent, gates)
+    name = d.add_repo(init_repo(tmp_path / "r"))
+    ids = [d.submit(name, "j0", command=[script])["id"]]
+    d.wait(ids[0], {"running"})
+    one = daemon_threads(d)
+    for i in range(1, 6):  # one at a time: a prepare never overlaps another
+        ids.append(d.submit(name, f"j{i}", command=[script])["id"])
+        d.wait(ids[-1], {"running"})
+    six = daemon_threads(d)
+    assert len(six) <= len(one) + 1, (one, six)
+    for job_id in ids:
+        (gates / f"go-{job_id}").touch()
+    assert all(d.wait(i)["state"] == "succeeded" for i in ids)
