@@ -3,7 +3,7 @@
     .venv/bin/python -m bench [--quick] [--only SECTION,...] [--json out.json]
 
 Sections (in this order): repos, spawn, throughput, events, api, memory,
-merge, repos_api, repos_scale, burst. Everything lives in one temp dir, removed at
+merge, repos_api, repos_scale, burst, git_processes. Everything lives in one temp dir, removed at
 the end with every daemon the run started stopped (SIGTERM), even on failure or Ctrl-C. ``--quick``
 uses the 1,000 and 10,000-file repos only, 200 throughput jobs and fewer
 samples (a few minutes on 2 cores); the full run adds the 50,000-file repo.
@@ -30,6 +30,7 @@ from bench import (
     api,
     burst,
     events,
+    git_processes,
     memory,
     merge,
     repos,
@@ -51,6 +52,7 @@ SECTIONS: dict[str, ModuleType] = {
     "repos_api": repos_api,
     "repos_scale": repos_scale,
     "burst": burst,
+    "git_processes": git_processes,
 }
 
 TITLES = {
@@ -64,6 +66,7 @@ TITLES = {
     "repos_api": "GET /repos and finding a worktree, 300 retained 1,000-file trees",
     "repos_scale": "threads and restart at 1, 50 and 200 registered repos",
     "burst": "a burst of 10 jobs past the warm pool of 2: cold checkouts",
+    "git_processes": "git processes per trivial job, warm pool of 2",
 }
 
 
