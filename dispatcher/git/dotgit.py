@@ -26,6 +26,7 @@ it is one (a commit git just made is).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import threading
@@ -108,6 +109,8 @@ def commit_parents(path: Path, sha: str) -> list[str] | None:
         raw = zlib.decompress((dirs.common / "objects" / sha[:2] / sha[2:]).read_bytes())
     except (OSError, zlib.error):
         return None
+    if hashlib.sha1(raw).hexdigest() != sha:  # noqa: S324 - git's object id, not a secret
+        return None  # a damaged file: git says what is wrong
     header, _, body = raw.partition(b"\0")
     if not header.startswith(b"commit ") or header[7:] != str(len(body)).encode():
         return None

@@ -480,7 +480,7 @@ def move(repo: Path, src: Path, dst: Path) -> None:
     record = dotgit.record_of(src, common) if common is not None else None
     if record is not None and _absolute_link(src) and not _may_hold_submodules(record.admin):
         try:
-            os.rename(src, dst)
+            os.rename(record.path, dst)  # the tree itself, as git's (not a symlink to it)
         except OSError:
             pass  # another file system, say: git's move says what is wrong
         else:
@@ -488,7 +488,7 @@ def move(repo: Path, src: Path, dst: Path) -> None:
                 real = os.path.realpath(dst)
                 _write_admin_file(record.admin, "gitdir", f"{real}/.git\n")
             except BaseException:
-                os.rename(dst, src)
+                os.rename(dst, record.path)
                 raise
             return
     cmd.run(

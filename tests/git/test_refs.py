@@ -166,6 +166,12 @@ def test_branch_stats_of_a_commit_on_its_base_reads_its_parent_from_the_object(
     assert dotgit.commit_parents(repo, "0" * 40) is None  # no such object: ask git
     stats = refs.branch_stats(repo, base, head)
     assert (stats.ahead, stats.contains_base, stats.diff.insertions) == (1, True, 2)
+    # An object file that does not hash to its name (damaged) is not believed.
+    other = g(repo, "commit-tree", "-p", base, "-m", "x", f"{head}^{{tree}}")
+    damaged = repo / ".git" / "objects" / other[:2] / other[2:]
+    damaged.chmod(0o644)
+    damaged.write_bytes((repo / ".git" / "objects" / head[:2] / head[2:]).read_bytes())
+    assert dotgit.commit_parents(repo, other) is None
     # A replace ref changes what git sees as the parents: then git is asked.
     g(repo, "replace", "--graft", head)
     assert dotgit.commit_parents(repo, head) is None
