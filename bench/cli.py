@@ -2,11 +2,12 @@
 
     .venv/bin/python -m bench [--quick] [--only SECTION,...] [--json out.json]
 
-Sections (in this order): repos, spawn, throughput, events, api, memory,
-merge, repos_api, repos_scale, burst, supervise. Everything lives in one temp dir, removed at
-the end with every daemon the run started stopped (SIGTERM), even on failure or Ctrl-C. ``--quick``
-uses the 1,000 and 10,000-file repos only, 200 throughput jobs and fewer
-samples (a few minutes on 2 cores); the full run adds the 50,000-file repo.
+Sections (in this order): repos, spawn, throughput, events, api, memory, merge,
+repos_api, repos_scale, burst, supervise, git_processes. Everything lives in one temp
+dir, removed at the end with every daemon the run started stopped (SIGTERM), even on
+failure or Ctrl-C. ``--quick`` uses the 1,000 and 10,000-file repos only, 200
+throughput jobs and fewer samples (a few minutes on 2 cores); the full run adds the
+50,000-file repo.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bench import (
     api,
     burst,
     events,
+    git_processes,
     memory,
     merge,
     repos,
@@ -53,6 +55,7 @@ SECTIONS: dict[str, ModuleType] = {
     "repos_scale": repos_scale,
     "burst": burst,
     "supervise": supervise,
+    "git_processes": git_processes,
 }
 
 TITLES = {
@@ -67,6 +70,7 @@ TITLES = {
     "repos_scale": "threads and restart at 1, 50 and 200 registered repos",
     "burst": "a burst of 10 jobs past the warm pool of 2: cold checkouts",
     "supervise": "threads and idle CPU with 1 and 8 agents running",
+    "git_processes": "git processes per trivial job, warm pool of 2",
 }
 
 

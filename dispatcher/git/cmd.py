@@ -48,19 +48,30 @@ def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """``os.environ`` without inherited ``GIT_*`` variables (bar a whitelist), plus ``extra``.
 
     Git never prompts for credentials (``GIT_TERMINAL_PROMPT=0``). Used for every
-    git call and by the runner to build an agent's environment.
+    git call and by the runner to build an agent's environment. In the daemon the
+    filtered environment is computed once, at start (:func:`pin_global_config`).
     """
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("GIT_") or key in _KEEP_ENV or key.startswith(_KEEP_ENV_PREFIXES)
-    }
-    env["GIT_TERMINAL_PROMPT"] = "0"
+    env = dict(_daemon_env) if _daemon_env else _cleaned(os.environ)
     if extra:
         env.update(extra)
     return env
 
 
+def _cleaned(environ: Mapping[str, str]) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in environ.items()
+        if not key.startswith("GIT_") or key in _KEEP_ENV or key.startswith(_KEEP_ENV_PREFIXES)
+    }
+    env["GIT_TERMINAL_PROMPT"] = "0"
+    return env
+
+
+# The daemon's environment, cleaned once at start: it never changes after (filtering
+# os.environ per git call was a tenth of the cost of a call in the daemon's own CPU).
+_daemon_env: dict[str, str] = {}
+# The same, with the pinned global config: what a git call without extras runs with.
+_git_env: dict[str, str] = {}
 _pinned_global: dict[str, str] = {}
 
 
@@ -86,15 +97,24 @@ def pin_global_config(env: Mapping[str, str] | None = None) -> str | None:
     exists, every daemon git call reads that one (``GIT_CONFIG_GLOBAL``); when none
     does, none (``/dev/null``); with both, both stay (both exist and are protected).
     A global config created later is read by the daemon after its next start.
-    Returns the pinned path (None: nothing pinned)."""
+    Returns the pinned path (None: nothing pinned).
+
+    Called without ``env`` (the daemon, at start), it also fixes the environment every
+    git call and agent starts from: ``os.environ`` cleaned once (:func:`clean_env`)."""
+    daemon = env is None
     env = os.environ if env is None else env
     files = _global_config_files(env)
     existing = [path for path in files if path.is_file()]
     _pinned_global.clear()
-    if len(existing) == len(files) and len(files) > 1:
-        return None
-    pinned = str(existing[0]) if existing else os.devnull
-    _pinned_global["GIT_CONFIG_GLOBAL"] = pinned
+    pinned = None
+    if not (len(existing) == len(files) and len(files) > 1):
+        pinned = str(existing[0]) if existing else os.devnull
+        _pinned_global["GIT_CONFIG_GLOBAL"] = pinned
+    if daemon:
+        _daemon_env.clear()
+        _daemon_env.update(_cleaned(os.environ))
+        _git_env.clear()
+        _git_env.update(_daemon_env, **_pinned_global)
     return pinned
 
 
@@ -111,7 +131,10 @@ def run(
         raise NotFound(f"no such directory: {os.fspath(cwd)}")
     argv = ["git", *args]
     try:
-        env = clean_env({**_pinned_global, **(env_extra or {})})
+        if _git_env and not env_extra:
+            env = _git_env
+        else:
+            env = clean_env({**_pinned_global, **(env_extra or {})})
         result = proc.run(argv, cwd=cwd, env=env, input=input, check=False)
     except ProcessError as exc:
         raise GitError(exc.message) from exc

@@ -20,7 +20,7 @@ from pathlib import Path
 from dispatcher.errors import InvalidInput
 from dispatcher.git import cmd
 from dispatcher.git.names import check_save_ref, identity
-from dispatcher.git.refs import rev_parse
+from dispatcher.git.refs import head_commit, rev_parse
 from dispatcher.paths import inside_repo
 
 
@@ -122,7 +122,7 @@ def commit_leftovers(
     if cmd.answer(["diff", "--cached", "--quiet", "--no-ext-diff"], worktree).returncode == 0:
         return staged
     cmd.run(["commit", "--no-verify", "-q", "-F", "-"], worktree, input=message, env_extra=ident)
-    sha = cmd.run(["rev-parse", "HEAD"], worktree).stdout.strip()
+    sha = head_commit(worktree)
     return dataclasses.replace(staged, sha=sha)
 
 

@@ -19,13 +19,18 @@ Loose refs are read before ``packed-refs``: git writes ``packed-refs`` before
 deleting the loose files it packs, so this order never misses a ref. A
 repository on the reftable backend (a ``reftable`` directory) is never read
 here. Nothing in this module writes.
+
+A commit's parents are read from its loose object (``objects/xx/yyyy...``, zlib), when
+it is one (a commit git just made is).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import threading
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,6 +84,57 @@ def head_branch(worktree: Path) -> tuple[bool, str | None] | None:
     if _SHA.fullmatch(text):
         return True, None
     return None
+
+
+def detached_head(worktree: Path) -> tuple[bool, str | None]:
+    """(True, sha) when the work tree's HEAD file holds a sha; (False, None): ask git."""
+    dirs = git_dirs(worktree)
+    if dirs is None:
+        return False, None
+    try:
+        text = (dirs.gitdir / "HEAD").read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return False, None
+    return (True, text) if _SHA.fullmatch(text) else (False, None)
+
+
+def commit_parents(path: Path, sha: str) -> list[str] | None:
+    """The parents of commit ``sha`` read from its loose object in the repository of
+    work tree ``path`` (zlib: ``commit <size>\\0`` then ``tree``, ``parent`` lines);
+    None when there is no such loose object or it is not a plain commit: ask git."""
+    dirs = git_dirs(path)
+    if dirs is None or not _SHA.fullmatch(sha) or _may_replace(dirs):
+        return None
+    try:
+        raw = zlib.decompress((dirs.common / "objects" / sha[:2] / sha[2:]).read_bytes())
+    except (OSError, zlib.error):
+        return None
+    if hashlib.sha1(raw).hexdigest() != sha:  # noqa: S324 - git's object id, not a secret
+        return None  # a damaged file: git says what is wrong
+    header, _, body = raw.partition(b"\0")
+    if not header.startswith(b"commit ") or header[7:] != str(len(body)).encode():
+        return None
+    lines = body.split(b"\n")
+    if not lines[0].startswith(b"tree "):
+        return None
+    parents = []
+    for line in lines[1:]:
+        if not line.startswith(b"parent "):
+            break
+        parent = line[7:].decode("ascii", "replace")
+        if not _SHA.fullmatch(parent):
+            return None
+        parents.append(parent)
+    return parents
+
+
+def _may_replace(dirs: GitDirs) -> bool:
+    """True if git might see other parents than a commit object names: grafts, or
+    replace refs (``refs/replace/``, loose or packed)."""
+    if (dirs.common / "info" / "grafts").exists() or (dirs.common / "refs" / "replace").exists():
+        return True
+    packed = _PACKED.get(dirs.common)
+    return packed is None or any(name.startswith("refs/replace/") for name in packed)
 
 
 def _usable(dirs: GitDirs) -> bool:

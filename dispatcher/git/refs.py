@@ -101,6 +101,22 @@ def ref_value(repo: Path, ref: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
+def head_commit(worktree: Path) -> str:
+    """Sha of the commit ``worktree``'s HEAD is at, read from the files when they say
+    plainly (a branch's ref, a detached sha), else from ``git rev-parse``."""
+    head = dotgit.head_branch(worktree)
+    if head is not None:
+        branch = head[1]
+        known, sha = (
+            dotgit.read_ref(worktree, f"refs/heads/{branch}")
+            if branch is not None
+            else dotgit.detached_head(worktree)
+        )
+        if known and sha is not None:
+            return sha
+    return cmd.run(["rev-parse", "--verify", "HEAD^{commit}"], worktree).stdout.strip()
+
+
 def is_ancestor(repo: Path, ancestor: str, descendant: str) -> bool:
     """True if ``ancestor`` is reachable from ``descendant`` (a commit is its own ancestor)."""
     args = ["merge-base", "--is-ancestor", "--end-of-options", check_rev(ancestor)]
@@ -241,9 +257,13 @@ class BranchStats:
 
 
 def branch_stats(repo: Path, base: str, head: str) -> BranchStats:
-    """:class:`BranchStats` in two git processes (none when ``head`` is ``base``)."""
+    """:class:`BranchStats` in two git processes (none when ``head`` is ``base``; one when
+    ``head`` is a commit whose only parent is ``base``, read from its loose object: the
+    daemon's commit of an agent's leftovers)."""
     if base == head and is_full_sha(base):
         return BranchStats(0, True, DiffStat(files=0, insertions=0, deletions=0, paths=[]))
+    if is_full_sha(base) and is_full_sha(head) and dotgit.commit_parents(repo, head) == [base]:
+        return BranchStats(1, True, diffstat(repo, base, head))
     out = cmd.run(
         ["rev-list", "--left-right", "--count", "--end-of-options",
          f"{check_rev(base)}...{check_rev(head)}"],

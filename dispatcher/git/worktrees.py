@@ -19,6 +19,7 @@ import shutil
 import stat
 import sys
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -342,8 +343,19 @@ def _is_leftover_worktree(repo: Path, path: Path) -> bool:
 def lock(repo: Path, path: Path, reason: str, *, new: bool = False) -> None:
     """Lock the worktree at ``path`` so that prune never removes it; no-op if locked.
 
-    ``new=True``: the caller just made (or moved) it unlocked, so skip the lookup.
+    Done as ``git worktree lock`` does it (git 2.39's ``lock_worktree``: the file
+    ``<admin dir>/locked`` holding the reason and a newline) when git's files name the
+    record plainly (:func:`dotgit.record_of`): no git process on the spawn path. Else
+    ``git worktree lock`` itself. ``new=True``: the caller just made (or moved) it
+    unlocked, so git's list need not be asked first.
     """
+    path = Path(os.path.abspath(path))
+    common = _main_git_dir(repo)
+    record = dotgit.record_of(path, common) if common is not None else None
+    if record is not None:
+        if not record.locked:
+            _write_admin_file(record.admin, "locked", reason + "\n" if reason else "")
+        return
     if not new:
         found = _find_worktree(repo, path)
         if found is None:
@@ -351,6 +363,21 @@ def lock(repo: Path, path: Path, reason: str, *, new: bool = False) -> None:
         if found.locked:
             return
     cmd.run(["worktree", "lock", "--reason", reason, "--end-of-options", str(path)], repo)
+
+
+def _write_admin_file(admin: Path, name: str, text: str) -> None:
+    """Write ``<admin>/<name>`` whole or not at all (a temporary file renamed over it;
+    git itself truncates and writes in place). Mode 0666 less the umask, as git's."""
+    tmp = admin / f"{name}.dispatcher-{uuid.uuid4().hex[:12]}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, admin / name)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 @_serialized
@@ -438,16 +465,65 @@ def is_valid(worktree: Path, repo: Path | None = None) -> bool:
 
 @_serialized
 def move(repo: Path, src: Path, dst: Path) -> None:
-    """``git worktree move``: rename a linked worktree (locked or not); ``dst`` must not exist."""
-    dst = Path(os.path.abspath(dst))
+    """``git worktree move``: rename a linked worktree (locked or not); ``dst`` must not exist.
+
+    Done as git 2.39's ``move_worktree`` does it with ``--force --force`` (rename the
+    directory, then point the record's ``gitdir`` file at ``<dst>/.git``) when git's
+    files name the record plainly and the tree cannot hold a submodule, which git
+    refuses to move (:func:`_may_hold_submodules`); else ``git worktree move`` itself.
+    """
+    src, dst = Path(os.path.abspath(src)), Path(os.path.abspath(dst))
     if dst.exists():
         raise InvalidInput(f"worktree destination exists: {dst}")
     dst.parent.mkdir(parents=True, exist_ok=True)
+    common = _main_git_dir(repo)
+    record = dotgit.record_of(src, common) if common is not None else None
+    if record is not None and _absolute_link(src) and not _may_hold_submodules(record.admin):
+        try:
+            os.rename(record.path, dst)  # the tree itself, as git's (not a symlink to it)
+        except OSError:
+            pass  # another file system, say: git's move says what is wrong
+        else:
+            try:
+                real = os.path.realpath(dst)
+                _write_admin_file(record.admin, "gitdir", f"{real}/.git\n")
+            except BaseException:
+                os.rename(dst, record.path)
+                raise
+            return
     cmd.run(
-        ["worktree", "move", "--force", "--force", "--end-of-options",
-         str(Path(os.path.abspath(src))), str(dst)],
+        ["worktree", "move", "--force", "--force", "--end-of-options", str(src), str(dst)],
         repo,
-    )  # fmt: skip
+    )
+
+
+def _absolute_link(worktree: Path) -> bool:
+    """True if the worktree's ``.git`` file names its admin dir by an absolute path (one
+    that a rename of the worktree leaves right; git 2.48's relative links do not)."""
+    try:
+        text = (worktree / ".git").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return False
+    return text.startswith("gitdir:") and os.path.isabs(text.removeprefix("gitdir:").strip())
+
+
+# A gitlink's mode (0o160000) as it stands, big-endian, in an index entry.
+_GITLINK_MODE = (0o160000).to_bytes(4, "big")
+
+
+def _may_hold_submodules(admin: Path) -> bool:
+    """True unless git's files show that the worktree of ``admin`` holds no submodule:
+    no ``modules`` directory, no split index, and an index in which no entry can have a
+    gitlink's mode (the bytes of that mode appear nowhere in it; a chance match in a
+    name or an id only sends the caller to git)."""
+    try:
+        if (admin / "modules").exists() or any(admin.glob("sharedindex.*")):
+            return True
+        return _GITLINK_MODE in (admin / "index").read_bytes()
+    except FileNotFoundError:
+        return False  # no index: nothing is checked out
+    except OSError:
+        return True
 
 
 def _clean_args(keep: Sequence[str]) -> list[str]:

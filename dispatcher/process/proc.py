@@ -223,7 +223,7 @@ def run(
         proc = subprocess.run(
             list(argv),
             cwd=cwd,
-            env=dict(env) if env is not None else None,
+            env=env if env is None or isinstance(env, dict) else dict(env),  # never written
             input=input,
             capture_output=True,
             text=True,

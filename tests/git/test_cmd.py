@@ -102,3 +102,26 @@ def test_pin_global_config_with_a_missing_git_config_global_reads_none(tmp_path:
         assert cmd.pin_global_config({"GIT_CONFIG_GLOBAL": str(tmp_path / "nope")}) == os.devnull
     finally:
         cmd._pinned_global.clear()
+
+
+def test_the_daemons_pin_cleans_its_environment_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.delenv("GIT_CONFIG_GLOBAL", raising=False)
+    monkeypatch.setenv("GIT_DIR", "/elsewhere")  # never inherited
+    monkeypatch.setenv("GIT_SSH_COMMAND", "ssh -v")  # kept
+    try:
+        assert cmd.pin_global_config() == os.devnull  # the daemon's call: no env given
+        monkeypatch.setenv("DISPATCHER_LATER", "1")  # the daemon's environment is fixed at start
+        env = cmd.clean_env({"EXTRA": "x"})
+        assert "GIT_DIR" not in env and env["GIT_SSH_COMMAND"] == "ssh -v"
+        assert env["GIT_TERMINAL_PROMPT"] == "0" and env["EXTRA"] == "x"
+        assert "DISPATCHER_LATER" not in env and "EXTRA" not in cmd.clean_env()
+        shown = cmd.run(["config", "--show-origin", "--global", "--list"], tmp_path, check=False)
+        assert shown.stdout == ""  # reads the pinned /dev/null
+    finally:
+        cmd._pinned_global.clear()
+        cmd._daemon_env.clear()
+        cmd._git_env.clear()
+    assert "DISPATCHER_LATER" in cmd.clean_env()  # not pinned: os.environ as it is now

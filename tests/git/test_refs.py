@@ -10,7 +10,7 @@ from dispatcher.errors import (
     InvalidInput,
     NotFound,
 )
-from dispatcher.git import commits, refs, worktrees
+from dispatcher.git import commits, dotgit, refs, worktrees
 from tests.git.helpers import AGENT, head
 from tests.gitutil import commit_file, init_repo
 from tests.gitutil import git as g
@@ -153,3 +153,37 @@ def test_changed_gitlinks_finds_nested_repositories(repo: Path, tmp_path: Path) 
     assert sha is not None
     assert refs.changed_gitlinks(repo, sha) == ["vendor/lib"]
     assert refs.changed_gitlinks(repo, "HEAD") == []
+
+
+def test_branch_stats_of_a_commit_on_its_base_reads_its_parent_from_the_object(
+    repo: Path,
+) -> None:
+    base = g(repo, "rev-parse", "HEAD")
+    commit_file(repo, "one.txt", "1\n2\n")
+    head = g(repo, "rev-parse", "HEAD")
+    assert dotgit.commit_parents(repo, head) == [base]
+    assert dotgit.commit_parents(repo, base) == []  # the root commit
+    assert dotgit.commit_parents(repo, "0" * 40) is None  # no such object: ask git
+    stats = refs.branch_stats(repo, base, head)
+    assert (stats.ahead, stats.contains_base, stats.diff.insertions) == (1, True, 2)
+    # An object file that does not hash to its name (damaged) is not believed.
+    other = g(repo, "commit-tree", "-p", base, "-m", "x", f"{head}^{{tree}}")
+    damaged = repo / ".git" / "objects" / other[:2] / other[2:]
+    damaged.chmod(0o644)
+    damaged.write_bytes((repo / ".git" / "objects" / head[:2] / head[2:]).read_bytes())
+    assert dotgit.commit_parents(repo, other) is None
+    # A replace ref changes what git sees as the parents: then git is asked.
+    g(repo, "replace", "--graft", head)
+    assert dotgit.commit_parents(repo, head) is None
+    stats = refs.branch_stats(repo, base, head)
+    assert (stats.ahead, stats.contains_base) == (1, False)
+
+
+def test_head_commit_reads_a_branch_or_a_detached_head(repo: Path, tmp_path: Path) -> None:
+    sha = g(repo, "rev-parse", "HEAD")
+    assert refs.head_commit(repo) == sha
+    wt = tmp_path / "wt"
+    worktrees.add_detached(repo, wt, "main")
+    assert refs.head_commit(wt) == sha
+    g(repo, "pack-refs", "--all")  # packed: still read from the files
+    assert refs.head_commit(repo) == sha

@@ -402,3 +402,60 @@ def test_checked_out_in_agrees_with_git(repo: Path, tmp_path: Path) -> None:
     g(tmp_path / "on", "symbolic-ref", "HEAD", "refs/heads/alias")
     assert worktrees.checked_out_in(repo, "target") is not None
     assert holder_per_git(repo, "target") == (tmp_path / "on").resolve()
+
+
+def _counting_git(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The argv of every git command the daemon's code runs from here on."""
+    calls: list[list[str]] = []
+    real = worktrees.cmd.run
+
+    def run(args: list[str], *rest: object, **kwargs: object) -> object:
+        calls.append(list(args))
+        return real(args, *rest, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(worktrees.cmd, "run", run)
+    return calls
+
+
+def test_lock_and_move_by_git_files_are_what_git_reads_and_undoes(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, dst = tmp_path / "pool" / "idle-1", tmp_path / "wts" / "7"
+    worktrees.add_detached(repo, src, "main")
+    calls = _counting_git(monkeypatch)
+    worktrees.move(repo, src, dst)
+    worktrees.lock(repo, dst, "dispatcher job 7", new=True)
+    worktrees.lock(repo, dst, "another reason")  # already locked: a no-op, as before
+    assert calls == []  # no git process: git's own files were written
+    listed = g(repo, "worktree", "list", "--porcelain").split("\n\n")[1]
+    assert f"worktree {dst.resolve()}" in listed
+    assert "locked dispatcher job 7" in listed  # the reason, as `git worktree lock` writes it
+    assert g(dst, "status", "--porcelain") == ""  # git works in the moved tree
+    g(repo, "worktree", "prune")
+    assert worktrees.is_valid(dst, repo)
+    with pytest.raises(GitError, match="already locked"):
+        worktrees.cmd.run(["worktree", "lock", str(dst)], repo)
+    worktrees.unlock(repo, dst)  # git's own unlock undoes it
+    assert "locked" not in g(repo, "worktree", "list", "--porcelain").split("\n\n")[1]
+    admin = Path(g(dst, "rev-parse", "--absolute-git-dir"))
+    assert sorted(p.name for p in admin.iterdir() if "dispatcher" in p.name) == []
+    worktrees.remove(repo, dst)
+    assert not dst.exists() and len(worktrees.entries(repo)) == 1
+
+
+def test_a_tree_with_a_submodule_is_moved_by_git_which_refuses(
+    repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sub = init_repo(tmp_path / "sub")
+    g(repo, "-c", "protocol.file.allow=always", "submodule", "add", "-q", str(sub), "lib")
+    g(repo, "commit", "-qm", "submodule")
+    src, dst = tmp_path / "pool" / "idle-1", tmp_path / "wts" / "8"
+    worktrees.add_detached(repo, src, "main")
+    calls = _counting_git(monkeypatch)
+    worktrees.move(repo, src, dst)  # a gitlink in the index: git decides (not populated: moved)
+    assert [c[:2] for c in calls] == [["worktree", "move"]]
+    assert worktrees.is_valid(dst, repo)
+    g(dst, "-c", "protocol.file.allow=always", "submodule", "update", "-q", "--init")
+    with pytest.raises(GitError, match="submodules cannot be moved"):
+        worktrees.move(repo, dst, src)  # populated: git refuses, as before
+    assert worktrees.is_valid(dst, repo) and not src.exists()
