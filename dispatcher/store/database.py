@@ -16,6 +16,7 @@ migrations shipped inside the package.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -178,6 +179,27 @@ class Claimed:
     repo_id: int
 
 
+class Transactions:
+    """How many read and write transactions a :class:`Store` has run (one session
+    each): the round trips per job that tests bound and ``/metrics`` shows."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reads = 0
+        self.writes = 0
+
+    def count(self, *, write: bool) -> None:
+        with self._lock:
+            if write:
+                self.writes += 1
+            else:
+                self.reads += 1
+
+    def total(self) -> int:
+        with self._lock:
+            return self.reads + self.writes
+
+
 class Store:
     """All database access. Sessions are short; objects are returned detached."""
 
@@ -185,6 +207,7 @@ class Store:
         self.url = url
         self._read = _make_engine(url, immediate=False)
         self._write = _make_engine(url, immediate=True)
+        self.transactions = Transactions()
 
     def close(self) -> None:
         self._read.dispose()
@@ -192,12 +215,14 @@ class Store:
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
+        self.transactions.count(write=False)
         with Session(self._read, expire_on_commit=False) as session:
             yield session
 
     @contextmanager
     def writing(self) -> Iterator[Session]:
         """One ``BEGIN IMMEDIATE`` transaction, committed on success."""
+        self.transactions.count(write=True)
         with Session(self._write, expire_on_commit=False) as session, session.begin():
             yield session
 
