@@ -49,7 +49,7 @@ from dispatcher.jobs.supervise import wait_out
 from dispatcher.jobs.workspace import Workspace
 from dispatcher.lifecycle import JobState
 from dispatcher.process import proc, sandbox
-from dispatcher.store.database import Store
+from dispatcher.store.database import Claimed, Store
 from dispatcher.store.models import Job, Repo, utcnow
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,12 @@ class Runner:
         self._lock = threading.Lock()
         self._children: dict[int, proc.Spawned] = {}
         self._threads: dict[int, threading.Thread] = {}
+        # Jobs a cancel was asked for while the runner held them: their rows are read
+        # again at the end (cancel_requested), the others' are not.
+        self._cancels: set[int] = set()
+        # Set by wake(): something new may be claimable (a job queued, a repo changed),
+        # unlike a freed slot, which matters only when the last claim left jobs queued.
+        self._news = threading.Event()
         self._loop: threading.Thread | None = None
         self.on_finished: Callable[[int], None] | None = None
         # A job's worktree is ready: (repo, "pool" or "fresh", seconds it took); for /metrics.
@@ -120,12 +126,16 @@ class Runner:
         self.cgroups.release()
 
     def wake(self) -> None:
+        """Something new may be claimable: a job was queued (or a repo changed)."""
+        self._news.set()
         self._wake.set()
 
     def cancel(self, job_id: int) -> None:
         """Kill the job's agent tree if it runs here (the supervisor records ``canceled``)."""
         with self._lock:
             child = self._children.get(job_id)
+            if job_id in self._threads:  # (before its thread, the prepare sees the cancel)
+                self._cancels.add(job_id)  # dropped when the runner lets go of the job
         if child is not None:
             threading.Thread(
                 target=proc.kill_tree,
@@ -144,26 +154,33 @@ class Runner:
     # ------------------------------------------------------------ loop
 
     def _claim_loop(self) -> None:
+        """Claim when a claim may find something: after :meth:`wake` (a job queued), a
+        freed slot while jobs were left queued, or a second without either (re-queued
+        jobs' backoffs end; anything else missed). No query while every slot is busy,
+        nor when a job ends with nothing queued."""
+        due, waiting = True, True
         while not self._stopping.is_set():
             with self._lock:
-                full = len(self._threads) >= self.settings.max_parallel
-            if full:  # every slot is ours and busy: no query until one frees (it wakes us)
-                self._wake.wait(1.0)
-                self._wake.clear()
-                continue
-            try:
-                claimed = self.store.claim(
-                    max_parallel=self.settings.max_parallel,
-                    per_repo_default=self.settings.max_parallel_per_repo,
-                )
-            except Exception:
-                log.exception("claiming jobs failed")
-                claimed = []
-            for c in claimed:
-                self._start_thread(c.job_id, self._run, c.job_id)
-            if not claimed:
-                self._wake.wait(1.0)
-                self._wake.clear()
+                free = self.settings.max_parallel - len(self._threads)
+            if free > 0 and due:
+                self._news.clear()
+                try:
+                    taken = self.store.claim_pass(
+                        max_parallel=self.settings.max_parallel,
+                        per_repo_default=self.settings.max_parallel_per_repo,
+                        limit=free,
+                    )
+                    claimed, waiting = taken.claimed, taken.waiting
+                except Exception:
+                    log.exception("claiming jobs failed")
+                    claimed, waiting = [], True
+                for c in claimed:
+                    self._start_thread(c.job_id, self._run, c)
+                if len(claimed) == free:  # took all it could: claim again once a slot frees
+                    continue
+            woken = self._wake.wait(1.0)
+            self._wake.clear()
+            due = not woken or self._news.is_set() or waiting
 
     def _start_thread(
         self, job_id: int, target: Callable[..., None], *args: object, repo: str | None = None
@@ -179,6 +196,7 @@ class Runner:
                 with self._lock:
                     self._threads.pop(job_id, None)
                     self._children.pop(job_id, None)
+                    self._cancels.discard(job_id)
                 self._wake.set()
                 if self.on_finished is not None:
                     self.on_finished(job_id)
@@ -204,9 +222,9 @@ class Runner:
         """Append a daemon line to the job's log (see :func:`note_job`)."""
         note_job(self.settings, job_id, text)
 
-    def _run(self, job_id: int) -> None:
+    def _run(self, claimed: Claimed) -> None:
         """A claimed job's life: prepare, spawn and record, supervise, finish."""
-        attempt = self._attempt(job_id)
+        attempt = self._attempt(claimed.job, claimed.repo)
         try:
             launch = self._prepare(attempt)
             if launch is None:  # canceled before the agent started
@@ -216,12 +234,13 @@ class Runner:
             self._fail_before_start(attempt, exc)
             return
         job = self._record_running(attempt, child)
-        self._supervise(job_id, child, job)
+        self._supervise(claimed.job_id, child, job)
 
-    def _attempt(self, job_id: int) -> _Attempt:
-        """The claimed job, its repo, and where its worktree goes (no I/O but reads)."""
-        job = self.store.job(job_id)
-        repo = self.store.repo(job.repo_id)
+    def _attempt(self, job: Job, repo: Repo) -> _Attempt:
+        """The claimed job (its row as claimed), its repo, and where its worktree goes
+        (no I/O)."""
+        assert job.id is not None
+        job_id = job.id
         logctx.bind(repo=repo.name)
         continuing = job.followup_of is not None  # a follow-up runs in its parent's worktree
         worktree = Path(job.worktree) if continuing and job.worktree else None
@@ -452,12 +471,17 @@ class Runner:
         self.cgroups.end(job)  # and nothing that left its session (setsid)
         with self._lock:
             self._children.pop(job_id, None)
-        self._finish(job_id, code, timed_out=timed_out)
+        with self._lock:
+            asked = job_id in self._cancels
+        # The row as recorded ``running`` holds all the end needs, but a cancel asked since.
+        self._finish(self.store.job(job_id) if asked else job, code, timed_out=timed_out)
 
-    def _finish(self, job_id: int, code: int | None, *, timed_out: bool, lost: str = "") -> None:
+    def _finish(self, job: Job, code: int | None, *, timed_out: bool, lost: str = "") -> None:
         """Record how the job's agent ended (rq's ``handle_job_success``/``_failure``): its
-        leftovers committed, its branch measured, its report, and the state it ends in."""
-        job = self.store.job(job_id)
+        leftovers committed, its branch measured, its report, and the state it ends in.
+        ``job``: its row as last read (the move at the end reads it afresh)."""
+        assert job.id is not None
+        job_id = job.id
         fields: dict[str, object] = {"finished_at": utcnow(), "pid": None}
         fields.update(
             exit_code=code if code is None or code >= 0 else None, signal=proc.signal_of(code)
@@ -537,7 +561,7 @@ class Runner:
             self.note(
                 job.id, f"daemon restarted: agent had ended with {proc.describe_status(code)}"
             )
-            self._finish(job.id, code, timed_out=False)
+            self._finish(job, code, timed_out=False)
             return
         lost = (
             "the agent was lost: it was not running after a daemon restart and left no exit status"
@@ -547,4 +571,4 @@ class Runner:
             recovery.requeue(self.settings, self.store, job, repo, lost)
             self.wake()
         else:
-            self._finish(job.id, None, timed_out=False, lost=lost)
+            self._finish(job, None, timed_out=False, lost=lost)
