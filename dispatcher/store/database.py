@@ -527,8 +527,8 @@ class Store:
         self, *, max_parallel: int, per_repo_default: int, limit: int | None = None
     ) -> ClaimPass:
         """Move the oldest queued jobs to ``preparing`` within the parallelism limits,
-        and return them (their rows as moved, and their repos': the runner reads
-        neither again), and whether queued jobs were left.
+        and return them (their rows as moved, read in the same transaction, and their
+        repos': the runner reads neither again), and whether queued jobs were left.
 
         One ``BEGIN IMMEDIATE`` transaction: no two claimers can take the same
         job. FIFO across the whole queue; a repo at its limit is skipped, so a
@@ -616,11 +616,15 @@ class Store:
                 # The same check as move()'s, for many jobs in one statement: the table
                 # allows the move, and the WHERE on the state is the compare-and-set.
                 target = transition(JobState.QUEUED, JobState.PREPARING)
-                moved = s.scalars(
+                s.exec(
                     sa.update(Job)
                     .where(col(Job.id).in_(chosen), col(Job.state) == JobState.QUEUED)
                     .values(state=target, claimed_at=now)
-                    .returning(Job)
+                    .execution_options(synchronize_session=False)
+                )
+                # The rows as moved (cheaper than the ORM's UPDATE ... RETURNING, measured).
+                moved = s.exec(
+                    select(Job).where(col(Job.id).in_(chosen), col(Job.state) == target)
                 ).all()
                 claimed = sorted(
                     (Claimed(job, repos[job.repo_id]) for job in moved), key=lambda c: c.job_id
