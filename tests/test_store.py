@@ -243,6 +243,19 @@ def test_a_claim_pass_says_whether_queued_jobs_were_left(store: Store) -> None:
     assert taken.claimed == [] and taken.waiting  # the repo is busy: a slot may free
 
 
+def test_a_job_waiting_for_its_busy_group_is_left_waiting(store: Store) -> None:
+    b = add_repo(store, "beta")
+    grouped = []
+    for _ in range(2):
+        row = new_job(b)
+        row.concurrency_group = "g"
+        made = store.add_job(row, branch_for=branch_for)
+        assert made.id is not None
+        grouped.append(made.id)
+    taken = store.claim_pass(max_parallel=BIG, per_repo_default=BIG)
+    assert ids(taken.claimed) == grouped[:1] and taken.waiting  # the other waits for "g"
+
+
 def test_claim_is_fifo_within_the_global_limit(store: Store) -> None:
     repo_id = add_repo(store, "alpha")
     job_ids = add_jobs(store, repo_id, 5)

@@ -155,15 +155,16 @@ class Runner:
 
     def _claim_loop(self) -> None:
         """Claim when a claim may find something: after :meth:`wake` (a job queued), a
-        freed slot while jobs were left queued, or a second without either (re-queued
-        jobs' backoffs end; anything else missed). No query while every slot is busy,
-        nor when a job ends with nothing queued."""
-        due, waiting = True, True
+        freed slot while jobs were left queued, and a second after the last claim at the
+        latest (re-queued jobs' backoffs end; anything else missed). No query while
+        every slot is busy, nor when a job ends with nothing queued."""
+        due, waiting, last = True, True, 0.0
         while not self._stopping.is_set():
             with self._lock:
                 free = self.settings.max_parallel - len(self._threads)
-            if free > 0 and due:
+            if free > 0 and (due or time.monotonic() - last >= 1.0):
                 self._news.clear()
+                last = time.monotonic()
                 try:
                     taken = self.store.claim_pass(
                         max_parallel=self.settings.max_parallel,

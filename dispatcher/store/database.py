@@ -572,12 +572,16 @@ class Store:
             # Each open repo's oldest queued jobs, up to its free slots: an index range
             # scan per repo (state, repo_id, id), never a pass over the whole queue.
             queued_repos = s.exec(
-                select(Job.repo_id)
-                .where(col(Job.state) == JobState.QUEUED, col(Job.repo_id).in_(open_repos))
-                .distinct()
+                select(Job.repo_id).where(col(Job.state) == JobState.QUEUED).distinct()
             ).all()
+            # Queued jobs left after this claim (a freed slot may let them run): in a
+            # repo at its limit, beyond what was fetched, or in a busy group. (A backoff
+            # ends with time: the runner claims at least once a second.)
+            waiting = any(slots.get(rid, 0) <= 0 for rid in queued_repos)
             candidates: list[tuple[int, int, str | None]] = []
             for rid in queued_repos:
+                if slots.get(rid, 0) <= 0:
+                    continue
                 where = [
                     col(Job.state) == JobState.QUEUED,
                     col(Job.repo_id) == rid,
@@ -586,25 +590,30 @@ class Store:
                 ]
                 groups = [group for r, group in busy_groups if r == rid]
                 if groups:
+                    waiting = True
                     where.append(
                         sa.or_(
                             col(Job.concurrency_group).is_(None),
                             col(Job.concurrency_group).not_in(groups),
                         )
                     )
+                fetch = min(slots[rid], free)
                 found = s.exec(
                     select(Job.id, Job.repo_id, Job.concurrency_group)
                     .where(*where)
                     .order_by(col(Job.id))
-                    .limit(min(slots[rid], free))
+                    .limit(fetch + 1)  # one more: are there more than it may take?
                 ).all()
-                candidates += [(jid, r, g) for jid, r, g in found if jid is not None]
+                waiting = waiting or len(found) > fetch
+                candidates += [(jid, r, g) for jid, r, g in found[:fetch] if jid is not None]
             candidates.sort()  # FIFO across repos
             chosen: list[int] = []
             for job_id, repo_id, group in candidates:
                 if free <= 0:
+                    waiting = True
                     break
                 if slots[repo_id] <= 0 or (group is not None and (repo_id, group) in busy_groups):
+                    waiting = True
                     continue
                 if group is not None:
                     busy_groups.add((repo_id, group))
@@ -629,12 +638,6 @@ class Store:
                 claimed = sorted(
                     (Claimed(job, repos[job.repo_id]) for job in moved), key=lambda c: c.job_id
                 )
-            # Took all it may: more may wait. Else is any job still queued (in a repo
-            # at its limit, a busy group, or a backoff)? A freed slot may let it run.
-            waiting = free <= 0 or (
-                s.exec(select(Job.id).where(col(Job.state) == JobState.QUEUED).limit(1)).first()
-                is not None
-            )
             return ClaimPass(claimed, waiting=waiting)
 
     # ------------------------------------------------------------ environments, budgets
