@@ -25,7 +25,7 @@ from tests.waiting import wait_until
 JOBS = 12
 # Per trivial job, submit to finish: the insert, the port and worktree write, the move
 # to ``running``, the end, and about one claim (measured 4.9-5.1; 14.1-14.4 before
-# issue 18's cuts, 2.4 of them reads). The slack is the claim loop's wake-ups, which
+# issue 18's cuts, about 7.5 of them reads). The slack is the claim loop's wake-ups, which
 # depend on timing. Reads: none on the job path (repos come from the store's cache).
 MAX_PER_JOB = 6.5
 MAX_READS_PER_JOB = 0.5
