@@ -10,6 +10,9 @@
 * **per-job daemon overhead** = daemon wall ms/job - plain wall ms/job. The
   daemon's own CPU time per job (its process, not its git and agent children,
   from /proc/<pid>/stat) is shown beside it: on 2 cores both compete for CPU.
+* **store transactions per job**: the daemon's read and write transactions
+  (``dispatcher_store_transactions_total`` in ``/metrics``, read before and
+  after) over the jobs run: a count, which does not move with the machine's load.
 """
 
 from __future__ import annotations
@@ -101,6 +104,13 @@ def all_jobs(d: Daemon, repo: str) -> list[dict[str, Any]]:
     return out
 
 
+def store_transactions(d: Daemon) -> dict[str, float]:
+    """The daemon's store transactions so far by kind (empty: a daemon without the series)."""
+    text = d.http.get("/metrics").text
+    found = re.findall(r'^dispatcher_store_transactions_total\{kind="(\w+)"\} (\S+)$', text, re.M)
+    return {kind: float(n) for kind, n in found}
+
+
 def ts(text: str | None) -> float | None:
     return datetime.fromisoformat(text).timestamp() if text else None
 
@@ -116,6 +126,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
     ).start()  # fmt: skip
     d.add_repo(repo, "tp")
     d.settle(timeout=30, min_pause=1.0)
+    trips0 = store_transactions(d)
     own0, kids0 = cpu_ticks(d.pid)
     t0 = time.perf_counter()
     with ThreadPoolExecutor(SUBMITTERS) as pool:  # queued at once: several clients
@@ -124,6 +135,7 @@ def run(ctx: Ctx) -> dict[str, Any]:
     d.wait_all_done(timeout=max(120.0, n * 0.5))
     elapsed = time.perf_counter() - t0
     own1, kids1 = cpu_ticks(d.pid)
+    trips1 = store_transactions(d)
     jobs = all_jobs(d, "tp")
     d.stop()
     plain.append(plain_batch(ctx, repo, n_plain - n_plain // 2, "b"))
@@ -162,6 +174,9 @@ def run(ctx: Ctx) -> dict[str, Any]:
         "jobs_per_s_by_fifth": fifths,
         "daemon_cpu_ms_per_job": round((own1 - own0) * 1000 / TICK / n, 1),
         "children_cpu_ms_per_job": round((kids1 - kids0) * 1000 / TICK / n, 1),
+        "store_transactions_per_job": {
+            kind: round((trips1[kind] - trips0.get(kind, 0.0)) / n, 2) for kind in trips1
+        },
         "created_to_started_p50_ms": round(statistics.median(start_lag) * 1000, 1)
         if start_lag
         else None,
@@ -189,6 +204,8 @@ def table(r: dict[str, Any]) -> list[str]:
         *(f"failed: {n} x {e}" for e, n in r["errors"].items()),
         f"CPU per job: daemon process {r['daemon_cpu_ms_per_job']} ms, its git+agent children "
         f"{r['children_cpu_ms_per_job']} ms",
+        f"store transactions per job (its waits for the jobs included): "
+        f"{r['store_transactions_per_job'] or 'not counted by this daemon'}",
         f"jobs/s in each fifth of the run (by finish time): {r['jobs_per_s_by_fifth']}",
         f"per job (daemon's timestamps, p50): created->started "
         f"{r['created_to_started_p50_ms']} ms (queue + prepare), started->finished "

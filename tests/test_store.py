@@ -105,6 +105,14 @@ def ids(claimed: list[Claimed]) -> list[int]:
     return [c.job_id for c in claimed]
 
 
+def pairs(claimed: list[Claimed]) -> list[tuple[int, int]]:
+    """(job id, repo id) of each claimed job, checking the rows are the claimed ones."""
+    for c in claimed:
+        assert c.job.state is S.PREPARING and c.job.claimed_at is not None
+        assert c.repo.id == c.job.repo_id
+    return [(c.job_id, c.repo_id) for c in claimed]
+
+
 # ---------------------------------------------------------------- migrations
 
 
@@ -204,6 +212,50 @@ def test_add_job_names_its_branch_from_its_id(store: Store) -> None:
 # ---------------------------------------------------------------- claim
 
 
+def test_repo_reads_come_from_a_cache_that_every_repo_write_drops(store: Store) -> None:
+    a = add_repo(store, "alpha")
+    assert [r.name for r in store.repos()] == ["alpha"]
+    reads = store.transactions.reads
+    assert store.repo(a).name == store.repo_by_name("alpha").name == "alpha"
+    assert store.transactions.reads == reads  # cached: no round trip
+    b = add_repo(store, "beta")
+    assert store.repo_by_name("beta").id == b
+    store.update_repo(a, max_parallel=5)
+    assert store.repo(a).max_parallel == 5
+    store.remove_repo(b)
+    with pytest.raises(NotFound, match="no repo named 'beta'"):
+        store.repo_by_name("beta")
+    with pytest.raises(NotFound, match=f"no repo with id {b}"):
+        store.repo(b)
+    assert [r.name for r in store.repos()] == ["alpha"]
+
+
+def test_a_claim_pass_says_whether_queued_jobs_were_left(store: Store) -> None:
+    a = add_repo(store, "alpha", max_parallel=1)
+    job_ids = add_jobs(store, a, 2)
+    taken = store.claim_pass(max_parallel=BIG, per_repo_default=BIG)
+    assert ids(taken.claimed) == job_ids[:1] and taken.waiting  # the repo's slot is full
+    store.move(job_ids[0], S.PREPARING, S.FAILED)
+    taken = store.claim_pass(max_parallel=BIG, per_repo_default=BIG)
+    assert ids(taken.claimed) == job_ids[1:] and not taken.waiting  # nothing queued
+    add_jobs(store, a, 1)
+    taken = store.claim_pass(max_parallel=BIG, per_repo_default=BIG, limit=1)
+    assert taken.claimed == [] and taken.waiting  # the repo is busy: a slot may free
+
+
+def test_a_job_waiting_for_its_busy_group_is_left_waiting(store: Store) -> None:
+    b = add_repo(store, "beta")
+    grouped = []
+    for _ in range(2):
+        row = new_job(b)
+        row.concurrency_group = "g"
+        made = store.add_job(row, branch_for=branch_for)
+        assert made.id is not None
+        grouped.append(made.id)
+    taken = store.claim_pass(max_parallel=BIG, per_repo_default=BIG)
+    assert ids(taken.claimed) == grouped[:1] and taken.waiting  # the other waits for "g"
+
+
 def test_claim_is_fifo_within_the_global_limit(store: Store) -> None:
     repo_id = add_repo(store, "alpha")
     job_ids = add_jobs(store, repo_id, 5)
@@ -222,7 +274,7 @@ def test_claim_is_fifo_across_repos(store: Store) -> None:
     b = add_repo(store, "beta")
     order = [add_job(store, repo) for repo in (b, a, b, a, a)]
     claimed = store.claim(max_parallel=3, per_repo_default=BIG)
-    assert claimed == [Claimed(order[0], b), Claimed(order[1], a), Claimed(order[2], b)]
+    assert pairs(claimed) == [(order[0], b), (order[1], a), (order[2], b)]
 
 
 def test_claim_respects_the_limit_argument(store: Store) -> None:
@@ -238,11 +290,11 @@ def test_saturated_repo_does_not_block_other_repos(store: Store) -> None:
     b_jobs = add_jobs(store, b, 2)
 
     claimed = store.claim(max_parallel=10, per_repo_default=1)
-    assert claimed == [Claimed(a_jobs[0], a), Claimed(b_jobs[0], b)]
+    assert pairs(claimed) == [(a_jobs[0], a), (b_jobs[0], b)]
     assert store.claim(max_parallel=10, per_repo_default=1) == []
 
     store.move(b_jobs[0], S.PREPARING, S.FAILED)
-    assert store.claim(max_parallel=10, per_repo_default=1) == [Claimed(b_jobs[1], b)]
+    assert pairs(store.claim(max_parallel=10, per_repo_default=1)) == [(b_jobs[1], b)]
 
 
 def test_long_backlog_of_a_saturated_repo_does_not_block_other_repos(store: Store) -> None:
@@ -251,7 +303,7 @@ def test_long_backlog_of_a_saturated_repo_does_not_block_other_repos(store: Stor
     a_jobs = add_jobs(store, a, 70)
     b_job = add_job(store, b)
     claimed = store.claim(max_parallel=10, per_repo_default=1)
-    assert claimed == [Claimed(a_jobs[0], a), Claimed(b_job, b)]
+    assert pairs(claimed) == [(a_jobs[0], a), (b_job, b)]
 
 
 def test_running_jobs_count_against_the_limits(store: Store) -> None:

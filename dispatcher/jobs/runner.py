@@ -57,7 +57,7 @@ from dispatcher.jobs.workers import Workers
 from dispatcher.jobs.workspace import Workspace
 from dispatcher.lifecycle import JobState
 from dispatcher.process import proc, sandbox
-from dispatcher.store.database import Store
+from dispatcher.store.database import Claimed, Store
 from dispatcher.store.models import Job, Repo, utcnow
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,13 @@ class Runner:
         # The jobs the runner holds (a slot each), each with an event set when it lets go.
         self._active: dict[int, threading.Event] = {}
         self._repos: dict[int, str] = {}  # the repo of each watched agent's job, for logs
+        self._rows: dict[int, Job] = {}  # each watched agent's job, as recorded running
+        # Jobs a cancel was asked for while the runner held them: their rows are read
+        # again at the end (cancel_requested), the others' are not.
+        self._cancels: set[int] = set()
+        # Set by wake(): something new may be claimable (a job queued, a repo changed),
+        # unlike a freed slot, which matters only when the last claim left jobs queued.
+        self._news = threading.Event()
         self._current = threading.local()  # the job a worker thread is busy with
         self._workers = Workers(settings.max_parallel, "job")
         self._watcher = Watcher(self._exited, self._timed_out)
@@ -135,12 +142,16 @@ class Runner:
         self.cgroups.release()
 
     def wake(self) -> None:
+        """Something new may be claimable: a job was queued (or a repo changed)."""
+        self._news.set()
         self._wake.set()
 
     def cancel(self, job_id: int) -> None:
         """Kill the job's agent tree if it runs here (the supervisor records ``canceled``)."""
         with self._lock:
             child = self._children.get(job_id)
+            if job_id in self._active:  # (before it is held, the prepare sees the cancel)
+                self._cancels.add(job_id)  # dropped when the runner lets go of the job
         if child is not None:
             self._kill_in_background(child)
 
@@ -170,27 +181,35 @@ class Runner:
     # ------------------------------------------------------------ loop
 
     def _claim_loop(self) -> None:
+        """Claim when a claim may find something: after :meth:`wake` (a job queued), a
+        freed slot while jobs were left queued, and a second after the last claim at the
+        latest (re-queued jobs' backoffs end; anything else missed). No query while
+        every slot is busy, nor when a job ends with nothing queued."""
+        due, waiting, last = True, True, 0.0
         while not self._stopping.is_set():
             with self._lock:
-                full = len(self._active) >= self.settings.max_parallel
-            if full:  # every slot is ours and busy: no query until one frees (it wakes us)
-                self._wake.wait(1.0)
-                self._wake.clear()
-                continue
-            try:
-                claimed = self.store.claim(
-                    max_parallel=self.settings.max_parallel,
-                    per_repo_default=self.settings.max_parallel_per_repo,
-                )
-            except Exception:
-                log.exception("claiming jobs failed")
-                claimed = []
-            for c in claimed:
-                self._hold(c.job_id)
-                self._on_worker(c.job_id, self._run, c.job_id)
-            if not claimed:
-                self._wake.wait(1.0)
-                self._wake.clear()
+                free = self.settings.max_parallel - len(self._active)
+            if free > 0 and (due or time.monotonic() - last >= 1.0):
+                self._news.clear()
+                last = time.monotonic()
+                try:
+                    taken = self.store.claim_pass(
+                        max_parallel=self.settings.max_parallel,
+                        per_repo_default=self.settings.max_parallel_per_repo,
+                        limit=free,
+                    )
+                    claimed, waiting = taken.claimed, taken.waiting
+                except Exception:
+                    log.exception("claiming jobs failed")
+                    claimed, waiting = [], True
+                for c in claimed:
+                    self._hold(c.job_id)
+                    self._on_worker(c.job_id, self._run, c)
+                if len(claimed) == free:  # took all it could: claim again once a slot frees
+                    continue
+            woken = self._wake.wait(1.0)
+            self._wake.clear()
+            due = not woken or self._news.is_set() or waiting
 
     def _hold(self, job_id: int) -> None:
         """The job is the runner's (a slot) until :meth:`_let_go`."""
@@ -224,6 +243,8 @@ class Runner:
             done = self._active.pop(job_id, None)
             self._children.pop(job_id, None)
             self._repos.pop(job_id, None)
+            self._rows.pop(job_id, None)
+            self._cancels.discard(job_id)
         if done is not None:
             done.set()
         self._wake.set()
@@ -246,10 +267,10 @@ class Runner:
         """Append a daemon line to the job's log (see :func:`note_job`)."""
         note_job(self.settings, job_id, text)
 
-    def _run(self, job_id: int) -> bool:
+    def _run(self, claimed: Claimed) -> bool:
         """A claimed job's start: prepare, spawn and record, then watch (True: the agent
         runs and is watched; the rest of its life is :meth:`_after_exit`)."""
-        attempt = self._attempt(job_id)
+        attempt = self._attempt(claimed.job, claimed.repo)
         try:
             launch = self._prepare(attempt)
             if launch is None:  # canceled before the agent started
@@ -262,10 +283,11 @@ class Runner:
         self._watch(job, child, attempt.repo.name)
         return True
 
-    def _attempt(self, job_id: int) -> _Attempt:
-        """The claimed job, its repo, and where its worktree goes (no I/O but reads)."""
-        job = self.store.job(job_id)
-        repo = self.store.repo(job.repo_id)
+    def _attempt(self, job: Job, repo: Repo) -> _Attempt:
+        """The claimed job (its row as claimed), its repo, and where its worktree goes
+        (no I/O)."""
+        assert job.id is not None
+        job_id = job.id
         logctx.bind(repo=repo.name)
         continuing = job.followup_of is not None  # a follow-up runs in its parent's worktree
         worktree = Path(job.worktree) if continuing and job.worktree else None
@@ -494,6 +516,7 @@ class Runner:
         assert job.id is not None
         with self._lock:
             self._repos[job.id] = repo
+            self._rows[job.id] = job
         started = job.started_at or utcnow()
         left = job.timeout_s - (utcnow() - started).total_seconds()
         grace = self.settings.kill_grace_seconds
@@ -526,17 +549,23 @@ class Runner:
         code = proc.wait(child, timeout=0)  # None: it would not end, even killed
         grace = self.settings.kill_grace_seconds
         proc.kill_tree(child.pid, None, grace=grace, cgroup=child.cgroup)
-        job = self.store.job(job_id)
+        with self._lock:
+            row = self._rows.get(job_id)
+            asked = job_id in self._cancels
+        # The row as recorded ``running`` holds all the end needs, but a cancel asked since.
+        job = self.store.job(job_id) if asked or row is None else row
         self.cgroups.end(job)  # and nothing that left its session (setsid)
         with self._lock:
             self._children.pop(job_id, None)
-        self._finish(job_id, code, timed_out=timed_out)
+        self._finish(job, code, timed_out=timed_out)
         return False
 
-    def _finish(self, job_id: int, code: int | None, *, timed_out: bool, lost: str = "") -> None:
+    def _finish(self, job: Job, code: int | None, *, timed_out: bool, lost: str = "") -> None:
         """Record how the job's agent ended (rq's ``handle_job_success``/``_failure``): its
-        leftovers committed, its branch measured, its report, and the state it ends in."""
-        job = self.store.job(job_id)
+        leftovers committed, its branch measured, its report, and the state it ends in.
+        ``job``: its row as last read (the move at the end reads it afresh)."""
+        assert job.id is not None
+        job_id = job.id
         fields: dict[str, object] = {"finished_at": utcnow(), "pid": None}
         fields.update(
             exit_code=code if code is None or code >= 0 else None, signal=proc.signal_of(code)
@@ -617,7 +646,7 @@ class Runner:
             self.note(
                 job.id, f"daemon restarted: agent had ended with {proc.describe_status(code)}"
             )
-            self._finish(job.id, code, timed_out=False)
+            self._finish(job, code, timed_out=False)
             return
         lost = (
             "the agent was lost: it was not running after a daemon restart and left no exit status"
@@ -627,4 +656,4 @@ class Runner:
             recovery.requeue(self.settings, self.store, job, repo, lost)
             self.wake()
         else:
-            self._finish(job.id, None, timed_out=False, lost=lost)
+            self._finish(job, None, timed_out=False, lost=lost)

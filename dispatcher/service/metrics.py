@@ -113,6 +113,15 @@ class StoreCollector(Collector):
         for repo in repos:
             idle.add_metric([repo], len(self.pool.idle(repo)) if self.pool is not None else 0)
         yield idle
+        trips = CounterMetricFamily(
+            "dispatcher_store_transactions",
+            "Store transactions (one session each) by kind (read, write); since the daemon started",
+            labels=["kind"],
+        )
+        done = self.store.transactions
+        trips.add_metric(["read"], done.reads)
+        trips.add_metric(["write"], done.writes)
+        yield trips
 
     def _jobs(self, repos: Iterable[str]) -> Iterator[Metric]:
         counts = stats.job_states(self.store)

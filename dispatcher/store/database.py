@@ -16,6 +16,7 @@ migrations shipped inside the package.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -174,8 +175,49 @@ def _record_key(s: Session, idem: IdempotencyKey | None, kind: str, resource_id:
 
 @dataclass(frozen=True)
 class Claimed:
-    job_id: int
-    repo_id: int
+    """A job just claimed: its row as moved to ``preparing``, and its repo's."""
+
+    job: Job
+    repo: Repo
+
+    @property
+    def job_id(self) -> int:
+        assert self.job.id is not None
+        return self.job.id
+
+    @property
+    def repo_id(self) -> int:
+        return self.job.repo_id
+
+
+@dataclass(frozen=True)
+class ClaimPass:
+    """What one claim took, and whether queued jobs were left (that a slot freed
+    later, a group's job ending or time passing may let run)."""
+
+    claimed: list[Claimed]
+    waiting: bool
+
+
+class Transactions:
+    """How many read and write transactions a :class:`Store` has run (one session
+    each): the round trips per job that tests bound and ``/metrics`` shows."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reads = 0
+        self.writes = 0
+
+    def count(self, *, write: bool) -> None:
+        with self._lock:
+            if write:
+                self.writes += 1
+            else:
+                self.reads += 1
+
+    def total(self) -> int:
+        with self._lock:
+            return self.reads + self.writes
 
 
 class Store:
@@ -185,6 +227,12 @@ class Store:
         self.url = url
         self._read = _make_engine(url, immediate=False)
         self._write = _make_engine(url, immediate=True)
+        self.transactions = Transactions()
+        # Every repo row, read once and kept until this store writes a repo (the
+        # daemon is the only writer: see docs/design.md, "The store's round trips").
+        self._repos_lock = threading.Lock()
+        self._repos: list[Repo] | None = None
+        self._repos_generation = 0
 
     def close(self) -> None:
         self._read.dispose()
@@ -192,20 +240,48 @@ class Store:
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
+        self.transactions.count(write=False)
         with Session(self._read, expire_on_commit=False) as session:
             yield session
 
     @contextmanager
     def writing(self) -> Iterator[Session]:
         """One ``BEGIN IMMEDIATE`` transaction, committed on success."""
+        self.transactions.count(write=True)
         with Session(self._write, expire_on_commit=False) as session, session.begin():
             yield session
 
     # ------------------------------------------------------------ repos
 
+    @contextmanager
+    def _writing_repos(self) -> Iterator[Session]:
+        """A write that may change repo rows: the cached rows are dropped once it has
+        committed (or failed), so that no read can cache the rows from before it."""
+        try:
+            with self.writing() as s:
+                yield s
+        finally:
+            with self._repos_lock:
+                self._repos = None
+                self._repos_generation += 1
+
+    def _repo_rows(self) -> list[Repo]:
+        """Every repo, by name: the cached rows (read-only: shared by every caller), or
+        one read that fills the cache unless a repo write ran meanwhile."""
+        with self._repos_lock:
+            cached, generation = self._repos, self._repos_generation
+        if cached is not None:
+            return cached
+        with self.reading() as s:
+            rows = list(s.exec(select(Repo).order_by(col(Repo.name))).all())
+        with self._repos_lock:
+            if self._repos_generation == generation:
+                self._repos = rows
+        return rows
+
     def add_repo(self, repo: Repo, *, idem: IdempotencyKey | None = None) -> Repo:
         """Insert ``repo`` (with ``idem``'s row, in one transaction: see :class:`AlreadyMade`)."""
-        with self.writing() as s:
+        with self._writing_repos() as s:
             _check_key(s, idem, "repo")
             s.add(repo)
             s.flush()
@@ -215,11 +291,10 @@ class Store:
             return repo
 
     def repo_by_name(self, name: str) -> Repo:
-        with self.reading() as s:
-            repo = s.exec(select(Repo).where(Repo.name == name)).first()
-        if repo is None:
-            raise NotFound(f"no repo named {name!r}; see `dispatcher repo list`")
-        return repo
+        for repo in self._repo_rows():
+            if repo.name == name:
+                return repo
+        raise NotFound(f"no repo named {name!r}; see `dispatcher repo list`")
 
     def find_repo(self, *, name: str | None = None, path: str | None = None) -> Repo | None:
         with self.reading() as s:
@@ -228,12 +303,14 @@ class Store:
             return s.exec(q).first()
 
     def repo(self, repo_id: int) -> Repo:
-        with self.reading() as s:
-            return _get(s, Repo, repo_id)
+        for repo in self._repo_rows():
+            if repo.id == repo_id:
+                return repo
+        raise NotFound(f"no repo with id {repo_id}")
 
     def repos(self) -> list[Repo]:
-        with self.reading() as s:
-            return list(s.exec(select(Repo).order_by(col(Repo.name))).all())
+        """Every repo, by name (from the cache: treat the rows as read-only)."""
+        return list(self._repo_rows())
 
     def repo_names(self, ids: Sequence[int]) -> dict[int, str]:
         if not ids:
@@ -251,7 +328,7 @@ class Store:
         submitted meanwhile) with the repo and its jobs; if it raises, nothing
         is deleted.
         """
-        with self.writing() as s:
+        with self._writing_repos() as s:
             active = s.exec(
                 select(func.count())
                 .select_from(Job)
@@ -441,7 +518,17 @@ class Store:
     def claim(
         self, *, max_parallel: int, per_repo_default: int, limit: int | None = None
     ) -> list[Claimed]:
-        """Move the oldest queued jobs to ``preparing`` within the parallelism limits.
+        """The jobs :meth:`claim_pass` claims."""
+        return self.claim_pass(
+            max_parallel=max_parallel, per_repo_default=per_repo_default, limit=limit
+        ).claimed
+
+    def claim_pass(
+        self, *, max_parallel: int, per_repo_default: int, limit: int | None = None
+    ) -> ClaimPass:
+        """Move the oldest queued jobs to ``preparing`` within the parallelism limits,
+        and return them (their rows as moved, read in the same transaction, and their
+        repos': the runner reads neither again), and whether queued jobs were left.
 
         One ``BEGIN IMMEDIATE`` transaction: no two claimers can take the same
         job. FIFO across the whole queue; a repo at its limit is skipped, so a
@@ -453,49 +540,48 @@ class Store:
         compare-and-set on ``queued`` like :meth:`move`'s, for all of them at once.
         """
         now = utcnow()
+        repos = {r.id: r for r in self._repo_rows() if r.id is not None}
         with self.writing() as s:
-            busy_states = [JobState.PREPARING, JobState.RUNNING]
-            rows = s.exec(
-                select(Job.repo_id, func.count())
-                .where(col(Job.state).in_(busy_states))
-                .group_by(col(Job.repo_id))
-            ).all()
-            busy: dict[int, int] = {rid: n for rid, n in rows}
+            # Busy jobs per repo and concurrency group (None: no group), in one query.
+            busy: dict[int, int] = {}
+            # A concurrency group runs one job at a time: queued jobs of a busy
+            # group wait, without holding up anything else.
+            busy_groups: set[tuple[int, str]] = set()
+            for rid, group, n in s.exec(
+                select(Job.repo_id, Job.concurrency_group, func.count())
+                .where(col(Job.state).in_([JobState.PREPARING, JobState.RUNNING]))
+                .group_by(col(Job.repo_id), col(Job.concurrency_group))
+            ).all():
+                busy[rid] = busy.get(rid, 0) + n
+                if group is not None:
+                    busy_groups.add((rid, group))
             free = max_parallel - sum(busy.values())
             if limit is not None:
                 free = min(free, limit)
             if free <= 0:
-                return []
+                return ClaimPass([], waiting=True)
             # The repo's own setting, else its trigger file's max-parallel, else the default.
-            limits = {
-                rid: (mp or file_mp or per_repo_default)
-                for rid, mp, file_mp in s.exec(
-                    select(Repo.id, Repo.max_parallel, Repo.triggers_max_parallel)
-                ).all()
-                if rid is not None
+            slots = {
+                rid: (r.max_parallel or r.triggers_max_parallel or per_repo_default)
+                - busy.get(rid, 0)
+                for rid, r in repos.items()
             }
-            slots = {rid: limit - busy.get(rid, 0) for rid, limit in limits.items()}
             open_repos = [rid for rid, n in slots.items() if n > 0]
             if not open_repos:
-                return []
-            # A concurrency group runs one job at a time: queued jobs of a busy
-            # group wait, without holding up anything else.
-            busy_groups = set(
-                s.exec(
-                    select(Job.repo_id, Job.concurrency_group).where(
-                        col(Job.state).in_(busy_states), col(Job.concurrency_group).is_not(None)
-                    )
-                ).all()
-            )
+                return ClaimPass([], waiting=True)
             # Each open repo's oldest queued jobs, up to its free slots: an index range
             # scan per repo (state, repo_id, id), never a pass over the whole queue.
             queued_repos = s.exec(
-                select(Job.repo_id)
-                .where(col(Job.state) == JobState.QUEUED, col(Job.repo_id).in_(open_repos))
-                .distinct()
+                select(Job.repo_id).where(col(Job.state) == JobState.QUEUED).distinct()
             ).all()
+            # Queued jobs left after this claim (a freed slot may let them run): in a
+            # repo at its limit, beyond what was fetched, or in a busy group. (A backoff
+            # ends with time: the runner claims at least once a second.)
+            waiting = any(slots.get(rid, 0) <= 0 for rid in queued_repos)
             candidates: list[tuple[int, int, str | None]] = []
             for rid in queued_repos:
+                if slots.get(rid, 0) <= 0:
+                    continue
                 where = [
                     col(Job.state) == JobState.QUEUED,
                     col(Job.repo_id) == rid,
@@ -504,42 +590,55 @@ class Store:
                 ]
                 groups = [group for r, group in busy_groups if r == rid]
                 if groups:
+                    waiting = True
                     where.append(
                         sa.or_(
                             col(Job.concurrency_group).is_(None),
                             col(Job.concurrency_group).not_in(groups),
                         )
                     )
+                fetch = min(slots[rid], free)
                 found = s.exec(
                     select(Job.id, Job.repo_id, Job.concurrency_group)
                     .where(*where)
                     .order_by(col(Job.id))
-                    .limit(min(slots[rid], free))
+                    .limit(fetch + 1)  # one more: are there more than it may take?
                 ).all()
-                candidates += [(jid, r, g) for jid, r, g in found if jid is not None]
+                waiting = waiting or len(found) > fetch
+                candidates += [(jid, r, g) for jid, r, g in found[:fetch] if jid is not None]
             candidates.sort()  # FIFO across repos
-            claimed: list[Claimed] = []
+            chosen: list[int] = []
             for job_id, repo_id, group in candidates:
                 if free <= 0:
+                    waiting = True
                     break
                 if slots[repo_id] <= 0 or (group is not None and (repo_id, group) in busy_groups):
+                    waiting = True
                     continue
                 if group is not None:
                     busy_groups.add((repo_id, group))
                 slots[repo_id] -= 1
                 free -= 1
-                claimed.append(Claimed(job_id, repo_id))
-            if claimed:
+                chosen.append(job_id)
+            claimed: list[Claimed] = []
+            if chosen:
                 # The same check as move()'s, for many jobs in one statement: the table
                 # allows the move, and the WHERE on the state is the compare-and-set.
                 target = transition(JobState.QUEUED, JobState.PREPARING)
                 s.exec(
                     sa.update(Job)
-                    .where(col(Job.id).in_([c.job_id for c in claimed]))
-                    .where(col(Job.state) == JobState.QUEUED)
+                    .where(col(Job.id).in_(chosen), col(Job.state) == JobState.QUEUED)
                     .values(state=target, claimed_at=now)
+                    .execution_options(synchronize_session=False)
                 )
-            return claimed
+                # The rows as moved (cheaper than the ORM's UPDATE ... RETURNING, measured).
+                moved = s.exec(
+                    select(Job).where(col(Job.id).in_(chosen), col(Job.state) == target)
+                ).all()
+                claimed = sorted(
+                    (Claimed(job, repos[job.repo_id]) for job in moved), key=lambda c: c.job_id
+                )
+            return ClaimPass(claimed, waiting=waiting)
 
     # ------------------------------------------------------------ environments, budgets
 
@@ -650,7 +749,7 @@ class Store:
     # ------------------------------------------------------------ repos (triggers)
 
     def update_repo(self, repo_id: int, **fields: Any) -> Repo:
-        with self.writing() as s:
+        with self._writing_repos() as s:
             return _save(s, _get(s, Repo, repo_id), fields)
 
     def repos_by_forge_name(self, forge_name: str) -> list[Repo]:

@@ -126,6 +126,10 @@ def test_metrics_match_the_jobs_events_and_deliveries(
         assert summed(m, "dispatcher_job_duration_seconds_sum") == pytest.approx(runs, abs=0.05)
         assert of(m, "dispatcher_spawn_latency_seconds_count", repo=a) == 3
         assert of(m, "dispatcher_spawn_latency_seconds_count", repo=b) == 2
+        # The store's transactions: each job that ran wrote at least its insert, its
+        # preparing write, ``running`` and its end.
+        writes = of(m, "dispatcher_store_transactions_total", kind="write")
+        assert writes is not None and writes >= 4 * len(jobs)
         # Cost: what the agents reported, per repo and agent (the command reported none).
         cost = "dispatcher_agent_cost_usd_total"
         for repo in (a, b):

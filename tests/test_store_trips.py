@@ -1,0 +1,110 @@
+"""Store round trips per job: trivial jobs through the real service and runner (a real
+git repo, real ``true`` agents, a real SQLite file), counting the store's transactions
+(:class:`~dispatcher.store.database.Transactions`) from the first submit to the last
+job let go. A change that adds reads or writes back to the job path fails here."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from dispatcher.config import Settings
+from dispatcher.jobs.pool import WorktreePool
+from dispatcher.jobs.runner import Runner
+from dispatcher.lifecycle import JobState
+from dispatcher.service import Service
+from dispatcher.store.database import Store, migrate
+from dispatcher.store.models import JobCreate, Repo, RepoCreate
+from tests.gitutil import init_repo
+from tests.waiting import wait_until
+
+JOBS = 12
+# Per trivial job, submit to finish: the insert, the port and worktree write, the move
+# to ``running``, the end, and about one claim (measured 4.9-5.1; 14.1-14.4 before
+# issue 18's cuts, about 7.5 of them reads). The slack is the claim loop's wake-ups, which
+# depend on timing. Reads: none on the job path (repos come from the store's cache).
+MAX_PER_JOB = 6.5
+MAX_READS_PER_JOB = 0.5
+
+
+@dataclass
+class World:
+    service: Service
+    store: Store
+    pool: WorktreePool
+    ended: set[int]
+    lock: threading.Lock
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    settings = Settings(
+        state_dir=tmp_path / "state", max_parallel=4, max_parallel_per_repo=4, watch_files=False
+    )
+    settings.ensure_dirs()
+    migrate(settings.db_url)
+    store = Store(settings.db_url)
+    pool = WorktreePool(settings, store.repos, lambda repo: [])
+    runner = Runner(settings, store, pool)
+    service = Service(settings, store, runner, pool=pool)
+    ended: set[int] = set()
+    lock = threading.Lock()
+
+    def job_ended(job_id: int) -> None:
+        with lock:
+            ended.add(job_id)
+
+    runner.on_finished = job_ended
+    service.repos.add(RepoCreate(path=str(init_repo(tmp_path / "app")), name="app"))
+    pool.start()
+    runner.start()
+    try:
+        yield World(service, store, pool, ended, lock)
+    finally:
+        runner.stop()
+        pool.stop()
+        service.intake.close()
+        store.close()
+
+
+def run_jobs(w: World, n: int) -> list[int]:
+    ids = []
+    for i in range(n):
+        job = w.service.jobs.submit(JobCreate(repo="app", prompt=f"t{i}", command=["true"]))
+        ids.append(job.id)
+
+    def all_ended() -> bool:
+        with w.lock:
+            return w.ended.issuperset(ids)
+
+    wait_until(all_ended, f"{n} jobs to end", timeout=60)
+    return ids
+
+
+def test_a_trivial_job_costs_a_bounded_number_of_store_transactions(world: World) -> None:
+    w = world
+    run_jobs(w, 1)  # warm: the pool's first trees, the claim loop's first pass
+    wait_until(lambda: w.pool.idle("app"), "a warm tree in the pool")
+    before, reads = w.store.transactions.total(), w.store.transactions.reads
+    ids = run_jobs(w, JOBS)
+    spent = w.store.transactions.total() - before
+    read = w.store.transactions.reads - reads
+    assert all(w.store.job(i).state is JobState.SUCCEEDED for i in ids)
+    assert spent / JOBS <= MAX_PER_JOB, f"{spent / JOBS:.1f} store transactions per job"
+    assert read / JOBS <= MAX_READS_PER_JOB, f"{read / JOBS:.1f} store reads per job"
+
+
+def test_the_count_is_of_sessions_read_and_written(tmp_path: Path) -> None:
+    """The counter counts what it claims: a read is one, a write is one."""
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    migrate(url)
+    st = Store(url)
+    reads, writes = st.transactions.reads, st.transactions.writes
+    st.repos()
+    st.add_repo(Repo(name="other", path="/srv/other", default_branch="main"))
+    assert (st.transactions.reads - reads, st.transactions.writes - writes) == (1, 1)
+    st.close()
