@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Generic, TypeVar
 
-from triggers.refs import is_job_branch
+from triggers.refs import JOB_BRANCH_PREFIX, is_job_branch
 from triggers.watches import Watches, open_watches
 
 logger = logging.getLogger(__name__)
@@ -414,8 +414,15 @@ class _RefsSink:
         self._repo = repo
 
     def __call__(self, paths: list[str], is_directory: bool) -> None:
-        if any(_is_ref_path(_relative(p, self._repo.git_dir)) for p in paths):
+        rels = [_relative(p, self._repo.git_dir) for p in paths]
+        if any(_is_ref_path(rel) and not (is_directory and _is_job_dir(rel)) for rel in rels):
             self._watcher._touch_refs(self._repo)
+
+
+def _is_job_dir(rel: PurePath | None) -> bool:
+    """The directory that holds the job branches (made and removed by git as the first
+    one comes and the last one goes): no branch of the user's moves with it."""
+    return rel is not None and rel.as_posix() + "/" == JOB_BRANCH_PREFIX
 
 
 def _is_ref_path(rel: PurePath | None) -> bool:
