@@ -94,3 +94,14 @@ def test_an_adopted_pid_that_is_gone_or_recycled_has_ended(
     child = start(children, "sleep", "300", adopted=True)
     w.watch(9, proc.Spawned(child.pid, child.start_time + 1, child.exit_file, None), 300, 10)
     assert calls.next() == ("exit", 9, False)
+
+
+def test_a_deadline_weeks_away_does_not_stop_the_watcher(
+    watched: tuple[Watcher, Calls, list[subprocess.Popen[bytes]]],
+) -> None:
+    """epoll refuses a wait past INT_MAX ms (about 24.8 days): the watcher must not die
+    of a long timeout, or every agent after it would go unwatched."""
+    w, calls, children = watched
+    w.watch(1, start(children, "sleep", "300", adopted=False), 30 * 24 * 3600.0, 10)
+    w.watch(2, start(children, "true", adopted=False), 30 * 24 * 3600.0, 10)
+    assert calls.next() == ("exit", 2, False)

@@ -34,6 +34,7 @@ exactly once). Each agent runs in a cgroup of its own where the machine allows
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import threading
@@ -163,7 +164,8 @@ class Runner:
 
         def kill() -> None:
             if note is not None:
-                note()
+                with contextlib.suppress(Exception):  # the kill comes whatever the note does
+                    note()
             proc.kill_tree(
                 child.pid, child.start_time, grace=self.settings.kill_grace_seconds,
                 cgroup=child.cgroup,
@@ -530,9 +532,13 @@ class Runner:
         if child is None:
             return
 
-        def note() -> None:
-            timeout_s = self.store.job(job_id).timeout_s
-            self.note(job_id, f"timed out after {timeout_s:g}s: killing the process tree")
+        with self._lock:
+            row = self._rows.get(job_id)
+        timeout_s = row.timeout_s if row is not None else None
+
+        def note() -> None:  # no store read here: a failed read must not skip the kill
+            after = f" after {timeout_s:g}s" if timeout_s is not None else ""
+            self.note(job_id, f"timed out{after}: killing the process tree")
 
         self._kill_in_background(child, note)
 

@@ -29,6 +29,7 @@ from dispatcher.process import proc
 log = logging.getLogger(__name__)
 
 # How often agents without a pidfd are looked at (an old kernel).
+MAX_WAIT_S = 3600.0  # the longest one select waits; deadlines further away come round again
 POLL_S = 0.05
 
 
@@ -97,10 +98,11 @@ class Watcher:
             sel.register(self._wake_r, selectors.EVENT_READ, None)
             try:
                 while not self._stopping.is_set():
-                    self._step(sel)
-            except Exception:  # never silently: the runner's jobs would hang
-                log.exception("the agent watcher crashed")
-                raise
+                    try:
+                        self._step(sel)
+                    except Exception:  # never the watcher's end: the runner's jobs would hang
+                        log.exception("the agent watcher's step failed; going on")
+                        self._stopping.wait(POLL_S)  # not a busy loop if it fails again
             finally:
                 for w in self._watched.values():
                     self._close(sel, w)
@@ -119,7 +121,8 @@ class Watcher:
         timeout = min((w.deadline for w in self._watched.values()), default=now + 60) - now
         if any(w.pidfd is None for w in self._watched.values()):
             timeout = min(timeout, POLL_S)
-        for key, _ in sel.select(max(0.0, timeout)):
+        # Capped: epoll refuses a timeout past INT_MAX ms (a deadline 25 days away).
+        for key, _ in sel.select(min(max(0.0, timeout), MAX_WAIT_S)):
             if key.data is None:
                 with contextlib.suppress(BlockingIOError):
                     while os.read(self._wake_r, 512):

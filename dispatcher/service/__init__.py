@@ -68,6 +68,7 @@ class Service:
         self.jobs = Jobs(settings, store, supervisor, self.trigger_files, self.control)
         self.intake = Intake(settings, store, self.trigger_files, self.jobs)
         self.repos = Repos(settings, store, self.trigger_files, pool, self.disk_use)
+        self.repos.on_limits_changed = supervisor.wake  # a raised max-parallel claims now
         self.agents = Agents(settings, store, self.trigger_files)
         self.doctor = Doctor(settings, store, self.trigger_files, self.agents)
         self.outputs = Outputs(settings, store)

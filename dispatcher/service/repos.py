@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -56,6 +57,7 @@ class Repos:
     pool: WorktreePool | None
     disk_use: DiskUse
     listener: RepoListener | None = None  # set by the daemon, once the sources exist
+    on_limits_changed: Callable[[], None] | None = None  # the runner's wake (Service)
 
     def add(self, req: RepoCreate, *, idem: IdempotencyKey | None = None) -> RepoPublic:
         made = self.store.made_by(idem, "repo")
@@ -124,6 +126,8 @@ class Repos:
             log.info("repo %s: settings changed: %s", repo.name, fields)
         if "pool_size" in fields and self.pool is not None:
             self.pool.resize(repo)
+        if "max_parallel" in fields and self.on_limits_changed is not None:
+            self.on_limits_changed()  # queued jobs it now allows are claimed at once
         return self._one_public(repo)
 
     def all(self) -> list[RepoPublic]:
