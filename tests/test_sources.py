@@ -149,14 +149,19 @@ def test_a_trigger_file_change_adds_and_removes_schedules(
     assert sources.schedules.next_fire_time() is None
 
 
-def test_ref_scan_catches_up_once_and_ignores_job_branches(
-    world: tuple[Service, Sources, Store, Clock, Path],
-) -> None:
-    service, sources, store, _, repo = world
+def register_with_a_push_trigger(service: Service, repo: Path) -> None:
+    """``app`` registered with one trigger on every push."""
     push_yml = CRON_YML.replace('{schedule: [{cron: "0 * * * *"}]}', "{push: {branches: ['**']}}")
     push_yml = push_yml.replace("tick at ${{ event.fired_at }}", "push ${{ event.ref }}")
     commit_file(repo, ".dispatcher/triggers.yml", push_yml, "push trigger")
     service.repos.add(RepoCreate(path=str(repo), name="app"))
+
+
+def test_ref_scan_catches_up_once_and_ignores_job_branches(
+    world: tuple[Service, Sources, Store, Clock, Path],
+) -> None:
+    service, sources, store, _, repo = world
+    register_with_a_push_trigger(service, repo)
     assert sources.scan_refs("app") == []  # baseline taken at registration
     commit_file(repo, "a.txt", "a\n")
     commit_file(repo, "b.txt", "b\n")
@@ -172,10 +177,7 @@ def test_an_event_taken_up_by_the_start_up_pass_as_it_is_stored_is_decided_once(
     world: tuple[Service, Sources, Store, Clock, Path],
 ) -> None:
     service, sources, store, _, repo = world
-    push_yml = CRON_YML.replace('{schedule: [{cron: "0 * * * *"}]}', "{push: {branches: ['**']}}")
-    push_yml = push_yml.replace("tick at ${{ event.fired_at }}", "push ${{ event.ref }}")
-    commit_file(repo, ".dispatcher/triggers.yml", push_yml, "push trigger")
-    service.repos.add(RepoCreate(path=str(repo), name="app"))
+    register_with_a_push_trigger(service, repo)
     add_event = store.add_event
     resumed: list[int] = []
 
