@@ -222,3 +222,16 @@ def test_checkouts_queued_for_a_repo_unregistered_meanwhile_leave_no_tree(
         assert not list((settings.state_dir / "pool").glob("proj/idle-*"))
     finally:
         pool.stop()
+
+
+def test_a_repo_registered_after_one_was_forgotten_gets_its_pool_even_with_its_id(
+    env: Env, tmp_path: Path
+) -> None:
+    old = env.repo
+    env.store.remove_repo(old.id)  # type: ignore[arg-type]
+    env.pool.forget(old)
+    other = init_repo(tmp_path / "other", files={"README.md": "other\n"})
+    new = env.store.add_repo(Repo(name="other", path=str(other), default_branch="main"))
+    assert new.id == old.id  # SQLite gives the next row the freed id
+    env.pool.fill(new)
+    wait_until(lambda: len(env.pool.idle("other")) == 2, "the new repo's pool to fill")

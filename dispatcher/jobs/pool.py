@@ -90,7 +90,9 @@ class WorktreePool:
         # Idle trees the last daemon left, listed at start and not yet checked (see
         # start()); checked at the workers' lowest priority, or by the job taking one.
         self._unchecked: set[Path] = set()
-        self._forgotten: set[int | None] = set()  # ids of repos unregistered since start
+        # Repos unregistered since start, by _identity (SQLite may give a new repo a
+        # forgotten one's id: its registration time tells them apart).
+        self._forgotten: set[tuple[int | None, object]] = set()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -186,9 +188,9 @@ class WorktreePool:
         """``repo`` as registered now (its settings); None once it is gone (forgotten, or
         no longer registered): queued work for it then makes nothing and keeps nothing."""
         with self._lock:
-            if repo.id in self._forgotten:
+            if _identity(repo) in self._forgotten:
                 return None
-        return next((r for r in self._repos() if r.id == repo.id), None)
+        return next((r for r in self._repos() if _identity(r) == _identity(repo)), None)
 
     def idle(self, repo_name: str) -> list[Path]:
         with self._lock:
@@ -301,7 +303,7 @@ class WorktreePool:
             worktrees.move(repo_path, tree, ready)
             want = self.target(repo)
             with self._lock:
-                if repo.id in self._forgotten:  # unregistered while it was cleaned
+                if _identity(repo) in self._forgotten:  # unregistered while it was cleaned
                     displaced = ready
                 else:
                     idle = self._idle.setdefault(repo.name, [])
@@ -362,7 +364,7 @@ class WorktreePool:
         """``tree`` is ready: idle (first in line to be displaced, with ``first``), or
         removed if the repo was unregistered while it was being made or cleaned."""
         with self._lock:
-            if repo.id not in self._forgotten:
+            if _identity(repo) not in self._forgotten:
                 idle = self._idle.setdefault(repo.name, [])
                 idle.insert(0, tree) if first else idle.append(tree)
                 return
@@ -410,7 +412,7 @@ class WorktreePool:
         """The repo is unregistered: remove its trees (and, as each ends, those its queued
         work was making or cleaning)."""
         with self._lock:
-            self._forgotten.add(repo.id)
+            self._forgotten.add(_identity(repo))
             trees = self._idle.pop(repo.name, [])
             self._unchecked.difference_update(trees)
             self._starts.pop(repo.name, None)
@@ -480,3 +482,8 @@ class WorktreePool:
                 task()
             except Exception:
                 log.exception("pool task failed")
+
+
+def _identity(repo: Repo) -> tuple[int | None, object]:
+    """A registration of a repo: its id and when it was registered (ids can be reused)."""
+    return repo.id, repo.created_at
