@@ -150,9 +150,9 @@ class WorktreePool:
         """How many idle trees the repo's pool aims at now: the jobs that asked for a tree
         in the last ``pool_window_seconds``, between its size and its cap."""
         with self._lock:
-            return self.target_locked(repo)
+            return self._target_locked(repo)
 
-    def target_locked(self, repo: Repo) -> int:
+    def _target_locked(self, repo: Repo) -> int:
         """:meth:`target`, under the lock."""
         size = self.size_for(repo)
         if size <= 0:
@@ -282,7 +282,7 @@ class WorktreePool:
                 worktrees.remove(repo_path, path)
             return
         with self._lock:
-            self._busy[repo.name] = self._busy.get(repo.name, 0) + 1
+            _count(self._busy, repo.name, 1)
         self._submit(lambda: self._reuse_or_remove(repo, parked), _RELEASED)
 
     def _reuse_or_remove(self, repo: Repo, tree: Path) -> None:
@@ -317,7 +317,7 @@ class WorktreePool:
                 worktrees.remove(repo_path, tree)
         finally:
             with self._lock:
-                self._busy[repo.name] = max(0, self._busy.get(repo.name, 1) - 1)
+                _count(self._busy, repo.name, -1)
         if displaced is not None:
             self._delete_idle(repo, displaced)
         if failed:
@@ -337,7 +337,7 @@ class WorktreePool:
             missing = want - self._coming(repo.name)
             if missing <= 0:
                 return
-            self._making[repo.name] = self._making.get(repo.name, 0) + missing
+            _count(self._making, repo.name, missing)
         for _ in range(missing):
             self._submit(lambda: self._make(repo), _CHECKOUT)
 
@@ -377,7 +377,7 @@ class WorktreePool:
                 return  # unregistered since the checkout was queued
             repo = current
             with self._lock:
-                if self._coming(repo.name) - 1 >= self.target_locked(repo):
+                if self._coming(repo.name) - 1 >= self._target_locked(repo):
                     return  # a released tree came meanwhile
             tree = self.root / repo.name / f"idle-{uuid.uuid4().hex[:12]}"
             tree.parent.mkdir(parents=True, exist_ok=True)
@@ -387,7 +387,7 @@ class WorktreePool:
             log.warning("pool %s: cannot make a worktree: %s", repo.name, exc)
         finally:
             with self._lock:
-                self._making[repo.name] = max(0, self._making.get(repo.name, 1) - 1)
+                _count(self._making, repo.name, -1)
 
     def refresh(self, repo: Repo) -> None:
         """The default branch moved: bring idle trees to its tip, in the background."""
@@ -449,7 +449,7 @@ class WorktreePool:
                     return  # taken (and checked), displaced or forgotten meanwhile
                 self._unchecked.discard(tree)
                 idle.remove(tree)
-                self._busy[repo.name] = self._busy.get(repo.name, 0) + 1
+                _count(self._busy, repo.name, 1)
         kept = False
         try:
             current = self._current(repo)
@@ -464,7 +464,7 @@ class WorktreePool:
         finally:
             if idle_tree:
                 with self._lock:
-                    self._busy[repo.name] = max(0, self._busy.get(repo.name, 1) - 1)
+                    _count(self._busy, repo.name, -1)
         if idle_tree and not kept:
             self.fill(repo)  # one short now
 
@@ -487,3 +487,8 @@ class WorktreePool:
 def _identity(repo: Repo) -> tuple[int | None, object]:
     """A registration of a repo: its id and when it was registered (ids can be reused)."""
     return repo.id, repo.created_at
+
+
+def _count(counts: dict[str, int], name: str, by: int) -> None:
+    """Add ``by`` to a repo's count of trees under way (never below 0). Under the lock."""
+    counts[name] = max(0, counts.get(name, 0) + by)
