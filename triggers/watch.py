@@ -414,22 +414,20 @@ class _RefsSink:
         self._repo = repo
 
     def __call__(self, paths: list[str], is_directory: bool) -> None:
-        rels = [_relative(p, self._repo.git_dir) for p in paths]
-        if any(_is_ref_path(rel) and not (is_directory and _is_job_dir(rel)) for rel in rels):
+        if any(_is_ref_path(_relative(p, self._repo.git_dir), is_directory) for p in paths):
             self._watcher._touch_refs(self._repo)
 
 
-def _is_job_dir(rel: PurePath | None) -> bool:
-    """The directory that holds the job branches (made and removed by git as the first
-    one comes and the last one goes): no branch of the user's moves with it."""
-    return rel is not None and rel.as_posix() + "/" == JOB_BRANCH_PREFIX
-
-
-def _is_ref_path(rel: PurePath | None) -> bool:
+def _is_ref_path(rel: PurePath | None, is_directory: bool = False) -> bool:
+    """A change below the git dir that may have moved a branch: not the daemon's own job
+    branches, nor the directory that holds them (git makes and removes it as the first
+    comes and the last goes: no branch of the user's moves with it)."""
     if rel is None or not rel.parts:
         return False
     parts = rel.parts
     if len(parts) > 3 and is_job_branch(rel.as_posix()):
+        return False
+    if is_directory and rel.as_posix() + "/" == JOB_BRANCH_PREFIX:
         return False
     return (
         parts[0].startswith("packed-refs")
