@@ -123,7 +123,7 @@ class Settings(BaseSettings):
     # pool tree in the last pool_window_seconds, at least the pool size and at most
     # pool_max (never below the pool size: pool_max <= pool_size turns growth off). After
     # a window without jobs the target is the pool size again and extra trees go.
-    pool_max: int = Field(default=8, ge=0, le=64)
+    pool_max: int = Field(default=10, ge=0, le=64)
     pool_window_seconds: float = Field(default=600, gt=0)
     # Background pool work (checkouts, cleaning released trees) running at once.
     pool_workers: int = Field(default=2, ge=1, le=16)
