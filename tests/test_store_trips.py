@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,12 +37,21 @@ class World:
     service: Service
     store: Store
     pool: WorktreePool
+    runner: Runner
     ended: set[int]
     lock: threading.Lock
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[World]:
+    with make_world(tmp_path) as w:
+        yield w
+
+
+@contextmanager
+def make_world(tmp_path: Path, *, claim_fallback_s: float = 1.0) -> Iterator[World]:
+    """The service and runner in this process; ``claim_fallback_s``: the claim loop's
+    fallback tick, set before it starts."""
     settings = Settings(
         state_dir=tmp_path / "state", max_parallel=4, max_parallel_per_repo=4, watch_files=False
     )
@@ -50,6 +60,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     store = Store(settings.db_url)
     pool = WorktreePool(settings, store.repos, lambda repo: [])
     runner = Runner(settings, store, pool)
+    runner.claim_fallback_s = claim_fallback_s
     service = Service(settings, store, runner, pool=pool)
     ended: set[int] = set()
     lock = threading.Lock()
@@ -63,7 +74,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     pool.start()
     runner.start()
     try:
-        yield World(service, store, pool, ended, lock)
+        yield World(service, store, pool, runner, ended, lock)
     finally:
         runner.stop()
         pool.stop()

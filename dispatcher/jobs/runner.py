@@ -102,6 +102,9 @@ class Runner:
         self.store = store
         self.pool = pool
         self._wake = threading.Event()
+        # The claim loop's fallback: it claims at least this often (re-queued jobs'
+        # backoffs end; a wake-up missed). Tests lengthen it to prove a wake-up is sent.
+        self.claim_fallback_s = 1.0
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._children: dict[int, proc.Spawned] = {}
@@ -191,7 +194,7 @@ class Runner:
         while not self._stopping.is_set():
             with self._lock:
                 free = self.settings.max_parallel - len(self._active)
-            if free > 0 and (due or time.monotonic() - last >= 1.0):
+            if free > 0 and (due or time.monotonic() - last >= self.claim_fallback_s):
                 self._news.clear()
                 last = time.monotonic()
                 try:
@@ -209,7 +212,7 @@ class Runner:
                     self._on_worker(c.job_id, self._run, c)
                 if len(claimed) == free:  # took all it could: claim again once a slot frees
                     continue
-            woken = self._wake.wait(1.0)
+            woken = self._wake.wait(self.claim_fallback_s)
             self._wake.clear()
             due = not woken or self._news.is_set() or waiting
 
