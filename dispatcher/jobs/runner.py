@@ -64,6 +64,13 @@ from dispatcher.store.models import Job, Repo, utcnow
 log = logging.getLogger(__name__)
 
 
+def _set(job: Job, **fields: object) -> Job:
+    """``job`` (a detached row the runner holds) with ``fields`` as just written."""
+    for key, value in fields.items():
+        setattr(job, key, value)
+    return job
+
+
 @dataclass
 class _Attempt:
     """One run of a job's agent while the runner prepares it. ``job`` is the row as last
@@ -370,22 +377,26 @@ class Runner:
             made = self._make_worktree(job, a.repo, worktree)
             for line in workspace.bring_files(a.ws, repo_path, worktree):
                 self.note(job.id, line)
-        with_port = self.store.allocate_port(
+        written: dict[str, object] = {
+            "worktree": str(worktree),
+            "spawn_nonce": secrets.token_hex(6),  # this run's claim file and cgroup
+            **made,
+        }
+        allocated = self.store.allocate_port(
             job.id,
             base=self.settings.job_port_base,
             count=self.settings.job_port_count,
             block=self.settings.job_ports,
             usable=isolation.port_is_free,
-            worktree=str(worktree),
-            spawn_nonce=secrets.token_hex(6),  # this run's claim file and cgroup
-            **made,
+            **written,
         )
-        if with_port is None:
+        if allocated is None:
             raise InvalidInput(
                 "no free block of ports for DISPATCHER_PORT: raise "
                 "DISPATCHER_JOB_PORT_COUNT or lower max-parallel"
             )
-        a.job = with_port
+        # The claimed row, as just written (the store does not read it back).
+        _set(job, port=allocated.port, cancel_requested=allocated.cancel_requested, **written)
 
     def _spawn(self, a: _Attempt, launch: _Launch) -> proc.Spawned:
         """Start the agent in its cgroup and sandbox (the first half of rq's
@@ -420,14 +431,10 @@ class Runner:
             self._children[job_id] = child
         if self.pool is not None and not a.continuing:
             self.pool.fill(a.repo)  # refill behind the running agent, off the spawn path
-        job = self.store.move(
-            job_id,
-            JobState.PREPARING,
-            JobState.RUNNING,
-            pid=child.pid,
-            pid_start=child.start_time,
-            started_at=utcnow(),
-        )
+        started = {"pid": child.pid, "pid_start": child.start_time, "started_at": utcnow()}
+        canceled = self.store.advance(job_id, JobState.PREPARING, JobState.RUNNING, **started)
+        # The row as recorded (the store does not read it back).
+        job = _set(a.job, state=JobState.RUNNING, cancel_requested=canceled, **started)
         log.info("job %s: agent %s started, pid %s", job_id, job.agent, child.pid)
         if job.cancel_requested:  # canceled while we were spawning
             self.cancel(job_id)
@@ -600,7 +607,7 @@ class Runner:
         if agent_error is not None:  # even with exit 0 (Claude's is_error result)
             problem = problem or f"the agent reported an error: {agent_error}"
         state, error = result.outcome(job, code, timed_out=timed_out, problem=problem)
-        self.store.move(job_id, JobState.RUNNING, state, error=error, **fields)
+        self.store.advance(job_id, JobState.RUNNING, state, error=error, **fields)
         ended = f"job {job_id} {state.value}" + (f": {error}" if error else "")
         self.note(job_id, ended)
         log.info("%s", ended)

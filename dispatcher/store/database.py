@@ -126,6 +126,40 @@ def _save(s: Session, row: _Row, fields: dict[str, Any]) -> _Row:
     return row
 
 
+def _update_returning_cancel(
+    s: Session, job_id: int, expected: JobState | None, fields: dict[str, Any]
+) -> bool:
+    """Write ``fields`` on the job (if it is in ``expected``, when given) with one UPDATE
+    that returns its ``cancel_requested``; NotFound or InvalidState (naming the actual
+    state) when no row matched."""
+    where = [col(Job.id) == job_id]
+    if expected is not None:
+        where.append(col(Job.state) == expected)
+    row = s.execute(
+        sa.update(Job)
+        .where(*where)
+        .values(**fields)
+        .returning(col(Job.cancel_requested))
+        .execution_options(synchronize_session=False)
+    ).first()
+    if row is not None:
+        return bool(row[0])
+    actual = s.exec(select(Job.state).where(col(Job.id) == job_id)).first()
+    if actual is None:
+        raise NotFound(f"no job with id {job_id}")
+    assert expected is not None  # the job exists: only the state can have failed to match
+    state = JobState(actual).value
+    raise InvalidState(f"job {job_id} is {state}, not {expected.value}", details={"state": state})
+
+
+@dataclass(frozen=True)
+class Allocated:
+    """The port block :meth:`Store.allocate_port` gave, and whether a cancel was asked."""
+
+    port: int
+    cancel_requested: bool
+
+
 class AlreadyMade(Exception):
     """The ``Idempotency-Key`` of a creating write already made ``resource_id``
     (a request that raced this one, or one the daemon stopped before answering);
@@ -651,14 +685,15 @@ class Store:
         block: int,
         usable: Callable[[int], bool],
         **fields: Any,
-    ) -> Job | None:
+    ) -> Allocated | None:
         """Give the job the first block of ``block`` ports in ``[base, base + count)`` that
         no other preparing or running job holds and whose first port ``usable`` says is
-        free on the machine; store it on the job (``port``) and return the job. None
-        when every block is taken.
+        free on the machine; store it on the job (``port``, with ``fields``), and return
+        the port and whether a cancel was asked. None when every block is taken.
 
         Held blocks come from the database, so they survive a daemon restart, and a
-        block is free again as soon as its job is no longer active.
+        block is free again as soon as its job is no longer active. The row is not read:
+        the caller (the runner) holds it, and sets what it wrote on its copy.
         """
         with self.writing() as s:
             held = set(
@@ -672,8 +707,18 @@ class Store:
             )
             for first in range(base, base + count - block + 1, block):
                 if first not in held and usable(first):
-                    return _save(s, _get_job(s, job_id), {"port": first, **fields})
+                    canceled = _update_returning_cancel(s, job_id, None, {"port": first, **fields})
+                    return Allocated(first, canceled)
             return None
+
+    def advance(self, job_id: int, expected: JobState, target: JobState, **fields: Any) -> bool:
+        """:meth:`move` for a caller that holds the row and needs nothing back but whether
+        a cancel was asked meanwhile (the runner's moves to ``running`` and to the end):
+        one ``UPDATE ... RETURNING``, the compare-and-set on the state in its WHERE, no
+        read of the row. Raises what :meth:`move` raises."""
+        transition(expected, target)
+        with self.writing() as s:
+            return _update_returning_cancel(s, job_id, expected, {"state": target, **fields})
 
     def cost_since(self, repo_id: int, since: datetime) -> float:
         """Sum of the agents' reported cost of the repo's jobs finished since ``since``."""
