@@ -45,7 +45,7 @@ def lead_prompt(team: Team, repo: str) -> str:
 def member_prompt(team: Team, task: TeamTask, *, messages: str = "") -> str:
     assert task.id is not None
     parts = [
-        f"You are a member of team {team.id}, working on task {task.id}: {task.title}",
+        f"Team {team.id}, task {task.id}: {task.title}\n\nYou are a member of this team.",
         f"The team's goal: {team.goal}",
         task.prompt,
     ]
@@ -85,12 +85,13 @@ def conflict_prompt(task: TeamTask, branch: str, into: str, files: list[str]) ->
 
 
 def plan_answer(task: TeamTask, *, approved: bool, feedback: str, messages: str = "") -> str:
+    head = f"Team {task.team_id}, task {task.id}: {task.title}\n\n"
     if approved:
-        text = f"Your plan for task {task.id} was approved. Carry it out now."
+        text = head + "Your plan was approved. Carry it out now."
     else:
-        text = (
-            f"Your plan for task {task.id} was rejected. Submit a revised plan the same way, "
-            "change no files, and end your run."
+        text = head + (
+            "Your plan was rejected. Submit a revised plan the same way "
+            f"(POST /teams/{task.team_id}/tasks/{task.id}/plan), change no files, and end your run."
         )
     if feedback:
         text += f"\n\nThe reviewer's feedback:\n{feedback}"

@@ -384,3 +384,78 @@ def test_kill_9_mid_team_then_restart_finishes_with_nothing_lost_or_doubled(
     assert sorted(j["task_id"] for j in jobs) == [a, b, c]
     assert {x["attempts"] for x in done["tasks"]} == {1}
     assert {"a.txt", "b.txt", "c.txt"} <= branch_files(repo, t["branch"])
+
+
+# ------------------------------------------------------------------ plans and signals
+
+# A member of a task that needs its plan approved: it submits a plan (v0, v1 after a
+# rejection) and ends; approved, it signals blocked once and does the work.
+PLANNER = """\
+set -e
+ids=$(sed -n '1s/^Team \\([0-9]*\\), task \\([0-9]*\\):.*/\\1\\/tasks\\/\\2/p' "$DISPATCHER_PROMPT_FILE")
+api="$DISPATCHER_API/teams/$ids"
+post() {{ curl -sf -H "Authorization: Bearer {token}" -H 'content-type: application/json' -d "$2" "$api/$1" >/dev/null; }}
+if grep -q "was approved" "$DISPATCHER_PROMPT_FILE"; then
+  post signal '{{"signal": "blocked", "reason": "waiting on the schema"}}'
+  printf 'built\\n' > built.txt
+  exit 0
+fi
+n=$(grep -c "was rejected" "$DISPATCHER_PROMPT_FILE" || true)
+post plan "{{\\"plan\\": \\"plan v$n\\"}}"
+"""
+
+
+def test_a_plan_is_approved_before_the_work_and_blocked_notifies(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path, agent: Agent
+) -> None:
+    import json
+
+    from tests.notify.helpers import Receiver
+
+    receiver = Receiver()
+    try:
+        hook = {"type": "webhook", "url": receiver.url("/hook"), "on": ["blocked"]}
+        d = daemon_factory(DISPATCHER_NOTIFY=json.dumps([hook])).start()
+        repo = init_repo(tmp_path / "app")
+        name = d.add_repo(repo)
+        t = create_team(d, name, agent("lead.sh", IDLE_LEAD))
+        planner = agent("planner.sh", PLANNER.format(token=d.token))
+        task = add_task(d, t["id"], "planned", [planner], requires_plan=True)
+        shown = wait_states(d, t["id"], {task: "plan_review"})["tasks"][0]
+        assert shown["plan"] == "plan v0"
+        assert "built.txt" not in branch_files(repo, t["branch"])
+        first = shown["job_id"]
+        lead_box = d.api.get(f"/teams/{t['id']}/messages", params={"to": "lead"}).json()
+        assert any("submitted a plan:\nplan v0" in m["body"] for m in lead_box)
+
+        out = d.cli("team", "approve", str(t["id"]), str(task), "--reject", "--feedback", "smaller")
+        assert "plan rejected" in out.stdout
+        again = wait_until(
+            lambda: (
+                (x := team(d, t["id"])["tasks"][0])["state"] == "plan_review"
+                and x["job_id"] != first
+                and x
+            ),
+            "the revised plan",
+            60,
+        )
+        assert again["plan"] == "plan v1"
+        replan = d.job(again["job_id"])
+        assert replan["followup_of"] == first and "smaller" in replan["prompt"]
+
+        by_lead = {"approve": True, "feedback": "go", "by": "lead"}
+        resp = d.api.post(f"/teams/{t['id']}/tasks/{task}/approve", json=by_lead)
+        assert resp.status_code == 200, resp.text
+        done = wait_states(d, t["id"], {task: "done"})["tasks"][0]
+        assert done["signal"] == "blocked" and done["signal_reason"] == "waiting on the schema"
+        assert d.job(done["job_id"])["followup_of"] == again["job_id"]
+        assert "built.txt" in branch_files(repo, t["branch"])
+        receiver.wait_for(1)
+        sent = json.loads(receiver.at("/hook")[0].body)
+        assert sent["type"] == "job.blocked"
+        person = d.api.get(f"/teams/{t['id']}/messages", params={"to": "person"}).json()
+        assert [m["body"] for m in person] == [f"task {task} is blocked: waiting on the schema"]
+        refused = d.api.post(f"/teams/{t['id']}/tasks/{task}/approve", json=by_lead)
+        assert refused.status_code == 409
+    finally:
+        receiver.close()
