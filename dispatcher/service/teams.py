@@ -29,6 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dispatcher import faults
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidInput, InvalidState, MergeConflict
 from dispatcher.git import journal as merge_journal
@@ -359,6 +360,7 @@ class Teams:
             self.rows.move_task(task.id, TaskState.STARTING, TaskState.FAILED, error=exc.message)
             self._tell_lead(team, f"task {task.id} ({task.title}) could not start: {exc.message}")
             return
+        faults.reach("team.job-made")  # the job is made; the task does not name it yet
         self.rows.move_task(task.id, TaskState.STARTING, TaskState.RUNNING, job_id=job_id)
         log.info("team %s: task %s started as job %s", team.id, task.id, job_id)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlmodel import col, func, select
@@ -63,11 +63,7 @@ class TeamStore:
             team = s.get(Team, team_id)
             if team is None:
                 raise NotFound(f"no team with id {team_id}")
-            for key, value in fields.items():
-                setattr(team, key, value)
-            s.add(team)
-            s.flush()
-            return team
+            return _set(s, team, fields)
 
     def team_of_lead(self, job_id: int) -> Team | None:
         with self.store.reading() as s:
@@ -126,21 +122,12 @@ class TeamStore:
                     details={"state": task.state.value},
                 )
             task_transition(task.state, target)
-            for key, value in {"state": target, **fields}.items():
-                setattr(task, key, value)
-            s.add(task)
-            s.flush()
-            return task
+            return _set(s, task, {"state": target, **fields})
 
     def update_task(self, task_id: int, **fields: Any) -> TeamTask:
         assert "state" not in fields, "state changes go through move_task()"
         with self.store.writing() as s:
-            task = _get_task(s, task_id)
-            for key, value in fields.items():
-                setattr(task, key, value)
-            s.add(task)
-            s.flush()
-            return task
+            return _set(s, _get_task(s, task_id), fields)
 
     def newest_job_of_task(self, task_id: int) -> Job | None:
         """The task's newest job (a restart finds the job a ``starting`` task made)."""
@@ -211,6 +198,18 @@ class TeamStore:
                 .limit(limit)
             )
             return list(reversed(s.exec(q).all()))
+
+
+_Row = TypeVar("_Row", Team, TeamTask)
+
+
+def _set(s: Any, row: _Row, fields: dict[str, Any]) -> _Row:
+    """Set ``fields`` on ``row`` and write it (inside the caller's transaction)."""
+    for key, value in fields.items():
+        setattr(row, key, value)
+    s.add(row)
+    s.flush()
+    return row
 
 
 def _get_task(s: Any, task_id: int) -> TeamTask:

@@ -8,6 +8,7 @@ limits hold; and a ``kill -9`` loses or doubles nothing.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import time
@@ -15,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.daemon_fixture import Daemon
@@ -52,6 +54,27 @@ printf '%s\\n' "$1" > shared.txt
 """
 
 IDLE_LEAD = "exit 0\n"
+
+
+def idle_team(d: Daemon, repo: Path, agent: Agent) -> tuple[str, dict[str, Any]]:
+    """The repo registered, and a team in it whose lead only exits."""
+    name = d.add_repo(repo)
+    return name, create_team(d, name, agent("lead.sh", IDLE_LEAD))
+
+
+def never(agent: Agent, tmp_path: Path) -> str:
+    """A member that runs until it is stopped."""
+    return agent("gate.sh", f'while [ ! -f "{tmp_path}/never" ]; do sleep 0.05; done\n')
+
+
+def held_pair(
+    d: Daemon, repo: Path, agent: Agent, tmp_path: Path
+) -> tuple[dict[str, Any], int, int]:
+    """A team whose task a runs until stopped and task b waits on it."""
+    _, t = idle_team(d, repo, agent)
+    gate = never(agent, tmp_path)
+    a = add_task(d, t["id"], "first", [gate])
+    return t, a, add_task(d, t["id"], "second", [gate], blocked_by=[a])
 
 
 def create_team(d: Daemon, repo: str, lead: str, **body: Any) -> dict[str, Any]:
@@ -156,11 +179,8 @@ def test_three_tasks_run_in_order_each_in_its_worktree_and_land_on_one_branch(
 def test_cycles_unknown_blockers_and_other_repos_are_refused(
     daemon: Daemon, repo: Path, agent: Agent, tmp_path: Path
 ) -> None:
-    name = daemon.add_repo(repo)
-    t = create_team(daemon, name, agent("lead.sh", IDLE_LEAD))
-    gate = agent("gate.sh", f'while [ ! -f "{tmp_path}/never" ]; do sleep 0.05; done\n')
-    a = add_task(daemon, t["id"], "first", [gate])
-    b = add_task(daemon, t["id"], "second", [gate], blocked_by=[a])
+    t, a, b = held_pair(daemon, repo, agent, tmp_path)
+    gate = never(agent, tmp_path)
 
     resp = daemon.api.post(
         f"/teams/{t['id']}/tasks", json={"title": "x", "prompt": "x", "blocked_by": [a, 99999]}
@@ -202,8 +222,7 @@ def test_cycles_unknown_blockers_and_other_repos_are_refused(
 def test_a_conflict_moves_nothing_and_becomes_a_conflict_fix_task(
     daemon: Daemon, repo: Path, agent: Agent
 ) -> None:
-    name = daemon.add_repo(repo)
-    t = create_team(daemon, name, agent("lead.sh", IDLE_LEAD))
+    _, t = idle_team(daemon, repo, agent)
     script = agent("conflicting.sh", CONFLICTING)
     a = add_task(daemon, t["id"], "one side", [script, "one"])
     b = add_task(daemon, t["id"], "other side", [script, "two"])
@@ -240,9 +259,8 @@ def test_a_conflict_moves_nothing_and_becomes_a_conflict_fix_task(
 def test_messages_arrive_once_each_in_order_and_a_waiting_read_wakes_on_send(
     daemon: Daemon, repo: Path, agent: Agent, tmp_path: Path
 ) -> None:
-    name = daemon.add_repo(repo)
-    t = create_team(daemon, name, agent("lead.sh", IDLE_LEAD))
-    gate = agent("gate.sh", f'while [ ! -f "{tmp_path}/never" ]; do sleep 0.05; done\n')
+    _, t = idle_team(daemon, repo, agent)
+    gate = never(agent, tmp_path)
     m = add_task(daemon, t["id"], "member", [gate])
     url = f"/teams/{t['id']}/messages"
     hostile = "$(touch /tmp/pwned) `rm -rf ~` --upload-pack=evil; '\"\n-x"
@@ -312,11 +330,7 @@ def test_budget_stops_dispatch_and_says_so(
 def test_shutdown_cancels_members_and_leaves_the_branch(
     daemon: Daemon, repo: Path, agent: Agent, tmp_path: Path
 ) -> None:
-    name = daemon.add_repo(repo)
-    t = create_team(daemon, name, agent("lead.sh", IDLE_LEAD))
-    gate = agent("gate.sh", f'while [ ! -f "{tmp_path}/never" ]; do sleep 0.05; done\n')
-    a = add_task(daemon, t["id"], "runs", [gate])
-    b = add_task(daemon, t["id"], "waits", [gate], blocked_by=[a])
+    t, a, b = held_pair(daemon, repo, agent, tmp_path)
     job = wait_until(lambda: team(daemon, t["id"])["tasks"][0]["job_id"], "a's job", 30)
     daemon.wait(job, {"running"})
     head = git(repo, "rev-parse", t["branch"])
@@ -332,8 +346,7 @@ def test_shutdown_cancels_members_and_leaves_the_branch(
 def test_a_failed_member_fails_its_task_dependants_wait_and_retry_works(
     daemon: Daemon, repo: Path, agent: Agent, tmp_path: Path
 ) -> None:
-    name = daemon.add_repo(repo)
-    t = create_team(daemon, name, agent("lead.sh", IDLE_LEAD))
+    _, t = idle_team(daemon, repo, agent)
     flag = tmp_path / "fixed"
     flaky = agent("flaky.sh", f'[ -f "{flag}" ] || exit 3\nprintf "ok\\n" > ok.txt\n')
     write = agent("write.sh", WRITE.format(log=tmp_path / "log"))
@@ -459,3 +472,38 @@ def test_a_plan_is_approved_before_the_work_and_blocked_notifies(
         assert refused.status_code == 409
     finally:
         receiver.close()
+
+
+def test_kill_9_after_a_tasks_job_is_made_starts_it_once(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path, agent: Agent
+) -> None:
+    from tests.daemon_fixture import hold_fault, release_fault
+
+    fault_dir = tmp_path / "faults"
+    d = daemon_factory(DISPATCHER_FAULT_DIR=str(fault_dir)).start()
+    repo = init_repo(tmp_path / "app")
+    _, t = idle_team(d, repo, agent)
+    log = tmp_path / "started.log"
+    write = agent("write.sh", WRITE.format(log=log))
+    reached = hold_fault(fault_dir, "team.job-made")
+    body = {"title": "once", "prompt": "once", "command": [write, "once.txt", "1"]}
+
+    def post() -> None:
+        with contextlib.suppress(httpx.TransportError):  # killed under it: no answer
+            d.api.post(f"/teams/{t['id']}/tasks", json=body)
+
+    poster = threading.Thread(target=post)
+    poster.start()
+    wait_until(reached.exists, "the task's job to be made", 30)
+    assert [x["state"] for x in team(d, t["id"])["tasks"]] == ["starting"]
+    d.stop(signal.SIGKILL)
+    poster.join(30)
+    release_fault(fault_dir, "team.job-made")
+    d.start()
+    task = team(d, t["id"])["tasks"][0]["id"]
+    done = wait_states(d, t["id"], {task: "done"})
+    jobs = [j for j in d.api.get("/jobs", params={"limit": 50}).json()["items"] if j["task_id"]]
+    assert [j["id"] for j in jobs] == [done["tasks"][0]["job_id"]]  # one job, linked
+    assert len(started(log)) == 1  # its agent ran once
+    assert done["tasks"][0]["attempts"] == 1
+    assert "once.txt" in branch_files(repo, t["branch"])
