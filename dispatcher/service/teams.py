@@ -429,8 +429,14 @@ class Teams:
         """Merge an ``integrating`` task's branch into the integration branch: done, or a
         conflict (nothing moves) that a conflict-fix task for its agent will integrate."""
         assert team.id is not None and task.id is not None and job.id is not None
+        team_id = team.id
+
+        def landed(_: Job) -> None:  # before the member's worktree is dropped: start the next
+            self._integrated(team, task)
+            self.advance(team_id)
+
         try:
-            result = self.control.merge(job.id, MergeRequest(into=team.branch))
+            result = self.control.merge(job.id, MergeRequest(into=team.branch), landed=landed)
         except MergeConflict as exc:
             files = [str(f) for f in exc.details.get("files", [])]
             self.rows.move_task(
@@ -455,9 +461,15 @@ class Teams:
             )  # fmt: skip
             self._tell_lead(team, f"task {task.id} ({task.title}) was not merged: {exc.message}")
             return
-        self.rows.move_task(task.id, TaskState.INTEGRATING, TaskState.DONE)
         log.info("team %s: task %s integrated: %s", team.id, task.id, result.message)
-        self._done(team, task)
+        self._integrated(team, task)  # already merged (no landing): done all the same
+
+    def _integrated(self, team: Team, task: TeamTask) -> None:
+        """An ``integrating`` task's work is on the integration branch: it is done."""
+        assert task.id is not None
+        if self.rows.task(task.id).state is TaskState.INTEGRATING:
+            self.rows.move_task(task.id, TaskState.INTEGRATING, TaskState.DONE)
+            self._done(team, task)
 
     def _done(self, team: Team, task: TeamTask) -> None:
         """A task is done: so is the conflicted task it fixed (and the one that fixed)."""
@@ -666,8 +678,7 @@ class Teams:
                 elif task.state is TaskState.INTEGRATING and task.job_id is not None:
                     job = self.store.job(task.job_id)
                     if job.state is JobState.MERGED:
-                        self.rows.move_task(task.id, TaskState.INTEGRATING, TaskState.DONE)
-                        self._done(team, task)
+                        self._integrated(team, task)
                     else:
                         self._integrate(team, task, job)
             running = [t.job_id for t in self.rows.tasks(team.id) if t.state is TaskState.RUNNING]
