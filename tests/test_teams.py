@@ -122,8 +122,12 @@ def test_messages_are_read_once_each_in_order(box: tuple[Mailbox, int, int]) -> 
         team, MessageCreate.model_validate({"to": "all", "body": "b", "from": "lead"})
     )
     assert [m.recipient for m in sent] == [f"task:{task}"]  # not back to the lead
-    assert "from lead (message" in mailbox.for_prompt(team, f"task:{task}")
-    assert mailbox.for_prompt(team, f"task:{task}") == ""  # taken by the prompt: once
+    text, delivered = mailbox.for_prompt(team, f"task:{task}")
+    assert "from lead (message" in text
+    assert mailbox.for_prompt(team, f"task:{task}")[0] == text  # not delivered until its job is
+    delivered()
+    assert mailbox.for_prompt(team, f"task:{task}")[0] == ""  # in one prompt: once
+    assert mailbox.read(team, f"task:{task}") == []
     with pytest.raises(InvalidInput, match="unknown recipient"):
         mailbox.read(team, "someone")
 

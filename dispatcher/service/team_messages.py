@@ -6,14 +6,15 @@ undelivered rows and marks them delivered in the same write, so each reaches
 exactly one read, even across a restart. A read that finds nothing may wait:
 it sleeps on a condition that :meth:`Mailbox.send` notifies (no polling loop).
 Agents that cannot call the daemon get their undelivered messages in the
-prompt of the next run the team starts for them (:meth:`Mailbox.for_prompt`).
+prompt of the next run the team starts for them (:meth:`Mailbox.for_prompt`),
+marked delivered once that run's job is made.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -87,14 +88,16 @@ class Mailbox:
     def _moved(self, key: tuple[int, str], seen: int) -> bool:
         return self._sent.get(key, 0) != seen
 
-    def for_prompt(self, team_id: int, recipient: str) -> str:
-        """The recipient's undelivered messages as a prompt section (now delivered), or
-        "" when there are none: for agents that cannot read them themselves."""
-        rows = self.teams.take_messages(team_id, recipient, 1000)
+    def for_prompt(self, team_id: int, recipient: str) -> tuple[str, Callable[[], None]]:
+        """The recipient's undelivered messages as a prompt section ("" when there are
+        none), for agents that cannot read them themselves, and what marks them
+        delivered: called once the prompt's job is made (until then a read gets them)."""
+        rows = self.teams.undelivered(team_id, recipient, 1000)
         if not rows:
-            return ""
+            return "", lambda: None
         lines = [f"- from {r.sender} (message {r.id}): {r.body}" for r in rows]
-        return "Messages sent to you since your last run, oldest first:\n" + "\n".join(lines)
+        text = "Messages sent to you since your last run, oldest first:\n" + "\n".join(lines)
+        return text, partial(self.teams.delivered, rows)
 
     def _wake(self, team_id: int, recipients: Iterable[str]) -> None:
         with self._cond:

@@ -341,9 +341,9 @@ class Teams:
         ``failed`` with the reason."""
         assert team.id is not None and task.id is not None
         repo = self.store.repo(team.repo_id)
+        messages, delivered = self.mailbox.for_prompt(team.id, f"task:{task.id}")
         try:
             if task.job_id is not None and task.plan is not None and task.feedback is not None:
-                messages = self.mailbox.for_prompt(team.id, f"task:{task.id}")
                 prompt = plan_answer(
                     task, approved=task.plan_approved, feedback=task.feedback, messages=messages
                 )
@@ -351,8 +351,8 @@ class Teams:
             else:
                 job_id = self.jobs.submit(
                     JobCreate(
-                        repo=repo.name, prompt=member_prompt(team, task), agent=task.agent,
-                        command=task.command, base=team.branch,
+                        repo=repo.name, prompt=member_prompt(team, task, messages=messages),
+                        agent=task.agent, command=task.command, base=team.branch,
                     ),
                     team=(team.id, task.id),
                 ).id  # fmt: skip
@@ -360,6 +360,7 @@ class Teams:
             self.rows.move_task(task.id, TaskState.STARTING, TaskState.FAILED, error=exc.message)
             self._tell_lead(team, f"task {task.id} ({task.title}) could not start: {exc.message}")
             return
+        delivered()  # in its prompt now
         faults.reach("team.job-made")  # the job is made; the task does not name it yet
         self.rows.move_task(task.id, TaskState.STARTING, TaskState.RUNNING, job_id=job_id)
         log.info("team %s: task %s started as job %s", team.id, task.id, job_id)

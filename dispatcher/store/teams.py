@@ -164,29 +164,19 @@ class TeamStore:
         """The recipient's oldest undelivered messages, marked delivered in the same
         write: each is handed over by exactly one read."""
         with self.store.writing() as s:
-            rows = list(
-                s.exec(
-                    select(TeamMessage)
-                    .where(
-                        TeamMessage.team_id == team_id,
-                        TeamMessage.recipient == recipient,
-                        col(TeamMessage.delivered_at).is_(None),
-                    )
-                    .order_by(col(TeamMessage.id))
-                    .limit(limit)
-                ).all()
-            )
-            if rows:
-                now = utcnow()
-                s.exec(
-                    sa.update(TeamMessage)
-                    .where(col(TeamMessage.id).in_([r.id for r in rows]))
-                    .values(delivered_at=now)
-                    .execution_options(synchronize_session=False)
-                )
-                for row in rows:
-                    row.delivered_at = now
+            rows = list(s.exec(_undelivered(team_id, recipient, limit)).all())
+            _mark_delivered(s, rows)
             return rows
+
+    def undelivered(self, team_id: int, recipient: str, limit: int) -> list[TeamMessage]:
+        """The recipient's oldest undelivered messages, left undelivered (a prompt is
+        made of them; :meth:`delivered` marks them once that prompt's job exists)."""
+        with self.store.reading() as s:
+            return list(s.exec(_undelivered(team_id, recipient, limit)).all())
+
+    def delivered(self, rows: Sequence[TeamMessage]) -> None:
+        with self.store.writing() as s:
+            _mark_delivered(s, rows)
 
     def messages(self, team_id: int, limit: int = 200) -> list[TeamMessage]:
         """The team's messages, newest last (delivered or not): `team show`'s log."""
@@ -198,6 +188,35 @@ class TeamStore:
                 .limit(limit)
             )
             return list(reversed(s.exec(q).all()))
+
+
+def _undelivered(team_id: int, recipient: str, limit: int) -> Any:
+    return (
+        select(TeamMessage)
+        .where(
+            TeamMessage.team_id == team_id,
+            TeamMessage.recipient == recipient,
+            col(TeamMessage.delivered_at).is_(None),
+        )
+        .order_by(col(TeamMessage.id))
+        .limit(limit)
+    )
+
+
+def _mark_delivered(s: Any, rows: Sequence[TeamMessage]) -> None:
+    if not rows:
+        return
+    now = utcnow()
+    s.exec(
+        sa.update(TeamMessage)
+        .where(
+            col(TeamMessage.id).in_([r.id for r in rows]), col(TeamMessage.delivered_at).is_(None)
+        )
+        .values(delivered_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    for row in rows:
+        row.delivered_at = now
 
 
 _Row = TypeVar("_Row", Team, TeamTask)

@@ -198,6 +198,18 @@ def test_cycles_unknown_blockers_and_other_repos_are_refused(
         f"/teams/{t['id']}/tasks", json={"title": "x", "prompt": "x", "repo": "elsewhere"}
     )
     assert resp.status_code == 422 and "is refused" in resp.json()["error"]["message"]
+    hostile = {
+        "title": "$(touch pwned) `id`",
+        "prompt": "--upload-pack=touch pwned",
+        "owns": ["../x"],
+    }
+    resp = daemon.api.post(f"/teams/{t['id']}/tasks", json=hostile)
+    assert resp.status_code == 422  # owns must be inside the repo
+    del hostile["owns"]
+    hostile["command"] = [gate]
+    resp = daemon.api.post(f"/teams/{t['id']}/tasks", json=hostile)
+    assert resp.status_code == 201, resp.text
+    assert not (repo / "pwned").exists()
     bad = daemon.cli(
         "team",
         "task",
@@ -288,6 +300,23 @@ def test_messages_arrive_once_each_in_order_and_a_waiting_read_wakes_on_send(
     rows, when = answer[0]
     assert [x["body"] for x in rows] == ["hello all"]
     assert when - sent < 5  # woken by the send, not by its 60 s timeout
+
+    # Sent while a task waits: an agent without the daemon's tools gets it in its prompt.
+    gate = tmp_path / "gate"
+    first = add_task(
+        daemon,
+        t["id"],
+        "first",
+        [agent("g.sh", GATED.format(log=tmp_path / "l", gate=gate)), "g.txt", "G"],
+    )
+    later = add_task(daemon, t["id"], "later", [agent("w.sh", "exit 0\n")], blocked_by=[first])
+    note = {"to": f"task:{later}", "from": f"task:{first}", "body": "g.txt says G"}
+    assert daemon.api.post(url, json=note).status_code == 201
+    gate.touch()
+    done = wait_states(daemon, t["id"], {later: "done"})
+    later_job = daemon.job({x["id"]: x["job_id"] for x in done["tasks"]}[later])
+    assert f"from task:{first}" in later_job["prompt"] and "g.txt says G" in later_job["prompt"]
+    assert daemon.api.get(url, params={"to": f"task:{later}"}).json() == []  # once, in the prompt
 
     bad = daemon.api.get(url, params={"to": "task:999999"})
     assert bad.status_code == 404
