@@ -160,8 +160,8 @@ class Teams:
             branch_for=integration_branch,
         )  # fmt: skip
         assert team.id is not None
-        worktrees.create_branch(repo_path, team.branch, base_sha)
         try:
+            worktrees.create_branch(repo_path, team.branch, base_sha)
             self._start_lead(team, repo.name)
         except DispatcherError as exc:  # the lead cannot run (unknown agent...): no team
             self.rows.update_team(team.id, state=TeamState.SHUT_DOWN, held=exc.message)
@@ -387,9 +387,10 @@ class Teams:
 
     def _member_ended(self, job: Job) -> None:
         assert job.team_id is not None and job.task_id is not None and job.id is not None
-        team_id = job.team_id
+        team_id, task_id = job.team_id, job.task_id
         with self._lock(team_id):
-            task = self.rows.task(job.task_id)
+            job = self.store.job(job.id)  # as it is now (a restart's reconcile may have merged it)
+            task = self.rows.task(task_id)
             team = self.rows.team(team_id)
             if task.state is not TaskState.RUNNING or task.job_id != job.id:
                 return  # not its current run (or dealt with already: a restart, a shutdown)

@@ -370,6 +370,10 @@ def test_shutdown_cancels_members_and_leaves_the_branch(
     assert git(repo, "rev-parse", t["branch"]) == head
     refused = daemon.api.post(f"/teams/{t['id']}/tasks", json={"title": "x", "prompt": "x"})
     assert refused.status_code == 409
+    listed = daemon.cli("team", "list", "--repo", t["repo"]).stdout.splitlines()
+    assert listed == [f"{t['id']}  shut_down  {t['repo']}  $0.0000  build it"]
+    again = daemon.cli("team", "retry", str(t["id"]), str(a), check=False)
+    assert again.returncode == 1 and "shut_down" in again.stderr
 
 
 def test_a_failed_member_fails_its_task_dependants_wait_and_retry_works(
