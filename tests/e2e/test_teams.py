@@ -540,3 +540,20 @@ def test_kill_9_after_a_tasks_job_is_made_starts_it_once(
     assert len(started(log)) == 1  # its agent ran once
     assert done["tasks"][0]["attempts"] == 1
     assert "once.txt" in branch_files(repo, t["branch"])
+
+
+def test_max_parallel_holds_tasks_until_a_place_frees(
+    daemon: Daemon, repo: Path, agent: Agent, tmp_path: Path
+) -> None:
+    name = daemon.add_repo(repo)
+    t = create_team(daemon, name, agent("lead.sh", IDLE_LEAD), max_parallel=1)
+    gate = tmp_path / "gate"
+    gated = agent("gated.sh", GATED.format(log=tmp_path / "log", gate=gate))
+    a = add_task(daemon, t["id"], "first", [gated, "a.txt", "A"])
+    b = add_task(daemon, t["id"], "second", [gated, "b.txt", "B"])
+    assert states(daemon, t["id"]) == {a: "running", b: "waiting"}  # one place, taken
+    gate.touch()
+    wait_states(daemon, t["id"], {a: "done", b: "done"})
+    first, second = (daemon.job(x["job_id"]) for x in team(daemon, t["id"])["tasks"])
+    assert second["created_at"] >= first["closed_at"]  # b's job was made once a's merged
+    assert {"a.txt", "b.txt"} <= branch_files(repo, t["branch"])
