@@ -235,6 +235,7 @@ def serve(settings: Settings) -> None:
         def job_ended(job_id: int) -> None:
             service.disk_use.job_ended(job_id)  # returns at once: measured in the background
             service.notices.job_ended(job_id)
+            service.teams.job_ended(job_id)  # a member's task moves on (on its own thread)
 
         runner.on_finished = job_ended
         runner.on_worktree_ready = service.metrics.worktree_ready
@@ -248,6 +249,7 @@ def serve(settings: Settings) -> None:
         notifier.start()
         service.notices.resume()  # what the last daemon still owed, before new jobs end
         service.control.recover_merges()  # a crashed merge finished or undone, before any job runs
+        service.teams.resume()  # half-made team steps finished: no task started twice
         runner.start()  # re-adopts or re-queues what the last daemon left running
         # Both in the background (docs/design.md, "Start-up"): the API answers and takes
         # jobs while the repos are caught up and their idle pool trees checked.

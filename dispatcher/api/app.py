@@ -25,6 +25,7 @@ from dispatcher.api.routes import (
     metrics,
     prune,
     repos,
+    teams,
     webhooks,
 )
 from dispatcher.errors import DispatcherError
@@ -168,6 +169,7 @@ def create_app(
     app.include_router(events.router, responses=errors)
     app.include_router(inbox.router, responses=errors)
     app.include_router(agents.router, responses=errors)
+    app.include_router(teams.router, responses=errors)
     app.include_router(doctor.router, responses=_documented_errors(401))
     app.include_router(metrics.router, responses=_documented_errors(401))
     # Webhooks are authenticated by the forge's signature, not the token.

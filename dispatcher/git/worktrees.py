@@ -394,6 +394,28 @@ def prune(repo: Path) -> None:
     cmd.run(["worktree", "prune"], repo)
 
 
+def create_branch(repo: Path, branch: str, sha: str) -> None:
+    """Make ``branch`` at commit ``sha``; a no-op if it is there already at ``sha``.
+
+    RefMoved if it exists at another commit (nothing is changed).
+    """
+    validate_branch_name(branch)
+    ref = f"refs/heads/{branch}"
+    zero = "0" * len(check_rev(sha))
+    result = cmd.run(
+        ["update-ref", "-m", "dispatcher: created", "--end-of-options", ref, sha, zero],
+        repo, check=False,
+    )  # fmt: skip
+    if result.returncode == 0:
+        return
+    current = branch_head(repo, branch)
+    if current == sha:
+        return
+    if current is not None:
+        raise RefMoved(f"branch {branch!r} exists already at {current[:12]}; left as it is")
+    raise GitError(cmd.failure(result))
+
+
 def delete_branch(repo: Path, branch: str, expected: str | None = None) -> None:
     """Delete ``branch`` (only if it is at ``expected`` when given); no-op if missing.
 

@@ -41,11 +41,14 @@ def land(
     repo: Repo,
     req: MergeRequest,
     drop: Callable[[Path], None],
+    landed: Callable[[Job], None] | None = None,
 ) -> tuple[Job, bool, str]:
     """Merge ``job``; returns the job, whether anything changed, and a message.
 
     ``drop`` takes the job's worktree away afterwards (back to the warm pool, or
-    removed), saving any uncommitted edits to a ref first.
+    removed), saving any uncommitted edits to a ref first. ``landed`` is told of the
+    job as soon as its merge is recorded, before that cleanup (a team starts the
+    tasks that waited for it); what it raises is logged, never undoes the merge.
     """
     job_id = job.id
     assert job_id is not None
@@ -92,6 +95,11 @@ def land(
         closed_at=utcnow(),
     )
     merge_journal.discard(journal)  # recorded: nothing left for a restart to finish
+    if landed is not None:
+        try:
+            landed(job)
+        except Exception:
+            log.exception("job %s: what waited for its merge failed", job_id)
     # The result is landed; cleanup failures are logged, never undo the merge.
     try:
         if job.worktree:

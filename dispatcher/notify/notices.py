@@ -9,6 +9,9 @@ from dispatcher.lifecycle import JobState
 NEEDS_REVIEW = "needs-review"
 """Alias usable in ``on``: a *succeeded* job with changed files (waiting for review)."""
 
+TEAM_BLOCKED = "blocked"
+"""Usable in ``on``: a team member signaled it is blocked (docs/teams.md); sent about its job."""
+
 
 @dataclass(frozen=True)
 class JobNotice:

@@ -15,14 +15,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 from dispatcher.errors import InvalidInput
 from dispatcher.lifecycle import JobState
-from dispatcher.notify.notices import NEEDS_REVIEW, JobNotice, needs_review
+from dispatcher.notify.notices import NEEDS_REVIEW, TEAM_BLOCKED, JobNotice, needs_review
 from dispatcher.notify.signing import parse_secret
 
 TargetType = Literal["ntfy", "slack", "webhook"]
 TARGET_TYPES: tuple[TargetType, ...] = ("ntfy", "slack", "webhook")
 
 JOB_STATES: frozenset[str] = frozenset(state.value for state in JobState)
-NOTIFY_STATES: frozenset[str] = JOB_STATES | {NEEDS_REVIEW}
+NOTIFY_STATES: frozenset[str] = JOB_STATES | {NEEDS_REVIEW, TEAM_BLOCKED}
 DEFAULT_ON: frozenset[str] = frozenset({"succeeded", "failed"})
 """What ``on`` means when a config entry leaves it out (same as triggers.yml)."""
 

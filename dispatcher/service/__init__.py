@@ -12,6 +12,8 @@
 * ``outputs``  a job's log, diff and notice deliveries (:mod:`.outputs`);
 * ``events``   ``POST /events``, the events stored, each repo's triggers (:mod:`.events`);
 * ``issues``   the local issue inbox (:mod:`.issues`);
+* ``teams``    teams: a lead, a task graph run as jobs, one integration branch, messages
+  (:mod:`.teams`, :mod:`.team_messages`, :mod:`.team_prompts`);
 * ``notices``  which notices a job owes and where they go (:mod:`.notices`);
 * ``metrics``  ``GET /metrics``: the store's figures and the in-process ones (:mod:`.metrics`);
 * ``webhooks`` forge deliveries into the intake (:mod:`dispatcher.events.webhooks`);
@@ -42,6 +44,7 @@ from dispatcher.service.notices import Notices
 from dispatcher.service.outputs import Outputs
 from dispatcher.service.prune import Prune
 from dispatcher.service.repos import Repos
+from dispatcher.service.teams import Teams
 from dispatcher.store.database import Store
 from dispatcher.store.idempotency import Idempotency
 from dispatcher.store.models import Health
@@ -80,6 +83,7 @@ class Service:
         self.intake.on_dropped = self.metrics.event_dropped
         self.sweeper = Sweeper(settings, store, pool)  # the daemon's sweeps, and prune's orphans
         self.prune = Prune(store, self.control, self.sweeper)
+        self.teams = Teams(settings, store, self.jobs, self.control, self.notices)
 
     def health(self) -> Health:
         return Health(version=__version__, jobs_active=self.store.count_active())

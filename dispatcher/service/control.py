@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -123,7 +124,10 @@ class Control:
                 self.store, job, True, f"job {job_id} discarded: worktree and branch removed"
             )
 
-    def merge(self, job_id: int, req: MergeRequest) -> ActionResult:
+    def merge(
+        self, job_id: int, req: MergeRequest, *, landed: Callable[[Job], None] | None = None
+    ) -> ActionResult:
+        """``landed``: told as soon as the merge is recorded (see :func:`land`)."""
         with self.lock(job_id):
             job = self.store.job(job_id)
             refuse_continued(job)
@@ -132,7 +136,7 @@ class Control:
             job_id_ = job.id
             job, changed, message = land(
                 self.settings, self.store, job, repo, req,
-                drop=lambda path: self._drop_worktree(repo, job_id_, path),
+                drop=lambda path: self._drop_worktree(repo, job_id_, path), landed=landed,
             )  # fmt: skip
             if changed and job.state is JobState.MERGED:
                 self.notices.announce(job)

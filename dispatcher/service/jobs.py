@@ -59,11 +59,13 @@ class Jobs:
         trigger: Trigger | None = None,
         followup_of: Job | None = None,
         idem: IdempotencyKey | None = None,
+        team: tuple[int, int | None] | None = None,
     ) -> JobPublic:
         """Validate and queue a job. The one path every job takes (API, retry, triggers).
 
         With ``idem``, the key is written with the job, in its transaction; a job
-        the key made already is answered instead.
+        the key made already is answered instead. ``team``: the team and task (None:
+        its lead) the job works for, stored with it (a follow-up keeps its parent's).
         """
         made = self.store.made_by(idem, "job")
         if made is not None:  # the daemon stopped before it could answer: that answer
@@ -126,6 +128,10 @@ class Jobs:
             workspace=None if ws.is_empty() else ws.model_dump(mode="json"),
             max_cost_usd=max_cost,
         )
+        if followup_of is not None and team is None and followup_of.team_id is not None:
+            team = (followup_of.team_id, followup_of.task_id)
+        if team is not None:
+            job.team_id, job.task_id = team
         try:
             if followup_of is not None:
                 assert followup_of.id is not None

@@ -32,6 +32,7 @@ from sqlmodel import Session, col, func, select
 
 from dispatcher.errors import IdempotencyKeyReused, InvalidState, NotFound
 from dispatcher.lifecycle import ACTIVE, FINISHED, IN_INBOX, JobState, transition
+from dispatcher.store import team_models as _team_models  # noqa: F401  (their tables)
 from dispatcher.store.models import (
     Delivery,
     Event,

@@ -268,6 +268,9 @@ class Job(SQLModel, table=True):
     max_cost_usd: float | None = None
     followup_of: int | None = Field(default=None, foreign_key="job.id", index=True)
     followed_by: int | None = None  # the follow-up job that took over worktree and branch
+    # The team (docs/teams.md) the job works for, and its task (None: the team's lead).
+    team_id: int | None = Field(default=None, index=True)
+    task_id: int | None = Field(default=None, index=True)
     # Where it runs
     branch: str = ""
     worktree: str | None = None
@@ -370,6 +373,8 @@ class JobPublic(BaseModel):
     retry_of: int | None
     followup_of: int | None
     followed_by: int | None
+    team_id: int | None = None
+    task_id: int | None = None
     attempt: int
     max_attempts: int
     not_before: datetime | None

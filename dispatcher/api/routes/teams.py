@@ -1,0 +1,138 @@
+"""Routes of teams: create, list, show; tasks, blockers, plans, signals; messages; retry,
+shut down, merge. Each is one call of the service's ``teams`` (docs/teams.md)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, status
+from pydantic import BaseModel, ConfigDict
+from pydantic import Field as PydanticField
+
+from dispatcher.api.deps import MAX_ID, ServiceDep
+from dispatcher.store.team_models import (
+    MessageCreate,
+    MessagePublic,
+    PlanCreate,
+    PlanDecision,
+    SignalCreate,
+    TaskCreate,
+    TaskPublic,
+    TeamAction,
+    TeamCreate,
+    TeamMergeRequest,
+    TeamPublic,
+)
+
+router = APIRouter(prefix="/teams", tags=["teams"])
+
+TeamId = Annotated[int, Path(ge=1, le=MAX_ID, description="A team id")]
+TaskId = Annotated[int, Path(ge=1, le=MAX_ID, description="A task id (of that team)")]
+
+
+class BlockersUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    blocked_by: list[int] = PydanticField(max_length=500)
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    summary="Create a team: its integration branch and its lead job",
+)
+def create_team(body: TeamCreate, service: ServiceDep) -> TeamPublic:
+    return service.teams.create(body)
+
+
+@router.get("", summary="List teams, newest first")
+def list_teams(service: ServiceDep, repo: str | None = None) -> list[TeamPublic]:
+    return service.teams.listing(repo)
+
+
+@router.get("/{team_id}", summary="Show a team: its tasks, their states, blockers and cost")
+def show_team(team_id: TeamId, service: ServiceDep) -> TeamPublic:
+    return service.teams.show(team_id)
+
+
+@router.post(
+    "/{team_id}/tasks",
+    status_code=status.HTTP_201_CREATED,
+    summary="Add a task (it starts when its blockers are done)",
+    description="Refused with the reason: a blocker that is not a task of the team, a cycle, "
+    "a task for another repo, a team shut down.",
+)
+def add_task(team_id: TeamId, body: TaskCreate, service: ServiceDep) -> TaskPublic:
+    return service.teams.add_task(team_id, body)
+
+
+@router.get("/{team_id}/tasks/{task_id}", summary="Show one task")
+def show_task(team_id: TeamId, task_id: TaskId, service: ServiceDep) -> TaskPublic:
+    return service.teams.task(team_id, task_id)
+
+
+@router.put("/{team_id}/tasks/{task_id}/blockers", summary="Change a waiting task's blockers")
+def set_blockers(
+    team_id: TeamId, task_id: TaskId, body: BlockersUpdate, service: ServiceDep
+) -> TaskPublic:
+    return service.teams.set_blockers(team_id, task_id, body.blocked_by)
+
+
+@router.post("/{team_id}/tasks/{task_id}/retry", summary="Start a failed or canceled task again")
+def retry_task(team_id: TeamId, task_id: TaskId, service: ServiceDep) -> TeamAction:
+    return service.teams.retry(team_id, task_id)
+
+
+@router.post("/{team_id}/tasks/{task_id}/signal", summary="A member: blocked, needs-review, done")
+def signal_task(
+    team_id: TeamId, task_id: TaskId, body: SignalCreate, service: ServiceDep
+) -> TaskPublic:
+    return service.teams.signal(team_id, task_id, body)
+
+
+@router.post("/{team_id}/tasks/{task_id}/plan", summary="A member submits its plan")
+def submit_plan(
+    team_id: TeamId, task_id: TaskId, body: PlanCreate, service: ServiceDep
+) -> TaskPublic:
+    return service.teams.submit_plan(team_id, task_id, body.plan)
+
+
+@router.post("/{team_id}/tasks/{task_id}/approve", summary="Approve or reject a task's plan")
+def decide_plan(
+    team_id: TeamId, task_id: TaskId, body: PlanDecision, service: ServiceDep
+) -> TeamAction:
+    return service.teams.decide_plan(team_id, task_id, body)
+
+
+@router.post(
+    "/{team_id}/messages",
+    status_code=status.HTTP_201_CREATED,
+    summary="Send a message: to a member, the lead, or all",
+)
+def send_message(team_id: TeamId, body: MessageCreate, service: ServiceDep) -> list[MessagePublic]:
+    return service.teams.message(team_id, body)
+
+
+@router.get(
+    "/{team_id}/messages",
+    summary="Take the recipient's undelivered messages (each handed over once), oldest first",
+    description="With `wait`, a read that finds none waits up to that many seconds for one "
+    "(long poll; it answers as soon as a message is sent).",
+)
+def read_messages(
+    team_id: TeamId,
+    service: ServiceDep,
+    to: Annotated[str, Query(description="lead, person or task:<id>", max_length=40)],
+    wait: Annotated[float, Query(ge=0, le=120)] = 0.0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[MessagePublic]:
+    return service.teams.read(team_id, to, wait_s=wait, limit=limit)
+
+
+@router.post("/{team_id}/shutdown", summary="Cancel every member; the integration branch stays")
+def shutdown_team(team_id: TeamId, service: ServiceDep) -> TeamAction:
+    return service.teams.shutdown(team_id)
+
+
+@router.post("/{team_id}/merge", summary="Merge the integration branch (into the default branch)")
+def merge_team(team_id: TeamId, body: TeamMergeRequest, service: ServiceDep) -> TeamAction:
+    return service.teams.merge(team_id, body)

@@ -1,0 +1,239 @@
+"""The teams' rows: teams, tasks (moved by compare-and-set) and messages (taken once).
+
+It shares :class:`~dispatcher.store.database.Store`'s engines and its habit:
+short ``BEGIN IMMEDIATE`` writes, detached rows returned. A task moves only
+through :meth:`TeamStore.move_task`, a compare-and-set on its state checked
+against :data:`~dispatcher.store.team_models.TASK_TRANSITIONS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlmodel import col, func, select
+
+from dispatcher.errors import InvalidState, NotFound
+from dispatcher.store.database import Store
+from dispatcher.store.models import Job, utcnow
+from dispatcher.store.team_models import (
+    TaskState,
+    Team,
+    TeamMessage,
+    TeamTask,
+    task_transition,
+)
+
+
+@dataclass(eq=False)
+class TeamStore:
+    store: Store
+
+    # ------------------------------------------------------------ teams
+
+    def add_team(self, team: Team, *, branch_for: Callable[[int], str]) -> Team:
+        """Insert ``team`` and name its integration branch from its new id."""
+        with self.store.writing() as s:
+            s.add(team)
+            s.flush()
+            assert team.id is not None
+            team.branch = branch_for(team.id)
+            s.add(team)
+            s.flush()
+            return team
+
+    def team(self, team_id: int) -> Team:
+        with self.store.reading() as s:
+            team = s.get(Team, team_id)
+            if team is None:
+                raise NotFound(f"no team with id {team_id}; see `dispatcher team list`")
+            return team
+
+    def teams(self, repo_id: int | None = None) -> list[Team]:
+        q = select(Team).order_by(col(Team.id).desc())
+        if repo_id is not None:
+            q = q.where(Team.repo_id == repo_id)
+        with self.store.reading() as s:
+            return list(s.exec(q).all())
+
+    def update_team(self, team_id: int, **fields: Any) -> Team:
+        with self.store.writing() as s:
+            team = s.get(Team, team_id)
+            if team is None:
+                raise NotFound(f"no team with id {team_id}")
+            return _set(s, team, fields)
+
+    def team_of_lead(self, job_id: int) -> Team | None:
+        with self.store.reading() as s:
+            return s.exec(select(Team).where(Team.lead_job_id == job_id)).first()
+
+    # ------------------------------------------------------------ tasks
+
+    def add_task(self, task: TeamTask, check: Callable[[list[TeamTask]], None]) -> TeamTask:
+        """Insert ``task`` after ``check`` passed on the team's tasks as they are inside
+        this write (no task added meanwhile can slip past it)."""
+        with self.store.writing() as s:
+            check(list(s.exec(select(TeamTask).where(TeamTask.team_id == task.team_id)).all()))
+            s.add(task)
+            s.flush()
+            return task
+
+    def set_blockers(
+        self, task_id: int, blocked_by: list[int], check: Callable[[list[TeamTask]], None]
+    ) -> TeamTask:
+        """Give a waiting task new blockers, after ``check`` passed on the team's tasks
+        with the change made (inside this write)."""
+        with self.store.writing() as s:
+            task = _get_task(s, task_id)
+            if task.state is not TaskState.WAITING:
+                raise InvalidState(
+                    f"task {task_id} is {task.state.value}; only a waiting task's blockers change"
+                )
+            tasks = list(s.exec(select(TeamTask).where(TeamTask.team_id == task.team_id)).all())
+            task.blocked_by = list(blocked_by)
+            check(tasks)
+            s.add(task)
+            s.flush()
+            return task
+
+    def task(self, task_id: int) -> TeamTask:
+        with self.store.reading() as s:
+            return _get_task(s, task_id)
+
+    def tasks(self, team_id: int) -> list[TeamTask]:
+        with self.store.reading() as s:
+            q = select(TeamTask).where(TeamTask.team_id == team_id).order_by(col(TeamTask.id))
+            return list(s.exec(q).all())
+
+    def move_task(
+        self, task_id: int, expected: TaskState | set[TaskState], target: TaskState, **fields: Any
+    ) -> TeamTask:
+        """Compare-and-set: move the task to ``target`` only if it is in ``expected``
+        (InvalidState naming its state when not)."""
+        allowed = {expected} if isinstance(expected, TaskState) else set(expected)
+        with self.store.writing() as s:
+            task = _get_task(s, task_id)
+            if task.state not in allowed:
+                raise InvalidState(
+                    f"task {task_id} is {task.state.value}, not "
+                    + " or ".join(sorted(a.value for a in allowed)),
+                    details={"state": task.state.value},
+                )
+            task_transition(task.state, target)
+            return _set(s, task, {"state": target, **fields})
+
+    def update_task(self, task_id: int, **fields: Any) -> TeamTask:
+        assert "state" not in fields, "state changes go through move_task()"
+        with self.store.writing() as s:
+            return _set(s, _get_task(s, task_id), fields)
+
+    def newest_job_of_task(self, task_id: int) -> Job | None:
+        """The task's newest job (a restart finds the job a ``starting`` task made)."""
+        with self.store.reading() as s:
+            q = select(Job).where(Job.task_id == task_id).order_by(col(Job.id).desc())
+            return s.exec(q).first()
+
+    def team_jobs(self, team_id: int) -> list[Job]:
+        with self.store.reading() as s:
+            q = select(Job).where(Job.team_id == team_id).order_by(col(Job.id))
+            return list(s.exec(q).all())
+
+    def team_cost(self, team_id: int) -> float:
+        """The reported cost of every job of the team (lead and members)."""
+        with self.store.reading() as s:
+            total = s.exec(
+                select(func.sum(Job.cost_usd)).where(
+                    Job.team_id == team_id, col(Job.cost_usd).is_not(None)
+                )
+            ).one()
+            return float(total or 0.0)
+
+    # ------------------------------------------------------------ messages
+
+    def add_messages(self, rows: Sequence[TeamMessage]) -> list[TeamMessage]:
+        """Store messages (a broadcast's rows together, in one transaction)."""
+        with self.store.writing() as s:
+            for row in rows:
+                s.add(row)
+            s.flush()
+            return list(rows)
+
+    def take_messages(self, team_id: int, recipient: str, limit: int) -> list[TeamMessage]:
+        """The recipient's oldest undelivered messages, marked delivered in the same
+        write: each is handed over by exactly one read."""
+        with self.store.writing() as s:
+            rows = list(s.exec(_undelivered(team_id, recipient, limit)).all())
+            _mark_delivered(s, rows)
+            return rows
+
+    def undelivered(self, team_id: int, recipient: str, limit: int) -> list[TeamMessage]:
+        """The recipient's oldest undelivered messages, left undelivered (a prompt is
+        made of them; :meth:`delivered` marks them once that prompt's job exists)."""
+        with self.store.reading() as s:
+            return list(s.exec(_undelivered(team_id, recipient, limit)).all())
+
+    def delivered(self, rows: Sequence[TeamMessage]) -> None:
+        with self.store.writing() as s:
+            _mark_delivered(s, rows)
+
+    def messages(self, team_id: int, limit: int = 200) -> list[TeamMessage]:
+        """The team's messages, newest last (delivered or not): `team show`'s log."""
+        with self.store.reading() as s:
+            q = (
+                select(TeamMessage)
+                .where(TeamMessage.team_id == team_id)
+                .order_by(col(TeamMessage.id).desc())
+                .limit(limit)
+            )
+            return list(reversed(s.exec(q).all()))
+
+
+def _undelivered(team_id: int, recipient: str, limit: int) -> Any:
+    return (
+        select(TeamMessage)
+        .where(
+            TeamMessage.team_id == team_id,
+            TeamMessage.recipient == recipient,
+            col(TeamMessage.delivered_at).is_(None),
+        )
+        .order_by(col(TeamMessage.id))
+        .limit(limit)
+    )
+
+
+def _mark_delivered(s: Any, rows: Sequence[TeamMessage]) -> None:
+    if not rows:
+        return
+    now = utcnow()
+    s.exec(
+        sa.update(TeamMessage)
+        .where(
+            col(TeamMessage.id).in_([r.id for r in rows]), col(TeamMessage.delivered_at).is_(None)
+        )
+        .values(delivered_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    for row in rows:
+        row.delivered_at = now
+
+
+_Row = TypeVar("_Row", Team, TeamTask)
+
+
+def _set(s: Any, row: _Row, fields: dict[str, Any]) -> _Row:
+    """Set ``fields`` on ``row`` and write it (inside the caller's transaction)."""
+    for key, value in fields.items():
+        setattr(row, key, value)
+    s.add(row)
+    s.flush()
+    return row
+
+
+def _get_task(s: Any, task_id: int) -> TeamTask:
+    task = s.get(TeamTask, task_id)
+    if task is None:
+        raise NotFound(f"no task with id {task_id}")
+    assert isinstance(task, TeamTask)
+    return task
