@@ -268,6 +268,9 @@ class Job(SQLModel, table=True):
     max_cost_usd: float | None = None
     followup_of: int | None = Field(default=None, foreign_key="job.id", index=True)
     followed_by: int | None = None  # the follow-up job that took over worktree and branch
+    # The job whose agent created this one through the MCP server (its job token); its
+    # retries and follow-ups keep it. None: made by a person, a script or a trigger.
+    parent_id: int | None = Field(default=None, foreign_key="job.id", index=True)
     # Where it runs
     branch: str = ""
     worktree: str | None = None
@@ -370,6 +373,10 @@ class JobPublic(BaseModel):
     retry_of: int | None
     followup_of: int | None
     followed_by: int | None
+    parent_id: int | None = PydanticField(
+        default=None,
+        description="The job whose agent created this one through the MCP server (docs/mcp.md)",
+    )
     attempt: int
     max_attempts: int
     not_before: datetime | None
