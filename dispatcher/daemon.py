@@ -189,7 +189,7 @@ def serve(settings: Settings) -> None:
     from dispatcher.jobs.pool import WorktreePool
     from dispatcher.jobs.runner import Runner
     from dispatcher.jobs.tokens import JobTokens
-    from dispatcher.mcp import server as mcp_server
+    from dispatcher.mcp.endpoint import McpEndpoint
     from dispatcher.service import Service
     from dispatcher.store.database import Store, migrate
     from dispatcher.store.models import Repo
@@ -245,7 +245,7 @@ def serve(settings: Settings) -> None:
         runner.on_worktree_ready = service.metrics.worktree_ready
         app = create_app(
             service, token, public_docs=settings.public_api_docs,
-            open_metrics=settings.metrics_open, mcp=mcp_server.build(service),
+            open_metrics=settings.metrics_open, mcp=McpEndpoint(service),
         )  # fmt: skip
         checks.clear_leftovers(settings)
         for repo in store.repos():  # last good trigger files (notify targets) before any job ends

@@ -41,7 +41,7 @@ from dispatcher.mcp import auth as mcp_auth
 from dispatcher.store.models import ErrorBody
 
 if TYPE_CHECKING:  # the daemon hands the app its service; the API knows only its type
-    from dispatcher.mcp.server import McpFace
+    from dispatcher.mcp.endpoint import McpEndpoint
     from dispatcher.service import Service
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ def create_app(
     *,
     public_docs: bool = False,
     open_metrics: bool = False,
-    mcp: McpFace | None = None,
+    mcp: McpEndpoint | None = None,
 ) -> FastAPI:
     """The API. ``public_docs``: serve /docs, /redoc and /openapi.json without the token;
     ``open_metrics``: /metrics too (the daemon allows it on loopback only); ``mcp``: the
@@ -188,7 +188,7 @@ def create_app(
     if mcp is not None:  # job tokens: at /mcp only (docs/mcp.md, "Auth and scopes")
         access = service.access
         scoped = ScopedTokens(mcp_auth.PATH, access.principal, access.is_job_token)
-        app.router.routes.append(Route(mcp_auth.PATH, endpoint=mcp.app))
+        app.router.routes.append(Route(mcp_auth.PATH, endpoint=mcp))
     app.add_middleware(
         BearerAuth, token=token, public=public, scoped=scoped, state_key=mcp_auth.PRINCIPAL
     )

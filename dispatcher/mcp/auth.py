@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from mcp.server.mcpserver import Context
-
 from dispatcher.config import MCP_PATH
 from dispatcher.errors import Unauthorized
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the SDK is loaded with the server, at the first request (endpoint.py)
+    from mcp.server.mcpserver import Context
+
     from dispatcher.service.access import Principal
 
 PATH = MCP_PATH  # the endpoint on the daemon's own app
