@@ -3,44 +3,29 @@ principal reaches a job, against a real SQLite store."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
 from dispatcher.errors import Forbidden, NotFound, Unauthorized
 from dispatcher.jobs.tokens import JobTokens
 from dispatcher.lifecycle import JobState
 from dispatcher.service.access import ADMIN, Access, Principal, Reach
-from dispatcher.store.database import Store, migrate
+from dispatcher.store.database import Store
 from dispatcher.store.models import Job, JobCreate, MergeRequest, Repo
+from tests.test_store import store, url  # noqa: F401 (fixtures: a migrated store)
 
 DAEMON_TOKEN = "the-daemon-token-for-access-tests"
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    url = f"sqlite:///{tmp_path}/db.sqlite"
-    migrate(url)
-    st = Store(url)
-    try:
-        yield st
-    finally:
-        st.close()
-
-
-def add_job(
-    store: Store, repo_id: int, state: JobState, nonce: str | None, **fields: object
-) -> Job:
+def add_job(st: Store, repo_id: int, state: JobState, nonce: str | None, **fields: object) -> Job:
     job = Job(
         repo_id=repo_id, prompt="p", agent="command", base_ref="main", base_sha="0" * 40,
         target_branch="main", timeout_s=60, state=state, spawn_nonce=nonce, **fields,
     )  # fmt: skip
-    return store.add_job(job, branch_for=lambda jid: f"dispatcher/{jid}-p")
+    return st.add_job(job, branch_for=lambda jid: f"dispatcher/{jid}-p")
 
 
 @pytest.fixture
-def world(store: Store) -> tuple[Access, dict[str, Job]]:
+def world(store: Store) -> tuple[Access, dict[str, Job]]:  # noqa: F811
     repo = store.add_repo(Repo(name="app", path="/srv/app", default_branch="main"))
     other = store.add_repo(Repo(name="other", path="/srv/other", default_branch="main"))
     assert repo.id is not None and other.id is not None
