@@ -183,6 +183,12 @@ def test_bad_input_gets_one_line_errors(daemon: Daemon, repo: Path) -> None:
             )
         for token in ("wrong", daemon.token + "x", "dj1.1.bm90LWEtbWFj"):
             assert await connect_refused(daemon.url + "/mcp", token) == "wrong bearer token"
+        # No token at all: 401, with a JSON-RPC error an MCP client can show.
+        resp = httpx.post(daemon.url + "/mcp", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        assert resp.status_code == 401 and resp.headers["www-authenticate"] == "Bearer"
+        assert resp.json()["error"]["message"] == (
+            "missing bearer token (Authorization: Bearer <token>)"
+        )
 
     asyncio.run(scenario())
 
