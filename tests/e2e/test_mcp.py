@@ -304,5 +304,17 @@ def test_a_job_token_reaches_only_mcp_never_a_rest_route(
             )
 
     asyncio.run(on_mcp())
+    # Through `dispatcher mcp`, as an agent's own stdio server: the same scope.
+    argv = dispatcher_argv()
+    env = {**d.cli_env, "DISPATCHER_MCP_URL": d.url + "/mcp", "DISPATCHER_JOB_TOKEN": token}
+    server = StdioServerParameters(command=argv[0], args=[*argv[1:], "mcp"], env=env)
+
+    async def over_stdio() -> None:
+        async with Client(server) as client:
+            assert (await call(client, "list_jobs"))["items"] == []  # its children: none
+            assert (await refusal(client, "show_job", job_id=987654)) == "no job with id 987654"
+            assert await refusal(client, "post_event", event={"repo": name, "kind": "manual"})
+
+    asyncio.run(over_stdio())
     assert d.api.post(f"/jobs/{job['id']}/cancel").status_code == 200
     d.wait(job["id"])
