@@ -313,7 +313,10 @@ def test_a_job_token_reaches_only_mcp_never_a_rest_route(
         async with Client(server) as client:
             assert (await call(client, "list_jobs"))["items"] == []  # its children: none
             assert (await refusal(client, "show_job", job_id=987654)) == "no job with id 987654"
-            assert await refusal(client, "post_event", event={"repo": name, "kind": "manual"})
+            refused = await refusal(client, "post_event", event={"repo": name, "kind": "manual"})
+            assert refused == (
+                f"the job token of job {job['id']} may not post events: that takes the daemon token"
+            )
 
     asyncio.run(over_stdio())
     assert d.api.post(f"/jobs/{job['id']}/cancel").status_code == 200
