@@ -26,7 +26,7 @@ def register(server: MCPServer[Any], service: Service) -> None:
         mime_type="text/plain",
     )
     def job_log(job_id: JobId, ctx: Context[Any, Any]) -> str:
-        access.job(principal(ctx), job_id)
+        access.check_job(principal(ctx), job_id)
         page = service.outputs.log_page(job_id, tail=logpage.DEFAULT_LIMIT)
         return page.data.decode("utf-8", errors="replace")
 
@@ -37,6 +37,6 @@ def register(server: MCPServer[Any], service: Service) -> None:
         mime_type="text/x-diff",
     )
     def job_diff(job_id: JobId, ctx: Context[Any, Any]) -> str:
-        access.job(principal(ctx), job_id)
+        access.check_job(principal(ctx), job_id)
         diff = service.outputs.diff(job_id)
         return f"{diff.stat}\n{diff.patch}"

@@ -116,9 +116,14 @@ class Access:
 
     # ------------------------------------------------------------ checks
 
-    def job(self, who: Principal, job_id: int, *, act: bool = False) -> Job:
-        """The job, if ``who`` may read it (``act``: act on it); else one-line errors:
-        not found, or outside the token's scope."""
+    def check_job(self, who: Principal, job_id: int, *, act: bool = False) -> None:
+        """Refused unless ``who`` may read the job (``act``: act on it): not found, or
+        outside the token's scope, one line each. The daemon token reaches every job
+        without a read here (the use-case that follows answers an unknown id)."""
+        if not who.is_admin:
+            self._reached(who, job_id, act=act)
+
+    def _reached(self, who: Principal, job_id: int, *, act: bool) -> Job:
         job = self.store.job(job_id)  # NotFound for an unknown id
         reach = self.reach(who, job)
         if reach >= (Reach.ACT if act else Reach.READ):
@@ -145,9 +150,9 @@ class Access:
     def merge(self, who: Principal, job_id: int, req: MergeRequest) -> None:
         """Refused unless ``who`` may act on the job, and, for a job token, the merge
         lands anywhere but the repo's default branch."""
-        job = self.job(who, job_id, act=True)
         if who.is_admin:
             return
+        job = self._reached(who, job_id, act=True)
         default = self.store.repo(job.repo_id).default_branch
         target = (req.into or job.target_branch).removeprefix("refs/heads/")
         if target == default.removeprefix("refs/heads/"):

@@ -31,7 +31,7 @@ def register(server: MCPServer[Any], service: Service) -> None:
         prompt: Annotated[str, Field(min_length=1, description="What to do next")],
         timeout_minutes: Annotated[float | None, Field(gt=0, description="Time limit")] = None,
     ) -> ActionResult:
-        access.job(principal(ctx), job_id, act=True)
+        access.check_job(principal(ctx), job_id, act=True)
         req = FollowupCreate(prompt=prompt, timeout_minutes=timeout_minutes)
         return service.jobs.followup(job_id, req)
 
@@ -57,15 +57,15 @@ def register(server: MCPServer[Any], service: Service) -> None:
 
     @server.tool(description="Stop the job if it runs, and remove its worktree and branch.")
     def discard_job(ctx: Context[Any, Any], job_id: JobId) -> ActionResult:
-        access.job(principal(ctx), job_id, act=True)
+        access.check_job(principal(ctx), job_id, act=True)
         return service.control.discard(job_id)
 
     @server.tool(description="Stop a queued or running job; its worktree and branch stay.")
     def cancel_job(ctx: Context[Any, Any], job_id: JobId) -> ActionResult:
-        access.job(principal(ctx), job_id, act=True)
+        access.check_job(principal(ctx), job_id, act=True)
         return service.control.cancel(job_id)
 
     @server.tool(description="Queue a fresh job with the same inputs as a finished one.")
     def retry_job(ctx: Context[Any, Any], job_id: JobId) -> ActionResult:
-        access.job(principal(ctx), job_id, act=True)
+        access.check_job(principal(ctx), job_id, act=True)
         return service.jobs.retry(job_id)

@@ -95,7 +95,7 @@ def register(server: MCPServer[Any], service: Service) -> None:
         description="Show one job: state, branch, commits ahead, error, agent summary, cost."
     )
     def show_job(ctx: Context[Any, Any], job_id: JobId) -> JobPublic:
-        access.job(principal(ctx), job_id)
+        access.check_job(principal(ctx), job_id)
         return service.jobs.get(job_id)
 
     @server.tool(
@@ -112,7 +112,7 @@ def register(server: MCPServer[Any], service: Service) -> None:
             int | None, Field(ge=0, le=MAX_ID, description="Read from here instead")
         ] = None,
     ) -> LogTail:
-        access.job(principal(ctx), job_id)
+        access.check_job(principal(ctx), job_id)
         if offset is None:
             page = service.outputs.log_page(job_id, tail=tail_bytes)
         else:
@@ -131,7 +131,7 @@ def register(server: MCPServer[Any], service: Service) -> None:
         job_id: JobId,
         full: Annotated[bool, Field(description="Include the patch, not only the stat")] = False,
     ) -> Diff:
-        access.job(principal(ctx), job_id)
+        access.check_job(principal(ctx), job_id)
         diff = service.outputs.diff(job_id)
         return Diff(
             job=diff.job, base=diff.base, head=diff.head, stat=diff.stat,
