@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -321,3 +322,29 @@ def test_a_job_token_reaches_only_mcp_never_a_rest_route(
     asyncio.run(over_stdio())
     assert d.api.post(f"/jobs/{job['id']}/cancel").status_code == 200
     d.wait(job["id"])
+
+
+def test_a_job_token_outlives_a_daemon_kill_9_with_its_job_and_dies_with_it(
+    daemon_factory: Callable[..., Daemon], repo: Path
+) -> None:
+    d = daemon_factory().start()
+    name = d.add_repo(repo)
+    job = d.submit(name, "wait", command=["sleep", "120"])
+    d.wait(job["id"], {"running"})
+    token = JobTokens(d.token).mint(job["id"], spawn_nonce(d, job["id"]))
+
+    async def shows_itself() -> str:
+        async with connect(d.url + "/mcp", token) as client:
+            return str((await call(client, "show_job", job_id=job["id"]))["state"])
+
+    assert asyncio.run(shows_itself()) == "running"
+    d.stop(signal.SIGKILL)
+    d.start()  # the agent was re-adopted: the same run, the same token
+    assert d.job(job["id"])["state"] == "running"
+    assert asyncio.run(shows_itself()) == "running"
+    assert d.api.post(f"/jobs/{job['id']}/cancel").status_code == 200
+    d.wait(job["id"])
+    assert asyncio.run(connect_refused(d.url + "/mcp", token)) == (
+        f"the job token of job {job['id']} is no longer valid: the job is canceled (a job "
+        "token is valid only while its job runs)"
+    )
