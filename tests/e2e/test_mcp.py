@@ -202,6 +202,17 @@ def spawn_nonce(d: Daemon, job_id: int) -> str:
     return nonce
 
 
+def running_job_token(
+    daemon_factory: Callable[..., Daemon], repo: Path
+) -> tuple[Daemon, str, dict[str, Any], str]:
+    """A daemon with a repo and a running job (a long sleep), and that run's job token."""
+    d = daemon_factory().start()
+    name = d.add_repo(repo)
+    job = d.submit(name, "wait", command=["sleep", "120"])
+    d.wait(job["id"], {"running"})
+    return d, name, job, JobTokens(d.token).mint(job["id"], spawn_nonce(d, job["id"]))
+
+
 def files_under(root: Path) -> list[Path]:
     return [p for p in root.rglob("*") if p.is_file() and not p.is_symlink()]
 
@@ -274,11 +285,7 @@ def test_an_agent_uses_its_job_token_within_its_scope(
 def test_a_job_token_reaches_only_mcp_never_a_rest_route(
     daemon_factory: Callable[..., Daemon], repo: Path
 ) -> None:
-    d = daemon_factory().start()
-    name = d.add_repo(repo)
-    job = d.submit(name, "wait", command=["sleep", "60"])
-    d.wait(job["id"], {"running"})
-    token = JobTokens(d.token).mint(job["id"], spawn_nonce(d, job["id"]))
+    d, name, job, token = running_job_token(daemon_factory, repo)
     ids = {"job_id": str(job["id"]), "event_id": "1", "name": name}
     with httpx.Client(base_url=d.url, timeout=30) as client:
         routes = [r for r in operations(d) if r not in EXPECTED_OPEN]
@@ -327,11 +334,7 @@ def test_a_job_token_reaches_only_mcp_never_a_rest_route(
 def test_a_job_token_outlives_a_daemon_kill_9_with_its_job_and_dies_with_it(
     daemon_factory: Callable[..., Daemon], repo: Path
 ) -> None:
-    d = daemon_factory().start()
-    name = d.add_repo(repo)
-    job = d.submit(name, "wait", command=["sleep", "120"])
-    d.wait(job["id"], {"running"})
-    token = JobTokens(d.token).mint(job["id"], spawn_nonce(d, job["id"]))
+    d, _, job, token = running_job_token(daemon_factory, repo)
 
     async def shows_itself() -> str:
         async with connect(d.url + "/mcp", token) as client:
