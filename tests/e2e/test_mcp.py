@@ -124,8 +124,16 @@ def test_http_client_lists_tools_creates_a_job_reads_its_log_and_merges_it(
     async def scenario() -> None:
         async with connect(daemon.url + "/mcp", daemon.token) as client:
             await create_read_merge(client, name, repo)
+            issue = await call(client, "file_issue", repo=name, title="flaky", labels=["bug"])
+            assert (issue["number"], issue["labels"]) == (1, ["bug"])
+            event = await call(client, "post_event", event={"repo": name, "kind": "manual"})
+            assert event["event_id"] is not None and event["jobs"] == []  # no triggers
+            listed = await call(client, "list_jobs", repo=name, limit=1)
+            assert [j["repo"] for j in listed["items"]] == [name] and listed["next_before"] is None
 
     asyncio.run(scenario())
+    issues = daemon.api.get(f"/repos/{name}/issues").json()  # the REST face sees the same
+    assert [i["title"] for i in issues] == ["flaky"]
 
 
 def test_the_stdio_command_serves_the_same_tools(daemon: Daemon, repo: Path) -> None:
