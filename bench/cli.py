@@ -3,7 +3,7 @@
     .venv/bin/python -m bench [--quick] [--only SECTION,...] [--json out.json]
 
 Sections (in this order): repos, spawn, throughput, events, api, memory, merge,
-repos_api, repos_scale, burst, supervise, git_processes, teams. Everything lives in one temp
+repos_api, repos_scale, burst, supervise, git_processes, teams, mcp. Everything lives in one temp
 dir, removed at the end with every daemon the run started stopped (SIGTERM), even on
 failure or Ctrl-C. ``--quick`` uses the 1,000 and 10,000-file repos only, 200
 throughput jobs and fewer samples (a few minutes on 2 cores); the full run adds the
@@ -32,6 +32,7 @@ from bench import (
     burst,
     events,
     git_processes,
+    mcp,
     memory,
     merge,
     repos,
@@ -58,6 +59,7 @@ SECTIONS: dict[str, ModuleType] = {
     "supervise": supervise,
     "git_processes": git_processes,
     "teams": teams,
+    "mcp": mcp,
 }
 
 TITLES = {
@@ -74,6 +76,7 @@ TITLES = {
     "supervise": "threads and idle CPU with 1 and 8 agents running",
     "git_processes": "git processes per trivial job, warm pool of 2",
     "teams": "teams: blocker merged -> dependant's agent start; message send -> waiting read",
+    "mcp": "an MCP tool call (show_job) against the same REST call (GET /jobs/{id})",
 }
 
 

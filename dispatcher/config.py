@@ -17,6 +17,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_PORT = 8765
 
 
+MCP_PATH = "/mcp"  # the MCP server's endpoint on the daemon's own app
+
+
 def default_state_dir() -> Path:
     """``$XDG_STATE_HOME/dispatcher``, falling back to ``~/.local/state/dispatcher``."""
     xdg = os.environ.get("XDG_STATE_HOME")
@@ -190,6 +193,11 @@ class Settings(BaseSettings):
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
+
+    @property
+    def mcp_url(self) -> str:
+        """The daemon's own MCP endpoint (docs/mcp.md), given to every agent it starts."""
+        return self.api_url + MCP_PATH
 
     def ensure_dirs(self) -> None:
         for path in (self.state_dir, self.worktrees_dir, self.jobs_dir):

@@ -60,6 +60,7 @@ def configure_logging(settings: Settings) -> None:
     root.setLevel(settings.log_level.upper())
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per job added/removed
+    logging.getLogger("mcp").setLevel(logging.WARNING)  # the SDK: lines per request
 
 
 def load_or_create_token(settings: Settings) -> str:
@@ -187,6 +188,8 @@ def serve(settings: Settings) -> None:
     from dispatcher.events.trigger_files import TriggerFiles
     from dispatcher.jobs.pool import WorktreePool
     from dispatcher.jobs.runner import Runner
+    from dispatcher.jobs.tokens import JobTokens
+    from dispatcher.mcp.endpoint import McpEndpoint
     from dispatcher.service import Service
     from dispatcher.store.database import Store, migrate
     from dispatcher.store.models import Repo
@@ -215,8 +218,10 @@ def serve(settings: Settings) -> None:
         # Always there, even when no repo keeps warm trees: `repo update --pool-size` turns
         # it on for a repo without a restart (with size 0 it only removes released trees).
         pool = WorktreePool(settings, store.repos, keep_for)
-        runner = Runner(settings, store, pool)
-        service = Service(settings, store, runner, trigger_files=trigger_files, pool=pool)
+        runner = Runner(settings, store, pool, job_tokens=JobTokens(token))
+        service = Service(
+            settings, store, runner, trigger_files=trigger_files, pool=pool, token=token
+        )
         sources = Sources(
             settings, store, trigger_files, service.intake.ingest,
             on_default_moved=pool.refresh,
@@ -241,7 +246,7 @@ def serve(settings: Settings) -> None:
         runner.on_worktree_ready = service.metrics.worktree_ready
         app = create_app(
             service, token, public_docs=settings.public_api_docs,
-            open_metrics=settings.metrics_open,
+            open_metrics=settings.metrics_open, mcp=McpEndpoint(service),
         )  # fmt: skip
         checks.clear_leftovers(settings)
         for repo in store.repos():  # last good trigger files (notify targets) before any job ends

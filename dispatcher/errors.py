@@ -102,6 +102,13 @@ class Unauthorized(DispatcherError):
     status = 401
 
 
+class Forbidden(DispatcherError):
+    """A valid credential asking for what its scope does not allow (a job token)."""
+
+    code = "forbidden"
+    status = 403
+
+
 class DaemonUnavailable(DispatcherError):
     """The CLI could not reach the daemon."""
 

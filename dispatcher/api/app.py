@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Route
 
 from dispatcher import __version__
 from dispatcher.api.docs_ui import add_docs_pages
-from dispatcher.api.middleware import BearerAuth, BodyLimit, Idempotency, RequestIds, open_routes
+from dispatcher.api.middleware import (
+    BearerAuth,
+    BodyLimit,
+    Idempotency,
+    RequestIds,
+    ScopedTokens,
+    open_routes,
+)
 from dispatcher.api.routes import (
     agents,
     doctor,
@@ -29,9 +38,11 @@ from dispatcher.api.routes import (
     webhooks,
 )
 from dispatcher.errors import DispatcherError
+from dispatcher.mcp import auth as mcp_auth
 from dispatcher.store.models import ErrorBody
 
 if TYPE_CHECKING:  # the daemon hands the app its service; the API knows only its type
+    from dispatcher.mcp.endpoint import McpEndpoint
     from dispatcher.service import Service
 
 log = logging.getLogger(__name__)
@@ -115,16 +126,32 @@ def _declare_bearer(app: FastAPI, public: frozenset[tuple[str, str]]) -> None:
 
 
 def create_app(
-    service: Service, token: str, *, public_docs: bool = False, open_metrics: bool = False
+    service: Service,
+    token: str,
+    *,
+    public_docs: bool = False,
+    open_metrics: bool = False,
+    mcp: McpEndpoint | None = None,
 ) -> FastAPI:
     """The API. ``public_docs``: serve /docs, /redoc and /openapi.json without the token;
-    ``open_metrics``: /metrics too (the daemon allows it on loopback only)."""
+    ``open_metrics``: /metrics too (the daemon allows it on loopback only); ``mcp``: the
+    MCP server at /mcp (docs/mcp.md), its session manager run in the app's lifespan."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if mcp is None:
+            yield
+            return
+        async with mcp.lifespan():
+            yield
+
     app = FastAPI(
         title="worktree-dispatcher",
         version=__version__,
         description="Run coding agents in isolated git worktrees; review, merge or discard.",
         docs_url=None,  # FastAPI's pages load their assets from a CDN; ours are local
         redoc_url=None,
+        lifespan=lifespan,
     )
     app.state.service = service
     app.state.token = token
@@ -158,7 +185,14 @@ def create_app(
     app.add_middleware(Idempotency, service=service)
     limit = service.settings.max_request_bytes if service is not None else 10 * 1024 * 1024
     app.add_middleware(BodyLimit, limit=limit)
-    app.add_middleware(BearerAuth, token=token, public=public)
+    scoped = None
+    if mcp is not None:  # job tokens: at /mcp only (docs/mcp.md, "Auth and scopes")
+        access = service.access
+        scoped = ScopedTokens(mcp_auth.PATH, access.principal, access.is_job_token)
+        app.router.routes.append(Route(mcp_auth.PATH, endpoint=mcp))
+    app.add_middleware(
+        BearerAuth, token=token, public=public, scoped=scoped, state_key=mcp_auth.PRINCIPAL
+    )
     app.add_middleware(RequestIds)  # outermost: even a refusal's log lines name the job
 
     app.include_router(health.router)

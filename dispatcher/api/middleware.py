@@ -14,6 +14,7 @@ import hmac
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -43,7 +44,19 @@ async def send_error(
     message: str,
     headers: Sequence[tuple[bytes, bytes]] = (),
 ) -> None:
-    body = json.dumps({"error": {"code": code, "message": message, "details": {}}}).encode()
+    error = {"error": {"code": code, "message": message, "details": {}}}
+    await send_json(send, status, error, headers)
+
+
+# A refusal at the MCP endpoint is a JSON-RPC error (an implementation-defined server
+# error code), so that an MCP client shows its message rather than only the status.
+JSONRPC_UNAUTHORIZED = -32001
+
+
+async def send_json(
+    send: Send, status: int, document: object, headers: Sequence[tuple[bytes, bytes]] = ()
+) -> None:
+    body = json.dumps(document).encode()
     await send(
         {
             "type": "http.response.start",
@@ -96,32 +109,82 @@ def open_routes(*, public_docs: bool, metrics: bool = False) -> frozenset[tuple[
     return routes | METRICS_ROUTES if metrics else routes
 
 
+@dataclass(frozen=True)
+class ScopedTokens:
+    """The one path that takes scoped tokens (job tokens) besides the daemon token: the
+    MCP endpoint. ``principal`` turns a token into who is asking (raising
+    :class:`Unauthorized` with the reason); ``is_scoped`` tells a scoped token by its
+    shape, so that every other route can say why it refuses one."""
+
+    path: str
+    principal: Callable[[str], object]
+    is_scoped: Callable[[str], bool]
+
+
 class BearerAuth:
     """The one token check of the whole API: every request but the ``public`` (method, path)
     pairs needs ``Authorization: Bearer <token>``, exactly (constant-time compare of
     the whole credential: a prefix or a longer value is refused). A token in a query
     string or a cookie counts for nothing. Refused: ``401 unauthorized`` with
     ``WWW-Authenticate: Bearer``; the request goes no further (nothing is read,
-    stored or replayed).
+    stored or replayed). With ``scoped``, its path takes the tokens it resolves (the
+    daemon token, or a running job's) and its principal is left in the request's
+    state under ``state_key``; a job token anywhere else is refused.
     """
 
-    def __init__(self, app: ASGIApp, token: str, public: frozenset[tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str,
+        public: frozenset[tuple[str, str]],
+        scoped: ScopedTokens | None = None,
+        state_key: str = "principal",
+    ) -> None:
         self.app = app
         self.token = token.encode()
         self.public = public
+        self.scoped = scoped
+        self.state_key = state_key
 
-    def refusal(self, scope: Scope) -> str | None:
-        """Why the request is refused, or None when it may go on."""
-        if (scope["method"], scope["path"]) in self.public:
-            return None
+    @staticmethod
+    def credentials(scope: Scope) -> bytes | str:
+        """The bearer credentials of the request (bytes), or why there are none (str)."""
         given = [v for k, v in scope.get("headers", []) if k.lower() == b"authorization"]
         if len(given) > 1:
             return "more than one Authorization header"
         scheme, _, credentials = (given[0] if given else b"").partition(b" ")
         if scheme.lower() != b"bearer" or not credentials:
             return NO_CREDENTIALS
-        if not self.token or not hmac.compare_digest(bytes(credentials), self.token):
+        return bytes(credentials)
+
+    def refusal(self, scope: Scope) -> str | None:
+        """Why the request is refused, or None when it may go on."""
+        if (scope["method"], scope["path"]) in self.public:
+            return None
+        credentials = self.credentials(scope)
+        if isinstance(credentials, str):
+            return credentials
+        if not self.token or not hmac.compare_digest(credentials, self.token):
+            scoped = self.scoped
+            if scoped is not None and scoped.is_scoped(credentials.decode("latin-1")):
+                return f"a job token is accepted at {scoped.path} (MCP) only, not by the REST API"
             return "wrong bearer token"
+        return None
+
+    async def _principal(self, scope: Scope, scoped: ScopedTokens) -> str | None:
+        """The scoped path's check: the principal of the token put in the request's state,
+        or why it is refused."""
+        credentials = self.credentials(scope)
+        if isinstance(credentials, str):
+            return credentials
+        try:
+            token = credentials.decode("ascii")
+            who = await anyio.to_thread.run_sync(scoped.principal, token)
+        except UnicodeDecodeError:
+            return "wrong bearer token"
+        except Unauthorized as exc:
+            return exc.message
+        scope.setdefault("state", {})[self.state_key] = who
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -131,13 +194,21 @@ class BearerAuth:
         if scope["type"] != "http":  # no websocket routes: nothing else is served
             await send({"type": "websocket.close", "code": 1008})
             return
-        why = self.refusal(scope)
+        challenge = [(b"www-authenticate", b"Bearer")]
+        if self.scoped is not None and scope["path"] == self.scoped.path:
+            why = await self._principal(scope, self.scoped)
+            if why is not None:
+                error = {"code": JSONRPC_UNAUTHORIZED, "message": why}
+                rpc = {"jsonrpc": "2.0", "id": None, "error": error}
+                await send_json(send, Unauthorized.status, rpc, challenge)
+                return
+        else:
+            why = self.refusal(scope)
         if why is None:
             await self.app(scope, receive, send)
             return
         await send_error(
-            send, Unauthorized.status, Unauthorized.code, why,
-            headers=[(b"www-authenticate", b"Bearer")],
+            send, Unauthorized.status, Unauthorized.code, why, headers=challenge
         )  # fmt: skip
 
 

@@ -183,3 +183,40 @@ def _error_of(resp: httpx.Response) -> RemoteError:
     except (ValueError, KeyError, TypeError):
         text = resp.text.strip().splitlines()[0] if resp.text.strip() else resp.reason_phrase
         return RemoteError(resp.status_code, "http_error", f"HTTP {resp.status_code}: {text}", {})
+
+
+def relay_mcp_stdio(url: str, token: str) -> None:
+    """``dispatcher mcp``: MCP on stdin and stdout, every message relayed to the daemon's
+    streamable HTTP endpoint ``url`` with ``token`` and every answer back (the SDK's own
+    transports at both ends). Returns when stdin closes."""
+    import anyio
+
+    anyio.run(_relay, url, token)
+
+
+async def _relay(url: str, token: str) -> None:
+    import anyio
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.server.stdio import stdio_server
+
+    timeout = httpx2.Timeout(30.0, read=300.0)  # a tool may wait (long polls)
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+    async with (
+        http,
+        stdio_server() as (from_client, to_client),
+        streamable_http_client(url, http_client=http) as (from_daemon, to_daemon),
+        anyio.create_task_group() as tg,
+    ):
+
+        async def down() -> None:
+            async for answer in from_daemon:
+                if not isinstance(answer, Exception):  # the transport answers requests itself
+                    await to_client.send(answer)
+
+        tg.start_soon(down)
+        async with to_daemon, to_client:  # closed when stdin is: the client is gone
+            async for message in from_client:
+                if not isinstance(message, Exception):  # a line that is not JSON-RPC: dropped
+                    await to_daemon.send(message)
+        tg.cancel_scope.cancel()

@@ -16,6 +16,7 @@ from pathlib import Path
 from dispatcher.config import Settings
 from dispatcher.git import cmd, dotgit
 from dispatcher.jobs import workspace
+from dispatcher.jobs.tokens import JobTokens
 from dispatcher.jobs.workspace import Workspace
 from dispatcher.process import proc, sandbox
 from dispatcher.store.models import Job
@@ -47,6 +48,19 @@ def agent_env(
         last = port + settings.job_ports - 1
         env.update(DISPATCHER_PORT=str(port), DISPATCHER_PORTS=f"{port}-{last}", PORT=str(port))
     return env
+
+
+def mcp_env(settings: Settings, job: Job, tokens: JobTokens | None) -> dict[str, str]:
+    """What an agent needs to reach the daemon's MCP server (docs/mcp.md): its URL and
+    the token of this run (minted with the job's spawn nonce, valid while it runs). These
+    two names are the contract each agent's MCP configuration is built on. Given to
+    the agent only (not to ``setup:``, which runs before the job does)."""
+    if tokens is None or job.id is None or job.spawn_nonce is None:
+        return {}
+    return {
+        "DISPATCHER_MCP_URL": settings.mcp_url,
+        "DISPATCHER_JOB_TOKEN": tokens.mint(job.id, job.spawn_nonce),
+    }
 
 
 def sandbox_view(

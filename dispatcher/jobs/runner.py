@@ -54,6 +54,7 @@ from dispatcher.jobs.files import JobFiles, job_files, note_job, worktree_path
 from dispatcher.jobs.job_cgroups import JobCgroups
 from dispatcher.jobs.pool import WorktreePool
 from dispatcher.jobs.supervise import Watcher
+from dispatcher.jobs.tokens import JobTokens
 from dispatcher.jobs.workers import Workers
 from dispatcher.jobs.workspace import Workspace
 from dispatcher.lifecycle import JobState
@@ -104,10 +105,19 @@ class _Launch:
 
 
 class Runner:
-    def __init__(self, settings: Settings, store: Store, pool: WorktreePool | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        pool: WorktreePool | None = None,
+        job_tokens: JobTokens | None = None,
+    ) -> None:
+        """``job_tokens``: mints each agent's DISPATCHER_JOB_TOKEN for the MCP server (None:
+        agents get no token)."""
         self.settings = settings
         self.store = store
         self.pool = pool
+        self.job_tokens = job_tokens
         self._wake = threading.Event()
         # The claim loop's fallback: it claims at least this often (re-queued jobs'
         # backoffs end; a wake-up missed). Tests lengthen it to prove a wake-up is sent.
@@ -357,7 +367,9 @@ class Runner:
             flag = profile.system_prompt_flag
             how = f"with {flag}" if prompt.via_flag else "in the prompt file"
             self.note(job.id, f"conventions: {len(prompt.conventions)} characters, {how}")
-        agent_env = {**env, **dict(profile.env)}  # the agent's own settings: not setup's
+        agent_env = {  # the agent's own settings and its way to the MCP server: not setup's
+            **env, **dict(profile.env), **isolation.mcp_env(self.settings, job, self.job_tokens),
+        }  # fmt: skip
         return _Launch(argv, agent_env, box, view, stdin_prompt=profile.stdin_prompt)
 
     def _prepare_worktree(self, a: _Attempt) -> None:

@@ -2,6 +2,7 @@
 
 :class:`Service` only composes them; each part is a module of this package:
 
+* ``access``   bearer tokens into principals and their scopes, for the MCP face (:mod:`.access`);
 * ``agents``   the agent profiles, found on PATH or not (:mod:`.agents`);
 * ``doctor``   what in the set-up would make jobs fail (:mod:`.doctor`);
 * ``repos``    register, list, show and unregister repos (:mod:`.repos`); their disk
@@ -33,6 +34,7 @@ from dispatcher.events.webhooks import Webhooks
 from dispatcher.jobs.diskuse import DiskUse
 from dispatcher.jobs.pool import WorktreePool
 from dispatcher.jobs.sweeper import Sweeper
+from dispatcher.service.access import Access
 from dispatcher.service.agents import Agents
 from dispatcher.service.control import Control, Supervisor
 from dispatcher.service.doctor import Doctor
@@ -61,9 +63,13 @@ class Service:
         *,
         trigger_files: TriggerFiles | None = None,
         pool: WorktreePool | None = None,
+        token: str | None = None,
     ) -> None:
+        """``token``: the daemon's API token, which the MCP face's job tokens derive from
+        (None: the MCP face refuses every token)."""
         self.settings = settings
         self.store = store
+        self.access = Access(store, token)
         self.trigger_files = trigger_files or TriggerFiles(store)
         self.notices = Notices(settings, store, self.trigger_files)
         self.disk_use = DiskUse(settings)  # the daemon starts its thread

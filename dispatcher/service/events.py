@@ -16,6 +16,8 @@ from dispatcher.store.models import (
     IngestResult,
     TriggerStatus,
 )
+from triggers.config import TRIGGER_FILE
+from triggers.config import check as check_trigger_text
 from triggers.events import Event
 
 
@@ -96,3 +98,9 @@ class Events:
                 )
             )
         return out
+
+    @staticmethod
+    def check_trigger_file(text: str, filename: str = TRIGGER_FILE) -> list[str]:
+        """Every problem of a trigger file's text, one ``file:line: reason`` each (the same
+        check as ``dispatcher triggers check``); empty when it is valid."""
+        return [str(problem) for problem in check_trigger_text(text, filename=filename)]

@@ -60,12 +60,15 @@ class Jobs:
         followup_of: Job | None = None,
         idem: IdempotencyKey | None = None,
         team: tuple[int, int | None] | None = None,
+        parent_id: int | None = None,
     ) -> JobPublic:
         """Validate and queue a job. The one path every job takes (API, retry, triggers).
 
         With ``idem``, the key is written with the job, in its transaction; a job
         the key made already is answered instead. ``team``: the team and task (None:
         its lead) the job works for, stored with it (a follow-up keeps its parent's).
+        ``parent_id``: the job whose agent
+        asks for this one (MCP, :mod:`.access`); a retry or follow-up keeps its job's.
         """
         made = self.store.made_by(idem, "job")
         if made is not None:  # the daemon stopped before it could answer: that answer
@@ -127,6 +130,7 @@ class Jobs:
             sparse=req.sparse or (retry_of.sparse if retry_of else None),
             workspace=None if ws.is_empty() else ws.model_dump(mode="json"),
             max_cost_usd=max_cost,
+            parent_id=same.parent_id if same is not None else parent_id,
         )
         if followup_of is not None and team is None and followup_of.team_id is not None:
             team = (followup_of.team_id, followup_of.task_id)
@@ -244,19 +248,22 @@ class Jobs:
         state: JobState | None = None,
         before: int | None = None,
         limit: int = 50,
+        parent: int | None = None,
     ) -> JobPage:
         repo_id = self.store.repo_by_name(repo).id if repo else None
-        rows = self.store.jobs(repo_id=repo_id, state=state, before=before, limit=limit + 1)
+        rows = self.store.jobs(
+            repo_id=repo_id, state=state, before=before, limit=limit + 1, parent_id=parent
+        )
         more = len(rows) > limit
         rows = rows[:limit]
         names = self.store.repo_names([r.repo_id for r in rows])
         items = [JobPublic.of(r, names.get(r.repo_id, "?")) for r in rows]
         return JobPage(items=items, next_before=items[-1].id if more and items else None)
 
-    def inbox(self, limit: int) -> list[JobPublic]:
+    def inbox(self, limit: int, *, parent: int | None = None) -> list[JobPublic]:
         """Jobs with commits that await review (merge or discard), newest first: succeeded,
-        failed or timed out."""
-        jobs = self.store.inbox(limit)
+        failed or timed out; ``parent``: only those that job created."""
+        jobs = self.store.inbox(limit, parent_id=parent)
         names = self.store.repo_names([j.repo_id for j in jobs])
         return [JobPublic.of(j, names[j.repo_id]) for j in jobs]
 

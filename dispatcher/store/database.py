@@ -475,11 +475,15 @@ class Store:
         state: JobState | None = None,
         before: int | None = None,
         limit: int = 50,
+        parent_id: int | None = None,
     ) -> list[Job]:
-        """Newest first, keyset-paginated on id (no OFFSET scans)."""
+        """Newest first, keyset-paginated on id (no OFFSET scans); ``parent_id``: only the
+        jobs that job created (through the MCP server)."""
         q = select(Job)
         if repo_id is not None:
             q = q.where(Job.repo_id == repo_id)
+        if parent_id is not None:
+            q = q.where(Job.parent_id == parent_id)
         if state is not None:
             q = q.where(Job.state == state)
         if before is not None:
@@ -774,23 +778,19 @@ class Store:
                 ).all()
             )
 
-    def inbox(self, limit: int) -> list[Job]:
+    def inbox(self, limit: int, *, parent_id: int | None = None) -> list[Job]:
         """Jobs with commits that await review (not merged, discarded or continued by a
         follow-up), newest first: succeeded, failed or timed out (their work may be worth
-        keeping)."""
+        keeping). ``parent_id``: only the jobs that job created."""
+        q = select(Job).where(
+            col(Job.state).in_(IN_INBOX),
+            col(Job.commits_ahead) > 0,
+            col(Job.followed_by).is_(None),
+        )
+        if parent_id is not None:
+            q = q.where(Job.parent_id == parent_id)
         with self.reading() as s:
-            return list(
-                s.exec(
-                    select(Job)
-                    .where(
-                        col(Job.state).in_(IN_INBOX),
-                        col(Job.commits_ahead) > 0,
-                        col(Job.followed_by).is_(None),
-                    )
-                    .order_by(col(Job.id).desc())
-                    .limit(limit)
-                ).all()
-            )
+            return list(s.exec(q.order_by(col(Job.id).desc()).limit(limit)).all())
 
     # ------------------------------------------------------------ repos (triggers)
 

@@ -271,6 +271,9 @@ class Job(SQLModel, table=True):
     # The team (docs/teams.md) the job works for, and its task (None: the team's lead).
     team_id: int | None = Field(default=None, index=True)
     task_id: int | None = Field(default=None, index=True)
+    # The job whose agent created this one through the MCP server (its job token); its
+    # retries and follow-ups keep it. None: made by a person, a script or a trigger.
+    parent_id: int | None = Field(default=None, foreign_key="job.id", index=True)
     # Where it runs
     branch: str = ""
     worktree: str | None = None
@@ -375,6 +378,10 @@ class JobPublic(BaseModel):
     followed_by: int | None
     team_id: int | None = None
     task_id: int | None = None
+    parent_id: int | None = PydanticField(
+        default=None,
+        description="The job whose agent created this one through the MCP server (docs/mcp.md)",
+    )
     attempt: int
     max_attempts: int
     not_before: datetime | None

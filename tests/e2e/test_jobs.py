@@ -101,6 +101,9 @@ def test_agent_gets_its_environment_but_not_the_daemon_token(
     assert env["DISPATCHER_BASE"] == job["base"]
     assert "DISPATCHER_TOKEN" not in env
     assert daemon.token not in (Path(job["worktree"]) / "ENV.txt").read_text()
+    # The MCP server's two (docs/mcp.md): its URL and this run's own job token.
+    assert env["DISPATCHER_MCP_URL"] == f"http://127.0.0.1:{daemon.port}/mcp"
+    assert env["DISPATCHER_JOB_TOKEN"].startswith(f"dj1.{job['id']}.")
 
 
 def test_logs_follow_streams_until_the_job_ends(
