@@ -674,8 +674,8 @@ def _usage_error(exc: Exception) -> int:
 # Commands in modules of their own register on `app` when imported.
 from dispatcher.cli import doctor as _doctor  # noqa: E402, F401  `dispatcher doctor`
 from dispatcher.cli import maintenance as _maintenance  # noqa: E402, F401  `dispatcher prune`
-from dispatcher.cli import teams as _teams  # noqa: E402, F401  `dispatcher team`
 from dispatcher.cli import mcp as _mcp  # noqa: E402, F401  `dispatcher mcp`
+from dispatcher.cli import teams as _teams  # noqa: E402, F401  `dispatcher team`
 from dispatcher.cli import unit as _unit  # noqa: E402, F401  `dispatcher service`
 
 

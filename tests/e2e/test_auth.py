@@ -100,7 +100,9 @@ def guarded(daemon_factory: Callable[..., Daemon], repo: Path) -> tuple[Daemon, 
     name = d.add_repo(repo, "r")
     job = d.wait(d.submit(name, "x", command=["true"])["id"])
     event = d.api.post("/events", json={"repo": name, "kind": "manual"}).json()
-    return d, {"job_id": str(job["id"]), "event_id": str(event["event_id"]), "name": name}
+    team = d.api.post("/teams", json={"repo": name, "goal": "g", "lead_command": ["true"]})
+    ids = {"job_id": str(job["id"]), "event_id": str(event["event_id"]), "name": name}
+    return d, {**ids, "team_id": str(team.json()["id"]), "task_id": "1"}
 
 
 def test_every_route_needs_the_exact_bearer_token(guarded: tuple[Daemon, dict[str, str]]) -> None:
@@ -126,7 +128,10 @@ def test_every_route_needs_the_exact_bearer_token(guarded: tuple[Daemon, dict[st
     assert EXPECTED_OPEN | {("HEAD", "/health")} == OPEN_ROUTES
     # Each refused route is served with the right token: it was the token that failed.
     # (Unknown ids and an empty body: nothing changes.)
-    unknown = {"job_id": "999999", "event_id": "999999", "name": "no-such-repo"}
+    unknown = {
+        "job_id": "999999", "event_id": "999999", "name": "no-such-repo",
+        "team_id": "999999", "task_id": "999999",
+    }  # fmt: skip
     for method, template in sorted(set(routes) - EXPECTED_OPEN):
         resp = request(
             client, method, fill(template, unknown), headers={"Authorization": f"Bearer {d.token}"}
