@@ -315,10 +315,13 @@ class Runner:
         if opted_in:
             self.note(job.id, opted_in)
         env = isolation.agent_env(self.settings, job, files.prompt, worktree, job.port)
-        prompt = invocation.prompt_for(job, profile, a.repo_path, ws)
+        invocation.stand_in_mcp_env(self.settings, job, env)  # [inject] until the mcp part's
+        wired = invocation.give_mcp(self.settings, job.id, profile, env, files)
+        prompt = invocation.prompt_for(job, profile, a.repo_path, ws, mcp_given=wired.given)
         files.prompt.write_text(prompt.text, encoding="utf-8")
         checkouts = [Path(r.path) for r in self.store.repos()]
-        view = isolation.sandbox_view(self.settings, checkouts, worktree, ws, [files.prompt])
+        seen = [files.prompt, *(files.root / f.name for f in wired.files)]
+        view = isolation.sandbox_view(self.settings, checkouts, worktree, ws, seen)
         self.note(job.id, box.note(view))
         if ws.setup and not a.continuing:
             workspace.run_script(
@@ -339,7 +342,7 @@ class Runner:
             profile, prompt_file=files.prompt, workdir=worktree, resume_session=resume,
             system_prompt=prompt.system_prompt, max_cost_usd=job.max_cost_usd,
             summary_file=files.summary,
-        )  # fmt: skip
+        ) + list(wired.argv)  # fmt: skip
         files.summary.unlink(missing_ok=True)  # an earlier attempt's is not this one's
         shown = [arg if arg != prompt.conventions else "<conventions>" for arg in argv]
         self.note(job.id, output.agent_start(job.agent, shown))
@@ -347,7 +350,7 @@ class Runner:
             flag = profile.system_prompt_flag
             how = f"with {flag}" if prompt.via_flag else "in the prompt file"
             self.note(job.id, f"conventions: {len(prompt.conventions)} characters, {how}")
-        agent_env = {**env, **dict(profile.env)}  # the agent's own settings: not setup's
+        agent_env = {**env, **dict(profile.env), **dict(wired.env)}  # the agent's: not setup's
         return _Launch(argv, agent_env, box, view, stdin_prompt=profile.stdin_prompt)
 
     def _prepare_worktree(self, a: _Attempt) -> None:
