@@ -12,6 +12,7 @@ read and validate our file (a broken copy of it is refused by its schema).
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import os
 import pwd
@@ -53,7 +54,7 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_DELETE = _any
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
@@ -144,23 +145,15 @@ def run(
                 break
             time.sleep(0.1)
     finally:
-        if proc.poll() is None:
+        # The CLI, and what it left in its process group (MCP or helper children).
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-        with_group_gone(proc.pid)
     output = log.read_text(errors="replace")
     assert TOKEN not in " ".join(argv)
     for text in FLAG_ERRORS:
         assert text not in output, output
     return Ran(output, wired, files)
-
-
-def with_group_gone(pgid: int) -> None:
-    """Kill what the CLI left in its process group (its MCP or helper children)."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def test_claude_connects_to_the_server_from_mcp_config_with_the_token(
