@@ -260,7 +260,7 @@ WAYS: Final[Mapping[str, Callable[[Context], Wiring]]] = {
 def wiring(way: str | None, ctx: Context) -> Wiring:
     """What an agent of profile ``mcp`` ``way`` gets (see the module docstring)."""
     if way is None:
-        return Wiring(skipped="the agent has no MCP support")
+        return Wiring(skipped="its profile has no MCP support")
     return WAYS[way](ctx)
 
 

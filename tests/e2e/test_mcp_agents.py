@@ -100,7 +100,7 @@ def test_an_agent_without_mcp_is_told_so_and_the_setting_turns_it_off(
     d = _daemon(daemon_factory)
     job, probe, log = _run(d, tmp_path, "aider")
     assert job["state"] == "succeeded", log
-    assert "mcp: not given (the agent has no MCP support); its messages come in its prompt" in log
+    assert "mcp: not given (its profile has no MCP support); its messages come in its prompt" in log
     assert probe["argv"] == [PROBE, "aider"]
     off = _daemon(daemon_factory, DISPATCHER_MCP_FOR_AGENTS="false")
     job, probe, log = _run(off, tmp_path / "off", "claude")
