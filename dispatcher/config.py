@@ -135,6 +135,12 @@ class Settings(BaseSettings):
     # a full pass this often, and each tree again when a job ends or its tree goes.
     disk_use_refresh_minutes: float = Field(default=5, gt=0)
 
+    # Issue 13: every agent started is given the daemon's MCP server its own way
+    # (docs/mcp-agents.md); false: none is, and their messages come in their prompts.
+    mcp_for_agents: bool = True
+    # Agents (profile names) not given it even so: '["codex"]' (JSON in the env var).
+    mcp_skip_agents: list[str] = Field(default_factory=list)
+
     @model_validator(mode="after")
     def _log_json_alias(self) -> Settings:
         if self.log_json and "log_format" not in self.model_fields_set:

@@ -199,6 +199,7 @@ def resolve_profile(
             root_refusal_unless_args=base.root_refusal_unless_args,
             root_refusal_boxed_only=base.root_refusal_boxed_only,
             root_opt_in=base.root_opt_in,
+            mcp=base.mcp,
         )
     if name in BUILTIN_PROFILES:
         return BUILTIN_PROFILES[name]

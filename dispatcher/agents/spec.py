@@ -37,6 +37,9 @@ PLACEHOLDERS: Final = (PROMPT_FILE, WORKDIR, SESSION_ID, SUMMARY_FILE)
 
 OUTPUT_FORMATS: Final = frozenset({"stream-json", "json", "text"})
 
+MCP_WAYS: Final = frozenset({"claude", "codex", "gemini", "qwen", "opencode", "cline", "copilot"})
+"""The ways :mod:`dispatcher.agents.mcp` gives an agent the MCP server (its ``WAYS``)."""
+
 
 class AgentProfile(BaseModel):
     """How to run one agent. Immutable; compare and hash by value.
@@ -86,6 +89,10 @@ class AgentProfile(BaseModel):
     root_refusal_boxed_only: bool = False
     """The refusal applies only when the daemon boxes its agents (bubblewrap): Codex's own
     sandbox cannot start nested in that box as root, and works without it."""
+    mcp: str | None = None
+    """How the agent is given the daemon's MCP server: one of the ways of
+    :mod:`dispatcher.agents.mcp` (``claude``, ``codex``, ...). None: no MCP support;
+    its messages come in its prompt instead (docs/mcp-agents.md)."""
     root_opt_in: tuple[str, ...] = ()
     """The agent's own variables that let it run as root anyway, any one of them:
     ``NAME=VALUE`` (that value) or ``NAME`` (any value but empty); Claude Code's
@@ -107,6 +114,13 @@ class AgentProfile(BaseModel):
             raise ValueError("argv must start with a program")
         if any("\x00" in arg for arg in value):
             raise ValueError("argv must not contain NUL characters")
+        return value
+
+    @field_validator("mcp")
+    @classmethod
+    def _known_mcp(cls, value: str | None) -> str | None:
+        if value is not None and value not in MCP_WAYS:
+            raise ValueError(f"mcp must be one of {', '.join(sorted(MCP_WAYS))} or null")
         return value
 
     @field_validator("output")

@@ -14,11 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from dispatcher.agents import profiles, spec
+from dispatcher.agents import mcp, profiles, spec
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidInput
 from dispatcher.jobs import conventions
-from dispatcher.jobs.files import note_job
+from dispatcher.jobs.files import JobFiles, note_job
 from dispatcher.jobs.workspace import Workspace
 from dispatcher.store.database import Store
 from dispatcher.store.models import Job
@@ -96,13 +96,44 @@ class Prompt:
 
 def prompt_for(job: Job, profile: spec.AgentProfile, repo_path: Path, ws: Workspace) -> Prompt:
     """The job's prompt with the repo's conventions at its base commit (see the module
-    docstring)."""
+    docstring). A team member's waiting messages are in ``job.prompt`` already: the team
+    puts them there when it makes the job (:meth:`Mailbox.for_prompt`), MCP or not."""
     text = _conventions(job, repo_path, profile, ws)
     via_flag = bool(
         text and profile.system_prompt_flag and len(text) <= conventions.MAX_SYSTEM_PROMPT
     )
     prompt = job.prompt if via_flag or not text else f"{text}\n\n# Your task\n\n{job.prompt}"
     return Prompt(prompt, text, via_flag)
+
+
+def give_mcp(
+    settings: Settings,
+    job_id: int,
+    profile: spec.AgentProfile,
+    env: Mapping[str, str],
+    files: JobFiles,
+) -> mcp.Wiring:
+    """What the agent gets to see the daemon's MCP server (:mod:`dispatcher.agents.mcp`),
+    with its files written in the job's directory, from the server's URL and the run's
+    token in ``env`` (the agent's environment). Its job log says what it got, or why none."""
+    url, token = env.get(mcp.URL_VAR), env.get(mcp.TOKEN_VAR)
+    if not settings.mcp_for_agents:
+        wired = mcp.Wiring(skipped="turned off (DISPATCHER_MCP_FOR_AGENTS=false)")
+    elif profile.name in settings.mcp_skip_agents:
+        wired = mcp.Wiring(skipped=f"{profile.name} is in DISPATCHER_MCP_SKIP_AGENTS")
+    elif not url or not token:
+        wired = mcp.Wiring(skipped="no MCP server for this run")
+    else:
+        home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+        ctx = mcp.Context(url=url, token=token, state=files.root, environ=env, home=home)
+        wired = mcp.wiring(profile.mcp, ctx)
+    if wired.given:
+        mcp.write_files(wired, files.root)
+        note = f"mcp: the {mcp.SERVER} server at {url}, by {wired.how}"
+    else:
+        note = f"mcp: not given ({wired.skipped}); its messages come in its prompt"
+    note_job(settings, job_id, note)
+    return wired
 
 
 def _conventions(job: Job, repo_path: Path, profile: spec.AgentProfile, ws: Workspace) -> str:

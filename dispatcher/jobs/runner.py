@@ -335,10 +335,13 @@ class Runner:
         if opted_in:
             self.note(job.id, opted_in)
         env = isolation.agent_env(self.settings, job, files.prompt, worktree, job.port)
+        reach = isolation.mcp_env(self.settings, job, self.job_tokens)  # the agent's only
+        wired = invocation.give_mcp(self.settings, job.id, profile, {**env, **reach}, files)
         prompt = invocation.prompt_for(job, profile, a.repo_path, ws)
         files.prompt.write_text(prompt.text, encoding="utf-8")
         checkouts = [Path(r.path) for r in self.store.repos()]
-        view = isolation.sandbox_view(self.settings, checkouts, worktree, ws, [files.prompt])
+        seen = [files.prompt, *(files.root / f.name for f in wired.files)]
+        view = isolation.sandbox_view(self.settings, checkouts, worktree, ws, seen)
         self.note(job.id, box.note(view))
         if ws.setup and not a.continuing:
             workspace.run_script(
@@ -359,7 +362,7 @@ class Runner:
             profile, prompt_file=files.prompt, workdir=worktree, resume_session=resume,
             system_prompt=prompt.system_prompt, max_cost_usd=job.max_cost_usd,
             summary_file=files.summary,
-        )  # fmt: skip
+        ) + list(wired.argv)  # fmt: skip
         files.summary.unlink(missing_ok=True)  # an earlier attempt's is not this one's
         shown = [arg if arg != prompt.conventions else "<conventions>" for arg in argv]
         self.note(job.id, output.agent_start(job.agent, shown))
@@ -368,7 +371,7 @@ class Runner:
             how = f"with {flag}" if prompt.via_flag else "in the prompt file"
             self.note(job.id, f"conventions: {len(prompt.conventions)} characters, {how}")
         agent_env = {  # the agent's own settings and its way to the MCP server: not setup's
-            **env, **dict(profile.env), **isolation.mcp_env(self.settings, job, self.job_tokens),
+            **env, **dict(profile.env), **reach, **dict(wired.env),
         }  # fmt: skip
         return _Launch(argv, agent_env, box, view, stdin_prompt=profile.stdin_prompt)
 

@@ -93,6 +93,8 @@ def record(agent: str, prompt: str, *, resumed: str | None = None, **received: o
         if resumed is not None:
             fh.write(f"resumed {resumed}\n\n")
     env = {k: v for k, v in os.environ.items() if k.startswith(("DISPATCHER_", "FAKE_AGENT_"))}
+    if "DISPATCHER_JOB_TOKEN" in env:  # this file is in the worktree: never the token
+        env["DISPATCHER_JOB_TOKEN"] = "<set>"
     document = {
         "agent": agent,
         "argv": sys.argv,

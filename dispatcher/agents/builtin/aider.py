@@ -64,6 +64,7 @@ PROFILE: Final = builtin(
     output="text",
     description="aider, one message from the prompt file, then exit.",
     reports="aider",
+    mcp=None,  # aider 0.86 has no MCP client: messages come in the prompt
     reports_cost=True,
     env=(
         # --yes-always also says yes to "Open URL in the browser?": open none.

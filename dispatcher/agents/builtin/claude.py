@@ -54,6 +54,7 @@ PROFILE: Final = builtin(
     output="stream-json",
     description="Claude Code in print mode; prompt on stdin; JSON events on stdout.",
     reports="claude",
+    mcp="claude",  # the daemon's MCP server: docs/mcp-agents.md
     resume_suffix=("--resume", SESSION_ID),
     system_prompt_flag="--append-system-prompt",
     budget_flag="--max-budget-usd",

@@ -49,6 +49,7 @@ PROFILE: Final = builtin(
     output="stream-json",
     description="Cline CLI, one task in act mode; prompt on stdin; JSON lines.",
     reports="cline",
+    mcp="cline",  # the daemon's MCP server: docs/mcp-agents.md
     reads_agents_md=True,
     reports_cost=True,
     env=(

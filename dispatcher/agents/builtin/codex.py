@@ -42,6 +42,7 @@ PROFILE: Final = builtin(
     output="stream-json",
     description="OpenAI Codex CLI `exec`; `-` reads the prompt from stdin; JSONL events.",
     reports="codex",
+    mcp="codex",  # the daemon's MCP server: docs/mcp-agents.md
     resume_argv=(*_EXEC, "resume", SESSION_ID, "-"),
     reads_agents_md=True,
     # As root in the daemon's box (no capabilities) Codex's own bwrap cannot map its

@@ -57,6 +57,7 @@ PROFILE: Final = builtin(
     output="stream-json",
     description="GitHub Copilot CLI in prompt mode; prompt on stdin; JSONL session events.",
     reports="copilot",
+    mcp="copilot",  # the daemon's MCP server: docs/mcp-agents.md
     resume_suffix=(f"--resume={SESSION_ID}",),
     reads_agents_md=True,
 )

@@ -49,6 +49,7 @@ PROFILE: Final = builtin(
     output="stream-json",
     description="Gemini CLI headless (stdin is not a TTY); prompt on stdin; JSONL events.",
     reports="gemini",
+    mcp="gemini",  # the daemon's MCP server: docs/mcp-agents.md
     # Sessions are kept per project directory under ~/.gemini/tmp/<project>/chats; a
     # follow-up runs in the same worktree, and --resume takes the init event's UUID.
     resume_suffix=("--resume", SESSION_ID),

@@ -51,6 +51,9 @@ PROFILE: Final = builtin(
     output="stream-json",
     description="goose `run`; the prompt on stdin as instructions; JSON events.",
     reports="goose",
+    # No MCP: --with-streamable-http-extension takes a URL and no header (for the token);
+    # its messages come in the prompt (docs/mcp-agents.md).
+    mcp=None,
     resume_suffix=("--resume", "--session-id", SESSION_ID),
     system_prompt_flag="--system",
     env=(

@@ -55,6 +55,7 @@ PROFILE: Final = builtin(
     output="stream-json",
     description="opencode `run`; prompt on stdin; JSON events.",
     reports="opencode",
+    mcp="opencode",  # the daemon's MCP server: docs/mcp-agents.md
     resume_suffix=("--session", SESSION_ID),
     reads_agents_md=True,
     reports_cost=True,

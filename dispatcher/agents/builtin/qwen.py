@@ -42,6 +42,7 @@ PROFILE: Final = builtin(
     output="stream-json",
     description="Qwen Code headless (stdin is not a TTY); prompt on stdin; JSONL events.",
     reports="qwen",
+    mcp="qwen",  # the daemon's MCP server: docs/mcp-agents.md
     # Sessions are kept per project directory under ~/.qwen/projects/<project>/chats.
     resume_suffix=("--resume", SESSION_ID),
     system_prompt_flag="--append-system-prompt",
