@@ -29,6 +29,7 @@ from dispatcher.api.routes import (
 )
 from dispatcher.errors import DispatcherError
 from dispatcher.store.models import ErrorBody
+from dispatcher.web import UI_PREFIX, Sessions, UiGuard, create_ui
 
 if TYPE_CHECKING:  # the daemon hands the app its service; the API knows only its type
     from dispatcher.service import Service
@@ -157,7 +158,7 @@ def create_app(
     app.add_middleware(Idempotency, service=service)
     limit = service.settings.max_request_bytes if service is not None else 10 * 1024 * 1024
     app.add_middleware(BodyLimit, limit=limit)
-    app.add_middleware(BearerAuth, token=token, public=public)
+    app.add_middleware(BearerAuth, token=token, public=public, ui=UiGuard(Sessions(token)))
     app.add_middleware(RequestIds)  # outermost: even a refusal's log lines name the job
 
     app.include_router(health.router)
@@ -172,6 +173,7 @@ def create_app(
     app.include_router(metrics.router, responses=_documented_errors(401))
     # Webhooks are authenticated by the forge's signature, not the token.
     app.include_router(webhooks.router, responses=_documented_errors(401, 413, 422))
+    app.mount(UI_PREFIX, create_ui(service, token))  # the dashboard (docs/dashboard.md)
     add_docs_pages(app, openapi_url=app.openapi_url or "/openapi.json")
     _declare_bearer(app, public)
     return app

@@ -23,6 +23,7 @@ from dispatcher.api import docs_ui
 from dispatcher.api.deps import IDEMPOTENCY_STATE
 from dispatcher.errors import Unauthorized
 from dispatcher.store.models import IdempotencyKey
+from dispatcher.web.session import UiGuard, covers
 
 if TYPE_CHECKING:
     from dispatcher.service import Service
@@ -103,12 +104,22 @@ class BearerAuth:
     string or a cookie counts for nothing. Refused: ``401 unauthorized`` with
     ``WWW-Authenticate: Bearer``; the request goes no further (nothing is read,
     stored or replayed).
+
+    The dashboard's paths (``/ui``...) are checked by ``ui`` instead: its session cookie
+    and CSRF token (:mod:`dispatcher.web.session`), which count there only.
     """
 
-    def __init__(self, app: ASGIApp, token: str, public: frozenset[tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        token: str,
+        public: frozenset[tuple[str, str]],
+        ui: UiGuard | None = None,
+    ) -> None:
         self.app = app
         self.token = token.encode()
         self.public = public
+        self.ui = ui
 
     def refusal(self, scope: Scope) -> str | None:
         """Why the request is refused, or None when it may go on."""
@@ -130,6 +141,13 @@ class BearerAuth:
             return
         if scope["type"] != "http":  # no websocket routes: nothing else is served
             await send({"type": "websocket.close", "code": 1008})
+            return
+        if self.ui is not None and covers(scope["path"]):
+            refused = self.ui.refusal(scope)
+            if refused is None:
+                await self.app(scope, receive, send)
+            else:
+                await self.ui.refuse(send, refused)
             return
         why = self.refusal(scope)
         if why is None:
