@@ -122,7 +122,9 @@ def create_ui(service: Service, token: str) -> FastAPI:
 
     @ui.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> HTMLResponse:
-        error = DispatcherError(str(exc.detail))
+        error = (
+            NotFound("no such page") if exc.status_code == 404 else DispatcherError(str(exc.detail))
+        )
         return page(request, "error.html", exc.status_code, error=error)
 
     # ------------------------------------------------------------ login
@@ -208,7 +210,7 @@ def create_ui(service: Service, token: str) -> FastAPI:
         except DispatcherError as exc:
             return fragment_error(request, exc)
         response = page(request, "_notice.html", result=result)
-        response.headers["HX-Trigger"] = "job-changed"
+        response.headers["HX-Trigger-After-Settle"] = "job-changed"
         return response
 
     @ui.post("/jobs/{job_id}/merge", response_class=HTMLResponse)

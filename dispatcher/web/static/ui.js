@@ -21,7 +21,10 @@
     var id = e.detail && e.detail.lastEventId;
     var box = e.target.closest("[data-log-base]");
     if (box && id) { box.setAttribute("sse-connect", box.dataset.logBase + "?offset=" + id); }
-    if (e.detail && e.detail.type === "end") { htmx.trigger(document.body, "job-changed"); }
+    // The job ended while the page was open: its header and changes are read again.
+    if (box && e.detail && e.detail.type === "end" && box.hasAttribute("data-refresh-on-end")) {
+      htmx.trigger(document.body, "job-changed");
+    }
   });
   // The log box follows new output while the reader is at its end.
   document.addEventListener("htmx:sseMessage", function (e) {
