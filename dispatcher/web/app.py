@@ -378,7 +378,9 @@ def _dt(value: datetime | None) -> str:
 
 
 def _money(value: float | None) -> str:
-    return "" if value is None else f"${value:.4f}" if value < 1 else f"${value:.2f}"
+    if value is None:
+        return ""
+    return "$0" if value == 0 else f"${value:.4f}" if value < 1 else f"${value:.2f}"
 
 
 def _first_line(text: str, width: int = 120) -> str:

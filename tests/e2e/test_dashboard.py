@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import shutil
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -457,3 +458,44 @@ def test_events_page_shows_dedup_keys_and_jobs(page: Page, ui: Daemon, tmp_path:
     expect(page.locator("#job-header")).to_contain_text("on-manual")
     page.goto(f"{ui.url}/ui/notifications")
     expect(page.get_by_role("heading", name="Notifications")).to_be_visible()
+
+
+# ------------------------------------------------------------------ a lost daemon
+
+
+def test_a_lost_daemon_shows_reconnecting_and_the_live_parts_resume(
+    browser: Browser, daemon_factory: Callable[..., Daemon], tmp_path: Path, agent: Agent
+) -> None:
+    """The daemon is killed while a job page follows a running agent's log: the page says
+    "reconnecting"; when the daemon is back (it adopts the agent, which outlived it), the
+    banner goes, and the log goes on from where it stopped (no line twice) to the end."""
+    d = daemon_factory(PATH=f"{FAKES}{os.pathsep}{os.environ.get('PATH', '')}").start()
+    name = d.add_repo(init_repo(tmp_path / "app", files={"README.md": "hi\n"}))
+    gate = tmp_path / "gate"
+    script = agent(
+        "slow.sh",
+        'echo "first line from the agent"\n'
+        f'while [ ! -e "{gate}" ]; do sleep 0.05; done\n'
+        'echo "second line, after the restart"\n',
+    )
+    job = d.submit(name, "outlive the daemon", command=[script])
+    d.wait(job["id"], {"running"})
+    context = browser.new_context()
+    context.set_default_timeout(WAIT_MS)
+    p = context.new_page()
+    try:
+        login(p, d)
+        open_job(p, d, job["id"])
+        log = p.locator("#log")
+        expect(log).to_contain_text("first line from the agent")
+        d.stop(signal.SIGKILL)
+        expect(p.locator("#conn")).to_be_visible()
+        expect(p.locator("#conn")).to_contain_text("reconnecting")
+        d.start()
+        expect(p.locator("#conn")).to_be_hidden()
+        gate.touch()
+        expect(log).to_contain_text("second line, after the restart")
+        expect(log.get_by_text("first line from the agent")).to_have_count(1)
+        expect(state_badge(p)).to_have_text("succeeded")
+    finally:
+        context.close()
