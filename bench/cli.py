@@ -3,7 +3,7 @@
     .venv/bin/python -m bench [--quick] [--only SECTION,...] [--json out.json]
 
 Sections (in this order): repos, spawn, throughput, events, api, memory, merge,
-repos_api, repos_scale, burst, supervise, git_processes. Everything lives in one temp
+repos_api, repos_scale, burst, supervise, git_processes, dashboard. Everything lives in one temp
 dir, removed at the end with every daemon the run started stopped (SIGTERM), even on
 failure or Ctrl-C. ``--quick`` uses the 1,000 and 10,000-file repos only, 200
 throughput jobs and fewer samples (a few minutes on 2 cores); the full run adds the
@@ -30,6 +30,7 @@ from typing import Any
 from bench import (
     api,
     burst,
+    dashboard,
     events,
     git_processes,
     memory,
@@ -56,6 +57,7 @@ SECTIONS: dict[str, ModuleType] = {
     "burst": burst,
     "supervise": supervise,
     "git_processes": git_processes,
+    "dashboard": dashboard,
 }
 
 TITLES = {
@@ -71,6 +73,7 @@ TITLES = {
     "burst": "a burst of 10 jobs past the warm pool of 2: cold checkouts",
     "supervise": "threads and idle CPU with 1 and 8 agents running",
     "git_processes": "git processes per trivial job, warm pool of 2",
+    "dashboard": "dashboard pages (/ui) at 100,000 jobs against the REST reads",
 }
 
 

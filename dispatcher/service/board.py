@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dispatcher.store.database import BOARD_COLUMNS, JobFilter, Store
+from dispatcher.store.database import BOARD_COLUMNS, BOARD_COUNT_CAP, JobFilter, Store
 from dispatcher.store.models import JobPublic, NoticeDelivery
 
 
@@ -16,7 +16,8 @@ from dispatcher.store.models import JobPublic, NoticeDelivery
 class Column:
     name: str  # queued, running, review, done
     jobs: list[JobPublic] = field(default_factory=list)  # the newest ``limit``
-    count: int = 0  # every job in the column (with the filters)
+    count: int = 0  # the jobs in the column (with the filters), at most BOARD_COUNT_CAP
+    more: bool = False  # and more than that
 
 
 @dataclass(eq=False)
@@ -32,14 +33,19 @@ class Board:
         text: str | None = None,
         limit: int = 50,
     ) -> list[Column]:
-        """Each column's newest ``limit`` jobs and its full count, with the filters (None:
+        """Each column's newest ``limit`` jobs and its count, with the filters (None:
         any): one repo, trigger or agent, and ``text`` in the prompt or branch name."""
         repo_id = self.store.repo_by_name(repo).id if repo else None
         where = JobFilter(repo_id, trigger, agent, text)
         found = [(name, *self.store.board_jobs(name, where, limit=limit)) for name in BOARD_COLUMNS]
         names = self.store.repo_names(sorted({j.repo_id for _, rows, _ in found for j in rows}))
         return [
-            Column(name, [JobPublic.of(j, names.get(j.repo_id, "?")) for j in rows], count)
+            Column(
+                name,
+                [JobPublic.of(j, names.get(j.repo_id, "?")) for j in rows],
+                min(count, BOARD_COUNT_CAP),
+                count > BOARD_COUNT_CAP,
+            )
             for name, rows, count in found
         ]
 

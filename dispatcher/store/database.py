@@ -749,19 +749,33 @@ class Store:
     # ------------------------------------------------------------ the dashboard's board
 
     def board_jobs(
-        self, column: str, where: JobFilter, *, before: int | None = None, limit: int = 50
+        self, column: str, where: JobFilter, *, limit: int = 50
     ) -> tuple[list[Job], int]:
         """One column of the dashboard's board (``queued``, ``running``, ``review``,
-        ``done``: see :data:`BOARD_COLUMNS`), newest first, and how many jobs it holds;
-        ``where`` narrows both."""
-        cond = [_board_column(column), *_job_filter(where)]
-        query = select(Job).where(*cond)
-        if before is not None:
-            query = query.where(col(Job.id) < before)
+        ``done``: see :data:`BOARD_COLUMNS`), newest first, and how many jobs it holds
+        (counted up to :data:`BOARD_COUNT_CAP` + 1: "more than" past that); ``where``
+        narrows both. Bounded work at any store size: one query per state, each walking
+        the (state, id) index from the newest and stopping at ``limit`` matches."""
+        filters = _job_filter(where)
+        rows: list[Job] = []
         with self.reading() as s:
-            rows = list(s.exec(query.order_by(col(Job.id).desc()).limit(limit)).all())
-            count = s.exec(select(func.count()).select_from(Job).where(*cond)).one()
-        return rows, int(count)
+            for state in _BOARD_STATES[column]:
+                query = (
+                    select(Job)
+                    .where(col(Job.state) == state, *_board_extra(column, state), *filters)
+                    .order_by(col(Job.id).desc())
+                    .limit(limit)
+                )
+                rows.extend(s.exec(query).all())
+            capped = (
+                select(col(Job.id))
+                .where(_board_column(column), *filters)
+                .limit(BOARD_COUNT_CAP + 1)
+                .subquery()
+            )
+            count = s.exec(select(func.count()).select_from(capped)).one()
+        rows.sort(key=lambda j: j.id or 0, reverse=True)
+        return rows[:limit], int(count)
 
     def recent_deliveries(self, *, before: int | None = None, limit: int = 50) -> list[Delivery]:
         """Every job's notification deliveries, newest first."""
@@ -992,6 +1006,14 @@ class Store:
 BOARD_COLUMNS = ("queued", "running", "review", "done")
 """The dashboard board's columns: queued; preparing or running; with commits awaiting
 review (what ``inbox`` lists); and every other finished or closed job."""
+BOARD_COUNT_CAP = 1000
+"""A board column counts its jobs up to this many (and one more, to say "more than")."""
+_BOARD_STATES: dict[str, list[JobState]] = {
+    "queued": [JobState.QUEUED],
+    "running": [JobState.PREPARING, JobState.RUNNING],
+    "review": sorted(IN_INBOX),
+    "done": sorted(set(JobState) - ACTIVE),
+}
 
 
 @dataclass(frozen=True)
@@ -1010,6 +1032,15 @@ def _in_review() -> sa.ColumnElement[bool]:
         func.coalesce(col(Job.commits_ahead), 0) > 0,  # NULL would make NOT(...) NULL
         col(Job.followed_by).is_(None),
     )
+
+
+def _board_extra(column: str, state: JobState) -> list[sa.ColumnElement[bool]]:
+    """What, beside its state, puts a job of ``state`` in ``column``."""
+    if column == "review":
+        return [_in_review()]
+    if column == "done" and state in IN_INBOX:
+        return [sa.not_(_in_review())]
+    return []
 
 
 def _board_column(column: str) -> sa.ColumnElement[bool]:

@@ -4,7 +4,7 @@ CSRF token every state-changing request carries.
 The cookie (``HttpOnly``, ``SameSite=Strict``, ``Path=/ui``) holds
 ``<expiry>.<nonce>.<signature>``; the signature is an HMAC keyed by a key derived from
 the API token, so nothing is stored, a daemon restart keeps people logged in, and a new
-token (``dispatcher token --rotate`` or a new state dir) ends every session. The CSRF
+token (another ``DISPATCHER_TOKEN``, or a new ``<state dir>/token``) ends every session. The CSRF
 token is another HMAC of the session's nonce: the page carries it (a ``<meta>``, sent
 by htmx as ``X-CSRF-Token``), never the API token. Logging out clears the cookie; a
 copy of it taken before stays valid until it expires (:data:`SESSION_HOURS`).

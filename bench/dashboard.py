@@ -1,0 +1,90 @@
+"""The dashboard's pages (/ui) at 100,000 jobs, beside the REST reads of the same data in
+the same run: the board (page and its polled fragment) against ``GET /jobs?limit=50``,
+a job page against ``GET /jobs/{id}``.
+
+The state dir is the api section's (100,000 finished jobs, made once per run). The page
+requests carry the session cookie from a real login (``POST /ui/login``); one
+connection, requests in turn (round robin), after a warm-up. The figures are
+server-rendered HTML as the browser receives it (no browser: its own rendering time is
+not the daemon's).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import httpx
+
+from bench import api
+from bench.common import Ctx, ratio, summary, target
+from bench.daemon import Daemon
+
+PAGES = ("GET /ui/ (board)", "GET /ui/board (fragment)", "GET /ui/jobs/{id}")
+BASELINES = ("GET /jobs?limit=50", "GET /jobs/{id}")
+
+
+def run(ctx: Ctx) -> dict[str, Any]:
+    hist = api.prefilled(ctx)
+    d = Daemon(ctx, "dashboard", state_dir=hist["state"], pool_size="0").start()
+    d.settle(timeout=30, min_pause=1.0)
+    n = int(ctx.options.get("requests") or (200 if ctx.quick else 1000))
+    rng = random.Random(7)
+    token = (d.state_dir / "token").read_text().strip()
+    with httpx.Client(base_url=d.url, timeout=60) as ui:
+        login = ui.post("/ui/login", data={"token": token})
+        if login.status_code != 303:
+            raise RuntimeError(f"login: {login.status_code} {login.text[:200]}")
+        urls = {
+            PAGES[0]: (ui, lambda: "/ui/"),
+            PAGES[1]: (ui, lambda: "/ui/board"),
+            PAGES[2]: (ui, lambda: f"/ui/jobs/{rng.randint(1, hist['jobs'])}"),
+            BASELINES[0]: (d.http, lambda: "/jobs?limit=50"),
+            BASELINES[1]: (d.http, lambda: f"/jobs/{rng.randint(1, hist['jobs'])}"),
+        }
+        times: dict[str, list[float]] = {name: [] for name in urls}
+        for i in range(n + 10):
+            for name, (client, url) in urls.items():
+                t0 = time.perf_counter()
+                resp = client.get(url())
+                elapsed = time.perf_counter() - t0
+                if resp.status_code != 200:
+                    raise RuntimeError(f"{name}: {resp.status_code} {resp.text[:300]}")
+                if i >= 10:  # the first rounds warm caches up
+                    times[name].append(elapsed)
+    d.stop()
+    seq = {name: summary(t) for name, t in times.items()}
+    board, job = seq[PAGES[0]]["p95_ms"], seq[PAGES[2]]["p95_ms"]
+    return {
+        "jobs_in_db": hist["jobs"],
+        "sequential": seq,
+        "ratios_p50": {
+            "board page / GET /jobs?limit=50": ratio(
+                seq[PAGES[0]]["p50_ms"], seq[BASELINES[0]]["p50_ms"]
+            ),
+            "board fragment / GET /jobs?limit=50": ratio(
+                seq[PAGES[1]]["p50_ms"], seq[BASELINES[0]]["p50_ms"]
+            ),
+            "job page / GET /jobs/{id}": ratio(
+                seq[PAGES[2]]["p50_ms"], seq[BASELINES[1]]["p50_ms"]
+            ),
+        },
+        "targets": [
+            target(board <= 100, f"board page p95 <= 100 ms at 100,000 jobs ({board} ms)"),
+            target(job <= 100, f"job page p95 <= 100 ms at 100,000 jobs ({job} ms)"),
+        ],
+    }
+
+
+def table(r: dict[str, Any]) -> list[str]:
+    lines = [
+        f"{r['jobs_in_db']:,} jobs in the database; one connection, in turn:",
+        f"{'request':<28} | {'p50':>7} | {'p95':>7} | {'max':>7} | n",
+    ]
+    for name, s in r["sequential"].items():
+        lines.append(
+            f"{name:<28} | {s['p50_ms']:>7} | {s['p95_ms']:>7} | {s['max_ms']:>7} | {s['n']}"
+        )
+    lines += [f"{name}: x{value} (p50)" for name, value in r["ratios_p50"].items()]
+    return lines
