@@ -47,6 +47,8 @@ T = TypeVar("T")
 POLL_S: Final = 2  # how often the board and a job's header are fetched again
 MAX_ID: Final = 2**63 - 1
 JobId = Annotated[int, Path(ge=1, le=MAX_ID)]
+Before = Annotated[int | None, Query(ge=1, le=MAX_ID)]
+PAGE: Final = 50  # rows of the events and notifications pages
 _HERE = resources.files("dispatcher.web")
 COLUMNS: Final = {"queued": "Queued", "running": "Running", "review": "Needs review",
                   "done": "Done"}  # fmt: skip
@@ -280,19 +282,17 @@ def create_ui(service: Service, token: str) -> FastAPI:
             return fragment_error(request, exc)
         return Response(status_code=204, headers={"HX-Refresh": "true"})
 
-    @ui.get("/events", response_class=HTMLResponse)
-    async def events(
-        request: Request, before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None
-    ) -> HTMLResponse:
-        found = await call(service.events.page, before=before, limit=50)
-        return page(request, "events.html", events=found)
+    def listing(name: str, read: Callable[..., list[Any]]) -> None:
+        """A page of ``name`` newest first (``?before=`` an id for older ones)."""
 
-    @ui.get("/notifications", response_class=HTMLResponse)
-    async def notifications(
-        request: Request, before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None
-    ) -> HTMLResponse:
-        found = await call(service.board.deliveries, before=before, limit=50)
-        return page(request, "notifications.html", deliveries=found)
+        async def route(request: Request, before: Before = None) -> HTMLResponse:
+            found = await call(read, before=before, limit=PAGE)
+            return page(request, f"{name}.html", items=found, page_size=PAGE)
+
+        ui.add_api_route(f"/{name}", route, methods=["GET"], response_class=HTMLResponse)
+
+    listing("events", lambda **kw: service.events.page(**kw))
+    listing("notifications", lambda **kw: service.board.deliveries(**kw))
 
     return ui
 

@@ -49,11 +49,10 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
         DISPATCHER_MAX_PARALLEL="8",
         DISPATCHER_MAX_PARALLEL_PER_REPO="4",
     ).start()
-    yield d
-    try:
-        d.cancel_active()
-    finally:
-        d.stop()
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(d.stop)
+        cleanup.callback(d.cancel_active)  # first
+        yield d
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +115,22 @@ def finished_job(d: Daemon, name: str, prompt: str = "do it", **body: Any) -> di
     job = d.wait(d.submit(name, prompt, **body)["id"])
     assert job["state"] == "succeeded", job
     return job
+
+
+def gated_job(d: Daemon, tmp_path: Path, agent: Agent, later: str) -> tuple[dict[str, Any], Path]:
+    """A running job whose command prints a line, waits for the file ``gate`` (returned),
+    then prints ``later`` and changes a file."""
+    name = d.add_repo(init_repo(tmp_path / "app", files={"README.md": "hi\n"}))
+    gate = tmp_path / "gate"
+    script = agent(
+        "slow.sh",
+        'echo "first line from the agent"\n'
+        f'while [ ! -e "{gate}" ]; do sleep 0.05; done\n'
+        f'echo "{later}"\necho change > out.txt\n',
+    )
+    job = d.submit(name, "live log please", command=[script])
+    d.wait(job["id"], {"running"})
+    return job, gate
 
 
 def open_job(p: Page, d: Daemon, job_id: int) -> None:
@@ -212,16 +227,8 @@ def test_an_unknown_job_is_a_404_page_not_a_traceback(page: Page, ui: Daemon) ->
 def test_a_running_agents_log_lines_appear_live_and_the_board_moves_the_job(
     page: Page, ui: Daemon, tmp_path: Path, agent: Agent
 ) -> None:
-    name = ui.add_repo(init_repo(tmp_path / "app", files={"README.md": "hi\n"}))
-    gate = tmp_path / "gate"
-    script = agent(
-        "slow.sh",
-        'echo "first line from the agent"\n'
-        f'while [ ! -e "{gate}" ]; do sleep 0.05; done\n'
-        'echo "second line, written later"\necho change > out.txt\n',
-    )
-    job = ui.submit(name, "live log please", command=[script])
-    ui.wait(job["id"], {"running"})
+    job, gate = gated_job(ui, tmp_path, agent, "second line, written later")
+    name = job["repo"]
 
     page.goto(f"{ui.url}/ui/?repo={name}")
     running = page.locator("#col-running")
@@ -330,6 +337,15 @@ def test_merge_on_the_page_moves_the_branch(page: Page, ui: Daemon, tmp_path: Pa
     assert git(repo, "show", "main:AGENT_NOTES.md").startswith("## claude")
 
 
+def refused_merge(p: Page, d: Daemon, job_id: int, says: str, file: str) -> None:
+    """Click Merge on the job's page; the refusal says ``says`` and lists ``file``."""
+    open_job(p, d, job_id)
+    p.get_by_role("button", name="Merge").click()
+    notice = p.locator("#result .notice.error")
+    expect(notice).to_contain_text(says)
+    expect(notice.locator(".files")).to_contain_text(file)
+
+
 def test_a_conflicting_merge_moves_nothing_and_the_page_names_the_files(
     page: Page, ui: Daemon, tmp_path: Path, agent: Agent
 ) -> None:
@@ -339,11 +355,7 @@ def test_a_conflicting_merge_moves_nothing_and_the_page_names_the_files(
     commit_file(repo, "f.txt", "main\n", "main edits f too")
     main_before = git(repo, "rev-parse", "main")
     branch_before = git(repo, "rev-parse", job["branch"])
-    open_job(page, ui, job["id"])
-    page.get_by_role("button", name="Merge").click()
-    notice = page.locator("#result .notice.error")
-    expect(notice).to_contain_text("Merge conflict: nothing was merged")
-    expect(notice.locator(".files")).to_contain_text("f.txt")
+    refused_merge(page, ui, job["id"], "Merge conflict: nothing was merged", "f.txt")
     assert git(repo, "rev-parse", "main") == main_before
     assert git(repo, "rev-parse", job["branch"]) == branch_before
     assert git(repo, "status", "--porcelain") == ""
@@ -358,11 +370,7 @@ def test_a_merge_refused_by_a_dirty_checkout_says_so(
     job = finished_job(ui, name, "notes", agent="claude")
     (repo / "README.md").write_text("my own edit, not committed\n")
     before = git(repo, "rev-parse", "main")
-    open_job(page, ui, job["id"])
-    page.get_by_role("button", name="Merge").click()
-    notice = page.locator("#result .notice.error")
-    expect(notice).to_contain_text("uncommitted changes")
-    expect(notice.locator(".files")).to_contain_text("README.md")
+    refused_merge(page, ui, job["id"], "uncommitted changes", "README.md")
     assert git(repo, "rev-parse", "main") == before
     assert (repo / "README.md").read_text() == "my own edit, not committed\n"
 
@@ -470,16 +478,7 @@ def test_a_lost_daemon_shows_reconnecting_and_the_live_parts_resume(
     "reconnecting"; when the daemon is back (it adopts the agent, which outlived it), the
     banner goes, and the log goes on from where it stopped (no line twice) to the end."""
     d = daemon_factory(PATH=f"{FAKES}{os.pathsep}{os.environ.get('PATH', '')}").start()
-    name = d.add_repo(init_repo(tmp_path / "app", files={"README.md": "hi\n"}))
-    gate = tmp_path / "gate"
-    script = agent(
-        "slow.sh",
-        'echo "first line from the agent"\n'
-        f'while [ ! -e "{gate}" ]; do sleep 0.05; done\n'
-        'echo "second line, after the restart"\n',
-    )
-    job = d.submit(name, "outlive the daemon", command=[script])
-    d.wait(job["id"], {"running"})
+    job, gate = gated_job(d, tmp_path, agent, "second line, after the restart")
     context = browser.new_context()
     context.set_default_timeout(WAIT_MS)
     p = context.new_page()
