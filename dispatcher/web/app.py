@@ -320,7 +320,11 @@ async def _log_events(
             if pending:
                 yield {"event": "line", "id": str(item.offset),
                        "data": render_items(items=_views(pending))}  # fmt: skip
-            yield {"event": "end", "id": str(item.offset), "data": f"The job is {item.state}."}
+            yield {
+                "event": "end",
+                "id": str(item.offset),
+                "data": f"The log ended: the job is {item.state}.",
+            }
 
 
 def _views(text: str) -> list[Any]:
