@@ -27,6 +27,7 @@ from fastapi.templating import Jinja2Templates
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from dispatcher.agents.output import DISPATCHER_PREFIX
 from dispatcher.agents.view import view_line
 from dispatcher.errors import DispatcherError, InvalidInput, NotFound
 from dispatcher.lifecycle import ACTIVE, CLOSED, FINISHED, MergeStrategy
@@ -49,6 +50,7 @@ MAX_ID: Final = 2**63 - 1
 JobId = Annotated[int, Path(ge=1, le=MAX_ID)]
 Before = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 PAGE: Final = 50  # rows of the events and notifications pages
+LOG_TAIL_BYTES: Final = 512 * 1024  # how much of a log a job page first shows
 _HERE = resources.files("dispatcher.web")
 COLUMNS: Final = {"queued": "Queued", "running": "Running", "review": "Needs review",
                   "done": "Done"}  # fmt: skip
@@ -195,14 +197,22 @@ def create_ui(service: Service, token: str) -> FastAPI:
 
     @ui.get("/jobs/{job_id}/log")
     async def job_log(
-        request: Request, job_id: JobId, offset: Annotated[int, Query(ge=0, le=MAX_ID)] = 0
+        request: Request,
+        job_id: JobId,
+        offset: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
     ) -> EventSourceResponse:
+        """The log from ``offset`` (or the ``Last-Event-ID`` a reconnect sends); first
+        asked for, its last :data:`LOG_TAIL_BYTES` (a long log's start is not sent)."""
         resume = request.headers.get("last-event-id", "")
         start = int(resume) if resume.isdigit() else offset
-        await call(service.outputs.log_file, job_id)  # 404 for an unknown job, before streaming
-        item_html = env.get_template("_log_items.html")
-        return EventSourceResponse(_log_events(service, job_id, start, request, item_html.render),
-                                   ping=15)  # fmt: skip
+        tail = start is None
+        if start is None:  # 404 for an unknown job, before streaming
+            start = await call(service.outputs.log_start, job_id, tail=LOG_TAIL_BYTES)
+        else:
+            await call(service.outputs.log_file, job_id)
+        render_items = env.get_template("_log_items.html").render
+        events = _log_events(service, job_id, start, request, render_items, cut=tail and start > 0)
+        return EventSourceResponse(events, ping=15)
 
     # ------------------------------------------------------------ actions
 
@@ -303,11 +313,14 @@ async def _log_events(
     offset: int,
     request: Request,
     render_items: Callable[..., str],
+    *,
+    cut: bool = False,
 ) -> AsyncIterator[dict[str, str]]:
     """The job's log from ``offset`` as SSE ``line`` events of rendered HTML (whole lines
     only: a partial line waits for its end), each with the byte offset after it as its
-    id, then ``end`` with the job's state."""
-    pending = ""
+    id, then ``end`` with the job's state. ``cut``: the stream starts past the log's
+    start (its tail), which the first line says."""
+    pending = f"{DISPATCHER_PREFIX}(the start is left out: GET /jobs/{job_id}/log)\n" if cut else ""
     async for item in service.outputs.follow(job_id, offset, request.is_disconnected):
         if isinstance(item, LogChunk):
             pending += item.text

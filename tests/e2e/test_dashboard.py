@@ -498,3 +498,19 @@ def test_a_lost_daemon_shows_reconnecting_and_the_live_parts_resume(
         expect(state_badge(p)).to_have_text("succeeded")
     finally:
         context.close()
+
+
+def test_a_long_log_opens_at_its_tail(page: Page, ui: Daemon, tmp_path: Path, agent: Agent) -> None:
+    name = ui.add_repo(init_repo(tmp_path / "app", files={"README.md": "hi\n"}))
+    script = agent(
+        "long.sh",
+        "echo the-very-start\n"
+        "i=0; while [ $i -lt 800 ]; do printf 'filler %01000d\\n' $i; i=$((i+1)); done\n"
+        "echo the-very-end\n",
+    )
+    job = ui.wait(ui.submit(name, "print a lot", command=[script])["id"])
+    open_job(page, ui, job["id"])
+    log = page.locator("#log")
+    expect(log).to_contain_text("the-very-end")
+    expect(log).to_contain_text(f"the start is left out: GET /jobs/{job['id']}/log")
+    expect(log).not_to_contain_text("the-very-start")
