@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from functools import partial
 from importlib import resources
-from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypeVar
 from urllib.parse import parse_qs
 
 import anyio
@@ -189,11 +189,13 @@ def create_ui(service: Service, token: str) -> FastAPI:
         return page(request, "_job_header.html", **await call(job_context, job_id))
 
     @ui.get("/jobs/{job_id}/diff", response_class=HTMLResponse)
-    async def job_diff(request: Request, job_id: JobId) -> HTMLResponse:
+    async def job_diff(
+        request: Request, job_id: JobId, view: Literal["unified", "split"] = "unified"
+    ) -> HTMLResponse:
         diff = await call(service.outputs.diff, job_id)
         parsed = await call(render.parse_diff, diff.patch)
         job = await call(service.jobs.get, job_id)
-        return page(request, "_diff.html", job=job, diff=diff, parsed=parsed)
+        return page(request, "_diff.html", job=job, diff=diff, parsed=parsed, view=view)
 
     @ui.get("/jobs/{job_id}/log")
     async def job_log(

@@ -36,9 +36,44 @@ class DiffLine:
 
 
 @dataclass
+class SplitRow:
+    """One row of the side-by-side view: the base's line and the job's (None: no line)."""
+
+    left: DiffLine | None
+    right: DiffLine | None
+
+
+@dataclass
 class Hunk:
     header: str
     lines: list[DiffLine] = field(default_factory=list)
+
+    def split(self) -> list[SplitRow]:
+        """The hunk side by side: unchanged lines on both sides, each run of removed lines
+        beside the added lines that follow it."""
+        rows: list[SplitRow] = []
+        removed: list[DiffLine] = []
+        added: list[DiffLine] = []
+
+        def flush() -> None:
+            for i in range(max(len(removed), len(added))):
+                left = removed[i] if i < len(removed) else None
+                rows.append(SplitRow(left, added[i] if i < len(added) else None))
+            removed.clear()
+            added.clear()
+
+        for line in self.lines:
+            if line.kind == "del":
+                if added:  # a new run of removals begins
+                    flush()
+                removed.append(line)
+            elif line.kind == "add":
+                added.append(line)
+            else:
+                flush()
+                rows.append(SplitRow(line, line))
+        flush()
+        return rows
 
 
 @dataclass

@@ -270,6 +270,13 @@ def test_the_agents_json_output_reads_as_messages_and_tool_calls(
     expect(page.locator("table.diff").first).to_be_visible()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "job.png"), full_page=True)
+    page.get_by_role("button", name="Side by side").click()
+    split = page.locator("table.split[data-path='AGENT_NOTES.md']")
+    expect(split).to_contain_text("## claude")
+    expect(split.get_by_role("button", name="Comment on AGENT_NOTES.md line 1")).to_be_visible()
+    expect(page.get_by_role("button", name="Side by side")).to_have_attribute(
+        "aria-pressed", "true"
+    )
 
 
 def test_board_filters_and_screenshot(page: Page, ui: Daemon, tmp_path: Path) -> None:

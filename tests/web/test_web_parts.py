@@ -117,6 +117,28 @@ def test_a_diff_reads_as_files_with_numbered_escaped_lines() -> None:
     assert plain == "one&lt;img onerror=x&gt;"
 
 
+def test_side_by_side_pairs_removed_lines_with_the_added_ones_after_them() -> None:
+    hunk = (
+        parse_diff(
+            "diff --git a/f b/f\n--- a/f\n+++ b/f\n@@ -1,4 +1,4 @@\n a\n-b\n-c\n+B\n d\n+e\n-f\n"
+        )
+        .files[0]
+        .hunks[0]
+    )
+    rows = [
+        (r.left and (r.left.kind, str(r.left.html)), r.right and (r.right.kind, str(r.right.html)))
+        for r in hunk.split()
+    ]
+    assert rows == [
+        (("ctx", "a"), ("ctx", "a")),
+        (("del", "b"), ("add", "B")),
+        (("del", "c"), None),
+        (("ctx", "d"), ("ctx", "d")),
+        (None, ("add", "e")),
+        (("del", "f"), None),
+    ]
+
+
 def test_review_comments_become_one_prompt() -> None:
     prompt = review_prompt(
         [Comment("a.py", "3", "rename this"), Comment("b.py", "-7", "keep this line")],

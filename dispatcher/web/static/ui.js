@@ -69,7 +69,7 @@
     var row = el("composer-row");
     if (!row) {
       row = document.createElement("tr"); row.id = "composer-row";
-      var cell = document.createElement("td"); cell.colSpan = 3; row.appendChild(cell);
+      var cell = document.createElement("td"); cell.colSpan = 4; row.appendChild(cell);
     }
     row.firstChild.appendChild(composer);
     return row;
