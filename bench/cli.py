@@ -3,9 +3,9 @@
     .venv/bin/python -m bench [--quick] [--only SECTION,...] [--json out.json]
 
 Sections (in this order): repos, spawn, throughput, events, api, memory, merge,
-repos_api, repos_scale, burst, supervise, git_processes, teams, mcp. Everything lives in one temp
-dir, removed at the end with every daemon the run started stopped (SIGTERM), even on
-failure or Ctrl-C. ``--quick`` uses the 1,000 and 10,000-file repos only, 200
+repos_api, repos_scale, burst, supervise, git_processes, teams, mcp, dashboard. Everything
+lives in one temp dir, removed at the end with every daemon the run started stopped
+(SIGTERM), even on failure or Ctrl-C. ``--quick`` uses the 1,000 and 10,000-file repos only, 200
 throughput jobs and fewer samples (a few minutes on 2 cores); the full run adds the
 50,000-file repo.
 """
@@ -30,6 +30,7 @@ from typing import Any
 from bench import (
     api,
     burst,
+    dashboard,
     events,
     git_processes,
     mcp,
@@ -60,6 +61,7 @@ SECTIONS: dict[str, ModuleType] = {
     "git_processes": git_processes,
     "teams": teams,
     "mcp": mcp,
+    "dashboard": dashboard,
 }
 
 TITLES = {
@@ -77,6 +79,7 @@ TITLES = {
     "git_processes": "git processes per trivial job, warm pool of 2",
     "teams": "teams: blocker merged -> dependant's agent start; message send -> waiting read",
     "mcp": "an MCP tool call (show_job) against the same REST call (GET /jobs/{id})",
+    "dashboard": "dashboard pages (/ui) at 100,000 jobs against the REST reads",
 }
 
 

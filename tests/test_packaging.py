@@ -125,6 +125,23 @@ def test_wheel_ships_the_api_docs_assets(wheel: Path) -> None:
             assert zf.read(name) == path.read_bytes(), name
 
 
+def test_wheel_ships_the_dashboards_templates_and_scripts(wheel: Path) -> None:
+    """/ui renders its templates and loads its scripts from the package (no CDN): every
+    template and static file, vendored htmx with its license and README, byte for byte."""
+    web = REPO_ROOT / "dispatcher" / "web"
+    shipped = sorted(
+        p for d in ("templates", "static") for p in (web / d).rglob("*") if p.is_file()
+    )
+    assert {p.name for p in shipped} >= {
+        "base.html", "job.html", "ui.js", "ui.css", "htmx.min.js", "sse.min.js", "LICENSE",
+        "README.md",
+    }  # fmt: skip
+    with zipfile.ZipFile(wheel) as zf:
+        for path in shipped:
+            name = path.relative_to(REPO_ROOT).as_posix()
+            assert zf.read(name) == path.read_bytes(), name
+
+
 def test_wheel_declares_the_cli_entry_point(wheel: Path) -> None:
     with zipfile.ZipFile(wheel) as zf:
         (entry_points,) = (n for n in zf.namelist() if n.endswith(".dist-info/entry_points.txt"))

@@ -54,7 +54,15 @@ from dispatcher.agents.report import (
 )
 from dispatcher.process import logcap
 
-__all__ = ["EMPTY_REPORT", "SUMMARY_MAX", "AgentReport", "parse_lines", "parse_log"]
+__all__ = [
+    "EMPTY_REPORT",
+    "SUMMARY_MAX",
+    "AgentReport",
+    "is_dispatcher_line",
+    "json_event",
+    "parse_lines",
+    "parse_log",
+]
 
 TEXT_TAIL_MAX: Final = 2000
 """Longest plain-text summary (the tail of the output), in characters."""
@@ -117,6 +125,12 @@ def _json_object(line: str) -> Mapping[str, object] | None:
 
 def _is_dispatcher(line: str) -> bool:
     return line.startswith(DISPATCHER_PREFIX) or line.rstrip() == DISPATCHER_PREFIX.rstrip()
+
+
+json_event = _json_object
+"""The JSON object one log line holds, or None (not JSON, cut off, not an object)."""
+is_dispatcher_line = _is_dispatcher
+"""True for a line the daemon wrote into the log itself (``[dispatcher] ...``)."""
 
 
 # --- public API ------------------------------------------------------------------------------

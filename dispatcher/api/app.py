@@ -40,6 +40,7 @@ from dispatcher.api.routes import (
 from dispatcher.errors import DispatcherError
 from dispatcher.mcp import auth as mcp_auth
 from dispatcher.store.models import ErrorBody
+from dispatcher.web import UI_PREFIX, Sessions, UiGuard, create_ui
 
 if TYPE_CHECKING:  # the daemon hands the app its service; the API knows only its type
     from dispatcher.mcp.endpoint import McpEndpoint
@@ -191,7 +192,12 @@ def create_app(
         scoped = ScopedTokens(mcp_auth.PATH, access.principal, access.is_job_token)
         app.router.routes.append(Route(mcp_auth.PATH, endpoint=mcp))
     app.add_middleware(
-        BearerAuth, token=token, public=public, scoped=scoped, state_key=mcp_auth.PRINCIPAL
+        BearerAuth,
+        token=token,
+        public=public,
+        scoped=scoped,
+        state_key=mcp_auth.PRINCIPAL,
+        ui=UiGuard(Sessions(token)),
     )
     app.add_middleware(RequestIds)  # outermost: even a refusal's log lines name the job
 
@@ -208,6 +214,7 @@ def create_app(
     app.include_router(metrics.router, responses=_documented_errors(401))
     # Webhooks are authenticated by the forge's signature, not the token.
     app.include_router(webhooks.router, responses=_documented_errors(401, 413, 422))
+    app.mount(UI_PREFIX, create_ui(service, token))  # the dashboard (docs/dashboard.md)
     add_docs_pages(app, openapi_url=app.openapi_url or "/openapi.json")
     _declare_bearer(app, public)
     return app

@@ -24,6 +24,7 @@ from dispatcher.api import docs_ui
 from dispatcher.api.deps import IDEMPOTENCY_STATE
 from dispatcher.errors import Unauthorized
 from dispatcher.store.models import IdempotencyKey
+from dispatcher.web.session import UiGuard, covers
 
 if TYPE_CHECKING:
     from dispatcher.service import Service
@@ -130,6 +131,9 @@ class BearerAuth:
     stored or replayed). With ``scoped``, its path takes the tokens it resolves (the
     daemon token, or a running job's) and its principal is left in the request's
     state under ``state_key``; a job token anywhere else is refused.
+
+    The dashboard's paths (``/ui``...) are checked by ``ui`` instead: its session cookie
+    and CSRF token (:mod:`dispatcher.web.session`), which count there only.
     """
 
     def __init__(
@@ -139,12 +143,14 @@ class BearerAuth:
         public: frozenset[tuple[str, str]],
         scoped: ScopedTokens | None = None,
         state_key: str = "principal",
+        ui: UiGuard | None = None,
     ) -> None:
         self.app = app
         self.token = token.encode()
         self.public = public
         self.scoped = scoped
         self.state_key = state_key
+        self.ui = ui
 
     @staticmethod
     def credentials(scope: Scope) -> bytes | str:
@@ -193,6 +199,13 @@ class BearerAuth:
             return
         if scope["type"] != "http":  # no websocket routes: nothing else is served
             await send({"type": "websocket.close", "code": 1008})
+            return
+        if self.ui is not None and covers(scope["path"]):
+            refused = self.ui.refusal(scope)
+            if refused is None:
+                await self.app(scope, receive, send)
+            else:
+                await self.ui.refuse(send, refused)
             return
         challenge = [(b"www-authenticate", b"Bearer")]
         if self.scoped is not None and scope["path"] == self.scoped.path:

@@ -24,10 +24,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 MIB = 1024 * 1024
 DEFAULT_LIMIT = MIB  # bytes in a page when the client names no limit
 MAX_LIMIT = 8 * MIB  # the largest page (and tail) a client may ask for
+FOLLOW_CHUNK = 64 * 1024  # the most a follower reads at once
 
 
 @dataclass(frozen=True)
@@ -114,3 +116,86 @@ def read_page(
             skip += 1
         start, data = start + skip, data[skip : skip + limit]
     return LogPage(data[: complete_prefix(data)], start, size, st.st_ino, restarted)
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    """Text a follower read; ``offset``: where the next read starts, in the file it came from."""
+
+    offset: int
+    text: str
+
+
+@dataclass(frozen=True)
+class LogEnd:
+    """The job is in a terminal ``state`` and its log was read to ``offset``."""
+
+    state: str
+    offset: int
+
+
+class LogTail:
+    """The follower's open ``agent.log``: read on from an offset; when the path names
+    another file (the writer rotated it), the old one is read to its end first, then
+    the new one from 0. Blocking calls (run in a thread)."""
+
+    def __init__(self, path: Path, offset: int) -> None:
+        self.path = path
+        self.offset = offset
+        self._fh: BinaryIO | None = None
+
+    def read(self) -> bytes:
+        """The next chunk (cut on a character boundary); b"" when there is none yet."""
+        if self._fh is None and not self._open():
+            return b""
+        assert self._fh is not None
+        chunk = self._fh.read(FOLLOW_CHUNK)
+        if not chunk and self._switched():
+            return self.read()
+        chunk = chunk[: complete_prefix(chunk)]
+        self._fh.seek(self.offset + len(chunk))  # the cut bytes come with the next chunk
+        self.offset += len(chunk)
+        return chunk
+
+    def _open(self) -> bool:
+        try:
+            self._fh = open(self.path, "rb")  # noqa: SIM115 (closed by close or _switched)
+        except FileNotFoundError:
+            return False
+        if os.fstat(self._fh.fileno()).st_size < self.offset:  # past its end: start over
+            self.offset = 0
+        self._fh.seek(self.offset)
+        return True
+
+    def _switched(self) -> bool:
+        """At the end of the open file: True (and ready to read the new file from 0) if
+        the path is now another file; an in-place truncation starts over at 0 too."""
+        assert self._fh is not None
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:  # between the rename and the new file
+            return False
+        if st.st_ino != os.fstat(self._fh.fileno()).st_ino:
+            self.close()
+            self.offset = 0
+            return self._open()
+        if st.st_size < self.offset:
+            self.offset = 0
+            self._fh.seek(0)
+            return True
+        return False
+
+    def has_more(self) -> bool:
+        """Bytes are waiting, in the open file or in a new one."""
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        if self._fh is None:
+            return st.st_size > self.offset
+        return st.st_ino != os.fstat(self._fh.fileno()).st_ino or st.st_size != self.offset
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None

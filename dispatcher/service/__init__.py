@@ -11,6 +11,7 @@
 * ``control``  cancel, discard and merge a job (:mod:`.control`);
 * ``prune``    discard finished jobs in bulk, tidy closed jobs' leftovers (:mod:`.prune`);
 * ``outputs``  a job's log, diff and notice deliveries (:mod:`.outputs`);
+* ``board``    the dashboard's board columns and every job's deliveries (:mod:`.board`);
 * ``events``   ``POST /events``, the events stored, each repo's triggers (:mod:`.events`);
 * ``issues``   the local issue inbox (:mod:`.issues`);
 * ``teams``    teams: a lead, a task graph run as jobs, one integration branch, messages
@@ -36,6 +37,7 @@ from dispatcher.jobs.pool import WorktreePool
 from dispatcher.jobs.sweeper import Sweeper
 from dispatcher.service.access import Access
 from dispatcher.service.agents import Agents
+from dispatcher.service.board import Board
 from dispatcher.service.control import Control, Supervisor
 from dispatcher.service.doctor import Doctor
 from dispatcher.service.events import Events
@@ -81,6 +83,7 @@ class Service:
         self.agents = Agents(settings, store, self.trigger_files)
         self.doctor = Doctor(settings, store, self.trigger_files, self.agents)
         self.outputs = Outputs(settings, store)
+        self.board = Board(store)
         self.events = Events(store, self.trigger_files, self.intake)
         self.issues = Issues(store, self.intake)
         self.webhooks = Webhooks(settings, store, self.intake)

@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+import anyio
 
 from dispatcher.config import Settings
 from dispatcher.errors import InvalidInput, InvalidState
 from dispatcher.git import refs
 from dispatcher.jobs.files import job_files
-from dispatcher.lifecycle import JobState
+from dispatcher.lifecycle import TERMINAL, JobState
 from dispatcher.process import logpage
+from dispatcher.process.logpage import LogChunk, LogEnd, LogTail
 from dispatcher.store.database import Store
 from dispatcher.store.models import DeliveryPublic, DiffPublic
+
+FOLLOW_POLL_S = 0.1  # how often a follower looks for new output
 
 
 @dataclass(eq=False)
@@ -51,6 +58,37 @@ class Outputs:
         if tail is None:
             return offset or 0
         return logpage.read_page(path, tail=tail, limit=1).start
+
+    async def follow(
+        self, job_id: int, offset: int, disconnected: Callable[[], Awaitable[bool]]
+    ) -> AsyncIterator[LogChunk | LogEnd]:
+        """What is in the job's log from ``offset``, then new output as it comes, until
+        the job is terminal (then one :class:`LogEnd`) or ``disconnected()`` says the
+        reader went away. The log's REST follow and the dashboard's both read it here.
+
+        Chunks end on UTF-8 character boundaries (:func:`logpage.complete_prefix`). Across a
+        rotation nothing is skipped: the rest of the old file, then the new one from 0 (each
+        chunk's ``offset`` is in the file its text came from).
+        """
+        tail = LogTail(self.log_file(job_id), offset)
+        try:
+            while True:
+                chunk = await anyio.to_thread.run_sync(tail.read)
+                if chunk:
+                    yield LogChunk(tail.offset, chunk.decode("utf-8", errors="replace"))
+                    continue
+                state = await anyio.to_thread.run_sync(self.job_state, job_id)
+                if state in TERMINAL:
+                    # One more read: output written between our read and the state change.
+                    if await anyio.to_thread.run_sync(tail.has_more):
+                        continue
+                    yield LogEnd(state.value, tail.offset)
+                    return
+                if await disconnected():
+                    return
+                await asyncio.sleep(FOLLOW_POLL_S)
+        finally:
+            tail.close()
 
     def job_state(self, job_id: int) -> JobState:
         return self.store.job(job_id).state

@@ -792,6 +792,45 @@ class Store:
         with self.reading() as s:
             return list(s.exec(q.order_by(col(Job.id).desc()).limit(limit)).all())
 
+    # ------------------------------------------------------------ the dashboard's board
+
+    def board_jobs(
+        self, column: str, where: JobFilter, *, limit: int = 50
+    ) -> tuple[list[Job], int]:
+        """One column of the dashboard's board (``queued``, ``running``, ``review``,
+        ``done``: see :data:`BOARD_COLUMNS`), newest first, and how many jobs it holds
+        (counted up to :data:`BOARD_COUNT_CAP` + 1: "more than" past that); ``where``
+        narrows both. Bounded work at any store size: one query per state, each walking
+        the (state, id) index from the newest and stopping at ``limit`` matches."""
+        filters = _job_filter(where)
+        rows: list[Job] = []
+        with self.reading() as s:
+            for state in _BOARD_STATES[column]:
+                query = (
+                    select(Job)
+                    .where(col(Job.state) == state, *_board_extra(column, state), *filters)
+                    .order_by(col(Job.id).desc())
+                    .limit(limit)
+                )
+                rows.extend(s.exec(query).all())
+            capped = (
+                select(col(Job.id))
+                .where(_board_column(column), *filters)
+                .limit(BOARD_COUNT_CAP + 1)
+                .subquery()
+            )
+            count = s.exec(select(func.count()).select_from(capped)).one()
+        rows.sort(key=lambda j: j.id or 0, reverse=True)
+        return rows[:limit], int(count)
+
+    def recent_deliveries(self, *, before: int | None = None, limit: int = 50) -> list[Delivery]:
+        """Every job's notification deliveries, newest first."""
+        query = select(Delivery)
+        if before is not None:
+            query = query.where(col(Delivery.id) < before)
+        with self.reading() as s:
+            return list(s.exec(query.order_by(col(Delivery.id).desc()).limit(limit)).all())
+
     # ------------------------------------------------------------ repos (triggers)
 
     def update_repo(self, repo_id: int, **fields: Any) -> Repo:
@@ -1008,3 +1047,76 @@ class Store:
                 return
             row.status, row.body, row.content_type = status, body, content_type
             s.add(row)
+
+
+BOARD_COLUMNS = ("queued", "running", "review", "done")
+"""The dashboard board's columns: queued; preparing or running; with commits awaiting
+review (what ``inbox`` lists); and every other finished or closed job."""
+BOARD_COUNT_CAP = 1000
+"""A board column counts its jobs up to this many (and one more, to say "more than")."""
+_BOARD_STATES: dict[str, list[JobState]] = {
+    "queued": [JobState.QUEUED],
+    "running": [JobState.PREPARING, JobState.RUNNING],
+    "review": sorted(IN_INBOX),
+    "done": sorted(set(JobState) - ACTIVE),
+}
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """What the board shows: one repo, trigger or agent, and text in the prompt or branch."""
+
+    repo_id: int | None = None
+    trigger: str | None = None
+    agent: str | None = None
+    text: str | None = None
+
+
+def _in_review() -> sa.ColumnElement[bool]:
+    return sa.and_(
+        col(Job.state).in_(IN_INBOX),
+        func.coalesce(col(Job.commits_ahead), 0) > 0,  # NULL would make NOT(...) NULL
+        col(Job.followed_by).is_(None),
+    )
+
+
+def _board_extra(column: str, state: JobState) -> list[sa.ColumnElement[bool]]:
+    """What, beside its state, puts a job of ``state`` in ``column``."""
+    if column == "review":
+        return [_in_review()]
+    if column == "done" and state in IN_INBOX:
+        return [sa.not_(_in_review())]
+    return []
+
+
+def _board_column(column: str) -> sa.ColumnElement[bool]:
+    if column == "queued":
+        return col(Job.state) == JobState.QUEUED
+    if column == "running":
+        return col(Job.state).in_([JobState.PREPARING, JobState.RUNNING])
+    if column == "review":
+        return _in_review()
+    if column == "done":
+        return sa.and_(col(Job.state).not_in(list(ACTIVE)), sa.not_(_in_review()))
+    raise ValueError(f"no board column {column!r}")
+
+
+def _job_filter(where: JobFilter) -> list[sa.ColumnElement[bool]]:
+    cond: list[sa.ColumnElement[bool]] = []
+    if where.repo_id is not None:
+        cond.append(col(Job.repo_id) == where.repo_id)
+    if where.trigger:
+        cond.append(col(Job.trigger) == where.trigger)
+    if where.agent:
+        cond.append(col(Job.agent) == where.agent)
+    if where.text:
+        pattern = (
+            "%" + where.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        )
+        cond.append(
+            sa.or_(
+                col(Job.prompt).like(pattern, escape="\\"),
+                col(Job.branch).like(pattern, escape="\\"),
+            )
+        )
+    return cond

@@ -474,6 +474,13 @@ class DeliveryPublic(BaseModel):
     at: datetime
 
 
+class NoticeDelivery(DeliveryPublic):
+    """A delivery with the job it was about (the dashboard's notifications page)."""
+
+    id: int
+    job_id: int
+
+
 class JobPage(BaseModel):
     items: list[JobPublic]
     next_before: int | None  # pass as ?before= for the next (older) page

@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, BinaryIO
+from typing import TYPE_CHECKING, Annotated
 
-import anyio
 from fastapi import APIRouter, Header, Query, Request, status
 from fastapi.responses import Response
 from sse_starlette.sse import EventSourceResponse
 
 from dispatcher.api.deps import MAX_ID, Before, IdempotencyDep, JobId, ServiceDep
-from dispatcher.lifecycle import TERMINAL, JobState
+from dispatcher.lifecycle import JobState
 from dispatcher.process import logpage
+from dispatcher.process.logpage import LogChunk
 from dispatcher.store.models import (
     ActionResult,
     DeliveryPublic,
@@ -32,9 +29,6 @@ if TYPE_CHECKING:
     from dispatcher.service import Service
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
-
-_CHUNK = 64 * 1024
-_POLL_S = 0.1
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, summary="Queue an agent job")
@@ -132,8 +126,7 @@ def job_log(
 ) -> Response:
     if follow or (accept or "").startswith("text/event-stream"):
         start = service.outputs.log_start(job_id, offset=offset, tail=tail)
-        path = service.outputs.log_file(job_id)
-        return EventSourceResponse(_follow(service, job_id, path, start, request), ping=15)
+        return EventSourceResponse(_follow(service, job_id, start, request), ping=15)
     page = service.outputs.log_page(job_id, offset=offset, tail=tail, limit=limit, file_id=file_id)
     return Response(
         page.data,
@@ -149,105 +142,16 @@ def job_log(
     )
 
 
-class _LogTail:
-    """The follower's open ``agent.log``: read on from an offset; when the path names
-    another file (the writer rotated it), the old one is read to its end first, then
-    the new one from 0. Blocking calls (run in a thread)."""
-
-    def __init__(self, path: Path, offset: int) -> None:
-        self.path = path
-        self.offset = offset
-        self._fh: BinaryIO | None = None
-
-    def read(self) -> bytes:
-        """The next chunk (cut on a character boundary); b"" when there is none yet."""
-        if self._fh is None and not self._open():
-            return b""
-        assert self._fh is not None
-        chunk = self._fh.read(_CHUNK)
-        if not chunk and self._switched():
-            return self.read()
-        chunk = chunk[: logpage.complete_prefix(chunk)]
-        self._fh.seek(self.offset + len(chunk))  # the cut bytes come with the next chunk
-        self.offset += len(chunk)
-        return chunk
-
-    def _open(self) -> bool:
-        try:
-            self._fh = open(self.path, "rb")  # noqa: SIM115 (closed by close or _switched)
-        except FileNotFoundError:
-            return False
-        if os.fstat(self._fh.fileno()).st_size < self.offset:  # past its end: start over
-            self.offset = 0
-        self._fh.seek(self.offset)
-        return True
-
-    def _switched(self) -> bool:
-        """At the end of the open file: True (and ready to read the new file from 0) if
-        the path is now another file; an in-place truncation starts over at 0 too."""
-        assert self._fh is not None
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:  # between the rename and the new file
-            return False
-        if st.st_ino != os.fstat(self._fh.fileno()).st_ino:
-            self.close()
-            self.offset = 0
-            return self._open()
-        if st.st_size < self.offset:
-            self.offset = 0
-            self._fh.seek(0)
-            return True
-        return False
-
-    def has_more(self) -> bool:
-        """Bytes are waiting, in the open file or in a new one."""
-        try:
-            st = os.stat(self.path)
-        except FileNotFoundError:
-            return False
-        if self._fh is None:
-            return st.st_size > self.offset
-        return st.st_ino != os.fstat(self._fh.fileno()).st_ino or st.st_size != self.offset
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-
-
 async def _follow(
-    service: Service, job_id: int, path: Path, offset: int, request: Request
+    service: Service, job_id: int, offset: int, request: Request
 ) -> AsyncIterator[dict[str, str]]:
-    """Send what is in the log from ``offset``, then new output until the job is terminal.
-
-    Chunks end on UTF-8 character boundaries (:func:`logpage.complete_prefix`). Across a
-    rotation nothing is skipped: the rest of the old file, then the new one from 0 (each
-    event's ``offset`` is in the file its text came from).
-    """
-    tail = _LogTail(path, offset)
-    try:
-        while True:
-            chunk = await anyio.to_thread.run_sync(tail.read)
-            if chunk:
-                text = chunk.decode("utf-8", errors="replace")
-                yield {"event": "log", "data": json.dumps({"offset": tail.offset, "text": text})}
-                continue
-            state = await anyio.to_thread.run_sync(service.outputs.job_state, job_id)
-            if state in TERMINAL:
-                # One more read: output written between our read and the state change.
-                if await anyio.to_thread.run_sync(tail.has_more):
-                    continue
-                yield {
-                    "event": "end",
-                    "data": json.dumps({"state": state.value, "offset": tail.offset}),
-                }
-                return
-            if await request.is_disconnected():
-                return
-            await asyncio.sleep(_POLL_S)
-    finally:
-        tail.close()
+    """The job's log from ``offset`` as SSE events (``log``, then ``end``): see
+    :meth:`dispatcher.service.outputs.Outputs.follow`."""
+    async for item in service.outputs.follow(job_id, offset, request.is_disconnected):
+        if isinstance(item, LogChunk):
+            yield {"event": "log", "data": json.dumps({"offset": item.offset, "text": item.text})}
+        else:
+            yield {"event": "end", "data": json.dumps({"state": item.state, "offset": item.offset})}
 
 
 @router.get("/{job_id}/diff", summary="The job's changes against its base commit")
