@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.cli.teams import draw_graph
 from dispatcher.errors import InvalidInput, InvalidState
 from dispatcher.service.team_messages import Mailbox
 from dispatcher.service.teams import check_graph, find_cycle
@@ -25,6 +24,7 @@ from dispatcher.store.team_models import (
     task_transition,
 )
 from dispatcher.store.teams import TeamStore
+from dispatcher.teamgraph import draw_graph
 
 
 @pytest.mark.parametrize(

@@ -504,6 +504,12 @@ class Teams:
     ) -> list[MessagePublic]:
         return self.mailbox.read(team_id, recipient, wait_s=wait_s, limit=limit)
 
+    def messages_log(self, team_id: int, limit: int = 200) -> list[MessagePublic]:
+        """The team's last ``limit`` messages, oldest first, delivered or not, handing none
+        over (the dashboard's team page; a read is :meth:`read`)."""
+        self.rows.team(team_id)  # NotFound for a team that does not exist
+        return [MessagePublic.model_validate(m) for m in self.rows.messages(team_id, limit)]
+
     def signal(self, team_id: int, task_id: int, req: SignalCreate) -> TaskPublic:
         """A member says it is blocked, needs a review, or is done: the lead is told (a
         ``blocked`` also notifies a person through the notification targets)."""

@@ -237,6 +237,7 @@ class MessagePublic(BaseModel):
     body: str
     kind: str
     created_at: datetime
+    delivered_at: datetime | None = None  # when a read (or a prompt) handed it over
 
 
 class SignalCreate(BaseModel):

@@ -43,6 +43,7 @@ from dispatcher.web.session import COOKIE, LOGIN_PATH, UI_PREFIX, Sessions, cook
 
 if TYPE_CHECKING:  # the daemon hands the app its service; the dashboard knows only its type
     from dispatcher.service import Service
+from dispatcher.teamgraph import draw_graph
 
 T = TypeVar("T")
 POLL_S: Final = 2  # how often the board and a job's header are fetched again
@@ -61,6 +62,7 @@ NAV: list[tuple[str, str]] = [
     ("repos", "Repos"),
     ("events", "Events"),
     ("notifications", "Notifications"),
+    ("teams", "Teams"),
 ]
 # Buttons of a finished job beside merge and discard: push / pull request, when that
 # issue lands, add (name, label, what the route calls) here and a route like merge's.
@@ -302,6 +304,25 @@ def create_ui(service: Service, token: str) -> FastAPI:
             return page(request, f"{name}.html", items=found, page_size=PAGE)
 
         ui.add_api_route(f"/{name}", route, methods=["GET"], response_class=HTMLResponse)
+
+    # ------------------------------------------------------------ teams
+
+    @ui.get("/teams", response_class=HTMLResponse)
+    async def teams_page(request: Request) -> HTMLResponse:
+        return page(request, "teams.html", teams=await call(service.teams.listing))
+
+    def team_context(team_id: int) -> dict[str, Any]:
+        team = service.teams.show(team_id)
+        tasks = [t.model_dump(mode="json") for t in team.tasks]
+        return {
+            "team": team,
+            "graph": draw_graph(tasks),
+            "messages": service.teams.messages_log(team_id),
+        }
+
+    @ui.get("/teams/{team_id}", response_class=HTMLResponse)
+    async def team_page(request: Request, team_id: JobId) -> HTMLResponse:
+        return page(request, "team.html", **await call(team_context, team_id))
 
     listing("events", lambda **kw: service.events.page(**kw))
     listing("notifications", lambda **kw: service.board.deliveries(**kw))

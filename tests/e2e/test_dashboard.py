@@ -422,6 +422,60 @@ def test_html_in_prompts_logs_branches_and_commits_renders_as_text(
     assert page.evaluate("window.__pwned") is None
 
 
+# ------------------------------------------------------------------ teams
+
+
+def test_teams_page_shows_the_task_graph_who_waits_and_the_messages(
+    page: Page, ui: Daemon, tmp_path: Path, agent: Agent
+) -> None:
+    hostile = '<img src=x onerror="window.__pwned = 3">'
+    repo = init_repo(tmp_path / "app", files={"README.md": "hi\n"})
+    name = ui.add_repo(repo)
+    lead = agent("lead.sh", "exit 0\n")
+    created = ui.api.post(
+        "/teams", json={"repo": name, "goal": f"ship it {hostile}", "lead_command": [lead]}
+    )
+    assert created.status_code == 201, created.text
+    team = created.json()["id"]
+    release = tmp_path / "release"
+    gate = agent("gate.sh", f'while [ ! -f "{release}" ]; do sleep 0.05; done\n')
+
+    def add(title: str, **body: Any) -> int:
+        r = ui.api.post(
+            f"/teams/{team}/tasks",
+            json={"title": title, "prompt": title, "command": [gate], **body},
+        )
+        assert r.status_code == 201, r.text
+        return int(r.json()["id"])
+
+    first = add(f"api {hostile}")
+    second = add("ui", blocked_by=[first])
+    sent = ui.api.post(
+        f"/teams/{team}/messages", json={"to": f"task:{first}", "body": f"hello {hostile}"}
+    )
+    assert sent.status_code in (200, 201), sent.text
+    try:
+        page.goto(f"{ui.url}/ui/teams")
+        expect(page.locator(f"#team-{team}")).to_contain_text("ship it <img")
+        page.locator(f"#team-{team} a").click()
+        expect(page.get_by_role("heading", name=f"Team {team}")).to_be_visible()
+        graph = page.get_by_label("Task graph")
+        expect(graph).to_contain_text(f"#{first} api <img")
+        expect(graph).to_contain_text(f"#{second} ui")
+        expect(page.locator(f"#task-{second}")).to_contain_text(f"#{first}")  # waits on it
+        expect(page.locator(f"#task-{second}")).to_contain_text("waiting")
+        expect(page.locator(f"#task-{first}")).to_contain_text("running")
+        expect(page.locator("td.message").first).to_contain_text("hello <img")
+        assert page.evaluate("window.__pwned") is None
+        assert page.locator("main img").count() == 0
+        response = page.goto(f"{ui.url}/ui/teams/987654")
+        assert response is not None and response.status == 404
+        expect(page.get_by_role("heading", name="Not found")).to_be_visible()
+    finally:
+        release.touch()
+        ui.api.post(f"/teams/{team}/shutdown")
+
+
 # ------------------------------------------------------------------ repos and events
 
 
