@@ -49,6 +49,7 @@ _CHANGES = (
     | _IN_DELETE | _IN_DELETE_SELF | _IN_MOVE_SELF
 )  # fmt: skip
 _MASK = _CHANGES | _IN_ONLYDIR | _IN_DONT_FOLLOW
+_OVERFLOW = -1  # in Untouched._early: the queue overflowed
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len; then len bytes of name
 # Admin-dir files the pool itself writes while a tree is idle: not a touch.
 _OWN_ADMIN_FILES = ("gitdir", "locked")
@@ -73,6 +74,10 @@ class Untouched:
         self._failed = False  # no inotify here: never try again
         self._trees: dict[Path, _Tree] = {}
         self._owner: dict[int, Path] = {}  # watch -> its tree
+        # Trees are watched outside the lock (a take never waits for a walk): events of
+        # watches not registered yet are kept here while a start runs (_OVERFLOW: lost).
+        self._starting = 0
+        self._early: set[int] = set()
 
     def start(self, tree: Path, sha: str, *, skip: Sequence[str] = ()) -> bool:
         """Watch ``tree``, just reset to commit ``sha`` and clean (but the directories
@@ -82,19 +87,31 @@ class Untouched:
             self._drop(tree)
             if not self._open():
                 return False
+            self._starting += 1
+        entry = _Tree(sha, frozenset(s.strip("/") for s in skip))
+        failure: OSError | None = None
+        try:
             dirs = dotgit.git_dirs(tree)
-            entry = _Tree(sha, frozenset(s.strip("/") for s in skip))
-            self._trees[tree] = entry
-            try:
-                if dirs is None or dirs.gitdir == dirs.common:
-                    raise OSError(f"not a linked worktree: {tree}")
-                entry.admin = self._add(tree, dirs.gitdir)
-                self._watch_dirs(tree, entry)
-            except OSError as exc:
-                log.info("untouched: cannot watch %s (%s); it will be reset when taken", tree, exc)
-                self._drop(tree)
+            if dirs is None or dirs.gitdir == dirs.common:
+                raise OSError(f"not a linked worktree: {tree}")
+            entry.admin = self._add(dirs.gitdir)
+            self._watch_dirs(tree, entry)
+        except OSError as exc:
+            failure = exc
+        with self._lock:
+            self._starting -= 1
+            watches = [*entry.wds, *([entry.admin] if entry.admin is not None else [])]
+            if failure is None:
+                self._trees[tree] = entry
+                self._owner.update(dict.fromkeys(watches, tree))
+                self._read()  # anything since the watch began counts
+                entry.touched = entry.touched or bool(self._early & {*watches, _OVERFLOW})
+            if self._starting == 0:
+                self._early.clear()
+            if failure is not None:
+                self._remove_watches(watches)
+                log.info("untouched: cannot watch %s (%s); it is reset when taken", tree, failure)
                 return False
-            self._read()  # anything since the watch began counts
             return not entry.touched
 
     def end(self, tree: Path) -> str | None:
@@ -116,7 +133,9 @@ class Untouched:
                 os.close(self._fd)
                 self._fd = None
 
-    # ------------------------------------------------------------ under the lock
+    # ------------------------------------------------------------ helpers
+    # _open, _drop, _remove_watches, _read and _note run under the lock; _add and
+    # _watch_dirs (a start's walk) outside it.
 
     def _open(self) -> bool:
         if self._fd is not None:
@@ -135,13 +154,13 @@ class Untouched:
         self._libc, self._fd = libc, fd
         return True
 
-    def _add(self, tree: Path, directory: Path) -> int:
+    def _add(self, directory: Path) -> int:
+        """A watch on ``directory`` (not registered: the caller does that under the lock)."""
         assert self._libc is not None
         wd = int(self._libc.inotify_add_watch(self._fd, os.fsencode(directory), _MASK))
         if wd < 0:
             errno = ctypes.get_errno()
             raise OSError(errno, os.strerror(errno), str(directory))
-        self._owner[wd] = tree
         return wd
 
     def _watch_dirs(self, tree: Path, entry: _Tree) -> None:
@@ -150,7 +169,7 @@ class Untouched:
         todo = [""]
         while todo:
             rel = todo.pop()
-            wd = self._add(tree, tree / rel if rel else tree)
+            wd = self._add(tree / rel if rel else tree)
             entry.wds[wd] = rel
             with os.scandir(tree / rel if rel else tree) as listing:
                 for item in listing:
@@ -160,10 +179,12 @@ class Untouched:
 
     def _drop(self, tree: Path) -> None:
         entry = self._trees.pop(tree, None)
-        if entry is None:
-            return
+        if entry is not None:
+            self._remove_watches([*entry.wds, *([entry.admin] if entry.admin is not None else [])])
+
+    def _remove_watches(self, watches: list[int]) -> None:
         assert self._libc is not None
-        for wd in [*entry.wds, *([entry.admin] if entry.admin is not None else [])]:
+        for wd in watches:
             self._owner.pop(wd, None)
             self._libc.inotify_rm_watch(self._fd, wd)  # gone already (deleted dir): harmless
 
@@ -186,11 +207,15 @@ class Untouched:
         if mask & _IN_Q_OVERFLOW:  # events were lost: nothing is proven any more
             for each in self._trees.values():
                 each.touched = True
+            if self._starting:
+                self._early.add(_OVERFLOW)
             return
         tree = self._owner.get(wd)
         entry = self._trees.get(tree) if tree is not None else None
         if entry is None:
-            return  # a watch ended meanwhile (its IN_IGNORED, say)
+            if self._starting:
+                self._early.add(wd)  # maybe a watch being set: its start counts it
+            return  # else a watch ended meanwhile (its IN_IGNORED, say)
         if wd == entry.admin:
             if name in _OWN_ADMIN_FILES or name.startswith(
                 tuple(f"{own}.dispatcher-" for own in _OWN_ADMIN_FILES)
