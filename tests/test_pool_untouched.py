@@ -24,9 +24,14 @@ FILES = {"README.md": "hello\n", "a.txt": "a\n", "src/deep/app.py": "print('hi')
 
 
 @pytest.fixture
-def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Env]:
+def counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every git process of the test (and of the pool it starts) logged to git.log."""
     bin_dir, _ = git_counter(tmp_path)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+
+@pytest.fixture
+def env(tmp_path: Path, counted: None) -> Iterator[Env]:
     yield from make_env(tmp_path, files=FILES)
 
 
@@ -152,6 +157,24 @@ def test_an_untouched_tree_behind_a_moved_base_is_checked_out_without_a_clean(
     assert g(tree, "rev-parse", "HEAD") == new
     assert (tree / "src" / "deep" / "app.py").read_text() == "print('moved')\n"
     assert not (tree / "a.txt").exists()
+
+
+def test_a_change_inside_a_kept_directory_is_no_touch(tmp_path: Path, counted: None) -> None:
+    for env in make_env(tmp_path, files=FILES, keep=["node_modules"]):
+        idle = env.idle()
+        for tree in idle:  # a dependency install: kept across jobs on purpose
+            (tree / "node_modules" / "pkg").mkdir(parents=True)
+            (tree / "node_modules" / "pkg" / "index.js").write_text("dep\n")
+        first = _take_counted(env, tmp_path, 1)
+        assert len(first) == 1 and first[0].startswith("update-ref "), first
+        tree = env.settings.worktrees_dir / env.repo.name / "1"
+        assert (tree / "node_modules" / "pkg" / "index.js").read_text() == "dep\n"
+        (env.idle()[0] / "stray.txt").write_text("outside the kept directory\n")
+        second = _take_counted(env, tmp_path, 2)
+        assert any(c.startswith("clean ") for c in second), second
+        other = env.settings.worktrees_dir / env.repo.name / "2"
+        assert not (other / "stray.txt").exists()
+        assert (other / "node_modules" / "pkg" / "index.js").read_text() == "dep\n"
 
 
 def test_trees_a_previous_pool_left_are_recycled_when_taken(env: Env, tmp_path: Path) -> None:
