@@ -22,7 +22,7 @@ from bench.throughput import small_repo
 
 JOBS = 40
 PLAIN = 3  # worktree add, add -A, diff --cached --quiet: bench/throughput.py's plain batch
-BOUND = 5  # what the daemon reaches (tests/e2e/test_git_processes.py holds it)
+BOUND = 4  # what the daemon reaches (tests/e2e/test_git_processes.py holds it)
 
 
 def run(ctx: Ctx) -> dict[str, Any]:

@@ -10,7 +10,9 @@ the same repo, so they see the same disk and page-cache state:
 The agent writes ``time.time()`` as its first act. Before every sample each
 daemon is let settle (no git process of its own running: the pool refilled
 and recycled trees in the background), and each job is discarded after it ends
-(its tree goes back to the pool). The agent's own start-up (a Python
+(its tree goes back to the pool, reset there in the background: a warm take of
+an untouched tree then writes only its branch, see docs/design.md, "Taking a
+warm tree"). The agent's own start-up (a Python
 interpreter) is measured alone in the same run as ``agent floor``.
 """
 

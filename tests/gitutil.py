@@ -7,6 +7,8 @@ identity (the test fixtures set ``GIT_AUTHOR_*``/``GIT_COMMITTER_*``).
 
 from __future__ import annotations
 
+import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -44,3 +46,17 @@ def commit_file(repo: Path, rel: str, content: str, message: str | None = None) 
     git(repo, "add", "--", rel)
     git(repo, "commit", "-q", "-m", message or f"change {rel}")
     return git(repo, "rev-parse", "HEAD")
+
+
+def git_counter(tmp_path: Path) -> tuple[Path, Path]:
+    """A directory holding a ``git`` that logs its arguments to the returned log file (put
+    it first on the PATH of what is counted), and that log file."""
+    real = shutil.which("git")
+    assert real is not None
+    bin_dir, log = tmp_path / "gitbin", tmp_path / "git.log"
+    bin_dir.mkdir()
+    log.touch()
+    wrapper = bin_dir / "git"
+    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nexec "{real}" "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    return bin_dir, log

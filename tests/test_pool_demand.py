@@ -60,7 +60,12 @@ class Env:
         return dest
 
 
-def make_env(tmp_path: Path, **overrides: object) -> Iterator[Env]:
+def make_env(
+    tmp_path: Path,
+    files: dict[str, str] | None = None,
+    keep: list[str] | None = None,
+    **overrides: object,
+) -> Iterator[Env]:
     given: dict[str, object] = {"pool_size": 2, "pool_max": 5, **overrides}
     settings = Settings(
         state_dir=tmp_path / "state", pool_window_seconds=WINDOW,
@@ -70,10 +75,12 @@ def make_env(tmp_path: Path, **overrides: object) -> Iterator[Env]:
     url = f"sqlite:///{tmp_path}/db.sqlite"
     migrate(url)
     store = Store(url)
-    path = init_repo(tmp_path / "repo", files={"README.md": "hello\n", "a.txt": "a\n"})
+    path = init_repo(tmp_path / "repo", files=files or {"README.md": "hello\n", "a.txt": "a\n"})
     store.add_repo(Repo(name="proj", path=str(path), default_branch="main"))
     env = Env(settings, store, path, pool=None)  # type: ignore[arg-type]
-    env.pool = WorktreePool(settings, store.repos, clock=lambda: env.now[0])
+    env.pool = WorktreePool(
+        settings, store.repos, keep_for=lambda repo: keep or [], clock=lambda: env.now[0]
+    )
     env.pool.start()
     try:
         wait_until(lambda: len(env.idle()) == 2, "the pool to fill to its size")

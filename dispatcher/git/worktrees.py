@@ -564,16 +564,57 @@ def recycle(worktree: Path, branch: str, base: str, *, keep: Sequence[str] = ())
     named in ``keep`` (dependency installs worth reusing: node_modules, .venv).
     Costs only what differs between the old and the new commit.
     """
+    switch_clean(worktree, branch, base)
+    cmd.run(_clean_args(keep), worktree)
+
+
+def switch_clean(worktree: Path, branch: str, base: str) -> None:
+    """Move a *clean* worktree (nothing untracked, nothing ignored, no edit: just reset,
+    see :mod:`dispatcher.git.untouched`) to ``base`` on the new ``branch``: ``checkout -f
+    -b``, which writes only the files that differ; no ``clean`` is needed."""
     validate_branch_name(branch)
-    # Two git processes on the spawn path: a full sha needs no rev-parse, and
-    # `checkout -b` itself refuses a branch that exists (never resets one).
+    # One git process: a full sha needs no rev-parse, and `checkout -b` itself refuses a
+    # branch that exists (never resets one).
     sha = base if is_full_sha(base) else rev_parse(worktree, base)
     result = cmd.run(["checkout", "-q", "-f", "-b", branch, sha, "--"], worktree, check=False)
     if result.returncode != 0:
         if branch_head(worktree, branch) is not None:
             raise AlreadyExists(f"branch already exists: {branch!r}")
         raise GitError(cmd.failure(result))
-    cmd.run(_clean_args(keep), worktree)
+
+
+def start_branch(worktree: Path, branch: str, sha: str) -> None:
+    """Put a clean worktree already at commit ``sha`` on the new ``branch`` there: no
+    checkout, no clean. One git process creates the branch (``update-ref`` with an empty
+    old value: refused if it exists; its reflog written as ``checkout -b`` writes it);
+    HEAD is then written as git writes it (``HEAD.lock``, renamed over ``HEAD``)."""
+    validate_branch_name(branch)
+    if not is_full_sha(sha):
+        raise InvalidInput(f"not a full commit sha: {sha!r}")
+    ref = f"refs/heads/{branch}"
+    result = cmd.run(
+        ["update-ref", "-m", f"branch: Created from {sha}", "--end-of-options", ref, sha, ""],
+        worktree,
+        check=False,
+    )
+    if result.returncode != 0:
+        if branch_head(worktree, branch) is not None:
+            raise AlreadyExists(f"branch already exists: {branch!r}")
+        raise GitError(cmd.failure(result))
+    dirs = dotgit.git_dirs(worktree)
+    if dirs is None:
+        cmd.run(["symbolic-ref", "HEAD", ref], worktree)
+        return
+    lock = dirs.gitdir / "HEAD.lock"
+    fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # git's lock: exclusive
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(f"ref: {ref}\n")
+        os.replace(lock, dirs.gitdir / "HEAD")
+    except BaseException:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+        raise
 
 
 def detach_head(worktree: Path) -> None:
@@ -582,11 +623,13 @@ def detach_head(worktree: Path) -> None:
     cmd.run(["update-ref", "--no-deref", "-m", "dispatcher: released", "HEAD", sha], worktree)
 
 
-def reset_detached(worktree: Path, rev: str, *, keep: Sequence[str] = ()) -> None:
-    """Detach ``worktree`` at ``rev`` and remove every file not in that commit (but ``keep``)."""
+def reset_detached(worktree: Path, rev: str, *, keep: Sequence[str] = ()) -> str:
+    """Detach ``worktree`` at ``rev`` and remove every file not in that commit (but
+    ``keep``); returns the commit's sha."""
     sha = rev_parse(worktree, rev)
     cmd.run(["checkout", "-q", "-f", "--detach", sha, "--"], worktree)
     cmd.run(_clean_args(keep), worktree)
+    return sha
 
 
 def is_sparse(worktree: Path) -> bool:

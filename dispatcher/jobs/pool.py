@@ -6,13 +6,22 @@ another commit costs only what differs (PERF.md). So each repo keeps
 ``pool_size`` idle worktrees under ``<state>/pool/<repo>/``, detached at the
 default branch tip:
 
+* **reset on entry**: a tree is reset when it enters the pool, in the background:
+  a new checkout is clean; a released or refreshed one is reset (``checkout -f
+  --detach`` + ``clean -ffdx``, keeping only the repo's opt-in ``keep:``
+  directories). Then an inotify watch (:mod:`dispatcher.git.untouched`) keeps the
+  proof that nothing touched it while it is idle.
 * **take**: a job moves an idle tree to its own path (``git worktree move``: a
-  rename) and recycles it to its base on its new branch (``checkout -f -B`` +
-  ``clean -ffdx``, keeping only the repo's opt-in ``keep:`` directories), so
-  no file of an earlier job survives. The pool refills behind it.
+  rename) and puts it on its new branch at its base. An untouched tree at the base
+  needs only the branch and HEAD written (one ``update-ref``: no checkout, no
+  clean); an untouched tree at another commit is checked out to the base
+  (``checkout -f -b``: only the files that differ; no clean, nothing is untracked).
+  Any tree not proven untouched (touched while idle, a previous daemon's, no
+  inotify) is recycled as before: ``checkout -f -b`` + ``clean -ffdx``. So no file
+  of an earlier job survives. The pool refills behind it.
 * **release**: a merged, discarded or retired job's tree is moved out of the
   job's path at once (uncommitted edits saved to ``refs/dispatcher/released/<id>``
-  first) and cleaned in the background, back into the pool, or removed when
+  first) and reset in the background, back into the pool, or removed when
   the pool is full.
   A retained tree whose retention ran out (the sweeper saved its leftovers to
   ``refs/dispatcher/retained/<id>``) comes back the same way (:meth:`give_back`).
@@ -28,9 +37,9 @@ default branch tip:
 
 Everything slow happens on ``pool_workers`` background threads per daemon
 (released trees before new checkouts); the request and spawn paths only rename
-directories and recycle one tree. Any failure falls back to a plain ``git
-worktree add`` (or removal): the pool is an optimization, never a correctness
-dependency.
+directories and write a branch (recycling a tree only when it was touched). Any
+failure falls back to a plain ``git worktree add`` (or removal): the pool is an
+optimization, never a correctness dependency.
 """
 
 from __future__ import annotations
@@ -51,6 +60,7 @@ from dispatcher import faults
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
 from dispatcher.git import commits, worktrees
+from dispatcher.git.untouched import Untouched
 from dispatcher.jobs.leftovers import save_released
 from dispatcher.store.models import Repo
 
@@ -93,6 +103,9 @@ class WorktreePool:
         # Repos unregistered since start, by _identity (SQLite may give a new repo a
         # forgotten one's id: its registration time tells them apart).
         self._forgotten: set[tuple[int | None, object]] = set()
+        # The idle trees reset since they entered the pool and the commit of each, while
+        # nothing touches them (their take then writes a branch only).
+        self._untouched = Untouched()
 
     # ------------------------------------------------------------ lifecycle
 
@@ -136,6 +149,7 @@ class WorktreePool:
         deadline = time.monotonic() + 10
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        self._untouched.close()
 
     def size_for(self, repo: Repo) -> int:
         """The repo's pool size: the fewest idle trees it keeps (0: no pool)."""
@@ -217,9 +231,17 @@ class WorktreePool:
             self.fill(repo)
             return False
         repo_path = Path(repo.path)
+        # The commit the tree was reset to, if nothing touched it since: read before the
+        # move (which renames it: an event of its parent, not of the tree).
+        clean_at = self._untouched.end(tree)
         try:
             worktrees.move(repo_path, tree, dest)
-            worktrees.recycle(dest, branch, base, keep=self._keep_for(repo))
+            if clean_at is not None and clean_at == base:
+                worktrees.start_branch(dest, branch, base)  # no checkout, no clean
+            elif clean_at is not None:
+                worktrees.switch_clean(dest, branch, base)  # only what differs; no clean
+            else:
+                worktrees.recycle(dest, branch, base, keep=self._keep_for(repo))
         except (DispatcherError, OSError) as exc:
             log.warning(
                 "pool %s: recycling %s failed (%s); making a fresh one", repo.name, tree, exc
@@ -298,9 +320,11 @@ class WorktreePool:
                 return
             repo = current
             worktrees.unlock(repo_path, tree)  # the job's lock came along with the move
-            worktrees.reset_detached(tree, repo.default_branch, keep=self._keep_for(repo))
+            keep = self._keep_for(repo)
+            sha = worktrees.reset_detached(tree, repo.default_branch, keep=keep)
             ready = tree.with_name(f"idle-{uuid.uuid4().hex[:12]}")
             worktrees.move(repo_path, tree, ready)
+            self._untouched.start(ready, sha, skip=keep)
             want = self.target(repo)
             with self._lock:
                 if _identity(repo) in self._forgotten:  # unregistered while it was cleaned
@@ -357,12 +381,19 @@ class WorktreePool:
             self._submit(functools.partial(self._delete_idle, repo, tree))
 
     def _delete_idle(self, repo: Repo, tree: Path) -> None:
+        self._untouched.end(tree)
         with contextlib.suppress(DispatcherError, OSError):
             worktrees.delete_unlocked(Path(repo.path), tree)
 
-    def _put_idle(self, repo: Repo, tree: Path, *, first: bool = False) -> None:
+    def _put_idle(
+        self, repo: Repo, tree: Path, *, first: bool = False, reset_to: str | None = None
+    ) -> None:
         """``tree`` is ready: idle (first in line to be displaced, with ``first``), or
-        removed if the repo was unregistered while it was being made or cleaned."""
+        removed if the repo was unregistered while it was being made or cleaned.
+        ``reset_to``: the commit it was just checked out or reset to, clean; it is watched
+        from now on (:mod:`dispatcher.git.untouched`), so its take can skip the reset."""
+        if reset_to is not None:
+            self._untouched.start(tree, reset_to, skip=self._keep_for(repo))
         with self._lock:
             if _identity(repo) not in self._forgotten:
                 idle = self._idle.setdefault(repo.name, [])
@@ -379,10 +410,19 @@ class WorktreePool:
             with self._lock:
                 if self._coming(repo.name) - 1 >= self._target_locked(repo):
                     return  # a released tree came meanwhile
-            tree = self.root / repo.name / f"idle-{uuid.uuid4().hex[:12]}"
-            tree.parent.mkdir(parents=True, exist_ok=True)
-            worktrees.add_detached(Path(repo.path), tree, repo.default_branch)
-            self._put_idle(repo, tree)
+            # Made under another name, renamed when its checkout is whole: a daemon that
+            # dies meanwhile leaves no half-made idle tree (start() removes a new-* one).
+            made = self.root / repo.name / f"new-{uuid.uuid4().hex[:12]}"
+            made.parent.mkdir(parents=True, exist_ok=True)
+            sha = worktrees.add_detached(Path(repo.path), made, repo.default_branch)
+            tree = made.with_name(made.name.replace("new-", "idle-", 1))
+            try:
+                worktrees.move(Path(repo.path), made, tree)
+            except (DispatcherError, OSError):
+                with contextlib.suppress(DispatcherError, OSError):
+                    worktrees.remove(Path(repo.path), made)
+                raise
+            self._put_idle(repo, tree, reset_to=sha)
         except (DispatcherError, OSError) as exc:
             log.warning("pool %s: cannot make a worktree: %s", repo.name, exc)
         finally:
@@ -399,9 +439,11 @@ class WorktreePool:
                 if tree not in self._idle.get(repo.name, []) or tree in self._unchecked:
                     continue  # taken meanwhile, or still to check (its taker recycles it)
                 self._idle[repo.name].remove(tree)
+            self._untouched.end(tree)
             try:
-                worktrees.reset_detached(tree, repo.default_branch, keep=self._keep_for(repo))
-                self._put_idle(repo, tree)
+                keep = self._keep_for(repo)
+                sha = worktrees.reset_detached(tree, repo.default_branch, keep=keep)
+                self._put_idle(repo, tree, reset_to=sha)
             except (DispatcherError, OSError) as exc:
                 log.warning("pool %s: cannot refresh %s (%s); removing it", repo.name, tree, exc)
                 with contextlib.suppress(DispatcherError, OSError):
@@ -417,6 +459,7 @@ class WorktreePool:
             self._unchecked.difference_update(trees)
             self._starts.pop(repo.name, None)
         for tree in trees:
+            self._untouched.end(tree)
             with contextlib.suppress(DispatcherError, OSError):
                 worktrees.remove(Path(repo.path), tree)
 

@@ -9,38 +9,25 @@ add``, run from git's exec path and are not counted.)"""
 from __future__ import annotations
 
 import os
-import shutil
-import stat
 from collections.abc import Callable
 from pathlib import Path
 
 from tests.daemon_fixture import Daemon
-from tests.gitutil import init_repo
+from tests.gitutil import git_counter, init_repo
 from tests.waiting import wait_until
 
 Agent = Callable[[str, str], str]
 
-# A trivial job through the warm pool: recycle the idle tree (checkout, clean), status
+# A trivial job through the warm pool: the idle tree, reset when it entered the pool and
+# untouched since, needs only its branch (update-ref: no checkout, no clean); then status
 # (nothing left over) and the pool's refill behind it (worktree add, checkout). Before
-# issue 18's cuts: 7 (with `worktree move` and `worktree lock`, now done by git's files).
-TRIVIAL_JOB_GIT_PROCESSES = 5
+# issue 18's cuts: 7 (with `worktree move` and `worktree lock`, now done by git's files,
+# and the recycle's checkout and clean).
+TRIVIAL_JOB_GIT_PROCESSES = 4
 # A job that leaves a file: the same, plus add, diff --cached, commit and the diff's
 # stats against its base. Before: 13 (also rev-parse HEAD and a rev-list, now read from
 # the files: the branch's ref, the new commit's parent in its loose object).
-LEFTOVER_JOB_GIT_PROCESSES = 9
-
-
-def _git_counter(tmp_path: Path) -> tuple[Path, Path]:
-    """A directory holding a ``git`` that logs its arguments to the returned log file."""
-    real = shutil.which("git")
-    assert real is not None
-    bin_dir, log = tmp_path / "gitbin", tmp_path / "git.log"
-    bin_dir.mkdir()
-    log.touch()
-    wrapper = bin_dir / "git"
-    wrapper.write_text(f'#!/bin/sh\necho "$*" >> "{log}"\nexec "{real}" "$@"\n')
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
-    return bin_dir, log
+LEFTOVER_JOB_GIT_PROCESSES = 8
 
 
 def _ready_idle_tree(d: Daemon, repo_name: str) -> bool:
@@ -62,7 +49,7 @@ def _calls_per_job(d: Daemon, name: str, log: Path, command: list[str]) -> list[
 def test_a_job_through_the_warm_pool_costs_few_git_processes(
     daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
 ) -> None:
-    bin_dir, log = _git_counter(tmp_path)
+    bin_dir, log = git_counter(tmp_path)
     d = daemon_factory(
         DISPATCHER_POOL_SIZE="1",
         DISPATCHER_POOL_MAX="1",
