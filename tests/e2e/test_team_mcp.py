@@ -89,36 +89,30 @@ def test_a_lead_and_members_coordinate_through_mcp(daemon: Daemon, repo: Path) -
     outside = (
         f"team {other['id']} is outside the scope of {{}}: a job token reaches its own team only"
     )
-    assert answer["add_task"] == [
-        True,
-        f"{member} may not add tasks: only team {t['id']}'s lead may",
-    ]
-    assert answer["other_team"] == [True, outside.format(member)]
-    assert answer["message_other_team"] == [True, outside.format(member)]
-    assert answer["merge_team"] == [
-        True,
-        f"{member} may not merge teams: that takes the daemon token",
-    ]
-    assert answer["list_teams"] == [
-        True,
-        f"{member} may not list teams: that takes the daemon token",
-    ]
-    assert answer["read_lead_mailbox"] == [
-        True, f"{member} reads its own mailbox {me_answer!r} only, not 'lead'"
-    ]  # fmt: skip
-    assert answer["decide_plan"] == [
-        True, f"{member} may not approve or reject plans: only team {t['id']}'s lead may"
-    ]  # fmt: skip
-    assert lead["merge_team"] == [
-        True,
-        f"{lead_token} may not merge teams: that takes the daemon token",
-    ]
-    assert lead["shutdown_team"][0] and "takes the daemon token" in lead["shutdown_team"][1]
-    assert lead["create_team"][0] and "takes the daemon token" in lead["create_team"][1]
-    assert lead["other_team"] == [True, outside.format(lead_token)]
-    assert lead["signal_for_member"] == [
-        True, f"{lead_token} may signal for its own task only, not task {tasks['answer']}"
-    ]  # fmt: skip
+    admin_only = "{} may not {} teams: that takes the daemon token"
+    refusals = {
+        "answer": {
+            "add_task": f"{member} may not add tasks: only team {t['id']}'s lead may",
+            "other_team": outside.format(member),
+            "message_other_team": outside.format(member),
+            "merge_team": admin_only.format(member, "merge"),
+            "list_teams": admin_only.format(member, "list"),
+            "read_lead_mailbox": f"{member} reads its own mailbox {me_answer!r} only, not 'lead'",
+            "decide_plan": f"{member} may not approve or reject plans: only team {t['id']}'s "
+            "lead may",
+        },
+        "lead": {
+            "merge_team": admin_only.format(lead_token, "merge"),
+            "shutdown_team": f"{lead_token} may not shut teams down: that takes the daemon token",
+            "create_team": admin_only.format(lead_token, "create"),
+            "other_team": outside.format(lead_token),
+            "signal_for_member": f"{lead_token} may signal for its own task only, not task "
+            f"{tasks['answer']}",
+        },
+    }
+    for role, seen_by in (("answer", answer), ("lead", lead)):
+        for what, text in refusals[role].items():
+            assert seen_by[what] == [True, text], (role, what)
     assert git(repo, "rev-parse", "main") == t["base_sha"]  # nothing merged main
 
     # A person, over stdio (`dispatcher mcp` with the CLI's token): show, list, merge.

@@ -22,18 +22,7 @@ from pydantic import Field
 from dispatcher.errors import InvalidInput
 from dispatcher.mcp.auth import principal
 from dispatcher.mcp.tools import MAX_ID, RepoName
-from dispatcher.store.team_models import (
-    MessageCreate,
-    MessagePublic,
-    PlanDecision,
-    SignalCreate,
-    TaskCreate,
-    TaskPublic,
-    TeamAction,
-    TeamCreate,
-    TeamMergeRequest,
-    TeamPublic,
-)
+from dispatcher.store import team_models as tm
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -52,6 +41,9 @@ TeamIdOr = Annotated[
 ]
 TeamId = Annotated[int, Field(ge=1, le=MAX_ID, description="The team's id")]
 TaskId = Annotated[int, Field(ge=1, le=MAX_ID, description="A task id of the team")]
+OwnTaskId = Annotated[
+    int | None, Field(ge=1, le=MAX_ID, description="A task id (default: your own task)")
+]
 TaskIds = Annotated[
     list[Annotated[int, Field(ge=1, le=MAX_ID)]],
     Field(max_length=500, description="Ids of tasks of the team this one waits for"),
@@ -62,12 +54,22 @@ def register(server: MCPServer[Any], service: Service) -> None:
     access, teams = service.access, service.teams
     limiter: list[CapacityLimiter] = []  # made in the event loop, at the first waiting read
 
+    def _for_task(
+        ctx: Context[Any, Any], team_id: int | None, task_id: int | None, what: str
+    ) -> tuple[int, int]:
+        """The team and task a member speaks for (default: its own), once it may."""
+        who = principal(ctx)
+        team = access.own_team(who, team_id)
+        task = _own(who.task_id, task_id)
+        access.own_task(who, team, task, what)
+        return team, task
+
     @server.tool(
         description="Show a team: its goal, state, integration branch, cost, and every task "
         "with its state, job, the blockers it still waits on (waiting_on), signal, plan and "
         "cost. With a job token: your own team (team_id may be left out)."
     )
-    def show_team(ctx: Context[Any, Any], team_id: TeamIdOr = None) -> TeamPublic:
+    def show_team(ctx: Context[Any, Any], team_id: TeamIdOr = None) -> tm.TeamPublic:
         who = principal(ctx)
         team = access.own_team(who, team_id)
         access.team(who, team)
@@ -98,11 +100,11 @@ def register(server: MCPServer[Any], service: Service) -> None:
         requires_plan: Annotated[
             bool, Field(description="The member submits a plan the lead approves first")
         ] = False,
-    ) -> TaskPublic:
+    ) -> tm.TaskPublic:
         who = principal(ctx)
         team = access.own_team(who, team_id)
         access.team(who, team, lead=True, what="add tasks")
-        req = TaskCreate(
+        req = tm.TaskCreate(
             title=title, prompt=prompt, agent=agent, command=command,
             blocked_by=blocked_by or [], owns=owns or [], requires_plan=requires_plan,
         )  # fmt: skip
@@ -115,7 +117,7 @@ def register(server: MCPServer[Any], service: Service) -> None:
     )
     def set_blockers(
         ctx: Context[Any, Any], task_id: TaskId, blocked_by: TaskIds, team_id: TeamIdOr = None
-    ) -> TaskPublic:
+    ) -> tm.TaskPublic:
         who = principal(ctx)
         team = access.own_team(who, team_id)
         access.team(who, team, lead=True, what="change blockers")
@@ -132,10 +134,10 @@ def register(server: MCPServer[Any], service: Service) -> None:
         to: Annotated[str, Field(max_length=40, description='"lead", "task:<id>" or "all"')],
         body: Annotated[str, Field(min_length=1, max_length=100_000, description="The text")],
         team_id: TeamIdOr = None,
-    ) -> list[MessagePublic]:
+    ) -> list[tm.MessagePublic]:
         who = principal(ctx)
         team = access.own_team(who, team_id)
-        req = MessageCreate.model_validate(
+        req = tm.MessageCreate.model_validate(
             {"to": to, "body": body, "from": access.sender(who, team)}
         )
         return teams.message(team, req)
@@ -158,7 +160,7 @@ def register(server: MCPServer[Any], service: Service) -> None:
             str | None,
             Field(max_length=40, description="Daemon token only: whose (default person)"),
         ] = None,
-    ) -> list[MessagePublic]:
+    ) -> list[tm.MessagePublic]:
         who = principal(ctx)
         team = access.own_team(who, team_id)
         box = access.mailbox(who, team, recipient)
@@ -179,16 +181,11 @@ def register(server: MCPServer[Any], service: Service) -> None:
             Literal["blocked", "needs-review", "done"], Field(description="What you signal")
         ],
         reason: Annotated[str, Field(min_length=1, max_length=10_000, description="Why")],
-        task_id: Annotated[
-            int | None, Field(ge=1, le=MAX_ID, description="Default: your own task")
-        ] = None,
+        task_id: OwnTaskId = None,
         team_id: TeamIdOr = None,
-    ) -> TaskPublic:
-        who = principal(ctx)
-        team = access.own_team(who, team_id)
-        task = _own(who.task_id, task_id)
-        access.own_task(who, team, task, "signal")
-        return teams.signal(team, task, SignalCreate(signal=signal, reason=reason))
+    ) -> tm.TaskPublic:
+        team, task = _for_task(ctx, team_id, task_id, "signal")
+        return teams.signal(team, task, tm.SignalCreate(signal=signal, reason=reason))
 
     @server.tool(
         description="A member whose task requires a plan submits it (and changes no files "
@@ -198,15 +195,10 @@ def register(server: MCPServer[Any], service: Service) -> None:
     def submit_plan(
         ctx: Context[Any, Any],
         plan: Annotated[str, Field(min_length=1, max_length=200_000, description="The plan")],
-        task_id: Annotated[
-            int | None, Field(ge=1, le=MAX_ID, description="Default: your own task")
-        ] = None,
+        task_id: OwnTaskId = None,
         team_id: TeamIdOr = None,
-    ) -> TaskPublic:
-        who = principal(ctx)
-        team = access.own_team(who, team_id)
-        task = _own(who.task_id, task_id)
-        access.own_task(who, team, task, "submit plans")
+    ) -> tm.TaskPublic:
+        team, task = _for_task(ctx, team_id, task_id, "submit plans")
         return teams.submit_plan(team, task, plan)
 
     @server.tool(
@@ -219,19 +211,21 @@ def register(server: MCPServer[Any], service: Service) -> None:
         approve: Annotated[bool, Field(description="true: approve; false: reject")],
         feedback: Annotated[str, Field(max_length=100_000, description="For the member")] = "",
         team_id: TeamIdOr = None,
-    ) -> TeamAction:
+    ) -> tm.TeamAction:
         who = principal(ctx)
         team = access.own_team(who, team_id)
         by = access.decider(who, team)
         return teams.decide_plan(
-            team, task_id, PlanDecision(approve=approve, feedback=feedback, by=by)
+            team, task_id, tm.PlanDecision(approve=approve, feedback=feedback, by=by)
         )
 
     @server.tool(
         description="The lead starts a failed or canceled task again: afresh, from the "
         "integration branch's tip, once its blockers are done."
     )
-    def retry_task(ctx: Context[Any, Any], task_id: TaskId, team_id: TeamIdOr = None) -> TeamAction:
+    def retry_task(
+        ctx: Context[Any, Any], task_id: TaskId, team_id: TeamIdOr = None
+    ) -> tm.TeamAction:
         who = principal(ctx)
         team = access.own_team(who, team_id)
         access.team(who, team, lead=True, what="retry tasks")
@@ -257,9 +251,9 @@ def register(server: MCPServer[Any], service: Service) -> None:
         max_parallel: Annotated[
             int | None, Field(ge=1, le=1000, description="Members running at once")
         ] = None,
-    ) -> TeamPublic:
+    ) -> tm.TeamPublic:
         access.admin(principal(ctx), "create teams")
-        req = TeamCreate(
+        req = tm.TeamCreate(
             repo=repo, goal=goal, lead_agent=lead_agent, lead_command=lead_command,
             budget_usd=budget_usd, max_parallel=max_parallel,
         )  # fmt: skip
@@ -269,7 +263,7 @@ def register(server: MCPServer[Any], service: Service) -> None:
     def list_teams(
         ctx: Context[Any, Any],
         repo: Annotated[str | None, Field(description="Only this repo's teams")] = None,
-    ) -> list[TeamPublic]:
+    ) -> list[tm.TeamPublic]:
         access.admin(principal(ctx), "list teams")
         return teams.listing(repo)
 
@@ -277,7 +271,7 @@ def register(server: MCPServer[Any], service: Service) -> None:
         description="Shut a team down: every running member and the lead are canceled, "
         "nothing starts any more, the integration branch stays. Takes the daemon token."
     )
-    def shutdown_team(ctx: Context[Any, Any], team_id: TeamId) -> TeamAction:
+    def shutdown_team(ctx: Context[Any, Any], team_id: TeamId) -> tm.TeamAction:
         access.admin(principal(ctx), "shut teams down")
         return teams.shutdown(team_id)
 
@@ -292,9 +286,9 @@ def register(server: MCPServer[Any], service: Service) -> None:
         strategy: Annotated[
             Literal["merge", "squash", "ff"], Field(description="merge, squash or ff")
         ] = "merge",
-    ) -> TeamAction:
+    ) -> tm.TeamAction:
         access.admin(principal(ctx), "merge teams")
-        return teams.merge(team_id, TeamMergeRequest(into=into, strategy=strategy))
+        return teams.merge(team_id, tm.TeamMergeRequest(into=into, strategy=strategy))
 
 
 def _own(mine: int | None, given: int | None) -> int:
