@@ -10,16 +10,25 @@ One daemon with a warm pool of 2 and one team. Three arms, interleaved sample by
   the end-of-job hook, the task moves, B's submit, claim, worktree and spawn;
 * **message**: a read of the lead's messages waiting (``wait=10``) in a thread, then
   ``POST /teams/{id}/messages`` to the lead: from before the send to the read's answer;
-  beside it, a plain round trip of the same read with nothing to wait for.
+  beside it, a plain round trip of the same read with nothing to wait for;
+* **message over MCP**: the same through the MCP server (the SDK's own client, one
+  session per sample): ``read_messages`` of the lead waiting (``wait_s=10``), then
+  ``send_message`` to the lead: from before the send to the read's answer; beside it,
+  ``read_messages`` with nothing to wait for (an MCP tool call's round trip).
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import threading
 import time
 from datetime import datetime
 from typing import Any
+
+import httpx2
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
 
 from bench import repos
 from bench.common import Ctx, ratio, summary, target
@@ -85,6 +94,32 @@ def message_once(d: Daemon, team: int) -> tuple[float, float]:
     return got[0] - sent, plain
 
 
+async def _mcp_message(url: str, token: str, team: int) -> tuple[float, float]:
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
+    async with http, Client(streamable_http_client(url, http_client=http)) as client:
+        args = {"team_id": team, "recipient": "lead"}
+        t0 = time.perf_counter()
+        plain = await client.call_tool("read_messages", args)
+        round_trip = time.perf_counter() - t0
+        if plain.is_error:
+            raise RuntimeError(f"read_messages: {plain.content}")
+        reader = asyncio.create_task(client.call_tool("read_messages", {**args, "wait_s": 10}))
+        await asyncio.sleep(0.05)  # the read reaches its wait
+        sent = time.perf_counter()
+        await client.call_tool("send_message", {"team_id": team, "to": "lead", "body": "ping"})
+        got = await reader
+        answered = time.perf_counter()
+        if got.is_error or not (got.structured_content or {}).get("result"):
+            raise RuntimeError(f"the waiting read over MCP got nothing: {got.content}")
+        return answered - sent, round_trip
+
+
+def mcp_message_once(d: Daemon, team: int) -> tuple[float, float]:
+    """(send -> waiting read answered, a plain read's round trip) over MCP, in seconds."""
+    token = (d.state_dir / "token").read_text().strip()
+    return asyncio.run(_mcp_message(f"{d.url}/mcp", token, team))
+
+
 def run(ctx: Ctx) -> dict[str, Any]:
     n = count(ctx)
     path = repos.make_small_repo(ctx.root / "repos" / "teams", env=ctx.env)
@@ -99,6 +134,8 @@ def run(ctx: Ctx) -> dict[str, Any]:
     dependant: list[float] = []
     message: list[float] = []
     round_trip: list[float] = []
+    mcp_message: list[float] = []
+    mcp_round_trip: list[float] = []
     for i in range(n):
         plain.append(spawn_once(d, "tm", f"plain {i}")[0])
         d.settle(timeout=60, min_pause=0.2)
@@ -107,8 +144,12 @@ def run(ctx: Ctx) -> dict[str, Any]:
         sent, rt = message_once(d, team)
         message.append(sent)
         round_trip.append(rt)
+        sent, rt = mcp_message_once(d, team)
+        mcp_message.append(sent)
+        mcp_round_trip.append(rt)
     s_plain, s_dep = summary(plain), summary(dependant)
     s_msg, s_rt = summary(message), summary(round_trip)
+    s_mmsg, s_mrt = summary(mcp_message), summary(mcp_round_trip)
     return {
         "samples": n,
         "plain_job": s_plain,
@@ -117,6 +158,10 @@ def run(ctx: Ctx) -> dict[str, Any]:
         "plain_read": s_rt,
         "dependant_vs_plain": ratio(s_dep.get("p50_ms"), s_plain.get("p50_ms")),
         "message_vs_plain_read": ratio(s_msg.get("p50_ms"), s_rt.get("p50_ms")),
+        "mcp_message": s_mmsg,
+        "mcp_plain_read": s_mrt,
+        "mcp_message_vs_mcp_read": ratio(s_mmsg.get("p50_ms"), s_mrt.get("p50_ms")),
+        "mcp_message_vs_rest_message": ratio(s_mmsg.get("p50_ms"), s_msg.get("p50_ms")),
         "targets": [
             target(
                 s_dep.get("p50_ms", 1e9) <= 300,
@@ -126,6 +171,11 @@ def run(ctx: Ctx) -> dict[str, Any]:
             target(
                 s_msg.get("p50_ms", 1e9) <= 50,
                 f"message send -> waiting read p50 <= 50 ms ({s_msg.get('p50_ms')} ms)",
+            ),
+            target(
+                s_mmsg.get("p50_ms", 1e9) <= 50,
+                f"over MCP: send_message -> waiting read_messages p50 <= 50 ms "
+                f"({s_mmsg.get('p50_ms')} ms)",
             ),
         ],
     }
@@ -144,5 +194,9 @@ def table(r: dict[str, Any]) -> list[str]:
         line("plain read of messages (round trip)", r["plain_read"]),
         line("message send -> waiting read answered", r["message"])
         + f" ({r['message_vs_plain_read']}x the plain read)",
+        line("over MCP: read_messages with nothing to wait for", r["mcp_plain_read"]),
+        line("over MCP: send_message -> waiting read_messages answered", r["mcp_message"])
+        + f" ({r['mcp_message_vs_mcp_read']}x the MCP read, "
+        f"{r['mcp_message_vs_rest_message']}x the REST send -> read)",
         f"({r['samples']} samples per arm, interleaved)",
     ]

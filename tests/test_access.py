@@ -8,7 +8,7 @@ import pytest
 from dispatcher.errors import Forbidden, NotFound, Unauthorized
 from dispatcher.jobs.tokens import JobTokens
 from dispatcher.lifecycle import JobState
-from dispatcher.service.access import ADMIN, Access, Principal, Reach
+from dispatcher.service.access import ADMIN, Access, Principal, Reach, TeamReach
 from dispatcher.store.database import Store
 from dispatcher.store.models import Job, JobCreate, MergeRequest, Repo
 from tests.test_store import store, url  # noqa: F401 (fixtures: a migrated store)
@@ -122,3 +122,102 @@ def test_what_a_job_token_may_create_and_merge(world: tuple[Access, dict[str, Jo
     access.repo(parent, "app")
     with pytest.raises(Forbidden, match="reaches its own repo 'app' only"):
         access.repo(parent, "other")
+
+
+@pytest.fixture
+def team_world(store: Store) -> dict[str, Principal | Job]:  # noqa: F811
+    """Team 1 (its lead, member of task 5, member of task 6) and team 2's member."""
+    repo = store.add_repo(Repo(name="app", path="/srv/app", default_branch="main"))
+    assert repo.id is not None
+    access = Access(store, DAEMON_TOKEN)
+    made: dict[str, Principal | Job] = {}
+    for name, team, task in (("lead", 1, None), ("m5", 1, 5), ("m6", 1, 6), ("far", 2, 9)):
+        job = add_job(store, repo.id, JobState.RUNNING, f"t-{name}", team_id=team, task_id=task)
+        made[f"{name}_job"] = job
+        made[name] = access.principal(token_of(job))
+    made["loner"] = access.principal(token_of(add_job(store, repo.id, JobState.RUNNING, "lo")))
+    made["admin"] = ADMIN
+    return made
+
+
+def test_a_team_members_token_reaches_its_own_team_only(
+    team_world: dict[str, Principal | Job],
+    store: Store,  # noqa: F811
+) -> None:
+    access = Access(store, DAEMON_TOKEN)
+    who = {k: v for k, v in team_world.items() if isinstance(v, Principal)}
+    jobs = {k: v for k, v in team_world.items() if isinstance(v, Job)}
+    assert (who["lead"].team_id, who["lead"].task_id, who["lead"].member) == (1, None, "lead")
+    assert (who["m5"].member, who["m5"].is_lead, who["loner"].member) == ("task:5", False, None)
+
+    # How far each principal reaches team 1 and team 2.
+    table = {
+        "admin": (TeamReach.ADMIN, TeamReach.ADMIN),
+        "lead": (TeamReach.LEAD, None),
+        "m5": (TeamReach.MEMBER, None),
+        "m6": (TeamReach.MEMBER, None),
+        "far": (None, TeamReach.MEMBER),
+        "loner": (None, None),
+    }
+    for name, (team1, team2) in table.items():
+        assert access.team_reach(who[name], 1) is team1, name
+        assert access.team_reach(who[name], 2) is team2, name
+
+    # A team's jobs: read by every member of it, acted on by none (nor by the lead).
+    for name in ("lead", "m5", "m6"):
+        for job in ("lead_job", "m5_job", "m6_job"):
+            assert access.reach(who[name], jobs[job]) >= Reach.READ, (name, job)
+        assert access.reach(who[name], jobs["far_job"]) is Reach.NONE, name
+        with pytest.raises(Forbidden, match=r"may read job .* but not act"):
+            access.check_job(who[name], jobs["m6_job"].id or 0, act=True)
+    assert access.reach(who["loner"], jobs["m5_job"]) is Reach.NONE
+
+    # What each may do in team 1: None = allowed, else the start of the refusal.
+    outside = "team 1 is outside the scope of"
+    cases: dict[str, dict[str, str | None]] = {
+        "admin": {"show": None, "lead": None, "task5": None, "task6": None},
+        "lead": {"show": None, "lead": None, "task5": "for its own task only", "task6": "for"},
+        "m5": {"show": None, "lead": "only team 1's lead may", "task5": None, "task6": "own task"},
+        "m6": {"show": None, "lead": "only team 1's lead", "task5": "own task", "task6": None},
+        "far": {"show": outside, "lead": outside, "task5": outside, "task6": outside},
+        "loner": {"show": outside, "lead": outside, "task5": outside, "task6": outside},
+    }
+    for name, expect in cases.items():
+        checks = {
+            "show": lambda p: access.team(p, 1),
+            "lead": lambda p: access.team(p, 1, lead=True, what="add tasks"),
+            "task5": lambda p: access.own_task(p, 1, 5, "signal"),
+            "task6": lambda p: access.own_task(p, 1, 6, "signal"),
+        }
+        for what, check in checks.items():
+            refusal = expect[what]
+            if refusal is None:
+                check(who[name])
+            else:
+                with pytest.raises(Forbidden, match=refusal):
+                    check(who[name])
+
+    # Messages: the sender is the token's own; a token reads its own mailbox only.
+    assert [access.sender(who[n], 1) for n in ("admin", "lead", "m5")] == [
+        "person", "lead", "task:5",
+    ]  # fmt: skip
+    assert access.mailbox(who["m5"], 1, None) == "task:5"
+    assert access.mailbox(who["m5"], 1, "task:5") == "task:5"
+    assert access.mailbox(who["admin"], 1, None) == "person"
+    assert access.mailbox(who["admin"], 1, "task:6") == "task:6"
+    with pytest.raises(Forbidden, match=r"reads its own mailbox 'task:5' only, not 'lead'$"):
+        access.mailbox(who["m5"], 1, "lead")
+    with pytest.raises(Forbidden, match=outside):
+        access.mailbox(who["far"], 1, None)
+    assert (access.decider(who["lead"], 1), access.decider(ADMIN, 1)) == ("lead", "person")
+    with pytest.raises(Forbidden, match="may not approve or reject plans: only team 1's lead"):
+        access.decider(who["m5"], 1)
+
+    # The team a tool acts on: given, or the token's own; the daemon token must name it.
+    assert (access.own_team(who["m5"], None), access.own_team(who["m5"], 2)) == (1, 2)
+    for name in ("admin", "loner"):
+        with pytest.raises(Forbidden, match=r"^give team_id: .* is of no team$"):
+            access.own_team(who[name], None)
+    for name in ("lead", "m5", "far", "loner"):  # the daemon token's alone
+        with pytest.raises(Forbidden, match="may not merge teams: that takes the daemon token"):
+            access.admin(who[name], "merge teams")

@@ -27,7 +27,7 @@ from starlette.applications import Starlette
 from dispatcher import __version__
 from dispatcher.errors import DispatcherError
 from dispatcher.mcp import auth, resources
-from dispatcher.mcp.tools import actions, events, jobs, repos
+from dispatcher.mcp.tools import actions, events, jobs, repos, teams
 
 if TYPE_CHECKING:
     from dispatcher.service import Service
@@ -40,7 +40,10 @@ Create a job with create_job, watch it with show_job and job_log, read its chang
 job_diff, then merge_job, followup_job (run the agent again on the same branch) or
 discard_job. Job ids are integers. An agent's own token (DISPATCHER_JOB_TOKEN) reaches
 the jobs it created and itself: its children start from its branch and may be merged
-into any branch but the repo's default branch, which a person merges."""
+into any branch but the repo's default branch, which a person merges.
+A team's lead and members coordinate with the team tools: show_team, add_task (the lead),
+send_message and read_messages (wait_s long-polls), signal, submit_plan; with a job
+token they act on your own team, as you ("lead" or "task:<id>")."""
 
 
 def one_line(exc: BaseException) -> str | None:
@@ -107,7 +110,7 @@ def build(service: Service) -> McpFace:
         "worktree-dispatcher", version=__version__, instructions=INSTRUCTIONS,
         log_level="WARNING",
     )  # fmt: skip
-    for part in (repos, jobs, actions, events, resources):
+    for part in (repos, jobs, actions, events, teams, resources):
         part.register(server, service)
     app = server.streamable_http_app(
         streamable_http_path=auth.PATH,

@@ -15,8 +15,19 @@ use-case the REST route calls. The daemon token may do everything. A job token
 * it lists only its own repo, and checks trigger file text; filing issues and
   posting events are the daemon token's.
 
+A team member's token (its job's ``team_id``; the lead's job has no ``task_id``)
+reaches its own team (docs/mcp.md, "Team tools"):
+
+* it reads its team and its team's jobs;
+* it sends messages as itself (``lead`` or ``task:<its task>``, taken from the
+  token, never from the arguments) and reads only its own mailbox;
+* a member signals and submits plans for its own task only; only the lead adds
+  tasks, changes blockers, decides plans and retries tasks;
+* creating, listing, shutting down and merging teams are the daemon token's, and
+  another team is out of reach.
+
 :meth:`Access.reach` is the one place that decides how far a principal reaches a
-job; a team's jobs widen it (issue 13, "Teams").
+job; :meth:`Access.team` how far it reaches a team.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ from __future__ import annotations
 import enum
 import hmac
 from dataclasses import dataclass
+from typing import Literal
 
 from dispatcher.errors import Forbidden, NotFound, Unauthorized
 from dispatcher.jobs.tokens import JobTokens
@@ -40,16 +52,37 @@ class Principal:
     repo_id: int | None = None
     repo: str | None = None  # the job's repo, by name
     branch: str | None = None  # the job's branch: its children's default base
+    team_id: int | None = None  # the job's team, when it is a team's lead or member
+    task_id: int | None = None  # the member's task (None for the lead)
 
     @property
     def is_admin(self) -> bool:
         return self.job_id is None
+
+    @property
+    def is_lead(self) -> bool:
+        return self.team_id is not None and self.task_id is None
+
+    @property
+    def member(self) -> str | None:
+        """Its name in its team's mailboxes: ``lead``, ``task:<id>``, or None."""
+        if self.team_id is None:
+            return None
+        return "lead" if self.task_id is None else f"task:{self.task_id}"
 
     def __str__(self) -> str:
         return "the daemon token" if self.job_id is None else f"the job token of job {self.job_id}"
 
 
 ADMIN = Principal()
+
+
+class TeamReach(enum.IntEnum):
+    """How far a principal reaches a team."""
+
+    MEMBER = 1  # show it, message as itself, read its own mailbox, its own task's voice
+    LEAD = 2  # and add tasks, change blockers, decide plans, retry tasks
+    ADMIN = 3  # and create, list, shut down, merge teams; any mailbox
 
 
 class Reach(enum.IntEnum):
@@ -94,18 +127,24 @@ class Access:
                 f"{job.state.value} (a job token is valid only while its job runs)"
             )
         repo = self.store.repo(job.repo_id)
-        return Principal(job_id=job_id, repo_id=job.repo_id, repo=repo.name, branch=job.branch)
+        return Principal(
+            job_id=job_id, repo_id=job.repo_id, repo=repo.name, branch=job.branch,
+            team_id=job.team_id, task_id=job.task_id,
+        )  # fmt: skip
 
     # ------------------------------------------------------------ the seam
 
     def reach(self, who: Principal, job: Job) -> Reach:
         """How far ``who`` reaches ``job``: the daemon token every job; a job token
-        itself (read) and the jobs it created (act). The one place this is decided."""
+        itself and its team's jobs (read) and the jobs it created (act). The one place
+        this is decided."""
         if who.is_admin:
             return Reach.ACT
         if job.parent_id is not None and job.parent_id == who.job_id:
             return Reach.ACT
         if job.id == who.job_id:
+            return Reach.READ
+        if who.team_id is not None and job.team_id == who.team_id:
             return Reach.READ
         return Reach.NONE
 
@@ -133,7 +172,8 @@ class Access:
                 f"{who} may read job {job_id} but not act on it: only on the jobs it created"
             )
         raise Forbidden(
-            f"job {job_id} is outside the scope of {who}: it reaches itself and the jobs it created"
+            f"job {job_id} is outside the scope of {who}: it reaches itself, the jobs it "
+            "created and its team's jobs"
         )
 
     def create(self, who: Principal, req: JobCreate) -> tuple[JobCreate, int | None]:
@@ -170,3 +210,62 @@ class Access:
         """Refused unless ``who`` is the daemon token (``what``: the action, for the error)."""
         if not who.is_admin:
             raise Forbidden(f"{who} may not {what}: that takes the daemon token")
+
+    # ------------------------------------------------------------ teams
+
+    def team_reach(self, who: Principal, team_id: int) -> TeamReach | None:
+        """How far ``who`` reaches team ``team_id`` (None: not at all)."""
+        if who.is_admin:
+            return TeamReach.ADMIN
+        if who.team_id != team_id:
+            return None
+        return TeamReach.LEAD if who.is_lead else TeamReach.MEMBER
+
+    def team(self, who: Principal, team_id: int, *, lead: bool = False, what: str = "") -> None:
+        """Refused unless ``who`` reaches the team (``lead``: as its lead or the daemon
+        token; ``what``: the action, for the error)."""
+        reach = self.team_reach(who, team_id)
+        if reach is None:
+            raise Forbidden(
+                f"team {team_id} is outside the scope of {who}: a job token reaches its own "
+                "team only"
+            )
+        if lead and reach < TeamReach.LEAD:
+            raise Forbidden(f"{who} may not {what}: only team {team_id}'s lead may")
+
+    def own_team(self, who: Principal, team_id: int | None) -> int:
+        """The team a tool acts on: ``team_id``, or (omitted) the job token's own team."""
+        if team_id is not None:
+            return team_id
+        if who.team_id is None:
+            raise Forbidden(f"give team_id: {who} is of no team")
+        return who.team_id
+
+    def own_task(self, who: Principal, team_id: int, task_id: int, what: str) -> None:
+        """Refused unless ``who`` may speak for ``task_id``: the daemon token, or the
+        member of that very task (a lead speaks for its own run, not a member's)."""
+        self.team(who, team_id)
+        if not who.is_admin and who.task_id != task_id:
+            raise Forbidden(f"{who} may {what} for its own task only, not task {task_id}")
+
+    def sender(self, who: Principal, team_id: int) -> str:
+        """Who a message of ``who`` is from: the token's own name, or ``person``."""
+        self.team(who, team_id)
+        return who.member or "person"
+
+    def mailbox(self, who: Principal, team_id: int, recipient: str | None) -> str:
+        """The mailbox ``who`` reads: a job token its own only; the daemon token the one
+        it names (default ``person``)."""
+        self.team(who, team_id)
+        if who.is_admin:
+            return recipient or "person"
+        own = who.member
+        assert own is not None  # team() let no teamless job token through
+        if recipient is not None and recipient != own:
+            raise Forbidden(f"{who} reads its own mailbox {own!r} only, not {recipient!r}")
+        return own
+
+    def decider(self, who: Principal, team_id: int) -> Literal["person", "lead"]:
+        """Who decides a plan: the lead (its token) or a person (the daemon token)."""
+        self.team(who, team_id, lead=True, what="approve or reject plans")
+        return "person" if who.is_admin else "lead"

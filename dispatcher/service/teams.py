@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dispatcher import faults
+from dispatcher.agents import profiles
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidInput, InvalidState, MergeConflict
 from dispatcher.git import journal as merge_journal
@@ -41,7 +42,13 @@ from dispatcher.service.control import Control
 from dispatcher.service.jobs import Jobs
 from dispatcher.service.notices import Notices
 from dispatcher.service.team_messages import Mailbox
-from dispatcher.service.team_prompts import conflict_prompt, lead_prompt, member_prompt, plan_answer
+from dispatcher.service.team_prompts import (
+    Voice,
+    conflict_prompt,
+    lead_prompt,
+    member_prompt,
+    plan_answer,
+)
 from dispatcher.store.database import Store
 from dispatcher.store.models import FollowupCreate, Job, JobCreate, MergeRequest
 from dispatcher.store.team_models import (
@@ -172,12 +179,28 @@ class Teams:
         assert team.id is not None
         lead = self.jobs.submit(
             JobCreate(
-                repo=repo, prompt=lead_prompt(team, repo), agent=team.lead_agent,
+                repo=repo, agent=team.lead_agent,
+                prompt=lead_prompt(team, repo, self._voice(team.lead_agent, team.lead_command)),
                 command=team.lead_command, base=team.branch,
             ),
             team=(team.id, None),
         )  # fmt: skip
         self.rows.update_team(team.id, lead_job_id=lead.id)
+
+    def _voice(self, agent: str | None, command: list[str] | None) -> Voice:
+        """How the agent of a run reaches the daemon (what its prompt tells it): a
+        command has the MCP server's URL and token in its environment; a profile is given
+        the server if it has an MCP way (the daemon's agent settings; an unknown agent's
+        submit refuses it anyway)."""
+        if command:
+            return "env"
+        try:
+            profile = profiles.resolve_profile(
+                agent or self.settings.default_agent, self.settings.agents
+            )
+        except DispatcherError:
+            return "none"
+        return "mcp" if profile.mcp else "none"
 
     def listing(self, repo: str | None = None) -> list[TeamPublic]:
         repo_id = self.store.repo_by_name(repo).id if repo else None
@@ -351,7 +374,11 @@ class Teams:
             else:
                 job_id = self.jobs.submit(
                     JobCreate(
-                        repo=repo.name, prompt=member_prompt(team, task, messages=messages),
+                        repo=repo.name,
+                        prompt=member_prompt(
+                            team, task, messages=messages,
+                            voice=self._voice(task.agent, task.command),
+                        ),
                         agent=task.agent, command=task.command, base=team.branch,
                     ),
                     team=(team.id, task.id),

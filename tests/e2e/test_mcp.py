@@ -33,6 +33,11 @@ TOOLS = {
     "merge_job", "discard_job", "cancel_job", "retry_job", "review_inbox", "file_issue",
     "post_event", "check_trigger_file",
 }  # fmt: skip
+TEAM_TOOLS = {
+    "show_team", "add_task", "set_blockers", "send_message", "read_messages", "signal",
+    "submit_plan", "decide_plan", "retry_task", "create_team", "list_teams", "shutdown_team",
+    "merge_team",
+}  # fmt: skip
 ACTIVE = ("queued", "preparing", "running")
 
 
@@ -90,7 +95,7 @@ async def create_read_merge(client: Client, repo_name: str, repo: Path) -> None:
     """The round trip every face must allow: list tools, create a job, read its log and
     diff (tools and resources), merge it."""
     names = {tool.name for tool in (await client.list_tools()).tools}
-    assert names == TOOLS
+    assert names == TOOLS | TEAM_TOOLS
     repos = await call(client, "list_repos")
     assert repo_name in [r["name"] for r in repos["result"]]
     made = await call(
@@ -241,7 +246,7 @@ def test_an_agent_uses_its_job_token_within_its_scope(
     assert lines, log
     seen = json.loads(lines[0].removeprefix("MCP-RESULT "))
 
-    assert set(seen["tools"]) == TOOLS
+    assert set(seen["tools"]) == TOOLS | TEAM_TOOLS
     assert seen["repos"] == [name]  # its own repo only
     child = seen["child"]
     parent_branch = parent["branch"]
@@ -260,7 +265,7 @@ def test_an_agent_uses_its_job_token_within_its_scope(
     assert seen["show_unrelated"] == [
         True,
         f"job {unrelated['id']} is outside the scope of the job token of job {parent['id']}: "
-        "it reaches itself and the jobs it created",
+        "it reaches itself, the jobs it created and its team's jobs",
     ]
     assert seen["create_elsewhere"] == [
         True, f"the job token of job {parent['id']} may create jobs in its own repo {name!r} only"

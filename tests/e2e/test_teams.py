@@ -137,7 +137,7 @@ def test_three_tasks_run_in_order_each_in_its_worktree_and_land_on_one_branch(
     assert t["branch"] == f"dispatcher/team-{t['id']}"
     assert git(repo, "rev-parse", t["branch"]) == git(repo, "rev-parse", "main")
     lead = daemon.job(t["lead_job_id"])
-    assert "add a task" in lead["prompt"] and f"/teams/{t['id']}/tasks" in lead["prompt"]
+    assert "- add_task" in lead["prompt"] and "DISPATCHER_MCP_URL" in lead["prompt"]  # a command
 
     a = add_task(daemon, t["id"], "write a", [write, "a.txt", "A"])
     b = add_task(daemon, t["id"], "write b", [write, "b.txt", "B"])
