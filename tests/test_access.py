@@ -52,7 +52,7 @@ def test_tokens_become_principals_or_one_line_refusals(
     parent = access.principal(token_of(jobs["parent"]))
     assert parent == Principal(
         job_id=jobs["parent"].id, repo_id=jobs["parent"].repo_id, repo="app",
-        branch=jobs["parent"].branch,
+        branch=jobs["parent"].branch, root_id=jobs["parent"].id,
     )  # fmt: skip
     for wrong in ("", "nope", DAEMON_TOKEN + "x", DAEMON_TOKEN[:-1], "dj1.999.mac"):
         with pytest.raises(Unauthorized, match=r"^wrong bearer token$"):
@@ -114,14 +114,41 @@ def test_what_a_job_token_may_create_and_merge(world: tuple[Access, dict[str, Jo
     for into in (None, "main", "refs/heads/main"):  # the child's target is main
         with pytest.raises(Forbidden, match="may not merge into 'main'"):
             access.merge(parent, child_id, MergeRequest(into=into))
-    access.merge(parent, child_id, MergeRequest(into="feature"))
+    # Into its own branch only: not another job's (nor a team's integration branch).
+    access.merge(parent, child_id, MergeRequest(into=jobs["parent"].branch))
+    access.merge(parent, child_id, MergeRequest(into=f"refs/heads/{jobs['parent'].branch}"))
+    for into in ("feature", jobs["stranger"].branch, "dispatcher/team-1"):
+        with pytest.raises(Forbidden, match=rf"may merge into its own branch .* only, not '{into}'"):
+            access.merge(parent, child_id, MergeRequest(into=into))
     access.merge(ADMIN, child_id, MergeRequest())
+    access.merge(ADMIN, child_id, MergeRequest(into="feature"))
     with pytest.raises(Forbidden, match="takes the daemon token"):
         access.admin(parent, "post events")
     access.admin(ADMIN, "post events")
     access.repo(parent, "app")
     with pytest.raises(Forbidden, match="reaches its own repo 'app' only"):
         access.repo(parent, "other")
+
+
+def test_a_follow_up_or_retry_still_reaches_the_children_of_its_chain(
+    world: tuple[Access, dict[str, Job]],
+) -> None:
+    """The children belong to the chain's first run: a follow-up of the parent (and a
+    retry of that) reaches, lists and merges them, and its own children join them."""
+    access, jobs = world
+    st = access.store
+    first = jobs["parent"]
+    assert first.id is not None
+    again = add_job(st, first.repo_id, JobState.FAILED, "n5", followup_of=first.id)
+    third = add_job(st, first.repo_id, JobState.RUNNING, "n6", retry_of=again.id)
+    who = access.principal(token_of(third))
+    assert (who.job_id, who.root_id) == (third.id, first.id)
+    assert access.reach(who, jobs["child"]) is Reach.ACT
+    assert access.reach(who, jobs["stranger"]) is Reach.NONE
+    assert access.listed_parent(who) == first.id
+    _, parent_id = access.create(who, JobCreate(repo="app", prompt="x"))
+    assert parent_id == first.id
+    access.merge(who, jobs["child"].id or 0, MergeRequest(into=third.branch))
 
 
 @pytest.fixture

@@ -282,6 +282,13 @@ class BodyLimit:
                 raise
 
 
+def _unkeyed(path: str) -> bool:
+    """Routes an ``Idempotency-Key`` means nothing to: the webhooks (each forge delivery
+    has its own id) and MCP (an answer belongs to its session and principal: a stored
+    one replayed to another token, or another session, would cross scopes)."""
+    return path.startswith("/webhooks/") or path == "/mcp" or path.startswith("/mcp/")
+
+
 class Idempotency:
     """``POST`` with ``Idempotency-Key``: the first answer is stored and replayed.
 
@@ -296,6 +303,7 @@ class Idempotency:
     answers of 5xx are not stored, and concurrent requests with one key run one
     at a time. Answers are kept ``DISPATCHER_IDEMPOTENCY_HOURS`` (24 h). A body that
     never arrives whole (a disconnect, or one over the size limit) leaves the key unused.
+    The webhooks and ``/mcp`` ignore the header (:func:`_unkeyed`).
     """
 
     def __init__(self, app: ASGIApp, service: Service) -> None:
@@ -320,7 +328,7 @@ class Idempotency:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         key_raw = _header(scope, IDEMPOTENCY_HEADER) if scope["type"] == "http" else None
-        if key_raw is None or scope["method"] != "POST" or scope["path"].startswith("/webhooks/"):
+        if key_raw is None or scope["method"] != "POST" or _unkeyed(scope["path"]):
             await self.app(scope, receive, send)
             return
         try:

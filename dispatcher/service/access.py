@@ -8,10 +8,13 @@ use-case the REST route calls. The daemon token may do everything. A job token
 (docs/mcp.md, "Auth and scopes"):
 
 * it sees itself and the jobs it created (its children), and acts (follow up, cancel,
-  discard, retry, merge) on its children only;
+  discard, retry, merge) on its children only. A follow-up or retry of a job is the
+  same job to this: its children belong to the first run of the chain (``root_id``),
+  so every later run still reaches them;
 * it creates jobs in its own repo only, recorded as its children, started by default
   from its own branch (so their merge target is that branch);
-* it merges a child into any branch but its repo's default branch;
+* it merges a child into its own branch only: never the repo's default branch, nor any
+  other job's or team's branch;
 * it lists only its own repo, and checks trigger file text; filing issues and
   posting events are the daemon token's.
 
@@ -54,6 +57,7 @@ class Principal:
     branch: str | None = None  # the job's branch: its children's default base
     team_id: int | None = None  # the job's team, when it is a team's lead or member
     task_id: int | None = None  # the member's task (None for the lead)
+    root_id: int | None = None  # the first run of its chain of follow-ups and retries
 
     @property
     def is_admin(self) -> bool:
@@ -129,8 +133,16 @@ class Access:
         repo = self.store.repo(job.repo_id)
         return Principal(
             job_id=job_id, repo_id=job.repo_id, repo=repo.name, branch=job.branch,
-            team_id=job.team_id, task_id=job.task_id,
+            team_id=job.team_id, task_id=job.task_id, root_id=self._root(job),
         )  # fmt: skip
+
+    def _root(self, job: Job) -> int:
+        """The first run of ``job``'s chain: follow-ups and retries walked back (each
+        link points at an older, smaller id, so the walk ends)."""
+        while (earlier := job.followup_of or job.retry_of) is not None:
+            job = self.store.job(earlier)
+        assert job.id is not None
+        return job.id
 
     # ------------------------------------------------------------ the seam
 
@@ -140,7 +152,7 @@ class Access:
         this is decided."""
         if who.is_admin:
             return Reach.ACT
-        if job.parent_id is not None and job.parent_id == who.job_id:
+        if job.parent_id is not None and job.parent_id in (who.root_id, who.job_id):
             return Reach.ACT
         if job.id == who.job_id:
             return Reach.READ
@@ -150,8 +162,8 @@ class Access:
 
     def listed_parent(self, who: Principal) -> int | None:
         """What a job list shows ``who``: None for everything, else only the jobs with
-        this parent (a job token's children)."""
-        return who.job_id
+        this parent (a job token's children, made by any run of its chain)."""
+        return who.root_id if who.root_id is not None else who.job_id
 
     # ------------------------------------------------------------ checks
 
@@ -185,11 +197,12 @@ class Access:
             raise Forbidden(f"{who} may create jobs in its own repo {who.repo!r} only")
         if req.base is None:
             req = req.model_copy(update={"base": who.branch})
-        return req, who.job_id
+        return req, who.root_id if who.root_id is not None else who.job_id
 
     def merge(self, who: Principal, job_id: int, req: MergeRequest) -> None:
         """Refused unless ``who`` may act on the job, and, for a job token, the merge
-        lands anywhere but the repo's default branch."""
+        lands on the token's own branch: never the repo's default branch, nor another
+        job's or team's branch (a person merges those)."""
         if who.is_admin:
             return
         job = self._reached(who, job_id, act=True)
@@ -198,7 +211,11 @@ class Access:
         if target == default.removeprefix("refs/heads/"):
             raise Forbidden(
                 f"{who} may not merge into {default!r}, the repo's default branch: merge "
-                "into another branch (`into`), and a person merges that"
+                f"into its own branch {who.branch!r} (`into`), and a person merges that"
+            )
+        if who.branch is None or target != who.branch.removeprefix("refs/heads/"):
+            raise Forbidden(
+                f"{who} may merge into its own branch {who.branch!r} only, not {target!r}"
             )
 
     def repo(self, who: Principal, name: str) -> None:

@@ -257,7 +257,7 @@ def test_an_agent_uses_its_job_token_within_its_scope(
     assert seen["merge_default"] == [
         True,
         f"the job token of job {parent['id']} may not merge into 'main', the repo's default "
-        "branch: merge into another branch (`into`), and a person merges that",
+        f"branch: merge into its own branch {parent_branch!r} (`into`), and a person merges that",
     ]
     assert seen["merge_own_branch"] == [False, "merged"]
     assert git(repo, "show", f"{parent_branch}:child.txt") == "child"
@@ -364,3 +364,30 @@ def test_a_job_token_outlives_a_daemon_kill_9_with_its_job_and_dies_with_it(
         f"the job token of job {job['id']} is no longer valid: the job is canceled (a job "
         "token is valid only while its job runs)"
     )
+
+
+def test_idempotency_keys_never_replay_an_mcp_answer(daemon: Daemon, tmp_path: Path) -> None:
+    """An MCP answer belongs to its own request and principal: an ``Idempotency-Key`` on
+    it is ignored, so a stored answer (another token's, an older state's) is never
+    replayed."""
+    call = {
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": "list_repos", "arguments": {}},
+    }  # fmt: skip
+    headers = {
+        "Authorization": f"Bearer {daemon.token}",
+        "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2025-06-18",
+        "Idempotency-Key": "mcp-once",
+    }
+
+    def repos() -> list[str]:
+        resp = httpx.post(daemon.url + "/mcp", json=call, headers=headers, timeout=30)
+        assert resp.status_code == 200, resp.text
+        assert "idempotent-replayed" not in resp.headers
+        listed = resp.json()["result"]["structuredContent"]
+        return sorted(r["name"] for r in listed.get("items", listed.get("result", [])))
+
+    before = repos()
+    added = daemon.add_repo(init_repo(tmp_path / "later"), "later")
+    assert repos() == sorted([*before, added])  # the second call really ran
