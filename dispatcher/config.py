@@ -140,6 +140,8 @@ class Settings(BaseSettings):
     mcp_for_agents: bool = True
     # Agents (profile names) not given it even so: '["codex"]' (JSON in the env var).
     mcp_skip_agents: list[str] = Field(default_factory=list)
+    # How many jobs one job (with its follow-ups and retries) may create through MCP.
+    mcp_max_children: int = Field(default=50, ge=0)
 
     @model_validator(mode="after")
     def _log_json_alias(self) -> Settings:

@@ -118,7 +118,9 @@ def test_what_a_job_token_may_create_and_merge(world: tuple[Access, dict[str, Jo
     access.merge(parent, child_id, MergeRequest(into=jobs["parent"].branch))
     access.merge(parent, child_id, MergeRequest(into=f"refs/heads/{jobs['parent'].branch}"))
     for into in ("feature", jobs["stranger"].branch, "dispatcher/team-1"):
-        with pytest.raises(Forbidden, match=rf"may merge into its own branch .* only, not '{into}'"):
+        with pytest.raises(
+            Forbidden, match=rf"may merge into its own branch .* only, not '{into}'"
+        ):
             access.merge(parent, child_id, MergeRequest(into=into))
     access.merge(ADMIN, child_id, MergeRequest())
     access.merge(ADMIN, child_id, MergeRequest(into="feature"))
@@ -248,3 +250,20 @@ def test_a_team_members_token_reaches_its_own_team_only(
     for name in ("lead", "m5", "far", "loner"):  # the daemon token's alone
         with pytest.raises(Forbidden, match="may not merge teams: that takes the daemon token"):
             access.admin(who[name], "merge teams")
+
+
+def test_a_job_token_creates_at_most_its_limit_of_children(store: Store) -> None:  # noqa: F811
+    """Counted over the chain (the first run's children), retries and follow-ups of a
+    child not counted; the daemon token has no limit."""
+    repo = store.add_repo(Repo(name="app", path="/srv/app", default_branch="main"))
+    assert repo.id is not None
+    access = Access(store, DAEMON_TOKEN, max_children=2)
+    parent = add_job(store, repo.id, JobState.RUNNING, "cap")
+    who = access.principal(token_of(parent))
+    first = add_job(store, repo.id, JobState.FAILED, "c1", parent_id=parent.id)
+    add_job(store, repo.id, JobState.SUCCEEDED, "c1r", parent_id=parent.id, retry_of=first.id)
+    access.create(who, JobCreate(repo="app", prompt="x"))  # one made: one more allowed
+    add_job(store, repo.id, JobState.QUEUED, "c2", parent_id=parent.id)
+    with pytest.raises(Forbidden, match=r"has created 2 jobs, its limit \(DISPATCHER_MCP_MAX_"):
+        access.create(who, JobCreate(repo="app", prompt="x"))
+    access.create(ADMIN, JobCreate(repo="app", prompt="x"))

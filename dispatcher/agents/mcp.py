@@ -105,20 +105,31 @@ def _codex_home(ctx: Context) -> Path:
 def _codex(ctx: Context) -> Wiring:
     # -c overrides merge into the user's config key by key: a user's own
     # [mcp_servers.dispatcher] (say a stdio `dispatcher mcp`) plus our url is an error
-    # ("url is not supported for stdio") and Codex would not start. Theirs is kept.
+    # ("url is not supported for stdio") and Codex would not start. Theirs is kept, and
+    # ours goes in under CODEX_FALLBACK, so the job still has its own scoped server.
     config = _codex_home(ctx) / "config.toml"
     try:
         servers = tomllib.loads(config.read_text(encoding="utf-8")).get("mcp_servers", {})
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
         servers = {}
-    if isinstance(servers, dict) and SERVER in servers:
-        return Wiring(skipped=f"{config} already has [mcp_servers.{SERVER}]: the user's is kept")
-    prefix = f"mcp_servers.{SERVER}"
+    if not isinstance(servers, dict):
+        servers = {}
+    name = next((n for n in (SERVER, CODEX_FALLBACK) if n not in servers), None)
+    if name is None:
+        return Wiring(
+            skipped=f"{config} already has [mcp_servers.{SERVER}] and "
+            f"[mcp_servers.{CODEX_FALLBACK}]: the user's are kept"
+        )
+    prefix = f"mcp_servers.{name}"
     argv = (
         "-c", f"{prefix}.url={json.dumps(ctx.url)}",
         "-c", f"{prefix}.bearer_token_env_var={json.dumps(TOKEN_VAR)}",
     )  # fmt: skip
     return Wiring(argv=argv, how=f"-c {prefix}.url, -c {prefix}.bearer_token_env_var")
+
+
+CODEX_FALLBACK: Final = "dispatcher_job"
+"""Our server's name for Codex when the user's config already has one named SERVER."""
 
 
 GEMINI_SYSTEM_SETTINGS: Final = Path("/etc/gemini-cli/settings.json")

@@ -186,9 +186,12 @@ def _error_of(resp: httpx.Response) -> RemoteError:
 
 
 def relay_mcp_stdio(url: str, token: str) -> None:
-    """``dispatcher mcp``: MCP on stdin and stdout, every message relayed to the daemon's
-    streamable HTTP endpoint ``url`` with ``token`` and every answer back (the SDK's own
-    transports at both ends). Returns when stdin closes."""
+    """``dispatcher mcp``: MCP on stdin and stdout, each JSON-RPC message POSTed to the
+    daemon's streamable HTTP endpoint ``url`` with ``token`` and each answer written back
+    (the SDK's stdio transport reads and writes the lines). The endpoint is stateless and
+    answers JSON, so a message needs nothing but its POST: a daemon that is down or
+    restarting fails the requests sent meanwhile, each with a one-line JSON-RPC error, and
+    the relay goes on. Returns when stdin closes."""
     import anyio
 
     anyio.run(_relay, url, token)
@@ -196,27 +199,62 @@ def relay_mcp_stdio(url: str, token: str) -> None:
 
 async def _relay(url: str, token: str) -> None:
     import anyio
-    import httpx2
-    from mcp.client.streamable_http import streamable_http_client
     from mcp.server.stdio import stdio_server
+    from mcp.shared.message import SessionMessage
 
-    timeout = httpx2.Timeout(30.0, read=300.0)  # a tool may wait (long polls)
-    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=timeout)
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream"}
+    timeout = httpx.Timeout(30.0, read=300.0)  # a tool may wait (long polls)
+    negotiated: dict[str, str] = {}  # the protocol version `initialize` agreed on
     async with (
-        http,
+        httpx.AsyncClient(headers=headers, timeout=timeout) as http,
         stdio_server() as (from_client, to_client),
-        streamable_http_client(url, http_client=http) as (from_daemon, to_daemon),
-        anyio.create_task_group() as tg,
     ):
 
-        async def down() -> None:
-            async for answer in from_daemon:
-                if not isinstance(answer, Exception):  # the transport answers requests itself
-                    await to_client.send(answer)
+        async def one(message: Any) -> None:
+            answer = await _post_mcp(http, url, message, negotiated)
+            if answer is not None:
+                await to_client.send(SessionMessage(answer))
 
-        tg.start_soon(down)
-        async with to_daemon, to_client:  # closed when stdin is: the client is gone
+        async with to_client, anyio.create_task_group() as tg:
             async for message in from_client:
                 if not isinstance(message, Exception):  # a line that is not JSON-RPC: dropped
-                    await to_daemon.send(message)
-        tg.cancel_scope.cancel()
+                    tg.start_soon(one, message.message)
+            tg.cancel_scope.cancel()  # stdin closed: the client is gone, and so are its waits
+
+
+async def _post_mcp(
+    http: httpx.AsyncClient, url: str, message: Any, negotiated: dict[str, str]
+) -> Any:
+    """The daemon's answer to one client message (None for a notification or a response),
+    or a JSON-RPC error saying in one line why there is none."""
+    import mcp_types as types
+    from pydantic import ValidationError
+
+    request_id = message.id if isinstance(message, types.JSONRPCRequest) else None
+
+    def failed(why: str) -> types.JSONRPCError | None:
+        if request_id is None:
+            return None
+        error = types.ErrorData(code=types.INTERNAL_ERROR, message=why)
+        return types.JSONRPCError(jsonrpc="2.0", id=request_id, error=error)
+
+    body = message.model_dump_json(by_alias=True, exclude_unset=True)
+    extra = {"Content-Type": "application/json", **negotiated}
+    try:
+        resp = await http.post(url, content=body, headers=extra)
+        content = await resp.aread()
+    except httpx.HTTPError as exc:
+        return failed(f"cannot reach the daemon at {url}: {exc or type(exc).__name__}")
+    if request_id is None:
+        return None
+    try:
+        answer = types.jsonrpc_message_adapter.validate_json(content, by_name=False)
+    except ValidationError:
+        return failed(f"the daemon answered HTTP {resp.status_code} with no JSON-RPC message")
+    if isinstance(answer, types.JSONRPCError) and answer.id is None:
+        answer = answer.model_copy(update={"id": request_id})
+    if isinstance(answer, types.JSONRPCResponse) and message.method == "initialize":
+        version = answer.result.get("protocolVersion")
+        if isinstance(version, str):  # the header each later request carries
+            negotiated["MCP-Protocol-Version"] = version
+    return answer

@@ -50,11 +50,15 @@ def agent_env(
     return env
 
 
-def mcp_env(settings: Settings, job: Job, tokens: JobTokens | None) -> dict[str, str]:
+def mcp_env(settings: Settings, job: Job, tokens: JobTokens | None, profile: str) -> dict[str, str]:
     """What an agent needs to reach the daemon's MCP server (docs/mcp.md): its URL and
     the token of this run (minted with the job's spawn nonce, valid while it runs). These
     two names are the contract each agent's MCP configuration is built on. Given to
-    the agent only (not to ``setup:``, which runs before the job does)."""
+    the agent only (not to ``setup:``, which runs before the job does), and not at all
+    when MCP is off for agents (``DISPATCHER_MCP_FOR_AGENTS=false``) or for this
+    ``profile`` (``DISPATCHER_MCP_SKIP_AGENTS``): no token is minted for it then."""
+    if not settings.mcp_for_agents or profile in settings.mcp_skip_agents:
+        return {}
     if tokens is None or job.id is None or job.spawn_nonce is None:
         return {}
     return {

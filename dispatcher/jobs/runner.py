@@ -335,7 +335,7 @@ class Runner:
         if opted_in:
             self.note(job.id, opted_in)
         env = isolation.agent_env(self.settings, job, files.prompt, worktree, job.port)
-        reach = isolation.mcp_env(self.settings, job, self.job_tokens)  # the agent's only
+        reach = isolation.mcp_env(self.settings, job, self.job_tokens, profile.name)
         wired = invocation.give_mcp(self.settings, job.id, profile, {**env, **reach}, files)
         prompt = invocation.prompt_for(job, profile, a.repo_path, ws)
         files.prompt.write_text(prompt.text, encoding="utf-8")

@@ -71,7 +71,7 @@ class Service:
         (None: the MCP face refuses every token)."""
         self.settings = settings
         self.store = store
-        self.access = Access(store, token)
+        self.access = Access(store, token, max_children=settings.mcp_max_children)
         self.trigger_files = trigger_files or TriggerFiles(store)
         self.notices = Notices(settings, store, self.trigger_files)
         self.disk_use = DiskUse(settings)  # the daemon starts its thread

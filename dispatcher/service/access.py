@@ -12,7 +12,8 @@ use-case the REST route calls. The daemon token may do everything. A job token
   same job to this: its children belong to the first run of the chain (``root_id``),
   so every later run still reaches them;
 * it creates jobs in its own repo only, recorded as its children, started by default
-  from its own branch (so their merge target is that branch);
+  from its own branch (so their merge target is that branch), at most
+  ``DISPATCHER_MCP_MAX_CHILDREN`` of them (50);
 * it merges a child into its own branch only: never the repo's default branch, nor any
   other job's or team's branch;
 * it lists only its own repo, and checks trigger file text; filing issues and
@@ -100,8 +101,9 @@ class Reach(enum.IntEnum):
 class Access:
     """Bearer tokens into principals, and each principal's scope."""
 
-    def __init__(self, store: Store, daemon_token: str | None) -> None:
+    def __init__(self, store: Store, daemon_token: str | None, *, max_children: int = 50) -> None:
         self.store = store
+        self.max_children = max_children
         self._token = daemon_token.encode() if daemon_token else None
         self._jobs = JobTokens(daemon_token) if daemon_token else None
 
@@ -195,9 +197,16 @@ class Access:
             return req, None
         if req.repo != who.repo:
             raise Forbidden(f"{who} may create jobs in its own repo {who.repo!r} only")
+        parent = who.root_id if who.root_id is not None else who.job_id
+        assert parent is not None
+        if self.store.count_children(parent) >= self.max_children:
+            raise Forbidden(
+                f"{who} has created {self.max_children} jobs, its limit "
+                "(DISPATCHER_MCP_MAX_CHILDREN): a person raises it or runs more"
+            )
         if req.base is None:
             req = req.model_copy(update={"base": who.branch})
-        return req, who.root_id if who.root_id is not None else who.job_id
+        return req, parent
 
     def merge(self, who: Principal, job_id: int, req: MergeRequest) -> None:
         """Refused unless ``who`` may act on the job, and, for a job token, the merge
@@ -219,7 +228,8 @@ class Access:
             )
 
     def repo(self, who: Principal, name: str) -> None:
-        """Refused unless ``who`` may see the repo ``name``."""
+        """Refused unless ``who`` may see the repo ``name`` (the same refusal whether or
+        not such a repo exists: a job token learns nothing of other repos)."""
         if not who.is_admin and name != who.repo:
             raise Forbidden(f"{who} reaches its own repo {who.repo!r} only")
 

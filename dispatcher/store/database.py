@@ -522,6 +522,20 @@ class Store:
         with self.reading() as s:
             return s.exec(select(Job).where(Job.retry_of == job_id).order_by(col(Job.id))).first()
 
+    def count_children(self, parent_id: int) -> int:
+        """How many jobs ``parent_id`` created (its children; their retries and
+        follow-ups, which keep the parent, not counted)."""
+        with self.reading() as s:
+            return s.exec(
+                select(func.count())
+                .select_from(Job)
+                .where(
+                    Job.parent_id == parent_id,
+                    col(Job.retry_of).is_(None),
+                    col(Job.followup_of).is_(None),
+                )
+            ).one()
+
     def count_active(self) -> int:
         with self.reading() as s:
             return s.exec(

@@ -98,16 +98,28 @@ def test_codex_gets_toml_overrides_with_bearer_token_env_var(tmp_path: Path) -> 
     assert not wired.files and not wired.env
 
 
-def test_codex_keeps_the_users_own_server_of_that_name(tmp_path: Path) -> None:
+def test_codex_keeps_the_users_own_server_of_that_name_and_adds_ours_beside_it(
+    tmp_path: Path,
+) -> None:
     codex_home = tmp_path / "codex-home"
     codex_home.mkdir()
     config = codex_home / "config.toml"
     config.write_text('[mcp_servers.dispatcher]\ncommand = "dispatcher"\nargs = ["mcp"]\n')
     wired = mcp.wiring("codex", context(tmp_path, CODEX_HOME=str(codex_home)))
-    assert not wired.given and str(config) in (wired.skipped or "")
+    assert wired.argv == (
+        "-c", f"mcp_servers.dispatcher_job.url={json.dumps(URL)}",
+        "-c", 'mcp_servers.dispatcher_job.bearer_token_env_var="DISPATCHER_JOB_TOKEN"',
+    )  # fmt: skip
     assert config.read_text().startswith("[mcp_servers.dispatcher]")  # untouched
+    with config.open("a") as fh:
+        fh.write('[mcp_servers.dispatcher_job]\nurl = "http://x/mcp"\n')
+    wired = mcp.wiring("codex", context(tmp_path, CODEX_HOME=str(codex_home)))
+    assert not wired.given and str(config) in (wired.skipped or "")
     config.write_text('[mcp_servers.other]\nurl = "http://x/mcp"\n')
-    assert mcp.wiring("codex", context(tmp_path, CODEX_HOME=str(codex_home))).given
+    assert (
+        "mcp_servers.dispatcher.url"
+        in mcp.wiring("codex", context(tmp_path, CODEX_HOME=str(codex_home))).argv[1]
+    )
 
 
 def test_gemini_refuses_a_path_it_would_skip_and_never_replaces_a_system_file(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import json
 import os
 import pwd
 import shutil
@@ -174,6 +175,25 @@ def test_codex_lists_the_server_and_connects_with_bearer_token_env_var(
     assert '"url": "' + recorder.url + '"' in listed.output
     assert '"bearer_token_env_var": "DISPATCHER_JOB_TOKEN"' in listed.output
     assert '"auth_status": "bearer_token"' in listed.output
+    run("codex", tmp_path, recorder, until_bearer=True)
+    assert recorder.bearer(), recorder.seen
+
+
+def test_codex_beside_the_users_own_stdio_server_of_that_name_gets_ours_too(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    """A user's stdio ``[mcp_servers.dispatcher]`` is kept, ours is added as
+    ``dispatcher_job``, and Codex starts with both (no "url is not supported for stdio")."""
+    codex_home = tmp_path / "home" / ".codex"
+    codex_home.mkdir(parents=True)
+    (codex_home / "config.toml").write_text(
+        '[mcp_servers.dispatcher]\ncommand = "dispatcher"\nargs = ["mcp"]\n'
+    )
+    listed = run("codex", tmp_path, recorder, args=("codex", "mcp", "list", "--json"))
+    servers = {s["name"]: s for s in json.loads(listed.output[listed.output.index("[") :])}
+    assert set(servers) >= {"dispatcher", "dispatcher_job"}, listed.output
+    assert recorder.url in json.dumps(servers["dispatcher_job"])
+    assert recorder.url not in json.dumps(servers["dispatcher"])
     run("codex", tmp_path, recorder, until_bearer=True)
     assert recorder.bearer(), recorder.seen
 

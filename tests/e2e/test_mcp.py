@@ -153,6 +153,27 @@ def test_the_stdio_command_serves_the_same_tools(daemon: Daemon, repo: Path) -> 
     asyncio.run(scenario())
 
 
+def test_the_stdio_relay_outlives_a_daemon_restart(daemon: Daemon, repo: Path) -> None:
+    """While the daemon is down a call fails with one line saying so; the relay goes on,
+    and once the daemon is back the same session's calls work again."""
+    name = daemon.add_repo(repo)
+    argv = dispatcher_argv()
+    server = StdioServerParameters(command=argv[0], args=[*argv[1:], "mcp"], env=daemon.cli_env)
+
+    async def scenario() -> None:
+        async with Client(server) as client:
+            assert name in [r["name"] for r in (await call(client, "list_repos"))["result"]]
+            assert daemon.stop(signal.SIGKILL) == -signal.SIGKILL
+            with pytest.raises(MCPError) as down:
+                await client.call_tool("list_repos", {})
+            assert str(down.value).startswith(f"cannot reach the daemon at {daemon.url}/mcp: ")
+            assert "\n" not in str(down.value)
+            daemon.start()
+            assert name in [r["name"] for r in (await call(client, "list_repos"))["result"]]
+
+    asyncio.run(scenario())
+
+
 def test_the_stdio_command_without_a_daemon_says_so_in_one_line(daemon: Daemon) -> None:
     gone = {**daemon.cli_env, "DISPATCHER_URL": "http://127.0.0.1:9"}
     proc = subprocess.run(
@@ -270,6 +291,10 @@ def test_an_agent_uses_its_job_token_within_its_scope(
     assert seen["create_elsewhere"] == [
         True, f"the job token of job {parent['id']} may create jobs in its own repo {name!r} only"
     ]  # fmt: skip
+    for key, there in (("list_elsewhere", "other"), ("list_unknown", "no-such-repo")):
+        assert seen[key] == [
+            True, f"the job token of job {parent['id']} reaches its own repo {name!r} only"
+        ], (key, there)  # fmt: skip
     assert seen["post_event"] == [
         True, f"the job token of job {parent['id']} may not post events: that takes the daemon token"
     ]  # fmt: skip
@@ -391,3 +416,21 @@ def test_idempotency_keys_never_replay_an_mcp_answer(daemon: Daemon, tmp_path: P
     before = repos()
     added = daemon.add_repo(init_repo(tmp_path / "later"), "later")
     assert repos() == sorted([*before, added])  # the second call really ran
+
+
+def test_the_stdio_command_inside_a_job_never_falls_back_to_the_daemon_token(
+    daemon: Daemon,
+) -> None:
+    """An agent's MCP client that drops DISPATCHER_JOB_TOKEN from the server's env gets a
+    one-line refusal, not the person's token (which the CLI would otherwise read)."""
+    inside = {**daemon.cli_env, "DISPATCHER_JOB_ID": "42"}
+    inside.pop("DISPATCHER_JOB_TOKEN", None)
+    proc = subprocess.run(
+        [*dispatcher_argv(), "mcp"], env=inside, capture_output=True, text=True, timeout=60,
+        stdin=subprocess.DEVNULL, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr == (
+        "dispatcher: inside job 42 with no DISPATCHER_JOB_TOKEN (the MCP client did not pass "
+        "it on, or MCP is off for agents): refusing to use the daemon token\n"
+    )

@@ -106,4 +106,6 @@ def test_an_agent_without_mcp_is_told_so_and_the_setting_turns_it_off(
     job, probe, log = _run(off, tmp_path / "off", "claude")
     assert "mcp: not given (turned off (DISPATCHER_MCP_FOR_AGENTS=false))" in log
     assert probe["argv"] == [PROBE, "claude", "-p"]
+    # Turned off: no token is minted for the run, nor the server's URL given.
+    assert not {"DISPATCHER_JOB_TOKEN", "DISPATCHER_MCP_URL"} & set(probe["env"]), probe["env"]
     assert not (off.state_dir / "jobs" / str(job["id"]) / "mcp-claude.json").exists()

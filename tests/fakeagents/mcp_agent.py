@@ -74,6 +74,9 @@ async def main(unrelated: int, other_repo: str) -> dict[str, Any]:
         seen["show_unrelated"] = [other.is_error, _text(other)]
         elsewhere = await client.call_tool("create_job", {"repo": other_repo, "prompt": "x"})
         seen["create_elsewhere"] = [elsewhere.is_error, _text(elsewhere)]
+        for key, name in (("list_elsewhere", other_repo), ("list_unknown", "no-such-repo")):
+            listed_there = await client.call_tool("list_jobs", {"repo": name})
+            seen[key] = [listed_there.is_error, _text(listed_there)]
         event = await client.call_tool("post_event", {"event": {"repo": repo, "kind": "manual"}})
         seen["post_event"] = [event.is_error, _text(event)]
     rest = httpx2.get(

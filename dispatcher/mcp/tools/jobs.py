@@ -88,7 +88,10 @@ def register(server: MCPServer[Any], service: Service) -> None:
         before: Annotated[int | None, Field(ge=1, le=MAX_ID, description="Ids below this")] = None,
         limit: Limit = 20,
     ) -> JobPage:
-        parent = access.listed_parent(principal(ctx))
+        who = principal(ctx)
+        if repo is not None:
+            access.repo(who, repo)  # before the lookup: no word on other repos' existence
+        parent = access.listed_parent(who)
         return service.jobs.page(repo=repo, state=state, before=before, limit=limit, parent=parent)
 
     @server.tool(
