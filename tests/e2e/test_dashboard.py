@@ -30,6 +30,18 @@ pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]
 FAKES = ROOT / "tests" / "fakeagents"
 SCREENSHOTS = ROOT / "docs" / "screenshots"
+
+
+def screenshot(page: Page, name: str, tmp_path: Path) -> Path:
+    """A full-page screenshot: into docs/screenshots/ (the README's) when
+    DISPATCHER_SCREENSHOTS=1, else into the test's temp dir, so a test run leaves the
+    tree clean. Either way it is taken, and must be a PNG."""
+    where = SCREENSHOTS if os.environ.get("DISPATCHER_SCREENSHOTS") == "1" else tmp_path
+    where.mkdir(parents=True, exist_ok=True)
+    path = where / name
+    page.screenshot(path=str(path), full_page=True)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return path
 CHROMIUM = os.environ.get("DISPATCHER_TEST_CHROMIUM", "/usr/bin/chromium")
 WAIT_MS = 20_000  # Playwright's waits (expect, clicks) give up after this
 expect.set_options(timeout=WAIT_MS)
@@ -268,8 +280,7 @@ def test_the_agents_json_output_reads_as_messages_and_tool_calls(
     assert '"type":' not in log.inner_text()  # no raw JSON lines
     expect(page.locator("#job-header")).to_contain_text("2112 in, 345 out")  # tokens
     expect(page.locator("table.diff").first).to_be_visible()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "job.png"), full_page=True)
+    screenshot(page, "job.png", tmp_path)
     page.get_by_role("button", name="Side by side").click()
     split = page.locator("table.split[data-path='AGENT_NOTES.md']")
     expect(split).to_contain_text("## claude")
@@ -299,8 +310,7 @@ def test_board_filters_and_screenshot(page: Page, ui: Daemon, tmp_path: Path) ->
     page.set_viewport_size({"width": 390, "height": 844})  # a phone: one column
     assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.set_viewport_size({"width": 1280, "height": 900})
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "board.png"), full_page=True)
+    screenshot(page, "board.png", tmp_path)
 
 
 # ------------------------------------------------------------------ review and land
