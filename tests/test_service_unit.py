@@ -445,10 +445,11 @@ def test_the_user_manager_starts_restarts_and_stops_the_daemon_cleanly(
 
     # A job's agent runs in a cgroup of its own below the daemon's (Delegate=yes).
     api = Api(port, (state / "token").read_text().strip())
-    gate = tmp_path / "go"
+    gate, started = tmp_path / "go", tmp_path / "started"
     script = tmp_path / "agent.sh"
     script.write_text(
-        f'#!/bin/sh\nwhile [ ! -f "{gate}" ]; do sleep 0.05; done\necho done > out.txt\n'
+        f'#!/bin/sh\n: > "{started}"\n'
+        f'while [ ! -f "{gate}" ]; do sleep 0.05; done\necho done > out.txt\n'
     )
     script.chmod(0o755)
     repo = init_repo(tmp_path / "r")
@@ -459,6 +460,9 @@ def test_the_user_manager_starts_restarts_and_stops_the_daemon_cleanly(
         lambda: (job := api.get(f"/jobs/{job_id}").json())["state"] == "running" and job["pid"],
         "the agent to start", timeout=60, max_interval=0.25,
     )  # fmt: skip
+    # The job's pid is its wrapper's from the spawn on; the wrapper joins the cgroup
+    # first thing, before it runs the agent: so once the agent runs, it is there.
+    wait_until(started.exists, "the agent's first line", timeout=60)
     agent_cgroup = cgroups.own_cgroup(Path(f"/proc/{agent}/cgroup").read_text())
     assert agent_cgroup is not None
     assert agent_cgroup.startswith(own + "/dispatcher-"), agent_cgroup

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.errors import InvalidInput, InvalidState
+from dispatcher.errors import InvalidInput, InvalidState, NotFound
 from dispatcher.service.team_messages import Mailbox
 from dispatcher.service.teams import check_graph, find_cycle
 from dispatcher.store.database import Store, migrate
@@ -130,6 +130,10 @@ def test_messages_are_read_once_each_in_order(box: tuple[Mailbox, int, int]) -> 
     assert mailbox.read(team, f"task:{task}") == []
     with pytest.raises(InvalidInput, match="unknown recipient"):
         mailbox.read(team, "someone")
+    # An unknown team is not found, whoever the message is for (a broadcast too).
+    for to in ("all", "lead", f"task:{task}"):
+        with pytest.raises(NotFound, match=r"^no team with id 987654; see `dispatcher team list`$"):
+            mailbox.send(987654, MessageCreate.model_validate({"to": to, "body": "x"}))
 
 
 def test_a_waiting_read_is_woken_by_a_send(box: tuple[Mailbox, int, int]) -> None:

@@ -109,6 +109,7 @@ class Mailbox:
         if to != "all":
             self._check_recipient(team_id, to)
             return [to]
+        self.teams.team(team_id)  # NotFound for an unknown team
         tasks = [f"task:{t.id}" for t in self.teams.tasks(team_id) if t.state not in _GONE]
         return [r for r in ["lead", *tasks] if r != sender]
 
