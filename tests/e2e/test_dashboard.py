@@ -42,6 +42,8 @@ def screenshot(page: Page, name: str, tmp_path: Path) -> Path:
     page.screenshot(path=str(path), full_page=True)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     return path
+
+
 CHROMIUM = os.environ.get("DISPATCHER_TEST_CHROMIUM", "/usr/bin/chromium")
 WAIT_MS = 20_000  # Playwright's waits (expect, clicks) give up after this
 expect.set_options(timeout=WAIT_MS)
