@@ -276,7 +276,10 @@ def branch_stats(repo: Path, base: str, head: str) -> BranchStats:
 
 def diff(repo: Path, base: str, head: str, *, stat: bool = False) -> str:
     """``git diff base head``: the full patch, or the ``--stat`` summary."""
-    args = ["diff", "--no-color", "--no-ext-diff"] + (["--stat"] if stat else [])
+    # The user's diff settings do not change what a reader parses: a/ and b/ prefixes
+    # always (diff.noprefix, diff.mnemonicPrefix), UTF-8 names unquoted.
+    args = ["-c", "core.quotepath=off", "diff", "--no-color", "--no-ext-diff",
+            "--src-prefix=a/", "--dst-prefix=b/"] + (["--stat"] if stat else [])  # fmt: skip
     args += ["--end-of-options", check_rev(base), check_rev(head), "--"]
     return cmd.run(args, repo).stdout
 

@@ -1064,14 +1064,16 @@ class Store:
 
 
 BOARD_COLUMNS = ("queued", "running", "review", "done")
-"""The dashboard board's columns: queued; preparing or running; with commits awaiting
-review (what ``inbox`` lists); and every other finished or closed job."""
+"""The dashboard board's columns: queued; preparing or running; succeeded with commits
+awaiting review; and every other finished or closed job (failed and timed-out ones with
+commits too: ``inbox`` lists those, the board's Done column shows them)."""
+_BOARD_REVIEW = (JobState.SUCCEEDED,)
 BOARD_COUNT_CAP = 1000
 """A board column counts its jobs up to this many (and one more, to say "more than")."""
 _BOARD_STATES: dict[str, list[JobState]] = {
     "queued": [JobState.QUEUED],
     "running": [JobState.PREPARING, JobState.RUNNING],
-    "review": sorted(IN_INBOX),
+    "review": list(_BOARD_REVIEW),
     "done": sorted(set(JobState) - ACTIVE),
 }
 
@@ -1088,7 +1090,7 @@ class JobFilter:
 
 def _in_review() -> sa.ColumnElement[bool]:
     return sa.and_(
-        col(Job.state).in_(IN_INBOX),
+        col(Job.state).in_(_BOARD_REVIEW),
         func.coalesce(col(Job.commits_ahead), 0) > 0,  # NULL would make NOT(...) NULL
         col(Job.followed_by).is_(None),
     )
@@ -1098,7 +1100,7 @@ def _board_extra(column: str, state: JobState) -> list[sa.ColumnElement[bool]]:
     """What, beside its state, puts a job of ``state`` in ``column``."""
     if column == "review":
         return [_in_review()]
-    if column == "done" and state in IN_INBOX:
+    if column == "done" and state in _BOARD_REVIEW:
         return [sa.not_(_in_review())]
     return []
 

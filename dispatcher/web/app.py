@@ -24,6 +24,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from pydantic import ValidationError
 from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -262,7 +263,11 @@ def create_ui(service: Service, token: str) -> FastAPI:
         prompt = render.review_prompt(comments, note) if comments else note.strip()
         if not prompt:
             return fragment_error(request, InvalidInput("write a prompt or a comment first"))
-        body = FollowupCreate(prompt=prompt)
+        try:
+            body = FollowupCreate(prompt=prompt)
+        except ValidationError as exc:  # too long, say: the one line the REST route gives
+            why = "; ".join(str(e["msg"]) for e in exc.errors()[:3])
+            return fragment_error(request, InvalidInput(f"invalid follow-up: {why}"))
         return await act(request, job_id, partial(service.jobs.followup, job_id, body))
 
     # ------------------------------------------------------------ repos, events, notices

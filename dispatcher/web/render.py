@@ -134,19 +134,62 @@ def parse_diff(patch: str) -> Diff:
 
 
 def _b_path(header: str) -> str:
-    # diff --git a/x b/x: the b/ side (git quotes odd names; shown as git wrote them)
+    """The path of a ``diff --git a/X b/Y`` header, as a first guess: exact when both
+    halves name one path (``docs b/x.py`` too); ``---``/``+++``/``rename to`` lines that
+    follow correct it (:func:`_header_line`)."""
     rest = header.removeprefix("diff --git ")
+    if rest.startswith('"'):  # a quoted name: the lines that follow say it exactly
+        return _unquote(rest.split('" ', 1)[0] + '"').removeprefix("a/")
+    size = (len(rest) - 5) // 2  # "a/" X " b/" X
+    if (
+        rest.startswith("a/")
+        and rest[2 : 2 + size] == rest[size + 5 :]
+        and rest[2 + size : size + 5] == " b/"
+    ):
+        return rest[2 : 2 + size]
     half = rest.rfind(" b/")
     return rest[half + 3 :] if half >= 0 else rest
 
 
+def _unquote(name: str) -> str:
+    """A path as git wrote it: C-quoted (``"a/\\303\\251.py"``, octal bytes of UTF-8)
+    when it holds odd characters, else plain; a trailing tab (git adds one after a
+    name with a space) dropped."""
+    name = name.removesuffix("\t")
+    if not (len(name) >= 2 and name.startswith('"') and name.endswith('"')):
+        return name
+    out = bytearray()
+    body, i = name[1:-1], 0
+    simple = {"n": 10, "t": 9, '"': 34, "\\": 92, "a": 7, "b": 8, "f": 12, "r": 13, "v": 11}
+    while i < len(body):
+        ch = body[i]
+        if ch == "\\" and i + 1 < len(body):
+            nxt = body[i + 1]
+            if nxt in "01234567" and i + 3 < len(body) + 1:
+                out.append(int(body[i + 1 : i + 4], 8) & 0xFF)
+                i += 4
+                continue
+            out.append(simple.get(nxt, ord(nxt)))
+            i += 2
+            continue
+        out += ch.encode()
+        i += 1
+    return out.decode("utf-8", errors="replace")
+
+
 def _header_line(f: DiffFile, line: str) -> None:
-    if line.startswith("new file mode"):
+    if line.startswith("+++ ") and line != "+++ /dev/null":
+        f.path = _unquote(line[4:]).removeprefix("b/")
+    elif line.startswith("--- ") and line != "--- /dev/null" and f.status == "deleted":
+        f.path = _unquote(line[4:]).removeprefix("a/")
+    elif line.startswith("rename to "):
+        f.path = _unquote(line.removeprefix("rename to "))
+    elif line.startswith("new file mode"):
         f.status = "added"
     elif line.startswith("deleted file mode"):
         f.status = "deleted"
     elif line.startswith("rename from "):
-        f.status, f.old_path = "renamed", line.removeprefix("rename from ")
+        f.status, f.old_path = "renamed", _unquote(line.removeprefix("rename from "))
     elif line.startswith("Binary files "):
         f.status = "binary"
 

@@ -17,15 +17,15 @@ counts on ``/ui`` only: the REST API never reads it.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import secrets
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
-from http.cookies import SimpleCookie
 from typing import Any, Final
+
+from starlette.requests import cookie_parser
 
 UI_PREFIX: Final = "/ui"
 COOKIE: Final = "dispatcher_ui"
@@ -84,11 +84,12 @@ def cookie_of(scope: Scope) -> str | None:
     """The session cookie a request carries (the first, if several)."""
     for key, value in scope.get("headers", []):
         if key.lower() == b"cookie":
-            jar: SimpleCookie = SimpleCookie()
-            with contextlib.suppress(Exception):  # a malformed header is no session
-                jar.load(value.decode("latin-1"))
+            # Starlette's lenient parser (what request.cookies uses): another app's odd
+            # cookie on 127.0.0.1 (a space, a quote, JSON) does not hide ours, as the
+            # stdlib's SimpleCookie, which stops at the first one it cannot read, would.
+            jar = cookie_parser(value.decode("latin-1"))
             if COOKIE in jar:
-                return jar[COOKIE].value
+                return jar[COOKIE]
     return None
 
 

@@ -214,6 +214,22 @@ def test_a_state_changing_request_without_the_csrf_token_is_refused(
     assert ui.wait(job["id"])["state"] == "canceled"
 
 
+def test_a_follow_up_too_long_gets_one_line_not_a_500(ui: Daemon, tmp_path: Path) -> None:
+    """Under the body limit but over the prompt's: the REST route's one-line refusal, in a
+    fragment htmx shows; the job is not followed up."""
+    name = ui.add_repo(init_repo(tmp_path / "app", files={"README.md": "hi\n"}))
+    job = finished_job(ui, name, command=["sh", "-c", "echo x > x.txt"])
+    with cookie_client(ui) as c:
+        r = c.post(
+            f"/ui/jobs/{job['id']}/followup",
+            data={"prompt": "p" * 1_000_001},
+            headers={"X-CSRF-Token": csrf_of(c), "HX-Request": "true"},
+        )
+    assert r.status_code == 422, r.text[:500]
+    assert "invalid follow-up: " in r.text and "1000000 characters" in r.text
+    assert ui.job(job["id"])["followed_by"] is None
+
+
 def test_the_session_cookie_is_refused_on_the_rest_api(ui: Daemon) -> None:
     with cookie_client(ui) as c:
         assert c.get("/ui/").status_code == 200

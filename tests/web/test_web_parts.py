@@ -5,13 +5,16 @@ messages and tool calls. The whole dashboard in a browser: tests/e2e/test_dashbo
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from dispatcher.agents.view import view_line
+from dispatcher.git import refs
 from dispatcher.web.render import Comment, parse_diff, review_prompt
-from dispatcher.web.session import COOKIE, Refusal, Sessions, UiGuard
+from dispatcher.web.session import COOKIE, Refusal, Sessions, UiGuard, cookie_of
+from tests.gitutil import git, init_repo
 
 
 def scope(method: str, path: str, cookie: str | None = None, **headers: str) -> dict[str, Any]:
@@ -37,6 +40,15 @@ def test_a_session_cookie_is_valid_only_unchanged_unexpired_and_for_its_token() 
     assert not Sessions("").token_matches("")
     assert sessions.token_matches("the-token\n") and not sessions.token_matches("the-toke")
     assert sessions.csrf(nonce) != sessions.csrf(nonce + "x")
+
+
+def test_the_session_cookie_is_found_beside_other_apps_odd_cookies() -> None:
+    """Another app on 127.0.0.1 shares the cookie jar (cookies ignore ports): its JSON,
+    spaces or quotes do not hide the session cookie after them."""
+    for other in ('x={"a": 1}', "a=b c", 'q="unclosed', "bare"):
+        raw = [(b"cookie", f"{other}; {COOKIE}=the-session".encode())]
+        assert cookie_of({"type": "http", "headers": raw}) == "the-session", other
+    assert cookie_of({"type": "http", "headers": [(b"cookie", b"a=1")]}) is None
 
 
 @pytest.mark.parametrize(
@@ -115,6 +127,31 @@ def test_a_diff_reads_as_files_with_numbered_escaped_lines() -> None:
     assert 'class="tok-' in html
     plain = "".join(str(line.html) for line in diff.files[1].hunks[0].lines)
     assert plain == "one&lt;img onerror=x&gt;"
+
+
+def test_a_real_diff_names_odd_paths_exactly_whatever_the_users_diff_settings(
+    tmp_path: Path,
+) -> None:
+    """Names with " b/", spaces, UTF-8 and quotes, a deletion and a rename, from a real
+    ``git diff`` in a repo whose config asks for no prefixes and mnemonic ones."""
+    repo = init_repo(tmp_path / "r", files={"gone.txt": "x\n", "old name.md": "same\n"})
+    base = git(repo, "rev-parse", "HEAD")
+    git(repo, "config", "diff.noprefix", "true")
+    git(repo, "config", "diff.mnemonicPrefix", "true")
+    names = ["docs b/x.py", "é b.py", 'q"uote.txt', "tab\there.txt"]
+    for name in names:
+        (repo / name).parent.mkdir(exist_ok=True)
+        (repo / name).write_text("print(1)\n")
+    (repo / "gone.txt").unlink()
+    git(repo, "mv", "old name.md", "new name.md")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "odd names")
+    diff = parse_diff(refs.diff(repo, base, "HEAD"))
+    seen = {f.path: f.status for f in diff.files}
+    assert seen == {
+        **{name: "added" for name in names}, "gone.txt": "deleted", "new name.md": "renamed",
+    }, seen  # fmt: skip
+    assert next(f.old_path for f in diff.files if f.status == "renamed") == "old name.md"
 
 
 def test_side_by_side_pairs_removed_lines_with_the_added_ones_after_them() -> None:
