@@ -80,3 +80,19 @@ def test_an_offset_in_a_renamed_file_starts_the_new_one_at_zero(tmp_path: Path) 
     same = logpage.read_page(log, offset=first.next, file_id=page.file_id)
     assert (same.start, same.restarted) == (first.next, False)
     assert logpage.read_page(log, offset=first.next).start == first.next  # no id: no way to know
+
+
+def test_a_tail_reads_on_in_its_file_and_starts_another_file_at_0(tmp_path: Path) -> None:
+    """LogTail: an offset given with its file's inode reads on from there; with another
+    file's inode (the log rotated since), from 0; each chunk's file is reported."""
+    log = tmp_path / "agent.log"
+    log.write_bytes(b"0123456789\n")
+    inode = log.stat().st_ino
+    same = logpage.LogTail(log, 5, file_id=inode)
+    assert same.read() == b"56789\n" and same.file_id == inode
+    same.close()
+    other = logpage.LogTail(log, 5, file_id=inode + 1)
+    assert other.read() == b"0123456789\n"
+    other.close()
+    plain = logpage.LogTail(tmp_path / "none.log", 3)
+    assert plain.read() == b"" and plain.file_id == 0

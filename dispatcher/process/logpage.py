@@ -120,10 +120,13 @@ def read_page(
 
 @dataclass(frozen=True)
 class LogChunk:
-    """Text a follower read; ``offset``: where the next read starts, in the file it came from."""
+    """Text a follower read; ``offset``: where the next read starts, in the file it came
+    from (``file_id``, its inode); ``data``: the bytes the text was decoded from."""
 
     offset: int
     text: str
+    file_id: int = 0
+    data: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -139,10 +142,18 @@ class LogTail:
     another file (the writer rotated it), the old one is read to its end first, then
     the new one from 0. Blocking calls (run in a thread)."""
 
-    def __init__(self, path: Path, offset: int) -> None:
+    def __init__(self, path: Path, offset: int, file_id: int | None = None) -> None:
+        """``file_id``: the file ``offset`` is in (an inode a reader was given); another
+        file (rotated since) is read from 0, as :func:`read_page` does."""
         self.path = path
         self.offset = offset
+        self._want = file_id
         self._fh: BinaryIO | None = None
+
+    @property
+    def file_id(self) -> int:
+        """The inode of the file being read (0 before it exists)."""
+        return os.fstat(self._fh.fileno()).st_ino if self._fh is not None else 0
 
     def read(self) -> bytes:
         """The next chunk (cut on a character boundary); b"" when there is none yet."""
@@ -162,8 +173,10 @@ class LogTail:
             self._fh = open(self.path, "rb")  # noqa: SIM115 (closed by close or _switched)
         except FileNotFoundError:
             return False
-        if os.fstat(self._fh.fileno()).st_size < self.offset:  # past its end: start over
-            self.offset = 0
+        st = os.fstat(self._fh.fileno())
+        if st.st_size < self.offset or (self._want is not None and self._want != st.st_ino):
+            self.offset = 0  # past its end, or another file than the offset's: start over
+        self._want = None
         self._fh.seek(self.offset)
         return True
 

@@ -60,22 +60,29 @@ class Outputs:
         return logpage.read_page(path, tail=tail, limit=1).start
 
     async def follow(
-        self, job_id: int, offset: int, disconnected: Callable[[], Awaitable[bool]]
+        self,
+        job_id: int,
+        offset: int,
+        disconnected: Callable[[], Awaitable[bool]],
+        file_id: int | None = None,
     ) -> AsyncIterator[LogChunk | LogEnd]:
         """What is in the job's log from ``offset``, then new output as it comes, until
         the job is terminal (then one :class:`LogEnd`) or ``disconnected()`` says the
-        reader went away. The log's REST follow and the dashboard's both read it here.
+        reader went away. ``file_id``: the file ``offset`` is in (a chunk's ``file_id``);
+        if the log was rotated since, the new file is read from 0. The log's REST follow
+        and the dashboard's both read it here.
 
         Chunks end on UTF-8 character boundaries (:func:`logpage.complete_prefix`). Across a
         rotation nothing is skipped: the rest of the old file, then the new one from 0 (each
         chunk's ``offset`` is in the file its text came from).
         """
-        tail = LogTail(self.log_file(job_id), offset)
+        tail = LogTail(self.log_file(job_id), offset, file_id)
         try:
             while True:
                 chunk = await anyio.to_thread.run_sync(tail.read)
                 if chunk:
-                    yield LogChunk(tail.offset, chunk.decode("utf-8", errors="replace"))
+                    text = chunk.decode("utf-8", errors="replace")
+                    yield LogChunk(tail.offset, text, tail.file_id, chunk)
                     continue
                 state = await anyio.to_thread.run_sync(self.job_state, job_id)
                 if state in TERMINAL:

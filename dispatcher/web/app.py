@@ -205,18 +205,23 @@ def create_ui(service: Service, token: str) -> FastAPI:
         request: Request,
         job_id: JobId,
         offset: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
+        file_id: Annotated[int | None, Query(ge=0, le=MAX_ID)] = None,
     ) -> EventSourceResponse:
-        """The log from ``offset`` (or the ``Last-Event-ID`` a reconnect sends); first
-        asked for, its last :data:`LOG_TAIL_BYTES` (a long log's start is not sent)."""
-        resume = request.headers.get("last-event-id", "")
-        start = int(resume) if resume.isdigit() else offset
+        """The log from ``offset`` in file ``file_id`` (or the ``Last-Event-ID``,
+        ``<file id>:<offset>``, a reconnect sends); first asked for, its last
+        :data:`LOG_TAIL_BYTES` (a long log's start is not sent)."""
+        resumed = _event_id(request.headers.get("last-event-id", ""))
+        start = resumed[1] if resumed else offset
+        file_id = resumed[0] if resumed else file_id
         tail = start is None
         if start is None:  # 404 for an unknown job, before streaming
             start = await call(service.outputs.log_start, job_id, tail=LOG_TAIL_BYTES)
         else:
             await call(service.outputs.log_file, job_id)
         render_items = env.get_template("_log_items.html").render
-        events = _log_events(service, job_id, start, request, render_items, cut=tail and start > 0)
+        events = _log_events(
+            service, job_id, start, request, render_items, cut=tail and start > 0, file_id=file_id
+        )
         return EventSourceResponse(events, ping=15)
 
     # ------------------------------------------------------------ actions
@@ -343,29 +348,50 @@ async def _log_events(
     render_items: Callable[..., str],
     *,
     cut: bool = False,
+    file_id: int | None = None,
 ) -> AsyncIterator[dict[str, str]]:
     """The job's log from ``offset`` as SSE ``line`` events of rendered HTML (whole lines
-    only: a partial line waits for its end), each with the byte offset after it as its
-    id, then ``end`` with the job's state. ``cut``: the stream starts past the log's
-    start (its tail), which the first line says."""
-    pending = f"{DISPATCHER_PREFIX}(the start is left out: GET /jobs/{job_id}/log)\n" if cut else ""
-    async for item in service.outputs.follow(job_id, offset, request.is_disconnected):
+    only: a partial line waits for its end), each with ``<file id>:<offset>`` after it as
+    its id (the file's inode: a reconnect after a rotation starts the new file at 0, not
+    at an offset of the old one), then ``end`` with the job's state. ``cut``: the stream
+    starts past the log's start (its tail), which the first line says. Offsets count the
+    file's bytes, not the decoded text's (invalid UTF-8 is one byte, not three)."""
+    note = f"{DISPATCHER_PREFIX}(the start is left out: GET /jobs/{job_id}/log)\n" if cut else ""
+    pending = note.encode()
+    where, end = 0, offset  # the file of the last chunk, and where it ended
+    async for item in service.outputs.follow(job_id, offset, request.is_disconnected, file_id):
         if isinstance(item, LogChunk):
-            pending += item.text
-            done, _, pending = pending.rpartition("\n")
-            if not done and not _:
+            if where and item.file_id != where and pending:  # the old file's unended line
+                yield _line(render_items, pending, where, end)
+                pending = b""
+            where, end = item.file_id, item.offset
+            pending += item.data
+            done, newline, pending = pending.rpartition(b"\n")
+            if not newline:
                 continue
-            after = max(0, item.offset - len(pending.encode()))
-            yield {"event": "line", "id": str(after), "data": render_items(items=_views(done))}
+            after = max(0, item.offset - len(pending))
+            yield _line(render_items, done, where, after)
         else:
             if pending:
-                yield {"event": "line", "id": str(item.offset),
-                       "data": render_items(items=_views(pending))}  # fmt: skip
+                yield _line(render_items, pending, where, item.offset)
             yield {
                 "event": "end",
-                "id": str(item.offset),
+                "id": f"{where}:{item.offset}",
                 "data": f"The log ended: the job is {item.state}.",
             }
+
+
+def _line(render: Callable[..., str], data: bytes, file_id: int, after: int) -> dict[str, str]:
+    text = data.decode("utf-8", errors="replace")
+    return {"event": "line", "id": f"{file_id}:{after}", "data": render(items=_views(text))}
+
+
+def _event_id(value: str) -> tuple[int | None, int] | None:
+    """A log event's id (``<file id>:<offset>``, or a bare offset) as (file id, offset)."""
+    file_part, _, offset = value.rpartition(":")
+    if not offset.isdigit() or (file_part and not file_part.isdigit()):
+        return None
+    return (int(file_part) if file_part else None), int(offset)
 
 
 def _views(text: str) -> list[Any]:

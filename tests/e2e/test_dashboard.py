@@ -24,6 +24,7 @@ from playwright.sync_api import Browser, Page, Playwright, expect, sync_playwrig
 
 from tests.daemon_fixture import Daemon, _new_daemon
 from tests.gitutil import commit_file, git, init_repo
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -228,6 +229,62 @@ def test_a_follow_up_too_long_gets_one_line_not_a_500(ui: Daemon, tmp_path: Path
     assert r.status_code == 422, r.text[:500]
     assert "invalid follow-up: " in r.text and "1000000 characters" in r.text
     assert ui.job(job["id"])["followed_by"] is None
+
+
+def sse_stream(c: httpx.Client, path: str, **headers: str) -> Iterator[tuple[str, str, str]]:
+    """The (event, id, data) of a job's log stream as they come, to its ``end``."""
+    with c.stream("GET", path, headers=headers) as resp:
+        assert resp.status_code == 200
+        event, ident, data = "", "", []
+        for line in resp.iter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("id:"):
+                ident = line[3:].strip()
+            elif line.startswith("data:"):
+                data.append(line[5:].strip())
+            elif not line and event:
+                yield event, ident, "\n".join(data)
+                if event == "end":
+                    return
+                event, ident, data = "", "", []
+
+
+def test_log_event_ids_are_file_and_byte_offsets_a_reconnect_resumes_from(
+    ui: Daemon, tmp_path: Path, agent: Agent
+) -> None:
+    """Each id is ``<inode>:<offset>`` counted in the file's bytes (a partial line's
+    invalid UTF-8 is one byte each, not three); resuming from an id sends only what
+    follows it, and an id of another file (the log rotated since) starts the current
+    file from 0."""
+    name = ui.add_repo(init_repo(tmp_path / "app", files={"README.md": "hi\n"}))
+    gate = tmp_path / "gate"
+    # The markers are put together by printf, so the daemon's note of the argv lacks them.
+    script = agent(
+        "partial.sh",
+        "printf 'one%s\\n' MARK; printf 'par\\377\\376'\n"
+        f"while [ ! -e \"{gate}\" ]; do sleep 0.05; done\nprintf 'tial%s\\n' MARK\n",
+    )
+    job = ui.submit(name, "partial line", command=[script])
+    log_file = ui.state_dir / "jobs" / str(job["id"]) / "agent.log"
+    base = f"/ui/jobs/{job['id']}/log"
+    with cookie_client(ui) as c:
+        ui.wait(job["id"], {"running"})
+        wait_until(lambda: log_file.exists() and b"par\xff\xfe" in log_file.read_bytes(), "output")
+        stream = sse_stream(c, base + "?offset=0")
+        first = next(e for e in stream if "oneMARK" in e[2])
+        gate.touch()
+        rest = list(stream)
+        raw, inode = log_file.read_bytes(), log_file.stat().st_ino
+        file_part, _, off = first[1].partition(":")
+        assert int(file_part) == inode
+        assert raw[: int(off)].endswith(b"oneMARK\n"), (off, raw)
+        assert raw[int(off) :].startswith(b"par\xff\xfetialMARK\n"), (off, raw)
+        assert rest[-1][0] == "end" and rest[-1][1] == f"{inode}:{len(raw)}"
+        again = " ".join(e[2] for e in sse_stream(c, base, **{"Last-Event-ID": first[1]}))
+        assert "tialMARK" in again and "oneMARK" not in again
+        stale = sse_stream(c, base, **{"Last-Event-ID": f"{inode + 1}:{off}"})
+        assert "oneMARK" in " ".join(e[2] for e in stale)  # another file: from its start
 
 
 def test_the_session_cookie_is_refused_on_the_rest_api(ui: Daemon) -> None:

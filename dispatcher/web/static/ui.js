@@ -15,12 +15,15 @@
     if (e.detail && e.detail.xhr && e.detail.xhr.status > 0) { back(); }
   });
 
-  // Each log event's id is the byte offset after it: a new EventSource (htmx-ext-sse makes
-  // one after the old one closed) starts there instead of at 0.
+  // Each log event's id is "<file id>:<byte offset after it>": a new EventSource (htmx-ext-sse
+  // makes one after the old one closed) starts there instead of at 0, in that same file.
   document.addEventListener("htmx:sseBeforeMessage", function (e) {
     var id = e.detail && e.detail.lastEventId;
     var box = e.target.closest("[data-log-base]");
-    if (box && id) { box.setAttribute("sse-connect", box.dataset.logBase + "?offset=" + id); }
+    var at = id ? /^(\d+):(\d+)$/.exec(id) : null;
+    if (box && at) {
+      box.setAttribute("sse-connect", box.dataset.logBase + "?offset=" + at[2] + "&file_id=" + at[1]);
+    }
     // The job ended while the page was open: its header and changes are read again.
     if (box && e.detail && e.detail.type === "end" && box.hasAttribute("data-refresh-on-end")) {
       htmx.trigger(document.body, "job-changed");
