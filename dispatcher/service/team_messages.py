@@ -1,13 +1,21 @@
-"""A team's messages: sent durably, read once each in order, a waiting read woken on send.
+"""A team's messages: sent durably, handed out in order, delivered once acknowledged;
+a waiting read woken on send.
 
 A message is one row per recipient (a broadcast is a row for each), stored
-before :meth:`Mailbox.send` returns. A read hands over the recipient's oldest
-undelivered rows and marks them delivered in the same write, so each reaches
-exactly one read, even across a restart. A read that finds nothing may wait:
-it sleeps on a condition that :meth:`Mailbox.send` notifies (no polling loop).
-Agents that cannot call the daemon get their undelivered messages in the
-prompt of the next run the team starts for them (:meth:`Mailbox.for_prompt`),
-marked delivered once that run's job is made.
+before :meth:`Mailbox.send` returns. A read first confirms what its caller
+acknowledges (``ack``: the id of the last message it handled; those become
+delivered), then leases the recipient's next undelivered rows to itself for
+the lease time (``team_message_lease_seconds``) and hands them out. A read
+whose answer never reaches its caller (it gave up waiting, its connection
+dropped) loses nothing: unacknowledged, the rows are handed out again, same
+ids, once the lease ends. Only a run from the oldest undelivered row is handed
+out, so the order holds. A read that finds none may wait: it sleeps on a
+condition that :meth:`Mailbox.send` notifies (no polling loop), or until the
+lease that holds the next row ends. Agents that cannot call the daemon get
+their undelivered messages in the prompt of the next run the team starts for
+them (:meth:`Mailbox.for_prompt`): leased to that prompt (no read takes them),
+delivered once that run's job is made (a restart that finds the job confirms
+them, :meth:`Mailbox.prompt_delivered`).
 """
 
 from __future__ import annotations
