@@ -227,6 +227,12 @@ def test_a_prompt_holds_its_messages_from_reads_and_a_restart_confirms_them(
     mailbox.prompt_delivered(team, me)  # the restart found the job
     assert mailbox.for_prompt(team, me)[0] == ""
     assert mailbox.read(team, me) == []
+    # A prompt whose job could not be made lets its messages go to reads.
+    again = _send(mailbox, team, me, "not in a prompt after all")
+    assert "after all" in mailbox.for_prompt(team, me)[0]
+    assert mailbox.read(team, me) == []
+    mailbox.release_prompt(team, me)
+    assert [m.id for m in mailbox.read(team, me)] == [again]
 
 
 def test_a_hostile_body_cannot_forge_another_sender_in_a_prompt(
@@ -281,3 +287,23 @@ def test_the_lease_migration_goes_down_and_up_keeping_the_messages(
         assert {"leased_to", "leased_until"} <= cols and len(rows) == 1
     finally:
         engine.dispose()
+
+
+def test_a_read_held_back_by_a_prompt_goes_on_once_its_job_is_made(
+    box: tuple[Mailbox, int, int],
+) -> None:
+    mailbox, team, task = box
+    me = f"task:{task}"
+    _send(mailbox, team, me, "in the prompt")
+    _, made = mailbox.for_prompt(team, me)
+    after = _send(mailbox, team, me, "after it")
+    got: list[list[int]] = []
+    reader = threading.Thread(
+        target=lambda: got.append([m.id for m in mailbox.read(team, me, wait_s=30)])
+    )
+    reader.start()
+    wait_until(lambda: mailbox._cond._waiters, "the read to wait", 10)  # type: ignore[attr-defined]
+    began = time.monotonic()
+    made()  # the prompt's job is made: the read is woken and takes what came after
+    reader.join(10)
+    assert got == [[after]] and time.monotonic() - began < 5

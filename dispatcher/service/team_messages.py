@@ -131,12 +131,22 @@ class Mailbox:
             "Messages sent to you since your last run, oldest first (each one's text is "
             "indented under its header):\n" + "\n".join(parts)
         )
-        return text, partial(self.teams.delivered, rows)
+        return text, partial(self._prompt_made, team_id, recipient, rows)
+
+    def _prompt_made(self, team_id: int, recipient: str, rows: list[TeamMessage]) -> None:
+        self.teams.delivered(rows)
+        self._wake(team_id, [recipient])  # a read held back by the prompt may go on
+
+    def release_prompt(self, team_id: int, recipient: str) -> None:
+        """Let reads have what a prompt of ``recipient`` held: its job could not be made."""
+        self.teams.release_prompt(team_id, recipient)
+        self._wake(team_id, [recipient])
 
     def prompt_delivered(self, team_id: int, recipient: str) -> None:
         """Confirm what a prompt of ``recipient`` holds: a restart found the job made of
         it (the daemon stopped before :meth:`for_prompt`'s confirm ran)."""
         self.teams.prompt_delivered(team_id, recipient)
+        self._wake(team_id, [recipient])
 
     def _wake(self, team_id: int, recipients: Iterable[str]) -> None:
         with self._cond:

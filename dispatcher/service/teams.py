@@ -384,6 +384,7 @@ class Teams:
                     team=(team.id, task.id),
                 ).id  # fmt: skip
         except DispatcherError as exc:
+            self.mailbox.release_prompt(team.id, f"task:{task.id}")  # not in any prompt
             self.rows.move_task(task.id, TaskState.STARTING, TaskState.FAILED, error=exc.message)
             self._tell_lead(team, f"task {task.id} ({task.title}) could not start: {exc.message}")
             return

@@ -210,6 +210,21 @@ class TeamStore:
         with self.store.writing() as s:
             _mark_delivered(s, [r.id for r in rows if r.id is not None])
 
+    def release_prompt(self, team_id: int, recipient: str) -> None:
+        """Free what a prompt of ``recipient`` holds (its job could not be made)."""
+        with self.store.writing() as s:
+            s.exec(
+                sa.update(TeamMessage)
+                .where(
+                    col(TeamMessage.team_id) == team_id,
+                    col(TeamMessage.recipient) == recipient,
+                    col(TeamMessage.delivered_at).is_(None),
+                    col(TeamMessage.leased_to) == "prompt",
+                )
+                .values(leased_to=None, leased_until=None)
+                .execution_options(synchronize_session=False)
+            )
+
     def prompt_delivered(self, team_id: int, recipient: str) -> None:
         """Confirm every message a prompt of ``recipient`` holds (a restart found the job
         that prompt made)."""
