@@ -24,7 +24,7 @@ your own token they act on team {team} as you, {me}, so team_id and task_id may 
 - read_messages {{"wait_s": 30, "ack": <id of the last message you handled>}}: your next
   messages, oldest first; always pass ack (after your first read) so the ones you handled
   are delivered and not handed to you again (unacknowledged ones come again, same id,
-  after a minute); wait_s (at most 60) waits for one and answers as soon as it is sent
+  once their lease ends); wait_s (at most 60) waits for one and answers as soon as it is sent
 - signal {{"signal": "blocked" | "needs-review" | "done", "reason"}}: for your own task
 - submit_plan {{"plan"}}: when your task requires a plan
 """
