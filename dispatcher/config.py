@@ -142,6 +142,9 @@ class Settings(BaseSettings):
     mcp_skip_agents: list[str] = Field(default_factory=list)
     # How many jobs one job (with its follow-ups and retries) may create through MCP.
     mcp_max_children: int = Field(default=50, ge=0)
+    # How long a read of a team's messages holds what it handed out: unacknowledged by
+    # then (its caller went away), they are handed out again (docs/teams.md).
+    team_message_lease_seconds: float = Field(default=60, gt=0, le=86_400)
 
     @model_validator(mode="after")
     def _log_json_alias(self) -> Settings:

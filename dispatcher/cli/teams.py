@@ -182,18 +182,20 @@ def read(
     wait: Annotated[float, typer.Option(help="Wait up to this many seconds for one")] = 0.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Take the undelivered messages (each is handed over once)."""
+    """Take the next messages, print them, then acknowledge what was printed (a read cut
+    short before that hands them out again once its lease ends)."""
+    url = f"/teams/{team_id}/messages"
     with _client() as c:
         rows = c.get(
-            f"/teams/{team_id}/messages",
-            params={"to": to, "wait": wait},
-            timeout=httpx.Timeout(10.0, read=wait + 30),
+            url, params={"to": to, "wait": wait}, timeout=httpx.Timeout(10.0, read=wait + 30)
         )
-    if as_json:
-        _print_json(rows)
-        return
-    for m in rows:
-        typer.echo(f"{m['id']}  from {m['sender']}: {m['body']}")
+        if as_json:
+            _print_json(rows)
+        else:
+            for m in rows:
+                typer.echo(f"{m['id']}  from {m['sender']}: {m['body']}")
+        if rows:
+            c.get(url, params={"to": to, "ack": rows[-1]["id"], "limit": 0})
 
 
 @team_app.command("signal")

@@ -21,8 +21,10 @@ _TOOLS = """The dispatcher MCP server's team tools (the server is given to you a
 your own token they act on team {team} as you, {me}, so team_id and task_id may be left out):
 - show_team: the tasks, their states, who waits on what (waiting_on), cost
 - send_message {{"to": "lead" | "task:<id>" | "all", "body"}}
-- read_messages {{"wait_s": 30}}: your messages, oldest first, each handed over once;
-  wait_s (at most 60) waits for one and answers as soon as it is sent
+- read_messages {{"wait_s": 30, "ack": <id of the last message you handled>}}: your next
+  messages, oldest first; always pass ack (after your first read) so the ones you handled
+  are delivered and not handed to you again (unacknowledged ones come again, same id,
+  once their lease ends); wait_s (at most 60) waits for one and answers as soon as it is sent
 - signal {{"signal": "blocked" | "needs-review" | "done", "reason"}}: for your own task
 - submit_plan {{"plan"}}: when your task requires a plan
 """

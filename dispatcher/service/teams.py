@@ -142,7 +142,7 @@ class Teams:
 
     def __post_init__(self) -> None:
         self.rows = TeamStore(self.store)
-        self.mailbox = Mailbox(self.rows)
+        self.mailbox = Mailbox(self.rows, self.settings.team_message_lease_seconds)
 
     def _lock(self, team_id: int) -> threading.RLock:
         with self._guard:
@@ -384,11 +384,12 @@ class Teams:
                     team=(team.id, task.id),
                 ).id  # fmt: skip
         except DispatcherError as exc:
+            self.mailbox.release_prompt(team.id, f"task:{task.id}")  # not in any prompt
             self.rows.move_task(task.id, TaskState.STARTING, TaskState.FAILED, error=exc.message)
             self._tell_lead(team, f"task {task.id} ({task.title}) could not start: {exc.message}")
             return
-        delivered()  # in its prompt now
         faults.reach("team.job-made")  # the job is made; the task does not name it yet
+        delivered()  # in its prompt now (a restart that finds the job confirms them)
         self.rows.move_task(task.id, TaskState.STARTING, TaskState.RUNNING, job_id=job_id)
         log.info("team %s: task %s started as job %s", team.id, task.id, job_id)
 
@@ -527,9 +528,15 @@ class Teams:
         return self.mailbox.send(team_id, req)
 
     def read(
-        self, team_id: int, recipient: str, *, wait_s: float = 0.0, limit: int = 100
+        self,
+        team_id: int,
+        recipient: str,
+        *,
+        wait_s: float = 0.0,
+        limit: int = 100,
+        ack: int | None = None,
     ) -> list[MessagePublic]:
-        return self.mailbox.read(team_id, recipient, wait_s=wait_s, limit=limit)
+        return self.mailbox.read(team_id, recipient, wait_s=wait_s, limit=limit, ack=ack)
 
     def messages_log(self, team_id: int, limit: int = 200) -> list[MessagePublic]:
         """The team's last ``limit`` messages, oldest first, delivered or not, handing none
@@ -705,6 +712,7 @@ class Teams:
                 if task.state is TaskState.STARTING:
                     made = self.rows.newest_job_of_task(task.id)
                     if made is not None and made.id != task.job_id:
+                        self.mailbox.prompt_delivered(team.id, f"task:{task.id}")
                         self.rows.move_task(
                             task.id, TaskState.STARTING, TaskState.RUNNING, job_id=made.id
                         )

@@ -116,8 +116,11 @@ class TeamTask(SQLModel, table=True):
 
 
 class TeamMessage(SQLModel, table=True):
-    """One message to one recipient (a broadcast is a row per recipient): delivered once,
-    in id order, marked ``delivered_at`` by the read that hands it over."""
+    """One message to one recipient (a broadcast is a row per recipient), handed over in
+    id order. A read leases it (``leased_to`` ``read`` until ``leased_until``) and hands
+    it out again once the lease ends unacknowledged; a prompt leases it (``prompt``, no
+    end) until its job is made. ``delivered_at`` is set when it was acknowledged (or its
+    prompt's job made): from then on no read sees it."""
 
     __tablename__ = "team_message"
     __table_args__ = (sa.Index("ix_team_message_inbox", "team_id", "recipient", "delivered_at"),)
@@ -130,6 +133,8 @@ class TeamMessage(SQLModel, table=True):
     kind: str = "message"  # message | broadcast | signal | plan | notice
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     delivered_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    leased_to: str | None = None  # read | prompt: who holds it now
+    leased_until: datetime | None = Field(default=None, sa_type=UTCDateTime)  # a read's lease
 
 
 # ---------------------------------------------------------------- API schemas
@@ -237,7 +242,8 @@ class MessagePublic(BaseModel):
     body: str
     kind: str
     created_at: datetime
-    delivered_at: datetime | None = None  # when a read (or a prompt) handed it over
+    delivered_at: datetime | None = None  # when it was acknowledged (or put in a prompt)
+    leased_until: datetime | None = None  # a read handed it out: again after this unless acked
 
 
 class SignalCreate(BaseModel):

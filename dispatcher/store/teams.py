@@ -1,4 +1,4 @@
-"""The teams' rows: teams, tasks (moved by compare-and-set) and messages (taken once).
+"""The teams' rows: teams, tasks (moved by compare-and-set) and messages (leased, acked).
 
 It shares :class:`~dispatcher.store.database.Store`'s engines and its habit:
 short ``BEGIN IMMEDIATE`` writes, detached rows returned. A task moves only
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
@@ -160,23 +161,83 @@ class TeamStore:
             s.flush()
             return list(rows)
 
-    def take_messages(self, team_id: int, recipient: str, limit: int) -> list[TeamMessage]:
-        """The recipient's oldest undelivered messages, marked delivered in the same
-        write: each is handed over by exactly one read."""
+    def take_messages(
+        self, team_id: int, recipient: str, limit: int, *, ack: int | None, lease_s: float
+    ) -> tuple[list[TeamMessage], datetime | None]:
+        """In one write: confirm (mark delivered) the recipient's messages handed out with
+        an id up to ``ack``, then lease the next ones to this read for ``lease_s``.
+
+        Only a run from the oldest undelivered message is handed out, and it stops at
+        one leased to an earlier read or a prompt, so the order holds and an ``ack``
+        confirms only what was handed out. Returns the rows and, when a read's lease
+        held the run back, when it ends (a waiting read takes again then)."""
         with self.store.writing() as s:
-            rows = list(s.exec(_undelivered(team_id, recipient, limit)).all())
-            _mark_delivered(s, rows)
+            now = utcnow()
+            if ack is not None:
+                s.exec(
+                    sa.update(TeamMessage)
+                    .where(
+                        col(TeamMessage.team_id) == team_id,
+                        col(TeamMessage.recipient) == recipient,
+                        col(TeamMessage.id) <= ack,
+                        col(TeamMessage.delivered_at).is_(None),
+                        col(TeamMessage.leased_to) == "read",
+                    )
+                    .values(delivered_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+            if limit <= 0:
+                return [], None
+            rows, held = _free_run(s.exec(_undelivered(team_id, recipient, limit)).all(), now)
+            _lease(s, rows, "read", now + timedelta(seconds=lease_s))
+            return rows, held
+
+    def lease_for_prompt(self, team_id: int, recipient: str, limit: int) -> list[TeamMessage]:
+        """The recipient's oldest undelivered messages, leased to a prompt (no read takes
+        them): the ones a prompt leased before (a launch a crash cut short) and the run
+        after them. :meth:`delivered` confirms them once that prompt's job exists."""
+        with self.store.writing() as s:
+            rows, _ = _free_run(
+                s.exec(_undelivered(team_id, recipient, limit)).all(), utcnow(), prompt=True
+            )
+            _lease(s, rows, "prompt", None)
             return rows
 
-    def undelivered(self, team_id: int, recipient: str, limit: int) -> list[TeamMessage]:
-        """The recipient's oldest undelivered messages, left undelivered (a prompt is
-        made of them; :meth:`delivered` marks them once that prompt's job exists)."""
-        with self.store.reading() as s:
-            return list(s.exec(_undelivered(team_id, recipient, limit)).all())
-
     def delivered(self, rows: Sequence[TeamMessage]) -> None:
+        """Confirm messages a prompt holds (its job is made)."""
+        if not rows:
+            return
         with self.store.writing() as s:
-            _mark_delivered(s, rows)
+            _mark_delivered(s, [r.id for r in rows if r.id is not None])
+
+    def release_prompt(self, team_id: int, recipient: str) -> None:
+        """Free what a prompt of ``recipient`` holds (its job could not be made)."""
+        with self.store.writing() as s:
+            s.exec(
+                sa.update(TeamMessage)
+                .where(
+                    col(TeamMessage.team_id) == team_id,
+                    col(TeamMessage.recipient) == recipient,
+                    col(TeamMessage.delivered_at).is_(None),
+                    col(TeamMessage.leased_to) == "prompt",
+                )
+                .values(leased_to=None, leased_until=None)
+                .execution_options(synchronize_session=False)
+            )
+
+    def prompt_delivered(self, team_id: int, recipient: str) -> None:
+        """Confirm every message a prompt of ``recipient`` holds (a restart found the job
+        that prompt made)."""
+        with self.store.writing() as s:
+            ids = s.exec(
+                select(TeamMessage.id).where(
+                    TeamMessage.team_id == team_id,
+                    TeamMessage.recipient == recipient,
+                    col(TeamMessage.delivered_at).is_(None),
+                    col(TeamMessage.leased_to) == "prompt",
+                )
+            ).all()
+            _mark_delivered(s, [i for i in ids if i is not None])
 
     def messages(self, team_id: int, limit: int = 200) -> list[TeamMessage]:
         """The team's messages, newest last (delivered or not): `team show`'s log."""
@@ -203,20 +264,37 @@ def _undelivered(team_id: int, recipient: str, limit: int) -> Any:
     )
 
 
-def _mark_delivered(s: Any, rows: Sequence[TeamMessage]) -> None:
-    if not rows:
+def _free_run(
+    rows: Sequence[TeamMessage], now: datetime, *, prompt: bool = False
+) -> tuple[list[TeamMessage], datetime | None]:
+    """The leading rows no one holds (a read's lease ended, or, for a prompt, a prompt
+    holds), and when the read's lease that stopped the run ends (None: none did)."""
+    free: list[TeamMessage] = []
+    for row in rows:
+        if row.leased_to == "prompt" and not prompt:
+            return free, None
+        if row.leased_to == "read" and row.leased_until is not None and row.leased_until > now:
+            return free, row.leased_until
+        free.append(row)
+    return free, None
+
+
+def _lease(s: Any, rows: Sequence[TeamMessage], to: str, until: datetime | None) -> None:
+    for row in rows:
+        row.leased_to, row.leased_until = to, until
+        s.add(row)
+    s.flush()
+
+
+def _mark_delivered(s: Any, ids: Sequence[int]) -> None:
+    if not ids:
         return
-    now = utcnow()
     s.exec(
         sa.update(TeamMessage)
-        .where(
-            col(TeamMessage.id).in_([r.id for r in rows]), col(TeamMessage.delivered_at).is_(None)
-        )
-        .values(delivered_at=now)
+        .where(col(TeamMessage.id).in_(list(ids)), col(TeamMessage.delivered_at).is_(None))
+        .values(delivered_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    for row in rows:
-        row.delivered_at = now
 
 
 _Row = TypeVar("_Row", Team, TeamTask)

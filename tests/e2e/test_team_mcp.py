@@ -161,13 +161,21 @@ def test_a_waiting_read_over_mcp_wakes_on_send_and_holds_up_nothing(
             for _ in range(5):  # others are served meanwhile
                 await call(other, "show_team", team_id=t["id"])
             assert not any(w.done() for w in waiting)
-            bodies = []
+            bodies, ids = [], []
             for body in ("one", "two"):  # each send wakes one waiting read, at once
                 began = loop.time()
                 await call(other, "send_message", team_id=t["id"], to="person", body=body)
                 woke, waiting = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 assert loop.time() - began < 10 and len(woke) == 1
-                bodies += [m["body"] for m in woke.pop().result()["result"]]
+                got = woke.pop().result()["result"]
+                bodies += [m["body"] for m in got]
+                ids += [m["id"] for m in got]
+                # Acknowledged alone (limit 0): delivered, so the next read may go on.
+                acked = await call(
+                    other, "read_messages", team_id=t["id"], recipient="person",
+                    ack=ids[-1], limit=0,
+                )  # fmt: skip
+                assert acked["result"] == []
             assert bodies == ["one", "two"]  # each handed to one read only
             again = await call(reader, "read_messages", team_id=t["id"], recipient="person")
             assert again["result"] == []

@@ -9,6 +9,7 @@ limits hold; and a ``kill -9`` loses or doubles nothing.
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import threading
 import time
@@ -282,7 +283,9 @@ def test_messages_arrive_once_each_in_order_and_a_waiting_read_wakes_on_send(
     got = daemon.api.get(url, params={"to": f"task:{m}"}).json()
     assert [x["body"] for x in got] == ["one", "two", hostile]
     assert [x["sender"] for x in got] == ["lead"] * 3
-    assert daemon.api.get(url, params={"to": f"task:{m}"}).json() == []  # each once
+    assert daemon.api.get(url, params={"to": f"task:{m}"}).json() == []  # leased to that read
+    acked = daemon.api.get(url, params={"to": f"task:{m}", "ack": got[-1]["id"]})
+    assert acked.status_code == 200 and acked.json() == []  # delivered, nothing new
 
     answer: list[Any] = []
     reader = threading.Thread(
@@ -323,6 +326,43 @@ def test_messages_arrive_once_each_in_order_and_a_waiting_read_wakes_on_send(
     bad = daemon.api.post(url, json={"to": "nobody", "body": "x"})
     assert bad.status_code == 422
     daemon.api.post(f"/teams/{t['id']}/shutdown")
+
+
+def test_a_waiting_read_whose_caller_gave_up_loses_nothing(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path, agent: Agent
+) -> None:
+    """The caller of a long poll goes away (its client timed out); the daemon's read goes
+    on and takes the message sent next, an answer that reaches no one. Unacknowledged,
+    that message is handed out again (same id) once its lease ends; acknowledged, never."""
+    d = daemon_factory(DISPATCHER_TEAM_MESSAGE_LEASE_SECONDS="1").start()
+    repo = init_repo(tmp_path / "app")
+    _, t = idle_team(d, repo, agent)
+    url = f"/teams/{t['id']}/messages"
+    with pytest.raises(httpx.ReadTimeout):
+        d.api.get(url, params={"to": "person", "wait": 30}, timeout=0.5)
+    sent = d.api.post(url, json={"to": "person", "from": "lead", "body": "do not lose me"})
+    assert sent.status_code == 201, sent.text
+    again = wait_until(
+        lambda: d.api.get(url, params={"to": "person"}).json(), "the message again", 15
+    )
+    assert [m["id"] for m in again] == [sent.json()[0]["id"]]
+    assert again[0]["delivered_at"] is None and again[0]["leased_until"] is not None
+    # Acknowledged: a read that waits past the lease gets only what came after it.
+    acked = d.api.get(url, params={"to": "person", "ack": again[0]["id"], "limit": 0})
+    assert acked.status_code == 200 and acked.json() == []
+    d.api.post(url, json={"to": "person", "from": "lead", "body": "next"})
+    nxt = d.api.get(url, params={"to": "person", "wait": 5}).json()
+    assert [m["body"] for m in nxt] == ["next"]
+    d.api.get(url, params={"to": "person", "ack": nxt[-1]["id"], "limit": 0})
+
+    # `team read` prints, then acknowledges what it printed.
+    d.api.post(url, json={"to": "person", "from": "lead", "body": "for the cli"})
+    printed = d.cli("team", "read", str(t["id"]), "--as", "person", "--json")
+    assert [m["body"] for m in json.loads(printed.stdout)] == ["for the cli"]
+    d.api.post(url, json={"to": "person", "from": "lead", "body": "last"})
+    last = d.api.get(url, params={"to": "person", "wait": 5}).json()
+    assert [m["body"] for m in last] == ["last"]  # the CLI acknowledged what it printed
+    d.api.post(f"/teams/{t['id']}/shutdown")
 
 
 # ------------------------------------------------------------------ limits and faults
@@ -413,8 +453,9 @@ def test_kill_9_mid_team_then_restart_finishes_with_nothing_lost_or_doubled(
     url = f"/teams/{t['id']}/messages"
     for body in ("m1", "m2", "m3"):
         d.api.post(url, json={"to": "lead", "from": f"task:{a}", "body": body})
-    before = [m["body"] for m in d.api.get(url, params={"to": "lead", "limit": 1}).json()]
-    assert before == ["m1"]
+    before = d.api.get(url, params={"to": "lead", "limit": 1}).json()
+    assert [m["body"] for m in before] == ["m1"]
+    d.api.get(url, params={"to": "lead", "ack": before[0]["id"], "limit": 0})  # handled
 
     d.stop(signal.SIGKILL)
     d.start()
@@ -540,6 +581,44 @@ def test_kill_9_after_a_tasks_job_is_made_starts_it_once(
     assert len(started(log)) == 1  # its agent ran once
     assert done["tasks"][0]["attempts"] == 1
     assert "once.txt" in branch_files(repo, t["branch"])
+
+
+def test_kill_9_while_a_prompt_holds_messages_hands_them_over_once(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path, agent: Agent
+) -> None:
+    """Messages put into a task's prompt are held for it: a read while its job is made
+    does not take them, and a restart that finds the job does not hand them out again."""
+    from tests.daemon_fixture import hold_fault, release_fault
+
+    fault_dir = tmp_path / "faults"
+    d = daemon_factory(
+        DISPATCHER_FAULT_DIR=str(fault_dir), DISPATCHER_TEAM_MESSAGE_LEASE_SECONDS="1"
+    ).start()
+    repo = init_repo(tmp_path / "app")
+    _, t = idle_team(d, repo, agent)
+    gate = tmp_path / "gate"
+    # It changes nothing: the integration branch stays where a restart expects it.
+    gated = agent("g.sh", f'while [ ! -f "{gate}" ]; do sleep 0.05; done\n')
+    first = add_task(d, t["id"], "first", [gated])
+    later = add_task(d, t["id"], "later", [agent("w.sh", "exit 0\n")], blocked_by=[first])
+    url, me = f"/teams/{t['id']}/messages", f"task:{later}"
+    note = d.api.post(url, json={"to": me, "from": f"task:{first}", "body": "g.txt says G"})
+    assert note.status_code == 201, note.text
+    reached = hold_fault(fault_dir, "team.job-made")
+    gate.touch()
+    wait_until(reached.exists, "the later task's job to be made", 60)
+    assert d.api.get(url, params={"to": me}).json() == []  # its prompt holds it
+    d.stop(signal.SIGKILL)
+    release_fault(fault_dir, "team.job-made")
+    d.start()
+    done = wait_states(d, t["id"], {later: "done"})
+    job = d.job({x["id"]: x["job_id"] for x in done["tasks"]}[later])
+    assert job["prompt"].count("g.txt says G") == 1
+    jobs = [j for j in d.api.get("/jobs", params={"limit": 50}).json()["items"] if j["task_id"]]
+    assert sorted(j["task_id"] for j in jobs) == [first, later]  # one job each
+    # Delivered with its job: nothing holds the mailbox, and no read hands it out again.
+    d.api.post(url, json={"to": me, "from": "lead", "body": "after"})
+    assert [m["body"] for m in d.api.get(url, params={"to": me, "wait": 5}).json()] == ["after"]
 
 
 def test_max_parallel_holds_tasks_until_a_place_frees(

@@ -48,15 +48,18 @@ async def refused(client: Client, tool: str, **arguments: Any) -> list[Any]:
     return [result.is_error, _text(result)]
 
 
-async def wait_for_messages(client: Client, deadline_s: float = 60) -> tuple[list[Any], int]:
-    """The first non-empty long-poll read (daemon notices skipped), and how many reads."""
-    reads, end = 0, time.monotonic() + deadline_s
+async def wait_for_messages(client: Client, deadline_s: float = 60) -> tuple[list[Any], int, int]:
+    """The first non-empty long-poll read (daemon notices skipped), how many reads, and
+    the id of the last message handed out (each read acknowledges the one before's)."""
+    reads, ack, end = 0, None, time.monotonic() + deadline_s
     while time.monotonic() < end:
         reads += 1
-        got = await call(client, "read_messages", wait_s=20)
+        got = await call(client, "read_messages", wait_s=20, ack=ack)
+        ack = got[-1]["id"] if got else ack
         got = [m for m in got if m["sender"] != "daemon"]
         if got:
-            return got, reads
+            assert ack is not None
+            return got, reads, ack
     raise RuntimeError("no message came")
 
 
@@ -94,11 +97,11 @@ async def lead(client: Client, other_team: int) -> dict[str, Any]:
 
 async def answerer(client: Client, other_team: int) -> dict[str, Any]:
     seen: dict[str, Any] = {}
-    got, seen["reads"] = await wait_for_messages(client)
+    got, seen["reads"], last = await wait_for_messages(client)
     seen["got"] = [[m["sender"], m["recipient"], m["body"]] for m in got]
     await call(client, "send_message", to=got[0]["sender"], body="the answer is 42")
     Path("b.txt").write_text("B\n")
-    seen["again"] = await call(client, "read_messages")
+    seen["again"] = await call(client, "read_messages", ack=last)
     me = (await call(client, "show_team"))["id"]
     seen["add_task"] = await refused(client, "add_task", title="x", prompt="x", command=["true"])
     seen["other_team"] = await refused(client, "show_team", team_id=other_team)
@@ -116,10 +119,10 @@ async def asker(client: Client, answerer_task: int) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     sent = await call(client, "send_message", to=f"task:{answerer_task}", body="what is it?")
     seen["sent"] = [[m["sender"], m["recipient"]] for m in sent]
-    got, seen["reads"] = await wait_for_messages(client)
+    got, seen["reads"], last = await wait_for_messages(client)
     seen["got"] = [[m["sender"], m["recipient"], m["body"]] for m in got]
     Path("a.txt").write_text(got[0]["body"] + "\n")
-    seen["again"] = await call(client, "read_messages")
+    seen["again"] = await call(client, "read_messages", ack=last)
     seen["signal"] = (await call(client, "signal", signal="done", reason="asked"))["signal"]
     return seen
 

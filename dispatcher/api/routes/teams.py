@@ -114,18 +114,25 @@ def send_message(team_id: TeamId, body: MessageCreate, service: ServiceDep) -> l
 
 @router.get(
     "/{team_id}/messages",
-    summary="Take the recipient's undelivered messages (each handed over once), oldest first",
-    description="With `wait`, a read that finds none waits up to that many seconds for one "
-    "(long poll; it answers as soon as a message is sent).",
+    summary="Acknowledge messages handled, then take the recipient's next ones, oldest first",
+    description="`ack` (the id of the last message you handled) first marks every message "
+    "handed out to this recipient with an id up to it delivered; then the next undelivered "
+    "ones are handed out, leased to this read: unacknowledged when the lease ends (a read "
+    "whose answer was lost), they are handed out again, same ids. `limit=0` only "
+    "acknowledges. With `wait`, a read that finds none waits up to that many seconds for "
+    "one (long poll; it answers as soon as a message is sent).",
 )
 def read_messages(
     team_id: TeamId,
     service: ServiceDep,
     to: Annotated[str, Query(description="lead, person or task:<id>", max_length=40)],
     wait: Annotated[float, Query(ge=0, le=120)] = 0.0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[int, Query(ge=0, le=1000, description="How many at most (0: ack only)")] = 100,
+    ack: Annotated[
+        int | None, Query(ge=0, le=MAX_ID, description="The id of the last message handled")
+    ] = None,
 ) -> list[MessagePublic]:
-    return service.teams.read(team_id, to, wait_s=wait, limit=limit)
+    return service.teams.read(team_id, to, wait_s=wait, limit=limit, ack=ack)
 
 
 @router.post("/{team_id}/shutdown", summary="Cancel every member; the integration branch stays")

@@ -143,18 +143,27 @@ def register(server: MCPServer[Any], service: Service) -> None:
         return teams.message(team, req)
 
     @server.tool(
-        description="Take your undelivered messages, oldest first; each is handed over once "
-        "(a second read does not see it again). With wait_s, a read that finds none waits "
-        f"up to that many seconds (at most {MAX_WAIT_S:g}) and answers as soon as one is "
-        "sent; call it again to keep waiting. Messages from the daemon (a task done, "
-        "failed, a plan submitted) come the same way."
+        description="Take your next messages, oldest first. Pass ack = the id of the last "
+        "message you handled: that one and every earlier one are then delivered and never "
+        "handed out again; ones you have not acknowledged come again (same id) once "
+        "their lease ends, so a lost answer loses nothing. limit=0 with ack only "
+        "acknowledges. With wait_s, a read that finds none waits up to that many seconds "
+        f"(at most {MAX_WAIT_S:g}) and answers as soon as one is sent; call it again to "
+        "keep waiting. Messages from the daemon (a task done, failed, a plan submitted) "
+        "come the same way."
     )
     async def read_messages(
         ctx: Context[Any, Any],
         wait_s: Annotated[
             float, Field(ge=0, le=MAX_WAIT_S, description="How long to wait for one")
         ] = 0.0,
-        limit: Annotated[int, Field(ge=1, le=1000, description="How many at most")] = 100,
+        limit: Annotated[
+            int, Field(ge=0, le=1000, description="How many at most (0: only acknowledge)")
+        ] = 100,
+        ack: Annotated[
+            int | None,
+            Field(ge=0, le=MAX_ID, description="The id of the last message you handled"),
+        ] = None,
         team_id: TeamIdOr = None,
         recipient: Annotated[
             str | None,
@@ -164,8 +173,8 @@ def register(server: MCPServer[Any], service: Service) -> None:
         who = principal(ctx)
         team = access.own_team(who, team_id)
         box = access.mailbox(who, team, recipient)
-        read = partial(teams.read, team, box, wait_s=wait_s, limit=limit)
-        if wait_s <= 0:  # the shared worker threads, as every sync tool
+        read = partial(teams.read, team, box, wait_s=wait_s, limit=limit, ack=ack)
+        if wait_s <= 0 or limit <= 0:  # the shared worker threads, as every sync tool
             return await anyio.to_thread.run_sync(read)
         if not limiter:
             limiter.append(CapacityLimiter(WAITING_READS))
