@@ -473,6 +473,44 @@ def test_kill_9_mid_team_then_restart_finishes_with_nothing_lost_or_doubled(
     assert {"a.txt", "b.txt", "c.txt"} <= branch_files(repo, t["branch"])
 
 
+def test_kill_9_after_a_merge_as_the_next_task_starts_resumes_the_team(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path, agent: Agent
+) -> None:
+    """The restart resumes a team whose integration branch has moved past its base (a
+    task merged): a task whose job was being made when the daemon died is linked to that
+    job and lands, run once."""
+    from tests.daemon_fixture import hold_fault, release_fault
+
+    fault_dir = tmp_path / "faults"
+    d = daemon_factory(DISPATCHER_FAULT_DIR=str(fault_dir)).start()
+    repo = init_repo(tmp_path / "app")
+    _, t = idle_team(d, repo, agent)
+    log = tmp_path / "started.log"
+    write = agent("write.sh", WRITE.format(log=log))
+    a = add_task(d, t["id"], "a", [write, "a.txt", "A"])
+    wait_states(d, t["id"], {a: "done"})
+    assert "a.txt" in branch_files(repo, t["branch"])  # the branch moved past its base
+    reached = hold_fault(fault_dir, "team.job-made")
+    body = {"title": "b", "prompt": "b", "command": [write, "b.txt", "B"], "blocked_by": [a]}
+
+    def post() -> None:
+        with contextlib.suppress(httpx.TransportError):  # killed under it: no answer
+            d.api.post(f"/teams/{t['id']}/tasks", json=body)
+
+    poster = threading.Thread(target=post)
+    poster.start()
+    wait_until(reached.exists, "b's job to be made", 30)
+    d.stop(signal.SIGKILL)
+    poster.join(30)
+    release_fault(fault_dir, "team.job-made")
+    d.start()
+    b = next(x["id"] for x in team(d, t["id"])["tasks"] if x["title"] == "b")
+    done = wait_states(d, t["id"], {a: "done", b: "done"}, timeout=45)
+    assert {"a.txt", "b.txt"} <= branch_files(repo, t["branch"])
+    assert {x["attempts"] for x in done["tasks"]} == {1}
+    assert len(started(log)) == 2  # nothing ran twice
+
+
 # ------------------------------------------------------------------ plans and signals
 
 # A member of a task that needs its plan approved: it submits a plan (v0, v1 after a
