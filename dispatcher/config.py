@@ -142,6 +142,8 @@ class Settings(BaseSettings):
     mcp_skip_agents: list[str] = Field(default_factory=list)
     # How many jobs one job (with its follow-ups and retries) may create through MCP.
     mcp_max_children: int = Field(default=50, ge=0)
+    # How many tasks one team may hold (conflict-fix tasks the daemon adds are not capped).
+    team_max_tasks: int = Field(default=100, ge=1)
 
     @model_validator(mode="after")
     def _log_json_alias(self) -> Settings:
