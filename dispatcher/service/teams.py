@@ -786,7 +786,8 @@ class Teams:
     def _resume_team(self, team: Team) -> None:
         assert team.id is not None
         repo = self.store.repo(team.repo_id)
-        worktrees.create_branch(Path(repo.path), team.branch, team.base_sha)  # a no-op if there
+        if refs.branch_head(Path(repo.path), team.branch) is None:  # moved on, it stays
+            worktrees.create_branch(Path(repo.path), team.branch, team.base_sha)
         if team.lead_job_id is None:
             lead = next((j for j in self.rows.team_jobs(team.id) if j.task_id is None), None)
             if lead is not None:
