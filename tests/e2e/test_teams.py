@@ -773,3 +773,43 @@ def test_deciding_a_plan_of_an_over_budget_team_starts_no_run(
     assert after["held"].startswith("over budget: $0.2500 spent of $0.1000")
     jobs = d.api.get("/jobs", params={"limit": 50}).json()["items"]
     assert [j["id"] for j in jobs if j["task_id"] == task] == [shown["job_id"]]
+
+
+def test_waiting_message_reads_are_bounded_and_leave_other_routes_free(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path, agent: Agent
+) -> None:
+    d = daemon_factory(DISPATCHER_TEAM_READ_WAITS="2").start()
+    repo = init_repo(tmp_path / "app")
+    _, t = idle_team(d, repo, agent)
+    url = f"/teams/{t['id']}/messages"
+    answers: dict[str, list[Any]] = {}
+
+    def wait_read(who: str) -> None:  # again while the probe below holds a place
+        while (resp := d.api.get(url, params={"to": who, "wait": 60}, timeout=90)).is_error:
+            assert resp.status_code == 503, resp.text
+        answers[who] = resp.json()
+
+    readers = [threading.Thread(target=wait_read, args=(who,)) for who in ("lead", "person")]
+    for r in readers:
+        r.start()
+    try:
+
+        def refused() -> httpx.Response | None:
+            resp = d.api.get(url, params={"to": "lead", "wait": 0.5})
+            return resp if resp.status_code == 503 else None
+
+        busy = wait_until(refused, "a third waiting read to be refused", 30)
+        assert busy.json()["error"]["message"] == (
+            "2 message reads wait already (DISPATCHER_TEAM_READ_WAITS): read without wait, "
+            "or again later"
+        )
+        assert d.api.get(url, params={"to": "lead"}).json() == []  # no wait: answered
+        assert d.api.get(f"/teams/{t['id']}").status_code == 200  # other routes too
+    finally:
+        for who in ("lead", "person"):
+            d.api.post(url, json={"to": who, "from": "person", "body": f"hi {who}"})
+        for r in readers:
+            r.join(30)
+    assert [m["body"] for m in answers["lead"] if m["sender"] != "daemon"] == ["hi lead"]
+    assert [m["body"] for m in answers["person"]] == ["hi person"]
+    assert d.api.get(url, params={"to": "lead", "wait": 0.1}).status_code == 200  # places free
