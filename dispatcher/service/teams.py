@@ -18,7 +18,13 @@ Exactly once across ``kill -9``. A task is moved ``starting`` (attempts counted)
 before its job is made, and the job carries its task id: a restart
 (:meth:`Teams.resume`) links a ``starting`` task to the job it made, or makes
 it, never two. An ``integrating`` task's merge is finished by the merge journal
-(:meth:`dispatcher.service.control.Control.recover_merges`) and recorded here.
+(:meth:`dispatcher.service.control.Control.recover_merges`) and recorded here; a
+``conflicted`` task a crash left without its conflict-fix task gets it then.
+
+A conflict-fix task is done only when the conflicted task's work (its job's head)
+is on the integration branch; else it fails, saying so. The jobs a team's jobs
+create through MCP (their children, :meth:`TeamStore.children`) count in its
+cost and max-parallel, and its shutdown cancels them.
 """
 
 from __future__ import annotations
