@@ -606,6 +606,20 @@ class Teams:
 
     # ------------------------------------------------------------ a member's voice
 
+    def check_child(self, job_id: int) -> None:
+        """Refused (one line) when ``job_id`` works for a team (its own job, or a child
+        of one) that may start nothing now: shut down, or over its budget. Before a job
+        token's ``create_job``: a child is counted as the team's."""
+        team_id = self.rows.team_of_job(self.store.job(job_id))
+        if team_id is None:
+            return
+        team = self.rows.team(team_id)
+        if team.state is not TeamState.ACTIVE:
+            raise InvalidState(f"team {team_id} is {team.state.value}; its jobs create no jobs")
+        over = self._over_budget(team)
+        if over is not None:
+            raise InvalidState(f"team {team_id} is {over}; its jobs create no jobs")
+
     def for_followup(self, job: Job) -> tuple[str, Callable[[], None]]:
         """The waiting messages of the lead or member whose job ``job`` is, as a prompt
         section, and what marks them delivered (a person's follow-up of a team's job:

@@ -643,6 +643,11 @@ def spawner(*args: str) -> list[str]:
     return [sys.executable, str(script), "spawner", *args]
 
 
+def children_of(d: Daemon, job_id: int) -> list[dict[str, Any]]:
+    jobs = d.api.get("/jobs", params={"limit": 100}).json()["items"]
+    return [j for j in jobs if j["parent_id"] == job_id]
+
+
 def test_children_of_a_member_hold_max_parallel_and_shutdown_cancels_them(
     daemon_factory: Callable[..., Daemon], tmp_path: Path, agent: Agent
 ) -> None:
@@ -654,13 +659,8 @@ def test_children_of_a_member_hold_max_parallel_and_shutdown_cancels_them(
     spawn = add_task(d, t["id"], "spawn", spawner("command", gate))
     b = add_task(d, t["id"], "after", [gate], blocked_by=[spawn])
     wait_states(d, t["id"], {spawn: "done"})
-    children = wait_until(
-        lambda: d.api.get(
-            "/jobs", params={"parent": team(d, t["id"])["tasks"][0]["job_id"]}
-        ).json()["items"],
-        "the member's child",
-        30,
-    )
+    member = team(d, t["id"])["tasks"][0]["job_id"]
+    children = wait_until(lambda: children_of(d, member), "the member's child", 30)
     child = d.wait(children[0]["id"], {"running"})
     assert child["team_id"] is None
     c = add_task(d, t["id"], "third", [gate])  # its advance sees the child's place taken
@@ -813,3 +813,35 @@ def test_waiting_message_reads_are_bounded_and_leave_other_routes_free(
     assert [m["body"] for m in answers["lead"] if m["sender"] != "daemon"] == ["hi lead"]
     assert [m["body"] for m in answers["person"]] == ["hi person"]
     assert d.api.get(url, params={"to": "lead", "wait": 0.1}).status_code == 200  # places free
+
+
+def test_an_over_budget_teams_lead_creates_no_child_job(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    import shlex
+
+    d = fake_daemon(daemon_factory, FAKE_AGENT_COST="0.25")
+    repo = init_repo(tmp_path / "app")
+    name = d.add_repo(repo)
+    gate = tmp_path / "gate"
+    lead = tmp_path / "lead.sh"
+    lead.write_text(
+        f'#!/bin/sh\nwhile [ ! -f "{gate}" ]; do sleep 0.05; done\n'
+        f"exec {shlex.join(spawner('agent', 'claude'))}\n"
+    )
+    lead.chmod(0o755)
+    t = create_team(d, name, str(lead), budget_usd=0.1)
+    spend = d.api.post(
+        f"/teams/{t['id']}/tasks", json={"title": "spend", "prompt": "spend", "agent": "claude"}
+    ).json()["id"]
+    wait_states(d, t["id"], {spend: "done"})
+    assert team(d, t["id"])["cost_usd"] == pytest.approx(0.25)
+    gate.touch()
+    ended = d.wait(t["lead_job_id"], timeout=60)
+    assert ended["state"] == "failed"
+    log = d.api.get(f"/jobs/{ended['id']}/log").text
+    assert (
+        f"create_job failed: team {t['id']} is over budget: $0.2500 spent of $0.1000; "
+        "its jobs create no jobs"
+    ) in log
+    assert children_of(d, ended["id"]) == []
