@@ -145,6 +145,11 @@ class Settings(BaseSettings):
     # How long a read of a team's messages holds what it handed out: unacknowledged by
     # then (its caller went away), they are handed out again (docs/teams.md).
     team_message_lease_seconds: float = Field(default=60, gt=0, le=86_400)
+    # How many tasks one team may hold (conflict-fix tasks the daemon adds are not capped).
+    team_max_tasks: int = Field(default=100, ge=1)
+    # How many REST message reads with `wait` may wait at once (each holds a thread of
+    # their own pool, not the one every other route shares); the next is refused (503).
+    team_read_waits: int = Field(default=32, ge=1)
 
     @model_validator(mode="after")
     def _log_json_alias(self) -> Settings:

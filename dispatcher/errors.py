@@ -116,6 +116,13 @@ class DaemonUnavailable(DispatcherError):
     status = 503
 
 
+class Busy(DispatcherError):
+    """The daemon has as many of these requests in hand as it takes at once: try later."""
+
+    code = "busy"
+    status = 503
+
+
 class BudgetExceeded(DispatcherError):
     """A cost budget would be (or was) exceeded."""
 

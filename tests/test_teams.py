@@ -17,7 +17,7 @@ from dispatcher.errors import InvalidInput, InvalidState, NotFound
 from dispatcher.service.team_messages import Mailbox
 from dispatcher.service.teams import check_graph, find_cycle
 from dispatcher.store.database import Store, migrate
-from dispatcher.store.models import Repo
+from dispatcher.store.models import Job, Repo
 from dispatcher.store.team_models import (
     TASK_TRANSITIONS,
     MessageCreate,
@@ -90,6 +90,49 @@ def test_draw_graph_puts_each_task_under_its_last_blocker() -> None:
         "[>>] #2 b (running, job 20)",
         "`-> [..] #3 c (waiting) also after #1 waits on #2",
     ]
+
+
+# ---------------------------------------------------------------- a team's children
+
+
+def test_a_teams_children_and_theirs_count_in_its_cost_and_find_their_team(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    migrate(url)
+    store = Store(url)
+    try:
+        repo = store.add_repo(Repo(name="r", path="/srv/r", default_branch="main"))
+        assert repo.id is not None
+        rows = TeamStore(store)
+        team = rows.add_team(
+            Team(repo_id=repo.id, goal="g", base_sha="0" * 40), branch_for=lambda i: f"t-{i}"
+        )
+        assert team.id is not None
+
+        def job(cost: float, **fields: Any) -> Job:
+            made = store.add_job(
+                Job(
+                    repo_id=repo.id, prompt="p", agent="command", base_ref="main",
+                    base_sha="0" * 40, target_branch="main", timeout_s=60, cost_usd=cost,
+                    **fields,
+                ),
+                branch_for=lambda jid: f"dispatcher/{jid}-p",
+            )  # fmt: skip
+            assert made.id is not None
+            return made
+
+        lead = job(1.0, team_id=team.id)
+        child = job(0.5, parent_id=lead.id)
+        grandchild = job(0.25, parent_id=child.id)
+        other = job(8.0)
+        job(4.0, parent_id=other.id)  # another job's child: no team's
+        assert [j.id for j in rows.children(team.id)] == [child.id, grandchild.id]
+        assert rows.team_cost(team.id) == pytest.approx(1.75)
+        assert rows.team_of_job(grandchild) == rows.team_of_job(lead) == team.id
+        assert rows.team_of_job(other) is None
+    finally:
+        store.close()
 
 
 # ---------------------------------------------------------------- the mailbox

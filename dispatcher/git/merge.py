@@ -84,6 +84,11 @@ def _merge_check(repo: Path, ours: str, theirs: str) -> _MergeCheck:
     return _MergeCheck(clean=clean, tree=fields[0].strip(), conflicts=conflicts)
 
 
+def conflicting_files(repo: Path, ours: str, theirs: str) -> list[str]:
+    """The paths a merge of ``theirs`` into ``ours`` conflicts in ([] when it is clean)."""
+    return _merge_check(repo, ours, theirs).conflicts
+
+
 def _conflict(files: list[str], what: str = "merge conflict") -> MergeConflict:
     return MergeConflict(
         f"{what} in {len(files)} file(s): {_files_summary(files)}", details={"files": files}

@@ -93,6 +93,7 @@ class Service:
         self.sweeper = Sweeper(settings, store, pool)  # the daemon's sweeps, and prune's orphans
         self.prune = Prune(store, self.control, self.sweeper)
         self.teams = Teams(settings, store, self.jobs, self.control, self.notices)
+        self.jobs.team_messages = self.teams.for_followup  # a person's follow-up hears them
 
     def health(self) -> Health:
         return Health(version=__version__, jobs_active=self.store.count_active())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,9 @@ class Jobs:
     supervisor: Supervisor
     trigger_files: TriggerFiles
     control: Control  # its lock per job, and the cancel of a replaced job
+    # A team's job's waiting messages as a prompt section, and what marks them delivered
+    # (set by the composition root to Teams.for_followup; None: no teams).
+    team_messages: Callable[[Job], tuple[str, Callable[[], None]]] | None = None
 
     def submit(
         self,
@@ -153,25 +157,36 @@ class Jobs:
         return JobPublic.of(job, repo.name)
 
     def followup(
-        self, job_id: int, req: FollowupCreate, *, idem: IdempotencyKey | None = None
+        self,
+        job_id: int,
+        req: FollowupCreate,
+        *,
+        idem: IdempotencyKey | None = None,
+        team_messages: bool = True,
     ) -> ActionResult:
         """Run the agent again in a finished job's worktree and branch with a new prompt,
         resuming its session where the agent can. The new job takes over the worktree;
-        the chain of runs is kept (``followup_of`` / ``followed_by``)."""
+        the chain of runs is kept (``followup_of`` / ``followed_by``). A team's lead's or
+        member's job gets the messages waiting for it after the prompt (``team_messages``
+        False: the caller put them in already), delivered once the new job is made."""
         made = self._made_already(idem, job_id, "followed up")
         if made is not None:
             return made
         with self.control.lock(job_id):
             parent = self.store.job(job_id)
+            prompt, delivered = req.prompt, _nothing
+            if team_messages and parent.team_id is not None and self.team_messages is not None:
+                waiting, delivered = self.team_messages(parent)
+                prompt += f"\n\n{waiting}" if waiting else ""
             again = self._again(
                 parent,
-                prompt=req.prompt,
+                prompt=prompt,
                 timeout_minutes=req.timeout_minutes or parent.timeout_s / 60,
                 max_cost_usd=parent.max_cost_usd,
             )
-            return _run_again(
-                job_id, "followed up", self.submit(again, followup_of=parent, idem=idem)
-            )
+            new = self.submit(again, followup_of=parent, idem=idem)
+            delivered()  # in the new run's prompt now
+            return _run_again(job_id, "followed up", new)
 
     def runs(self, job_id: int) -> list[JobPublic]:
         """Every run of the job's chain of follow-ups, oldest first."""
@@ -276,6 +291,10 @@ class Jobs:
             self.control.cancel(job_id)
         except DispatcherError as exc:
             log.info("job %s: not canceled: %s", job_id, exc.message)
+
+
+def _nothing() -> None:
+    """No messages to mark delivered."""
 
 
 def _run_again(job_id: int, how: str, new: JobPublic) -> ActionResult:

@@ -18,14 +18,20 @@ Exactly once across ``kill -9``. A task is moved ``starting`` (attempts counted)
 before its job is made, and the job carries its task id: a restart
 (:meth:`Teams.resume`) links a ``starting`` task to the job it made, or makes
 it, never two. An ``integrating`` task's merge is finished by the merge journal
-(:meth:`dispatcher.service.control.Control.recover_merges`) and recorded here.
+(:meth:`dispatcher.service.control.Control.recover_merges`) and recorded here; a
+``conflicted`` task a crash left without its conflict-fix task gets it then.
+
+A conflict-fix task is done only when the conflicted task's work (its job's head)
+is on the integration branch; else it fails, saying so. The jobs a team's jobs
+create through MCP (their children, :meth:`TeamStore.children`) count in its
+cost and max-parallel, and its shutdown cancels them.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -213,7 +219,7 @@ class Teams:
         assert team.id is not None
         repo = self.store.repo(team.repo_id)
         jobs = self.rows.team_jobs(team.id)
-        cost = sum(j.cost_usd or 0.0 for j in jobs)
+        cost = self.rows.team_cost(team.id)  # its jobs' and the jobs they created
         tasks: list[TaskPublic] = []
         if with_tasks:
             rows = self.rows.tasks(team.id)
@@ -254,7 +260,17 @@ class Teams:
             command=req.command, blocked_by=sorted(set(req.blocked_by)), owns=list(req.owns),
             requires_plan=req.requires_plan,
         )  # fmt: skip
-        task = self.rows.add_task(task, lambda tasks: check_graph([*tasks, task]))
+        limit = self.settings.team_max_tasks
+
+        def check(tasks: list[TeamTask]) -> None:
+            if len(tasks) >= limit:
+                raise InvalidState(
+                    f"team {team_id} holds {len(tasks)} tasks, its limit "
+                    "(DISPATCHER_TEAM_MAX_TASKS); no task is added"
+                )
+            check_graph([*tasks, task])
+
+        task = self.rows.add_task(task, check)
         self.advance(team_id)
         return self._task_public(task.id)
 
@@ -326,19 +342,17 @@ class Teams:
             ]  # fmt: skip
             if not ready:
                 return
-            if team.budget_usd is not None:
-                spent = self.rows.team_cost(team_id)
-                if spent >= team.budget_usd:
-                    self._hold(
-                        team,
-                        f"over budget: ${spent:.4f} spent of ${team.budget_usd:.4f}; "
-                        f"{len(ready)} task(s) wait",
-                    )
-                    return
+            over = self._over_budget(team)
+            if over is not None:
+                self._hold(team, f"{over}; {len(ready)} task(s) wait")
+                return
             if team.held is not None:
                 self.rows.update_team(team_id, held=None)
-            places = (team.max_parallel or len(tasks)) - sum(
-                t.state in OPEN_TASK_STATES for t in tasks
+            children = sum(j.state in ACTIVE for j in self.rows.children(team_id))
+            places = (
+                (team.max_parallel or len(tasks))
+                - children
+                - sum(t.state in OPEN_TASK_STATES for t in tasks)
             )
             for task in ready[: max(places, 0)]:
                 assert task.id is not None
@@ -346,6 +360,16 @@ class Teams:
                     task.id, TaskState.WAITING, TaskState.STARTING, attempts=task.attempts + 1
                 )
                 self._launch(team, task)
+
+    def _over_budget(self, team: Team) -> str | None:
+        """Why nothing paid may start now (the team's budget is spent), or None."""
+        assert team.id is not None
+        if team.budget_usd is None:
+            return None
+        spent = self.rows.team_cost(team.id)
+        if spent < team.budget_usd:
+            return None
+        return f"over budget: ${spent:.4f} spent of ${team.budget_usd:.4f}"
 
     def _hold(self, team: Team, reason: str) -> None:
         """Waiting tasks do not start (the budget): said once to the lead and a person."""
@@ -366,11 +390,13 @@ class Teams:
         repo = self.store.repo(team.repo_id)
         messages, delivered = self.mailbox.for_prompt(team.id, f"task:{task.id}")
         try:
-            if task.job_id is not None and task.plan is not None and task.feedback is not None:
+            if task.job_id is not None and task.feedback is not None:  # a plan decided
                 prompt = plan_answer(
                     task, approved=task.plan_approved, feedback=task.feedback, messages=messages
                 )
-                job_id = self.jobs.followup(task.job_id, FollowupCreate(prompt=prompt)).job.id
+                job_id = self.jobs.followup(
+                    task.job_id, FollowupCreate(prompt=prompt), team_messages=False
+                ).job.id
             else:
                 job_id = self.jobs.submit(
                     JobCreate(
@@ -402,10 +428,24 @@ class Teams:
         except Exception:
             log.exception("job %s: cannot tell whether a team waits for it", job_id)
             return
-        if job.team_id is not None and job.task_id is not None and job.state not in ACTIVE:
+        if job.state in ACTIVE:
+            return
+        if job.team_id is not None and job.task_id is not None:
             threading.Thread(
                 target=self._member_ended_quietly, args=(job,), name="team", daemon=True
             ).start()
+        elif job.team_id is None and job.parent_id is not None:  # a place may be free
+            threading.Thread(
+                target=self._child_ended_quietly, args=(job,), name="team", daemon=True
+            ).start()
+
+    def _child_ended_quietly(self, job: Job) -> None:
+        try:
+            team_id = self.rows.team_of_job(job)
+            if team_id is not None:
+                self.advance(team_id)
+        except Exception:
+            log.exception("job %s: its team could not move on", job.id)
 
     def _member_ended_quietly(self, job: Job) -> None:
         try:
@@ -449,6 +489,10 @@ class Teams:
             )
             return
         if job.state is JobState.MERGED or not job.commits_ahead:
+            unfixed = self._unfixed(team, task)
+            if unfixed is not None:
+                self._fix_failed(team, task, TaskState.RUNNING, unfixed)
+                return
             self.rows.move_task(task.id, TaskState.RUNNING, TaskState.DONE)
             self._done(team, task)
             return
@@ -469,20 +513,11 @@ class Teams:
             result = self.control.merge(job.id, MergeRequest(into=team.branch), landed=landed)
         except MergeConflict as exc:
             files = [str(f) for f in exc.details.get("files", [])]
-            self.rows.move_task(
+            conflicted = self.rows.move_task(
                 task.id, TaskState.INTEGRATING, TaskState.CONFLICTED, error=exc.message
             )
-            fix = TeamTask(
-                team_id=team.id, title=f"fix conflict of task {task.id}: {task.title}"[:200],
-                prompt=conflict_prompt(task, job.branch, team.branch, files), agent=task.agent,
-                command=task.command, owns=list(task.owns), fix_of=task.id,
-            )  # fmt: skip
-            fix = self.rows.add_task(fix, lambda tasks: None)
-            self._tell_lead(
-                team,
-                f"task {task.id} ({task.title}) conflicts with {team.branch} in "
-                f"{', '.join(files)}; conflict-fix task {fix.id} integrates it",
-            )
+            faults.reach("team.conflicted")  # conflicted; its fix task is not made yet
+            self._add_fix(team, conflicted, job, files)
             return
         except DispatcherError as exc:
             self.rows.move_task(
@@ -494,10 +529,58 @@ class Teams:
         log.info("team %s: task %s integrated: %s", team.id, task.id, result.message)
         self._integrated(team, task)  # already merged (no landing): done all the same
 
+    def _add_fix(self, team: Team, task: TeamTask, job: Job, files: list[str]) -> None:
+        """The conflict-fix task of a ``conflicted`` task (made once: a restart makes it
+        for a conflicted task a crash left without one)."""
+        assert team.id is not None and task.id is not None
+        fix = TeamTask(
+            team_id=team.id, title=f"fix conflict of task {task.id}: {task.title}"[:200],
+            prompt=conflict_prompt(task, job.branch, team.branch, files), agent=task.agent,
+            command=task.command, owns=list(task.owns), fix_of=task.id,
+        )  # fmt: skip
+        fix = self.rows.add_task(fix, lambda tasks: None)
+        self._tell_lead(
+            team,
+            f"task {task.id} ({task.title}) conflicts with {team.branch} in "
+            f"{', '.join(files) or '(see its error)'}; conflict-fix task {fix.id} integrates it",
+        )
+
+    def _unfixed(self, team: Team, task: TeamTask) -> str | None:
+        """Why the conflict-fix ``task`` is not done: the work of the conflicted task it
+        fixes (or of the one that fixed, up the chain) is not on the integration branch.
+        None: it is, or ``task`` fixes none."""
+        repo_path = Path(self.store.repo(team.repo_id).path)
+        tip = refs.branch_head(repo_path, team.branch)
+        fixed_id = task.fix_of
+        while fixed_id is not None:
+            fixed = self.rows.task(fixed_id)
+            if fixed.state is not TaskState.CONFLICTED or fixed.job_id is None:
+                return None
+            job = self.store.job(fixed.job_id)
+            head = job.head_sha or (refs.branch_head(repo_path, job.branch) if job.branch else None)
+            if head is not None and (tip is None or not refs.is_ancestor(repo_path, head, tip)):
+                return (
+                    f"conflict-fix task {task.id} ended without task {fixed.id}'s work "
+                    f"({job.branch} at {head[:12]}) on {team.branch}: merge that branch "
+                    f"and commit; task {fixed.id} stays conflicted"
+                )
+            fixed_id = fixed.fix_of
+        return None
+
+    def _fix_failed(self, team: Team, task: TeamTask, state: TaskState, reason: str) -> None:
+        assert task.id is not None
+        self.rows.move_task(task.id, state, TaskState.FAILED, error=reason)
+        self._tell_lead(team, f"task {task.id} ({task.title}) failed: {reason}")
+
     def _integrated(self, team: Team, task: TeamTask) -> None:
-        """An ``integrating`` task's work is on the integration branch: it is done."""
+        """An ``integrating`` task's work is on the integration branch: it is done (a
+        conflict-fix task only if the conflicted task's work is there too)."""
         assert task.id is not None
         if self.rows.task(task.id).state is TaskState.INTEGRATING:
+            unfixed = self._unfixed(team, task)
+            if unfixed is not None:
+                self._fix_failed(team, task, TaskState.INTEGRATING, unfixed)
+                return
             self.rows.move_task(task.id, TaskState.INTEGRATING, TaskState.DONE)
             self._done(team, task)
 
@@ -523,6 +606,28 @@ class Teams:
             log.exception("team %s: could not tell the lead: %s", team.id, text)
 
     # ------------------------------------------------------------ a member's voice
+
+    def check_child(self, job_id: int) -> None:
+        """Refused (one line) when ``job_id`` works for a team (its own job, or a child
+        of one) that may start nothing now: shut down, or over its budget. Before a job
+        token's ``create_job``: a child is counted as the team's."""
+        team_id = self.rows.team_of_job(self.store.job(job_id))
+        if team_id is None:
+            return
+        team = self.rows.team(team_id)
+        if team.state is not TeamState.ACTIVE:
+            raise InvalidState(f"team {team_id} is {team.state.value}; its jobs create no jobs")
+        over = self._over_budget(team)
+        if over is not None:
+            raise InvalidState(f"team {team_id} is {over}; its jobs create no jobs")
+
+    def for_followup(self, job: Job) -> tuple[str, Callable[[], None]]:
+        """The waiting messages of the lead or member whose job ``job`` is, as a prompt
+        section, and what marks them delivered (a person's follow-up of a team's job:
+        :meth:`dispatcher.service.jobs.Jobs.followup`)."""
+        assert job.team_id is not None
+        who = "lead" if job.task_id is None else f"task:{job.task_id}"
+        return self.mailbox.for_prompt(job.team_id, who)
 
     def message(self, team_id: int, req: MessageCreate) -> list[MessagePublic]:
         return self.mailbox.send(team_id, req)
@@ -605,9 +710,17 @@ class Teams:
                 f": {req.feedback}" if req.feedback else ""
             )
             if task.state is TaskState.PLAN_REVIEW:
+                over = self._over_budget(team)  # the answer is a paid run, as a start is
+                if over is not None:
+                    self._hold(team, f"{over}; task {task_id}'s plan waits for its decision")
+                    raise InvalidState(
+                        f"team {team_id} is {over}: task {task_id}'s plan is not decided "
+                        "(its answer would start a run)"
+                    )
                 task = self.rows.move_task(
                     task_id, TaskState.PLAN_REVIEW, TaskState.STARTING,
                     plan_approved=req.approve, feedback=req.feedback,
+                    plan=task.plan if req.approve else None,
                 )  # fmt: skip
                 self._launch(team, task)
             elif task.state is TaskState.RUNNING:
@@ -642,6 +755,7 @@ class Teams:
                     stop.append(task.job_id)
             if team.lead_job_id is not None:
                 stop.append(team.lead_job_id)
+            stop += [j.id for j in self.rows.children(team_id) if j.id is not None]
         canceled = 0
         for job_id in stop:
             if self.store.job(job_id).state in ACTIVE:
@@ -699,7 +813,7 @@ class Teams:
     def _resume_team(self, team: Team) -> None:
         assert team.id is not None
         repo = self.store.repo(team.repo_id)
-        if refs.branch_head(Path(repo.path), team.branch) is None:  # made, and moved, or not
+        if refs.branch_head(Path(repo.path), team.branch) is None:  # moved on, it stays
             worktrees.create_branch(Path(repo.path), team.branch, team.base_sha)
         if team.lead_job_id is None:
             lead = next((j for j in self.rows.team_jobs(team.id) if j.task_id is None), None)
@@ -725,6 +839,20 @@ class Teams:
                         self._integrated(team, task)
                     else:
                         self._integrate(team, task, job)
+            tasks = self.rows.tasks(team.id)
+            fixed = {t.fix_of for t in tasks}
+            for task in tasks:  # conflicted, and the crash came before its fix was made
+                if task.state is TaskState.CONFLICTED and task.id not in fixed and task.job_id:
+                    job = self.store.job(task.job_id)
+                    head = job.head_sha or (
+                        refs.branch_head(Path(repo.path), job.branch) if job.branch else None
+                    )
+                    tip = refs.branch_head(Path(repo.path), team.branch)
+                    files = (
+                        git_merge.conflicting_files(Path(repo.path), tip, head)
+                        if head and tip else []
+                    )  # fmt: skip
+                    self._add_fix(team, task, job, files)
             running = [t.job_id for t in self.rows.tasks(team.id) if t.state is TaskState.RUNNING]
         for job_id in running:
             if job_id is not None:

@@ -141,15 +141,49 @@ class TeamStore:
             q = select(Job).where(Job.team_id == team_id).order_by(col(Job.id))
             return list(s.exec(q).all())
 
+    def children(self, team_id: int) -> list[Job]:
+        """The jobs the team's jobs created through MCP (``parent_id``), and the jobs
+        those created, and so on: not the team's own (they have no ``team_id``) but
+        counted in its cost and max-parallel and canceled by its shutdown."""
+        found: list[Job] = []
+        with self.store.reading() as s:
+            seen = set(s.exec(select(Job.id).where(Job.team_id == team_id)).all())
+            frontier = set(seen)
+            while frontier:
+                q = select(Job).where(
+                    col(Job.parent_id).in_(sorted(frontier)), col(Job.team_id).is_(None)
+                )
+                rows = [j for j in s.exec(q).all() if j.id not in seen]
+                found.extend(rows)
+                frontier = {j.id for j in rows}
+                seen |= frontier
+        return sorted(found, key=lambda j: j.id or 0)
+
+    def team_of_job(self, job: Job) -> int | None:
+        """The team ``job`` works for: its own ``team_id``, or that of the job whose
+        ``parent_id`` chain it descends from (None: no team's)."""
+        seen: set[int] = set()
+        with self.store.reading() as s:
+            while job.team_id is None:
+                if job.parent_id is None or job.parent_id in seen:
+                    return None
+                seen.add(job.parent_id)
+                parent = s.get(Job, job.parent_id)
+                if parent is None:
+                    return None
+                job = parent
+            return job.team_id
+
     def team_cost(self, team_id: int) -> float:
-        """The reported cost of every job of the team (lead and members)."""
+        """The reported cost of every job of the team (lead and members) and of every
+        job they created (:meth:`children`)."""
         with self.store.reading() as s:
             total = s.exec(
                 select(func.sum(Job.cost_usd)).where(
                     Job.team_id == team_id, col(Job.cost_usd).is_not(None)
                 )
             ).one()
-            return float(total or 0.0)
+        return float(total or 0.0) + sum(j.cost_usd or 0.0 for j in self.children(team_id))
 
     # ------------------------------------------------------------ messages
 

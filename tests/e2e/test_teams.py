@@ -674,3 +674,291 @@ def test_max_parallel_holds_tasks_until_a_place_frees(
     first, second = (daemon.job(x["job_id"]) for x in team(daemon, t["id"])["tasks"])
     assert second["created_at"] >= first["closed_at"]  # b's job was made once a's merged
     assert {"a.txt", "b.txt"} <= branch_files(repo, t["branch"])
+
+
+# ------------------------------------------------------------------ review fixes
+
+# Writes shared.txt; given a conflict-fix prompt, does not merge the conflicted branch:
+# ends with nothing ("nothing") or with a commit of its own ("other").
+FIX_WITHOUT_MERGE = """\
+if grep -q "git merge --no-edit" "$DISPATCHER_PROMPT_FILE"; then
+  [ "{how}" = nothing ] || printf 'other\\n' > other.txt
+  exit 0
+fi
+printf '%s\\n' "$1" > shared.txt
+"""
+
+
+def conflicted_task(d: Daemon, team_id: int) -> dict[str, Any]:
+    def hit() -> dict[str, Any] | None:
+        found = [x for x in team(d, team_id)["tasks"] if x["state"] == "conflicted"]
+        return found[0] if found else None
+
+    return wait_until(hit, lambda: f"a conflict: {states(d, team_id)}", 60)
+
+
+@pytest.mark.parametrize("how", ["nothing", "other"])
+def test_a_conflict_fix_that_does_not_merge_the_conflicted_work_fails(
+    daemon: Daemon, repo: Path, agent: Agent, how: str
+) -> None:
+    _, t = idle_team(daemon, repo, agent)
+    script = agent("fix.sh", FIX_WITHOUT_MERGE.format(how=how))
+    a = add_task(daemon, t["id"], "one side", [script, "one"])
+    b = add_task(daemon, t["id"], "other side", [script, "two"])
+    hit = conflicted_task(daemon, t["id"])
+    loser = daemon.job(hit["job_id"])
+
+    def fix_ended() -> dict[str, Any] | None:
+        fixes = [x for x in team(daemon, t["id"])["tasks"] if x["fix_of"] == hit["id"]]
+        return fixes[0] if fixes and fixes[0]["state"] in ("done", "failed") else None
+
+    fix = wait_until(fix_ended, lambda: f"the fix to end: {states(daemon, t['id'])}", 60)
+    assert fix["state"] == "failed"
+    assert fix["error"] == (
+        f"conflict-fix task {fix['id']} ended without task {hit['id']}'s work "
+        f"({loser['branch']} at {loser['head'][:12]}) on {t['branch']}: merge that branch "
+        f"and commit; task {hit['id']} stays conflicted"
+    )
+    assert states(daemon, t["id"])[hit["id"]] == "conflicted"  # its work never landed
+    assert {a, b} - {hit["id"]} <= {x for x, s in states(daemon, t["id"]).items() if s == "done"}
+    told = daemon.api.get(f"/teams/{t['id']}/messages", params={"to": "lead"}).json()
+    assert any(m["body"].startswith(f"task {fix['id']} (") and "failed" in m["body"] for m in told)
+    daemon.api.post(f"/teams/{t['id']}/shutdown")
+
+
+def test_kill_9_between_a_conflict_and_its_fix_task_makes_the_fix_once(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path, agent: Agent
+) -> None:
+    from tests.daemon_fixture import hold_fault, release_fault
+
+    fault_dir = tmp_path / "faults"
+    d = daemon_factory(DISPATCHER_FAULT_DIR=str(fault_dir)).start()
+    repo = init_repo(tmp_path / "app")
+    _, t = idle_team(d, repo, agent)
+    reached = hold_fault(fault_dir, "team.conflicted")
+    script = agent("conflicting.sh", CONFLICTING)
+    a = add_task(d, t["id"], "one side", [script, "one"])
+    b = add_task(d, t["id"], "other side", [script, "two"])
+    wait_until(reached.exists, "a conflict to be recorded", 60)
+    hit = conflicted_task(d, t["id"])
+    assert [x for x in team(d, t["id"])["tasks"] if x["fix_of"]] == []  # no fix made yet
+    d.stop(signal.SIGKILL)
+    release_fault(fault_dir, "team.conflicted")
+    d.start()
+    done = wait_states(d, t["id"], {a: "done", b: "done"})
+    fixes = [x for x in done["tasks"] if x["fix_of"] == hit["id"]]
+    assert len(fixes) == 1 and fixes[0]["state"] == "done"
+    assert "shared.txt" in d.job(fixes[0]["job_id"])["prompt"]  # the files named again
+    assert git(repo, "show", f"{t['branch']}:shared.txt") == "resolved"
+
+
+def spawner(*args: str) -> list[str]:
+    """A member that creates one child job through MCP and ends."""
+    import sys
+
+    script = Path(__file__).parents[1] / "fakeagents" / "team_mcp_agent.py"
+    return [sys.executable, str(script), "spawner", *args]
+
+
+def children_of(d: Daemon, job_id: int) -> list[dict[str, Any]]:
+    jobs = d.api.get("/jobs", params={"limit": 100}).json()["items"]
+    return [j for j in jobs if j["parent_id"] == job_id]
+
+
+def test_children_of_a_member_hold_max_parallel_and_shutdown_cancels_them(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path, agent: Agent
+) -> None:
+    d = daemon_factory(DISPATCHER_TEAM_MAX_TASKS="3").start()
+    repo = init_repo(tmp_path / "app")
+    name = d.add_repo(repo)
+    t = create_team(d, name, agent("lead.sh", IDLE_LEAD), max_parallel=1)
+    gate = never(agent, tmp_path)
+    spawn = add_task(d, t["id"], "spawn", spawner("command", gate))
+    b = add_task(d, t["id"], "after", [gate], blocked_by=[spawn])
+    wait_states(d, t["id"], {spawn: "done"})
+    member = team(d, t["id"])["tasks"][0]["job_id"]
+    children = wait_until(lambda: children_of(d, member), "the member's child", 30)
+    child = d.wait(children[0]["id"], {"running"})
+    assert child["team_id"] is None
+    c = add_task(d, t["id"], "third", [gate])  # its advance sees the child's place taken
+    assert states(d, t["id"]) == {spawn: "done", b: "waiting", c: "waiting"}
+    refused = d.api.post(f"/teams/{t['id']}/tasks", json={"title": "x", "prompt": "x"})
+    assert refused.status_code == 409
+    assert refused.json()["error"]["message"] == (
+        f"team {t['id']} holds 3 tasks, its limit (DISPATCHER_TEAM_MAX_TASKS); no task is added"
+    )
+    out = d.cli("team", "shutdown", str(t["id"])).stdout
+    assert "1 job(s) canceled" in out or "2 job(s) canceled" in out
+    assert d.job(child["id"])["state"] == "canceled"
+
+
+def test_a_childs_cost_counts_in_the_team_budget(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    d = fake_daemon(daemon_factory, FAKE_AGENT_COST="0.25")
+    repo = init_repo(tmp_path / "app")
+    name = d.add_repo(repo)
+    lead = tmp_path / "lead.sh"
+    lead.write_text("#!/bin/sh\nexit 0\n")
+    lead.chmod(0o755)
+    t = create_team(d, name, str(lead), budget_usd=0.1, max_parallel=1)
+    spawn = add_task(d, t["id"], "spawn", spawner("agent", "claude"))
+    b = add_task(d, t["id"], "later", [str(lead)], blocked_by=[spawn])
+    held = wait_until(lambda: team(d, t["id"])["held"], "the team to be held", 60)
+    assert held.startswith("over budget: $0.2500 spent of $0.1000")
+    assert states(d, t["id"]) == {spawn: "done", b: "waiting"}
+    assert team(d, t["id"])["cost_usd"] == pytest.approx(0.25)
+
+
+def test_a_persons_followup_of_a_team_job_carries_its_waiting_messages(
+    daemon: Daemon, repo: Path, agent: Agent
+) -> None:
+    _, t = idle_team(daemon, repo, agent)
+    lead = daemon.wait(t["lead_job_id"])
+    assert lead["state"] == "succeeded"
+    url = f"/teams/{t['id']}/messages"
+    resp = daemon.api.post(url, json={"to": "lead", "from": "person", "body": "split it in two"})
+    assert resp.status_code == 201, resp.text
+    out = daemon.api.post(f"/jobs/{lead['id']}/followup", json={"prompt": "go on"})
+    assert out.status_code in (200, 201), out.text
+    again = daemon.job(out.json()["job"]["id"])
+    assert again["prompt"].startswith("go on\n\n")
+    assert "from person" in again["prompt"] and "split it in two" in again["prompt"]
+    assert again["team_id"] == t["id"] and again["task_id"] is None
+    assert daemon.api.get(url, params={"to": "lead"}).json() == []  # once, in the prompt
+    daemon.api.post(f"/teams/{t['id']}/shutdown")
+
+
+def plan_team(d: Daemon, tmp_path: Path, **body: Any) -> tuple[dict[str, Any], int]:
+    """A team whose one task, for the fake claude (no MCP tools used), needs a plan: its
+    plan is its run's summary."""
+    repo = init_repo(tmp_path / f"app{len(body)}")
+    name = d.add_repo(repo)
+    lead = tmp_path / "lead.sh"
+    lead.write_text("#!/bin/sh\nexit 0\n")
+    lead.chmod(0o755)
+    t = create_team(d, name, str(lead), **body)
+    resp = d.api.post(
+        f"/teams/{t['id']}/tasks",
+        json={"title": "plan", "prompt": "plan it", "agent": "claude", "requires_plan": True},
+    )
+    assert resp.status_code == 201, resp.text
+    return t, int(resp.json()["id"])
+
+
+def test_a_rejected_plan_is_replaced_by_the_revised_runs_summary(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    d = fake_daemon(daemon_factory)
+    t, task = plan_team(d, tmp_path)
+    first = wait_states(d, t["id"], {task: "plan_review"})["tasks"][0]
+    assert first["plan"] == d.job(first["job_id"])["summary"]
+    resp = d.api.post(
+        f"/teams/{t['id']}/tasks/{task}/approve", json={"approve": False, "feedback": "no"}
+    )
+    assert resp.status_code == 200, resp.text
+    again = wait_until(
+        lambda: (
+            (x := team(d, t["id"])["tasks"][0])["state"] == "plan_review"
+            and x["job_id"] != first["job_id"]
+            and x
+        ),
+        "the revised plan",
+        60,
+    )
+    revised = d.job(again["job_id"])
+    assert revised["followup_of"] == first["job_id"]  # continued, not started afresh
+    assert again["plan"] == revised["summary"] != first["plan"]
+    d.api.post(f"/teams/{t['id']}/shutdown")
+
+
+def test_deciding_a_plan_of_an_over_budget_team_starts_no_run(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    d = fake_daemon(daemon_factory, FAKE_AGENT_COST="0.25")
+    t, task = plan_team(d, tmp_path, budget_usd=0.1)
+    shown = wait_states(d, t["id"], {task: "plan_review"})["tasks"][0]
+    resp = d.api.post(f"/teams/{t['id']}/tasks/{task}/approve", json={"approve": True})
+    assert resp.status_code == 409
+    assert resp.json()["error"]["message"] == (
+        f"team {t['id']} is over budget: $0.2500 spent of $0.1000: task {task}'s plan is "
+        "not decided (its answer would start a run)"
+    )
+    after = team(d, t["id"])
+    assert after["tasks"][0]["state"] == "plan_review"
+    assert after["tasks"][0]["job_id"] == shown["job_id"]  # no new run
+    assert after["held"].startswith("over budget: $0.2500 spent of $0.1000")
+    jobs = d.api.get("/jobs", params={"limit": 50}).json()["items"]
+    assert [j["id"] for j in jobs if j["task_id"] == task] == [shown["job_id"]]
+
+
+def test_waiting_message_reads_are_bounded_and_leave_other_routes_free(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path, agent: Agent
+) -> None:
+    d = daemon_factory(DISPATCHER_TEAM_READ_WAITS="2").start()
+    repo = init_repo(tmp_path / "app")
+    _, t = idle_team(d, repo, agent)
+    url = f"/teams/{t['id']}/messages"
+    answers: dict[str, list[Any]] = {}
+
+    def wait_read(who: str) -> None:  # again while the probe below holds a place
+        while (resp := d.api.get(url, params={"to": who, "wait": 60}, timeout=90)).is_error:
+            assert resp.status_code == 503, resp.text
+        answers[who] = resp.json()
+
+    readers = [threading.Thread(target=wait_read, args=(who,)) for who in ("lead", "person")]
+    for r in readers:
+        r.start()
+    try:
+
+        def refused() -> httpx.Response | None:
+            resp = d.api.get(url, params={"to": "lead", "wait": 0.5})
+            return resp if resp.status_code == 503 else None
+
+        busy = wait_until(refused, "a third waiting read to be refused", 30)
+        assert busy.json()["error"]["message"] == (
+            "2 message reads wait already (DISPATCHER_TEAM_READ_WAITS): read without wait, "
+            "or again later"
+        )
+        assert d.api.get(url, params={"to": "lead"}).json() == []  # no wait: answered
+        assert d.api.get(f"/teams/{t['id']}").status_code == 200  # other routes too
+    finally:
+        for who in ("lead", "person"):
+            d.api.post(url, json={"to": who, "from": "person", "body": f"hi {who}"})
+        for r in readers:
+            r.join(30)
+    assert [m["body"] for m in answers["lead"] if m["sender"] != "daemon"] == ["hi lead"]
+    assert [m["body"] for m in answers["person"]] == ["hi person"]
+    assert d.api.get(url, params={"to": "lead", "wait": 0.1}).status_code == 200  # places free
+
+
+def test_an_over_budget_teams_lead_creates_no_child_job(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    import shlex
+
+    d = fake_daemon(daemon_factory, FAKE_AGENT_COST="0.25")
+    repo = init_repo(tmp_path / "app")
+    name = d.add_repo(repo)
+    gate = tmp_path / "gate"
+    lead = tmp_path / "lead.sh"
+    lead.write_text(
+        f'#!/bin/sh\nwhile [ ! -f "{gate}" ]; do sleep 0.05; done\n'
+        f"exec {shlex.join(spawner('agent', 'claude'))}\n"
+    )
+    lead.chmod(0o755)
+    t = create_team(d, name, str(lead), budget_usd=0.1)
+    spend = d.api.post(
+        f"/teams/{t['id']}/tasks", json={"title": "spend", "prompt": "spend", "agent": "claude"}
+    ).json()["id"]
+    wait_states(d, t["id"], {spend: "done"})
+    assert team(d, t["id"])["cost_usd"] == pytest.approx(0.25)
+    gate.touch()
+    ended = d.wait(t["lead_job_id"], timeout=60)
+    assert ended["state"] == "failed"
+    log = d.api.get(f"/jobs/{ended['id']}/log").text
+    assert (
+        f"create_job failed: team {t['id']} is over budget: $0.2500 spent of $0.1000; "
+        "its jobs create no jobs"
+    ) in log
+    assert children_of(d, ended["id"]) == []

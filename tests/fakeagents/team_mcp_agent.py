@@ -9,6 +9,8 @@ commands (tests/e2e/test_team_mcp.py). Its role is argv[1]:
   writes b.txt; tries what a member may not do.
 * ``asker ANSWERER``: asks the answerer and waits for the answer; writes a.txt with it.
 * ``joiner``: writes c.txt (it starts from both blockers' work).
+* ``spawner agent NAME`` or ``spawner command ARGV...``: creates one job through
+  ``create_job`` (its child) in its team's repo, and ends (tests/e2e/test_teams.py).
 
 Each prints one line, ``TEAM-RESULT <json>``, of what it saw (never its token).
 """
@@ -132,6 +134,13 @@ async def joiner(client: Client) -> dict[str, Any]:
     return {"team_tasks": len((await call(client, "show_team"))["tasks"])}
 
 
+async def spawner(client: Client, how: str, what: list[str]) -> dict[str, Any]:
+    repo = (await call(client, "show_team"))["repo"]
+    kind = {"agent": what[0]} if how == "agent" else {"command": what}
+    child = await call(client, "create_job", repo=repo, prompt="a child", **kind)
+    return {"child": child["id"]}
+
+
 async def main(role: str, args: list[str]) -> dict[str, Any]:
     seen: dict[str, Any] = {
         "role": role, "job": int(os.environ["DISPATCHER_JOB_ID"]), "cwd": os.getcwd(),
@@ -146,6 +155,8 @@ async def main(role: str, args: list[str]) -> dict[str, Any]:
             seen |= await answerer(client, int(args[0]))
         elif role == "asker":
             seen |= await asker(client, int(args[0]))
+        elif role == "spawner":
+            seen |= await spawner(client, args[0], args[1:])
         else:
             seen |= await joiner(client)
     return seen

@@ -3,13 +3,17 @@ shut down, merge. Each is one call of the service's ``teams`` (docs/teams.md).""
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+import anyio
+import anyio.to_thread
+from fastapi import APIRouter, Path, Query, Request, status
 from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydanticField
 
 from dispatcher.api.deps import MAX_ID, ServiceDep
+from dispatcher.errors import Busy
 from dispatcher.store.team_models import (
     MessageCreate,
     MessagePublic,
@@ -122,9 +126,10 @@ def send_message(team_id: TeamId, body: MessageCreate, service: ServiceDep) -> l
     "acknowledges. With `wait`, a read that finds none waits up to that many seconds for "
     "one (long poll; it answers as soon as a message is sent).",
 )
-def read_messages(
+async def read_messages(
     team_id: TeamId,
     service: ServiceDep,
+    request: Request,
     to: Annotated[str, Query(description="lead, person or task:<id>", max_length=40)],
     wait: Annotated[float, Query(ge=0, le=120)] = 0.0,
     limit: Annotated[int, Query(ge=0, le=1000, description="How many at most (0: ack only)")] = 100,
@@ -132,7 +137,27 @@ def read_messages(
         int | None, Query(ge=0, le=MAX_ID, description="The id of the last message handled")
     ] = None,
 ) -> list[MessagePublic]:
-    return service.teams.read(team_id, to, wait_s=wait, limit=limit, ack=ack)
+    read = partial(service.teams.read, team_id, to, wait_s=wait, limit=limit, ack=ack)
+    if wait <= 0:
+        return await anyio.to_thread.run_sync(read)  # the shared pool, as a sync route
+    # A waiting read holds its thread up to `wait` seconds: on a pool of its own, so
+    # that waiting reads never take the threads every other route runs on.
+    waits = _waiting_reads(request, service.settings.team_read_waits)
+    if waits.available_tokens < 1:
+        raise Busy(
+            f"{service.settings.team_read_waits} message reads wait already "
+            "(DISPATCHER_TEAM_READ_WAITS): read without wait, or again later"
+        )
+    return await anyio.to_thread.run_sync(read, limiter=waits)
+
+
+def _waiting_reads(request: Request, size: int) -> anyio.CapacityLimiter:
+    """The app's limiter of waiting message reads (made in its event loop, once)."""
+    limiter: anyio.CapacityLimiter | None = getattr(request.app.state, "team_read_waits", None)
+    if limiter is None:
+        limiter = anyio.CapacityLimiter(size)
+        request.app.state.team_read_waits = limiter
+    return limiter
 
 
 @router.post("/{team_id}/shutdown", summary="Cancel every member; the integration branch stays")

@@ -73,7 +73,10 @@ def register(server: MCPServer[Any], service: Service) -> None:
             repo=repo, prompt=prompt, agent=agent, command=command, base=base,
             timeout_minutes=timeout_minutes, max_cost_usd=max_cost_usd, skills=skills,
         )  # fmt: skip
-        req, parent = access.create(principal(ctx), req)
+        who = principal(ctx)
+        req, parent = access.create(who, req)
+        if who.job_id is not None:  # a team's job's child is within its team's limits
+            service.teams.check_child(who.job_id)
         return service.jobs.submit(req, parent_id=parent)
 
     @server.tool(
