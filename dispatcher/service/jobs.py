@@ -50,7 +50,7 @@ class Jobs:
     control: Control  # its lock per job, and the cancel of a replaced job
     # A team's job's waiting messages as a prompt section, and what marks them delivered
     # (set by the composition root to Teams.for_followup; None: no teams).
-    team_messages: Callable[[Job], tuple[str, Callable[[], None]]] | None = None
+    team_messages: Callable[[Job], tuple[str, Callable[[bool], None]]] | None = None
 
     def submit(
         self,
@@ -174,18 +174,23 @@ class Jobs:
             return made
         with self.control.lock(job_id):
             parent = self.store.job(job_id)
-            prompt, delivered = req.prompt, _nothing
+            prompt, settle = req.prompt, _NOTHING
             if team_messages and parent.team_id is not None and self.team_messages is not None:
-                waiting, delivered = self.team_messages(parent)
+                waiting, settle = self.team_messages(parent)
                 prompt += f"\n\n{waiting}" if waiting else ""
-            again = self._again(
-                parent,
-                prompt=prompt,
-                timeout_minutes=req.timeout_minutes or parent.timeout_s / 60,
-                max_cost_usd=parent.max_cost_usd,
-            )
-            new = self.submit(again, followup_of=parent, idem=idem)
-            delivered()  # in the new run's prompt now
+            try:
+                again = self._again(
+                    parent,
+                    prompt=prompt,
+                    timeout_minutes=req.timeout_minutes or parent.timeout_s / 60,
+                    max_cost_usd=parent.max_cost_usd,
+                )
+                new = self.submit(again, followup_of=parent, idem=idem)
+            except BaseException:
+                settle(False)  # not in any prompt: reads have them again
+                raise
+            faults.reach("jobs.followup-made")  # the job is made; its messages not confirmed
+            settle(True)  # in the new run's prompt now (a restart that finds it confirms)
             return _run_again(job_id, "followed up", new)
 
     def runs(self, job_id: int) -> list[JobPublic]:
@@ -293,8 +298,11 @@ class Jobs:
             log.info("job %s: not canceled: %s", job_id, exc.message)
 
 
-def _nothing() -> None:
-    """No messages to mark delivered."""
+def _nothing(made: bool) -> None:
+    """No messages to settle."""
+
+
+_NOTHING: Callable[[bool], None] = _nothing
 
 
 def _run_again(job_id: int, how: str, new: JobPublic) -> ActionResult:

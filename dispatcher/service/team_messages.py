@@ -142,6 +142,24 @@ class Mailbox:
         self.teams.release_prompt(team_id, recipient)
         self._wake(team_id, [recipient])
 
+    def settle_prompts(self, team_id: int, prompt_of: Callable[[str], str | None]) -> None:
+        """At a restart: every message a prompt still holds is confirmed if it is in the
+        prompt of its recipient's newest job (``prompt_of``), else freed for reads (the
+        daemon died before that prompt's job was made, or before its confirm ran)."""
+        held = self.teams.prompt_held(team_id)
+        for recipient in sorted({m.recipient for m in held}):
+            prompt = prompt_of(recipient) or ""
+            mine = [m for m in held if m.recipient == recipient]
+            made = [
+                m.id
+                for m in mine
+                if m.id is not None and prompt_entry(m.sender, m.id, m.body) in prompt
+            ]
+            self.teams.delivered_ids(made)
+            if len(made) < len(mine):
+                self.teams.release_prompt(team_id, recipient)
+            self._wake(team_id, [recipient])
+
     def prompt_delivered(self, team_id: int, recipient: str) -> None:
         """Confirm what a prompt of ``recipient`` holds: a restart found the job made of
         it (the daemon stopped before :meth:`for_prompt`'s confirm ran)."""

@@ -33,6 +33,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from dispatcher import faults
@@ -621,13 +622,23 @@ class Teams:
         if over is not None:
             raise InvalidState(f"team {team_id} is {over}; its jobs create no jobs")
 
-    def for_followup(self, job: Job) -> tuple[str, Callable[[], None]]:
+    def for_followup(self, job: Job) -> tuple[str, Callable[[bool], None]]:
         """The waiting messages of the lead or member whose job ``job`` is, as a prompt
-        section, and what marks them delivered (a person's follow-up of a team's job:
-        :meth:`dispatcher.service.jobs.Jobs.followup`)."""
-        assert job.team_id is not None
+        section, and what settles them: ``settle(True)`` once the follow-up's job is made
+        marks them delivered, ``settle(False)`` (it could not be made) frees them for
+        reads (a person's follow-up of a team's job: :meth:`.jobs.Jobs.followup`)."""
+        team_id = job.team_id
+        assert team_id is not None
         who = "lead" if job.task_id is None else f"task:{job.task_id}"
-        return self.mailbox.for_prompt(job.team_id, who)
+        text, delivered = self.mailbox.for_prompt(team_id, who)
+
+        def settle(made: bool) -> None:
+            if made:
+                delivered()
+            elif text:
+                self.mailbox.release_prompt(team_id, who)
+
+        return text, settle
 
     def message(self, team_id: int, req: MessageCreate) -> list[MessagePublic]:
         return self.mailbox.send(team_id, req)
@@ -810,6 +821,17 @@ class Teams:
             except Exception:
                 log.exception("team %s: could not be resumed", team.id)
 
+    def _newest_prompt(self, team_id: int, member: str) -> str | None:
+        """The prompt of the newest job of ``member`` (``lead`` or ``task:<id>``)."""
+        if member == "lead":
+            jobs = [j for j in self.rows.team_jobs(team_id) if j.task_id is None]
+            return jobs[-1].prompt if jobs else None
+        kind, _, number = member.partition(":")
+        if kind != "task" or not number.isdigit():
+            return None
+        job = self.rows.newest_job_of_task(int(number))
+        return job.prompt if job is not None else None
+
     def _resume_team(self, team: Team) -> None:
         assert team.id is not None
         repo = self.store.repo(team.repo_id)
@@ -854,6 +876,7 @@ class Teams:
                     )  # fmt: skip
                     self._add_fix(team, task, job, files)
             running = [t.job_id for t in self.rows.tasks(team.id) if t.state is TaskState.RUNNING]
+            self.mailbox.settle_prompts(team.id, partial(self._newest_prompt, team.id))
         for job_id in running:
             if job_id is not None:
                 job = self.store.job(job_id)

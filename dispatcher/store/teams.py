@@ -259,6 +259,26 @@ class TeamStore:
                 .execution_options(synchronize_session=False)
             )
 
+    def prompt_held(self, team_id: int) -> list[TeamMessage]:
+        """The team's undelivered messages a prompt holds, oldest first (at a restart:
+        what launches and follow-ups a crash cut short were putting into prompts)."""
+        with self.store.reading() as s:
+            q = (
+                select(TeamMessage)
+                .where(
+                    TeamMessage.team_id == team_id,
+                    col(TeamMessage.delivered_at).is_(None),
+                    col(TeamMessage.leased_to) == "prompt",
+                )
+                .order_by(col(TeamMessage.id))
+            )
+            return list(s.exec(q).all())
+
+    def delivered_ids(self, ids: Sequence[int]) -> None:
+        """Confirm these messages (a restart found them in the prompt of a job)."""
+        with self.store.writing() as s:
+            _mark_delivered(s, ids)
+
     def prompt_delivered(self, team_id: int, recipient: str) -> None:
         """Confirm every message a prompt of ``recipient`` holds (a restart found the job
         that prompt made)."""

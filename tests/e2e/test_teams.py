@@ -829,6 +829,54 @@ def test_a_persons_followup_of_a_team_job_carries_its_waiting_messages(
     daemon.api.post(f"/teams/{t['id']}/shutdown")
 
 
+def test_a_follow_up_that_cannot_be_made_leaves_the_messages_to_reads(
+    daemon: Daemon, repo: Path, agent: Agent
+) -> None:
+    _, t = idle_team(daemon, repo, agent)
+    lead = daemon.wait(t["lead_job_id"])
+    url = f"/teams/{t['id']}/messages"
+    out = daemon.api.post(f"/jobs/{lead['id']}/followup", json={"prompt": "go on"})
+    assert out.status_code in (200, 201), out.text
+    daemon.api.post(url, json={"to": "lead", "from": "person", "body": "after"})
+    again = daemon.api.post(f"/jobs/{lead['id']}/followup", json={"prompt": "twice"})
+    assert again.status_code == 409, again.text  # already continued: no job made
+    assert [m["body"] for m in daemon.api.get(url, params={"to": "lead"}).json()] == ["after"]
+    daemon.api.post(f"/teams/{t['id']}/shutdown")
+
+
+def test_kill_9_as_a_follow_up_is_made_confirms_its_messages_on_restart(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path, agent: Agent
+) -> None:
+    """The follow-up's job holds the message in its prompt: after the restart no read
+    hands it out again, and the mailbox goes on (the next message is read)."""
+    from tests.daemon_fixture import hold_fault, release_fault
+
+    fault_dir = tmp_path / "faults"
+    d = daemon_factory(DISPATCHER_FAULT_DIR=str(fault_dir)).start()
+    _, t = idle_team(d, init_repo(tmp_path / "app"), agent)
+    lead = d.wait(t["lead_job_id"])
+    url = f"/teams/{t['id']}/messages"
+    d.api.post(url, json={"to": "lead", "from": "person", "body": "in the prompt"})
+    reached = hold_fault(fault_dir, "jobs.followup-made")
+
+    def post() -> None:
+        with contextlib.suppress(httpx.TransportError):  # killed under it: no answer
+            d.api.post(f"/jobs/{lead['id']}/followup", json={"prompt": "go on"})
+
+    poster = threading.Thread(target=post)
+    poster.start()
+    wait_until(reached.exists, "the follow-up's job to be made", 30)
+    d.stop(signal.SIGKILL)
+    poster.join(30)
+    release_fault(fault_dir, "jobs.followup-made")
+    d.start()
+    made = d.job(lead["id"])["followed_by"]
+    assert made is not None and "in the prompt" in d.job(made)["prompt"]
+    d.api.post(url, json={"to": "lead", "from": "person", "body": "next"})
+    assert [m["body"] for m in d.api.get(url, params={"to": "lead"}).json()] == ["next"]
+    d.api.post(f"/teams/{t['id']}/shutdown")
+
+
 def plan_team(d: Daemon, tmp_path: Path, **body: Any) -> tuple[dict[str, Any], int]:
     """A team whose one task, for the fake claude (no MCP tools used), needs a plan: its
     plan is its run's summary."""
