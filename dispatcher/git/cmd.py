@@ -125,6 +125,7 @@ def run(
     check: bool = True,
     input: str | None = None,
     env_extra: Mapping[str, str] | None = None,
+    timeout: float | None = 120,
 ) -> proc.Result:
     """Run ``git *args`` in ``cwd``; raise :class:`GitError` on failure when ``check``."""
     if not os.path.isdir(cwd):
@@ -135,7 +136,7 @@ def run(
             env = _git_env
         else:
             env = clean_env({**_pinned_global, **(env_extra or {})})
-        result = proc.run(argv, cwd=cwd, env=env, input=input, check=False)
+        result = proc.run(argv, cwd=cwd, env=env, input=input, check=False, timeout=timeout)
     except ProcessError as exc:
         raise GitError(exc.message) from exc
     if check and result.returncode != 0:
