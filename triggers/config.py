@@ -427,6 +427,15 @@ class PullRequestOnSuccess(_Model):
     """Labels put on it."""
 
 
+def _pr_options(value: Any) -> Any:
+    """``pr: true`` is a pull request with the default options; ``pr: false`` none."""
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    return value
+
+
 class OnSuccess(_Model):
     """What the daemon does with a job that succeeded with commits (docs/forge.md). A
     failure here is recorded on the job (forge-error) and does not fail it. Credentials
@@ -434,7 +443,10 @@ class OnSuccess(_Model):
 
     push: bool = False
     """Push the job's branch to the remote."""
-    pr: bool | PullRequestOnSuccess | None = None
+    pr: Annotated[
+        PullRequestOnSuccess | None,
+        BeforeValidator(_pr_options, json_schema_input_type=bool | PullRequestOnSuccess),
+    ] = None
     """Push, then open a pull request (true, or its options)."""
     remote: str = Field(default="origin", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
     """The repo's remote to push to."""
@@ -442,9 +454,8 @@ class OnSuccess(_Model):
     def wanted(self) -> dict[str, Any] | None:
         """What the job records: {"push": true, "remote": ...} and the PR's options, or
         None when nothing is asked."""
-        if self.pr is not None and self.pr is not False:
-            pr = self.pr if isinstance(self.pr, PullRequestOnSuccess) else PullRequestOnSuccess()
-            return {"push": True, "remote": self.remote, "pr": pr.model_dump()}
+        if self.pr is not None:
+            return {"push": True, "remote": self.remote, "pr": self.pr.model_dump()}
         if self.push:
             return {"push": True, "remote": self.remote}
         return None

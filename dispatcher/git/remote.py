@@ -16,7 +16,7 @@ from pathlib import Path
 
 from dispatcher.errors import GitError, InvalidInput, NotFound
 from dispatcher.git import cmd
-from dispatcher.git.names import validate_branch_name
+from dispatcher.git.names import is_plain_branch, validate_branch_name
 
 _REMOTE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 # Prints the username and password from the environment on `get`; ignores store/erase.
@@ -66,18 +66,13 @@ def remote_urls(repo: Path, remote: str) -> tuple[str, str]:
     return fetch, push
 
 
-def remote_head(repo: Path, remote: str, branch: str, *, timeout: float = 120,
-                credentials: Credentials | None = None) -> str | None:  # fmt: skip
-    """The commit ``branch`` is at on ``remote`` (asked over the network), or None."""
+def check_push_branch(branch: str) -> str:
+    """``branch`` if it is a plain branch name (letters, digits, ``_``, ``-``, ``/``-separated
+    parts), which a job's branch always is: nothing a refspec or option could misread."""
     validate_branch_name(branch)
-    result = cmd.run(
-        [*_auth_args(credentials), "ls-remote", "--", remote, f"refs/heads/{branch}"],
-        repo, check=False, env_extra=_auth_env(credentials), timeout=timeout,
-    )  # fmt: skip
-    if result.returncode != 0:
-        raise PushRejected(_refusal(result.stderr, remote, branch))
-    first = result.stdout.split()
-    return first[0] if first else None
+    if not is_plain_branch(branch):
+        raise InvalidInput(f"not a branch this daemon pushes: {branch[:100]!r}")
+    return branch
 
 
 def push(
@@ -97,7 +92,7 @@ def push(
     :class:`PushRejected` with one line saying why (non-fast-forward, a hook, the
     credentials, the remote) when the push is refused."""
     check_remote_name(remote)
-    validate_branch_name(branch)
+    check_push_branch(branch)
     ref = f"refs/heads/{branch}"
     args = [*_auth_args(credentials), "push", "--porcelain", "--no-verify"]
     if force_with_lease:
