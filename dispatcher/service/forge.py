@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -44,8 +43,6 @@ class Forges:
     settings: Settings
     store: Store
     control: Control  # its lock per job
-    http: Callable[[], httpx.Client] | None = None  # tests may hand their own
-    _threads: list[threading.Thread] = field(default_factory=list, init=False, repr=False)
 
     # ------------------------------------------------------------------ push
 
@@ -104,12 +101,19 @@ class Forges:
     def pr(self, job_id: int, req: PullRequestCreate) -> ActionResult:
         with self.control.lock(job_id):
             job = self._pushable(job_id)
-            if job.pr_url and job.pr_number is not None and job.pr_state in _OPEN:
-                return action_result(
-                    self.store, job, False,
-                    f"job {job.id} has pull request #{job.pr_number} already: {job.pr_url}",
-                )  # fmt: skip
             repo_path = Path(self.store.repo(job.repo_id).path)
+            if job.pr_url and job.pr_number is not None and job.pr_state in _OPEN:
+                # The same PR; a follow-up's new commits are pushed to its branch first.
+                pushed = False
+                if job.pushed_sha != refs.branch_head(repo_path, job.branch):
+                    job, pushed, _ = self._push(job, job.pushed_remote or req.remote)
+                message = f"job {job_id} has pull request #{job.pr_number} already: {job.pr_url}"
+                return action_result(
+                    self.store,
+                    job,
+                    pushed,
+                    message + ("; its new commits pushed" if pushed else ""),
+                )
             base = validate_branch_name(req.base or job.target_branch)
             try:
                 fetch_url, _ = git_remote.remote_urls(repo_path, req.remote)
@@ -144,8 +148,6 @@ class Forges:
             return action_result(self.store, job, opened, message)
 
     def _client(self) -> httpx.Client:
-        if self.http is not None:
-            return self.http()
         return httpx.Client(timeout=self.settings.forge_timeout_seconds, follow_redirects=False)
 
     # ------------------------------------------------------------------ on-success

@@ -51,6 +51,7 @@ def fdaemon(tmp_path_factory: pytest.TempPathFactory, forge: FakeForge) -> Itera
         DISPATCHER_FORGE_TOKENS=json.dumps(tokens),
         PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
     )
+    d.serve_args = ("--log-format", "json")  # the JSON formatter's path, checked for tokens
     d.start()
     yield d
     try:
@@ -245,6 +246,16 @@ def test_pr_opens_one_on_each_forge_and_repeating_returns_it(
         )
         == 1
     )
+    # A follow-up continues the branch: the same PR, its new commits pushed to it.
+    follow = fdaemon.api.post(f"/jobs/{jid}/followup", json={"prompt": "More notes"})
+    assert follow.status_code == 201, follow.text
+    later = fdaemon.wait(follow.json()["job"]["id"])
+    assert later["state"] == "succeeded" and later["pr_url"] == url
+    resp = fdaemon.api.post(f"/jobs/{later['id']}/pr")
+    assert resp.status_code == 200 and resp.json()["changed"] is True, resp.text
+    assert "new commits pushed" in resp.json()["message"]
+    assert git(forge.root / f"team/{name}.git", "rev-parse", job["branch"]) == later["head"]
+    assert len(forge.pulls[(kind, f"team/{name}")]) == 1
     listed = fdaemon.cli("jobs", "--repo", shown["repo"]).stdout
     assert "#1" in listed
     assert f"pr_url         {url}" in fdaemon.cli("show", str(jid)).stdout
@@ -293,6 +304,15 @@ def test_pr_errors_are_one_line_naming_the_forge(
     assert "DISPATCHER_FORGE_TOKENS" in message
     log = (fdaemon.state_dir / "jobs" / str(job["id"]) / "agent.log").read_text()
     assert "wrong-token" not in log and "pull request failed" in log
+    logged = [
+        json.loads(line)
+        for line in fdaemon.log_path.read_text().splitlines()
+        if line.startswith("{")
+    ]
+    warned = [
+        r for r in logged if r.get("job_id") == job["id"] and "pull request failed" in r["message"]
+    ]
+    assert warned and "wrong-token" not in fdaemon.log_path.read_text()
 
     # 404: the forge has no such repository.
     repo = init_repo(tmp_path / "b" / "app")
