@@ -15,15 +15,8 @@ from typing import Any
 
 import httpx
 
-from dispatcher.errors import DispatcherError
+from dispatcher.errors import ForgeError
 from dispatcher.forge.hosts import Forge
-
-
-class ForgeError(DispatcherError):
-    """The forge refused or failed a request; the message says which forge and what to do."""
-
-    code = "forge_error"
-    status = 502
 
 
 class AlreadyExists(Exception):

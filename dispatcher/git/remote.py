@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from dispatcher.errors import GitError, InvalidInput, NotFound
+from dispatcher.errors import InvalidInput, NotFound, PushRejected
 from dispatcher.git import cmd
 from dispatcher.git.names import is_plain_branch, validate_branch_name
 
@@ -26,13 +26,6 @@ _HELPER = (
     '"$DISPATCHER_GIT_USERNAME" "$DISPATCHER_GIT_PASSWORD"; '
     "}; f"
 )
-
-
-class PushRejected(GitError):
-    """The remote (or git, before talking to it) refused the push; nothing changed."""
-
-    code = "push_rejected"
-    status = 409
 
 
 @dataclass(frozen=True)
@@ -144,7 +137,7 @@ def _refusal(output: str, remote: str, branch: str) -> str:
         or "could not read username" in text
         or "could not read password" in text
         or "permission denied" in text
-        or "403" in text
+        or "returned error: 403" in text
         or "terminal prompts disabled" in text
     ):
         return (

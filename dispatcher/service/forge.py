@@ -18,9 +18,9 @@ from pathlib import Path
 import httpx
 
 from dispatcher.config import Settings
-from dispatcher.errors import DispatcherError, InvalidInput, InvalidState
+from dispatcher.errors import DispatcherError, ForgeError, InvalidInput, InvalidState
 from dispatcher.forge import hosts
-from dispatcher.forge.client import ForgeError, NewPullRequest, client_for
+from dispatcher.forge.client import NewPullRequest, client_for
 from dispatcher.forge.remotes import parse_remote
 from dispatcher.git import refs
 from dispatcher.git import remote as git_remote

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.errors import InvalidInput, NotFound
+from dispatcher.errors import InvalidInput, NotFound, PushRejected
 from dispatcher.git import remote
 from tests.gitutil import commit_file, git, init_repo
 
@@ -79,10 +79,10 @@ def test_a_non_fast_forward_is_one_line_and_the_lease_guards(
     commit_file(other, "t.md", "t\n")
     git(other, "push", "-q", "origin", "dispatcher/1-x")
     before = git(repo, "for-each-ref")
-    with pytest.raises(remote.PushRejected) as caught:
+    with pytest.raises(PushRejected) as caught:
         remote.push(repo, "origin", "dispatcher/1-x")
     assert "non-fast-forward" in caught.value.message and "\n" not in caught.value.message
-    with pytest.raises(remote.PushRejected, match="lease"):
+    with pytest.raises(PushRejected, match="lease"):
         remote.push(repo, "origin", "dispatcher/1-x", lease=pushed, force_with_lease=True)
     assert git(repo, "for-each-ref") == before
 
