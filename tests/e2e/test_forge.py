@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.daemon_fixture import Daemon, _new_daemon
@@ -190,6 +191,14 @@ def test_push_to_an_unknown_remote_is_one_line(fdaemon: Daemon, tmp_path: Path, 
     assert "no remote 'upstream'" in out.stderr and out.stderr.count("\n") == 1
     bad = fdaemon.api.post(f"/jobs/{job['id']}/push", json={"remote": "--upload-pack=x"})
     assert bad.status_code == 422
+    for base in ("--upload-pack=x", "main..x", "a b", "x:y"):
+        bad = fdaemon.api.post(f"/jobs/{job['id']}/pr", json={"base": base})
+        assert bad.status_code == 422, (base, bad.text)
+    # A job without commits has nothing to push.
+    name = fdaemon.add_repo(init_repo(tmp_path / "idle"))
+    idle = fdaemon.wait(fdaemon.submit(name, "nothing", command=["true"])["id"])
+    resp = fdaemon.api.post(f"/jobs/{idle['id']}/push")
+    assert resp.status_code == 409 and "no commits to push" in resp.json()["error"]["message"]
 
 
 # ------------------------------------------------------------------ pull requests
@@ -259,6 +268,10 @@ def test_pr_opens_one_on_each_forge_and_repeating_returns_it(
     listed = fdaemon.cli("jobs", "--repo", shown["repo"]).stdout
     assert "#1" in listed
     assert f"pr_url         {url}" in fdaemon.cli("show", str(jid)).stdout
+    with httpx.Client(base_url=fdaemon.url, timeout=30) as ui:  # the dashboard's job page
+        assert ui.post("/ui/login", data={"token": fdaemon.token}).status_code == 303
+        html = ui.get(f"/ui/jobs/{jid}").text
+    assert f'href="{url}"' in html and "pull request #1" in html
     secrets_absent(fdaemon, jid)
 
 
