@@ -54,6 +54,7 @@ class FakeForge:
         self.seen: list[Seen] = []
         self.git_auth: list[str] = []  # the Authorization headers of git requests
         self.rate_limited = False
+        self.refuse_labels = False  # label requests answered 403 (GitHub, Gitea)
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -286,6 +287,8 @@ class FakeForge:
             ]
             return 200, [_gh_pull(p, host) for p in found], {}
         if segs[3] == "issues" and segs[5] == "labels" and method == "POST":
+            if self.refuse_labels:
+                return 403, {"message": "Must have admin rights to Repository."}, {}
             pull = pulls[int(segs[4]) - 1]
             pull.labels += body["labels"]
             return 200, [{"id": i, "name": name} for i, name in enumerate(pull.labels)], {}
@@ -408,6 +411,8 @@ class FakeForge:
             found = [p for p in pulls if p.state == query.get("state", "open")]
             return 200, [_gitea_pull(p, host) for p in found], {}
         if segs[3] == "issues" and segs[5] == "labels" and method == "POST":
+            if self.refuse_labels:
+                return 403, {"message": "Must have admin rights to Repository."}, {}
             pull = pulls[int(segs[4]) - 1]
             pull.labels += [str(x) for x in body["labels"]]
             return 200, [{"id": i, "name": name} for i, name in enumerate(pull.labels)], {}

@@ -66,7 +66,8 @@ class ForgeClient(abc.ABC):
         """Add ``labels`` to the pull request (forges whose create cannot)."""
 
     def open(self, new: NewPullRequest) -> tuple[PullRequest, bool]:
-        """The pull request of ``new.head``: opened now (True) or the one already open."""
+        """The pull request of ``new.head``: opened now (True) or the one already open.
+        Labels are the caller's to add (:meth:`label`) once it has recorded the PR."""
         try:
             pr = self.create(new)
         except AlreadyExists:
@@ -77,8 +78,6 @@ class ForgeClient(abc.ABC):
                     "open was found for it; look on the forge"
                 ) from None
             return found, False
-        if new.labels:
-            self.label(pr, new.labels)
         return pr, True
 
     # ----------------------------------------------------------------- requests

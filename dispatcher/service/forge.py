@@ -133,18 +133,28 @@ class Forges:
                 head=job.branch, base=base, title=title_of(job), body=body_of(job, repo_path),
                 draft=req.draft, labels=tuple(dict.fromkeys(req.labels)),
             )  # fmt: skip
-            try:
-                with self._client() as http:
-                    pr, opened = client_for(forge, http).open(new)
-            except DispatcherError as exc:
-                self._failed(job, "pull request", exc)
-                raise
-            job = self.store.update(
-                job_id, pr_url=pr.url, pr_number=pr.number, pr_state=pr.state, forge_error=None
-            )
-            verb = "opened" if opened else "has (open already)"
-            message = f"job {job.id} {verb} pull request #{pr.number} on {forge.name}: {pr.url}"
-            note_job(self.settings, job_id, message)
+            with self._client() as http:
+                client = client_for(forge, http)
+                try:
+                    pr, opened = client.open(new)
+                except DispatcherError as exc:
+                    self._failed(job, "pull request", exc)
+                    raise
+                job = self.store.update(
+                    job_id, pr_url=pr.url, pr_number=pr.number, pr_state=pr.state, forge_error=None
+                )
+                said = "opened" if opened else "found open already"
+                message = (
+                    f"job {job_id}: pull request #{pr.number} {said} on {forge.name}: {pr.url}"
+                )
+                note_job(self.settings, job_id, message)
+                if opened and new.labels:  # the PR is recorded first: a refusal here loses nothing
+                    try:
+                        client.label(pr, new.labels)
+                    except DispatcherError as exc:
+                        self._failed(job, "labelling the pull request", exc)
+                        job = self.store.job(job_id)
+                        message += f"; its labels were not set: {exc.message}"
             return action_result(self.store, job, opened, message)
 
     def _client(self) -> httpx.Client:

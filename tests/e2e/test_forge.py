@@ -297,6 +297,23 @@ def test_pr_already_open_on_the_forge_is_found_and_recorded(
     assert len(pulls) == 2
 
 
+def test_a_refused_label_keeps_the_pr_recorded(
+    fdaemon: Daemon, forge: FakeForge, tmp_path: Path, agent: Any
+) -> None:
+    repo = forge_repo(tmp_path, forge, "github.test", "team/labels")
+    job = finished_job(fdaemon, repo, agent)
+    forge.refuse_labels = True
+    try:
+        resp = fdaemon.api.post(f"/jobs/{job['id']}/pr", json={"labels": ["agent"]})
+    finally:
+        forge.refuse_labels = False
+    assert resp.status_code == 200, resp.text
+    shown = resp.json()["job"]
+    assert shown["pr_number"] == 1 and shown["pr_url"]
+    assert "labels were not set" in resp.json()["message"]
+    assert "forbade labelling the pull request (403)" in shown["forge_error"]
+
+
 def pr_error(d: Daemon, job_id: int) -> str:
     resp = d.api.post(f"/jobs/{job_id}/pr")
     assert resp.status_code >= 400, resp.text

@@ -47,6 +47,7 @@ def test_open_then_open_again_finds_the_same(fake: FakeForge, kind: str) -> None
     with httpx.Client(timeout=10) as http:
         client = client_for(forge(fake, kind), http)
         first, opened = client.open(NEW)
+        client.label(first, NEW.labels)
         again, opened_again = client.open(NEW)
     assert opened and not opened_again
     assert (first.number, first.url, first.state) == (again.number, again.url, "open")
