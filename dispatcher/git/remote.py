@@ -146,7 +146,15 @@ def _refusal(output: str, remote: str, branch: str) -> str:
         )
     if "does not appear to be a git repository" in text or "repository not found" in text:
         return f"{where}: the remote repository was not found"
-    if "could not resolve host" in text or "connection refused" in text or "timed out" in text:
+    if any(
+        said in text
+        for said in (
+            "could not resolve host",
+            "connection refused",
+            "timed out",
+            "failed to connect",
+        )
+    ):
         return f"{where}: the remote could not be reached"
     last = [
         line.strip()

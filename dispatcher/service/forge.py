@@ -11,6 +11,7 @@ settings only and are scrubbed from every message.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ from dispatcher.store.models import ActionResult, Job, PullRequestCreate, PushRe
 log = logging.getLogger(__name__)
 
 _OPEN = frozenset({"open", "draft"})
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/@\s]+@")
 
 
 @dataclass(eq=False)
@@ -217,7 +219,9 @@ class Forges:
         log.warning("job %s: %s failed: %s", job.id, what, message, extra={"job_id": job.id})
 
     def scrub(self, text: str) -> str:
-        """``text`` without any forge token of the settings."""
+        """``text`` without any forge token of the settings, nor a URL's user and password
+        (a remote URL with credentials in it, echoed by git)."""
+        text = _USERINFO.sub(r"\1", text)
         for token in self.settings.forge_tokens.values():
             secret = token.get_secret_value()
             if secret:

@@ -66,7 +66,7 @@ def finished_job(
 ) -> dict[str, Any]:
     name = d.add_repo(repo)
     job = d.submit(name, prompt, command=[agent("write.sh", WRITE)])
-    done = d.wait(job["id"])
+    done = d.wait(job["id"], timeout=60)
     assert done["state"] == "succeeded" and done["commits_ahead"] == 1, done
     return done
 
@@ -361,6 +361,15 @@ def test_pr_errors_are_one_line_naming_the_forge(
     assert "no token for notoken.test" in pr_error(fdaemon, job["id"])
     assert fdaemon.job(job["id"])["pushed_sha"] is None
 
+    # A URL holding credentials (the user's own config): they are not echoed.
+    repo = init_repo(tmp_path / "e" / "app")
+    git(repo, "remote", "add", "origin", "http://someone:pa55word@127.0.0.1:9/team/x.git")
+    job = finished_job(fdaemon, repo, agent)
+    resp = fdaemon.api.post(f"/jobs/{job['id']}/push")
+    assert resp.status_code == 409, resp.text
+    assert "pa55word" not in resp.text and "could not be reached" in resp.json()["error"]["message"]
+    assert "pa55word" not in (fdaemon.state_dir / "jobs" / str(job["id"]) / "agent.log").read_text()
+
     # A host that is no forge the daemon knows.
     repo = init_repo(tmp_path / "d" / "app")
     git(repo, "remote", "add", "origin", "https://unknown.example/team/x.git")
@@ -423,12 +432,18 @@ def test_on_success_from_the_trigger_file_pushes_and_opens_the_pr(
     def jobs() -> list[dict[str, Any]]:
         return list(fdaemon.api.get("/jobs", params={"repo": name}).json()["items"])
 
-    wait_until(lambda: len(jobs()) == 2, "both issues' jobs")
+    wait_until(lambda: len(jobs()) == 2, lambda: f"both issues' jobs: {jobs()}", timeout=60)
     by_prompt = {j["prompt"]: j for j in jobs()}
     pushed, reviewed = by_prompt["Push: one"], by_prompt["PR: two"]
-    wait_until(lambda: fdaemon.job(pushed["id"])["pushed_sha"], "the defaults' push", timeout=30)
+    wait_until(
+        lambda: fdaemon.job(pushed["id"])["pushed_sha"],
+        lambda: f"the defaults' push: {fdaemon.job(pushed['id'])}",
+        timeout=60,
+    )
     done = wait_until(
-        lambda: (j := fdaemon.job(reviewed["id"]))["pr_url"] and j, "the PR", timeout=30
+        lambda: (j := fdaemon.job(reviewed["id"]))["pr_url"] and j,
+        lambda: f"the PR: {fdaemon.job(reviewed['id'])}",
+        timeout=60,
     )
     assert done["state"] == "succeeded" and done["pr_state"] == "draft"
     assert fdaemon.job(pushed["id"])["pr_url"] is None  # push only
@@ -458,7 +473,10 @@ def test_on_success_failure_is_recorded_and_the_job_still_succeeds(
             and items[0]["id"]
         ),
         "the issue's job",
+        timeout=60,
     )
-    done = wait_until(lambda: (j := fdaemon.job(job_id))["forge_error"] and j, "the failed push")
+    done = wait_until(
+        lambda: (j := fdaemon.job(job_id))["forge_error"] and j, "the failed push", timeout=60
+    )
     assert done["state"] == "succeeded"
     assert "push of" in done["forge_error"] and "refused" in done["forge_error"]
