@@ -257,6 +257,7 @@ def serve(settings: Settings) -> None:
         service.control.recover_merges()  # a crashed merge finished or undone, before any job runs
         service.teams.resume()  # half-made team steps finished: no task started twice
         runner.start()  # re-adopts or re-queues what the last daemon left running
+        service.forges.resume()  # on-success pushes and PRs the last daemon still owed
         # Both in the background (docs/design.md, "Start-up"): the API answers and takes
         # jobs while the repos are caught up and their idle pool trees checked.
         sources.start(then=service.intake.resume_pending)  # what a stopped daemon left undecided

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 
+from dispatcher import faults
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, ForgeError, InvalidInput, InvalidState
 from dispatcher.forge import hosts
@@ -181,8 +182,25 @@ class Forges:
         )
         thread.start()
 
+    def resume(self) -> None:
+        """At start: the on-success a stopped daemon still owed (a job succeeded, its
+        push or pull request not done nor failed), each on a thread. Never raises."""
+        try:
+            jobs = self.store.jobs_in([JobState.SUCCEEDED])
+        except Exception:
+            log.exception("cannot read which jobs are still to be pushed")
+            return
+        for job in jobs:
+            wanted = job.on_success
+            if not wanted or not job.commits_ahead or job.forge_error or job.id is None:
+                continue
+            owed = job.pushed_sha != job.head_sha or (bool(wanted.get("pr")) and not job.pr_url)
+            if owed and job.followed_by is None:
+                self.job_ended(job.id)
+
     def _on_success(self, job_id: int, wanted: dict[str, object]) -> None:
         remote = str(wanted.get("remote") or "origin")
+        faults.reach("forge.before-on-success")
         try:
             pr = wanted.get("pr")
             if isinstance(pr, dict):

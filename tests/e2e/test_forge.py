@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+import signal
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.daemon_fixture import Daemon, _new_daemon
+from tests.daemon_fixture import Daemon, _new_daemon, hold_fault, release_fault
 from tests.forgefake import FakeForge
 from tests.gitutil import commit_file, git, git_counter, init_repo
 from tests.waiting import wait_until
@@ -480,3 +481,41 @@ def test_on_success_failure_is_recorded_and_the_job_still_succeeds(
     )
     assert done["state"] == "succeeded"
     assert "push of" in done["forge_error"] and "refused" in done["forge_error"]
+
+
+def test_kill_9_before_the_on_success_pr_opens_it_once_at_the_next_start(
+    daemon_factory: Callable[..., Daemon], forge: FakeForge, tmp_path: Path, agent: Any
+) -> None:
+    faults = tmp_path / "faults"
+    d = daemon_factory(
+        DISPATCHER_FAULT_DIR=str(faults),
+        DISPATCHER_FORGES=json.dumps({"github.test": {"kind": "github", "api": f"{forge.url}/gh"}}),
+        DISPATCHER_FORGE_TOKENS=json.dumps({"github.test": TOKEN, "127.0.0.1": TOKEN}),
+    ).start()
+    script = agent("bot.sh", WRITE)
+    repo = init_repo(
+        tmp_path / "app",
+        files={
+            "README.md": "hi\n",
+            ".dispatcher/triggers.yml": ON_SUCCESS_YML.replace("BOT", script),
+        },
+    )
+    forge.bare("team/crash")
+    git(repo, "remote", "add", "origin", "https://github.test/team/crash.git")
+    git(repo, "config", "remote.origin.pushurl", f"{forge.url}/team/crash.git")
+    name = d.add_repo(repo)
+    reached = hold_fault(faults, "forge.before-on-success")
+    d.cli("issue", name, "crash", "--label", "pr")
+    wait_until(reached.exists, "the daemon to reach the on-success", timeout=60)
+    job = d.api.get("/jobs", params={"repo": name}).json()["items"][0]
+    assert job["state"] == "succeeded" and job["pr_url"] is None
+    assert d.stop(signal.SIGKILL) == -signal.SIGKILL
+    release_fault(faults, "forge.before-on-success")
+    d.start()
+    done = wait_until(
+        lambda: (j := d.job(job["id"]))["pr_url"] and j,
+        lambda: f"the owed PR: {d.job(job['id'])}",
+        timeout=60,
+    )
+    assert done["state"] == "succeeded" and done["pushed_sha"] == done["head"]
+    assert len(forge.pulls[("github", "team/crash")]) == 1
