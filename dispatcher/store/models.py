@@ -428,6 +428,11 @@ class JobPublic(BaseModel):
     turns: int | None
     session_id: str | None
     timeout_s: float
+    on_success: dict[str, Any] | None = PydanticField(
+        default=None,
+        description="What its trigger's on-success asked for when it succeeds with commits "
+        '({"push": true, "remote": ...} and "pr" options); none for a job made by hand',
+    )
     pushed_remote: str | None = PydanticField(
         default=None, description="The remote the job's branch was last pushed to"
     )

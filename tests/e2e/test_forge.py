@@ -447,6 +447,7 @@ def test_on_success_from_the_trigger_file_pushes_and_opens_the_pr(
         timeout=60,
     )
     assert done["state"] == "succeeded" and done["pr_state"] == "draft"
+    assert done["on_success"]["pr"] == {"draft": True, "base": None, "labels": ["agent"]}
     assert fdaemon.job(pushed["id"])["pr_url"] is None  # push only
     pull = forge.pulls[("github", "team/auto")][0]
     assert pull.head == reviewed["branch"] and pull.labels == ["agent"] and pull.draft
