@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_PORT = 8765
@@ -25,6 +25,15 @@ def default_state_dir() -> Path:
     xdg = os.environ.get("XDG_STATE_HOME")
     base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".local" / "state"
     return base / "dispatcher"
+
+
+class ForgeHost(BaseModel):
+    """A self-hosted forge (``DISPATCHER_FORGES``): its kind and, if not the usual place
+    on the host (``https://HOST/api/v3``, ``/api/v4``, ``/api/v1``), its API's base URL."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["github", "gitlab", "gitea", "forgejo"]
+    api: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
 
 
 class Settings(BaseSettings):
@@ -150,6 +159,16 @@ class Settings(BaseSettings):
     # How many REST message reads with `wait` may wait at once (each holds a thread of
     # their own pool, not the one every other route shares); the next is refused (503).
     team_read_waits: int = Field(default=32, ge=1)
+
+    # Issue 14, docs/forge.md: pushes and pull requests. Self-hosted forges by host
+    # ('{"git.example.com": {"kind": "gitea"}}'), and a token per forge host
+    # ('{"github.com": "ghp_..."}'): used for https pushes (through a credential helper
+    # reading the git process's environment) and the forge's REST API; never logged,
+    # never in argv, never given to agents (every DISPATCHER_* variable is kept from them).
+    forges: dict[str, ForgeHost] = Field(default_factory=dict)
+    forge_tokens: dict[str, SecretStr] = Field(default_factory=dict, repr=False)
+    forge_timeout_seconds: float = Field(default=20, gt=0, le=300)  # one API request
+    push_timeout_seconds: float = Field(default=300, gt=0)  # one git push
 
     @model_validator(mode="after")
     def _log_json_alias(self) -> Settings:

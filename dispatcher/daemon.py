@@ -241,6 +241,7 @@ def serve(settings: Settings) -> None:
             service.disk_use.job_ended(job_id)  # returns at once: measured in the background
             service.notices.job_ended(job_id)
             service.teams.job_ended(job_id)  # a member's task moves on (on its own thread)
+            service.forges.job_ended(job_id)  # on-success: push, pull request (own thread)
 
         runner.on_finished = job_ended
         runner.on_worktree_ready = service.metrics.worktree_ready
@@ -256,6 +257,7 @@ def serve(settings: Settings) -> None:
         service.control.recover_merges()  # a crashed merge finished or undone, before any job runs
         service.teams.resume()  # half-made team steps finished: no task started twice
         runner.start()  # re-adopts or re-queues what the last daemon left running
+        service.forges.resume()  # on-success pushes and PRs the last daemon still owed
         # Both in the background (docs/design.md, "Start-up"): the API answers and takes
         # jobs while the repos are caught up and their idle pool trees checked.
         sources.start(then=service.intake.resume_pending)  # what a stopped daemon left undecided

@@ -81,6 +81,20 @@ class GitError(DispatcherError):
     status = 500
 
 
+class PushRejected(GitError):
+    """The remote (or git, before talking to it) refused a push; nothing local changed."""
+
+    code = "push_rejected"
+    status = 409
+
+
+class ForgeError(DispatcherError):
+    """A forge refused or failed an API request; the message names the forge and what to do."""
+
+    code = "forge_error"
+    status = 502
+
+
 class ProcessError(DispatcherError):
     """A subprocess could not be started or failed unexpectedly."""
 

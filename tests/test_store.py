@@ -669,3 +669,27 @@ def test_claim_skips_busy_groups_and_backoffs_without_blocking_later_jobs(store:
     claimed = ids(store.claim(max_parallel=BIG, per_repo_default=3))
     assert claimed == later[:2]  # one slot was busy; "h" runs one at a time
     assert all(store.job(j).state is S.QUEUED for j in blocked)
+
+
+def test_the_forge_migration_goes_down_and_up_again(url: str) -> None:
+    """0015 (the job's push and pull request columns) has a downgrade that works."""
+    from alembic import command
+    from alembic.config import Config
+
+    from dispatcher.store.database import migrations_dir
+
+    migrate(url)
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            cfg = Config()
+            cfg.set_main_option("script_location", str(migrations_dir()))
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0014")
+    finally:
+        engine.dispose()
+    columns = {row[1] for row in raw_query(url, "PRAGMA table_info(job)")}
+    assert "pr_url" not in columns and "parent_id" in columns
+    migrate(url)
+    columns = {row[1] for row in raw_query(url, "PRAGMA table_info(job)")}
+    assert {"pr_url", "pr_number", "pr_state", "pushed_sha", "forge_error", "on_success"} <= columns

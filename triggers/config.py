@@ -414,6 +414,53 @@ RepoPath = Annotated[str, Field(min_length=1), AfterValidator(repo_subpath)]
 """A path of the repo's files (sparse, copy, link): see :func:`dispatcher.paths.repo_subpath`."""
 
 
+class PullRequestOnSuccess(_Model):
+    """The pull (merge) request opened when a job succeeds with commits (docs/forge.md)."""
+
+    draft: bool = False
+    """Open it as a draft (GitLab: a "Draft:" title; Gitea: "WIP:")."""
+    base: str | None = Field(default=None, min_length=1, max_length=255)
+    """The branch it asks to merge into; default: the job's target branch."""
+    labels: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=20
+    )
+    """Labels put on it."""
+
+
+def _pr_options(value: Any) -> Any:
+    """``pr: true`` is a pull request with the default options; ``pr: false`` none."""
+    if value is True:
+        return {}
+    if value is False:
+        return None
+    return value
+
+
+class OnSuccess(_Model):
+    """What the daemon does with a job that succeeded with commits (docs/forge.md). A
+    failure here is recorded on the job (forge-error) and does not fail it. Credentials
+    come from the daemon's settings, never from this file."""
+
+    push: bool = False
+    """Push the job's branch to the remote."""
+    pr: Annotated[
+        PullRequestOnSuccess | None,
+        BeforeValidator(_pr_options, json_schema_input_type=bool | PullRequestOnSuccess),
+    ] = None
+    """Push, then open a pull request (true, or its options)."""
+    remote: str = Field(default="origin", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+    """The repo's remote to push to."""
+
+    def wanted(self) -> dict[str, Any] | None:
+        """What the job records: {"push": true, "remote": ...} and the PR's options, or
+        None when nothing is asked."""
+        if self.pr is not None:
+            return {"push": True, "remote": self.remote, "pr": self.pr.model_dump()}
+        if self.push:
+            return {"push": True, "remote": self.remote}
+        return None
+
+
 class Trigger(_Model):
     """One named rule: which events, then which agent with which prompt."""
 
@@ -447,6 +494,9 @@ class Trigger(_Model):
     sparse: list[RepoPath] = Field(default_factory=list)
     """Check out only these directories (plus top-level files) in the job's worktree:
     git's cone-mode sparse checkout, for huge repos. Such jobs skip the warm pool."""
+    on_success: OnSuccess | None = None
+    """Push the branch or open a pull request when a job succeeds with commits:
+    `{push: true}` or `{pr: {draft: true, labels: [agent]}}` (default: defaults')."""
 
     _name: str = PrivateAttr(default="")
 
@@ -560,6 +610,8 @@ class Defaults(_Model):
     """Agent profile of triggers that name none."""
     timeout_minutes: float | None = Field(default=None, gt=0)
     """Agent timeout of triggers that set none."""
+    on_success: OnSuccess | None = None
+    """on-success of triggers that set none (push, pr)."""
 
 
 def _split_argv(value: Any) -> Any:
@@ -666,6 +718,12 @@ class TriggerFile(_Model):
         if trigger.timeout_minutes is not None:
             return trigger.timeout_minutes
         return self.defaults.timeout_minutes
+
+    def on_success_for(self, trigger: Trigger) -> dict[str, Any] | None:
+        """What the trigger's jobs do when they succeed with commits (its on-success, else
+        defaults'), as the job records it; None: nothing."""
+        chosen = trigger.on_success or self.defaults.on_success
+        return chosen.wanted() if chosen is not None else None
 
     def setup_for(self, trigger: Trigger) -> str | None:
         """The trigger's setup, else the file's."""

@@ -395,16 +395,17 @@ def jobs(
         return
     typer.echo(
         f"{'ID':>5}  {'STATE':<10} {'CREATED':<19}  {'REPO':<16} {'AGENT':<8} {'AHEAD':>5}  "
-        f"{'+/-':<11} {'COST':>7}  PROMPT"
+        f"{'+/-':<11} {'COST':>7}  {'PR':<8} PROMPT"
     )
     for j in page["items"]:
         ahead = "" if j["commits_ahead"] is None else str(j["commits_ahead"])
         churn = "" if j["insertions"] is None else f"+{j['insertions']}/-{j['deletions']}"
         cost = "" if j.get("cost_usd") is None else f"${j['cost_usd']:.2f}"
         first = (j["prompt"].splitlines() or [""])[0][:50]
+        pr = "" if j.get("pr_number") is None else f"#{j['pr_number']}"
         typer.echo(
             f"{j['id']:>5}  {j['state']:<10} {_when(j['created_at']):<19}  {j['repo'][:16]:<16} "
-            f"{j['agent'][:8]:<8} {ahead:>5}  {churn:<11} {cost:>7}  {first}"
+            f"{j['agent'][:8]:<8} {ahead:>5}  {churn:<11} {cost:>7}  {pr:<8} {first}"
         )
 
 
@@ -422,7 +423,9 @@ def show(job: int, as_json: Annotated[bool, typer.Option("--json")] = False) -> 
         "exit_code", "signal", "error", "commits_ahead", "files_changed", "insertions",
         "deletions", "duration_s", "created_at", "started_at", "finished_at", "merged_into",
         "merged_sha", "retry_of", "followup_of", "followed_by", "port", "cost_usd",
-        "max_cost_usd", "input_tokens", "output_tokens", "turns", "session_id", "summary",
+        "max_cost_usd", "input_tokens", "output_tokens", "turns", "session_id",
+        "pushed_remote", "pushed_sha", "pushed_at", "pr_url", "pr_number", "pr_state",
+        "forge_error", "summary",
     )  # fmt: skip
     for key in keys:
         if data.get(key) is not None:
@@ -503,6 +506,40 @@ def merge(
     """Land the job's branch; refused with the conflicting files if it would conflict."""
     body = {"strategy": strategy.value, "into": into, "delete_branch": delete_branch}
     _action(job, "merge", body)
+
+
+@app.command()
+def push(
+    job: int,
+    remote: Annotated[str, typer.Option(help="The repo's remote")] = "origin",
+    force_with_lease: Annotated[
+        bool,
+        typer.Option(
+            "--force-with-lease",
+            help="Overwrite the remote branch if it is where this job last pushed it",
+        ),
+    ] = False,
+) -> None:
+    """Push the job's branch to the repo's remote (docs/forge.md)."""
+    _action(job, "push", {"remote": remote, "force_with_lease": force_with_lease})
+
+
+@app.command()
+def pr(
+    job: int,
+    draft: Annotated[bool, typer.Option("--draft", help="Open it as a draft")] = False,
+    base: Annotated[
+        str | None, typer.Option(help="The branch to merge into (default: the job's target)")
+    ] = None,
+    label: Annotated[
+        list[str] | None, typer.Option("--label", help="A label to put on it (repeatable)")
+    ] = None,
+    remote: Annotated[str, typer.Option(help="The repo's remote")] = "origin",
+) -> None:
+    """Push if needed, then open the job's pull (merge) request; print its URL."""
+    body = {"remote": remote, "draft": draft, "base": base, "labels": label or []}
+    result = _action(job, "pr", body, quiet=True)
+    typer.echo(result["job"]["pr_url"])
 
 
 @app.command()

@@ -42,6 +42,9 @@ _KEEP_ENV = frozenset(
     }
 )
 _KEEP_ENV_PREFIXES = ("GIT_CONFIG_KEY_", "GIT_CONFIG_VALUE_")
+# The daemon's forge tokens (docs/forge.md): no git process (nor a hook it runs) gets
+# them; a push is given its one token through its own ``env_extra``.
+_DROP_ENV = frozenset({"DISPATCHER_FORGE_TOKENS"})
 
 
 def clean_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -61,7 +64,8 @@ def _cleaned(environ: Mapping[str, str]) -> dict[str, str]:
     env = {
         key: value
         for key, value in environ.items()
-        if not key.startswith("GIT_") or key in _KEEP_ENV or key.startswith(_KEEP_ENV_PREFIXES)
+        if (not key.startswith("GIT_") or key in _KEEP_ENV or key.startswith(_KEEP_ENV_PREFIXES))
+        and key not in _DROP_ENV
     }
     env["GIT_TERMINAL_PROMPT"] = "0"
     return env
@@ -125,6 +129,7 @@ def run(
     check: bool = True,
     input: str | None = None,
     env_extra: Mapping[str, str] | None = None,
+    timeout: float | None = 120,
 ) -> proc.Result:
     """Run ``git *args`` in ``cwd``; raise :class:`GitError` on failure when ``check``."""
     if not os.path.isdir(cwd):
@@ -135,7 +140,7 @@ def run(
             env = _git_env
         else:
             env = clean_env({**_pinned_global, **(env_extra or {})})
-        result = proc.run(argv, cwd=cwd, env=env, input=input, check=False)
+        result = proc.run(argv, cwd=cwd, env=env, input=input, check=False, timeout=timeout)
     except ProcessError as exc:
         raise GitError(exc.message) from exc
     if check and result.returncode != 0:

@@ -9,6 +9,7 @@
   use is measured in the background (:class:`dispatcher.jobs.diskuse.DiskUse`);
 * ``jobs``     submit (the one path every job takes), follow up, retry, list (:mod:`.jobs`);
 * ``control``  cancel, discard and merge a job (:mod:`.control`);
+* ``forges``   push a job's branch, open its pull request, on-success (:mod:`.forge`);
 * ``prune``    discard finished jobs in bulk, tidy closed jobs' leftovers (:mod:`.prune`);
 * ``outputs``  a job's log, diff and notice deliveries (:mod:`.outputs`);
 * ``board``    the dashboard's board columns and every job's deliveries (:mod:`.board`);
@@ -41,6 +42,7 @@ from dispatcher.service.board import Board
 from dispatcher.service.control import Control, Supervisor
 from dispatcher.service.doctor import Doctor
 from dispatcher.service.events import Events
+from dispatcher.service.forge import Forges
 from dispatcher.service.issues import Issues
 from dispatcher.service.jobs import Jobs
 from dispatcher.service.metrics import Metrics
@@ -77,6 +79,7 @@ class Service:
         self.disk_use = DiskUse(settings)  # the daemon starts its thread
         self.control = Control(settings, store, supervisor, self.notices, pool, self.disk_use)
         self.jobs = Jobs(settings, store, supervisor, self.trigger_files, self.control)
+        self.forges = Forges(settings, store, self.control)
         self.intake = Intake(settings, store, self.trigger_files, self.jobs)
         self.repos = Repos(settings, store, self.trigger_files, pool, self.disk_use)
         self.repos.on_limits_changed = supervisor.wake  # a raised max-parallel claims now

@@ -135,6 +135,7 @@ class Jobs:
             workspace=None if ws.is_empty() else ws.model_dump(mode="json"),
             max_cost_usd=max_cost,
             parent_id=same.parent_id if same is not None else parent_id,
+            on_success=self._on_success(repo.id, trigger, same),
         )
         if followup_of is not None and team is None and followup_of.team_id is not None:
             team = (followup_of.team_id, followup_of.task_id)
@@ -144,6 +145,14 @@ class Jobs:
             if followup_of is not None:
                 assert followup_of.id is not None
                 job.sparse, job.workspace = followup_of.sparse, followup_of.workspace
+                # The same branch: its remote and pull request are the follow-up's too.
+                job.pushed_remote, job.pushed_sha = (
+                    followup_of.pushed_remote,
+                    followup_of.pushed_sha,
+                )
+                job.pushed_at = followup_of.pushed_at
+                job.pr_url, job.pr_number = followup_of.pr_url, followup_of.pr_number
+                job.pr_state = followup_of.pr_state
                 job = self.store.add_followup(followup_of.id, job, idem=idem)
             else:
                 job = self.store.add_job(
@@ -155,6 +164,18 @@ class Jobs:
             faults.reach("idempotency.before-answer")
         self.supervisor.wake()
         return JobPublic.of(job, repo.name)
+
+    def _on_success(
+        self, repo_id: int, trigger: Trigger | None, same: Job | None
+    ) -> dict[str, object] | None:
+        """What the job does when it succeeds with commits (docs/forge.md): its trigger's
+        on-success (else the file's defaults'); a retry or follow-up keeps its job's."""
+        if same is not None:
+            return same.on_success
+        active = self.trigger_files.active(repo_id) if trigger is not None else None
+        if trigger is None or active is None:
+            return None
+        return active.on_success_for(trigger)
 
     def followup(
         self,

@@ -306,6 +306,17 @@ class Job(SQLModel, table=True):
     output_tokens: int | None = None
     turns: int | None = None
     session_id: str | None = None
+    # The forge (docs/forge.md): what `on-success:` of the job's trigger asked for
+    # ({"push": true} or {"pr": {...}}), where its branch was last pushed, its pull
+    # request, and the last push or pull request error (None once one works).
+    on_success: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    pushed_remote: str | None = None
+    pushed_sha: str | None = None
+    pushed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    pr_url: str | None = None
+    pr_number: int | None = None
+    pr_state: str | None = None
+    forge_error: str | None = None
     # The state whose notifications are still owed (not every delivery has a final
     # outcome yet): the next daemon sends what is missing. None: nothing owed.
     notice_pending: str | None = None
@@ -417,6 +428,28 @@ class JobPublic(BaseModel):
     turns: int | None
     session_id: str | None
     timeout_s: float
+    on_success: dict[str, Any] | None = PydanticField(
+        default=None,
+        description="What its trigger's on-success asked for when it succeeds with commits "
+        '({"push": true, "remote": ...} and "pr" options); none for a job made by hand',
+    )
+    pushed_remote: str | None = PydanticField(
+        default=None, description="The remote the job's branch was last pushed to"
+    )
+    pushed_sha: str | None = PydanticField(
+        default=None, description="The commit the branch was at on that remote after the push"
+    )
+    pushed_at: datetime | None = None
+    pr_url: str | None = PydanticField(
+        default=None, description="The job's pull (merge) request on its forge (docs/forge.md)"
+    )
+    pr_number: int | None = None
+    pr_state: str | None = PydanticField(
+        default=None, description="open, draft, closed or merged, as last seen"
+    )
+    forge_error: str | None = PydanticField(
+        default=None, description="Why the last push or pull request failed (None: it worked)"
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
@@ -438,6 +471,35 @@ class JobPublic(BaseModel):
             log_url=f"/jobs/{job.id}/log",
         )
         return cls.model_validate(data)
+
+
+RemoteName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")]
+BranchName = Annotated[str, StringConstraints(min_length=1, max_length=255)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=r"^[^,\x00-\x1f]+$")]
+
+
+class PushRequest(BaseModel):
+    """``POST /jobs/{id}/push``."""
+
+    model_config = ConfigDict(extra="forbid")
+    remote: RemoteName = PydanticField(default="origin", description="The repo's remote")
+    force_with_lease: bool = PydanticField(
+        default=False,
+        description="Overwrite the remote branch, but only if it is where this job last "
+        "pushed it (or absent)",
+    )
+
+
+class PullRequestCreate(BaseModel):
+    """``POST /jobs/{id}/pr``."""
+
+    model_config = ConfigDict(extra="forbid")
+    remote: RemoteName = "origin"
+    draft: bool = False
+    base: BranchName | None = PydanticField(
+        default=None, description="The branch it asks to merge into (default: the job's target)"
+    )
+    labels: list[Label] = PydanticField(default_factory=list, max_length=20)
 
 
 class FollowupCreate(BaseModel):

@@ -125,3 +125,11 @@ def test_the_daemons_pin_cleans_its_environment_once(
         cmd._daemon_env.clear()
         cmd._git_env.clear()
     assert "DISPATCHER_LATER" in cmd.clean_env()  # not pinned: os.environ as it is now
+
+
+def test_no_git_process_gets_the_forge_tokens(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hook git runs sees its environment: the daemon's forge tokens are not in it."""
+    monkeypatch.setenv("DISPATCHER_FORGE_TOKENS", '{"github.com": "tok-xyz"}')
+    assert "DISPATCHER_FORGE_TOKENS" not in cmd.clean_env()
+    out = cmd.run(["-c", "alias.e=!env", "e"], repo).stdout
+    assert "tok-xyz" not in out and "HOME=" in out

@@ -1113,3 +1113,34 @@ def test_a_file_of_repo_settings_only_is_valid(triggers: str) -> None:
     file = parse(text)
     assert file.trigger_list() == []
     assert file.setup == "npm ci" and dict(file.agents) == {"lint-bot": ["./lint.sh"]}
+
+
+def test_on_success_per_trigger_and_in_defaults() -> None:
+    text = yaml(
+        """
+        version: 1
+        defaults: {on-success: {push: true}}
+        triggers:
+          plain: {on: manual, prompt: x}
+          pr: {on: manual, prompt: x, on-success: {pr: {draft: true, labels: [agent]}}}
+          pr-simple: {on: manual, prompt: x, on-success: {pr: true, remote: upstream}}
+          none: {on: manual, prompt: x, on-success: {}}
+        """
+    )
+    file = parse(text)
+    got = {t.name: file.on_success_for(t) for t in file.trigger_list()}
+    assert got["plain"] == {"push": True, "remote": "origin"}
+    assert got["pr"] == {
+        "push": True, "remote": "origin", "pr": {"draft": True, "base": None, "labels": ["agent"]}
+    }  # fmt: skip
+    assert got["pr-simple"] == {
+        "push": True, "remote": "upstream", "pr": {"draft": False, "base": None, "labels": []}
+    }  # fmt: skip
+    assert got["none"] is None  # its own (empty) on-success wins over the defaults'
+    assert "on-success" in json.dumps(json_schema())
+    # A token in the file is refused (unknown key), and a typo is reported at its line.
+    problems = check(text.replace("{push: true}", "{push: true, token: abc}"))
+    assert problems and "token" in problems[0].message and problems[0].line == 2
+    problems = check(text.replace("labels: [agent]", "lables: [agent]"))
+    assert problems and "lables" in problems[0].message and problems[0].line == 5
+    assert check(text.replace("remote: upstream", "remote: --upload-pack=x"))

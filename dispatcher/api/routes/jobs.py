@@ -23,6 +23,8 @@ from dispatcher.store.models import (
     JobPage,
     JobPublic,
     MergeRequest,
+    PullRequestCreate,
+    PushRequest,
 )
 
 if TYPE_CHECKING:
@@ -162,6 +164,26 @@ def job_diff(job_id: JobId, service: ServiceDep) -> DiffPublic:
 @router.post("/{job_id}/merge", summary="Land the job's branch (conflicts refused, nothing moves)")
 def merge_job(job_id: JobId, service: ServiceDep, body: MergeRequest | None = None) -> ActionResult:
     return service.control.merge(job_id, body or MergeRequest())
+
+
+@router.post(
+    "/{job_id}/push",
+    summary="Push the job's branch to the repo's remote (refused: one-line error, nothing local "
+    "changes)",
+)
+def push_job(job_id: JobId, service: ServiceDep, body: PushRequest | None = None) -> ActionResult:
+    return service.forges.push(job_id, body or PushRequest())
+
+
+@router.post(
+    "/{job_id}/pr",
+    summary="Push if needed, then open the job's pull (merge) request on its forge; again: the "
+    "same one",
+)
+def pr_job(
+    job_id: JobId, service: ServiceDep, body: PullRequestCreate | None = None
+) -> ActionResult:
+    return service.forges.pr(job_id, body or PullRequestCreate())
 
 
 @router.post("/{job_id}/discard", summary="Stop if running; remove worktree and branch")

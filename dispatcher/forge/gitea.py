@@ -1,0 +1,56 @@
+"""Gitea's and Forgejo's REST API (v1): pulls, and labels by name on the PR's issue."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from dispatcher.forge.client import ForgeClient, NewPullRequest, PullRequest
+
+
+class Gitea(ForgeClient):
+    def headers(self) -> dict[str, str]:
+        headers = {"Accept": "application/json", "User-Agent": "worktree-dispatcher"}
+        if self.forge.token is not None:
+            headers["Authorization"] = f"token {self.forge.token.get_secret_value()}"
+        return headers
+
+    def _repo(self) -> str:
+        return "/repos/" + "/".join(quote(part, safe="") for part in self.forge.repo.split("/"))
+
+    def create(self, new: NewPullRequest) -> PullRequest:
+        # Gitea has no draft flag: a "WIP:" title prefix makes one.
+        title = new.title if not new.draft else f"WIP: {new.title}"
+        data = self.request(
+            "POST", f"{self._repo()}/pulls", what="opening the pull request",
+            json={"title": title, "body": new.body, "head": new.head, "base": new.base},
+        )  # fmt: skip
+        return _pull(data)
+
+    def find_open(self, head: str) -> PullRequest | None:
+        page = 1
+        while page <= 10:
+            data = self.request(
+                "GET", f"{self._repo()}/pulls", what="finding the open pull request",
+                params={"state": "open", "page": page, "limit": 50},
+            )  # fmt: skip
+            for item in data or []:
+                if item.get("head", {}).get("ref") == head:
+                    return _pull(item)
+            if not data or len(data) < 50:
+                return None
+            page += 1
+        return None
+
+    def label(self, pr: PullRequest, labels: tuple[str, ...]) -> None:
+        self.request(
+            "POST", f"{self._repo()}/issues/{pr.number}/labels", what="labelling the pull request",
+            json={"labels": list(labels)},
+        )  # fmt: skip
+
+
+def _pull(data: Any) -> PullRequest:
+    state = "merged" if data.get("merged") else str(data.get("state") or "open")
+    if state == "open" and data.get("draft"):
+        state = "draft"
+    return PullRequest(number=int(data["number"]), url=str(data["html_url"]), state=state)

@@ -1,0 +1,55 @@
+"""GitHub's REST API (and GitHub Enterprise's at ``/api/v3``): pulls and issue labels."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from dispatcher.forge.client import ForgeClient, NewPullRequest, PullRequest
+
+
+class GitHub(ForgeClient):
+    def headers(self) -> dict[str, str]:
+        headers = {
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": "2022-11-28",
+            "User-Agent": "worktree-dispatcher",
+        }
+        if self.forge.token is not None:
+            headers["Authorization"] = f"Bearer {self.forge.token.get_secret_value()}"
+        return headers
+
+    def _repo(self) -> str:
+        return "/repos/" + "/".join(quote(part, safe="") for part in self.forge.repo.split("/"))
+
+    def create(self, new: NewPullRequest) -> PullRequest:
+        data = self.request(
+            "POST", f"{self._repo()}/pulls", what="opening the pull request",
+            json={"title": new.title, "body": new.body, "head": new.head, "base": new.base,
+                  "draft": new.draft},
+        )  # fmt: skip
+        return _pull(data)
+
+    def find_open(self, head: str) -> PullRequest | None:
+        owner = self.forge.repo.split("/")[0]
+        data = self.request(
+            "GET", f"{self._repo()}/pulls", what="finding the open pull request",
+            params={"head": f"{owner}:{head}", "state": "open"},
+        )  # fmt: skip
+        for item in data or []:
+            if item.get("head", {}).get("ref") == head:
+                return _pull(item)
+        return None
+
+    def label(self, pr: PullRequest, labels: tuple[str, ...]) -> None:
+        self.request(
+            "POST", f"{self._repo()}/issues/{pr.number}/labels", what="labelling the pull request",
+            json={"labels": list(labels)},
+        )  # fmt: skip
+
+
+def _pull(data: Any) -> PullRequest:
+    state = "merged" if data.get("merged_at") else str(data.get("state") or "open")
+    if state == "open" and data.get("draft"):
+        state = "draft"
+    return PullRequest(number=int(data["number"]), url=str(data["html_url"]), state=state)

@@ -1,0 +1,173 @@
+"""Pushing a branch to a remote: the remote's URLs, the push, a refusal read as one line.
+
+A token for an https push reaches git through the environment of that one git
+process only: an inline credential helper (in argv, without the token) prints
+``$DISPATCHER_GIT_PASSWORD`` when git asks. Any helper of the user's config is
+turned off for the push, so no helper stores the token. Nothing local changes
+when the push is refused (git updates a remote-tracking ref only for a ref the
+remote took).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from dispatcher.errors import InvalidInput, NotFound, PushRejected
+from dispatcher.git import cmd
+from dispatcher.git.names import is_plain_branch, validate_branch_name
+
+_REMOTE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+# Prints the username and password from the environment on `get`; ignores store/erase.
+_HELPER = (
+    '!f() { test "$1" = get && '
+    "printf 'username=%s\\npassword=%s\\n' "
+    '"$DISPATCHER_GIT_USERNAME" "$DISPATCHER_GIT_PASSWORD"; '
+    "}; f"
+)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What git answers when the https remote asks who we are (never in argv)."""
+
+    username: str
+    password: str
+
+    def __repr__(self) -> str:  # never shows the password
+        return f"Credentials(username={self.username!r}, password=***)"
+
+
+def check_remote_name(name: str) -> str:
+    """``name`` if it can be a remote's name (no option, no path, no spaces)."""
+    if not _REMOTE_NAME.fullmatch(name) or ".." in name:
+        raise InvalidInput(f"not a remote name: {name[:100]!r}")
+    return name
+
+
+def remote_urls(repo: Path, remote: str) -> tuple[str, str]:
+    """The fetch and push URLs of ``remote`` as git uses them (``insteadOf`` and
+    ``pushurl`` applied); NotFound when the repo has no such remote."""
+    check_remote_name(remote)
+    names = cmd.run(["remote"], repo).stdout.split()
+    if remote not in names:
+        known = ", ".join(names) or "none"
+        raise NotFound(f"the repo has no remote {remote!r} (its remotes: {known})")
+    fetch = cmd.run(["remote", "get-url", "--", remote], repo).stdout.strip()
+    push = cmd.run(["remote", "get-url", "--push", "--", remote], repo).stdout.strip()
+    return fetch, push
+
+
+def check_push_branch(branch: str) -> str:
+    """``branch`` if it is a plain branch name (letters, digits, ``_``, ``-``, ``/``-separated
+    parts), which a job's branch always is: nothing a refspec or option could misread."""
+    validate_branch_name(branch)
+    if not is_plain_branch(branch):
+        raise InvalidInput(f"not a branch this daemon pushes: {branch[:100]!r}")
+    return branch
+
+
+def push(
+    repo: Path,
+    remote: str,
+    branch: str,
+    *,
+    lease: str | None = None,
+    force_with_lease: bool = False,
+    credentials: Credentials | None = None,
+    timeout: float = 300,
+) -> None:
+    """Push local ``branch`` to the same name on ``remote``.
+
+    ``force_with_lease``: overwrite the remote branch only if it is where we last
+    pushed it (``lease``, a sha), or absent when ``lease`` is None. Raises
+    :class:`PushRejected` with one line saying why (non-fast-forward, a hook, the
+    credentials, the remote) when the push is refused."""
+    check_remote_name(remote)
+    check_push_branch(branch)
+    ref = f"refs/heads/{branch}"
+    args = [*_auth_args(credentials), "push", "--porcelain", "--no-verify"]
+    if force_with_lease:
+        args.append(f"--force-with-lease={ref}:{lease or ''}")
+    args += ["--", remote, f"{ref}:{ref}"]
+    result = cmd.run(args, repo, check=False, env_extra=_auth_env(credentials), timeout=timeout)
+    if result.returncode != 0:
+        raise PushRejected(_refusal(result.stderr + "\n" + result.stdout, remote, branch))
+
+
+def _auth_args(credentials: Credentials | None) -> list[str]:
+    if credentials is None:
+        return []
+    # The empty value clears the helpers of every config file read before; then ours.
+    return ["-c", "credential.helper=", "-c", f"credential.helper={_HELPER}",
+            "-c", "credential.useHttpPath=false"]  # fmt: skip
+
+
+def _auth_env(credentials: Credentials | None) -> dict[str, str] | None:
+    if credentials is None:
+        return None
+    return {
+        "DISPATCHER_GIT_USERNAME": credentials.username,
+        "DISPATCHER_GIT_PASSWORD": credentials.password,
+        "GIT_ASKPASS": "",  # only the helper answers
+        "SSH_ASKPASS": "",
+    }
+
+
+def _refusal(output: str, remote: str, branch: str) -> str:
+    """One line on why git refused to push ``branch`` to ``remote``."""
+    text = output.lower()
+    where = f"push of {branch} to {remote} refused"
+    if "stale info" in text:
+        return (
+            f"{where}: the remote branch moved since the last push (lease broken); fetch and look"
+        )
+    if "non-fast-forward" in text or "fetch first" in text or "[rejected]" in text:
+        return (
+            f"{where}: the remote branch has commits the job's branch lacks (non-fast-forward); "
+            "use --force-with-lease to overwrite it"
+        )
+    if "pre-receive hook declined" in text or "hook declined" in text:
+        return f"{where}: the remote's hook declined it (a protected branch?): {_hook_says(output)}"
+    if "protected branch" in text:
+        return f"{where}: the branch is protected on the remote"
+    if (
+        "authentication failed" in text
+        or "could not read username" in text
+        or "could not read password" in text
+        or "permission denied" in text
+        or "returned error: 403" in text
+        or "terminal prompts disabled" in text
+    ):
+        return (
+            f"{where}: the remote wants credentials it was not given or refused them; set a "
+            "token for its host in DISPATCHER_FORGE_TOKENS (https) or an ssh key (docs/forge.md)"
+        )
+    if "does not appear to be a git repository" in text or "repository not found" in text:
+        return f"{where}: the remote repository was not found"
+    if any(
+        said in text
+        for said in (
+            "could not resolve host",
+            "connection refused",
+            "timed out",
+            "failed to connect",
+        )
+    ):
+        return f"{where}: the remote could not be reached"
+    last = [
+        line.strip()
+        for line in output.splitlines()
+        if line.strip().startswith(("error", "fatal", "!"))
+    ]
+    return f"{where}: {(last[-1] if last else 'git push failed')[:300]}"
+
+
+def _hook_says(output: str) -> str:
+    said = [
+        line.removeprefix("remote:").strip()
+        for line in output.splitlines()
+        if line.startswith("remote:") and line.removeprefix("remote:").strip()
+    ]
+    return ("; ".join(said) or "no reason given")[:300]

@@ -1,0 +1,129 @@
+"""Remote URLs read as forge locations, hostile ones refused; which forge a host is."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import SecretStr
+
+from dispatcher.config import ForgeHost, Settings
+from dispatcher.errors import InvalidInput
+from dispatcher.forge.client import scrub
+from dispatcher.forge.hosts import forge_for, token_for
+from dispatcher.forge.remotes import parse_remote
+
+
+@pytest.mark.parametrize(
+    ("url", "scheme", "host", "port", "path"),
+    [
+        ("https://github.com/owner/repo.git", "https", "github.com", None, "owner/repo"),
+        ("https://github.com/owner/repo", "https", "github.com", None, "owner/repo"),
+        ("https://github.com/owner/repo/", "https", "github.com", None, "owner/repo"),
+        ("https://user:pw@GitHub.com/Owner/Repo.git", "https", "github.com", None, "Owner/Repo"),
+        ("git@github.com:owner/repo.git", "ssh", "github.com", None, "owner/repo"),
+        ("github.com:owner/repo", "ssh", "github.com", None, "owner/repo"),
+        (
+            "ssh://git@git.example.com:2222/owner/repo.git",
+            "ssh",
+            "git.example.com",
+            2222,
+            "owner/repo",
+        ),
+        ("ssh://git@gitlab.com/group/sub/repo.git", "ssh", "gitlab.com", None, "group/sub/repo"),
+        ("http://127.0.0.1:3000/o/r.git", "http", "127.0.0.1", 3000, "o/r"),
+        ("https://gitlab.com/group/my.repo.git", "https", "gitlab.com", None, "group/my.repo"),
+    ],
+)
+def test_remote_urls_are_read(
+    url: str, scheme: str, host: str, port: int | None, path: str
+) -> None:
+    location = parse_remote(url)
+    assert (location.scheme, location.host, location.port, location.path) == (
+        scheme,
+        host,
+        port,
+        path,
+    )
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "",
+        "/srv/git/repo.git",
+        "../repo",
+        "C:\\repos\\x",
+        "file:///srv/git/repo.git",
+        "https://github.com/only-owner",
+        "https://github.com/owner/../etc/passwd",
+        "https://github.com/owner/%2e%2e/x",
+        "https://github.com/owner/repo?x=1",
+        "https://github.com/owner/repo#frag",
+        "https://github.com/own er/repo",
+        "https://github.com/owner/re\npo",
+        "https://github.com/-owner/repo",
+        "ext::sh -c touch% /tmp/pwned",
+        "fd::17",
+        "https://[::1/owner/repo",
+        "https://github.com:99999/owner/repo",
+        "https://bad_host!/owner/repo",
+        "git@github.com:/../../etc",
+        "https://github.com/owner/repo%00.git",
+        "https://github.com/owner/$(id).git",
+    ],
+)
+def test_hostile_or_local_urls_are_not_forges(url: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_remote(url)
+    assert "\n" not in caught.value.message
+
+
+def test_a_refusal_does_not_show_the_urls_credentials() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        parse_remote("https://x:supersecret@github.com/only-owner")
+    assert "supersecret" not in caught.value.message
+
+
+def test_known_hosts_and_settings_pick_the_forge_and_its_token() -> None:
+    settings = Settings(
+        forges={
+            "git.example.com": ForgeHost(kind="gitea"),
+            "ghe.corp:8443": ForgeHost(kind="github", api="https://ghe.corp:8443/api/v3/"),
+            "forgejo.example": ForgeHost(kind="forgejo", api="http://127.0.0.1:1/api/v1"),
+        },
+        forge_tokens={"github.com": SecretStr("gh"), "GIT.example.com": SecretStr("ge")},
+    )
+    gh = forge_for(settings, parse_remote("git@github.com:o/r.git"))
+    assert (gh.kind, gh.api, gh.repo) == ("github", "https://api.github.com", "o/r")
+    assert gh.token is not None and gh.token.get_secret_value() == "gh"
+    assert "gh" not in repr(gh) and "gh" not in repr(settings.forge_tokens)
+    gl = forge_for(settings, parse_remote("https://gitlab.com/g/s/r.git"))
+    assert (gl.kind, gl.api, gl.repo, gl.token) == (
+        "gitlab",
+        "https://gitlab.com/api/v4",
+        "g/s/r",
+        None,
+    )
+    gt = forge_for(settings, parse_remote("https://git.example.com/o/r"))
+    assert (gt.kind, gt.api) == ("gitea", "https://git.example.com/api/v1")
+    assert token_for(settings, "git.example.com") is not None
+    ghe = forge_for(settings, parse_remote("https://ghe.corp:8443/o/r.git"))
+    assert (ghe.kind, ghe.api) == ("github", "https://ghe.corp:8443/api/v3")
+    assert forge_for(settings, parse_remote("https://forgejo.example/o/r")).kind == "gitea"
+    with pytest.raises(InvalidInput, match="DISPATCHER_FORGES"):
+        forge_for(settings, parse_remote("https://elsewhere.example/o/r"))
+
+
+def test_tokens_come_from_the_settings_env_as_secrets(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISPATCHER_FORGE_TOKENS", '{"github.com": "ghp_abc"}')
+    monkeypatch.setenv("DISPATCHER_FORGES", '{"git.x": {"kind": "gitlab"}}')
+    settings = Settings()
+    assert "ghp_abc" not in repr(settings) and "ghp_abc" not in str(settings.model_dump())
+    token = token_for(settings, "github.com")
+    assert token is not None and token.get_secret_value() == "ghp_abc"
+    assert settings.forges["git.x"].kind == "gitlab"
+
+
+def test_scrub_removes_the_token_from_any_message() -> None:
+    settings = Settings(forge_tokens={"github.com": SecretStr("t0ken")})
+    forge = forge_for(settings, parse_remote("https://github.com/o/r"))
+    assert scrub("echoed t0ken back", forge) == "echoed *** back"

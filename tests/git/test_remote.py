@@ -1,0 +1,108 @@
+"""git/remote.py against real git: push, refusals read as one line, hostile names refused."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from dispatcher.errors import InvalidInput, NotFound, PushRejected
+from dispatcher.git import remote
+from tests.gitutil import commit_file, git, init_repo
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> tuple[Path, Path]:
+    repo = init_repo(tmp_path / "repo")
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(bare))
+    git(repo, "remote", "add", "origin", str(bare))
+    git(repo, "branch", "dispatcher/1-x")
+    return repo, bare
+
+
+def test_push_and_urls(pair: tuple[Path, Path]) -> None:
+    repo, bare = pair
+    assert remote.remote_urls(repo, "origin") == (str(bare), str(bare))
+    remote.push(repo, "origin", "dispatcher/1-x")
+    assert git(bare, "rev-parse", "dispatcher/1-x") == git(repo, "rev-parse", "dispatcher/1-x")
+
+
+@pytest.mark.parametrize(
+    "branch",
+    [
+        "-f",
+        "--delete",
+        "a b",
+        "a..b",
+        "x:y",
+        "refs/heads/x:refs/heads/y",
+        "+main",
+        "a\nb",
+        "@{-1}",
+        "x~1",
+        "a^",
+        "",
+    ],
+)
+def test_hostile_branch_names_are_refused(pair: tuple[Path, Path], branch: str) -> None:
+    repo, bare = pair
+    with pytest.raises(InvalidInput):
+        remote.push(repo, "origin", branch)
+    assert git(bare, "for-each-ref") == ""
+
+
+@pytest.mark.parametrize(
+    "name", ["--upload-pack=touch x", "-o", "../x", "a b", "a/../b", "", "x;id"]
+)
+def test_hostile_remote_names_are_refused(pair: tuple[Path, Path], name: str) -> None:
+    repo, _ = pair
+    with pytest.raises(InvalidInput):
+        remote.push(repo, name, "dispatcher/1-x")
+
+
+def test_an_unknown_remote_is_not_found(pair: tuple[Path, Path]) -> None:
+    repo, _ = pair
+    with pytest.raises(NotFound, match="no remote 'up'"):
+        remote.remote_urls(repo, "up")
+
+
+def test_a_non_fast_forward_is_one_line_and_the_lease_guards(
+    pair: tuple[Path, Path], tmp_path: Path
+) -> None:
+    repo, bare = pair
+    remote.push(repo, "origin", "dispatcher/1-x")
+    pushed = git(repo, "rev-parse", "dispatcher/1-x")
+    other = tmp_path / "other"
+    git(tmp_path, "clone", "-q", "-b", "dispatcher/1-x", str(bare), str(other))
+    commit_file(other, "t.md", "t\n")
+    git(other, "push", "-q", "origin", "dispatcher/1-x")
+    before = git(repo, "for-each-ref")
+    with pytest.raises(PushRejected) as caught:
+        remote.push(repo, "origin", "dispatcher/1-x")
+    assert "non-fast-forward" in caught.value.message and "\n" not in caught.value.message
+    with pytest.raises(PushRejected, match="lease"):
+        remote.push(repo, "origin", "dispatcher/1-x", lease=pushed, force_with_lease=True)
+    assert git(repo, "for-each-ref") == before
+
+
+def test_credentials_go_by_environment_through_the_helper(tmp_path: Path) -> None:
+    """The helper in argv prints what the environment holds, on `get` only."""
+    creds = remote.Credentials("x-access-token", "s3cret")
+    args = remote._auth_args(creds)
+    env = remote._auth_env(creds)
+    assert env is not None and "s3cret" not in " ".join(args) and "s3cret" not in repr(creds)
+    helper = args[3].removeprefix("credential.helper=!")
+
+    def run(op: str) -> str:
+        return subprocess.run(
+            ["sh", "-c", helper + ' "$@"', "sh", op],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout
+
+    assert run("get") == "username=x-access-token\npassword=s3cret\n"
+    assert run("store") == "" and run("erase") == ""
