@@ -672,7 +672,7 @@ def test_claim_skips_busy_groups_and_backoffs_without_blocking_later_jobs(store:
 
 
 def test_the_forge_migration_goes_down_and_up_again(url: str) -> None:
-    """0015 (the job's push and pull request columns) has a downgrade that works."""
+    """0016 (the job's push and pull request columns) has a downgrade that works."""
     from alembic import command
     from alembic.config import Config
 
@@ -685,7 +685,7 @@ def test_the_forge_migration_goes_down_and_up_again(url: str) -> None:
             cfg = Config()
             cfg.set_main_option("script_location", str(migrations_dir()))
             cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0014")
+            command.downgrade(cfg, "0015")
     finally:
         engine.dispose()
     columns = {row[1] for row in raw_query(url, "PRAGMA table_info(job)")}
