@@ -37,6 +37,8 @@ from dispatcher.store.models import (
     FollowupCreate,
     JobPublic,
     MergeRequest,
+    PullRequestCreate,
+    PushRequest,
     RepoCreate,
 )
 from dispatcher.web import render
@@ -65,9 +67,9 @@ NAV: list[tuple[str, str]] = [
     ("notifications", "Notifications"),
     ("teams", "Teams"),
 ]
-# Buttons of a finished job beside merge and discard: push / pull request, when that
-# issue lands, add (name, label, what the route calls) here and a route like merge's.
-EXTRA_ACTIONS: list[tuple[str, str]] = []
+# Buttons of a finished job beside merge and discard (name, label): each has its route
+# below, calling the same use-case as the REST route of that name.
+EXTRA_ACTIONS: list[tuple[str, str]] = [("push", "Push"), ("pr", "Pull request")]
 
 # Pages load only their own files: no inline script, no other origin (htmx is told not
 # to inject its indicator styles or to eval, see base.html).
@@ -257,6 +259,15 @@ def create_ui(service: Service, token: str) -> FastAPI:
     @ui.post("/jobs/{job_id}/retry", response_class=HTMLResponse)
     async def retry(request: Request, job_id: JobId) -> HTMLResponse:
         return await act(request, job_id, partial(service.jobs.retry, job_id))
+
+    @ui.post("/jobs/{job_id}/push", response_class=HTMLResponse)
+    async def push(request: Request, job_id: JobId) -> HTMLResponse:
+        return await act(request, job_id, partial(service.forges.push, job_id, PushRequest()))
+
+    @ui.post("/jobs/{job_id}/pr", response_class=HTMLResponse)
+    async def pull_request(request: Request, job_id: JobId) -> HTMLResponse:
+        body = PullRequestCreate()
+        return await act(request, job_id, partial(service.forges.pr, job_id, body))
 
     @ui.post("/jobs/{job_id}/followup", response_class=HTMLResponse)
     async def followup(request: Request, job_id: JobId) -> HTMLResponse:

@@ -276,6 +276,31 @@ def test_pr_opens_one_on_each_forge_and_repeating_returns_it(
     secrets_absent(fdaemon, jid)
 
 
+def test_the_dashboards_push_and_pull_request_buttons_do_what_the_routes_do(
+    fdaemon: Daemon, forge: FakeForge, tmp_path: Path, agent: Any
+) -> None:
+    from tests.e2e.test_dashboard import csrf_of
+
+    repo = forge_repo(tmp_path, forge, "github.test", "team/ui-buttons")
+    job = finished_job(fdaemon, repo, agent, prompt="Buttons")
+    jid = job["id"]
+    with httpx.Client(base_url=fdaemon.url, timeout=30) as ui:
+        assert ui.post("/ui/login", data={"token": fdaemon.token}).status_code == 303
+        page = ui.get(f"/ui/jobs/{jid}").text
+        assert f"/jobs/{jid}/push" in page and f"/jobs/{jid}/pr" in page
+        headers = {"X-CSRF-Token": csrf_of(ui, f"/ui/jobs/{jid}"), "HX-Request": "true"}
+        pushed = ui.post(f"/ui/jobs/{jid}/push", headers=headers)
+        assert pushed.status_code == 200, pushed.text
+        bare = forge.root / "team/ui-buttons.git"
+        assert git(bare, "rev-parse", job["branch"]) == job["head"]
+        opened = ui.post(f"/ui/jobs/{jid}/pr", headers=headers)
+        assert opened.status_code == 200, opened.text
+    shown = fdaemon.job(jid)
+    assert shown["pr_number"] == 1 and shown["pr_url"] in opened.text
+    assert len(forge.pulls[("github", "team/ui-buttons")]) == 1
+    secrets_absent(fdaemon, jid)
+
+
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_pr_already_open_on_the_forge_is_found_and_recorded(
     fdaemon: Daemon, forge: FakeForge, tmp_path: Path, agent: Any, kind: str
