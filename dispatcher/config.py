@@ -167,6 +167,21 @@ class Settings(BaseSettings):
     # never in argv, never given to agents (every DISPATCHER_* variable is kept from them).
     forges: dict[str, ForgeHost] = Field(default_factory=dict)
     forge_tokens: dict[str, SecretStr] = Field(default_factory=dict, repr=False)
+
+    @field_validator("forge_tokens")
+    @classmethod
+    def _plain_tokens(cls, tokens: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        """Tokens trimmed (a file read with a CRLF), and refused (naming the host, never
+        the token) if anything else in them is not printable: a header with such a byte
+        fails in the HTTP library, whose message would hold the token escaped."""
+        clean: dict[str, SecretStr] = {}
+        for host, token in tokens.items():
+            value = token.get_secret_value().strip()
+            if not value.isprintable() or not value.isascii() or " " in value:
+                raise ValueError(f"the forge token for {host!r} holds spaces or control characters")
+            clean[host] = SecretStr(value)
+        return clean
+
     forge_timeout_seconds: float = Field(default=20, gt=0, le=300)  # one API request
     push_timeout_seconds: float = Field(default=300, gt=0)  # one git push
 

@@ -2,9 +2,12 @@
 
 A token for an https push reaches git through the environment of that one git
 process only: an inline credential helper (in argv, without the token) prints
-``$DISPATCHER_GIT_PASSWORD`` when git asks. Any helper of the user's config is
-turned off for the push, so no helper stores the token. Nothing local changes
-when the push is refused (git updates a remote-tracking ref only for a ref the
+``$DISPATCHER_GIT_PASSWORD`` when git asks, and only for the protocol and host the
+token is for (a second push URL, or a redirect, to another host gets nothing). Any
+helper of the user's config is turned off for the push, so no helper stores the
+token; redirects are not followed, and no hook runs in that process (``core.hooksPath``
+is emptied: ``reference-transaction`` would run with the token in its environment).
+Nothing local changes when the push is refused (git updates a remote-tracking ref only for a ref the
 remote took).
 """
 
@@ -19,9 +22,14 @@ from dispatcher.git import cmd
 from dispatcher.git.names import is_plain_branch, validate_branch_name
 
 _REMOTE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
-# Prints the username and password from the environment on `get`; ignores store/erase.
+# On `get` for the protocol and host the token is for, prints the username and password
+# from the environment; anything else (another host, store, erase) gets nothing.
 _HELPER = (
-    '!f() { test "$1" = get && '
+    '!f() { test "$1" = get || return 0; p=; h=; '
+    'while IFS= read -r l; do case "$l" in '
+    'protocol=*) p="${l#protocol=}";; host=*) h="${l#host=}";; esac; done; '
+    'test -n "$DISPATCHER_GIT_HOST" && test "$p" = "$DISPATCHER_GIT_PROTOCOL" && '
+    'test "$h" = "$DISPATCHER_GIT_HOST" || return 0; '
     "printf 'username=%s\\npassword=%s\\n' "
     '"$DISPATCHER_GIT_USERNAME" "$DISPATCHER_GIT_PASSWORD"; '
     "}; f"
@@ -30,10 +38,14 @@ _HELPER = (
 
 @dataclass(frozen=True)
 class Credentials:
-    """What git answers when the https remote asks who we are (never in argv)."""
+    """What git answers when the https remote asks who we are (never in argv), and
+    only to ``protocol`` at ``host`` (``host:port`` when the URL names a port, as git
+    asks for it)."""
 
     username: str
     password: str
+    protocol: str = "https"
+    host: str = ""
 
     def __repr__(self) -> str:  # never shows the password
         return f"Credentials(username={self.username!r}, password=***)"
@@ -101,7 +113,8 @@ def _auth_args(credentials: Credentials | None) -> list[str]:
         return []
     # The empty value clears the helpers of every config file read before; then ours.
     return ["-c", "credential.helper=", "-c", f"credential.helper={_HELPER}",
-            "-c", "credential.useHttpPath=false"]  # fmt: skip
+            "-c", "credential.useHttpPath=false", "-c", "http.followRedirects=false",
+            "-c", "core.hooksPath=/dev/null"]  # fmt: skip
 
 
 def _auth_env(credentials: Credentials | None) -> dict[str, str] | None:
@@ -110,6 +123,8 @@ def _auth_env(credentials: Credentials | None) -> dict[str, str] | None:
     return {
         "DISPATCHER_GIT_USERNAME": credentials.username,
         "DISPATCHER_GIT_PASSWORD": credentials.password,
+        "DISPATCHER_GIT_PROTOCOL": credentials.protocol,
+        "DISPATCHER_GIT_HOST": credentials.host,
         "GIT_ASKPASS": "",  # only the helper answers
         "SSH_ASKPASS": "",
     }

@@ -82,13 +82,15 @@ class Forges:
         return job, not same, message
 
     def _credentials(self, push_url: str) -> git_remote.Credentials | None:
-        """The token of the push URL's host, for an http(s) push; None otherwise (ssh,
-        a local path: git's own ways)."""
+        """The token of the push URL's host, for an https push (plain http to a loopback
+        host only: elsewhere git would send it in clear after any 401); None otherwise
+        (ssh, a local path: git's own ways)."""
         try:
             location = parse_remote(push_url)
         except InvalidInput:
             return None
-        if not location.is_http:
+        loopback = location.host in ("127.0.0.1", "localhost", "[::1]", "::1")
+        if not (location.scheme == "https" or (location.scheme == "http" and loopback)):
             return None
         token = hosts.token_for(self.settings, location.host, location.port)
         if token is None:
@@ -97,7 +99,10 @@ class Forges:
             username = hosts.forge_for(self.settings, location).git_username
         except InvalidInput:
             username = "x-access-token"
-        return git_remote.Credentials(username, token.get_secret_value())
+        host = location.host + (f":{location.port}" if location.port is not None else "")
+        return git_remote.Credentials(
+            username, token.get_secret_value(), protocol=location.scheme, host=host
+        )
 
     # ------------------------------------------------------------------ pull requests
 
@@ -207,10 +212,19 @@ class Forges:
                 self.pr(job_id, PullRequestCreate.model_validate({"remote": remote, **pr}))
             elif wanted.get("push"):
                 self.push(job_id, PushRequest(remote=remote))
-        except DispatcherError:
-            pass  # recorded on the job, noted in its log and the daemon's
-        except Exception:
+        except DispatcherError as exc:
+            self._recorded(job_id, exc)  # the push's and pr's own failures are already
+        except Exception as exc:  # a bug, or input the trigger file let through
             log.exception("job %s: on-success failed", job_id)
+            why = " ".join(str(exc).split())[:300] or type(exc).__name__
+            self._recorded(job_id, InvalidInput(f"the trigger file's on-success: {why}"))
+
+    def _recorded(self, job_id: int, exc: DispatcherError) -> None:
+        """Make sure an on-success failure is on the job (so a restart does not retry
+        it): the ones ``_failed`` saw are; one raised before it (a bad base) is now."""
+        job = self.store.job(job_id)
+        if job.forge_error is None:
+            self._failed(job, "on-success", exc)
 
     # ------------------------------------------------------------------ shared
 

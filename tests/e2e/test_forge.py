@@ -509,6 +509,38 @@ def test_on_success_failure_is_recorded_and_the_job_still_succeeds(
     assert "push of" in done["forge_error"] and "refused" in done["forge_error"]
 
 
+def test_an_on_success_refused_before_the_push_is_recorded_too(
+    fdaemon: Daemon, forge: FakeForge, tmp_path: Path, agent: Any
+) -> None:
+    """A label the trigger file let through but a pull request refuses (a comma) is a
+    recorded failure, like a refused push: on the job, so no restart retries it."""
+    script = agent("bot.sh", WRITE)
+    yml = ON_SUCCESS_YML.replace("BOT", script).replace("labels: [agent]", 'labels: ["a,b"]')
+    repo = forge_repo(tmp_path, forge, "github.test", "team/bad-label")
+    (repo / ".dispatcher").mkdir()
+    (repo / ".dispatcher" / "triggers.yml").write_text(yml)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "triggers")
+    name = fdaemon.add_repo(repo)
+    fdaemon.cli("issue", name, "one", "--label", "pr")
+    job_id = wait_until(
+        lambda: (
+            (items := fdaemon.api.get("/jobs", params={"repo": name}).json()["items"])
+            and items[0]["id"]
+        ),
+        "the issue's job",
+        timeout=60,
+    )
+    done = wait_until(
+        lambda: (j := fdaemon.job(job_id))["forge_error"] and j, "the refused pr", timeout=60
+    )
+    assert done["state"] == "succeeded" and done["pr_url"] is None
+    error = done["forge_error"]
+    assert error.startswith("the trigger file's on-success: ") and "\n" not in error, error
+    log = (fdaemon.state_dir / "jobs" / str(job_id) / "agent.log").read_text()
+    assert f"on-success failed: {error}" in log
+
+
 def test_kill_9_before_the_on_success_pr_opens_it_once_at_the_next_start(
     daemon_factory: Callable[..., Daemon], forge: FakeForge, tmp_path: Path, agent: Any
 ) -> None:

@@ -127,3 +127,14 @@ def test_scrub_removes_the_token_from_any_message() -> None:
     settings = Settings(forge_tokens={"github.com": SecretStr("t0ken")})
     forge = forge_for(settings, parse_remote("https://github.com/o/r"))
     assert scrub("echoed t0ken back", forge) == "echoed *** back"
+
+
+def test_tokens_are_trimmed_and_control_characters_refused_without_showing_them() -> None:
+    """A token file read with its CRLF works; a byte the HTTP library would refuse (its
+    message would hold the token escaped, past the scrubbing) is refused at start-up."""
+    trimmed = Settings(forge_tokens={"git.test": SecretStr("tok-123\r\n")})  # type: ignore[dict-item]
+    assert trimmed.forge_tokens["git.test"].get_secret_value() == "tok-123"
+    for bad in ("tok\r-123", "tok 123", "tok\x00123", "tök123"):
+        with pytest.raises(ValueError, match=r"the forge token for 'git\.test' holds") as info:
+            Settings(forge_tokens={"git.test": SecretStr(bad)})  # type: ignore[dict-item]
+        assert bad not in str(info.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
 
@@ -88,17 +89,19 @@ def test_a_non_fast_forward_is_one_line_and_the_lease_guards(
 
 
 def test_credentials_go_by_environment_through_the_helper(tmp_path: Path) -> None:
-    """The helper in argv prints what the environment holds, on `get` only."""
-    creds = remote.Credentials("x-access-token", "s3cret")
+    """The helper in argv prints what the environment holds, on `get` only, and only
+    for the protocol and host the token is for (git's own `credential fill` asks)."""
+    creds = remote.Credentials("x-access-token", "s3cret", protocol="https", host="git.test:8443")
     args = remote._auth_args(creds)
     env = remote._auth_env(creds)
     assert env is not None and "s3cret" not in " ".join(args) and "s3cret" not in repr(creds)
     helper = args[3].removeprefix("credential.helper=!")
 
-    def run(op: str) -> str:
+    def run(op: str, asked: str = "protocol=https\nhost=git.test:8443\n") -> str:
         return subprocess.run(
             ["sh", "-c", helper + ' "$@"', "sh", op],
             env=env,
+            input=asked + "\n",
             capture_output=True,
             text=True,
             check=False,
@@ -106,3 +109,42 @@ def test_credentials_go_by_environment_through_the_helper(tmp_path: Path) -> Non
 
     assert run("get") == "username=x-access-token\npassword=s3cret\n"
     assert run("store") == "" and run("erase") == ""
+    for other in (
+        "protocol=https\nhost=evil.example\n",  # a second push URL, a redirect
+        "protocol=https\nhost=git.test\n",  # another port
+        "protocol=http\nhost=git.test:8443\n",  # in clear
+        "host=git.test:8443\n",  # no protocol said
+    ):
+        assert run("get", other) == "", other
+    # git itself, through `credential fill` with our config: another host gets nothing.
+    repo = init_repo(tmp_path / "r")
+    fill = [*args, "credential", "fill"]
+    full_env = {**os.environ, **env, "GIT_TERMINAL_PROMPT": "0"}
+    asked_evil = subprocess.run(
+        ["git", *fill], cwd=repo, env=full_env, input="protocol=https\nhost=evil.example\n\n",
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert "s3cret" not in asked_evil.stdout
+    asked_ours = subprocess.run(
+        ["git", *fill], cwd=repo, env=full_env, input="protocol=https\nhost=git.test:8443\n\n",
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert "password=s3cret" in asked_ours.stdout
+
+
+def test_no_hook_of_the_repo_sees_the_token_during_a_push(tmp_path: Path) -> None:
+    """reference-transaction runs when the push updates the remote-tracking ref: with
+    the push's config, no hook runs in that git process at all."""
+    bare = tmp_path / "bare.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(bare)], check=True)
+    repo = init_repo(tmp_path / "r")
+    git(repo, "remote", "add", "origin", str(bare))
+    git(repo, "checkout", "-q", "-b", "dispatcher/1-x")
+    seen = tmp_path / "hook.log"
+    hook = repo / ".git" / "hooks" / "reference-transaction"
+    hook.write_text(f'#!/bin/sh\nenv >> "{seen}"\ncat > /dev/null\n')
+    hook.chmod(0o755)
+    creds = remote.Credentials("u", "hook-must-not-see", protocol="https", host="x")
+    remote.push(repo, "origin", "dispatcher/1-x", credentials=creds)
+    assert git(bare, "rev-parse", "dispatcher/1-x") == git(repo, "rev-parse", "HEAD")
+    assert not seen.exists() or "hook-must-not-see" not in seen.read_text()
