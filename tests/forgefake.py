@@ -43,6 +43,7 @@ class Pull:
     draft: bool
     labels: list[str] = field(default_factory=list)
     state: str = "open"
+    head_repo: str = ""  # a fork's ``owner/name`` the head branch is in; "": the repo itself
 
 
 class FakeForge:
@@ -276,16 +277,16 @@ class FakeForge:
                 bool(body.get("draft")),
             )
             pulls.append(pull)
-            return 201, _gh_pull(pull, host), {}
+            return 201, _gh_pull(pull, host, repo), {}
         if segs[3] == "pulls" and method == "GET":
             head = query.get("head", "")
             found = [
                 p
                 for p in pulls
                 if p.state == query.get("state", "open")
-                and (not head or f"{segs[1]}:{p.head}" == head)
+                and (not head or f"{(p.head_repo or repo).split('/')[0]}:{p.head}" == head)
             ]
-            return 200, [_gh_pull(p, host) for p in found], {}
+            return 200, [_gh_pull(p, host, repo) for p in found], {}
         if segs[3] == "issues" and segs[5] == "labels" and method == "POST":
             if self.refuse_labels:
                 return 403, {"message": "Must have admin rights to Repository."}, {}
@@ -338,7 +339,7 @@ class FakeForge:
                 [x for x in (body.get("labels") or "").split(",") if x],
             )
             pulls.append(pull)
-            return 201, _gl_mr(pull, host), {}
+            return 201, _gl_mr(pull, host, repo), {}
         if segs[2] == "merge_requests" and method == "GET":
             state = {"opened": "open"}.get(query.get("state", ""), query.get("state", ""))
             found = [
@@ -346,7 +347,7 @@ class FakeForge:
                 for p in pulls
                 if p.state == state and p.head == query.get("source_branch", p.head)
             ]
-            return 200, [_gl_mr(p, host) for p in found], {}
+            return 200, [_gl_mr(p, host, repo) for p in found], {}
         return 404, {"message": "404 Not Found"}, {}
 
     # ------------------------------------------------------------------ Gitea
@@ -406,10 +407,10 @@ class FakeForge:
                 body["title"].startswith("WIP:"),
             )
             pulls.append(pull)
-            return 201, _gitea_pull(pull, host), {}
+            return 201, _gitea_pull(pull, host, repo), {}
         if segs[3] == "pulls" and method == "GET":
             found = [p for p in pulls if p.state == query.get("state", "open")]
-            return 200, [_gitea_pull(p, host) for p in found], {}
+            return 200, [_gitea_pull(p, host, repo) for p in found], {}
         if segs[3] == "issues" and segs[5] == "labels" and method == "POST":
             if self.refuse_labels:
                 return 403, {"message": "Must have admin rights to Repository."}, {}
@@ -419,7 +420,7 @@ class FakeForge:
         return 404, {"message": "The target couldn't be found."}, {}
 
 
-def _gh_pull(p: Pull, host: str) -> dict[str, Any]:
+def _gh_pull(p: Pull, host: str, repo: str) -> dict[str, Any]:
     return {
         "id": 1000 + p.number,
         "number": p.number,
@@ -429,13 +430,17 @@ def _gh_pull(p: Pull, host: str) -> dict[str, Any]:
         "draft": p.draft,
         "html_url": f"{host}/pull/{p.number}",
         "merged_at": None,
-        "head": {"ref": p.head, "label": p.head},
+        "head": {
+            "ref": p.head,
+            "label": f"{(p.head_repo or repo).split('/')[0]}:{p.head}",
+            "repo": {"full_name": p.head_repo or repo},
+        },
         "base": {"ref": p.base},
         "labels": [{"name": n} for n in p.labels],
     }
 
 
-def _gl_mr(p: Pull, host: str) -> dict[str, Any]:
+def _gl_mr(p: Pull, host: str, repo: str) -> dict[str, Any]:
     return {
         "id": 2000 + p.number,
         "iid": p.number,
@@ -447,11 +452,13 @@ def _gl_mr(p: Pull, host: str) -> dict[str, Any]:
         "web_url": f"{host}/-/merge_requests/{p.number}",
         "source_branch": p.head,
         "target_branch": p.base,
+        "source_project_id": 2 if p.head_repo and p.head_repo != repo else 1,
+        "target_project_id": 1,
         "labels": p.labels,
     }
 
 
-def _gitea_pull(p: Pull, host: str) -> dict[str, Any]:
+def _gitea_pull(p: Pull, host: str, repo: str) -> dict[str, Any]:
     return {
         "id": 3000 + p.number,
         "number": p.number,
@@ -461,7 +468,7 @@ def _gitea_pull(p: Pull, host: str) -> dict[str, Any]:
         "draft": p.draft,
         "html_url": f"{host}/pulls/{p.number}",
         "merged": False,
-        "head": {"ref": p.head, "label": p.head},
+        "head": {"ref": p.head, "label": p.head, "repo": {"full_name": p.head_repo or repo}},
         "base": {"ref": p.base},
         "labels": [{"name": n} for n in p.labels],
     }

@@ -192,3 +192,11 @@ def client_for(forge: Forge, http: httpx.Client) -> ForgeClient:
         "gitea": gitea.Gitea,
     }
     return kinds[forge.kind](forge, http)
+
+
+def head_in_repo(item: Any, repo: str) -> bool:
+    """Whether a pull request's head branch is in ``repo`` itself, not a fork's branch of
+    the same name (a head without its repo, as some versions answer, is taken as ours)."""
+    head_repo = (item.get("head") or {}).get("repo") or {}
+    name = head_repo.get("full_name") if isinstance(head_repo, dict) else None
+    return name is None or str(name).lower() == repo.lower()

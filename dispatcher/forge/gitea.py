@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from dispatcher.forge.client import ForgeClient, NewPullRequest, PullRequest
+from dispatcher.forge.client import ForgeClient, NewPullRequest, PullRequest, head_in_repo
 
 
 class Gitea(ForgeClient):
@@ -35,7 +35,7 @@ class Gitea(ForgeClient):
                 params={"state": "open", "page": page, "limit": 50},
             )  # fmt: skip
             for item in data or []:
-                if item.get("head", {}).get("ref") == head:
+                if item.get("head", {}).get("ref") == head and head_in_repo(item, self.forge.repo):
                     return _pull(item)
             if not data or len(data) < 50:
                 return None

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from dispatcher.forge.client import ForgeClient, NewPullRequest, PullRequest
+from dispatcher.forge.client import ForgeClient, NewPullRequest, PullRequest, head_in_repo
 
 
 class GitHub(ForgeClient):
@@ -37,7 +37,7 @@ class GitHub(ForgeClient):
             params={"head": f"{owner}:{head}", "state": "open"},
         )  # fmt: skip
         for item in data or []:
-            if item.get("head", {}).get("ref") == head:
+            if item.get("head", {}).get("ref") == head and head_in_repo(item, self.forge.repo):
                 return _pull(item)
         return None
 

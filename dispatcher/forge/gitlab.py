@@ -37,8 +37,9 @@ class GitLab(ForgeClient):
             params={"source_branch": head, "state": "opened"},
         )  # fmt: skip
         for item in data or []:
-            if item.get("source_branch") == head:
-                return _merge_request(item)
+            source, target = item.get("source_project_id"), item.get("target_project_id")
+            if item.get("source_branch") == head and (source is None or source == target):
+                return _merge_request(item)  # not a fork's of the same branch name
         return None
 
     def label(self, pr: PullRequest, labels: tuple[str, ...]) -> None:

@@ -82,7 +82,10 @@ def forge_for(settings: Settings, location: RemoteLocation) -> Forge:
         if key in forges:
             entry = forges[key]
             kind = "gitea" if entry.kind == "forgejo" else entry.kind
-            api = entry.api or f"https://{location.host}{_API_PATH[kind]}"
+            web = location.host  # an https remote's port is the web's, and so the API's
+            if location.port is not None and location.scheme == "https":
+                web = f"{location.host}:{location.port}"
+            api = entry.api or f"https://{web}{_API_PATH[kind]}"
             break
     else:
         if location.host in _KNOWN:

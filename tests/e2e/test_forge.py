@@ -313,14 +313,16 @@ def test_pr_already_open_on_the_forge_is_found_and_recorded(
     job = finished_job(fdaemon, repo, agent)
     pulls = forge.pulls.setdefault((kind, f"team/{name}"), [])
     pulls.append(Pull(1, "someone-else", "main", "other", "", False))
-    pulls.append(Pull(2, job["branch"], "main", "made by hand", "", False))
+    # A fork's open PR from a branch of the same name: not ours, never recorded.
+    pulls.append(Pull(2, job["branch"], "main", "a fork's", "", False, head_repo="fork/copy"))
+    pulls.append(Pull(3, job["branch"], "main", "made by hand", "", False))
     resp = fdaemon.api.post(f"/jobs/{job['id']}/pr")
     assert resp.status_code == 200, resp.text
     assert resp.json()["changed"] is False
     shown = resp.json()["job"]
-    assert shown["pr_number"] == 2 and shown["pr_state"] == "open"
-    assert shown["pr_url"].endswith("/2")
-    assert len(pulls) == 2
+    assert shown["pr_number"] == 3 and shown["pr_state"] == "open"
+    assert shown["pr_url"].endswith("/3")
+    assert len(pulls) == 3
 
 
 def test_a_refused_label_keeps_the_pr_recorded(

@@ -138,3 +138,11 @@ def test_tokens_are_trimmed_and_control_characters_refused_without_showing_them(
         with pytest.raises(ValueError, match=r"the forge token for 'git\.test' holds") as info:
             Settings(forge_tokens={"git.test": SecretStr(bad)})  # type: ignore[dict-item]
         assert bad not in str(info.value)
+
+
+def test_a_self_hosted_forge_on_its_own_https_port_is_asked_on_that_port() -> None:
+    settings = Settings(forges={"git.example.com:3000": ForgeHost(kind="gitea")})
+    https = forge_for(settings, parse_remote("https://git.example.com:3000/o/r.git"))
+    assert https.api == "https://git.example.com:3000/api/v1"
+    ssh = forge_for(settings, parse_remote("ssh://git@git.example.com:3000/o/r.git"))
+    assert ssh.api == "https://git.example.com/api/v1"  # an ssh port says nothing of the web's
