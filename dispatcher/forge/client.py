@@ -200,3 +200,21 @@ def head_in_repo(item: Any, repo: str) -> bool:
     head_repo = (item.get("head") or {}).get("repo") or {}
     name = head_repo.get("full_name") if isinstance(head_repo, dict) else None
     return name is None or str(name).lower() == repo.lower()
+
+
+def issue_labels(
+    client: ForgeClient, repo_path: str, pr: PullRequest, labels: tuple[str, ...]
+) -> None:
+    """Add ``labels`` to ``pr`` through its issue (GitHub's and Gitea's same route)."""
+    client.request(
+        "POST", f"{repo_path}/issues/{pr.number}/labels", what="labelling the pull request",
+        json={"labels": list(labels)},
+    )  # fmt: skip
+
+
+def pull_of(data: Any, *, merged: bool) -> PullRequest:
+    """A GitHub or Gitea pull request answer (``merged``: each says it its own way)."""
+    state = "merged" if merged else str(data.get("state") or "open")
+    if state == "open" and data.get("draft"):
+        state = "draft"
+    return PullRequest(number=int(data["number"]), url=str(data["html_url"]), state=state)

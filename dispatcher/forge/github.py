@@ -5,7 +5,14 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
-from dispatcher.forge.client import ForgeClient, NewPullRequest, PullRequest, head_in_repo
+from dispatcher.forge.client import (
+    ForgeClient,
+    NewPullRequest,
+    PullRequest,
+    head_in_repo,
+    issue_labels,
+    pull_of,
+)
 
 
 class GitHub(ForgeClient):
@@ -42,14 +49,8 @@ class GitHub(ForgeClient):
         return None
 
     def label(self, pr: PullRequest, labels: tuple[str, ...]) -> None:
-        self.request(
-            "POST", f"{self._repo()}/issues/{pr.number}/labels", what="labelling the pull request",
-            json={"labels": list(labels)},
-        )  # fmt: skip
+        issue_labels(self, self._repo(), pr, labels)
 
 
 def _pull(data: Any) -> PullRequest:
-    state = "merged" if data.get("merged_at") else str(data.get("state") or "open")
-    if state == "open" and data.get("draft"):
-        state = "draft"
-    return PullRequest(number=int(data["number"]), url=str(data["html_url"]), state=state)
+    return pull_of(data, merged=bool(data.get("merged_at")))
