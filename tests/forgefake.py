@@ -215,6 +215,9 @@ class FakeForge:
             def do_POST(self) -> None:
                 self._route("POST")
 
+            def do_PUT(self) -> None:
+                self._route("PUT")
+
         return Handler
 
     # ------------------------------------------------------------------ GitHub
@@ -348,6 +351,11 @@ class FakeForge:
                 if p.state == state and p.head == query.get("source_branch", p.head)
             ]
             return 200, [_gl_mr(p, host, repo) for p in found], {}
+        if segs[2] == "merge_requests" and method == "PUT" and len(segs) == 4:
+            pull = pulls[int(segs[3]) - 1]
+            added = [x for x in (body.get("add_labels") or "").split(",") if x]
+            pull.labels += [x for x in added if x not in pull.labels]  # GitLab's: a set
+            return 200, _gl_mr(pull, host, repo), {}
         return 404, {"message": "404 Not Found"}, {}
 
     # ------------------------------------------------------------------ Gitea

@@ -61,6 +61,8 @@ class ForgeClient(abc.ABC):
     def find_open(self, head: str) -> PullRequest | None:
         """The open pull request whose head is the branch ``head``, if any."""
 
+    labels_on_create = False  # True: a new pull request takes its labels with it
+
     @abc.abstractmethod
     def label(self, pr: PullRequest, labels: tuple[str, ...]) -> None:
         """Add ``labels`` to the pull request (forges whose create cannot)."""

@@ -42,8 +42,14 @@ class GitLab(ForgeClient):
                 return _merge_request(item)  # not a fork's of the same branch name
         return None
 
+    labels_on_create = True  # a new merge request takes ``labels`` with it
+
     def label(self, pr: PullRequest, labels: tuple[str, ...]) -> None:
-        """Given with the merge request itself (``labels``); nothing more to send."""
+        """Add ``labels`` to a merge request found open (a new one took them already)."""
+        self.request(
+            "PUT", f"{self._project()}/merge_requests/{pr.number}",
+            what="labelling the merge request", json={"add_labels": ",".join(labels)},
+        )  # fmt: skip
 
 
 def _merge_request(data: Any) -> PullRequest:

@@ -156,7 +156,9 @@ class Forges:
                     f"job {job_id}: pull request #{pr.number} {said} on {forge.name}: {pr.url}"
                 )
                 note_job(self.settings, job_id, message)
-                if opened and new.labels:  # the PR is recorded first: a refusal here loses nothing
+                # The PR is recorded first: a refusal here loses nothing. A PR found open (a
+                # crash after the forge made it, or one made by hand) gets them too.
+                if new.labels and not (opened and client.labels_on_create):
                     try:
                         client.label(pr, new.labels)
                     except DispatcherError as exc:

@@ -316,13 +316,15 @@ def test_pr_already_open_on_the_forge_is_found_and_recorded(
     # A fork's open PR from a branch of the same name: not ours, never recorded.
     pulls.append(Pull(2, job["branch"], "main", "a fork's", "", False, head_repo="fork/copy"))
     pulls.append(Pull(3, job["branch"], "main", "made by hand", "", False))
-    resp = fdaemon.api.post(f"/jobs/{job['id']}/pr")
+    # Labels asked for reach the PR found (a crash after the forge made it, or by hand).
+    resp = fdaemon.api.post(f"/jobs/{job['id']}/pr", json={"labels": ["agent"]})
     assert resp.status_code == 200, resp.text
     assert resp.json()["changed"] is False
     shown = resp.json()["job"]
     assert shown["pr_number"] == 3 and shown["pr_state"] == "open"
     assert shown["pr_url"].endswith("/3")
     assert len(pulls) == 3
+    assert pulls[2].labels == ["agent"] and pulls[1].labels == []
 
 
 def test_a_refused_label_keeps_the_pr_recorded(
