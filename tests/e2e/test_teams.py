@@ -980,6 +980,39 @@ def test_waiting_message_reads_are_bounded_and_leave_other_routes_free(
     assert d.api.get(url, params={"to": "lead", "wait": 0.1}).status_code == 200  # places free
 
 
+def test_waiting_reads_over_the_bound_are_refused_at_once_never_queued(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path, agent: Agent
+) -> None:
+    """Many waiting reads at once, two places: each short read is answered (a place, or
+    503) within its own wait, none queued behind the long ones holding the places."""
+    import time
+
+    d = daemon_factory(DISPATCHER_TEAM_READ_WAITS="2").start()
+    _, t = idle_team(d, init_repo(tmp_path / "app"), agent)
+    url = f"/teams/{t['id']}/messages"
+    took: list[float] = []
+    go = threading.Barrier(10)
+
+    def read(wait: float, short: bool) -> None:
+        go.wait()
+        start = time.monotonic()
+        resp = d.api.get(url, params={"to": "person", "wait": wait}, timeout=60)
+        assert resp.status_code in (200, 503), resp.text
+        if short:
+            took.append(time.monotonic() - start)
+
+    threads = [threading.Thread(target=read, args=(20, False)) for _ in range(2)]
+    threads += [threading.Thread(target=read, args=(0.2, True)) for _ in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads[2:]:
+        th.join(30)
+    assert len(took) == 8 and max(took) < 5, took
+    d.api.post(url, json={"to": "person", "from": "lead", "body": "done"})
+    for th in threads[:2]:
+        th.join(30)
+
+
 def test_an_over_budget_teams_lead_creates_no_child_job(
     daemon_factory: Callable[..., Daemon], tmp_path: Path
 ) -> None:

@@ -3,6 +3,7 @@ shut down, merge. Each is one call of the service's ``teams`` (docs/teams.md).""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
 from typing import Annotated
 
@@ -143,21 +144,35 @@ async def read_messages(
     # A waiting read holds its thread up to `wait` seconds: on a pool of its own, so
     # that waiting reads never take the threads every other route runs on.
     waits = _waiting_reads(request, service.settings.team_read_waits)
-    if waits.available_tokens < 1:
+    # A place is taken here, in the event loop, with no await between the check and the
+    # take: a read over the bound is refused at once, never queued behind the limiter
+    # (checking its free tokens, then acquiring, let a read wait for a place up to a
+    # minute when two came at once).
+    if waits.taken >= waits.limiter.total_tokens:
         raise Busy(
             f"{service.settings.team_read_waits} message reads wait already "
             "(DISPATCHER_TEAM_READ_WAITS): read without wait, or again later"
         )
-    return await anyio.to_thread.run_sync(read, limiter=waits)
+    waits.taken += 1
+    try:
+        return await anyio.to_thread.run_sync(read, limiter=waits.limiter)
+    finally:
+        waits.taken -= 1
 
 
-def _waiting_reads(request: Request, size: int) -> anyio.CapacityLimiter:
-    """The app's limiter of waiting message reads (made in its event loop, once)."""
-    limiter: anyio.CapacityLimiter | None = getattr(request.app.state, "team_read_waits", None)
-    if limiter is None:
-        limiter = anyio.CapacityLimiter(size)
-        request.app.state.team_read_waits = limiter
-    return limiter
+@dataclass
+class _Waits:
+    limiter: anyio.CapacityLimiter
+    taken: int = 0  # places given to reads (never more than the limiter's tokens)
+
+
+def _waiting_reads(request: Request, size: int) -> _Waits:
+    """The app's places of waiting message reads (made in its event loop, once)."""
+    waits: _Waits | None = getattr(request.app.state, "team_read_waits", None)
+    if waits is None:
+        waits = _Waits(anyio.CapacityLimiter(size))
+        request.app.state.team_read_waits = waits
+    return waits
 
 
 @router.post("/{team_id}/shutdown", summary="Cancel every member; the integration branch stays")
