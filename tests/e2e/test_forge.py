@@ -484,6 +484,26 @@ def test_on_success_from_the_trigger_file_pushes_and_opens_the_pr(
     assert git(bare, "rev-parse", pushed["branch"]) == fdaemon.job(pushed["id"])["head"]
 
 
+def issue_job(d: Daemon, name: str, label: str) -> int:
+    """File an issue labelled ``label`` in repo ``name``; the id of the job it starts."""
+    d.cli("issue", name, "one", "--label", label)
+    return int(
+        wait_until(
+            lambda: (
+                (items := d.api.get("/jobs", params={"repo": name}).json()["items"])
+                and items[0]["id"]
+            ),
+            "the issue's job",
+            timeout=60,
+        )
+    )
+
+
+def forge_failure(d: Daemon, job_id: int, what: str) -> dict[str, Any]:
+    """The job once its forge_error is recorded."""
+    return dict(wait_until(lambda: (j := d.job(job_id))["forge_error"] and j, what, timeout=60))
+
+
 def test_on_success_failure_is_recorded_and_the_job_still_succeeds(
     fdaemon: Daemon, tmp_path: Path, agent: Any
 ) -> None:
@@ -497,18 +517,7 @@ def test_on_success_failure_is_recorded_and_the_job_still_succeeds(
     )
     git(repo, "remote", "add", "origin", str(tmp_path / "nowhere.git"))
     name = fdaemon.add_repo(repo)
-    fdaemon.cli("issue", name, "one", "--label", "push")
-    job_id = wait_until(
-        lambda: (
-            (items := fdaemon.api.get("/jobs", params={"repo": name}).json()["items"])
-            and items[0]["id"]
-        ),
-        "the issue's job",
-        timeout=60,
-    )
-    done = wait_until(
-        lambda: (j := fdaemon.job(job_id))["forge_error"] and j, "the failed push", timeout=60
-    )
+    done = forge_failure(fdaemon, issue_job(fdaemon, name, "push"), "the failed push")
     assert done["state"] == "succeeded"
     assert "push of" in done["forge_error"] and "refused" in done["forge_error"]
 
@@ -526,18 +535,8 @@ def test_an_on_success_refused_before_the_push_is_recorded_too(
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "triggers")
     name = fdaemon.add_repo(repo)
-    fdaemon.cli("issue", name, "one", "--label", "pr")
-    job_id = wait_until(
-        lambda: (
-            (items := fdaemon.api.get("/jobs", params={"repo": name}).json()["items"])
-            and items[0]["id"]
-        ),
-        "the issue's job",
-        timeout=60,
-    )
-    done = wait_until(
-        lambda: (j := fdaemon.job(job_id))["forge_error"] and j, "the refused pr", timeout=60
-    )
+    job_id = issue_job(fdaemon, name, "pr")
+    done = forge_failure(fdaemon, job_id, "the refused pr")
     assert done["state"] == "succeeded" and done["pr_url"] is None
     error = done["forge_error"]
     assert error.startswith("the trigger file's on-success: ") and "\n" not in error, error
