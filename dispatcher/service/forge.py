@@ -55,6 +55,10 @@ class Forges:
             job, changed, message = self._push(job, req.remote, force=req.force_with_lease)
             return action_result(self.store, job, changed, message)
 
+    def push_locked(self, job: Job, remote: str, *, force: bool = False) -> Job:
+        """:meth:`push` for a caller that holds the job's lock already (a rebase)."""
+        return self._push(job, remote, force=force)[0]
+
     def _push(self, job: Job, remote: str, *, force: bool = False) -> tuple[Job, bool, str]:
         assert job.id is not None
         job_id = job.id
