@@ -116,8 +116,12 @@ def start_merge(
 
     Refused (InvalidState, nothing touched) when the worktree is not on ``branch`` at
     ``head`` or has uncommitted changes to tracked files. A merge that stops for any
-    other reason is aborted and raised as :class:`GitError`.
+    other reason is aborted and raised as :class:`GitError`. A merge of ours found under
+    way (``message`` holds :data:`MARK`: a crash left it without its follow-up) is
+    aborted first.
     """
+    if _ours_under_way(worktree):  # a crash fell between this and its follow-up
+        abort_merge(worktree)
     if current_branch(worktree) != branch or head_commit(worktree) != head:
         raise InvalidState(f"the worktree {worktree} is no longer on {branch} at {head[:12]}")
     dirty = status_porcelain(worktree, untracked=False)
@@ -136,6 +140,27 @@ def start_merge(
         abort_merge(worktree)
         raise GitError(cmd.failure(result) if result.returncode else "the merge did not conflict")
     return conflicts
+
+
+MARK = "`dispatcher rebase` onto"
+"""What the message of every merge :func:`start_merge` begins holds (the caller's)."""
+
+
+def _ours_under_way(worktree: Path) -> bool:
+    """Whether a merge the daemon started (its message holds :data:`MARK`) is under way
+    in ``worktree``: one a crash left without its follow-up."""
+    result = cmd.run(
+        ["rev-parse", "--path-format=absolute", "--git-path", "MERGE_MSG"], worktree, check=False
+    )
+    if result.returncode != 0:
+        return False
+    merge_msg = Path(result.stdout.strip())
+    try:
+        text = merge_msg.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    head = cmd.run(["rev-parse", "--verify", "--quiet", "MERGE_HEAD"], worktree, check=False)
+    return head.returncode == 0 and MARK in text
 
 
 def unmerged(worktree: Path) -> list[str]:

@@ -115,7 +115,7 @@ class Rebases:
             done = git_rebase.rebase_branch(
                 repo_path, job.branch, head=head, base=job.base_sha, onto=onto, ident=ident,
                 message=f"Merge {target} into {job.branch}\n\nDispatcher job {job_id}: "
-                f"`dispatcher rebase` onto {onto[:12]}.\n",
+                f"{git_rebase.MARK} {onto[:12]}.\n",
                 journal=journal, label=f"rebase-{job_id}",
             )  # fmt: skip
         except MergeConflict as exc:
@@ -214,7 +214,7 @@ class Rebases:
         ident = identity(self.settings.commit_author_name, self.settings.commit_author_email)
         message = (
             f"Merge {job.target_branch} into {job.branch}\n\nDispatcher job {job_id}: "
-            f"`dispatcher rebase` onto {onto[:12]}, conflicts resolved by the agent.\n"
+            f"{git_rebase.MARK} {onto[:12]}, conflicts resolved by the agent.\n"
         )
         in_tree = git_rebase.start_merge(
             worktree, job.branch, head=head, onto=onto, message=message, ident=ident

@@ -106,3 +106,15 @@ def test_start_merge_leaves_markers_and_abort_takes_them_back(repo: Path, tmp_pa
     (wt / "a.txt").write_text("dirty\n")
     with pytest.raises(InvalidState, match=r"uncommitted changes in a\.txt"):
         rebase.start_merge(wt, "job", head=tip, onto=onto, message="m", ident=IDENT)
+
+
+def test_a_merge_of_ours_left_under_way_is_started_again(repo: Path, tmp_path: Path) -> None:
+    _, tip = job_branch(repo, ("a.txt", "job\n"))
+    onto = commit_file(repo, "a.txt", "main\n")
+    wt = tmp_path / "wt"
+    g(repo, "worktree", "add", "-q", str(wt), "job")
+    message = f"Merge main into job\n\n{rebase.MARK} {onto[:12]}.\n"
+    rebase.start_merge(wt, "job", head=tip, onto=onto, message=message, ident=IDENT)
+    # A crash: no follow-up was made. The next rebase starts the merge afresh.
+    again = rebase.start_merge(wt, "job", head=tip, onto=onto, message=message, ident=IDENT)
+    assert again == ["a.txt"] and g(wt, "rev-parse", "MERGE_HEAD") == onto
