@@ -223,7 +223,7 @@ def repo_show(name: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
         return
     keys = (
         "name", "path", "default_branch", "forge_name", "max_parallel", "pool_size",
-        "daily_cost_usd", "exists", "created_at",
+        "daily_cost_usd", "fetch", "fetch_remote", "exists", "created_at",
     )  # fmt: skip
     for key in keys:
         typer.echo(f"{key:<15} {_when(repo[key]) if key == 'created_at' else repo[key]}")

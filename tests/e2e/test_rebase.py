@@ -282,3 +282,6 @@ def test_fetch_true_starts_jobs_from_the_remote_tip_and_a_failed_fetch_is_one_lo
     assert f"the job starts from the local main ({local[:12]})" in said[0]
     shown = rdaemon.api.get(f"/repos/{name}").json()
     assert (shown["fetch"], shown["fetch_remote"]) == (True, "origin")
+    out = rdaemon.cli("repo", "update", name, "--no-fetch", "--clear", "fetch-remote")
+    assert out.stdout.strip() == f"updated {name}: fetch False, fetch_remote default"
+    assert "fetch           False" in rdaemon.cli("repo", "show", name).stdout
