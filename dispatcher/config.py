@@ -184,6 +184,10 @@ class Settings(BaseSettings):
 
     forge_timeout_seconds: float = Field(default=20, gt=0, le=300)  # one API request
     push_timeout_seconds: float = Field(default=300, gt=0)  # one git push
+    fetch_timeout_seconds: float = Field(default=60, gt=0, le=3600)  # one `fetch: true` fetch
+    # Jobs of a `fetch: true` repo submitted within this many seconds of its last fetch
+    # share it (docs/forge.md).
+    fetch_coalesce_seconds: float = Field(default=5, ge=0, le=3600)
 
     @model_validator(mode="after")
     def _log_json_alias(self) -> Settings:

@@ -88,6 +88,13 @@ class PushRejected(GitError):
     status = 409
 
 
+class FetchFailed(GitError):
+    """A fetch of a repo's remote failed (unreachable, refused, timed out); nothing changed."""
+
+    code = "fetch_failed"
+    status = 502
+
+
 class ForgeError(DispatcherError):
     """A forge refused or failed an API request; the message names the forge and what to do."""
 

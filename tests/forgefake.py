@@ -56,6 +56,7 @@ class FakeForge:
         self.git_auth: list[str] = []  # the Authorization headers of git requests
         self.rate_limited = False
         self.refuse_labels = False  # label requests answered 403 (GitHub, Gitea)
+        self.project_ids: dict[str, int] = {}  # GitLab's numeric project ids, by owner/name
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -85,7 +86,31 @@ class FakeForge:
         subprocess.run(["git", "init", "-q", "--bare", str(path)], check=True)
         subprocess.run(["git", "config", "http.receivepack", "true"], cwd=path, check=True)
         self.repos.add(repo)
+        self.project_id(repo)
         return path
+
+    def project_id(self, repo: str) -> int:
+        """GitLab's numeric id of ``repo`` (given on first use)."""
+        return self.project_ids.setdefault(repo, len(self.project_ids) + 1)
+
+    def fork_head(self, repo: str, head: str) -> tuple[str, str] | None:
+        """A fork's ``owner:branch`` head of a pull request on ``repo`` as (fork, branch)
+        (GitHub and Gitea name a fork's branch so; the fork keeps the repo's name), or None
+        for a branch of the repo itself."""
+        if ":" not in head:
+            return None
+        owner, branch = head.split(":", 1)
+        fork = f"{owner}/{repo.rsplit('/', 1)[1]}"
+        return (fork, branch) if fork != repo else None
+
+    def has_branch(self, repo: str, branch: str) -> bool:
+        """Whether the bare repo ``repo`` holds ``branch`` (what a fork's PR needs)."""
+        path = self.root / f"{repo}.git"
+        found = subprocess.run(
+            ["git", "rev-parse", "--verify", "--quiet", f"refs/heads/{branch}"],
+            cwd=path, capture_output=True, check=False,
+        ) if path.is_dir() else None  # fmt: skip
+        return found is not None and found.returncode == 0
 
     def requests(self, kind: str) -> list[Seen]:
         prefix = {"github": "/gh/", "gitlab": "/api/v4/", "gitea": "/api/v1/"}[kind]
@@ -255,7 +280,23 @@ class FakeForge:
         pulls = self.pulls.setdefault(("github", repo), [])
         host = f"https://github.test/{repo}"
         if segs[3] == "pulls" and method == "POST":
-            if any(p.head == body["head"] and p.state == "open" for p in pulls):
+            fork = self.fork_head(repo, body["head"])
+            if fork is not None and not self.has_branch(*fork):
+                return (
+                    422,
+                    {
+                        "message": "Validation Failed",
+                        "errors": [{"resource": "PullRequest", "field": "head", "code": "invalid"}],
+                        "documentation_url": "https://docs.github.com/rest/pulls/pulls#create-a-pull-request",
+                    },
+                    {},
+                )
+            if fork is not None:
+                body = {**body, "head": fork[1]}
+            if any(
+                p.head == body["head"] and p.state == "open" and p.head_repo == (fork or ("",))[0]
+                for p in pulls
+            ):
                 return (
                     422,
                     {
@@ -278,6 +319,7 @@ class FakeForge:
                 body["title"],
                 body.get("body") or "",
                 bool(body.get("draft")),
+                head_repo=fork[0] if fork is not None else "",
             )
             pulls.append(pull)
             return 201, _gh_pull(pull, host, repo), {}
@@ -312,14 +354,35 @@ class FakeForge:
         if headers.get("PRIVATE-TOKEN") != self.token:
             return 401, {"message": "401 Unauthorized"}, {}
         segs = path.strip("/").split("/")  # projects/<o%2Fr>/merge_requests
-        repo = unquote(segs[1]) if len(segs) >= 3 else ""
+        repo = unquote(segs[1]) if len(segs) >= 2 else ""
         if segs[0] != "projects" or repo not in self.repos or "%2F" not in segs[1]:
             return 404, {"message": "404 Project Not Found"}, {}
+        if len(segs) == 2 and method == "GET":  # a project, by its path
+            return 200, {"id": self.project_id(repo), "path_with_namespace": repo}, {}
+        if len(segs) < 3:
+            return 404, {"message": "404 Not Found"}, {}
+        source_repo = ""  # a fork's merge request: made on the fork, for its target
+        if segs[2] == "merge_requests" and method == "POST" and body.get("target_project_id"):
+            by_id = {v: k for k, v in self.project_ids.items()}
+            target = by_id.get(int(body["target_project_id"]))
+            if target is None:
+                return 404, {"message": "404 Project Not Found"}, {}
+            if target != repo:
+                if not self.has_branch(repo, body["source_branch"]):
+                    return 400, {"message": ["Source branch does not exist"]}, {}
+                source_repo, repo = repo, target
         pulls = self.pulls.setdefault(("gitlab", repo), [])
         host = f"https://gitlab.test/{repo}"
         if segs[2] == "merge_requests" and method == "POST":
             open_one = next(
-                (p for p in pulls if p.head == body["source_branch"] and p.state == "open"), None
+                (
+                    p
+                    for p in pulls
+                    if p.head == body["source_branch"]
+                    and p.state == "open"
+                    and p.head_repo == source_repo
+                ),
+                None,
             )
             if open_one is not None:
                 return (
@@ -340,9 +403,10 @@ class FakeForge:
                 body.get("description") or "",
                 title.startswith("Draft:"),
                 [x for x in (body.get("labels") or "").split(",") if x],
+                head_repo=source_repo,
             )
             pulls.append(pull)
-            return 201, _gl_mr(pull, host, repo), {}
+            return 201, _gl_mr(pull, host, repo, self), {}
         if segs[2] == "merge_requests" and method == "GET":
             state = {"opened": "open"}.get(query.get("state", ""), query.get("state", ""))
             found = [
@@ -350,12 +414,12 @@ class FakeForge:
                 for p in pulls
                 if p.state == state and p.head == query.get("source_branch", p.head)
             ]
-            return 200, [_gl_mr(p, host, repo) for p in found], {}
+            return 200, [_gl_mr(p, host, repo, self) for p in found], {}
         if segs[2] == "merge_requests" and method == "PUT" and len(segs) == 4:
             pull = pulls[int(segs[3]) - 1]
             added = [x for x in (body.get("add_labels") or "").split(",") if x]
             pull.labels += [x for x in added if x not in pull.labels]  # GitLab's: a set
-            return 200, _gl_mr(pull, host, repo), {}
+            return 200, _gl_mr(pull, host, repo, self), {}
         return 404, {"message": "404 Not Found"}, {}
 
     # ------------------------------------------------------------------ Gitea
@@ -389,11 +453,20 @@ class FakeForge:
         pulls = self.pulls.setdefault(("gitea", repo), [])
         host = f"https://gitea.test/{repo}"
         if segs[3] == "pulls" and method == "POST":
+            fork = self.fork_head(repo, body["head"])
+            if fork is not None and not self.has_branch(*fork):
+                return 404, {"message": "The target couldn't be found.", "errors": []}, {}
+            head_repo = fork[0] if fork is not None else ""
+            if fork is not None:
+                body = {**body, "head": fork[1]}
             open_one = next(
                 (
                     p
                     for p in pulls
-                    if p.head == body["head"] and p.base == body["base"] and p.state == "open"
+                    if p.head == body["head"]
+                    and p.base == body["base"]
+                    and p.state == "open"
+                    and p.head_repo == head_repo
                 ),
                 None,
             )
@@ -413,6 +486,7 @@ class FakeForge:
                 body["title"],
                 body.get("body") or "",
                 body["title"].startswith("WIP:"),
+                head_repo=head_repo,
             )
             pulls.append(pull)
             return 201, _gitea_pull(pull, host, repo), {}
@@ -448,7 +522,7 @@ def _gh_pull(p: Pull, host: str, repo: str) -> dict[str, Any]:
     }
 
 
-def _gl_mr(p: Pull, host: str, repo: str) -> dict[str, Any]:
+def _gl_mr(p: Pull, host: str, repo: str, fake: FakeForge) -> dict[str, Any]:
     return {
         "id": 2000 + p.number,
         "iid": p.number,
@@ -460,8 +534,8 @@ def _gl_mr(p: Pull, host: str, repo: str) -> dict[str, Any]:
         "web_url": f"{host}/-/merge_requests/{p.number}",
         "source_branch": p.head,
         "target_branch": p.base,
-        "source_project_id": 2 if p.head_repo and p.head_repo != repo else 1,
-        "target_project_id": 1,
+        "source_project_id": fake.project_id(p.head_repo or repo),
+        "target_project_id": fake.project_id(repo),
         "labels": p.labels,
     }
 

@@ -73,7 +73,7 @@ def test_version_prints_the_package_version(tmp_path: Path) -> None:
 
 
 def test_completion_protocol_completes_commands_and_choices(tmp_path: Path) -> None:
-    assert set(_complete(tmp_path, "dispatcher re")) == {"repo", "retry"}
+    assert set(_complete(tmp_path, "dispatcher re")) == {"rebase", "repo", "retry"}
     assert _complete(tmp_path, "dispatcher repo a") == ["add"]
     assert _complete(tmp_path, "dispatcher merge 1 --strategy ") == STRATEGIES
     assert _complete(tmp_path, "dispatcher merge 1 --strategy sq") == ["squash"]

@@ -693,3 +693,29 @@ def test_the_forge_migration_goes_down_and_up_again(url: str) -> None:
     migrate(url)
     columns = {row[1] for row in raw_query(url, "PRAGMA table_info(job)")}
     assert {"pr_url", "pr_number", "pr_state", "pushed_sha", "forge_error", "on_success"} <= columns
+
+
+def test_the_rebase_and_fetch_migration_goes_down_and_up_again(url: str) -> None:
+    """0017 (the job's rebase, the repo's fetch setting) has a downgrade that works."""
+    from alembic import command
+    from alembic.config import Config
+
+    from dispatcher.store.database import migrations_dir
+
+    migrate(url)
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            cfg = Config()
+            cfg.set_main_option("script_location", str(migrations_dir()))
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0016")
+    finally:
+        engine.dispose()
+    job = {row[1] for row in raw_query(url, "PRAGMA table_info(job)")}
+    repo = {row[1] for row in raw_query(url, "PRAGMA table_info(repo)")}
+    assert "rebased_onto" not in job and "pr_url" in job and "fetch" not in repo
+    migrate(url)
+    job = {row[1] for row in raw_query(url, "PRAGMA table_info(job)")}
+    repo = {row[1] for row in raw_query(url, "PRAGMA table_info(repo)")}
+    assert {"rebased_onto", "rebased_at"} <= job and {"fetch", "fetch_remote"} <= repo

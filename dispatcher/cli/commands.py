@@ -118,6 +118,11 @@ ForgeName = Annotated[
 ]
 PoolSize = Annotated[int | None, typer.Option(help="Warm worktrees kept for this repo (0: none)")]
 DailyCost = Annotated[float | None, typer.Option(help="Cap on agents' reported cost per UTC day")]
+Fetch = Annotated[
+    bool | None,
+    typer.Option("--fetch/--no-fetch", help="Fetch the remote before each job's base is resolved"),
+]
+FetchRemote = Annotated[str | None, typer.Option(help="The remote --fetch fetches (origin)")]
 
 
 class RepoSetting(StrEnum):
@@ -127,6 +132,8 @@ class RepoSetting(StrEnum):
     POOL_SIZE = "pool-size"
     FORGE_NAME = "forge-name"
     DAILY_COST_USD = "daily-cost-usd"
+    FETCH = "fetch"
+    FETCH_REMOTE = "fetch-remote"
 
 
 @repo_app.command("add")
@@ -137,12 +144,14 @@ def repo_add(
     forge_name: ForgeName = None,
     pool_size: PoolSize = None,
     daily_cost_usd: DailyCost = None,
+    fetch: Fetch = None,
+    fetch_remote: FetchRemote = None,
 ) -> None:
     """Register a local git repository."""
     body = {
         "path": str(path.expanduser().absolute()), "name": name,
         "max_parallel": max_parallel, "forge_name": forge_name, "pool_size": pool_size,
-        "daily_cost_usd": daily_cost_usd,
+        "daily_cost_usd": daily_cost_usd, "fetch": fetch, "fetch_remote": fetch_remote,
     }  # fmt: skip
     with _client() as c:
         repo = c.post("/repos", body)
@@ -158,6 +167,8 @@ def repo_update(
     forge_name: ForgeName = None,
     pool_size: PoolSize = None,
     daily_cost_usd: DailyCost = None,
+    fetch: Fetch = None,
+    fetch_remote: FetchRemote = None,
     clear: Annotated[
         list[RepoSetting] | None,
         typer.Option(help="Put this setting back to its default (repeatable)"),
@@ -167,7 +178,7 @@ def repo_update(
     settings given change; the next job uses them, no restart needed."""
     given = {
         "max_parallel": max_parallel, "forge_name": forge_name, "pool_size": pool_size,
-        "daily_cost_usd": daily_cost_usd,
+        "daily_cost_usd": daily_cost_usd, "fetch": fetch, "fetch_remote": fetch_remote,
     }  # fmt: skip
     body: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
     for setting in clear or []:
@@ -212,7 +223,7 @@ def repo_show(name: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
         return
     keys = (
         "name", "path", "default_branch", "forge_name", "max_parallel", "pool_size",
-        "daily_cost_usd", "exists", "created_at",
+        "daily_cost_usd", "fetch", "fetch_remote", "exists", "created_at",
     )  # fmt: skip
     for key in keys:
         typer.echo(f"{key:<15} {_when(repo[key]) if key == 'created_at' else repo[key]}")
@@ -425,7 +436,7 @@ def show(job: int, as_json: Annotated[bool, typer.Option("--json")] = False) -> 
         "merged_sha", "retry_of", "followup_of", "followed_by", "port", "cost_usd",
         "max_cost_usd", "input_tokens", "output_tokens", "turns", "session_id",
         "pushed_remote", "pushed_sha", "pushed_at", "pr_url", "pr_number", "pr_state",
-        "forge_error", "summary",
+        "forge_error", "rebased_onto", "rebased_at", "summary",
     )  # fmt: skip
     for key in keys:
         if data.get(key) is not None:
@@ -540,6 +551,13 @@ def pr(
     body = {"remote": remote, "draft": draft, "base": base, "labels": label or []}
     result = _action(job, "pr", body, quiet=True)
     typer.echo(result["job"]["pr_url"])
+
+
+@app.command()
+def rebase(job: int) -> None:
+    """Bring the job's branch onto its target's tip; a conflict starts a follow-up job that
+    resolves it (docs/forge.md)."""
+    _action(job, "rebase")
 
 
 @app.command()

@@ -40,6 +40,14 @@ class NewPullRequest:
     body: str
     draft: bool
     labels: tuple[str, ...]
+    # The fork (``owner/name`` on the same forge) the head branch was pushed to; None:
+    # the repository itself (docs/forge.md, "Forks").
+    head_repo: str | None = None
+
+    @property
+    def head_owner(self) -> str | None:
+        """The fork's owner (``owner`` of ``owner/name``), None for no fork."""
+        return self.head_repo.rsplit("/", 1)[0] if self.head_repo else None
 
 
 class ForgeClient(abc.ABC):
@@ -58,8 +66,9 @@ class ForgeClient(abc.ABC):
         """Open it; :class:`AlreadyExists` if one is open for the head branch."""
 
     @abc.abstractmethod
-    def find_open(self, head: str) -> PullRequest | None:
-        """The open pull request whose head is the branch ``head``, if any."""
+    def find_open(self, head: str, head_repo: str | None = None) -> PullRequest | None:
+        """The open pull request whose head is the branch ``head`` (of the fork
+        ``head_repo``, None: of the repository itself), if any."""
 
     labels_on_create = False  # True: a new pull request takes its labels with it
 
@@ -73,7 +82,7 @@ class ForgeClient(abc.ABC):
         try:
             pr = self.create(new)
         except AlreadyExists:
-            found = self.find_open(new.head)
+            found = self.find_open(new.head, new.head_repo)
             if found is None:
                 raise ForgeError(
                     f"{self.forge.name} says a pull request for {new.head} exists, but none "

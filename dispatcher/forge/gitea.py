@@ -30,11 +30,14 @@ class Gitea(ForgeClient):
         title = new.title if not new.draft else f"WIP: {new.title}"
         data = self.request(
             "POST", f"{self._repo()}/pulls", what="opening the pull request",
-            json={"title": title, "body": new.body, "head": new.head, "base": new.base},
+            json={"title": title, "body": new.body, "base": new.base,
+                  # A fork's branch is named "owner:branch" (the fork on the same forge).
+                  "head": f"{new.head_owner}:{new.head}" if new.head_owner else new.head},
         )  # fmt: skip
         return _pull(data)
 
-    def find_open(self, head: str) -> PullRequest | None:
+    def find_open(self, head: str, head_repo: str | None = None) -> PullRequest | None:
+        in_repo = head_repo or self.forge.repo
         page = 1
         while page <= 10:
             data = self.request(
@@ -42,7 +45,7 @@ class Gitea(ForgeClient):
                 params={"state": "open", "page": page, "limit": 50},
             )  # fmt: skip
             for item in data or []:
-                if item.get("head", {}).get("ref") == head and head_in_repo(item, self.forge.repo):
+                if item.get("head", {}).get("ref") == head and head_in_repo(item, in_repo):
                     return _pull(item)
             if not data or len(data) < 50:
                 return None

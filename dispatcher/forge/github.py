@@ -32,19 +32,21 @@ class GitHub(ForgeClient):
     def create(self, new: NewPullRequest) -> PullRequest:
         data = self.request(
             "POST", f"{self._repo()}/pulls", what="opening the pull request",
-            json={"title": new.title, "body": new.body, "head": new.head, "base": new.base,
-                  "draft": new.draft},
+            json={"title": new.title, "body": new.body, "base": new.base, "draft": new.draft,
+                  # A fork's branch is named "owner:branch" (the fork on the same forge).
+                  "head": f"{new.head_owner}:{new.head}" if new.head_owner else new.head},
         )  # fmt: skip
         return _pull(data)
 
-    def find_open(self, head: str) -> PullRequest | None:
-        owner = self.forge.repo.split("/")[0]
+    def find_open(self, head: str, head_repo: str | None = None) -> PullRequest | None:
+        in_repo = head_repo or self.forge.repo
+        owner = in_repo.split("/")[0]
         data = self.request(
             "GET", f"{self._repo()}/pulls", what="finding the open pull request",
             params={"head": f"{owner}:{head}", "state": "open"},
         )  # fmt: skip
         for item in data or []:
-            if item.get("head", {}).get("ref") == head and head_in_repo(item, self.forge.repo):
+            if item.get("head", {}).get("ref") == head and head_in_repo(item, in_repo):
                 return _pull(item)
         return None
 

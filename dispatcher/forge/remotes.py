@@ -91,3 +91,15 @@ def _shown(url: str) -> str:
     text = re.sub(r"//[^/@]*@", "//", url)
     text = "".join(ch if ch.isprintable() else "?" for ch in text)
     return repr(text[:200])
+
+
+def fork_of(fetch_url: str, push_url: str) -> str | None:
+    """The fork (``owner/name``) a remote pushes to when its push URL (``git remote
+    set-url --push``) names another repository than its fetch URL; None when both name
+    the same one (by path: a push URL on another host or scheme that names the same
+    repository is a mirror, not a fork) or either is no forge URL."""
+    try:
+        fetch, push = parse_remote(fetch_url), parse_remote(push_url)
+    except InvalidInput:
+        return None
+    return None if push.path.lower() == fetch.path.lower() else push.path

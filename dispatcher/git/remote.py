@@ -17,9 +17,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from dispatcher.errors import InvalidInput, NotFound, PushRejected
+from dispatcher.errors import FetchFailed, GitError, InvalidInput, NotFound, PushRejected
 from dispatcher.git import cmd
 from dispatcher.git.names import is_plain_branch, validate_branch_name
+from dispatcher.git.refs import branch_head, is_ancestor, ref_value
 
 _REMOTE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 # On `get` for the protocol and host the token is for, prints the username and password
@@ -106,6 +107,63 @@ def push(
     result = cmd.run(args, repo, check=False, env_extra=_auth_env(credentials), timeout=timeout)
     if result.returncode != 0:
         raise PushRejected(_refusal(result.stderr + "\n" + result.stdout, remote, branch))
+
+
+def fetch(
+    repo: Path, remote: str, *, credentials: Credentials | None = None, timeout: float = 60
+) -> None:
+    """Fetch ``remote``'s branches into its remote-tracking refs (``refs/remotes/<remote>/*``;
+    no tags, no local branch touched). :class:`FetchFailed` with one line on why it
+    failed (a timeout included)."""
+    check_remote_name(remote)
+    args = [*_auth_args(credentials), "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+            "--", remote]  # fmt: skip
+    try:
+        result = cmd.run(args, repo, check=False, env_extra=_auth_env(credentials), timeout=timeout)
+    except GitError as exc:  # it timed out
+        raise FetchFailed(f"fetch of {remote} failed: {exc.message[:300]}") from None
+    if result.returncode != 0:
+        raise FetchFailed(_fetch_failure(result.stderr + "\n" + result.stdout, remote))
+
+
+def _fetch_failure(output: str, remote: str) -> str:
+    """One line on why a fetch of ``remote`` failed."""
+    text = output.lower()
+    where = f"fetch of {remote} failed"
+    if (
+        "authentication failed" in text
+        or "could not read username" in text
+        or ("terminal prompts disabled" in text or "permission denied" in text)
+    ):
+        return f"{where}: the remote wants credentials it was not given or refused them"
+    if "does not appear to be a git repository" in text or "repository not found" in text:
+        return f"{where}: the remote repository was not found"
+    if any(
+        said in text
+        for said in (
+            "could not resolve host",
+            "connection refused",
+            "timed out",
+            "failed to connect",
+        )
+    ):
+        return f"{where}: the remote could not be reached"
+    last = [
+        line.strip() for line in output.splitlines() if line.strip().startswith(("error", "fatal"))
+    ]
+    return f"{where}: {(last[-1] if last else 'git fetch failed')[:300]}"
+
+
+def newer_tracking(repo: Path, remote: str, branch: str) -> str | None:
+    """The tip of ``<remote>/<branch>`` when it is ahead of local ``branch`` (the local
+    branch is an ancestor of it: behind, nothing of its own); None otherwise (no such
+    ref, the same commit, or the local branch has commits of its own)."""
+    check_remote_name(remote)
+    local = branch_head(repo, branch)
+    tracking = ref_value(repo, f"refs/remotes/{remote}/{branch}")
+    if local is None or tracking is None or tracking == local:
+        return None
+    return tracking if is_ancestor(repo, local, tracking) else None
 
 
 def _auth_args(credentials: Credentials | None) -> list[str]:

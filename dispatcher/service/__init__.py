@@ -10,6 +10,8 @@
 * ``jobs``     submit (the one path every job takes), follow up, retry, list (:mod:`.jobs`);
 * ``control``  cancel, discard and merge a job (:mod:`.control`);
 * ``forges``   push a job's branch, open its pull request, on-success (:mod:`.forge`);
+* ``rebases``  bring a finished job's branch onto its target's tip (:mod:`.rebase`);
+* ``fetches``  ``fetch: true``: a repo's remote fetched before a job's base (:mod:`.fetches`);
 * ``prune``    discard finished jobs in bulk, tidy closed jobs' leftovers (:mod:`.prune`);
 * ``outputs``  a job's log, diff and notice deliveries (:mod:`.outputs`);
 * ``board``    the dashboard's board columns and every job's deliveries (:mod:`.board`);
@@ -42,6 +44,7 @@ from dispatcher.service.board import Board
 from dispatcher.service.control import Control, Supervisor
 from dispatcher.service.doctor import Doctor
 from dispatcher.service.events import Events
+from dispatcher.service.fetches import Fetches
 from dispatcher.service.forge import Forges
 from dispatcher.service.issues import Issues
 from dispatcher.service.jobs import Jobs
@@ -49,6 +52,7 @@ from dispatcher.service.metrics import Metrics
 from dispatcher.service.notices import Notices
 from dispatcher.service.outputs import Outputs
 from dispatcher.service.prune import Prune
+from dispatcher.service.rebase import Rebases
 from dispatcher.service.repos import Repos
 from dispatcher.service.teams import Teams
 from dispatcher.store.database import Store
@@ -80,6 +84,9 @@ class Service:
         self.control = Control(settings, store, supervisor, self.notices, pool, self.disk_use)
         self.jobs = Jobs(settings, store, supervisor, self.trigger_files, self.control)
         self.forges = Forges(settings, store, self.control)
+        self.fetches = Fetches(settings, self.forges._credentials, scrub=self.forges.scrub)
+        self.jobs.fetches = self.fetches  # `fetch: true` repos fetched before a base
+        self.rebases = Rebases(settings, store, self.control, self.jobs, self.forges, self.fetches)
         self.intake = Intake(settings, store, self.trigger_files, self.jobs)
         self.repos = Repos(settings, store, self.trigger_files, pool, self.disk_use)
         self.repos.on_limits_changed = supervisor.wake  # a raised max-parallel claims now

@@ -23,7 +23,7 @@ from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, ForgeError, InvalidInput, InvalidState
 from dispatcher.forge import hosts
 from dispatcher.forge.client import NewPullRequest, client_for
-from dispatcher.forge.remotes import parse_remote
+from dispatcher.forge.remotes import fork_of, parse_remote
 from dispatcher.git import refs
 from dispatcher.git import remote as git_remote
 from dispatcher.git.names import validate_branch_name
@@ -54,6 +54,10 @@ class Forges:
             job = self._pushable(job_id)
             job, changed, message = self._push(job, req.remote, force=req.force_with_lease)
             return action_result(self.store, job, changed, message)
+
+    def push_locked(self, job: Job, remote: str, *, force: bool = False) -> Job:
+        """:meth:`push` for a caller that holds the job's lock already (a rebase)."""
+        return self._push(job, remote, force=force)[0]
 
     def _push(self, job: Job, remote: str, *, force: bool = False) -> tuple[Job, bool, str]:
         assert job.id is not None
@@ -124,8 +128,9 @@ class Forges:
                 )
             base = validate_branch_name(req.base or job.target_branch)
             try:
-                fetch_url, _ = git_remote.remote_urls(repo_path, req.remote)
+                fetch_url, push_url = git_remote.remote_urls(repo_path, req.remote)
                 forge = hosts.forge_for(self.settings, parse_remote(fetch_url))
+                fork = fork_of(fetch_url, push_url)  # the PR is the upstream's, its head the fork's
                 if forge.token is None:
                     raise ForgeError(
                         f"no token for {forge.host}: set one in DISPATCHER_FORGE_TOKENS "
@@ -139,7 +144,7 @@ class Forges:
                 job, _, _ = self._push(job, req.remote)
             new = NewPullRequest(
                 head=job.branch, base=base, title=title_of(job), body=body_of(job, repo_path),
-                draft=req.draft, labels=tuple(dict.fromkeys(req.labels)),
+                draft=req.draft, labels=tuple(dict.fromkeys(req.labels)), head_repo=fork,
             )  # fmt: skip
             with self._client() as http:
                 client = client_for(forge, http)

@@ -20,10 +20,12 @@ from dispatcher.errors import DispatcherError, InvalidInput, InvalidState
 from dispatcher.events.trigger_files import TriggerFiles
 from dispatcher.git import refs
 from dispatcher.jobs import budget, conventions, workspace
+from dispatcher.jobs.files import note_job
 from dispatcher.jobs.naming import branch_name
 from dispatcher.jobs.workspace import Workspace
 from dispatcher.lifecycle import ACTIVE, JobState
 from dispatcher.service.control import Control, Supervisor, action_result, refuse_continued
+from dispatcher.service.fetches import Fetches
 from dispatcher.store.database import AlreadyMade, Store
 from dispatcher.store.models import (
     ActionResult,
@@ -33,6 +35,7 @@ from dispatcher.store.models import (
     JobCreate,
     JobPage,
     JobPublic,
+    utcnow,
 )
 from triggers.config import Trigger
 
@@ -51,6 +54,8 @@ class Jobs:
     # A team's job's waiting messages as a prompt section, and what marks them delivered
     # (set by the composition root to Teams.for_followup; None: no teams).
     team_messages: Callable[[Job], tuple[str, Callable[[bool], None]]] | None = None
+    # A `fetch: true` repo's fetch before a job's base is resolved (None: never fetch).
+    fetches: Fetches | None = None
 
     def submit(
         self,
@@ -65,6 +70,7 @@ class Jobs:
         idem: IdempotencyKey | None = None,
         team: tuple[int, int | None] | None = None,
         parent_id: int | None = None,
+        rebased_onto: str | None = None,
     ) -> JobPublic:
         """Validate and queue a job. The one path every job takes (API, retry, triggers).
 
@@ -73,6 +79,8 @@ class Jobs:
         its lead) the job works for, stored with it (a follow-up keeps its parent's).
         ``parent_id``: the job whose agent
         asks for this one (MCP, :mod:`.access`); a retry or follow-up keeps its job's.
+        ``rebased_onto``: a follow-up that resolves a rebase's conflicts starts from that
+        commit (:mod:`.rebase`).
         """
         made = self.store.made_by(idem, "job")
         if made is not None:  # the daemon stopped before it could answer: that answer
@@ -98,12 +106,16 @@ class Jobs:
         assert repo.id is not None
         budget.check_daily(self.settings, self.store, repo)
         target: str | None
+        fetched: str | None = None  # a line for the job's log about the fetch
         if followup_of is not None:  # same base, branch and worktree as the run it continues
-            base_ref, base_sha = followup_of.base_ref, followup_of.base_sha
+            base_ref, base_sha = followup_of.base_ref, rebased_onto or followup_of.base_sha
             target = followup_of.target_branch
         else:
             base_ref = req.base or repo.default_branch
-            base_sha = refs.rev_parse(repo_path, base_ref)
+            if self.fetches is not None:
+                base_sha, fetched = self.fetches.base(repo, base_ref)
+            else:
+                base_sha = refs.rev_parse(repo_path, base_ref)
             target = base_ref if refs.is_branch(repo_path, base_ref) else None
         if retry_of is not None and retry_of.workspace is not None:
             ws = Workspace.model_validate(retry_of.workspace)
@@ -153,6 +165,8 @@ class Jobs:
                 job.pushed_at = followup_of.pushed_at
                 job.pr_url, job.pr_number = followup_of.pr_url, followup_of.pr_number
                 job.pr_state = followup_of.pr_state
+                job.rebased_onto = rebased_onto or followup_of.rebased_onto
+                job.rebased_at = utcnow() if rebased_onto else followup_of.rebased_at
                 job = self.store.add_followup(followup_of.id, job, idem=idem)
             else:
                 job = self.store.add_job(
@@ -160,6 +174,9 @@ class Jobs:
                 )
         except AlreadyMade as made_meanwhile:
             return self.get(made_meanwhile.resource_id)
+        if fetched is not None:
+            assert job.id is not None
+            note_job(self.settings, job.id, fetched)
         if idem is not None:  # committed with its key; the answer is not stored yet
             faults.reach("idempotency.before-answer")
         self.supervisor.wake()
@@ -184,12 +201,14 @@ class Jobs:
         *,
         idem: IdempotencyKey | None = None,
         team_messages: bool = True,
+        rebased_onto: str | None = None,
     ) -> ActionResult:
         """Run the agent again in a finished job's worktree and branch with a new prompt,
         resuming its session where the agent can. The new job takes over the worktree;
         the chain of runs is kept (``followup_of`` / ``followed_by``). A team's lead's or
         member's job gets the messages waiting for it after the prompt (``team_messages``
-        False: the caller put them in already), delivered once the new job is made."""
+        False: the caller put them in already), delivered once the new job is made.
+        ``rebased_onto``: see :meth:`submit`."""
         made = self._made_already(idem, job_id, "followed up")
         if made is not None:
             return made
@@ -206,7 +225,7 @@ class Jobs:
                     timeout_minutes=req.timeout_minutes or parent.timeout_s / 60,
                     max_cost_usd=parent.max_cost_usd,
                 )
-                new = self.submit(again, followup_of=parent, idem=idem)
+                new = self.submit(again, followup_of=parent, idem=idem, rebased_onto=rebased_onto)
             except BaseException:
                 settle(False)  # not in any prompt: reads have them again
                 raise

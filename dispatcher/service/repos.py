@@ -99,6 +99,8 @@ class Repos:
                     forge_name=forge_name,
                     pool_size=req.pool_size,
                     daily_cost_usd=req.daily_cost_usd,
+                    fetch=req.fetch,
+                    fetch_remote=req.fetch_remote,
                 ),
                 idem=idem,
             )

@@ -62,6 +62,9 @@ class Repo(SQLModel, table=True):
     pool_size: int | None = None  # per-repo override of settings.pool_size
     forge_name: str | None = Field(default=None, index=True)  # "owner/name" for webhooks
     daily_cost_usd: float | None = None  # cap on agents' reported cost per UTC day
+    # Fetch this remote (None: origin) before a job's base is resolved (docs/forge.md).
+    fetch: bool | None = None
+    fetch_remote: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     # The trigger file: the last good text is what is active; a broken newer one
     # only sets triggers_error (with file:line) until it is fixed.
@@ -162,6 +165,16 @@ class RepoSettings(BaseModel):
     pool_size: int | None = Field(default=None, ge=0, le=64)
     forge_name: str | None = PydanticField(default=None, pattern=r"^[\w.-]+(/[\w.-]+)+$")
     daily_cost_usd: float | None = PydanticField(default=None, gt=0, le=1_000_000)
+    fetch: bool | None = PydanticField(
+        default=None,
+        description="Fetch the remote before a job's base is resolved, and before a rebase "
+        "(docs/forge.md); default false",
+    )
+    fetch_remote: str | None = PydanticField(
+        default=None,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$",
+        description="The remote fetched (default origin)",
+    )
 
 
 class RepoCreate(RepoSettings):
@@ -185,6 +198,8 @@ class RepoPublic(BaseModel):
     created_at: datetime
     forge_name: str | None
     daily_cost_usd: float | None = None
+    fetch: bool | None = None
+    fetch_remote: str | None = None
     cost_today_usd: float = 0.0  # agents' reported cost of jobs finished since 00:00 UTC
     exists: bool = True  # False when the path vanished since registration
     jobs: dict[str, int] = Field(default_factory=dict)  # job counts by state
@@ -317,6 +332,10 @@ class Job(SQLModel, table=True):
     pr_number: int | None = None
     pr_state: str | None = None
     forge_error: str | None = None
+    # `dispatcher rebase` (docs/forge.md): the target tip the branch was last rebased onto
+    # (then also its base_sha), and when.
+    rebased_onto: str | None = None
+    rebased_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     # The state whose notifications are still owed (not every delivery has a final
     # outcome yet): the next daemon sends what is missing. None: nothing owed.
     notice_pending: str | None = None
@@ -450,6 +469,12 @@ class JobPublic(BaseModel):
     forge_error: str | None = PydanticField(
         default=None, description="Why the last push or pull request failed (None: it worked)"
     )
+    rebased_onto: str | None = PydanticField(
+        default=None,
+        description="The target's tip the branch was last rebased onto (`dispatcher rebase`); "
+        "its base is then that commit",
+    )
+    rebased_at: datetime | None = None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -31,7 +31,7 @@ FAKE_AGENT = Path(__file__).parents[1] / "fakeagents" / "mcp_agent.py"
 TOOLS = {
     "list_repos", "create_job", "list_jobs", "show_job", "job_log", "job_diff", "followup_job",
     "merge_job", "discard_job", "cancel_job", "retry_job", "review_inbox", "file_issue",
-    "post_event", "check_trigger_file",
+    "post_event", "check_trigger_file", "push_job", "open_pull_request", "rebase_job",
 }  # fmt: skip
 TEAM_TOOLS = {
     "show_team", "add_task", "set_blockers", "send_message", "read_messages", "signal",

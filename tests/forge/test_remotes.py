@@ -9,7 +9,7 @@ from dispatcher.config import ForgeHost, Settings
 from dispatcher.errors import InvalidInput
 from dispatcher.forge.client import scrub
 from dispatcher.forge.hosts import forge_for, token_for
-from dispatcher.forge.remotes import parse_remote
+from dispatcher.forge.remotes import fork_of, parse_remote
 
 
 @pytest.mark.parametrize(
@@ -146,3 +146,20 @@ def test_a_self_hosted_forge_on_its_own_https_port_is_asked_on_that_port() -> No
     assert https.api == "https://git.example.com:3000/api/v1"
     ssh = forge_for(settings, parse_remote("ssh://git@git.example.com:3000/o/r.git"))
     assert ssh.api == "https://git.example.com/api/v1"  # an ssh port says nothing of the web's
+
+
+@pytest.mark.parametrize(
+    ("fetch", "push", "fork"),
+    [
+        ("https://github.com/up/app.git", "https://github.com/up/app.git", None),
+        ("https://github.com/up/app.git", "git@github.com:me/app.git", "me/app"),
+        ("git@github.com:up/app.git", "ssh://git@github.com/Up/App", None),  # same, by case
+        ("https://gitea.test/up/app", "http://127.0.0.1:3000/up/app.git", None),  # a mirror
+        ("https://gitlab.com/g/sub/app", "https://gitlab.com/me/app", "me/app"),
+        ("https://github.com/up/app", "/srv/git/app.git", None),  # a local path: no forge
+    ],
+)
+def test_a_push_url_naming_another_repository_is_a_fork(
+    fetch: str, push: str, fork: str | None
+) -> None:
+    assert fork_of(fetch, push) == fork

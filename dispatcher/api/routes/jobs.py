@@ -186,6 +186,15 @@ def pr_job(
     return service.forges.pr(job_id, body or PullRequestCreate())
 
 
+@router.post(
+    "/{job_id}/rebase",
+    summary="Bring the job's branch onto its target's tip with no checkout; a conflict starts "
+    "a follow-up that resolves it",
+)
+def rebase_job(job_id: JobId, service: ServiceDep) -> ActionResult:
+    return service.rebases.rebase(job_id)
+
+
 @router.post("/{job_id}/discard", summary="Stop if running; remove worktree and branch")
 def discard_job(job_id: JobId, service: ServiceDep) -> ActionResult:
     return service.control.discard(job_id)

@@ -1,4 +1,4 @@
-"""Tools that act on a job: follow up, merge, discard, cancel, retry."""
+"""Tools that act on a job: follow up, merge, discard, cancel, retry; push, pull request, rebase."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ from pydantic import Field
 from dispatcher.lifecycle import MergeStrategy
 from dispatcher.mcp.auth import principal
 from dispatcher.mcp.tools import JobId
-from dispatcher.store.models import ActionResult, FollowupCreate, MergeRequest
+from dispatcher.store.models import (
+    ActionResult,
+    FollowupCreate,
+    Label,
+    MergeRequest,
+    PullRequestCreate,
+    PushRequest,
+    RemoteName,
+)
 
 if TYPE_CHECKING:
     from mcp.server.mcpserver import MCPServer
@@ -69,3 +77,51 @@ def register(server: MCPServer[Any], service: Service) -> None:
     def retry_job(ctx: Context[Any, Any], job_id: JobId) -> ActionResult:
         access.check_job(principal(ctx), job_id, act=True)
         return service.jobs.retry(job_id)
+
+    @server.tool(
+        description="Push a finished job's branch to the repo's remote (default origin). A "
+        "refused push is one line, recorded on the job; nothing local changes. "
+        "`force_with_lease` overwrites the remote branch only where the job last pushed it."
+    )
+    def push_job(
+        ctx: Context[Any, Any],
+        job_id: JobId,
+        remote: Annotated[RemoteName, Field(description="The repo's remote")] = "origin",
+        force_with_lease: Annotated[
+            bool, Field(description="Overwrite the remote branch if it is where the job left it")
+        ] = False,
+    ) -> ActionResult:
+        access.check_job(principal(ctx), job_id, act=True)
+        return service.forges.push(
+            job_id, PushRequest(remote=remote, force_with_lease=force_with_lease)
+        )
+
+    @server.tool(
+        description="Push a finished job's branch if needed, then open its pull request "
+        "(GitHub, Gitea/Forgejo) or merge request (GitLab); again: the same one. Title and "
+        "body come from the job's prompt, summary, cost and diffstat."
+    )
+    def open_pull_request(
+        ctx: Context[Any, Any],
+        job_id: JobId,
+        remote: Annotated[RemoteName, Field(description="The repo's remote")] = "origin",
+        draft: Annotated[bool, Field(description="Open it as a draft")] = False,
+        base: Annotated[
+            str | None, Field(description="The branch to merge into (default: the job's target)")
+        ] = None,
+        labels: Annotated[
+            list[Label] | None, Field(max_length=20, description="Labels to put on it")
+        ] = None,
+    ) -> ActionResult:
+        access.check_job(principal(ctx), job_id, act=True)
+        req = PullRequestCreate(remote=remote, draft=draft, base=base, labels=labels or [])
+        return service.forges.pr(job_id, req)
+
+    @server.tool(
+        description="Bring a finished job's branch onto its target branch's current tip "
+        "(no checkout; the branch moves by compare-and-swap). On a conflict nothing on the "
+        "branch changes and a follow-up job resolves it in the job's worktree (returned)."
+    )
+    def rebase_job(ctx: Context[Any, Any], job_id: JobId) -> ActionResult:
+        access.check_job(principal(ctx), job_id, act=True)
+        return service.rebases.rebase(job_id)
