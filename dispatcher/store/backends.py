@@ -1,0 +1,183 @@
+"""The databases the store runs on: SQLite (embedded, the default) and PostgreSQL.
+
+One store (:class:`~dispatcher.store.database.Store`, with
+:class:`~dispatcher.store.teams.TeamStore` and :mod:`~dispatcher.store.stats`) is written
+once, in SQLAlchemy's expression language, over the same SQLModel tables and the same
+Alembic migrations; a :class:`Backend` holds all that differs between the two databases,
+as huey's storages do behind ``BaseStorage``: how connections are made and set up, how a
+write transaction becomes the only writer, how migrations alter a table, and the few SQL
+expressions with no common spelling. :func:`backend_for` picks one from the URL's scheme.
+
+Both give the store the same guarantees, which its queries rely on:
+
+- **One writer at a time.** Every write transaction waits for the previous ones to end
+  and then sees all they committed, so a read-then-write inside one (the claim's free
+  slots, a port block, the next issue number, a message lease) needs no more care.
+  SQLite: ``BEGIN IMMEDIATE``. PostgreSQL: the first statement of every write takes one
+  transaction-scoped advisory lock (:data:`WRITER_LOCK`) in ``READ COMMITTED``, where
+  each later statement sees what was committed while it waited.
+- **Reads see one snapshot and never block a writer.** SQLite: a deferred transaction in
+  WAL mode. PostgreSQL: ``REPEATABLE READ``, read-only.
+- **A busy database makes a writer wait, up to** :data:`BUSY_TIMEOUT_MS`, then fail
+  (SQLite's ``busy_timeout``; PostgreSQL's ``lock_timeout``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine, make_url
+
+BUSY_TIMEOUT_MS = 10_000
+
+WRITER_LOCK = 0x7774_6469_7370_0001
+"""The advisory lock key of the store's writes on PostgreSQL ("wtdisp" 1). Advisory locks
+are per database, so two daemons' databases in one cluster never wait for each other."""
+
+DAEMON_LOCK = 0x7774_6469_7370_0002
+"""The advisory lock a daemon holds on its PostgreSQL database while it runs (its state
+dir's lock cannot be seen by a daemon with another state dir)."""
+
+
+class Backend:
+    """What the store needs from a database; one subclass per database."""
+
+    name: str  # the SQLAlchemy dialect name: "sqlite", "postgresql"
+    batch_migrations: bool  # Alembic must copy a table to alter it (SQLite)
+    materialized_ctes: bool  # ``WITH x AS MATERIALIZED`` is understood
+
+    def __init__(self, url: URL) -> None:
+        self.url = url
+
+    def engine(self, *, write: bool) -> Engine:
+        """A new engine: for short write transactions (``write``), or for reads."""
+        raise NotImplementedError
+
+    def seconds(self, start: Any, end: Any) -> sa.ColumnElement[Any]:
+        """``end - start`` (two timestamp columns) in seconds, to the millisecond."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The URL without its password: for logs and errors."""
+        return self.url.render_as_string(hide_password=True)
+
+
+class SqliteBackend(Backend):
+    """SQLite in WAL mode, ``synchronous=NORMAL``, foreign keys on; writes are
+    ``BEGIN IMMEDIATE`` (datasette's single-writer habit), reads deferred."""
+
+    name = "sqlite"
+    batch_migrations = True
+
+    def __init__(self, url: URL) -> None:
+        super().__init__(url)
+        import sqlite3
+
+        self.materialized_ctes = sqlite3.sqlite_version_info >= (3, 35)  # a syntax error before
+
+    def engine(self, *, write: bool) -> Engine:
+        engine = sa.create_engine(
+            self.url,
+            connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+            pool_size=8,
+            max_overflow=16,
+        )
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let us issue BEGIN ourselves (pysqlite's implicit BEGIN is DEFERRED and late).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        begin = "BEGIN IMMEDIATE" if write else "BEGIN"
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn: sa.Connection) -> None:
+            conn.exec_driver_sql(begin)
+
+        return engine
+
+    def seconds(self, start: Any, end: Any) -> sa.ColumnElement[Any]:
+        # A Julian day number as a double is exact to about 50 microseconds: unrounded,
+        # 0.25 s could land past a 0.25 bound.
+        days = sa.func.julianday(end) - sa.func.julianday(start)
+        return sa.func.round(days * 86400, 3)
+
+
+class PostgresBackend(Backend):
+    """PostgreSQL through psycopg 3: writes in ``READ COMMITTED`` behind
+    :data:`WRITER_LOCK`, reads ``REPEATABLE READ`` and read-only."""
+
+    name = "postgresql"
+    batch_migrations = False
+    materialized_ctes = True  # PostgreSQL 12 and later
+
+    def engine(self, *, write: bool) -> Engine:
+        engine = sa.create_engine(
+            self.url,
+            isolation_level="READ COMMITTED" if write else "REPEATABLE READ",
+            connect_args={
+                "connect_timeout": 10,
+                "application_name": "worktree-dispatcher",
+                "options": f"-c lock_timeout={BUSY_TIMEOUT_MS} -c timezone=UTC",
+            },
+            pool_size=8,
+            max_overflow=16,
+        )
+        if write:
+
+            @sa.event.listens_for(engine, "begin")
+            def _on_begin(conn: sa.Connection) -> None:
+                # psycopg begins the transaction with this statement; the lock is held
+                # until it commits or rolls back.
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
+
+        else:
+
+            @sa.event.listens_for(engine, "connect")
+            def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.read_only = True
+
+        return engine
+
+    def seconds(self, start: Any, end: Any) -> sa.ColumnElement[Any]:
+        # EXTRACT gives numeric (exact); round(numeric, 3) as SQLite's is rounded.
+        return sa.func.round(sa.extract("epoch", end - start), 3)
+
+
+_SCHEMES = {"sqlite": SqliteBackend, "postgresql": PostgresBackend}
+
+
+def normalize_url(url: str) -> URL:
+    """``url`` as the store opens it: ``postgresql://`` and ``postgres://`` mean psycopg 3
+    (the one PostgreSQL driver installed); ValueError for any other database."""
+    try:
+        parsed = make_url(url)
+    except sa.exc.ArgumentError:
+        raise ValueError("not a database URL (sqlite:///PATH or postgresql://...)") from None
+    dialect, _, driver = parsed.drivername.partition("+")
+    if dialect == "postgres":
+        dialect = "postgresql"
+    if dialect == "postgresql":
+        if driver not in ("", "psycopg"):
+            raise ValueError(f"PostgreSQL is reached through psycopg, not {driver!r}")
+        return parsed.set(drivername="postgresql+psycopg")
+    if dialect == "sqlite":
+        if driver not in ("", "pysqlite") or not parsed.database:
+            raise ValueError("a SQLite URL names a file: sqlite:///PATH")
+        return parsed
+    raise ValueError(
+        f"{dialect!r} is not a database the store runs on (sqlite:///PATH or postgresql://...)"
+    )
+
+
+def backend_for(url: str) -> Backend:
+    """The backend of the database ``url`` names (ValueError for any other)."""
+    parsed = normalize_url(url)
+    return _SCHEMES[parsed.get_backend_name()](parsed)
