@@ -29,6 +29,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
+from dispatcher.config import normalize_database_url
+
 BUSY_TIMEOUT_MS = 10_000
 
 WRITER_LOCK = 0x7774_6469_7370_0001
@@ -155,26 +157,9 @@ _SCHEMES = {"sqlite": SqliteBackend, "postgresql": PostgresBackend}
 
 
 def normalize_url(url: str) -> URL:
-    """``url`` as the store opens it: ``postgresql://`` and ``postgres://`` mean psycopg 3
-    (the one PostgreSQL driver installed); ValueError for any other database."""
-    try:
-        parsed = make_url(url)
-    except sa.exc.ArgumentError:
-        raise ValueError("not a database URL (sqlite:///PATH or postgresql://...)") from None
-    dialect, _, driver = parsed.drivername.partition("+")
-    if dialect == "postgres":
-        dialect = "postgresql"
-    if dialect == "postgresql":
-        if driver not in ("", "psycopg"):
-            raise ValueError(f"PostgreSQL is reached through psycopg, not {driver!r}")
-        return parsed.set(drivername="postgresql+psycopg")
-    if dialect == "sqlite":
-        if driver not in ("", "pysqlite") or not parsed.database:
-            raise ValueError("a SQLite URL names a file: sqlite:///PATH")
-        return parsed
-    raise ValueError(
-        f"{dialect!r} is not a database the store runs on (sqlite:///PATH or postgresql://...)"
-    )
+    """``url`` parsed, as the store opens it (see
+    :func:`~dispatcher.config.normalize_database_url`; ValueError for other databases)."""
+    return make_url(normalize_database_url(url))
 
 
 def backend_for(url: str) -> Backend:
