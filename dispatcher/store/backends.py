@@ -24,12 +24,14 @@ Both give the store the same guarantees, which its queries rely on:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine, make_url
 
 from dispatcher.config import normalize_database_url
+from dispatcher.errors import DispatcherError
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -63,6 +65,12 @@ class Backend:
     def describe(self) -> str:
         """The URL without its password: for logs and errors."""
         return self.url.render_as_string(hide_password=True)
+
+    def hold(self) -> Callable[[], None] | None:
+        """Take the database for one daemon (DispatcherError when another has it), and
+        return how to let it go; None where the state dir's lock is enough (SQLite: the
+        database file is the state dir's unless DISPATCHER_DATABASE_URL says otherwise)."""
+        return None
 
 
 class SqliteBackend(Backend):
@@ -147,6 +155,22 @@ class PostgresBackend(Backend):
                 dbapi_conn.read_only = True
 
         return engine
+
+    def hold(self) -> Callable[[], None] | None:
+        # A session-level advisory lock on a connection of its own, held while the daemon
+        # runs: gone with the connection, so a killed daemon never keeps it.
+        engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
+        conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        if not conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({DAEMON_LOCK})").scalar():
+            conn.close()
+            engine.dispose()
+            raise DispatcherError(f"another daemon is already using the database {self.describe()}")
+
+        def release() -> None:
+            conn.close()
+            engine.dispose()
+
+        return release
 
     def seconds(self, start: Any, end: Any) -> sa.ColumnElement[Any]:
         # EXTRACT gives numeric (exact); round(numeric, 3) as SQLite's is rounded.

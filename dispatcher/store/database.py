@@ -239,6 +239,7 @@ class Store:
         self.backend: Backend = backend_for(url)
         self._read = self.backend.engine(write=False)
         self._write = self.backend.engine(write=True)
+        self._release: Callable[[], None] | None = None
         self.transactions = Transactions()
         # Every repo row, read once and kept until this store writes a repo (the
         # daemon is the only writer: see docs/design.md, "The store's round trips").
@@ -246,7 +247,15 @@ class Store:
         self._repos: list[Repo] | None = None
         self._repos_generation = 0
 
+    def hold_database(self) -> None:
+        """Take the database for this daemon alone until :meth:`close` (DispatcherError if
+        another daemon has it): see :meth:`~dispatcher.store.backends.Backend.hold`."""
+        self._release = self.backend.hold()
+
     def close(self) -> None:
+        if self._release is not None:
+            self._release()
+            self._release = None
         self._read.dispose()
         self._write.dispose()
 
