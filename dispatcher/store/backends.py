@@ -5,8 +5,10 @@ One store (:class:`~dispatcher.store.database.Store`, with
 once, in SQLAlchemy's expression language, over the same SQLModel tables and the same
 Alembic migrations; a :class:`Backend` holds all that differs between the two databases,
 as huey's storages do behind ``BaseStorage``: how connections are made and set up, how a
-write transaction becomes the only writer, how migrations alter a table, and the few SQL
-expressions with no common spelling. :func:`backend_for` picks one from the URL's scheme.
+write transaction becomes the only writer, and the few SQL expressions with no common
+spelling. :func:`backend_for` picks one from the URL's scheme. (The migrations'
+``batch_alter_table`` copies a table only on SQLite, which cannot alter one; on
+PostgreSQL it is plain ``ALTER TABLE``.)
 
 Both give the store the same guarantees, which its queries rely on:
 
@@ -48,7 +50,6 @@ class Backend:
     """What the store needs from a database; one subclass per database."""
 
     name: str  # the SQLAlchemy dialect name: "sqlite", "postgresql"
-    batch_migrations: bool  # Alembic must copy a table to alter it (SQLite)
     materialized_ctes: bool  # ``WITH x AS MATERIALIZED`` is understood
 
     def __init__(self, url: URL) -> None:
@@ -78,7 +79,6 @@ class SqliteBackend(Backend):
     ``BEGIN IMMEDIATE`` (datasette's single-writer habit), reads deferred."""
 
     name = "sqlite"
-    batch_migrations = True
 
     def __init__(self, url: URL) -> None:
         super().__init__(url)
@@ -125,7 +125,6 @@ class PostgresBackend(Backend):
     :data:`WRITER_LOCK`, reads ``REPEATABLE READ`` and read-only."""
 
     name = "postgresql"
-    batch_migrations = False
     materialized_ctes = True  # PostgreSQL 12 and later
 
     def engine(self, *, write: bool) -> Engine:

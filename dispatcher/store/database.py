@@ -295,7 +295,9 @@ class Store:
         if cached is not None:
             return cached
         with self.reading() as s:
-            rows = list(s.exec(select(Repo).order_by(col(Repo.name))).all())
+            rows = list(s.exec(select(Repo)).all())
+        # By name in code points on either database (a PostgreSQL collation may differ).
+        rows.sort(key=lambda r: r.name)
         with self._repos_lock:
             if self._repos_generation == generation:
                 self._repos = rows
@@ -485,15 +487,16 @@ class Store:
         with self.reading() as s:
             return list(
                 s.exec(
-                    select(Job).where(
-                        sa.or_(col(Job.worktree).is_not(None), col(Job.state).in_(list(ACTIVE)))
-                    )
+                    select(Job)
+                    .where(sa.or_(col(Job.worktree).is_not(None), col(Job.state).in_(list(ACTIVE))))
+                    .order_by(col(Job.id))  # no ORDER BY: PostgreSQL's order is the heap's
                 ).all()
             )
 
     def jobs_in(self, states: Sequence[JobState]) -> list[Job]:
         with self.reading() as s:
-            return list(s.exec(select(Job).where(col(Job.state).in_(list(states)))).all())
+            query = select(Job).where(col(Job.state).in_(list(states))).order_by(col(Job.id))
+            return list(s.exec(query).all())
 
     def finished_with_commits(self) -> list[Job]:
         """Finished jobs (not closed) whose recorded head differs from their base."""
@@ -503,7 +506,7 @@ class Store:
                 col(Job.head_sha).is_not(None),
                 col(Job.head_sha) != col(Job.base_sha),
             )
-            return list(s.exec(query).all())
+            return list(s.exec(query.order_by(col(Job.id))).all())
 
     def retry_of(self, job_id: int) -> Job | None:
         with self.reading() as s:
@@ -843,7 +846,11 @@ class Store:
     def repos_by_forge_name(self, forge_name: str) -> list[Repo]:
         with self.reading() as s:
             return list(
-                s.exec(select(Repo).where(func.lower(Repo.forge_name) == forge_name.lower())).all()
+                s.exec(
+                    select(Repo)
+                    .where(func.lower(Repo.forge_name) == forge_name.lower())
+                    .order_by(col(Repo.id))
+                ).all()
             )
 
     def ref_state(self, repo_id: int) -> dict[str, str]:
@@ -968,11 +975,13 @@ class Store:
         with self.reading() as s:
             return list(
                 s.exec(
-                    select(Job).where(
+                    select(Job)
+                    .where(
                         Job.repo_id == repo_id,
                         Job.concurrency_group == group,
                         col(Job.state).in_(list(ACTIVE)),
                     )
+                    .order_by(col(Job.id))
                 ).all()
             )
 
@@ -1120,8 +1129,9 @@ def _job_filter(where: JobFilter) -> list[sa.ColumnElement[bool]]:
         )
         cond.append(
             sa.or_(
-                col(Job.prompt).like(pattern, escape="\\"),
-                col(Job.branch).like(pattern, escape="\\"),
+                # ILIKE: PostgreSQL's LIKE minds case, SQLite's (ASCII) does not.
+                col(Job.prompt).ilike(pattern, escape="\\"),
+                col(Job.branch).ilike(pattern, escape="\\"),
             )
         )
     return cond
