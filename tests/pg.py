@@ -24,6 +24,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,7 +93,7 @@ class PgCluster:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg://{SUPERUSER}@/{database}?host={self.socket_dir}"
 
-    def _run(self, *argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    def _run(self, *argv: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
         """A PostgreSQL program, as the cluster's owner; raises with its output on failure."""
         kwargs: dict[str, object] = {}
         if self.owner is not None:
@@ -124,9 +125,10 @@ class PgCluster:
             "-c shared_buffers=32MB -c timezone=UTC"
         )
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options, "-w",
-                  "-t", "60", "start")  # fmt: skip
+                  "-t", "180", "start")  # fmt: skip
 
     def stop(self) -> None:
+        """Stop the server (nothing when it is not running: stopping twice is fine)."""
         if (self.data / "postmaster.pid").exists():
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
 
@@ -165,20 +167,44 @@ def start_cluster() -> PgCluster:
     return cluster
 
 
+# Started in the background as soon as collection shows a test that needs it, so that
+# initdb (10 s and more on a busy machine) overlaps other tests instead of counting in the
+# first PostgreSQL test's time limit.
+_USERS = {"pg_cluster", "pg_url", "pg_migrated_url", "db_url", "migrated_db_url"}
+_early: list[Future[PgCluster]] = []
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if any(_USERS & set(getattr(item, "fixturenames", ())) for item in session.items):
+        _early.append(ThreadPoolExecutor(1, thread_name_prefix="pg").submit(start_cluster))
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop a cluster started early that no test asked for (the fixture stops its own)."""
+    for future in _early:
+        if future.done() or future.running():
+            with contextlib.suppress(Exception):
+                _discard(future.result(timeout=300))
+
+
+def _discard(cluster: PgCluster) -> None:
+    try:
+        cluster.stop()
+    finally:
+        shutil.rmtree(cluster.root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def pg_cluster() -> Iterator[PgCluster]:
     """This test process's PostgreSQL; a failure to start fails the test that asked."""
     try:
-        cluster = start_cluster()
+        cluster = _early[0].result(timeout=300) if _early else start_cluster()
     except PostgresUnavailable as exc:
         pytest.fail(f"PostgreSQL could not start: {exc}", pytrace=False)
     try:
         yield cluster
     finally:
-        try:
-            cluster.stop()
-        finally:
-            shutil.rmtree(cluster.root, ignore_errors=True)
+        _discard(cluster)
 
 
 @pytest.fixture(scope="session")

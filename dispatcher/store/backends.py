@@ -131,11 +131,7 @@ class PostgresBackend(Backend):
         engine = sa.create_engine(
             self.url,
             isolation_level="READ COMMITTED" if write else "REPEATABLE READ",
-            connect_args={
-                "connect_timeout": 10,
-                "application_name": "worktree-dispatcher",
-                "options": f"-c lock_timeout={BUSY_TIMEOUT_MS} -c timezone=UTC",
-            },
+            connect_args=self._connect_args(),
             pool_size=8,
             max_overflow=16,
         )
@@ -155,10 +151,25 @@ class PostgresBackend(Backend):
 
         return engine
 
+    @staticmethod
+    def _connect_args() -> dict[str, Any]:
+        # The server probes an idle TCP client after 30 s (PostgreSQL's default is the
+        # system's, two hours), so a daemon whose machine died lets go of the database
+        # (its hold) within about a minute; a unix socket ignores these.
+        keepalive = "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10"
+        return {
+            "connect_timeout": 10,
+            "application_name": "worktree-dispatcher",
+            "options": f"-c lock_timeout={BUSY_TIMEOUT_MS} -c timezone=UTC {keepalive}"
+            " -c tcp_keepalives_count=3",
+        }
+
     def hold(self) -> Callable[[], None] | None:
         # A session-level advisory lock on a connection of its own, held while the daemon
         # runs: gone with the connection, so a killed daemon never keeps it.
-        engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
+        engine = sa.create_engine(
+            self.url, poolclass=sa.pool.NullPool, connect_args=self._connect_args()
+        )
         conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
         if not conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({DAEMON_LOCK})").scalar():
             conn.close()

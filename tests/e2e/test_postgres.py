@@ -6,23 +6,32 @@ itself: a second daemon, with a state dir of its own, is refused in one line."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from tests.daemon_fixture import Daemon
 from tests.daemonproc import dispatcher_argv
-from tests.gitutil import git
+from tests.e2e.test_supervision import Agent, gate_agent
+from tests.gitutil import git, init_repo
 from tests.migrationutil import head_revision
+
+# A first start migrates an empty PostgreSQL database (1.5 s on a quiet machine): more
+# than the usual 30 s can pass on a loaded one.
+FIRST_START_S = 120
+# The session's PostgreSQL may start inside the first of these (initdb: 10 s or more).
+pytestmark = pytest.mark.timeout(300)
 
 
 def test_a_daemon_on_postgresql_runs_a_job_and_keeps_its_rows_there(
     pg_url: str, daemon_factory: Callable[..., Daemon], repo: Path
 ) -> None:
     # pg_url first: its database is dropped after the daemons are stopped.
-    d = daemon_factory(DISPATCHER_DATABASE_URL=pg_url).start()
+    d = daemon_factory(DISPATCHER_DATABASE_URL=pg_url).start(timeout=FIRST_START_S)
     name = d.add_repo(repo, "app")
     out = d.cli(
         "run", name, "--prompt", "note it", "--command", "sh -c 'echo done > NOTE.md'", "--wait"
@@ -59,3 +68,24 @@ def test_a_daemon_on_postgresql_runs_a_job_and_keeps_its_rows_there(
     # The first daemon goes on, and stops cleanly.
     assert d.job(job_id)["state"] == "succeeded"
     assert d.stop() == 0
+
+
+def test_kill_9_of_a_daemon_on_postgresql_then_restart_readopts_its_running_agent(
+    pg_url: str, daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
+) -> None:
+    """The crash guarantee on PostgreSQL: the killed daemon's hold on the database goes
+    with its connection, so the restarted one starts, re-adopts the agent and ends the
+    job once; nothing duplicated."""
+    d = daemon_factory(DISPATCHER_DATABASE_URL=pg_url).start(timeout=FIRST_START_S)
+    gates = tmp_path / "gates"
+    repo = init_repo(tmp_path / "r")
+    running = d.submit(d.add_repo(repo), "long", command=[gate_agent(agent, gates)])["id"]
+    d.wait(running, {"running"})
+    assert d.stop(signal.SIGKILL) == -signal.SIGKILL
+    (gates / f"go-{running}").touch()
+    d.start(timeout=FIRST_START_S)
+    job = d.wait(running)
+    assert (job["state"], job["exit_code"]) == ("succeeded", 0), job
+    assert git(repo, "show", f"{job['branch']}:done.txt") == str(running)
+    assert "daemon restarted" in d.api.get(f"/jobs/{running}/log").text
+    assert [j["id"] for j in d.api.get("/jobs").json()["items"]] == [running]
