@@ -27,6 +27,27 @@ def default_state_dir() -> Path:
     return base / "dispatcher"
 
 
+def normalize_database_url(url: str) -> str:
+    """``url`` as the store opens it: ``postgresql://`` and ``postgres://`` mean psycopg 3
+    (the one PostgreSQL driver installed); ValueError, in one line without the URL (it may
+    hold a password), for anything but a SQLite file or a PostgreSQL database."""
+    scheme, sep, rest = url.strip().partition("://")
+    if not sep or not scheme:
+        raise ValueError("not a database URL: sqlite:///PATH or postgresql://...")
+    dialect, _, driver = scheme.lower().partition("+")
+    if dialect in ("postgresql", "postgres"):
+        if driver not in ("", "psycopg"):
+            raise ValueError(f"PostgreSQL is reached through psycopg, not {driver!r}")
+        return f"postgresql+psycopg://{rest}"
+    if dialect == "sqlite":
+        if driver not in ("", "pysqlite") or not rest.startswith("/") or rest in ("/", "/:memory:"):
+            raise ValueError("a SQLite URL names a file: sqlite:///PATH")
+        return url.strip()
+    raise ValueError(
+        f"{dialect!r} is not a database the store runs on (sqlite:///PATH or postgresql://...)"
+    )
+
+
 class ForgeHost(BaseModel):
     """A self-hosted forge (``DISPATCHER_FORGES``): its kind and, if not the usual place
     on the host (``https://HOST/api/v3``, ``/api/v4``, ``/api/v1``), its API's base URL."""
@@ -37,7 +58,11 @@ class ForgeHost(BaseModel):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="DISPATCHER_", extra="ignore")
+    # An error names the setting and why, never the value: some hold secrets (forge
+    # tokens, a password in DISPATCHER_DATABASE_URL).
+    model_config = SettingsConfigDict(
+        env_prefix="DISPATCHER_", extra="ignore", hide_input_in_errors=True
+    )
 
     state_dir: Path = Field(default_factory=default_state_dir)
     host: str = "127.0.0.1"
@@ -45,7 +70,9 @@ class Settings(BaseSettings):
     url: str | None = (
         None  # where the CLI finds the daemon (DISPATCHER_URL); default from host/port
     )
-    database_url: str | None = None  # default: sqlite in the state dir
+    # sqlite:///PATH (the default: dispatcher.db in the state dir) or postgresql://... (psycopg
+    # 3; docs/configuration.md "PostgreSQL"). May hold a password: kept out of repr.
+    database_url: str | None = Field(default=None, repr=False)
     token: str | None = None  # default: generated into <state_dir>/token on first start
     public_api_docs: bool = False  # serve /docs, /redoc and /openapi.json without the token
 
@@ -202,6 +229,14 @@ class Settings(BaseSettings):
         if self.job_ports > self.job_port_count:
             raise ValueError("job_ports (a block per job) must not exceed job_port_count")
         return self
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, url: str | None) -> str | None:
+        """``postgresql://`` and ``postgres://`` become ``postgresql+psycopg://``; anything
+        but SQLite and PostgreSQL is refused (the message never repeats the URL: it may
+        hold a password)."""
+        return None if url is None else normalize_database_url(url)
 
     @field_validator("state_dir")
     @classmethod

@@ -205,10 +205,11 @@ def serve(settings: Settings) -> None:
 
         pinned = cmd.pin_global_config()
         log.info("the daemon's git reads global config from %s", pinned or "its usual files")
+        store = Store(settings.db_url)
+        store.hold_database()  # one daemon per database, as per state dir: before migrating
         migrate(settings.db_url)
         token = load_or_create_token(settings)
         check_exposure(settings, token)
-        store = Store(settings.db_url)
         trigger_files = TriggerFiles(store)
 
         def keep_for(repo: Repo) -> list[str]:
@@ -271,7 +272,10 @@ def serve(settings: Settings) -> None:
             name="sweeper",
             daemon=True,
         ).start()
-        log.info("state dir %s; listening on %s", settings.state_dir, settings.api_url)
+        log.info(
+            "state dir %s; database %s; listening on %s",
+            settings.state_dir, store.backend.describe(), settings.api_url,
+        )  # fmt: skip
         config = uvicorn.Config(
             app,
             host=settings.host,

@@ -1,4 +1,9 @@
-"""Alembic environment: runs on the connection given by ``dispatcher.store.database.migrate``."""
+"""Alembic environment: runs on the connection given by ``dispatcher.store.database.migrate``.
+
+Autogenerate always writes ``batch_alter_table`` blocks, whatever database it compares
+against: SQLite must copy a table to alter it, and on PostgreSQL the same block runs as
+plain ``ALTER TABLE``, so one script serves both.
+"""
 
 from __future__ import annotations
 

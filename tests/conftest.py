@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.daemon_fixture"]
+pytest_plugins = ["tests.daemon_fixture", "tests.pg"]
 
 
 @pytest.fixture(autouse=True)

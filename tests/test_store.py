@@ -6,15 +6,14 @@ Real database files in ``tmp_path``; concurrency is exercised with real threads
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sqlite3
 import subprocess
 import sys
 import textwrap
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -27,7 +26,9 @@ from dispatcher.errors import InvalidState, NotFound
 from dispatcher.lifecycle import JobState
 from dispatcher.store.database import Claimed, Store, migrate
 from dispatcher.store.models import Delivery, Job, Repo
+from tests import schemautil
 from tests.migrationutil import head_revision
+from tests.schemautil import snapshot
 from tests.together import together
 from tests.waiting import wait_until
 
@@ -39,13 +40,13 @@ BIG = 10_000  # a parallelism limit that never binds
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path}/db.sqlite"
+def url(migrated_db_url: str) -> str:
+    """A database at the newest schema, SQLite's and PostgreSQL's (tests/pg.py)."""
+    return migrated_db_url
 
 
 @pytest.fixture
 def store(url: str) -> Iterator[Store]:
-    migrate(url)
     st = Store(url)
     try:
         yield st
@@ -53,18 +54,29 @@ def store(url: str) -> Iterator[Store]:
         st.close()
 
 
-def db_path(url: str) -> str:
-    return url.removeprefix("sqlite:///")
-
-
 def raw_query(url: str, sql: str) -> list[tuple[object, ...]]:
-    with contextlib.closing(sqlite3.connect(db_path(url))) as conn:
-        return list(conn.execute(sql).fetchall())
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return [tuple(row) for row in conn.exec_driver_sql(sql).all()]
+    finally:
+        engine.dispose()
 
 
 def table_names(url: str) -> set[str]:
-    rows = raw_query(url, "SELECT name FROM sqlite_master WHERE type = 'table'")
-    return {str(r[0]) for r in rows}
+    engine = sa.create_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def column_names(url: str, table: str) -> set[str]:
+    engine = sa.create_engine(url)
+    try:
+        return {c["name"] for c in sa.inspect(engine).get_columns(table)}
+    finally:
+        engine.dispose()
 
 
 def add_repo(store: Store, name: str, max_parallel: int | None = None) -> int:
@@ -116,41 +128,64 @@ def pairs(claimed: list[Claimed]) -> list[tuple[int, int]]:
 # ---------------------------------------------------------------- migrations
 
 
-def test_migrate_empty_database_to_head(url: str) -> None:
-    migrate(url)
-    assert {"repo", "job", "alembic_version"} <= table_names(url)
-    assert raw_query(url, "SELECT version_num FROM alembic_version") == [(head_revision(),)]
-    assert raw_query(url, "PRAGMA journal_mode") == [("wal",)]
+def test_migrate_empty_database_to_head(db_url: str) -> None:
+    migrate(db_url)
+    assert {"repo", "job", "alembic_version"} <= table_names(db_url)
+    assert raw_query(db_url, "SELECT version_num FROM alembic_version") == [(head_revision(),)]
 
 
-def test_migrate_twice_is_a_noop(url: str) -> None:
-    migrate(url)
-    st = Store(url)
+def test_migrate_twice_is_a_noop(db_url: str) -> None:
+    migrate(db_url)
+    st = Store(db_url)
     try:
         repo_id = add_repo(st, "kept")
         job_id = add_job(st, repo_id)
     finally:
         st.close()
-    schema_before = raw_query(url, "SELECT type, name, sql FROM sqlite_master ORDER BY name")
+    schema_before = snapshot(db_url)
 
+    migrate(db_url)
+
+    assert snapshot(db_url) == schema_before
+    assert raw_query(db_url, "SELECT version_num FROM alembic_version") == [(head_revision(),)]
+    assert raw_query(db_url, "SELECT id, name FROM repo") == [(repo_id, "kept")]
+    assert raw_query(db_url, "SELECT id, state FROM job") == [(job_id, "queued")]
+
+
+def test_migrate_twice_leaves_sqlites_schema_text_alone(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/db.sqlite"
     migrate(url)
+    query = "SELECT type, name, sql FROM sqlite_master ORDER BY name"
+    schema_before = raw_query(url, query)
+    migrate(url)
+    assert raw_query(url, query) == schema_before
+    assert raw_query(url, "PRAGMA journal_mode") == [("wal",)]
 
-    assert raw_query(url, "SELECT type, name, sql FROM sqlite_master ORDER BY name") == (
-        schema_before
-    )
-    assert raw_query(url, "SELECT version_num FROM alembic_version") == [(head_revision(),)]
-    assert raw_query(url, "SELECT id, name FROM repo") == [(repo_id, "kept")]
-    assert raw_query(url, "SELECT id, state FROM job") == [(job_id, "queued")]
+
+def _compare_server_default(
+    context: Any,
+    inspected: Any,
+    metadata: Any,
+    inspected_default: str | None,
+    metadata_default: Any,
+    rendered_metadata_default: str | None,
+) -> bool | None:
+    """PostgreSQL has no ``json = text`` for Alembic's own check: compare JSON defaults as
+    text (``'[]'::json`` against ``'[]'``); anything else the usual way (None)."""
+    if isinstance(metadata.type, sa.JSON):
+        return schemautil.default(inspected_default) != schemautil.default(
+            rendered_metadata_default
+        )
+    return None
 
 
 def test_migrated_schema_matches_the_models(url: str) -> None:
-    """A model change without a migration shows up here as a diff."""
-    migrate(url)
+    """A model change without a migration shows up here as a diff, on either database."""
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
             ctx = MigrationContext.configure(
-                conn, opts={"compare_type": True, "compare_server_default": True}
+                conn, opts={"compare_type": True, "compare_server_default": _compare_server_default}
             )
             diffs = compare_metadata(ctx, SQLModel.metadata)
     finally:
@@ -158,14 +193,20 @@ def test_migrated_schema_matches_the_models(url: str) -> None:
     assert diffs == []
 
 
-def test_store_connections_use_wal_normal_sync_and_busy_timeout(store: Store) -> None:
-    for session_of in (store.reading, store.writing):
-        with session_of() as s:
-            conn = s.connection()
-            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
-            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
-            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10_000
-            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+def test_store_connections_use_wal_normal_sync_and_busy_timeout(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    migrate(url)
+    store = Store(url)
+    try:
+        for session_of in (store.reading, store.writing):
+            with session_of() as s:
+                conn = s.connection()
+                assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+                assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+                assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10_000
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    finally:
+        store.close()
 
 
 # ---------------------------------------------------------------- repos and jobs
@@ -688,10 +729,10 @@ def test_the_forge_migration_goes_down_and_up_again(url: str) -> None:
             command.downgrade(cfg, "0015")
     finally:
         engine.dispose()
-    columns = {row[1] for row in raw_query(url, "PRAGMA table_info(job)")}
+    columns = column_names(url, "job")
     assert "pr_url" not in columns and "parent_id" in columns
     migrate(url)
-    columns = {row[1] for row in raw_query(url, "PRAGMA table_info(job)")}
+    columns = column_names(url, "job")
     assert {"pr_url", "pr_number", "pr_state", "pushed_sha", "forge_error", "on_success"} <= columns
 
 

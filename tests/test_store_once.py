@@ -1,6 +1,6 @@
 """Exactly once in the store: one job per (event, trigger), one resource per
-``Idempotency-Key``, under real concurrency on a real SQLite file (threads, each
-with its own :class:`Store`, released together at a barrier)."""
+``Idempotency-Key``, under real concurrency on a real SQLite file and a real PostgreSQL
+(threads, each with its own :class:`Store`, released together at a barrier)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from dispatcher.api.middleware import Idempotency
 from dispatcher.config import Settings
 from dispatcher.jobs.runner import Runner
 from dispatcher.service import Service
-from dispatcher.store.database import AlreadyMade, Store, migrate
+from dispatcher.store.database import AlreadyMade, Store
 from dispatcher.store.models import (
     Event,
     EventCreate,
@@ -38,10 +38,9 @@ THREADS = 4
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    url = f"sqlite:///{tmp_path}/db.sqlite"
-    migrate(url)
-    return url
+def url(migrated_db_url: str) -> str:
+    """At the newest schema, on SQLite and on PostgreSQL (tests/pg.py)."""
+    return migrated_db_url
 
 
 @pytest.fixture
@@ -111,11 +110,12 @@ def test_concurrent_jobs_for_one_event_and_trigger_make_one(
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[tuple[Service, Store, Path]]:
+def world(tmp_path: Path, url: str) -> Iterator[tuple[Service, Store, Path]]:
     """The real service on a real database; the runner is not started (jobs stay queued)."""
-    settings = Settings(state_dir=tmp_path / "state", pool_size=0, watch_files=False)
+    settings = Settings(
+        state_dir=tmp_path / "state", pool_size=0, watch_files=False, database_url=url
+    )
     settings.ensure_dirs()
-    migrate(settings.db_url)
     store = Store(settings.db_url)
     service = Service(settings, store, Runner(settings, store))
     yield service, store, init_repo(tmp_path / "app")

@@ -1,7 +1,7 @@
 """Store round trips per job: trivial jobs through the real service and runner (a real
-git repo, real ``true`` agents, a real SQLite file), counting the store's transactions
-(:class:`~dispatcher.store.database.Transactions`) from the first submit to the last
-job let go. A change that adds reads or writes back to the job path fails here."""
+git repo, real ``true`` agents, a real SQLite file and a real PostgreSQL), counting the
+store's transactions (:class:`~dispatcher.store.database.Transactions`) from the first
+submit to the last job let go. A change that adds reads or writes back to the job path fails here."""
 
 from __future__ import annotations
 
@@ -43,18 +43,23 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
-    with make_world(tmp_path) as w:
+def world(tmp_path: Path, db_url: str) -> Iterator[World]:
+    """On SQLite and on PostgreSQL (tests/pg.py): the same round trips on both."""
+    with make_world(tmp_path, database_url=db_url) as w:
         yield w
 
 
 @contextmanager
-def make_world(tmp_path: Path, *, claim_fallback_s: float = 1.0) -> Iterator[World]:
+def make_world(
+    tmp_path: Path, *, claim_fallback_s: float = 1.0, database_url: str | None = None
+) -> Iterator[World]:
     """The service and runner in this process; ``claim_fallback_s``: the claim loop's
-    fallback tick, set before it starts."""
+    fallback tick, set before it starts; ``database_url``: an empty database (default:
+    SQLite in the state dir)."""
     settings = Settings(
-        state_dir=tmp_path / "state", max_parallel=4, max_parallel_per_repo=4, watch_files=False
-    )
+        state_dir=tmp_path / "state", max_parallel=4, max_parallel_per_repo=4, watch_files=False,
+        database_url=database_url,
+    )  # fmt: skip
     settings.ensure_dirs()
     migrate(settings.db_url)
     store = Store(settings.db_url)

@@ -1,5 +1,5 @@
 """Teams' pure parts (the graph checks, the task state table, the drawn graph) and the
-mailbox over a real SQLite store (in order, delivered once acknowledged, handed out again
+mailbox over a real store, SQLite's and PostgreSQL's (in order, delivered once acknowledged, handed out again
 when a read's lease ends unacknowledged; a waiting read woken; prompts hold theirs)."""
 
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +15,7 @@ import sqlalchemy as sa
 from dispatcher.errors import InvalidInput, InvalidState, NotFound
 from dispatcher.service.team_messages import Mailbox
 from dispatcher.service.teams import check_graph, find_cycle
-from dispatcher.store.database import Store, migrate
+from dispatcher.store.database import Store
 from dispatcher.store.models import Job, Repo
 from dispatcher.store.team_models import (
     TASK_TRANSITIONS,
@@ -96,11 +95,9 @@ def test_draw_graph_puts_each_task_under_its_last_blocker() -> None:
 
 
 def test_a_teams_children_and_theirs_count_in_its_cost_and_find_their_team(
-    tmp_path: Path,
+    migrated_db_url: str,
 ) -> None:
-    url = f"sqlite:///{tmp_path}/db.sqlite"
-    migrate(url)
-    store = Store(url)
+    store = Store(migrated_db_url)
     try:
         repo = store.add_repo(Repo(name="r", path="/srv/r", default_branch="main"))
         assert repo.id is not None
@@ -139,10 +136,14 @@ def test_a_teams_children_and_theirs_count_in_its_cost_and_find_their_team(
 
 
 @pytest.fixture
-def box(tmp_path: Path) -> Iterator[tuple[Mailbox, int, int]]:
-    url = f"sqlite:///{tmp_path}/db.sqlite"
-    migrate(url)
-    store = Store(url)
+def db(migrated_db_url: str) -> str:
+    """At the newest schema, on SQLite and on PostgreSQL (tests/pg.py)."""
+    return migrated_db_url
+
+
+@pytest.fixture
+def box(db: str) -> Iterator[tuple[Mailbox, int, int]]:
+    store = Store(db)
     try:
         repo = store.add_repo(Repo(name="r", path="/srv/r", default_branch="main"))
         assert repo.id is not None
@@ -299,7 +300,7 @@ def test_a_hostile_body_cannot_forge_another_sender_in_a_prompt(
 
 
 def test_the_lease_migration_goes_down_and_up_keeping_the_messages(
-    box: tuple[Mailbox, int, int], tmp_path: Path
+    box: tuple[Mailbox, int, int], db: str
 ) -> None:
     from alembic import command
     from alembic.config import Config
@@ -309,7 +310,7 @@ def test_the_lease_migration_goes_down_and_up_keeping_the_messages(
     mailbox, team, _ = box
     sent = _send(mailbox, team, "person", "kept")
     mailbox.read(team, "person")  # leased
-    engine = sa.create_engine(f"sqlite:///{tmp_path}/db.sqlite")
+    engine = sa.create_engine(db)
 
     def step(down: bool) -> tuple[set[str], list[Any]]:
         with engine.begin() as conn:

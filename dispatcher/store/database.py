@@ -1,10 +1,12 @@
 """The database: engines, migrations, queries, state changes and job claiming.
 
-SQLite in WAL mode with ``synchronous=NORMAL`` and a busy timeout. Reads use
-deferred transactions (a consistent snapshot, no lock); every write is a short
-``BEGIN IMMEDIATE`` transaction, so writers queue on the lock instead of
-failing half-way (datasette's single-writer habit). Every state change is a
-compare-and-set on the current state, checked against the transition table
+Written once for SQLite and PostgreSQL; what differs between them (connections,
+the single writer, migrations' table copies, a few SQL spellings) is the
+:class:`~dispatcher.store.backends.Backend` the URL picks. Reads see one snapshot
+and take no lock; every write is a short transaction that is the only writer while
+it runs (SQLite's ``BEGIN IMMEDIATE``, PostgreSQL's writer lock), so writers queue
+instead of failing half-way (datasette's single-writer habit). Every state change is
+a compare-and-set on the current state, checked against the transition table
 (:func:`dispatcher.lifecycle.transition`), so two actors can never both move a
 job: one job at a time in :meth:`Store.move`, the claimed jobs in one statement
 in :meth:`Store.claim`.
@@ -26,13 +28,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from dispatcher.errors import IdempotencyKeyReused, InvalidState, NotFound
 from dispatcher.lifecycle import ACTIVE, FINISHED, IN_INBOX, JobState, transition
 from dispatcher.store import team_models as _team_models  # noqa: F401  (their tables)
+from dispatcher.store.backends import Backend, backend_for
 from dispatcher.store.models import (
     Delivery,
     Event,
@@ -47,8 +49,6 @@ from dispatcher.store.models import (
 
 log = logging.getLogger(__name__)
 
-BUSY_TIMEOUT_MS = 10_000
-
 
 def migrations_dir() -> Path:
     """Alembic's script directory: inside the installed wheel, or the source tree's."""
@@ -58,40 +58,16 @@ def migrations_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "migrations"
 
 
-def _make_engine(url: str, *, immediate: bool) -> Engine:
-    engine = sa.create_engine(
-        url,
-        connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
-        pool_size=8,
-        max_overflow=16,
-    )
-
-    @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Let us issue BEGIN ourselves (pysqlite's implicit BEGIN is DEFERRED and late).
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
-
-    begin = "BEGIN IMMEDIATE" if immediate else "BEGIN"
-
-    @sa.event.listens_for(engine, "begin")
-    def _on_begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql(begin)
-
-    return engine
-
-
 def migrate(url: str) -> None:
-    """Upgrade the database at ``url`` to the newest schema (creating it if empty)."""
+    """Upgrade the database at ``url`` to the newest schema (creating it if empty).
+
+    In one write transaction of the store's (the writer lock: two daemons starting on
+    one PostgreSQL database migrate one after the other)."""
     from alembic import command
     from alembic.config import Config
 
-    engine = _make_engine(url, immediate=True)
+    backend = backend_for(url)
+    engine = backend.engine(write=True)
     try:
         with engine.connect() as conn:
             cfg = Config()
@@ -260,8 +236,10 @@ class Store:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._read = _make_engine(url, immediate=False)
-        self._write = _make_engine(url, immediate=True)
+        self.backend: Backend = backend_for(url)
+        self._read = self.backend.engine(write=False)
+        self._write = self.backend.engine(write=True)
+        self._release: Callable[[], None] | None = None
         self.transactions = Transactions()
         # Every repo row, read once and kept until this store writes a repo (the
         # daemon is the only writer: see docs/design.md, "The store's round trips").
@@ -269,7 +247,15 @@ class Store:
         self._repos: list[Repo] | None = None
         self._repos_generation = 0
 
+    def hold_database(self) -> None:
+        """Take the database for this daemon alone until :meth:`close` (DispatcherError if
+        another daemon has it): see :meth:`~dispatcher.store.backends.Backend.hold`."""
+        self._release = self.backend.hold()
+
     def close(self) -> None:
+        if self._release is not None:
+            self._release()
+            self._release = None
         self._read.dispose()
         self._write.dispose()
 
@@ -281,7 +267,8 @@ class Store:
 
     @contextmanager
     def writing(self) -> Iterator[Session]:
-        """One ``BEGIN IMMEDIATE`` transaction, committed on success."""
+        """One write transaction, the only writer while it runs (``BEGIN IMMEDIATE``;
+        PostgreSQL's writer lock), committed on success."""
         self.transactions.count(write=True)
         with Session(self._write, expire_on_commit=False) as session, session.begin():
             yield session
@@ -308,7 +295,9 @@ class Store:
         if cached is not None:
             return cached
         with self.reading() as s:
-            rows = list(s.exec(select(Repo).order_by(col(Repo.name))).all())
+            rows = list(s.exec(select(Repo)).all())
+        # By name in code points on either database (a PostgreSQL collation may differ).
+        rows.sort(key=lambda r: r.name)
         with self._repos_lock:
             if self._repos_generation == generation:
                 self._repos = rows
@@ -498,15 +487,16 @@ class Store:
         with self.reading() as s:
             return list(
                 s.exec(
-                    select(Job).where(
-                        sa.or_(col(Job.worktree).is_not(None), col(Job.state).in_(list(ACTIVE)))
-                    )
+                    select(Job)
+                    .where(sa.or_(col(Job.worktree).is_not(None), col(Job.state).in_(list(ACTIVE))))
+                    .order_by(col(Job.id))  # no ORDER BY: PostgreSQL's order is the heap's
                 ).all()
             )
 
     def jobs_in(self, states: Sequence[JobState]) -> list[Job]:
         with self.reading() as s:
-            return list(s.exec(select(Job).where(col(Job.state).in_(list(states)))).all())
+            query = select(Job).where(col(Job.state).in_(list(states))).order_by(col(Job.id))
+            return list(s.exec(query).all())
 
     def finished_with_commits(self) -> list[Job]:
         """Finished jobs (not closed) whose recorded head differs from their base."""
@@ -516,7 +506,7 @@ class Store:
                 col(Job.head_sha).is_not(None),
                 col(Job.head_sha) != col(Job.base_sha),
             )
-            return list(s.exec(query).all())
+            return list(s.exec(query.order_by(col(Job.id))).all())
 
     def retry_of(self, job_id: int) -> Job | None:
         with self.reading() as s:
@@ -583,9 +573,11 @@ class Store:
         and return them (their rows as moved, read in the same transaction, and their
         repos': the runner reads neither again), and whether queued jobs were left.
 
-        One ``BEGIN IMMEDIATE`` transaction: no two claimers can take the same
-        job. FIFO across the whole queue; a repo at its limit is skipped, so a
-        long backlog in one repo never blocks another repo's jobs: each open
+        One write transaction (the only writer while it runs, on either database:
+        see :mod:`dispatcher.store.backends`): no two claimers can take the same job,
+        nor both count the same free slot. FIFO across the whole queue; a repo at its
+        limit is skipped, so a long backlog in one repo never blocks another repo's
+        jobs: each open
         repo's oldest queued jobs, up to its free slots, are the candidates (an
         index range per repo, so a claim costs the same with 10 or 100,000 jobs
         queued). ``limit`` caps how many one call takes. The move is checked by
@@ -854,7 +846,11 @@ class Store:
     def repos_by_forge_name(self, forge_name: str) -> list[Repo]:
         with self.reading() as s:
             return list(
-                s.exec(select(Repo).where(func.lower(Repo.forge_name) == forge_name.lower())).all()
+                s.exec(
+                    select(Repo)
+                    .where(func.lower(Repo.forge_name) == forge_name.lower())
+                    .order_by(col(Repo.id))
+                ).all()
             )
 
     def ref_state(self, repo_id: int) -> dict[str, str]:
@@ -979,11 +975,13 @@ class Store:
         with self.reading() as s:
             return list(
                 s.exec(
-                    select(Job).where(
+                    select(Job)
+                    .where(
                         Job.repo_id == repo_id,
                         Job.concurrency_group == group,
                         col(Job.state).in_(list(ACTIVE)),
                     )
+                    .order_by(col(Job.id))
                 ).all()
             )
 
@@ -1131,8 +1129,9 @@ def _job_filter(where: JobFilter) -> list[sa.ColumnElement[bool]]:
         )
         cond.append(
             sa.or_(
-                col(Job.prompt).like(pattern, escape="\\"),
-                col(Job.branch).like(pattern, escape="\\"),
+                # ILIKE: PostgreSQL's LIKE minds case, SQLite's (ASCII) does not.
+                col(Job.prompt).ilike(pattern, escape="\\"),
+                col(Job.branch).ilike(pattern, escape="\\"),
             )
         )
     return cond

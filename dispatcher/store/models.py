@@ -50,6 +50,11 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+BigInt = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+"""A number that may pass 2**31 (a process's start time in clock ticks since boot, after
+248 days up; token counts): PostgreSQL's INTEGER is 32 bits, SQLite's every integer 64."""
+
+
 # ---------------------------------------------------------------- repos
 
 
@@ -293,7 +298,7 @@ class Job(SQLModel, table=True):
     branch: str = ""
     worktree: str | None = None
     pid: int | None = None
-    pid_start: int | None = None
+    pid_start: int | None = Field(default=None, sa_type=BigInt)
     # Names this run's claim file (jobs/<id>/spawn-<nonce>) and cgroup; recorded before
     # the agent is spawned, so that a restarted daemon can tell whether it started.
     spawn_nonce: str | None = None
@@ -317,8 +322,8 @@ class Job(SQLModel, table=True):
     # What the agent reported (parsed from its output; see dispatcher/agents/output.py)
     summary: str | None = None
     cost_usd: float | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
+    input_tokens: int | None = Field(default=None, sa_type=BigInt)
+    output_tokens: int | None = Field(default=None, sa_type=BigInt)
     turns: int | None = None
     session_id: str | None = None
     # The forge (docs/forge.md): what `on-success:` of the job's trigger asked for

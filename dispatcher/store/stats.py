@@ -2,13 +2,12 @@
 
 Read at scrape time, so they survive restarts and always agree with the rows;
 no query loads a job (the cost of a scrape grows with the number of groups, not
-of jobs, bar SQLite's own scan). Durations come from the jobs' timestamps
-(``julianday``: SQLite's, the only database the daemon runs on).
+of jobs, bar the database's own scan). Durations come from the jobs' timestamps,
+worked out in SQL by the store's backend (:meth:`~dispatcher.store.backends.Backend.seconds`).
 """
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +17,6 @@ from sqlmodel import col, func, select
 
 from dispatcher.store.database import Store
 from dispatcher.store.models import Delivery, Event, Job, Repo
-
-SECONDS_PER_DAY = 86400
 
 
 @dataclass(frozen=True)
@@ -32,18 +29,18 @@ class Histogram:
     total: float
 
 
-def _seconds(start: Any, end: Any) -> Any:
-    """``end - start`` in seconds, to the millisecond (a Julian day number as a double
-    is exact to about 50 microseconds: unrounded, 0.25 s could land past a 0.25 bound)."""
-    return func.round((func.julianday(end) - func.julianday(start)) * SECONDS_PER_DAY, 3)
-
-
 def _histograms(
-    store: Store, seconds: Any, keys: Sequence[Any], where: Sequence[Any], bounds: Sequence[float]
+    store: Store,
+    span: tuple[Any, Any],
+    keys: Sequence[Any],
+    where: Sequence[Any],
+    bounds: Sequence[float],
 ) -> dict[tuple[str, ...], Histogram]:
-    # Each row's seconds worked out once (a materialized CTE), then summed per bound.
+    # Each row's seconds (``span``: from, to) worked out once (a materialized CTE), then
+    # summed per bound.
+    seconds = store.backend.seconds(*span)
     rows = sa.select(*keys, seconds.label("s")).where(*where).cte("observed")
-    if sqlite3.sqlite_version_info >= (3, 35):  # the hint is a syntax error before 3.35
+    if store.backend.materialized_ctes:
         rows = rows.prefix_with("MATERIALIZED")
     grouped = [rows.c[i] for i in range(len(keys))]
     secs = rows.c.s
@@ -66,7 +63,7 @@ def job_durations(store: Store, bounds: Sequence[float]) -> dict[tuple[str, ...]
     keys = [Repo.name, Job.agent]
     where = [col(Job.started_at).is_not(None), col(Job.finished_at).is_not(None)]
     return _histograms(
-        store, _seconds(Job.started_at, Job.finished_at), keys,
+        store, (Job.started_at, Job.finished_at), keys,
         [*where, col(Job.repo_id) == col(Repo.id)], bounds,
     )  # fmt: skip
 
@@ -77,7 +74,7 @@ def spawn_latencies(store: Store, bounds: Sequence[float]) -> dict[tuple[str, ..
     # only a start of this claim counts.
     where = [col(Job.claimed_at).is_not(None), col(Job.started_at) >= col(Job.claimed_at)]
     return _histograms(
-        store, _seconds(Job.claimed_at, Job.started_at), [Repo.name],
+        store, (Job.claimed_at, Job.started_at), [Repo.name],
         [*where, col(Job.repo_id) == col(Repo.id)], bounds,
     )  # fmt: skip
 

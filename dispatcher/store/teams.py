@@ -1,7 +1,7 @@
 """The teams' rows: teams, tasks (moved by compare-and-set) and messages (leased, acked).
 
 It shares :class:`~dispatcher.store.database.Store`'s engines and its habit:
-short ``BEGIN IMMEDIATE`` writes, detached rows returned. A task moves only
+short writes, each the only writer while it runs, detached rows returned. A task moves only
 through :meth:`TeamStore.move_task`, a compare-and-set on its state checked
 against :data:`~dispatcher.store.team_models.TASK_TRANSITIONS`.
 """

@@ -68,7 +68,8 @@ def upgrade() -> None:
         sa.Column("branch", sa.String(), nullable=False),
         sa.Column("worktree", sa.String(), nullable=True),
         sa.Column("pid", sa.Integer(), nullable=True),
-        sa.Column("pid_start", sa.Integer(), nullable=True),
+        # INTEGER on SQLite (64 bits there), BIGINT on PostgreSQL: see models.BigInt.
+        sa.Column("pid_start", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
         sa.Column("cancel_requested", sa.Boolean(), nullable=False),
         sa.Column("exit_code", sa.Integer(), nullable=True),
         sa.Column("signal", sa.Integer(), nullable=True),

@@ -19,6 +19,12 @@ down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+
+def _big() -> sa.types.TypeEngine[Any]:
+    """INTEGER on SQLite (64 bits there), BIGINT on PostgreSQL: see models.BigInt."""
+    return sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
 _JOB_COLUMNS: list[tuple[str, Callable[[], sa.types.TypeEngine[Any]]]] = [
     ("workspace", sa.JSON),
     ("max_cost_usd", sa.Float),
@@ -27,8 +33,8 @@ _JOB_COLUMNS: list[tuple[str, Callable[[], sa.types.TypeEngine[Any]]]] = [
     ("port", sa.Integer),
     ("summary", sa.String),
     ("cost_usd", sa.Float),
-    ("input_tokens", sa.Integer),
-    ("output_tokens", sa.Integer),
+    ("input_tokens", _big),
+    ("output_tokens", _big),
     ("turns", sa.Integer),
     ("session_id", sa.String),
 ]

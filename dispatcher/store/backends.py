@@ -1,0 +1,202 @@
+"""The databases the store runs on: SQLite (embedded, the default) and PostgreSQL.
+
+One store (:class:`~dispatcher.store.database.Store`, with
+:class:`~dispatcher.store.teams.TeamStore` and :mod:`~dispatcher.store.stats`) is written
+once, in SQLAlchemy's expression language, over the same SQLModel tables and the same
+Alembic migrations; a :class:`Backend` holds all that differs between the two databases,
+as huey's storages do behind ``BaseStorage``: how connections are made and set up, how a
+write transaction becomes the only writer, and the few SQL expressions with no common
+spelling. :func:`backend_for` picks one from the URL's scheme. (The migrations'
+``batch_alter_table`` copies a table only on SQLite, which cannot alter one; on
+PostgreSQL it is plain ``ALTER TABLE``.)
+
+Both give the store the same guarantees, which its queries rely on:
+
+- **One writer at a time.** Every write transaction waits for the previous ones to end
+  and then sees all they committed, so a read-then-write inside one (the claim's free
+  slots, a port block, the next issue number, a message lease) needs no more care.
+  SQLite: ``BEGIN IMMEDIATE``. PostgreSQL: the first statement of every write takes one
+  transaction-scoped advisory lock (:data:`WRITER_LOCK`) in ``READ COMMITTED``, where
+  each later statement sees what was committed while it waited.
+- **Reads see one snapshot and never block a writer.** SQLite: a deferred transaction in
+  WAL mode. PostgreSQL: ``REPEATABLE READ``, read-only.
+- **A busy database makes a writer wait, up to** :data:`BUSY_TIMEOUT_MS`, then fail
+  (SQLite's ``busy_timeout``; PostgreSQL's ``lock_timeout``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine, make_url
+
+from dispatcher.config import normalize_database_url
+from dispatcher.errors import DispatcherError
+
+BUSY_TIMEOUT_MS = 10_000
+
+WRITER_LOCK = 0x7774_6469_7370_0001
+"""The advisory lock key of the store's writes on PostgreSQL ("wtdisp" 1). Advisory locks
+are per database, so two daemons' databases in one cluster never wait for each other."""
+
+DAEMON_LOCK = 0x7774_6469_7370_0002
+"""The advisory lock a daemon holds on its PostgreSQL database while it runs (its state
+dir's lock cannot be seen by a daemon with another state dir)."""
+
+
+class Backend:
+    """What the store needs from a database; one subclass per database."""
+
+    name: str  # the SQLAlchemy dialect name: "sqlite", "postgresql"
+    materialized_ctes: bool  # ``WITH x AS MATERIALIZED`` is understood
+
+    def __init__(self, url: URL) -> None:
+        self.url = url
+
+    def engine(self, *, write: bool) -> Engine:
+        """A new engine: for short write transactions (``write``), or for reads."""
+        raise NotImplementedError
+
+    def seconds(self, start: Any, end: Any) -> sa.ColumnElement[Any]:
+        """``end - start`` (two timestamp columns) in seconds, to the millisecond."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """The URL without its password: for logs and errors."""
+        return self.url.render_as_string(hide_password=True)
+
+    def hold(self) -> Callable[[], None] | None:
+        """Take the database for one daemon (DispatcherError when another has it), and
+        return how to let it go; None where the state dir's lock is enough (SQLite: the
+        database file is the state dir's unless DISPATCHER_DATABASE_URL says otherwise)."""
+        return None
+
+
+class SqliteBackend(Backend):
+    """SQLite in WAL mode, ``synchronous=NORMAL``, foreign keys on; writes are
+    ``BEGIN IMMEDIATE`` (datasette's single-writer habit), reads deferred."""
+
+    name = "sqlite"
+
+    def __init__(self, url: URL) -> None:
+        super().__init__(url)
+        import sqlite3
+
+        self.materialized_ctes = sqlite3.sqlite_version_info >= (3, 35)  # a syntax error before
+
+    def engine(self, *, write: bool) -> Engine:
+        engine = sa.create_engine(
+            self.url,
+            connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000},
+            pool_size=8,
+            max_overflow=16,
+        )
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+            # Let us issue BEGIN ourselves (pysqlite's implicit BEGIN is DEFERRED and late).
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        begin = "BEGIN IMMEDIATE" if write else "BEGIN"
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(conn: sa.Connection) -> None:
+            conn.exec_driver_sql(begin)
+
+        return engine
+
+    def seconds(self, start: Any, end: Any) -> sa.ColumnElement[Any]:
+        # A Julian day number as a double is exact to about 50 microseconds: unrounded,
+        # 0.25 s could land past a 0.25 bound.
+        days = sa.func.julianday(end) - sa.func.julianday(start)
+        return sa.func.round(days * 86400, 3)
+
+
+class PostgresBackend(Backend):
+    """PostgreSQL through psycopg 3: writes in ``READ COMMITTED`` behind
+    :data:`WRITER_LOCK`, reads ``REPEATABLE READ`` and read-only."""
+
+    name = "postgresql"
+    materialized_ctes = True  # PostgreSQL 12 and later
+
+    def engine(self, *, write: bool) -> Engine:
+        engine = sa.create_engine(
+            self.url,
+            isolation_level="READ COMMITTED" if write else "REPEATABLE READ",
+            connect_args=self._connect_args(),
+            pool_size=8,
+            max_overflow=16,
+        )
+        if write:
+
+            @sa.event.listens_for(engine, "begin")
+            def _on_begin(conn: sa.Connection) -> None:
+                # psycopg begins the transaction with this statement; the lock is held
+                # until it commits or rolls back.
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WRITER_LOCK})")
+
+        else:
+
+            @sa.event.listens_for(engine, "connect")
+            def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+                dbapi_conn.read_only = True
+
+        return engine
+
+    @staticmethod
+    def _connect_args() -> dict[str, Any]:
+        # The server probes an idle TCP client after 30 s (PostgreSQL's default is the
+        # system's, two hours), so a daemon whose machine died lets go of the database
+        # (its hold) within about a minute; a unix socket ignores these.
+        keepalive = "-c tcp_keepalives_idle=30 -c tcp_keepalives_interval=10"
+        return {
+            "connect_timeout": 10,
+            "application_name": "worktree-dispatcher",
+            "options": f"-c lock_timeout={BUSY_TIMEOUT_MS} -c timezone=UTC {keepalive}"
+            " -c tcp_keepalives_count=3",
+        }
+
+    def hold(self) -> Callable[[], None] | None:
+        # A session-level advisory lock on a connection of its own, held while the daemon
+        # runs: gone with the connection, so a killed daemon never keeps it.
+        engine = sa.create_engine(
+            self.url, poolclass=sa.pool.NullPool, connect_args=self._connect_args()
+        )
+        conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        if not conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({DAEMON_LOCK})").scalar():
+            conn.close()
+            engine.dispose()
+            raise DispatcherError(f"another daemon is already using the database {self.describe()}")
+
+        def release() -> None:
+            conn.close()
+            engine.dispose()
+
+        return release
+
+    def seconds(self, start: Any, end: Any) -> sa.ColumnElement[Any]:
+        # EXTRACT gives numeric (exact); round(numeric, 3) as SQLite's is rounded.
+        return sa.func.round(sa.extract("epoch", end - start), 3)
+
+
+_SCHEMES = {"sqlite": SqliteBackend, "postgresql": PostgresBackend}
+
+
+def normalize_url(url: str) -> URL:
+    """``url`` parsed, as the store opens it (see
+    :func:`~dispatcher.config.normalize_database_url`; ValueError for other databases)."""
+    return make_url(normalize_database_url(url))
+
+
+def backend_for(url: str) -> Backend:
+    """The backend of the database ``url`` names (ValueError for any other)."""
+    parsed = normalize_url(url)
+    return _SCHEMES[parsed.get_backend_name()](parsed)

@@ -1,0 +1,262 @@
+"""The store's two backends (dispatcher/store/backends.py) on a real SQLite file and a real
+PostgreSQL (tests/pg.py): the same migrations make the same schema on both, every
+migration goes down and up again on both, PostgreSQL's sessions are what the store relies
+on (one writer at a time, snapshot reads), and claimers in several processes on one
+PostgreSQL queue never take a job twice nor more than the limits allow."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from pydantic import ValidationError
+
+from dispatcher.config import Settings
+from dispatcher.lifecycle import JobState
+from dispatcher.store.backends import WRITER_LOCK, backend_for
+from dispatcher.store.database import Store, migrate, migrations_dir
+from dispatcher.store.models import Issue, Job, Repo
+from tests.migrationutil import head_revision
+from tests.schemautil import snapshot
+from tests.waiting import wait_until
+
+
+def test_the_migrations_make_the_same_schema_on_sqlite_and_postgresql(
+    tmp_path: Path, pg_url: str
+) -> None:
+    sqlite_url = f"sqlite:///{tmp_path}/db.sqlite"
+    migrate(sqlite_url)
+    migrate(pg_url)
+    lite, pg = snapshot(sqlite_url), snapshot(pg_url)
+    assert {"repo", "job", "event", "team_message", "alembic_version"} <= set(lite)
+    assert sorted(lite) == sorted(pg)
+    for table in lite:
+        for part in ("columns", "primary_key", "indexes", "unique", "foreign_keys"):
+            assert lite[table][part] == pg[table][part], f"{table} {part}"
+    # What the comparison normalised is really there on PostgreSQL.
+    engine = sa.create_engine(pg_url)
+    try:
+        cols = {c["name"]: c for c in sa.inspect(engine).get_columns("job")}
+        assert isinstance(cols["pid_start"]["type"], sa.BigInteger)
+        assert str(cols["id"]["default"]).startswith("nextval(")
+    finally:
+        engine.dispose()
+
+
+def _alembic(url: str, verb: str, revision: str) -> None:
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            cfg = Config()
+            cfg.set_main_option("script_location", str(migrations_dir()))
+            cfg.attributes["connection"] = conn
+            getattr(command, verb)(cfg, revision)
+    finally:
+        engine.dispose()
+
+
+def test_every_migration_goes_down_to_nothing_and_up_again(db_url: str) -> None:
+    migrate(db_url)
+    at_head = snapshot(db_url)
+    _alembic(db_url, "downgrade", "base")
+    assert set(snapshot(db_url)) <= {"alembic_version"}
+    migrate(db_url)
+    assert snapshot(db_url) == at_head
+
+
+def test_a_bad_database_url_is_refused_in_one_line() -> None:
+    pg = Settings(database_url="postgresql://u:secret@db.example/dispatcher")
+    assert pg.db_url == "postgresql+psycopg://u:secret@db.example/dispatcher"
+    assert Settings(database_url="postgres://h/d").db_url == "postgresql+psycopg://h/d"
+    assert backend_for(pg.db_url).describe() == "postgresql+psycopg://u:***@db.example/dispatcher"
+    for bad, why in (
+        ("mysql://u:secret@h/d", "'mysql' is not a database the store runs on"),
+        ("postgresql+psycopg2://h/d", "reached through psycopg, not 'psycopg2'"),
+        ("sqlite://", "a SQLite URL names a file"),
+        ("not a url", "not a database URL"),
+    ):
+        with pytest.raises(ValidationError, match=why) as info:
+            Settings(database_url=bad)
+        assert "secret" not in str(info.value)
+
+
+# ---------------------------------------------------------------- PostgreSQL sessions
+
+
+def test_postgresql_reads_are_read_only_snapshots_and_writes_hold_the_writer_lock(
+    pg_migrated_url: str,
+) -> None:
+    store = Store(pg_migrated_url)
+    try:
+        with store.reading() as s:
+            conn = s.connection()
+            assert conn.exec_driver_sql("SHOW transaction_isolation").scalar() == "repeatable read"
+            assert conn.exec_driver_sql("SHOW transaction_read_only").scalar() == "on"
+        with store.writing() as s:
+            conn = s.connection()
+            assert conn.exec_driver_sql("SHOW transaction_isolation").scalar() == "read committed"
+            held = conn.exec_driver_sql(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                " AND pid = pg_backend_pid()"
+                f" AND (classid::bigint << 32 | objid::bigint) = {WRITER_LOCK}"
+            ).scalar()
+            assert held == 1
+            assert conn.exec_driver_sql("SHOW lock_timeout").scalar() == "10s"
+    finally:
+        store.close()
+
+
+def test_a_postgresql_write_waits_for_the_one_before_and_sees_what_it_wrote(
+    pg_migrated_url: str,
+) -> None:
+    """The single writer: a second store's write (the next issue number: a read, then an
+    insert) waits while another write is open, then counts its issue."""
+    first, second = Store(pg_migrated_url), Store(pg_migrated_url)
+    try:
+        repo = first.add_repo(Repo(name="r", path="/srv/r", default_branch="main"))
+        assert repo.id is not None
+        repo_id = repo.id
+        inside, release = threading.Event(), threading.Event()
+        numbers: list[int] = []
+
+        def hold() -> None:
+            with first.writing() as s:
+                s.add(Issue(repo_id=repo_id, number=1, title="first"))
+                s.flush()
+                inside.set()
+                assert release.wait(30)
+
+        holder = threading.Thread(target=hold)
+        holder.start()
+        try:
+            assert inside.wait(30)
+
+            def file_second() -> None:
+                numbers.append(second.add_issue(Issue(repo_id=repo_id, number=0, title="2")).number)
+
+            waiter = threading.Thread(target=file_second)
+            waiter.start()
+
+            def waiting_for_the_lock() -> bool:
+                with first.reading() as s:
+                    return bool(
+                        s.connection()
+                        .exec_driver_sql(
+                            "SELECT count(*) FROM pg_locks"
+                            " WHERE locktype = 'advisory' AND NOT granted"
+                        )
+                        .scalar()
+                    )
+
+            wait_until(waiting_for_the_lock, "the second write to wait for the writer lock")
+            assert numbers == []
+        finally:
+            release.set()
+            holder.join(30)
+        waiter.join(30)
+        assert numbers == [2]  # it saw the first write's issue 1, committed while it waited
+    finally:
+        first.close()
+        second.close()
+
+
+_CLAIMER = textwrap.dedent(
+    """
+    import json, sys, time
+    from pathlib import Path
+    from dispatcher.store.database import Store
+
+    url, me, root, limit = sys.argv[1], sys.argv[2], Path(sys.argv[3]), int(sys.argv[4])
+    store = Store(url)
+    store.repos()  # connected and warm before the start
+    (root / f"ready-{me}").touch()
+    deadline = time.monotonic() + 30
+    while not (root / "go").exists():
+        if time.monotonic() > deadline:
+            sys.exit("never saw go")
+        time.sleep(0.002)
+    got, empty = [], 0
+    while empty < 20:  # the limit is reached: a few more tries, racing the others
+        batch = store.claim(max_parallel=limit, per_repo_default=10_000, limit=1)
+        got.extend(c.job_id for c in batch)
+        empty = 0 if batch else empty + 1
+    store.close()
+    print(json.dumps(got))
+    """
+)
+
+CLAIMERS = 4
+
+
+@pytest.mark.slow
+def test_claimers_in_processes_on_one_postgresql_queue_never_pass_the_limits(
+    pg_migrated_url: str, tmp_path: Path
+) -> None:
+    """Four processes claim one job at a time, as fast as they can, from 120 queued jobs
+    with room for 10 at once: each job is claimed once, and exactly 10 are (a claim that
+    only compare-and-set the job's state could count the same free slot twice)."""
+    url, limit = pg_migrated_url, 10
+    store = Store(url)
+    try:
+        repo = store.add_repo(Repo(name="r", path="/srv/r", default_branch="main"))
+        assert repo.id is not None
+        for i in range(120):
+            store.add_job(
+                Job(repo_id=repo.id, prompt=f"p{i}", agent="command", base_ref="main",
+                    base_sha="0" * 40, target_branch="main", timeout_s=60),
+                branch_for=lambda jid: f"b/{jid}",
+            )  # fmt: skip
+        root = tmp_path / "claimers"
+        root.mkdir()
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", _CLAIMER, url, str(me), str(root), str(limit)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for me in range(CLAIMERS)
+        ]
+        try:
+
+            def ready() -> bool:
+                assert all(p.poll() is None for p in procs), "a claimer died before starting"
+                return all((root / f"ready-{me}").exists() for me in range(CLAIMERS))
+
+            wait_until(ready, "the claimers to be ready", timeout=30)
+            (root / "go").touch()
+            outputs = [p.communicate(timeout=60) for p in procs]
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.communicate()
+        for p, (_, err) in zip(procs, outputs, strict=True):
+            assert p.returncode == 0, err
+        claimed = [job_id for out, _ in outputs for job_id in json.loads(out)]
+        assert len(claimed) == len(set(claimed)), "a job was claimed twice"
+        assert len(claimed) == limit, f"{len(claimed)} claimed with room for {limit}"
+        preparing = store.jobs(state=JobState.PREPARING, limit=500)
+        assert sorted(j.id for j in preparing) == sorted(claimed)
+    finally:
+        store.close()
+
+
+def test_the_template_database_is_at_head(pg_migrated_url: str) -> None:
+    """The per-test PostgreSQL databases are copies of one migrated to head."""
+    engine = sa.create_engine(pg_migrated_url)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").all() == [
+                (head_revision(),)
+            ]
+    finally:
+        engine.dispose()
