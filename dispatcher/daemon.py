@@ -238,13 +238,7 @@ def serve(settings: Settings) -> None:
         )
         service.notices.notifier = notifier
 
-        def job_ended(job_id: int) -> None:
-            service.disk_use.job_ended(job_id)  # returns at once: measured in the background
-            service.notices.job_ended(job_id)
-            service.teams.job_ended(job_id)  # a member's task moves on (on its own thread)
-            service.forges.job_ended(job_id)  # on-success: push, pull request (own thread)
-
-        runner.on_finished = job_ended
+        runner.on_finished = service.job_ended
         runner.on_worktree_ready = service.metrics.worktree_ready
         app = create_app(
             service, token, public_docs=settings.public_api_docs,

@@ -19,7 +19,7 @@ from dispatcher.jobs.runner import Runner
 from dispatcher.lifecycle import JobState
 from dispatcher.service import Service
 from dispatcher.store.database import Store, migrate
-from dispatcher.store.models import JobCreate, Repo, RepoCreate
+from dispatcher.store.models import Job, JobCreate, Repo, RepoCreate
 from tests.gitutil import init_repo
 from tests.waiting import wait_until
 
@@ -70,7 +70,8 @@ def make_world(
     ended: set[int] = set()
     lock = threading.Lock()
 
-    def job_ended(job_id: int) -> None:
+    def job_ended(job_id: int, row: Job | None) -> None:
+        service.job_ended(job_id, row)  # the daemon's own hook: its reads count too
         with lock:
             ended.add(job_id)
 

@@ -44,30 +44,44 @@ class GitDirs:
     common: Path  # shared dir (refs, objects)
 
 
-def git_dirs(worktree: Path) -> GitDirs | None:
-    """The git dirs of a work tree (main or linked); None if the files don't say plainly."""
-    dot = worktree / ".git"
+def _small_file(path: str) -> str:
+    """A small file's text (UTF-8), read in one ``read``: no text wrapper made."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        if dot.is_dir():
-            return GitDirs(dot, dot)
-        text = dot.read_text(encoding="utf-8")
+        data = os.read(fd, 65536)
+        while len(data) % 65536 == 0 and data:  # (never for git's one-line files)
+            more = os.read(fd, 65536)
+            if not more:
+                break
+            data += more
+    finally:
+        os.close(fd)
+    return data.decode("utf-8")
+
+
+def git_dirs(worktree: Path) -> GitDirs | None:
+    """The git dirs of a work tree (main or linked); None if the files don't say plainly.
+
+    Called about ten times per job: string paths inside, two ``Path`` made at the end."""
+    top = os.fspath(worktree)
+    dot = os.path.join(top, ".git")
+    try:
+        if os.path.isdir(dot):
+            return GitDirs(Path(dot), Path(dot))
+        text = _small_file(dot)
     except (OSError, UnicodeDecodeError):
         return None
     if not text.startswith("gitdir:"):
         return None
-    gitdir = Path(text.removeprefix("gitdir:").strip())
-    if not gitdir.is_absolute():
-        gitdir = worktree / gitdir
+    gitdir = os.path.join(top, text.removeprefix("gitdir:").strip())  # absolute: as it is
     try:
-        common_text = (gitdir / "commondir").read_text(encoding="utf-8").strip()
+        common_text = _small_file(os.path.join(gitdir, "commondir")).strip()
     except FileNotFoundError:
-        return GitDirs(gitdir, gitdir)  # a separate git dir (`git init --separate-git-dir`)
+        return GitDirs(Path(gitdir), Path(gitdir))  # a separate git dir (`--separate-git-dir`)
     except (OSError, UnicodeDecodeError):
         return None
-    common = Path(common_text)
-    if not common.is_absolute():
-        common = gitdir / common
-    return GitDirs(gitdir, Path(os.path.normpath(common)))
+    common = os.path.join(gitdir, common_text)  # absolute: as it is
+    return GitDirs(Path(gitdir), Path(os.path.normpath(common)))
 
 
 def head_branch(worktree: Path) -> tuple[bool, str | None] | None:
@@ -76,7 +90,7 @@ def head_branch(worktree: Path) -> tuple[bool, str | None] | None:
     if dirs is None:
         return None
     try:
-        text = (dirs.gitdir / "HEAD").read_text(encoding="utf-8").strip()
+        text = _small_file(os.path.join(dirs.gitdir, "HEAD")).strip()
     except (OSError, UnicodeDecodeError):
         return None
     if text.startswith("ref: refs/heads/"):
@@ -92,7 +106,7 @@ def detached_head(worktree: Path) -> tuple[bool, str | None]:
     if dirs is None:
         return False, None
     try:
-        text = (dirs.gitdir / "HEAD").read_text(encoding="utf-8").strip()
+        text = _small_file(os.path.join(dirs.gitdir, "HEAD")).strip()
     except (OSError, UnicodeDecodeError):
         return False, None
     return (True, text) if _SHA.fullmatch(text) else (False, None)
@@ -144,7 +158,7 @@ def _usable(dirs: GitDirs) -> bool:
 def _loose(common: Path, ref: str) -> tuple[bool, str | None]:
     """(known, sha): (True, None) when the file does not exist."""
     try:
-        text = (common / ref).read_text(encoding="utf-8").strip()
+        text = _small_file(os.path.join(common, ref)).strip()
     except (FileNotFoundError, NotADirectoryError):
         return True, None
     except (OSError, UnicodeDecodeError):
@@ -275,7 +289,7 @@ def record_at(admin: Path) -> Record | None:
     ``gitdir`` file, without the ``/.git``); None when that file is missing, unreadable
     or does not end in ``/.git`` (git lists no such record, or: ask git)."""
     try:
-        text = (admin / "gitdir").read_text(encoding="utf-8").rstrip()
+        text = _small_file(os.path.join(admin, "gitdir")).rstrip()
     except (OSError, UnicodeDecodeError):
         return None
     if not text.endswith("/.git"):
@@ -322,7 +336,7 @@ def branch_holders(common: Path, branch: str) -> list[Path] | None:
     holders = []
     for head_dir in heads:
         try:
-            text = (head_dir / "HEAD").read_text(encoding="utf-8").strip()
+            text = _small_file(os.path.join(head_dir, "HEAD")).strip()
         except FileNotFoundError:
             if head_dir != common and record_at(head_dir) is None:
                 continue  # git lists no record without a gitdir (one being made or pruned)

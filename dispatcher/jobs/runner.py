@@ -139,7 +139,10 @@ class Runner:
         self._workers = Workers(settings.max_parallel, "job")
         self._watcher = Watcher(self._exited, self._timed_out)
         self._loop: threading.Thread | None = None
-        self.on_finished: Callable[[int], None] | None = None
+        # A job the runner held is let go of: (its id, its row as the runner recorded its
+        # end, or None when it did not: the hook reads it if it needs it).
+        self.on_finished: Callable[[int, Job | None], None] | None = None
+        self._ended: dict[int, Job] = {}  # each job's row as its end was recorded
         # A job's worktree is ready: (repo, "pool" or "fresh", seconds it took); for /metrics.
         self.on_worktree_ready: Callable[[str, str, float], None] | None = None
         self.cgroups = JobCgroups(settings)
@@ -267,11 +270,12 @@ class Runner:
             self._repos.pop(job_id, None)
             self._rows.pop(job_id, None)
             self._cancels.discard(job_id)
+            ended = self._ended.pop(job_id, None)
         if done is not None:
             done.set()
         self._wake.set()
         if self.on_finished is not None:
-            self.on_finished(job_id)
+            self.on_finished(job_id, ended)
 
     def _fail_if_stuck(self, job_id: int, reason: str) -> None:
         try:
@@ -623,6 +627,9 @@ class Runner:
             problem = problem or f"the agent reported an error: {agent_error}"
         state, error = result.outcome(job, code, timed_out=timed_out, problem=problem)
         self.store.advance(job_id, JobState.RUNNING, state, error=error, **fields)
+        with self._lock:  # the ended row, for the hooks once the runner lets go of it
+            if job_id in self._active:
+                self._ended[job_id] = _set(job, state=state, error=error, **fields)
         ended = f"job {job_id} {state.value}" + (f": {error}" if error else "")
         self.note(job_id, ended)
         log.info("%s", ended)
@@ -642,7 +649,7 @@ class Runner:
             with self._lock:
                 supervised = job.id in self._active
             if not supervised and self.on_finished is not None:
-                self.on_finished(job.id)  # ended while we were down: announce it (if it did)
+                self.on_finished(job.id, None)  # ended while we were down: announce it
         self.cgroups.sweep(self.store)
 
     def _recover_one(self, job: Job) -> None:

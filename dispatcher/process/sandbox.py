@@ -123,8 +123,12 @@ class Resolver:
         self._stat: dict[str, os.stat_result | None] = {}
         self.lookups = 0  # lstat and stat calls made (tests count them)
 
-    def real(self, path: Path) -> Path:
+    def real(self, path: Path | str) -> Path:
         return Path(self._resolve(os.fspath(path)))
+
+    def real_str(self, path: Path | str) -> str:
+        """:meth:`real` as a string (no :class:`Path` made: a wrap resolves ~25 paths)."""
+        return self._resolve(os.fspath(path))
 
     def _resolve(self, path: str) -> str:
         known = self._real.get(path)
@@ -148,7 +152,7 @@ class Resolver:
         self._real[path] = real
         return real
 
-    def _status(self, real: Path) -> os.stat_result | None:
+    def _status(self, real: Path | str) -> os.stat_result | None:
         key = os.fspath(real)
         if key not in self._stat:
             self.lookups += 1
@@ -158,11 +162,11 @@ class Resolver:
                 self._stat[key] = None
         return self._stat[key]
 
-    def is_dir(self, real: Path) -> bool:
+    def is_dir(self, real: Path | str) -> bool:
         st = self._status(real)
         return st is not None and stat.S_ISDIR(st.st_mode)
 
-    def exists(self, real: Path) -> bool:
+    def exists(self, real: Path | str) -> bool:
         return self._status(real) is not None
 
 
@@ -237,40 +241,46 @@ def job_view(
     )
 
 
+def _depth(real: str) -> int:
+    """How many components a real (absolute, normalized) path has, ``/`` included: what
+    ``len(Path(real).parts)`` says, without making the Path."""
+    return 1 if real == "/" else real.count("/") + 1
+
+
 def mount_options(view: View, resolver: Resolver | None = None) -> list[str]:
     """bwrap's options that hide and give back ``view``'s paths, shallow before deep
     (at one path, giving back wins over hiding). Missing paths are left out: bwrap
     would create them on the host (``/`` is bound read-write)."""
     r = resolver or Resolver()
     ops: list[tuple[int, int, list[str]]] = []
-    for path in {r.real(p) for p in view.hide}:
+    for path in {r.real_str(p) for p in view.hide}:
         if r.is_dir(path):
-            ops.append((len(path.parts), 0, ["--tmpfs", str(path)]))
+            ops.append((_depth(path), 0, ["--tmpfs", path]))
         elif r.exists(path):
-            ops.append((len(path.parts), 0, ["--ro-bind", "/dev/null", str(path)]))
-    for paths, option in ((view.writable, "--bind"), (view.files, "--bind")):
-        for path in {r.real(p) for p in paths}:
-            if r.exists(path):
-                ops.append((len(path.parts), 1, [option, str(path), str(path)]))
-    for path in {r.real(p) for p in view.read_only}:
+            ops.append((_depth(path), 0, ["--ro-bind", "/dev/null", path]))
+    for path in {r.real_str(p) for p in (*view.writable, *view.files)}:
         if r.exists(path):
-            ops.append((len(path.parts), 2, ["--ro-bind", str(path), str(path)]))
+            ops.append((_depth(path), 1, ["--bind", path, path]))
+    for path in {r.real_str(p) for p in view.read_only}:
+        if r.exists(path):
+            ops.append((_depth(path), 2, ["--ro-bind", path, path]))
     ops.sort(key=lambda op: (op[0], op[1], op[2]))
     return [arg for _, _, args in ops for arg in args]
 
 
-def _under(path: Path, roots: Iterable[Path]) -> Path | None:
-    """The deepest of ``roots`` that holds ``path`` (or is it), or None."""
-    holding = [r for r in roots if path == r or r in path.parents]
-    return max(holding, key=lambda r: len(r.parts)) if holding else None
+def _under(path: str, roots: Iterable[str]) -> str | None:
+    """The deepest of ``roots`` (real paths) that holds the real ``path`` (or is it), or
+    None."""
+    holding = [r for r in roots if path == r or path.startswith(r.rstrip("/") + "/")]
+    return max(holding, key=_depth) if holding else None
 
 
 def _check_visible(program: Path, view: View, r: Resolver) -> None:
     """Refuse a program the view hides: bwrap would only say "No such file"."""
-    real = _real(program)
-    hidden = _under(real, [r.real(p) for p in view.hide])
-    given = _under(real, [r.real(p) for p in (*view.writable, *view.read_only, *view.files)])
-    if hidden is not None and (given is None or len(given.parts) < len(hidden.parts)):
+    real = os.path.realpath(program)
+    hidden = _under(real, [r.real_str(p) for p in view.hide])
+    given = _under(real, [r.real_str(p) for p in (*view.writable, *view.read_only, *view.files)])
+    if hidden is not None and (given is None or _depth(given) < _depth(hidden)):
         raise ProcessError(
             f"agent command {str(program)!r} is inside {hidden}, which the sandbox hides "
             f"from agents ({DOCS}); install it elsewhere or set DISPATCHER_SANDBOX=off"

@@ -57,7 +57,7 @@ from dispatcher.service.repos import Repos
 from dispatcher.service.teams import Teams
 from dispatcher.store.database import Store
 from dispatcher.store.idempotency import Idempotency
-from dispatcher.store.models import Health
+from dispatcher.store.models import Health, Job
 
 
 class Service:
@@ -104,6 +104,16 @@ class Service:
         self.prune = Prune(store, self.control, self.sweeper)
         self.teams = Teams(settings, store, self.jobs, self.control, self.notices)
         self.jobs.team_messages = self.teams.for_followup  # a person's follow-up hears them
+
+    def job_ended(self, job_id: int, ended: Job | None = None) -> None:
+        """The runner let go of a job (its ``on_finished``): each part that waits for a
+        job's end hears of it. ``ended``: the row as the runner recorded the end (None:
+        the parts that need it read it); with it, a trivial job's end reads nothing."""
+        self.disk_use.job_ended(job_id)  # returns at once: measured in the background
+        self.notices.job_ended(job_id)  # no read when nowhere to send a notice
+        self.teams.job_ended(job_id, ended)  # a member's task moves on (on its own thread)
+        if ended is None or ended.on_success:  # only a job that asked can be pushed
+            self.forges.job_ended(job_id)  # on-success: push, pull request (own thread)
 
     def health(self) -> Health:
         return Health(version=__version__, jobs_active=self.store.count_active())

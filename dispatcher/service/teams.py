@@ -420,12 +420,14 @@ class Teams:
         self.rows.move_task(task.id, TaskState.STARTING, TaskState.RUNNING, job_id=job_id)
         log.info("team %s: task %s started as job %s", team.id, task.id, job_id)
 
-    def job_ended(self, job_id: int) -> None:
+    def job_ended(self, job_id: int, ended: Job | None = None) -> None:
         """The runner let go of a job (the daemon's hook): if it is a team member's, its
         task moves on, and what may start now starts, on a thread of its own (a merge
-        into the integration branch does not hold the runner's worker). Never raises."""
+        into the integration branch does not hold the runner's worker). ``ended``: its
+        row as the runner recorded its end (no read then; a member's end reads it again
+        under the team's lock). Never raises."""
         try:
-            job = self.store.job(job_id)
+            job = ended if ended is not None else self.store.job(job_id)
         except Exception:
             log.exception("job %s: cannot tell whether a team waits for it", job_id)
             return
