@@ -76,12 +76,18 @@ class Daemon:
             stdin=subprocess.DEVNULL,
         )
         log.close()
-        wait_until(
-            self._answers,
-            lambda: f"the daemon to answer:\n{self.log_path.read_text()}",
-            timeout,
-            interval=0.05,
-        )
+        try:
+            wait_until(
+                self._answers,
+                lambda: f"the daemon to answer:\n{self.log_path.read_text()}",
+                timeout,
+                interval=0.05,
+            )
+        except BaseException:
+            # A daemon that did not answer in time is ended here: no fixture teardown
+            # runs for a start that raised, so it would outlive the test run.
+            self.stop(signal.SIGKILL)
+            raise
         self._api = None
         return self
 
