@@ -241,7 +241,8 @@ def serve(settings: Settings) -> None:
             service.disk_use.job_ended(job_id)  # returns at once: measured in the background
             service.notices.job_ended(job_id)
             service.teams.job_ended(job_id)  # a member's task moves on (on its own thread)
-            service.forges.job_ended(job_id)  # on-success: push, pull request (own thread)
+            # on-success: push, pull request (own thread); then its fix loop's next step
+            service.forges.job_ended(job_id, then=lambda: service.fixloop.job_ended(job_id))
 
         runner.on_finished = job_ended
         runner.on_worktree_ready = service.metrics.worktree_ready
@@ -258,6 +259,7 @@ def serve(settings: Settings) -> None:
         service.teams.resume()  # half-made team steps finished: no task started twice
         runner.start()  # re-adopts or re-queues what the last daemon left running
         service.forges.resume()  # on-success pushes and PRs the last daemon still owed
+        service.fixloop.resume()  # PR actions queued or half-done: no fix lost or made twice
         # Both in the background (docs/design.md, "Start-up"): the API answers and takes
         # jobs while the repos are caught up and their idle pool trees checked.
         sources.start(then=service.intake.resume_pending)  # what a stopped daemon left undecided
@@ -288,6 +290,7 @@ def serve(settings: Settings) -> None:
             sources.stop()
             pool.stop()
             service.intake.close()
+            service.fixloop.close()
             runner.stop()
             notifier.stop(timeout=2)
             store.close()

@@ -10,6 +10,8 @@
 * ``jobs``     submit (the one path every job takes), follow up, retry, list (:mod:`.jobs`);
 * ``control``  cancel, discard and merge a job (:mod:`.control`);
 * ``forges``   push a job's branch, open its pull request, on-success (:mod:`.forge`);
+* ``fixloop``  a job's PR merged or closed on the forge, its CI failures and reviews fixed
+  by follow-ups, bounded (:mod:`.fixloop`, :mod:`.fixprompt`);
 * ``prune``    discard finished jobs in bulk, tidy closed jobs' leftovers (:mod:`.prune`);
 * ``outputs``  a job's log, diff and notice deliveries (:mod:`.outputs`);
 * ``board``    the dashboard's board columns and every job's deliveries (:mod:`.board`);
@@ -42,6 +44,7 @@ from dispatcher.service.board import Board
 from dispatcher.service.control import Control, Supervisor
 from dispatcher.service.doctor import Doctor
 from dispatcher.service.events import Events
+from dispatcher.service.fixloop import FixLoop
 from dispatcher.service.forge import Forges
 from dispatcher.service.issues import Issues
 from dispatcher.service.jobs import Jobs
@@ -97,6 +100,12 @@ class Service:
         self.prune = Prune(store, self.control, self.sweeper)
         self.teams = Teams(settings, store, self.jobs, self.control, self.notices)
         self.jobs.team_messages = self.teams.for_followup  # a person's follow-up hears them
+        self.fixloop = FixLoop(
+            settings, store, self.trigger_files, self.jobs, self.control, self.forges,
+            self.notices,
+        )  # fmt: skip
+        self.webhooks.on_pr_fact = self.fixloop.receive  # a job's PR merged, red, reviewed
+        self.jobs.fix_counts = self.fixloop.counts
 
     def health(self) -> Health:
         return Health(version=__version__, jobs_active=self.store.count_active())
