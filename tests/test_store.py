@@ -693,3 +693,27 @@ def test_the_forge_migration_goes_down_and_up_again(url: str) -> None:
     migrate(url)
     columns = {row[1] for row in raw_query(url, "PRAGMA table_info(job)")}
     assert {"pr_url", "pr_number", "pr_state", "pushed_sha", "forge_error", "on_success"} <= columns
+
+
+def test_the_pr_action_migration_goes_down_and_up_again(url: str) -> None:
+    """0017 (the fix loops' pr_action table) has a downgrade that works."""
+    from alembic import command
+    from alembic.config import Config
+
+    from dispatcher.store.database import migrations_dir
+
+    migrate(url)
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            cfg = Config()
+            cfg.set_main_option("script_location", str(migrations_dir()))
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0016")
+    finally:
+        engine.dispose()
+    tables = {row[0] for row in raw_query(url, "SELECT name FROM sqlite_master")}
+    assert "pr_action" not in tables and "job" in tables
+    migrate(url)
+    columns = {row[1] for row in raw_query(url, "PRAGMA table_info(pr_action)")}
+    assert {"root_id", "dedup_key", "kind", "state", "prompt", "job_id"} <= columns
