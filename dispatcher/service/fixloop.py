@@ -171,14 +171,7 @@ class FixLoop:
         """At start: what a stopped daemon left (actions queued, or half-done); how
         many chains. Never raises."""
         try:
-            for action in self.rows.in_state("running"):
-                assert action.id is not None and action.job_id is not None
-                job = self.store.job(action.job_id)
-                if job.state not in ACTIVE:
-                    self.rows.move(
-                        action.id, "running", "done",
-                        note=f"follow-up job {job.id} {job.state.value}",
-                    )  # fmt: skip
+            self._settle_running()
             roots = self.rows.open_roots()
         except Exception:
             log.exception("cannot read the fix loops' queued actions")
@@ -217,6 +210,7 @@ class FixLoop:
         """Act on the chain's actions in order (closing ones first) until one has to
         wait: a follow-up running, or one just started."""
         with self._lock(root):
+            self._settle_running(root)
             waiting = self.rows.of_chain(root, ["queued", "started"])
             waiting.sort(key=lambda a: (a.kind not in _CLOSING, a.id or 0))
             for action in waiting:
@@ -226,6 +220,21 @@ class FixLoop:
                     self._close(action, head)
                 elif self._fix(action, head):
                     return
+
+    def _settle_running(self, root: int | None = None) -> None:
+        """Fix actions whose follow-up is no longer active are done: it ended while the
+        daemon was down, or before its action could say it was running."""
+        if root is None:
+            running = self.rows.in_state("running")
+        else:
+            running = self.rows.of_chain(root, ["running"])
+        for action in running:
+            assert action.id is not None and action.job_id is not None
+            job = self.store.job(action.job_id)
+            if job.state not in ACTIVE:
+                self.rows.move(
+                    action.id, "running", "done", note=f"follow-up job {job.id} {job.state.value}"
+                )
 
     def _close(self, action: PrAction, head: Job) -> None:
         assert action.id is not None and head.id is not None

@@ -488,25 +488,45 @@ def test_a_pr_closed_or_merged_on_the_forge_closes_the_job(
 # ------------------------------------------------------------------ kill -9
 
 
-def test_kill_9_while_a_fix_is_being_made_and_another_queued_loses_none_and_doubles_none(
+@pytest.mark.parametrize("window", ["before-followup", "followup-made", "running"])
+def test_kill_9_during_a_fix_with_another_queued_loses_none_and_doubles_none(
     daemon_factory: Callable[..., Daemon], forge: FakeForge, receiver: Receiver,
-    tmp_path: Path, agent: Any,
+    tmp_path: Path, agent: Any, window: str,
 ) -> None:  # fmt: skip
+    """Killed while the fix's follow-up is about to be made, made but not yet recorded on
+    its action, or running (its agent outlives the daemon and is re-adopted), with a
+    second fix queued behind it: after the restart each runs once, in order."""
     faults = tmp_path / "faults"
     d = daemon_factory(**daemon_env(forge, receiver, DISPATCHER_FAULT_DIR=str(faults))).start()
     pj = pr_job(d, forge, tmp_path, agent, "github")
-    reached = hold_fault(faults, "fixloop.followup-made")
+    hold = Path(pj.job["worktree"]) / "HOLD"
+    if window == "running":
+        hold.write_text("")
+    else:
+        reached = hold_fault(faults, f"fixloop.{window}")
     send_github(d, "check_run", check_run_failed(pj, pj.job["head"]), "k-1")
-    wait_until(reached.exists, "the follow-up made, its action not yet told", 60)
+    if window == "running":
+        wait_until(
+            lambda: len(c := pj.chain()) == 2 and c[1]["state"] == "running",
+            lambda: f"the fix running: {pj.chain()}", 60,
+        )  # fmt: skip
+    else:
+        wait_until(reached.exists, f"the daemon at fixloop.{window}", 60)
     asked = comment_on_pr(pj, "/dispatcher fix and the docs", "Codertocat", "MEMBER")
     send_github(d, "issue_comment", asked, "k-2")  # queued behind the first
     assert d.stop(signal.SIGKILL) == -signal.SIGKILL
     db = sqlite3.connect(d.state_dir / "dispatcher.db")
     states = db.execute("SELECT state FROM pr_action ORDER BY id").fetchall()
     db.close()
-    assert states == [("started",), ("queued",)]
-    release_fault(faults, "fixloop.followup-made")
-    d.start()
+    first = "running" if window == "running" else "started"
+    assert states == [(first,), ("queued",)]
+    if window == "running":
+        d.start()
+        assert len(pj.chain()) == 2  # still the one run, re-adopted; the second waits
+        hold.unlink()
+    else:
+        release_fault(faults, f"fixloop.{window}")
+        d.start()
     head = wait_head(pj, 3, "both fixes after the restart, once each", timeout=90)
     chain = pj.chain()
     assert 'CI check "unit-tests"' in prompt_seen(chain[1], head["worktree"])
