@@ -107,4 +107,6 @@ class Webhooks:
                 note = self.on_pr_fact(fact, repo, f"{key}:{repo.name}")
                 if note:
                     result.notes.append(note)
+        if event is None and not result.notes:  # stored nowhere: as if not handled
+            result.ignored = f"{forge} event {name!r} is about no job's pull request"
         return result
