@@ -243,8 +243,8 @@ class FixLoop:
             if action.kind == "merged":
                 done = self.control.merged_on_forge(head.id, into=head.target_branch)
             else:
+                self.store.update(head.id, pr_state="closed")  # so it is, whatever follows
                 done = self.control.discard(head.id)
-                self.store.update(head.id, pr_state="closed")
         except DispatcherError as exc:
             self.rows.move(action.id, "queued", "dropped", note=exc.message)
             return
