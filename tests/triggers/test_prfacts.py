@@ -85,6 +85,20 @@ def test_hostile_payloads_never_raise(payload: dict[str, Any]) -> None:
         from_gitlab(hook, copy.deepcopy(payload))
 
 
+def test_a_gitea_comment_on_a_pull_request() -> None:
+    """Gitea sends a PR's comment as ``pull_request_comment`` with ``is_pull`` (its
+    IssueCommentPayload); no fixture has one."""
+    payload = {"action": "created", "is_pull": True, "issue": {"number": 3},
+               "comment": {"body": "/dispatcher fix it", "user": {"login": "gitea-lead"}}}  # fmt: skip
+    fact = from_github("pull_request_comment", payload)
+    assert fact is not None and (fact.kind, fact.number, fact.author) == (
+        "comment",
+        3,
+        "gitea-lead",
+    )
+    assert from_github("issue_comment", {**payload, "is_pull": False}) is None
+
+
 def test_the_fix_command_and_the_prompt_quote_the_forges_text() -> None:
     fact = PrFact(kind="comment", number=1, text="  /dispatcher fix  add tests\nplease")
     assert command_text(fact, "/dispatcher fix") == "add tests\nplease"

@@ -225,7 +225,8 @@ def _issue_comment(payload: Mapping[str, Any]) -> PrFact | None:
     if _str(payload.get("action")) != "created":
         return None
     issue = _obj(payload.get("issue"))
-    if not _obj(issue.get("pull_request")) and issue.get("pull_request") is not True:
+    on_pr = bool(_obj(issue.get("pull_request"))) or payload.get("is_pull") is True
+    if not on_pr:  # GitHub marks a PR's comment by issue.pull_request; Gitea by is_pull
         return None
     comment = _obj(payload.get("comment"))
     pr = _obj(payload.get("pull_request"))  # a mapped GitLab note carries it
@@ -249,6 +250,7 @@ _GITHUB = {
     "pull_request_review": _review,
     "pull_request_review_rejected": _gitea_review_rejected,
     "issue_comment": _issue_comment,
+    "pull_request_comment": _issue_comment,  # Gitea's and Forgejo's name for it on a PR
 }
 
 
