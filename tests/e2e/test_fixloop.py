@@ -39,6 +39,9 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "webhooks"
 # exists it waits (a run the test keeps going).
 AGENT = 'cat > "fix-$DISPATCHER_JOB_ID.md"\nwhile [ -e HOLD ]; do sleep 0.05; done\necho fixed\n'
 HOSTS = {"github": "github.test", "gitlab": "gitlab.test", "gitea": "gitea.test"}
+# Each test runs up to four agent runs, each pushed over smart HTTP, and some restart the
+# daemon twice: on a shared 2-core machine that can pass the default 60 s.
+pytestmark = pytest.mark.timeout(180)
 
 
 def fixture(path: str) -> dict[str, Any]:
