@@ -90,6 +90,8 @@ class FixLoop:
         delivery) and acted on in the background. A line for the webhook's answer, or
         None when it is about no job's pull request."""
         assert repo.id is not None
+        if fact.from_fork:
+            return None  # a fork's pull request is never a job's
         head = self.rows.matching_head(
             repo.id, number=fact.number, branch=fact.head_branch, sha=fact.head_sha
         )

@@ -149,27 +149,33 @@ class PrActionStore:
     def matching_head(
         self, repo_id: int, *, number: int | None, branch: str | None, sha: str | None
     ) -> Job | None:
-        """The newest job of the repo at the head of its chain whose pull request is
-        ``number``, or whose branch is ``branch``, or whose last push is ``sha``; only
-        jobs pushed to a remote (their branch is on the forge)."""
-        ways: list[sa.ColumnElement[bool]] = []
-        if number is not None:
-            ways.append(sa.and_(col(Job.pr_number) == number, col(Job.pr_url).is_not(None)))
-        if branch:
-            ways.append(col(Job.branch) == branch)
-        if sha:
-            ways.append(sa.or_(col(Job.pushed_sha) == sha, col(Job.head_sha) == sha))
-        if not ways:
-            return None
-        q = (
-            select(Job)
-            .where(
-                Job.repo_id == repo_id,
-                col(Job.followed_by).is_(None),
-                col(Job.pushed_remote).is_not(None),
-                sa.or_(*ways),
-            )
-            .order_by(col(Job.id).desc())
+        """The newest job of the repo at the head of its chain, pushed to a remote (its
+        branch is on the forge), whose pull request is ``number``; else (a delivery
+        without the number, or a PR the job did not record) whose branch is ``branch``
+        or whose last push is ``sha``, but never one that recorded another PR number (a
+        fork's pull request from a branch of the same name is not the job's)."""
+        base = select(Job).where(
+            Job.repo_id == repo_id,
+            col(Job.followed_by).is_(None),
+            col(Job.pushed_remote).is_not(None),
         )
         with self.store.reading() as s:
-            return s.exec(q).first()
+            if number is not None:
+                found = s.exec(
+                    base.where(col(Job.pr_number) == number, col(Job.pr_url).is_not(None)).order_by(
+                        col(Job.id).desc()
+                    )
+                ).first()
+                if found is not None:
+                    return found
+            ways: list[sa.ColumnElement[bool]] = []
+            if branch:
+                ways.append(col(Job.branch) == branch)
+            if sha:
+                ways.append(sa.or_(col(Job.pushed_sha) == sha, col(Job.head_sha) == sha))
+            if not ways:
+                return None
+            q = base.where(sa.or_(*ways))
+            if number is not None:
+                q = q.where(sa.or_(col(Job.pr_number).is_(None), col(Job.pr_number) == number))
+            return s.exec(q.order_by(col(Job.id).desc())).first()

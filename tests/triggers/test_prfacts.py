@@ -33,6 +33,10 @@ def test_the_examples_as_published() -> None:
     closed = from_github("pull_request", load("github/pull_request.closed.json"))
     assert closed is not None and closed.kind == "closed"  # merged: false
     assert (closed.number, closed.head_branch) == (2, "changes")
+    assert not closed.from_fork
+    fork = load("github/pull_request.closed.json")
+    fork["pull_request"]["head"]["repo"]["full_name"] = "someone/Hello-World"
+    assert (fact := from_github("pull_request", fork)) is not None and fact.from_fork
 
 
 def test_failures_and_merges_from_edited_examples() -> None:

@@ -55,6 +55,7 @@ class PrFact:
     comments: tuple[ReviewComment, ...] = field(default_factory=tuple)
     review_id: int | None = None  # GitHub: its comments can be asked for
     url: str | None = None
+    from_fork: bool = False  # a merged or closed PR whose head is in another repository
 
     @property
     def is_fix(self) -> bool:
@@ -97,7 +98,12 @@ def _pull_request(payload: Mapping[str, Any]) -> PrFact | None:
         return None
     pr = _obj(payload.get("pull_request"))
     merged = pr.get("merged") is True or bool(_str(pr.get("merged_at")))
+    head_repo = _str(_dig(pr, "head", "repo", "full_name"))
+    base_repo = _str(_dig(pr, "base", "repo", "full_name")) or _str(
+        _dig(payload, "repository", "full_name")
+    )
     return PrFact(
+        from_fork=bool(head_repo and base_repo and head_repo.lower() != base_repo.lower()),
         kind="merged" if merged else "closed",
         number=_int(pr.get("number")) or _int(payload.get("number")),
         head_branch=_str(_dig(pr, "head", "ref")),
@@ -271,7 +277,9 @@ def _merge_request_hook(payload: Mapping[str, Any]) -> PrFact | None:
     action = _str(attrs.get("action"))
     if action not in ("merge", "close"):
         return None
+    source, target = _int(attrs.get("source_project_id")), _int(attrs.get("target_project_id"))
     return PrFact(
+        from_fork=source is not None and target is not None and source != target,
         kind="merged" if action == "merge" else "closed",
         number=_int(attrs.get("iid")),
         head_branch=_str(attrs.get("source_branch")),
