@@ -213,23 +213,31 @@ class FixLoop:
         wait: a follow-up running, or one just started."""
         with self._lock(root):
             self._settle_running(root)
-            waiting = self.rows.of_chain(root, ["queued", "started"])
-            waiting.sort(key=lambda a: (a.kind not in _CLOSING, a.id or 0))
-            for action in waiting:
-                assert action.id is not None
-                head = self.rows.chain_head(root)
-                if action.kind in _CLOSING:
-                    self._close(action, head)
-                elif self._fix(action, head):
+            while True:
+                waiting = self.rows.of_chain(root, ["queued", "started"])
+                waiting.sort(key=lambda a: (a.kind not in _CLOSING, a.id or 0))
+                for action in waiting:
+                    assert action.id is not None
+                    head = self.rows.chain_head(root)
+                    if action.kind in _CLOSING:
+                        self._close(action, head)
+                    elif self._fix(action, head):
+                        break
+                else:
+                    return
+                # One has to wait for a follow-up; one found made after a restart may
+                # have ended already (its end told no one): then the next goes now.
+                if not self._settle_running(root):
                     return
 
-    def _settle_running(self, root: int | None = None) -> None:
+    def _settle_running(self, root: int | None = None) -> int:
         """Fix actions whose follow-up is no longer active are done: it ended while the
-        daemon was down, or before its action could say it was running."""
+        daemon was down, or before its action could say it was running. How many."""
         if root is None:
             running = self.rows.in_state("running")
         else:
             running = self.rows.of_chain(root, ["running"])
+        settled = 0
         for action in running:
             assert action.id is not None and action.job_id is not None
             job = self.store.job(action.job_id)
@@ -237,6 +245,8 @@ class FixLoop:
                 self.rows.move(
                     action.id, "running", "done", note=f"follow-up job {job.id} {job.state.value}"
                 )
+                settled += 1
+        return settled
 
     def _close(self, action: PrAction, head: Job) -> None:
         assert action.id is not None and head.id is not None
@@ -256,8 +266,7 @@ class FixLoop:
         """Start the action's follow-up, or drop it, or give up; True: it has to wait."""
         assert action.id is not None and head.id is not None
         if action.state == "started":  # the last daemon stopped while making it
-            self._follow_up(action, head)
-            return True
+            return self._follow_up(action, head)
         if head.state in CLOSED:
             self._drop(action, f"job {head.id} is {head.state.value}")
             return False
@@ -278,11 +287,11 @@ class FixLoop:
             self._give_up(action, head, ran, limit)
             return False
         self.rows.move(action.id, "queued", "started")
-        self._follow_up(self.rows.get(action.id), head)
-        return True
+        return self._follow_up(self.rows.get(action.id), head)
 
-    def _follow_up(self, action: PrAction, head: Job) -> None:
-        """Make the action's follow-up (once: its idempotency key is written with it)."""
+    def _follow_up(self, action: PrAction, head: Job) -> bool:
+        """Make the action's follow-up (once: its idempotency key is written with it);
+        False: it could not be made (the action is dropped, saying why)."""
         assert action.id is not None and head.id is not None
         if head.state is JobState.SUCCEEDED and head.pushed_sha != head.head_sha:
             try:  # what the newest run made goes to the forge first, whatever comes next
@@ -302,13 +311,14 @@ class FixLoop:
             )  # fmt: skip
         except DispatcherError as exc:
             self.rows.move(action.id, "started", "dropped", note=f"no follow-up: {exc.message}")
-            return
+            return False
         faults.reach("fixloop.followup-made")
         self.rows.move(
             action.id, "started", "running", job_id=made.job.id,
             note=f"follow-up job {made.job.id} of job {head.id}",
         )  # fmt: skip
         log.info("pull request action %s: follow-up job %s", action.id, made.job.id)
+        return True
 
     def _drop(self, action: PrAction, why: str) -> None:
         assert action.id is not None
