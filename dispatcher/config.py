@@ -216,6 +216,24 @@ class Settings(BaseSettings):
     # share it (docs/forge.md).
     fetch_coalesce_seconds: float = Field(default=5, ge=0, le=3600)
 
+    # Fix loops (docs/forge.md, "Fix loops"): a job's pull request whose CI fails, or
+    # whose reviewer asks for changes, gets a follow-up on its branch, then a push; at
+    # most max_fix_attempts per chain (a trigger file's max-fix-attempts first; 0: no
+    # fix loop), then the PR gets fix_gave_up_label and a person is notified. Reviews
+    # and comments count only from fix_authors (forge logins, every repo; a trigger
+    # file's fix-authors adds its repo's) or, on GitHub, authors whose association
+    # with the repo is one of fix_author_associations. A comment asks for a fix by
+    # starting with fix_command.
+    max_fix_attempts: int = Field(default=3, ge=0, le=100)
+    fix_command: str = Field(default="/dispatcher fix", min_length=1, max_length=100)
+    fix_authors: list[str] = Field(default_factory=list)
+    fix_author_associations: list[str] = Field(
+        default_factory=lambda: ["OWNER", "MEMBER", "COLLABORATOR"]
+    )
+    fix_gave_up_label: str = Field(
+        default="dispatcher-gave-up", min_length=1, max_length=100, pattern=r"^[^,\x00-\x1f]+$"
+    )
+
     @model_validator(mode="after")
     def _log_json_alias(self) -> Settings:
         if self.log_json and "log_format" not in self.model_fields_set:

@@ -253,6 +253,7 @@ def serve(settings: Settings) -> None:
         service.teams.resume()  # half-made team steps finished: no task started twice
         runner.start()  # re-adopts or re-queues what the last daemon left running
         service.forges.resume()  # on-success pushes and PRs the last daemon still owed
+        service.fixloop.resume()  # PR actions queued or half-done: no fix lost or made twice
         # Both in the background (docs/design.md, "Start-up"): the API answers and takes
         # jobs while the repos are caught up and their idle pool trees checked.
         sources.start(then=service.intake.resume_pending)  # what a stopped daemon left undecided
@@ -286,6 +287,7 @@ def serve(settings: Settings) -> None:
             sources.stop()
             pool.stop()
             service.intake.close()
+            service.fixloop.close()
             runner.stop()
             notifier.stop(timeout=2)
             store.close()

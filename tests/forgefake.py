@@ -57,6 +57,8 @@ class FakeForge:
         self.rate_limited = False
         self.refuse_labels = False  # label requests answered 403 (GitHub, Gitea)
         self.project_ids: dict[str, int] = {}  # GitLab's numeric project ids, by owner/name
+        # GitHub review comments: (repo, pull number, review id) -> the API's comment objects
+        self.review_comments: dict[tuple[str, int, int], list[dict[str, Any]]] = {}
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
@@ -323,6 +325,10 @@ class FakeForge:
             )
             pulls.append(pull)
             return 201, _gh_pull(pull, host, repo), {}
+        if segs[3] == "pulls" and method == "GET" and len(segs) == 8 and segs[5] == "reviews":
+            # GET /repos/{o}/{r}/pulls/{n}/reviews/{review_id}/comments
+            found = self.review_comments.get((repo, int(segs[4]), int(segs[6])), [])
+            return 200, found, {}
         if segs[3] == "pulls" and method == "GET":
             head = query.get("head", "")
             found = [

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
 from alembic.script import ScriptDirectory
 
 SOURCE_MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
@@ -17,3 +20,18 @@ def head_revision() -> str:
 
 def version_files() -> list[str]:
     return sorted(p.name for p in (SOURCE_MIGRATIONS / "versions").glob("*.py"))
+
+
+def downgrade(url: str, revision: str) -> None:
+    """Migrate the database at ``url`` down to ``revision`` with the package's scripts."""
+    from dispatcher.store.database import migrations_dir
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as conn:
+            cfg = Config()
+            cfg.set_main_option("script_location", str(migrations_dir()))
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, revision)
+    finally:
+        engine.dispose()

@@ -27,7 +27,7 @@ from dispatcher.lifecycle import JobState
 from dispatcher.store.database import Claimed, Store, migrate
 from dispatcher.store.models import Delivery, Job, Repo
 from tests import schemautil
-from tests.migrationutil import head_revision
+from tests.migrationutil import downgrade, head_revision
 from tests.schemautil import snapshot
 from tests.together import together
 from tests.waiting import wait_until
@@ -714,21 +714,8 @@ def test_claim_skips_busy_groups_and_backoffs_without_blocking_later_jobs(store:
 
 def test_the_forge_migration_goes_down_and_up_again(url: str) -> None:
     """0016 (the job's push and pull request columns) has a downgrade that works."""
-    from alembic import command
-    from alembic.config import Config
-
-    from dispatcher.store.database import migrations_dir
-
     migrate(url)
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            cfg = Config()
-            cfg.set_main_option("script_location", str(migrations_dir()))
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0015")
-    finally:
-        engine.dispose()
+    downgrade(url, "0015")
     columns = column_names(url, "job")
     assert "pr_url" not in columns and "parent_id" in columns
     migrate(url)
@@ -738,25 +725,21 @@ def test_the_forge_migration_goes_down_and_up_again(url: str) -> None:
 
 def test_the_rebase_and_fetch_migration_goes_down_and_up_again(url: str) -> None:
     """0017 (the job's rebase, the repo's fetch setting) has a downgrade that works."""
-    from alembic import command
-    from alembic.config import Config
-
-    from dispatcher.store.database import migrations_dir
-
     migrate(url)
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            cfg = Config()
-            cfg.set_main_option("script_location", str(migrations_dir()))
-            cfg.attributes["connection"] = conn
-            command.downgrade(cfg, "0016")
-    finally:
-        engine.dispose()
-    job = {row[1] for row in raw_query(url, "PRAGMA table_info(job)")}
-    repo = {row[1] for row in raw_query(url, "PRAGMA table_info(repo)")}
+    downgrade(url, "0016")
+    job, repo = column_names(url, "job"), column_names(url, "repo")
     assert "rebased_onto" not in job and "pr_url" in job and "fetch" not in repo
     migrate(url)
-    job = {row[1] for row in raw_query(url, "PRAGMA table_info(job)")}
-    repo = {row[1] for row in raw_query(url, "PRAGMA table_info(repo)")}
+    job, repo = column_names(url, "job"), column_names(url, "repo")
     assert {"rebased_onto", "rebased_at"} <= job and {"fetch", "fetch_remote"} <= repo
+
+
+def test_the_pr_action_migration_goes_down_and_up_again(url: str) -> None:
+    """0018 (the fix loops' pr_action table) has a downgrade that works."""
+    migrate(url)
+    downgrade(url, "0017")
+    tables = table_names(url)
+    assert "pr_action" not in tables and "job" in tables
+    migrate(url)
+    columns = column_names(url, "pr_action")
+    assert {"root_id", "dedup_key", "kind", "state", "prompt", "job_id"} <= columns

@@ -497,6 +497,10 @@ class Trigger(_Model):
     on_success: OnSuccess | None = None
     """Push the branch or open a pull request when a job succeeds with commits:
     `{push: true}` or `{pr: {draft: true, labels: [agent]}}` (default: defaults')."""
+    max_fix_attempts: int | None = Field(default=None, ge=0, le=100)
+    """Fix follow-ups a job's pull request gets for failed CI, changes requested and
+    fix comments before the daemon gives up (default: defaults', then the daemon's 3;
+    0: none)."""
 
     _name: str = PrivateAttr(default="")
 
@@ -612,6 +616,8 @@ class Defaults(_Model):
     """Agent timeout of triggers that set none."""
     on_success: OnSuccess | None = None
     """on-success of triggers that set none (push, pr)."""
+    max_fix_attempts: int | None = Field(default=None, ge=0, le=100)
+    """max-fix-attempts of triggers that set none."""
 
 
 def _split_argv(value: Any) -> Any:
@@ -692,6 +698,11 @@ class TriggerFile(_Model):
     max_leftover_file_mb: float | None = Field(default=None, ge=0)
     """Files an agent leaves uncommitted larger than this (MiB) are not committed for it
     and fail the job (the daemon's DISPATCHER_MAX_LEFTOVER_FILE_MB otherwise; 0: no limit)."""
+    fix_authors: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] = Field(
+        default_factory=list, max_length=500
+    )
+    """Forge logins whose reviews and fix comments start fix follow-ups on this repo's
+    jobs' pull requests (besides the daemon's DISPATCHER_FIX_AUTHORS)."""
     keep: list[KeepDir] = Field(default_factory=list)
     """Top-level directories that survive when a warm worktree is recycled for the
     next job (dependency installs: node_modules, .venv). Everything else is reset."""
@@ -724,6 +735,12 @@ class TriggerFile(_Model):
         defaults'), as the job records it; None: nothing."""
         chosen = trigger.on_success or self.defaults.on_success
         return chosen.wanted() if chosen is not None else None
+
+    def max_fix_attempts_for(self, trigger: Trigger | None) -> int | None:
+        """The trigger's max-fix-attempts, else the defaults' (None: the daemon's)."""
+        if trigger is not None and trigger.max_fix_attempts is not None:
+            return trigger.max_fix_attempts
+        return self.defaults.max_fix_attempts
 
     def setup_for(self, trigger: Trigger) -> str | None:
         """The trigger's setup, else the file's."""

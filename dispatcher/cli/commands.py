@@ -436,7 +436,8 @@ def show(job: int, as_json: Annotated[bool, typer.Option("--json")] = False) -> 
         "merged_sha", "retry_of", "followup_of", "followed_by", "port", "cost_usd",
         "max_cost_usd", "input_tokens", "output_tokens", "turns", "session_id",
         "pushed_remote", "pushed_sha", "pushed_at", "pr_url", "pr_number", "pr_state",
-        "forge_error", "rebased_onto", "rebased_at", "summary",
+        "forge_error", "rebased_onto", "rebased_at", "fix_attempts", "fixes_queued",
+        "summary",
     )  # fmt: skip
     for key in keys:
         if data.get(key) is not None:

@@ -33,6 +33,15 @@ class PullRequest:
 
 
 @dataclass(frozen=True)
+class ReviewNote:
+    """A review's comment on a file (``line`` None: on the file, or the line is gone)."""
+
+    path: str
+    line: int | None
+    body: str
+
+
+@dataclass(frozen=True)
 class NewPullRequest:
     head: str
     base: str
@@ -75,6 +84,11 @@ class ForgeClient(abc.ABC):
     @abc.abstractmethod
     def label(self, pr: PullRequest, labels: tuple[str, ...]) -> None:
         """Add ``labels`` to the pull request (forges whose create cannot)."""
+
+    def review_comments(self, number: int, review_id: int) -> list[ReviewNote]:
+        """The comments of one review of pull request ``number`` (forges whose review
+        deliveries do not carry them; none: this forge's deliveries do, or it cannot)."""
+        return []
 
     def open(self, new: NewPullRequest) -> tuple[PullRequest, bool]:
         """The pull request of ``new.head``: opened now (True) or the one already open.

@@ -9,6 +9,7 @@ from dispatcher.forge.client import (
     ForgeClient,
     NewPullRequest,
     PullRequest,
+    ReviewNote,
     head_in_repo,
     issue_labels,
     pull_of,
@@ -52,6 +53,21 @@ class GitHub(ForgeClient):
 
     def label(self, pr: PullRequest, labels: tuple[str, ...]) -> None:
         issue_labels(self, self._repo(), pr, labels)
+
+    def review_comments(self, number: int, review_id: int) -> list[ReviewNote]:
+        data = self.request(
+            "GET", f"{self._repo()}/pulls/{number}/reviews/{review_id}/comments",
+            what="reading the review's comments", params={"per_page": 100},
+        )  # fmt: skip
+        notes = []
+        for item in data if isinstance(data, list) else []:
+            if not isinstance(item, dict) or not isinstance(item.get("path"), str):
+                continue
+            line = item.get("line") if isinstance(item.get("line"), int) else None
+            if line is None and isinstance(item.get("original_line"), int):
+                line = item["original_line"]
+            notes.append(ReviewNote(item["path"], line, str(item.get("body") or "")))
+        return notes
 
 
 def _pull(data: Any) -> PullRequest:

@@ -51,8 +51,9 @@ _STATE_EMOJI: dict[str, str] = {
     "canceled": "no_entry_sign",
     "merged": "tada",
     "discarded": "wastebasket",
+    "gave-up": "raising_hand",
 }
-_URGENT_STATES = frozenset({"failed", "timed_out"})
+_URGENT_STATES = frozenset({"failed", "timed_out", "gave-up"})
 
 
 @dataclass(frozen=True)

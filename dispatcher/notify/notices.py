@@ -12,6 +12,10 @@ NEEDS_REVIEW = "needs-review"
 TEAM_BLOCKED = "blocked"
 """Usable in ``on``: a team member signaled it is blocked (docs/teams.md); sent about its job."""
 
+FIX_GAVE_UP = "gave-up"
+"""Usable in ``on``: a fix loop reached its bound (docs/forge.md, "Fix loops"); sent about
+the chain's newest job, to the targets listening to ``gave-up`` or ``failed``."""
+
 
 @dataclass(frozen=True)
 class JobNotice:

@@ -15,14 +15,20 @@ from urllib.parse import urlsplit, urlunsplit
 
 from dispatcher.errors import InvalidInput
 from dispatcher.lifecycle import JobState
-from dispatcher.notify.notices import NEEDS_REVIEW, TEAM_BLOCKED, JobNotice, needs_review
+from dispatcher.notify.notices import (
+    FIX_GAVE_UP,
+    NEEDS_REVIEW,
+    TEAM_BLOCKED,
+    JobNotice,
+    needs_review,
+)
 from dispatcher.notify.signing import parse_secret
 
 TargetType = Literal["ntfy", "slack", "webhook"]
 TARGET_TYPES: tuple[TargetType, ...] = ("ntfy", "slack", "webhook")
 
 JOB_STATES: frozenset[str] = frozenset(state.value for state in JobState)
-NOTIFY_STATES: frozenset[str] = JOB_STATES | {NEEDS_REVIEW, TEAM_BLOCKED}
+NOTIFY_STATES: frozenset[str] = JOB_STATES | {NEEDS_REVIEW, TEAM_BLOCKED, FIX_GAVE_UP}
 DEFAULT_ON: frozenset[str] = frozenset({"succeeded", "failed"})
 """What ``on`` means when a config entry leaves it out (same as triggers.yml)."""
 
@@ -188,7 +194,10 @@ def _parse_tags(value: object, ttype: TargetType, where: str) -> tuple[str, ...]
 
 
 def matches(target: Target, notice: JobNotice) -> bool:
-    """Whether ``notice`` goes to ``target``: its state, or the needs-review alias, is in ``on``."""
+    """Whether ``notice`` goes to ``target``: its state, or the needs-review alias, is in
+    ``on``; a fix loop's ``gave-up`` goes where ``failed`` goes too."""
+    if notice.state == FIX_GAVE_UP and "failed" in target.on:
+        return True
     return notice.state in target.on or (NEEDS_REVIEW in target.on and needs_review(notice))
 
 

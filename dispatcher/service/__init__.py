@@ -12,6 +12,8 @@
 * ``forges``   push a job's branch, open its pull request, on-success (:mod:`.forge`);
 * ``rebases``  bring a finished job's branch onto its target's tip (:mod:`.rebase`);
 * ``fetches``  ``fetch: true``: a repo's remote fetched before a job's base (:mod:`.fetches`);
+* ``fixloop``  a job's PR merged or closed on the forge, its CI failures and reviews fixed
+  by follow-ups, bounded (:mod:`.fixloop`, :mod:`.fixprompt`);
 * ``prune``    discard finished jobs in bulk, tidy closed jobs' leftovers (:mod:`.prune`);
 * ``outputs``  a job's log, diff and notice deliveries (:mod:`.outputs`);
 * ``board``    the dashboard's board columns and every job's deliveries (:mod:`.board`);
@@ -45,6 +47,7 @@ from dispatcher.service.control import Control, Supervisor
 from dispatcher.service.doctor import Doctor
 from dispatcher.service.events import Events
 from dispatcher.service.fetches import Fetches
+from dispatcher.service.fixloop import FixLoop
 from dispatcher.service.forge import Forges
 from dispatcher.service.issues import Issues
 from dispatcher.service.jobs import Jobs
@@ -104,6 +107,12 @@ class Service:
         self.prune = Prune(store, self.control, self.sweeper)
         self.teams = Teams(settings, store, self.jobs, self.control, self.notices)
         self.jobs.team_messages = self.teams.for_followup  # a person's follow-up hears them
+        self.fixloop = FixLoop(
+            settings, store, self.trigger_files, self.jobs, self.control, self.forges,
+            self.notices,
+        )  # fmt: skip
+        self.webhooks.on_pr_fact = self.fixloop.receive  # a job's PR merged, red, reviewed
+        self.jobs.fix_counts = self.fixloop.counts
 
     def job_ended(self, job_id: int, ended: Job | None = None) -> None:
         """The runner let go of a job (its ``on_finished``): each part that waits for a
@@ -113,7 +122,10 @@ class Service:
         self.notices.job_ended(job_id)  # no read when nowhere to send a notice
         self.teams.job_ended(job_id, ended)  # a member's task moves on (on its own thread)
         if ended is None or ended.on_success:  # only a job that asked can be pushed
-            self.forges.job_ended(job_id)  # on-success: push, pull request (own thread)
+            # on-success: push, pull request (own thread); then its fix loop's next step
+            self.forges.job_ended(job_id, then=lambda: self.fixloop.job_ended(job_id))
+        else:
+            self.fixloop.job_ended(job_id, ended)  # a chain's queued fix goes next
 
     def health(self) -> Health:
         return Health(version=__version__, jobs_active=self.store.count_active())

@@ -142,6 +142,34 @@ class Control:
                 self.notices.announce(job)
             return action_result(self.store, job, changed, message)
 
+    def merged_on_forge(self, job_id: int, into: str) -> ActionResult:
+        """The job's pull request was merged on its forge: the job is ``merged`` into
+        ``into`` there (nothing lands locally), its worktree released as a merge's is
+        (the branch kept, as ``merge`` keeps it), a run still going stopped first.
+        Repeating it changes nothing."""
+        with self.lock(job_id):
+            job = self.store.job(job_id)
+            if job.state is JobState.MERGED:
+                return action_result(self.store, job, False, f"job {job_id} is already merged")
+            refuse_continued(job)
+            if job.state is JobState.DISCARDED:
+                raise InvalidState(f"job {job_id} is discarded; it cannot be merged")
+            if job.state in ACTIVE:
+                job = self._stop(job)
+                if job.state in ACTIVE:
+                    raise InvalidState(f"job {job_id} did not stop in time; try again")
+            assert job.id is not None
+            if job.worktree:
+                self._drop_worktree(self.store.repo(job.repo_id), job.id, Path(job.worktree))
+            job = self.store.move(
+                job.id, set(FINISHED), JobState.MERGED, worktree=None, merged_into=into,
+                pr_state="merged", closed_at=utcnow(),
+            )  # fmt: skip
+            self.notices.announce(job)
+            return action_result(
+                self.store, job, True, f"job {job_id}: its pull request was merged into {into}"
+            )
+
     def recover_merges(self) -> None:
         """At start-up, before any job runs or merge is accepted: finish or undo the
         merges a crashed daemon left under way, then mark merged the finished jobs

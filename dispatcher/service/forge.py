@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from dispatcher import faults
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, ForgeError, InvalidInput, InvalidState
 from dispatcher.forge import hosts
-from dispatcher.forge.client import NewPullRequest, client_for
+from dispatcher.forge.client import NewPullRequest, PullRequest, ReviewNote, client_for
 from dispatcher.forge.remotes import fork_of, parse_remote
 from dispatcher.git import refs
 from dispatcher.git import remote as git_remote
@@ -177,22 +178,33 @@ class Forges:
 
     # ------------------------------------------------------------------ on-success
 
-    def job_ended(self, job_id: int) -> None:
+    def job_ended(self, job_id: int, then: Callable[[], None] | None = None) -> None:
         """The runner let go of a job (the daemon's hook): if it succeeded with commits
         and its trigger asked (``on-success:``), push it or open its pull request, on a
-        thread of its own. Never raises."""
+        thread of its own; ``then`` runs after that (on that thread), or at once when
+        nothing is to be done. Never raises."""
         try:
             job = self.store.job(job_id)
         except Exception:
             log.exception("job %s: cannot tell whether it is to be pushed", job_id)
+            job = None
+        wanted = job.on_success if job is not None else None
+        if (
+            job is None
+            or not wanted
+            or job.state is not JobState.SUCCEEDED
+            or not job.commits_ahead
+        ):
+            if then is not None:
+                then()
             return
-        wanted = job.on_success
-        if not wanted or job.state is not JobState.SUCCEEDED or not job.commits_ahead:
-            return
-        thread = threading.Thread(
-            target=self._on_success, args=(job_id, wanted), name="forge", daemon=True
-        )
-        thread.start()
+
+        def work() -> None:
+            self._on_success(job_id, wanted)
+            if then is not None:
+                then()
+
+        threading.Thread(target=work, name="forge", daemon=True).start()
 
     def resume(self) -> None:
         """At start: the on-success a stopped daemon still owed (a job succeeded, its
@@ -232,6 +244,38 @@ class Forges:
         job = self.store.job(job_id)
         if job.forge_error is None:
             self._failed(job, "on-success", exc)
+
+    # ------------------------------------------------------------------ fix loops
+
+    def label_pr(self, job_id: int, label: str) -> None:
+        """Put ``label`` on the job's pull request (the fix loop gave up); a failure is
+        recorded on the job and raised."""
+        job = self.store.job(job_id)
+        if job.pr_number is None or not job.pr_url:
+            raise InvalidState(f"job {job_id} has no pull request to label")
+        pr = PullRequest(job.pr_number, job.pr_url, job.pr_state or "open")
+        try:
+            with self._client() as http:
+                client_for(self._forge_of(job), http).label(pr, (label,))
+        except DispatcherError as exc:
+            self._failed(job, "labelling the pull request", exc)
+            raise
+
+    def review_comments(self, job_id: int, number: int, review_id: int) -> list[ReviewNote]:
+        """The comments of a review of the job's pull request, asked of the forge (none
+        when it cannot be asked: the failure is logged, the fix goes on without them)."""
+        job = self.store.job(job_id)
+        try:
+            with self._client() as http:
+                return client_for(self._forge_of(job), http).review_comments(number, review_id)
+        except DispatcherError as exc:
+            log.warning("job %s: review comments not read: %s", job_id, self.scrub(exc.message))
+            return []
+
+    def _forge_of(self, job: Job) -> hosts.Forge:
+        repo_path = Path(self.store.repo(job.repo_id).path)
+        fetch_url, _ = git_remote.remote_urls(repo_path, job.pushed_remote or "origin")
+        return hosts.forge_for(self.settings, parse_remote(fetch_url))
 
     # ------------------------------------------------------------------ shared
 

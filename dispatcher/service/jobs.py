@@ -56,6 +56,9 @@ class Jobs:
     team_messages: Callable[[Job], tuple[str, Callable[[bool], None]]] | None = None
     # A `fetch: true` repo's fetch before a job's base is resolved (None: never fetch).
     fetches: Fetches | None = None
+    # A job's chain's fix follow-ups run and fix deliveries queued (set by the composition
+    # root to FixLoop.counts; None: not shown).
+    fix_counts: Callable[[Job], tuple[int, int]] | None = None
 
     def submit(
         self,
@@ -71,6 +74,7 @@ class Jobs:
         team: tuple[int, int | None] | None = None,
         parent_id: int | None = None,
         rebased_onto: str | None = None,
+        on_success: dict[str, object] | None = None,
     ) -> JobPublic:
         """Validate and queue a job. The one path every job takes (API, retry, triggers).
 
@@ -81,6 +85,8 @@ class Jobs:
         asks for this one (MCP, :mod:`.access`); a retry or follow-up keeps its job's.
         ``rebased_onto``: a follow-up that resolves a rebase's conflicts starts from that
         commit (:mod:`.rebase`).
+        ``on_success``: what it does when it succeeds (a fix follow-up's push), instead
+        of its trigger's.
         """
         made = self.store.made_by(idem, "job")
         if made is not None:  # the daemon stopped before it could answer: that answer
@@ -147,7 +153,7 @@ class Jobs:
             workspace=None if ws.is_empty() else ws.model_dump(mode="json"),
             max_cost_usd=max_cost,
             parent_id=same.parent_id if same is not None else parent_id,
-            on_success=self._on_success(repo.id, trigger, same),
+            on_success=on_success or self._on_success(repo.id, trigger, same),
         )
         if followup_of is not None and team is None and followup_of.team_id is not None:
             team = (followup_of.team_id, followup_of.task_id)
@@ -202,6 +208,7 @@ class Jobs:
         idem: IdempotencyKey | None = None,
         team_messages: bool = True,
         rebased_onto: str | None = None,
+        on_success: dict[str, object] | None = None,
     ) -> ActionResult:
         """Run the agent again in a finished job's worktree and branch with a new prompt,
         resuming its session where the agent can. The new job takes over the worktree;
@@ -225,7 +232,10 @@ class Jobs:
                     timeout_minutes=req.timeout_minutes or parent.timeout_s / 60,
                     max_cost_usd=parent.max_cost_usd,
                 )
-                new = self.submit(again, followup_of=parent, idem=idem, rebased_onto=rebased_onto)
+                new = self.submit(
+                    again, followup_of=parent, idem=idem, rebased_onto=rebased_onto,
+                    on_success=on_success,
+                )  # fmt: skip
             except BaseException:
                 settle(False)  # not in any prompt: reads have them again
                 raise
@@ -299,7 +309,10 @@ class Jobs:
 
     def get(self, job_id: int) -> JobPublic:
         job = self.store.job(job_id)
-        return JobPublic.of(job, self.store.repo(job.repo_id).name)
+        shown = JobPublic.of(job, self.store.repo(job.repo_id).name)
+        if self.fix_counts is not None and job.pushed_remote:
+            shown.fix_attempts, shown.fixes_queued = self.fix_counts(job)
+        return shown
 
     def page(
         self,

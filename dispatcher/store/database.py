@@ -42,6 +42,7 @@ from dispatcher.store.models import (
     IdempotentRequest,
     Issue,
     Job,
+    PrAction,
     RefState,
     Repo,
     utcnow,
@@ -369,6 +370,7 @@ class Store:
                     before_delete(repo, jobs)
             job_ids = select(Job.id).where(col(Job.repo_id) == repo_id)
             s.exec(sa.delete(Delivery).where(col(Delivery.job_id).in_(job_ids)))
+            s.exec(sa.delete(PrAction).where(col(PrAction.repo_id) == repo_id))
             s.exec(sa.delete(Job).where(col(Job.repo_id) == repo_id))
             s.exec(sa.delete(Issue).where(col(Issue.repo_id) == repo_id))
             s.exec(sa.delete(Event).where(col(Event.repo_id) == repo_id))

@@ -351,6 +351,46 @@ class Job(SQLModel, table=True):
     closed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
+class PrAction(SQLModel, table=True):
+    """What a forge delivery asks of a job's pull request (docs/forge.md, "Fix loops"):
+    close the job (``merged``, ``closed``) or a fix (``ci_failed``, ``changes_requested``,
+    ``comment``) run as a follow-up of the chain's newest job. Recorded before it is acted
+    on, keyed by the delivery (one delivery, one action), and acted on one at a time
+    per chain; the next daemon goes on with what one left queued or half-done."""
+
+    __table_args__ = (sa.Index("ix_pr_action_root_state", "root_id", "state"),)
+    __tablename__ = "pr_action"
+
+    id: int | None = Field(default=None, primary_key=True)
+    repo_id: int = Field(foreign_key="repo.id", index=True)
+    root_id: int = Field(foreign_key="job.id")  # the first job of the follow-up chain
+    dedup_key: str = Field(unique=True)  # the delivery's, per repo
+    kind: str  # merged | closed | ci_failed | changes_requested | comment
+    # queued -> started (its follow-up being made) -> running (made: job_id) -> done;
+    # or done at once (merged, closed), dropped (nothing to do), gave_up (past the bound)
+    state: str = "queued"
+    name: str | None = None  # the failing check, the reviewer
+    prompt: str | None = None  # the follow-up's prompt (built when recorded)
+    author: str | None = None
+    head_sha: str | None = None  # the commit the delivery is about
+    job_id: int | None = Field(default=None, foreign_key="job.id")  # the follow-up made
+    note: str | None = None  # what became of it
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    done_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class PrActionPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    kind: str
+    state: str
+    name: str | None
+    author: str | None
+    job_id: int | None
+    note: str | None
+    created_at: datetime
+
+
 SparseDir = Annotated[
     str, StringConstraints(min_length=1, max_length=1024), AfterValidator(repo_subpath)
 ]
@@ -480,6 +520,14 @@ class JobPublic(BaseModel):
         "its base is then that commit",
     )
     rebased_at: datetime | None = None
+    fix_attempts: int | None = PydanticField(
+        default=None,
+        description="Fix follow-ups its chain ran for its pull request (CI failures, "
+        'reviews, comments: docs/forge.md, "Fix loops"); none for a job without any',
+    )
+    fixes_queued: int | None = PydanticField(
+        default=None, description="Forge deliveries waiting for the chain's running follow-up"
+    )
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None

@@ -1011,13 +1011,14 @@ def test_json_schema_uses_the_keys_as_written() -> None:
     assert {
         "version", "defaults", "max-parallel", "setup", "setup-timeout-minutes", "cleanup",
         "copy", "link", "agents", "notify", "keep", "max-leftover-file-mb", "triggers",
+        "fix-authors",
     } == set(schema["properties"])  # fmt: skip
     assert schema["required"] == ["version"]  # a file of repo settings has no triggers
     defs = schema["$defs"]
     trigger = defs["Trigger"]["properties"]
     for key in (
         "on", "prompt", "prompt-file", "check", "check-timeout-minutes", "base", "sparse",
-        "max-cost-usd", "skills",
+        "max-cost-usd", "skills", "max-fix-attempts",
     ):  # fmt: skip
         assert key in trigger
     assert "timeout-minutes" in trigger
