@@ -78,6 +78,7 @@ class Forges:
         except DispatcherError as exc:
             self._failed(job, "push", exc)
             raise
+        faults.reach("forge.pushed")  # the remote has it; the job does not say so yet
         same = job.pushed_remote == remote and job.pushed_sha == head
         job = self.store.update(
             job_id, pushed_remote=remote, pushed_sha=head, pushed_at=utcnow(), forge_error=None
@@ -154,6 +155,7 @@ class Forges:
                 except DispatcherError as exc:
                     self._failed(job, "pull request", exc)
                     raise
+                faults.reach("forge.pr-opened")  # the forge has it; the job does not say so yet
                 job = self.store.update(
                     job_id, pr_url=pr.url, pr_number=pr.number, pr_state=pr.state, forge_error=None
                 )

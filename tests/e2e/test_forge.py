@@ -544,10 +544,18 @@ def test_an_on_success_refused_before_the_push_is_recorded_too(
     assert f"on-success failed: {error}" in log
 
 
-def test_kill_9_before_the_on_success_pr_opens_it_once_at_the_next_start(
-    daemon_factory: Callable[..., Daemon], forge: FakeForge, tmp_path: Path, agent: Any
+@pytest.mark.parametrize(
+    "point",
+    [
+        "forge.before-on-success",  # nothing pushed nor opened yet
+        "forge.pushed",  # the remote has the branch; the job does not say so
+        "forge.pr-opened",  # the forge made the PR; the job does not say so
+    ],
+)
+def test_kill_9_during_the_on_success_pr_opens_it_once_at_the_next_start(
+    daemon_factory: Callable[..., Daemon], forge: FakeForge, tmp_path: Path, agent: Any, point: str
 ) -> None:
-    faults = tmp_path / "faults"
+    faults, slug = tmp_path / "faults", point.replace(".", "-")
     d = daemon_factory(
         DISPATCHER_FAULT_DIR=str(faults),
         DISPATCHER_FORGES=json.dumps({"github.test": {"kind": "github", "api": f"{forge.url}/gh"}}),
@@ -561,17 +569,17 @@ def test_kill_9_before_the_on_success_pr_opens_it_once_at_the_next_start(
             ".dispatcher/triggers.yml": ON_SUCCESS_YML.replace("BOT", script),
         },
     )
-    forge.bare("team/crash")
-    git(repo, "remote", "add", "origin", "https://github.test/team/crash.git")
-    git(repo, "config", "remote.origin.pushurl", f"{forge.url}/team/crash.git")
+    forge.bare(f"team/crash-{slug}")
+    git(repo, "remote", "add", "origin", f"https://github.test/team/crash-{slug}.git")
+    git(repo, "config", "remote.origin.pushurl", f"{forge.url}/team/crash-{slug}.git")
     name = d.add_repo(repo)
-    reached = hold_fault(faults, "forge.before-on-success")
+    reached = hold_fault(faults, point)
     d.cli("issue", name, "crash", "--label", "pr")
     wait_until(reached.exists, "the daemon to reach the on-success", timeout=60)
     job = d.api.get("/jobs", params={"repo": name}).json()["items"][0]
     assert job["state"] == "succeeded" and job["pr_url"] is None
     assert d.stop(signal.SIGKILL) == -signal.SIGKILL
-    release_fault(faults, "forge.before-on-success")
+    release_fault(faults, point)
     d.start()
     done = wait_until(
         lambda: (j := d.job(job["id"]))["pr_url"] and j,
@@ -579,4 +587,6 @@ def test_kill_9_before_the_on_success_pr_opens_it_once_at_the_next_start(
         timeout=60,
     )
     assert done["state"] == "succeeded" and done["pushed_sha"] == done["head"]
-    assert len(forge.pulls[("github", "team/crash")]) == 1
+    pulls = forge.pulls[("github", f"team/crash-{slug}")]
+    assert len(pulls) == 1, pulls  # never a second PR for one job
+    assert done["pr_number"] == pulls[0].number
