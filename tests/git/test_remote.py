@@ -161,7 +161,7 @@ def test_a_fetch_that_times_out_takes_its_transport_with_it(tmp_path: Path) -> N
     fake_ssh.chmod(0o755)
     git(repo, "config", "core.sshCommand", str(fake_ssh))
     git(repo, "remote", "add", "origin", "ssh://git@example.invalid/x.git")
-    with pytest.raises(FetchFailed, match="^fetch of origin failed: .*timed out"):
+    with pytest.raises(FetchFailed, match=r"^fetch of origin failed: .*timed out"):
         remote.fetch(repo, "origin", timeout=1.5)
     pid = int(pidfile.read_text())
     try:
