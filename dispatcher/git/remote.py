@@ -115,12 +115,14 @@ def push(
 def fetch(
     repo: Path, remote: str, *, credentials: Credentials | None = None, timeout: float = 60
 ) -> None:
-    """Fetch ``remote``'s branches into its remote-tracking refs (``refs/remotes/<remote>/*``;
-    no tags, no local branch touched). :class:`FetchFailed` with one line on why it
+    """Fetch ``remote``'s branches into its remote-tracking refs (``refs/remotes/<remote>/*``,
+    whatever refspec the remote is configured with; no tags, no local branch touched). :class:`FetchFailed` with one line on why it
     failed (a timeout included)."""
     check_remote_name(remote)
+    # The refspec on the command line, and `--refmap=` so that the remote's configured
+    # one (a mirror's `+refs/*:refs/*`, say) is not applied as well.
     args = [*_auth_args(credentials), "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
-            "--", remote]  # fmt: skip
+            "--refmap=", "--", remote, f"+refs/heads/*:refs/remotes/{remote}/*"]  # fmt: skip
     try:
         result = cmd.run(
             [*_slow_args(timeout), *args], repo, check=False,

@@ -169,3 +169,24 @@ def test_a_fetch_that_times_out_takes_its_transport_with_it(tmp_path: Path) -> N
     finally:
         if pid_alive(pid):
             os.kill(pid, 9)
+
+
+def test_a_fetch_moves_only_remote_tracking_refs_whatever_the_configured_refspec(
+    tmp_path: Path,
+) -> None:
+    repo = init_repo(tmp_path / "repo")
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(repo), str(bare))
+    git(repo, "branch", "feature")
+    mine = git(repo, "rev-parse", "feature")
+    other = tmp_path / "other"
+    git(tmp_path, "clone", "-q", str(bare), str(other))
+    git(other, "checkout", "-q", "-b", "feature")
+    theirs = commit_file(other, "THEIRS.md", "theirs\n")
+    git(other, "push", "-q", "origin", "feature")
+    git(repo, "remote", "add", "origin", str(bare))
+    git(repo, "config", "remote.origin.fetch", "+refs/*:refs/*")  # a mirror's
+    remote.fetch(repo, "origin")
+    assert git(repo, "rev-parse", "feature") == mine  # the local branch is not overwritten
+    assert git(repo, "rev-parse", "refs/remotes/origin/feature") == theirs
+    assert git(repo, "tag") == ""
