@@ -116,8 +116,8 @@ def fetch(
     repo: Path, remote: str, *, credentials: Credentials | None = None, timeout: float = 60
 ) -> None:
     """Fetch ``remote``'s branches into its remote-tracking refs (``refs/remotes/<remote>/*``,
-    whatever refspec the remote is configured with; no tags, no local branch touched). :class:`FetchFailed` with one line on why it
-    failed (a timeout included)."""
+    whatever refspec the remote is configured with; no tags, no local branch touched).
+    :class:`FetchFailed` with one line on why it failed (a timeout included)."""
     check_remote_name(remote)
     # The refspec on the command line, and `--refmap=` so that the remote's configured
     # one (a mirror's `+refs/*:refs/*`, say) is not applied as well.
