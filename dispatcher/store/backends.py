@@ -46,6 +46,41 @@ DAEMON_LOCK = 0x7774_6469_7370_0002
 dir's lock cannot be seen by a daemon with another state dir)."""
 
 
+NUL_REPLACEMENT = "\ufffd"
+"""What a NUL (``\\x00``) in a string written to the store becomes, on every backend:
+PostgreSQL's text refuses NUL, SQLite's keeps it; the store writes the same on both
+(:func:`no_nul`)."""
+
+
+def _scrubbed(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", NUL_REPLACEMENT) if "\x00" in value else value
+    return value
+
+
+def _scrub_params(params: Any) -> Any:
+    if isinstance(params, dict):
+        return {k: _scrubbed(v) for k, v in params.items()}
+    if isinstance(params, tuple):
+        return tuple(_scrubbed(v) for v in params)
+    if isinstance(params, list):  # executemany: a list of parameter sets
+        return [_scrub_params(p) for p in params]
+    return params
+
+
+def no_nul(engine: Engine) -> None:
+    """Every string parameter ``engine`` sends has its NULs replaced with U+FFFD
+    (:data:`NUL_REPLACEMENT`): an agent's summary or a prompt with a NUL is stored the
+    same on SQLite and PostgreSQL, never a failed write. (JSON values are serialized
+    with NUL escaped as ``\\u0000``, which both keep.)"""
+
+    @sa.event.listens_for(engine, "before_cursor_execute", retval=True)
+    def _before(
+        _conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, _many: bool
+    ) -> tuple[str, Any]:
+        return statement, _scrub_params(parameters)
+
+
 class Backend:
     """What the store needs from a database; one subclass per database."""
 
@@ -93,6 +128,7 @@ class SqliteBackend(Backend):
             pool_size=8,
             max_overflow=16,
         )
+        no_nul(engine)
 
         @sa.event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -135,6 +171,7 @@ class PostgresBackend(Backend):
             pool_size=8,
             max_overflow=16,
         )
+        no_nul(engine)
         if write:
 
             @sa.event.listens_for(engine, "begin")
