@@ -2,7 +2,9 @@
 process (per xdist worker), a database per test.
 
 ``initdb`` makes the cluster in a temp dir and ``pg_ctl`` starts it listening on a unix
-socket in that dir only (no TCP port). PostgreSQL refuses to run as root, so as root the
+socket in that dir only (no TCP port). The dir records the test process that made it; a
+cluster whose test process is gone (a killed pytest: the postmaster is detached) is
+stopped and removed when the next one starts (:func:`reap_stale`). PostgreSQL refuses to run as root, so as root the
 cluster belongs to an unprivileged user (``postgres`` where the package made it, else
 ``nobody``) and its programs run as that user; as anyone else they run as you. Nothing is
 skipped: when PostgreSQL cannot start, every test that asked for it fails, saying why.
@@ -20,8 +22,10 @@ import glob
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -150,10 +154,64 @@ class PgCluster:
         self.admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def start_cluster() -> PgCluster:
+PREFIX = "dispatcher-pg-"
+OWNER_FILE = "pytest.pid"  # "<pid> <start time>" of the test process whose cluster it is
+
+
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of ``pid`` (None: no such process, or a zombie)."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()
+    return None if fields[0] == "Z" else fields[19]
+
+
+def _owner_alive(root: Path) -> bool:
+    """Whether the test process that made cluster dir ``root`` still runs (a dir
+    without the file is being made right now: alive)."""
+    try:
+        pid, started = (root / OWNER_FILE).read_text().split()
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return _start_time(int(pid)) == started
+
+
+def reap_stale(parent: Path) -> list[Path]:
+    """Stop and remove the clusters under ``parent`` whose test process is gone (a
+    killed pytest leaves its postmaster running: ``pg_ctl start`` detaches it); the
+    dirs removed. Clusters of live test processes are left alone."""
+    reaped = []
+    for root in sorted(parent.glob(f"{PREFIX}*")):
+        if not root.is_dir() or _owner_alive(root):
+            continue
+        pidfile = root / "data" / "postmaster.pid"
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            postmaster = int(pidfile.read_text().splitlines()[0])
+            cmdline = Path(f"/proc/{postmaster}/cmdline").read_bytes()
+            if b"postgres" in cmdline and str(root).encode() in cmdline:  # ours, not reused
+                os.kill(postmaster, signal.SIGQUIT)  # an immediate shutdown
+                deadline = time.monotonic() + 30
+                while _start_time(postmaster) is not None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+        shutil.rmtree(root, ignore_errors=True)
+        reaped.append(root)
+    return reaped
+
+
+def start_cluster(parent: Path | None = None) -> PgCluster:
+    """A new cluster in a temp dir under ``parent`` (the temp dir), after stale ones
+    there are reaped (:func:`reap_stale`); the dir records this test process as its owner."""
     bindir = bin_dir()
     owner = _owner()
-    root = Path(tempfile.mkdtemp(prefix="dispatcher-pg-"))
+    parent = parent or Path(tempfile.gettempdir())
+    reap_stale(parent)
+    root = Path(tempfile.mkdtemp(prefix=PREFIX, dir=parent))
+    me = _start_time(os.getpid())
+    (root / OWNER_FILE).write_text(f"{os.getpid()} {me}\n")
     if owner is not None:
         os.chown(root, owner.pw_uid, owner.pw_gid)
     cluster = PgCluster(root=root, bindir=bindir, owner=owner)

@@ -25,7 +25,7 @@ from dispatcher import lifecycle
 from dispatcher.errors import InvalidState, NotFound
 from dispatcher.lifecycle import JobState
 from dispatcher.store.database import Claimed, Store, migrate
-from dispatcher.store.models import Delivery, Job, Repo
+from dispatcher.store.models import Delivery, Event, Job, Repo
 from tests import schemautil
 from tests.migrationutil import downgrade, head_revision
 from tests.schemautil import snapshot
@@ -743,3 +743,27 @@ def test_the_pr_action_migration_goes_down_and_up_again(url: str) -> None:
     migrate(url)
     columns = column_names(url, "pr_action")
     assert {"root_id", "dedup_key", "kind", "state", "prompt", "job_id"} <= columns
+
+
+# ---------------------------------------------------------------- NUL in text
+
+
+def test_a_nul_in_text_is_stored_as_u_fffd_on_both_backends(store: Store) -> None:
+    """PostgreSQL's text refuses NUL: the store writes U+FFFD instead, on SQLite too."""
+    repo_id = add_repo(store, "app")
+    job = store.add_job(new_job(repo_id, prompt="fix\x00it"), branch_for=branch_for)
+    assert job.id is not None
+    store.update(job.id, summary="done\x00 with a NUL", error="a\x00b")
+    got = store.job(job.id)
+    assert (got.prompt, got.summary, got.error) == (
+        "fix\ufffdit", "done\ufffd with a NUL", "a\ufffdb",
+    )  # fmt: skip
+    event = store.add_event(
+        Event(repo_id=repo_id, kind="manual", source="api", dedup_key="k\x00",
+              payload={"text": "x\x00y"}, notes=["n\x00"])
+    )  # fmt: skip
+    assert event is not None and event.id is not None
+    seen = store.event(event.id)
+    assert seen.dedup_key == "k\ufffd"
+    # JSON keeps a NUL (escaped as \u0000 in the column), on both.
+    assert (seen.payload, seen.notes) == ({"text": "x\x00y"}, ["n\x00"])

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from dispatcher.config import Settings
 from dispatcher.lifecycle import JobState
-from dispatcher.store.backends import WRITER_LOCK, backend_for
+from dispatcher.store.backends import DAEMON_LOCK, WRITER_LOCK, backend_for
 from dispatcher.store.database import Store, migrate, migrations_dir
 from dispatcher.store.models import Issue, Job, Repo
 from tests.migrationutil import head_revision
@@ -260,3 +260,57 @@ def test_the_template_database_is_at_head(pg_migrated_url: str) -> None:
             ]
     finally:
         engine.dispose()
+
+
+def test_the_store_reconnects_after_postgresql_drops_its_connections(
+    pg_migrated_url: str,
+) -> None:
+    store = Store(pg_migrated_url)
+    try:
+        store.add_repo(Repo(name="before", path="/srv/before", default_branch="main"))
+        assert [r.name for r in store.repos()] == ["before"]  # both pools hold a connection
+        killer = sa.create_engine(pg_migrated_url, poolclass=sa.pool.NullPool)
+        try:
+            with killer.connect() as conn:
+                killed = conn.exec_driver_sql(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ).scalar()
+        finally:
+            killer.dispose()
+        assert killed is not None and killed >= 2
+        assert [r.name for r in store.repos()] == ["before"]  # a read
+        store.add_repo(Repo(name="after", path="/srv/after", default_branch="main"))  # a write
+        assert sorted(r.name for r in store.repos()) == ["after", "before"]
+    finally:
+        store.close()
+
+
+def test_a_daemon_hold_whose_connection_was_dropped_is_taken_again(
+    pg_migrated_url: str,
+) -> None:
+    store = Store(pg_migrated_url)
+    killer = sa.create_engine(pg_migrated_url, poolclass=sa.pool.NullPool)
+    held = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        f" AND (classid::bigint << 32 | objid::bigint) = {DAEMON_LOCK}"
+    )
+    try:
+        store.hold_database()
+        assert store.check_hold()
+        with killer.connect() as conn:
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory'"
+                f" AND (classid::bigint << 32 | objid::bigint) = {DAEMON_LOCK}"
+            )
+        wait_until(lambda: _scalar(killer, held) == 0, "the hold to be dropped")
+        assert store.check_hold()  # taken again
+        assert _scalar(killer, held) == 1
+    finally:
+        store.close()
+        killer.dispose()
+
+
+def _scalar(engine: sa.Engine, sql: str) -> object:
+    with engine.connect() as conn:
+        return conn.exec_driver_sql(sql).scalar()

@@ -60,9 +60,18 @@ class Submitter(Protocol):
         concurrency_group: str | None = None,
         agent_overrides: dict[str, list[str] | str] | None = None,
         trigger: Trigger | None = None,
+        fetch_asked: float | None = None,
     ) -> JobPublic: ...
 
     def cancel_in_background(self, job_id: int) -> None: ...
+
+
+class Prefetcher(Protocol):
+    """The ``fetch: true`` fetches (:class:`dispatcher.service.fetches.Fetches`)."""
+
+    def now(self) -> float: ...
+
+    def fetch(self, repo: Repo, asked: float | None = None) -> str | None: ...
 
 
 class Intake:
@@ -81,6 +90,9 @@ class Intake:
             max_workers=settings.check_workers, thread_name_prefix="check"
         )
         self._group_lock = threading.Lock()
+        # A `fetch: true` repo's fetch, run before the submit lock (set by the
+        # composition root; None: the submit fetches by itself).
+        self.prefetch: Prefetcher | None = None
         self._stopping = threading.Event()
         self._futures: set[Future[None]] = set()
         self._futures_lock = threading.Lock()
@@ -138,6 +150,7 @@ class Intake:
         a trigger's problem: that is recorded on the event instead. ``idem``: the
         request's ``Idempotency-Key``, stored with the event (see
         :class:`dispatcher.store.database.AlreadyMade`)."""
+        arrived = self.prefetch.now() if self.prefetch is not None else None
         repo = repo or self._route(event)
         if repo is None:
             where = event.repo or event.forge_repo or "?"
@@ -175,7 +188,7 @@ class Intake:
                 f" {event.action}" if event.action else "", event.source,
                 ", ".join(matched) or "none",
             )  # fmt: skip
-            return self._decide_all(repo, file, triggers, event, row.id)
+            return self._decide_all(repo, file, triggers, event, row.id, arrived)
 
     def dropped(self, event: Event, reason: str) -> None:
         """Count an event that is not kept (a duplicate, or no registered repo: the metrics)."""
@@ -184,7 +197,7 @@ class Intake:
 
     def _decide_all(
         self, repo: Repo, file: TriggerFile | None, triggers: list[Trigger], event: Event,
-        event_id: int,
+        event_id: int, arrived: float | None = None,
     ) -> IngestResult:  # fmt: skip
         """Decide each matched trigger of the stored event ``event_id``."""
         matched = [t.name for t in triggers]
@@ -198,7 +211,7 @@ class Intake:
             self._note(event_id, result, _no_match_note(event))
         for trigger in triggers:
             try:
-                self._decide(repo, file, trigger, event, event_id, result)
+                self._decide(repo, file, trigger, event, event_id, result, arrived)
             except Exception:  # e.g. the database stayed locked: the others still go
                 log.exception("event %s: trigger %s left pending", event_id, trigger.name)
                 self._landed((event_id, trigger.name))  # the next start takes it up
@@ -212,13 +225,15 @@ class Intake:
         event: Event,
         event_id: int,
         result: IngestResult | None,
+        arrived: float | None = None,
     ) -> None:
-        """Start the trigger's check, or dispatch its job (taken off by the caller)."""
+        """Start the trigger's check, or dispatch its job (taken off by the caller).
+        ``arrived``: when the event came (the prefetcher's clock), for its fetch."""
         if trigger.check:
             self._start_check(repo, file, trigger, event, event_id)
             return
         try:
-            job_id = self._dispatch(repo, file, trigger, event, event_id, None, result)
+            job_id = self._dispatch(repo, file, trigger, event, event_id, None, result, arrived)
         finally:
             self._landed((event_id, trigger.name))
         if job_id is not None and result is not None:
@@ -299,6 +314,7 @@ class Intake:
         event_id: int,
         check: CheckResult | None,
         result: IngestResult | None,
+        arrived: float | None = None,
     ) -> int | None:
         assert repo.id is not None
         ctx = self._context(repo, trigger, event, check)
@@ -309,6 +325,11 @@ class Intake:
             group = trigger.concurrency_group(ctx)
             timeout = file.timeout_minutes_for(trigger)
             agent = file.agent_for(trigger)
+            if self.prefetch is not None and repo.fetch:
+                # Outside the lock: a remote that hangs holds up this repo's event only;
+                # the submit shares this fetch (asked at the event's arrival).
+                arrived = self.prefetch.now() if arrived is None else arrived
+                self.prefetch.fetch(repo, arrived)
             with self._group_lock:  # submit + cancel older ones of the group together
                 job = self.submitter.submit(
                     JobCreate(
@@ -320,6 +341,7 @@ class Intake:
                     concurrency_group=group,
                     agent_overrides=dict(file.agents or {}),
                     trigger=trigger,
+                    fetch_asked=arrived,
                 )  # fmt: skip
                 if group is not None and conc is not None and conc.cancel_in_progress:
                     for other in self.store.active_in_group(repo.id, group):

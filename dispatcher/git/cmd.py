@@ -130,8 +130,11 @@ def run(
     input: str | None = None,
     env_extra: Mapping[str, str] | None = None,
     timeout: float | None = 120,
+    session: bool = False,
 ) -> proc.Result:
-    """Run ``git *args`` in ``cwd``; raise :class:`GitError` on failure when ``check``."""
+    """Run ``git *args`` in ``cwd``; raise :class:`GitError` on failure when ``check``.
+    ``session``: in a process group of its own, all of it killed on the timeout (a
+    fetch or push: git's ssh or remote helper goes with it)."""
     if not os.path.isdir(cwd):
         raise NotFound(f"no such directory: {os.fspath(cwd)}")
     argv = ["git", *args]
@@ -140,7 +143,9 @@ def run(
             env = _git_env
         else:
             env = clean_env({**_pinned_global, **(env_extra or {})})
-        result = proc.run(argv, cwd=cwd, env=env, input=input, check=False, timeout=timeout)
+        result = proc.run(
+            argv, cwd=cwd, env=env, input=input, check=False, timeout=timeout, session=session
+        )
     except ProcessError as exc:
         raise GitError(exc.message) from exc
     if check and result.returncode != 0:

@@ -104,7 +104,10 @@ def push(
     if force_with_lease:
         args.append(f"--force-with-lease={ref}:{lease or ''}")
     args += ["--", remote, f"{ref}:{ref}"]
-    result = cmd.run(args, repo, check=False, env_extra=_auth_env(credentials), timeout=timeout)
+    result = cmd.run(
+        [*_slow_args(timeout), *args], repo, check=False, env_extra=_auth_env(credentials),
+        timeout=timeout, session=True,
+    )  # fmt: skip
     if result.returncode != 0:
         raise PushRejected(_refusal(result.stderr + "\n" + result.stdout, remote, branch))
 
@@ -112,18 +115,30 @@ def push(
 def fetch(
     repo: Path, remote: str, *, credentials: Credentials | None = None, timeout: float = 60
 ) -> None:
-    """Fetch ``remote``'s branches into its remote-tracking refs (``refs/remotes/<remote>/*``;
-    no tags, no local branch touched). :class:`FetchFailed` with one line on why it
-    failed (a timeout included)."""
+    """Fetch ``remote``'s branches into its remote-tracking refs (``refs/remotes/<remote>/*``,
+    whatever refspec the remote is configured with; no tags, no local branch touched).
+    :class:`FetchFailed` with one line on why it failed (a timeout included)."""
     check_remote_name(remote)
+    # The refspec on the command line, and `--refmap=` so that the remote's configured
+    # one (a mirror's `+refs/*:refs/*`, say) is not applied as well.
     args = [*_auth_args(credentials), "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
-            "--", remote]  # fmt: skip
+            "--refmap=", "--", remote, f"+refs/heads/*:refs/remotes/{remote}/*"]  # fmt: skip
     try:
-        result = cmd.run(args, repo, check=False, env_extra=_auth_env(credentials), timeout=timeout)
-    except GitError as exc:  # it timed out
+        result = cmd.run(
+            [*_slow_args(timeout), *args], repo, check=False,
+            env_extra=_auth_env(credentials), timeout=timeout, session=True,
+        )  # fmt: skip
+    except GitError as exc:  # it timed out (its ssh or remote helper killed with it)
         raise FetchFailed(f"fetch of {remote} failed: {exc.message[:300]}") from None
     if result.returncode != 0:
         raise FetchFailed(_fetch_failure(result.stderr + "\n" + result.stdout, remote))
+
+
+def _slow_args(timeout: float | None) -> list[str]:
+    """An http transfer that stalls (under 1 byte/s for the timeout) ends by itself."""
+    if timeout is None:
+        return []
+    return ["-c", "http.lowSpeedLimit=1", "-c", f"http.lowSpeedTime={max(1, int(timeout))}"]
 
 
 def _fetch_failure(output: str, remote: str) -> str:

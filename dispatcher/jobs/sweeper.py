@@ -160,6 +160,7 @@ class Sweeper:
     ) -> None:
         """Sweep now and then every ``interval_s`` until ``stop`` is set (a daemon thread)."""
         while not stop.is_set():
+            self.store.check_hold()  # PostgreSQL: a dropped hold is taken again, or said
             try:
                 report = self.sweep(now=clock())
                 for error in report.errors:

@@ -217,21 +217,29 @@ def run(
     input: str | None = None,
     check: bool = True,
     timeout: float | None = 120,
+    session: bool = False,
 ) -> Result:
-    """Run ``argv`` to completion (never through a shell) and capture its output."""
+    """Run ``argv`` to completion (never through a shell) and capture its output.
+
+    ``session``: in a session (process group) of its own, the whole group killed on the
+    timeout, so that what it started (git's ssh or remote helper) does not outlive it.
+    """
     try:
-        proc = subprocess.run(
-            list(argv),
-            cwd=cwd,
-            env=env if env is None or isinstance(env, dict) else dict(env),  # never written
-            input=input,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=timeout,
-            stdin=subprocess.DEVNULL if input is None else None,
-            check=False,
-        )
+        if session:
+            proc = _run_in_session(argv, cwd=cwd, env=env, input=input, timeout=timeout)
+        else:
+            proc = subprocess.run(
+                list(argv),
+                cwd=cwd,
+                env=env if env is None or isinstance(env, dict) else dict(env),  # never written
+                input=input,
+                capture_output=True,
+                text=True,
+                errors="replace",
+                timeout=timeout,
+                stdin=subprocess.DEVNULL if input is None else None,
+                check=False,
+            )
     except OSError as exc:
         if cwd is not None and not os.path.isdir(cwd):
             raise ProcessError(f"working directory does not exist: {os.fspath(cwd)}") from exc
@@ -244,6 +252,42 @@ def run(
     if check and proc.returncode != 0:
         raise ProcessError(describe_failure(argv, proc.returncode, proc.stdout, proc.stderr))
     return result
+
+
+def _run_in_session(
+    argv: Sequence[str],
+    *,
+    cwd: str | os.PathLike[str] | None,
+    env: Mapping[str, str] | None,
+    input: str | None,
+    timeout: float | None,
+) -> subprocess.CompletedProcess[str]:
+    """:func:`subprocess.run` in a new session; on the timeout its group is killed (and
+    the child reaped) before :class:`subprocess.TimeoutExpired` is raised again."""
+    with subprocess.Popen(
+        list(argv),
+        cwd=cwd,
+        env=env if env is None or isinstance(env, dict) else dict(env),
+        stdin=subprocess.DEVNULL if input is None else subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    ) as popen:
+        try:
+            out, err = popen.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(popen.pid, signal.SIGKILL)  # the session leader's pid is its pgid
+            popen.kill()
+            popen.communicate()  # every writer of the pipes is gone with the group
+            raise
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(popen.pid, signal.SIGKILL)
+            raise
+    return subprocess.CompletedProcess(list(argv), popen.returncode, out, err)
 
 
 @dataclass(frozen=True)

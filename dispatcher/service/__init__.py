@@ -91,6 +91,7 @@ class Service:
         self.jobs.fetches = self.fetches  # `fetch: true` repos fetched before a base
         self.rebases = Rebases(settings, store, self.control, self.jobs, self.forges, self.fetches)
         self.intake = Intake(settings, store, self.trigger_files, self.jobs)
+        self.intake.prefetch = self.fetches  # fetched before the intake's submit lock
         self.repos = Repos(settings, store, self.trigger_files, pool, self.disk_use)
         self.repos.on_limits_changed = supervisor.wake  # a raised max-parallel claims now
         self.agents = Agents(settings, store, self.trigger_files)

@@ -2,7 +2,10 @@
 
 At most one fetch per repo is in flight; a job that asks while one runs waits for it,
 and one that asks within ``DISPATCHER_FETCH_COALESCE_SECONDS`` of a fetch's start
-shares it (:func:`shares`), so a burst of jobs costs one fetch. A fetch that fails
+shares it (:func:`shares`), so a burst of jobs costs one fetch. The ask is timed when
+the request arrives: the intake fetches for an event before it takes its submit lock
+(:mod:`dispatcher.events.intake`) and the submit then shares that fetch, so a remote
+that hangs holds up only its own repo's events, never another repo's. A fetch that fails
 (unreachable, refused, timed out after ``DISPATCHER_FETCH_TIMEOUT_SECONDS``) is one
 line for the job's log and the job goes on from the local ref: never a stuck job.
 The base then is ``<remote>/<branch>`` when the local branch is behind it (an
@@ -53,14 +56,21 @@ class Fetches:
     _repos: dict[int, _RepoFetch] = field(default_factory=dict, init=False, repr=False)
     _guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
-    def fetch(self, repo: Repo) -> str | None:
+    def now(self) -> float:
+        """The clock a caller records its ask on (``asked`` of :meth:`fetch`)."""
+        return self.clock()
+
+    def fetch(self, repo: Repo, asked: float | None = None) -> str | None:
         """Fetch the repo's remote if it asks (``fetch: true``); None when it worked or
-        was not asked, else the one-line reason it failed. Never raises."""
+        was not asked, else the one-line reason it failed. Never raises. ``asked``: when
+        the caller's request arrived (:meth:`now`; default: now), so that a request that
+        waited (for this fetch, or for the intake) shares the fetch that ran meanwhile."""
         if not repo.fetch or repo.id is None:
             return None
         with self._guard:
             state = self._repos.setdefault(repo.id, _RepoFetch())
-        asked = self.clock()
+        if asked is None:
+            asked = self.clock()
         with state.lock:
             if shares(state.started, asked, self.settings.fetch_coalesce_seconds):
                 return state.error
@@ -93,12 +103,12 @@ class Fetches:
             return f"fetch of {remote} failed: {type(exc).__name__}"
         return None
 
-    def base(self, repo: Repo, base_ref: str) -> tuple[str, str | None]:
+    def base(self, repo: Repo, base_ref: str, asked: float | None = None) -> tuple[str, str | None]:
         """The commit a job of ``repo`` starts from for ``base_ref``, and a line for its
-        log (None: nothing to say). ``fetch: true``: fetched first; a branch behind its
-        remote-tracking ref starts from that ref."""
+        log (None: nothing to say). ``fetch: true``: fetched first (``asked``: see
+        :meth:`fetch`); a branch behind its remote-tracking ref starts from that ref."""
         path = Path(repo.path)
-        failed = self.fetch(repo)
+        failed = self.fetch(repo, asked)
         sha = refs.rev_parse(path, base_ref)
         if not repo.fetch:
             return sha, None

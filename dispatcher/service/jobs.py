@@ -75,6 +75,7 @@ class Jobs:
         parent_id: int | None = None,
         rebased_onto: str | None = None,
         on_success: dict[str, object] | None = None,
+        fetch_asked: float | None = None,
     ) -> JobPublic:
         """Validate and queue a job. The one path every job takes (API, retry, triggers).
 
@@ -87,6 +88,8 @@ class Jobs:
         commit (:mod:`.rebase`).
         ``on_success``: what it does when it succeeds (a fix follow-up's push), instead
         of its trigger's.
+        ``fetch_asked``: when the request arrived (:meth:`.Fetches.now`): a ``fetch: true``
+        fetch since then is shared, not run again (the intake fetched before its lock).
         """
         made = self.store.made_by(idem, "job")
         if made is not None:  # the daemon stopped before it could answer: that answer
@@ -119,7 +122,7 @@ class Jobs:
         else:
             base_ref = req.base or repo.default_branch
             if self.fetches is not None:
-                base_sha, fetched = self.fetches.base(repo, base_ref)
+                base_sha, fetched = self.fetches.base(repo, base_ref, fetch_asked)
             else:
                 base_sha = refs.rev_parse(repo_path, base_ref)
             target = base_ref if refs.is_branch(repo_path, base_ref) else None

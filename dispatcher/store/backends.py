@@ -26,7 +26,8 @@ Both give the store the same guarantees, which its queries rely on:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import logging
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,9 +42,46 @@ WRITER_LOCK = 0x7774_6469_7370_0001
 """The advisory lock key of the store's writes on PostgreSQL ("wtdisp" 1). Advisory locks
 are per database, so two daemons' databases in one cluster never wait for each other."""
 
+log = logging.getLogger(__name__)
+
 DAEMON_LOCK = 0x7774_6469_7370_0002
 """The advisory lock a daemon holds on its PostgreSQL database while it runs (its state
 dir's lock cannot be seen by a daemon with another state dir)."""
+
+
+NUL_REPLACEMENT = "\ufffd"
+"""What a NUL (``\\x00``) in a string written to the store becomes, on every backend:
+PostgreSQL's text refuses NUL, SQLite's keeps it; the store writes the same on both
+(:func:`no_nul`)."""
+
+
+def _scrubbed(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", NUL_REPLACEMENT) if "\x00" in value else value
+    return value
+
+
+def _scrub_params(params: Any) -> Any:
+    if isinstance(params, dict):
+        return {k: _scrubbed(v) for k, v in params.items()}
+    if isinstance(params, tuple):
+        return tuple(_scrubbed(v) for v in params)
+    if isinstance(params, list):  # executemany: a list of parameter sets
+        return [_scrub_params(p) for p in params]
+    return params
+
+
+def no_nul(engine: Engine) -> None:
+    """Every string parameter ``engine`` sends has its NULs replaced with U+FFFD
+    (:data:`NUL_REPLACEMENT`): an agent's summary or a prompt with a NUL is stored the
+    same on SQLite and PostgreSQL, never a failed write. (JSON values are serialized
+    with NUL escaped as ``\\u0000``, which both keep.)"""
+
+    @sa.event.listens_for(engine, "before_cursor_execute", retval=True)
+    def _before(
+        _conn: Any, _cursor: Any, statement: str, parameters: Any, _ctx: Any, _many: bool
+    ) -> tuple[str, Any]:
+        return statement, _scrub_params(parameters)
 
 
 class Backend:
@@ -67,11 +105,24 @@ class Backend:
         """The URL without its password: for logs and errors."""
         return self.url.render_as_string(hide_password=True)
 
-    def hold(self) -> Callable[[], None] | None:
+    def hold(self) -> Hold | None:
         """Take the database for one daemon (DispatcherError when another has it), and
-        return how to let it go; None where the state dir's lock is enough (SQLite: the
-        database file is the state dir's unless DISPATCHER_DATABASE_URL says otherwise)."""
+        return the hold (to check and let go); None where the state dir's lock is enough
+        (SQLite: the database file is the state dir's unless DISPATCHER_DATABASE_URL says
+        otherwise)."""
         return None
+
+
+class Hold:
+    """A daemon's hold on its database (:meth:`Backend.hold`)."""
+
+    def check(self) -> bool:
+        """Whether it is still held; a hold whose connection was dropped is taken again
+        when it can be (else a loud log line). Never raises."""
+        return True
+
+    def release(self) -> None:
+        raise NotImplementedError
 
 
 class SqliteBackend(Backend):
@@ -93,6 +144,7 @@ class SqliteBackend(Backend):
             pool_size=8,
             max_overflow=16,
         )
+        no_nul(engine)
 
         @sa.event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -134,7 +186,11 @@ class PostgresBackend(Backend):
             connect_args=self._connect_args(),
             pool_size=8,
             max_overflow=16,
+            # A pooled connection the server dropped (a restart, pg_terminate_backend,
+            # an idle timeout) is found at checkout and replaced, not handed to a query.
+            pool_pre_ping=True,
         )
+        no_nul(engine)
         if write:
 
             @sa.event.listens_for(engine, "begin")
@@ -164,27 +220,65 @@ class PostgresBackend(Backend):
             " -c tcp_keepalives_count=3",
         }
 
-    def hold(self) -> Callable[[], None] | None:
+    def hold(self) -> Hold | None:
         # A session-level advisory lock on a connection of its own, held while the daemon
         # runs: gone with the connection, so a killed daemon never keeps it.
-        engine = sa.create_engine(
-            self.url, poolclass=sa.pool.NullPool, connect_args=self._connect_args()
-        )
-        conn = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        if not conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({DAEMON_LOCK})").scalar():
-            conn.close()
-            engine.dispose()
+        hold = _PgHold(self)
+        if not hold.take():
+            hold.release()
             raise DispatcherError(f"another daemon is already using the database {self.describe()}")
-
-        def release() -> None:
-            conn.close()
-            engine.dispose()
-
-        return release
+        return hold
 
     def seconds(self, start: Any, end: Any) -> sa.ColumnElement[Any]:
         # EXTRACT gives numeric (exact); round(numeric, 3) as SQLite's is rounded.
         return sa.func.round(sa.extract("epoch", end - start), 3)
+
+
+class _PgHold(Hold):
+    """:data:`DAEMON_LOCK` on a connection of its own (NullPool: never a stale one)."""
+
+    def __init__(self, backend: PostgresBackend) -> None:
+        self.backend = backend
+        self.engine = sa.create_engine(
+            backend.url, poolclass=sa.pool.NullPool, connect_args=backend._connect_args()
+        )
+        self.conn: sa.Connection | None = None
+
+    def take(self) -> bool:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+        self.conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
+        return bool(
+            self.conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({DAEMON_LOCK})").scalar()
+        )
+
+    def check(self) -> bool:
+        with contextlib.suppress(Exception):
+            assert self.conn is not None
+            self.conn.exec_driver_sql("SELECT 1")
+            return True
+        where = self.backend.describe()
+        try:
+            taken = self.take()
+        except Exception as exc:
+            log.error("the daemon's hold on the database %s was lost and cannot be taken "
+                      "again yet: %s", where, type(exc).__name__)  # fmt: skip
+            return False
+        if taken:
+            log.warning("the daemon's hold on the database %s was lost (its connection "
+                        "was dropped) and is taken again", where)  # fmt: skip
+        else:
+            log.error("the daemon's hold on the database %s was lost and ANOTHER DAEMON "
+                      "HOLDS IT NOW: two daemons may be using one database", where)  # fmt: skip
+        return taken
+
+    def release(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                self.conn.close()
+            self.conn = None
+        self.engine.dispose()
 
 
 _SCHEMES = {"sqlite": SqliteBackend, "postgresql": PostgresBackend}

@@ -34,7 +34,7 @@ from sqlmodel import Session, col, func, select
 from dispatcher.errors import IdempotencyKeyReused, InvalidState, NotFound
 from dispatcher.lifecycle import ACTIVE, FINISHED, IN_INBOX, JobState, transition
 from dispatcher.store import team_models as _team_models  # noqa: F401  (their tables)
-from dispatcher.store.backends import Backend, backend_for
+from dispatcher.store.backends import Backend, Hold, backend_for
 from dispatcher.store.models import (
     Delivery,
     Event,
@@ -240,7 +240,7 @@ class Store:
         self.backend: Backend = backend_for(url)
         self._read = self.backend.engine(write=False)
         self._write = self.backend.engine(write=True)
-        self._release: Callable[[], None] | None = None
+        self._hold: Hold | None = None
         self.transactions = Transactions()
         # Every repo row, read once and kept until this store writes a repo (the
         # daemon is the only writer: see docs/design.md, "The store's round trips").
@@ -251,12 +251,18 @@ class Store:
     def hold_database(self) -> None:
         """Take the database for this daemon alone until :meth:`close` (DispatcherError if
         another daemon has it): see :meth:`~dispatcher.store.backends.Backend.hold`."""
-        self._release = self.backend.hold()
+        self._hold = self.backend.hold()
+
+    def check_hold(self) -> bool:
+        """Whether this daemon still holds its database (True without a hold); a hold
+        whose connection the server dropped is taken again (see
+        :meth:`~dispatcher.store.backends.Hold.check`)."""
+        return self._hold.check() if self._hold is not None else True
 
     def close(self) -> None:
-        if self._release is not None:
-            self._release()
-            self._release = None
+        if self._hold is not None:
+            self._hold.release()
+            self._hold = None
         self._read.dispose()
         self._write.dispose()
 

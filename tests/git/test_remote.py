@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from dispatcher.errors import InvalidInput, NotFound, PushRejected
+from dispatcher.errors import FetchFailed, InvalidInput, NotFound, PushRejected
 from dispatcher.git import remote
+from tests.daemon_fixture import pid_alive
 from tests.gitutil import commit_file, git, init_repo
+from tests.waiting import wait_until
 
 
 @pytest.fixture
@@ -148,3 +150,43 @@ def test_no_hook_of_the_repo_sees_the_token_during_a_push(tmp_path: Path) -> Non
     remote.push(repo, "origin", "dispatcher/1-x", credentials=creds)
     assert git(bare, "rev-parse", "dispatcher/1-x") == git(repo, "rev-parse", "HEAD")
     assert not seen.exists() or "hook-must-not-see" not in seen.read_text()
+
+
+def test_a_fetch_that_times_out_takes_its_transport_with_it(tmp_path: Path) -> None:
+    """The ssh git starts (here a stand-in that hangs) is killed with git on the timeout."""
+    repo = init_repo(tmp_path / "repo")
+    pidfile = tmp_path / "ssh.pid"
+    fake_ssh = tmp_path / "fake-ssh"
+    fake_ssh.write_text(f"#!/bin/sh\necho $$ > {pidfile}\nexec sleep 300\n")
+    fake_ssh.chmod(0o755)
+    git(repo, "config", "core.sshCommand", str(fake_ssh))
+    git(repo, "remote", "add", "origin", "ssh://git@example.invalid/x.git")
+    with pytest.raises(FetchFailed, match=r"^fetch of origin failed: .*timed out"):
+        remote.fetch(repo, "origin", timeout=1.5)
+    pid = int(pidfile.read_text())
+    try:
+        wait_until(lambda: not pid_alive(pid), "the transport to be gone", timeout=5)
+    finally:
+        if pid_alive(pid):
+            os.kill(pid, 9)
+
+
+def test_a_fetch_moves_only_remote_tracking_refs_whatever_the_configured_refspec(
+    tmp_path: Path,
+) -> None:
+    repo = init_repo(tmp_path / "repo")
+    bare = tmp_path / "remote.git"
+    git(tmp_path, "clone", "-q", "--bare", str(repo), str(bare))
+    git(repo, "branch", "feature")
+    mine = git(repo, "rev-parse", "feature")
+    other = tmp_path / "other"
+    git(tmp_path, "clone", "-q", str(bare), str(other))
+    git(other, "checkout", "-q", "-b", "feature")
+    theirs = commit_file(other, "THEIRS.md", "theirs\n")
+    git(other, "push", "-q", "origin", "feature")
+    git(repo, "remote", "add", "origin", str(bare))
+    git(repo, "config", "remote.origin.fetch", "+refs/*:refs/*")  # a mirror's
+    remote.fetch(repo, "origin")
+    assert git(repo, "rev-parse", "feature") == mine  # the local branch is not overwritten
+    assert git(repo, "rev-parse", "refs/remotes/origin/feature") == theirs
+    assert git(repo, "tag") == ""
