@@ -277,7 +277,8 @@ class FixLoop:
             if action.kind == "merged":
                 done = self.control.merged_on_forge(head.id, into=head.target_branch)
             else:
-                self.store.update(head.id, pr_state="closed")  # so it is, whatever follows
+                if head.state is not JobState.MERGED:  # merged locally: its PR was merged
+                    self.store.update(head.id, pr_state="closed")  # so it is, whatever follows
                 # Only what the forge has may go: a branch past its last push (a fix not
                 # pushed, a follow-up's commits) is kept, and so is the job.
                 done = self.control.discard(head.id, expected_tip=head.pushed_sha or "-")

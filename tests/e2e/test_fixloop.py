@@ -562,15 +562,15 @@ def test_a_stranger_s_fork_named_like_the_job_neither_closes_nor_fixes_it(
     closed["pull_request"]["head"].update(ref=pj.branch, sha="f" * 40, repo=None)
     closed["repository"]["full_name"] = pj.repo
     resp = send_github(fdaemon, "pull_request", closed, f"fk-1-{pj.id}")
-    assert "about no job's pull request" in resp.json()["ignored"], resp.json()
+    assert "pull request action" not in notes_of(resp), resp.json()
     run = check_run_failed(pj, pj.job["head"])
     run["check_run"]["pull_requests"] = []  # what GitHub sends for a fork's PR
     resp = send_github(fdaemon, "check_run", run, f"fk-2-{pj.id}")
-    assert "about no job's pull request" in resp.json()["ignored"], resp.json()
+    assert "pull request action" not in notes_of(resp), resp.json()
     wf = workflow_run_failed(pj, pj.job["head"])
     wf["workflow_run"]["head_repository"] = {"id": 1, "full_name": "stranger/fix"}
     resp = send_github(fdaemon, "workflow_run", wf, f"fk-3-{pj.id}")
-    assert "about no job's pull request" in resp.json()["ignored"], resp.json()
+    assert "pull request action" not in notes_of(resp), resp.json()
     job = fdaemon.job(pj.id)
     assert job["state"] == "succeeded" and job["followed_by"] is None and job["worktree"]
     assert Path(job["worktree"]).is_dir() and job["fixes_queued"] == 0
@@ -593,6 +593,33 @@ def test_one_red_commit_s_many_deliveries_make_one_fix(
         assert "a duplicate of pull request action" in notes_of(resp), resp.json()
     head = wait_head(pj, 2, "the one fix")
     assert fdaemon.job(head["id"])["fixes_queued"] == 0 and len(pj.chain()) == 2
+
+
+def test_a_pr_closed_after_a_local_merge_leaves_the_merged_job_as_it_was(
+    fdaemon: Daemon, forge: FakeForge, tmp_path: Path, agent: Any
+) -> None:
+    pj = pr_job(fdaemon, forge, tmp_path, agent, "github")
+    fdaemon.cli("merge", str(pj.id))
+    assert fdaemon.job(pj.id)["state"] == "merged"
+    p = fixture("github/pull_request.closed.json")
+    p["pull_request"].update(number=pj.number)
+    p["pull_request"]["head"].update(ref=pj.branch, sha=pj.job["head"])
+    p["repository"]["full_name"] = pj.repo
+    send_github(fdaemon, "pull_request", p, f"pml-{pj.id}")
+
+    def dropped() -> bool:
+        db = sqlite3.connect(fdaemon.state_dir / "dispatcher.db")
+        try:
+            rows = db.execute(
+                "SELECT state FROM pr_action WHERE dedup_key LIKE ?", (f"%pml-{pj.id}%",)
+            ).fetchall()
+        finally:
+            db.close()
+        return rows == [("dropped",)]
+
+    wait_until(dropped, "the close refused on the merged job", 30)
+    job = fdaemon.job(pj.id)
+    assert job["state"] == "merged" and job["pr_state"] != "closed", job
 
 
 # ------------------------------------------------------------------ kill -9
