@@ -9,7 +9,8 @@ follow-ups, on a thread of the loop's own:
 
 * ``merged`` / ``closed``: the chain's newest job is marked merged (on the forge) or
   discarded, its worktree released as a local merge or discard does; a run still going
-  is stopped first; the fixes still queued are dropped.
+  is stopped first; the fixes still queued are dropped. A close discards only a branch
+  at its last push: one with commits the forge never got is kept, job and all.
 * a fix (CI failed, changes requested, a fix command): a follow-up of the chain's newest
   job with a prompt that quotes what the forge said, then (``on-success``) a push of
   the branch. While that job (or any run of the chain) is active the action waits,
