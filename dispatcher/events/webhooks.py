@@ -75,7 +75,7 @@ class Webhooks:
         else:
             event = gitlab.normalize(name, delivery, payload)
         fact = (
-            prfacts.from_github(name, payload)
+            prfacts.from_github(name, payload, source=github.source_of(headers))
             if forge == "github"
             else prfacts.from_gitlab(name, payload)
         )

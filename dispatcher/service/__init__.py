@@ -114,6 +114,7 @@ class Service:
         )  # fmt: skip
         self.webhooks.on_pr_fact = self.fixloop.receive  # a job's PR merged, red, reviewed
         self.jobs.fix_counts = self.fixloop.counts
+        self.control.on_unrun = self.fixloop.job_ended  # a queued fix canceled: next one
 
     def job_ended(self, job_id: int, ended: Job | None = None) -> None:
         """The runner let go of a job (its ``on_finished``): each part that waits for a

@@ -51,6 +51,10 @@ class Control:
     notices: Notices
     pool: WorktreePool | None
     disk_use: DiskUse | None = None  # told when a job's tree goes
+    # Told of a queued job this ends itself (no runner ever had it, so no runner's end
+    # hook runs): set by the service to FixLoop.job_ended (a queued fix follow-up
+    # canceled or discarded lets its chain's next fix go).
+    on_unrun: Callable[[int, Job], None] | None = None
     _locks: dict[int, threading.Lock] = field(default_factory=dict, init=False, repr=False)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -222,7 +226,7 @@ class Control:
         assert job_id is not None
         if job.state is JobState.QUEUED:
             try:
-                return self.store.move(
+                ended = self.store.move(
                     job_id, JobState.QUEUED, JobState.CANCELED,
                     finished_at=utcnow(), error="canceled on request",
                 )  # fmt: skip
@@ -230,6 +234,10 @@ class Control:
                 job = self.store.job(job_id)  # claimed meanwhile: stop it via the runner
                 if job.state not in ACTIVE:
                     return job
+            else:
+                if self.on_unrun is not None:
+                    self.on_unrun(job_id, ended)
+                return ended
         self.store.update(job_id, cancel_requested=True)
         self.supervisor.cancel(job_id)
         self.supervisor.join(job_id, timeout=self.settings.kill_grace_seconds + 15)

@@ -9,7 +9,8 @@ follow-ups, on a thread of the loop's own:
 
 * ``merged`` / ``closed``: the chain's newest job is marked merged (on the forge) or
   discarded, its worktree released as a local merge or discard does; a run still going
-  is stopped first; the fixes still queued are dropped.
+  is stopped first; the fixes still queued are dropped. A close discards only a branch
+  at its last push: one with commits the forge never got is kept, job and all.
 * a fix (CI failed, changes requested, a fix command): a follow-up of the chain's newest
   job with a prompt that quotes what the forge said, then (``on-success``) a push of
   the branch. While that job (or any run of the chain) is active the action waits,
@@ -31,8 +32,9 @@ from datetime import UTC, datetime
 
 from dispatcher import faults
 from dispatcher.config import Settings
-from dispatcher.errors import DispatcherError
+from dispatcher.errors import DispatcherError, RefMoved
 from dispatcher.events.trigger_files import TriggerFiles
+from dispatcher.jobs.files import note_job
 from dispatcher.lifecycle import ACTIVE, CLOSED, JobState
 from dispatcher.notify.notices import FIX_GAVE_UP, JobNotice
 from dispatcher.service import fixprompt
@@ -57,6 +59,13 @@ log = logging.getLogger(__name__)
 
 _CLOSING = ("merged", "closed")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _names_job(fact: PrFact, job: Job) -> bool:
+    """A merged or closed PR is the job's only by the number it recorded or the commit
+    it pushed, never by its (public) branch name alone."""
+    by_number = fact.number is not None and job.pr_number == fact.number
+    return by_number or (fact.head_sha is not None and fact.head_sha == job.pushed_sha)
 
 
 @dataclass(eq=False)
@@ -91,16 +100,28 @@ class FixLoop:
         None when it is about no job's pull request."""
         assert repo.id is not None
         if fact.from_fork:
-            return None  # a fork's pull request is never a job's
+            return None  # a fork's pull request (or its CI) is never a job's
+        if fact.number is None and not fact.same_repo:
+            return None  # a fork's CI names no PR; a branch name or sha is anyone's
         head = self.rows.matching_head(
             repo.id, number=fact.number, branch=fact.head_branch, sha=fact.head_sha
         )
         if head is None or head.id is None:
             return None
+        if fact.kind in _CLOSING and not _names_job(fact, head):
+            return None  # a branch of the job's name is not enough to close the job
         seen = self.rows.by_key(dedup_key)
         if seen is not None:
             return f"pull request action {seen.id} ({seen.state}): a redelivery, nothing more"
         pr = f"job {head.id}'s pull request"
+        root = self.rows.chain_root(head.id)
+        if fact.kind == "ci_failed" and fact.head_sha:
+            first = self.rows.ci_failure(root, fact.head_sha)
+            if first is not None:
+                return (
+                    f"{pr}: CI failed on {fact.head_sha[:12]} again ({fact.name}): a duplicate "
+                    f"of pull request action {first.id}, nothing more"
+                )
         prompt = None
         if fact.is_fix:
             refused = self._refused(fact, repo)
@@ -116,7 +137,7 @@ class FixLoop:
             )
         action, new = self.rows.add(
             PrAction(
-                repo_id=repo.id, root_id=self.rows.chain_root(head.id), dedup_key=dedup_key,
+                repo_id=repo.id, root_id=root, dedup_key=dedup_key,
                 kind=fact.kind, name=fact.name, prompt=prompt, author=fact.author,
                 head_sha=fact.head_sha,
             )
@@ -257,8 +278,16 @@ class FixLoop:
             if action.kind == "merged":
                 done = self.control.merged_on_forge(head.id, into=head.target_branch)
             else:
-                self.store.update(head.id, pr_state="closed")  # so it is, whatever follows
-                done = self.control.discard(head.id)
+                if head.state is not JobState.MERGED:  # merged locally: its PR was merged
+                    self.store.update(head.id, pr_state="closed")  # so it is, whatever follows
+                # Only what the forge has may go: a branch past its last push (a fix not
+                # pushed, a follow-up's commits) is kept, and so is the job.
+                done = self.control.discard(head.id, expected_tip=head.pushed_sha or "-")
+        except RefMoved as exc:
+            why = f"pull request closed on the forge; job kept, not discarded: {exc.message}"
+            note_job(self.settings, head.id, why)
+            self.rows.move(action.id, "queued", "dropped", note=why)
+            return
         except DispatcherError as exc:
             self.rows.move(action.id, "queued", "dropped", note=exc.message)
             return
@@ -274,12 +303,16 @@ class FixLoop:
             return False
         if head.state in ACTIVE:
             return True  # one run at a time: it goes when this one ends
-        stale = action.head_sha is not None and action.head_sha not in (
-            head.pushed_sha, head.head_sha,
-        )  # fmt: skip
-        if stale and action.kind == "ci_failed":
-            self._drop(action, f"about commit {action.head_sha}, not the branch's newest")
-            return False
+        if action.kind == "ci_failed" and action.head_sha:
+            # The branch's newest commit is the job's head (a push of it may have failed:
+            # the pushed sha is older then, and its failures are not this commit's).
+            if head.head_sha is not None and action.head_sha != head.head_sha:
+                self._drop(action, f"about commit {action.head_sha}, not the branch's newest")
+                return False
+            first = self.rows.ci_failure(action.root_id, action.head_sha, before=action.id)
+            if first is not None:  # recorded at once by two deliveries: one fix for both
+                self._drop(action, f"a duplicate of pull request action {first.id}")
+                return False
         limit = self._limit(head)
         ran, _ = self.rows.counts(action.root_id)
         if limit == 0:

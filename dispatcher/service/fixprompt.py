@@ -11,11 +11,19 @@ from __future__ import annotations
 from triggers.webhooks.prfacts import PrFact, ReviewComment
 
 MAX_COMMENTS = 50
+MAX_NAME = 200  # characters of a check's or pipeline's name in the instruction line
 
 
 def quoted(text: str) -> str:
     """``text`` as a Markdown quote, one ``> `` a line."""
     return "\n".join(f"> {line}" if line else ">" for line in text.strip().splitlines())
+
+
+def inline(text: str) -> str:
+    """``text`` for a line of the prompt's own: one line, at most MAX_NAME characters, no
+    double quote (it goes between two)."""
+    one = " ".join(text.split()).replace('"', "'")
+    return one if len(one) <= MAX_NAME else one[:MAX_NAME] + "…"
 
 
 def command_text(fact: PrFact, command: str) -> str | None:
@@ -42,7 +50,7 @@ def prompt_for(
     parts: list[str] = []
     if fact.kind == "ci_failed":
         parts.append(
-            f'The CI check "{fact.name or "CI"}" failed on this branch, {branch}{at}, '
+            f'The CI check "{inline(fact.name or "CI")}" failed on this branch, {branch}{at}, '
             f"of {pr}. Find the cause and fix it here; commit the fix."
         )
         if fact.text:

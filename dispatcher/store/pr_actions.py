@@ -85,6 +85,19 @@ class PrActionStore:
             q = select(PrAction).where(PrAction.state == state).order_by(col(PrAction.id))
             return list(s.exec(q).all())
 
+    def ci_failure(self, root_id: int, sha: str, *, before: int | None = None) -> PrAction | None:
+        """The chain's first ``ci_failed`` action about commit ``sha`` not dropped (one red
+        commit sends a check run per check, a suite, a workflow run; a pipeline and its
+        jobs): the others are its duplicates. ``before``: only one older than that id."""
+        q = select(PrAction).where(
+            PrAction.root_id == root_id, PrAction.kind == "ci_failed",
+            PrAction.head_sha == sha, PrAction.state != "dropped",
+        )  # fmt: skip
+        if before is not None:
+            q = q.where(col(PrAction.id) < before)
+        with self.store.reading() as s:
+            return s.exec(q.order_by(col(PrAction.id))).first()
+
     def by_job(self, job_id: int) -> PrAction | None:
         """The fix action whose follow-up ``job_id`` is."""
         with self.store.reading() as s:

@@ -197,7 +197,7 @@ def workflow_run_failed(pj: PrJob, sha: str) -> dict[str, Any]:
         conclusion="failure", head_branch=pj.branch, head_sha=sha, name="CI",
         pull_requests=[{"number": pj.number, "head": {"ref": pj.branch, "sha": sha}}],
     )  # fmt: skip
-    p["repository"]["full_name"] = pj.repo
+    p["repository"]["full_name"] = p["workflow_run"]["head_repository"]["full_name"] = pj.repo
     return p
 
 
@@ -438,7 +438,8 @@ def test_a_gitlab_note_from_an_allowed_author_asks_for_a_fix(
     note["object_attributes"].update(
         noteable_type="MergeRequest", note="/dispatcher fix handle the empty list"
     )
-    note["merge_request"] = {"iid": pj.number, "source_branch": pj.branch, "target_branch": "main"}
+    note["merge_request"] = {"iid": pj.number, "source_branch": pj.branch, "target_branch": "main",
+                             "source_project_id": 5, "target_project_id": 5}  # fmt: skip
     note["project"]["path_with_namespace"] = pj.repo
     stranger = send_gitlab(fdaemon, "Note Hook", note, "n-1")  # user "root": not listed
     assert "root is not allowed to ask for fixes" in notes_of(stranger)
@@ -446,6 +447,39 @@ def test_a_gitlab_note_from_an_allowed_author_asks_for_a_fix(
     send_gitlab(fdaemon, "Note Hook", note, "n-2")
     head = wait_head(pj, 2, "the note's fix")
     assert "handle the empty list" in prompt_seen(head)
+
+
+def test_a_queued_fix_canceled_lets_the_next_one_go(
+    daemon_factory: Callable[..., Daemon], forge: FakeForge, receiver: Receiver,
+    tmp_path: Path, agent: Any,
+) -> None:  # fmt: skip
+    """A fix follow-up canceled while still queued (no runner ever had it, so no runner's
+    end hook ran) lets its chain's next fix go at once, not at the next delivery."""
+    d = daemon_factory(**daemon_env(forge, receiver, DISPATCHER_MAX_PARALLEL="1")).start()
+    pj = pr_job(d, forge, tmp_path, agent, "github")
+    release = tmp_path / "release"
+    other = d.add_repo(init_repo(tmp_path / "other", files={"a.txt": "a\n"}))
+    blocker = d.submit(
+        other, "hold the only slot",
+        command=[agent("block.sh", f'while [ ! -e "{release}" ]; do sleep 0.05; done\n')],
+    )  # fmt: skip
+    d.wait(blocker["id"], {"running"}, timeout=60)
+    send_github(d, "check_run", check_run_failed(pj, pj.job["head"]), "qc-1")
+    queued = wait_until(
+        lambda: len(c := pj.chain()) == 2 and c[1]["state"] == "queued" and c[1],
+        lambda: f"the fix queued behind the blocker: {pj.chain()}", 60,
+    )  # fmt: skip
+    asked = comment_on_pr(pj, "/dispatcher fix and the docs", "Codertocat", "MEMBER")
+    assert "pull request action" in notes_of(send_github(d, "issue_comment", asked, "qc-2"))
+    d.cli("cancel", str(queued["id"]))
+    assert d.job(queued["id"])["state"] == "canceled"
+    nxt = wait_until(
+        lambda: len(c := pj.chain()) == 3 and c[2],
+        lambda: f"the next fix made after the cancel: {pj.chain()}", 30,
+    )  # fmt: skip
+    release.write_text("")
+    head = wait_head(pj, 3, "the comment's fix")
+    assert head["id"] == nxt["id"] and "and the docs" in prompt_seen(head)
 
 
 # ------------------------------------------------------------------ merged and closed
@@ -486,6 +520,106 @@ def test_a_pr_closed_or_merged_on_the_forge_closes_the_job(
     send_gitlab(fdaemon, "Merge Request Hook", mr, "g-2")
     done = fdaemon.wait(head["id"], {"merged"}, timeout=30)
     assert done["worktree"] is None and fdaemon.job(gl.id)["state"] == "succeeded"
+
+
+def test_a_pr_closed_with_commits_never_pushed_keeps_the_job_and_its_branch(
+    fdaemon: Daemon, forge: FakeForge, tmp_path: Path, agent: Any
+) -> None:
+    """A close discards only what the forge has: a commit on the job's branch past its
+    last push (a fix whose push failed, work not pushed yet) keeps branch and job."""
+    pj = pr_job(fdaemon, forge, tmp_path, agent, "github")
+    tree = Path(pj.job["worktree"])
+    (tree / "later.txt").write_text("not pushed\n")
+    git(tree, "add", "later.txt")
+    git(tree, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "later")
+    tip = git(tree, "rev-parse", "HEAD").strip()
+    p = fixture("github/pull_request.closed.json")
+    p["pull_request"].update(number=pj.number)
+    p["pull_request"]["head"].update(ref=pj.branch, sha=pj.job["head"])
+    p["repository"]["full_name"] = pj.repo
+    send_github(fdaemon, "pull_request", p, f"pk-{pj.id}")
+
+    def noted() -> bool:
+        return "job kept, not discarded" in fdaemon.cli("logs", str(pj.id)).stdout
+
+    wait_until(noted, "the close refused and noted on the job", 30)
+    job = fdaemon.job(pj.id)
+    assert job["state"] == "succeeded" and job["pr_state"] == "closed", job
+    assert job["worktree"] and tree.is_dir()
+    repo = Path(fdaemon.job(pj.id)["worktree"])
+    assert git(repo, "rev-parse", f"refs/heads/{pj.branch}").strip() == tip
+
+
+def test_a_stranger_s_fork_named_like_the_job_neither_closes_nor_fixes_it(
+    fdaemon: Daemon, forge: FakeForge, tmp_path: Path, agent: Any
+) -> None:
+    """Branch names and pushed commits are public: a deleted fork's closed PR (``head.repo``
+    null) of the job's branch name, and a fork's red CI (no pull_requests; its head repo
+    another, or not said) on the job's branch and sha, touch nothing."""
+    pj = pr_job(fdaemon, forge, tmp_path, agent, "github")
+    closed = fixture("github/pull_request.closed.json")
+    closed["pull_request"].update(number=pj.number + 40)
+    closed["pull_request"]["head"].update(ref=pj.branch, sha="f" * 40, repo=None)
+    closed["repository"]["full_name"] = pj.repo
+    resp = send_github(fdaemon, "pull_request", closed, f"fk-1-{pj.id}")
+    assert "pull request action" not in notes_of(resp), resp.json()
+    run = check_run_failed(pj, pj.job["head"])
+    run["check_run"]["pull_requests"] = []  # what GitHub sends for a fork's PR
+    resp = send_github(fdaemon, "check_run", run, f"fk-2-{pj.id}")
+    assert "pull request action" not in notes_of(resp), resp.json()
+    wf = workflow_run_failed(pj, pj.job["head"])
+    wf["workflow_run"]["head_repository"] = {"id": 1, "full_name": "stranger/fix"}
+    resp = send_github(fdaemon, "workflow_run", wf, f"fk-3-{pj.id}")
+    assert "pull request action" not in notes_of(resp), resp.json()
+    job = fdaemon.job(pj.id)
+    assert job["state"] == "succeeded" and job["followed_by"] is None and job["worktree"]
+    assert Path(job["worktree"]).is_dir() and job["fixes_queued"] == 0
+
+
+def test_one_red_commit_s_many_deliveries_make_one_fix(
+    fdaemon: Daemon, forge: FakeForge, tmp_path: Path, agent: Any
+) -> None:
+    """GitHub sends a check run per failing check, the suite and the workflow run: one
+    commit, one attempt."""
+    pj = pr_job(fdaemon, forge, tmp_path, agent, "github")
+    sha = pj.job["head"]
+    first = send_github(fdaemon, "check_run", check_run_failed(pj, sha, "lint"), f"d1-{pj.id}")
+    assert "pull request action" in notes_of(first)
+    more = [
+        send_github(fdaemon, "check_run", check_run_failed(pj, sha, "unit"), f"d2-{pj.id}"),
+        send_github(fdaemon, "workflow_run", workflow_run_failed(pj, sha), f"d3-{pj.id}"),
+    ]
+    for resp in more:
+        assert "a duplicate of pull request action" in notes_of(resp), resp.json()
+    head = wait_head(pj, 2, "the one fix")
+    assert fdaemon.job(head["id"])["fixes_queued"] == 0 and len(pj.chain()) == 2
+
+
+def test_a_pr_closed_after_a_local_merge_leaves_the_merged_job_as_it_was(
+    fdaemon: Daemon, forge: FakeForge, tmp_path: Path, agent: Any
+) -> None:
+    pj = pr_job(fdaemon, forge, tmp_path, agent, "github")
+    fdaemon.cli("merge", str(pj.id))
+    assert fdaemon.job(pj.id)["state"] == "merged"
+    p = fixture("github/pull_request.closed.json")
+    p["pull_request"].update(number=pj.number)
+    p["pull_request"]["head"].update(ref=pj.branch, sha=pj.job["head"])
+    p["repository"]["full_name"] = pj.repo
+    send_github(fdaemon, "pull_request", p, f"pml-{pj.id}")
+
+    def dropped() -> bool:
+        db = sqlite3.connect(fdaemon.state_dir / "dispatcher.db")
+        try:
+            rows = db.execute(
+                "SELECT state FROM pr_action WHERE dedup_key LIKE ?", (f"%pml-{pj.id}%",)
+            ).fetchall()
+        finally:
+            db.close()
+        return rows == [("dropped",)]
+
+    wait_until(dropped, "the close refused on the merged job", 30)
+    job = fdaemon.job(pj.id)
+    assert job["state"] == "merged" and job["pr_state"] != "closed", job
 
 
 # ------------------------------------------------------------------ kill -9

@@ -14,8 +14,8 @@ check's output): the fix loop only ever puts it in a prompt, as data.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, TypedDict
 
 from triggers.webhooks.github import _dig, _int, _list, _obj, _sha, _str
 
@@ -55,7 +55,12 @@ class PrFact:
     comments: tuple[ReviewComment, ...] = field(default_factory=tuple)
     review_id: int | None = None  # GitHub: its comments can be asked for
     url: str | None = None
-    from_fork: bool = False  # a merged or closed PR whose head is in another repository
+    # Where the PR's head commits live: ``from_fork`` when not known to be the base repo
+    # (another repository, or one deleted: ``head.repo`` null); ``same_repo`` only when
+    # the delivery says it is the base repo. A fact with neither (a check run of no PR)
+    # is acted on only if it names a PR by number (docs/forge.md, "Fix loops").
+    from_fork: bool = False
+    same_repo: bool = False
 
     @property
     def is_fix(self) -> bool:
@@ -72,6 +77,40 @@ def _joined(*parts: str | None) -> str:
     return "\n\n".join(p.strip() for p in parts if p and p.strip())
 
 
+class _Where(TypedDict, total=False):
+    from_fork: bool
+    same_repo: bool
+
+
+def _same_repo(head: object, base: object) -> bool | None:
+    """Whether the ``head`` repository object is the ``base`` one: its id and its full
+    name, each that both say, agree; None when neither is said of both (a head repo
+    null: a deleted fork)."""
+    h, b = _obj(head), _obj(base)
+    pairs = [
+        (_int(h.get("id")), _int(b.get("id"))),
+        ((_str(h.get("full_name")) or "").lower() or None,
+         (_str(b.get("full_name")) or "").lower() or None),
+    ]  # fmt: skip
+    known = [(x, y) for x, y in pairs if x is not None and y is not None]
+    return all(x == y for x, y in known) if known else None
+
+
+def _where(head: object, base: object, *, pr: bool) -> _Where:
+    """``from_fork`` and ``same_repo`` of a fact whose head repository is ``head``. A
+    pull request's own head (``pr``) not known to be the base is a fork's; a check's or
+    run's unknown head is neither (then only its PR number can name a job's PR)."""
+    same = _same_repo(head, base)
+    if pr:
+        return _Where(from_fork=same is not True, same_repo=same is True)
+    return _Where(from_fork=same is False, same_repo=same is True)
+
+
+def _pr_where(payload: Mapping[str, Any], pr: Mapping[str, Any]) -> _Where:
+    base = _dig(pr, "base", "repo") or payload.get("repository")
+    return _where(_dig(pr, "head", "repo"), base, pr=True)
+
+
 def _pr_numbers(items: object) -> int | None:
     """The first pull request number of a check's or run's ``pull_requests`` list."""
     for item in _list(items):
@@ -84,13 +123,18 @@ def _pr_numbers(items: object) -> int | None:
 # --- GitHub, Gitea, Forgejo ------------------------------------------------------
 
 
-def from_github(event: str, payload: Mapping[str, Any]) -> PrFact | None:
-    """The fact of a GitHub (or Gitea/Forgejo) delivery of type ``event``, if any."""
+def from_github(event: str, payload: Mapping[str, Any], source: str = "github") -> PrFact | None:
+    """The fact of a GitHub (or Gitea/Forgejo) delivery of type ``event``, if any.
+    ``source``: the forge that sent it (``github.source_of``); only GitHub's
+    ``author_association`` is kept (Gitea's field of that name is not GitHub's word)."""
     body: object = payload
     if not isinstance(body, Mapping):
         return None
     reader = _GITHUB.get(event)
-    return reader(payload) if reader is not None else None
+    fact = reader(payload) if reader is not None else None
+    if fact is not None and source != "github" and fact.association is not None:
+        fact = replace(fact, association=None)
+    return fact
 
 
 def _pull_request(payload: Mapping[str, Any]) -> PrFact | None:
@@ -98,12 +142,8 @@ def _pull_request(payload: Mapping[str, Any]) -> PrFact | None:
         return None
     pr = _obj(payload.get("pull_request"))
     merged = pr.get("merged") is True or bool(_str(pr.get("merged_at")))
-    head_repo = _str(_dig(pr, "head", "repo", "full_name"))
-    base_repo = _str(_dig(pr, "base", "repo", "full_name")) or _str(
-        _dig(payload, "repository", "full_name")
-    )
     return PrFact(
-        from_fork=bool(head_repo and base_repo and head_repo.lower() != base_repo.lower()),
+        **_pr_where(payload, pr),
         kind="merged" if merged else "closed",
         number=_int(pr.get("number")) or _int(payload.get("number")),
         head_branch=_str(_dig(pr, "head", "ref")),
@@ -120,7 +160,9 @@ def _check_run(payload: Mapping[str, Any]) -> PrFact | None:
     if _str(check.get("conclusion")) not in FAILED_CONCLUSIONS:
         return None
     output = _obj(check.get("output"))
+    suite = _obj(check.get("check_suite"))
     return PrFact(
+        **_where(suite.get("head_repository"), payload.get("repository"), pr=False),
         kind="ci_failed",
         number=_pr_numbers(check.get("pull_requests")),
         head_branch=_str(_dig(check, "check_suite", "head_branch")),
@@ -143,6 +185,7 @@ def _check_suite(payload: Mapping[str, Any]) -> PrFact | None:
         return None
     app = _str(_dig(suite, "app", "name"))
     return PrFact(
+        **_where(suite.get("head_repository"), payload.get("repository"), pr=False),
         kind="ci_failed",
         number=_pr_numbers(suite.get("pull_requests")),
         head_branch=_str(suite.get("head_branch")),
@@ -161,17 +204,14 @@ def _workflow_run(payload: Mapping[str, Any]) -> PrFact | None:
         return None
     name = _str(run.get("name")) or _str(_dig(payload, "workflow", "name")) or "workflow"
     return PrFact(
+        **_where(run.get("head_repository"), payload.get("repository"), pr=False),
         kind="ci_failed",
         number=_pr_numbers(run.get("pull_requests")),
         head_branch=_str(run.get("head_branch")),
         head_sha=_sha(run.get("head_sha")),
         name=name,
-        text=_clip(
-            _joined(
-                _str(run.get("display_title")),
-                f"The workflow run concluded {_str(run.get('conclusion'))}.",
-            )
-        ),
+        # Not its display_title: a fork's commit message or PR title, anyone's text.
+        text=f"The workflow run concluded {_str(run.get('conclusion'))}.",
         url=_str(run.get("html_url")),
     )
 
@@ -183,6 +223,7 @@ def _status(payload: Mapping[str, Any]) -> PrFact | None:
     branches = [_str(_obj(b).get("name")) for b in _list(payload.get("branches"))]
     branch = next((b for b in branches if b), None)
     return PrFact(
+        same_repo=branch is not None,  # the commit is the tip of the base repo's branch
         kind="ci_failed",
         head_branch=branch,
         head_sha=_sha(payload.get("sha")),
@@ -213,6 +254,7 @@ def _review_fact(payload: Mapping[str, Any], review: Mapping[str, Any], text: st
     pr = _obj(payload.get("pull_request"))
     user = _obj(review.get("user")) or _obj(payload.get("sender"))
     return PrFact(
+        **_pr_where(payload, pr),
         kind="changes_requested",
         number=_int(pr.get("number")) or _int(payload.get("number")),
         head_branch=_str(_dig(pr, "head", "ref")),
@@ -237,6 +279,7 @@ def _issue_comment(payload: Mapping[str, Any]) -> PrFact | None:
     comment = _obj(payload.get("comment"))
     pr = _obj(payload.get("pull_request"))  # a mapped GitLab note carries it
     return PrFact(
+        **(_pr_where(payload, pr) if _dig(pr, "head", "repo") else _Where()),
         kind="comment",
         number=_int(issue.get("number")),
         head_branch=_str(_dig(pr, "head", "ref")),
@@ -277,9 +320,8 @@ def _merge_request_hook(payload: Mapping[str, Any]) -> PrFact | None:
     action = _str(attrs.get("action"))
     if action not in ("merge", "close"):
         return None
-    source, target = _int(attrs.get("source_project_id")), _int(attrs.get("target_project_id"))
     return PrFact(
-        from_fork=source is not None and target is not None and source != target,
+        **_gitlab_where(attrs),
         kind="merged" if action == "merge" else "closed",
         number=_int(attrs.get("iid")),
         head_branch=_str(attrs.get("source_branch")),
@@ -287,6 +329,13 @@ def _merge_request_hook(payload: Mapping[str, Any]) -> PrFact | None:
         author=_str(_dig(payload, "user", "username")),
         url=_str(attrs.get("url")),
     )
+
+
+def _gitlab_where(mr: Mapping[str, Any]) -> _Where:
+    """A merge request is a fork's unless its source project is known to be its target."""
+    source, target = _int(mr.get("source_project_id")), _int(mr.get("target_project_id"))
+    same = source is not None and source == target
+    return _Where(from_fork=not same, same_repo=same)
 
 
 def _failed_builds(builds: object) -> str | None:
@@ -311,7 +360,10 @@ def _pipeline_hook(payload: Mapping[str, Any]) -> PrFact | None:
     if mr:  # a merge request's pipeline runs its source branch (ref: refs/merge-requests/..)
         ref = _str(mr.get("source_branch")) or ref
     name = _str(attrs.get("name")) or "pipeline"
+    # No merge request: a branch pipeline of the project the hook is of.
+    where = _gitlab_where(mr) if mr else _Where(from_fork=False, same_repo=True)
     return PrFact(
+        **where,
         kind="ci_failed",
         number=_int(mr.get("iid")) if mr else None,
         head_branch=ref,
@@ -330,9 +382,12 @@ def _job_hook(payload: Mapping[str, Any]) -> PrFact | None:
         return None
     stage, name = _str(payload.get("build_stage")), _str(payload.get("build_name"))
     reason = _str(payload.get("build_failure_reason"))
+    ref = _str(payload.get("ref")) if payload.get("tag") is not True else None
+    branch = ref if ref and not ref.startswith("refs/") else None  # not refs/merge-requests/..
     return PrFact(
+        same_repo=branch is not None,  # a job on a branch of the project the hook is of
         kind="ci_failed",
-        head_branch=_str(payload.get("ref")) if payload.get("tag") is not True else None,
+        head_branch=branch,
         head_sha=_sha(payload.get("sha")),
         name=name or "job",
         text=_clip(
@@ -356,6 +411,7 @@ def _note_hook(payload: Mapping[str, Any]) -> PrFact | None:
         line = _int(position.get("new_line")) or _int(position.get("old_line"))
         comments = (ReviewComment(path, line, _clip(_str(attrs.get("note")))),)
     return PrFact(
+        **_gitlab_where(mr),
         kind="comment",
         number=_int(mr.get("iid")),
         head_branch=_str(mr.get("source_branch")),
