@@ -139,7 +139,50 @@ def start_merge(
     if result.returncode == 0 or not conflicts:
         abort_merge(worktree)
         raise GitError(cmd.failure(result) if result.returncode else "the merge did not conflict")
+    _git_path(worktree, _CONFLICTS).write_text("\0".join(conflicts), encoding="utf-8")
     return conflicts
+
+
+_CONFLICTS = "dispatcher-merge-conflicts"
+"""Beside ``MERGE_MSG``: the paths :func:`start_merge` stopped at, NUL-separated (an
+agent's ``git add`` takes them out of the index's unmerged entries)."""
+
+
+def _git_path(worktree: Path, name: str) -> Path:
+    out = cmd.run(["rev-parse", "--path-format=absolute", "--git-path", name], worktree).stdout
+    return Path(out.strip())
+
+
+def ours_under_way(worktree: Path) -> bool:
+    """Whether a merge :func:`start_merge` began is under way in ``worktree``
+    (``MERGE_HEAD`` present, its ``MERGE_MSG`` holding :data:`MARK`)."""
+    return _ours_under_way(worktree)
+
+
+def markers_left(worktree: Path) -> list[str]:
+    """Of the files the merge under way in ``worktree`` stopped at (those
+    :func:`start_merge` recorded, and any still unmerged in the index), the ones
+    that still hold a conflict marker line (``<<<<<<<`` or ``>>>>>>>``), sorted."""
+    try:
+        recorded = _git_path(worktree, _CONFLICTS).read_text(encoding="utf-8").split("\0")
+    except OSError:
+        recorded = []
+    left = []
+    for path in sorted({p for p in recorded if p} | set(unmerged(worktree))):
+        try:
+            data = (worktree / path).read_bytes()
+        except OSError:  # deleted (or a directory now): no markers in it
+            continue
+        if any(_is_marker(line) for line in data.splitlines()):
+            left.append(path)
+    return left
+
+
+def _is_marker(line: bytes) -> bool:
+    for mark in (b"<<<<<<<", b">>>>>>>"):
+        if line.startswith(mark) and line[7:8] in (b"", b" ", b"\r"):
+            return True
+    return False
 
 
 MARK = "`dispatcher rebase` onto"

@@ -152,6 +152,41 @@ def test_rebase_conflict_starts_a_followup_that_resolves_it_on_the_same_branch(
     assert git(repo, "show", "main:CHANGE.md") == "agent line\nmain line"
 
 
+# A follow-up that leaves the conflicts as they are (and ends with 0).
+LAZY = r"""prompt="$(cat)"
+case "$prompt" in
+  *"stopped at conflicts in these files"*) echo "left them" ;;
+  *) printf 'agent line\n' > CHANGE.md ;;
+esac
+"""
+
+
+def test_a_followup_that_leaves_the_markers_fails_and_commits_no_merge(
+    rdaemon: Daemon, tmp_path: Path, agent: Any
+) -> None:
+    repo = init_repo(tmp_path / "app")
+    name = rdaemon.add_repo(repo)
+    job = rdaemon.wait(rdaemon.submit(name, "Add a note", command=[agent("lazy.sh", LAZY)])["id"])
+    assert job["state"] == "succeeded", job
+    jid, branch, old_head = job["id"], job["branch"], job["head"]
+    commit_file(repo, "CHANGE.md", "main line\n")
+    resp = rdaemon.api.post(f"/jobs/{jid}/rebase")
+    assert resp.status_code == 200, resp.text
+    follow = resp.json()["job"]
+    done = rdaemon.wait(follow["id"], timeout=60)
+    wt = Path(done["worktree"])
+    assert done["state"] == "failed", done
+    assert done["error"] == (
+        f"conflicts left in CHANGE.md; the merge of main is left under way in {wt}, not committed"
+    )
+    assert git(repo, "rev-parse", branch) == old_head  # no merge commit with the markers
+    assert git(repo, "rev-list", "--merges", "--count", branch) == "0"
+    assert done["head"] == old_head
+    # The merge is left as it was: the markers, MERGE_HEAD, for a human or another follow-up.
+    assert "<<<<<<<" in (wt / "CHANGE.md").read_text()
+    assert git(wt, "rev-parse", "--verify", "MERGE_HEAD") == git(repo, "rev-parse", "main")
+
+
 def test_a_branch_changed_during_the_rebase_is_refused_by_the_cas_and_nothing_is_lost(
     rdaemon: Daemon, tmp_path: Path, agent: Any
 ) -> None:

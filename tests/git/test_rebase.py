@@ -118,3 +118,21 @@ def test_a_merge_of_ours_left_under_way_is_started_again(repo: Path, tmp_path: P
     # A crash: no follow-up was made. The next rebase starts the merge afresh.
     again = rebase.start_merge(wt, "job", head=tip, onto=onto, message=message, ident=IDENT)
     assert again == ["a.txt"] and g(wt, "rev-parse", "MERGE_HEAD") == onto
+
+
+def test_markers_left_names_the_conflicted_files_still_holding_markers(
+    repo: Path, tmp_path: Path
+) -> None:
+    _, tip = job_branch(repo, ("a.txt", "job\n"), ("b.txt", "job\n"))
+    commit_file(repo, "a.txt", "main\n")
+    onto = commit_file(repo, "b.txt", "main\n")
+    wt = tmp_path / "wt"
+    g(repo, "worktree", "add", "-q", str(wt), "job")
+    message = f"Merge main into job\n\n{rebase.MARK} {onto[:12]}.\n"
+    rebase.start_merge(wt, "job", head=tip, onto=onto, message=message, ident=IDENT)
+    assert rebase.ours_under_way(wt) and rebase.markers_left(wt) == ["a.txt", "b.txt"]
+    g(wt, "add", "a.txt")  # staged with its markers: still named
+    (wt / "b.txt").write_text("job\nmain\n")
+    assert rebase.markers_left(wt) == ["a.txt"]
+    (wt / "a.txt").write_text("a line with <<<<<<< inside is no marker\n=======\n")
+    assert rebase.markers_left(wt) == []
