@@ -287,7 +287,7 @@ def _land(
         label=landing.label, repo=str(repo), target=target, old=old, new=new,
         strategy=landing.strategy, source=landing.source, nonce=secrets.token_hex(8),
         worktree=str(where.path) if where is not None else None,
-        index=str(index) if index is not None else None,
+        index=str(index) if index is not None else None, onto=landing.onto,
     )  # fmt: skip
     merge_journal.write(journal, record)
     try:
@@ -317,6 +317,7 @@ class _Intent:
     label: str
     strategy: str
     source: str
+    onto: str | None = None  # a rebase's target tip, for a restart to record
 
 
 def _index_file(worktree: Path) -> Path:

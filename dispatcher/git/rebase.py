@@ -77,7 +77,7 @@ def rebase_branch(
             raise_moved(repo, branch, head)
         new, how = _new_tip(repo, head=head, base=base, onto=onto, ident=ident, message=message)
         faults.reach("rebase.computed")
-        intent = _Intent(label=label, strategy="rebase", source=head)
+        intent = _Intent(label=label, strategy="rebase", source=head, onto=onto)
         reflog = f"dispatcher rebase: onto {onto[:12]}"
         _land(repo, branch, head, new, reflog, journal=journal, landing=intent)
         return Rebased(new, how)

@@ -26,6 +26,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from dispatcher import faults
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidState, MergeConflict
 from dispatcher.git import journal as merge_journal
@@ -121,10 +122,12 @@ class Rebases:
         except MergeConflict as exc:
             files = list(exc.details.get("files") or [])
             return self._start_conflict(job, repo_path, head, onto, files, fetch_note)
-        try:
-            return self._record(job, repo_path, onto, head, done, fetch_note)
-        finally:
-            merge_journal.discard(journal)
+        faults.reach("rebase.landed")  # the branch moved; the job does not say so yet
+        answer = self._record(job, repo_path, onto, head, done, fetch_note)
+        # Recorded: nothing left for a restart to finish (until then, a record that
+        # raised leaves the journal, and the next start records the rebase from it).
+        merge_journal.discard(journal)
+        return answer
 
     def _record(
         self,

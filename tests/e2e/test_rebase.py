@@ -7,8 +7,9 @@ point ``rebase.computed`` (dispatcher/faults.py).
 
 from __future__ import annotations
 
+import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,45 @@ def test_a_branch_changed_during_the_rebase_is_refused_by_the_cas_and_nothing_is
     new = git(repo, "rev-parse", branch)
     assert git(repo, "rev-list", "--count", f"{tip}..{new}") == "2"
     assert git(repo, "show", f"{new}:LATE.md") == "a commit made meanwhile"
+
+
+def test_kill_9_after_the_branch_moved_and_before_the_job_said_so_records_the_rebase(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path, agent: Any
+) -> None:
+    """The journal says where the branch was brought onto: the next start records the
+    job's new base and head (a stale base would make a later merge replay main's own
+    commits)."""
+    fault_dir = tmp_path / "faults"
+    d = daemon_factory(DISPATCHER_FAULT_DIR=str(fault_dir)).start()
+    repo = init_repo(tmp_path / "app")
+    _, job = finished(d, repo, agent)
+    jid, branch = job["id"], job["branch"]
+    tip = commit_file(repo, "OTHER.md", "main moved\n")
+    reached = hold_fault(fault_dir, "rebase.landed")
+    answers: list[object] = []
+    thread = threading.Thread(target=lambda: answers.append(_post_quietly(d, jid)), daemon=True)
+    thread.start()
+    wait_until(reached.exists, "the rebase to reach rebase.landed", 30)
+    new = git(repo, "rev-parse", branch)
+    assert git(repo, "rev-parse", f"{new}^") == tip
+    assert d.stop(signal.SIGKILL) == -signal.SIGKILL
+    thread.join(60)
+    release_fault(fault_dir, "rebase.landed")
+    d.start()
+    after = d.job(jid)
+    assert (after["base"], after["rebased_onto"], after["head"]) == (tip, tip, new), after
+    assert after["commits_ahead"] == 1 and after["files_changed"] == 1
+    assert not list((d.state_dir / "merges").glob("*"))
+    wt = Path(after["worktree"])
+    assert git(wt, "rev-parse", "HEAD") == new and git(wt, "status", "--porcelain") == ""
+    assert d.api.get(f"/jobs/{jid}/diff").json()["stat"].count("|") == 1
+
+
+def _post_quietly(d: Daemon, jid: int) -> object:
+    try:
+        return d.api.post(f"/jobs/{jid}/rebase")
+    except httpx.TransportError as exc:  # the daemon was killed under it
+        return exc
 
 
 def test_bad_rebase_requests_get_one_line_and_change_nothing(
