@@ -3,8 +3,9 @@
 :func:`rebase_branch` computes the branch's new tip with no worktree (each commit
 replayed with ``merge-tree --write-tree`` and ``commit-tree``, as the ``rebase`` merge
 strategy does, :mod:`dispatcher.git.merge`) and moves the branch from its old tip by
-compare-and-swap; a checkout of the branch (a job's own worktree) is moved with it,
-under its ``index.lock``, as a merge into a checked-out branch is. Nothing changes
+compare-and-swap; the job's own worktree, when it has the branch checked out, is
+moved with it, under its ``index.lock``, as a merge into a checked-out branch is (the
+branch checked out anywhere else is refused). Nothing changes
 when it conflicts. :func:`start_merge` writes a conflicted merge into a worktree (the
 files with their markers, ``MERGE_HEAD``) for an agent to resolve, and
 :func:`abort_merge` takes it back.
@@ -55,6 +56,7 @@ def rebase_branch(
     message: str,
     journal: Path,
     label: str,
+    worktree: Path | None,
 ) -> Rebased:
     """Move ``branch`` (at ``head``, made from ``base``) onto commit ``onto``.
 
@@ -63,9 +65,12 @@ def rebase_branch(
     holds a merge, a merge of ``onto`` into it (``message``) is made instead if it is
     clean. :class:`MergeConflict` (``details["files"]``) when both conflict; RefMoved
     when the branch is no longer at ``head`` by the time it would move. Either way
-    nothing changed. The move is journaled at ``journal`` (``label``) for a restart to
-    finish or undo its checkout's files (:func:`dispatcher.git.merge.recover_landing`);
-    the caller discards it once it has recorded the rebase.
+    nothing changed. Only ``worktree`` (the job's own checkout of the branch, None when
+    it has none) is moved with it: the branch checked out anywhere else is refused
+    (InvalidState naming the path, nothing changed). The move is journaled at
+    ``journal`` (``label``, and ``onto``) for a restart to finish or undo its checkout's
+    files (:func:`dispatcher.git.merge.recover_landing`) and record the rebase on the
+    job; the caller discards it once it has recorded the rebase.
     """
     validate_branch_name(branch)
     for rev in (head, base, onto):
@@ -79,7 +84,10 @@ def rebase_branch(
         faults.reach("rebase.computed")
         intent = _Intent(label=label, strategy="rebase", source=head, onto=onto)
         reflog = f"dispatcher rebase: onto {onto[:12]}"
-        _land(repo, branch, head, new, reflog, journal=journal, landing=intent)
+        _land(
+            repo, branch, head, new, reflog, journal=journal, landing=intent,
+            only_checkout=worktree,
+        )  # fmt: skip
         return Rebased(new, how)
 
 

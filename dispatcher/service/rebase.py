@@ -118,6 +118,7 @@ class Rebases:
                 message=f"Merge {target} into {job.branch}\n\nDispatcher job {job_id}: "
                 f"{git_rebase.MARK} {onto[:12]}.\n",
                 journal=journal, label=f"rebase-{job_id}",
+                worktree=Path(job.worktree) if job.worktree else None,
             )  # fmt: skip
         except MergeConflict as exc:
             files = list(exc.details.get("files") or [])

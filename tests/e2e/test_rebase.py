@@ -263,6 +263,26 @@ def _post_quietly(d: Daemon, jid: int) -> object:
         return exc
 
 
+def test_the_job_branch_checked_out_by_the_user_is_refused_and_their_checkout_untouched(
+    rdaemon: Daemon, tmp_path: Path, agent: Any
+) -> None:
+    repo = init_repo(tmp_path / "app")
+    _, job = finished(rdaemon, repo, agent)
+    jid, branch, old_head = job["id"], job["branch"], job["head"]
+    commit_file(repo, "OTHER.md", "main moved\n")
+    git(repo, "checkout", "-q", "--ignore-other-worktrees", branch)  # clean, on the old tip
+    before = user_view(repo)
+    resp = rdaemon.api.post(f"/jobs/{jid}/rebase")
+    assert resp.status_code == 409, resp.text
+    assert resp.json()["error"]["message"] == (
+        f"{branch} is checked out in {repo.resolve()}, which the daemon does not move; "
+        "check out another branch there and try again (nothing was changed)"
+    )
+    assert user_view(repo) == before and git(repo, "rev-parse", branch) == old_head
+    assert rdaemon.job(jid)["base"] == job["base"]
+    assert not list((rdaemon.state_dir / "merges").glob("rebase-*"))
+
+
 def test_bad_rebase_requests_get_one_line_and_change_nothing(
     rdaemon: Daemon, tmp_path: Path, agent: Any
 ) -> None:

@@ -27,10 +27,12 @@ def job_branch(repo: Path, *changes: tuple[str, str]) -> tuple[str, str]:
     return base, tip
 
 
-def run(repo: Path, tmp_path: Path, base: str, tip: str, onto: str) -> rebase.Rebased:
+def run(
+    repo: Path, tmp_path: Path, base: str, tip: str, onto: str, worktree: Path | None = None
+) -> rebase.Rebased:
     return rebase.rebase_branch(
         repo, "job", head=tip, base=base, onto=onto, ident=IDENT, message="Merge main into job",
-        journal=tmp_path / "journal.json", label="rebase-1",
+        journal=tmp_path / "journal.json", label="rebase-1", worktree=worktree,
     )  # fmt: skip
 
 
@@ -88,9 +90,28 @@ def test_a_checked_out_branch_moves_with_its_files(repo: Path, tmp_path: Path) -
     onto = commit_file(repo, "main.txt", "main\n")
     wt = tmp_path / "wt"
     g(repo, "worktree", "add", "-q", str(wt), "job")
-    done = run(repo, tmp_path, base, tip, onto)
+    done = run(repo, tmp_path, base, tip, onto, worktree=wt)
     assert head(wt) == done.tip and (wt / "main.txt").read_text() == "main\n"
     assert g(wt, "status", "--porcelain") == ""
+
+
+def test_the_branch_checked_out_elsewhere_is_refused_and_nothing_moves(
+    repo: Path, tmp_path: Path
+) -> None:
+    base, tip = job_branch(repo, ("one.txt", "1\n"))
+    onto = commit_file(repo, "main.txt", "main\n")
+    user = tmp_path / "user"
+    g(repo, "worktree", "add", "-q", str(user), "job")  # clean: nothing else refuses it
+    for own in (None, tmp_path / "job-wt"):  # the job's worktree gone, or elsewhere
+        with pytest.raises(InvalidState) as caught:
+            run(repo, tmp_path, base, tip, onto, worktree=own)
+        assert str(caught.value) == (
+            f"job is checked out in {user}, which the daemon does not move; check out "
+            "another branch there and try again (nothing was changed)"
+        )
+    assert head(repo, "job") == tip and head(user) == tip
+    assert g(user, "status", "--porcelain") == "" and not (user / "main.txt").exists()
+    assert not (tmp_path / "journal.json").exists()
 
 
 def test_start_merge_leaves_markers_and_abort_takes_them_back(repo: Path, tmp_path: Path) -> None:
