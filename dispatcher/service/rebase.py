@@ -10,9 +10,10 @@ one where the whole does not, gets a merge of the target instead.
 
 On a conflict nothing on the branch changes: a merge of the target is started in the
 job's worktree (the conflicting files with their markers, ``MERGE_HEAD``), and a
-follow-up job is made there with a prompt naming the files; when its agent is done,
-the daemon's commit of what it left is the merge, on the same branch, and the
-follow-up's base is the target's tip.
+follow-up job is made there, under the same lock, with a prompt naming the files;
+when its agent is done, the daemon's commit of what it left is the merge (only if no
+conflict markers are left: :mod:`dispatcher.jobs.result`), on the same branch, and
+the follow-up's base is the target's tip.
 
 A job with an open pull request whose branch was rewritten is pushed again at once
 with ``--force-with-lease`` (its lease: where the job last pushed it), so the PR shows
@@ -75,7 +76,9 @@ class Rebases:
             outcome = self._rebase(job, repo)
             if isinstance(outcome, ActionResult):
                 return outcome
-        return self._follow_up(job, outcome)
+            # Under the same lock: a second rebase waiting on it finds the job continued
+            # (and never takes back the merge this follow-up owns).
+            return self._follow_up(job, outcome)
 
     # ------------------------------------------------------------------ checks
 
@@ -227,18 +230,18 @@ class Rebases:
         return _Conflicted(in_tree or files, onto, worktree, fetch_note)
 
     def _follow_up(self, job: Job, conflict: _Conflicted) -> ActionResult:
-        """The follow-up that resolves ``conflict`` (made outside the job's lock, which
-        :meth:`Jobs.followup` takes); the merge is taken back if it cannot be made."""
+        """The follow-up that resolves ``conflict``, made under the job's lock (held by
+        the caller); the merge is taken back if it cannot be made."""
         assert job.id is not None
+        faults.reach("rebase.conflict-started")  # the merge is under way; no follow-up yet
         try:
-            made = self.jobs.followup(
+            made = self.jobs.followup_locked(
                 job.id,
                 FollowupCreate(prompt=conflict_prompt(job, conflict.files, conflict.onto)),
                 rebased_onto=conflict.onto,
             )
         except BaseException:
-            with self.control.lock(job.id):
-                git_rebase.abort_merge(conflict.worktree)
+            git_rebase.abort_merge(conflict.worktree)
             raise
         shown = ", ".join(conflict.files[:10])
         more = f" and {len(conflict.files) - 10} more" if len(conflict.files) > 10 else ""

@@ -188,6 +188,49 @@ def test_a_followup_that_leaves_the_markers_fails_and_commits_no_merge(
     assert git(wt, "rev-parse", "--verify", "MERGE_HEAD") == git(repo, "rev-parse", "main")
 
 
+def test_two_rebases_at_once_make_one_followup_and_the_second_is_told_it_was_continued(
+    rdaemon: Daemon, tmp_path: Path, agent: Any
+) -> None:
+    repo = init_repo(tmp_path / "app")
+    _, job = finished(rdaemon, repo, agent)
+    jid = job["id"]
+    tip = commit_file(repo, "CHANGE.md", "main line\n")
+    reached = hold_fault(faults(rdaemon), "rebase.conflict-started")
+    answers: list[httpx.Response] = []
+
+    def post() -> None:
+        answers.append(rdaemon.api.post(f"/jobs/{jid}/rebase"))
+
+    first = threading.Thread(target=post, daemon=True)
+    second = threading.Thread(target=post, daemon=True)
+    first.start()
+    try:
+        wait_until(reached.exists, "the first rebase to start its merge", 30)
+        second.start()
+        # A request blocked on the job's lock shows nothing to poll: give it time to
+        # get there (with the follow-up made outside the lock, it would restart the
+        # merge the first follow-up is about to own).
+        second.join(1)
+    finally:
+        release_fault(faults(rdaemon), "rebase.conflict-started")
+        first.join(60)
+        second.join(60)
+    made = [r for r in answers if r.status_code == 200]
+    refused = [r for r in answers if r.status_code != 200]
+    assert len(made) == 1 and len(refused) == 1, [r.text for r in answers]
+    follow = made[0].json()["job"]
+    assert refused[0].status_code == 409
+    assert refused[0].json()["error"]["message"] == (
+        f"job {jid} was continued by follow-up job {follow['id']}, which holds its worktree "
+        f"and branch now; act on job {follow['id']}"
+    )
+    done = rdaemon.wait(follow["id"], timeout=60)
+    assert done["state"] == "succeeded", done
+    assert f"merging {tip}" in log_of(rdaemon, follow["id"])  # the merge it was given
+    assert len(rdaemon.api.get(f"/jobs/{jid}/runs").json()) == 2
+    assert git(repo, "show", f"{job['branch']}:CHANGE.md") == "agent line\nmain line"
+
+
 def test_a_branch_changed_during_the_rebase_is_refused_by_the_cas_and_nothing_is_lost(
     rdaemon: Daemon, tmp_path: Path, agent: Any
 ) -> None:
