@@ -34,6 +34,7 @@ class Landing:
     nonce: str
     worktree: str | None = None  # the checkout of ``target`` being updated, if any
     index: str | None = None  # that checkout's index file
+    onto: str | None = None  # a rebase's: the commit the branch was brought onto
 
 
 def write(path: Path, landing: Landing) -> None:

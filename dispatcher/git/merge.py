@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from dispatcher import faults
 from dispatcher.errors import (
@@ -38,7 +39,7 @@ from dispatcher.git.commits import commit_tree, first_line, status_porcelain
 from dispatcher.git.dotgit import git_dirs, head_branch
 from dispatcher.git.names import check_rev, identity, is_full_sha, validate_branch_name
 from dispatcher.git.refs import branch_head, common_dir, is_ancestor, ref_value, rev_parse
-from dispatcher.git.worktrees import checked_out_in
+from dispatcher.git.worktrees import checked_out_in, entries
 from dispatcher.process import proc
 
 log = logging.getLogger(__name__)
@@ -273,21 +274,41 @@ def _cas_update(repo: Path, ref: str, new: str, old: str, msg: str) -> None:
 
 
 def _land(
-    repo: Path, target: str, old: str, new: str, msg: str, *, journal: Path, landing: _Intent
+    repo: Path,
+    target: str,
+    old: str,
+    new: str,
+    msg: str,
+    *,
+    journal: Path,
+    landing: _Intent,
+    only_checkout: Path | Literal["any"] | None = "any",
 ) -> None:
     """Move ``target`` from ``old`` to ``new`` by compare-and-swap, updating its checkout
     if it has one (:func:`_update_checkout`). The journal at ``journal`` says what is
     under way until the caller, having recorded the merge, discards it; it is removed
-    here when nothing moved."""
+    here when nothing moved. ``only_checkout``: the one checkout that may be moved (or
+    None: none may); a ``target`` checked out anywhere else is refused (InvalidState,
+    nothing changed)."""
     moved = RefMoved(f"{target} moved during the merge; nothing was changed, try again")
     ref = f"refs/heads/{target}"
-    where = checked_out_in(repo, target)
+    where = checked_out_in(repo, target) if only_checkout == "any" else None
+    if only_checkout != "any":  # every checkout of it (`checkout --ignore-other-worktrees`)
+        for info in entries(repo):
+            if info.branch != target or info.bare or info.prunable:
+                continue
+            if only_checkout is None or not _same_path(info.path, only_checkout):
+                raise InvalidState(
+                    f"{target} is checked out in {info.path}, which the daemon does not "
+                    "move; check out another branch there and try again (nothing was changed)"
+                )
+            where = info
     index = _index_file(where.path) if where is not None else None
     record = merge_journal.Landing(
         label=landing.label, repo=str(repo), target=target, old=old, new=new,
         strategy=landing.strategy, source=landing.source, nonce=secrets.token_hex(8),
         worktree=str(where.path) if where is not None else None,
-        index=str(index) if index is not None else None,
+        index=str(index) if index is not None else None, onto=landing.onto,
     )  # fmt: skip
     merge_journal.write(journal, record)
     try:
@@ -310,6 +331,10 @@ def _land(
         raise
 
 
+def _same_path(a: Path, b: Path) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
 @dataclass(frozen=True)
 class _Intent:
     """What the journal records about a merge besides the refs."""
@@ -317,6 +342,7 @@ class _Intent:
     label: str
     strategy: str
     source: str
+    onto: str | None = None  # a rebase's target tip, for a restart to record
 
 
 def _index_file(worktree: Path) -> Path:

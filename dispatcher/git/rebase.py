@@ -3,8 +3,9 @@
 :func:`rebase_branch` computes the branch's new tip with no worktree (each commit
 replayed with ``merge-tree --write-tree`` and ``commit-tree``, as the ``rebase`` merge
 strategy does, :mod:`dispatcher.git.merge`) and moves the branch from its old tip by
-compare-and-swap; a checkout of the branch (a job's own worktree) is moved with it,
-under its ``index.lock``, as a merge into a checked-out branch is. Nothing changes
+compare-and-swap; the job's own worktree, when it has the branch checked out, is
+moved with it, under its ``index.lock``, as a merge into a checked-out branch is (the
+branch checked out anywhere else is refused). Nothing changes
 when it conflicts. :func:`start_merge` writes a conflicted merge into a worktree (the
 files with their markers, ``MERGE_HEAD``) for an agent to resolve, and
 :func:`abort_merge` takes it back.
@@ -55,6 +56,7 @@ def rebase_branch(
     message: str,
     journal: Path,
     label: str,
+    worktree: Path | None,
 ) -> Rebased:
     """Move ``branch`` (at ``head``, made from ``base``) onto commit ``onto``.
 
@@ -63,9 +65,12 @@ def rebase_branch(
     holds a merge, a merge of ``onto`` into it (``message``) is made instead if it is
     clean. :class:`MergeConflict` (``details["files"]``) when both conflict; RefMoved
     when the branch is no longer at ``head`` by the time it would move. Either way
-    nothing changed. The move is journaled at ``journal`` (``label``) for a restart to
-    finish or undo its checkout's files (:func:`dispatcher.git.merge.recover_landing`);
-    the caller discards it once it has recorded the rebase.
+    nothing changed. Only ``worktree`` (the job's own checkout of the branch, None when
+    it has none) is moved with it: the branch checked out anywhere else is refused
+    (InvalidState naming the path, nothing changed). The move is journaled at
+    ``journal`` (``label``, and ``onto``) for a restart to finish or undo its checkout's
+    files (:func:`dispatcher.git.merge.recover_landing`) and record the rebase on the
+    job; the caller discards it once it has recorded the rebase.
     """
     validate_branch_name(branch)
     for rev in (head, base, onto):
@@ -77,9 +82,12 @@ def rebase_branch(
             raise_moved(repo, branch, head)
         new, how = _new_tip(repo, head=head, base=base, onto=onto, ident=ident, message=message)
         faults.reach("rebase.computed")
-        intent = _Intent(label=label, strategy="rebase", source=head)
+        intent = _Intent(label=label, strategy="rebase", source=head, onto=onto)
         reflog = f"dispatcher rebase: onto {onto[:12]}"
-        _land(repo, branch, head, new, reflog, journal=journal, landing=intent)
+        _land(
+            repo, branch, head, new, reflog, journal=journal, landing=intent,
+            only_checkout=worktree,
+        )  # fmt: skip
         return Rebased(new, how)
 
 
@@ -139,7 +147,50 @@ def start_merge(
     if result.returncode == 0 or not conflicts:
         abort_merge(worktree)
         raise GitError(cmd.failure(result) if result.returncode else "the merge did not conflict")
+    _git_path(worktree, _CONFLICTS).write_text("\0".join(conflicts), encoding="utf-8")
     return conflicts
+
+
+_CONFLICTS = "dispatcher-merge-conflicts"
+"""Beside ``MERGE_MSG``: the paths :func:`start_merge` stopped at, NUL-separated (an
+agent's ``git add`` takes them out of the index's unmerged entries)."""
+
+
+def _git_path(worktree: Path, name: str) -> Path:
+    out = cmd.run(["rev-parse", "--path-format=absolute", "--git-path", name], worktree).stdout
+    return Path(out.strip())
+
+
+def ours_under_way(worktree: Path) -> bool:
+    """Whether a merge :func:`start_merge` began is under way in ``worktree``
+    (``MERGE_HEAD`` present, its ``MERGE_MSG`` holding :data:`MARK`)."""
+    return _ours_under_way(worktree)
+
+
+def markers_left(worktree: Path) -> list[str]:
+    """Of the files the merge under way in ``worktree`` stopped at (those
+    :func:`start_merge` recorded, and any still unmerged in the index), the ones
+    that still hold a conflict marker line (``<<<<<<<`` or ``>>>>>>>``), sorted."""
+    try:
+        recorded = _git_path(worktree, _CONFLICTS).read_text(encoding="utf-8").split("\0")
+    except OSError:
+        recorded = []
+    left = []
+    for path in sorted({p for p in recorded if p} | set(unmerged(worktree))):
+        try:
+            data = (worktree / path).read_bytes()
+        except OSError:  # deleted (or a directory now): no markers in it
+            continue
+        if any(_is_marker(line) for line in data.splitlines()):
+            left.append(path)
+    return left
+
+
+def _is_marker(line: bytes) -> bool:
+    for mark in (b"<<<<<<<", b">>>>>>>"):
+        if line.startswith(mark) and line[7:8] in (b"", b" ", b"\r"):
+            return True
+    return False
 
 
 MARK = "`dispatcher rebase` onto"

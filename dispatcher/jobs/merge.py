@@ -148,7 +148,12 @@ def recover(settings: Settings, store: Store) -> list[Job]:
 
 
 def _record_recovered(store: Store, landing: merge_journal.Landing) -> Job | None:
-    """Mark the landing's job merged (if it still waits for it); None when not."""
+    """Mark the landing's job merged (if it still waits for it); None when not. A
+    rebase's (label ``rebase-N``) is recorded on job N as the rebase would have."""
+    rebased = landing.label.removeprefix("rebase-")
+    if rebased != landing.label and rebased.isdigit():
+        _record_rebase(store, int(rebased), landing)
+        return None
     if not landing.label.isdigit():
         log.warning("merge journal of %r names no job", landing.label)
         return None
@@ -169,6 +174,27 @@ def _record_recovered(store: Store, landing: merge_journal.Landing) -> Job | Non
         return None
     log.info("job %s: merge into %s finished after a restart", job_id, landing.target)
     return job
+
+
+def _record_rebase(store: Store, job_id: int, landing: merge_journal.Landing) -> None:
+    """Record on job ``job_id`` the rebase a crash cut short after its branch moved:
+    its base (``rebased_onto``) the journal's ``onto``, its head the new tip, its
+    diffstat measured again."""
+    onto = landing.onto
+    if onto is None or not names.is_full_sha(onto):
+        raise InvalidState(f"rebase journal of job {job_id} names no commit it was brought onto")
+    try:
+        job = store.job(job_id)
+    except DispatcherError as exc:
+        log.info("job %s: rebase recovered, job left as it is: %s", job_id, exc.message)
+        return
+    stats = refs.branch_stats(Path(landing.repo), onto, landing.new)
+    store.update(
+        job_id, base_sha=onto, rebased_onto=onto, rebased_at=utcnow(), head_sha=landing.new,
+        commits_ahead=stats.ahead, files_changed=stats.diff.files,
+        insertions=stats.diff.insertions, deletions=stats.diff.deletions,
+    )  # fmt: skip
+    log.info("job %s: rebase of %s onto %s recorded after a restart", job_id, job.branch, onto[:12])
 
 
 def reconcile(store: Store) -> list[Job]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from dispatcher.config import Settings
 from dispatcher.errors import InvalidInput
-from dispatcher.git import commits, dotgit, refs, worktrees
+from dispatcher.git import commits, dotgit, rebase, refs, worktrees
 from dispatcher.jobs.files import note_job
 from dispatcher.jobs.workspace import Workspace
 from dispatcher.lifecycle import JobState
@@ -35,8 +35,14 @@ def _listed(items: Sequence[str], limit: int = 10) -> str:
     return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
-def collect(settings: Settings, job: Job, repo_path: Path) -> tuple[dict[str, object], str]:
+def collect(
+    settings: Settings, job: Job, repo_path: Path, *, timed_out: bool = False
+) -> tuple[dict[str, object], str]:
     """Commit what the agent left, then measure the branch against its base.
+
+    When a merge ``dispatcher rebase`` started is under way in the worktree, the commit
+    is that merge: it is made only if the agent ended on its own and no conflict
+    markers are left in the files it stopped at (:func:`_merge_unfinished`).
 
     Returns the result fields and a problem that fails the job ("" if none).
     """
@@ -50,7 +56,9 @@ def collect(settings: Settings, job: Job, repo_path: Path) -> tuple[dict[str, ob
     branch = worktrees.current_branch(worktree)
     problem = ""
     if branch == job.branch:
-        problem = _commit_leftovers(settings, job, worktree)
+        problem = _merge_unfinished(settings, job, worktree, timed_out=timed_out)
+        if not problem:
+            problem = _commit_leftovers(settings, job, worktree)
     else:
         where = branch or "a detached HEAD"
         problem = (
@@ -74,6 +82,25 @@ def collect(settings: Settings, job: Job, repo_path: Path) -> tuple[dict[str, ob
             f"{job.base_sha[:12]}; the branch is kept as the agent left it"
         )
     return fields, problem
+
+
+def _merge_unfinished(settings: Settings, job: Job, worktree: Path, *, timed_out: bool) -> str:
+    """Why the merge of the target a rebase left under way in ``worktree`` (for this
+    job, a follow-up, to resolve) is not committed, "" when it may be (or there is
+    none). Not committed, and left in place with the agent's work: a job canceled or
+    timed out, and files that still hold conflict markers."""
+    assert job.id is not None
+    if not rebase.ours_under_way(worktree):
+        return ""
+    kept = f"the merge of {job.target_branch} is left under way in {worktree}, not committed"
+    if job.cancel_requested or timed_out:
+        why = "canceled" if job.cancel_requested else "timed out"
+        note_job(settings, job.id, f"the job {why}: {kept}")
+        return f"canceled on request; {kept}" if job.cancel_requested else kept
+    left = rebase.markers_left(worktree)
+    if not left:
+        return ""
+    return f"conflicts left in {_listed(left)}; {kept}"
 
 
 def _commit_leftovers(settings: Settings, job: Job, worktree: Path) -> str:

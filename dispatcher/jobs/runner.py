@@ -608,7 +608,9 @@ class Runner:
         problem = lost
         try:
             repo_path = Path(self.store.repo(job.repo_id).path)
-            stats, collect_problem = result.collect(self.settings, job, repo_path)
+            stats, collect_problem = result.collect(
+                self.settings, job, repo_path, timed_out=timed_out
+            )
             fields.update(stats)
             problem = problem or collect_problem
         except DispatcherError as exc:

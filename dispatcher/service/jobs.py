@@ -223,28 +223,45 @@ class Jobs:
         if made is not None:
             return made
         with self.control.lock(job_id):
-            parent = self.store.job(job_id)
-            prompt, settle = req.prompt, _NOTHING
-            if team_messages and parent.team_id is not None and self.team_messages is not None:
-                waiting, settle = self.team_messages(parent)
-                prompt += f"\n\n{waiting}" if waiting else ""
-            try:
-                again = self._again(
-                    parent,
-                    prompt=prompt,
-                    timeout_minutes=req.timeout_minutes or parent.timeout_s / 60,
-                    max_cost_usd=parent.max_cost_usd,
-                )
-                new = self.submit(
-                    again, followup_of=parent, idem=idem, rebased_onto=rebased_onto,
-                    on_success=on_success,
-                )  # fmt: skip
-            except BaseException:
-                settle(False)  # not in any prompt: reads have them again
-                raise
-            faults.reach("jobs.followup-made")  # the job is made; its messages not confirmed
-            settle(True)  # in the new run's prompt now (a restart that finds it confirms)
-            return _run_again(job_id, "followed up", new)
+            return self.followup_locked(
+                job_id, req, idem=idem, team_messages=team_messages, rebased_onto=rebased_onto,
+                on_success=on_success,
+            )  # fmt: skip
+
+    def followup_locked(
+        self,
+        job_id: int,
+        req: FollowupCreate,
+        *,
+        idem: IdempotencyKey | None = None,
+        team_messages: bool = True,
+        rebased_onto: str | None = None,
+        on_success: dict[str, object] | None = None,
+    ) -> ActionResult:
+        """:meth:`followup` for a caller that holds the job's lock already (a rebase
+        makes its conflict's follow-up under the lock it started the merge under)."""
+        parent = self.store.job(job_id)
+        prompt, settle = req.prompt, _NOTHING
+        if team_messages and parent.team_id is not None and self.team_messages is not None:
+            waiting, settle = self.team_messages(parent)
+            prompt += f"\n\n{waiting}" if waiting else ""
+        try:
+            again = self._again(
+                parent,
+                prompt=prompt,
+                timeout_minutes=req.timeout_minutes or parent.timeout_s / 60,
+                max_cost_usd=parent.max_cost_usd,
+            )
+            new = self.submit(
+                again, followup_of=parent, idem=idem, rebased_onto=rebased_onto,
+                on_success=on_success,
+            )  # fmt: skip
+        except BaseException:
+            settle(False)  # not in any prompt: reads have them again
+            raise
+        faults.reach("jobs.followup-made")  # the job is made; its messages not confirmed
+        settle(True)  # in the new run's prompt now (a restart that finds it confirms)
+        return _run_again(job_id, "followed up", new)
 
     def runs(self, job_id: int) -> list[JobPublic]:
         """Every run of the job's chain of follow-ups, oldest first."""

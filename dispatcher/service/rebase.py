@@ -10,9 +10,10 @@ one where the whole does not, gets a merge of the target instead.
 
 On a conflict nothing on the branch changes: a merge of the target is started in the
 job's worktree (the conflicting files with their markers, ``MERGE_HEAD``), and a
-follow-up job is made there with a prompt naming the files; when its agent is done,
-the daemon's commit of what it left is the merge, on the same branch, and the
-follow-up's base is the target's tip.
+follow-up job is made there, under the same lock, with a prompt naming the files;
+when its agent is done, the daemon's commit of what it left is the merge (only if no
+conflict markers are left: :mod:`dispatcher.jobs.result`), on the same branch, and
+the follow-up's base is the target's tip.
 
 A job with an open pull request whose branch was rewritten is pushed again at once
 with ``--force-with-lease`` (its lease: where the job last pushed it), so the PR shows
@@ -26,6 +27,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from dispatcher import faults
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidState, MergeConflict
 from dispatcher.git import journal as merge_journal
@@ -74,7 +76,9 @@ class Rebases:
             outcome = self._rebase(job, repo)
             if isinstance(outcome, ActionResult):
                 return outcome
-        return self._follow_up(job, outcome)
+            # Under the same lock: a second rebase waiting on it finds the job continued
+            # (and never takes back the merge this follow-up owns).
+            return self._follow_up(job, outcome)
 
     # ------------------------------------------------------------------ checks
 
@@ -117,14 +121,17 @@ class Rebases:
                 message=f"Merge {target} into {job.branch}\n\nDispatcher job {job_id}: "
                 f"{git_rebase.MARK} {onto[:12]}.\n",
                 journal=journal, label=f"rebase-{job_id}",
+                worktree=Path(job.worktree) if job.worktree else None,
             )  # fmt: skip
         except MergeConflict as exc:
             files = list(exc.details.get("files") or [])
             return self._start_conflict(job, repo_path, head, onto, files, fetch_note)
-        try:
-            return self._record(job, repo_path, onto, head, done, fetch_note)
-        finally:
-            merge_journal.discard(journal)
+        faults.reach("rebase.landed")  # the branch moved; the job does not say so yet
+        answer = self._record(job, repo_path, onto, head, done, fetch_note)
+        # Recorded: nothing left for a restart to finish (until then, a record that
+        # raised leaves the journal, and the next start records the rebase from it).
+        merge_journal.discard(journal)
+        return answer
 
     def _record(
         self,
@@ -223,18 +230,18 @@ class Rebases:
         return _Conflicted(in_tree or files, onto, worktree, fetch_note)
 
     def _follow_up(self, job: Job, conflict: _Conflicted) -> ActionResult:
-        """The follow-up that resolves ``conflict`` (made outside the job's lock, which
-        :meth:`Jobs.followup` takes); the merge is taken back if it cannot be made."""
+        """The follow-up that resolves ``conflict``, made under the job's lock (held by
+        the caller); the merge is taken back if it cannot be made."""
         assert job.id is not None
+        faults.reach("rebase.conflict-started")  # the merge is under way; no follow-up yet
         try:
-            made = self.jobs.followup(
+            made = self.jobs.followup_locked(
                 job.id,
                 FollowupCreate(prompt=conflict_prompt(job, conflict.files, conflict.onto)),
                 rebased_onto=conflict.onto,
             )
         except BaseException:
-            with self.control.lock(job.id):
-                git_rebase.abort_merge(conflict.worktree)
+            git_rebase.abort_merge(conflict.worktree)
             raise
         shown = ", ".join(conflict.files[:10])
         more = f" and {len(conflict.files) - 10} more" if len(conflict.files) > 10 else ""

@@ -7,8 +7,9 @@ point ``rebase.computed`` (dispatcher/faults.py).
 
 from __future__ import annotations
 
+import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,84 @@ def test_rebase_conflict_starts_a_followup_that_resolves_it_on_the_same_branch(
     assert git(repo, "show", "main:CHANGE.md") == "agent line\nmain line"
 
 
+# A follow-up that leaves the conflicts as they are (and ends with 0).
+LAZY = r"""prompt="$(cat)"
+case "$prompt" in
+  *"stopped at conflicts in these files"*) echo "left them" ;;
+  *) printf 'agent line\n' > CHANGE.md ;;
+esac
+"""
+
+
+def test_a_followup_that_leaves_the_markers_fails_and_commits_no_merge(
+    rdaemon: Daemon, tmp_path: Path, agent: Any
+) -> None:
+    repo = init_repo(tmp_path / "app")
+    name = rdaemon.add_repo(repo)
+    job = rdaemon.wait(rdaemon.submit(name, "Add a note", command=[agent("lazy.sh", LAZY)])["id"])
+    assert job["state"] == "succeeded", job
+    jid, branch, old_head = job["id"], job["branch"], job["head"]
+    commit_file(repo, "CHANGE.md", "main line\n")
+    resp = rdaemon.api.post(f"/jobs/{jid}/rebase")
+    assert resp.status_code == 200, resp.text
+    follow = resp.json()["job"]
+    done = rdaemon.wait(follow["id"], timeout=60)
+    wt = Path(done["worktree"])
+    assert done["state"] == "failed", done
+    assert done["error"] == (
+        f"conflicts left in CHANGE.md; the merge of main is left under way in {wt}, not committed"
+    )
+    assert git(repo, "rev-parse", branch) == old_head  # no merge commit with the markers
+    assert git(repo, "rev-list", "--merges", "--count", branch) == "0"
+    assert done["head"] == old_head
+    # The merge is left as it was: the markers, MERGE_HEAD, for a human or another follow-up.
+    assert "<<<<<<<" in (wt / "CHANGE.md").read_text()
+    assert git(wt, "rev-parse", "--verify", "MERGE_HEAD") == git(repo, "rev-parse", "main")
+
+
+def test_two_rebases_at_once_make_one_followup_and_the_second_is_told_it_was_continued(
+    rdaemon: Daemon, tmp_path: Path, agent: Any
+) -> None:
+    repo = init_repo(tmp_path / "app")
+    _, job = finished(rdaemon, repo, agent)
+    jid = job["id"]
+    tip = commit_file(repo, "CHANGE.md", "main line\n")
+    reached = hold_fault(faults(rdaemon), "rebase.conflict-started")
+    answers: list[httpx.Response] = []
+
+    def post() -> None:
+        answers.append(rdaemon.api.post(f"/jobs/{jid}/rebase"))
+
+    first = threading.Thread(target=post, daemon=True)
+    second = threading.Thread(target=post, daemon=True)
+    first.start()
+    try:
+        wait_until(reached.exists, "the first rebase to start its merge", 30)
+        second.start()
+        # A request blocked on the job's lock shows nothing to poll: give it time to
+        # get there (with the follow-up made outside the lock, it would restart the
+        # merge the first follow-up is about to own).
+        second.join(1)
+    finally:
+        release_fault(faults(rdaemon), "rebase.conflict-started")
+        first.join(60)
+        second.join(60)
+    made = [r for r in answers if r.status_code == 200]
+    refused = [r for r in answers if r.status_code != 200]
+    assert len(made) == 1 and len(refused) == 1, [r.text for r in answers]
+    follow = made[0].json()["job"]
+    assert refused[0].status_code == 409
+    assert refused[0].json()["error"]["message"] == (
+        f"job {jid} was continued by follow-up job {follow['id']}, which holds its worktree "
+        f"and branch now; act on job {follow['id']}"
+    )
+    done = rdaemon.wait(follow["id"], timeout=60)
+    assert done["state"] == "succeeded", done
+    assert f"merging {tip}" in log_of(rdaemon, follow["id"])  # the merge it was given
+    assert len(rdaemon.api.get(f"/jobs/{jid}/runs").json()) == 2
+    assert git(repo, "show", f"{job['branch']}:CHANGE.md") == "agent line\nmain line"
+
+
 def test_a_branch_changed_during_the_rebase_is_refused_by_the_cas_and_nothing_is_lost(
     rdaemon: Daemon, tmp_path: Path, agent: Any
 ) -> None:
@@ -186,6 +265,65 @@ def test_a_branch_changed_during_the_rebase_is_refused_by_the_cas_and_nothing_is
     new = git(repo, "rev-parse", branch)
     assert git(repo, "rev-list", "--count", f"{tip}..{new}") == "2"
     assert git(repo, "show", f"{new}:LATE.md") == "a commit made meanwhile"
+
+
+def test_kill_9_after_the_branch_moved_and_before_the_job_said_so_records_the_rebase(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path, agent: Any
+) -> None:
+    """The journal says where the branch was brought onto: the next start records the
+    job's new base and head (a stale base would make a later merge replay main's own
+    commits)."""
+    fault_dir = tmp_path / "faults"
+    d = daemon_factory(DISPATCHER_FAULT_DIR=str(fault_dir)).start()
+    repo = init_repo(tmp_path / "app")
+    _, job = finished(d, repo, agent)
+    jid, branch = job["id"], job["branch"]
+    tip = commit_file(repo, "OTHER.md", "main moved\n")
+    reached = hold_fault(fault_dir, "rebase.landed")
+    answers: list[object] = []
+    thread = threading.Thread(target=lambda: answers.append(_post_quietly(d, jid)), daemon=True)
+    thread.start()
+    wait_until(reached.exists, "the rebase to reach rebase.landed", 30)
+    new = git(repo, "rev-parse", branch)
+    assert git(repo, "rev-parse", f"{new}^") == tip
+    assert d.stop(signal.SIGKILL) == -signal.SIGKILL
+    thread.join(60)
+    release_fault(fault_dir, "rebase.landed")
+    d.start()
+    after = d.job(jid)
+    assert (after["base"], after["rebased_onto"], after["head"]) == (tip, tip, new), after
+    assert after["commits_ahead"] == 1 and after["files_changed"] == 1
+    assert not list((d.state_dir / "merges").glob("*"))
+    wt = Path(after["worktree"])
+    assert git(wt, "rev-parse", "HEAD") == new and git(wt, "status", "--porcelain") == ""
+    assert d.api.get(f"/jobs/{jid}/diff").json()["stat"].count("|") == 1
+
+
+def _post_quietly(d: Daemon, jid: int) -> object:
+    try:
+        return d.api.post(f"/jobs/{jid}/rebase")
+    except httpx.TransportError as exc:  # the daemon was killed under it
+        return exc
+
+
+def test_the_job_branch_checked_out_by_the_user_is_refused_and_their_checkout_untouched(
+    rdaemon: Daemon, tmp_path: Path, agent: Any
+) -> None:
+    repo = init_repo(tmp_path / "app")
+    _, job = finished(rdaemon, repo, agent)
+    jid, branch, old_head = job["id"], job["branch"], job["head"]
+    commit_file(repo, "OTHER.md", "main moved\n")
+    git(repo, "checkout", "-q", "--ignore-other-worktrees", branch)  # clean, on the old tip
+    before = user_view(repo)
+    resp = rdaemon.api.post(f"/jobs/{jid}/rebase")
+    assert resp.status_code == 409, resp.text
+    assert resp.json()["error"]["message"] == (
+        f"{branch} is checked out in {repo.resolve()}, which the daemon does not move; "
+        "check out another branch there and try again (nothing was changed)"
+    )
+    assert user_view(repo) == before and git(repo, "rev-parse", branch) == old_head
+    assert rdaemon.job(jid)["base"] == job["base"]
+    assert not list((rdaemon.state_dir / "merges").glob("rebase-*"))
 
 
 def test_bad_rebase_requests_get_one_line_and_change_nothing(

@@ -27,10 +27,12 @@ def job_branch(repo: Path, *changes: tuple[str, str]) -> tuple[str, str]:
     return base, tip
 
 
-def run(repo: Path, tmp_path: Path, base: str, tip: str, onto: str) -> rebase.Rebased:
+def run(
+    repo: Path, tmp_path: Path, base: str, tip: str, onto: str, worktree: Path | None = None
+) -> rebase.Rebased:
     return rebase.rebase_branch(
         repo, "job", head=tip, base=base, onto=onto, ident=IDENT, message="Merge main into job",
-        journal=tmp_path / "journal.json", label="rebase-1",
+        journal=tmp_path / "journal.json", label="rebase-1", worktree=worktree,
     )  # fmt: skip
 
 
@@ -88,9 +90,28 @@ def test_a_checked_out_branch_moves_with_its_files(repo: Path, tmp_path: Path) -
     onto = commit_file(repo, "main.txt", "main\n")
     wt = tmp_path / "wt"
     g(repo, "worktree", "add", "-q", str(wt), "job")
-    done = run(repo, tmp_path, base, tip, onto)
+    done = run(repo, tmp_path, base, tip, onto, worktree=wt)
     assert head(wt) == done.tip and (wt / "main.txt").read_text() == "main\n"
     assert g(wt, "status", "--porcelain") == ""
+
+
+def test_the_branch_checked_out_elsewhere_is_refused_and_nothing_moves(
+    repo: Path, tmp_path: Path
+) -> None:
+    base, tip = job_branch(repo, ("one.txt", "1\n"))
+    onto = commit_file(repo, "main.txt", "main\n")
+    user = tmp_path / "user"
+    g(repo, "worktree", "add", "-q", str(user), "job")  # clean: nothing else refuses it
+    for own in (None, tmp_path / "job-wt"):  # the job's worktree gone, or elsewhere
+        with pytest.raises(InvalidState) as caught:
+            run(repo, tmp_path, base, tip, onto, worktree=own)
+        assert str(caught.value) == (
+            f"job is checked out in {user}, which the daemon does not move; check out "
+            "another branch there and try again (nothing was changed)"
+        )
+    assert head(repo, "job") == tip and head(user) == tip
+    assert g(user, "status", "--porcelain") == "" and not (user / "main.txt").exists()
+    assert not (tmp_path / "journal.json").exists()
 
 
 def test_start_merge_leaves_markers_and_abort_takes_them_back(repo: Path, tmp_path: Path) -> None:
@@ -118,3 +139,21 @@ def test_a_merge_of_ours_left_under_way_is_started_again(repo: Path, tmp_path: P
     # A crash: no follow-up was made. The next rebase starts the merge afresh.
     again = rebase.start_merge(wt, "job", head=tip, onto=onto, message=message, ident=IDENT)
     assert again == ["a.txt"] and g(wt, "rev-parse", "MERGE_HEAD") == onto
+
+
+def test_markers_left_names_the_conflicted_files_still_holding_markers(
+    repo: Path, tmp_path: Path
+) -> None:
+    _, tip = job_branch(repo, ("a.txt", "job\n"), ("b.txt", "job\n"))
+    commit_file(repo, "a.txt", "main\n")
+    onto = commit_file(repo, "b.txt", "main\n")
+    wt = tmp_path / "wt"
+    g(repo, "worktree", "add", "-q", str(wt), "job")
+    message = f"Merge main into job\n\n{rebase.MARK} {onto[:12]}.\n"
+    rebase.start_merge(wt, "job", head=tip, onto=onto, message=message, ident=IDENT)
+    assert rebase.ours_under_way(wt) and rebase.markers_left(wt) == ["a.txt", "b.txt"]
+    g(wt, "add", "a.txt")  # staged with its markers: still named
+    (wt / "b.txt").write_text("job\nmain\n")
+    assert rebase.markers_left(wt) == ["a.txt"]
+    (wt / "a.txt").write_text("a line with <<<<<<< inside is no marker\n=======\n")
+    assert rebase.markers_left(wt) == []
