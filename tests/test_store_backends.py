@@ -15,16 +15,14 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from pydantic import ValidationError
 
 from dispatcher.config import Settings
 from dispatcher.lifecycle import JobState
 from dispatcher.store.backends import DAEMON_LOCK, WRITER_LOCK, backend_for
-from dispatcher.store.database import Store, migrate, migrations_dir
+from dispatcher.store.database import Store, migrate
 from dispatcher.store.models import Issue, Job, Repo
-from tests.migrationutil import head_revision
+from tests.migrationutil import downgrade, head_revision
 from tests.schemautil import snapshot
 from tests.waiting import wait_until
 
@@ -51,22 +49,10 @@ def test_the_migrations_make_the_same_schema_on_sqlite_and_postgresql(
         engine.dispose()
 
 
-def _alembic(url: str, verb: str, revision: str) -> None:
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            cfg = Config()
-            cfg.set_main_option("script_location", str(migrations_dir()))
-            cfg.attributes["connection"] = conn
-            getattr(command, verb)(cfg, revision)
-    finally:
-        engine.dispose()
-
-
 def test_every_migration_goes_down_to_nothing_and_up_again(db_url: str) -> None:
     migrate(db_url)
     at_head = snapshot(db_url)
-    _alembic(db_url, "downgrade", "base")
+    downgrade(db_url, "base")
     assert set(snapshot(db_url)) <= {"alembic_version"}
     migrate(db_url)
     assert snapshot(db_url) == at_head

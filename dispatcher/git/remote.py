@@ -143,14 +143,30 @@ def _slow_args(timeout: float | None) -> list[str]:
 
 def _fetch_failure(output: str, remote: str) -> str:
     """One line on why a fetch of ``remote`` failed."""
-    text = output.lower()
     where = f"fetch of {remote} failed"
-    if (
-        "authentication failed" in text
-        or "could not read username" in text
-        or ("terminal prompts disabled" in text or "permission denied" in text)
+    return _transport_failure(output, where, "", ("error", "fatal"), "git fetch failed")
+
+
+def _transport_failure(
+    output: str, where: str, credentials_hint: str, last_prefixes: tuple[str, ...], fallback: str
+) -> str:
+    """One line on a fetch's or push's failure that is the transport's: credentials, a
+    repository not there, a host not reached; else git's last error line."""
+    text = output.lower()
+    if any(
+        said in text
+        for said in (
+            "authentication failed",
+            "could not read username",
+            "could not read password",
+            "permission denied",
+            "returned error: 403",
+            "terminal prompts disabled",
+        )
     ):
-        return f"{where}: the remote wants credentials it was not given or refused them"
+        return f"{where}: the remote wants credentials it was not given or refused them" + (
+            credentials_hint
+        )
     if "does not appear to be a git repository" in text or "repository not found" in text:
         return f"{where}: the remote repository was not found"
     if any(
@@ -163,10 +179,8 @@ def _fetch_failure(output: str, remote: str) -> str:
         )
     ):
         return f"{where}: the remote could not be reached"
-    last = [
-        line.strip() for line in output.splitlines() if line.strip().startswith(("error", "fatal"))
-    ]
-    return f"{where}: {(last[-1] if last else 'git fetch failed')[:300]}"
+    last = [line.strip() for line in output.splitlines() if line.strip().startswith(last_prefixes)]
+    return f"{where}: {(last[-1] if last else fallback)[:300]}"
 
 
 def newer_tracking(repo: Path, remote: str, branch: str) -> str | None:
@@ -220,36 +234,12 @@ def _refusal(output: str, remote: str, branch: str) -> str:
         return f"{where}: the remote's hook declined it (a protected branch?): {_hook_says(output)}"
     if "protected branch" in text:
         return f"{where}: the branch is protected on the remote"
-    if (
-        "authentication failed" in text
-        or "could not read username" in text
-        or "could not read password" in text
-        or "permission denied" in text
-        or "returned error: 403" in text
-        or "terminal prompts disabled" in text
-    ):
-        return (
-            f"{where}: the remote wants credentials it was not given or refused them; set a "
-            "token for its host in DISPATCHER_FORGE_TOKENS (https) or an ssh key (docs/forge.md)"
-        )
-    if "does not appear to be a git repository" in text or "repository not found" in text:
-        return f"{where}: the remote repository was not found"
-    if any(
-        said in text
-        for said in (
-            "could not resolve host",
-            "connection refused",
-            "timed out",
-            "failed to connect",
-        )
-    ):
-        return f"{where}: the remote could not be reached"
-    last = [
-        line.strip()
-        for line in output.splitlines()
-        if line.strip().startswith(("error", "fatal", "!"))
-    ]
-    return f"{where}: {(last[-1] if last else 'git push failed')[:300]}"
+    return _transport_failure(
+        output, where,
+        "; set a token for its host in DISPATCHER_FORGE_TOKENS (https) or an ssh key "
+        "(docs/forge.md)",
+        ("error", "fatal", "!"), "git push failed",
+    )  # fmt: skip
 
 
 def _hook_says(output: str) -> str:
