@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dispatcher import faults
 from dispatcher.errors import GitError, InvalidState, MergeConflict, RefMoved
-from dispatcher.git import cmd
+from dispatcher.git import cmd, dotgit
 from dispatcher.git.commits import commit_tree, status_porcelain
 from dispatcher.git.merge import _conflict, _Intent, _land, _merge_check, _rebase, _target_lock
 from dispatcher.git.names import check_rev, validate_branch_name
@@ -199,7 +199,11 @@ MARK = "`dispatcher rebase` onto"
 
 def _ours_under_way(worktree: Path) -> bool:
     """Whether a merge the daemon started (its message holds :data:`MARK`) is under way
-    in ``worktree``: one a crash left without its follow-up."""
+    in ``worktree``: one a crash left without its follow-up. Asked at every job's end:
+    when the worktree's own git dir plainly has no ``MERGE_HEAD``, no git is run."""
+    dirs = dotgit.git_dirs(worktree)
+    if dirs is not None and not (dirs.gitdir / "MERGE_HEAD").exists():
+        return False
     result = cmd.run(
         ["rev-parse", "--path-format=absolute", "--git-path", "MERGE_MSG"], worktree, check=False
     )
