@@ -7,7 +7,6 @@ Real database files in ``tmp_path``; concurrency is exercised with real threads
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import textwrap
 import threading
@@ -29,8 +28,7 @@ from dispatcher.store.models import Delivery, Event, Job, Repo
 from tests import schemautil
 from tests.migrationutil import downgrade, head_revision
 from tests.schemautil import snapshot
-from tests.together import together
-from tests.waiting import wait_until
+from tests.together import together, together_in_processes
 
 S = JobState
 BIG = 10_000  # a parallelism limit that never binds
@@ -472,34 +470,8 @@ _CLAIMER = textwrap.dedent(
 
 def _claim_in_two_processes(url: str, root: Path) -> list[list[int]]:
     """Two claimer processes released at once; what each of them claimed."""
-    root.mkdir()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", _CLAIMER, url, str(me), str(root)],
-            cwd=root,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for me in range(2)
-    ]
-
-    def ready() -> bool:
-        assert all(p.poll() is None for p in procs), "a claimer died before starting"
-        return all((root / f"ready-{me}").exists() for me in range(2))
-
-    try:
-        wait_until(ready, "the claimers to be ready", timeout=30, interval=0.01)
-        (root / "go").touch()
-        outputs = [p.communicate(timeout=60) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
-    for p, (_, err) in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, err
-    return [json.loads(out) for out, _ in outputs]
+    argvs = [[sys.executable, "-c", _CLAIMER, url, str(me), str(root)] for me in range(2)]
+    return [json.loads(out) for out in together_in_processes(argvs, root)]
 
 
 def test_concurrent_claimers_in_processes_never_double_claim(

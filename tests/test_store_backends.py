@@ -7,7 +7,6 @@ PostgreSQL queue never take a job twice nor more than the limits allow."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import textwrap
 import threading
@@ -24,6 +23,7 @@ from dispatcher.store.database import Store, migrate
 from dispatcher.store.models import Issue, Job, Repo
 from tests.migrationutil import downgrade, head_revision
 from tests.schemautil import snapshot
+from tests.together import together_in_processes
 from tests.waiting import wait_until
 
 
@@ -200,34 +200,12 @@ def test_claimers_in_processes_on_one_postgresql_queue_never_pass_the_limits(
                     base_sha="0" * 40, target_branch="main", timeout_s=60),
                 branch_for=lambda jid: f"b/{jid}",
             )  # fmt: skip
-        root = tmp_path / "claimers"
-        root.mkdir()
-        procs = [
-            subprocess.Popen(
-                [sys.executable, "-c", _CLAIMER, url, str(me), str(root), str(limit)],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
+        argvs = [
+            [sys.executable, "-c", _CLAIMER, url, str(me), str(tmp_path / "claimers"), str(limit)]
             for me in range(CLAIMERS)
         ]
-        try:
-
-            def ready() -> bool:
-                assert all(p.poll() is None for p in procs), "a claimer died before starting"
-                return all((root / f"ready-{me}").exists() for me in range(CLAIMERS))
-
-            wait_until(ready, "the claimers to be ready", timeout=30)
-            (root / "go").touch()
-            outputs = [p.communicate(timeout=60) for p in procs]
-        finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.communicate()
-        for p, (_, err) in zip(procs, outputs, strict=True):
-            assert p.returncode == 0, err
-        claimed = [job_id for out, _ in outputs for job_id in json.loads(out)]
+        outputs = together_in_processes(argvs, tmp_path / "claimers")
+        claimed = [job_id for out in outputs for job_id in json.loads(out)]
         assert len(claimed) == len(set(claimed)), "a job was claimed twice"
         assert len(claimed) == limit, f"{len(claimed)} claimed with room for {limit}"
         preparing = store.jobs(state=JobState.PREPARING, limit=500)

@@ -103,6 +103,8 @@ def play(store: Store) -> dict[str, Any]:
     store.move(j3, S.PREPARING, S.FAILED, finished_at=T0, cost_usd=0.25, error="boom")
     follow = store.add_followup(j1, _job(beta.id, "follow up"))
     out["follow"] = (follow.followup_of, follow.branch, store.job(j1).followed_by)
+    out["chain"] = [[j.id for j in store.chain(i)] for i in (j1, follow.id, j2)]
+    assert out["chain"] == [[j1, follow.id], [j1, follow.id], [j2]]
     retry = job(alpha.id, "alpha work", retry_of=j3, parent_id=j1)
     out["retry_of"] = store.retry_of(j3).id  # type: ignore[union-attr]
     out["children"] = store.count_children(j1)

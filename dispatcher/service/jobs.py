@@ -265,15 +265,8 @@ class Jobs:
 
     def runs(self, job_id: int) -> list[JobPublic]:
         """Every run of the job's chain of follow-ups, oldest first."""
-        job = self.store.job(job_id)
-        while job.followup_of is not None:
-            job = self.store.job(job.followup_of)
-        chain = [job]
-        while chain[-1].followed_by is not None:
-            followed_by = chain[-1].followed_by
-            assert followed_by is not None
-            chain.append(self.store.job(followed_by))
-        name = self.store.repo(job.repo_id).name
+        chain = self.store.chain(job_id)
+        name = self.store.repo(chain[0].repo_id).name
         return [JobPublic.of(j, name) for j in chain]
 
     def retry(self, job_id: int, *, idem: IdempotencyKey | None = None) -> ActionResult:

@@ -465,6 +465,19 @@ class Store:
         with self.reading() as s:
             return _get_job(s, job_id)
 
+    def chain(self, job_id: int) -> list[Job]:
+        """Every run of ``job_id``'s chain of follow-ups, oldest first, read in one
+        snapshot (``followup_of`` back to the first, ``followed_by`` on to the newest);
+        NotFound for an unknown id."""
+        with self.reading() as s:
+            job = _get_job(s, job_id)
+            while job.followup_of is not None and (prev := s.get(Job, job.followup_of)):
+                job = prev
+            chain = [job]
+            while chain[-1].followed_by is not None and (nxt := s.get(Job, chain[-1].followed_by)):
+                chain.append(nxt)
+            return chain
+
     def jobs(
         self,
         *,

@@ -134,30 +134,13 @@ class PrActionStore:
 
     def chain_head(self, job_id: int) -> Job:
         """The newest job of ``job_id``'s chain of follow-ups."""
-        with self.store.reading() as s:
-            job = s.get(Job, job_id)
-            if job is None:
-                raise NotFound(f"no job with id {job_id}")
-            while job.followed_by is not None:
-                nxt = s.get(Job, job.followed_by)
-                if nxt is None:
-                    break
-                job = nxt
-            return job
+        return self.store.chain(job_id)[-1]
 
     def chain_root(self, job_id: int) -> int:
         """The first job of ``job_id``'s chain of follow-ups."""
-        with self.store.reading() as s:
-            job = s.get(Job, job_id)
-            if job is None:
-                raise NotFound(f"no job with id {job_id}")
-            while job.followup_of is not None:
-                prev = s.get(Job, job.followup_of)
-                if prev is None:
-                    break
-                job = prev
-            assert job.id is not None
-            return job.id
+        root = self.store.chain(job_id)[0].id
+        assert root is not None
+        return root
 
     def matching_head(
         self, repo_id: int, *, number: int | None, branch: str | None, sha: str | None
