@@ -36,11 +36,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dispatcher import faults, logctx
@@ -60,6 +59,7 @@ from dispatcher.jobs.workspace import Workspace
 from dispatcher.lifecycle import JobState
 from dispatcher.process import proc, sandbox
 from dispatcher.store.database import Claimed, Store
+from dispatcher.store.jobpath import StartBlocks
 from dispatcher.store.models import Job, Repo, utcnow
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,9 @@ class _Attempt:
     files: JobFiles
     worktree: Path
     ws: Workspace
+    # What the prepare made (the worktree's path, how it was made), written with the
+    # move to ``running``.
+    written: dict[str, object] = field(default_factory=dict)
 
     @property
     def continuing(self) -> bool:
@@ -137,6 +140,11 @@ class Runner:
         self._news = threading.Event()
         self._current = threading.local()  # the job a worker thread is busy with
         self._workers = Workers(settings.max_parallel, "job")
+        # Each claimed job's ports and spawn nonce, given by the claim's own write.
+        self._start_blocks = StartBlocks(
+            base=settings.job_port_base, count=settings.job_port_count,
+            block=settings.job_ports, usable=isolation.port_is_free,
+        )  # fmt: skip
         self._watcher = Watcher(self._exited, self._timed_out)
         self._loop: threading.Thread | None = None
         # A job the runner held is let go of: (its id, its row as the runner recorded its
@@ -222,6 +230,7 @@ class Runner:
                         max_parallel=self.settings.max_parallel,
                         per_repo_default=self.settings.max_parallel_per_repo,
                         limit=free,
+                        start=self._start_blocks,
                     )
                     claimed, waiting = taken.claimed, taken.waiting
                 except Exception:
@@ -357,7 +366,9 @@ class Runner:
             self.note(job.id, "setup: done")
             job = a.job = self.store.job(job.id)  # setup took a while: was it canceled?
         assert job.id is not None
-        if job.cancel_requested:
+        with self._lock:  # asked since the claim (its row has what came before)
+            asked = job.id in self._cancels
+        if job.cancel_requested or asked:
             self.store.move(job.id, JobState.PREPARING, JobState.CANCELED, finished_at=utcnow())
             self.note(job.id, "canceled before the agent started")
             return None
@@ -388,6 +399,11 @@ class Runner:
         if not (repo_path / ".git").exists():
             raise InvalidInput(f"repo path {a.repo.path} no longer holds a git repository")
         budget.check_daily(self.settings, self.store, a.repo)
+        if job.port is None:  # the claim gave it its ports and its spawn nonce, or no ports
+            raise InvalidInput(
+                "no free block of ports for DISPATCHER_PORT: raise "
+                "DISPATCHER_JOB_PORT_COUNT or lower max-parallel"
+            )
         self.note(job.id, f"job {job.id}: worktree {worktree} on {job.branch} at {job.base_sha}")
         made: dict[str, object] = {}
         if a.continuing:
@@ -396,26 +412,10 @@ class Runner:
             made = self._make_worktree(job, a.repo, worktree)
             for line in workspace.bring_files(a.ws, repo_path, worktree):
                 self.note(job.id, line)
-        written: dict[str, object] = {
-            "worktree": str(worktree),
-            "spawn_nonce": secrets.token_hex(6),  # this run's claim file and cgroup
-            **made,
-        }
-        allocated = self.store.allocate_port(
-            job.id,
-            base=self.settings.job_port_base,
-            count=self.settings.job_port_count,
-            block=self.settings.job_ports,
-            usable=isolation.port_is_free,
-            **written,
-        )
-        if allocated is None:
-            raise InvalidInput(
-                "no free block of ports for DISPATCHER_PORT: raise "
-                "DISPATCHER_JOB_PORT_COUNT or lower max-parallel"
-            )
-        # The claimed row, as just written (the store does not read it back).
-        _set(job, port=allocated.port, cancel_requested=allocated.cancel_requested, **written)
+        # Recorded with the move to ``running`` (no write of its own: until then, the
+        # sweeper counts the job's directory as its, and a restart finds it by its id).
+        a.written = {"worktree": str(worktree), **made}
+        _set(job, **a.written)
 
     def _spawn(self, a: _Attempt, launch: _Launch) -> proc.Spawned:
         """Start the agent in its cgroup and sandbox (the first half of rq's
@@ -451,7 +451,9 @@ class Runner:
         if self.pool is not None and not a.continuing:
             self.pool.fill(a.repo)  # refill behind the running agent, off the spawn path
         started = {"pid": child.pid, "pid_start": child.start_time, "started_at": utcnow()}
-        canceled = self.store.advance(job_id, JobState.PREPARING, JobState.RUNNING, **started)
+        canceled = self.store.advance(
+            job_id, JobState.PREPARING, JobState.RUNNING, **a.written, **started
+        )
         # The row as recorded (the store does not read it back).
         job = _set(a.job, state=JobState.RUNNING, cancel_requested=canceled, **started)
         log.info("job %s: agent %s started, pid %s", job_id, job.agent, child.pid)
