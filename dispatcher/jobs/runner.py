@@ -391,8 +391,9 @@ class Runner:
         return _Launch(argv, agent_env, box, view, stdin_prompt=profile.stdin_prompt)
 
     def _prepare_worktree(self, a: _Attempt) -> None:
-        """The job's worktree (made, or a follow-up's taken over) and its ports, recorded
-        with this spawn's nonce in one write (``a.job`` is then that row)."""
+        """The job's worktree (made, or a follow-up's taken over), after checking the claim
+        gave it a port block (and its spawn nonce); its path and how it was made go into
+        ``a.written``, for the move to ``running`` (no write here)."""
         job, worktree, repo_path = a.job, a.worktree, a.repo_path
         assert job.id is not None
         a.files.root.mkdir(parents=True, exist_ok=True)
@@ -490,8 +491,8 @@ class Runner:
     def _make_worktree(self, job: Job, repo: Repo, worktree: Path) -> dict[str, object]:
         """A warm tree from the pool if there is one, else a fresh checkout; locked,
         so that ``git worktree prune`` never drops it while the job owns it. (Its path
-        is recorded with the job's port, in one write, with the fields returned: how
-        it was made, ``pool``, ``cold`` or ``fresh``, and how long it took.)"""
+        is recorded with the move to ``running``, with the fields returned: how it was
+        made, ``pool``, ``cold`` or ``fresh``, and how long it took.)"""
         assert job.id is not None
         job_id = job.id
         repo_path = Path(repo.path)

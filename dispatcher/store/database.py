@@ -192,8 +192,9 @@ class ClaimPass:
 
 
 class Transactions:
-    """How many read and write transactions a :class:`Store` has run (one session
-    each): the round trips per job that tests bound and ``/metrics`` shows."""
+    """How many read and write transactions a :class:`Store` has run (a session or,
+    on the job path, a bare connection each): the round trips per job that tests bound
+    and ``/metrics`` shows."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -593,23 +594,29 @@ class Store:
         checked by :func:`~dispatcher.lifecycle.transition` like every other, and is a
         compare-and-set on ``queued`` like :meth:`move`'s, for all of them at once.
         Core statements on one connection (:mod:`~dispatcher.store.jobpath`): the busy
-        rows, the queued repos, each open repo's candidates and the move.
+        rows with the queued repos, each open repo's candidates, and the move.
         """
         now = utcnow()
         repos = {r.id: r for r in self._repo_rows() if r.id is not None}
         with self.connecting() as conn:
-            # Busy jobs per repo and concurrency group, and the ports they hold: one read.
+            # Busy jobs per repo and concurrency group, the ports they hold, and the
+            # repos with queued jobs: one read.
             busy: dict[int, int] = {}
             # A concurrency group runs one job at a time: queued jobs of a busy
             # group wait, without holding up anything else.
             busy_groups: set[tuple[int, str]] = set()
             held: set[int] = set()
-            for rid, group, port in conn.execute(jobpath.ACTIVE_ROWS):
+            queued_repos: list[int] = []
+            for rid, group, port, is_busy in conn.execute(jobpath.BUSY_AND_QUEUED):
+                if not is_busy:
+                    queued_repos.append(rid)
+                    continue
                 busy[rid] = busy.get(rid, 0) + 1
                 if group is not None:
                     busy_groups.add((rid, group))
                 if port is not None:
                     held.add(port)
+            queued_repos.sort()  # as the index gave them, on either database
             free = max_parallel - sum(busy.values())
             if limit is not None:
                 free = min(free, limit)
@@ -625,7 +632,6 @@ class Store:
                 return ClaimPass([], waiting=True)
             # Each open repo's oldest queued jobs, up to its free slots: an index range
             # scan per repo (state, repo_id, id), never a pass over the whole queue.
-            queued_repos = conn.execute(jobpath.QUEUED_REPOS).scalars().all()
             # Queued jobs left after this claim (a freed slot may let them run): in a
             # repo at its limit, beyond what was fetched, or in a busy group. (A backoff
             # ends with time: the runner claims at least once a second.)

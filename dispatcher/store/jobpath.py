@@ -30,13 +30,22 @@ JOB: sa.Table = Job.__table__  # type: ignore[attr-defined]
 _MANAGER = manager_of_class(Job)
 _BUSY = (JobState.PREPARING, JobState.RUNNING)
 
-ACTIVE_ROWS = sa.select(JOB.c.repo_id, JOB.c.concurrency_group, JOB.c.port).where(
-    JOB.c.state.in_(_BUSY)
+BUSY_AND_QUEUED = sa.union_all(
+    sa.select(JOB.c.repo_id, JOB.c.concurrency_group, JOB.c.port, sa.literal(True)).where(
+        JOB.c.state.in_(_BUSY)
+    ),
+    sa.select(
+        JOB.c.repo_id,
+        sa.cast(sa.null(), JOB.c.concurrency_group.type),  # PostgreSQL's NULL is text
+        sa.cast(sa.null(), JOB.c.port.type),
+        sa.literal(False),
+    )
+    .where(JOB.c.state == JobState.QUEUED)
+    .distinct(),
 )
-"""Every preparing or running job's repo, concurrency group and port: the claim's one
-read of what is busy (a handful of rows: at most max-parallel)."""
-
-QUEUED_REPOS = sa.select(JOB.c.repo_id).where(JOB.c.state == JobState.QUEUED).distinct()
+"""The claim's one read of where things stand: every preparing or running job's repo,
+concurrency group and port (``True``: a handful of rows, at most max-parallel), and each
+repo with queued jobs (``False``: a walk of the (state, repo_id, id) index)."""
 
 _STATE_OF = sa.select(JOB.c.state).where(JOB.c.id == sa.bindparam("job_id"))
 
