@@ -364,7 +364,8 @@ class Runner:
                 wrap=lambda argv: box.wrap(argv, view, env=env),
             )  # fmt: skip
             self.note(job.id, "setup: done")
-            job = a.job = self.store.job(job.id)  # setup took a while: was it canceled?
+            # Setup took a while: was it canceled? (What the prepare made is not stored yet.)
+            job = a.job = _set(self.store.job(job.id), **a.written)
         assert job.id is not None
         with self._lock:  # asked since the claim (its row has what came before)
             asked = job.id in self._cancels
