@@ -182,7 +182,9 @@ class Runner:
         """Kill the job's agent tree if it runs here (the supervisor records ``canceled``)."""
         with self._lock:
             child = self._children.get(job_id)
-            if job_id in self._active:  # (before it is held, the prepare sees the cancel)
+            # Before it is held (the instant between the claim's commit and the hold), the
+            # cancel is seen by the move to running, which ends the agent it just started.
+            if job_id in self._active:
                 self._cancels.add(job_id)  # dropped when the runner lets go of the job
         if child is not None:
             self._kill_in_background(child)
@@ -314,9 +316,25 @@ class Runner:
         except (DispatcherError, OSError) as exc:
             self._fail_before_start(attempt, exc)
             return False
-        job = self._record_running(attempt, child)
+        except Exception:
+            self._keep_written(attempt)  # the supervisor's crash handler fails the job
+            raise
+        try:
+            job = self._record_running(attempt, child)
+        except Exception:
+            self._keep_written(attempt)
+            raise
         self._watch(job, child, attempt.repo.name)
         return True
+
+    def _keep_written(self, a: _Attempt) -> None:
+        """On an unexpected error, store what the prepare made (written otherwise only with
+        the move to ``running``), so the job that is failed for it keeps its worktree."""
+        if a.written and a.job.id is not None:
+            try:
+                self.store.update(a.job.id, **a.written)
+            except Exception:
+                log.exception("job %s: could not record its worktree", a.job.id)
 
     def _attempt(self, job: Job, repo: Repo) -> _Attempt:
         """The claimed job (its row as claimed), its repo, and where its worktree goes
@@ -370,7 +388,10 @@ class Runner:
         with self._lock:  # asked since the claim (its row has what came before)
             asked = job.id in self._cancels
         if job.cancel_requested or asked:
-            self.store.move(job.id, JobState.PREPARING, JobState.CANCELED, finished_at=utcnow())
+            # With what the prepare made: the canceled job keeps (and discard removes) it.
+            self.store.move(
+                job.id, JobState.PREPARING, JobState.CANCELED, finished_at=utcnow(), **a.written
+            )
             self.note(job.id, "canceled before the agent started")
             return None
         resume = invocation.resume_session(self.settings, self.store, job, profile)
