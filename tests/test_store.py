@@ -24,6 +24,7 @@ from dispatcher import lifecycle
 from dispatcher.errors import InvalidState, NotFound
 from dispatcher.lifecycle import JobState
 from dispatcher.store.database import Claimed, Store, migrate
+from dispatcher.store.jobpath import StartBlocks
 from dispatcher.store.models import Delivery, Event, Job, Repo
 from tests import schemautil
 from tests.migrationutil import downgrade, head_revision
@@ -280,6 +281,68 @@ def test_a_claim_pass_says_whether_queued_jobs_were_left(store: Store) -> None:
     add_jobs(store, a, 1)
     taken = store.claim_pass(max_parallel=BIG, per_repo_default=BIG, limit=1)
     assert taken.claimed == [] and taken.waiting  # the repo is busy: a slot may free
+
+
+def test_the_claim_gives_each_job_its_own_free_port_block_and_spawn_nonce(store: Store) -> None:
+    """The runner's claim (``start``) gives the jobs it takes their port blocks and spawn
+    nonces in the claim's own write: a block an active job holds, or whose first port is
+    in use on the machine, is skipped; two jobs of one claim never share one; the last
+    job gets None when every block is taken; a block is free again once its job ended."""
+    a = add_repo(store, "alpha")
+    job_ids = add_jobs(store, a, 4)
+    blocks = StartBlocks(base=20000, count=30, block=10, usable=lambda p: p != 20010)
+    first = store.claim_pass(max_parallel=BIG, per_repo_default=BIG, limit=1, start=blocks)
+    assert [(c.job_id, c.job.port) for c in first.claimed] == [(job_ids[0], 20000)]
+    taken = store.claim_pass(max_parallel=BIG, per_repo_default=BIG, limit=2, start=blocks)
+    # 20000 is held by the first job, 20010 is in use: one block left for two jobs.
+    assert [(c.job_id, c.job.port) for c in taken.claimed] == [
+        (job_ids[1], 20020), (job_ids[2], None),
+    ]  # fmt: skip
+    rows = [store.job(i) for i in job_ids[:3]]
+    assert [(r.state, r.port) for r in rows] == [(S.PREPARING, p) for p in (20000, 20020, None)]
+    nonces = [r.spawn_nonce for r in rows]
+    assert all(n and len(n) == 12 for n in nonces) and len(set(nonces)) == 3
+    assert [c.job.spawn_nonce for c in [*first.claimed, *taken.claimed]] == nonces
+    store.advance(job_ids[0], S.PREPARING, S.RUNNING)
+    store.advance(job_ids[0], S.RUNNING, S.SUCCEEDED)  # its block is free again
+    again = store.claim_pass(max_parallel=BIG, per_repo_default=BIG, start=blocks)
+    assert [(c.job_id, c.job.port) for c in again.claimed] == [(job_ids[3], 20000)]
+    # A claim without ``start`` (no runner) writes neither.
+    plain = add_jobs(store, a, 1)[0]
+    assert store.claim(max_parallel=BIG, per_repo_default=BIG)[0].job.spawn_nonce is None
+    assert store.job(plain).port is None
+
+
+def test_advance_is_a_compare_and_set_checked_against_the_table(store: Store) -> None:
+    """The job path's Core UPDATE: the move lands only from ``expected``, says whether a
+    cancel was asked, and refuses a move the table forbids or a job in another state."""
+    a = add_repo(store, "alpha")
+    (job_id,) = add_jobs(store, a, 1)
+    with pytest.raises(InvalidState, match="not preparing"):
+        store.advance(job_id, S.PREPARING, S.RUNNING, pid=1)
+    with pytest.raises(InvalidState):
+        store.advance(job_id, S.QUEUED, S.SUCCEEDED)  # not in the transition table
+    with pytest.raises(NotFound):
+        store.advance(job_id + 100, S.PREPARING, S.RUNNING)
+    store.claim(max_parallel=BIG, per_repo_default=BIG)
+    store.update(job_id, cancel_requested=True)
+    assert store.advance(job_id, S.PREPARING, S.RUNNING, pid=7, worktree="/w/7") is True
+    row = store.job(job_id)
+    assert (row.state, row.pid, row.worktree) == (S.RUNNING, 7, "/w/7")
+
+
+def test_an_inserted_job_is_stored_as_returned(store: Store) -> None:
+    """add_job's Core insert: every column as the object had it, the branch named from
+    the new id; the returned object can be saved again like a loaded one."""
+    a = add_repo(store, "alpha")
+    row = new_job(a)
+    row.command, row.workspace, row.concurrency_group = ["true", "x"], {"k": [1]}, "g"
+    made = store.add_job(row, branch_for=branch_for)
+    assert made.id is not None and made.branch == branch_for(made.id)
+    stored = store.job(made.id)
+    assert stored.model_dump() == made.model_dump()
+    assert stored.state is S.QUEUED and stored.created_at == made.created_at
+    assert store.update(made.id, error="e").error == "e"
 
 
 def test_a_job_waiting_for_its_busy_group_is_left_waiting(store: Store) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from dispatcher.lifecycle import JobState
 from dispatcher.store.database import BOARD_COLUMNS, JobFilter, Store, migrate
+from dispatcher.store.jobpath import StartBlocks
 from dispatcher.store.models import Delivery, Event, IdempotencyKey, Issue, Job, Repo
 from dispatcher.store.team_models import TaskState, Team, TeamMessage, TeamTask
 from dispatcher.store.teams import TeamStore
@@ -87,14 +88,17 @@ def play(store: Store) -> dict[str, Any]:
     out["again"] = store.add_job(
         _job(beta.id, "dup", event_id=e1.id, trigger="nightly"), branch_for=str
     ).id
-    claimed = store.claim_pass(max_parallel=10, per_repo_default=5)
+    blocks = StartBlocks(base=20000, count=100, block=10, usable=lambda p: p != 20000)
+    claimed = store.claim_pass(max_parallel=10, per_repo_default=5, start=blocks)
     out["claimed"] = ([c.job_id for c in claimed.claimed], claimed.waiting)
+    out["claimed rows"] = [
+        (c.job.state, c.job.port, len(c.job.spawn_nonce or ""), c.job.claimed_at is not None,
+         c.job.branch, c.job.prompt, c.repo.name)
+        for c in claimed.claimed
+    ]  # fmt: skip
     out["group"] = _ids(store.active_in_group(beta.id, "g"))
-    out["port"] = store.allocate_port(j1, base=20000, count=100, block=10,
-                                      usable=lambda p: p != 20000, worktree="/w/1")  # fmt: skip
-    out["port2"] = store.allocate_port(j3, base=20000, count=100, block=10, usable=bool)
     out["advance"] = store.advance(j1, S.PREPARING, S.RUNNING, started_at=T0, pid=42,
-                                   pid_start=3_000_000_000)  # fmt: skip
+                                   pid_start=3_000_000_000, worktree="/w/1")  # fmt: skip
     store.update(j1, cancel_requested=True)
     out["canceled?"] = store.advance(
         j1, S.RUNNING, S.SUCCEEDED, finished_at=T0 + timedelta(minutes=2), exit_code=0,

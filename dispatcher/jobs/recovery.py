@@ -50,9 +50,13 @@ def spawn_started(settings: Settings, store: Store, job: Job) -> Job | None:
     started = datetime.fromtimestamp(claim.stat().st_mtime, UTC)
     how = f"it runs as pid {pid}: adopted" if start is not None else "it has ended"
     note_job(settings, job.id, f"daemon restarted while the agent was starting; {how}")
+    # The worktree's path is written with the move to running, which never came: it is
+    # the job's own (a follow-up's was its parent's, recorded when it was made).
+    worktree = job.worktree or str(worktree_path(settings, store.repo(job.repo_id), job.id))
     return store.move(
         job.id, JobState.PREPARING, JobState.RUNNING,
         pid=pid if start is not None else None, pid_start=start, started_at=started,
+        worktree=worktree,
     )  # fmt: skip
 
 

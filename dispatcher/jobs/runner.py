@@ -36,11 +36,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from dispatcher import faults, logctx
@@ -60,6 +59,7 @@ from dispatcher.jobs.workspace import Workspace
 from dispatcher.lifecycle import JobState
 from dispatcher.process import proc, sandbox
 from dispatcher.store.database import Claimed, Store
+from dispatcher.store.jobpath import StartBlocks
 from dispatcher.store.models import Job, Repo, utcnow
 
 log = logging.getLogger(__name__)
@@ -82,6 +82,9 @@ class _Attempt:
     files: JobFiles
     worktree: Path
     ws: Workspace
+    # What the prepare made (the worktree's path, how it was made), written with the
+    # move to ``running``.
+    written: dict[str, object] = field(default_factory=dict)
 
     @property
     def continuing(self) -> bool:
@@ -137,6 +140,11 @@ class Runner:
         self._news = threading.Event()
         self._current = threading.local()  # the job a worker thread is busy with
         self._workers = Workers(settings.max_parallel, "job")
+        # Each claimed job's ports and spawn nonce, given by the claim's own write.
+        self._start_blocks = StartBlocks(
+            base=settings.job_port_base, count=settings.job_port_count,
+            block=settings.job_ports, usable=isolation.port_is_free,
+        )  # fmt: skip
         self._watcher = Watcher(self._exited, self._timed_out)
         self._loop: threading.Thread | None = None
         # A job the runner held is let go of: (its id, its row as the runner recorded its
@@ -174,7 +182,9 @@ class Runner:
         """Kill the job's agent tree if it runs here (the supervisor records ``canceled``)."""
         with self._lock:
             child = self._children.get(job_id)
-            if job_id in self._active:  # (before it is held, the prepare sees the cancel)
+            # Before it is held (the instant between the claim's commit and the hold), the
+            # cancel is seen by the move to running, which ends the agent it just started.
+            if job_id in self._active:
                 self._cancels.add(job_id)  # dropped when the runner lets go of the job
         if child is not None:
             self._kill_in_background(child)
@@ -222,6 +232,7 @@ class Runner:
                         max_parallel=self.settings.max_parallel,
                         per_repo_default=self.settings.max_parallel_per_repo,
                         limit=free,
+                        start=self._start_blocks,
                     )
                     claimed, waiting = taken.claimed, taken.waiting
                 except Exception:
@@ -305,9 +316,25 @@ class Runner:
         except (DispatcherError, OSError) as exc:
             self._fail_before_start(attempt, exc)
             return False
-        job = self._record_running(attempt, child)
+        except Exception:
+            self._keep_written(attempt)  # the supervisor's crash handler fails the job
+            raise
+        try:
+            job = self._record_running(attempt, child)
+        except Exception:
+            self._keep_written(attempt)
+            raise
         self._watch(job, child, attempt.repo.name)
         return True
+
+    def _keep_written(self, a: _Attempt) -> None:
+        """On an unexpected error, store what the prepare made (written otherwise only with
+        the move to ``running``), so the job that is failed for it keeps its worktree."""
+        if a.written and a.job.id is not None:
+            try:
+                self.store.update(a.job.id, **a.written)
+            except Exception:
+                log.exception("job %s: could not record its worktree", a.job.id)
 
     def _attempt(self, job: Job, repo: Repo) -> _Attempt:
         """The claimed job (its row as claimed), its repo, and where its worktree goes
@@ -355,10 +382,16 @@ class Runner:
                 wrap=lambda argv: box.wrap(argv, view, env=env),
             )  # fmt: skip
             self.note(job.id, "setup: done")
-            job = a.job = self.store.job(job.id)  # setup took a while: was it canceled?
+            # Setup took a while: was it canceled? (What the prepare made is not stored yet.)
+            job = a.job = _set(self.store.job(job.id), **a.written)
         assert job.id is not None
-        if job.cancel_requested:
-            self.store.move(job.id, JobState.PREPARING, JobState.CANCELED, finished_at=utcnow())
+        with self._lock:  # asked since the claim (its row has what came before)
+            asked = job.id in self._cancels
+        if job.cancel_requested or asked:
+            # With what the prepare made: the canceled job keeps (and discard removes) it.
+            self.store.move(
+                job.id, JobState.PREPARING, JobState.CANCELED, finished_at=utcnow(), **a.written
+            )
             self.note(job.id, "canceled before the agent started")
             return None
         resume = invocation.resume_session(self.settings, self.store, job, profile)
@@ -380,14 +413,20 @@ class Runner:
         return _Launch(argv, agent_env, box, view, stdin_prompt=profile.stdin_prompt)
 
     def _prepare_worktree(self, a: _Attempt) -> None:
-        """The job's worktree (made, or a follow-up's taken over) and its ports, recorded
-        with this spawn's nonce in one write (``a.job`` is then that row)."""
+        """The job's worktree (made, or a follow-up's taken over), after checking the claim
+        gave it a port block (and its spawn nonce); its path and how it was made go into
+        ``a.written``, for the move to ``running`` (no write here)."""
         job, worktree, repo_path = a.job, a.worktree, a.repo_path
         assert job.id is not None
         a.files.root.mkdir(parents=True, exist_ok=True)
         if not (repo_path / ".git").exists():
             raise InvalidInput(f"repo path {a.repo.path} no longer holds a git repository")
         budget.check_daily(self.settings, self.store, a.repo)
+        if job.port is None:  # the claim gave it its ports and its spawn nonce, or no ports
+            raise InvalidInput(
+                "no free block of ports for DISPATCHER_PORT: raise "
+                "DISPATCHER_JOB_PORT_COUNT or lower max-parallel"
+            )
         self.note(job.id, f"job {job.id}: worktree {worktree} on {job.branch} at {job.base_sha}")
         made: dict[str, object] = {}
         if a.continuing:
@@ -396,26 +435,10 @@ class Runner:
             made = self._make_worktree(job, a.repo, worktree)
             for line in workspace.bring_files(a.ws, repo_path, worktree):
                 self.note(job.id, line)
-        written: dict[str, object] = {
-            "worktree": str(worktree),
-            "spawn_nonce": secrets.token_hex(6),  # this run's claim file and cgroup
-            **made,
-        }
-        allocated = self.store.allocate_port(
-            job.id,
-            base=self.settings.job_port_base,
-            count=self.settings.job_port_count,
-            block=self.settings.job_ports,
-            usable=isolation.port_is_free,
-            **written,
-        )
-        if allocated is None:
-            raise InvalidInput(
-                "no free block of ports for DISPATCHER_PORT: raise "
-                "DISPATCHER_JOB_PORT_COUNT or lower max-parallel"
-            )
-        # The claimed row, as just written (the store does not read it back).
-        _set(job, port=allocated.port, cancel_requested=allocated.cancel_requested, **written)
+        # Recorded with the move to ``running`` (no write of its own: until then, the
+        # sweeper counts the job's directory as its, and a restart finds it by its id).
+        a.written = {"worktree": str(worktree), **made}
+        _set(job, **a.written)
 
     def _spawn(self, a: _Attempt, launch: _Launch) -> proc.Spawned:
         """Start the agent in its cgroup and sandbox (the first half of rq's
@@ -451,7 +474,9 @@ class Runner:
         if self.pool is not None and not a.continuing:
             self.pool.fill(a.repo)  # refill behind the running agent, off the spawn path
         started = {"pid": child.pid, "pid_start": child.start_time, "started_at": utcnow()}
-        canceled = self.store.advance(job_id, JobState.PREPARING, JobState.RUNNING, **started)
+        canceled = self.store.advance(
+            job_id, JobState.PREPARING, JobState.RUNNING, **a.written, **started
+        )
         # The row as recorded (the store does not read it back).
         job = _set(a.job, state=JobState.RUNNING, cancel_requested=canceled, **started)
         log.info("job %s: agent %s started, pid %s", job_id, job.agent, child.pid)
@@ -488,8 +513,8 @@ class Runner:
     def _make_worktree(self, job: Job, repo: Repo, worktree: Path) -> dict[str, object]:
         """A warm tree from the pool if there is one, else a fresh checkout; locked,
         so that ``git worktree prune`` never drops it while the job owns it. (Its path
-        is recorded with the job's port, in one write, with the fields returned: how
-        it was made, ``pool``, ``cold`` or ``fresh``, and how long it took.)"""
+        is recorded with the move to ``running``, with the fields returned: how it was
+        made, ``pool``, ``cold`` or ``fresh``, and how long it took.)"""
         assert job.id is not None
         job_id = job.id
         repo_path = Path(repo.path)

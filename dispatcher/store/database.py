@@ -29,12 +29,15 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, func, select
 
 from dispatcher.errors import IdempotencyKeyReused, InvalidState, NotFound
 from dispatcher.lifecycle import ACTIVE, FINISHED, IN_INBOX, JobState, transition
+from dispatcher.store import jobpath
 from dispatcher.store import team_models as _team_models  # noqa: F401  (their tables)
 from dispatcher.store.backends import Backend, Hold, backend_for
+from dispatcher.store.jobpath import StartBlocks
 from dispatcher.store.models import (
     Delivery,
     Event,
@@ -95,6 +98,13 @@ def _get_job(s: Session, job_id: int) -> Job:
     return _get(s, Job, job_id)
 
 
+def _detached(row: _Table) -> _Table:
+    """``row``, inserted by a Core statement (no session saw it), made detached as a
+    closed session's objects are: a later session treats it as the stored row."""
+    make_transient_to_detached(row)
+    return row
+
+
 def _save(s: Session, row: _Row, fields: dict[str, Any]) -> _Row:
     """Set ``fields`` on ``row`` and write it (inside the caller's transaction)."""
     for key, value in fields.items():
@@ -102,40 +112,6 @@ def _save(s: Session, row: _Row, fields: dict[str, Any]) -> _Row:
     s.add(row)
     s.flush()  # no refresh: no column has a value only the database computes
     return row
-
-
-def _update_returning_cancel(
-    s: Session, job_id: int, expected: JobState | None, fields: dict[str, Any]
-) -> bool:
-    """Write ``fields`` on the job (if it is in ``expected``, when given) with one UPDATE
-    that returns its ``cancel_requested``; NotFound or InvalidState (naming the actual
-    state) when no row matched."""
-    where = [col(Job.id) == job_id]
-    if expected is not None:
-        where.append(col(Job.state) == expected)
-    row = s.execute(
-        sa.update(Job)
-        .where(*where)
-        .values(**fields)
-        .returning(col(Job.cancel_requested))
-        .execution_options(synchronize_session=False)
-    ).first()
-    if row is not None:
-        return bool(row[0])
-    actual = s.exec(select(Job.state).where(col(Job.id) == job_id)).first()
-    if actual is None:
-        raise NotFound(f"no job with id {job_id}")
-    assert expected is not None  # the job exists: only the state can have failed to match
-    state = JobState(actual).value
-    raise InvalidState(f"job {job_id} is {state}, not {expected.value}", details={"state": state})
-
-
-@dataclass(frozen=True)
-class Allocated:
-    """The port block :meth:`Store.allocate_port` gave, and whether a cancel was asked."""
-
-    port: int
-    cancel_requested: bool
 
 
 class AlreadyMade(Exception):
@@ -202,6 +178,10 @@ class Claimed:
         return self.job.repo_id
 
 
+def _job_id(claimed: Claimed) -> int:
+    return claimed.job_id
+
+
 @dataclass(frozen=True)
 class ClaimPass:
     """What one claim took, and whether queued jobs were left (that a slot freed
@@ -212,8 +192,9 @@ class ClaimPass:
 
 
 class Transactions:
-    """How many read and write transactions a :class:`Store` has run (one session
-    each): the round trips per job that tests bound and ``/metrics`` shows."""
+    """How many read and write transactions a :class:`Store` has run (a session or,
+    on the job path, a bare connection each): the round trips per job that tests bound
+    and ``/metrics`` shows."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -279,6 +260,14 @@ class Store:
         self.transactions.count(write=True)
         with Session(self._write, expire_on_commit=False) as session, session.begin():
             yield session
+
+    @contextmanager
+    def connecting(self) -> Iterator[sa.Connection]:
+        """:meth:`writing` on a bare connection, for Core statements (the job path's:
+        :mod:`~dispatcher.store.jobpath`): the same transaction, without a session."""
+        self.transactions.count(write=True)
+        with self._write.begin() as conn:
+            yield conn
 
     # ------------------------------------------------------------ repos
 
@@ -412,16 +401,16 @@ class Store:
             if existing is not None:
                 return existing
         try:
+            if idem is None:  # the common case: two Core statements, no session
+                with self.connecting() as conn:
+                    jobpath.insert_job(conn, job, branch_for)
+                return _detached(job)
             with self.writing() as s:
                 _check_key(s, idem, "job")
-                s.add(job)
-                s.flush()
+                jobpath.insert_job(s.connection(), job, branch_for)
                 assert job.id is not None
-                job.branch = branch_for(job.id)
-                s.add(job)
-                s.flush()  # no refresh: every column's value was set here
                 _record_key(s, idem, "job", job.id)
-                return job
+            return _detached(job)
         except IntegrityError:
             winner = None
             if event_id is not None and trigger is not None:
@@ -580,47 +569,67 @@ class Store:
             return _save(s, _get_job(s, job_id), fields)
 
     def claim(
-        self, *, max_parallel: int, per_repo_default: int, limit: int | None = None
+        self,
+        *,
+        max_parallel: int,
+        per_repo_default: int,
+        limit: int | None = None,
+        start: StartBlocks | None = None,
     ) -> list[Claimed]:
         """The jobs :meth:`claim_pass` claims."""
         return self.claim_pass(
-            max_parallel=max_parallel, per_repo_default=per_repo_default, limit=limit
-        ).claimed
+            max_parallel=max_parallel, per_repo_default=per_repo_default, limit=limit,
+            start=start,
+        ).claimed  # fmt: skip
 
     def claim_pass(
-        self, *, max_parallel: int, per_repo_default: int, limit: int | None = None
+        self,
+        *,
+        max_parallel: int,
+        per_repo_default: int,
+        limit: int | None = None,
+        start: StartBlocks | None = None,
     ) -> ClaimPass:
         """Move the oldest queued jobs to ``preparing`` within the parallelism limits,
-        and return them (their rows as moved, read in the same transaction, and their
+        and return them (their rows as moved, returned by the move itself, and their
         repos': the runner reads neither again), and whether queued jobs were left.
+        ``start`` (the runner's): each job taken is also given its port block and its
+        spawn nonce in the same write (:class:`~dispatcher.store.jobpath.StartBlocks`;
+        its ``port`` None when every block is held).
 
         One write transaction (the only writer while it runs, on either database:
         see :mod:`dispatcher.store.backends`): no two claimers can take the same job,
-        nor both count the same free slot. FIFO across the whole queue; a repo at its
-        limit is skipped, so a long backlog in one repo never blocks another repo's
-        jobs: each open
-        repo's oldest queued jobs, up to its free slots, are the candidates (an
-        index range per repo, so a claim costs the same with 10 or 100,000 jobs
-        queued). ``limit`` caps how many one call takes. The move is checked by
-        :func:`~dispatcher.lifecycle.transition` like every other, and is a
+        nor both count the same free slot or port block. FIFO across the whole queue; a
+        repo at its limit is skipped, so a long backlog in one repo never blocks another
+        repo's jobs: each open repo's oldest queued jobs, up to its free slots, are the
+        candidates (an index range per repo, so a claim costs the same with 10 or
+        100,000 jobs queued). ``limit`` caps how many one call takes. The move is
+        checked by :func:`~dispatcher.lifecycle.transition` like every other, and is a
         compare-and-set on ``queued`` like :meth:`move`'s, for all of them at once.
+        Core statements on one connection (:mod:`~dispatcher.store.jobpath`): the busy
+        rows with the queued repos, each open repo's candidates, and the move.
         """
         now = utcnow()
         repos = {r.id: r for r in self._repo_rows() if r.id is not None}
-        with self.writing() as s:
-            # Busy jobs per repo and concurrency group (None: no group), in one query.
+        with self.connecting() as conn:
+            # Busy jobs per repo and concurrency group, the ports they hold, and the
+            # repos with queued jobs: one read.
             busy: dict[int, int] = {}
             # A concurrency group runs one job at a time: queued jobs of a busy
             # group wait, without holding up anything else.
             busy_groups: set[tuple[int, str]] = set()
-            for rid, group, n in s.exec(
-                select(Job.repo_id, Job.concurrency_group, func.count())
-                .where(col(Job.state).in_([JobState.PREPARING, JobState.RUNNING]))
-                .group_by(col(Job.repo_id), col(Job.concurrency_group))
-            ).all():
-                busy[rid] = busy.get(rid, 0) + n
+            held: set[int] = set()
+            queued_repos: list[int] = []
+            for rid, group, port, is_busy in conn.execute(jobpath.BUSY_AND_QUEUED):
+                if not is_busy:
+                    queued_repos.append(rid)
+                    continue
+                busy[rid] = busy.get(rid, 0) + 1
                 if group is not None:
                     busy_groups.add((rid, group))
+                if port is not None:
+                    held.add(port)
+            queued_repos.sort()  # as the index gave them, on either database
             free = max_parallel - sum(busy.values())
             if limit is not None:
                 free = min(free, limit)
@@ -632,14 +641,10 @@ class Store:
                 - busy.get(rid, 0)
                 for rid, r in repos.items()
             }
-            open_repos = [rid for rid, n in slots.items() if n > 0]
-            if not open_repos:
+            if not any(n > 0 for n in slots.values()):
                 return ClaimPass([], waiting=True)
             # Each open repo's oldest queued jobs, up to its free slots: an index range
             # scan per repo (state, repo_id, id), never a pass over the whole queue.
-            queued_repos = s.exec(
-                select(Job.repo_id).where(col(Job.state) == JobState.QUEUED).distinct()
-            ).all()
             # Queued jobs left after this claim (a freed slot may let them run): in a
             # repo at its limit, beyond what was fetched, or in a busy group. (A backoff
             # ends with time: the runner claims at least once a second.)
@@ -648,30 +653,16 @@ class Store:
             for rid in queued_repos:
                 if slots.get(rid, 0) <= 0:
                     continue
-                where = [
-                    col(Job.state) == JobState.QUEUED,
-                    col(Job.repo_id) == rid,
-                    # A re-queued job waits out its backoff.
-                    sa.or_(col(Job.not_before).is_(None), col(Job.not_before) <= now),
-                ]
-                groups = [group for r, group in busy_groups if r == rid]
+                groups = sorted(group for r, group in busy_groups if r == rid)
+                params: dict[str, Any] = {"repo": rid, "now": now}
                 if groups:
                     waiting = True
-                    where.append(
-                        sa.or_(
-                            col(Job.concurrency_group).is_(None),
-                            col(Job.concurrency_group).not_in(groups),
-                        )
-                    )
+                    params["groups"] = groups
                 fetch = min(slots[rid], free)
-                found = s.exec(
-                    select(Job.id, Job.repo_id, Job.concurrency_group)
-                    .where(*where)
-                    .order_by(col(Job.id))
-                    .limit(fetch + 1)  # one more: are there more than it may take?
-                ).all()
+                params["n"] = fetch + 1  # one more: are there more than it may take?
+                found = conn.execute(jobpath.candidates(bool(groups)), params).all()
                 waiting = waiting or len(found) > fetch
-                candidates += [(jid, r, g) for jid, r, g in found[:fetch] if jid is not None]
+                candidates += [(jid, rid, g) for jid, g in found[:fetch]]
             candidates.sort()  # FIFO across repos
             chosen: list[int] = []
             for job_id, repo_id, group in candidates:
@@ -686,71 +677,28 @@ class Store:
                 slots[repo_id] -= 1
                 free -= 1
                 chosen.append(job_id)
-            claimed: list[Claimed] = []
-            if chosen:
-                # The same check as move()'s, for many jobs in one statement: the table
-                # allows the move, and the WHERE on the state is the compare-and-set.
-                target = transition(JobState.QUEUED, JobState.PREPARING)
-                s.exec(
-                    sa.update(Job)
-                    .where(col(Job.id).in_(chosen), col(Job.state) == JobState.QUEUED)
-                    .values(state=target, claimed_at=now)
-                    .execution_options(synchronize_session=False)
-                )
-                # The rows as moved (cheaper than the ORM's UPDATE ... RETURNING, measured).
-                moved = s.exec(
-                    select(Job).where(col(Job.id).in_(chosen), col(Job.state) == target)
-                ).all()
-                claimed = sorted(
-                    (Claimed(job, repos[job.repo_id]) for job in moved), key=lambda c: c.job_id
-                )
+            if not chosen:
+                return ClaimPass([], waiting=waiting)
+            ports = None
+            if start is not None:  # in id order, as they were queued
+                ports = {job_id: start.first_free(held) for job_id in chosen}
+            # The same check as move()'s, for many jobs in one statement: the table
+            # allows the move, and the WHERE on the state is the compare-and-set.
+            target = transition(JobState.QUEUED, JobState.PREPARING)
+            moved = jobpath.claim(conn, chosen, target, now, ports)
+            claimed = sorted((Claimed(job, repos[job.repo_id]) for job in moved), key=_job_id)
             return ClaimPass(claimed, waiting=waiting)
 
     # ------------------------------------------------------------ environments, budgets
 
-    def allocate_port(
-        self,
-        job_id: int,
-        *,
-        base: int,
-        count: int,
-        block: int,
-        usable: Callable[[int], bool],
-        **fields: Any,
-    ) -> Allocated | None:
-        """Give the job the first block of ``block`` ports in ``[base, base + count)`` that
-        no other preparing or running job holds and whose first port ``usable`` says is
-        free on the machine; store it on the job (``port``, with ``fields``), and return
-        the port and whether a cancel was asked. None when every block is taken.
-
-        Held blocks come from the database, so they survive a daemon restart, and a
-        block is free again as soon as its job is no longer active. The row is not read:
-        the caller (the runner) holds it, and sets what it wrote on its copy.
-        """
-        with self.writing() as s:
-            held = set(
-                s.exec(
-                    select(Job.port).where(
-                        col(Job.state).in_([JobState.PREPARING, JobState.RUNNING]),
-                        col(Job.port).is_not(None),
-                        col(Job.id) != job_id,
-                    )
-                ).all()
-            )
-            for first in range(base, base + count - block + 1, block):
-                if first not in held and usable(first):
-                    canceled = _update_returning_cancel(s, job_id, None, {"port": first, **fields})
-                    return Allocated(first, canceled)
-            return None
-
     def advance(self, job_id: int, expected: JobState, target: JobState, **fields: Any) -> bool:
         """:meth:`move` for a caller that holds the row and needs nothing back but whether
         a cancel was asked meanwhile (the runner's moves to ``running`` and to the end):
-        one ``UPDATE ... RETURNING``, the compare-and-set on the state in its WHERE, no
-        read of the row. Raises what :meth:`move` raises."""
+        one ``UPDATE ... RETURNING`` (Core, on a bare connection), the compare-and-set on
+        the state in its WHERE, no read of the row. Raises what :meth:`move` raises."""
         transition(expected, target)
-        with self.writing() as s:
-            return _update_returning_cancel(s, job_id, expected, {"state": target, **fields})
+        with self.connecting() as conn:
+            return jobpath.advance(conn, job_id, expected, {"state": target, **fields})
 
     def cost_since(self, repo_id: int, since: datetime) -> float:
         """Sum of the agents' reported cost of the repo's jobs finished since ``since``."""

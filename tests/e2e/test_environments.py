@@ -144,6 +144,29 @@ def test_failing_setup_fails_the_job_at_preparing_and_leaves_nothing(
     assert not git(repo, "branch", "--list", job["branch"])
 
 
+def test_a_job_canceled_during_setup_keeps_its_worktree_recorded_and_discard_removes_it(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    """The worktree the prepare made is on the job's row when a cancel ends it before the
+    agent starts: discard then removes it and its branch (a canceled row without it left
+    the tree and the branch behind, and discard refused the branch as checked out)."""
+    gate = tmp_path / "gate"
+    d = fake_daemon(daemon_factory, DISPATCHER_SANDBOX="off")
+    setup = f'echo in setup; while [ ! -f "{gate}" ]; do sleep 0.05; done'
+    name = d.add_repo(repo_with(tmp_path, TRIGGERS.format(setup=f"'{setup}'")))
+    job_id = d.submit(name, "go", command=["true"])["id"]
+    wait_until(lambda: "in setup" in log_of(d, job_id), "the setup to run")
+    assert d.api.post(f"/jobs/{job_id}/cancel").status_code in (200, 202)
+    gate.touch()
+    job = d.wait(job_id)
+    assert job["state"] == "canceled", job["error"]
+    assert job["started_at"] is None  # the agent never started
+    assert job["worktree"] and Path(job["worktree"]).is_dir(), job
+    d.cli("discard", str(job_id))
+    assert not Path(job["worktree"]).exists()
+    assert not git(tmp_path / "r", "branch", "--list", job["branch"])
+
+
 def test_copy_and_link_refuse_paths_that_leave_the_repo(
     daemon_factory: Callable[..., Daemon], tmp_path: Path
 ) -> None:
