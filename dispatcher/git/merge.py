@@ -39,7 +39,7 @@ from dispatcher.git.commits import commit_tree, first_line, status_porcelain
 from dispatcher.git.dotgit import git_dirs, head_branch
 from dispatcher.git.names import check_rev, identity, is_full_sha, validate_branch_name
 from dispatcher.git.refs import branch_head, common_dir, is_ancestor, ref_value, rev_parse
-from dispatcher.git.worktrees import checked_out_in, entries
+from dispatcher.git.worktrees import checked_out_in, checkouts_of
 from dispatcher.process import proc
 
 log = logging.getLogger(__name__)
@@ -294,9 +294,7 @@ def _land(
     ref = f"refs/heads/{target}"
     where = checked_out_in(repo, target) if only_checkout == "any" else None
     if only_checkout != "any":  # every checkout of it (`checkout --ignore-other-worktrees`)
-        for info in entries(repo):
-            if info.branch != target or info.bare or info.prunable:
-                continue
+        for info in checkouts_of(repo, target):
             if only_checkout is None or not _same_path(info.path, only_checkout):
                 raise InvalidState(
                     f"{target} is checked out in {info.path}, which the daemon does not "

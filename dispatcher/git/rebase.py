@@ -128,7 +128,7 @@ def start_merge(
     way (``message`` holds :data:`MARK`: a crash left it without its follow-up) is
     aborted first.
     """
-    if _ours_under_way(worktree):  # a crash fell between this and its follow-up
+    if ours_under_way(worktree):  # a crash fell between this and its follow-up
         abort_merge(worktree)
     if current_branch(worktree) != branch or head_commit(worktree) != head:
         raise InvalidState(f"the worktree {worktree} is no longer on {branch} at {head[:12]}")
@@ -161,12 +161,6 @@ def _git_path(worktree: Path, name: str) -> Path:
     return Path(out.strip())
 
 
-def ours_under_way(worktree: Path) -> bool:
-    """Whether a merge :func:`start_merge` began is under way in ``worktree``
-    (``MERGE_HEAD`` present, its ``MERGE_MSG`` holding :data:`MARK`)."""
-    return _ours_under_way(worktree)
-
-
 def markers_left(worktree: Path) -> list[str]:
     """Of the files the merge under way in ``worktree`` stopped at (those
     :func:`start_merge` recorded, and any still unmerged in the index), the ones
@@ -197,22 +191,18 @@ MARK = "`dispatcher rebase` onto"
 """What the message of every merge :func:`start_merge` begins holds (the caller's)."""
 
 
-def _ours_under_way(worktree: Path) -> bool:
-    """Whether a merge the daemon started (its message holds :data:`MARK`) is under way
-    in ``worktree``: one a crash left without its follow-up. Asked at every job's end:
-    when the worktree's own git dir plainly has no ``MERGE_HEAD``, no git is run."""
+def ours_under_way(worktree: Path) -> bool:
+    """Whether a merge :func:`start_merge` began is under way in ``worktree``
+    (``MERGE_HEAD`` present, its ``MERGE_MSG`` holding :data:`MARK`): one left for a
+    follow-up to resolve, or that a crash left without its follow-up. Asked at every
+    job's end: when the worktree's own git dir plainly has no ``MERGE_HEAD``, no git
+    is run."""
     dirs = dotgit.git_dirs(worktree)
     if dirs is not None and not (dirs.gitdir / "MERGE_HEAD").exists():
         return False
-    result = cmd.run(
-        ["rev-parse", "--path-format=absolute", "--git-path", "MERGE_MSG"], worktree, check=False
-    )
-    if result.returncode != 0:
-        return False
-    merge_msg = Path(result.stdout.strip())
     try:
-        text = merge_msg.read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        text = _git_path(worktree, "MERGE_MSG").read_text(encoding="utf-8", errors="replace")
+    except (GitError, OSError):
         return False
     head = cmd.run(["rev-parse", "--verify", "--quiet", "MERGE_HEAD"], worktree, check=False)
     return head.returncode == 0 and MARK in text

@@ -174,10 +174,19 @@ def checked_out_in(repo: Path, branch: str) -> WorktreeInfo | None:
             holders = dotgit.branch_holders(common, branch)
         if holders is not None:
             return _holding(repo, common, branch, holders)
-    for info in entries(repo):
-        if info.branch == branch and not info.bare and not info.prunable:
-            return info
-    return None
+    found = checkouts_of(repo, branch)
+    return found[0] if found else None
+
+
+def checkouts_of(repo: Path, branch: str) -> list[WorktreeInfo]:
+    """Every worktree (main checkout or linked) that has ``branch`` checked out, from
+    ``git worktree list`` (more than one: ``checkout --ignore-other-worktrees``); a
+    prunable entry does not count."""
+    return [
+        info
+        for info in entries(repo)
+        if info.branch == branch and not info.bare and not info.prunable
+    ]
 
 
 def _holding(repo: Path, common: Path, branch: str, holders: list[Path]) -> WorktreeInfo | None:

@@ -29,7 +29,6 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import make_transient_to_detached
 from sqlmodel import Session, col, func, select
 
 from dispatcher.errors import IdempotencyKeyReused, InvalidState, NotFound
@@ -96,13 +95,6 @@ def _get(s: Session, table: type[_Table], row_id: int) -> _Table:
 
 def _get_job(s: Session, job_id: int) -> Job:
     return _get(s, Job, job_id)
-
-
-def _detached(row: _Table) -> _Table:
-    """``row``, inserted by a Core statement (no session saw it), made detached as a
-    closed session's objects are: a later session treats it as the stored row."""
-    make_transient_to_detached(row)
-    return row
 
 
 def _save(s: Session, row: _Row, fields: dict[str, Any]) -> _Row:
@@ -404,13 +396,13 @@ class Store:
             if idem is None:  # the common case: two Core statements, no session
                 with self.connecting() as conn:
                     jobpath.insert_job(conn, job, branch_for)
-                return _detached(job)
+                return jobpath.detached(job)
             with self.writing() as s:
                 _check_key(s, idem, "job")
                 jobpath.insert_job(s.connection(), job, branch_for)
                 assert job.id is not None
                 _record_key(s, idem, "job", job.id)
-            return _detached(job)
+            return jobpath.detached(job)
         except IntegrityError:
             winner = None
             if event_id is not None and trigger is not None:

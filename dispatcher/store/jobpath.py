@@ -56,13 +56,19 @@ _SET_BRANCH = (
 _INSERTED = tuple(c.name for c in JOB.c if c.name != "id")
 
 
+def detached(job: Job) -> Job:
+    """``job``, written by a Core statement (no session saw it), made detached as a
+    closed session's objects are: a later session treats it as the stored row."""
+    make_transient_to_detached(job)
+    return job
+
+
 def job_from_row(row: sa.Row[Any]) -> Job:
     """A :class:`Job` from a full row, made as the ORM loads one (no validation) and
     detached (as a closed session's objects are)."""
     job: Job = _MANAGER.new_instance()
     job.__dict__.update(row._mapping)  # a Job's attributes are named as its columns
-    make_transient_to_detached(job)
-    return job
+    return detached(job)
 
 
 @cache
