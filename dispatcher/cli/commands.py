@@ -663,8 +663,8 @@ def workers_list(
     if as_json:
         _print_json(rows)
         return
-    typer.echo(f"{'ID':>5}  {'NAME':<24} {'STATE':<8} {'RUNNING':>7}/{'SLOTS':<5} {'HEARTBEAT':<20} "
-               "STATE DIR")  # fmt: skip
+    head = f"{'ID':>5}  {'NAME':<24} {'STATE':<8} {'RUNNING':>7}/{'SLOTS':<5} {'HEARTBEAT':<20}"
+    typer.echo(f"{head} STATE DIR")
     for w in rows:
         state = "stopped" if w["stopped_at"] else ("alive" if w["alive"] else "silent")
         me = " *" if w["this"] else ""

@@ -40,13 +40,12 @@ class Membership:
         """Record this daemon's start and join the queue (PostgreSQL); its worker id.
         Raises :class:`~dispatcher.errors.DispatcherError` when the queue cannot be joined
         (the row is marked stopped again)."""
-        row = self.rows.begin(
-            Worker(
-                name=self.name, host=socket.gethostname(), pid=os.getpid(),
-                state_dir=str(self.settings.state_dir), api_url=self.settings.api_url,
-                slots=self.settings.max_parallel,
-            )  # fmt: skip
-        )
+        me = Worker(
+            name=self.name, host=socket.gethostname(), pid=os.getpid(),
+            state_dir=str(self.settings.state_dir), api_url=self.settings.api_url,
+            slots=self.settings.max_parallel,
+        )  # fmt: skip
+        row = self.rows.begin(me)
         assert row.id is not None
         self.worker_id = worker_id = row.id
         if self._conninfo is not None:

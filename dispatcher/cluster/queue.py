@@ -11,6 +11,7 @@ backoff, as a new queue worker (a new id, passed to ``on_registered``), until
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -71,7 +72,7 @@ class QueueWorker:
     def _main(self) -> None:
         try:
             asyncio.run(self._supervise())
-        except BaseException as exc:  # noqa: BLE001 - reported by start(), logged here
+        except BaseException as exc:  # reported by start(), logged here
             self._error = exc
             log.exception("the job queue's worker ended")
         finally:
@@ -85,13 +86,13 @@ class QueueWorker:
         self._stop = asyncio.Event()
         backoff = _RESTART_S[0]
         while not self._stop.is_set():
-            app = procrastinate.App(
-                connector=procrastinate.PsycopgConnector(
-                    conninfo=self._conninfo, min_size=1, max_size=4,
-                    kwargs={"application_name": "worktree-dispatcher-queue"},
-                )  # fmt: skip
-            )
-            worker = Worker(
+            connector = procrastinate.PsycopgConnector(
+                conninfo=self._conninfo, min_size=1, max_size=4,
+                kwargs={"application_name": "worktree-dispatcher-queue"},
+            )  # fmt: skip
+            app = procrastinate.App(connector=connector)
+            # procrastinate's Worker has untyped methods (run, stop).
+            worker: Any = Worker(
                 app, queues=[QUEUE], name=self._name, concurrency=1,
                 install_signal_handlers=False,
                 update_heartbeat_interval=self._heartbeat_s,
@@ -105,9 +106,7 @@ class QueueWorker:
                     watch = asyncio.create_task(self._watch_row(app, worker))
                     if registered:
                         backoff = _RESTART_S[0]
-                    await asyncio.wait(
-                        {run, stopping, watch}, return_when=asyncio.FIRST_COMPLETED
-                    )
+                    await asyncio.wait({run, stopping, watch}, return_when=asyncio.FIRST_COMPLETED)
                     worker.stop()
                     stopping.cancel()
                     watch.cancel()
@@ -123,10 +122,8 @@ class QueueWorker:
                 self._first.set()  # start() reports the failure
                 return
             log.warning("the job queue's worker stopped; starting it again in %.1f s", backoff)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), backoff)
-            except TimeoutError:
-                pass
             backoff = min(backoff * 2, _RESTART_S[1])
 
     async def _watch_row(self, app: Any, worker: Any) -> None:

@@ -34,9 +34,7 @@ class WorkerStore:
         killed."""
         now = utcnow()
         with self.store.writing() as s:
-            s.exec(
-                sa.update(Worker).where(col(Worker.stopped_at).is_(None)).values(stopped_at=now)
-            )
+            s.exec(sa.update(Worker).where(col(Worker.stopped_at).is_(None)).values(stopped_at=now))
             s.add(worker)
             s.flush()
             return worker
