@@ -49,7 +49,7 @@ class QueueWorker:
         self._error: BaseException | None = None
         self.queue_worker_id: int | None = None
 
-    def start(self, timeout: float = 15.0) -> int:
+    def start(self, timeout: float = 60.0) -> int:
         """Start the worker and return its queue worker id once it registered; raise
         :class:`DispatcherError` (one line) if it could not within ``timeout``."""
         self._thread = threading.Thread(target=self._main, name="queue-worker", daemon=True)
