@@ -76,6 +76,13 @@ class Settings(BaseSettings):
     token: str | None = None  # default: generated into <state_dir>/token on first start
     public_api_docs: bool = False  # serve /docs, /redoc and /openapi.json without the token
 
+    # This daemon as a worker (docs/cluster.md): its name in GET /workers (default: the
+    # host name) and, on PostgreSQL, its queue worker's heartbeat and when a silent one is
+    # taken for dead.
+    worker_name: str | None = Field(default=None, min_length=1, max_length=200)
+    worker_heartbeat_seconds: float = Field(default=10, gt=0, le=3600)
+    worker_timeout_seconds: float = Field(default=30, gt=0, le=86400)
+
     max_parallel: int = Field(default=4, ge=1, description="agents running at once, all repos")
     max_parallel_per_repo: int = Field(default=2, ge=1)
     default_agent: str = "claude"
@@ -246,6 +253,15 @@ class Settings(BaseSettings):
             raise ValueError("job_port_base + job_port_count must not pass port 65535")
         if self.job_ports > self.job_port_count:
             raise ValueError("job_ports (a block per job) must not exceed job_port_count")
+        return self
+
+    @model_validator(mode="after")
+    def _heartbeat_fits(self) -> Settings:
+        if self.worker_heartbeat_seconds >= self.worker_timeout_seconds:
+            raise ValueError(
+                "worker_heartbeat_seconds must be less than worker_timeout_seconds (a worker "
+                "would be taken for dead between two heartbeats)"
+            )
         return self
 
     @field_validator("database_url")

@@ -238,6 +238,9 @@ def serve(settings: Settings) -> None:
         )
         service.notices.notifier = notifier
 
+        # This start as a worker (and on PostgreSQL its queue worker's heartbeats), before
+        # anything claims: the jobs it claims carry its id.
+        runner.worker_id = service.workers.join()
         runner.on_finished = service.job_ended
         runner.on_worktree_ready = service.metrics.worktree_ready
         app = create_app(
@@ -289,6 +292,7 @@ def serve(settings: Settings) -> None:
             service.intake.close()
             service.fixloop.close()
             runner.stop()
+            service.workers.leave()
             notifier.stop(timeout=2)
             store.close()
         log.info("stopped cleanly; agents still running are re-adopted at the next start")

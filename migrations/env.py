@@ -2,7 +2,8 @@
 
 Autogenerate always writes ``batch_alter_table`` blocks, whatever database it compares
 against: SQLite must copy a table to alter it, and on PostgreSQL the same block runs as
-plain ``ALTER TABLE``, so one script serves both.
+plain ``ALTER TABLE``, so one script serves both. procrastinate's tables (PostgreSQL
+only, made by 0019 from its own schema) are not the models': autogenerate leaves them be.
 """
 
 from __future__ import annotations
@@ -14,17 +15,28 @@ from sqlmodel import SQLModel
 import dispatcher.store.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 
 config = context.config
+
+
+def ours(name: str | None, type_: str, _parent: object) -> bool:
+    """What autogenerate compares: not procrastinate's tables (``include_name``)."""
+    return not (type_ == "table" and (name or "").startswith("procrastinate_"))
+
+
 connection = config.attributes.get("connection")
 
 if connection is None:  # `alembic` run by hand with sqlalchemy.url set
     engine = sa.create_engine(config.get_main_option("sqlalchemy.url") or "sqlite://")
     with engine.connect() as conn:
-        context.configure(connection=conn, target_metadata=SQLModel.metadata, render_as_batch=True)
+        context.configure(
+            connection=conn, target_metadata=SQLModel.metadata, render_as_batch=True,
+            include_name=ours,
+        )  # fmt: skip
         with context.begin_transaction():
             context.run_migrations()
 else:
     context.configure(
-        connection=connection, target_metadata=SQLModel.metadata, render_as_batch=True
-    )
+        connection=connection, target_metadata=SQLModel.metadata, render_as_batch=True,
+        include_name=ours,
+    )  # fmt: skip
     with context.begin_transaction():
         context.run_migrations()

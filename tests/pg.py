@@ -121,6 +121,10 @@ class PgCluster:
             "initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8",
             "--no-locale", "--no-sync",
         )  # fmt: skip
+        self.serve()
+
+    def serve(self) -> None:
+        """Start the server on the cluster made by :meth:`start`."""
         # Fast and private: no TCP, a socket in our dir, no fsync (a test database is
         # thrown away), room for the tests' many short-lived engines.
         options = (
@@ -135,6 +139,11 @@ class PgCluster:
         """Stop the server (nothing when it is not running: stopping twice is fine)."""
         if (self.data / "postmaster.pid").exists():
             self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop")
+
+    def restart(self) -> None:
+        """Stop the server at once (every connection dropped) and start it again."""
+        self.stop()
+        self.serve()
 
     def admin(self, sql: str) -> None:
         """Run ``sql`` on the maintenance database, outside a transaction (CREATE DATABASE)."""

@@ -36,6 +36,7 @@ from dispatcher.api.routes import (
     repos,
     teams,
     webhooks,
+    workers,
 )
 from dispatcher.errors import DispatcherError
 from dispatcher.mcp import auth as mcp_auth
@@ -210,6 +211,7 @@ def create_app(
     app.include_router(inbox.router, responses=errors)
     app.include_router(agents.router, responses=errors)
     app.include_router(teams.router, responses=errors)
+    app.include_router(workers.router, responses=errors)
     app.include_router(doctor.router, responses=_documented_errors(401))
     app.include_router(metrics.router, responses=_documented_errors(401))
     # Webhooks are authenticated by the forge's signature, not the token.

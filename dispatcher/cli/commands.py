@@ -651,6 +651,29 @@ def agents_list(
         )
 
 
+@app.command("workers")
+def workers_list(
+    all_: Annotated[bool, typer.Option("--all", help="Stopped workers too")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List the workers: the daemons running jobs from this database, whether each is alive
+    (on PostgreSQL, by its heartbeat), and their jobs running now."""
+    with _client() as c:
+        rows = c.get("/workers", params={"all": "true"} if all_ else None)
+    if as_json:
+        _print_json(rows)
+        return
+    head = f"{'ID':>5}  {'NAME':<24} {'STATE':<8} {'RUNNING':>7}/{'SLOTS':<5} {'HEARTBEAT':<20}"
+    typer.echo(f"{head} STATE DIR")
+    for w in rows:
+        state = "stopped" if w["stopped_at"] else ("alive" if w["alive"] else "silent")
+        me = " *" if w["this"] else ""
+        typer.echo(
+            f"{w['id']:>5}  {(w['name'] + me)[:24]:<24} {state:<8} {w['running']:>7}/"
+            f"{w['slots']:<5} {_when(w['heartbeat_at']):<20} {w['state_dir']}"
+        )
+
+
 @triggers_app.command("check")
 def triggers_check(path: Path) -> None:
     """Check a trigger file (or a repo dir's .dispatcher/triggers.yml): file:line: reason."""

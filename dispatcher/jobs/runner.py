@@ -154,6 +154,9 @@ class Runner:
         # A job's worktree is ready: (repo, "pool" or "fresh", seconds it took); for /metrics.
         self.on_worktree_ready: Callable[[str, str, float], None] | None = None
         self.cgroups = JobCgroups(settings)
+        # This daemon's worker row (dispatcher.cluster.membership): the jobs it claims
+        # carry it. None: claims leave worker_id unset (tests' runners without a daemon).
+        self.worker_id: int | None = None
 
     # ------------------------------------------------------------ control
 
@@ -233,6 +236,7 @@ class Runner:
                         per_repo_default=self.settings.max_parallel_per_repo,
                         limit=free,
                         start=self._start_blocks,
+                        worker_id=self.worker_id,
                     )
                     claimed, waiting = taken.claimed, taken.waiting
                 except Exception:

@@ -24,7 +24,9 @@
 * ``notices``  which notices a job owes and where they go (:mod:`.notices`);
 * ``metrics``  ``GET /metrics``: the store's figures and the in-process ones (:mod:`.metrics`);
 * ``webhooks`` forge deliveries into the intake (:mod:`dispatcher.events.webhooks`);
-* ``idempotency`` the ``Idempotency-Key`` answers (:mod:`dispatcher.store.idempotency`).
+* ``idempotency`` the ``Idempotency-Key`` answers (:mod:`dispatcher.store.idempotency`);
+* ``workers``  this daemon as a worker of its database, and the others
+  (:mod:`dispatcher.cluster.membership`).
 
 The intake (:class:`dispatcher.events.intake.Intake`) submits the jobs of
 triggers through ``jobs`` too.
@@ -33,6 +35,7 @@ triggers through ``jobs`` too.
 from __future__ import annotations
 
 from dispatcher import __version__
+from dispatcher.cluster.membership import Membership
 from dispatcher.config import Settings
 from dispatcher.events.intake import Intake
 from dispatcher.events.trigger_files import TriggerFiles
@@ -115,6 +118,7 @@ class Service:
         self.webhooks.on_pr_fact = self.fixloop.receive  # a job's PR merged, red, reviewed
         self.jobs.fix_counts = self.fixloop.counts
         self.control.on_unrun = self.fixloop.job_ended  # a queued fix canceled: next one
+        self.workers = Membership(settings, store)  # the daemon joins at start
 
     def job_ended(self, job_id: int, ended: Job | None = None) -> None:
         """The runner let go of a job (its ``on_finished``): each part that waits for a

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -110,6 +111,16 @@ class Backend:
         return the hold (to check and let go); None where the state dir's lock is enough
         (SQLite: the database file is the state dir's unless DISPATCHER_DATABASE_URL says
         otherwise)."""
+        return None
+
+    def heartbeats(self, conn: sa.Connection) -> dict[int, datetime]:
+        """The last heartbeat (UTC) of each live queue worker, by its id: nothing
+        where there is no queue (SQLite: one daemon, its row says whether it runs)."""
+        return {}
+
+    def queue_conninfo(self) -> str | None:
+        """The libpq connection string of the job queue (procrastinate's), or None where
+        there is none (SQLite)."""
         return None
 
 
@@ -232,6 +243,17 @@ class PostgresBackend(Backend):
     def seconds(self, start: Any, end: Any) -> sa.ColumnElement[Any]:
         # EXTRACT gives numeric (exact); round(numeric, 3) as SQLite's is rounded.
         return sa.func.round(sa.extract("epoch", end - start), 3)
+
+    def heartbeats(self, conn: sa.Connection) -> dict[int, datetime]:
+        rows = conn.exec_driver_sql(
+            "SELECT id, last_heartbeat AT TIME ZONE 'UTC' FROM procrastinate_workers"
+        )
+        return {int(wid): at.replace(tzinfo=UTC) for wid, at in rows}
+
+    def queue_conninfo(self) -> str | None:
+        # procrastinate connects with psycopg itself: the same URL without SQLAlchemy's
+        # driver name (the password stays in it: this string is never logged).
+        return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 class _PgHold(Hold):

@@ -581,13 +581,15 @@ class Store:
         per_repo_default: int,
         limit: int | None = None,
         start: StartBlocks | None = None,
+        worker_id: int | None = None,
     ) -> ClaimPass:
         """Move the oldest queued jobs to ``preparing`` within the parallelism limits,
         and return them (their rows as moved, returned by the move itself, and their
         repos': the runner reads neither again), and whether queued jobs were left.
         ``start`` (the runner's): each job taken is also given its port block and its
         spawn nonce in the same write (:class:`~dispatcher.store.jobpath.StartBlocks`;
-        its ``port`` None when every block is held).
+        its ``port`` None when every block is held). ``worker_id``: the claiming
+        worker's (docs/cluster.md), written on each job taken.
 
         One write transaction (the only writer while it runs, on either database:
         see :mod:`dispatcher.store.backends`): no two claimers can take the same job,
@@ -677,7 +679,7 @@ class Store:
             # The same check as move()'s, for many jobs in one statement: the table
             # allows the move, and the WHERE on the state is the compare-and-set.
             target = transition(JobState.QUEUED, JobState.PREPARING)
-            moved = jobpath.claim(conn, chosen, target, now, ports)
+            moved = jobpath.claim(conn, chosen, target, now, ports, worker_id)
             claimed = sorted((Claimed(job, repos[job.repo_id]) for job in moved), key=_job_id)
             return ClaimPass(claimed, waiting=waiting)
 

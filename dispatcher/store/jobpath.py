@@ -119,9 +119,11 @@ class StartBlocks:
 
 
 @cache
-def _claim_update(n: int, target: JobState, start: bool) -> sa.Update:
+def _claim_update(n: int, target: JobState, start: bool, worker: bool) -> sa.Update:
     now = sa.bindparam("now", type_=JOB.c.claimed_at.type)
     values: dict[str, Any] = {"state": target, "claimed_at": now}
+    if worker:
+        values["worker_id"] = sa.bindparam("worker", type_=JOB.c.worker_id.type)
     if start:  # each job's own port and nonce: ``port_i``/``nonce_i`` for ``id_i``
         for name, column in (("port", JOB.c.port), ("nonce", JOB.c.spawn_nonce)):
             whens: list[tuple[sa.ColumnElement[bool], Any]] = [
@@ -143,18 +145,21 @@ def claim(
     target: JobState,
     now: Any,
     ports: Mapping[int, int | None] | None,
+    worker_id: int | None = None,
 ) -> list[Job]:
     """Move ``chosen`` from ``queued`` to ``target`` (the WHERE on the state is the
     compare-and-set), with their ports and fresh spawn nonces when ``ports`` is given,
-    and return the rows as moved (one ``UPDATE ... RETURNING``, compiled once for each
-    number of jobs)."""
+    and the claiming worker's id when ``worker_id`` is, and return the rows as moved
+    (one ``UPDATE ... RETURNING``, compiled once for each number of jobs)."""
     params: dict[str, Any] = {"ids": chosen, "now": now}
+    if worker_id is not None:
+        params["worker"] = worker_id
     if ports is not None:
         for i, job_id in enumerate(chosen):
             params[f"id_{i}"] = job_id
             params[f"port_{i}"] = ports[job_id]
             params[f"nonce_{i}"] = secrets.token_hex(6)
-    statement = _claim_update(len(chosen), target, ports is not None)
+    statement = _claim_update(len(chosen), target, ports is not None, worker_id is not None)
     return [job_from_row(row) for row in conn.execute(statement, params)]
 
 

@@ -55,6 +55,49 @@ BigInt = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 248 days up; token counts): PostgreSQL's INTEGER is 32 bits, SQLite's every integer 64."""
 
 
+# ---------------------------------------------------------------- workers
+
+
+class Worker(SQLModel, table=True):
+    """A daemon that runs jobs from this database (docs/cluster.md): one row per start.
+
+    ``queue_worker_id`` is its procrastinate worker's id (PostgreSQL only): that row's
+    ``last_heartbeat`` says whether it is alive. On SQLite there is one daemon, and its
+    row is alive while it runs (``stopped_at`` None).
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(index=True)  # DISPATCHER_WORKER_NAME, by default the host name
+    host: str
+    pid: int
+    state_dir: str
+    api_url: str
+    slots: int  # DISPATCHER_MAX_PARALLEL
+    queue_worker_id: int | None = Field(default=None, sa_type=BigInt)
+    started_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    stopped_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class WorkerPublic(BaseModel):
+    """A worker as ``GET /workers`` shows it."""
+
+    id: int
+    name: str
+    host: str
+    pid: int
+    state_dir: str
+    api_url: str
+    slots: int
+    started_at: datetime
+    stopped_at: datetime | None = None
+    heartbeat_at: datetime | None = PydanticField(
+        default=None, description="Its last heartbeat (PostgreSQL: procrastinate's)"
+    )
+    alive: bool = PydanticField(description="Running, by its heartbeat or its own row")
+    this: bool = PydanticField(description="The daemon that answered")
+    running: int = PydanticField(default=0, description="Its jobs preparing or running")
+
+
 # ---------------------------------------------------------------- repos
 
 
@@ -294,7 +337,8 @@ class Job(SQLModel, table=True):
     # The job whose agent created this one through the MCP server (its job token); its
     # retries and follow-ups keep it. None: made by a person, a script or a trigger.
     parent_id: int | None = Field(default=None, foreign_key="job.id", index=True)
-    # Where it runs
+    # Where it runs: the worker (daemon start) that claimed its current attempt
+    worker_id: int | None = Field(default=None, foreign_key="worker.id", index=True)
     branch: str = ""
     worktree: str | None = None
     pid: int | None = None
@@ -474,6 +518,9 @@ class JobPublic(BaseModel):
     merged_into: str | None
     merge_strategy: str | None
     port: int | None
+    worker_id: int | None = PydanticField(
+        default=None, description="The worker that claimed its current attempt (GET /workers)"
+    )
     worktree_source: str | None = PydanticField(
         default=None,
         description="How the job's worktree was made: pool (a warm tree recycled), cold "

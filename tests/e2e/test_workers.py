@@ -1,0 +1,96 @@
+"""Workers end to end (docs/cluster.md): the real daemon records its start as a worker,
+stamps the jobs it claims with it, lists itself (``GET /workers``, ``dispatcher workers``);
+a killed daemon's row is marked stopped by the next start; on PostgreSQL its queue worker
+beats, and once killed its heartbeat goes stale."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from dispatcher.store.database import Store
+from dispatcher.store.workers import WorkerStore
+from tests.daemon_fixture import Daemon
+from tests.e2e.test_postgres import FIRST_START_S
+from tests.waiting import wait_until
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def _run(d: Daemon, repo: str) -> dict[str, object]:
+    out = d.cli("run", repo, "--prompt", "p", "--command", "sh -c 'echo x > X'", "--wait")
+    return d.job(int(out.stdout.strip()))
+
+
+def test_a_daemon_is_a_worker_its_jobs_carry_it_and_a_killed_one_is_marked_stopped(
+    daemon_factory: Callable[..., Daemon], repo: Path
+) -> None:
+    d = daemon_factory(DISPATCHER_WORKER_NAME="laptop").start()
+    name = d.add_repo(repo, "app")
+    [me] = d.api.get("/workers").json()
+    assert (me["name"], me["alive"], me["this"], me["slots"]) == ("laptop", True, True, 4)
+    assert me["state_dir"] == str(d.state_dir) and me["heartbeat_at"] is None  # SQLite
+    assert _run(d, name)["worker_id"] == me["id"]
+    text = d.cli("workers").stdout.splitlines()
+    assert "laptop *" in text[1] and "alive" in text[1]
+
+    d.stop(signal.SIGKILL)
+    d.start()
+    rows = json.loads(d.cli("workers", "--all", "--json").stdout)
+    assert [(w["id"] > me["id"], w["alive"], w["this"]) for w in rows] == [
+        (True, True, True), (False, False, False)
+    ]  # fmt: skip
+    assert rows[1]["stopped_at"] is not None and "stopped" in d.cli("workers", "--all").stdout
+    assert d.api.get(f"/workers/{me['id']}").json()["alive"] is False
+    missing = d.api.get("/workers/99999")
+    assert (missing.status_code, missing.json()["error"]["message"]) == (
+        404,
+        "no worker with id 99999",
+    )
+    assert d.api.get("/workers/0").status_code == 422
+    assert d.stop() == 0
+    stopped = Store(f"sqlite:///{d.state_dir}/dispatcher.db")
+    try:
+        assert WorkerStore(stopped).listed(this=None, timeout=timedelta(hours=1)) == []
+    finally:
+        stopped.close()
+
+
+def test_on_postgresql_the_worker_beats_and_a_killed_one_goes_silent(
+    pg_url: str, daemon_factory: Callable[..., Daemon], repo: Path
+) -> None:
+    d = daemon_factory(
+        DISPATCHER_DATABASE_URL=pg_url, DISPATCHER_WORKER_HEARTBEAT_SECONDS="0.3",
+        DISPATCHER_WORKER_TIMEOUT_SECONDS="1.5",
+    ).start(timeout=FIRST_START_S)  # fmt: skip
+    name = d.add_repo(repo, "app")
+
+    def me() -> dict[str, object]:
+        [row] = d.api.get("/workers").json()
+        return dict(row)
+
+    first = me()
+    assert first["alive"] and first["heartbeat_at"] is not None
+    wait_until(lambda: me()["heartbeat_at"] != first["heartbeat_at"], "a heartbeat", 20)
+    assert _run(d, name)["worker_id"] == first["id"]
+    assert "alive" in d.cli("workers").stdout
+
+    d.stop(signal.SIGKILL)
+    store = Store(pg_url)
+    try:
+        rows = WorkerStore(store)
+        timeout = timedelta(seconds=1.5)
+        wait_until(lambda: not rows.listed(this=None, timeout=timeout)[0].alive, "silence", 20)
+        [silent] = rows.listed(this=None, timeout=timeout)
+        assert silent.id == first["id"] and silent.stopped_at is None
+    finally:
+        store.close()
+    d.start(timeout=FIRST_START_S)
+    rows_now = d.api.get("/workers", params={"all": "true"}).json()
+    assert [(w["alive"], w["this"]) for w in rows_now] == [(True, True), (False, False)]
+    assert d.stop() == 0
