@@ -33,7 +33,7 @@ from sqlmodel import Session, col, func, select
 
 from dispatcher.errors import IdempotencyKeyReused, InvalidState, NotFound
 from dispatcher.lifecycle import ACTIVE, FINISHED, IN_INBOX, JobState, transition
-from dispatcher.store import jobpath
+from dispatcher.store import jobpath, revision
 from dispatcher.store import team_models as _team_models  # noqa: F401  (their tables)
 from dispatcher.store.backends import Backend, Hold, backend_for
 from dispatcher.store.jobpath import StartBlocks
@@ -65,16 +65,23 @@ def migrate(url: str) -> None:
     """Upgrade the database at ``url`` to the newest schema (creating it if empty).
 
     In one write transaction of the store's (the writer lock: two daemons starting on
-    one PostgreSQL database migrate one after the other)."""
-    from alembic import command
-    from alembic.config import Config
-
+    one PostgreSQL database migrate one after the other). A database that already
+    records the scripts' head is left as it is without loading Alembic
+    (:mod:`dispatcher.store.revision`): its version row is written only by a finished
+    upgrade's commit."""
     backend = backend_for(url)
     engine = backend.engine(write=True)
     try:
+        scripts = migrations_dir()
+        with engine.connect() as conn:  # a restart: nothing to do, and Alembic not loaded
+            if revision.at_head(conn, revision.head_revision(scripts)):
+                return
+        from alembic import command
+        from alembic.config import Config
+
         with engine.connect() as conn:
             cfg = Config()
-            cfg.set_main_option("script_location", str(migrations_dir()))
+            cfg.set_main_option("script_location", str(scripts))
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     finally:
