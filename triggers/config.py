@@ -131,6 +131,7 @@ class _Model(BaseModel):
         strict=True,
         alias_generator=_dash,
         use_attribute_docstrings=True,
+        defer_build=True,
     )
 
 

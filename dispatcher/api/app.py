@@ -41,7 +41,7 @@ from dispatcher.api.routes import (
 from dispatcher.errors import DispatcherError
 from dispatcher.mcp import auth as mcp_auth
 from dispatcher.store.models import ErrorBody
-from dispatcher.web import UI_PREFIX, Sessions, UiGuard, create_ui
+from dispatcher.web import UI_PREFIX, LazyUi, Sessions, UiGuard
 
 if TYPE_CHECKING:  # the daemon hands the app its service; the API knows only its type
     from dispatcher.mcp.endpoint import McpEndpoint
@@ -216,7 +216,7 @@ def create_app(
     app.include_router(metrics.router, responses=_documented_errors(401))
     # Webhooks are authenticated by the forge's signature, not the token.
     app.include_router(webhooks.router, responses=_documented_errors(401, 413, 422))
-    app.mount(UI_PREFIX, create_ui(service, token))  # the dashboard (docs/dashboard.md)
+    app.mount(UI_PREFIX, LazyUi(service, token))  # the dashboard (docs/dashboard.md), built late
     add_docs_pages(app, openapi_url=app.openapi_url or "/openapi.json")
     _declare_bearer(app, public)
     return app

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -55,11 +56,21 @@ def read_token(settings: Settings) -> str:
         raise Unauthorized(f"cannot read the API token file {settings.token_file}") from None
 
 
+def _verify(base_url: str) -> bool:
+    """Whether the client needs TLS verification: for an https daemon, or when a proxy
+    may be used (the environment names one). Otherwise no TLS connection is ever made
+    (the client follows no redirects), and a client that verifies would load its CA
+    bundle for nothing: about 0.1 s of CPU, a tenth of a CLI call."""
+    return base_url.lower().startswith("https:") or bool(urllib.request.getproxies())
+
+
 class Client:
     def __init__(self, base_url: str, token: str | None, *, timeout: float = 60.0) -> None:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout)
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout, verify=_verify(base_url)
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Client:

@@ -144,9 +144,10 @@ class Notifier:
         self._record_cb = record
         self._settled_cb = settled
         self._owns_client = client is None
-        self._client = client or httpx.Client(
-            timeout=timeout, follow_redirects=False, headers={"User-Agent": USER_AGENT}
-        )
+        # Made at the first delivery (:meth:`_http`): an httpx client loads its CA bundle
+        # (about 0.1 s of CPU), which a daemon that never notifies does not spend.
+        self._client = client
+        self._client_lock = threading.Lock()
         self._attempts = attempts
         self._backoff = backoff
         self._max_backoff = max_backoff
@@ -199,7 +200,7 @@ class Notifier:
         for thread in threads:
             thread.join(max(deadline - time.monotonic(), 0.0))
         done = not any(thread.is_alive() for thread in threads)
-        if done and self._owns_client:
+        if done and self._owns_client and self._client is not None:
             self._client.close()
         return done
 
@@ -350,7 +351,18 @@ class Notifier:
             )
         except InvalidInput as exc:
             return Outcome(False, False, None, exc.message)
-        return send(self._client, request, timeout=self._timeout)
+        return send(self._http(), request, timeout=self._timeout)
+
+    def _http(self) -> httpx.Client:
+        """The client deliveries are sent with, made at the first one."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = httpx.Client(
+                    timeout=self._timeout,
+                    follow_redirects=False,
+                    headers={"User-Agent": USER_AGENT},
+                )
+            return self._client
 
     def _finish(self, task: _Attempt, outcome: Outcome) -> None:
         target = task.target

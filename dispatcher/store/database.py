@@ -33,7 +33,7 @@ from sqlmodel import Session, col, func, select
 
 from dispatcher.errors import IdempotencyKeyReused, InvalidState, NotFound
 from dispatcher.lifecycle import ACTIVE, FINISHED, IN_INBOX, JobState, transition
-from dispatcher.store import jobpath
+from dispatcher.store import jobpath, revision, sqlite_head
 from dispatcher.store import team_models as _team_models  # noqa: F401  (their tables)
 from dispatcher.store.backends import Backend, Hold, backend_for
 from dispatcher.store.jobpath import StartBlocks
@@ -61,20 +61,36 @@ def migrations_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "migrations"
 
 
-def migrate(url: str) -> None:
+def migrate(url: str, *, recorded: bool = True) -> None:
     """Upgrade the database at ``url`` to the newest schema (creating it if empty).
 
     In one write transaction of the store's (the writer lock: two daemons starting on
-    one PostgreSQL database migrate one after the other)."""
-    from alembic import command
-    from alembic.config import Config
-
+    one PostgreSQL database migrate one after the other). A database that already
+    records the scripts' head is left as it is without loading Alembic
+    (:mod:`dispatcher.store.revision`): its version row is written only by a finished
+    upgrade's commit. An empty SQLite database is given the chain's recorded result
+    (:mod:`dispatcher.store.sqlite_head`) when that is of the head, unless not
+    ``recorded``: then Alembic runs the chain (``scripts/sqlite-head``, tests)."""
     backend = backend_for(url)
     engine = backend.engine(write=True)
     try:
+        scripts = migrations_dir()
+        head = revision.head_revision(scripts)
+        with engine.connect() as conn:  # a restart: nothing to do, and Alembic not loaded
+            if revision.at_head(conn, head):
+                return
+        sqlite = recorded and backend.name == "sqlite"
+        made_by = sqlite_head.statements(scripts, head) if sqlite else None
+        if made_by is not None:  # a new SQLite database: the chain's result at once
+            with engine.begin() as conn:
+                if sqlite_head.make(conn, made_by):
+                    return
+        from alembic import command
+        from alembic.config import Config
+
         with engine.connect() as conn:
             cfg = Config()
-            cfg.set_main_option("script_location", str(migrations_dir()))
+            cfg.set_main_option("script_location", str(scripts))
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     finally:
