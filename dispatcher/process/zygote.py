@@ -129,6 +129,7 @@ def serve(sock: _socket.socket, run: Run) -> None:
     """Fork a writer (running ``run``, :func:`logpipe.run`) for each request until the
     daemon's end of ``sock`` closes."""
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the children
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # as in the wrapper, until the writer runs
     gc.freeze()  # a child's collections leave the server's objects (and pages) alone
     while True:
         got = _receive(sock)
