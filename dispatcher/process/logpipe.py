@@ -3,7 +3,9 @@
 Started by the agent wrapper (:func:`dispatcher.process.proc.spawn`) in the agent's own
 session as ``python -I -S logpipe.py EXIT_FILE LOG MAX_BYTES KEEP HEAD_BYTES
 CTYPE CLAIM -- ARGV...``: standard library only, no ``dispatcher`` import, so it
-starts fast and outlives a daemon crash like the agent does.
+starts fast and outlives a daemon crash like the agent does. Or forked, ready,
+from the daemon's fork server (:mod:`dispatcher.process.zygote`), which runs
+:func:`run` in each child: the same code, without a start-up of its own.
 
 * The agent (``ARGV``) is its child; its stdout and stderr go into one pipe that
   this process appends to ``LOG``, unbuffered. Before a write would take

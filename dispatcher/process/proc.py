@@ -311,7 +311,7 @@ class Spawned:
     pid: int
     start_time: int  # kernel start time in clock ticks since boot (from /proc/<pid>/stat)
     exit_file: Path
-    popen: subprocess.Popen[bytes] | None  # None when re-adopted by a new daemon
+    popen: subprocess.Popen[bytes] | None  # None: re-adopted, or forked by the fork server
     cgroup: Path | None = None  # the cgroup its wrapper joins, if any (see kill_tree)
 
 
