@@ -235,3 +235,24 @@ def test_close_ends_the_server_not_its_writers(server: forks.ForkServer, tmp_pat
     assert proc.is_alive(child.pid, child.start_time)
     release.touch()
     assert proc.wait(child, timeout=WAIT) == 0
+
+
+def test_a_writer_shows_none_of_the_daemons_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forked writer's /proc/<pid>/environ is the server's: only the locale and PATH of
+    the daemon's, never its secrets (the wrapper's was the agent's own environment)."""
+    monkeypatch.setenv("DISPATCHER_TOKEN", "daemon-secret")
+    fs = forks.ForkServer()
+    try:
+        release = tmp_path / "release"
+        child = spawn(tmp_path, fs, ["sh", "-c", f"while [ ! -e {release} ]; do sleep 0.02; done"])
+        assert child.popen is None
+        environ = Path(f"/proc/{child.pid}/environ").read_bytes()
+        assert b"daemon-secret" not in environ
+        assert Path(f"/proc/{child.pid}/cwd").readlink() == tmp_path  # the agent's
+        assert Path(f"/proc/{fs.pid}/cwd").readlink() == Path("/")  # the server pins none
+        release.touch()
+        assert proc.wait(child, timeout=WAIT) == 0
+    finally:
+        fs.close()

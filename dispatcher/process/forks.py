@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 # How long a spawn waits for its writer's report before giving up on the server (which
 # is killed: a server that late may be stuck, and its writer would start late too).
 REPORT_TIMEOUT_S = 30.0
+_SERVER_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE")
 
 
 class ForkServer:
@@ -68,6 +69,7 @@ class ForkServer:
                 sock = self._ensure()
                 if sock is None:
                     return None
+                server = self._popen
                 try:
                     head = len(body).to_bytes(zygote.HEAD, "big")
                     socket.send_fds(sock, [head], [stdin_fd, log_fd, write_fd])
@@ -89,7 +91,8 @@ class ForkServer:
         if len(words) == 2 and all(w.isdigit() for w in words):
             return int(words[0]), int(words[1])
         with self._lock:
-            self._lose("it did not answer in time" if report is None else "it made no writer")
+            if self._popen is server:  # not one started since by another spawn
+                self._lose("it did not answer in time" if report is None else "it made no writer")
         return None
 
     def _ensure(self) -> socket.socket | None:
@@ -107,6 +110,10 @@ class ForkServer:
                 stdout=subprocess.DEVNULL,
                 pass_fds=[theirs.fileno()],
                 start_new_session=True,  # a terminal's ^C is for the daemon, not the server
+                cwd="/",  # it holds no directory of the daemon's
+                # Not the daemon's secrets: each writer's /proc/<pid>/environ is this one.
+                # The locale is kept: both ends must encode paths alike.
+                env={k: v for k, v in os.environ.items() if k in _SERVER_ENV},
             )
         except OSError as exc:
             ours.close()
