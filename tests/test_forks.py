@@ -256,3 +256,26 @@ def test_a_writer_shows_none_of_the_daemons_environment(
         assert proc.wait(child, timeout=WAIT) == 0
     finally:
         fs.close()
+
+
+def test_the_writers_cpu_is_counted_in_the_servers_children(
+    server: forks.ForkServer, tmp_path: Path
+) -> None:
+    """The server waits for its writers (not ignoring SIGCHLD), so what they and their
+    agents spent shows in its children's CPU time, as the wrapper's did in the daemon's."""
+
+    def children_ticks(pid: int) -> int:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+        fields = raw[raw.rindex(")") + 2 :].split()
+        return int(fields[13]) + int(fields[14])  # cutime + cstime
+
+    spawn(tmp_path, server, ["true"], "warm")  # the server runs
+    assert server.pid is not None
+    before = children_ticks(server.pid)
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass"
+    child = spawn(tmp_path, server, [sys.executable, "-c", burn], "burn")
+    assert proc.wait(child, timeout=WAIT) == 0
+    tick = os.sysconf("SC_CLK_TCK")
+    wait_until(
+        lambda: children_ticks(server.pid or 0) - before >= 0.4 * tick, "the CPU counted", WAIT
+    )

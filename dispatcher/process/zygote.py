@@ -27,8 +27,10 @@ that does what the wrapper and the writer do:
 4. it runs the agent with :func:`logpipe.run` (the writer's own code, imported
    from beside this file) and exits with its status.
 
-SIGCHLD is ignored in the server, so the kernel reaps its children (each sets it
-back before anything else): no zombies, and no child owes the server anything.
+The server reaps its children as they end (on SIGCHLD; each child sets it back
+before anything else): no zombies pile up, and their CPU time (with their agents')
+is counted in the server's children's time in ``/proc/<pid>/stat``, where a
+benchmark reads it (ignoring SIGCHLD would have the kernel reap them and drop that).
 They run in sessions of their own and outlive the server and the daemon. The
 server exits when the daemon's end of the socket closes (a stop or a crash).
 It has one thread: the daemon, which has many, never forks a writer itself.
@@ -128,7 +130,7 @@ def own_start_time() -> int:
 def serve(sock: _socket.socket, run: Run) -> None:
     """Fork a writer (running ``run``, :func:`logpipe.run`) for each request until the
     daemon's end of ``sock`` closes."""
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the children
+    signal.signal(signal.SIGCHLD, _reap)
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # as in the wrapper, until the writer runs
     gc.freeze()  # a child's collections leave the server's objects (and pages) alone
     while True:
@@ -144,6 +146,17 @@ def serve(sock: _socket.socket, run: Run) -> None:
             _child(request, fds, run)
         for fd in fds:
             os.close(fd)
+
+
+def _reap(_signum: int, _frame: object) -> None:
+    """Reap every child that has ended (a blocked ``recvmsg`` is resumed after this)."""
+    while True:
+        try:
+            pid, _status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def _receive(sock: _socket.socket) -> tuple[Request, list[int]] | None:
