@@ -47,12 +47,27 @@ def _children_map() -> dict[int, list[tuple[int, str]]]:
     return out
 
 
-def cpu_ticks(pid: int) -> tuple[int, int]:
-    """(own utime+stime, reaped children's cutime+cstime) of ``pid``, in clock ticks."""
+def _ticks(pid: int) -> tuple[int, int]:
     with open(f"/proc/{pid}/stat") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     # After ")": state is fields[0]; utime, stime, cutime, cstime are stat fields 14-17.
     return int(fields[11]) + int(fields[12]), int(fields[13]) + int(fields[14])
+
+
+def cpu_ticks(pid: int) -> tuple[int, int]:
+    """(own utime+stime, children's) of ``pid``, in clock ticks. The children's: the
+    reaped ones' cutime+cstime, plus all of the log writers' fork server's (a live child
+    whose own children, the writers and through them the agents, are reaped by it)."""
+    own, kids = _ticks(pid)
+    for child, _comm in _children_map().get(pid, []):
+        try:
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"zygote.py" in cmdline:
+            with contextlib.suppress(OSError):
+                kids += sum(_ticks(child))
+    return own, kids
 
 
 def descendants(pid: int) -> list[tuple[int, str]]:

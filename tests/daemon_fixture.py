@@ -166,6 +166,22 @@ class Daemon:
         assert os.getpgid(pid) == pid, "the agent does not lead its own process group"
         return pid
 
+    def forked_writer(self, job_id: int) -> tuple[int, int]:
+        """The job's log writer, checked to be forked from the daemon's fork server (not
+        started by the wrapper): (its pid, the server's pid). Its claim names its pid and
+        start time, and its parent is the server, the daemon's child."""
+        pid = self.agent_group(job_id)
+        claims = list((self.state_dir / "jobs" / str(job_id)).glob("spawn-*"))
+        assert len(claims) == 1, claims
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        assert claims[0].read_text() == f"{pid} {fields[19]}\n", "not a forked writer's claim"
+        server = int(fields[1])
+        assert self.proc is not None
+        assert server != self.proc.pid
+        assert b"zygote.py" in Path(f"/proc/{server}/cmdline").read_bytes()
+        return pid, server
+
     def wait(
         self, job_id: int, states: set[str] | None = None, timeout: float = 30
     ) -> dict[str, Any]:

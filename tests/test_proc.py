@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from dispatcher.errors import ProcessError
-from dispatcher.process import proc
+from dispatcher.process import forks, proc
 from dispatcher.process.proc import Limits, Spawned
 from tests.waiting import wait_until
 
@@ -55,11 +55,19 @@ def read_pid(path: Path) -> int:
 
 class Spawner:
     """Spawns children in a tmp dir and makes sure every one is killed and reaped.
-    ``log_cap``: through the log writer (dispatcher/process/logpipe.py), as the runner does."""
+    ``log_cap``: through the log writer (dispatcher/process/logpipe.py), as the runner does;
+    ``fork_server``: the writer forked from it (dispatcher/process/zygote.py), as the runner
+    does too."""
 
-    def __init__(self, root: Path, log_cap: proc.LogCap | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        log_cap: proc.LogCap | None = None,
+        fork_server: forks.ForkServer | None = None,
+    ) -> None:
         self.root = root
         self.log_cap = log_cap
+        self.fork_server = fork_server
         self.children: list[Spawned] = []
 
     def __call__(
@@ -80,7 +88,10 @@ class Spawner:
             exit_file=self.root / "exit",
             limits=limits,
             log_cap=self.log_cap,
+            fork_server=self.fork_server,
         )
+        # Forked or not, as asked (a fallback would test the other path twice).
+        assert (child.popen is None) == (self.fork_server is not None)
         self.children.append(child)
         return child
 
@@ -89,13 +100,41 @@ class Spawner:
             if child.popen is not None and child.popen.poll() is None:
                 proc.kill_tree(child.pid, grace=0.5)
                 child.popen.wait(timeout=WAIT)
+            elif child.popen is None and proc.is_alive(child.pid, child.start_time):
+                proc.kill_tree(child.pid, child.start_time, grace=0.5)
+                wait_until(lambda c=child: ended(c), f"pid {child.pid} to end", WAIT)  # type: ignore[misc]
+        if self.fork_server is not None:
+            self.fork_server.close()
+
+
+def ended(child: Spawned) -> bool:
+    """True once ``child`` has ended (and been reaped, if it is our own child)."""
+    if child.popen is not None:
+        return child.popen.poll() is not None
+    return not proc.is_alive(child.pid, child.start_time)
+
+
+def make_spawner(tmp_path: Path, how: str) -> Spawner:
+    cap = proc.LogCap(1 << 20, 1, 4096) if how != "direct" else None
+    return Spawner(tmp_path, cap, forks.ForkServer() if how == "forked" else None)
+
+
+@pytest.fixture(params=["direct", "logpipe", "forked"])
+def spawner(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Spawner]:
+    """Every spawn test runs three times: output straight to the log, through the
+    writer the wrapper starts, and through a writer forked from the fork server."""
+    sp = make_spawner(tmp_path, request.param)
+    try:
+        yield sp
+    finally:
+        sp.cleanup()
 
 
 @pytest.fixture(params=["direct", "logpipe"])
-def spawner(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Spawner]:
-    """Every spawn test runs twice: output straight to the log, and through the writer."""
-    cap = proc.LogCap(1 << 20, 1, 4096) if request.param == "logpipe" else None
-    sp = Spawner(tmp_path, cap)
+def own_spawner(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Spawner]:
+    """:func:`spawner` for the tests of our own children (a forked writer is the fork
+    server's child, reaped by the kernel)."""
+    sp = make_spawner(tmp_path, request.param)
     try:
         yield sp
     finally:
@@ -348,8 +387,8 @@ def test_kill_tree_kills_child_and_grandchild(spawner: Spawner, tmp_path: Path) 
 
     for pid in (child.pid, agent_pid, grandchild):
         wait_until(lambda pid=pid: gone(pid), f"pid {pid} to end", WAIT)  # type: ignore[misc]
-    assert child.popen is not None
-    if spawner.log_cap is None:  # the wrapper died of it too, before recording anything
+    if spawner.log_cap is None:
+        assert child.popen is not None  # the wrapper died of it too, before recording anything
         assert child.popen.wait(timeout=WAIT) == -signal.SIGTERM
         assert proc.read_exit_file(child.exit_file) is None
     else:  # the log writer ignores SIGTERM and records the agent's end
@@ -373,8 +412,7 @@ def test_kill_tree_sigkills_what_ignores_sigterm(spawner: Spawner, tmp_path: Pat
 
     assert elapsed >= grace, "the SIGTERM-ignoring child was killed before the grace ran out"
     wait_until(lambda: gone(agent_pid), "the SIGTERM-ignoring agent to be killed", WAIT)
-    assert child.popen is not None
-    child.popen.wait(timeout=WAIT)
+    wait_until(lambda: ended(child), "the writer to end", WAIT)
 
 
 def test_kill_tree_returns_early_when_the_group_ends(spawner: Spawner, tmp_path: Path) -> None:
@@ -383,8 +421,10 @@ def test_kill_tree_returns_early_when_the_group_ends(spawner: Spawner, tmp_path:
     started = time.monotonic()
     proc.kill_tree(child.pid, child.start_time, grace=30)
     assert time.monotonic() - started < 10
-    assert child.popen is not None
-    assert child.popen.wait(timeout=WAIT) == -signal.SIGTERM
+    if child.popen is not None:
+        assert child.popen.wait(timeout=WAIT) == -signal.SIGTERM
+    else:  # a forked writer ignores SIGTERM as soon as it runs the agent (which it ends)
+        assert proc.signal_of(proc.wait(child, timeout=WAIT)) in (signal.SIGTERM, signal.SIGKILL)
 
 
 def test_kill_tree_with_a_stale_start_time_signals_nothing(
@@ -422,14 +462,14 @@ def test_is_alive_checks_pid_and_start_time(spawner: Spawner, tmp_path: Path) ->
     assert not proc.is_alive(child.pid, child.start_time + 1)  # a recycled pid
     assert not proc.is_alive(child.pid, child.start_time - 1)
     release.touch()
-    assert child.popen is not None
-    child.popen.wait(timeout=WAIT)
+    wait_until(lambda: ended(child), "the child to end", WAIT)
     assert not proc.is_alive(child.pid, child.start_time)
-    assert proc.process_start_time(child.pid) is None
+    if child.popen is not None:  # reaped by us (a forked writer: by the kernel, at once)
+        assert proc.process_start_time(child.pid) is None
 
 
-def test_is_alive_is_false_for_a_zombie(spawner: Spawner) -> None:
-    child = spawner(["true"])
+def test_is_alive_is_false_for_a_zombie(own_spawner: Spawner) -> None:
+    child = own_spawner(["true"])
     # Not reaped yet: the wrapper lingers as a zombie with the same start time.
     wait_until(lambda: proc.read_exit_file(child.exit_file) is not None, "the exit file", WAIT)
     wait_until(lambda: not proc.is_alive(child.pid, child.start_time), "the zombie", WAIT)
@@ -467,9 +507,9 @@ def test_wait_reports_an_agent_killed_by_a_signal(spawner: Spawner, tmp_path: Pa
 
 
 @pytest.mark.parametrize("reap", [False, True], ids=["zombie", "reaped"])
-def test_wait_on_a_readopted_child(spawner: Spawner, tmp_path: Path, reap: bool) -> None:
+def test_wait_on_a_readopted_child(own_spawner: Spawner, tmp_path: Path, reap: bool) -> None:
     release = tmp_path / "release"
-    child = spawner(["sh", "-c", f"while [ ! -e {release} ]; do sleep 0.02; done; exit 5"])
+    child = own_spawner(["sh", "-c", f"while [ ! -e {release} ]; do sleep 0.02; done; exit 5"])
     adopted = Spawned(child.pid, child.start_time, child.exit_file, popen=None)
     assert child.popen is not None
     popen = child.popen
@@ -490,10 +530,10 @@ def test_wait_on_a_readopted_child(spawner: Spawner, tmp_path: Path, reap: bool)
 
 
 def test_wait_on_a_readopted_child_killed_before_recording(
-    spawner: Spawner, tmp_path: Path
+    own_spawner: Spawner, tmp_path: Path
 ) -> None:
     release = tmp_path / "release"
-    child = spawner(["sh", "-c", f"while [ ! -e {release} ]; do sleep 0.02; done"])
+    child = own_spawner(["sh", "-c", f"while [ ! -e {release} ]; do sleep 0.02; done"])
     adopted = Spawned(child.pid, child.start_time, child.exit_file, popen=None)
     os.killpg(child.pid, signal.SIGKILL)
     assert proc.wait(adopted, timeout=WAIT) == -signal.SIGKILL
@@ -637,15 +677,30 @@ def test_describe_status_of_an_exit_code_that_is_no_signal() -> None:
 # ---------------------------------------------------------------- claims (exactly once)
 
 
-def claimed_spawn(tmp_path: Path, argv: list[str], claim: Path, **kw: object) -> Spawned:
-    return proc.spawn(
+def claimed_spawn(
+    tmp_path: Path, argv: list[str], claim: Path, fork_server: forks.ForkServer | None = None
+) -> Spawned:
+    child = proc.spawn(
         argv, cwd=tmp_path, env=ENV, stdin_path=None, log_path=tmp_path / "agent.log",
         exit_file=tmp_path / "exit", claim_file=claim,
-        log_cap=proc.LogCap(1 << 20, 1, 4096), **kw,  # type: ignore[arg-type]
+        log_cap=proc.LogCap(1 << 20, 1, 4096), fork_server=fork_server,
     )  # fmt: skip
+    assert (child.popen is None) == (fork_server is not None)
+    return child
 
 
-def test_the_wrapper_claims_the_spawn_with_its_pid_before_the_agent_runs(tmp_path: Path) -> None:
+@pytest.fixture(params=["wrapper", "forked"])
+def fork_server(request: pytest.FixtureRequest) -> Iterator[forks.ForkServer | None]:
+    """The claim tests run for the wrapper's claim and for a forked writer's."""
+    server = forks.ForkServer() if request.param == "forked" else None
+    yield server
+    if server is not None:
+        server.close()
+
+
+def test_the_wrapper_claims_the_spawn_with_its_pid_before_the_agent_runs(
+    tmp_path: Path, fork_server: forks.ForkServer | None
+) -> None:
     claim, release = tmp_path / "spawn-abc", tmp_path / "release"
     agent = script(
         tmp_path / "agent.sh",
@@ -653,10 +708,12 @@ def test_the_wrapper_claims_the_spawn_with_its_pid_before_the_agent_runs(tmp_pat
         f'cat "{claim}" > seen.tmp && mv seen.tmp seen\n'
         f"while [ ! -e {release} ]; do sleep 0.02; done",
     )
-    child = claimed_spawn(tmp_path, [str(agent)], claim)
+    child = claimed_spawn(tmp_path, [str(agent)], claim, fork_server)
+    # A forked writer's command line is the fork server's: its claim names its start too.
+    holds = f"{child.pid}\n" if fork_server is None else f"{child.pid} {child.start_time}\n"
     try:
         wait_until((tmp_path / "seen").exists, "the agent", WAIT)
-        assert (tmp_path / "seen").read_text() == f"{child.pid}\n"  # written before it ran
+        assert (tmp_path / "seen").read_text() == holds  # written before it ran
         assert proc.claim_holder(claim) == child.pid
         assert proc.runs_spawn(child.pid, claim) == child.start_time
         assert proc.runs_spawn(child.pid, tmp_path / "spawn-other") is None
@@ -667,13 +724,16 @@ def test_the_wrapper_claims_the_spawn_with_its_pid_before_the_agent_runs(tmp_pat
     assert proc.runs_spawn(child.pid, claim) is None  # ended
 
 
-def test_a_spawn_whose_claim_a_daemon_took_never_runs_its_agent(tmp_path: Path) -> None:
+def test_a_spawn_whose_claim_a_daemon_took_never_runs_its_agent(
+    tmp_path: Path, fork_server: forks.ForkServer | None
+) -> None:
     claim = tmp_path / "spawn-abc"
     assert proc.take_claim(claim) is True
     assert proc.take_claim(claim) is False  # once
     assert proc.claim_holder(claim) is None  # a daemon's claim, no wrapper's
-    child = claimed_spawn(tmp_path, ["sh", "-c", "touch ran"], claim)
-    assert proc.wait(child, timeout=WAIT) == 0
+    child = claimed_spawn(tmp_path, ["sh", "-c", "touch ran"], claim, fork_server)
+    code = proc.wait(child, timeout=WAIT)  # a forked writer's exit code is nobody's
+    assert code == 0 if fork_server is None else code is not None
     assert not (tmp_path / "ran").exists()
     assert not child.exit_file.exists()
     assert claim.read_text() == f"{proc.DAEMON_CLAIM}\n"

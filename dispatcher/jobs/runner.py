@@ -57,7 +57,7 @@ from dispatcher.jobs.tokens import JobTokens
 from dispatcher.jobs.workers import Workers
 from dispatcher.jobs.workspace import Workspace
 from dispatcher.lifecycle import JobState
-from dispatcher.process import proc, sandbox
+from dispatcher.process import forks, proc, sandbox
 from dispatcher.store.database import Claimed, Store
 from dispatcher.store.jobpath import StartBlocks
 from dispatcher.store.models import Job, Repo, utcnow
@@ -157,11 +157,14 @@ class Runner:
         # This daemon's worker row (dispatcher.cluster.membership): the jobs it claims
         # carry it. None: claims leave worker_id unset (tests' runners without a daemon).
         self.worker_id: int | None = None
+        # Forks each agent's log writer (no Python start-up per spawn); started with the runner.
+        self.forks = forks.ForkServer()
 
     # ------------------------------------------------------------ control
 
     def start(self) -> None:
         self.cgroups.setup()
+        self.forks.start()  # it starts up while the runner recovers
         self._watcher.start()
         self.recover()
         self._loop = threading.Thread(target=self._claim_loop, name="runner", daemon=True)
@@ -174,6 +177,7 @@ class Runner:
         if self._loop is not None:
             self._loop.join(timeout)
         self._watcher.stop(timeout)
+        self.forks.close()  # the writers it forked run on, like the agents
         self.cgroups.release()
 
     def wake(self) -> None:
@@ -464,6 +468,7 @@ class Runner:
             log_cap=proc.LogCap(
                 self.settings.max_log_bytes, self.settings.log_keep, output.HEAD_MAX_BYTES,
             ),
+            fork_server=self.forks,
         )  # fmt: skip
         faults.reach("runner.after-spawn")
         return child

@@ -1,7 +1,8 @@
 """Every running agent watched from one thread, like a child watcher: its exit and its deadline.
 
-Each agent's wrapper is watched through a pidfd (``os.pidfd_open``, which works
-for a re-adopted agent that is not the daemon's child too) in one selector, so
+Each agent's wrapper (or log writer) is watched through a pidfd (``os.pidfd_open``,
+which works for a process that is not the daemon's child too: a re-adopted agent, a
+writer forked by the fork server) in one selector, so
 a running agent costs the daemon no thread and no wake-up until it ends or its
 deadline passes. Where the kernel has no pidfds (before Linux 5.3), agents are
 polled instead. The watcher only notices: what is done about it (killing the

@@ -3,7 +3,9 @@
 Started by the agent wrapper (:func:`dispatcher.process.proc.spawn`) in the agent's own
 session as ``python -I -S logpipe.py EXIT_FILE LOG MAX_BYTES KEEP HEAD_BYTES
 CTYPE CLAIM -- ARGV...``: standard library only, no ``dispatcher`` import, so it
-starts fast and outlives a daemon crash like the agent does.
+starts fast and outlives a daemon crash like the agent does. Or forked, ready,
+from the daemon's fork server (:mod:`dispatcher.process.zygote`), which runs
+:func:`run` in each child: the same code, without a start-up of its own.
 
 * The agent (``ARGV``) is its child; its stdout and stderr go into one pipe that
   this process appends to ``LOG``, unbuffered. Before a write would take
@@ -181,18 +183,17 @@ def pump(read_fd: int, pid: int, log: CappedLog) -> int:
     return status
 
 
-def main(args: list[str]) -> int:
-    if len(args) < 9 or args[7] != "--":
-        print("usage: logpipe.py EXIT LOG MAX KEEP HEAD CTYPE CLAIM -- ARGV...", file=sys.stderr)
-        return 2
-    exit_file, log_path, max_bytes, keep, head_bytes, ctype, _claim, _, *argv = args
-    env = dict(os.environ)
-    env.pop("LC_CTYPE", None)
-    if ctype.startswith("LC_CTYPE="):
-        env["LC_CTYPE"] = ctype.removeprefix("LC_CTYPE=")
+def run(
+    argv: list[str], env: dict[str, str], exit_file: str, log_path: str,
+    max_bytes: int, keep: int, head_bytes: int,
+) -> int:  # fmt: skip
+    """Run the agent ``argv`` with ``env`` (its program looked up on this process's
+    PATH, which the caller sets to the agent's), its output capped into ``log_path``;
+    its status goes to ``exit_file`` and is returned. Also the fork server's
+    (:mod:`dispatcher.process.zygote`) children run this."""
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
-    log = CappedLog(log_path, int(max_bytes), int(keep), int(head_bytes))
+    log = CappedLog(log_path, max_bytes, keep, head_bytes)
     read_fd, write_fd = os.pipe()
     try:
         pid = os.posix_spawnp(
@@ -213,6 +214,18 @@ def main(args: list[str]) -> int:
     with open(exit_file, "w") as fh:
         fh.write(f"{code}\n")
     return code
+
+
+def main(args: list[str]) -> int:
+    if len(args) < 9 or args[7] != "--":
+        print("usage: logpipe.py EXIT LOG MAX KEEP HEAD CTYPE CLAIM -- ARGV...", file=sys.stderr)
+        return 2
+    exit_file, log_path, max_bytes, keep, head_bytes, ctype, _claim, _, *argv = args
+    env = dict(os.environ)
+    env.pop("LC_CTYPE", None)
+    if ctype.startswith("LC_CTYPE="):
+        env["LC_CTYPE"] = ctype.removeprefix("LC_CTYPE=")
+    return run(argv, env, exit_file, log_path, int(max_bytes), int(keep), int(head_bytes))
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@
   starts. Optionally the wrapper first joins a cgroup, then claims the spawn
   (:func:`take_claim`, :func:`claim_holder`: exactly once across a crash), and
   runs the agent under the log writer :mod:`dispatcher.process.logpipe` (:class:`LogCap`).
+  Given the daemon's fork server (:class:`~dispatcher.process.forks.ForkServer`), a
+  log writer is forked from it instead, which does what the wrapper does without
+  a Python start-up of its own; when it cannot, the wrapper runs as before.
 
 Nothing here knows about jobs or the database.
 """
@@ -19,6 +22,7 @@ Nothing here knows about jobs or the database.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import resource
 import shlex
@@ -32,8 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dispatcher.errors import ProcessError
-from dispatcher.process import cgroups
+from dispatcher.process import cgroups, forks, zygote
 from dispatcher.process.logcap import head_path
+
+logger = logging.getLogger(__name__)
 
 # `sh -c` runs the agent as a child and records how it ended. The agent's argv
 # arrives as positional parameters ("$@"), so no argument is ever parsed by the
@@ -61,7 +67,8 @@ _PRELUDE = (
     '{ echo $$ > "$claim"; } 2>/dev/null || exit 0; set +C; fi; '
 )
 
-# What a daemon writes into a claim file it took (a wrapper writes its pid).
+# What a daemon writes into a claim file it took (a wrapper writes its pid; a writer
+# forked by the fork server its pid and kernel start time).
 DAEMON_CLAIM = "daemon"
 
 # With limits, the agent runs as `(ulimit ...; exec "$@")`: the subshell sets
@@ -167,15 +174,12 @@ def wrapper_script(
     are quoted here; the agent's argv stays in positional parameters.
     """
     commands = ulimit_commands(limits) if limits is not None else []
-    limited = _LIMITED_RUN.format(commands=" && ".join(commands), failed=LIMITS_FAILED)
     if log_cap is None or log_path is None:
         if not commands:
             return _PRELUDE + _WRAPPER
+        limited = _LIMITED_RUN.format(commands=" && ".join(commands), failed=LIMITS_FAILED)
         return _PRELUDE + _WRAPPER.replace('"$@"; code=$?', f"{limited}; code=$?", 1)
-    inner = '"$@"'
-    if commands:  # a shell between writer and agent sets the limits, then becomes the agent
-        script = limited[2:-2]  # the subshell's body, without its parentheses
-        inner = f'/bin/sh -c {shlex.quote(script)} dispatcher-limits "$@"'
+    inner = shlex.join(limits_shim(limits)) + ' "$@"'
 
     def quoted(*args: object) -> str:
         return " ".join(shlex.quote(str(a)) for a in args)
@@ -188,6 +192,16 @@ def wrapper_script(
         '"${LC_CTYPE+LC_CTYPE=$LC_CTYPE}"'
     )
     return f'{_PRELUDE}exec {writer} "$claim" -- {inner}'
+
+
+def limits_shim(limits: Limits | None) -> list[str]:
+    """What goes before the agent's argv under the log writer to apply ``limits``: a
+    shell that sets them on itself and then becomes the agent (nothing without limits)."""
+    commands = ulimit_commands(limits) if limits is not None else []
+    if not commands:
+        return []
+    limited = _LIMITED_RUN.format(commands=" && ".join(commands), failed=LIMITS_FAILED)
+    return ["/bin/sh", "-c", limited[2:-2], "dispatcher-limits"]  # the subshell's body
 
 
 @dataclass(frozen=True)
@@ -297,7 +311,7 @@ class Spawned:
     pid: int
     start_time: int  # kernel start time in clock ticks since boot (from /proc/<pid>/stat)
     exit_file: Path
-    popen: subprocess.Popen[bytes] | None  # None when re-adopted by a new daemon
+    popen: subprocess.Popen[bytes] | None  # None: re-adopted, or forked by the fork server
     cgroup: Path | None = None  # the cgroup its wrapper joins, if any (see kill_tree)
 
 
@@ -350,6 +364,7 @@ def spawn(
     claim_file: Path | None = None,
     cgroup: Path | None = None,
     log_cap: LogCap | None = None,
+    fork_server: forks.ForkServer | None = None,
 ) -> Spawned:
     """Start ``argv`` in a new session, output appended to ``log_path``.
 
@@ -360,7 +375,9 @@ def spawn(
     ``cgroup``: a cgroup (v2) directory the wrapper moves itself
     into before anything else. ``claim_file``: created exclusively by the
     wrapper, holding its pid, before the agent runs; if it exists already the
-    agent never runs (see :func:`take_claim`).
+    agent never runs (see :func:`take_claim`). ``fork_server``: with ``log_cap``,
+    the log writer is forked from it if it can (the :class:`Spawned` then has
+    no ``popen``: it is not this process's child), else the wrapper starts it.
 
     Raises :class:`ProcessError` when the program does not exist or is not
     executable, so that callers can fail the job with that reason instead of
@@ -373,6 +390,19 @@ def spawn(
         with contextlib.suppress(FileNotFoundError):
             head_path(log_path).unlink()  # an earlier run's head is not this one's
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    if log_cap is not None and fork_server is not None:
+        request = zygote.Request(
+            argv=[*limits_shim(limits), *argv], env=dict(env), cwd=os.path.abspath(cwd),
+            exit_file=os.path.abspath(exit_file), log_path=os.path.abspath(log_path),
+            max_bytes=log_cap.max_bytes, keep=log_cap.keep, head_bytes=log_cap.head_bytes,
+            claim=os.path.abspath(claim_file) if claim_file else "",
+            cgroup=os.path.abspath(cgroup) if cgroup else "",
+        )  # fmt: skip
+        with open(log_path, "ab") as out, open(stdin_path or os.devnull, "rb") as inp:
+            forked = fork_server.spawn(request, inp.fileno(), out.fileno())
+        if forked is not None:
+            return Spawned(*forked, exit_file, None, cgroup)
+        logger.debug("no log writer from the fork server: spawning through the wrapper")
     script = wrapper_script(limits, log_path=log_path, log_cap=log_cap)
     places = [str(exit_file), str(claim_file or ""), str(cgroup or "")]
     with contextlib.ExitStack() as stack:
@@ -400,15 +430,7 @@ def take_claim(claim_file: Path) -> bool:
     claim for a wrapper's that is still being written. Once this returns True
     that spawn's wrapper can never run its agent.
     """
-    tmp = claim_file.with_name(f".{claim_file.name}.{os.getpid()}.tmp")
-    tmp.write_text(f"{DAEMON_CLAIM}\n")
-    try:
-        os.link(tmp, claim_file)
-    except FileExistsError:
-        return False
-    finally:
-        tmp.unlink()
-    return True
+    return zygote.claim(str(claim_file), f"{DAEMON_CLAIM}\n")
 
 
 def claim_holder(claim_file: Path, *, wait: float = 2.0) -> int | None:
@@ -428,34 +450,56 @@ def claim_holder(claim_file: Path, *, wait: float = 2.0) -> int | None:
             text = ""
         if text == DAEMON_CLAIM:
             return None
-        if text.isdigit():
-            return int(text)
+        pid = _claimed_by(text)
+        if pid is not None:
+            return pid[0]
         if time.monotonic() >= deadline:
             return find_spawn(claim_file)
         time.sleep(0.02)
+
+
+def _claimed_by(text: str) -> tuple[int, int | None] | None:
+    """(pid, start time or None) from a claim's text: a wrapper's ``PID`` or a forked
+    writer's ``PID START``; None if it is neither (empty: still being written)."""
+    words = text.split()
+    if not 1 <= len(words) <= 2 or not all(w.isdigit() for w in words):
+        return None
+    return int(words[0]), int(words[1]) if len(words) == 2 else None
 
 
 def find_spawn(claim_file: Path) -> int | None:
     """A live process whose command line names ``claim_file`` (its wrapper), or None."""
     wanted = os.fsencode(claim_file)
     for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and runs_spawn(int(entry.name), claim_file, wanted) is not None:
+        if entry.name.isdigit() and _names(int(entry.name), wanted):
             return int(entry.name)
     return None
 
 
-def runs_spawn(pid: int, claim_file: Path, _wanted: bytes | None = None) -> int | None:
+def runs_spawn(pid: int, claim_file: Path) -> int | None:
     """``pid``'s start time if it is the live wrapper (or log writer) of the spawn
-    that claimed ``claim_file`` (its command line names that file), else None."""
+    that claimed ``claim_file``, else None: a forked writer's claim holds its pid and
+    start time; a wrapper's holds its pid, and its command line names the file."""
     start = process_start_time(pid)
+    if start is None or not is_alive(pid, start):
+        return None
+    try:
+        recorded = _claimed_by(claim_file.read_text())
+    except OSError:
+        recorded = None
+    if recorded is not None and recorded[1] is not None:
+        return start if recorded == (pid, start) else None
+    return start if _names(pid, os.fsencode(claim_file)) else None
+
+
+def _names(pid: int, wanted: bytes) -> bool:
+    """True if ``pid`` lives (no zombie) and has ``wanted`` among its arguments."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    wanted = _wanted if _wanted is not None else os.fsencode(claim_file)
-    if start is None or wanted not in cmdline or not is_alive(pid, start):
-        return None
-    return start
+        return False
+    start = process_start_time(pid)
+    return wanted in cmdline and start is not None and is_alive(pid, start)
 
 
 def read_exit_file(exit_file: Path) -> int | None:

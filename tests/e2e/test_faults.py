@@ -138,6 +138,9 @@ def test_kill_9_between_spawn_and_running_adopts_the_agent_not_a_second_run(
     job_id = d.submit(name, "once", command=[script])["id"]
     wait_until(reached.exists, "the daemon to spawn the agent")
     wait_until(lambda: runs(gates), "the agent to start")
+    # Not running yet, so no pid on the job: its claim holds a forked writer's pid and start.
+    claim = next((d.state_dir / "jobs" / str(job_id)).glob("spawn-*"))
+    assert len(claim.read_text().split()) == 2, claim.read_text()
     assert d.stop(signal.SIGKILL) == -signal.SIGKILL
     release_fault(faults, "runner.after-spawn")  # the next daemon does not stop there
     exit_file = d.state_dir / "jobs" / str(job_id) / "exit"

@@ -83,8 +83,12 @@ def test_kill_9_daemon_then_restart_readopts_running_agent(
     daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
 ) -> None:
     d, gates, running, repo = gated_running_job(daemon_factory, agent, tmp_path)
+    writer, server = d.forked_writer(running)
     assert d.stop(signal.SIGKILL) == -signal.SIGKILL
-    # The agent lives on in its own session while the daemon is down; then it finishes.
+    # The fork server ends with the daemon; the writer forked from it and its agent live
+    # on in their own session while the daemon is down; then the agent finishes.
+    wait_until(lambda: not pid_alive(server), "the fork server to end with the daemon")
+    assert pid_alive(writer)
     (gates / f"go-{running}").touch()
     d.start()
     job = d.wait(running)
@@ -102,6 +106,7 @@ def test_kill_9_daemon_agent_still_running_is_supervised_after_restart(
     daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
 ) -> None:
     d, _, job_id, _ = gated_running_job(daemon_factory, agent, tmp_path)
+    d.forked_writer(job_id)
     d.stop(signal.SIGKILL)
     d.start()
     assert d.job(job_id)["state"] == "running"  # re-adopted, not lost
