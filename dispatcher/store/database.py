@@ -47,6 +47,7 @@ from dispatcher.store.models import (
     PrAction,
     RefState,
     Repo,
+    Worker,
     utcnow,
 )
 
@@ -98,7 +99,7 @@ def migrate(url: str, *, recorded: bool = True) -> None:
 
 
 _Row = TypeVar("_Row", Job, Repo)
-_Table = TypeVar("_Table", Job, Repo, Event, Issue)
+_Table = TypeVar("_Table", Job, Repo, Event, Issue, Worker)
 
 
 def _get(s: Session, table: type[_Table], row_id: int) -> _Table:
@@ -459,8 +460,13 @@ class Store:
             return job
 
     def job(self, job_id: int) -> Job:
+        return self.row(Job, job_id)
+
+    def row(self, table: type[_Table], row_id: int) -> _Table:
+        """The row of ``table`` with ``row_id`` (detached), or NotFound ("no worker with
+        id 7"), in one snapshot read."""
         with self.reading() as s:
-            return _get_job(s, job_id)
+            return _get(s, table, row_id)
 
     def chain(self, job_id: int) -> list[Job]:
         """Every run of ``job_id``'s chain of follow-ups, oldest first, read in one

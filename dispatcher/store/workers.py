@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 from sqlmodel import col, func, select
 
-from dispatcher.errors import NotFound
 from dispatcher.lifecycle import JobState
 from dispatcher.store.database import Store
 from dispatcher.store.models import Job, Worker, WorkerPublic, utcnow
@@ -57,11 +56,7 @@ class WorkerStore:
             )
 
     def get(self, worker_id: int) -> Worker:
-        with self.store.reading() as s:
-            row = s.get(Worker, worker_id)
-            if row is None:
-                raise NotFound(f"no worker with id {worker_id}")
-            return row
+        return self.store.row(Worker, worker_id)
 
     def listed(
         self, *, this: int | None, timeout: timedelta, everyone: bool = False
