@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -24,6 +25,16 @@ def version_files() -> list[str]:
 
 def downgrade(url: str, revision: str) -> None:
     """Migrate the database at ``url`` down to ``revision`` with the package's scripts."""
+    _step(url, revision, command.downgrade)
+
+
+def upgrade(url: str, revision: str) -> None:
+    """Migrate the database at ``url`` up to ``revision`` (not the head: that is
+    ``migrate``'s) with the package's scripts, on a plain engine."""
+    _step(url, revision, command.upgrade)
+
+
+def _step(url: str, revision: str, how: Callable[[Config, str], None]) -> None:
     from dispatcher.store.database import migrations_dir
 
     engine = sa.create_engine(url)
@@ -32,6 +43,6 @@ def downgrade(url: str, revision: str) -> None:
             cfg = Config()
             cfg.set_main_option("script_location", str(migrations_dir()))
             cfg.attributes["connection"] = conn
-            command.downgrade(cfg, revision)
+            how(cfg, revision)
     finally:
         engine.dispose()

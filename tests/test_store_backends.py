@@ -21,7 +21,7 @@ from dispatcher.lifecycle import JobState
 from dispatcher.store.backends import DAEMON_LOCK, WRITER_LOCK, backend_for
 from dispatcher.store.database import Store, migrate
 from dispatcher.store.models import Issue, Job, Repo
-from tests.migrationutil import downgrade, head_revision
+from tests.migrationutil import downgrade, head_revision, upgrade
 from tests.schemautil import snapshot
 from tests.together import together_in_processes
 from tests.waiting import wait_until
@@ -60,6 +60,80 @@ def test_every_migration_goes_down_to_nothing_and_up_again(db_url: str) -> None:
     assert set(snapshot(db_url)) <= {"alembic_version"}
     migrate(db_url)
     assert snapshot(db_url) == at_head
+
+
+SHA = "a" * 40
+
+
+def _at_0018_with_rows(url: str, *, dangling: bool = False) -> None:
+    """A database at 0018 holding what a real one holds: a job, its retry and a delivery
+    point at the job table (``dangling``: and a delivery whose job is gone)."""
+    upgrade(url, "0018")
+    engine = sa.create_engine(url)  # SQLite's foreign keys are off on a plain engine
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(
+                "INSERT INTO repo (id, name, path, default_branch, created_at) "
+                "VALUES (1, 'r', '/srv/r', 'main', '2026-12-01 00:00:00')"
+            )
+            for job_id, retry_of in ((1, None), (2, 1)):
+                conn.exec_driver_sql(
+                    "INSERT INTO job (id, repo_id, state, prompt, agent, base_ref, base_sha, "
+                    "target_branch, timeout_s, branch, "
+                    "max_attempts, attempt, created_at, cancel_requested, retry_of) VALUES "
+                    f"({job_id}, 1, 'failed', 'p', 'x', 'main', '{SHA}', 'main', 60, 'b/{job_id}', 1, 1, "
+                    f"'2026-12-01 00:00:00', false, {retry_of or 'NULL'})"
+                )
+            for delivery, job_id in ((1, 1), (2, 99) if dangling else (2, 2)):
+                conn.exec_driver_sql(
+                    "INSERT INTO delivery (id, job_id, target, url, state, ok, attempts, at) "
+                    f"VALUES ({delivery}, {job_id}, 'ntfy', 'https://n.example/t', 'failed', "
+                    "true, 1, '2026-12-01 00:00:00')"
+                )
+    finally:
+        engine.dispose()
+
+
+def _version(url: str) -> str:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return str(conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalar())
+    finally:
+        engine.dispose()
+
+
+def test_a_sqlite_database_with_rows_pointing_at_jobs_upgrades_and_keeps_them(
+    tmp_path: Path,
+) -> None:
+    """0019 copies the job table (batch mode) and drops the old one: with the store's
+    foreign keys on, the drop failed on any database where a row points at a job."""
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    _at_0018_with_rows(url)
+    migrate(url)
+    assert _version(url) == head_revision()
+    store = Store(url)
+    try:
+        jobs = [store.job(1), store.job(2)]
+        assert [(j.retry_of, j.worker_id, j.state) for j in jobs] == [
+            (None, None, JobState.FAILED), (1, None, JobState.FAILED)
+        ]  # fmt: skip
+        with store.reading() as s:
+            conn = s.connection()
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1  # on again
+            assert conn.exec_driver_sql("SELECT count(*) FROM delivery").scalar() == 2
+    finally:
+        store.close()
+
+
+def test_a_migration_that_would_leave_rows_pointing_nowhere_is_refused_and_undone(
+    tmp_path: Path,
+) -> None:
+    url = f"sqlite:///{tmp_path}/db.sqlite"
+    _at_0018_with_rows(url, dangling=True)
+    with pytest.raises(RuntimeError, match="rows pointing nowhere: delivery row 2 -> job"):
+        migrate(url)
+    assert _version(url) == "0018"
 
 
 def test_procrastinate_s_schema_comes_and_goes_with_its_migration(pg_url: str) -> None:

@@ -73,7 +73,7 @@ def migrate(url: str, *, recorded: bool = True) -> None:
     (:mod:`dispatcher.store.sqlite_head`) when that is of the head, unless not
     ``recorded``: then Alembic runs the chain (``scripts/sqlite-head``, tests)."""
     backend = backend_for(url)
-    engine = backend.engine(write=True)
+    engine = backend.engine(write=True, migrating=True)
     try:
         scripts = migrations_dir()
         head = revision.head_revision(scripts)
