@@ -279,3 +279,68 @@ def test_the_writers_cpu_is_counted_in_the_servers_children(
     wait_until(
         lambda: children_ticks(server.pid or 0) - before >= 0.4 * tick, "the CPU counted", WAIT
     )
+
+
+def test_a_stopped_server_holds_no_spawn_forever(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A server that takes no request (stopped here) fills its socket's buffer: each send
+    gives up after the timeout, and every spawn waiting behind it goes on to the wrapper."""
+    monkeypatch.setattr(forks, "REPORT_TIMEOUT_S", 1.0)
+    fs = forks.ForkServer(restart_after=60)
+    try:
+        fs.start()
+        pid = fs.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        big = {**ENV, "BIG": "x" * 400_000}  # more than the socket's buffer
+        request = zygote.Request(
+            argv=["true"], env=big, cwd=str(tmp_path), exit_file=str(tmp_path / "e"),
+            log_path=str(tmp_path / "l"), max_bytes=1 << 20, keep=1, head_bytes=64, claim="",
+            cgroup="",
+        )  # fmt: skip
+        answers: list[object] = []
+
+        def one() -> None:
+            with open(tmp_path / "l", "ab") as log, open(os.devnull, "rb") as inp:
+                answers.append(fs.spawn(request, inp.fileno(), log.fileno()))
+
+        threads = [threading.Thread(target=one) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert not any(t.is_alive() for t in threads), "a spawn hung on the stopped server"
+        assert answers == [None, None]
+        assert fs.pid is None  # given up on, and killed
+        wait_until(lambda: not Path(f"/proc/{pid}").exists(), "the stopped server gone", 10)
+    finally:
+        fs.close()
+
+
+def test_after_close_no_server_starts_again(server: forks.ForkServer, tmp_path: Path) -> None:
+    server.start()
+    server.close()
+    child = spawn(tmp_path, server, ["true"])  # the wrapper, not a new server
+    assert server.pid is None and child.popen is not None
+    assert proc.wait(child, WAIT) == 0
+
+
+def test_a_nul_or_a_bad_name_fails_as_through_popen_not_mangled(
+    server: forks.ForkServer, tmp_path: Path
+) -> None:
+    bad = zygote.Request(
+        argv=["a", "b\0c"], env={}, cwd="/", exit_file="/e", log_path="/l", max_bytes=1,
+        keep=0, head_bytes=1, claim="", cgroup="",
+    )  # fmt: skip
+    assert not bad.encodable()
+    bad.argv, bad.env = ["a"], {"K=V": "x"}
+    assert not bad.encodable()
+    bad.env = {"K": "V=x"}
+    assert bad.encodable()
+    with pytest.raises(ValueError, match="null byte"):
+        proc.spawn(
+            ["true", "conv\0--evil=1"], cwd=tmp_path, env=ENV, stdin_path=None,
+            log_path=tmp_path / "n.log", exit_file=tmp_path / "n.exit",
+            log_cap=proc.LogCap(1 << 20, 1, 4096), fork_server=server,
+        )  # fmt: skip

@@ -193,3 +193,19 @@ def test_a_queue_that_cannot_be_reached_is_refused_in_one_line(tmp_path: Path) -
     with pytest.raises(DispatcherError, match="the job queue's worker did not start") as info:
         queue.start(timeout=20)
     assert "\n" not in str(info.value)
+
+
+def test_a_queue_that_never_answers_is_refused_in_one_line_after_the_pool_gives_up(
+    tmp_path: Path,
+) -> None:
+    """The daemon's own wait (60 s) outlasts procrastinate's pool (30 s): the worker's
+    thread has ended and closed its loop before start() gives up."""
+    queue = QueueWorker(
+        f"postgresql:///nowhere?host={tmp_path}&connect_timeout=1", name="w", heartbeat_s=1,
+        timeout_s=3, on_registered=lambda _qid: None,
+    )  # fmt: skip
+    with pytest.raises(DispatcherError) as info:
+        queue.start()
+    message = str(info.value)
+    assert message.startswith("the job queue's worker did not start: ") and "\n" not in message
+    assert "Event loop is closed" not in message

@@ -66,11 +66,18 @@ class Membership:
         return worker_id
 
     def leave(self) -> None:
+        """Stop the queue worker and mark the row stopped; never raises (a database
+        gone at shutdown leaves the row running: the next start marks it stopped)."""
         if self._queue is not None:
             self._queue.stop()
             self._queue = None
         if self.worker_id is not None:
-            self.rows.stopped(self.worker_id)
+            try:
+                self.rows.stopped(self.worker_id)
+            except Exception as exc:
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                log.error("could not mark worker %s stopped: %s: %s", self.worker_id,
+                          type(exc).__name__, first)  # fmt: skip
 
     def listed(self, *, everyone: bool = False) -> list[WorkerPublic]:
         """``GET /workers``: the workers running (``everyone``: and those stopped)."""

@@ -56,14 +56,14 @@ class QueueWorker:
         self._thread.start()
         if not self._first.wait(timeout) or self.queue_worker_id is None:
             self.stop(timeout=2.0)
-            why = f": {type(self._error).__name__}: {self._error}" if self._error else ""
-            raise DispatcherError(f"the job queue's worker did not start{why}")
+            raise DispatcherError(f"the job queue's worker did not start{_why(self._error)}")
         return self.queue_worker_id
 
     def stop(self, timeout: float = 5.0) -> None:
         loop, stop = self._loop, self._stop
         if loop is not None and stop is not None:
-            loop.call_soon_threadsafe(stop.set)
+            with contextlib.suppress(RuntimeError):  # its loop ended already (a failed start)
+                loop.call_soon_threadsafe(stop.set)
         if self._thread is not None:
             self._thread.join(timeout)
 
@@ -158,3 +158,14 @@ class QueueWorker:
             log.exception("recording the queue worker's id failed")
         self._first.set()
         return True
+
+
+def _why(error: BaseException | None) -> str:
+    """``": <the error's first line>"`` (psycopg's messages run over several lines, and
+    procrastinate's wrap the cause), or nothing."""
+    while error is not None and not str(error).strip() and error.__cause__ is not None:
+        error = error.__cause__
+    if error is None:
+        return ""
+    first = next((line.strip() for line in str(error).splitlines() if line.strip()), "")
+    return f": {type(error).__name__}: {first}" if first else f": {type(error).__name__}"

@@ -13,6 +13,7 @@ Standard library only; nothing here knows about jobs or the database.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -42,6 +43,7 @@ class ForkServer:
         self._popen: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._lost_at: float | None = None
+        self._closed = False  # after close(): no server is started again
 
     @property
     def pid(self) -> int | None:
@@ -56,6 +58,7 @@ class ForkServer:
     def close(self) -> None:
         """Stop the server (it exits when its socket closes); the writers run on."""
         with self._lock:
+            self._closed = True
             self._drop()
 
     def spawn(self, request: zygote.Request, stdin_fd: int, log_fd: int) -> tuple[int, int] | None:
@@ -100,6 +103,8 @@ class ForkServer:
             self._lose(f"it ended with {self._popen.returncode}")
         if self._sock is not None:
             return self._sock
+        if self._closed:
+            return None
         if self._lost_at is not None and time.monotonic() - self._lost_at < self.restart_after:
             return None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -122,6 +127,9 @@ class ForkServer:
             return None
         finally:
             theirs.close()
+        # Every send is bounded: a stopped or stuck server fills the socket's buffer,
+        # and a spawn waiting on it would hold the lock, and every other spawn, forever.
+        ours.settimeout(REPORT_TIMEOUT_S)
         self._sock, self._lost_at = ours, None
         log.debug("the log writers' fork server runs as pid %d", self._popen.pid)
         return ours
@@ -143,7 +151,8 @@ class ForkServer:
                 self._popen.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 self._popen.kill()
-                self._popen.wait()
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._popen.wait(timeout=5)  # else reaped by a later poll, or init
             self._popen = None
 
 

@@ -398,8 +398,10 @@ def spawn(
             claim=os.path.abspath(claim_file) if claim_file else "",
             cgroup=os.path.abspath(cgroup) if cgroup else "",
         )  # fmt: skip
-        with open(log_path, "ab") as out, open(stdin_path or os.devnull, "rb") as inp:
-            forked = fork_server.spawn(request, inp.fileno(), out.fileno())
+        forked = None
+        if request.encodable():
+            with open(log_path, "ab") as out, open(stdin_path or os.devnull, "rb") as inp:
+                forked = fork_server.spawn(request, inp.fileno(), out.fileno())
         if forked is not None:
             return Spawned(*forked, exit_file, None, cgroup)
         logger.debug("no log writer from the fork server: spawning through the wrapper")

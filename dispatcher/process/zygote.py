@@ -78,9 +78,16 @@ class Request:
         self.max_bytes, self.keep, self.head_bytes = max_bytes, keep, head_bytes
         self.claim, self.cgroup = claim, cgroup
 
+    def encodable(self) -> bool:
+        """No argument or variable holds a NUL and every name is a name (no ``=``), as
+        :class:`subprocess.Popen` requires (it raises ValueError otherwise): a request
+        that is not goes through the wrapper, to fail there as it always did."""
+        texts = [*self.argv, *self.env.values(), *self.env]
+        return not any("\0" in t for t in texts) and all(k and "=" not in k for k in self.env)
+
     def encode(self) -> bytes:
-        """NUL-separated fields (no argument or variable holds a NUL): the paths and
-        numbers, the argv's length, the argv, then the environment as ``KEY=VALUE``."""
+        """NUL-separated fields (:meth:`encodable`): the paths and numbers, the argv's
+        length, the argv, then the environment as ``KEY=VALUE``."""
         fields = [
             self.cwd, self.exit_file, self.log_path, str(self.max_bytes), str(self.keep),
             str(self.head_bytes), self.claim, self.cgroup, str(len(self.argv)), *self.argv,
@@ -227,8 +234,13 @@ def _child(request: Request, fds: list[int], run: Run) -> None:
             request.max_bytes, request.keep, request.head_bytes,
         )  # fmt: skip
     except BaseException as exc:
-        try:  # noqa: SIM105
+        try:
             os.write(2, f"[dispatcher] the log writer failed: {exc!r}\n".encode())
+            # Its status, as the wrapper's shell would have recorded it (127: not run);
+            # an exit file the writer wrote already is kept.
+            fd = os.open(request.exit_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            os.write(fd, f"{code}\n".encode())
+            os.close(fd)
         except BaseException:  # noqa: S110
             pass
     finally:

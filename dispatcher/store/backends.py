@@ -259,7 +259,12 @@ class PostgresBackend(Backend):
     def queue_conninfo(self) -> str | None:
         # procrastinate connects with psycopg itself: the same URL without SQLAlchemy's
         # driver name (the password stays in it: this string is never logged).
-        return self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        # The store's own connection options too: a bounded connect, TCP keepalives (a
+        # heartbeat on a half-open connection would otherwise wait for the kernel).
+        options = {"connect_timeout": "10", "keepalives": "1", "keepalives_idle": "30",
+                   "keepalives_interval": "10", "keepalives_count": "3"}  # fmt: skip
+        url = self.url.set(drivername="postgresql").update_query_dict(options)
+        return url.render_as_string(hide_password=False)
 
 
 class _PgHold(Hold):
