@@ -102,7 +102,7 @@ def guarded(daemon_factory: Callable[..., Daemon], repo: Path) -> tuple[Daemon, 
     event = d.api.post("/events", json={"repo": name, "kind": "manual"}).json()
     team = d.api.post("/teams", json={"repo": name, "goal": "g", "lead_command": ["true"]})
     ids = {"job_id": str(job["id"]), "event_id": str(event["event_id"]), "name": name}
-    return d, {**ids, "team_id": str(team.json()["id"]), "task_id": "1"}
+    return d, {**ids, "team_id": str(team.json()["id"]), "task_id": "1", "worker_id": "1"}
 
 
 def test_every_route_needs_the_exact_bearer_token(guarded: tuple[Daemon, dict[str, str]]) -> None:
@@ -130,7 +130,7 @@ def test_every_route_needs_the_exact_bearer_token(guarded: tuple[Daemon, dict[st
     # (Unknown ids and an empty body: nothing changes.)
     unknown = {
         "job_id": "999999", "event_id": "999999", "name": "no-such-repo",
-        "team_id": "999999", "task_id": "999999",
+        "team_id": "999999", "task_id": "999999", "worker_id": "999999",
     }  # fmt: skip
     for method, template in sorted(set(routes) - EXPECTED_OPEN):
         resp = request(

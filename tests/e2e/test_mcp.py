@@ -324,7 +324,8 @@ def test_a_job_token_reaches_only_mcp_never_a_rest_route(
     daemon_factory: Callable[..., Daemon], repo: Path
 ) -> None:
     d, name, job, token = running_job_token(daemon_factory, repo)
-    ids = {"job_id": str(job["id"]), "event_id": "1", "name": name, "team_id": "1", "task_id": "1"}
+    ids = {"job_id": str(job["id"]), "event_id": "1", "name": name, "team_id": "1", "task_id": "1",
+           "worker_id": "1"}  # fmt: skip
     with httpx.Client(base_url=d.url, timeout=30) as client:
         routes = [r for r in operations(d) if r not in EXPECTED_OPEN]
         assert len(routes) >= 25, routes
