@@ -173,6 +173,32 @@ def test_sigterm_goes_to_the_agent_not_the_writer(
     assert text.endswith("got TERM\n")
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+def test_a_cancel_that_comes_before_the_agent_starts_reaches_it(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    # The writer is signalled (as a cancel right after the spawn does) before it has
+    # started the agent: the signal is held (here: already pending when run() begins)
+    # and passed on, not dropped with the agent left running until the grace ends.
+    release = tmp_path / "release"
+    log, exit_file = tmp_path / "agent.log", tmp_path / "exit"
+    agent = ["sh", "-c", f"echo started; while [ ! -e {release} ]; do sleep 0.02; done"]
+    script = (
+        "import os, signal, sys; from dispatcher.process import logpipe\n"
+        f"signal.pthread_sigmask(signal.SIG_BLOCK, [{int(sig)}])\n"
+        f"os.kill(os.getpid(), {int(sig)})\n"
+        f"sys.exit(logpipe.run({agent!r}, dict(os.environ), {str(exit_file)!r},"
+        f" {str(log)!r}, 1 << 20, 1, 4096))\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parents[1])
+    try:
+        assert writer.wait(timeout=10) == 128 + sig
+    finally:
+        release.touch()
+        writer.wait(timeout=WAIT)
+    assert proc.signal_of(proc.read_exit_file(exit_file)) == sig
+
+
 def test_a_program_that_cannot_start_is_127_with_a_line(
     tmp_path: Path, how: forks.ForkServer | None
 ) -> None:

@@ -21,7 +21,9 @@ from the daemon's fork server (:mod:`dispatcher.process.zygote`), which runs
   signal N) and this process exits with it.
 * SIGTERM, SIGINT and SIGHUP are ignored here (not in the agent): a cancel
   signals the whole process group, and the agent's last words still reach the
-  log and its status the exit file.
+  log and its status the exit file. One that comes before the agent is started is
+  held until it is, then passed on to it (it would otherwise be lost, and the agent
+  run until the supervisor's grace ran out).
 
 ``CTYPE`` is ``LC_CTYPE=<value>`` as the wrapper had it, or empty if it had
 none: the agent gets that, not what Python's locale coercion (PEP 538) set here.
@@ -39,7 +41,8 @@ import select
 import sys
 
 _READ = 1 << 16
-_RESET = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_CANCEL = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_RESET = (signal.SIGPIPE, signal.SIGXFSZ, *_CANCEL)
 
 
 def rotated(log: str, n: int) -> str:
@@ -183,6 +186,16 @@ def pump(read_fd: int, pid: int, log: CappedLog) -> int:
     return status
 
 
+def _ignore_cancels(was: set[int]) -> list[int]:
+    """Ignore the cancel signals from now on; those that came while they were
+    blocked, in the order of :data:`_CANCEL`."""
+    pending = signal.sigpending()
+    for sig in _CANCEL:
+        signal.signal(sig, signal.SIG_IGN)  # drops what is pending, too
+    signal.pthread_sigmask(signal.SIG_SETMASK, was)
+    return [sig for sig in _CANCEL if sig in pending]
+
+
 def run(
     argv: list[str], env: dict[str, str], exit_file: str, log_path: str,
     max_bytes: int, keep: int, head_bytes: int,
@@ -191,8 +204,11 @@ def run(
     PATH, which the caller sets to the agent's), its output capped into ``log_path``;
     its status goes to ``exit_file`` and is returned. Also the fork server's
     (:mod:`dispatcher.process.zygote`) children run this."""
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
+    # Blocked, not yet ignored: a cancel that comes before the agent exists stays
+    # pending here and is passed on to it (ignoring it would drop it, and the agent
+    # would run until the supervisor's grace ran out). One that comes after reaches
+    # the agent itself: it is in this process group.
+    was = signal.pthread_sigmask(signal.SIG_BLOCK, _CANCEL)
     log = CappedLog(log_path, max_bytes, keep, head_bytes)
     read_fd, write_fd = os.pipe()
     try:
@@ -202,12 +218,16 @@ def run(
                 (os.POSIX_SPAWN_DUP2, write_fd, 1),
                 (os.POSIX_SPAWN_DUP2, write_fd, 2),
             ],
+            setsigmask=(),
             setsigdef=_RESET,
         )  # fmt: skip
     except OSError as exc:
+        _ignore_cancels(was)
         log.write(f"[dispatcher] cannot start the agent: {exc}\n".encode())
         code = 127
     else:
+        for sig in _ignore_cancels(was):
+            os.kill(pid, sig)
         os.close(write_fd)
         code = _status(pump(read_fd, pid, log))
     # Builtin-free bookkeeping: a reader reads the exit file only after we have ended.
