@@ -299,6 +299,11 @@ class Settings(BaseSettings):
         return self.state_dir / "daemon.lock"
 
     @property
+    def node_id_file(self) -> Path:
+        """This state dir's node id (dispatcher/cluster/node.py)."""
+        return self.state_dir / "node-id"
+
+    @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.state_dir / 'dispatcher.db'}"
 

@@ -6,12 +6,14 @@ silent one is taken for dead."""
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
+from dispatcher.cluster.node import node_id
 from dispatcher.cluster.queue import QueueWorker
 from dispatcher.errors import DispatcherError, NotFound
 from dispatcher.lifecycle import JobState
@@ -98,6 +100,23 @@ def _beats(url: str) -> dict[int, object]:
             return {int(i): at for i, at in rows}
     finally:
         engine.dispose()
+
+
+def test_a_node_id_is_kept_per_state_dir_and_a_broken_one_is_refused_in_one_line(
+    tmp_path: Path,
+) -> None:
+    first, second = tmp_path / "a" / "node-id", tmp_path / "b" / "node-id"
+    first.parent.mkdir()
+    second.parent.mkdir()
+    made = node_id(first)
+    assert str(uuid.UUID(made)) == made and first.read_text() == made + "\n"
+    assert node_id(first) == made  # the next start of the same state dir
+    assert node_id(second) != made  # another state dir is another node
+    first.write_text("not-a-uuid\n")
+    with pytest.raises(DispatcherError) as err:
+        node_id(first)
+    assert "does not hold a node id" in str(err.value) and "\n" not in str(err.value)
+    assert first.read_text() == "not-a-uuid\n"  # left for the user to restore
 
 
 def test_sqlite_has_no_queue(tmp_path: Path) -> None:

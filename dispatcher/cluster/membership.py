@@ -9,11 +9,13 @@ this daemon carry its worker id (:attr:`Membership.worker_id`).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 from datetime import timedelta
 
+from dispatcher.cluster.node import node_id
 from dispatcher.cluster.queue import QueueWorker
 from dispatcher.config import Settings
 from dispatcher.errors import NotFound
@@ -32,6 +34,11 @@ class Membership:
         self._queue: QueueWorker | None = None
         self.worker_id: int | None = None
 
+    @functools.cached_property
+    def node(self) -> str:
+        """This state dir's node id: the same for each of its starts."""
+        return node_id(self.settings.node_id_file)
+
     @property
     def name(self) -> str:
         return self.settings.worker_name or socket.gethostname()
@@ -41,7 +48,7 @@ class Membership:
         Raises :class:`~dispatcher.errors.DispatcherError` when the queue cannot be joined
         (the row is marked stopped again)."""
         me = Worker(
-            name=self.name, host=socket.gethostname(), pid=os.getpid(),
+            name=self.name, node=self.node, host=socket.gethostname(), pid=os.getpid(),
             state_dir=str(self.settings.state_dir), api_url=self.settings.api_url,
             slots=self.settings.max_parallel,
         )  # fmt: skip

@@ -68,6 +68,8 @@ class Worker(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True)  # DISPATCHER_WORKER_NAME, by default the host name
+    # The state dir it ran from (dispatcher/cluster/node.py): the same for every start of it
+    node: str | None = Field(default=None, index=True)
     host: str
     pid: int
     state_dir: str
@@ -83,6 +85,9 @@ class WorkerPublic(BaseModel):
 
     id: int
     name: str
+    node: str | None = PydanticField(
+        default=None, description="Its node: the state dir it runs from, the same for every start"
+    )
     host: str
     pid: int
     state_dir: str

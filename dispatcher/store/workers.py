@@ -97,7 +97,7 @@ def _public(
         alive = True
     assert w.id is not None
     return WorkerPublic(
-        id=w.id, name=w.name, host=w.host, pid=w.pid, state_dir=w.state_dir,
+        id=w.id, name=w.name, node=w.node, host=w.host, pid=w.pid, state_dir=w.state_dir,
         api_url=w.api_url, slots=w.slots, started_at=w.started_at, stopped_at=w.stopped_at,
         heartbeat_at=beat, alive=alive, this=w.id == this, running=busy.get(w.id, 0),
     )  # fmt: skip

@@ -46,6 +46,8 @@ def test_a_daemon_is_a_worker_its_jobs_carry_it_and_a_killed_one_is_marked_stopp
         (True, True, True), (False, False, False)
     ]  # fmt: skip
     assert rows[1]["stopped_at"] is not None and "stopped" in d.cli("workers", "--all").stdout
+    # Both starts are one node (the state dir's node id), kept in the state dir.
+    assert rows[0]["node"] == rows[1]["node"] == (d.state_dir / "node-id").read_text().strip()
     assert d.api.get(f"/workers/{me['id']}").json()["alive"] is False
     missing = d.api.get("/workers/99999")
     assert (missing.status_code, missing.json()["error"]["message"]) == (
