@@ -240,6 +240,7 @@ def serve(settings: Settings) -> None:
 
         # This start as a worker (and on PostgreSQL its queue worker's heartbeats), before
         # anything claims: the jobs it claims carry its id.
+        service.workers.on_queued = runner.wake  # a job queued on any node (PostgreSQL)
         runner.worker_id = service.workers.join()
         runner.on_finished = service.job_ended
         runner.on_worktree_ready = service.metrics.worktree_ready

@@ -204,6 +204,50 @@ def test_the_queue_worker_beats_on_after_postgresql_restarts_and_joins_again_if_
         store.close()
 
 
+def test_a_job_queued_by_any_node_wakes_the_queue_worker_even_after_postgresql_restarts(
+    pg_cluster: PgCluster, pg_migrated_url: str
+) -> None:
+    other = Store(pg_migrated_url)  # another node's store: the job is queued there
+    repo = other.add_repo(Repo(name="r", path="/srv/r", default_branch="main"))
+    assert repo.id is not None
+    woken = threading.Event()
+    queue = QueueWorker(
+        _conninfo(other), name="w#1", heartbeat_s=0.2, timeout_s=5,
+        on_registered=lambda _qid: None, on_queued=woken.set,
+    )  # fmt: skip
+
+    def queue_one(prompt: str) -> int:
+        return other.add_job(new_job(repo.id or 0, prompt), branch_for=branch_for).id or 0
+
+    def set_state(job_id: int, state: JobState) -> None:
+        with other.connecting() as conn:
+            conn.execute(sa.text("UPDATE job SET state = :s WHERE id = :id"),
+                         {"s": state.value, "id": job_id})  # fmt: skip
+
+    try:
+        queue.start()
+
+        def wakes(prompt: str) -> bool:  # the listener may still be connecting: queue again
+            woken.clear()
+            queue_one(prompt)
+            return woken.wait(1)
+
+        wait_until(lambda: wakes("new"), "a wake-up for a new job", 15)
+        job_id = queue_one("more")
+        woken.wait(5)
+        woken.clear()
+        set_state(job_id, JobState.PREPARING)  # claimed: nothing to wake anyone for
+        assert not woken.wait(0.5)
+        set_state(job_id, JobState.QUEUED)  # put back (a retry, a lost run re-queued)
+        assert woken.wait(10), "a job put back in the queue woke nobody"
+
+        pg_cluster.restart()  # the listener's connection is dropped: it listens again
+        wait_until(lambda: wakes("after restart"), "a wake-up after the restart", 30)
+    finally:
+        queue.stop()
+        other.close()
+
+
 def test_a_queue_that_cannot_be_reached_is_refused_in_one_line(tmp_path: Path) -> None:
     queue = QueueWorker(
         f"postgresql:///nowhere?host={tmp_path}&connect_timeout=1", name="w", heartbeat_s=1,
