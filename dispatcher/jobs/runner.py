@@ -58,7 +58,7 @@ from dispatcher.jobs.workers import Workers
 from dispatcher.jobs.workspace import Workspace
 from dispatcher.lifecycle import JobState
 from dispatcher.process import forks, proc, sandbox
-from dispatcher.store.database import Claimed, Store
+from dispatcher.store.database import Claimed, Store, database_gone
 from dispatcher.store.jobpath import StartBlocks
 from dispatcher.store.models import Job, Repo, utcnow
 
@@ -272,9 +272,12 @@ class Runner:
             try:
                 with logctx.bound(job_id=job_id, repo=repo):  # the step's lines are the job's
                     going_on = step(*args)
-            except Exception:
-                log.exception("job %s: supervisor crashed", job_id)
-                self._fail_if_stuck(job_id, "internal error in the supervisor; see daemon log")
+            except Exception as exc:
+                if database_gone(exc):
+                    going_on = self._recover_after_outage(job_id, exc)
+                else:
+                    log.exception("job %s: supervisor crashed", job_id)
+                    self._fail_if_stuck(job_id, "internal error in the supervisor; see daemon log")
             finally:
                 self._current.job_id = None
                 if not going_on:
@@ -295,6 +298,34 @@ class Runner:
         self._wake.set()
         if self.on_finished is not None:
             self.on_finished(job_id, ended)
+
+    def _recover_after_outage(self, job_id: int, exc: BaseException) -> bool:
+        """The database went away in the middle of one of the job's steps (PostgreSQL
+        restarting): what the step wrote may or may not have landed. The job is taken up
+        as a restarted daemon takes up what it finds (:meth:`_recover_one`), once the
+        database answers again: its agent re-adopted if it runs, its end recorded from
+        its exit file, or the job queued again. True when its agent is watched again."""
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[:1]
+        log.warning(
+            "job %s: the database went away during a step (%s); taking the job up again as "
+            "after a restart", job_id, first[0] if first else type(exc).__name__,
+        )  # fmt: skip
+        for _ in range(3):
+            try:
+                with self._lock:
+                    self._children.pop(job_id, None)  # re-adopted from its row, if it runs
+                self._recover_one(self.store.job(job_id), "the database came back")
+            except Exception as again:
+                if database_gone(again):
+                    continue  # gone again (the store already waited for it): once more
+                log.exception("job %s: recovery after the database came back failed", job_id)
+                self._fail_if_stuck(job_id, "could not be recovered after the database came back")
+                return False
+            with self._lock:
+                return job_id in self._children
+        log.error("job %s: the database did not come back; the job is taken up at the next "
+                  "start", job_id)  # fmt: skip
+        return False
 
     def _fail_if_stuck(self, job_id: int, reason: str) -> None:
         try:
@@ -688,9 +719,10 @@ class Runner:
                 self.on_finished(job.id, None)  # ended while we were down: announce it
         self.cgroups.sweep(self.store)
 
-    def _recover_one(self, job: Job) -> None:
+    def _recover_one(self, job: Job, why: str = "daemon restarted") -> None:
         """Re-adopt the job's agent if it still runs; else record how it ended, or
-        queue the job again (see :mod:`dispatcher.jobs.recovery`)."""
+        queue the job again (see :mod:`dispatcher.jobs.recovery`). ``why`` starts the
+        log's line."""
         assert job.id is not None
         repo = self.store.repo(job.repo_id)
         logctx.bind(repo=repo.name)  # inside recover()'s block for this job
@@ -711,15 +743,13 @@ class Runner:
             with self._lock:
                 self._children[job.id] = child
             self._hold(job.id)
-            self.note(job.id, f"daemon restarted: re-adopted agent pid {job.pid}")
+            self.note(job.id, f"{why}: re-adopted agent pid {job.pid}")
             self._watch(job, child, repo.name)
             return
         self.cgroups.end(job)  # the agent has ended: so does all it left behind
         code = proc.read_exit_file(files.exit)
         if code is not None:
-            self.note(
-                job.id, f"daemon restarted: agent had ended with {proc.describe_status(code)}"
-            )
+            self.note(job.id, f"{why}: agent had ended with {proc.describe_status(code)}")
             self._finish(job, code, timed_out=False)
             return
         lost = (

@@ -38,6 +38,9 @@ from dispatcher.config import normalize_database_url
 from dispatcher.errors import DispatcherError
 
 BUSY_TIMEOUT_MS = 10_000
+RECONNECT_S = 60.0
+"""How long a PostgreSQL store tries again to connect while the server cannot be reached
+(restarting, failing over) before a write or read fails."""
 
 WRITER_LOCK = 0x7774_6469_7370_0001
 """The advisory lock key of the store's writes on PostgreSQL ("wtdisp" 1). Advisory locks
@@ -89,6 +92,9 @@ class Backend:
     """What the store needs from a database; one subclass per database."""
 
     name: str  # the SQLAlchemy dialect name: "sqlite", "postgresql"
+    # Seconds a connection that cannot be made (the server restarting) is tried again
+    # for (Store._connect); 0 where a failed connect will not mend (a local file).
+    reconnect_s: float = 0.0
     materialized_ctes: bool  # ``WITH x AS MATERIALIZED`` is understood
 
     def __init__(self, url: URL) -> None:
@@ -195,6 +201,7 @@ class PostgresBackend(Backend):
 
     name = "postgresql"
     materialized_ctes = True  # PostgreSQL 12 and later
+    reconnect_s = RECONNECT_S
 
     def engine(self, *, write: bool, migrating: bool = False) -> Engine:
         engine = sa.create_engine(

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
+from dispatcher import faults
 from dispatcher.errors import IdempotencyKeyReused, InvalidState, NotFound
 from dispatcher.lifecycle import ACTIVE, FINISHED, IN_INBOX, JobState, transition
 from dispatcher.store import jobpath, revision, sqlite_head
@@ -52,6 +54,21 @@ from dispatcher.store.models import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def database_gone(exc: BaseException) -> bool:
+    """Whether ``exc`` is the database going away under a transaction (a dropped
+    connection, a server restarting) rather than anything the statement did: what was
+    being written was rolled back, or (lost at its commit) may have landed."""
+    return isinstance(exc, sa.exc.DBAPIError) and (
+        exc.connection_invalidated or isinstance(exc, sa.exc.OperationalError)
+    )
+
+
+def _first_line(exc: sa.exc.DBAPIError) -> str:
+    """The driver's own message, first line (SQLAlchemy's adds the statement and a link)."""
+    text = str(exc.orig if exc.orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def migrations_dir() -> Path:
@@ -259,7 +276,7 @@ class Store:
     @contextmanager
     def reading(self) -> Iterator[Session]:
         self.transactions.count(write=False)
-        with Session(self._read, expire_on_commit=False) as session:
+        with self._connect(self._read) as conn, Session(conn, expire_on_commit=False) as session:
             yield session
 
     @contextmanager
@@ -267,7 +284,12 @@ class Store:
         """One write transaction, the only writer while it runs (``BEGIN IMMEDIATE``;
         PostgreSQL's writer lock), committed on success."""
         self.transactions.count(write=True)
-        with Session(self._write, expire_on_commit=False) as session, session.begin():
+        with (
+            self._connect(self._write) as conn,
+            Session(conn, expire_on_commit=False) as session,
+            session.begin(),
+        ):
+            faults.reach("store.in-write")  # a test drops the connection here
             yield session
 
     @contextmanager
@@ -275,8 +297,35 @@ class Store:
         """:meth:`writing` on a bare connection, for Core statements (the job path's:
         :mod:`~dispatcher.store.jobpath`): the same transaction, without a session."""
         self.transactions.count(write=True)
-        with self._write.begin() as conn:
+        with self._connect(self._write) as conn, conn.begin():
+            faults.reach("store.in-write")
             yield conn
+
+    def _connect(self, engine: sa.Engine) -> sa.Connection:
+        """A connection of ``engine``'s, made before any statement: while the server
+        cannot be reached (PostgreSQL restarting) it is tried again, for up to the
+        backend's ``reconnect_s``, so a transaction is never begun on a connection that is
+        not there. Nothing has been sent yet, so trying again cannot apply anything twice;
+        a connection lost in the middle of a transaction still fails it."""
+        deadline: float | None = None
+        pause = 0.05
+        while True:
+            try:
+                return engine.connect()
+            except sa.exc.OperationalError as exc:
+                now = time.monotonic()
+                if deadline is None:
+                    if self.backend.reconnect_s <= 0:
+                        raise
+                    deadline = now + self.backend.reconnect_s
+                    log.warning(
+                        "the database cannot be reached (%s); trying again for up to %.0f s",
+                        _first_line(exc), self.backend.reconnect_s,
+                    )  # fmt: skip
+                if now >= deadline:
+                    raise
+                time.sleep(min(pause, deadline - now))
+                pause = min(pause * 2, 2.0)
 
     # ------------------------------------------------------------ repos
 
