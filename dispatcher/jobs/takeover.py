@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from dispatcher.config import Settings
+from dispatcher.jobs.files import note_job
 from dispatcher.lifecycle import JobState
 from dispatcher.store.database import Store
 from dispatcher.store.models import Job, utcnow
@@ -78,5 +79,7 @@ def _take(settings: Settings, store: Store, me: int | None, job: Job) -> JobStat
         fields = {"finished_at": utcnow(), "error": f"{why}; attempt {job.attempt} lost{where}"}
     store.move(job.id, {JobState.PREPARING, JobState.RUNNING}, target, guard=guard,
                **gone, **fields)  # fmt: skip
-    log.info("job %s: taken over from worker %s: %s", job.id, job.worker_id, target.value)
+    said = f"taken over from worker {job.worker_id} (its node is not alive): {target.value}"
+    note_job(settings, job.id, said)  # in this node's copy of the job's log
+    log.info("job %s: %s", job.id, said)
     return target
