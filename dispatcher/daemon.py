@@ -242,7 +242,8 @@ def serve(settings: Settings) -> None:
         # anything claims: the jobs it claims carry its id.
         runner.worker_id = service.workers.join()
         # Its node's rows are its own (docs/cluster.md): what it resumes, sweeps, makes.
-        node = runner.node = service.sweeper.node = service.teams.node = service.workers.node
+        node = runner.node = service.sweeper.node = service.workers.owner
+        service.teams.node = service.workers.node  # written on the teams it makes
         runner.on_finished = service.job_ended
         runner.on_worktree_ready = service.metrics.worktree_ready
         app = create_app(
@@ -255,7 +256,7 @@ def serve(settings: Settings) -> None:
         notifier.start()
         service.notices.resume(node)  # what the last daemon still owed, before new jobs end
         service.control.recover_merges(node)  # a crashed merge finished or undone, before jobs run
-        service.teams.resume()  # half-made team steps finished: no task started twice
+        service.teams.resume(node)  # half-made team steps finished: no task started twice
         runner.start()  # this node's running jobs re-adopted or re-queued; dead nodes' taken over
         service.forges.resume(node)  # on-success pushes and PRs the last daemon still owed
         service.fixloop.resume(node)  # PR actions queued or half-done: no fix lost or made twice

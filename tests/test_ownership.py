@@ -20,14 +20,18 @@ import sqlalchemy as sa
 from sqlmodel import col
 
 from dispatcher import faults
+from dispatcher.cluster.membership import Membership
 from dispatcher.config import Settings
 from dispatcher.jobs import takeover
 from dispatcher.jobs.runner import Runner
 from dispatcher.lifecycle import JobState
 from dispatcher.process import proc
 from dispatcher.store.database import Store
-from dispatcher.store.models import Job, JobCreate, Repo, Worker
+from dispatcher.store.models import Job, JobCreate, PrAction, Repo, Worker
 from dispatcher.store.owners import Guard, TakenOver
+from dispatcher.store.pr_actions import PrActionStore
+from dispatcher.store.team_models import Team
+from dispatcher.store.teams import TeamStore
 from dispatcher.store.workers import WorkerStore
 from tests.gitutil import init_repo
 from tests.test_store import branch_for, new_job
@@ -141,6 +145,61 @@ def test_a_start_takes_its_nodes_busy_jobs_a_dead_nodes_and_leaves_an_alive_node
     finally:
         agent.kill()
         agent.wait()
+
+
+def test_each_resume_reads_its_nodes_rows_and_those_of_no_worker_or_node(store: Store) -> None:
+    repo = store.add_repo(Repo(name="app", path="/srv/app", default_branch="main"))
+    assert repo.id is not None
+    rows = WorkerStore(store)
+    mine, theirs = str(uuid.uuid4()), str(uuid.uuid4())
+    before_nodes = rows.begin(
+        Worker(name="old", host="h", pid=1, state_dir="/s", api_url="x", slots=1)
+    )
+    me, other = _begin(rows, mine, "me"), _begin(rows, theirs, "other")
+    ended = {
+        "state": JobState.SUCCEEDED, "notice_pending": "succeeded", "head_sha": "1" * 40,
+        "worktree": "/w/x",
+    }  # fmt: skip
+    own = {
+        _job(store, repo.id, worker_id=me, **ended),
+        _job(store, repo.id, worker_id=before_nodes.id, **ended),
+        _job(store, repo.id, worker_id=None, **ended),
+    }
+    foreign = _job(store, repo.id, worker_id=other, **ended)
+    queued_foreign = _job(store, repo.id, worker_id=other)  # re-queued: any node's to claim
+
+    def ids(jobs: list[Job]) -> set[int]:
+        return {j.id for j in jobs if j.id is not None}
+
+    assert ids(store.jobs_owed_notices(mine)) == own  # Notices.resume
+    assert ids(store.jobs_in([JobState.SUCCEEDED], node=mine)) == own  # Forges.resume
+    assert ids(store.finished_with_commits(mine)) == own  # recover_merges' reconcile
+    assert ids(store.jobs_holding_worktrees(mine)) == own | {queued_foreign}  # the sweeper
+    assert ids(store.jobs_owed_notices(None)) == own | {foreign}  # no node: every row
+    actions = PrActionStore(store)
+    for root in (min(own), foreign):
+        actions.add(PrAction(repo_id=repo.id, root_id=root, dedup_key=f"d{root}", kind="merged"))
+    assert actions.open_roots(mine) == [min(own)]  # FixLoop.resume: the root job's node's
+    assert actions.open_roots(None) == sorted([min(own), foreign])
+    teams = TeamStore(store)
+    made = {
+        n: teams.add_team(
+            Team(repo_id=repo.id, goal="g", base_sha="0" * 40, node=n), branch_for=str
+        ).id
+        for n in (mine, theirs, None)
+    }
+    assert {t.id for t in teams.teams(node=mine)} == {made[mine], made[None]}  # Teams.resume
+    assert before_nodes.id not in rows.dead(mine, LONG)  # every node's own, never taken over
+
+
+def test_on_sqlite_a_start_owns_every_row_and_on_postgresql_its_nodes(
+    store: Store, tmp_path: Path
+) -> None:
+    settings = Settings(state_dir=tmp_path / "state")
+    settings.ensure_dirs()
+    membership = Membership(settings, store)
+    sqlite = store.backend.name == "sqlite"
+    assert membership.owner == (None if sqlite else membership.node)
 
 
 def test_two_starts_racing_take_each_dead_job_over_once(

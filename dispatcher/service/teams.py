@@ -143,7 +143,7 @@ class Teams:
     control: Control
     notices: Notices
     # This daemon's node (docs/cluster.md), set by the daemon: written on each team it
-    # makes (the integration branch is in its clone); resume() takes only its teams.
+    # makes (the integration branch is in its clone).
     node: str | None = None
     rows: TeamStore = field(init=False)
     mailbox: Mailbox = field(init=False)
@@ -814,13 +814,13 @@ class Teams:
 
     # ------------------------------------------------------------ restart
 
-    def resume(self) -> None:
+    def resume(self, node: str | None = None) -> None:
         """At start-up, after the merges a crash left are recovered: every active team's
         half-made steps are finished (a ``starting`` task linked to the job it made, or
-        that job made; a lead never started, started) and its ended jobs recorded. Only
-        this node's teams (and those made before teams recorded their node): another
-        node's integration branch is in its own clone."""
-        for team in self.rows.teams(node=self.node):
+        that job made; a lead never started, started) and its ended jobs recorded.
+        ``node``: this daemon's; only its teams (and those made before teams recorded
+        their node): another node's integration branch is in its own clone."""
+        for team in self.rows.teams(node=node):
             if team.state is not TeamState.ACTIVE or team.id is None:
                 continue
             try:

@@ -58,13 +58,16 @@ def taken_over(job_id: int, guard: Guard, worker_id: int | None, attempt: int) -
 
 
 def node_workers(node: str) -> sa.Select[Any]:
-    """The ids of every start of ``node``."""
-    return select(col(Worker.id)).where(col(Worker.node) == node)
+    """The ids of every start of ``node``, and of the starts of no node (before nodes
+    were recorded: the one daemon the database had, whose rows any start takes)."""
+    return select(col(Worker.id)).where(
+        sa.or_(col(Worker.node) == node, col(Worker.node).is_(None))
+    )
 
 
 def node_jobs(node: str | None) -> sa.ColumnElement[bool]:
-    """Jobs ``node`` owns: claimed by one of its starts, or by no worker. ``None``:
-    every job (a store without a node: tests, the CLI's local checks)."""
+    """Jobs ``node`` owns: claimed by one of its starts (or one of no node), or by no
+    worker. ``None``: every job (SQLite's one node; a store without a node: tests)."""
     if node is None:
         return sa.true()
     return sa.or_(col(Job.worker_id).is_(None), col(Job.worker_id).in_(node_workers(node)))

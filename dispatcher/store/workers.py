@@ -66,15 +66,12 @@ class WorkerStore:
 
     def dead(self, node: str, timeout: timedelta) -> list[int]:
         """The workers of the other nodes that are not alive (docs/cluster.md): every
-        start of a node none of whose starts is alive, and those of no node that are not
-        alive. Their busy jobs are taken over (:mod:`dispatcher.jobs.takeover`)."""
+        start of a node none of whose starts is alive. (The starts of no node, before
+        nodes were recorded, are every node's own.) Their busy jobs are taken over
+        (:mod:`dispatcher.jobs.takeover`)."""
         rows = self.listed(this=None, timeout=timeout, everyone=True)
-        alive = {w.node for w in rows if w.alive and w.node is not None}
-        return [
-            w.id
-            for w in rows
-            if w.node != node and not w.alive and (w.node is None or w.node not in alive)
-        ]
+        alive = {w.node for w in rows if w.alive}
+        return [w.id for w in rows if w.node not in (node, None) and w.node not in alive]
 
     def listed(
         self, *, this: int | None, timeout: timedelta, everyone: bool = False
