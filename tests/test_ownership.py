@@ -375,3 +375,19 @@ def _running(seconds: str) -> bool:
         if stat.rsplit(") ", 1)[-1].split()[0] != "Z":
             return True
     return False
+
+
+def test_on_postgresql_a_worker_that_never_joined_the_queue_is_dead_after_the_timeout(
+    store: Store,
+) -> None:
+    rows = WorkerStore(store)
+    mine, theirs = str(uuid.uuid4()), str(uuid.uuid4())
+    joining = _begin(rows, theirs, "joining")  # its queue worker never registered
+    me = _begin(rows, mine, "me")
+    if store.backend.name == "sqlite":  # one daemon: this start, the other marked stopped
+        assert [w.id for w in rows.listed(this=me, timeout=LONG)] == [me]
+        return
+    assert joining not in rows.dead(mine, LONG)  # still joining, for the timeout
+    [listed] = [w for w in rows.listed(this=me, timeout=LONG) if w.id == joining]
+    assert listed.alive
+    assert rows.dead(mine, timedelta(0)) == [joining]  # past it: taken for dead
