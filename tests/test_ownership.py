@@ -30,7 +30,7 @@ from dispatcher.store.database import Store
 from dispatcher.store.models import Job, JobCreate, PrAction, Repo, Worker
 from dispatcher.store.owners import Guard, TakenOver
 from dispatcher.store.pr_actions import PrActionStore
-from dispatcher.store.team_models import Team
+from dispatcher.store.team_models import Team, TeamCreate
 from dispatcher.store.teams import TeamStore
 from dispatcher.store.workers import WorkerStore
 from tests.gitutil import init_repo
@@ -391,3 +391,13 @@ def test_on_postgresql_a_worker_that_never_joined_the_queue_is_dead_after_the_ti
     [listed] = [w for w in rows.listed(this=me, timeout=LONG) if w.id == joining]
     assert listed.alive
     assert rows.dead(mine, timedelta(0)) == [joining]  # past it: taken for dead
+
+
+def test_a_team_records_the_node_that_made_it(tmp_path: Path) -> None:
+    with make_world(tmp_path) as w:
+        w.service.teams.node = node = str(uuid.uuid4())
+        made = w.service.teams.create(TeamCreate(repo="app", goal="g", lead_command=["true"]))
+        rows = TeamStore(w.store)
+        assert rows.team(made.id).node == node
+        assert [t.id for t in rows.teams(node=node)] == [made.id]
+        assert rows.teams(node=str(uuid.uuid4())) == []  # another node's start resumes none
