@@ -242,6 +242,9 @@ def serve(settings: Settings) -> None:
         # anything claims: the jobs it claims carry its id.
         service.workers.on_queued = runner.wake  # a job queued on any node (PostgreSQL)
         runner.worker_id = service.workers.join()
+        # Its node's rows are its own (docs/cluster.md): what it resumes, sweeps, makes.
+        node = runner.node = service.sweeper.node = service.workers.owner
+        service.teams.node = service.workers.node  # written on the teams it makes
         runner.on_finished = service.job_ended
         runner.on_worktree_ready = service.metrics.worktree_ready
         app = create_app(
@@ -252,12 +255,12 @@ def serve(settings: Settings) -> None:
         for repo in store.repos():  # last good trigger files (notify targets) before any job ends
             trigger_files.restore(repo)
         notifier.start()
-        service.notices.resume()  # what the last daemon still owed, before new jobs end
-        service.control.recover_merges()  # a crashed merge finished or undone, before any job runs
-        service.teams.resume()  # half-made team steps finished: no task started twice
-        runner.start()  # re-adopts or re-queues what the last daemon left running
-        service.forges.resume()  # on-success pushes and PRs the last daemon still owed
-        service.fixloop.resume()  # PR actions queued or half-done: no fix lost or made twice
+        service.notices.resume(node)  # what the last daemon still owed, before new jobs end
+        service.control.recover_merges(node)  # a crashed merge finished or undone, before jobs run
+        service.teams.resume(node)  # half-made team steps finished: no task started twice
+        runner.start()  # this node's running jobs re-adopted or re-queued; dead nodes' taken over
+        service.forges.resume(node)  # on-success pushes and PRs the last daemon still owed
+        service.fixloop.resume(node)  # PR actions queued or half-done: no fix lost or made twice
         # Both in the background (docs/design.md, "Start-up"): the API answers and takes
         # jobs while the repos are caught up and their idle pool trees checked.
         sources.start(then=service.intake.resume_pending)  # what a stopped daemon left undecided

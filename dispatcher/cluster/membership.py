@@ -43,6 +43,13 @@ class Membership:
         return node_id(self.settings.node_id_file)
 
     @property
+    def owner(self) -> str | None:
+        """The node whose rows this start resumes (docs/cluster.md): its own on
+        PostgreSQL; on SQLite None, every row: its database is its state dir's, whatever
+        node ids its starts had (a ``node-id`` deleted makes a new node, not new rows)."""
+        return self.node if self._conninfo is not None else None
+
+    @property
     def name(self) -> str:
         return self.settings.worker_name or socket.gethostname()
 

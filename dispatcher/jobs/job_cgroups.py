@@ -95,14 +95,15 @@ class JobCgroups:
         except OSError as exc:
             log.warning("job %s: cannot remove its cgroup %s: %s", job.id, path, exc)
 
-    def sweep(self, store: Store) -> None:
+    def sweep(self, store: Store, node: str | None = None) -> None:
         """Kill and remove job cgroups under ours that no active job owns (left by a
-        crash between making one and recording the job's end)."""
+        crash between making one and recording the job's end, or by a job taken over by
+        another node meanwhile); ``node``: this daemon's (the active jobs of its own)."""
         if self.parent is None:
             return
         owned = {
             path
-            for job in store.jobs_in([JobState.PREPARING, JobState.RUNNING])
+            for job in store.jobs_in([JobState.PREPARING, JobState.RUNNING], node=node)
             if (path := self.of(job)) is not None
         }
         for path in cgroups.children(self.parent):

@@ -197,17 +197,18 @@ def _record_rebase(store: Store, job_id: int, landing: merge_journal.Landing) ->
     log.info("job %s: rebase of %s onto %s recorded after a restart", job_id, job.branch, onto[:12])
 
 
-def reconcile(store: Store) -> list[Job]:
+def reconcile(store: Store, node: str | None = None) -> list[Job]:
     """Mark ``merged`` every finished job with commits whose head its target already
     contains (merged by hand, or by a daemon that crashed before recording it).
 
     One ``git for-each-ref --merged`` per repository and target; a job whose branch
     is gone is checked by its recorded head. Jobs with no commits (recorded head
-    at the base) are not even read.
+    at the base) are not even read. ``node``: only that node's jobs (their branches are
+    in its clones).
     """
     merged: list[Job] = []
     groups: dict[tuple[int, str], list[Job]] = {}
-    for job in store.finished_with_commits():
+    for job in store.finished_with_commits(node):
         groups.setdefault((job.repo_id, job.target_branch), []).append(job)
     for (repo_id, target), jobs in groups.items():
         try:

@@ -30,6 +30,7 @@ from dispatcher.lifecycle import JobState
 from dispatcher.process import proc
 from dispatcher.store.database import Store
 from dispatcher.store.models import Job, Repo, utcnow
+from dispatcher.store.owners import Guard
 
 
 def spawn_started(settings: Settings, store: Store, job: Job) -> Job | None:
@@ -54,7 +55,7 @@ def spawn_started(settings: Settings, store: Store, job: Job) -> Job | None:
     # the job's own (a follow-up's was its parent's, recorded when it was made).
     worktree = job.worktree or str(worktree_path(settings, store.repo(job.repo_id), job.id))
     return store.move(
-        job.id, JobState.PREPARING, JobState.RUNNING,
+        job.id, JobState.PREPARING, JobState.RUNNING, guard=Guard.of(job),
         pid=pid if start is not None else None, pid_start=start, started_at=started,
         worktree=worktree,
     )  # fmt: skip
@@ -68,10 +69,15 @@ def undo_preparing(
     job_cgroups.end(job)  # a wrapper that lost its claim may still be in it
     if job.followup_of is not None:
         # A follow-up's worktree holds the earlier runs' work: keep it, run again.
-        store.move(job.id, JobState.PREPARING, JobState.QUEUED, spawn_nonce=None)
+        store.move(
+            job.id, JobState.PREPARING, JobState.QUEUED, guard=Guard.of(job), spawn_nonce=None
+        )
     else:
         remove_worktree(Path(repo.path), worktree_path(settings, repo, job.id), job.branch)
-        store.move(job.id, JobState.PREPARING, JobState.QUEUED, worktree=None, spawn_nonce=None)
+        store.move(
+            job.id, JobState.PREPARING, JobState.QUEUED, guard=Guard.of(job), worktree=None,
+            spawn_nonce=None,
+        )  # fmt: skip
     note_job(settings, job.id, "daemon restarted while preparing: re-queued")
 
 
@@ -121,6 +127,7 @@ def requeue(settings: Settings, store: Store, job: Job, repo: Repo, reason: str)
         job.id,
         JobState.RUNNING,
         JobState.QUEUED,
+        guard=Guard.of(job),
         attempt=job.attempt + 1,
         not_before=utcnow() + timedelta(seconds=delay),
         worktree=None,

@@ -26,9 +26,18 @@ agent holds no thread. A job holds its slot from its claim to its end.
 A job that fails before its agent starts is undone by
 :meth:`Runner._fail_before_start`.
 
-At start :meth:`Runner.recover` brings back the jobs a previous daemon left
+At start :meth:`Runner.recover` brings back the jobs a previous start of this node left
 (:mod:`dispatcher.jobs.recovery`: re-adopted, recorded or re-queued, each spawn
-exactly once). Each agent runs in a cgroup of its own where the machine allows
+exactly once), and takes over those of dead workers of other nodes
+(:mod:`dispatcher.jobs.takeover`).
+
+Every write about a job the runner holds is guarded on its claim (the worker and attempt:
+:class:`~dispatcher.store.owners.Guard`), in the write's own WHERE. A job taken over
+meanwhile (another worker, a newer attempt) fails the guard: the write changes nothing,
+and the runner drops the job (:meth:`Runner._drop`: one log line, its agent killed, no
+hook called, nothing of it written or removed).
+
+Each agent runs in a cgroup of its own where the machine allows
 (:mod:`dispatcher.jobs.job_cgroups`).
 """
 
@@ -40,6 +49,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from dispatcher import faults, logctx
@@ -47,7 +57,16 @@ from dispatcher.agents import output, profiles
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidInput
 from dispatcher.git import worktrees
-from dispatcher.jobs import budget, invocation, isolation, recovery, report, result, workspace
+from dispatcher.jobs import (
+    budget,
+    invocation,
+    isolation,
+    recovery,
+    report,
+    result,
+    takeover,
+    workspace,
+)
 from dispatcher.jobs.cleanup import remove_worktree, run_cleanup
 from dispatcher.jobs.files import JobFiles, job_files, note_job, worktree_path
 from dispatcher.jobs.job_cgroups import JobCgroups
@@ -61,6 +80,8 @@ from dispatcher.process import forks, proc, sandbox
 from dispatcher.store.database import Claimed, Store, database_gone
 from dispatcher.store.jobpath import StartBlocks
 from dispatcher.store.models import Job, Repo, utcnow
+from dispatcher.store.owners import Guard, TakenOver
+from dispatcher.store.workers import WorkerStore
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +178,12 @@ class Runner:
         # This daemon's worker row (dispatcher.cluster.membership): the jobs it claims
         # carry it. None: claims leave worker_id unset (tests' runners without a daemon).
         self.worker_id: int | None = None
+        # This daemon's node: recover() takes its rows (and dead nodes' busy jobs). None:
+        # every row is its own (tests' runners without a daemon).
+        self.node: str | None = None
+        # The claim (worker, attempt) of each job the runner holds: its writes' guard.
+        self._guards: dict[int, Guard] = {}
+        self._dropped: set[int] = set()  # held jobs found taken over: let go without hooks
         # Forks each agent's log writer (no Python start-up per spawn); started with the runner.
         self.forks = forks.ForkServer()
 
@@ -247,7 +274,7 @@ class Runner:
                     log.exception("claiming jobs failed")
                     claimed, waiting = [], True
                 for c in claimed:
-                    self._hold(c.job_id)
+                    self._hold(c.job_id, Guard.of(c.job))
                     self._on_worker(c.job_id, self._run, c)
                 if len(claimed) == free:  # took all it could: claim again once a slot frees
                     continue
@@ -255,10 +282,32 @@ class Runner:
             self._wake.clear()
             due = not woken or self._news.is_set() or waiting
 
-    def _hold(self, job_id: int) -> None:
-        """The job is the runner's (a slot) until :meth:`_let_go`."""
+    def _hold(self, job_id: int, guard: Guard) -> None:
+        """The job is the runner's (a slot) until :meth:`_let_go`; ``guard``: its claim."""
         with self._lock:
             self._active.setdefault(job_id, threading.Event())
+            self._guards[job_id] = guard
+
+    def _guard(self, job_id: int, job: Job | None = None) -> Guard:
+        """The claim the runner holds ``job_id`` for (or ``job``'s row records)."""
+        with self._lock:
+            held = self._guards.get(job_id)
+        if held is not None:
+            return held
+        assert job is not None, f"job {job_id} is not held"
+        return Guard.of(job)
+
+    def _drop(self, job_id: int, exc: TakenOver) -> None:
+        """The job was taken over (another worker or a newer attempt holds it): nothing was
+        written. Kill its agent if it still runs here, and let go of it without a hook:
+        its worktree and branch are left as they are, the row is the new holder's."""
+        log.warning("job %s: dropped: %s", job_id, exc.message)
+        with self._lock:
+            child = self._children.get(job_id)
+            if job_id in self._active:
+                self._dropped.add(job_id)
+        if child is not None:
+            self._kill_in_background(child)
 
     def _on_worker(
         self, job_id: int, step: Callable[..., bool], *args: object, repo: str | None = None
@@ -272,6 +321,8 @@ class Runner:
             try:
                 with logctx.bound(job_id=job_id, repo=repo):  # the step's lines are the job's
                     going_on = step(*args)
+            except TakenOver as exc:
+                self._drop(job_id, exc)
             except Exception as exc:
                 if database_gone(exc):
                     going_on = self._recover_after_outage(job_id, exc)
@@ -292,11 +343,14 @@ class Runner:
             self._repos.pop(job_id, None)
             self._rows.pop(job_id, None)
             self._cancels.discard(job_id)
+            self._guards.pop(job_id, None)
             ended = self._ended.pop(job_id, None)
+            dropped = job_id in self._dropped
+            self._dropped.discard(job_id)
         if done is not None:
             done.set()
         self._wake.set()
-        if self.on_finished is not None:
+        if self.on_finished is not None and not dropped:
             self.on_finished(job_id, ended)
 
     def _recover_after_outage(self, job_id: int, exc: BaseException) -> bool:
@@ -315,6 +369,9 @@ class Runner:
                 with self._lock:
                     self._children.pop(job_id, None)  # re-adopted from its row, if it runs
                 self._recover_one(self.store.job(job_id), "the database came back")
+            except TakenOver as taken:  # another worker's now (taken over meanwhile)
+                self._drop(job_id, taken)
+                return False
             except Exception as again:
                 if database_gone(again):
                     continue  # gone again (the store already waited for it): once more
@@ -327,13 +384,19 @@ class Runner:
                   "start", job_id)  # fmt: skip
         return False
 
-    def _fail_if_stuck(self, job_id: int, reason: str) -> None:
+    def _fail_if_stuck(self, job_id: int, reason: str, held: Job | None = None) -> None:
+        """Fail the job if it is still busy and still the runner's claim (``held``: the
+        row recovery read, for a job not held)."""
         try:
             job = self.store.job(job_id)
+            guard = self._guard(job_id, held or job)
             if job.state in (JobState.PREPARING, JobState.RUNNING):
                 self.store.move(
-                    job_id, job.state, JobState.FAILED, error=reason, finished_at=utcnow()
-                )
+                    job_id, job.state, JobState.FAILED, guard=guard, error=reason,
+                    finished_at=utcnow(),
+                )  # fmt: skip
+        except TakenOver as exc:
+            log.warning("job %s: not marked failed: %s", job_id, exc.message)
         except Exception:
             log.exception("job %s: could not mark failed", job_id)
 
@@ -352,6 +415,8 @@ class Runner:
             if launch is None:  # canceled before the agent started
                 return False
             child = self._spawn(attempt, launch)
+        except TakenOver:
+            raise  # dropped by _on_worker
         except (DispatcherError, OSError) as exc:
             self._fail_before_start(attempt, exc)
             return False
@@ -363,6 +428,8 @@ class Runner:
         except Exception:
             self._keep_written(attempt)
             raise
+        if job is None:
+            return False
         self._watch(job, child, attempt.repo.name)
         return True
 
@@ -371,7 +438,7 @@ class Runner:
         the move to ``running``), so the job that is failed for it keeps its worktree."""
         if a.written and a.job.id is not None:
             try:
-                self.store.update(a.job.id, **a.written)
+                self.store.update(a.job.id, guard=self._guard(a.job.id), **a.written)
             except Exception:
                 log.exception("job %s: could not record its worktree", a.job.id)
 
@@ -429,8 +496,9 @@ class Runner:
         if job.cancel_requested or asked:
             # With what the prepare made: the canceled job keeps (and discard removes) it.
             self.store.move(
-                job.id, JobState.PREPARING, JobState.CANCELED, finished_at=utcnow(), **a.written
-            )
+                job.id, JobState.PREPARING, JobState.CANCELED, guard=self._guard(job.id),
+                finished_at=utcnow(), **a.written,
+            )  # fmt: skip
             self.note(job.id, "canceled before the agent started")
             return None
         resume = invocation.resume_session(self.settings, self.store, job, profile)
@@ -504,9 +572,10 @@ class Runner:
         faults.reach("runner.after-spawn")
         return child
 
-    def _record_running(self, a: _Attempt, child: proc.Spawned) -> Job:
+    def _record_running(self, a: _Attempt, child: proc.Spawned) -> Job | None:
         """The agent runs: record it (``running``, its pid and start time), refill the
-        pool behind it, and pass on a cancel that came while it was spawning."""
+        pool behind it, and pass on a cancel that came while it was spawning. None: the
+        job was taken over meanwhile (dropped, its agent killed)."""
         assert a.job.id is not None
         job_id = a.job.id
         with self._lock:
@@ -514,9 +583,14 @@ class Runner:
         if self.pool is not None and not a.continuing:
             self.pool.fill(a.repo)  # refill behind the running agent, off the spawn path
         started = {"pid": child.pid, "pid_start": child.start_time, "started_at": utcnow()}
-        canceled = self.store.advance(
-            job_id, JobState.PREPARING, JobState.RUNNING, **a.written, **started
-        )
+        try:
+            canceled = self.store.advance(
+                job_id, JobState.PREPARING, JobState.RUNNING, guard=self._guard(job_id),
+                **a.written, **started,
+            )  # fmt: skip
+        except TakenOver as exc:  # the agent just started is killed: the job is another's
+            self._drop(job_id, exc)
+            return None
         # The row as recorded (the store does not read it back).
         job = _set(a.job, state=JobState.RUNNING, cancel_requested=canceled, **started)
         log.info("job %s: agent %s started, pid %s", job_id, job.agent, child.pid)
@@ -533,11 +607,15 @@ class Runner:
         reason = exc.message if isinstance(exc, DispatcherError) else str(exc)
         self.note(job.id, f"failed before the agent started: {reason}")
         log.info("job %s: failed before the agent started: %s", job.id, reason)
+        guard = self._guard(job.id)
         if a.continuing:  # the worktree holds the earlier runs' work: keep it
             self.store.move(
-                job.id, JobState.PREPARING, JobState.FAILED, error=reason, finished_at=utcnow(),
+                job.id, JobState.PREPARING, JobState.FAILED, guard=guard, error=reason,
+                finished_at=utcnow(),
             )  # fmt: skip
             return
+        if not self.store.holds(job.id, guard):  # taken over: its branch is not ours to undo
+            raise TakenOver(f"job {job.id} was taken over before it could be failed")
         checkouts = [Path(r.path) for r in self.store.repos()]
         run_cleanup(self.settings, job.id, a.ws, a.worktree, checkouts=checkouts)
         remove_worktree(a.repo_path, a.worktree, job.branch)  # nothing ran: undo it all
@@ -545,6 +623,7 @@ class Runner:
             job.id,
             JobState.PREPARING,
             JobState.FAILED,
+            guard=guard,
             error=reason,
             worktree=None,
             finished_at=utcnow(),
@@ -693,7 +772,10 @@ class Runner:
         if agent_error is not None:  # even with exit 0 (Claude's is_error result)
             problem = problem or f"the agent reported an error: {agent_error}"
         state, error = result.outcome(job, code, timed_out=timed_out, problem=problem)
-        self.store.advance(job_id, JobState.RUNNING, state, error=error, **fields)
+        self.store.advance(
+            job_id, JobState.RUNNING, state, guard=self._guard(job_id, job), error=error,
+            **fields,
+        )  # fmt: skip
         with self._lock:  # the ended row, for the hooks once the runner lets go of it
             if job_id in self._active:
                 self._ended[job_id] = _set(job, state=state, error=error, **fields)
@@ -704,20 +786,56 @@ class Runner:
     # ------------------------------------------------------------ recovery
 
     def recover(self) -> None:
-        """Bring jobs left by a previous daemon back under supervision."""
-        for job in self.store.jobs_in([JobState.PREPARING, JobState.RUNNING]):
+        """Bring back under supervision the jobs earlier starts of this node left (and
+        those of no worker), after taking over the busy jobs of dead workers of other
+        nodes (docs/cluster.md). Busy jobs of other nodes that are alive are theirs."""
+        self._take_over_dead()
+        for job in self.store.jobs_in(takeover.BUSY, node=self.node):
             assert job.id is not None
             try:
                 with logctx.bound(job_id=job.id):
                     self._recover_one(job)
+            except TakenOver as exc:  # between the read and the write: another's now
+                log.warning("job %s: dropped: %s", job.id, exc.message)
+                self._kill_lost(job)
+                continue
             except Exception:
                 log.exception("job %s: recovery failed", job.id, extra={"job_id": job.id})
-                self._fail_if_stuck(job.id, "could not be recovered after a daemon restart")
+                self._fail_if_stuck(
+                    job.id, "could not be recovered after a daemon restart", held=job
+                )
             with self._lock:
                 supervised = job.id in self._active
             if not supervised and self.on_finished is not None:
                 self.on_finished(job.id, None)  # ended while we were down: announce it
-        self.cgroups.sweep(self.store)
+        self.cgroups.sweep(self.store, node=self.node)
+
+    def _take_over_dead(self) -> None:
+        """The busy jobs of dead workers of other nodes: re-queued or ended
+        (:mod:`dispatcher.jobs.takeover`), announced when ended."""
+        if self.node is None:
+            return  # no node: every row is this runner's own
+        timeout = timedelta(seconds=self.settings.worker_timeout_seconds)
+        dead = WorkerStore(self.store).dead(self.node, timeout)
+        for taken in takeover.take_over(self.settings, self.store, self.worker_id, dead):
+            if taken.state is JobState.QUEUED:
+                self.wake()
+            elif self.on_finished is not None:
+                self.on_finished(taken.job_id, None)
+
+    def _kill_lost(self, job: Job) -> None:
+        """The agent of a job found taken over at recovery, if it still runs here."""
+        pid, start = job.pid, job.pid_start
+        if (
+            job.id is not None
+            and pid is not None
+            and start is not None
+            and proc.is_alive(pid, start)
+        ):
+            exit_file = job_files(self.settings, job.id).exit
+            self._kill_in_background(
+                proc.Spawned(pid, start, exit_file, None, self.cgroups.of(job))
+            )
 
     def _recover_one(self, job: Job, why: str = "daemon restarted") -> None:
         """Re-adopt the job's agent if it still runs; else record how it ended, or
@@ -734,22 +852,23 @@ class Runner:
                 return
             job = started
         assert job.id is not None
-        if (
-            job.pid is not None
-            and job.pid_start is not None
-            and proc.is_alive(job.pid, job.pid_start)
-        ):
-            child = proc.Spawned(job.pid, job.pid_start, files.exit, None, self.cgroups.of(job))
+        job_id, pid, pid_start = job.id, job.pid, job.pid_start
+        if pid is not None and pid_start is not None and proc.is_alive(pid, pid_start):
+            if self.worker_id is not None and job.worker_id != self.worker_id:
+                # The job is this start's now: guarded on the claim it was left with.
+                self.store.update(job_id, guard=Guard.of(job), worker_id=self.worker_id)
+                job = _set(job, worker_id=self.worker_id)
+            child = proc.Spawned(pid, pid_start, files.exit, None, self.cgroups.of(job))
             with self._lock:
-                self._children[job.id] = child
-            self._hold(job.id)
-            self.note(job.id, f"{why}: re-adopted agent pid {job.pid}")
+                self._children[job_id] = child
+            self._hold(job_id, Guard.of(job))
+            self.note(job_id, f"{why}: re-adopted agent pid {pid}")
             self._watch(job, child, repo.name)
             return
         self.cgroups.end(job)  # the agent has ended: so does all it left behind
         code = proc.read_exit_file(files.exit)
         if code is not None:
-            self.note(job.id, f"{why}: agent had ended with {proc.describe_status(code)}")
+            self.note(job_id, f"{why}: agent had ended with {proc.describe_status(code)}")
             self._finish(job, code, timed_out=False)
             return
         lost = (

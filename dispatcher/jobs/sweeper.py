@@ -150,6 +150,9 @@ class Sweeper:
         self.store = store
         self.pool = pool  # where retired worktrees go back to, if any
         self._lock = threading.Lock()  # one sweep at a time
+        # This daemon's node (docs/cluster.md), set by the daemon: the jobs a sweep knows
+        # are its own (and every queued one); another node's are on another machine.
+        self.node: str | None = None
 
     @property
     def retention_hours(self) -> float:
@@ -180,7 +183,7 @@ class Sweeper:
 
     def orphans(self, repo: Repo) -> list[Path]:
         """The directories of ``repo`` that step 2 would dispose of now (a dry run)."""
-        jobs = [j for j in self.store.jobs_holding_worktrees() if j.repo_id == repo.id]
+        jobs = [j for j in self.store.jobs_holding_worktrees(self.node) if j.repo_id == repo.id]
         return unclaimed(self._dirs(repo), *_claims(jobs))
 
     def _sweep(self, repos_: Sequence[Repo], steps: Sequence[_Step], now: datetime) -> SweepReport:
@@ -202,7 +205,7 @@ class Sweeper:
                 # Directories first, jobs second: a worktree made in between belongs to
                 # a job that the read below sees.
                 repos.append((repo, repo_path, self._dirs(repo)))
-            jobs = self.store.jobs_holding_worktrees()
+            jobs = self.store.jobs_holding_worktrees(self.node)
             for repo, repo_path, dirs in repos:
                 mine = [j for j in jobs if j.repo_id == repo.id]
                 for step in steps:

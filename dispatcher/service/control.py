@@ -174,13 +174,14 @@ class Control:
                 self.store, job, True, f"job {job_id}: its pull request was merged into {into}"
             )
 
-    def recover_merges(self) -> None:
+    def recover_merges(self, node: str | None = None) -> None:
         """At start-up, before any job runs or merge is accepted: finish or undo the
-        merges a crashed daemon left under way, then mark merged the finished jobs
-        whose work their target already holds. Each job newly merged gives up its
-        worktree and is announced. Never raises."""
+        merges a crashed daemon left under way (their journals are in this node's state
+        dir), then mark merged the finished jobs (``node``: of this node) whose work
+        their target already holds. Each job newly merged gives up its worktree and is
+        announced. Never raises."""
         try:
-            jobs = recover(self.settings, self.store) + reconcile(self.store)
+            jobs = recover(self.settings, self.store) + reconcile(self.store, node)
         except Exception:
             log.exception("recovering merges failed")
             return

@@ -192,12 +192,13 @@ class FixLoop:
         except Exception:
             log.exception("job %s: the fix loop could not go on", job_id)
 
-    def resume(self) -> int:
+    def resume(self, node: str | None = None) -> int:
         """At start: what a stopped daemon left (actions queued, or half-done); how
-        many chains. Never raises."""
+        many chains. ``node``: this daemon's; only the chains it owns (their root job's:
+        :mod:`dispatcher.store.pr_actions`). Never raises."""
         try:
-            self._settle_running()
-            roots = self.rows.open_roots()
+            self._settle_running(node=node)
+            roots = self.rows.open_roots(node)
         except Exception:
             log.exception("cannot read the fix loops' queued actions")
             return 0
@@ -253,11 +254,12 @@ class FixLoop:
                 if not self._settle_running(root):
                     return
 
-    def _settle_running(self, root: int | None = None) -> int:
+    def _settle_running(self, root: int | None = None, node: str | None = None) -> int:
         """Fix actions whose follow-up is no longer active are done: it ended while the
-        daemon was down, or before its action could say it was running. How many."""
+        daemon was down, or before its action could say it was running. How many.
+        ``node``: of its chains only (every chain's when ``root`` is None)."""
         if root is None:
-            running = self.rows.in_state("running")
+            running = self.rows.in_state("running", node)
         else:
             running = self.rows.of_chain(root, ["running"])
         settled = 0

@@ -208,11 +208,12 @@ class Forges:
 
         threading.Thread(target=work, name="forge", daemon=True).start()
 
-    def resume(self) -> None:
+    def resume(self, node: str | None = None) -> None:
         """At start: the on-success a stopped daemon still owed (a job succeeded, its
-        push or pull request not done nor failed), each on a thread. Never raises."""
+        push or pull request not done nor failed), each on a thread. ``node``: this
+        daemon's; only its jobs' (their branch is in its clone). Never raises."""
         try:
-            jobs = self.store.jobs_in([JobState.SUCCEEDED])
+            jobs = self.store.jobs_in([JobState.SUCCEEDED], node=node)
         except Exception:
             log.exception("cannot read which jobs are still to be pushed")
             return

@@ -86,10 +86,11 @@ class Notices:
         """Every delivery of ``notice`` has a final outcome: the job owes it no more."""
         self.store.settle_notice(notice.job_id, notice.state)
 
-    def resume(self) -> int:
+    def resume(self, node: str | None = None) -> int:
         """Send again what a stopped or crashed daemon still owed (a retry waiting, or
-        not yet sent), skipping the targets whose outcome is recorded; how many jobs."""
-        owed = self.store.jobs_owed_notices()
+        not yet sent), skipping the targets whose outcome is recorded; how many jobs.
+        ``node``: this daemon's; only its jobs' (docs/cluster.md)."""
+        owed = self.store.jobs_owed_notices(node)
         for job in owed:
             assert job.id is not None and job.notice_pending is not None
             try:

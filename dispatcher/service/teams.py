@@ -142,6 +142,9 @@ class Teams:
     jobs: Jobs
     control: Control
     notices: Notices
+    # This daemon's node (docs/cluster.md), set by the daemon: written on each team it
+    # makes (the integration branch is in its clone).
+    node: str | None = None
     rows: TeamStore = field(init=False)
     mailbox: Mailbox = field(init=False)
     _locks: dict[int, threading.RLock] = field(default_factory=dict, init=False, repr=False)
@@ -169,7 +172,7 @@ class Teams:
             Team(
                 repo_id=repo.id, goal=req.goal, base_sha=base_sha, lead_agent=req.lead_agent,
                 lead_command=req.lead_command, budget_usd=req.budget_usd,
-                max_parallel=req.max_parallel,
+                max_parallel=req.max_parallel, node=self.node,
             ),
             branch_for=integration_branch,
         )  # fmt: skip
@@ -811,11 +814,13 @@ class Teams:
 
     # ------------------------------------------------------------ restart
 
-    def resume(self) -> None:
+    def resume(self, node: str | None = None) -> None:
         """At start-up, after the merges a crash left are recovered: every active team's
         half-made steps are finished (a ``starting`` task linked to the job it made, or
-        that job made; a lead never started, started) and its ended jobs recorded."""
-        for team in self.rows.teams():
+        that job made; a lead never started, started) and its ended jobs recorded.
+        ``node``: this daemon's; only its teams (and those made before teams recorded
+        their node): another node's integration branch is in its own clone."""
+        for team in self.rows.teams(node=node):
             if team.state is not TeamState.ACTIVE or team.id is None:
                 continue
             try:

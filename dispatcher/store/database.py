@@ -52,6 +52,7 @@ from dispatcher.store.models import (
     Worker,
     utcnow,
 )
+from dispatcher.store.owners import Guard, node_jobs, taken_over
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,13 @@ def _get(s: Session, table: type[_Table], row_id: int) -> _Table:
 
 def _get_job(s: Session, job_id: int) -> Job:
     return _get(s, Job, job_id)
+
+
+def _check_guard(job: Job, guard: Guard | None) -> None:
+    """Inside the caller's write: raise TakenOver unless ``job`` is ``guard``'s claim."""
+    if guard is not None and not guard.holds(job.worker_id, job.attempt):
+        assert job.id is not None
+        raise taken_over(job.id, guard, job.worker_id, job.attempt)
 
 
 def _save(s: Session, row: _Row, fields: dict[str, Any]) -> _Row:
@@ -554,30 +562,59 @@ class Store:
         with self.reading() as s:
             return list(s.exec(q).all())
 
-    def jobs_holding_worktrees(self) -> list[Job]:
+    def jobs_holding_worktrees(self, node: str | None = None) -> list[Job]:
         """Jobs that have a worktree or may still make one (active): what a sweep needs,
-        without loading a long history of closed jobs."""
+        without loading a long history of closed jobs. ``node``: only that node's
+        (:func:`~dispatcher.store.owners.node_jobs`), and the queued ones of any node."""
+        mine = sa.or_(node_jobs(node), col(Job.state) == JobState.QUEUED)
         with self.reading() as s:
             return list(
                 s.exec(
                     select(Job)
                     .where(sa.or_(col(Job.worktree).is_not(None), col(Job.state).in_(list(ACTIVE))))
+                    .where(mine)
                     .order_by(col(Job.id))  # no ORDER BY: PostgreSQL's order is the heap's
                 ).all()
             )
 
-    def jobs_in(self, states: Sequence[JobState]) -> list[Job]:
+    def jobs_in(self, states: Sequence[JobState], node: str | None = None) -> list[Job]:
+        """The jobs in ``states``, oldest first; ``node``: only that node's
+        (:func:`~dispatcher.store.owners.node_jobs`)."""
         with self.reading() as s:
-            query = select(Job).where(col(Job.state).in_(list(states))).order_by(col(Job.id))
+            query = (
+                select(Job)
+                .where(col(Job.state).in_(list(states)), node_jobs(node))
+                .order_by(col(Job.id))
+            )
             return list(s.exec(query).all())
 
-    def finished_with_commits(self) -> list[Job]:
-        """Finished jobs (not closed) whose recorded head differs from their base."""
+    def jobs_of_workers(self, worker_ids: Sequence[int], states: Sequence[JobState]) -> list[Job]:
+        """The jobs in ``states`` that the workers ``worker_ids`` claimed, oldest first."""
+        if not worker_ids:
+            return []
+        with self.reading() as s:
+            query = (
+                select(Job)
+                .where(col(Job.state).in_(list(states)), col(Job.worker_id).in_(list(worker_ids)))
+                .order_by(col(Job.id))
+            )
+            return list(s.exec(query).all())
+
+    def holds(self, job_id: int, guard: Guard) -> bool:
+        """Is the job still the claim ``guard`` names (not taken over)?"""
+        with self.reading() as s:
+            job = _get_job(s, job_id)
+            return guard.holds(job.worker_id, job.attempt)
+
+    def finished_with_commits(self, node: str | None = None) -> list[Job]:
+        """Finished jobs (not closed) whose recorded head differs from their base;
+        ``node``: only that node's."""
         with self.reading() as s:
             query = select(Job).where(
                 col(Job.state).in_(list(FINISHED)),
                 col(Job.head_sha).is_not(None),
                 col(Job.head_sha) != col(Job.base_sha),
+                node_jobs(node),
             )
             return list(s.exec(query.order_by(col(Job.id))).all())
 
@@ -606,16 +643,25 @@ class Store:
             ).one()
 
     def move(
-        self, job_id: int, expected: JobState | set[JobState], target: JobState, **fields: Any
+        self,
+        job_id: int,
+        expected: JobState | set[JobState],
+        target: JobState,
+        *,
+        guard: Guard | None = None,
+        **fields: Any,
     ) -> Job:
-        """Compare-and-set: move the job to ``target`` only if it is in ``expected``.
+        """Compare-and-set: move the job to ``target`` only if it is in ``expected``
+        (and, with ``guard``, still the claim it names).
 
         Raises :class:`InvalidState` (naming the actual state) when it is not,
-        or when the transition table forbids the move.
+        or when the transition table forbids the move;
+        :class:`~dispatcher.store.owners.TakenOver` when ``guard`` no longer holds.
         """
         allowed = {expected} if isinstance(expected, JobState) else set(expected)
         with self.writing() as s:
             job = _get_job(s, job_id)
+            _check_guard(job, guard)
             if job.state not in allowed:
                 raise InvalidState(
                     f"job {job_id} is {job.state.value}, not "
@@ -625,11 +671,15 @@ class Store:
             transition(job.state, target)
             return _save(s, job, {"state": target, **fields})
 
-    def update(self, job_id: int, **fields: Any) -> Job:
-        """Set fields that are not the state (paths, pids, stats)."""
+    def update(self, job_id: int, *, guard: Guard | None = None, **fields: Any) -> Job:
+        """Set fields that are not the state (paths, pids, stats); with ``guard``, only
+        while the job is the claim it names (else
+        :class:`~dispatcher.store.owners.TakenOver`, nothing written)."""
         assert "state" not in fields, "state changes go through move() (or claim())"
         with self.writing() as s:
-            return _save(s, _get_job(s, job_id), fields)
+            job = _get_job(s, job_id)
+            _check_guard(job, guard)
+            return _save(s, job, fields)
 
     def claim(
         self,
@@ -756,14 +806,23 @@ class Store:
 
     # ------------------------------------------------------------ environments, budgets
 
-    def advance(self, job_id: int, expected: JobState, target: JobState, **fields: Any) -> bool:
+    def advance(
+        self,
+        job_id: int,
+        expected: JobState,
+        target: JobState,
+        *,
+        guard: Guard | None = None,
+        **fields: Any,
+    ) -> bool:
         """:meth:`move` for a caller that holds the row and needs nothing back but whether
         a cancel was asked meanwhile (the runner's moves to ``running`` and to the end):
         one ``UPDATE ... RETURNING`` (Core, on a bare connection), the compare-and-set on
-        the state in its WHERE, no read of the row. Raises what :meth:`move` raises."""
+        the state (and ``guard``'s worker and attempt) in its WHERE, no read of the row.
+        Raises what :meth:`move` raises."""
         transition(expected, target)
         with self.connecting() as conn:
-            return jobpath.advance(conn, job_id, expected, {"state": target, **fields})
+            return jobpath.advance(conn, job_id, expected, {"state": target, **fields}, guard)
 
     def cost_since(self, repo_id: int, since: datetime) -> float:
         """Sum of the agents' reported cost of the repo's jobs finished since ``since``."""
@@ -796,11 +855,14 @@ class Store:
                 .values(notice_pending=None)
             )
 
-    def jobs_owed_notices(self) -> list[Job]:
+    def jobs_owed_notices(self, node: str | None = None) -> list[Job]:
+        """Jobs that owe notices; ``node``: only that node's."""
         with self.reading() as s:
             return list(
                 s.exec(
-                    select(Job).where(col(Job.notice_pending).is_not(None)).order_by(col(Job.id))
+                    select(Job)
+                    .where(col(Job.notice_pending).is_not(None), node_jobs(node))
+                    .order_by(col(Job.id))
                 ).all()
             )
 

@@ -25,6 +25,7 @@ from sqlalchemy.orm.base import manager_of_class
 from dispatcher.errors import InvalidState, NotFound
 from dispatcher.lifecycle import JobState
 from dispatcher.store.models import Job
+from dispatcher.store.owners import Guard, taken_over
 
 JOB: sa.Table = Job.__table__  # type: ignore[attr-defined]
 _MANAGER = manager_of_class(Job)
@@ -47,7 +48,9 @@ BUSY_AND_QUEUED = sa.union_all(
 concurrency group and port (``True``: a handful of rows, at most max-parallel), and each
 repo with queued jobs (``False``: a walk of the (state, repo_id, id) index)."""
 
-_STATE_OF = sa.select(JOB.c.state).where(JOB.c.id == sa.bindparam("job_id"))
+_STATE_OF = sa.select(JOB.c.state, JOB.c.worker_id, JOB.c.attempt).where(
+    JOB.c.id == sa.bindparam("job_id")
+)
 
 _INSERT = sa.insert(JOB).returning(JOB.c.id)
 _SET_BRANCH = (
@@ -174,28 +177,46 @@ def insert_job(conn: sa.Connection, job: Job, branch_for: Callable[[int], str]) 
 
 
 @cache
-def _advance(names: tuple[str, ...]) -> sa.Update:
+def _advance(names: tuple[str, ...], guarded: bool) -> sa.Update:
+    where = [JOB.c.id == sa.bindparam("job_id"), JOB.c.state == sa.bindparam("expected")]
+    if guarded:  # the claim's worker and attempt (docs/cluster.md, step 4)
+        worker = sa.bindparam("g_worker", type_=JOB.c.worker_id.type)
+        where += [
+            JOB.c.worker_id.is_not_distinct_from(worker),
+            JOB.c.attempt == sa.bindparam("g_attempt"),
+        ]
     return (
         sa.update(JOB)
-        .where(JOB.c.id == sa.bindparam("job_id"), JOB.c.state == sa.bindparam("expected"))
+        .where(*where)
         .values({name: sa.bindparam(f"v_{name}") for name in names})
         .returning(JOB.c.cancel_requested)
     )
 
 
 def advance(
-    conn: sa.Connection, job_id: int, expected: JobState, fields: Mapping[str, Any]
+    conn: sa.Connection,
+    job_id: int,
+    expected: JobState,
+    fields: Mapping[str, Any],
+    guard: Guard | None = None,
 ) -> bool:
-    """Write ``fields`` on the job if it is in ``expected`` (one ``UPDATE ... RETURNING``)
-    and return its ``cancel_requested``; NotFound or InvalidState (naming the actual
-    state) when no row matched."""
+    """Write ``fields`` on the job if it is in ``expected`` and, with ``guard``, still
+    that claim's (one ``UPDATE ... RETURNING``), and return its ``cancel_requested``;
+    NotFound, TakenOver (another worker or attempt holds it) or InvalidState (naming the
+    actual state) when no row matched."""
     names = tuple(sorted(fields))
-    params = {f"v_{name}": fields[name] for name in names}
-    row = conn.execute(_advance(names), {"job_id": job_id, "expected": expected, **params}).first()
+    params: dict[str, Any] = {f"v_{name}": fields[name] for name in names}
+    if guard is not None:
+        params.update(g_worker=guard.worker_id, g_attempt=guard.attempt)
+    statement = _advance(names, guard is not None)
+    row = conn.execute(statement, {"job_id": job_id, "expected": expected, **params}).first()
     if row is not None:
         return bool(row[0])
-    actual = conn.execute(_STATE_OF, {"job_id": job_id}).scalar()
-    if actual is None:
+    found = conn.execute(_STATE_OF, {"job_id": job_id}).first()
+    if found is None:
         raise NotFound(f"no job with id {job_id}")
+    actual, worker_id, attempt = found
+    if guard is not None and not guard.holds(worker_id, attempt):
+        raise taken_over(job_id, guard, worker_id, attempt)
     state = JobState(actual).value
     raise InvalidState(f"job {job_id} is {state}, not {expected.value}", details={"state": state})

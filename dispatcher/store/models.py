@@ -342,7 +342,8 @@ class Job(SQLModel, table=True):
     # The job whose agent created this one through the MCP server (its job token); its
     # retries and follow-ups keep it. None: made by a person, a script or a trigger.
     parent_id: int | None = Field(default=None, foreign_key="job.id", index=True)
-    # Where it runs: the worker (daemon start) that claimed its current attempt
+    # Where it runs: the worker (daemon start) that holds its current attempt: claimed it,
+    # re-adopted its agent (a later start of its node) or took it over (docs/cluster.md)
     worker_id: int | None = Field(default=None, foreign_key="worker.id", index=True)
     branch: str = ""
     worktree: str | None = None

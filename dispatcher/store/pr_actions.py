@@ -3,6 +3,9 @@
 It shares :class:`~dispatcher.store.database.Store`'s engines and its habit: short
 single-writer writes (:mod:`~dispatcher.store.backends`), detached rows returned. An
 action moves only through :meth:`PrActionStore.move`, a compare-and-set on its state.
+
+A chain's actions are its root job's node's (docs/cluster.md): the chain's follow-ups
+continue in the worktree its root job made there. They have no worker of their own.
 """
 
 from __future__ import annotations
@@ -18,10 +21,18 @@ from sqlmodel import col, func, select
 from dispatcher.errors import InvalidState, NotFound
 from dispatcher.store.database import Store
 from dispatcher.store.models import Job, PrAction, utcnow
+from dispatcher.store.owners import node_jobs
 
 FIX_KINDS = ("ci_failed", "changes_requested", "comment")
 COUNTED = ("started", "running", "done")  # fix actions that ran (or are running) a follow-up
 OPEN = ("queued", "started", "running")  # not yet done with
+
+
+def _owned(node: str | None) -> sa.ColumnElement[bool]:
+    """Actions of the chains ``node`` owns: those whose root job it owns (None: all)."""
+    if node is None:
+        return sa.true()
+    return col(PrAction.root_id).in_(select(col(Job.id)).where(node_jobs(node)))
 
 
 @dataclass(eq=False)
@@ -80,9 +91,15 @@ class PrActionStore:
         with self.store.reading() as s:
             return list(s.exec(q.order_by(col(PrAction.id))).all())
 
-    def in_state(self, state: str) -> list[PrAction]:
+    def in_state(self, state: str, node: str | None = None) -> list[PrAction]:
+        """The actions in ``state``; ``node``: only of the chains that node owns (its root
+        job's: :func:`_owned`)."""
         with self.store.reading() as s:
-            q = select(PrAction).where(PrAction.state == state).order_by(col(PrAction.id))
+            q = (
+                select(PrAction)
+                .where(PrAction.state == state, _owned(node))
+                .order_by(col(PrAction.id))
+            )
             return list(s.exec(q).all())
 
     def ci_failure(self, root_id: int, sha: str, *, before: int | None = None) -> PrAction | None:
@@ -121,12 +138,13 @@ class PrActionStore:
             ).first()
         return found is not None
 
-    def open_roots(self) -> list[int]:
-        """The chains with an action not yet done with (for the next start)."""
+    def open_roots(self, node: str | None = None) -> list[int]:
+        """The chains with an action not yet done with (for the next start); ``node``:
+        only those it owns."""
         with self.store.reading() as s:
             rows = s.exec(
                 select(PrAction.root_id)
-                .where(col(PrAction.state).in_(list(OPEN)))
+                .where(col(PrAction.state).in_(list(OPEN)), _owned(node))
                 .distinct()
                 .order_by(col(PrAction.root_id))
             ).all()

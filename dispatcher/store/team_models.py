@@ -88,6 +88,9 @@ class Team(SQLModel, table=True):
     max_parallel: int | None = None
     held: str | None = None  # why waiting tasks do not start now (the budget), once said
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # The node (docs/cluster.md) that made it: its integration branch is in that node's
+    # clone, and that node's starts resume it. None: made before teams recorded it.
+    node: str | None = Field(default=None, index=True)
 
 
 class TeamTask(SQLModel, table=True):

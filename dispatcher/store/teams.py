@@ -19,6 +19,7 @@ from sqlmodel import col, func, select
 from dispatcher.errors import InvalidState, NotFound
 from dispatcher.store.database import Store
 from dispatcher.store.models import Job, utcnow
+from dispatcher.store.owners import node_teams
 from dispatcher.store.team_models import (
     TaskState,
     Team,
@@ -52,8 +53,10 @@ class TeamStore:
                 raise NotFound(f"no team with id {team_id}; see `dispatcher team list`")
             return team
 
-    def teams(self, repo_id: int | None = None) -> list[Team]:
-        q = select(Team).order_by(col(Team.id).desc())
+    def teams(self, repo_id: int | None = None, node: str | None = None) -> list[Team]:
+        """Newest first; ``node``: only that node's
+        (:func:`~dispatcher.store.owners.node_teams`)."""
+        q = select(Team).where(node_teams(node)).order_by(col(Team.id).desc())
         if repo_id is not None:
             q = q.where(Team.repo_id == repo_id)
         with self.store.reading() as s:

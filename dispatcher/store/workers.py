@@ -10,7 +10,7 @@ worker is alive is its queue worker's heartbeat on PostgreSQL (procrastinate's
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 from sqlmodel import col, func, select
@@ -27,13 +27,19 @@ class WorkerStore:
     store: Store
 
     def begin(self, worker: Worker) -> Worker:
-        """Record this daemon's start, and mark every worker still recorded running as
-        stopped: the caller holds the database for one daemon (see
-        :meth:`Store.hold_database`), so any other running row is a daemon that was
-        killed."""
+        """Record this daemon's start, and mark stopped the earlier starts of its node
+        still recorded running (the state dir's lock says they are gone: killed) and
+        those of no node (written before nodes were). On SQLite, whose database is the
+        state dir's, every running row: it has one daemon. Other nodes' rows on
+        PostgreSQL are theirs: alive or not by their heartbeats (:meth:`dead`)."""
         now = utcnow()
+        running: sa.ColumnElement[bool] = col(Worker.stopped_at).is_(None)
+        if self.store.backend.queue_conninfo() is not None:
+            running = sa.and_(
+                running, sa.or_(col(Worker.node).is_(None), col(Worker.node) == worker.node)
+            )
         with self.store.writing() as s:
-            s.exec(sa.update(Worker).where(col(Worker.stopped_at).is_(None)).values(stopped_at=now))
+            s.exec(sa.update(Worker).where(running).values(stopped_at=now))
             s.add(worker)
             s.flush()
             return worker
@@ -58,6 +64,15 @@ class WorkerStore:
     def get(self, worker_id: int) -> Worker:
         return self.store.row(Worker, worker_id)
 
+    def dead(self, node: str, timeout: timedelta) -> list[int]:
+        """The workers of the other nodes that are not alive (docs/cluster.md): every
+        start of a node none of whose starts is alive. (The starts of no node, before
+        nodes were recorded, are every node's own.) Their busy jobs are taken over
+        (:mod:`dispatcher.jobs.takeover`)."""
+        rows = self.listed(this=None, timeout=timeout, everyone=True)
+        alive = {w.node for w in rows if w.alive}
+        return [w.id for w in rows if w.node not in (node, None) and w.node not in alive]
+
     def listed(
         self, *, this: int | None, timeout: timedelta, everyone: bool = False
     ) -> list[WorkerPublic]:
@@ -77,7 +92,12 @@ class WorkerStore:
             )
             beats = self.store.backend.heartbeats(s.connection())
         now = utcnow()
-        return [_public(w, beats, busy, this, now, timeout) for w in rows]
+        queued = self.store.backend.queue_conninfo() is not None
+        return [_public(w, beats, busy, this, now, timeout, queued) for w in rows]
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _public(
@@ -87,13 +107,16 @@ def _public(
     this: int | None,
     now: datetime,
     timeout: timedelta,
+    queued: bool,
 ) -> WorkerPublic:
     beat = beats.get(w.queue_worker_id) if w.queue_worker_id is not None else None
     if w.stopped_at is not None:
         alive = False
     elif w.queue_worker_id is not None:  # PostgreSQL: alive while its heartbeat is recent
         alive = beat is not None and now - beat <= timeout
-    else:  # SQLite's one daemon (or one still joining the queue)
+    elif queued:  # PostgreSQL, still joining the queue: for the timeout at most
+        alive = now - _aware(w.started_at) <= timeout
+    else:  # SQLite's one daemon
         alive = True
     assert w.id is not None
     return WorkerPublic(

@@ -1,11 +1,14 @@
 """Workers end to end (docs/cluster.md): the real daemon records its start as a worker,
 stamps the jobs it claims with it, lists itself (``GET /workers``, ``dispatcher workers``);
 a killed daemon's row is marked stopped by the next start; on PostgreSQL its queue worker
-beats, and once killed its heartbeat goes stale."""
+beats, and once killed its heartbeat goes stale; a killed node's running job is taken over
+by another node's start."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 from collections.abc import Callable
 from datetime import timedelta
@@ -17,6 +20,7 @@ from dispatcher.store.database import Store
 from dispatcher.store.workers import WorkerStore
 from tests.daemon_fixture import Daemon
 from tests.e2e.test_postgres import FIRST_START_S
+from tests.gitutil import git
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(300)
@@ -96,3 +100,57 @@ def test_on_postgresql_the_worker_beats_and_a_killed_one_goes_silent(
     rows_now = d.api.get("/workers", params={"all": "true"}).json()
     assert [(w["alive"], w["this"]) for w in rows_now] == [(True, True), (False, False)]
     assert d.stop() == 0
+
+
+def test_on_postgresql_a_dead_nodes_running_job_is_taken_over_by_the_next_node_to_start(
+    pg_url: str, daemon_factory: Callable[..., Daemon], repo: Path
+) -> None:
+    """Two state dirs (two nodes) on one PostgreSQL, one after the other (the database's
+    lock still keeps one daemon at a time): the first is killed while its job runs; once
+    its heartbeat is stale, the second takes the job over (attempt 2) and runs it."""
+    env = {
+        "DISPATCHER_DATABASE_URL": pg_url, "DISPATCHER_WORKER_HEARTBEAT_SECONDS": "0.3",
+        "DISPATCHER_WORKER_TIMEOUT_SECONDS": "1.5", "DISPATCHER_MAX_ATTEMPTS": "2",
+        "DISPATCHER_RETRY_BACKOFF_SECONDS": "0",
+    }  # fmt: skip
+    a = daemon_factory(**env).start(timeout=FIRST_START_S)
+    name = a.add_repo(repo, "app")
+    # On the first node it runs on, until that node dies; on any other it is done.
+    script = f'case "$DISPATCHER_WORKTREE" in {a.state_dir}/*) exec sleep 600;; esac; echo 2 > X'
+    job_id = int(a.cli("run", name, "--prompt", "p", "--command", f"sh -c '{script}'").stdout)
+    first = wait_until(
+        lambda: (j := a.job(job_id))["state"] == "running" and j, "the job to run", 60
+    )
+    assert first["attempt"] == 1
+    a.stop(signal.SIGKILL)
+    # Its machine goes with it: its agent, and the worktree and branch in its clone (one
+    # machine stands in for two here, sharing the repo's clone).
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(first["pid"], signal.SIGKILL)
+    git(repo, "worktree", "remove", "-f", "-f", first["worktree"])
+    git(repo, "branch", "-D", first["branch"])
+    store = Store(pg_url)
+    try:
+        rows = WorkerStore(store)
+        timeout = timedelta(seconds=1.5)
+        wait_until(
+            lambda: not any(w.alive for w in rows.listed(this=None, timeout=timeout)),
+            "the first node's heartbeat to go stale", 20,
+        )  # fmt: skip
+    finally:
+        store.close()
+    b = daemon_factory(**env).start(timeout=FIRST_START_S)
+    done = wait_until(
+        lambda: (j := b.job(job_id))["state"] not in ("queued", "preparing", "running") and j,
+        "the job to end on the second node", 90,
+    )  # fmt: skip
+    assert (done["state"], done["attempt"]) == ("succeeded", 2), done
+    log = b.cli("logs", str(job_id)).stdout
+    assert f"taken over from worker {first['worker_id']} (its node is not alive): queued" in log
+    # The dead node's row is left as it is: silent, not marked stopped by another node.
+    listed = {w["id"]: w for w in b.api.get("/workers").json()}
+    [me] = [w for w in listed.values() if w["this"]]
+    dead = listed[first["worker_id"]]
+    assert done["worker_id"] == me["id"] and me["node"] != dead["node"]
+    assert (dead["alive"], dead["stopped_at"]) == (False, None)
+    assert b.stop() == 0
