@@ -444,7 +444,7 @@ class Store:
         for repo in self._repo_rows():
             if repo.name == name:
                 return repo
-        raise NotFound(f"no repo named {name!r} on this node; see `dispatcher repo list`")
+        raise NotFound(f"no repo named {name!r}; see `dispatcher repo list`")
 
     def find_repo(self, *, name: str | None = None, path: str | None = None) -> Repo | None:
         """This node's repo named ``name`` or cloned at ``path`` (a read, not the cache)."""
@@ -458,7 +458,7 @@ class Store:
         for repo in self._repo_rows():
             if repo.id == repo_id:
                 return repo
-        raise NotFound(f"no repo with id {repo_id} on this node")
+        raise NotFound(f"no repo with id {repo_id}")
 
     def repos(self) -> list[Repo]:
         """This node's repos, by name (from the cache: treat the rows as read-only)."""
@@ -969,7 +969,7 @@ class Store:
                 select(Clone.path).where(Clone.repo_id == repo_id, self._here(col(Clone.node)))
             ).first()
             if path is None:
-                raise NotFound(f"no repo with id {repo_id} on this node")
+                raise NotFound(f"no repo with id {repo_id}")
             repo = _save(s, _get(s, Repo, repo_id), fields)
             return self._with_paths(s, [(repo, path)])[0]
 
