@@ -93,9 +93,7 @@ def test_two_nodes_register_clones_of_one_repo_and_each_sees_its_own_path(
     # its settings are the repo's (the request's are not applied).
     assert b.add(theirs, max_parallel=7) == "app"
     url = a.store.url
-    assert _rows(url, "SELECT name, remote_key, max_parallel FROM repo") == [
-        ("app", str(hub), 3)
-    ]
+    assert _rows(url, "SELECT name, remote_key, max_parallel FROM repo") == [("app", str(hub), 3)]
     assert sorted(_rows(url, "SELECT node, path FROM clone")) == sorted(
         [(a.node, str(mine)), (b.node, str(theirs))]
     )
@@ -105,7 +103,10 @@ def test_two_nodes_register_clones_of_one_repo_and_each_sees_its_own_path(
     for node, path in ((a, mine), (b, theirs)):
         shown = node.service.repos.get("app")
         assert shown.path == str(path) and shown.exists
-        assert [(c.node, c.path) for c in shown.clones] == [(a.node, str(mine)), (b.node, str(theirs))]
+        assert [(c.node, c.path) for c in shown.clones] == [
+            (a.node, str(mine)),
+            (b.node, str(theirs)),
+        ]
         assert [r.path for r in node.service.repos.all()] == [str(path)]
         assert node.store.find_repo(path=str(path)) is not None
         assert node.store.find_repo(name="app").path == str(path)  # type: ignore[union-attr]

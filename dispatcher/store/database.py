@@ -314,7 +314,8 @@ class Store:
 
     def _here(self, node: Any) -> sa.ColumnElement[bool]:
         """``node`` (a clone's node column) is this store's node."""
-        return node.is_(None) if self.node is None else node == self.node
+        cond: sa.ColumnElement[bool] = node.is_(None) if self.node is None else node == self.node
+        return cond
 
     def _local(self, query: Any) -> Any:
         """``query`` of (Repo, Clone.path) narrowed to this node's clones."""
@@ -423,7 +424,7 @@ class Store:
             sa.or_(mine.c.repo_id == table.c.repo_id, mine.c.path == table.c.path),
         )
         with self._writing_repos() as s:
-            done = s.execute(
+            done = s.connection().execute(
                 sa.update(table).where(table.c.node.is_(None), ~clash).values(node=self.node)
             )
             return int(done.rowcount or 0)

@@ -32,9 +32,8 @@ _MANAGER = manager_of_class(Job)
 _BUSY = (JobState.PREPARING, JobState.RUNNING)
 
 
-
 @cache
-def busy_and_queued(nodeless: bool) -> sa.CompoundSelect:
+def busy_and_queued(nodeless: bool) -> sa.CompoundSelect[Any]:
     """The claim's one read of where things stand: every preparing or running job's
     repo, concurrency group and port (``True``: a handful of rows, at most max-parallel),
     and each repo with queued jobs that the node (``node``; ``nodeless``: the clones with

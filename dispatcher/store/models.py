@@ -142,7 +142,8 @@ class Clone(SQLModel, table=True):
     """One node's checkout of a repo (docs/cluster.md, "Clones per node"): a node has at
     most one clone of a repo, and a path is one repo's clone on its node. ``node`` None:
     a clone from before migration 0022 (or of a store given no node), which the first
-    daemon start after it takes as its own (:meth:`~dispatcher.store.database.Store.adopt_clones`)."""
+    daemon start after it takes as its own
+    (:meth:`~dispatcher.store.database.Store.adopt_clones`)."""
 
     __table_args__ = (
         sa.UniqueConstraint("repo_id", "node", name="uq_clone_repo_node"),
