@@ -211,6 +211,7 @@ def serve(settings: Settings) -> None:
         store = Store(settings.db_url, node=node_id(settings.node_id_file))
         store.hold_database()  # one daemon per database, as per state dir: before migrating
         migrate(settings.db_url)
+        store.hear_repo_changes()  # other nodes' repo writes drop this store's repo cache
         adopted = store.adopt_clones()  # the clones from before 0022: the one daemon's
         if adopted:
             log.info("this node (%s) took the %d clone(s) recorded before it", store.node, adopted)

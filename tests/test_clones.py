@@ -19,9 +19,11 @@ from dispatcher.lifecycle import JobState
 from dispatcher.service import Service
 from dispatcher.store.database import Store, migrate
 from dispatcher.store.models import Clone, Repo, RepoCreate, RepoUpdate
+from dispatcher.store.repochanges import APPLICATION_NAME
 from tests.gitutil import git, init_repo
 from tests.migrationutil import downgrade, upgrade
 from tests.test_store import add_job
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -177,8 +179,10 @@ def test_removing_a_repo_on_a_node_removes_its_clone_and_the_last_clone_the_repo
     a.store.move(job, JobState.QUEUED, JobState.CANCELED)
     removed = b.service.repos.remove("app")
     assert removed.path == str(tmp_path / "b" / "app")
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match=r"^repo 'app' has no clone on this node"):
         b.store.repo_by_name("app")
+    with pytest.raises(NotFound, match=rf"^repo {repo.id} has no clone on this node"):
+        b.store.repo(repo.id)
     assert [c.node for c in a.service.repos.get("app").clones] == [a.node]
     assert a.store.job(job).repo_id == repo.id  # the repo and its jobs stay A's
     # B may register it again; A's removal of the last clone takes the repo and its jobs.
@@ -291,3 +295,53 @@ def test_a_store_s_clone_rows_are_the_model_s(migrated_db_url: str) -> None:
         assert (clone.repo_id, clone.node, clone.path) == (repo.id, "n", "/srv/r")
     finally:
         store.close()
+
+
+def test_a_node_hears_another_node_s_repo_writes_even_after_its_connection_drops(
+    pg_migrated_url: str,
+) -> None:
+    """The repo cache (one read, kept until a repo write) is dropped by other nodes'
+    writes too: PostgreSQL's NOTIFY, heard on a connection of the store's own."""
+    a, b = (Store(pg_migrated_url, node=str(uuid.uuid4())) for _ in range(2))
+    killer = sa.create_engine(pg_migrated_url)
+    try:
+        first = a.add_repo(Repo(name="r", path="/a/r", default_branch="main", remote_key="k"))
+        b.add_repo(Repo(name="r", path="/b/r", default_branch="main", remote_key="k"))
+        assert first.id is not None
+        changes = b.hear_repo_changes()
+        assert changes is not None
+        wait_until(changes.listening.is_set, "B to listen")
+        assert b.repo_by_name("r").max_parallel is None  # cached
+        a.update_repo(first.id, max_parallel=3)
+        wait_until(lambda: b.repo_by_name("r").max_parallel == 3, "B to hear A's change")
+        assert b.repo_by_name("r").path == "/b/r"
+        with killer.connect() as conn:  # the listener's connection dropped by the server
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                f" WHERE application_name = '{APPLICATION_NAME}'"
+            )
+        wait_until(lambda: not changes.listening.is_set(), "B to notice", timeout=10)
+        wait_until(changes.listening.is_set, "B to listen again", timeout=30)
+        a.update_repo(first.id, max_parallel=4)
+        wait_until(lambda: b.repo_by_name("r").max_parallel == 4, "B to hear it again")
+    finally:
+        killer.dispose()
+        a.close()
+        b.close()
+
+
+def test_without_listening_a_node_s_repo_cache_misses_other_nodes_writes(
+    pg_migrated_url: str,
+) -> None:
+    """What the listener is for (and that the test above would fail without it)."""
+    a, b = (Store(pg_migrated_url, node=str(uuid.uuid4())) for _ in range(2))
+    try:
+        first = a.add_repo(Repo(name="r", path="/a/r", default_branch="main", remote_key="k"))
+        b.add_repo(Repo(name="r", path="/b/r", default_branch="main", remote_key="k"))
+        assert first.id is not None
+        assert b.repo_by_name("r").max_parallel is None
+        a.update_repo(first.id, max_parallel=3)
+        assert b.repo_by_name("r").max_parallel is None  # stale: no one told it
+    finally:
+        a.close()
+        b.close()

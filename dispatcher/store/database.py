@@ -51,6 +51,7 @@ from dispatcher.store.models import (
     Worker,
     utcnow,
 )
+from dispatcher.store.repochanges import RepoChanges
 
 log = logging.getLogger(__name__)
 
@@ -257,6 +258,7 @@ class Store:
         self._repos_lock = threading.Lock()
         self._repos: list[Repo] | None = None
         self._repos_generation = 0
+        self._changes: RepoChanges | None = None
 
     def hold_database(self) -> None:
         """Take the database for this daemon alone until :meth:`close` (DispatcherError if
@@ -270,6 +272,9 @@ class Store:
         return self._hold.check() if self._hold is not None else True
 
     def close(self) -> None:
+        if self._changes is not None:
+            self._changes.stop()
+            self._changes = None
         if self._hold is not None:
             self._hold.release()
             self._hold = None
@@ -307,10 +312,25 @@ class Store:
         try:
             with self.writing() as s:
                 yield s
+                self.backend.repos_changed(s.connection())  # other nodes drop theirs
         finally:
-            with self._repos_lock:
-                self._repos = None
-                self._repos_generation += 1
+            self._drop_repos()
+
+    def _drop_repos(self) -> None:
+        with self._repos_lock:
+            self._repos = None
+            self._repos_generation += 1
+
+    def hear_repo_changes(self) -> RepoChanges | None:
+        """Drop the repo cache whenever any node writes a repo, until :meth:`close`
+        (PostgreSQL: :mod:`~dispatcher.store.repochanges`); None on SQLite, where this
+        store is the only writer."""
+        conninfo = self.backend.queue_conninfo()
+        if conninfo is None or self._changes is not None:
+            return self._changes
+        self._changes = RepoChanges(conninfo, self._drop_repos)
+        self._changes.start()
+        return self._changes
 
     def _here(self, node: Any) -> sa.ColumnElement[bool]:
         """``node`` (a clone's node column) is this store's node."""
@@ -445,7 +465,17 @@ class Store:
         for repo in self._repo_rows():
             if repo.name == name:
                 return repo
+        if self._elsewhere(col(Repo.name) == name):
+            raise NotFound(
+                f"repo {name!r} has no clone on this node (only on others); register this "
+                "node's clone with `dispatcher repo add`"
+            )
         raise NotFound(f"no repo named {name!r}; see `dispatcher repo list`")
+
+    def _elsewhere(self, where: sa.ColumnElement[bool]) -> bool:
+        """Whether a repo matching ``where`` exists (one read: on a miss of this node's)."""
+        with self.reading() as s:
+            return s.exec(select(Repo.id).where(where)).first() is not None
 
     def find_repo(self, *, name: str | None = None, path: str | None = None) -> Repo | None:
         """This node's repo named ``name`` or cloned at ``path`` (a read, not the cache)."""
@@ -459,6 +489,8 @@ class Store:
         for repo in self._repo_rows():
             if repo.id == repo_id:
                 return repo
+        if self._elsewhere(col(Repo.id) == repo_id):
+            raise NotFound(f"repo {repo_id} has no clone on this node (only on others)")
         raise NotFound(f"no repo with id {repo_id}")
 
     def repos(self) -> list[Repo]:
