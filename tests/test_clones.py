@@ -194,6 +194,25 @@ def test_removing_a_repo_on_a_node_removes_its_clone_and_the_last_clone_the_repo
     assert _rows(a.store.url, "SELECT count(*) FROM clone") == [(0,)]
 
 
+def test_each_node_keeps_the_last_seen_refs_of_its_own_clone(
+    nodes: tuple[Node, Node], tmp_path: Path
+) -> None:
+    """The ref watcher's catch-up compares a clone with what was seen in that clone: two
+    nodes' clones of one repo have branches of their own."""
+    a, b = nodes
+    hub = _hub(tmp_path)
+    a.add(_clone(str(hub), tmp_path / "a" / "app"), "app")
+    b.add(_clone(str(hub), tmp_path / "b" / "app"), "app")
+    repo_id = a.store.repo_by_name("app").id
+    assert repo_id is not None
+    main = {"refs/heads/main": git(tmp_path / "a" / "app", "rev-parse", "main")}
+    assert a.store.ref_state(repo_id) == b.store.ref_state(repo_id) == {}  # none seen yet
+    a.store.save_ref_state(repo_id, {**main, "refs/heads/only-a": "a" * 40})
+    b.store.save_ref_state(repo_id, {"refs/heads/main": "b" * 40})
+    assert a.store.ref_state(repo_id) == {**main, "refs/heads/only-a": "a" * 40}
+    assert b.store.ref_state(repo_id) == {"refs/heads/main": "b" * 40}
+
+
 def test_the_first_node_to_start_takes_the_clones_recorded_without_one(
     migrated_db_url: str,
 ) -> None:
@@ -228,6 +247,10 @@ def _at_0020_with_repos(url: str, workers: list[str | None]) -> None:
                 "('r', '/srv/r', 'main', '2026-12-01 00:00:00'), "
                 "('s', '/srv/s', 'main', '2026-12-01 00:00:00')"
             )
+            conn.exec_driver_sql(
+                "INSERT INTO refstate (repo_id, ref, sha) SELECT id, 'refs/heads/main', "
+                f"'{'a' * 40}' FROM repo WHERE name = 'r'"
+            )
             for worker_node in workers:
                 conn.execute(
                     sa.text(
@@ -261,6 +284,10 @@ def test_0022_gives_each_repo_s_path_to_the_last_node_and_goes_down_again(
         assert [(r.name, r.path, r.remote_key) for r in store.repos()] == [
             ("r", "/srv/r", None), ("s", "/srv/s", None)
         ]  # fmt: skip
+        r, s = store.repos()
+        assert r.id is not None and s.id is not None
+        assert store.ref_state(r.id) == {"refs/heads/main": "a" * 40}  # the clone's now
+        assert store.ref_state(s.id) == {}
         # Another node's repo at one of the same paths: no longer one path per repo.
         other = Store(db_url, node=str(uuid.uuid4()))
         other.add_repo(Repo(name="t", path="/srv/t", default_branch="main"))
@@ -271,6 +298,7 @@ def test_0022_gives_each_repo_s_path_to_the_last_node_and_goes_down_again(
     assert _rows(db_url, "SELECT name, path FROM repo ORDER BY id") == [
         ("r", "/srv/r"), ("s", "/srv/s"), ("t", "/srv/t")
     ]  # fmt: skip
+    assert _rows(db_url, "SELECT ref, sha FROM refstate") == [("refs/heads/main", "a" * 40)]
     engine = sa.create_engine(db_url)
     try:
         assert "clone" not in sa.inspect(engine).get_table_names()

@@ -46,7 +46,6 @@ from dispatcher.store.models import (
     Issue,
     Job,
     PrAction,
-    RefState,
     Repo,
     Worker,
     utcnow,
@@ -544,7 +543,6 @@ class Store:
             s.exec(sa.delete(Job).where(col(Job.repo_id) == repo_id))
             s.exec(sa.delete(Issue).where(col(Issue.repo_id) == repo_id))
             s.exec(sa.delete(Event).where(col(Event.repo_id) == repo_id))
-            s.exec(sa.delete(RefState).where(col(RefState.repo_id) == repo_id))
             s.exec(sa.delete(Repo).where(col(Repo.id) == repo_id))
             return True
 
@@ -1019,16 +1017,21 @@ class Store:
             )
 
     def ref_state(self, repo_id: int) -> dict[str, str]:
+        """The last seen refs of this node's clone of the repo (none: nothing seen)."""
         with self.reading() as s:
-            rows = s.exec(select(RefState).where(RefState.repo_id == repo_id)).all()
-        return {r.ref: r.sha for r in rows}
+            refs = s.exec(
+                select(Clone.refs).where(Clone.repo_id == repo_id, self._here(col(Clone.node)))
+            ).first()
+        return dict(refs or {})
 
     def save_ref_state(self, repo_id: int, refs: dict[str, str]) -> None:
-        """Replace the repo's last seen refs with ``refs``."""
+        """Replace the last seen refs of this node's clone of the repo with ``refs``."""
         with self.writing() as s:
-            s.exec(sa.delete(RefState).where(col(RefState.repo_id) == repo_id))
-            for ref, sha in refs.items():
-                s.add(RefState(repo_id=repo_id, ref=ref, sha=sha))
+            s.exec(
+                sa.update(Clone)
+                .where(col(Clone.repo_id) == repo_id, self._here(col(Clone.node)))
+                .values(refs=dict(refs))
+            )
 
     # ------------------------------------------------------------ events
 

@@ -154,6 +154,10 @@ class Clone(SQLModel, table=True):
     repo_id: int = Field(foreign_key="repo.id")
     node: str | None = None
     path: str
+    # The last seen tip of each local branch of this clone (ref -> sha), so that its ref
+    # changes are caught up after downtime (dispatcher/events/sources.py): each clone's
+    # own, as each node's branches are.
+    refs: dict[str, str] = Field(default_factory=dict, sa_type=sa.JSON)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
@@ -202,14 +206,6 @@ class IdempotencyKey:
     path: str
     request_hash: str
     not_before: datetime
-
-
-class RefState(SQLModel, table=True):
-    """Last seen tip of each local branch, so ref changes are caught up after downtime."""
-
-    repo_id: int = Field(foreign_key="repo.id", primary_key=True)
-    ref: str = Field(primary_key=True)
-    sha: str
 
 
 class Event(SQLModel, table=True):

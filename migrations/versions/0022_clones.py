@@ -11,10 +11,12 @@ first daemon start after the upgrade takes (``Store.adopt_clones``): until now o
 held the database, so that start is this database's daemon. ``repo.path`` stays (the path
 the repo was first registered with) but is no longer unique: two machines may keep two
 repos at one path. ``repo.remote_key`` starts empty; each daemon start fills it in for its
-own clones (``Repos.note_remotes``).
+own clones (``Repos.note_remotes``). The last seen refs of each repo (table ``refstate``)
+become its clone's (``clone.refs``): each clone has its own branches.
 
-The downgrade keeps the repo rows and drops every other node's clone (the repos' first
-paths stay); it fails on the unique path if two repos were registered at one path.
+The downgrade keeps the repo rows and drops every clone (the repos' first paths stay; a
+repo's last seen refs are its oldest clone's); it fails on the unique path if two repos
+were registered at one path.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ def upgrade() -> None:
         sa.Column("repo_id", sa.Integer(), nullable=False),
         sa.Column("node", sa.String(), nullable=True),
         sa.Column("path", sa.String(), nullable=False),
+        sa.Column("refs", sa.JSON(), nullable=False),
         sa.Column("created_at", sa.DateTime(), nullable=False),
         sa.ForeignKeyConstraint(["repo_id"], ["repo.id"]),
         sa.PrimaryKeyConstraint("id"),
@@ -56,13 +59,47 @@ def upgrade() -> None:
         batch.add_column(sa.Column("remote_key", sa.String(), nullable=True))
         batch.create_index("ix_repo_remote_key", ["remote_key"])
     op.execute(
-        "INSERT INTO clone (repo_id, node, path, created_at) "
+        "INSERT INTO clone (repo_id, node, path, refs, created_at) "
         "SELECT repo.id, (SELECT worker.node FROM worker WHERE worker.node IS NOT NULL "
-        "ORDER BY worker.id DESC LIMIT 1), repo.path, repo.created_at FROM repo"
+        "ORDER BY worker.id DESC LIMIT 1), repo.path, '{}', repo.created_at FROM repo"
     )
+    # Each repo's last seen refs become its clone's (one clone per repo so far).
+    conn = op.get_bind()
+    seen: dict[int, dict[str, str]] = {}
+    for repo_id, ref, sha in conn.execute(sa.text("SELECT repo_id, ref, sha FROM refstate")):
+        seen.setdefault(repo_id, {})[ref] = sha
+    set_refs = sa.text("UPDATE clone SET refs = :refs WHERE repo_id = :repo_id").bindparams(
+        sa.bindparam("refs", type_=sa.JSON())
+    )
+    for repo_id, refs in sorted(seen.items()):
+        conn.execute(set_refs, {"refs": refs, "repo_id": repo_id})
+    op.drop_table("refstate")
 
 
 def downgrade() -> None:
+    op.create_table(
+        "refstate",
+        sa.Column("repo_id", sa.Integer(), nullable=False),
+        sa.Column("ref", sa.String(), nullable=False),
+        sa.Column("sha", sa.String(), nullable=False),
+        sa.ForeignKeyConstraint(["repo_id"], ["repo.id"]),
+        sa.PrimaryKeyConstraint("repo_id", "ref"),
+    )
+    # A repo's last seen refs: its oldest clone's.
+    conn = op.get_bind()
+    oldest = sa.text(
+        "SELECT repo_id, refs FROM clone WHERE id IN (SELECT min(id) FROM clone GROUP BY repo_id)"
+    ).columns(sa.column("repo_id", sa.Integer()), sa.column("refs", sa.JSON()))
+    rows = [
+        {"repo_id": repo_id, "ref": ref, "sha": sha}
+        for repo_id, refs in conn.execute(oldest)
+        for ref, sha in sorted((refs or {}).items())
+    ]
+    if rows:
+        conn.execute(
+            sa.text("INSERT INTO refstate (repo_id, ref, sha) VALUES (:repo_id, :ref, :sha)"),
+            rows,
+        )
     op.drop_table("clone")
     with op.batch_alter_table("repo", naming_convention=_NAMES) as batch:
         batch.drop_index("ix_repo_remote_key")
