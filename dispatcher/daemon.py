@@ -205,9 +205,16 @@ def serve(settings: Settings) -> None:
 
         pinned = cmd.pin_global_config()
         log.info("the daemon's git reads global config from %s", pinned or "its usual files")
-        store = Store(settings.db_url)
+        from dispatcher.cluster.node import node_id
+
+        # The store sees this node's clones only, each repo with its own clone's path.
+        store = Store(settings.db_url, node=node_id(settings.node_id_file))
         store.hold_database()  # one daemon per database, as per state dir: before migrating
         migrate(settings.db_url)
+        store.hear_repo_changes()  # other nodes' repo writes drop this store's repo cache
+        adopted = store.adopt_clones()  # the clones from before 0022: the one daemon's
+        if adopted:
+            log.info("this node (%s) took the %d clone(s) recorded before it", store.node, adopted)
         token = load_or_create_token(settings)
         check_exposure(settings, token)
         trigger_files = TriggerFiles(store)
@@ -228,6 +235,7 @@ def serve(settings: Settings) -> None:
             on_default_moved=pool.refresh,
         )  # fmt: skip
         service.repos.listener = sources
+        service.repos.note_remotes()  # so that other nodes' clones of them match
         from dispatcher.notify.delivery import Notifier
 
         notifier = Notifier(

@@ -155,8 +155,11 @@ def repo_add(
     }  # fmt: skip
     with _client() as c:
         repo = c.post("/repos", body)
+    others = len(repo.get("clones", [])) - 1  # other nodes' clones of it (docs/cluster.md)
+    joined = f"; a clone of a repo with {others} other clone(s)" if others > 0 else ""
     typer.echo(
-        f"registered {repo['name']} at {repo['path']} (default branch {repo['default_branch']})"
+        f"registered {repo['name']} at {repo['path']}"
+        f" (default branch {repo['default_branch']}{joined})"
     )
 
 
@@ -234,6 +237,10 @@ def repo_show(name: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
     at = f" (measured {_when(repo['worktrees_measured_at'])})" if size is not None else ""
     typer.echo(f"{'worktrees':<15} {disk}{at}")
     typer.echo(f"{'triggers':<15} {', '.join(repo['triggers']) or 'none'}")
+    clones = repo.get("clones", [])
+    if len(clones) > 1:  # other nodes' clones too (docs/cluster.md, "Clones per node")
+        for i, clone in enumerate(clones):
+            typer.echo(f"{'clones' if i == 0 else '':<15} {clone['node']} {clone['path']}")
     if repo["triggers_error"]:
         typer.echo(
             f"{'trigger error':<15} the newest file is broken; the last good one stays active"

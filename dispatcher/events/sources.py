@@ -2,8 +2,8 @@
 
 * **Refs**: watchdog on each repo's refs is only a hint; the truth is
   ``git for-each-ref`` compared with the last seen values kept in the database
-  (:class:`~dispatcher.store.models.RefState`). So packed refs, missed inotify events
-  and daemon downtime lose nothing: at start every repo is scanned against the
+  (:attr:`~dispatcher.store.models.Clone.refs`, this node's clone's). So packed refs,
+  missed inotify events and daemon downtime lose nothing: at start every repo is scanned against the
   last values seen, and dedup keys make a re-emitted move harmless. The
   snapshot is saved only after its events are stored.
 * **Files**: ``file_change`` triggers get debounced changes in the working copy

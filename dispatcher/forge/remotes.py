@@ -2,13 +2,16 @@
 
 Understands ``https://host/owner/repo(.git)``, ``git@host:owner/repo.git`` and
 ``ssh://git@host[:port]/owner/repo.git``; anything else (a local path, ``file://``,
-a URL with odd characters in its host or path) is not a forge remote. Pure.
+a URL with odd characters in its host or path) is not a forge remote. Pure, but for
+:func:`clone_key`, which resolves a local path remote on the disk.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from dispatcher.errors import InvalidInput
@@ -103,3 +106,41 @@ def fork_of(fetch_url: str, push_url: str) -> str | None:
     except InvalidInput:
         return None
     return None if push.path.lower() == fetch.path.lower() else push.path
+
+
+def clone_key(url: str, top: Path) -> str | None:
+    """What two clones of one repository have in common, whatever machine they are on
+    and however they reach it: the normalised URL of their remote (docs/cluster.md,
+    "Clones per node"); None for an empty URL.
+
+    A forge remote is ``host/owner/name`` in lower case, without its scheme, user,
+    port, trailing ``.git`` or ``/`` (``https://github.com/Owner/Name.git``,
+    ``git@github.com:owner/name`` and ``ssh://git@github.com/owner/name`` are all
+    ``github.com/owner/name``). A local path (``/srv/hub.git``, ``file:///srv/hub.git``,
+    or one relative to the clone at ``top``) is its absolute real path (symlinks
+    resolved; a trailing ``/.git`` dropped). Anything else is the URL with its
+    credentials, trailing ``/`` and ``.git`` left out."""
+    url = url.strip()
+    if not url:
+        return None
+    try:
+        where = parse_remote(url)
+    except InvalidInput:
+        pass
+    else:
+        return f"{where.host}/{where.path}".lower()
+    local = _local_path(url)
+    if local is not None:
+        real = os.path.realpath(top / Path(local).expanduser())
+        return real.removesuffix(os.sep + ".git") or os.sep
+    text = re.sub(r"//[^/@]*@", "//", url).rstrip("/")
+    return text.removesuffix(".git").rstrip("/") or text
+
+
+def _local_path(url: str) -> str | None:
+    """The path of a local remote (a plain path or ``file://``), else None."""
+    if url.lower().startswith("file://"):
+        return unquote(urlsplit(url).path) or None
+    if "://" in url or _SCP.fullmatch(url):
+        return None
+    return url

@@ -19,11 +19,14 @@ from typing import Protocol
 from dispatcher.config import Settings
 from dispatcher.errors import AlreadyExists, InvalidInput
 from dispatcher.events.trigger_files import TriggerFiles
+from dispatcher.forge.remotes import clone_key
 from dispatcher.git import meta, refs, worktrees
 from dispatcher.jobs.diskuse import DiskUse
 from dispatcher.jobs.pool import WorktreePool
 from dispatcher.store.database import AlreadyMade, Store
 from dispatcher.store.models import (
+    Clone,
+    ClonePublic,
     IdempotencyKey,
     Job,
     Repo,
@@ -86,14 +89,15 @@ class Repos:
             )
         if self.store.find_repo(path=str(top)) is not None:
             raise AlreadyExists(f"{top} is already registered")
-        if self.store.find_repo(name=name) is not None:
-            raise AlreadyExists(f"a repo named {name!r} is already registered; pass --name")
         forge_name = req.forge_name if req.forge_name is not None else _origin_forge_name(top)
         try:
+            # A clone of a repo another node registered (the same remote) joins it: this
+            # node's clone of it, its name and settings (docs/cluster.md).
             repo = self.store.add_repo(
                 Repo(
                     name=name,
                     path=str(top),
+                    remote_key=remote_key(top, req.fetch_remote),
                     default_branch=refs.default_branch(top),
                     max_parallel=req.max_parallel,
                     forge_name=forge_name,
@@ -103,6 +107,7 @@ class Repos:
                     fetch_remote=req.fetch_remote,
                 ),
                 idem=idem,
+                any_name=req.name is None,
             )
         except AlreadyMade as made_meanwhile:
             return self._one_public(self.store.repo(made_meanwhile.resource_id))
@@ -112,7 +117,18 @@ class Repos:
         if self.pool is not None:
             self.pool.fill(repo)
         self.disk_use.touch(repo.name)
-        return self.get(name)
+        return self.get(repo.name)
+
+    def note_remotes(self) -> None:
+        """Record the remote of each of this node's repos that has none recorded (those
+        registered before migration 0022), so that other nodes' clones match it. At the
+        daemon's start; a repo whose remote cannot be read stays as it is."""
+        for repo in self.store.repos():
+            if repo.remote_key is not None or repo.id is None:
+                continue
+            key = remote_key(Path(repo.path), repo.fetch_remote)
+            if key is not None:
+                self.store.update_repo(repo.id, remote_key=key)
 
     def update(self, name: str, req: RepoUpdate) -> RepoPublic:
         """Change the settings ``req`` holds (None: back to the default; fields left out
@@ -135,7 +151,8 @@ class Repos:
     def all(self) -> list[RepoPublic]:
         counts = self.store.job_counts()
         costs = self.store.costs_since(start_of_day())
-        return [self._public(r, counts, costs) for r in self.store.repos()]
+        clones = self.store.clones()
+        return [self._public(r, counts, costs, clones) for r in self.store.repos()]
 
     def get(self, name: str) -> RepoPublic:
         return self._one_public(self.store.repo_by_name(name))
@@ -148,6 +165,7 @@ class Repos:
         repo = self.store.repo_by_name(name)
         assert repo.id is not None
         public = self._one_public(repo)
+        # This node's clone; the repo too when no other node has one.
         self.store.remove_repo(repo.id, before_delete=self._remove_worktrees)
         self.trigger_files.forget(repo.id)
         if self.pool is not None:
@@ -166,15 +184,21 @@ class Repos:
     def _one_public(self, repo: Repo) -> RepoPublic:
         assert repo.id is not None
         counts = self.store.job_counts(repo.id)
-        return self._public(repo, counts, self.store.costs_since(start_of_day(), repo.id))
+        costs = self.store.costs_since(start_of_day(), repo.id)
+        return self._public(repo, counts, costs, self.store.clones(repo.id))
 
     def _public(
-        self, repo: Repo, counts: dict[int, dict[str, int]], costs: dict[int, float]
+        self,
+        repo: Repo,
+        counts: dict[int, dict[str, int]],
+        costs: dict[int, float],
+        clones: dict[int, list[Clone]],
     ) -> RepoPublic:
-        """The repo as the API shows it; ``counts`` and ``costs``: per repo id, read
-        for all the repos listed at once."""
+        """The repo as the API shows it; ``counts``, ``costs`` and ``clones``: per repo
+        id, read for all the repos listed at once."""
         assert repo.id is not None
         public = RepoPublic.model_validate(repo)
+        public.clones = [ClonePublic.model_validate(c) for c in clones.get(repo.id, [])]
         public.exists = (Path(repo.path) / ".git").exists()
         public.jobs = counts.get(repo.id, {})
         active = self.trigger_files.active(repo.id)
@@ -184,6 +208,13 @@ class Repos:
             public.worktrees_bytes, public.worktrees_measured_at = figure.bytes, figure.measured_at
         public.cost_today_usd = round(costs.get(repo.id, 0.0), 6)
         return public
+
+
+def remote_key(top: Path, fetch_remote: str | None) -> str | None:
+    """The normalised URL of the clone's remote (``fetch_remote``, else origin) that
+    clones on other nodes are matched by; None when it has no such remote."""
+    url = meta.remote_url(top, fetch_remote or "origin")
+    return clone_key(url, top) if url else None
 
 
 def _origin_forge_name(top: Path) -> str | None:

@@ -130,6 +130,10 @@ class Backend:
         there is none (SQLite)."""
         return None
 
+    def repos_changed(self, conn: sa.Connection) -> None:
+        """Inside a write that changed repo rows: tell the other daemons on the database
+        (:mod:`~dispatcher.store.repochanges`), when it commits; nothing on SQLite."""
+
 
 class Hold:
     """A daemon's hold on its database (:meth:`Backend.hold`)."""
@@ -262,6 +266,11 @@ class PostgresBackend(Backend):
             "SELECT id, last_heartbeat AT TIME ZONE 'UTC' FROM procrastinate_workers"
         )
         return {int(wid): at.replace(tzinfo=UTC) for wid, at in rows}
+
+    def repos_changed(self, conn: sa.Connection) -> None:
+        from dispatcher.store.repochanges import CHANNEL
+
+        conn.exec_driver_sql(f"NOTIFY {CHANNEL}")
 
     def queue_conninfo(self) -> str | None:
         # procrastinate connects with psycopg itself: the same URL without SQLAlchemy's

@@ -33,13 +33,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, func, select
 
 from dispatcher import faults
-from dispatcher.errors import IdempotencyKeyReused, InvalidState, NotFound
+from dispatcher.errors import AlreadyExists, IdempotencyKeyReused, InvalidState, NotFound
 from dispatcher.lifecycle import ACTIVE, FINISHED, IN_INBOX, JobState, transition
 from dispatcher.store import jobpath, revision, sqlite_head
 from dispatcher.store import team_models as _team_models  # noqa: F401  (their tables)
 from dispatcher.store.backends import Backend, Hold, backend_for
 from dispatcher.store.jobpath import StartBlocks
 from dispatcher.store.models import (
+    Clone,
     Delivery,
     Event,
     IdempotencyKey,
@@ -47,12 +48,12 @@ from dispatcher.store.models import (
     Issue,
     Job,
     PrAction,
-    RefState,
     Repo,
     Worker,
     utcnow,
 )
 from dispatcher.store.owners import Guard, node_jobs, taken_over
+from dispatcher.store.repochanges import RepoChanges
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +196,21 @@ def _record_key(s: Session, idem: IdempotencyKey | None, kind: str, resource_id:
         s.flush()
 
 
+def _name_taken(named: Repo, new: Repo, *, mine: bool) -> str:
+    """Why ``new`` cannot be registered under the name of ``named`` (one line)."""
+    if mine:
+        return f"a repo named {named.name!r} is already registered on this node; pass --name"
+    if named.remote_key is None or new.remote_key is None:
+        return (
+            f"a repo named {named.name!r} is already registered (with no remote to match"
+            " clones by); pass --name"
+        )
+    return (
+        f"a repo named {named.name!r} is already registered for another remote"
+        f" ({named.remote_key}, not {new.remote_key}); pass --name"
+    )
+
+
 @dataclass(frozen=True)
 class Claimed:
     """A job just claimed: its row as moved to ``preparing``, and its repo's."""
@@ -250,8 +266,12 @@ class Transactions:
 class Store:
     """All database access. Sessions are short; objects are returned detached."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, node: str | None = None) -> None:
         self.url = url
+        # This daemon's node (dispatcher/cluster/node.py): the repos it sees are those it
+        # has a clone of, each with its clone's path. None: the clones with no node (a
+        # store not run by a daemon, and clones from before migration 0022).
+        self.node = node
         self.backend: Backend = backend_for(url)
         self._read = self.backend.engine(write=False)
         self._write = self.backend.engine(write=True)
@@ -262,6 +282,7 @@ class Store:
         self._repos_lock = threading.Lock()
         self._repos: list[Repo] | None = None
         self._repos_generation = 0
+        self._changes: RepoChanges | None = None
 
     def hold_database(self) -> None:
         """Take the database for this daemon alone until :meth:`close` (DispatcherError if
@@ -275,6 +296,9 @@ class Store:
         return self._hold.check() if self._hold is not None else True
 
     def close(self) -> None:
+        if self._changes is not None:
+            self._changes.stop()
+            self._changes = None
         if self._hold is not None:
             self._hold.release()
             self._hold = None
@@ -344,20 +368,58 @@ class Store:
         try:
             with self.writing() as s:
                 yield s
+                self.backend.repos_changed(s.connection())  # other nodes drop theirs
         finally:
-            with self._repos_lock:
-                self._repos = None
-                self._repos_generation += 1
+            self._drop_repos()
+
+    def _drop_repos(self) -> None:
+        with self._repos_lock:
+            self._repos = None
+            self._repos_generation += 1
+
+    def hear_repo_changes(self) -> RepoChanges | None:
+        """Drop the repo cache whenever any node writes a repo, until :meth:`close`
+        (PostgreSQL: :mod:`~dispatcher.store.repochanges`); None on SQLite, where this
+        store is the only writer."""
+        conninfo = self.backend.queue_conninfo()
+        if conninfo is None or self._changes is not None:
+            return self._changes
+        self._changes = RepoChanges(conninfo, self._drop_repos)
+        self._changes.start()
+        return self._changes
+
+    def _here(self, node: Any) -> sa.ColumnElement[bool]:
+        """``node`` (a clone's node column) is this store's node."""
+        cond: sa.ColumnElement[bool] = node.is_(None) if self.node is None else node == self.node
+        return cond
+
+    def _local(self, query: Any) -> Any:
+        """``query`` of (Repo, Clone.path) narrowed to this node's clones."""
+        return query.join(Clone, col(Clone.repo_id) == col(Repo.id)).where(
+            self._here(col(Clone.node))
+        )
+
+    @staticmethod
+    def _with_paths(s: Session, rows: Sequence[tuple[Repo, str]]) -> list[Repo]:
+        """The repos of ``rows``, taken out of ``s`` (so that no flush writes the path
+        back), each carrying its clone's path."""
+        repos = []
+        for repo, path in rows:
+            s.expunge(repo)
+            repo.path = path  # this node's clone, not the column's first path
+            repos.append(repo)
+        return repos
 
     def _repo_rows(self) -> list[Repo]:
-        """Every repo, by name: the cached rows (read-only: shared by every caller), or
-        one read that fills the cache unless a repo write ran meanwhile."""
+        """This node's repos (those it has a clone of, each with its clone's path), by
+        name: the cached rows (read-only: shared by every caller), or one read that fills
+        the cache unless a repo write ran meanwhile."""
         with self._repos_lock:
             cached, generation = self._repos, self._repos_generation
         if cached is not None:
             return cached
         with self.reading() as s:
-            rows = list(s.exec(select(Repo)).all())
+            rows = self._with_paths(s, s.exec(self._local(select(Repo, Clone.path))).all())
         # By name in code points on either database (a PostgreSQL collation may differ).
         rows.sort(key=lambda r: r.name)
         with self._repos_lock:
@@ -365,37 +427,130 @@ class Store:
                 self._repos = rows
         return rows
 
-    def add_repo(self, repo: Repo, *, idem: IdempotencyKey | None = None) -> Repo:
-        """Insert ``repo`` (with ``idem``'s row, in one transaction: see :class:`AlreadyMade`)."""
+    def add_repo(
+        self, repo: Repo, *, idem: IdempotencyKey | None = None, any_name: bool = False
+    ) -> Repo:
+        """Register ``repo`` on this node: its row and this node's clone at ``repo.path``
+        (with ``idem``'s row, in one transaction: see :class:`AlreadyMade`); returned
+        with this node's path.
+
+        When ``repo.remote_key`` is that of a repo this node has no clone of yet, named
+        as ``repo`` is (``any_name``: or named otherwise, the oldest such), only this
+        node's clone of that repo is added: the repo and its settings are the cluster's
+        (docs/cluster.md, "Clones per node"). AlreadyExists (one line) when this node has
+        a clone at the path, or another repo has the name."""
         with self._writing_repos() as s:
             _check_key(s, idem, "repo")
-            s.add(repo)
+            here = self._here(col(Clone.node))
+            taken = s.exec(
+                self._local(select(Repo.name)).where(col(Clone.path) == repo.path)
+            ).first()
+            if taken is not None:
+                raise AlreadyExists(f"{repo.path} is already registered (repo {taken!r})")
+            named = s.exec(select(Repo).where(col(Repo.name) == repo.name)).first()
+            joined = self._joinable(s, repo, named, any_name, here)
+            if joined is None:
+                if named is not None:
+                    raise AlreadyExists(_name_taken(named, repo, mine=self._has_clone(s, named)))
+                s.add(repo)
+                s.flush()
+                joined = repo
+            assert joined.id is not None
+            s.add(Clone(repo_id=joined.id, node=self.node, path=repo.path))
             s.flush()
-            s.refresh(repo)
-            assert repo.id is not None
-            _record_key(s, idem, "repo", repo.id)
-            return repo
+            s.refresh(joined)
+            _record_key(s, idem, "repo", joined.id)
+            return self._with_paths(s, [(joined, repo.path)])[0]
+
+    def _has_clone(self, s: Session, repo: Repo) -> bool:
+        found = s.exec(
+            select(Clone.id).where(Clone.repo_id == repo.id, self._here(col(Clone.node)))
+        ).first()
+        return found is not None
+
+    def _joinable(
+        self, s: Session, repo: Repo, named: Repo | None, any_name: bool, here: Any
+    ) -> Repo | None:
+        """The repo whose clone ``repo`` is (see :meth:`add_repo`), or None."""
+        if repo.remote_key is None:
+            return None
+        if named is not None:
+            if named.remote_key == repo.remote_key and not self._has_clone(s, named):
+                return named
+            return None
+        if not any_name:
+            return None
+        cloned_here = select(Clone.repo_id).where(here)
+        return s.exec(
+            select(Repo)
+            .where(col(Repo.remote_key) == repo.remote_key, col(Repo.id).not_in(cloned_here))
+            .order_by(col(Repo.id))
+        ).first()
+
+    def adopt_clones(self) -> int:
+        """Make the clones with no node (from before migration 0022: the database's one
+        daemon's) this node's, but those of a repo or path this node has a clone of
+        already; how many. A daemon calls it at its start, before it reads its repos."""
+        if self.node is None:
+            return 0
+        mine = sa.alias(Clone.__table__, "mine")  # type: ignore[attr-defined]
+        table = Clone.__table__  # type: ignore[attr-defined]
+        clash = sa.exists().where(
+            mine.c.node == self.node,
+            sa.or_(mine.c.repo_id == table.c.repo_id, mine.c.path == table.c.path),
+        )
+        with self._writing_repos() as s:
+            done = s.connection().execute(
+                sa.update(table).where(table.c.node.is_(None), ~clash).values(node=self.node)
+            )
+            return int(done.rowcount or 0)
+
+    def clones(self, repo_id: int | None = None) -> dict[int, list[Clone]]:
+        """Every node's clones (of one repo, or of all), per repo id, oldest first: one
+        read, not cached (``GET /repos``)."""
+        query = select(Clone).order_by(col(Clone.id))
+        if repo_id is not None:
+            query = query.where(col(Clone.repo_id) == repo_id)
+        out: dict[int, list[Clone]] = {}
+        with self.reading() as s:
+            for clone in s.exec(query).all():
+                out.setdefault(clone.repo_id, []).append(clone)
+        return out
 
     def repo_by_name(self, name: str) -> Repo:
         for repo in self._repo_rows():
             if repo.name == name:
                 return repo
+        if self._elsewhere(col(Repo.name) == name):
+            raise NotFound(
+                f"repo {name!r} has no clone on this node (only on others); register this "
+                "node's clone with `dispatcher repo add`"
+            )
         raise NotFound(f"no repo named {name!r}; see `dispatcher repo list`")
 
-    def find_repo(self, *, name: str | None = None, path: str | None = None) -> Repo | None:
+    def _elsewhere(self, where: sa.ColumnElement[bool]) -> bool:
+        """Whether a repo matching ``where`` exists (one read: on a miss of this node's)."""
         with self.reading() as s:
-            q = select(Repo)
-            q = q.where(Repo.name == name) if name is not None else q.where(Repo.path == path)
-            return s.exec(q).first()
+            return s.exec(select(Repo.id).where(where)).first() is not None
+
+    def find_repo(self, *, name: str | None = None, path: str | None = None) -> Repo | None:
+        """This node's repo named ``name`` or cloned at ``path`` (a read, not the cache)."""
+        with self.reading() as s:
+            q = self._local(select(Repo, Clone.path))
+            q = q.where(Repo.name == name) if name is not None else q.where(Clone.path == path)
+            found = self._with_paths(s, s.exec(q).all())
+        return found[0] if found else None
 
     def repo(self, repo_id: int) -> Repo:
         for repo in self._repo_rows():
             if repo.id == repo_id:
                 return repo
+        if self._elsewhere(col(Repo.id) == repo_id):
+            raise NotFound(f"repo {repo_id} has no clone on this node (only on others)")
         raise NotFound(f"no repo with id {repo_id}")
 
     def repos(self) -> list[Repo]:
-        """Every repo, by name (from the cache: treat the rows as read-only)."""
+        """This node's repos, by name (from the cache: treat the rows as read-only)."""
         return list(self._repo_rows())
 
     def repo_names(self, ids: Sequence[int]) -> dict[int, str]:
@@ -407,12 +562,14 @@ class Store:
 
     def remove_repo(
         self, repo_id: int, *, before_delete: Callable[[Repo, list[Job]], None] | None = None
-    ) -> None:
-        """Delete the repo and its job rows, refusing while any job is active.
+    ) -> bool:
+        """Remove this node's clone of the repo and, when it was the repo's last clone,
+        the repo with its job rows; refused while any of the repo's jobs is active.
+        Whether the repo went.
 
         ``before_delete`` runs inside the write transaction (so no job can be
-        submitted meanwhile) with the repo and its jobs; if it raises, nothing
-        is deleted.
+        submitted meanwhile) with the repo (this node's path) and its jobs; if it
+        raises, nothing is deleted.
         """
         with self._writing_repos() as s:
             active = s.exec(
@@ -425,18 +582,26 @@ class Store:
                     f"the repo has {active} active job(s); cancel or discard them first"
                 )
             if before_delete is not None:
-                repo = s.get(Repo, repo_id)
+                found = self._with_paths(
+                    s, s.exec(self._local(select(Repo, Clone.path)).where(Repo.id == repo_id)).all()
+                )
                 jobs = list(s.exec(select(Job).where(Job.repo_id == repo_id)).all())
-                if repo is not None:
-                    before_delete(repo, jobs)
+                if found:
+                    before_delete(found[0], jobs)
+            s.exec(
+                sa.delete(Clone).where(col(Clone.repo_id) == repo_id, self._here(col(Clone.node)))
+            )
+            others = s.exec(select(Clone.id).where(col(Clone.repo_id) == repo_id)).first()
+            if others is not None:  # other nodes' clones: the repo stays theirs
+                return False
             job_ids = select(Job.id).where(col(Job.repo_id) == repo_id)
             s.exec(sa.delete(Delivery).where(col(Delivery.job_id).in_(job_ids)))
             s.exec(sa.delete(PrAction).where(col(PrAction.repo_id) == repo_id))
             s.exec(sa.delete(Job).where(col(Job.repo_id) == repo_id))
             s.exec(sa.delete(Issue).where(col(Issue.repo_id) == repo_id))
             s.exec(sa.delete(Event).where(col(Event.repo_id) == repo_id))
-            s.exec(sa.delete(RefState).where(col(RefState.repo_id) == repo_id))
             s.exec(sa.delete(Repo).where(col(Repo.id) == repo_id))
+            return True
 
     def job_counts(self, repo_id: int | None = None) -> dict[int, dict[str, int]]:
         """Job counts by state, per repo (one repo, or all of them in one query)."""
@@ -735,7 +900,10 @@ class Store:
             busy_groups: set[tuple[int, str]] = set()
             held: set[int] = set()
             queued_repos: list[int] = []
-            for rid, group, port, is_busy in conn.execute(jobpath.BUSY_AND_QUEUED):
+            # Queued jobs only of the repos this node has a clone of (docs/cluster.md).
+            busy_and_queued = jobpath.busy_and_queued(self.node is None)
+            node = {} if self.node is None else {"node": self.node}
+            for rid, group, port, is_busy in conn.execute(busy_and_queued, node):
                 if not is_busy:
                     queued_repos.append(rid)
                     continue
@@ -936,30 +1104,45 @@ class Store:
     # ------------------------------------------------------------ repos (triggers)
 
     def update_repo(self, repo_id: int, **fields: Any) -> Repo:
+        """Change the repo's settings (the cluster's: every node's clone has them);
+        returned with this node's path (NotFound if this node has no clone of it)."""
         with self._writing_repos() as s:
-            return _save(s, _get(s, Repo, repo_id), fields)
+            path = s.exec(
+                select(Clone.path).where(Clone.repo_id == repo_id, self._here(col(Clone.node)))
+            ).first()
+            if path is None:
+                raise NotFound(f"no repo with id {repo_id}")
+            repo = _save(s, _get(s, Repo, repo_id), fields)
+            return self._with_paths(s, [(repo, path)])[0]
 
     def repos_by_forge_name(self, forge_name: str) -> list[Repo]:
+        """This node's repos whose forge name is ``forge_name`` (any case)."""
         with self.reading() as s:
-            return list(
+            return self._with_paths(
+                s,
                 s.exec(
-                    select(Repo)
+                    self._local(select(Repo, Clone.path))
                     .where(func.lower(Repo.forge_name) == forge_name.lower())
                     .order_by(col(Repo.id))
-                ).all()
+                ).all(),
             )
 
     def ref_state(self, repo_id: int) -> dict[str, str]:
+        """The last seen refs of this node's clone of the repo (none: nothing seen)."""
         with self.reading() as s:
-            rows = s.exec(select(RefState).where(RefState.repo_id == repo_id)).all()
-        return {r.ref: r.sha for r in rows}
+            refs = s.exec(
+                select(Clone.refs).where(Clone.repo_id == repo_id, self._here(col(Clone.node)))
+            ).first()
+        return dict(refs or {})
 
     def save_ref_state(self, repo_id: int, refs: dict[str, str]) -> None:
-        """Replace the repo's last seen refs with ``refs``."""
+        """Replace the last seen refs of this node's clone of the repo with ``refs``."""
         with self.writing() as s:
-            s.exec(sa.delete(RefState).where(col(RefState.repo_id) == repo_id))
-            for ref, sha in refs.items():
-                s.add(RefState(repo_id=repo_id, ref=ref, sha=sha))
+            s.exec(
+                sa.update(Clone)
+                .where(col(Clone.repo_id) == repo_id, self._here(col(Clone.node)))
+                .values(refs=dict(refs))
+            )
 
     # ------------------------------------------------------------ events
 

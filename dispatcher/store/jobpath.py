@@ -24,29 +24,37 @@ from sqlalchemy.orm.base import manager_of_class
 
 from dispatcher.errors import InvalidState, NotFound
 from dispatcher.lifecycle import JobState
-from dispatcher.store.models import Job
+from dispatcher.store.models import Clone, Job
 from dispatcher.store.owners import Guard, taken_over
 
 JOB: sa.Table = Job.__table__  # type: ignore[attr-defined]
+CLONE: sa.Table = Clone.__table__  # type: ignore[attr-defined]
 _MANAGER = manager_of_class(Job)
 _BUSY = (JobState.PREPARING, JobState.RUNNING)
 
-BUSY_AND_QUEUED = sa.union_all(
-    sa.select(JOB.c.repo_id, JOB.c.concurrency_group, JOB.c.port, sa.literal(True)).where(
-        JOB.c.state.in_(_BUSY)
-    ),
-    sa.select(
-        JOB.c.repo_id,
-        sa.cast(sa.null(), JOB.c.concurrency_group.type),  # PostgreSQL's NULL is text
-        sa.cast(sa.null(), JOB.c.port.type),
-        sa.literal(False),
+
+@cache
+def busy_and_queued(nodeless: bool) -> sa.CompoundSelect[Any]:
+    """The claim's one read of where things stand: every preparing or running job's
+    repo, concurrency group and port (``True``: a handful of rows, at most max-parallel),
+    and each repo with queued jobs that the node (``node``; ``nodeless``: the clones with
+    no node) has a clone of (``False``: a walk of the (state, repo_id, id) index)."""
+    node = CLONE.c.node.is_(None) if nodeless else CLONE.c.node == sa.bindparam("node")
+    cloned = sa.select(CLONE.c.repo_id).where(node)
+    return sa.union_all(
+        sa.select(JOB.c.repo_id, JOB.c.concurrency_group, JOB.c.port, sa.literal(True)).where(
+            JOB.c.state.in_(_BUSY)
+        ),
+        sa.select(
+            JOB.c.repo_id,
+            sa.cast(sa.null(), JOB.c.concurrency_group.type),  # PostgreSQL's NULL is text
+            sa.cast(sa.null(), JOB.c.port.type),
+            sa.literal(False),
+        )
+        .where(JOB.c.state == JobState.QUEUED, JOB.c.repo_id.in_(cloned))
+        .distinct(),
     )
-    .where(JOB.c.state == JobState.QUEUED)
-    .distinct(),
-)
-"""The claim's one read of where things stand: every preparing or running job's repo,
-concurrency group and port (``True``: a handful of rows, at most max-parallel), and each
-repo with queued jobs (``False``: a walk of the (state, repo_id, id) index)."""
+
 
 _STATE_OF = sa.select(JOB.c.state, JOB.c.worker_id, JOB.c.attempt).where(
     JOB.c.id == sa.bindparam("job_id")

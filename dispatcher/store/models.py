@@ -107,9 +107,19 @@ class WorkerPublic(BaseModel):
 
 
 class Repo(SQLModel, table=True):
+    """A repository, one row for the cluster (docs/cluster.md, "Clones per node"); each
+    node's checkout of it is a :class:`Clone`.
+
+    ``path`` as the store hands a repo out is *this node's* clone's path (the store sets
+    it from the node's :class:`Clone` row); the column keeps the path the repo was first
+    registered with, for nothing but old readers of the table. ``remote_key`` is the
+    normalised remote URL (:func:`dispatcher.forge.remotes.clone_key`) that another
+    node's clone is matched by; None: a repo of its node alone."""
+
     id: int | None = Field(default=None, primary_key=True)
     name: str = Field(index=True, unique=True)
-    path: str = Field(unique=True)
+    path: str
+    remote_key: str | None = Field(default=None, index=True)
     default_branch: str
     max_parallel: int | None = None  # per-repo override of settings.max_parallel_per_repo
     pool_size: int | None = None  # per-repo override of settings.pool_size
@@ -126,6 +136,40 @@ class Repo(SQLModel, table=True):
     triggers_error: str | None = None
     triggers_loaded_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     triggers_max_parallel: int | None = None  # the active file's max-parallel
+
+
+class Clone(SQLModel, table=True):
+    """One node's checkout of a repo (docs/cluster.md, "Clones per node"): a node has at
+    most one clone of a repo, and a path is one repo's clone on its node. ``node`` None:
+    a clone from before migration 0022 (or of a store given no node), which the first
+    daemon start after it takes as its own
+    (:meth:`~dispatcher.store.database.Store.adopt_clones`)."""
+
+    __table_args__ = (
+        sa.UniqueConstraint("repo_id", "node", name="uq_clone_repo_node"),
+        sa.UniqueConstraint("node", "path", name="uq_clone_node_path"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    repo_id: int = Field(foreign_key="repo.id")
+    node: str | None = None
+    path: str
+    # The last seen tip of each local branch of this clone (ref -> sha), so that its ref
+    # changes are caught up after downtime (dispatcher/events/sources.py): each clone's
+    # own, as each node's branches are.
+    refs: dict[str, str] = Field(default_factory=dict, sa_type=sa.JSON)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ClonePublic(BaseModel):
+    """A node's clone of a repo, as ``GET /repos`` shows it."""
+
+    model_config = ConfigDict(from_attributes=True)
+    node: str | None = PydanticField(
+        description="The node (its state dir's id: GET /workers) whose clone this is; null: "
+        "a clone from before clones were recorded, not yet taken by a daemon start"
+    )
+    path: str
 
 
 class IdempotentRequest(SQLModel, table=True):
@@ -162,14 +206,6 @@ class IdempotencyKey:
     path: str
     request_hash: str
     not_before: datetime
-
-
-class RefState(SQLModel, table=True):
-    """Last seen tip of each local branch, so ref changes are caught up after downtime."""
-
-    repo_id: int = Field(foreign_key="repo.id", primary_key=True)
-    ref: str = Field(primary_key=True)
-    sha: str
 
 
 class Event(SQLModel, table=True):
@@ -255,6 +291,9 @@ class RepoPublic(BaseModel):
     fetch_remote: str | None = None
     cost_today_usd: float = 0.0  # agents' reported cost of jobs finished since 00:00 UTC
     exists: bool = True  # False when the path vanished since registration
+    remote_key: str | None = None  # the normalised remote URL other nodes' clones match
+    # Every node's clone of the repo (this node's path is ``path``), oldest first.
+    clones: list[ClonePublic] = Field(default_factory=list)
     jobs: dict[str, int] = Field(default_factory=dict)  # job counts by state
     triggers: list[str] = Field(default_factory=list)  # names of the active triggers
     triggers_error: str | None = None  # the newest trigger file's problems, one a line

@@ -113,6 +113,12 @@ def test_on_postgresql_a_dead_nodes_running_job_is_taken_over_by_the_next_node_t
         "DISPATCHER_WORKER_TIMEOUT_SECONDS": "1.5", "DISPATCHER_MAX_ATTEMPTS": "2",
         "DISPATCHER_RETRY_BACKOFF_SECONDS": "0",
     }  # fmt: skip
+    # One repo, a clone of it on each node (matched by their remote: a bare hub).
+    hub = repo.parent / "hub.git"
+    git(repo.parent, "clone", "-q", "--bare", str(repo), str(hub))
+    git(repo, "remote", "add", "origin", str(hub))
+    other_clone = repo.parent / "app-b"
+    git(repo.parent, "clone", "-q", str(hub), str(other_clone))
     a = daemon_factory(**env).start(timeout=FIRST_START_S)
     name = a.add_repo(repo, "app")
     # On the first node it runs on, until that node dies; on any other it is done.
@@ -123,12 +129,9 @@ def test_on_postgresql_a_dead_nodes_running_job_is_taken_over_by_the_next_node_t
     )
     assert first["attempt"] == 1
     a.stop(signal.SIGKILL)
-    # Its machine goes with it: its agent, and the worktree and branch in its clone (one
-    # machine stands in for two here, sharing the repo's clone).
+    # Its machine goes with it: its agent too.
     with contextlib.suppress(ProcessLookupError):
         os.killpg(first["pid"], signal.SIGKILL)
-    git(repo, "worktree", "remove", "-f", "-f", first["worktree"])
-    git(repo, "branch", "-D", first["branch"])
     store = Store(pg_url)
     try:
         rows = WorkerStore(store)
@@ -140,6 +143,7 @@ def test_on_postgresql_a_dead_nodes_running_job_is_taken_over_by_the_next_node_t
     finally:
         store.close()
     b = daemon_factory(**env).start(timeout=FIRST_START_S)
+    assert b.add_repo(other_clone, "app") == name  # its own clone of the same repo
     done = wait_until(
         lambda: (j := b.job(job_id))["state"] not in ("queued", "preparing", "running") and j,
         "the job to end on the second node", 90,

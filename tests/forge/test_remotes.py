@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import SecretStr
 
@@ -163,3 +165,52 @@ def test_a_push_url_naming_another_repository_is_a_fork(
     fetch: str, push: str, fork: str | None
 ) -> None:
     assert fork_of(fetch, push) == fork
+
+
+def test_clone_keys_match_one_repository_however_it_is_reached(tmp_path: Path) -> None:
+    """docs/cluster.md, "Clones per node": clones are matched across machines by this."""
+    from dispatcher.forge.remotes import clone_key
+
+    hub = tmp_path / "hub.git"
+    hub.mkdir()
+    (tmp_path / "link.git").symlink_to(hub)
+    top = tmp_path / "clone"
+    top.mkdir()
+    same = {
+        "github.com/owner/name": [
+            "https://github.com/owner/name.git",
+            "https://github.com/owner/name",
+            "https://github.com/owner/name/",
+            "https://user:token@GitHub.com/Owner/Name.git",
+            "http://github.com/owner/name",
+            "git@github.com:owner/name.git",
+            "git@github.com:owner/name",
+            "github.com:owner/name",
+            "ssh://git@github.com/owner/name.git",
+            "ssh://git@github.com:22/owner/name",
+            "git://github.com/owner/name.git",
+        ],
+        "gitlab.com/group/sub/name": [
+            "https://gitlab.com/group/sub/name.git",
+            "git@gitlab.com:group/sub/name.git",
+        ],
+        str(hub): [
+            str(hub),
+            f"{hub}/",
+            f"file://{hub}",
+            str(tmp_path / "link.git"),  # symlinks resolved
+            "../hub.git",  # relative to the clone
+        ],
+        str(tmp_path / "plain"): [str(tmp_path / "plain"), str(tmp_path / "plain" / ".git")],
+    }
+    for key, urls in same.items():
+        assert {url: clone_key(url, top) for url in urls} == dict.fromkeys(urls, key)
+    assert clone_key("", top) is None
+    assert clone_key("https://github.com/owner/other", top) != clone_key(
+        "https://github.com/owner/name", top
+    )
+    assert clone_key("https://github.com/owner/name", top) != clone_key(
+        "https://gitlab.com/owner/name", top
+    )
+    # Not a forge, not a path: kept, but never with its credentials.
+    assert clone_key("svn+ssh://me:pw@host/x/repo.git/", top) == "svn+ssh://host/x/repo"
