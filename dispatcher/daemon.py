@@ -256,6 +256,7 @@ def serve(settings: Settings) -> None:
         service.teams.resume()  # half-made team steps finished: no task started twice
         runner.start()  # re-adopts or re-queues what the last daemon left running
         service.forges.resume()  # on-success pushes and PRs the last daemon still owed
+        service.hubs.resume()  # job branches the last daemon still owed its repos' hubs
         service.fixloop.resume()  # PR actions queued or half-done: no fix lost or made twice
         # Both in the background (docs/design.md, "Start-up"): the API answers and takes
         # jobs while the repos are caught up and their idle pool trees checked.
@@ -263,6 +264,9 @@ def serve(settings: Settings) -> None:
         pool.start()
         service.disk_use.start()  # GET /repos' worktree bytes, off the request path
         stop_sweeping = threading.Event()
+        threading.Thread(
+            target=service.hubs.loop, args=(stop_sweeping,), name="hub-attempts", daemon=True
+        ).start()  # running jobs' work in progress to their repos' hubs
         sweeper = service.sweeper  # the one `prune` tidies with: one sweep at a time
         threading.Thread(
             target=sweeper.loop,

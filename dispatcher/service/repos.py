@@ -101,6 +101,7 @@ class Repos:
                     daily_cost_usd=req.daily_cost_usd,
                     fetch=req.fetch,
                     fetch_remote=req.fetch_remote,
+                    hub=req.hub,
                 ),
                 idem=idem,
             )
