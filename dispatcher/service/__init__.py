@@ -91,8 +91,9 @@ class Service:
         self.control = Control(settings, store, supervisor, self.notices, pool, self.disk_use)
         self.jobs = Jobs(settings, store, supervisor, self.trigger_files, self.control)
         self.forges = Forges(settings, store, self.control)
-        self.hubs = Hubs(settings, store, self.control)  # results leave the machine
+        self.hubs = Hubs(settings, store, self.control, self.trigger_files)  # results leave
         self.control.on_closed = self.hubs.closed
+        self.control.hub_name = self.hubs.remote_of
         self.fetches = Fetches(settings, self.forges._credentials, scrub=self.forges.scrub)
         self.jobs.fetches = self.fetches  # `fetch: true` repos fetched before a base
         self.rebases = Rebases(settings, store, self.control, self.jobs, self.forges, self.fetches)

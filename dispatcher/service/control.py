@@ -60,6 +60,9 @@ class Control:
     # Told of a job merged or discarded here (set by the service to Hubs.closed: its
     # work-in-progress refs go from its repo's hub). Must not raise.
     on_closed: Callable[[Job], None] | None = None
+    # A repo's hub (set by the service to Hubs.remote_of: its setting, else its trigger
+    # file's); None: merges are local.
+    hub_name: Callable[[Repo], str | None] = lambda repo: repo.hub
     _locks: dict[int, threading.Lock] = field(default_factory=dict, init=False, repr=False)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -144,7 +147,8 @@ class Control:
             repo = self.store.repo(job.repo_id)
             assert job.id is not None
             job_id_ = job.id
-            hub = hub_of(self.settings, Path(repo.path), repo.hub) if repo.hub else None
+            remote = self.hub_name(repo)
+            hub = hub_of(self.settings, Path(repo.path), remote) if remote else None
             job, changed, message = land(
                 self.settings, self.store, job, repo, req,
                 drop=lambda path: self._drop_worktree(repo, job_id_, path), landed=landed,

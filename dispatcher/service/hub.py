@@ -24,6 +24,7 @@ from pathlib import Path
 from dispatcher import faults
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError
+from dispatcher.events.trigger_files import TriggerFiles
 from dispatcher.git import commits, refs
 from dispatcher.git import remote as git_remote
 from dispatcher.git.names import identity
@@ -52,10 +53,19 @@ class Hubs:
     settings: Settings
     store: Store
     control: Control  # its lock per job
+    trigger_files: TriggerFiles  # a committed `hub:` of a repo without its own setting
     # (job, attempt) -> the (tree, parent) last pushed as its attempt ref
     _last: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict, init=False)
     _closed: set[int] = field(default_factory=set, init=False)  # attempt refs deleted
     _guard: threading.Lock = field(default_factory=threading.Lock, init=False)
+
+    def remote_of(self, repo: Repo) -> str | None:
+        """The repo's hub: its own setting, else its trigger file's ``hub:`` (None: no
+        hub, nothing is pushed)."""
+        if repo.hub:
+            return repo.hub
+        active = self.trigger_files.active(repo.id) if repo.id is not None else None
+        return active.hub if active is not None else None
 
     # ------------------------------------------------------------------ job branches
 
@@ -78,7 +88,7 @@ class Hubs:
         commits, its branch not on the hub at its head, no failure recorded), each on a
         thread. Never raises."""
         try:
-            hubs = {r.id for r in self.store.repos() if r.hub}
+            hubs = {r.id for r in self.store.repos() if self.remote_of(r)}
             if not hubs:
                 return
             jobs = [j for j in self.store.jobs_in(sorted(FINISHED)) if j.repo_id in hubs]
@@ -94,7 +104,7 @@ class Hubs:
             return False
         if job.hub_error or (job.hub_sha is not None and job.hub_sha == job.head_sha):
             return False
-        return bool(self.store.repo(job.repo_id).hub)
+        return self.remote_of(self.store.repo(job.repo_id)) is not None
 
     def _push_branch(self, job_id: int) -> None:
         """Push the job's branch to its repo's hub, ``hub_push_tries`` times at most."""
@@ -120,7 +130,8 @@ class Hubs:
         """One push; True when done (or nothing is to be done any more)."""
         job = self.store.job(job_id)
         repo = self.store.repo(job.repo_id)
-        if not repo.hub or not job.branch or job.state not in FINISHED | {JobState.MERGED}:
+        remote = self.remote_of(repo)
+        if not remote or not job.branch or job.state not in FINISHED | {JobState.MERGED}:
             return True
         repo_path = Path(repo.path)
         head = refs.branch_head(repo_path, job.branch)
@@ -129,7 +140,7 @@ class Hubs:
             return True
         if job.hub_sha == head:
             return True
-        hub = hub_of(self.settings, repo_path, repo.hub)
+        hub = hub_of(self.settings, repo_path, remote)
         # The job branch on the hub is the daemon's: whatever is there is overwritten (a
         # rebase, a follow-up, a push a crash left unrecorded).
         git_remote.push_ref(
@@ -164,21 +175,21 @@ class Hubs:
     def push_attempts(self) -> None:
         """One pass: each running job of a hub repo gets its attempt ref pushed when its
         files (or its branch's head) changed since the last push."""
-        repos = {r.id: r for r in self.store.repos() if r.hub}
+        repos = {r.id: (r, remote) for r in self.store.repos() if (remote := self.remote_of(r))}
         if not repos:
             return
         for job in self.store.jobs_in([JobState.RUNNING]):
-            repo = repos.get(job.repo_id)
-            if repo is None or job.id is None or not job.worktree or not job.branch:
+            found = repos.get(job.repo_id)
+            if found is None or job.id is None or not job.worktree or not job.branch:
                 continue
             try:
-                self._push_attempt(repo, job)
+                self._push_attempt(found[0], found[1], job)
             except DispatcherError as exc:
                 log.warning("job %s: work in progress not pushed to the hub: %s", job.id,
                             exc.message[:300], extra={"job_id": job.id})  # fmt: skip
 
-    def _push_attempt(self, repo: Repo, job: Job) -> None:
-        assert job.id is not None and repo.hub is not None
+    def _push_attempt(self, repo: Repo, remote: str, job: Job) -> None:
+        assert job.id is not None
         worktree, repo_path = Path(job.worktree or ""), Path(repo.path)
         if not worktree.is_dir():
             return
@@ -198,7 +209,7 @@ class Hubs:
         ident = identity(self.settings.commit_author_name, self.settings.commit_author_email)
         message = f"dispatcher: work in progress of job {job.id}, attempt {job.attempt}"
         sha = commits.commit_tree(repo_path, tree, [parent], message, ident)
-        hub = hub_of(self.settings, repo_path, repo.hub)
+        hub = hub_of(self.settings, repo_path, remote)
         with self._guard:  # not after the refs were deleted (merged or discarded)
             if job.id in self._closed:
                 return
@@ -226,17 +237,18 @@ class Hubs:
         except Exception:
             log.exception("job %s: cannot tell whether it has a hub", job_id)
             return
-        if repo.hub:
+        remote = self.remote_of(repo)
+        if remote:
             threading.Thread(
-                target=self._delete_attempts, args=(repo, job_id), name="hub-clean", daemon=True
-            ).start()
+                target=self._delete_attempts, args=(repo, remote, job_id), name="hub-clean",
+                daemon=True,
+            ).start()  # fmt: skip
 
-    def _delete_attempts(self, repo: Repo, job_id: int) -> None:
-        assert repo.hub is not None
+    def _delete_attempts(self, repo: Repo, remote: str, job_id: int) -> None:
         repo_path = Path(repo.path)
         try:
             with self._guard:
-                hub = hub_of(self.settings, repo_path, repo.hub)
+                hub = hub_of(self.settings, repo_path, remote)
                 found = git_remote.remote_refs(
                     repo_path, hub.remote, f"refs/dispatcher/attempts/{job_id}/*",
                     credentials=hub.credentials, timeout=hub.timeout,

@@ -97,6 +97,14 @@ def committed_job(d: Daemon, name: str, agent: Agent, rel: str, code: int = 0) -
     return d.wait(job["id"], timeout=60)
 
 
+def pushed_to_hub(d: Daemon, job_id: int) -> dict[str, Any]:
+    return wait_until(
+        lambda: (j := d.job(job_id))["hub_sha"] and j,
+        lambda: f"job {job_id}'s push to the hub: {d.job(job_id)}",
+        timeout=30,
+    )
+
+
 # ------------------------------------------------------------------ job branches
 
 
@@ -108,16 +116,27 @@ def test_the_job_branch_is_on_the_hub_when_the_job_ends_whatever_its_outcome(
     for rel, code, state in (("ok.txt", 0, "succeeded"), ("bad.txt", 3, "failed")):
         done = committed_job(hdaemon, name, agent, rel, code)
         assert done["state"] == state and done["commits_ahead"] == 1, done
-        pushed = wait_until(
-            lambda: (j := hdaemon.job(done["id"]))["hub_sha"] and j,
-            lambda: f"job {done['id']}'s push to the hub: {hdaemon.job(done['id'])}",
-            timeout=30,
-        )
+        pushed = pushed_to_hub(hdaemon, done["id"])
         assert pushed["hub_sha"] == pushed["head"] and pushed["hub_error"] is None
         assert hub_ref(hub, f"refs/heads/{done['branch']}") == done["head"]
         assert git(hub, "show", f"{done['head']}:{rel}") == f"{rel} by the agent"
         log = (hdaemon.state_dir / "jobs" / str(done["id"]) / "agent.log").read_text()
         assert "to the hub hub" in log
+
+
+def test_a_trigger_files_hub_is_the_repos_when_it_sets_none(
+    hdaemon: Daemon, tmp_path: Path, agent: Agent
+) -> None:
+    hub, clone = hub_and_clone(
+        tmp_path, {"README.md": "hi\n", ".dispatcher/triggers.yml": "version: 1\nhub: hub\n"}
+    )
+    name = add_hub_repo(hdaemon, clone, hub=None)
+    done = committed_job(hdaemon, name, agent, "filed.txt")
+    assert pushed_to_hub(hdaemon, done["id"])["hub_sha"] == done["head"]
+    assert hub_ref(hub, f"refs/heads/{done['branch']}") == done["head"]
+    resp = post_merge(hdaemon, done["id"])
+    assert resp.status_code == 200 and "on the hub hub" in resp.json()["message"], resp.text
+    assert hub_ref(hub, "refs/heads/main") == resp.json()["job"]["merged_sha"]
 
 
 def test_a_repo_without_a_hub_pushes_nothing_and_an_unreachable_hub_is_one_line(
@@ -155,7 +174,7 @@ def test_work_in_progress_reaches_the_hub_while_the_agent_runs_without_touching_
         'echo "draft 1" > WIP.txt\necho "changed" >> README.md\necho staged >> notes.md\n'
         "git add notes.md\n"
         f'while [ ! -e {go}.1 ]; do sleep 0.05; done\necho "draft 2" > WIP.txt\n'
-        f'while [ ! -e {go}.2 ]; do sleep 0.05; done\n'
+        f"while [ ! -e {go}.2 ]; do sleep 0.05; done\n"
         'rm WIP.txt\necho "final" > DONE.txt\n',
     )
     job = hdaemon.submit(name, "slow work", command=[script])
@@ -196,7 +215,7 @@ def test_a_discarded_jobs_attempt_refs_leave_the_hub(
     hub, clone = hub_and_clone(tmp_path)
     name = add_hub_repo(hdaemon, clone)
     stop = tmp_path / "stop"
-    script = agent("wip.sh", f'echo wip > WIP.txt\nwhile [ ! -e {stop} ]; do sleep 0.05; done\n')
+    script = agent("wip.sh", f"echo wip > WIP.txt\nwhile [ ! -e {stop} ]; do sleep 0.05; done\n")
     job = hdaemon.submit(name, "wip", command=[script])
     ref = f"refs/dispatcher/attempts/{job['id']}/1"
     wait_until(lambda: hub_ref(hub, ref), f"{ref} on the hub", timeout=30)
