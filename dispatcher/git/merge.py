@@ -202,8 +202,17 @@ def _merge_by_push(repo: Path, hub: Hub, target: str, theirs: str, how: _How) ->
         there = git_remote.fetch_branch(
             repo, hub.remote, target, credentials=hub.credentials, timeout=hub.timeout
         )
-        if there is None:
-            raise NotFound(f"the hub {hub.remote} has no branch {target!r}")
+        if there is None:  # a branch only this clone has yet (a team's): it goes first
+            there = branch_head(repo, target)
+            if there is None:
+                raise NotFound(f"no such branch: {target!r} (here or on the hub {hub.remote})")
+            try:
+                git_remote.push_ref(
+                    repo, hub.remote, ref, there, expect="",
+                    credentials=hub.credentials, timeout=hub.timeout,
+                )  # fmt: skip
+            except git_remote.LeaseLost:
+                continue  # someone made it meanwhile: fetch theirs
         new = _merged_commit(
             repo, how.strategy, target, there, theirs, how.base, how.message, how.ident
         )

@@ -183,6 +183,7 @@ class Control:
                 pr_state="merged", closed_at=utcnow(),
             )  # fmt: skip
             self.notices.announce(job)
+            self._closed(job)
             return action_result(
                 self.store, job, True, f"job {job_id}: its pull request was merged into {into}"
             )

@@ -84,11 +84,15 @@ class Hubs:
         ).start()
 
     def resume(self) -> None:
-        """At start: the branch pushes a stopped daemon still owed (a job ended with
-        commits, its branch not on the hub at its head, no failure recorded), each on a
-        thread. Never raises."""
+        """At start, on a thread: the branch pushes a stopped daemon still owed (a job
+        ended with commits, its branch not on the hub at its head, no failure recorded),
+        one after the other; then the attempt refs of jobs merged or discarded meanwhile
+        are deleted from each hub. Never raises."""
+        threading.Thread(target=self._resume, name="hub-resume", daemon=True).start()
+
+    def _resume(self) -> None:
         try:
-            hubs = {r.id for r in self.store.repos() if self.remote_of(r)}
+            hubs = {r.id: r for r in self.store.repos() if self.remote_of(r)}
             if not hubs:
                 return
             jobs = [j for j in self.store.jobs_in(sorted(FINISHED)) if j.repo_id in hubs]
@@ -97,7 +101,40 @@ class Hubs:
             return
         for job in jobs:
             if job.id is not None and self._owes(job):
-                self.job_ended(job.id, job)
+                self._push_branch(job.id)
+        for repo in hubs.values():
+            try:
+                self._sweep_attempts(repo)
+            except Exception:
+                log.exception("repo %s: its hub's attempt refs were not tidied", repo.name)
+
+    def _sweep_attempts(self, repo: Repo) -> None:
+        """Delete from the repo's hub the attempt refs of its jobs that are closed
+        (merged or discarded: a daemon stopped before it deleted them)."""
+        remote = self.remote_of(repo)
+        if not remote:
+            return
+        repo_path = Path(repo.path)
+        try:
+            hub = hub_of(self.settings, repo_path, remote)
+            found = git_remote.remote_refs(
+                repo_path, hub.remote, "refs/dispatcher/attempts/*",
+                credentials=hub.credentials, timeout=hub.timeout,
+            )  # fmt: skip
+        except DispatcherError as exc:
+            log.warning("repo %s: its hub's attempt refs not read: %s", repo.name, exc.message)
+            return
+        ids = {int(p[3]) for p in (r.split("/") for r in found) if len(p) > 4 and p[3].isdigit()}
+        closed = [job_id for job_id in sorted(ids) if self._job_closed(job_id, repo.id)]
+        for job_id in closed:
+            self._delete_attempts(repo, remote, job_id)
+
+    def _job_closed(self, job_id: int, repo_id: int | None) -> bool:
+        try:
+            job = self.store.job(job_id)
+        except DispatcherError:
+            return False  # not this database's job: not ours to delete
+        return job.repo_id == repo_id and job.state in (JobState.MERGED, JobState.DISCARDED)
 
     def _owes(self, job: Job) -> bool:
         if job.state not in FINISHED or not job.commits_ahead or not job.branch:
@@ -246,6 +283,7 @@ class Hubs:
 
     def _delete_attempts(self, repo: Repo, remote: str, job_id: int) -> None:
         repo_path = Path(repo.path)
+        faults.reach("hub.before-attempts-deleted")  # closed; its refs still on the hub
         try:
             with self._guard:
                 hub = hub_of(self.settings, repo_path, remote)

@@ -248,6 +248,25 @@ def test_a_merge_is_pushed_to_the_hub_and_the_local_target_follows(
     assert again.status_code == 200 and again.json()["changed"] is False
 
 
+def test_a_merge_into_a_branch_only_this_clone_has_puts_it_on_the_hub(
+    hdaemon: Daemon, tmp_path: Path, agent: Agent
+) -> None:
+    """A team's branch, say: made here, merged into, and on the hub with the merge."""
+    hub, clone = hub_and_clone(tmp_path)
+    name = add_hub_repo(hdaemon, clone)
+    git(clone, "branch", "side", "main")
+    done = committed_job(hdaemon, name, agent, "side.txt")
+    with httpx.Client(
+        base_url=hdaemon.url, headers={"Authorization": f"Bearer {hdaemon.token}"}
+    ) as c:
+        resp = c.post(f"/jobs/{done['id']}/merge", json={"into": "side"}, timeout=90)
+    assert resp.status_code == 200, resp.text
+    tip = hub_ref(hub, "refs/heads/side")
+    assert tip == resp.json()["job"]["merged_sha"] == git(clone, "rev-parse", "side")
+    assert git(hub, "show", f"{tip}:side.txt") == "side.txt by the agent"
+    assert hub_ref(hub, "refs/heads/main") == done["base"]  # main untouched
+
+
 def test_a_merge_retries_when_another_clone_moves_the_hubs_target_meanwhile(
     hdaemon: Daemon, tmp_path: Path, agent: Agent
 ) -> None:
@@ -359,3 +378,30 @@ def test_kill_9_during_a_merge_by_push_loses_nothing_and_merges_once(
     again = post_merge(d, done["id"])
     assert again.status_code == 200 and again.json()["changed"] is False
     assert hub_ref(hub, "refs/heads/main") == tip
+
+
+def test_kill_9_before_a_merged_jobs_attempt_refs_are_deleted_deletes_them_at_the_next_start(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path, agent: Agent
+) -> None:
+    faults = tmp_path / "faults"
+    d = daemon_factory(
+        DISPATCHER_FAULT_DIR=str(faults), DISPATCHER_ATTEMPT_PUSH_SECONDS=str(INTERVAL)
+    ).start()
+    hub, clone = hub_and_clone(tmp_path)
+    name = add_hub_repo(d, clone)
+    stop = tmp_path / "stop"
+    script = agent("wip.sh", f"echo wip > WIP.txt\nwhile [ ! -e {stop} ]; do sleep 0.05; done\n")
+    job = d.submit(name, "wip", command=[script])
+    ref = f"refs/dispatcher/attempts/{job['id']}/1"
+    wait_until(lambda: hub_ref(hub, ref), f"{ref} on the hub", timeout=30)
+    stop.touch()
+    assert d.wait(job["id"], timeout=60)["state"] == "succeeded"
+    point = "hub.before-attempts-deleted"
+    reached = hold_fault(faults, point)
+    assert post_merge(d, job["id"]).status_code == 200
+    wait_until(reached.exists, "the deletion of the attempt refs", timeout=30)
+    assert d.stop(signal.SIGKILL) == -signal.SIGKILL
+    assert hub_ref(hub, ref) is not None  # merged, its refs still there
+    release_fault(faults, point)
+    d.start()
+    wait_until(lambda: hub_ref(hub, ref) is None, f"{ref} deleted after the restart", timeout=60)
