@@ -239,12 +239,15 @@ def _merge_by_push(repo: Path, hub: Hub, target: str, theirs: str, how: _How) ->
             merge_journal.discard(how.journal)
             log.info("merge into %s: the hub's %s moved meanwhile; again", target, hub.remote)
             continue
-        except DispatcherError:
+        except DispatcherError as refused:
             # Refused, or cut short (a timeout: did it land?). The hub says; if it cannot
             # be asked, the journal stays for the next start to ask it.
-            now = git_remote.remote_refs(
-                repo, hub.remote, ref, credentials=hub.credentials, timeout=hub.timeout
-            ).get(ref)
+            try:
+                now = git_remote.remote_refs(
+                    repo, hub.remote, ref, credentials=hub.credentials, timeout=hub.timeout
+                ).get(ref)
+            except DispatcherError:
+                raise refused from None
             if now != new:
                 merge_journal.discard(how.journal)
                 raise
