@@ -149,7 +149,9 @@ def test_a_repo_without_a_hub_pushes_nothing_and_an_unreachable_hub_is_one_line(
     assert hub_ref(hub, f"refs/heads/{done['branch']}") is None
     # Now with a hub that is not there: two tries (DISPATCHER_HUB_PUSH_TRIES), then why.
     git(clone, "remote", "add", "gone", str(tmp_path / "no-such-hub.git"))
-    assert hdaemon.api.patch(f"/repos/{plain}", json={"hub": "gone"}).status_code == 200
+    out = hdaemon.cli("repo", "update", plain, "--hub", "gone")  # the CLI's way
+    assert out.stdout.strip() == f"updated {plain}: hub gone"
+    assert "hub             gone" in hdaemon.cli("repo", "show", plain).stdout
     done = committed_job(hdaemon, plain, agent, "lost.txt")
     failed = wait_until(
         lambda: (j := hdaemon.job(done["id"]))["hub_error"] and j,
@@ -158,6 +160,9 @@ def test_a_repo_without_a_hub_pushes_nothing_and_an_unreachable_hub_is_one_line(
     )
     error = failed["hub_error"]
     assert "\n" not in error and "gone" in error and failed["hub_sha"] is None, error
+    out = hdaemon.cli("repo", "update", plain, "--clear", "hub")
+    assert out.stdout.strip() == f"updated {plain}: hub default"
+    assert hdaemon.api.get(f"/repos/{plain}").json()["hub"] is None
 
 
 # ------------------------------------------------------------------ work in progress
