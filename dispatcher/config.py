@@ -218,6 +218,11 @@ class Settings(BaseSettings):
 
     forge_timeout_seconds: float = Field(default=20, gt=0, le=300)  # one API request
     push_timeout_seconds: float = Field(default=300, gt=0)  # one git push
+    # A hub repo's (docs/cluster.md): a running job's work in progress pushed this often
+    # to refs/dispatcher/attempts/<id>/<attempt> (0: never); a job branch's push tried
+    # this many times before its failure is recorded.
+    attempt_push_seconds: float = Field(default=60, ge=0)
+    hub_push_tries: int = Field(default=3, ge=1, le=20)
     fetch_timeout_seconds: float = Field(default=60, gt=0, le=3600)  # one `fetch: true` fetch
     # Jobs of a `fetch: true` repo submitted within this many seconds of its last fetch
     # share it (docs/forge.md).

@@ -268,6 +268,7 @@ def serve(settings: Settings) -> None:
         service.teams.resume(node)  # half-made team steps finished: no task started twice
         runner.start()  # this node's running jobs re-adopted or re-queued; dead nodes' taken over
         service.forges.resume(node)  # on-success pushes and PRs the last daemon still owed
+        service.hubs.resume(node)  # job branches the last daemon still owed its repos' hubs
         service.fixloop.resume(node)  # PR actions queued or half-done: no fix lost or made twice
         # Both in the background (docs/design.md, "Start-up"): the API answers and takes
         # jobs while the repos are caught up and their idle pool trees checked.
@@ -275,6 +276,9 @@ def serve(settings: Settings) -> None:
         pool.start()
         service.disk_use.start()  # GET /repos' worktree bytes, off the request path
         stop_sweeping = threading.Event()
+        threading.Thread(
+            target=service.hubs.loop, args=(stop_sweeping,), name="hub-attempts", daemon=True
+        ).start()  # running jobs' work in progress to their repos' hubs
         sweeper = service.sweeper  # the one `prune` tidies with: one sweep at a time
         threading.Thread(
             target=sweeper.loop,

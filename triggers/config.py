@@ -704,6 +704,10 @@ class TriggerFile(_Model):
     )
     """Forge logins whose reviews and fix comments start fix follow-ups on this repo's
     jobs' pull requests (besides the daemon's DISPATCHER_FIX_AUTHORS)."""
+    hub: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$")
+    """The repo's shared remote (a git remote of each clone, e.g. a bare hub repository):
+    job branches, work in progress and merges are pushed there (docs/cluster.md). A
+    repo's own `hub` setting wins; none: nothing is pushed."""
     keep: list[KeepDir] = Field(default_factory=list)
     """Top-level directories that survive when a warm worktree is recycled for the
     next job (dependency installs: node_modules, .venv). Everything else is reset."""

@@ -123,6 +123,10 @@ Fetch = Annotated[
     typer.Option("--fetch/--no-fetch", help="Fetch the remote before each job's base is resolved"),
 ]
 FetchRemote = Annotated[str | None, typer.Option(help="The remote --fetch fetches (origin)")]
+Hub = Annotated[
+    str | None,
+    typer.Option(help="The shared remote job branches, work in progress and merges go to"),
+]
 
 
 class RepoSetting(StrEnum):
@@ -134,6 +138,7 @@ class RepoSetting(StrEnum):
     DAILY_COST_USD = "daily-cost-usd"
     FETCH = "fetch"
     FETCH_REMOTE = "fetch-remote"
+    HUB = "hub"
 
 
 @repo_app.command("add")
@@ -146,12 +151,14 @@ def repo_add(
     daily_cost_usd: DailyCost = None,
     fetch: Fetch = None,
     fetch_remote: FetchRemote = None,
+    hub: Hub = None,
 ) -> None:
     """Register a local git repository."""
     body = {
         "path": str(path.expanduser().absolute()), "name": name,
         "max_parallel": max_parallel, "forge_name": forge_name, "pool_size": pool_size,
         "daily_cost_usd": daily_cost_usd, "fetch": fetch, "fetch_remote": fetch_remote,
+        "hub": hub,
     }  # fmt: skip
     with _client() as c:
         repo = c.post("/repos", body)
@@ -172,6 +179,7 @@ def repo_update(
     daily_cost_usd: DailyCost = None,
     fetch: Fetch = None,
     fetch_remote: FetchRemote = None,
+    hub: Hub = None,
     clear: Annotated[
         list[RepoSetting] | None,
         typer.Option(help="Put this setting back to its default (repeatable)"),
@@ -182,6 +190,7 @@ def repo_update(
     given = {
         "max_parallel": max_parallel, "forge_name": forge_name, "pool_size": pool_size,
         "daily_cost_usd": daily_cost_usd, "fetch": fetch, "fetch_remote": fetch_remote,
+        "hub": hub,
     }  # fmt: skip
     body: dict[str, Any] = {key: value for key, value in given.items() if value is not None}
     for setting in clear or []:
@@ -226,7 +235,7 @@ def repo_show(name: str, as_json: Annotated[bool, typer.Option("--json")] = Fals
         return
     keys = (
         "name", "path", "default_branch", "forge_name", "max_parallel", "pool_size",
-        "daily_cost_usd", "fetch", "fetch_remote", "exists", "created_at",
+        "daily_cost_usd", "fetch", "fetch_remote", "hub", "exists", "created_at",
     )  # fmt: skip
     for key in keys:
         typer.echo(f"{key:<15} {_when(repo[key]) if key == 'created_at' else repo[key]}")

@@ -290,3 +290,29 @@ def snapshot_worktree(
         worktree,
     )  # fmt: skip
     return dataclasses.replace(staged, sha=sha)
+
+
+def snapshot_tree(
+    worktree: Path,
+    *,
+    exclude: Sequence[str] = (),
+    max_file_bytes: int | None = None,
+) -> str:
+    """The tree of ``worktree``'s current files (tracked, changed or not, and untracked
+    ones that are not ignored), staged as :func:`snapshot_worktree` stages them, in a
+    temporary copy of the index (``GIT_INDEX_FILE``): the worktree's own index, HEAD and
+    branch are not touched. Work in progress pushed while an agent runs (docs/cluster.md)."""
+    index = Path(
+        cmd.run(
+            ["rev-parse", "--path-format=absolute", "--git-path", "index"], worktree
+        ).stdout.strip()
+    )
+    with tempfile.TemporaryDirectory(prefix="dispatcher-index-") as tmp:
+        tmp_index = Path(tmp) / "index"
+        if index.is_file():
+            shutil.copyfile(index, tmp_index)
+        env = {"GIT_INDEX_FILE": str(tmp_index)}
+        if not index.is_file():  # no index yet: start from HEAD's tree
+            cmd.run(["read-tree", "HEAD"], worktree, check=False, env_extra=env)
+        _stage(worktree, env, exclude=exclude, max_file_bytes=max_file_bytes)
+        return cmd.run(["write-tree"], worktree, env_extra=env).stdout.strip()

@@ -35,6 +35,11 @@ class Landing:
     worktree: str | None = None  # the checkout of ``target`` being updated, if any
     index: str | None = None  # that checkout's index file
     onto: str | None = None  # a rebase's: the commit the branch was brought onto
+    # A merge by push (docs/cluster.md): the hub remote the target was pushed to, and
+    # the target's tip there that the push's lease expected. The hub, not the local
+    # ref, says whether such a merge landed.
+    hub: str | None = None
+    hub_old: str | None = None
 
 
 def write(path: Path, landing: Landing) -> None:

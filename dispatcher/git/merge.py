@@ -35,6 +35,7 @@ from dispatcher.errors import (
 )
 from dispatcher.git import cmd
 from dispatcher.git import journal as merge_journal
+from dispatcher.git import remote as git_remote
 from dispatcher.git.commits import commit_tree, first_line, status_porcelain
 from dispatcher.git.dotgit import git_dirs, head_branch
 from dispatcher.git.names import check_rev, identity, is_full_sha, validate_branch_name
@@ -122,6 +123,7 @@ def merge(
     author_email: str,
     journal: Path,
     label: str = "",
+    hub: Hub | None = None,
 ) -> str:
     """Land commit ``source`` on ``target_branch``; return the branch's new tip.
 
@@ -137,6 +139,9 @@ def merge(
     :mod:`~dispatcher.git.journal` record is written at ``journal`` (named
     ``label``); it is left for the caller to discard once it has recorded the
     merge, and :func:`recover_landing` finishes or undoes it after a crash.
+
+    ``hub``: the repo's shared remote; the merge is then made on the hub's target
+    and pushed there (:func:`_merge_by_push`), the local target following it.
     """
     if strategy not in _STRATEGIES:
         raise InvalidInput(
@@ -147,6 +152,9 @@ def merge(
     validate_branch_name(target_branch)
     theirs = rev_parse(repo, source)
     with _target_lock(repo, target_branch):
+        if hub is not None:
+            how = _How(strategy, base, message, ident, label, journal)
+            return _merge_by_push(repo, hub, target_branch, theirs, how)
         old = branch_head(repo, target_branch)
         if old is None:
             raise NotFound(f"no such branch: {target_branch!r}")
@@ -158,6 +166,158 @@ def merge(
         intent = _Intent(label=label, strategy=strategy, source=theirs)
         _land(repo, target_branch, old, new, reflog, journal=journal, landing=intent)
         return new
+
+
+@dataclass(frozen=True)
+class Hub:
+    """The shared remote a merge is pushed to (docs/cluster.md), and how."""
+
+    remote: str
+    credentials: git_remote.Credentials | None = None
+    timeout: float = 300
+    tries: int = 5  # fetches-and-pushes before a target that keeps moving is given up
+
+
+@dataclass(frozen=True)
+class _How:
+    strategy: str
+    base: str
+    message: str
+    ident: Mapping[str, str]
+    label: str
+    journal: Path
+
+
+def _merge_by_push(repo: Path, hub: Hub, target: str, theirs: str, how: _How) -> str:
+    """Merge ``theirs`` into the hub's ``target``: fetch it, compute the merge on its
+    tip (``merge-tree``, ``commit-tree``), push the result with a lease on that tip; a
+    lost lease (someone pushed meanwhile) starts over from the fetch, ``hub.tries``
+    times at most. The local target then follows the hub (:func:`_follow_hub`).
+
+    The journal is written before the push: a crash after it is finished at the next
+    start by asking the hub (:func:`hub_landed`), so a merge pushed is recorded once
+    and one not pushed is left to be made again."""
+    ref = f"refs/heads/{target}"
+    for _ in range(hub.tries):
+        there = git_remote.fetch_branch(
+            repo, hub.remote, target, credentials=hub.credentials, timeout=hub.timeout
+        )
+        if there is None:  # a branch only this clone has yet (a team's): it goes first
+            there = branch_head(repo, target)
+            if there is None:
+                raise NotFound(f"no such branch: {target!r} (here or on the hub {hub.remote})")
+            try:
+                git_remote.push_ref(
+                    repo, hub.remote, ref, there, expect="",
+                    credentials=hub.credentials, timeout=hub.timeout,
+                )  # fmt: skip
+            except git_remote.LeaseLost:
+                continue  # someone made it meanwhile: fetch theirs
+        new = _merged_commit(
+            repo, how.strategy, target, there, theirs, how.base, how.message, how.ident
+        )
+        intent = _Intent(
+            label=how.label, strategy=how.strategy, source=theirs, hub=hub.remote, hub_old=there
+        )
+        reflog = f"dispatcher {how.strategy}: {first_line(how.message) or theirs[:12]}"
+        if new == there:  # already there: the local target follows, nothing is pushed
+            _follow_hub(repo, target, there, reflog, how.journal, intent, keep=None)
+            return there
+        faults.reach("merge.computed")
+        record = merge_journal.Landing(
+            label=how.label, repo=str(repo), target=target,
+            old=branch_head(repo, target) or there, new=new, strategy=how.strategy,
+            source=theirs, nonce=secrets.token_hex(8), hub=hub.remote, hub_old=there,
+        )  # fmt: skip
+        merge_journal.write(how.journal, record)
+        try:
+            git_remote.push_ref(
+                repo, hub.remote, ref, new, expect=there,
+                credentials=hub.credentials, timeout=hub.timeout,
+            )  # fmt: skip
+        except git_remote.LeaseLost:
+            merge_journal.discard(how.journal)
+            log.info("merge into %s: the hub's %s moved meanwhile; again", target, hub.remote)
+            continue
+        except DispatcherError as refused:
+            # Refused, or cut short (a timeout: did it land?). The hub says; if it cannot
+            # be asked, the journal stays for the next start to ask it.
+            try:
+                now = git_remote.remote_refs(
+                    repo, hub.remote, ref, credentials=hub.credentials, timeout=hub.timeout
+                ).get(ref)
+            except DispatcherError:
+                raise refused from None
+            if now != new:
+                merge_journal.discard(how.journal)
+                raise
+        faults.reach("merge.hub-pushed")  # the hub has it; the local target does not yet
+        _follow_hub(repo, target, new, reflog, how.journal, intent, keep=record)
+        return new
+    raise RefMoved(
+        f"{target} on the hub {hub.remote} kept moving ({hub.tries} tries); nothing was "
+        "changed, try again"
+    )
+
+
+def _follow_hub(
+    repo: Path,
+    target: str,
+    tip: str,
+    reflog: str,
+    journal: Path,
+    intent: _Intent,
+    *,
+    keep: merge_journal.Landing | None,
+) -> None:
+    """Move the local ``target`` to the hub's ``tip`` (through its checkout, as a merge
+    lands: :func:`_land`, its journal at ``journal``) when that loses nothing: it is
+    behind ``tip``. Local commits the hub lacks are left (logged); a refusal (a dirty
+    checkout) is logged: the merge is on the hub either way. ``keep``: the hub merge's
+    journal, which stays at ``journal`` (or ``_land``'s, naming the hub too) until the
+    caller, having recorded the merge, discards it."""
+    local = branch_head(repo, target)
+    try:
+        if local == tip:
+            return
+        if local is not None and not is_ancestor(repo, local, tip):
+            log.warning(
+                "%s has commits the hub lacks (at %s, the hub at %s): it was left as it is",
+                target, local[:12], tip[:12],
+            )  # fmt: skip
+            return
+        if local is None:
+            cmd.run(["update-ref", "-m", reflog, "--end-of-options", f"refs/heads/{target}",
+                     tip, ""], repo)  # fmt: skip
+            return
+        _land(repo, target, local, tip, reflog, journal=journal, landing=intent)
+    except DispatcherError as exc:
+        log.warning("%s left at %s behind the hub's %s: %s", target, (local or "")[:12],
+                    tip[:12], exc.message)  # fmt: skip
+    finally:
+        if keep is not None and not journal.exists():
+            merge_journal.write(journal, keep)  # the hub merge is still to be recorded
+
+
+def hub_landed(landing: merge_journal.Landing, hub: Hub, journal: Path) -> bool:
+    """Whether the hub's target holds the merge the journal at ``journal`` names (asked
+    now), the local target then following it as a merge does. FetchFailed when the hub
+    cannot be asked."""
+    repo = Path(landing.repo)
+    for sha in (landing.old, landing.new):
+        if not is_full_sha(sha):
+            raise InvalidInput(f"merge journal names {sha!r}, not a commit id")
+    target = validate_branch_name(landing.target)
+    tip = git_remote.fetch_branch(
+        repo, hub.remote, target, credentials=hub.credentials, timeout=hub.timeout
+    )
+    if tip is None or not (tip == landing.new or is_ancestor(repo, landing.new, tip)):
+        return False
+    intent = _Intent(label=landing.label, strategy=landing.strategy, source=landing.source,
+                     hub=landing.hub, hub_old=landing.hub_old)  # fmt: skip
+    reflog = f"dispatcher {landing.strategy}: finished after a restart"
+    _follow_hub(repo, target, tip, reflog, journal, intent, keep=landing)
+    return True
 
 
 def _merged_commit(
@@ -307,6 +467,7 @@ def _land(
         strategy=landing.strategy, source=landing.source, nonce=secrets.token_hex(8),
         worktree=str(where.path) if where is not None else None,
         index=str(index) if index is not None else None, onto=landing.onto,
+        hub=landing.hub, hub_old=landing.hub_old,
     )  # fmt: skip
     merge_journal.write(journal, record)
     try:
@@ -341,6 +502,8 @@ class _Intent:
     strategy: str
     source: str
     onto: str | None = None  # a rebase's target tip, for a restart to record
+    hub: str | None = None  # a merge by push: the hub remote, and its target's tip before
+    hub_old: str | None = None
 
 
 def _index_file(worktree: Path) -> Path:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from dispatcher.errors import FetchFailed, GitError, InvalidInput, NotFound, PushRejected
 from dispatcher.git import cmd
-from dispatcher.git.names import is_plain_branch, validate_branch_name
+from dispatcher.git.names import is_full_sha, is_plain_branch, validate_branch_name
 from dispatcher.git.refs import branch_head, is_ancestor, ref_value
 
 _REMOTE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
@@ -110,6 +110,136 @@ def push(
     )  # fmt: skip
     if result.returncode != 0:
         raise PushRejected(_refusal(result.stderr + "\n" + result.stdout, remote, branch))
+
+
+class LeaseLost(PushRejected):
+    """A ``--force-with-lease`` push refused because the remote ref is no longer where
+    the lease said (someone else pushed meanwhile); nothing changed."""
+
+
+_HUB_REF = re.compile(r"refs/(heads|dispatcher)/[A-Za-z0-9_][A-Za-z0-9_./-]{0,250}")
+ANY = object()  # ``expect`` of :func:`push_ref`: overwrite whatever the remote has
+
+
+def check_hub_ref(ref: str) -> str:
+    """``ref`` if it is a full ref a hub push may write (``refs/heads/...`` or
+    ``refs/dispatcher/...``, no ``..``, nothing a refspec could misread)."""
+    if not _HUB_REF.fullmatch(ref) or ".." in ref or ref.endswith(("/", ".lock")):
+        raise InvalidInput(f"not a ref this daemon pushes: {ref[:100]!r}")
+    return ref
+
+
+def push_ref(
+    repo: Path,
+    remote: str,
+    ref: str,
+    sha: str | None,
+    *,
+    expect: str | object = ANY,
+    credentials: Credentials | None = None,
+    timeout: float = 300,
+) -> None:
+    """Set ``ref`` on ``remote`` to commit ``sha`` (None: delete it).
+
+    ``expect``: :data:`ANY` overwrites whatever is there (the ref is the daemon's);
+    a sha (or ``""``: absent) is a lease (``--force-with-lease=<ref>:<expect>``), and
+    :class:`LeaseLost` is raised when the remote's ref is elsewhere. Any other refusal
+    is :class:`PushRejected` with one line."""
+    check_remote_name(remote)
+    check_hub_ref(ref)
+    if sha is not None and not is_full_sha(sha):
+        raise InvalidInput(f"not a commit id: {sha[:100]!r}")
+    args = [*_auth_args(credentials), "push", "--porcelain", "--no-verify"]
+    if expect is ANY:
+        spec = f"+{sha}:{ref}" if sha is not None else f":{ref}"
+    else:
+        assert isinstance(expect, str)
+        if expect and not is_full_sha(expect):
+            raise InvalidInput(f"not a commit id: {expect[:100]!r}")
+        args.append(f"--force-with-lease={ref}:{expect}")
+        spec = f"{sha}:{ref}" if sha is not None else f":{ref}"
+    result = cmd.run(
+        [*_slow_args(timeout), *args, "--", remote, spec], repo, check=False,
+        env_extra=_auth_env(credentials), timeout=timeout, session=True,
+    )  # fmt: skip
+    if result.returncode == 0:
+        return
+    output = result.stderr + "\n" + result.stdout
+    name = ref.removeprefix("refs/heads/")
+    if "stale info" in output.lower() or (expect is not ANY and "[rejected]" in output):
+        raise LeaseLost(f"push of {name} to {remote} refused: {ref} moved there meanwhile")
+    if (
+        sha is None
+        and "unable to delete" in output.lower()
+        and "remote ref does not exist" in (output.lower())
+    ):
+        return  # deleting what is not there: done
+    raise PushRejected(_refusal(output, remote, name))
+
+
+def remote_refs(
+    repo: Path,
+    remote: str,
+    pattern: str,
+    *,
+    credentials: Credentials | None = None,
+    timeout: float = 60,
+) -> dict[str, str]:
+    """The refs of ``remote`` matching ``pattern`` (``ls-remote``'s), ref to sha.
+    :class:`FetchFailed` with one line when the remote cannot be asked."""
+    check_remote_name(remote)
+    if not pattern.startswith("refs/") or pattern.startswith("-"):
+        raise InvalidInput(f"not a ref pattern: {pattern[:100]!r}")
+    args = [*_auth_args(credentials), "ls-remote", "--", remote, pattern]
+    try:
+        result = cmd.run(
+            [*_slow_args(timeout), *args], repo, check=False,
+            env_extra=_auth_env(credentials), timeout=timeout, session=True,
+        )  # fmt: skip
+    except GitError as exc:
+        raise FetchFailed(f"ls-remote of {remote} failed: {exc.message[:300]}") from None
+    if result.returncode != 0:
+        raise FetchFailed(_fetch_failure(result.stderr + "\n" + result.stdout, remote))
+    found = {}
+    for line in result.stdout.splitlines():
+        sha, _, name = line.partition("\t")
+        if is_full_sha(sha) and name:
+            found[name.strip()] = sha
+    return found
+
+
+def fetch_branch(
+    repo: Path,
+    remote: str,
+    branch: str,
+    *,
+    credentials: Credentials | None = None,
+    timeout: float = 60,
+) -> str | None:
+    """Fetch ``remote``'s ``branch`` alone into ``refs/remotes/<remote>/<branch>``; its
+    sha there (None: the remote has no such branch, the tracking ref then removed).
+    :class:`FetchFailed` with one line when the fetch fails."""
+    check_remote_name(remote)
+    validate_branch_name(branch)
+    tracking = f"refs/remotes/{remote}/{branch}"
+    there = remote_refs(
+        repo, remote, f"refs/heads/{branch}", credentials=credentials, timeout=timeout
+    ).get(f"refs/heads/{branch}")
+    if there is None:
+        cmd.run(["update-ref", "-d", "--end-of-options", tracking], repo, check=False)
+        return None
+    args = [*_auth_args(credentials), "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
+            "--refmap=", "--", remote, f"+refs/heads/{branch}:{tracking}"]  # fmt: skip
+    try:
+        result = cmd.run(
+            [*_slow_args(timeout), *args], repo, check=False,
+            env_extra=_auth_env(credentials), timeout=timeout, session=True,
+        )  # fmt: skip
+    except GitError as exc:
+        raise FetchFailed(f"fetch of {remote} failed: {exc.message[:300]}") from None
+    if result.returncode != 0:
+        raise FetchFailed(_fetch_failure(result.stderr + "\n" + result.stdout, remote))
+    return ref_value(repo, tracking)
 
 
 def fetch(

@@ -42,8 +42,12 @@ def land(
     req: MergeRequest,
     drop: Callable[[Path], None],
     landed: Callable[[Job], None] | None = None,
+    hub: merge.Hub | None = None,
 ) -> tuple[Job, bool, str]:
     """Merge ``job``; returns the job, whether anything changed, and a message.
+
+    ``hub``: the repo's hub (docs/cluster.md): the merge is pushed there, and the
+    local target follows it.
 
     ``drop`` takes the job's worktree away afterwards (back to the warm pool, or
     removed), saving any uncommitted edits to a ref first. ``landed`` is told of the
@@ -82,6 +86,7 @@ def land(
         author_email=settings.commit_author_email,
         journal=journal,
         label=str(job_id),
+        hub=hub,
     )
     faults.reach("merge.landed")  # the target moved; the job does not say so yet
     job = store.move(
@@ -110,7 +115,8 @@ def land(
     except DispatcherError as exc:
         log.warning("job %s: cleanup after merge failed: %s", job.id, exc.message)
     how = {"ff": "fast-forwarded", "merge": "merged", "squash": "squashed", "rebase": "rebased"}
-    return job, True, f"job {job.id} {how[req.strategy]} into {target} at {new[:12]}"
+    where = f" on the hub {hub.remote}" if hub is not None else ""
+    return job, True, f"job {job.id} {how[req.strategy]} into {target}{where} at {new[:12]}"
 
 
 def journal_path(settings: Settings, job_id: int) -> Path:
@@ -118,19 +124,28 @@ def journal_path(settings: Settings, job_id: int) -> Path:
     return settings.merges_dir / f"{job_id}.json"
 
 
-def recover(settings: Settings, store: Store) -> list[Job]:
+def recover(
+    settings: Settings, store: Store, hub_for: Callable[[Path, str], merge.Hub] | None = None
+) -> list[Job]:
     """Finish or undo the merges a crashed daemon left under way; the jobs now merged.
 
     Each journal's checkout is put back as it was or as the merge makes it
     (:func:`dispatcher.git.merge.recover_landing`); a job whose target holds the merge
-    result is recorded ``merged``. A journal that cannot be read or acted on is
-    moved aside with a log line: it never stops the daemon from starting.
+    result is recorded ``merged``. A merge by push (its journal names a hub) landed
+    when the hub's target holds it (asked now, through ``hub_for(repo, remote)``); the
+    local target then follows. A journal that cannot be read or acted on is moved
+    aside with a log line: it never stops the daemon from starting.
     """
     merged: list[Job] = []
     for path in merge_journal.pending(settings.merges_dir):
         try:
             landing = merge_journal.read(path)
             landed = merge.recover_landing(landing)
+            if landing.hub is not None:
+                if hub_for is None:
+                    raise InvalidState(f"the merge by push to {landing.hub} cannot be asked")
+                hub = hub_for(Path(landing.repo), landing.hub)
+                landed = merge.hub_landed(landing, hub, path)
             if landed:
                 job = _record_recovered(store, landing)
                 if job is not None:

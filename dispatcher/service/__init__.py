@@ -52,6 +52,7 @@ from dispatcher.service.events import Events
 from dispatcher.service.fetches import Fetches
 from dispatcher.service.fixloop import FixLoop
 from dispatcher.service.forge import Forges
+from dispatcher.service.hub import Hubs
 from dispatcher.service.issues import Issues
 from dispatcher.service.jobs import Jobs
 from dispatcher.service.metrics import Metrics
@@ -90,6 +91,9 @@ class Service:
         self.control = Control(settings, store, supervisor, self.notices, pool, self.disk_use)
         self.jobs = Jobs(settings, store, supervisor, self.trigger_files, self.control)
         self.forges = Forges(settings, store, self.control)
+        self.hubs = Hubs(settings, store, self.control, self.trigger_files)  # results leave
+        self.control.on_closed = self.hubs.closed
+        self.control.hub_name = self.hubs.remote_of
         self.fetches = Fetches(settings, self.forges._credentials, scrub=self.forges.scrub)
         self.jobs.fetches = self.fetches  # `fetch: true` repos fetched before a base
         self.rebases = Rebases(settings, store, self.control, self.jobs, self.forges, self.fetches)
@@ -127,6 +131,7 @@ class Service:
         self.disk_use.job_ended(job_id)  # returns at once: measured in the background
         self.notices.job_ended(job_id)  # no read when nowhere to send a notice
         self.teams.job_ended(job_id, ended)  # a member's task moves on (on its own thread)
+        self.hubs.job_ended(job_id, ended)  # its branch to its repo's hub (own thread)
         if ended is None or ended.on_success:  # only a job that asked can be pushed
             # on-success: push, pull request (own thread); then its fix loop's next step
             self.forges.job_ended(job_id, then=lambda: self.fixloop.job_ended(job_id))

@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Protocol
 
@@ -26,6 +27,7 @@ from dispatcher.jobs.merge import land, reconcile, recover
 from dispatcher.jobs.pool import WorktreePool
 from dispatcher.jobs.workspace import Workspace
 from dispatcher.lifecycle import ACTIVE, FINISHED, JobState
+from dispatcher.service.credentials import hub_of
 from dispatcher.service.notices import Notices
 from dispatcher.store.database import Store
 from dispatcher.store.models import ActionResult, Job, JobPublic, MergeRequest, Repo, utcnow
@@ -55,6 +57,12 @@ class Control:
     # hook runs): set by the service to FixLoop.job_ended (a queued fix follow-up
     # canceled or discarded lets its chain's next fix go).
     on_unrun: Callable[[int, Job], None] | None = None
+    # Told of a job merged or discarded here (set by the service to Hubs.closed: its
+    # work-in-progress refs go from its repo's hub). Must not raise.
+    on_closed: Callable[[Job], None] | None = None
+    # A repo's hub (set by the service to Hubs.remote_of: its setting, else its trigger
+    # file's); None: merges are local.
+    hub_name: Callable[[Repo], str | None] = lambda repo: repo.hub
     _locks: dict[int, threading.Lock] = field(default_factory=dict, init=False, repr=False)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -124,6 +132,7 @@ class Control:
                 worktree=None, closed_at=utcnow(),
             )  # fmt: skip
             self.notices.announce(job)
+            self._closed(job)
             return action_result(
                 self.store, job, True, f"job {job_id} discarded: worktree and branch removed"
             )
@@ -138,12 +147,16 @@ class Control:
             repo = self.store.repo(job.repo_id)
             assert job.id is not None
             job_id_ = job.id
+            remote = self.hub_name(repo)
+            hub = hub_of(self.settings, Path(repo.path), remote) if remote else None
             job, changed, message = land(
                 self.settings, self.store, job, repo, req,
                 drop=lambda path: self._drop_worktree(repo, job_id_, path), landed=landed,
+                hub=hub,
             )  # fmt: skip
             if changed and job.state is JobState.MERGED:
                 self.notices.announce(job)
+                self._closed(job)
             return action_result(self.store, job, changed, message)
 
     def merged_on_forge(self, job_id: int, into: str) -> ActionResult:
@@ -170,6 +183,7 @@ class Control:
                 pr_state="merged", closed_at=utcnow(),
             )  # fmt: skip
             self.notices.announce(job)
+            self._closed(job)
             return action_result(
                 self.store, job, True, f"job {job_id}: its pull request was merged into {into}"
             )
@@ -181,7 +195,8 @@ class Control:
         their target already holds. Each job newly merged gives up its worktree and is
         announced. Never raises."""
         try:
-            jobs = recover(self.settings, self.store) + reconcile(self.store, node)
+            hub_for = partial(hub_of, self.settings)
+            jobs = recover(self.settings, self.store, hub_for) + reconcile(self.store, node)
         except Exception:
             log.exception("recovering merges failed")
             return
@@ -195,6 +210,11 @@ class Control:
             except Exception:
                 log.exception("job %s: cleanup after a recovered merge failed", job.id)
             self.notices.announce(job)
+            self._closed(job)
+
+    def _closed(self, job: Job) -> None:
+        if self.on_closed is not None:
+            self.on_closed(job)
 
     def _drop_worktree(self, repo: Repo, job_id: int, worktree: Path) -> None:
         """A job is done with its worktree: back to the warm pool, or removed.

@@ -31,6 +31,7 @@ from dispatcher.git.names import validate_branch_name
 from dispatcher.jobs.files import note_job
 from dispatcher.lifecycle import FINISHED, JobState
 from dispatcher.service.control import Control, action_result, refuse_continued
+from dispatcher.service.credentials import push_credentials
 from dispatcher.store.database import Store
 from dispatcher.store.models import ActionResult, Job, PullRequestCreate, PushRequest, utcnow
 
@@ -88,27 +89,8 @@ class Forges:
         return job, not same, message
 
     def _credentials(self, push_url: str) -> git_remote.Credentials | None:
-        """The token of the push URL's host, for an https push (plain http to a loopback
-        host only: elsewhere git would send it in clear after any 401); None otherwise
-        (ssh, a local path: git's own ways)."""
-        try:
-            location = parse_remote(push_url)
-        except InvalidInput:
-            return None
-        loopback = location.host in ("127.0.0.1", "localhost", "[::1]", "::1")
-        if not (location.scheme == "https" or (location.scheme == "http" and loopback)):
-            return None
-        token = hosts.token_for(self.settings, location.host, location.port)
-        if token is None:
-            return None
-        try:
-            username = hosts.forge_for(self.settings, location).git_username
-        except InvalidInput:
-            username = "x-access-token"
-        host = location.host + (f":{location.port}" if location.port is not None else "")
-        return git_remote.Credentials(
-            username, token.get_secret_value(), protocol=location.scheme, host=host
-        )
+        """The token of the push URL's host (:func:`push_credentials`)."""
+        return push_credentials(self.settings, push_url)
 
     # ------------------------------------------------------------------ pull requests
 

@@ -105,6 +105,7 @@ class Repos:
                     daily_cost_usd=req.daily_cost_usd,
                     fetch=req.fetch,
                     fetch_remote=req.fetch_remote,
+                    hub=req.hub,
                 ),
                 idem=idem,
                 any_name=req.name is None,

@@ -128,6 +128,9 @@ class Repo(SQLModel, table=True):
     # Fetch this remote (None: origin) before a job's base is resolved (docs/forge.md).
     fetch: bool | None = None
     fetch_remote: str | None = None
+    # The shared remote results leave the machine to (docs/cluster.md, step 6): job
+    # branches, work in progress and merges are pushed there. None: no hub.
+    hub: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     # The trigger file: the last good text is what is active; a broken newer one
     # only sets triggers_error (with file:line) until it is fixed.
@@ -264,6 +267,12 @@ class RepoSettings(BaseModel):
         pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$",
         description="The remote fetched (default origin)",
     )
+    hub: str | None = PydanticField(
+        default=None,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}$",
+        description="The repo's shared remote (a git remote of its clone): job branches, "
+        "work in progress and merges are pushed there (docs/cluster.md); default none",
+    )
 
 
 class RepoCreate(RepoSettings):
@@ -289,6 +298,7 @@ class RepoPublic(BaseModel):
     daily_cost_usd: float | None = None
     fetch: bool | None = None
     fetch_remote: str | None = None
+    hub: str | None = None
     cost_today_usd: float = 0.0  # agents' reported cost of jobs finished since 00:00 UTC
     exists: bool = True  # False when the path vanished since registration
     remote_key: str | None = None  # the normalised remote URL other nodes' clones match
@@ -426,6 +436,10 @@ class Job(SQLModel, table=True):
     pr_number: int | None = None
     pr_state: str | None = None
     forge_error: str | None = None
+    # The repo's hub (docs/cluster.md): the commit its branch is at there after the
+    # last push, or the one line on why that push failed (None once one works).
+    hub_sha: str | None = None
+    hub_error: str | None = None
     # `dispatcher rebase` (docs/forge.md): the target tip the branch was last rebased onto
     # (then also its base_sha), and when.
     rebased_onto: str | None = None
@@ -605,6 +619,14 @@ class JobPublic(BaseModel):
     )
     forge_error: str | None = PydanticField(
         default=None, description="Why the last push or pull request failed (None: it worked)"
+    )
+    hub_sha: str | None = PydanticField(
+        default=None,
+        description="The commit the job's branch is at on its repo's hub after the last push "
+        "there (docs/cluster.md)",
+    )
+    hub_error: str | None = PydanticField(
+        default=None, description="Why the last push of the branch to the hub failed"
     )
     rebased_onto: str | None = PydanticField(
         default=None,

@@ -2,7 +2,7 @@
 listener (docs/cluster.md, "Claiming")
 
 Revision ID: 0024
-Revises: 0022
+Revises: 0023
 Create Date: 2026-12-04 02:45:00.000000
 
 A trigger, not code on each write path: a new job and one put back in the queue (a retry,
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0024"
-down_revision: str | None = "0022"
+down_revision: str | None = "0023"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

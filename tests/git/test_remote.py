@@ -190,3 +190,39 @@ def test_a_fetch_moves_only_remote_tracking_refs_whatever_the_configured_refspec
     assert git(repo, "rev-parse", "feature") == mine  # the local branch is not overwritten
     assert git(repo, "rev-parse", "refs/remotes/origin/feature") == theirs
     assert git(repo, "tag") == ""
+
+
+# --- any ref, with a lease (a repo's hub: docs/cluster.md) ---------------------------
+
+
+def test_push_ref_sets_any_ref_guards_a_lease_and_deletes(pair: tuple[Path, Path]) -> None:
+    repo, bare = pair
+    first = git(repo, "rev-parse", "main")
+    second = commit_file(repo, "b.txt", "b\n")
+    attempt = "refs/dispatcher/attempts/7/1"
+    remote.push_ref(repo, "origin", attempt, first)
+    remote.push_ref(repo, "origin", attempt, second)  # overwritten: the daemon's ref
+    assert remote.remote_refs(repo, "origin", "refs/dispatcher/attempts/7/*") == {attempt: second}
+    remote.push_ref(repo, "origin", "refs/heads/main", first, expect="")  # absent: made
+    with pytest.raises(remote.LeaseLost, match="moved there meanwhile"):
+        remote.push_ref(repo, "origin", "refs/heads/main", second, expect="")
+    with pytest.raises(remote.LeaseLost):
+        remote.push_ref(repo, "origin", "refs/heads/main", second, expect=second)
+    assert git(bare, "rev-parse", "main") == first  # the lease held it
+    remote.push_ref(repo, "origin", "refs/heads/main", second, expect=first)
+    assert remote.fetch_branch(repo, "origin", "main") == second
+    assert git(repo, "rev-parse", "refs/remotes/origin/main") == second
+    remote.push_ref(repo, "origin", attempt, None)
+    remote.push_ref(repo, "origin", attempt, None)  # gone already: done
+    assert remote.remote_refs(repo, "origin", "refs/dispatcher/*") == {}
+    assert remote.fetch_branch(repo, "origin", "nosuch") is None
+
+
+@pytest.mark.parametrize(
+    "ref", ["main", "refs/tags/v1", "refs/heads/a..b", "refs/heads/x:y", "-f", "refs/heads/"]
+)
+def test_push_ref_refuses_refs_it_does_not_write(pair: tuple[Path, Path], ref: str) -> None:
+    repo, bare = pair
+    with pytest.raises(InvalidInput):
+        remote.push_ref(repo, "origin", ref, git(repo, "rev-parse", "main"))
+    assert git(bare, "for-each-ref") == ""

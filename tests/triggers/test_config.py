@@ -1011,7 +1011,7 @@ def test_json_schema_uses_the_keys_as_written() -> None:
     assert {
         "version", "defaults", "max-parallel", "setup", "setup-timeout-minutes", "cleanup",
         "copy", "link", "agents", "notify", "keep", "max-leftover-file-mb", "triggers",
-        "fix-authors",
+        "fix-authors", "hub",
     } == set(schema["properties"])  # fmt: skip
     assert schema["required"] == ["version"]  # a file of repo settings has no triggers
     defs = schema["$defs"]
@@ -1103,6 +1103,15 @@ def test_max_leftover_file_mb_is_a_number_not_below_zero() -> None:
     assert parse(base.replace("max-leftover-file-mb: {}\n", "")).max_leftover_file_mb is None
     for bad in ("-1", "lots"):
         problems = check(base.format(bad))
+        assert problems and all(p.line == 2 for p in problems), (bad, problems)
+
+
+def test_hub_is_a_remote_name() -> None:
+    base = "version: 1\nhub: {}\n"
+    assert parse(base.format("hub")).hub == "hub"
+    assert parse("version: 1\n").hub is None
+    for bad in ("-x", "a b", "../up"):
+        problems = check(base.format(repr(bad)))
         assert problems and all(p.line == 2 for p in problems), (bad, problems)
 
 
