@@ -8,12 +8,13 @@ excluded paths, oversized files and force-added ignored ones.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -263,16 +264,7 @@ def snapshot_worktree(
         ["rev-parse", "--verify", "--quiet", "HEAD^{commit}"], worktree, check=False
     )
     head = head_result.stdout.strip() if head_result.returncode == 0 else None
-    index = Path(
-        cmd.run(
-            ["rev-parse", "--path-format=absolute", "--git-path", "index"], worktree
-        ).stdout.strip()
-    )
-    with tempfile.TemporaryDirectory(prefix="dispatcher-index-") as tmp:
-        tmp_index = Path(tmp) / "index"
-        if index.is_file():
-            shutil.copyfile(index, tmp_index)
-        env = {"GIT_INDEX_FILE": str(tmp_index)}
+    with _scratch_index(worktree) as (env, _had_index):
         staged = _stage(worktree, env, exclude=exclude, max_file_bytes=max_file_bytes)
         if staged is None:
             return Leftovers()
@@ -292,6 +284,24 @@ def snapshot_worktree(
     return dataclasses.replace(staged, sha=sha)
 
 
+@contextlib.contextmanager
+def _scratch_index(worktree: Path) -> Iterator[tuple[dict[str, str], bool]]:
+    """A temporary copy of ``worktree``'s index, as the environment that makes git use it
+    (``GIT_INDEX_FILE``), and whether the worktree had an index to copy: staging there
+    leaves the worktree's own index as it is. Removed afterwards."""
+    index = Path(
+        cmd.run(
+            ["rev-parse", "--path-format=absolute", "--git-path", "index"], worktree
+        ).stdout.strip()
+    )
+    with tempfile.TemporaryDirectory(prefix="dispatcher-index-") as tmp:
+        tmp_index = Path(tmp) / "index"
+        had = index.is_file()
+        if had:
+            shutil.copyfile(index, tmp_index)
+        yield {"GIT_INDEX_FILE": str(tmp_index)}, had
+
+
 def snapshot_tree(
     worktree: Path,
     *,
@@ -302,17 +312,8 @@ def snapshot_tree(
     ones that are not ignored), staged as :func:`snapshot_worktree` stages them, in a
     temporary copy of the index (``GIT_INDEX_FILE``): the worktree's own index, HEAD and
     branch are not touched. Work in progress pushed while an agent runs (docs/cluster.md)."""
-    index = Path(
-        cmd.run(
-            ["rev-parse", "--path-format=absolute", "--git-path", "index"], worktree
-        ).stdout.strip()
-    )
-    with tempfile.TemporaryDirectory(prefix="dispatcher-index-") as tmp:
-        tmp_index = Path(tmp) / "index"
-        if index.is_file():
-            shutil.copyfile(index, tmp_index)
-        env = {"GIT_INDEX_FILE": str(tmp_index)}
-        if not index.is_file():  # no index yet: start from HEAD's tree
+    with _scratch_index(worktree) as (env, had_index):
+        if not had_index:  # no index yet: start from HEAD's tree
             cmd.run(["read-tree", "HEAD"], worktree, check=False, env_extra=env)
         _stage(worktree, env, exclude=exclude, max_file_bytes=max_file_bytes)
         return cmd.run(["write-tree"], worktree, env_extra=env).stdout.strip()

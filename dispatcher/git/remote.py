@@ -21,6 +21,7 @@ from dispatcher.errors import FetchFailed, GitError, InvalidInput, NotFound, Pus
 from dispatcher.git import cmd
 from dispatcher.git.names import is_full_sha, is_plain_branch, validate_branch_name
 from dispatcher.git.refs import branch_head, is_ancestor, ref_value
+from dispatcher.process import proc
 
 _REMOTE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 # On `get` for the protocol and host the token is for, prints the username and password
@@ -177,6 +178,25 @@ def push_ref(
     raise PushRejected(_refusal(output, remote, name))
 
 
+def _ask(
+    repo: Path, args: list[str], remote: str, what: str,
+    credentials: Credentials | None, timeout: float,
+) -> proc.Result:  # fmt: skip
+    """Run ``git args`` against ``remote`` (``what``: the verb, for the message), bounded
+    by ``timeout``; :class:`FetchFailed` with one line when it fails or times out (its
+    ssh or remote helper killed with it)."""
+    try:
+        result = cmd.run(
+            [*_slow_args(timeout), *args], repo, check=False,
+            env_extra=_auth_env(credentials), timeout=timeout, session=True,
+        )  # fmt: skip
+    except GitError as exc:
+        raise FetchFailed(f"{what} of {remote} failed: {exc.message[:300]}") from None
+    if result.returncode != 0:
+        raise FetchFailed(_fetch_failure(result.stderr + "\n" + result.stdout, remote))
+    return result
+
+
 def remote_refs(
     repo: Path,
     remote: str,
@@ -191,15 +211,7 @@ def remote_refs(
     if not pattern.startswith("refs/") or pattern.startswith("-"):
         raise InvalidInput(f"not a ref pattern: {pattern[:100]!r}")
     args = [*_auth_args(credentials), "ls-remote", "--", remote, pattern]
-    try:
-        result = cmd.run(
-            [*_slow_args(timeout), *args], repo, check=False,
-            env_extra=_auth_env(credentials), timeout=timeout, session=True,
-        )  # fmt: skip
-    except GitError as exc:
-        raise FetchFailed(f"ls-remote of {remote} failed: {exc.message[:300]}") from None
-    if result.returncode != 0:
-        raise FetchFailed(_fetch_failure(result.stderr + "\n" + result.stdout, remote))
+    result = _ask(repo, args, remote, "ls-remote", credentials, timeout)
     found = {}
     for line in result.stdout.splitlines():
         sha, _, name = line.partition("\t")
@@ -230,15 +242,7 @@ def fetch_branch(
         return None
     args = [*_auth_args(credentials), "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
             "--refmap=", "--", remote, f"+refs/heads/{branch}:{tracking}"]  # fmt: skip
-    try:
-        result = cmd.run(
-            [*_slow_args(timeout), *args], repo, check=False,
-            env_extra=_auth_env(credentials), timeout=timeout, session=True,
-        )  # fmt: skip
-    except GitError as exc:
-        raise FetchFailed(f"fetch of {remote} failed: {exc.message[:300]}") from None
-    if result.returncode != 0:
-        raise FetchFailed(_fetch_failure(result.stderr + "\n" + result.stdout, remote))
+    _ask(repo, args, remote, "fetch", credentials, timeout)
     return ref_value(repo, tracking)
 
 
@@ -253,15 +257,7 @@ def fetch(
     # one (a mirror's `+refs/*:refs/*`, say) is not applied as well.
     args = [*_auth_args(credentials), "fetch", "--quiet", "--no-tags", "--no-write-fetch-head",
             "--refmap=", "--", remote, f"+refs/heads/*:refs/remotes/{remote}/*"]  # fmt: skip
-    try:
-        result = cmd.run(
-            [*_slow_args(timeout), *args], repo, check=False,
-            env_extra=_auth_env(credentials), timeout=timeout, session=True,
-        )  # fmt: skip
-    except GitError as exc:  # it timed out (its ssh or remote helper killed with it)
-        raise FetchFailed(f"fetch of {remote} failed: {exc.message[:300]}") from None
-    if result.returncode != 0:
-        raise FetchFailed(_fetch_failure(result.stderr + "\n" + result.stdout, remote))
+    _ask(repo, args, remote, "fetch", credentials, timeout)
 
 
 def _slow_args(timeout: float | None) -> list[str]:
