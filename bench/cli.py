@@ -3,7 +3,7 @@
     .venv/bin/python -m bench [--quick] [--only SECTION,...] [--json out.json]
 
 Sections (in this order): repos, spawn, throughput, events, api, memory, merge,
-repos_api, repos_scale, burst, supervise, git_processes, teams, mcp, dashboard. Everything
+repos_api, repos_scale, burst, supervise, git_processes, teams, mcp, dashboard, cluster. Everything
 lives in one temp dir, removed at the end with every daemon the run started stopped
 (SIGTERM), even on failure or Ctrl-C. ``--quick`` uses the 1,000 and 10,000-file repos only, 200
 throughput jobs and fewer samples (a few minutes on 2 cores); the full run adds the
@@ -30,6 +30,7 @@ from typing import Any
 from bench import (
     api,
     burst,
+    cluster,
     dashboard,
     events,
     git_processes,
@@ -62,6 +63,7 @@ SECTIONS: dict[str, ModuleType] = {
     "teams": teams,
     "mcp": mcp,
     "dashboard": dashboard,
+    "cluster": cluster,
 }
 
 TITLES = {
@@ -80,6 +82,7 @@ TITLES = {
     "teams": "teams: blocker merged -> dependant's agent start; message send -> waiting read",
     "mcp": "an MCP tool call (show_job) against the same REST call (GET /jobs/{id})",
     "dashboard": "dashboard pages (/ui) at 100,000 jobs against the REST reads",
+    "cluster": "PostgreSQL: claim of a job queued elsewhere, jobs/s, take-over after kill -9",
 }
 
 
