@@ -126,6 +126,13 @@ def prefilled(ctx: Ctx) -> dict[str, Any]:
             [{"id": 1, "name": REPO, "path": str(repo), "default_branch": "main",
               "created_at": datetime.now(UTC).strftime(SQL_TIME)}],
         )  # fmt: skip
+        # The repo's clone with no node: the daemon's first start takes it (adopt_clones).
+        _insert(
+            conn,
+            "clone",
+            [{"repo_id": 1, "node": None, "path": str(repo), "refs": "{}",
+              "created_at": datetime.now(UTC).strftime(SQL_TIME)}],
+        )  # fmt: skip
         _insert(conn, "job", job_rows(1, head, HISTORY_JOBS))
         conn.execute("COMMIT")
         count = conn.execute("SELECT count(*) FROM job").fetchone()[0]

@@ -23,6 +23,7 @@ from dispatcher import faults
 from dispatcher.cluster.membership import Membership
 from dispatcher.config import Settings
 from dispatcher.jobs import takeover
+from dispatcher.jobs.files import job_files
 from dispatcher.jobs.runner import Runner
 from dispatcher.lifecycle import JobState
 from dispatcher.process import proc
@@ -401,3 +402,44 @@ def test_a_team_records_the_node_that_made_it(tmp_path: Path) -> None:
         assert rows.team(made.id).node == node
         assert [t.id for t in rows.teams(node=node)] == [made.id]
         assert rows.teams(node=str(uuid.uuid4())) == []  # another node's start resumes none
+
+
+def test_after_an_outage_a_job_taken_over_meanwhile_is_dropped_not_recovered(
+    store: Store, tmp_path: Path
+) -> None:
+    """The database went away in the middle of a job's step and, while it was away,
+    another worker took the job over (a newer attempt, queued or claimed). Taking the job
+    up again must not touch the newer attempt: the runner drops it, kills its agent."""
+    settings = Settings(state_dir=tmp_path / "state", retry_backoff_seconds=0)
+    settings.ensure_dirs()
+    repo = store.add_repo(Repo(name="app", path=str(init_repo(tmp_path / "app")),
+                               default_branch="main"))  # fmt: skip
+    assert repo.id is not None
+    rows = WorkerStore(store)
+    me, other = _begin(rows, str(uuid.uuid4()), "me"), _begin(rows, str(uuid.uuid4()), "other")
+    agent = _sleeper()
+    try:
+        start = proc.process_start_time(agent.pid)
+        job_id = _job(store, repo.id, state=JobState.RUNNING, worker_id=me, pid=agent.pid,
+                      pid_start=start, max_attempts=2)  # fmt: skip
+        runner = Runner(settings, store)
+        runner.worker_id = me
+        ended: list[int] = []
+        runner.on_finished = lambda job_id, _row: ended.append(job_id)
+        runner._hold(job_id, Guard(me, 1))
+        exit_file = job_files(settings, job_id).exit
+        runner._children[job_id] = proc.Spawned(agent.pid, start or 0, exit_file, None, None)
+        # Taken over while the database was away: attempt 2, queued for another worker.
+        _left(store, job_id, state=JobState.QUEUED, worker_id=other, attempt=2, pid=None,
+              pid_start=None)  # fmt: skip
+        gone = sa.exc.OperationalError("UPDATE job", {}, Exception("server closed the connection"))
+        assert runner._recover_after_outage(job_id, gone) is False
+        row = store.job(job_id)
+        assert (row.state, row.attempt, row.worker_id) == (JobState.QUEUED, 2, other)
+        agent.wait(timeout=30)  # killed: the newer attempt is the job now
+        runner._let_go(job_id)
+        assert ended == []  # dropped: no end announced for another worker's attempt
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        agent.wait()

@@ -253,9 +253,20 @@ class Runner:
         """Claim when a claim may find something: after :meth:`wake` (a job queued), a
         freed slot while jobs were left queued, and a second after the last claim at the
         latest (re-queued jobs' backoffs end; anything else missed). No query while
-        every slot is busy, nor when a job ends with nothing queued."""
+        every slot is busy, nor when a job ends with nothing queued. With nodes
+        (PostgreSQL), every heartbeat interval it also takes over the busy jobs of other
+        nodes that have died meanwhile (:meth:`_take_over_dead`), as a start does."""
         due, waiting, last = True, True, 0.0
+        looked = time.monotonic()  # recover() took over the dead at start
         while not self._stopping.is_set():
+            if self.node is not None and (
+                time.monotonic() - looked >= self.settings.worker_heartbeat_seconds
+            ):
+                looked = time.monotonic()
+                try:
+                    self._take_over_dead()
+                except Exception:
+                    log.exception("taking over the jobs of dead nodes failed")
             with self._lock:
                 free = self.settings.max_parallel - len(self._active)
             if free > 0 and (due or time.monotonic() - last >= self.claim_fallback_s):
@@ -366,10 +377,18 @@ class Runner:
         )  # fmt: skip
         for _ in range(3):
             try:
+                job = self.store.job(job_id)
+                held = self._guard(job_id, job)
+                if not held.holds(job.worker_id, job.attempt):  # taken over meanwhile
+                    raise TakenOver(
+                        f"job {job_id} is attempt {job.attempt} of worker {job.worker_id} now"
+                    )
+                if job.state not in (JobState.PREPARING, JobState.RUNNING):
+                    return False  # the step's write had landed: the job has ended
                 with self._lock:
                     self._children.pop(job_id, None)  # re-adopted from its row, if it runs
-                self._recover_one(self.store.job(job_id), "the database came back")
-            except TakenOver as taken:  # another worker's now (taken over meanwhile)
+                self._recover_one(job, "the database came back")
+            except TakenOver as taken:  # another worker's now
                 self._drop(job_id, taken)
                 return False
             except Exception as again:

@@ -67,6 +67,18 @@ def database_gone(exc: BaseException) -> bool:
     )
 
 
+# The server's answers that mean "not now" (shutting down, starting up, crashed); a
+# connection that failed before any answer has no SQLSTATE at all.
+_NOT_NOW = frozenset({"57P01", "57P02", "57P03", "08000", "08001", "08003", "08006"})
+
+
+def _unreachable(exc: sa.exc.DBAPIError) -> bool:
+    """Whether a failed connect is the server being away (tried again), not refused for
+    a reason that stays (bad credentials, no such database: failed at once)."""
+    state = getattr(exc.orig, "sqlstate", None)
+    return state is None or state in _NOT_NOW
+
+
 def _first_line(exc: sa.exc.DBAPIError) -> str:
     """The driver's own message, first line (SQLAlchemy's adds the statement and a link)."""
     text = str(exc.orig if exc.orig is not None else exc).strip()
@@ -347,8 +359,8 @@ class Store:
             except sa.exc.OperationalError as exc:
                 now = time.monotonic()
                 if deadline is None:
-                    if self.backend.reconnect_s <= 0:
-                        raise
+                    if self.backend.reconnect_s <= 0 or not _unreachable(exc):
+                        raise  # a wrong password or database name will not mend
                     deadline = now + self.backend.reconnect_s
                     log.warning(
                         "the database cannot be reached (%s); trying again for up to %.0f s",
@@ -490,7 +502,10 @@ class Store:
     def adopt_clones(self) -> int:
         """Make the clones with no node (from before migration 0022: the database's one
         daemon's) this node's, but those of a repo or path this node has a clone of
-        already; how many. A daemon calls it at its start, before it reads its repos."""
+        already; how many. A daemon calls it at its start, before it reads its repos.
+        On a database with no queue (SQLite: the state dir's own, one daemon) every
+        clone is this node's: a state dir whose ``node-id`` was deleted is a new node
+        with the same repos, not one with none."""
         if self.node is None:
             return 0
         mine = sa.alias(Clone.__table__, "mine")  # type: ignore[attr-defined]
@@ -499,9 +514,12 @@ class Store:
             mine.c.node == self.node,
             sa.or_(mine.c.repo_id == table.c.repo_id, mine.c.path == table.c.path),
         )
+        theirs = table.c.node.is_(None)
+        if self.backend.queue_conninfo() is None:
+            theirs = sa.or_(theirs, table.c.node != self.node)
         with self._writing_repos() as s:
             done = s.connection().execute(
-                sa.update(table).where(table.c.node.is_(None), ~clash).values(node=self.node)
+                sa.update(table).where(theirs, ~clash).values(node=self.node)
             )
             return int(done.rowcount or 0)
 

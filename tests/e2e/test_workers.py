@@ -10,13 +10,16 @@ import contextlib
 import json
 import os
 import signal
+import uuid
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from dispatcher.store.database import Store
+from dispatcher.store.models import Job, Worker, utcnow
 from dispatcher.store.workers import WorkerStore
 from tests.daemon_fixture import Daemon
 from tests.e2e.test_postgres import FIRST_START_S
@@ -158,3 +161,48 @@ def test_on_postgresql_a_dead_nodes_running_job_is_taken_over_by_the_next_node_t
     assert done["worker_id"] == me["id"] and me["node"] != dead["node"]
     assert (dead["alive"], dead["stopped_at"]) == (False, None)
     assert b.stop() == 0
+
+
+def test_on_postgresql_a_node_that_dies_while_another_runs_has_its_job_taken_over(
+    pg_url: str, daemon_factory: Callable[..., Daemon], repo: Path
+) -> None:
+    """Take-over at run time: a node dies (its worker stops beating) while this one runs;
+    within a heartbeat interval after its timeout, this node re-queues its busy job
+    (attempt 2) and, having a clone of the repo, runs it."""
+    d = daemon_factory(
+        DISPATCHER_DATABASE_URL=pg_url, DISPATCHER_WORKER_HEARTBEAT_SECONDS="0.3",
+        DISPATCHER_WORKER_TIMEOUT_SECONDS="1.5", DISPATCHER_MAX_ATTEMPTS="2",
+        DISPATCHER_RETRY_BACKOFF_SECONDS="0",
+    ).start(timeout=FIRST_START_S)  # fmt: skip
+    name = d.add_repo(repo, "app")
+    template = _run(d, name)  # a job as this daemon makes them, to copy
+    store = Store(pg_url)
+    try:
+        # The other node: a worker of its own node, which never beats (it has died).
+        gone = WorkerStore(store).begin(Worker(
+            name="elsewhere", node=str(uuid.uuid4()), host="elsewhere", pid=1,
+            state_dir="/elsewhere", api_url="http://elsewhere:8765", slots=1,
+        ))  # fmt: skip
+        row = store.job(int(str(template["id"])))
+        job = Job(
+            repo_id=row.repo_id, prompt="ran elsewhere", agent=row.agent, command=row.command,
+            profile=row.profile, base_ref=row.base_ref, base_sha=row.base_sha,
+            target_branch=row.target_branch, timeout_s=row.timeout_s,
+            max_attempts=row.max_attempts, not_before=utcnow() + timedelta(hours=1),
+        )  # fmt: skip
+        job_id = store.add_job(job, branch_for=lambda jid: f"dispatcher/{jid}-elsewhere").id
+        with store.connecting() as conn:  # running on the other node, as its claim left it
+            conn.execute(
+                sa.text("UPDATE job SET state = 'running', worker_id = :w, not_before = NULL, "
+                        "started_at = :now WHERE id = :id"),
+                {"w": gone.id, "id": job_id, "now": utcnow()},
+            )  # fmt: skip
+    finally:
+        store.close()
+    done = d.wait(int(job_id or 0), timeout=60)
+    assert (done["state"], done["attempt"]) == ("succeeded", 2), done
+    mine = next(w for w in d.api.get("/workers").json() if w["this"])
+    assert done["worker_id"] == mine["id"]
+    log = d.cli("logs", str(job_id)).stdout
+    assert f"taken over from worker {gone.id} (its node is not alive): queued" in log
+    assert d.stop() == 0
