@@ -10,6 +10,7 @@ import json
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,7 @@ from dispatcher.store.backends import DAEMON_LOCK, WRITER_LOCK, backend_for
 from dispatcher.store.database import Store, migrate
 from dispatcher.store.models import Issue, Job, Repo
 from tests.migrationutil import downgrade, head_revision, upgrade
+from tests.pg import PgCluster
 from tests.schemautil import snapshot
 from tests.together import together_in_processes
 from tests.waiting import wait_until
@@ -379,3 +381,18 @@ def test_a_daemon_hold_whose_connection_was_dropped_is_taken_again(
 def _scalar(engine: sa.Engine, sql: str) -> object:
     with engine.connect() as conn:
         return conn.exec_driver_sql(sql).scalar()
+
+
+def test_a_database_that_does_not_exist_is_refused_at_once_not_waited_for(
+    pg_cluster: PgCluster,
+) -> None:
+    """The store waits (up to 60 s) for a server that is away, not for one that answers
+    "no such database": that will not mend, and the error says so in its first line."""
+    store = Store(pg_cluster.url("no_such_database"))
+    started = time.monotonic()
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="no_such_database"):
+            store.repos()
+    finally:
+        store.close()
+    assert time.monotonic() - started < 30  # well inside the 60 s a restart gets

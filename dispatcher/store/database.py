@@ -67,16 +67,22 @@ def database_gone(exc: BaseException) -> bool:
     )
 
 
-# The server's answers that mean "not now" (shutting down, starting up, crashed); a
-# connection that failed before any answer has no SQLSTATE at all.
+# The server's answers that mean "not now" (shutting down, starting up, crashed).
 _NOT_NOW = frozenset({"57P01", "57P02", "57P03", "08000", "08001", "08003", "08006"})
+# What libpq says (a failed connect has no SQLSTATE) when the server answered and will
+# answer the same again: no such database or role, credentials or rules that refuse.
+_FOR_GOOD = ("does not exist", "authentication failed", "pg_hba.conf", "permission denied",
+             "invalid connection option", "invalid dsn", "invalid integer value")  # fmt: skip
 
 
 def _unreachable(exc: sa.exc.DBAPIError) -> bool:
     """Whether a failed connect is the server being away (tried again), not refused for
     a reason that stays (bad credentials, no such database: failed at once)."""
     state = getattr(exc.orig, "sqlstate", None)
-    return state is None or state in _NOT_NOW
+    if state is not None:
+        return state in _NOT_NOW
+    text = str(exc.orig if exc.orig is not None else exc)
+    return not any(reason in text for reason in _FOR_GOOD)
 
 
 def _first_line(exc: sa.exc.DBAPIError) -> str:
