@@ -251,7 +251,7 @@ def serve(settings: Settings) -> None:
         service.workers.on_queued = runner.wake  # a job queued on any node (PostgreSQL)
         runner.worker_id = service.workers.join()
         # Its node's rows are its own (docs/cluster.md): what it resumes, sweeps, makes.
-        node = runner.node = service.sweeper.node = service.workers.owner
+        node = runner.node = service.sweeper.node = service.hubs.node = service.workers.owner
         service.teams.node = service.workers.node  # written on the teams it makes
         runner.on_finished = service.job_ended
         runner.on_worktree_ready = service.metrics.worktree_ready

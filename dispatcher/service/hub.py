@@ -54,6 +54,9 @@ class Hubs:
     store: Store
     control: Control  # its lock per job
     trigger_files: TriggerFiles  # a committed `hub:` of a repo without its own setting
+    # This daemon's node (docs/cluster.md; None: every row is its own): whose running
+    # jobs' work in progress it pushes (their worktrees are in its clones).
+    node: str | None = field(default=None, init=False)
     # (job, attempt) -> the (tree, parent) last pushed as its attempt ref
     _last: dict[tuple[int, int], tuple[str, str]] = field(default_factory=dict, init=False)
     _closed: set[int] = field(default_factory=set, init=False)  # attempt refs deleted
@@ -174,7 +177,8 @@ class Hubs:
         repo_path = Path(repo.path)
         head = refs.branch_head(repo_path, job.branch)
         if head is None:
-            self._failed(job_id, f"its branch {job.branch} is gone; nothing to push")
+            if job.state is not JobState.MERGED:  # merged: its branch went with the merge
+                self._failed(job_id, f"its branch {job.branch} is gone; nothing to push")
             return True
         if job.hub_sha == head:
             return True
@@ -216,7 +220,7 @@ class Hubs:
         repos = {r.id: (r, remote) for r in self.store.repos() if (remote := self.remote_of(r))}
         if not repos:
             return
-        for job in self.store.jobs_in([JobState.RUNNING]):
+        for job in self.store.jobs_in([JobState.RUNNING], node=self.node):
             found = repos.get(job.repo_id)
             if found is None or job.id is None or not job.worktree or not job.branch:
                 continue
