@@ -82,6 +82,9 @@ class Settings(BaseSettings):
     worker_name: str | None = Field(default=None, min_length=1, max_length=200)
     worker_heartbeat_seconds: float = Field(default=10, gt=0, le=3600)
     worker_timeout_seconds: float = Field(default=30, gt=0, le=86400)
+    # A node that stopped cleanly left its agents running for its next start to re-adopt:
+    # its busy jobs are taken over by another node only this long after it stopped.
+    worker_stopped_grace_seconds: float = Field(default=600, ge=0, le=7 * 86400)
 
     max_parallel: int = Field(default=4, ge=1, description="agents running at once, all repos")
     max_parallel_per_repo: int = Field(default=2, ge=1)

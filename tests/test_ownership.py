@@ -92,7 +92,9 @@ def test_a_start_takes_its_nodes_busy_jobs_a_dead_nodes_and_leaves_an_alive_node
     store: Store, tmp_path: Path
 ) -> None:
     postgres = store.backend.name == "postgresql"
-    settings = Settings(state_dir=tmp_path / "state", retry_backoff_seconds=3600)
+    settings = Settings(
+        state_dir=tmp_path / "state", retry_backoff_seconds=3600, worker_stopped_grace_seconds=0
+    )
     settings.ensure_dirs()
     repo_path = init_repo(tmp_path / "app")
     repo = store.add_repo(Repo(name="app", path=str(repo_path), default_branch="main"))
@@ -101,7 +103,7 @@ def test_a_start_takes_its_nodes_busy_jobs_a_dead_nodes_and_leaves_an_alive_node
     mine, dead_node, alive_node = (str(uuid.uuid4()) for _ in range(3))
     earlier = _begin(rows, mine, "earlier")  # this node's start that was killed
     dead = _begin(rows, dead_node, "dead")
-    rows.stopped(dead)
+    rows.stopped(dead)  # (no grace for a stopped node here: the test after this one)
     alive = _begin(rows, alive_node, "alive") if postgres else None
     me = _begin(rows, mine, "me")
     if alive is not None:
@@ -443,3 +445,40 @@ def test_after_an_outage_a_job_taken_over_meanwhile_is_dropped_not_recovered(
         if agent.poll() is None:
             agent.kill()
         agent.wait()
+
+
+def test_a_node_that_stopped_cleanly_keeps_its_jobs_for_the_grace_then_is_taken_for_dead(
+    pg_migrated_url: str,
+) -> None:
+    """A clean stop leaves the agents running for the node's next start: within
+    ``DISPATCHER_WORKER_STOPPED_GRACE_SECONDS`` its jobs are its own; after it, another
+    node takes them over. A killed node's (never stopped) wait only for the timeout.
+    (PostgreSQL: nodes share it; on SQLite there are no other nodes.)"""
+    store = Store(pg_migrated_url)
+    try:
+        _stopped_node(store)
+    finally:
+        store.close()
+
+
+def _stopped_node(store: Store) -> None:
+    rows = WorkerStore(store)
+    mine = str(uuid.uuid4())
+    stopped, killed = (
+        _begin(rows, str(uuid.uuid4()), "stopped"),
+        _begin(rows, str(uuid.uuid4()), "killed"),
+    )
+    rows.stopped(stopped)
+    grace = timedelta(minutes=10)
+    assert rows.dead(mine, timedelta(0), grace) == [killed]
+    _stopped_ago(store, stopped, timedelta(minutes=11))
+    assert sorted(rows.dead(mine, timedelta(0), grace)) == sorted([stopped, killed])
+
+
+def _stopped_ago(store: Store, worker_id: int, ago: timedelta) -> None:
+    from dispatcher.store.models import utcnow
+
+    with store.writing() as s:
+        s.exec(
+            sa.update(Worker).where(col(Worker.id) == worker_id).values(stopped_at=utcnow() - ago)
+        )

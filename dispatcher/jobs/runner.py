@@ -835,7 +835,8 @@ class Runner:
         if self.node is None:
             return  # no node: every row is this runner's own
         timeout = timedelta(seconds=self.settings.worker_timeout_seconds)
-        dead = WorkerStore(self.store).dead(self.node, timeout)
+        grace = timedelta(seconds=self.settings.worker_stopped_grace_seconds)
+        dead = WorkerStore(self.store).dead(self.node, timeout, grace)
         for taken in takeover.take_over(self.settings, self.store, self.worker_id, dead):
             if taken.state is JobState.QUEUED:
                 self.wake()

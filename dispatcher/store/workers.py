@@ -64,14 +64,24 @@ class WorkerStore:
     def get(self, worker_id: int) -> Worker:
         return self.store.row(Worker, worker_id)
 
-    def dead(self, node: str, timeout: timedelta) -> list[int]:
+    def dead(
+        self, node: str, timeout: timedelta, stopped_grace: timedelta = timedelta(0)
+    ) -> list[int]:
         """The workers of the other nodes that are not alive (docs/cluster.md): every
-        start of a node none of whose starts is alive. (The starts of no node, before
-        nodes were recorded, are every node's own.) Their busy jobs are taken over
-        (:mod:`dispatcher.jobs.takeover`)."""
+        start of a node none of whose starts is alive, but a start that stopped cleanly
+        less than ``stopped_grace`` ago (it left its agents running, for its node's next
+        start to re-adopt). (The starts of no node, before nodes were recorded, are every
+        node's own.) Their busy jobs are taken over (:mod:`dispatcher.jobs.takeover`)."""
         rows = self.listed(this=None, timeout=timeout, everyone=True)
         alive = {w.node for w in rows if w.alive}
-        return [w.id for w in rows if w.node not in (node, None) and w.node not in alive]
+        recent = utcnow() - stopped_grace
+        return [
+            w.id
+            for w in rows
+            if w.node not in (node, None)
+            and w.node not in alive
+            and (w.stopped_at is None or w.stopped_at <= recent)
+        ]
 
     def listed(
         self, *, this: int | None, timeout: timedelta, everyone: bool = False
