@@ -254,6 +254,7 @@ def serve(settings: Settings) -> None:
         node = runner.node = service.sweeper.node = service.hubs.node = service.workers.owner
         service.teams.node = service.workers.node  # written on the teams it makes
         runner.on_finished = service.job_ended
+        runner.on_taken_over = service.job_taken_over
         runner.on_worktree_ready = service.metrics.worktree_ready
         app = create_app(
             service, token, public_docs=settings.public_api_docs,

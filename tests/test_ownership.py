@@ -122,6 +122,8 @@ def test_a_start_takes_its_nodes_busy_jobs_a_dead_nodes_and_leaves_an_alive_node
         runner = Runner(settings, store)
         runner.worker_id, runner.node = me, mine
         runner.on_finished = lambda job_id, _row: ended.append(job_id)
+        taken_ended: list[int] = []  # the dead node's jobs ended here: not its end hooks
+        runner.on_taken_over = taken_ended.append
         runner.start()
         try:
             got = {j: store.job(j) for j in (adopted, lost, unowned, dead_running, dead_last)}
@@ -137,7 +139,8 @@ def test_a_start_takes_its_nodes_busy_jobs_a_dead_nodes_and_leaves_an_alive_node
                 got[dead_running].error or ""
             )
             assert (got[dead_last].state, got[dead_last].worker_id) == (JobState.FAILED, me)
-            assert dead_last in ended and dead_running not in ended
+            assert taken_ended == [dead_last] and dead_last not in ended
+            assert dead_running not in ended
             if other is not None:  # the alive node's: left alone
                 row = store.job(other)
                 assert (row.state, row.attempt, row.worker_id) == (JobState.RUNNING, 1, alive)

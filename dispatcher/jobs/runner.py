@@ -171,6 +171,9 @@ class Runner:
         # A job the runner held is let go of: (its id, its row as the runner recorded its
         # end, or None when it did not: the hook reads it if it needs it).
         self.on_finished: Callable[[int, Job | None], None] | None = None
+        # A dead node's job this runner ended when it took it over (it never ran here: no
+        # worktree, branch or team step of this node's to follow): only who waits hears.
+        self.on_taken_over: Callable[[int], None] | None = None
         self._ended: dict[int, Job] = {}  # each job's row as its end was recorded
         # A job's worktree is ready: (repo, "pool" or "fresh", seconds it took); for /metrics.
         self.on_worktree_ready: Callable[[str, str, float], None] | None = None
@@ -840,8 +843,8 @@ class Runner:
         for taken in takeover.take_over(self.settings, self.store, self.worker_id, dead):
             if taken.state is JobState.QUEUED:
                 self.wake()
-            elif self.on_finished is not None:
-                self.on_finished(taken.job_id, None)
+            elif self.on_taken_over is not None:
+                self.on_taken_over(taken.job_id)
 
     def _kill_lost(self, job: Job) -> None:
         """The agent of a job found taken over at recovery, if it still runs here."""

@@ -138,5 +138,12 @@ class Service:
         else:
             self.fixloop.job_ended(job_id, ended)  # a chain's queued fix goes next
 
+    def job_taken_over(self, job_id: int) -> None:
+        """A dead node's job that this node ended when it took it over (the runner's
+        ``on_taken_over``): its notice, and its fix chain's next step. Not its team's
+        step, hub or forge push: those are in the dead node's clone (docs/cluster.md)."""
+        self.notices.job_ended(job_id)
+        self.fixloop.job_ended(job_id)
+
     def health(self) -> Health:
         return Health(version=__version__, jobs_active=self.store.count_active())
