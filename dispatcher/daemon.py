@@ -211,7 +211,6 @@ def serve(settings: Settings) -> None:
         store = Store(settings.db_url, node=node_id(settings.node_id_file))
         store.hold_database()  # one daemon per database, as per state dir: before migrating
         migrate(settings.db_url)
-        store.hear_repo_changes()  # other nodes' repo writes drop this store's repo cache
         adopted = store.adopt_clones()  # the clones from before 0022: the one daemon's
         if adopted:
             log.info("this node (%s) took the %d clone(s) recorded before it", store.node, adopted)
@@ -248,7 +247,9 @@ def serve(settings: Settings) -> None:
 
         # This start as a worker (and on PostgreSQL its queue worker's heartbeats), before
         # anything claims: the jobs it claims carry its id.
-        service.workers.on_queued = runner.wake  # a job queued on any node (PostgreSQL)
+        # Other nodes' repo writes drop this store's repo cache (it drops it as it starts
+        # to listen, too); a job queued by any node wakes the claim (PostgreSQL).
+        store.hear_repo_changes(queued=runner.wake)
         runner.worker_id = service.workers.join()
         # Its node's rows are its own (docs/cluster.md): what it resumes, sweeps, makes.
         node = runner.node = service.sweeper.node = service.hubs.node = service.workers.owner

@@ -19,6 +19,7 @@ from dispatcher.errors import DispatcherError, NotFound
 from dispatcher.lifecycle import JobState
 from dispatcher.store.database import Store
 from dispatcher.store.models import Repo, Worker
+from dispatcher.store.repochanges import APPLICATION_NAME
 from dispatcher.store.workers import WorkerStore
 from tests.pg import PgCluster
 from tests.test_store import branch_for, new_job
@@ -204,17 +205,14 @@ def test_the_queue_worker_beats_on_after_postgresql_restarts_and_joins_again_if_
         store.close()
 
 
-def test_a_job_queued_by_any_node_wakes_the_queue_worker_even_after_postgresql_restarts(
+def test_a_job_queued_by_any_node_wakes_this_node_even_after_postgresql_restarts(
     pg_cluster: PgCluster, pg_migrated_url: str
 ) -> None:
     other = Store(pg_migrated_url)  # another node's store: the job is queued there
+    me = Store(pg_migrated_url, node=str(uuid.uuid4()))  # this node's: it listens
     repo = other.add_repo(Repo(name="r", path="/srv/r", default_branch="main"))
     assert repo.id is not None
     woken = threading.Event()
-    queue = QueueWorker(
-        _conninfo(other), name="w#1", heartbeat_s=0.2, timeout_s=5,
-        on_registered=lambda _qid: None, on_queued=woken.set,
-    )  # fmt: skip
 
     def queue_one(prompt: str) -> int:
         return other.add_job(new_job(repo.id or 0, prompt), branch_for=branch_for).id or 0
@@ -224,22 +222,27 @@ def test_a_job_queued_by_any_node_wakes_the_queue_worker_even_after_postgresql_r
             conn.execute(sa.text("UPDATE job SET state = :s WHERE id = :id"),
                          {"s": state.value, "id": job_id})  # fmt: skip
 
+    def quiet() -> bool:  # every wake-up sent so far has arrived
+        woken.clear()
+        return not woken.wait(0.3)
+
+    def listening_anew() -> bool:  # its connection on the (new) server, LISTEN in place
+        with other.connecting() as conn:
+            here = conn.execute(
+                sa.text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :a"),
+                {"a": APPLICATION_NAME},
+            ).scalar()  # fmt: skip
+        return bool(here) and changes.listening.is_set()
+
     try:
-        queue.start()
-
-        def wakes(prompt: str) -> bool:  # the listener may still be connecting: queue again
-            woken.clear()
-            queue_one(prompt)
-            return woken.wait(1)
-
-        wait_until(lambda: wakes("new"), "a wake-up for a new job", 15)
+        changes = me.hear_repo_changes(queued=woken.set)
+        assert changes is not None
+        wait_until(listening_anew, "the listener", 15)
+        wait_until(quiet, "the wake-ups to stop", 10)  # it wakes once as it starts
+        queue_one("new")
+        assert woken.wait(10), "a new job woke nobody"
         job_id = queue_one("more")
         assert woken.wait(10)
-
-        def quiet() -> bool:  # every wake-up sent so far has arrived
-            woken.clear()
-            return not woken.wait(0.3)
-
         wait_until(quiet, "the wake-ups to stop", 10)
         set_state(job_id, JobState.PREPARING)  # claimed: nothing to wake anyone for
         assert not woken.wait(0.5)
@@ -247,9 +250,12 @@ def test_a_job_queued_by_any_node_wakes_the_queue_worker_even_after_postgresql_r
         assert woken.wait(10), "a job put back in the queue woke nobody"
 
         pg_cluster.restart()  # the listener's connection is dropped: it listens again
-        wait_until(lambda: wakes("after restart"), "a wake-up after the restart", 30)
+        wait_until(listening_anew, "the listener after the restart", 30)
+        wait_until(quiet, "the wake-ups to stop", 10)
+        queue_one("after restart")
+        assert woken.wait(10), "a job queued after the restart woke nobody"
     finally:
-        queue.stop()
+        me.close()
         other.close()
 
 

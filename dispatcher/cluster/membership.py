@@ -13,7 +13,6 @@ import functools
 import logging
 import os
 import socket
-from collections.abc import Callable
 from datetime import timedelta
 
 from dispatcher.cluster.node import node_id
@@ -34,8 +33,6 @@ class Membership:
         self._conninfo = store.backend.queue_conninfo()
         self._queue: QueueWorker | None = None
         self.worker_id: int | None = None
-        # Called (on the queue's thread) when any node queues a job: the runner's wake.
-        self.on_queued: Callable[[], None] | None = None
 
     @functools.cached_property
     def node(self) -> str:
@@ -71,7 +68,6 @@ class Membership:
                 heartbeat_s=self.settings.worker_heartbeat_seconds,
                 timeout_s=self.settings.worker_timeout_seconds,
                 on_registered=lambda qid: self.rows.joined_queue(worker_id, qid),
-                on_queued=self.on_queued,
             )  # fmt: skip
             try:
                 qid = self._queue.start()

@@ -6,12 +6,6 @@ own event loop: it registers in ``procrastinate_workers`` and sends a heartbeat 
 on its own (the database went away: its heartbeat failed) it is started again after a
 backoff, as a new queue worker (a new id, passed to ``on_registered``), until
 :meth:`QueueWorker.stop`. Nothing here touches the daemon's own tables.
-
-Beside it, through procrastinate's connector, the worker listens on :data:`QUEUED_CHANNEL`:
-a trigger on ``job`` (migration ``0024``) notifies it whenever any node queues a job
-(a new one, or one put back in the queue), and ``on_queued`` wakes this daemon's claim.
-A notification sent while the listener was away (PostgreSQL restarting) is lost; the
-runner's claim poll (a second at most) finds such a job anyway.
 """
 
 from __future__ import annotations
@@ -30,9 +24,6 @@ log = logging.getLogger(__name__)
 QUEUE = "dispatcher"
 """The queue this worker listens on (nothing is deferred to it yet: docs/cluster.md)."""
 
-QUEUED_CHANNEL = "dispatcher_job_queued"
-"""Notified (payload: the repo id) by the trigger ``job_queued_notify`` (migration 0024)."""
-
 _RESTART_S = (0.5, 30.0)  # the backoff between restarts: first, most
 
 
@@ -45,14 +36,12 @@ class QueueWorker:
         heartbeat_s: float,
         timeout_s: float,
         on_registered: Callable[[int], None],
-        on_queued: Callable[[], None] | None = None,
     ) -> None:
         self._conninfo = conninfo
         self._name = name
         self._heartbeat_s = heartbeat_s
         self._timeout_s = timeout_s
         self._on_registered = on_registered
-        self._on_queued = on_queued
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -115,14 +104,12 @@ class QueueWorker:
                     stopping = asyncio.create_task(self._stop.wait())
                     registered = await self._registered(worker, run)
                     watch = asyncio.create_task(self._watch_row(app, worker))
-                    listen = asyncio.create_task(self._listen(connector))
                     if registered:
                         backoff = _RESTART_S[0]
                     await asyncio.wait({run, stopping, watch}, return_when=asyncio.FIRST_COMPLETED)
                     worker.stop()
                     stopping.cancel()
                     watch.cancel()
-                    listen.cancel()
                     await asyncio.gather(run, return_exceptions=True)
                     if run.done() and not run.cancelled() and run.exception() is not None:
                         raise run.exception()  # type: ignore[misc]
@@ -156,26 +143,6 @@ class QueueWorker:
                 log.warning("queue worker %s was taken for dead by another node (its row is "
                             "gone): joining the queue again", worker.worker_id)  # fmt: skip
                 return
-
-    async def _listen(self, connector: Any) -> None:
-        """Call ``on_queued`` on every notification of :data:`QUEUED_CHANNEL`, listening
-        again (after a backoff) whenever the connection is lost, until cancelled."""
-        if self._on_queued is None:
-            return
-        wake = self._on_queued
-
-        async def queued(*, channel: str, payload: str) -> None:
-            wake()
-
-        backoff = _RESTART_S[0]
-        while True:
-            try:
-                await connector.listen_notify(on_notification=queued, channels=[QUEUED_CHANNEL])
-            except Exception as exc:  # the database away: listen again after a while
-                log.debug("listening for queued jobs failed (%s): again in %.1f s",
-                          type(exc).__name__, backoff)  # fmt: skip
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, _RESTART_S[1])
 
     async def _registered(self, worker: object, run: asyncio.Task[None]) -> bool:
         """Wait until ``worker`` has its id (or ended); tell the daemon."""

@@ -53,7 +53,7 @@ from dispatcher.store.models import (
     utcnow,
 )
 from dispatcher.store.owners import Guard, node_jobs, taken_over
-from dispatcher.store.repochanges import RepoChanges
+from dispatcher.store.repochanges import CHANNEL, QUEUED_CHANNEL, RepoChanges
 
 log = logging.getLogger(__name__)
 
@@ -395,14 +395,18 @@ class Store:
             self._repos = None
             self._repos_generation += 1
 
-    def hear_repo_changes(self) -> RepoChanges | None:
-        """Drop the repo cache whenever any node writes a repo, until :meth:`close`
-        (PostgreSQL: :mod:`~dispatcher.store.repochanges`); None on SQLite, where this
-        store is the only writer."""
+    def hear_repo_changes(self, *, queued: Callable[[], None] | None = None) -> RepoChanges | None:
+        """Drop the repo cache whenever any node writes a repo, and call ``queued``
+        whenever any node queues a job, until :meth:`close` (PostgreSQL:
+        :mod:`~dispatcher.store.repochanges`); None on SQLite, where this store is the
+        only writer."""
         conninfo = self.backend.queue_conninfo()
         if conninfo is None or self._changes is not None:
             return self._changes
-        self._changes = RepoChanges(conninfo, self._drop_repos)
+        handlers = {CHANNEL: self._drop_repos}
+        if queued is not None:
+            handlers[QUEUED_CHANNEL] = queued
+        self._changes = RepoChanges(conninfo, handlers)
         self._changes.start()
         return self._changes
 
