@@ -30,14 +30,16 @@ class Membership:
     def __init__(self, settings: Settings, store: Store) -> None:
         self.settings = settings
         self.rows = WorkerStore(store)
+        self._store_node = store.node
         self._conninfo = store.backend.queue_conninfo()
         self._queue: QueueWorker | None = None
         self.worker_id: int | None = None
 
     @functools.cached_property
     def node(self) -> str:
-        """This state dir's node id: the same for each of its starts."""
-        return node_id(self.settings.node_id_file)
+        """This state dir's node id: the same for each of its starts (the store's, when
+        the daemon gave it one: read once)."""
+        return self._store_node or node_id(self.settings.node_id_file)
 
     @property
     def owner(self) -> str | None:

@@ -77,7 +77,7 @@ from dispatcher.jobs.workers import Workers
 from dispatcher.jobs.workspace import Workspace
 from dispatcher.lifecycle import JobState
 from dispatcher.process import forks, proc, sandbox
-from dispatcher.store.database import Claimed, Store, database_gone
+from dispatcher.store.database import Claimed, Store, database_gone, first_line
 from dispatcher.store.jobpath import StartBlocks
 from dispatcher.store.models import Job, Repo, utcnow
 from dispatcher.store.owners import Guard, TakenOver
@@ -373,10 +373,9 @@ class Runner:
         as a restarted daemon takes up what it finds (:meth:`_recover_one`), once the
         database answers again: its agent re-adopted if it runs, its end recorded from
         its exit file, or the job queued again. True when its agent is watched again."""
-        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[:1]
         log.warning(
             "job %s: the database went away during a step (%s); taking the job up again as "
-            "after a restart", job_id, first[0] if first else type(exc).__name__,
+            "after a restart", job_id, first_line(exc),
         )  # fmt: skip
         for _ in range(3):
             try:

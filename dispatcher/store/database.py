@@ -85,9 +85,9 @@ def _unreachable(exc: sa.exc.DBAPIError) -> bool:
     return not any(reason in text for reason in _FOR_GOOD)
 
 
-def _first_line(exc: sa.exc.DBAPIError) -> str:
+def first_line(exc: BaseException) -> str:
     """The driver's own message, first line (SQLAlchemy's adds the statement and a link)."""
-    text = str(exc.orig if exc.orig is not None else exc).strip()
+    text = str(getattr(exc, "orig", None) or exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
 
@@ -370,7 +370,7 @@ class Store:
                     deadline = now + self.backend.reconnect_s
                     log.warning(
                         "the database cannot be reached (%s); trying again for up to %.0f s",
-                        _first_line(exc), self.backend.reconnect_s,
+                        first_line(exc), self.backend.reconnect_s,
                     )  # fmt: skip
                 if now >= deadline:
                     raise

@@ -272,21 +272,33 @@ def test_a_merge_into_a_branch_only_this_clone_has_puts_it_on_the_hub(
     assert hub_ref(hub, "refs/heads/main") == done["base"]  # main untouched
 
 
+def merge_while_another_clone_pushes(
+    d: Daemon, tmp_path: Path, agent: Agent, *, mine: str, their_file: str
+) -> tuple[Path, Path, dict[str, Any], str, httpx.Response]:
+    """A job that wrote ``mine``, merged while another clone pushes ``their_file`` to the
+    hub's target between the merge's fetch and its push (held at ``merge.computed``):
+    (hub, clone, the job, their commit, the merge's answer)."""
+    hub, clone = hub_and_clone(tmp_path)
+    name = add_hub_repo(d, clone)
+    done = committed_job(d, name, agent, mine)
+    faults = faults_of(d)
+    reached = hold_fault(faults, "merge.computed")
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(post_merge, d, done["id"])
+        wait_until(reached.exists, "the merge to be computed", timeout=30)
+        reached.unlink()
+        theirs = other_clone_pushes(tmp_path, hub, their_file, "theirs\n")
+        release_fault(faults, "merge.computed")
+        resp = pending.result(timeout=90)
+    return hub, clone, done, theirs, resp
+
+
 def test_a_merge_retries_when_another_clone_moves_the_hubs_target_meanwhile(
     hdaemon: Daemon, tmp_path: Path, agent: Agent
 ) -> None:
-    hub, clone = hub_and_clone(tmp_path)
-    name = add_hub_repo(hdaemon, clone)
-    done = committed_job(hdaemon, name, agent, "mine.txt")
-    faults = faults_of(hdaemon)
-    reached = hold_fault(faults, "merge.computed")
-    with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(post_merge, hdaemon, done["id"])
-        wait_until(reached.exists, "the merge to be computed", timeout=30)
-        reached.unlink()
-        theirs = other_clone_pushes(tmp_path, hub, "theirs.txt", "theirs\n")
-        release_fault(faults, "merge.computed")
-        resp = pending.result(timeout=90)
+    hub, clone, _done, theirs, resp = merge_while_another_clone_pushes(
+        hdaemon, tmp_path, agent, mine="mine.txt", their_file="theirs.txt"
+    )
     assert resp.status_code == 200, resp.text
     tip = hub_ref(hub, "refs/heads/main")
     assert tip == resp.json()["job"]["merged_sha"] == git(clone, "rev-parse", "main")
@@ -298,18 +310,9 @@ def test_a_merge_retries_when_another_clone_moves_the_hubs_target_meanwhile(
 def test_a_merge_refuses_in_one_line_when_the_hubs_new_target_conflicts(
     hdaemon: Daemon, tmp_path: Path, agent: Agent
 ) -> None:
-    hub, clone = hub_and_clone(tmp_path)
-    name = add_hub_repo(hdaemon, clone)
-    done = committed_job(hdaemon, name, agent, "same.txt")
-    faults = faults_of(hdaemon)
-    reached = hold_fault(faults, "merge.computed")
-    with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(post_merge, hdaemon, done["id"])
-        wait_until(reached.exists, "the merge to be computed", timeout=30)
-        reached.unlink()
-        theirs = other_clone_pushes(tmp_path, hub, "same.txt", "theirs\n")
-        release_fault(faults, "merge.computed")
-        resp = pending.result(timeout=90)
+    hub, _clone, done, theirs, resp = merge_while_another_clone_pushes(
+        hdaemon, tmp_path, agent, mine="same.txt", their_file="same.txt"
+    )
     assert resp.status_code == 409, resp.text
     message = resp.json()["error"]["message"]
     assert "conflict" in message and "same.txt" in message and "\n" not in message, message
