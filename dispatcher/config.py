@@ -85,6 +85,9 @@ class Settings(BaseSettings):
     # A node that stopped cleanly left its agents running for its next start to re-adopt:
     # its busy jobs are taken over by another node only this long after it stopped.
     worker_stopped_grace_seconds: float = Field(default=600, ge=0, le=7 * 86400)
+    # Where the other nodes reach this daemon's API (a job this node holds is operated
+    # through it: docs/cluster.md); default its own address (api_url).
+    advertise_url: str | None = Field(default=None, pattern=r"^https?://[^\s/]+(/\S*)?$")
 
     max_parallel: int = Field(default=4, ge=1, description="agents running at once, all repos")
     max_parallel_per_repo: int = Field(default=2, ge=1)

@@ -209,7 +209,7 @@ def serve(settings: Settings) -> None:
 
         # The store sees this node's clones only, each repo with its own clone's path.
         store = Store(settings.db_url, node=node_id(settings.node_id_file))
-        store.hold_database()  # one daemon per database, as per state dir: before migrating
+        store.hold_database()  # one daemon per node on a database, before migrating
         migrate(settings.db_url)
         adopted = store.adopt_clones()  # the clones from before 0022: the one daemon's
         if adopted:
@@ -256,6 +256,7 @@ def serve(settings: Settings) -> None:
         service.teams.node = service.workers.node  # written on the teams it makes
         runner.on_finished = service.job_ended
         runner.on_taken_over = service.job_taken_over
+        runner.before_end = service.hubs.before_end  # a hub repo's branch there first
         runner.on_worktree_ready = service.metrics.worktree_ready
         app = create_app(
             service, token, public_docs=settings.public_api_docs,

@@ -102,6 +102,14 @@ class ForgeError(DispatcherError):
     status = 502
 
 
+class NodeUnavailable(DispatcherError):
+    """The node that holds a job (its worktree, branch, log or agent) is not running or
+    does not answer (docs/cluster.md, "Job operations on any node")."""
+
+    code = "node_unavailable"
+    status = 503
+
+
 class ProcessError(DispatcherError):
     """A subprocess could not be started or failed unexpectedly."""
 

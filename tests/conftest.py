@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.daemon_fixture", "tests.pg"]
+pytest_plugins = ["tests.daemon_fixture", "tests.pg", "tests.clusterutil"]
 
 
 @pytest.fixture(autouse=True)

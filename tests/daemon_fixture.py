@@ -44,6 +44,7 @@ class Daemon:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     serve_args: tuple[str, ...] = ()  # more options of `dispatcher serve` (--log-format json)
+    argv: tuple[str, ...] = ()  # instead of `dispatcher serve`: a start script that runs it
     _api: httpx.Client | None = field(default=None, repr=False)
 
     @property
@@ -60,16 +61,10 @@ class Daemon:
 
     def start(self, timeout: float = 30) -> Daemon:
         log = open(self.log_path, "ab")  # noqa: SIM115
+        serve = [*dispatcher_argv(), "serve", "--port", str(self.port),
+                 "--state-dir", str(self.state_dir), *self.serve_args]  # fmt: skip
         self.proc = subprocess.Popen(
-            [
-                *dispatcher_argv(),
-                "serve",
-                "--port",
-                str(self.port),
-                "--state-dir",
-                str(self.state_dir),
-                *self.serve_args,
-            ],
+            list(self.argv) or serve,
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -5,72 +5,24 @@ databases, with real git clones of a bare hub repository."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from dispatcher.config import Settings
 from dispatcher.errors import AlreadyExists, InvalidState, NotFound
-from dispatcher.jobs.runner import Runner
 from dispatcher.lifecycle import JobState
-from dispatcher.service import Service
 from dispatcher.store.database import Store, migrate
-from dispatcher.store.models import Clone, Repo, RepoCreate, RepoUpdate
+from dispatcher.store.models import Clone, Repo, RepoUpdate, Worker
 from dispatcher.store.repochanges import APPLICATION_NAME
+from dispatcher.store.workers import WorkerStore
+from tests.clusterutil import Node, _clone, _hub
 from tests.gitutil import git, init_repo
 from tests.migrationutil import downgrade, upgrade
 from tests.test_store import add_job
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def _hub(tmp_path: Path, name: str = "hub") -> Path:
-    """A bare hub repository with one commit on main."""
-    work = init_repo(tmp_path / f"{name}-seed")
-    hub = tmp_path / f"{name}.git"
-    git(tmp_path, "clone", "-q", "--bare", str(work), str(hub))
-    return hub
-
-
-def _clone(url: str, where: Path) -> Path:
-    where.parent.mkdir(parents=True, exist_ok=True)
-    git(where.parent, "clone", "-q", url, str(where))
-    return where
-
-
-@dataclass
-class Node:
-    """One node: its state dir, its store (which knows its node id) and its service."""
-
-    node: str
-    store: Store
-    service: Service
-
-    def add(self, path: Path, name: str | None = None, **settings: int) -> str:
-        return self.service.repos.add(RepoCreate(path=str(path), name=name, **settings)).name
-
-
-@pytest.fixture
-def nodes(migrated_db_url: str, tmp_path: Path) -> Iterator[tuple[Node, Node]]:
-    """Two nodes on one database, as two machines' daemons would be."""
-    made = []
-    for label in ("a", "b"):
-        settings = Settings(
-            state_dir=tmp_path / f"state-{label}", db_url=migrated_db_url, pool_size=0,
-            watch_files=False,
-        )  # fmt: skip
-        settings.ensure_dirs()
-        node = str(uuid.uuid4())
-        store = Store(migrated_db_url, node=node)
-        made.append(Node(node, store, Service(settings, store, Runner(settings, store))))
-    yield made[0], made[1]
-    for n in made:
-        n.service.intake.close()
-        n.store.close()
 
 
 def _rows(url: str, sql: str) -> list[tuple[object, ...]]:
@@ -380,3 +332,34 @@ def test_without_listening_a_node_s_repo_cache_misses_other_nodes_writes(
     finally:
         a.close()
         b.close()
+
+
+def test_a_node_s_free_slots_count_only_the_jobs_its_own_workers_run(
+    nodes: tuple[Node, Node], tmp_path: Path
+) -> None:
+    """max-parallel is per daemon: A running its one slot's job leaves B's slot free (a
+    repo's own limit still counts every node's jobs)."""
+    a, b = nodes
+    hub = str(_hub(tmp_path))
+    x = a.store.repo_by_name(a.add(_clone(hub, tmp_path / "a" / "x"), "x"))
+    b.add(_clone(hub, tmp_path / "b" / "x"), "x")
+    assert x.id is not None
+    workers = WorkerStore(a.store)
+    worker_of = {
+        n.node: workers.begin(
+            Worker(name=label, node=n.node, host="h", pid=1, state_dir=f"/s/{label}",
+                   api_url="x", slots=1)
+        ).id
+        for label, n in (("a", a), ("b", b))
+    }  # fmt: skip
+    first, second, third = (add_job(a.store, x.id) for _ in range(3))
+    taken = a.store.claim_pass(max_parallel=1, per_repo_default=2, worker_id=worker_of[a.node])
+    assert [c.job_id for c in taken.claimed] == [first]
+    assert a.store.claim_pass(max_parallel=1, per_repo_default=2, worker_id=worker_of[a.node]) \
+        .claimed == []  # fmt: skip
+    taken = b.store.claim_pass(max_parallel=1, per_repo_default=2, worker_id=worker_of[b.node])
+    assert [c.job_id for c in taken.claimed] == [second]
+    # The repo's limit (2) is the cluster's: a third node-slot would not take the third.
+    assert b.store.claim_pass(max_parallel=5, per_repo_default=2, worker_id=worker_of[b.node]) \
+        .claimed == []  # fmt: skip
+    assert b.store.job(third).state is JobState.QUEUED

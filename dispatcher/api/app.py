@@ -20,6 +20,7 @@ from dispatcher.api.middleware import (
     BearerAuth,
     BodyLimit,
     Idempotency,
+    PeerTokens,
     RequestIds,
     ScopedTokens,
     open_routes,
@@ -127,6 +128,16 @@ def _declare_bearer(app: FastAPI, public: frozenset[tuple[str, str]]) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
+def _peer_tokens(service: Service | None) -> PeerTokens | None:
+    """The token other nodes ask this one with (PostgreSQL's clusters), or None."""
+    if service is None:
+        return None
+    token = service.peers.token()
+    if token is None:
+        return None
+    return PeerTokens(token, service.peers.header, service.peers.serving)
+
+
 def create_app(
     service: Service,
     token: str,
@@ -199,6 +210,7 @@ def create_app(
         scoped=scoped,
         state_key=mcp_auth.PRINCIPAL,
         ui=UiGuard(Sessions(token)),
+        peers=_peer_tokens(service),
     )
     app.add_middleware(RequestIds)  # outermost: even a refusal's log lines name the job
 

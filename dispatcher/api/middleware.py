@@ -14,6 +14,7 @@ import hmac
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -122,6 +123,18 @@ class ScopedTokens:
     is_scoped: Callable[[str], bool]
 
 
+@dataclass(frozen=True)
+class PeerTokens:
+    """The token another node of the cluster asks with (docs/cluster.md, "Job operations
+    on any node"), accepted as the daemon token is; a request with it and ``header`` (the
+    asking node) is served inside ``serving(node)``, which keeps it from being forwarded
+    again."""
+
+    token: str
+    header: str
+    serving: Callable[[str], AbstractContextManager[None]]
+
+
 class BearerAuth:
     """The one token check of the whole API: every request but the ``public`` (method, path)
     pairs needs ``Authorization: Bearer <token>``, exactly (constant-time compare of
@@ -144,9 +157,12 @@ class BearerAuth:
         scoped: ScopedTokens | None = None,
         state_key: str = "principal",
         ui: UiGuard | None = None,
+        peers: PeerTokens | None = None,
     ) -> None:
         self.app = app
         self.token = token.encode()
+        self.peers = peers
+        self.peer_token = peers.token.encode() if peers is not None else b""
         self.public = public
         self.scoped = scoped
         self.state_key = state_key
@@ -170,12 +186,27 @@ class BearerAuth:
         credentials = self.credentials(scope)
         if isinstance(credentials, str):
             return credentials
+        if self._is_peer(credentials):
+            return None
         if not self.token or not hmac.compare_digest(credentials, self.token):
             scoped = self.scoped
             if scoped is not None and scoped.is_scoped(credentials.decode("latin-1")):
                 return f"a job token is accepted at {scoped.path} (MCP) only, not by the REST API"
             return "wrong bearer token"
         return None
+
+    def _is_peer(self, credentials: bytes) -> bool:
+        return bool(self.peer_token) and hmac.compare_digest(credentials, self.peer_token)
+
+    def _forwarded_by(self, scope: Scope) -> str | None:
+        """The asking node of a request another node forwarded with the peer token."""
+        if self.peers is None:
+            return None
+        credentials = self.credentials(scope)
+        if isinstance(credentials, str) or not self._is_peer(credentials):
+            return None
+        by = _header(scope, self.peers.header.lower().encode())
+        return by.decode("latin-1") if by else None
 
     async def _principal(self, scope: Scope, scoped: ScopedTokens) -> str | None:
         """The scoped path's check: the principal of the token put in the request's state,
@@ -218,6 +249,11 @@ class BearerAuth:
         else:
             why = self.refusal(scope)
         if why is None:
+            by = self._forwarded_by(scope)
+            if by is not None and self.peers is not None:
+                with self.peers.serving(by):
+                    await self.app(scope, receive, send)
+                return
             await self.app(scope, receive, send)
             return
         await send_error(

@@ -58,7 +58,8 @@ class Membership:
         (the row is marked stopped again)."""
         me = Worker(
             name=self.name, node=self.node, host=socket.gethostname(), pid=os.getpid(),
-            state_dir=str(self.settings.state_dir), api_url=self.settings.api_url,
+            state_dir=str(self.settings.state_dir),
+            api_url=(self.settings.advertise_url or self.settings.api_url).rstrip("/"),
             slots=self.settings.max_parallel,
         )  # fmt: skip
         row = self.rows.begin(me)

@@ -171,6 +171,10 @@ class Runner:
         # A job the runner held is let go of: (its id, its row as the runner recorded its
         # end, or None when it did not: the hook reads it if it needs it).
         self.on_finished: Callable[[int, Job | None], None] | None = None
+        # Told of a job's end before it is recorded, with the fields to be written (its
+        # head, commits): more fields to write with them. Set by the daemon to
+        # Hubs.before_end (a hub repo's branch pushed first: docs/cluster.md). Must not raise.
+        self.before_end: Callable[[Job, dict[str, object]], dict[str, object]] | None = None
         # A dead node's job this runner ended when it took it over (it never ran here: no
         # worktree, branch or team step of this node's to follow): only who waits hears.
         self.on_taken_over: Callable[[int], None] | None = None
@@ -793,6 +797,8 @@ class Runner:
         if agent_error is not None:  # even with exit 0 (Claude's is_error result)
             problem = problem or f"the agent reported an error: {agent_error}"
         state, error = result.outcome(job, code, timed_out=timed_out, problem=problem)
+        if self.before_end is not None:
+            fields.update(self.before_end(job, fields))
         self.store.advance(
             job_id, JobState.RUNNING, state, guard=self._guard(job_id, job), error=error,
             **fields,

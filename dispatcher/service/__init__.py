@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from dispatcher import __version__
 from dispatcher.cluster.membership import Membership
+from dispatcher.cluster.peers import Peers
 from dispatcher.config import Settings
 from dispatcher.events.intake import Intake
 from dispatcher.events.trigger_files import TriggerFiles
@@ -89,6 +90,9 @@ class Service:
         self.notices = Notices(settings, store, self.trigger_files)
         self.disk_use = DiskUse(settings)  # the daemon starts its thread
         self.control = Control(settings, store, supervisor, self.notices, pool, self.disk_use)
+        # Other nodes (PostgreSQL): an action on a job another node holds is asked of it.
+        self.peers = Peers(settings, store)
+        self.control.peers = self.peers
         self.jobs = Jobs(settings, store, supervisor, self.trigger_files, self.control)
         self.forges = Forges(settings, store, self.control)
         self.hubs = Hubs(settings, store, self.control, self.trigger_files)  # results leave
@@ -103,7 +107,7 @@ class Service:
         self.repos.on_limits_changed = supervisor.wake  # a raised max-parallel claims now
         self.agents = Agents(settings, store, self.trigger_files)
         self.doctor = Doctor(settings, store, self.trigger_files, self.agents)
-        self.outputs = Outputs(settings, store)
+        self.outputs = Outputs(settings, store, self.peers)
         self.board = Board(store)
         self.events = Events(store, self.trigger_files, self.intake)
         self.issues = Issues(store, self.intake)

@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 from typing import Protocol
 
+from dispatcher.cluster.peers import Holder, Peers
 from dispatcher.config import Settings
 from dispatcher.errors import DispatcherError, InvalidState, RefMoved
 from dispatcher.git import refs, worktrees
@@ -63,6 +64,9 @@ class Control:
     # A repo's hub (set by the service to Hubs.remote_of: its setting, else its trigger
     # file's); None: merges are local.
     hub_name: Callable[[Repo], str | None] = lambda repo: repo.hub
+    # The other nodes' (docs/cluster.md): an action on a job another node holds is asked
+    # of that node (set by the service; None: every job is this node's).
+    peers: Peers | None = None
     _locks: dict[int, threading.Lock] = field(default_factory=dict, init=False, repr=False)
     _locks_guard: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -72,7 +76,17 @@ class Control:
         with self._locks_guard:
             return self._locks.setdefault(job_id, threading.Lock())
 
+    def elsewhere(self, job_id: int, what: str) -> Holder | None:
+        """The other node that holds the job, which ``what`` must be asked of (None: this
+        node does it): see :meth:`~dispatcher.cluster.peers.Peers.holder`."""
+        if self.peers is None or not self.peers.enabled:
+            return None
+        return self.peers.holder(self.store.job(job_id), what)
+
     def cancel(self, job_id: int) -> ActionResult:
+        if (holder := self.elsewhere(job_id, "cancel")) is not None:
+            assert self.peers is not None
+            return self.peers.action(holder, job_id, "cancel")
         with self.lock(job_id):
             job = self.store.job(job_id)
             if job.state is JobState.CANCELED:
@@ -97,6 +111,13 @@ class Control:
     def discard(self, job_id: int, *, expected_tip: str | None = None) -> ActionResult:
         """``expected_tip``: discard only if the job's branch is still at that commit (what
         prune counted the commits of); nothing is touched if it moved."""
+        if (holder := self.elsewhere(job_id, "discard")) is not None:
+            assert self.peers is not None
+            if expected_tip is not None:  # what this node counted is not what is there
+                raise InvalidState(
+                    f"job {job_id} is held by node {holder.name}: prune it on that node"
+                )
+            return self.peers.action(holder, job_id, "discard")
         with self.lock(job_id):
             job = self.store.job(job_id)
             if job.state is JobState.DISCARDED:
@@ -141,6 +162,12 @@ class Control:
         self, job_id: int, req: MergeRequest, *, landed: Callable[[Job], None] | None = None
     ) -> ActionResult:
         """``landed``: told as soon as the merge is recorded (see :func:`land`)."""
+        if (holder := self.elsewhere(job_id, "merge")) is not None:
+            assert self.peers is not None
+            result = self.peers.action(holder, job_id, "merge", req)
+            if landed is not None and result.job.state is JobState.MERGED:
+                landed(self.store.job(job_id))
+            return result
         with self.lock(job_id):
             job = self.store.job(job_id)
             refuse_continued(job)

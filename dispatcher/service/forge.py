@@ -52,6 +52,9 @@ class Forges:
     # ------------------------------------------------------------------ push
 
     def push(self, job_id: int, req: PushRequest) -> ActionResult:
+        if (holder := self.control.elsewhere(job_id, "push")) is not None:
+            assert self.control.peers is not None
+            return self.control.peers.action(holder, job_id, "push", req)
         with self.control.lock(job_id):
             job = self._pushable(job_id)
             job, changed, message = self._push(job, req.remote, force=req.force_with_lease)
@@ -95,6 +98,9 @@ class Forges:
     # ------------------------------------------------------------------ pull requests
 
     def pr(self, job_id: int, req: PullRequestCreate) -> ActionResult:
+        if (holder := self.control.elsewhere(job_id, "pull request")) is not None:
+            assert self.control.peers is not None
+            return self.control.peers.action(holder, job_id, "pr", req)
         with self.control.lock(job_id):
             job = self._pushable(job_id)
             repo_path = Path(self.store.repo(job.repo_id).path)

@@ -1,13 +1,16 @@
 """Results leave the machine: a repo's hub (docs/cluster.md, step 6).
 
 For a repo that names a hub (a git remote of its clone), a job that ends with
-commits has its branch pushed there, whatever its outcome (:meth:`Hubs.job_ended`,
-on a thread; retried, then the one-line reason recorded on the job: ``hub_sha`` or
-``hub_error``). A kill between the push and the record leaves the job owing it
-(its ``hub_sha`` is not its head): :meth:`Hubs.resume` pushes it again at the next
-start. While an agent runs, its worktree's files are pushed every
-``attempt_push_seconds`` to ``refs/dispatcher/attempts/<job>/<attempt>`` on the hub,
-as a commit made in a temporary index (the agent's index, HEAD and branch are not
+commits has its branch pushed there, whatever its outcome: before its end is recorded
+(:meth:`Hubs.before_end`, the runner's hook, whose ``hub_sha`` goes in the end's own
+write), else after it (:meth:`Hubs.job_ended`, on a thread; retried, then the one-line
+reason recorded on the job: ``hub_sha`` or ``hub_error``). A kill between that
+later push and its record leaves the job owing it (its ``hub_sha`` is not its head):
+:meth:`Hubs.resume` pushes it again at the next start. A kill between the first push
+and the end's record leaves the job running: the next start (or the node taking it
+over) ends it and pushes again. While an agent runs, its worktree's files are pushed
+every ``attempt_push_seconds`` to ``refs/dispatcher/attempts/<job>/<attempt>`` on the
+hub, as a commit made in a temporary index (the agent's index, HEAD and branch are not
 touched) whose parent is the job branch's head, skipped when nothing changed
 (:meth:`Hubs.push_attempts`); those refs are deleted when the job is merged or
 discarded (:meth:`Hubs.closed`). Merges of a hub repo are pushed there by the
@@ -85,6 +88,39 @@ class Hubs:
         threading.Thread(
             target=self._push_branch, args=(job_id,), name="hub-push", daemon=True
         ).start()
+
+    def before_end(self, job: Job, fields: dict[str, object]) -> dict[str, object]:
+        """The runner's hook before it records a job's end (``fields``: what it will
+        write): a hub repo's job with commits has its branch pushed first, so that a job
+        recorded ended has its result off the machine, and a node killed before the
+        record has its job taken over and run again (the next push overwrites this one).
+        One try: a failure is left to :meth:`job_ended`'s tries. Never raises."""
+        head, ahead = fields.get("head_sha"), fields.get("commits_ahead")
+        if not isinstance(head, str) or not ahead or not job.branch or job.id is None:
+            return {}
+        try:
+            repo = self.store.repo(job.repo_id)
+            remote = self.remote_of(repo)
+            if not remote:
+                return {}
+            repo_path = Path(repo.path)
+            hub = hub_of(self.settings, repo_path, remote)
+            git_remote.push_ref(
+                repo_path, hub.remote, f"refs/heads/{job.branch}", head,
+                credentials=hub.credentials, timeout=hub.timeout,
+            )  # fmt: skip
+            faults.reach("hub.pushed-before-end")  # the hub has it; the end is not recorded
+        except DispatcherError as exc:
+            message = " ".join(exc.message.split())[:500]
+            log.info("job %s: push to its hub before its end failed: %s", job.id, message)
+            return {}
+        except Exception:
+            log.exception("job %s: push to its hub before its end failed", job.id)
+            return {}
+        note_job(
+            self.settings, job.id, f"pushed {job.branch} ({head[:12]}) to the hub {hub.remote}"
+        )
+        return {"hub_sha": head, "hub_error": None}
 
     def resume(self, node: str | None = None) -> None:
         """At start, on a thread: the branch pushes a stopped daemon still owed (a job

@@ -176,6 +176,9 @@ class Jobs:
                 job.pr_state = followup_of.pr_state
                 job.rebased_onto = rebased_onto or followup_of.rebased_onto
                 job.rebased_at = utcnow() if rebased_onto else followup_of.rebased_at
+                # It runs in its parent's worktree: on the node that has it.
+                if self.control.peers is not None:
+                    job.node = self.control.peers.node_of(followup_of)
                 job = self.store.add_followup(followup_of.id, job, idem=idem)
             else:
                 job = self.store.add_job(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import anyio
 
+from dispatcher.cluster.peers import Holder, Peers
 from dispatcher.config import Settings
 from dispatcher.errors import InvalidInput, InvalidState
 from dispatcher.git import refs
@@ -28,6 +29,14 @@ class Outputs:
 
     settings: Settings
     store: Store
+    # The other nodes': a job another node holds has its log and branch there, and is
+    # read through that node's API (None: every job is this node's).
+    peers: Peers | None = None
+
+    def _holder(self, job_id: int, what: str) -> Holder | None:
+        if self.peers is None or not self.peers.enabled:
+            return None
+        return self.peers.holder(self.store.job(job_id), what)
 
     def log_file(self, job_id: int) -> Path:
         self.store.job(job_id)  # 404 for unknown ids
@@ -46,6 +55,12 @@ class Outputs:
         from ``offset`` (default 0) or its last ``tail`` bytes; ``limit`` defaults to
         ``tail``, else :data:`logpage.DEFAULT_LIMIT`. ``file_id``: the file the offset
         is in (an earlier page's); another file (rotated since) is read from 0."""
+        if (holder := self._holder(job_id, "log")) is not None:
+            assert self.peers is not None
+            _one_start(offset, tail)
+            return self.peers.log_page(
+                holder, job_id, offset=offset, tail=tail, limit=limit, file_id=file_id
+            )
         path = self.log_file(job_id)
         _one_start(offset, tail)
         size = limit or tail or logpage.DEFAULT_LIMIT
@@ -53,8 +68,11 @@ class Outputs:
 
     def log_start(self, job_id: int, *, offset: int | None = None, tail: int | None = None) -> int:
         """Where following the job's log begins: ``offset``, or its last ``tail`` bytes."""
-        path = self.log_file(job_id)
         _one_start(offset, tail)
+        if tail is not None and (holder := self._holder(job_id, "log")) is not None:
+            assert self.peers is not None
+            return self.peers.log_page(holder, job_id, tail=tail, limit=1).start
+        path = self.log_file(job_id)
         if tail is None:
             return offset or 0
         return logpage.read_page(path, tail=tail, limit=1).start
@@ -74,8 +92,15 @@ class Outputs:
 
         Chunks end on UTF-8 character boundaries (:func:`logpage.complete_prefix`). Across a
         rotation nothing is skipped: the rest of the old file, then the new one from 0 (each
-        chunk's ``offset`` is in the file its text came from).
+        chunk's ``offset`` is in the file its text came from). A job another node holds
+        is followed through that node's API.
         """
+        holder = await anyio.to_thread.run_sync(self._holder, job_id, "log")
+        if holder is not None:
+            assert self.peers is not None
+            async for item in self.peers.follow(holder, job_id, offset, disconnected, file_id):
+                yield item
+            return
         tail = LogTail(self.log_file(job_id), offset, file_id)
         try:
             while True:
@@ -101,6 +126,10 @@ class Outputs:
         return self.store.job(job_id).state
 
     def diff(self, job_id: int) -> DiffPublic:
+        if (holder := self._holder(job_id, "diff")) is not None:
+            assert self.peers is not None
+            resp = self.peers.request(holder, "GET", f"/jobs/{job_id}/diff")
+            return DiffPublic.model_validate_json(resp.content)
         job = self.store.job(job_id)
         repo_path = Path(self.store.repo(job.repo_id).path)
         head = (job.branch and refs.branch_head(repo_path, job.branch)) or job.head_sha

@@ -70,6 +70,9 @@ class Rebases:
     fetches: Fetches  # `fetch: true`
 
     def rebase(self, job_id: int) -> ActionResult:
+        if (holder := self.control.elsewhere(job_id, "rebase")) is not None:
+            assert self.control.peers is not None
+            return self.control.peers.action(holder, job_id, "rebase")
         with self.control.lock(job_id):
             job = self._rebasable(job_id)
             repo = self.store.repo(job.repo_id)

@@ -27,6 +27,7 @@ Both give the store the same guarantees, which its queries rely on:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from datetime import UTC, datetime
 from typing import Any
@@ -49,8 +50,19 @@ are per database, so two daemons' databases in one cluster never wait for each o
 log = logging.getLogger(__name__)
 
 DAEMON_LOCK = 0x7774_6469_7370_0002
-"""The advisory lock a daemon holds on its PostgreSQL database while it runs (its state
-dir's lock cannot be seen by a daemon with another state dir)."""
+"""The advisory lock a daemon with no node id holds on its PostgreSQL database while it
+runs (the whole database); a daemon with a node holds :func:`node_lock` of it instead."""
+
+
+def node_lock(node: str | None) -> int:
+    """The advisory lock a daemon holds while it runs on a PostgreSQL database: one per
+    node (docs/cluster.md), so daemons of different nodes share the database, and two of
+    one node (its state dir copied to another machine, or its lock file on a shared
+    mount that does not lock) cannot. A signed 64-bit key from the node id."""
+    if node is None:
+        return DAEMON_LOCK
+    digest = hashlib.sha256(b"worktree-dispatcher node " + node.encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 NUL_REPLACEMENT = "\ufffd"
@@ -113,11 +125,11 @@ class Backend:
         """The URL without its password: for logs and errors."""
         return self.url.render_as_string(hide_password=True)
 
-    def hold(self) -> Hold | None:
-        """Take the database for one daemon (DispatcherError when another has it), and
-        return the hold (to check and let go); None where the state dir's lock is enough
-        (SQLite: the database file is the state dir's unless DISPATCHER_DATABASE_URL says
-        otherwise)."""
+    def hold(self, node: str | None) -> Hold | None:
+        """Take the database for the daemon of ``node`` (DispatcherError when another
+        daemon of that node has it), and return the hold (to check and let go); None
+        where the state dir's lock is enough (SQLite: the database file is the state
+        dir's unless DISPATCHER_DATABASE_URL says otherwise)."""
         return None
 
     def heartbeats(self, conn: sa.Connection) -> dict[int, datetime]:
@@ -248,13 +260,21 @@ class PostgresBackend(Backend):
             " -c tcp_keepalives_count=3",
         }
 
-    def hold(self) -> Hold | None:
+    def hold(self, node: str | None) -> Hold | None:
         # A session-level advisory lock on a connection of its own, held while the daemon
-        # runs: gone with the connection, so a killed daemon never keeps it.
-        hold = _PgHold(self)
+        # runs: gone with the connection, so a killed daemon never keeps it. One per node:
+        # the daemons of other nodes share the database (docs/cluster.md).
+        hold = _PgHold(self, node_lock(node))
         if not hold.take():
             hold.release()
-            raise DispatcherError(f"another daemon is already using the database {self.describe()}")
+            if node is None:
+                raise DispatcherError(
+                    f"another daemon is already using the database {self.describe()}"
+                )
+            raise DispatcherError(
+                f"another daemon of this node ({node}, its state dir's node-id) is already "
+                f"using the database {self.describe()}"
+            )
         return hold
 
     def seconds(self, start: Any, end: Any) -> sa.ColumnElement[Any]:
@@ -284,10 +304,12 @@ class PostgresBackend(Backend):
 
 
 class _PgHold(Hold):
-    """:data:`DAEMON_LOCK` on a connection of its own (NullPool: never a stale one)."""
+    """The node's advisory lock (:func:`node_lock`) on a connection of its own (NullPool:
+    never a stale one)."""
 
-    def __init__(self, backend: PostgresBackend) -> None:
+    def __init__(self, backend: PostgresBackend, key: int) -> None:
         self.backend = backend
+        self.key = key
         self.engine = sa.create_engine(
             backend.url, poolclass=sa.pool.NullPool, connect_args=backend._connect_args()
         )
@@ -298,9 +320,7 @@ class _PgHold(Hold):
             with contextlib.suppress(Exception):
                 self.conn.close()
         self.conn = self.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-        return bool(
-            self.conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({DAEMON_LOCK})").scalar()
-        )
+        return bool(self.conn.exec_driver_sql(f"SELECT pg_try_advisory_lock({self.key})").scalar())
 
     def check(self) -> bool:
         with contextlib.suppress(Exception):
@@ -318,8 +338,9 @@ class _PgHold(Hold):
             log.warning("the daemon's hold on the database %s was lost (its connection "
                         "was dropped) and is taken again", where)  # fmt: skip
         else:
-            log.error("the daemon's hold on the database %s was lost and ANOTHER DAEMON "
-                      "HOLDS IT NOW: two daemons may be using one database", where)  # fmt: skip
+            log.error("the daemon's hold on the database %s was lost and ANOTHER DAEMON OF "
+                      "THIS NODE HOLDS IT NOW: two daemons of one node may be using it",
+                      where)  # fmt: skip
         return taken
 
     def release(self) -> None:

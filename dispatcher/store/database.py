@@ -303,9 +303,10 @@ class Store:
         self._changes: RepoChanges | None = None
 
     def hold_database(self) -> None:
-        """Take the database for this daemon alone until :meth:`close` (DispatcherError if
-        another daemon has it): see :meth:`~dispatcher.store.backends.Backend.hold`."""
-        self._hold = self.backend.hold()
+        """Hold the database for this daemon's node until :meth:`close` (DispatcherError
+        if another daemon of the node has it): see
+        :meth:`~dispatcher.store.backends.Backend.hold`."""
+        self._hold = self.backend.hold(self.node)
 
     def check_hold(self) -> bool:
         """Whether this daemon still holds its database (True without a hold); a hold
@@ -931,17 +932,21 @@ class Store:
             # Queued jobs only of the repos this node has a clone of (docs/cluster.md).
             busy_and_queued = jobpath.busy_and_queued(self.node is None)
             node = {} if self.node is None else {"node": self.node}
-            for rid, group, port, is_busy in conn.execute(busy_and_queued, node):
+            # This node's slots: max_parallel less the jobs its workers run (a repo's
+            # limit and a group count every node's).
+            running_here = 0
+            for rid, group, port, is_busy, mine in conn.execute(busy_and_queued, node):
                 if not is_busy:
                     queued_repos.append(rid)
                     continue
                 busy[rid] = busy.get(rid, 0) + 1
+                running_here += bool(mine)
                 if group is not None:
                     busy_groups.add((rid, group))
                 if port is not None:
                     held.add(port)
             queued_repos.sort()  # as the index gave them, on either database
-            free = max_parallel - sum(busy.values())
+            free = max_parallel - running_here
             if limit is not None:
                 free = min(free, limit)
             if free <= 0:
@@ -965,13 +970,15 @@ class Store:
                 if slots.get(rid, 0) <= 0:
                     continue
                 groups = sorted(group for r, group in busy_groups if r == rid)
-                params: dict[str, Any] = {"repo": rid, "now": now}
+                params: dict[str, Any] = {"repo": rid, "now": now, **node}
                 if groups:
                     waiting = True
                     params["groups"] = groups
                 fetch = min(slots[rid], free)
                 params["n"] = fetch + 1  # one more: are there more than it may take?
-                found = conn.execute(jobpath.candidates(bool(groups)), params).all()
+                found = conn.execute(
+                    jobpath.candidates(bool(groups), self.node is None), params
+                ).all()
                 waiting = waiting or len(found) > fetch
                 candidates += [(jid, rid, g) for jid, g in found[:fetch]]
             candidates.sort()  # FIFO across repos

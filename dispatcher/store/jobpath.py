@@ -24,11 +24,12 @@ from sqlalchemy.orm.base import manager_of_class
 
 from dispatcher.errors import InvalidState, NotFound
 from dispatcher.lifecycle import JobState
-from dispatcher.store.models import Clone, Job
+from dispatcher.store.models import Clone, Job, Worker
 from dispatcher.store.owners import Guard, taken_over
 
 JOB: sa.Table = Job.__table__  # type: ignore[attr-defined]
 CLONE: sa.Table = Clone.__table__  # type: ignore[attr-defined]
+WORKER: sa.Table = Worker.__table__  # type: ignore[attr-defined]
 _MANAGER = manager_of_class(Job)
 _BUSY = (JobState.PREPARING, JobState.RUNNING)
 
@@ -36,22 +37,39 @@ _BUSY = (JobState.PREPARING, JobState.RUNNING)
 @cache
 def busy_and_queued(nodeless: bool) -> sa.CompoundSelect[Any]:
     """The claim's one read of where things stand: every preparing or running job's
-    repo, concurrency group and port (``True``: a handful of rows, at most max-parallel),
-    and each repo with queued jobs that the node (``node``; ``nodeless``: the clones with
-    no node) has a clone of (``False``: a walk of the (state, repo_id, id) index)."""
-    node = CLONE.c.node.is_(None) if nodeless else CLONE.c.node == sa.bindparam("node")
+    repo, concurrency group and port, and whether this node runs it (``True``: a handful
+    of rows, at most max-parallel per node), and each repo with queued jobs that the node
+    (``node``; ``nodeless``: the clones with no node) has a clone of (``False``: a walk of
+    the (state, repo_id, id) index). A busy job counts against this node's slots when a
+    worker of this node holds it (or none does: a row from before workers)."""
+    node: sa.ColumnElement[bool]
+    if nodeless:
+        node = CLONE.c.node.is_(None)
+        mine: sa.ColumnElement[Any] = sa.literal(True)
+    else:
+        node = CLONE.c.node == sa.bindparam("node")
+        held_here = sa.select(WORKER.c.id).where(WORKER.c.node == sa.bindparam("node"))
+        mine = sa.or_(JOB.c.worker_id.is_(None), JOB.c.worker_id.in_(held_here))
     cloned = sa.select(CLONE.c.repo_id).where(node)
+    queued = [JOB.c.state == JobState.QUEUED, JOB.c.repo_id.in_(cloned)]
+    if not nodeless:
+        queued.append(_for_node())
     return sa.union_all(
-        sa.select(JOB.c.repo_id, JOB.c.concurrency_group, JOB.c.port, sa.literal(True)).where(
-            JOB.c.state.in_(_BUSY)
-        ),
+        sa.select(
+            JOB.c.repo_id,
+            JOB.c.concurrency_group,
+            JOB.c.port,
+            sa.literal(True),
+            sa.cast(mine, sa.Boolean),
+        ).where(JOB.c.state.in_(_BUSY)),
         sa.select(
             JOB.c.repo_id,
             sa.cast(sa.null(), JOB.c.concurrency_group.type),  # PostgreSQL's NULL is text
             sa.cast(sa.null(), JOB.c.port.type),
             sa.literal(False),
+            sa.literal(False),
         )
-        .where(JOB.c.state == JobState.QUEUED, JOB.c.repo_id.in_(cloned))
+        .where(*queued)
         .distinct(),
     )
 
@@ -82,17 +100,24 @@ def job_from_row(row: sa.Row[Any]) -> Job:
     return detached(job)
 
 
+def _for_node() -> sa.ColumnElement[bool]:
+    """A queued job this node (``node``) may run: one pinned to no node or to it."""
+    return sa.or_(JOB.c.node.is_(None), JOB.c.node == sa.bindparam("node"))
+
+
 @cache
-def candidates(grouped: bool) -> sa.Select[Any]:
+def candidates(grouped: bool, nodeless: bool = True) -> sa.Select[Any]:
     """A repo's oldest claimable queued jobs (``repo``, ``now``, ``n``; ``groups``: the
-    busy concurrency groups to skip, when ``grouped``): an index range scan on
-    (state, repo_id, id)."""
+    busy concurrency groups to skip, when ``grouped``; unless ``nodeless``, only those
+    ``node`` may run): an index range scan on (state, repo_id, id)."""
     where = [
         JOB.c.state == JobState.QUEUED,
         JOB.c.repo_id == sa.bindparam("repo"),
         # A re-queued job waits out its backoff.
         sa.or_(JOB.c.not_before.is_(None), JOB.c.not_before <= sa.bindparam("now")),
     ]
+    if not nodeless:
+        where.append(_for_node())
     if grouped:
         where.append(
             sa.or_(

@@ -164,6 +164,17 @@ class Clone(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
+class ClusterSecret(SQLModel, table=True):
+    """A secret the nodes of one database share (docs/cluster.md): ``peer``, the token a
+    node asks another node's API with (made by the first node that needs it). Whoever
+    reads the database can already queue any command, so it adds no power."""
+
+    __tablename__ = "cluster_secret"
+
+    name: str = Field(primary_key=True)
+    value: str
+
+
 class ClonePublic(BaseModel):
     """A node's clone of a repo, as ``GET /repos`` shows it."""
 
@@ -394,6 +405,9 @@ class Job(SQLModel, table=True):
     # Where it runs: the worker (daemon start) that holds its current attempt: claimed it,
     # re-adopted its agent (a later start of its node) or took it over (docs/cluster.md)
     worker_id: int | None = Field(default=None, foreign_key="worker.id", index=True)
+    # The node it must run on (None: any node with a clone of its repo): a follow-up runs
+    # in its parent's worktree, on the node that has it (docs/cluster.md).
+    node: str | None = None
     branch: str = ""
     worktree: str | None = None
     pid: int | None = None

@@ -9,6 +9,7 @@ worker is alive is its queue worker's heartbeat on PostgreSQL (procrastinate's
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -17,7 +18,7 @@ from sqlmodel import col, func, select
 
 from dispatcher.lifecycle import JobState
 from dispatcher.store.database import Store
-from dispatcher.store.models import Job, Worker, WorkerPublic, utcnow
+from dispatcher.store.models import ClusterSecret, Job, Worker, WorkerPublic, utcnow
 
 _BUSY = (JobState.PREPARING, JobState.RUNNING)
 
@@ -63,6 +64,25 @@ class WorkerStore:
 
     def get(self, worker_id: int) -> Worker:
         return self.store.row(Worker, worker_id)
+
+    def node_of(self, worker_id: int) -> str | None:
+        """The node of a worker (None: a start from before nodes, or no such worker)."""
+        with self.store.reading() as s:
+            return s.exec(select(Worker.node).where(col(Worker.id) == worker_id)).first()
+
+    def secret(self, name: str) -> str:
+        """The cluster's secret ``name``, made (random, 32 bytes) by the first caller: every
+        node reads the same value (:class:`~dispatcher.store.models.ClusterSecret`)."""
+        with self.store.reading() as s:
+            row = s.get(ClusterSecret, name)
+            if row is not None:
+                return row.value
+        with self.store.writing() as s:  # one writer at a time: no two values are made
+            row = s.get(ClusterSecret, name)
+            if row is None:
+                row = ClusterSecret(name=name, value=secrets.token_urlsafe(32))
+                s.add(row)
+            return row.value
 
     def dead(
         self, node: str, timeout: timedelta, stopped_grace: timedelta = timedelta(0)

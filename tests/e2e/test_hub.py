@@ -323,28 +323,32 @@ def test_a_merge_refuses_in_one_line_when_the_hubs_new_target_conflicts(
 # ------------------------------------------------------------------ kill -9
 
 
-@pytest.mark.parametrize("point", ["hub.pushed"])
-def test_kill_9_between_the_branch_push_and_its_record_is_finished_at_the_next_start(
-    daemon_factory: Callable[..., Daemon], tmp_path: Path, agent: Agent, point: str
+def test_kill_9_between_the_branch_push_and_the_jobs_end_record_ends_it_at_the_next_start(
+    daemon_factory: Callable[..., Daemon], tmp_path: Path, agent: Agent
 ) -> None:
+    # The branch is pushed before the end is recorded (a job recorded ended has its
+    # result on the hub, even if its node dies the next instant): killed in between,
+    # the job is still running, and the next start ends it and pushes it again.
     faults = tmp_path / "faults"
     d = daemon_factory(DISPATCHER_FAULT_DIR=str(faults)).start()
     hub, clone = hub_and_clone(tmp_path)
     name = add_hub_repo(d, clone)
+    point = "hub.pushed-before-end"
     reached = hold_fault(faults, point)
-    done = committed_job(d, name, agent, "kept.txt")
+    script = agent("c-kept.sh", COMMIT + "exit 0\n")
+    job = d.submit(name, "write kept.txt", command=[script, "kept.txt by the agent", "kept.txt"])
     wait_until(reached.exists, "the push to the hub", timeout=30)
-    assert hub_ref(hub, f"refs/heads/{done['branch']}") == done["head"]
-    assert d.job(done["id"])["hub_sha"] is None  # pushed, not recorded
+    held = d.job(job["id"])
+    assert held["state"] == "running" and held["hub_sha"] is None  # pushed, not recorded
+    on_hub = hub_ref(hub, f"refs/heads/{held['branch']}")
+    assert on_hub is not None and git(clone, "rev-parse", held["branch"]) == on_hub
     assert d.stop(signal.SIGKILL) == -signal.SIGKILL
     release_fault(faults, point)
     d.start()
-    owed = wait_until(
-        lambda: (j := d.job(done["id"]))["hub_sha"] and j,
-        lambda: f"the owed push recorded: {d.job(done['id'])}",
-        timeout=60,
-    )
-    assert owed["hub_sha"] == done["head"] and owed["hub_error"] is None
+    done = d.wait(job["id"], timeout=60)
+    assert done["state"] == "succeeded", done
+    assert done["hub_sha"] == done["head"] == on_hub and done["hub_error"] is None
+    assert git(hub, "show", f"{on_hub}:kept.txt") == "kept.txt by the agent"
 
 
 @pytest.mark.parametrize(

@@ -56,8 +56,12 @@ def test_a_daemon_on_postgresql_runs_a_job_and_keeps_its_rows_there(
     finally:
         engine.dispose()
 
+    # A daemon of the same node (its state dir's node-id copied) is refused; one of
+    # another node shares the database (tests/e2e/test_nodes.py).
     second = daemon_factory(DISPATCHER_DATABASE_URL=pg_url)
     second.state_dir.mkdir(parents=True)
+    node = (d.state_dir / "node-id").read_text().strip()
+    (second.state_dir / "node-id").write_text(node + "\n")
     proc = subprocess.run(
         [*dispatcher_argv(), "serve", "--port", str(second.port), "--state-dir",
          str(second.state_dir)],
@@ -65,7 +69,10 @@ def test_a_daemon_on_postgresql_runs_a_job_and_keeps_its_rows_there(
     )  # fmt: skip
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
-    assert "another daemon is already using the database postgresql+psycopg://" in lines[-1]
+    assert (
+        f"another daemon of this node ({node}, its state dir's node-id) is already using the "
+        "database postgresql+psycopg://" in lines[-1]
+    )
     assert len([ln for ln in lines if "Traceback" in ln]) == 0, proc.stderr
     # The first daemon goes on, and stops cleanly.
     assert d.job(job_id)["state"] == "succeeded"
