@@ -6,15 +6,19 @@
   (``claimed_at - created_at``). Woken by the trigger's ``NOTIFY`` (migration 0024),
   against the same with the trigger disabled: the claim poll (a second at most) finds
   it. The arms are interleaved, each job run to its end before the next.
-* **jobs/s on PostgreSQL**: trivial jobs (``true``) queued at once, max-parallel 8,
-  against the same on SQLite (the embedded default), in the same run.
 * **take-over after kill -9**: node A runs a job that sleeps; A is killed (``kill -9``,
   its agent with it: its machine is gone); node B (its own state dir and clone of the
   repo, one bare hub as their shared remote) starts once A's heartbeat has gone stale
   (``DISPATCHER_WORKER_TIMEOUT_SECONDS`` 3): the seconds from the kill to the job
   running again on B, against B's start alone (start to ``/health``) and the timeout.
-* **2 and 3 workers**: not measured yet. A second daemon on one database at the same
-  time is refused until the rest of the plan lands (docs/cluster.md).
+* **jobs/s**: trivial jobs (``true``) on SQLite (one daemon, the embedded default), then
+  on PostgreSQL with 1, 2 and 3 nodes (daemons with their own state dirs and clones of
+  one hub, max-parallel 8 each) on a fresh database each; the jobs are asked of the nodes'
+  APIs in turn, at once, and the rate is the count over the time from the first request
+  to the last job's ``finished_at`` (every job must succeed). The baselines are SQLite's
+  and one node's of the same run. On one machine the nodes share its cores: this
+  measures what coordination costs and whether nodes add anything here, not what more
+  machines add.
 """
 
 from __future__ import annotations
@@ -123,25 +127,47 @@ def _ms(values: list[float]) -> dict[str, float]:
     return {"p50_ms": round(statistics.median(values) * 1000, 1), "p95_ms": round(p95 * 1000, 1)}
 
 
-def jobs_per_second(ctx: Ctx, cluster: PgCluster, clone: Path) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for backend in ("sqlite", "postgresql"):
-        extra = (
-            {"database_url": cluster.url(cluster.create_database())} if backend != "sqlite" else {}
-        )
+def _rate(ctx: Ctx, hub: Path, label: str, count: int, database_url: str | None) -> float:
+    """Trivial jobs/s of ``count`` nodes on one database (SQLite: one daemon), each with a
+    fresh clone of ``hub`` (a job's branch is named by its id: another arm's would be in
+    the way): the jobs asked of their APIs in turn, at once; the count over the time from
+    the first request to the last job's ``finished_at``. Every job must succeed."""
+    n = jobs_count(ctx)
+    root = ctx.dir(f"cluster-{label}")
+    extra = {"database_url": database_url} if database_url else {}
+    nodes = []
+    for i in range(count):
+        clone = root / f"clone-{i}"
+        ctx.git(root, "clone", "-q", str(hub), str(clone))
         d = Daemon(
-            ctx, f"cluster-tp-{backend}", max_parallel=str(PARALLEL),
-            max_parallel_per_repo=str(PARALLEL), pool_size="2", **extra,
+            ctx, f"cluster-{label}-{i}", max_parallel=str(PARALLEL),
+            max_parallel_per_repo=str(PARALLEL * 3), pool_size="2", **extra,
         ).start(timeout=120)  # fmt: skip
-        name = d.add_repo(clone, "app")
+        d.add_repo(clone, "app")
+        nodes.append(d)
+    for d in nodes:
         d.settle(timeout=60, min_pause=1.0)
-        n = jobs_count(ctx)
-        t0 = time.perf_counter()
-        with ThreadPoolExecutor(4) as pool:
-            list(pool.map(lambda i, d=d, name=name: d.submit(name, f"t{i}", ["true"]), range(n)))
-        d.wait_all_done(timeout=max(120.0, n * 0.5))
-        out[backend] = round(n / (time.perf_counter() - t0), 1)
+    t0 = time.time()
+    with ThreadPoolExecutor(4) as pool:
+        made = list(pool.map(lambda i: nodes[i % count].submit("app", f"t{i}", ["true"]), range(n)))
+    ends = [nodes[0].wait(int(job["id"]), timeout=max(120.0, n * 0.5)) for job in made]
+    bad = [e for e in ends if e["state"] != "succeeded"]
+    if bad:
+        first = f"{bad[0]['state']}: {bad[0].get('error')}"
+        raise RuntimeError(f"{label}: {len(bad)} of {n} jobs did not succeed, the first {first}")
+    last = max(datetime.fromisoformat(e["finished_at"]).timestamp() for e in ends)
+    for d in nodes:
         d.stop()
+    return round(n / (last - t0), 1)
+
+
+def jobs_per_second(ctx: Ctx, cluster: PgCluster, hub: Path) -> dict[str, float]:
+    """Trivial jobs/s on SQLite (one daemon), then on PostgreSQL with 1, 2 and 3 nodes
+    (a fresh database each)."""
+    out = {"sqlite": _rate(ctx, hub, "tp-sqlite", 1, None)}
+    for count in (1, 2, 3):
+        url = cluster.url(cluster.create_database())
+        out[f"pg_{count}"] = _rate(ctx, hub, f"tp-pg-{count}", count, url)
     return out
 
 
@@ -206,9 +232,9 @@ def _wait_dead(url: str) -> None:
 
 def run(ctx: Ctx) -> dict[str, Any]:
     cluster = _pg(ctx)
-    _hub, clone_a, clone_b = _hub_and_clones(ctx)
+    hub, clone_a, clone_b = _hub_and_clones(ctx)
     claims = claim_latency(ctx, cluster, clone_a)
-    rates = jobs_per_second(ctx, cluster, clone_a)
+    rates = jobs_per_second(ctx, cluster, hub)
     taken = take_over(ctx, cluster, clone_a, clone_b)
     subprocess.run(["sync"], check=False)
     notify, poll = claims["notify"]["p50_ms"], claims["poll"]["p50_ms"]
@@ -216,9 +242,6 @@ def run(ctx: Ctx) -> dict[str, Any]:
         "claim_latency": claims,
         "jobs_per_s": rates,
         "take_over": taken,
-        "workers_2_3": (
-            "n/a: a second daemon on one database is refused until docs/cluster.md's plan lands"
-        ),
         "targets": [
             target(
                 notify * 5 <= poll,
@@ -235,10 +258,11 @@ def table(r: dict[str, Any]) -> list[str]:
         "claim latency of a job queued on another node (created -> claimed), p50 / p95:",
         f"  woken by NOTIFY: {c['notify']['p50_ms']} / {c['notify']['p95_ms']} ms; "
         f"by the claim poll (trigger disabled): {c['poll']['p50_ms']} / {c['poll']['p95_ms']} ms",
-        f"trivial jobs/s, max-parallel {PARALLEL}: PostgreSQL {j['postgresql']}, "
-        f"SQLite {j['sqlite']} (same run)",
+        f"trivial jobs/s, max-parallel {PARALLEL} a node: SQLite (one daemon) {j['sqlite']}; "
+        f"PostgreSQL with 1 node {j['pg_1']}, 2 nodes {j['pg_2']} "
+        f"({j['pg_2'] / j['pg_1']:.2f}x), 3 nodes {j['pg_3']} ({j['pg_3'] / j['pg_1']:.2f}x) "
+        "(one machine's cores shared)",
         f"take-over after kill -9: {t['kill_to_done_s']} s from the kill to the job done on "
         f"another node (its start alone {t['start_s']} s, worker timeout {t['timeout_s']} s, "
         "waited out before it starts)",
-        f"2 and 3 workers: {r['workers_2_3']}",
     ]

@@ -138,7 +138,7 @@ class Peers:
             raise NodeUnavailable(
                 f"job {job.id} is held by node {name} ({node}), which is not running: its "
                 f"{what} needs that node (its worktree, branch, log or agent are there)",
-                details={"node": node},
+                details={"node": node, "name": name},
             )
         return Holder(node=node, name=live[0].name, url=live[0].api_url.rstrip("/"))
 

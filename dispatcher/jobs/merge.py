@@ -43,11 +43,14 @@ def land(
     drop: Callable[[Path], None],
     landed: Callable[[Job], None] | None = None,
     hub: merge.Hub | None = None,
+    source: str | None = None,
 ) -> tuple[Job, bool, str]:
     """Merge ``job``; returns the job, whether anything changed, and a message.
 
     ``hub``: the repo's hub (docs/cluster.md): the merge is pushed there, and the
-    local target follows it.
+    local target follows it. ``source``: the commit merged, when it is not the job's
+    branch in this clone (its branch fetched from the hub: the job's node is down);
+    the job's branch is then not this clone's to delete.
 
     ``drop`` takes the job's worktree away afterwards (back to the warm pool, or
     removed), saving any uncommitted edits to a ref first. ``landed`` is told of the
@@ -68,7 +71,7 @@ def land(
             details={"state": job.state.value},
         )
     repo_path = Path(repo.path)
-    head = refs.branch_head(repo_path, job.branch)
+    head = source or refs.branch_head(repo_path, job.branch)
     if head is None:
         raise InvalidState(f"job {job.id}: its branch {job.branch} no longer exists")
     if head == job.base_sha:
@@ -110,7 +113,7 @@ def land(
         if job.worktree:
             drop(Path(job.worktree))
             job = store.update(job_id, worktree=None)
-        if req.delete_branch:
+        if req.delete_branch and source is None:
             worktrees.delete_branch(repo_path, job.branch)
     except DispatcherError as exc:
         log.warning("job %s: cleanup after merge failed: %s", job.id, exc.message)

@@ -18,8 +18,9 @@ from typing import Protocol
 
 from dispatcher.cluster.peers import Holder, Peers
 from dispatcher.config import Settings
-from dispatcher.errors import DispatcherError, InvalidState, RefMoved
+from dispatcher.errors import DispatcherError, InvalidState, NodeUnavailable, RefMoved
 from dispatcher.git import refs, worktrees
+from dispatcher.git import remote as git_remote
 from dispatcher.jobs.cleanup import run_cleanup
 from dispatcher.jobs.diskuse import DiskUse
 from dispatcher.jobs.files import note_job
@@ -162,7 +163,11 @@ class Control:
         self, job_id: int, req: MergeRequest, *, landed: Callable[[Job], None] | None = None
     ) -> ActionResult:
         """``landed``: told as soon as the merge is recorded (see :func:`land`)."""
-        if (holder := self.elsewhere(job_id, "merge")) is not None:
+        try:
+            holder = self.elsewhere(job_id, "merge")
+        except NodeUnavailable as down:
+            return self._merge_from_hub(job_id, req, down, landed=landed)
+        if holder is not None:
             assert self.peers is not None
             result = self.peers.action(holder, job_id, "merge", req)
             if landed is not None and result.job.state is JobState.MERGED:
@@ -182,6 +187,55 @@ class Control:
                 hub=hub,
             )  # fmt: skip
             if changed and job.state is JobState.MERGED:
+                self.notices.announce(job)
+                self._closed(job)
+            return action_result(self.store, job, changed, message)
+
+    def _merge_from_hub(
+        self,
+        job_id: int,
+        req: MergeRequest,
+        down: NodeUnavailable,
+        *,
+        landed: Callable[[Job], None] | None,
+    ) -> ActionResult:
+        """Merge a finished job whose node is not running from its branch on the repo's
+        hub (docs/cluster.md, "A dead node's finished jobs"), in this node's clone: the
+        merge is the hub's as any node's (fetch, ``merge-tree``, a push with a lease).
+        The job's worktree, left on its node, is no longer the job's: that node's sweep
+        saves what it holds and removes it at its next start. ``down`` is raised when
+        the job cannot be merged so: its repo has no hub, its end was not pushed there,
+        or the hub's branch is not what the job recorded."""
+        with self.lock(job_id):
+            job = self.store.job(job_id)
+            if job.state not in FINISHED:
+                raise down
+            repo = self.store.repo(job.repo_id)  # NotFound: no clone here either
+            remote = self.hub_name(repo)
+            if remote is None or job.hub_sha is None:
+                raise down
+            hub = hub_of(self.settings, Path(repo.path), remote)
+            there = git_remote.fetch_branch(
+                Path(repo.path), remote, job.branch, credentials=hub.credentials,
+                timeout=hub.timeout,
+            )  # fmt: skip
+            if there != job.hub_sha:
+                raise NodeUnavailable(
+                    f"{down.message}; its branch on the hub {remote} is "
+                    f"{there[:12] if there else 'gone'}, not the {job.hub_sha[:12]} it ended "
+                    "with, so it is not merged from there",
+                    details=down.details,
+                )
+            job, changed, message = land(
+                self.settings, self.store, job, repo, req, drop=lambda path: None,
+                landed=landed, hub=hub, source=there,
+            )  # fmt: skip
+            if changed and job.state is JobState.MERGED:
+                node = down.details.get("name") or down.details.get("node")
+                message += (
+                    f", from its branch there (node {node}, which holds its worktree, is not "
+                    "running: that node drops the worktree at its next start)"
+                )
                 self.notices.announce(job)
                 self._closed(job)
             return action_result(self.store, job, changed, message)

@@ -78,20 +78,22 @@ ENV = {
 
 def make_cluster(
     pg_url: str, daemon_factory: Callable[..., Daemon], seed: Path, tmp_path: Path,
-    **env: str,
+    hub: str | None = None, **env: str,
 ) -> Cluster:  # fmt: skip
     """Node B started first with two slots, then node A (the jobs B started before A are
     B's: A was not there to claim them); both have a clone of ``seed`` (their remote: a
-    bare hub made from it)."""
-    hub = tmp_path / "hub.git"
-    git(tmp_path, "clone", "-q", "--bare", str(seed), str(hub))
-    git(seed, "remote", "add", "origin", str(hub))
+    bare hub made from it, the repo's ``hub`` setting when ``hub`` names it)."""
+    bare = tmp_path / "hub.git"
+    git(tmp_path, "clone", "-q", "--bare", str(seed), str(bare))
+    git(seed, "remote", "add", "origin", str(bare))
     b_clone = tmp_path / "app-b"
-    git(tmp_path, "clone", "-q", str(hub), str(b_clone))
+    git(tmp_path, "clone", "-q", str(bare), str(b_clone))
     env = {"DISPATCHER_DATABASE_URL": pg_url, **ENV, **env}
     b = daemon_factory(DISPATCHER_MAX_PARALLEL="2", **env)
     b.start(timeout=FIRST_START_S)
-    name = b.add_repo(b_clone, "app")
+    added = b.api.post("/repos", json={"path": str(b_clone), "name": "app", "hub": hub})
+    assert added.status_code == 201, added.text
+    name = str(added.json()["name"])
     return Cluster(
         a=daemon_factory(**env), b=b, name=name, a_clone=seed, b_clone=b_clone,
         gates=tmp_path / "gates", pg_url=pg_url,
@@ -279,6 +281,60 @@ def test_a_job_held_by_a_node_that_is_not_running_is_refused_in_one_line(
     assert (log.status_code, log.json()["error"]["code"]) == (503, "node_unavailable")
     assert a.job(job)["state"] == node["state"] == "succeeded"  # nothing moved
     assert c.a.stop() == 0
+
+
+def test_a_finished_job_of_a_node_that_is_not_running_is_merged_from_its_branch_on_the_hub(
+    pg_url: str, daemon_factory: Callable[..., Daemon], repo: Path, tmp_path: Path
+) -> None:
+    c = make_cluster(pg_url, daemon_factory, repo, tmp_path, hub="origin")
+    hub = tmp_path / "hub.git"
+    c.gates.mkdir()
+    job = c.gated(c.b)
+    c.go(job)
+    ended = c.b.wait(job)
+    assert ended["state"] == "succeeded" and ended["hub_sha"] == ended["head"], ended
+    worktree, branch = Path(ended["worktree"]), ended["branch"]
+    assert worktree.is_dir()
+    a = _start_a(c)
+    assert c.b.stop(signal.SIGKILL) == -signal.SIGKILL
+    wait_until(
+        lambda: sum(w["alive"] for w in a.api.get("/workers").json()) == 1, "B to go silent", 20
+    )
+    # What needs B's clone still waits for B.
+    refused = a.api.post(f"/jobs/{job}/discard")
+    assert (refused.status_code, refused.json()["error"]["code"]) == (503, "node_unavailable")
+
+    # The hub's branch is not what the job ended with: not merged from there.
+    before = git(hub, "rev-parse", "main")
+    other = git(hub, "commit-tree", "-m", "someone else's", "main^{tree}")
+    git(hub, "update-ref", f"refs/heads/{branch}", other)
+    moved = a.api.post(f"/jobs/{job}/merge")
+    assert moved.status_code == 503, moved.text
+    assert f"not the {ended['hub_sha'][:12]} it ended with" in moved.json()["error"]["message"]
+    assert a.job(job)["state"] == "succeeded" and git(hub, "rev-parse", "main") == before
+    git(hub, "update-ref", f"refs/heads/{branch}", ended["hub_sha"])
+
+    merged = a.api.post(f"/jobs/{job}/merge")
+    assert merged.status_code == 200, merged.text
+    body = merged.json()
+    assert (body["changed"], body["job"]["state"], body["job"]["merged_into"]) == (
+        True,
+        "merged",
+        "main",
+    )
+    assert "from its branch there" in body["message"] and "is not running" in body["message"]
+    assert git(hub, "show", "main:done.txt") == str(job)  # merged on the hub
+    assert git(c.a_clone, "rev-parse", "main") == git(hub, "rev-parse", "main")  # A's follows
+    assert a.job(job)["worktree"] is None
+    again = a.api.post(f"/jobs/{job}/merge")
+    assert (again.status_code, again.json()["changed"]) == (200, False)
+
+    # B's next start drops the worktree it left (no job's now); its branch is kept.
+    c.b.start(timeout=FIRST_START_S)
+    wait_until(lambda: not worktree.exists(), "B to remove the merged job's worktree", 30)
+    assert git(c.b_clone, "rev-parse", branch) == ended["hub_sha"]
+    assert c.b.job(job)["state"] == "merged"
+    assert c.a.stop() == 0 and c.b.stop() == 0
 
 
 def test_one_webhook_delivery_sent_to_both_nodes_makes_one_job(
