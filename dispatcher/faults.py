@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,99}$")
 _dir: Path | None = None
+_scope: ContextVar[str | None] = ContextVar("dispatcher_fault_scope", default=None)
 
 
 def configure(fault_dir: Path | None) -> None:
@@ -29,15 +33,30 @@ def configure(fault_dir: Path | None) -> None:
     _dir = fault_dir
 
 
+@contextmanager
+def scope(label: str) -> Iterator[None]:
+    """While inside it, a point ``name`` is also the point ``name.label``: a test holds
+    one caller's pass through a shared point (``store.in-write.job-end``: the write of
+    a job's end, not the claim's or a heartbeat's)."""
+    token = _scope.set(label)
+    try:
+        yield
+    finally:
+        _scope.reset(token)
+
+
 def reach(name: str, *, poll: float = 0.01) -> None:
-    """Hold here while ``<fault dir>/<name>.hold`` exists (see the module docstring)."""
+    """Hold here while ``<fault dir>/<name>.hold`` exists (see the module docstring),
+    or ``<name>.<scope>.hold`` inside :func:`scope`."""
     if _dir is None:
         return
     if not _NAME.match(name):
         raise ValueError(f"bad fault point name: {name!r}")
-    hold = _dir / f"{name}.hold"
-    if not hold.exists():
-        return
-    (_dir / f"{name}.reached").touch()
-    while hold.exists():
-        time.sleep(poll)
+    label = _scope.get()
+    for point in (name, f"{name}.{label}") if label else (name,):
+        hold = _dir / f"{point}.hold"
+        if not hold.exists():
+            continue
+        (_dir / f"{point}.reached").touch()
+        while hold.exists():
+            time.sleep(poll)

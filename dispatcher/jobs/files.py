@@ -1,9 +1,9 @@
 """Where a job's things are on disk: its files outside the worktree, its worktree, its log notes.
 
 ``<state>/jobs/<id>/`` holds the prompt, the agent's log (with the daemon's own
-``[dispatcher]`` lines), the exit status its wrapper writes, the spawn claim
-files (see :mod:`dispatcher.jobs.recovery`) and the summary an agent may write;
-none of it is ever committed. The worktree is ``<worktrees>/<repo>/<id>``.
+``[dispatcher]`` lines), the exit status its wrapper writes, the mark of a kill at its
+deadline, the spawn claim files (see :mod:`dispatcher.jobs.recovery`) and the summary
+an agent may write; none of it is ever committed. The worktree is ``<worktrees>/<repo>/<id>``.
 """
 
 from __future__ import annotations
@@ -38,6 +38,14 @@ class JobFiles:
     @property
     def exit(self) -> Path:
         return self.root / "exit"
+
+    @property
+    def timed_out(self) -> Path:
+        """Made when the runner kills the agent at its deadline, before the kill: an end
+        recorded later from the exit file alone (after a restart, or an outage of the
+        database in the end's write) is then a timeout, not a failure. Removed at the
+        next spawn."""
+        return self.root / "timed-out"
 
     def claim(self, nonce: str) -> Path:
         """The claim file of the spawn with this nonce (see :mod:`dispatcher.jobs.recovery`)."""

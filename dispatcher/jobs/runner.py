@@ -578,6 +578,7 @@ class Runner:
         job, files = a.job, a.files
         assert job.spawn_nonce is not None
         cgroup = self.cgroups.make(job)
+        files.timed_out.unlink(missing_ok=True)  # an earlier attempt's
         faults.reach("runner.before-spawn")
         child = proc.spawn(
             launch.box.wrap(launch.argv, launch.view.with_files(files.summary), env=launch.env),
@@ -738,6 +739,11 @@ class Runner:
             after = f" after {timeout_s:g}s" if timeout_s is not None else ""
             self.note(job_id, f"timed out{after}: killing the process tree")
 
+        # Marked before the kill: an end read later from the exit file alone is a timeout.
+        try:
+            job_files(self.settings, job_id).timed_out.touch()
+        except OSError as exc:
+            log.warning("job %s: cannot mark its timeout (%s); killing it anyway", job_id, exc)
         self._kill_in_background(child, note)
 
     def _exited(self, job_id: int, timed_out: bool) -> None:
@@ -799,10 +805,11 @@ class Runner:
         state, error = result.outcome(job, code, timed_out=timed_out, problem=problem)
         if self.before_end is not None:
             fields.update(self.before_end(job, fields))
-        self.store.advance(
-            job_id, JobState.RUNNING, state, guard=self._guard(job_id, job), error=error,
-            **fields,
-        )  # fmt: skip
+        with faults.scope("job-end"):
+            self.store.advance(
+                job_id, JobState.RUNNING, state, guard=self._guard(job_id, job), error=error,
+                **fields,
+            )  # fmt: skip
         with self._lock:  # the ended row, for the hooks once the runner lets go of it
             if job_id in self._active:
                 self._ended[job_id] = _set(job, state=state, error=error, **fields)
@@ -896,8 +903,10 @@ class Runner:
         self.cgroups.end(job)  # the agent has ended: so does all it left behind
         code = proc.read_exit_file(files.exit)
         if code is not None:
-            self.note(job_id, f"{why}: agent had ended with {proc.describe_status(code)}")
-            self._finish(job, code, timed_out=False)
+            timed_out = files.timed_out.exists()  # killed at its deadline (before the end)
+            how = " (killed at its deadline)" if timed_out else ""
+            self.note(job_id, f"{why}: agent had ended with {proc.describe_status(code)}{how}")
+            self._finish(job, code, timed_out=timed_out)
             return
         lost = (
             "the agent was lost: it was not running after a daemon restart and left no exit status"

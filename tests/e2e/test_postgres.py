@@ -145,6 +145,43 @@ def test_postgresql_restarted_mid_flow_loses_no_job_and_runs_none_twice(
     assert d.stop() == 0
 
 
+def test_a_connection_dropped_inside_a_timed_out_jobs_end_records_it_timed_out(
+    pg_cluster: PgCluster,
+    pg_url: str,
+    daemon_factory: Callable[..., Daemon],
+    agent: Agent,
+    tmp_path: Path,
+) -> None:
+    """The same cut in the end of a job killed at its deadline: taken up from its exit
+    file, it is recorded timed out (the runner marked the kill before making it), not
+    failed by its exit status."""
+    faults = tmp_path / "faults"
+    d = daemon_factory(
+        DISPATCHER_DATABASE_URL=pg_url, DISPATCHER_FAULT_DIR=str(faults),
+        DISPATCHER_KILL_GRACE_SECONDS="1",
+    ).start(timeout=FIRST_START_S)  # fmt: skip
+    repo = init_repo(tmp_path / "r")
+    point = "store.in-write.job-end"  # the write of a job's end, not the claim's
+    reached = hold_fault(faults, point)
+    script = agent("sleepy.sh", "sleep 600\n")
+    job_id = d.submit(d.add_repo(repo), "slow", command=[script], timeout_minutes=0.05)["id"]
+    wait_until(reached.exists, "the timed-out job's end under way", 60)
+    assert d.job(job_id)["state"] == "running"
+    database = pg_url.split("@/", 1)[1].split("?", 1)[0]
+    pg_cluster.admin(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        f"WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+    )
+    release_fault(faults, point)
+    job = d.wait(job_id, timeout=120)
+    assert job["state"] == "timed_out", job
+    log = d.api.get(f"/jobs/{job_id}/log").text
+    assert "timed out after 3s: killing the process tree" in log
+    assert "the database came back: agent had ended with" in log
+    assert "(killed at its deadline)" in log
+    assert d.stop() == 0
+
+
 def _runs(gates: Path) -> list[int]:
     path = gates / "runs"
     return [int(line) for line in path.read_text().split()] if path.exists() else []
