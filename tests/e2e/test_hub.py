@@ -168,6 +168,17 @@ def test_a_repo_without_a_hub_pushes_nothing_and_an_unreachable_hub_is_one_line(
 # ------------------------------------------------------------------ work in progress
 
 
+def _wip_holding(hub: Path, ref: str, text: str) -> str | None:
+    """The sha of ``ref`` on the hub when its WIP.txt holds ``text``; None before."""
+    sha = hub_ref(hub, ref)
+    if sha is None:
+        return None
+    try:
+        return sha if git(hub, "show", f"{sha}:WIP.txt") == text else None
+    except AssertionError:  # a snapshot without the file yet
+        return None
+
+
 def test_work_in_progress_reaches_the_hub_while_the_agent_runs_without_touching_its_index(
     hdaemon: Daemon, tmp_path: Path, agent: Agent
 ) -> None:
@@ -177,14 +188,19 @@ def test_work_in_progress_reaches_the_hub_while_the_agent_runs_without_touching_
     script = agent(
         "slow.sh",
         'echo "draft 1" > WIP.txt\necho "changed" >> README.md\necho staged >> notes.md\n'
-        "git add notes.md\n"
+        f"git add notes.md\ntouch {go}.drafted\n"
         f'while [ ! -e {go}.1 ]; do sleep 0.05; done\necho "draft 2" > WIP.txt\n'
         f"while [ ! -e {go}.2 ]; do sleep 0.05; done\n"
         'rm WIP.txt\necho "final" > DONE.txt\n',
     )
     job = hdaemon.submit(name, "slow work", command=[script])
     ref = f"refs/dispatcher/attempts/{job['id']}/1"
-    first = wait_until(lambda: hub_ref(hub, ref), f"{ref} on the hub", timeout=30)
+    # A snapshot may be taken while the agent is between its writes: the one to look at
+    # is the first after they are all made (the next interval's, as the tree changed).
+    wait_until(Path(f"{go}.drafted").exists, "the agent's first drafts", timeout=30)
+    first = wait_until(
+        lambda: _wip_holding(hub, ref, "draft 1"), f"{ref} on the hub with draft 1", timeout=30
+    )
     running = hdaemon.job(job["id"])
     assert running["state"] == "running", running
     base, worktree = running["base"], Path(running["worktree"])
@@ -202,10 +218,8 @@ def test_work_in_progress_reaches_the_hub_while_the_agent_runs_without_touching_
     time.sleep(3 * INTERVAL)
     assert hub_ref(hub, ref) == first
     (tmp_path / "go.1").touch()
-    second = wait_until(
-        lambda: (sha := hub_ref(hub, ref)) != first and sha, "the second draft", timeout=30
-    )
-    assert git(hub, "show", f"{second}:WIP.txt") == "draft 2"
+    second = wait_until(lambda: _wip_holding(hub, ref, "draft 2"), "the second draft", timeout=30)
+    assert second != first
     (tmp_path / "go.2").touch()
     done = hdaemon.wait(job["id"], timeout=60)
     assert done["state"] == "succeeded", done
