@@ -105,6 +105,25 @@ class Peers:
             self._token = self.rows.secret(PEER_SECRET)
         return self._token
 
+    @staticmethod
+    def is_forwarded() -> bool:
+        """This request came from another node (it is never forwarded again)."""
+        return _forwarded.get() is not None
+
+    def running_worker(self, node: str) -> Holder | None:
+        """The API of ``node``'s running worker; None when it has none."""
+        workers = self.rows.listed(this=None, timeout=self.timeout, everyone=True)
+        mine = [w for w in workers if w.node == node]
+        live = [w for w in mine if w.alive]
+        if not live:
+            return None
+        return Holder(node=node, name=live[0].name, url=live[0].api_url.rstrip("/"))
+
+    def worker_name(self, node: str) -> str:
+        """A name for ``node`` in messages: its newest worker's, else its id."""
+        workers = self.rows.listed(this=None, timeout=self.timeout, everyone=True)
+        return next((w.name for w in workers if w.node == node), node)
+
     def node_of(self, job: Job) -> str | None:
         """The node whose clone has the job's worktree and branch (None: no node, or
         SQLite): a follow-up of it is pinned there (``job.node``)."""

@@ -17,6 +17,12 @@ unless asked; a discard that could not reach the repo): the branch is deleted if
 holds nothing its job did not land, and no unfinished job (a follow-up) uses it.
 Worktree directories no job claims go through the sweeper's orphan step (their state
 saved to ``refs/dispatcher/orphans/`` first).
+
+Several nodes (docs/cluster.md): a job's branch and worktree are in the clone of the
+node that ran it, so its commits can only be counted there. A prune takes this node's
+jobs (and those no node ran) itself and asks each other running node to prune its own
+(the same request, forwarded: that node prunes only its own jobs); the answers are
+one result. The jobs of a node that is not running are kept, and listed as such.
 """
 
 from __future__ import annotations
@@ -66,10 +72,15 @@ class Prune:
         repos = [self.store.repo_by_name(req.repo)] if req.repo else self.store.repos()
         with self._lock:  # two prunes at once would plan the same jobs
             branches = {r.id: _branches(r) for r in repos}
-            plans = self._plan(repos, branches, states, explicit, min_age, now)
+            elsewhere: dict[str, list[Job]] = {}
+            plans = self._plan(repos, branches, states, explicit, min_age, now, elsewhere)
             jobs = [self._carry_out(p, now, dry_run=req.dry_run) for p in plans]
             present = [r for r in repos if branches[r.id] is not None]
             orphans = self._orphans(present, now, dry_run=req.dry_run) if states & CLOSED else []
+        for node, held in sorted(elsewhere.items()):
+            theirs, their_orphans = self._on_node(node, held, req, now)
+            jobs += theirs
+            orphans += their_orphans
         jobs.sort(key=lambda j: (j.action == "keep", j.id))
         return PruneResult(
             dry_run=req.dry_run, jobs=jobs, orphans=orphans,
@@ -86,13 +97,20 @@ class Prune:
         explicit: bool,
         min_age: float,
         now: datetime,
+        elsewhere: dict[str, list[Job]],
     ) -> list[_Plan]:
+        """This node's plans; the picked jobs other nodes ran go into ``elsewhere``, by
+        node (left out when this prune came from another node: each prunes its own)."""
         by_id = {r.id: r for r in repos}
-        picked = [
-            j
-            for j in self.store.jobs_in(sorted(states))
-            if j.repo_id in by_id and _age(j, now) >= min_age and j.followed_by is None
-        ]
+        picked = []
+        for j in self.store.jobs_in(sorted(states)):
+            if j.repo_id not in by_id or _age(j, now) < min_age or j.followed_by is not None:
+                continue
+            node = self._node_of(j)
+            if node is None:
+                picked.append(j)
+            elif not self._peers_forwarded():
+                elsewhere.setdefault(node, []).append(j)
         # Branches an unfinished job still works on (a follow-up shares its parent's).
         unfinished = self.store.jobs_in(sorted(ACTIVE | FINISHED))
         in_use = {(j.repo_id, j.branch) for j in unfinished if j.followed_by is None}
@@ -113,6 +131,47 @@ class Prune:
                 reason = f"cannot tell what its branch holds: {exc.message}"
                 plans.append(_Plan(job, repo, None, tip, "keep", reason))
         return plans
+
+    def _node_of(self, job: Job) -> str | None:
+        """The other node whose clone has the job's branch; None: this node's, or any."""
+        peers = self.control.peers
+        if peers is None or not peers.enabled:
+            return None
+        node = peers.node_of(job)
+        return node if node is not None and node != peers.node else None
+
+    def _peers_forwarded(self) -> bool:
+        peers = self.control.peers
+        return peers is not None and peers.is_forwarded()
+
+    def _on_node(
+        self, node: str, held: list[Job], req: PruneRequest, now: datetime
+    ) -> tuple[list[PrunedJob], list[str]]:
+        """The same prune asked of ``node`` for its jobs: its answer; its jobs kept (and
+        said why) when it is not running or does not answer."""
+        peers = self.control.peers
+        assert peers is not None
+        holder = peers.running_worker(node)
+        why = f"its node {peers.worker_name(node)} ({node}) is not running; prune it there"
+        if holder is not None:
+            try:
+                resp = peers.request(holder, "POST", "/jobs/prune", body=req)
+                result = PruneResult.model_validate_json(resp.content)
+                return result.jobs, result.orphans
+            except DispatcherError as exc:
+                why = f"its node {holder.name} did not prune it: {exc.message}"
+        names = self.store.repo_names(sorted({j.repo_id for j in held}))
+        kept = []
+        for job in held:
+            assert job.id is not None
+            repo = names.get(job.repo_id, "?")
+            item = PrunedJob(
+                id=job.id, repo=repo, state=job.state, age_s=round(_age(job, now), 3),
+                commits=None, branch=job.branch, action="keep", done=False,
+                message=f"job {job.id} ({repo}, {job.state.value}): kept: {why}",
+            )  # fmt: skip
+            kept.append(item)
+        return kept, []
 
     def _closed(self, job: Job, repo: Repo, tip: str) -> _Plan:
         """A merged or discarded job whose branch is still there."""

@@ -337,6 +337,54 @@ def test_a_finished_job_of_a_node_that_is_not_running_is_merged_from_its_branch_
     assert c.a.stop() == 0 and c.b.stop() == 0
 
 
+def test_a_prune_on_one_node_prunes_another_nodes_jobs_there_and_keeps_their_commits(
+    cluster: Cluster,
+) -> None:
+    """The commits of a job are counted in the clone of the node that ran it: a prune
+    asked of A has B prune B's jobs (the one with a commit kept, the other discarded),
+    and keeps, saying why, the jobs of a node that is not running."""
+    c = cluster
+    kept = c.b.submit(c.name, "with a commit", command=["sh", "-c", "echo w > w.txt; exit 1"])
+    empty = c.b.submit(c.name, "nothing", command=["sh", "-c", "exit 1"])
+    for job in (kept, empty):
+        assert c.b.wait(job["id"])["state"] == "failed"
+    assert c.b.job(kept["id"])["commits_ahead"] == 1
+    a = _start_a(c)
+    mine = a.submit(c.name, "a's own", command=["sh", "-c", "exit 1"])
+    assert a.wait(mine["id"])["state"] == "failed"
+
+    dry = a.api.post("/jobs/prune", json={"dry_run": True})
+    assert dry.status_code == 200, dry.text
+    actions = {j["id"]: (j["action"], j["commits"]) for j in dry.json()["jobs"]}
+    assert actions == {
+        kept["id"]: ("keep", 1),
+        empty["id"]: ("discard", 0),
+        mine["id"]: ("discard", 0),
+    }, dry.json()
+    done = a.api.post("/jobs/prune", json={})
+    assert done.status_code == 200, done.text
+    by_id = {j["id"]: j for j in done.json()["jobs"]}
+    assert by_id[kept["id"]]["action"] == "keep" and "1 commit on" in by_id[kept["id"]]["message"]
+    assert [by_id[i]["done"] for i in (empty["id"], mine["id"])] == [True, True]
+    assert a.job(empty["id"])["state"] == a.job(mine["id"])["state"] == "discarded"
+    assert git(c.b_clone, "branch", "--list", empty["branch"]) == ""  # gone from B's clone
+    assert git(c.b_clone, "rev-parse", kept["branch"]) == c.b.job(kept["id"])["head"]  # kept
+    assert a.job(kept["id"])["state"] == "failed"
+
+    # B not running: its job is kept, and the answer says why.
+    assert c.b.stop(signal.SIGKILL) == -signal.SIGKILL
+    wait_until(
+        lambda: sum(w["alive"] for w in a.api.get("/workers").json()) == 1, "B to go silent", 20
+    )
+    down = a.api.post("/jobs/prune", json={"states": ["failed"]})
+    assert down.status_code == 200, down.text
+    [item] = down.json()["jobs"]
+    assert (item["id"], item["action"], item["done"]) == (kept["id"], "keep", False)
+    assert "is not running; prune it there" in item["message"]
+    assert a.job(kept["id"])["state"] == "failed"
+    assert c.a.stop() == 0
+
+
 def test_one_webhook_delivery_sent_to_both_nodes_makes_one_job(
     pg_url: str, daemon_factory: Callable[..., Daemon], agent: Agent, tmp_path: Path
 ) -> None:
