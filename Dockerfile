@@ -42,12 +42,12 @@ RUN python -m venv /tmp/build-env \
     && pip check \
     && rm -rf /build /tmp/build-env /tmp/wheel
 
-# Non-root user. docker-compose.yml runs the container as the host user's
-# uid:gid instead, which may have no passwd entry here: HOME is made writable
-# for any uid so agents and git can keep their config there.
 # A cluster worker's start: clone the hub's repos, serve, register them (docs/cluster.md).
 COPY docker/cluster-worker /usr/local/bin/dispatcher-cluster-worker
 
+# Non-root user. docker-compose.yml runs the container as the host user's
+# uid:gid instead, which may have no passwd entry here: HOME is made writable
+# for any uid so agents and git can keep their config there.
 RUN useradd --create-home --home-dir /home/dispatcher --uid 1000 --user-group dispatcher \
     && chmod 1777 /home/dispatcher \
     && mkdir -p /state \

@@ -21,6 +21,7 @@ from sqlmodel import col
 
 from dispatcher import faults
 from dispatcher.cluster.membership import Membership
+from dispatcher.cluster.peers import Peers
 from dispatcher.config import Settings
 from dispatcher.jobs import takeover
 from dispatcher.jobs.files import job_files
@@ -139,6 +140,15 @@ def test_a_start_takes_its_nodes_busy_jobs_a_dead_nodes_and_leaves_an_alive_node
                 got[dead_running].error or ""
             )
             assert (got[dead_last].state, got[dead_last].worker_id) == (JobState.FAILED, me)
+            # Ended here, it is still held by the dead node, whose clone has its branch;
+            # the re-queued one is any node's.
+            assert (got[dead_last].node, got[dead_running].node) == (dead_node, None)
+            if postgres:
+                peers = Peers(settings, Store(store.url, node=mine))
+                try:
+                    assert peers.node_of(got[dead_last]) == dead_node
+                finally:
+                    peers.store.close()
             assert taken_ended == [dead_last] and dead_last not in ended
             assert dead_running not in ended
             if other is not None:  # the alive node's: left alone

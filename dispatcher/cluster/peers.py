@@ -129,8 +129,8 @@ class Peers:
         SQLite): a follow-up of it is pinned there (``job.node``)."""
         if not self.enabled:
             return None
-        if job.worker_id is None:
-            return job.node
+        if job.node is not None or job.worker_id is None:
+            return job.node  # a follow-up's, or the dead node of a job a take-over ended
         return self.rows.node_of(job.worker_id)
 
     def holder(self, job: Job, what: str) -> Holder | None:
@@ -141,7 +141,7 @@ class Peers:
         # discarded one has nothing left in a clone.
         if not self.enabled or job.worker_id is None or job.state in _ANY_NODE:
             return None
-        node = self.rows.node_of(job.worker_id)
+        node = self.node_of(job)
         if node is None or node == self.node:
             return None
         if _forwarded.get() is not None:

@@ -8,7 +8,9 @@ that comes back writes nothing into the attempt that follows: re-queued (attempt
 after the retry backoff) while it has attempts left, else ended (``canceled`` when a cancel
 was asked, ``failed`` otherwise; a follow-up too, whose worktree is on the dead node). It
 then carries the taking worker's id (so a write of the dead worker's fails its guard even
-when the attempt ended here) and no worktree. Nothing on disk is touched: none of it is here.
+when the attempt ended here) and no worktree; one ended here names the dead node as its
+``node``, whose clone has its branch (what a merge, discard or prune of it needs). Nothing
+on disk is touched: none of it is here.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dispatcher.lifecycle import JobState
 from dispatcher.store.database import Store
 from dispatcher.store.models import Job, utcnow
 from dispatcher.store.owners import Guard, TakenOver
+from dispatcher.store.workers import WorkerStore
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,10 @@ def _take(settings: Settings, store: Store, me: int | None, job: Job) -> JobStat
         where = " (a follow-up's worktree is on that node)" if job.followup_of else ""
         target = JobState.FAILED
         fields = {"finished_at": utcnow(), "error": f"{why}; attempt {job.attempt} lost{where}"}
+    if target is not JobState.QUEUED and job.worker_id is not None:
+        # Ended here, its branch (with what the agent committed) is still in the dead
+        # node's clone: that node holds it (Peers.node_of), not this one.
+        fields["node"] = job.node or WorkerStore(store).node_of(job.worker_id)
     store.move(job.id, {JobState.PREPARING, JobState.RUNNING}, target, guard=guard,
                **gone, **fields)  # fmt: skip
     said = f"taken over from worker {job.worker_id} (its node is not alive): {target.value}"

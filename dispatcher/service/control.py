@@ -204,15 +204,17 @@ class Control:
         merge is the hub's as any node's (fetch, ``merge-tree``, a push with a lease).
         The job's worktree, left on its node, is no longer the job's: that node's sweep
         saves what it holds and removes it at its next start. ``down`` is raised when
-        the job cannot be merged so: its repo has no hub, its end was not pushed there,
-        or the hub's branch is not what the job recorded."""
+        the job cannot be merged so: its repo has no hub, its head (as recorded) was not
+        pushed there, or the hub's branch is not at it now."""
         with self.lock(job_id):
             job = self.store.job(job_id)
             if job.state not in FINISHED:
                 raise down
+            refuse_continued(job)  # a follow-up goes on from it (on that node)
             repo = self.store.repo(job.repo_id)  # NotFound: no clone here either
             remote = self.hub_name(repo)
-            if remote is None or job.hub_sha is None:
+            # Its head not on the hub (a rebase there since the push): not from the hub.
+            if remote is None or job.hub_sha is None or job.hub_sha != job.head_sha:
                 raise down
             hub = hub_of(self.settings, Path(repo.path), remote)
             there = git_remote.fetch_branch(

@@ -102,15 +102,22 @@ class Prune:
         """This node's plans; the picked jobs other nodes ran go into ``elsewhere``, by
         node (left out when this prune came from another node: each prunes its own)."""
         by_id = {r.id: r for r in repos}
+        peers = self.control.peers
+        here = peers.node if peers is not None and peers.enabled else None
+        forwarded = peers is not None and peers.is_forwarded()
+        nodes: dict[tuple[str | None, int | None], str | None] = {}
         picked = []
         for j in self.store.jobs_in(sorted(states)):
             if j.repo_id not in by_id or _age(j, now) < min_age or j.followed_by is not None:
                 continue
-            node = self._node_of(j)
-            if node is None:
+            owner = self._owner(j, nodes)
+            if forwarded:  # the asking node took its own and those no node ran
+                if owner is not None and owner == here:
+                    picked.append(j)
+            elif owner is None or owner == here:
                 picked.append(j)
-            elif not self._peers_forwarded():
-                elsewhere.setdefault(node, []).append(j)
+            else:
+                elsewhere.setdefault(owner, []).append(j)
         # Branches an unfinished job still works on (a follow-up shares its parent's).
         unfinished = self.store.jobs_in(sorted(ACTIVE | FINISHED))
         in_use = {(j.repo_id, j.branch) for j in unfinished if j.followed_by is None}
@@ -132,17 +139,16 @@ class Prune:
                 plans.append(_Plan(job, repo, None, tip, "keep", reason))
         return plans
 
-    def _node_of(self, job: Job) -> str | None:
-        """The other node whose clone has the job's branch; None: this node's, or any."""
+    def _owner(self, job: Job, seen: dict[tuple[str | None, int | None], str | None]) -> str | None:
+        """The node whose clone has the job's branch (None: SQLite, or no node ran it);
+        ``seen``: the answers so far, by the job's node and worker (one read each)."""
         peers = self.control.peers
         if peers is None or not peers.enabled:
             return None
-        node = peers.node_of(job)
-        return node if node is not None and node != peers.node else None
-
-    def _peers_forwarded(self) -> bool:
-        peers = self.control.peers
-        return peers is not None and peers.is_forwarded()
+        key = (job.node, job.worker_id)
+        if key not in seen:
+            seen[key] = peers.node_of(job)
+        return seen[key]
 
     def _on_node(
         self, node: str, held: list[Job], req: PruneRequest, now: datetime
@@ -160,9 +166,14 @@ class Prune:
                 return result.jobs, result.orphans
             except DispatcherError as exc:
                 why = f"its node {holder.name} did not prune it: {exc.message}"
+            except ValueError as exc:  # an answer that is not a prune's
+                first = (str(exc).splitlines() or [""])[0]
+                why = f"its node {holder.name} answered what is not a prune's result: {first}"
         names = self.store.repo_names(sorted({j.repo_id for j in held}))
         kept = []
         for job in held:
+            if job.state in CLOSED:  # merged or discarded: only a leftover branch, there
+                continue
             assert job.id is not None
             repo = names.get(job.repo_id, "?")
             item = PrunedJob(

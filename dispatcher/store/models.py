@@ -406,7 +406,8 @@ class Job(SQLModel, table=True):
     # re-adopted its agent (a later start of its node) or took it over (docs/cluster.md)
     worker_id: int | None = Field(default=None, foreign_key="worker.id", index=True)
     # The node it must run on (None: any node with a clone of its repo): a follow-up runs
-    # in its parent's worktree, on the node that has it (docs/cluster.md).
+    # in its parent's worktree, on the node that has it (docs/cluster.md). A job a
+    # take-over ended names the dead node: its branch is in that node's clone.
     node: str | None = None
     branch: str = ""
     worktree: str | None = None

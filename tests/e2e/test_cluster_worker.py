@@ -105,6 +105,7 @@ def test_the_compose_workers_run_this_script_with_their_own_dirs_and_addresses()
         assert env["DISPATCHER_DATABASE_URL"].startswith("postgresql+psycopg://")
         assert "@postgres:5432/" in env["DISPATCHER_DATABASE_URL"]
         assert env["DISPATCHER_ADVERTISE_URL"] == f"http://{name}:8765"
+        assert env["DISPATCHER_WORKER_STOPPED_GRACE_SECONDS"] == "0"  # its agents went too
         mounts = dict(reversed(v.rsplit(":", 1)) for v in worker["volumes"])
         for var in ("DISPATCHER_STATE_DIR", "DISPATCHER_CLONES_DIR", "DISPATCHER_HUB_DIR"):
             assert env[var] in mounts, (name, var)

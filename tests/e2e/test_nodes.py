@@ -113,6 +113,14 @@ def _start_a(c: Cluster) -> Daemon:
     return c.a
 
 
+def _kill_b(c: Cluster, a: Daemon) -> None:
+    """Node B ``kill -9``ed, and A sees it silent."""
+    assert c.b.stop(signal.SIGKILL) == -signal.SIGKILL
+    wait_until(
+        lambda: sum(w["alive"] for w in a.api.get("/workers").json()) == 1, "B to go silent", 20
+    )
+
+
 def _sse(client: httpx.Client, url: str) -> Iterator[tuple[str, dict[str, object]]]:
     with client.stream("GET", url, headers={"Accept": "text/event-stream"}) as resp:
         assert resp.status_code == 200, resp.read()
@@ -266,10 +274,7 @@ def test_a_job_held_by_a_node_that_is_not_running_is_refused_in_one_line(
     assert c.b.wait(job)["state"] == "succeeded"
     a = _start_a(c)
     node = c.b.job(job)
-    assert c.b.stop(signal.SIGKILL) == -signal.SIGKILL
-    wait_until(
-        lambda: sum(w["alive"] for w in a.api.get("/workers").json()) == 1, "B to go silent", 20
-    )
+    _kill_b(c, a)
     [b_node] = [w["node"] for w in a.api.get("/workers").json() if not w["alive"]]
     for verb in ("discard", "merge"):
         refused = a.api.post(f"/jobs/{job}/{verb}")
@@ -296,10 +301,7 @@ def test_a_finished_job_of_a_node_that_is_not_running_is_merged_from_its_branch_
     worktree, branch = Path(ended["worktree"]), ended["branch"]
     assert worktree.is_dir()
     a = _start_a(c)
-    assert c.b.stop(signal.SIGKILL) == -signal.SIGKILL
-    wait_until(
-        lambda: sum(w["alive"] for w in a.api.get("/workers").json()) == 1, "B to go silent", 20
-    )
+    _kill_b(c, a)
     # What needs B's clone still waits for B.
     refused = a.api.post(f"/jobs/{job}/discard")
     assert (refused.status_code, refused.json()["error"]["code"]) == (503, "node_unavailable")
@@ -372,11 +374,8 @@ def test_a_prune_on_one_node_prunes_another_nodes_jobs_there_and_keeps_their_com
     assert a.job(kept["id"])["state"] == "failed"
 
     # B not running: its job is kept, and the answer says why.
-    assert c.b.stop(signal.SIGKILL) == -signal.SIGKILL
-    wait_until(
-        lambda: sum(w["alive"] for w in a.api.get("/workers").json()) == 1, "B to go silent", 20
-    )
-    down = a.api.post("/jobs/prune", json={"states": ["failed"]})
+    _kill_b(c, a)
+    down = a.api.post("/jobs/prune", json={})  # its discarded job is not listed: closed
     assert down.status_code == 200, down.text
     [item] = down.json()["jobs"]
     assert (item["id"], item["action"], item["done"]) == (kept["id"], "keep", False)

@@ -167,11 +167,7 @@ def test_a_connection_dropped_inside_a_timed_out_jobs_end_records_it_timed_out(
     job_id = d.submit(d.add_repo(repo), "slow", command=[script], timeout_minutes=0.05)["id"]
     wait_until(reached.exists, "the timed-out job's end under way", 60)
     assert d.job(job_id)["state"] == "running"
-    database = pg_url.split("@/", 1)[1].split("?", 1)[0]
-    pg_cluster.admin(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        f"WHERE datname = '{database}' AND pid <> pg_backend_pid()"
-    )
+    _drop_connections(pg_cluster, pg_url)
     release_fault(faults, point)
     job = d.wait(job_id, timeout=120)
     assert job["state"] == "timed_out", job
@@ -180,6 +176,15 @@ def test_a_connection_dropped_inside_a_timed_out_jobs_end_records_it_timed_out(
     assert "the database came back: agent had ended with" in log
     assert "(killed at its deadline)" in log
     assert d.stop() == 0
+
+
+def _drop_connections(pg_cluster: PgCluster, pg_url: str) -> None:
+    """Every connection to the test's database ended by the server (as a restart would)."""
+    database = pg_url.split("@/", 1)[1].split("?", 1)[0]
+    pg_cluster.admin(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        f"WHERE datname = '{database}' AND pid <> pg_backend_pid()"
+    )
 
 
 def _runs(gates: Path) -> list[int]:
@@ -208,11 +213,7 @@ def test_a_connection_dropped_inside_a_jobs_write_is_taken_up_as_after_a_restart
     reached = hold_fault(faults, "store.in-write")
     (gates / f"go-{job_id}").touch()  # the agent ends: the next write is (mostly) its end
     wait_until(reached.exists, "a write under way", 60)
-    database = pg_url.split("@/", 1)[1].split("?", 1)[0]
-    pg_cluster.admin(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-        f"WHERE datname = '{database}' AND pid <> pg_backend_pid()"
-    )
+    _drop_connections(pg_cluster, pg_url)
     release_fault(faults, "store.in-write")
     job = d.wait(job_id, timeout=120)
     assert (job["state"], job["exit_code"]) == ("succeeded", 0), job
