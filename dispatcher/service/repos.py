@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Protocol
 
 from dispatcher.config import Settings
-from dispatcher.errors import AlreadyExists, InvalidInput
+from dispatcher.errors import AlreadyExists, InvalidInput, NotFound
 from dispatcher.events.trigger_files import TriggerFiles
 from dispatcher.forge.remotes import clone_key
 from dispatcher.git import meta, refs, worktrees
+from dispatcher.git import remote as git_remote
 from dispatcher.jobs.diskuse import DiskUse
 from dispatcher.jobs.pool import WorktreePool
 from dispatcher.store.database import AlreadyMade, Store
@@ -90,6 +91,7 @@ class Repos:
         if self.store.find_repo(path=str(top)) is not None:
             raise AlreadyExists(f"{top} is already registered")
         forge_name = req.forge_name if req.forge_name is not None else _origin_forge_name(top)
+        _check_hub(top, req.hub)
         try:
             # A clone of a repo another node registered (the same remote) joins it: this
             # node's clone of it, its name and settings (docs/cluster.md).
@@ -112,6 +114,11 @@ class Repos:
             )
         except AlreadyMade as made_meanwhile:
             return self._one_public(self.store.repo(made_meanwhile.resource_id))
+        if repo.hub and not req.hub:  # joined another node's repo: its hub, by name here
+            try:
+                _check_hub(top, repo.hub)
+            except InvalidInput as exc:
+                log.warning("repo %s: %s; its pushes to the hub fail until then", name, exc.message)
         self.trigger_files.load(repo)
         if self.listener is not None:
             self.listener.repo_added(repo)
@@ -140,6 +147,8 @@ class Repos:
         fields = {key: getattr(req, key) for key in sorted(req.model_fields_set)}
         if "forge_name" in fields and fields["forge_name"] is None:
             fields["forge_name"] = _origin_forge_name(Path(repo.path))
+        if fields.get("hub") is not None:
+            _check_hub(Path(repo.path), str(fields["hub"]))
         if fields:
             repo = self.store.update_repo(repo.id, **fields)
             log.info("repo %s: settings changed: %s", repo.name, fields)
@@ -209,6 +218,20 @@ class Repos:
             public.worktrees_bytes, public.worktrees_measured_at = figure.bytes, figure.measured_at
         public.cost_today_usd = round(costs.get(repo.id, 0.0), 6)
         return public
+
+
+def _check_hub(top: Path, hub: str | None) -> None:
+    """A repo's hub is one of its clone's remotes, by name: InvalidInput (one line) when
+    the clone has none of that name."""
+    if hub is None:
+        return
+    try:
+        git_remote.remote_urls(top, hub)
+    except NotFound as exc:
+        raise InvalidInput(
+            f"hub {hub!r}: {top} {exc.message.removeprefix('the repo ')}; add it "
+            f"(`git remote add {hub} URL`) or name one of those"
+        ) from None
 
 
 def remote_key(top: Path, fetch_remote: str | None) -> str | None:

@@ -147,6 +147,20 @@ def test_a_repo_without_a_hub_pushes_nothing_and_an_unreachable_hub_is_one_line(
     done = committed_job(hdaemon, plain, agent, "plain.txt")
     assert done["state"] == "succeeded" and done["hub_sha"] is None
     assert hub_ref(hub, f"refs/heads/{done['branch']}") is None
+    # A hub that is not one of the clone's remotes is refused in one line, nothing set.
+    refused = hdaemon.cli("repo", "update", plain, "--hub", "nope", check=False)
+    assert refused.returncode == 1 and refused.stdout == "", refused
+    assert refused.stderr.strip().endswith(
+        f"hub 'nope': {clone} has no remote 'nope' (its remotes: hub); add it "
+        "(`git remote add nope URL`) or name one of those"
+    ), refused.stderr
+    assert hdaemon.api.get(f"/repos/{plain}").json()["hub"] is None
+    other = tmp_path / "other"
+    git(tmp_path, "clone", "-q", str(hub), str(other))
+    added = hdaemon.api.post("/repos", json={"path": str(other), "name": "o", "hub": "hub"})
+    assert (added.status_code, added.json()["error"]["code"]) == (422, "invalid_input")
+    assert "has no remote 'hub' (its remotes: origin)" in added.json()["error"]["message"]
+    assert hdaemon.api.get("/repos/o").status_code == 404  # not registered
     # Now with a hub that is not there: two tries (DISPATCHER_HUB_PUSH_TRIES), then why.
     git(clone, "remote", "add", "gone", str(tmp_path / "no-such-hub.git"))
     out = hdaemon.cli("repo", "update", plain, "--hub", "gone")  # the CLI's way
