@@ -110,19 +110,16 @@ class Peers:
         """This request came from another node (it is never forwarded again)."""
         return _forwarded.get() is not None
 
-    def running_worker(self, node: str) -> Holder | None:
-        """The API of ``node``'s running worker; None when it has none."""
+    def reach(self, node: str) -> tuple[str | None, Holder | None]:
+        """``node``'s name (its newest worker's; None: it has no worker row) and the API
+        of its running worker (None: it has none running). One read of the workers."""
         workers = self.rows.listed(this=None, timeout=self.timeout, everyone=True)
         mine = [w for w in workers if w.node == node]
-        live = [w for w in mine if w.alive]
-        if not live:
-            return None
-        return Holder(node=node, name=live[0].name, url=live[0].api_url.rstrip("/"))
-
-    def worker_name(self, node: str) -> str:
-        """A name for ``node`` in messages: its newest worker's, else its id."""
-        workers = self.rows.listed(this=None, timeout=self.timeout, everyone=True)
-        return next((w.name for w in workers if w.node == node), node)
+        live = next((w for w in mine if w.alive), None)
+        name = mine[0].name if mine else None
+        if live is None:
+            return name, None
+        return name, Holder(node=node, name=live.name, url=live.api_url.rstrip("/"))
 
     def node_of(self, job: Job) -> str | None:
         """The node whose clone has the job's worktree and branch (None: no node, or
@@ -149,17 +146,15 @@ class Peers:
                 f"job {job.id} moved to another node while this {what} was forwarded here; "
                 "try again"
             )
-        workers = self.rows.listed(this=None, timeout=self.timeout, everyone=True)
-        mine = [w for w in workers if w.node == node]
-        live = [w for w in mine if w.alive]
-        if not live:
-            name = mine[0].name if mine else "?"
+        name, holder = self.reach(node)
+        if holder is None:
+            name = name or "?"
             raise NodeUnavailable(
                 f"job {job.id} is held by node {name} ({node}), which is not running: its "
                 f"{what} needs that node (its worktree, branch, log or agent are there)",
                 details={"node": node, "name": name},
             )
-        return Holder(node=node, name=live[0].name, url=live[0].api_url.rstrip("/"))
+        return holder
 
     # ------------------------------------------------------------ requests
 

@@ -60,14 +60,19 @@ def check_remote_name(name: str) -> str:
     return name
 
 
-def remote_urls(repo: Path, remote: str) -> tuple[str, str]:
-    """The fetch and push URLs of ``remote`` as git uses them (``insteadOf`` and
-    ``pushurl`` applied); NotFound when the repo has no such remote."""
+def require_remote(repo: Path, remote: str) -> None:
+    """NotFound (naming the remotes it has) when the repo has no remote ``remote``."""
     check_remote_name(remote)
     names = cmd.run(["remote"], repo).stdout.split()
     if remote not in names:
         known = ", ".join(names) or "none"
         raise NotFound(f"the repo has no remote {remote!r} (its remotes: {known})")
+
+
+def remote_urls(repo: Path, remote: str) -> tuple[str, str]:
+    """The fetch and push URLs of ``remote`` as git uses them (``insteadOf`` and
+    ``pushurl`` applied); NotFound when the repo has no such remote."""
+    require_remote(repo, remote)
     fetch = cmd.run(["remote", "get-url", "--", remote], repo).stdout.strip()
     push = cmd.run(["remote", "get-url", "--push", "--", remote], repo).stdout.strip()
     return fetch, push

@@ -157,8 +157,8 @@ class Prune:
         said why) when it is not running or does not answer."""
         peers = self.control.peers
         assert peers is not None
-        holder = peers.running_worker(node)
-        why = f"its node {peers.worker_name(node)} ({node}) is not running; prune it there"
+        name, holder = peers.reach(node)
+        why = f"its node {name or node} ({node}) is not running; prune it there"
         if holder is not None:
             try:
                 resp = peers.request(holder, "POST", "/jobs/prune", body=req)

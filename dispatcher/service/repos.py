@@ -226,7 +226,7 @@ def _check_hub(top: Path, hub: str | None) -> None:
     if hub is None:
         return
     try:
-        git_remote.remote_urls(top, hub)
+        git_remote.require_remote(top, hub)
     except NotFound as exc:
         raise InvalidInput(
             f"hub {hub!r}: {top} {exc.message.removeprefix('the repo ')}; add it "
